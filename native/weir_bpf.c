@@ -1,0 +1,318 @@
+// SPDX-License-Identifier: Apache-2.0
+/* weir_bpf: libbpf shim for the TypeScript control plane. See weir_bpf.h. */
+#include "weir_bpf.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <net/if.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+
+#define MAX_OBJS 16
+
+static struct bpf_object *objs[MAX_OBJS];
+static int log_level = 1;
+static char last_log[4096];
+
+static int print_fn(enum libbpf_print_level level, const char *fmt, va_list ap)
+{
+	va_list copy;
+
+	va_copy(copy, ap);
+	/* Keep the latest warning: the verifier's verdict ends up here. */
+	if (level == LIBBPF_WARN)
+		vsnprintf(last_log, sizeof(last_log), fmt, copy);
+	va_end(copy);
+	if ((int)level < log_level)
+		return vfprintf(stderr, fmt, ap);
+	return 0;
+}
+
+int weir_set_log_level(int level)
+{
+	log_level = level;
+	libbpf_set_print(print_fn);
+	return 0;
+}
+
+int weir_last_log(char *buf, uint32_t size)
+{
+	if (!size)
+		return -EINVAL;
+	snprintf(buf, size, "%s", last_log);
+	return (int)strlen(buf);
+}
+
+static struct bpf_object *obj_get(int obj)
+{
+	return obj >= 0 && obj < MAX_OBJS ? objs[obj] : NULL;
+}
+
+int weir_obj_load(const char *obj_path, const char *pin_root)
+{
+	LIBBPF_OPTS(bpf_object_open_opts, opts, .pin_root_path = pin_root);
+	struct bpf_object *obj;
+	int slot, err;
+
+	for (slot = 0; slot < MAX_OBJS && objs[slot]; slot++)
+		;
+	if (slot == MAX_OBJS)
+		return -EMFILE;
+	libbpf_set_print(print_fn);
+	last_log[0] = '\0';
+	obj = bpf_object__open_file(obj_path, &opts);
+	if (!obj)
+		return -errno;
+	err = bpf_object__load(obj);
+	if (err) {
+		bpf_object__close(obj);
+		return err;
+	}
+	objs[slot] = obj;
+	return slot;
+}
+
+int weir_obj_close(int obj)
+{
+	struct bpf_object *o = obj_get(obj);
+
+	if (!o)
+		return -EBADF;
+	bpf_object__close(o);
+	objs[obj] = NULL;
+	return 0;
+}
+
+int weir_obj_map_fd(int obj, const char *map_name)
+{
+	struct bpf_object *o = obj_get(obj);
+	struct bpf_map *map;
+
+	if (!o)
+		return -EBADF;
+	map = bpf_object__find_map_by_name(o, map_name);
+	return map ? bpf_map__fd(map) : -ENOENT;
+}
+
+int weir_obj_prog_fd(int obj, const char *prog_name)
+{
+	struct bpf_object *o = obj_get(obj);
+	struct bpf_program *prog;
+
+	if (!o)
+		return -EBADF;
+	prog = bpf_object__find_program_by_name(o, prog_name);
+	return prog ? bpf_program__fd(prog) : -ENOENT;
+}
+
+int weir_pin_open(const char *path)
+{
+	int fd = bpf_obj_get(path);
+
+	return fd < 0 ? -errno : fd;
+}
+
+int weir_pin(int fd, const char *path)
+{
+	return bpf_obj_pin(fd, path) ? -errno : 0;
+}
+
+int weir_close(int fd)
+{
+	return close(fd) ? -errno : 0;
+}
+
+int weir_map_info(int fd, uint32_t *out)
+{
+	struct bpf_map_info info;
+	uint32_t len = sizeof(info);
+
+	memset(&info, 0, sizeof(info));
+	if (bpf_obj_get_info_by_fd(fd, &info, &len))
+		return -errno;
+	out[0] = info.type;
+	out[1] = info.key_size;
+	out[2] = info.value_size;
+	out[3] = info.max_entries;
+	out[4] = info.id;
+	return 0;
+}
+
+int weir_num_possible_cpus(void)
+{
+	return libbpf_num_possible_cpus();
+}
+
+int weir_map_lookup(int fd, const void *key, void *value)
+{
+	return bpf_map_lookup_elem(fd, key, value) ? -errno : 0;
+}
+
+int weir_map_update(int fd, const void *key, const void *value, uint64_t flags)
+{
+	return bpf_map_update_elem(fd, key, value, flags) ? -errno : 0;
+}
+
+int weir_map_delete(int fd, const void *key)
+{
+	return bpf_map_delete_elem(fd, key) ? -errno : 0;
+}
+
+int weir_map_update_many(int fd, const void *keys, const void *values, uint32_t count,
+			 uint32_t key_size, uint32_t value_size, uint64_t flags)
+{
+	LIBBPF_OPTS(bpf_map_batch_opts, opts, .elem_flags = flags);
+	const char *k = keys, *v = values;
+	uint32_t done = count, i;
+
+	if (!count)
+		return 0;
+	/* One syscall for the lot where the kernel supports batches (hash, array,
+	 * LRU since 5.6); `done` then says how far it got before any error. */
+	if (!bpf_map_update_batch(fd, keys, values, &done, &opts) && done == count)
+		return (int)count;
+	if (done > count)
+		done = 0;
+	/* Per-element in C for the rest: keeps the FFI call count at one and
+	 * reports the first failing element's errno. */
+	for (i = done; i < count; i++)
+		if (bpf_map_update_elem(fd, k + (size_t)i * key_size, v + (size_t)i * value_size,
+					flags))
+			return -errno;
+	return (int)count;
+}
+
+int weir_map_delete_many(int fd, const void *keys, uint32_t count, uint32_t key_size)
+{
+	const char *k = keys;
+	uint32_t i;
+
+	/* The kernel's delete batch stops at the first missing key; removal of
+	 * something already gone is success here, so loop. */
+	for (i = 0; i < count; i++)
+		if (bpf_map_delete_elem(fd, k + (size_t)i * key_size) && errno != ENOENT)
+			return -errno;
+	return (int)count;
+}
+
+int weir_map_dump(int fd, void *keys, void *values, uint32_t max, uint32_t key_size,
+		  uint32_t value_size)
+{
+	char *k = keys, *v = values;
+	uint32_t n = 0;
+	const void *prev = NULL;
+
+	while (n < max) {
+		char *key = k + (size_t)n * key_size;
+
+		if (bpf_map_get_next_key(fd, prev, key)) {
+			if (errno == ENOENT)
+				break;
+			return -errno;
+		}
+		/* An entry deleted between next_key and lookup is skipped, not an error. */
+		if (bpf_map_lookup_elem(fd, key, v + (size_t)n * value_size)) {
+			if (errno != ENOENT)
+				return -errno;
+			prev = key;
+			continue;
+		}
+		prev = key;
+		n++;
+	}
+	return (int)n;
+}
+
+static void tc_hook_init(struct bpf_tc_hook *hook, int ifindex, int ingress)
+{
+	memset(hook, 0, sizeof(*hook));
+	hook->sz = sizeof(*hook);
+	hook->ifindex = ifindex;
+	hook->attach_point = ingress ? BPF_TC_INGRESS : BPF_TC_EGRESS;
+}
+
+int weir_tc_attach(int ifindex, int prog_fd, int ingress, uint32_t handle, uint32_t priority)
+{
+	LIBBPF_OPTS(bpf_tc_opts, opts, .handle = handle, .priority = priority, .prog_fd = prog_fd,
+		    .flags = BPF_TC_F_REPLACE);
+	struct bpf_tc_hook hook;
+	int err;
+
+	tc_hook_init(&hook, ifindex, ingress);
+	err = bpf_tc_hook_create(&hook);
+	if (err && err != -EEXIST) /* libbpf 1.1 reports an existing clsact as -EEXIST */
+		return err;
+	return bpf_tc_attach(&hook, &opts);
+}
+
+int weir_tc_detach(int ifindex, int ingress, uint32_t handle, uint32_t priority)
+{
+	/* libbpf 1.1 rejects detach unless prog_fd, prog_id and flags are zero. */
+	LIBBPF_OPTS(bpf_tc_opts, opts, .handle = handle, .priority = priority);
+	struct bpf_tc_hook hook;
+
+	tc_hook_init(&hook, ifindex, ingress);
+	return bpf_tc_detach(&hook, &opts);
+}
+
+int weir_tc_query(int ifindex, int ingress, uint32_t handle, uint32_t priority)
+{
+	LIBBPF_OPTS(bpf_tc_opts, opts, .handle = handle, .priority = priority);
+	struct bpf_tc_hook hook;
+	int err;
+
+	tc_hook_init(&hook, ifindex, ingress);
+	err = bpf_tc_query(&hook, &opts);
+	return err ? err : (int)opts.prog_id;
+}
+
+int weir_cgroup_attach(const char *cgroup_path, int prog_fd, int attach_type)
+{
+	int cg = open(cgroup_path, O_RDONLY | O_DIRECTORY);
+	int err;
+
+	if (cg < 0)
+		return -errno;
+	/* ALLOW_MULTI: coexist with other programs on the same cgroup. */
+	err = bpf_prog_attach(prog_fd, cg, attach_type, BPF_F_ALLOW_MULTI) ? -errno : 0;
+	close(cg);
+	return err;
+}
+
+int weir_cgroup_detach(const char *cgroup_path, int prog_fd, int attach_type)
+{
+	int cg = open(cgroup_path, O_RDONLY | O_DIRECTORY);
+	int err;
+
+	if (cg < 0)
+		return -errno;
+	err = bpf_prog_detach2(prog_fd, cg, attach_type) ? -errno : 0;
+	close(cg);
+	return err;
+}
+
+int weir_ifindex(const char *name)
+{
+	unsigned int idx = if_nametoindex(name);
+
+	return idx ? (int)idx : -ENODEV;
+}
+
+int weir_prog_test_run(int prog_fd, const void *data_in, uint32_t size_in, void *data_out,
+		       uint32_t size_out, uint32_t repeat, uint32_t *out)
+{
+	LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = data_in, .data_size_in = size_in,
+		    .data_out = data_out, .data_size_out = size_out, .repeat = repeat);
+
+	if (bpf_prog_test_run_opts(prog_fd, &opts))
+		return -errno;
+	out[0] = opts.retval;
+	out[1] = opts.data_size_out;
+	out[2] = opts.duration;
+	return 0;
+}

@@ -1,0 +1,85 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * weir_bpf: the whole surface between the TypeScript control plane and libbpf.
+ *
+ * Rules that keep the FFI boundary simple and ABI-safe:
+ *  - only ints, C strings and opaque byte buffers cross it; no structs;
+ *  - every function returns >= 0 on success and -errno on failure;
+ *  - objects are referred to by small integer handles, maps and programs by fd;
+ *  - anything done per map entry in bulk (dump, batch update/delete) loops in C,
+ *    so a sync of ten thousand entries is one call, not ten thousand.
+ */
+#ifndef WEIR_BPF_SHIM_H
+#define WEIR_BPF_SHIM_H
+
+#include <stdint.h>
+
+/* libbpf messages printed to stderr: 0 = none, 1 = warnings (default), 2 = +info, 3 = +debug. */
+int weir_set_log_level(int level);
+/* The last libbpf warning (e.g. the verifier log tail), copied into buf. */
+int weir_last_log(char *buf, uint32_t size);
+
+/*
+ * Open and load a BPF object file. Maps declared with LIBBPF_PIN_BY_NAME are
+ * pinned under pin_root, or reused if a compatible pin is already there: this
+ * is how a restarted agent keeps conntrack and service state.
+ * Returns an object handle.
+ */
+int weir_obj_load(const char *obj_path, const char *pin_root);
+int weir_obj_close(int obj);
+/* fd of a map / program inside a loaded object (owned by the object). */
+int weir_obj_map_fd(int obj, const char *map_name);
+int weir_obj_prog_fd(int obj, const char *prog_name);
+
+/* Pinned objects: open (returns a new fd the caller closes), pin, unpin. */
+int weir_pin_open(const char *path);
+int weir_pin(int fd, const char *path);
+int weir_close(int fd);
+
+/* Map metadata: out[0..4] = type, key_size, value_size, max_entries, id. */
+int weir_map_info(int fd, uint32_t *out);
+int weir_num_possible_cpus(void);
+
+/* Single-element operations. */
+int weir_map_lookup(int fd, const void *key, void *value);
+int weir_map_update(int fd, const void *key, const void *value, uint64_t flags);
+int weir_map_delete(int fd, const void *key);
+
+/*
+ * Bulk operations over packed arrays of keys / values. Use the kernel's batch
+ * ops where the map supports them and fall back to a loop in C otherwise.
+ * Return the number of elements processed.
+ */
+int weir_map_update_many(int fd, const void *keys, const void *values, uint32_t count,
+			 uint32_t key_size, uint32_t value_size, uint64_t flags);
+/* Deleting a key that is already gone is not an error. */
+int weir_map_delete_many(int fd, const void *keys, uint32_t count, uint32_t key_size);
+/* Copy up to max entries into packed keys/values arrays. Returns the count. */
+int weir_map_dump(int fd, void *keys, void *values, uint32_t max, uint32_t key_size,
+		  uint32_t value_size);
+
+/*
+ * tc (clsact) attach at ingress (ingress = 1) or egress (0) of ifindex, with
+ * a fixed handle and priority so a restarted agent replaces its own filter
+ * atomically instead of stacking a second one.
+ */
+int weir_tc_attach(int ifindex, int prog_fd, int ingress, uint32_t handle, uint32_t priority);
+int weir_tc_detach(int ifindex, int ingress, uint32_t handle, uint32_t priority);
+/* Returns the id of the program attached there, or -ENOENT. */
+int weir_tc_query(int ifindex, int ingress, uint32_t handle, uint32_t priority);
+
+/* cgroup attach / detach of a socket program (attach_type: enum bpf_attach_type). */
+int weir_cgroup_attach(const char *cgroup_path, int prog_fd, int attach_type);
+int weir_cgroup_detach(const char *cgroup_path, int prog_fd, int attach_type);
+
+/* Interface index in the caller's network namespace (0 > result: -ENODEV). */
+int weir_ifindex(const char *name);
+
+/*
+ * Run a program once on a crafted packet (BPF_PROG_TEST_RUN).
+ * out[0] = retval, out[1] = data_out length, out[2] = duration (ns).
+ */
+int weir_prog_test_run(int prog_fd, const void *data_in, uint32_t size_in, void *data_out,
+		       uint32_t size_out, uint32_t repeat, uint32_t *out);
+
+#endif
