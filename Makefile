@@ -42,7 +42,7 @@ $(NATIVE_LIB): native/weir_bpf.c native/weir_bpf.h
 	$(CC) -O2 -g -Wall -Werror -fPIC -shared -o $@ native/weir_bpf.c -lbpf -lelf -lz
 
 ts:
-	npx tsc -p tsconfig.json
+	node_modules/.bin/tsc -p tsconfig.json
 
 test: all
 	node dist/test/run.js

@@ -127,6 +127,13 @@ int weir_close(int fd)
 	return close(fd) ? -errno : 0;
 }
 
+int weir_map_create(uint32_t type, uint32_t key_size, uint32_t value_size, uint32_t max_entries)
+{
+	int fd = bpf_map_create(type, "weir_scratch", key_size, value_size, max_entries, NULL);
+
+	return fd < 0 ? -errno : fd;
+}
+
 int weir_map_info(int fd, uint32_t *out)
 {
 	struct bpf_map_info info;

@@ -36,6 +36,9 @@ int weir_pin_open(const char *path);
 int weir_pin(int fd, const char *path);
 int weir_close(int fd);
 
+/* A new unpinned map (for tests and benchmarks of the binding). Returns its fd. */
+int weir_map_create(uint32_t type, uint32_t key_size, uint32_t value_size, uint32_t max_entries);
+
 /* Map metadata: out[0..4] = type, key_size, value_size, max_entries, id. */
 int weir_map_info(int fd, uint32_t *out);
 int weir_num_possible_cpus(void);

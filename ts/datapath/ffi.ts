@@ -1,0 +1,316 @@
+/**
+ * The only module that talks to native code. It binds native/weir_bpf.h (the
+ * libbpf shim) through one of two FFI backends and turns the shim's -errno
+ * returns into BpfError values:
+ *
+ *  - koffi (default): ~1 µs per call, maintained, ships prebuilt binaries.
+ *  - ffi-napi + ref-napi (WEIR_FFI=ffi-napi): the packages the design card
+ *    names; ~20x slower per call, unmaintained since 2021 and needs
+ *    CXXFLAGS=-fpermissive to build on Node >= 20.12. Kept working and tested
+ *    so the choice stays a measured one (see README "FFI").
+ *
+ * Only ints, strings and Buffers cross the boundary; the shim does bulk work
+ * in C so hot paths make one call per map, not one per entry.
+ */
+import * as path from 'node:path';
+import * as fs from 'node:fs';
+import { constants as osConstants } from 'node:os';
+
+export type FfiBackend = 'koffi' | 'ffi-napi';
+
+/** A failed libbpf/kernel call: which operation, and the errno it returned. */
+export class BpfError extends Error {
+  readonly op: string;
+  readonly errno: number;
+  readonly code: string;
+  constructor(op: string, errno: number, detail?: string) {
+    const code = errnoName(errno);
+    super(`${op}: ${code} (${errno})${detail ? `: ${detail}` : ''}`);
+    this.name = 'BpfError';
+    this.op = op;
+    this.errno = errno;
+    this.code = code;
+  }
+}
+
+const errnoNames = new Map<number, string>(
+  Object.entries(osConstants.errno).map(([name, n]) => [n, name]),
+);
+function errnoName(errno: number): string {
+  return errnoNames.get(errno) ?? `errno ${errno}`;
+}
+
+export const ENOENT = osConstants.errno.ENOENT;
+export const EEXIST = osConstants.errno.EEXIST;
+
+/** The raw C signatures, one per exported shim function. */
+const SIGNATURES = {
+  weir_set_log_level: ['int', ['int']],
+  weir_last_log: ['int', ['pointer', 'uint32']],
+  weir_obj_load: ['int', ['string', 'string']],
+  weir_obj_close: ['int', ['int']],
+  weir_obj_map_fd: ['int', ['int', 'string']],
+  weir_obj_prog_fd: ['int', ['int', 'string']],
+  weir_pin_open: ['int', ['string']],
+  weir_pin: ['int', ['int', 'string']],
+  weir_close: ['int', ['int']],
+  weir_map_create: ['int', ['uint32', 'uint32', 'uint32', 'uint32']],
+  weir_map_info: ['int', ['int', 'pointer']],
+  weir_num_possible_cpus: ['int', []],
+  weir_map_lookup: ['int', ['int', 'pointer', 'pointer']],
+  weir_map_update: ['int', ['int', 'pointer', 'pointer', 'uint64']],
+  weir_map_delete: ['int', ['int', 'pointer']],
+  weir_map_update_many: ['int', ['int', 'pointer', 'pointer', 'uint32', 'uint32', 'uint32', 'uint64']],
+  weir_map_delete_many: ['int', ['int', 'pointer', 'uint32', 'uint32']],
+  weir_map_dump: ['int', ['int', 'pointer', 'pointer', 'uint32', 'uint32', 'uint32']],
+  weir_tc_attach: ['int', ['int', 'int', 'int', 'uint32', 'uint32']],
+  weir_tc_detach: ['int', ['int', 'int', 'uint32', 'uint32']],
+  weir_tc_query: ['int', ['int', 'int', 'uint32', 'uint32']],
+  weir_cgroup_attach: ['int', ['string', 'int', 'int']],
+  weir_cgroup_detach: ['int', ['string', 'int', 'int']],
+  weir_ifindex: ['int', ['string']],
+  weir_prog_test_run: ['int', ['int', 'pointer', 'uint32', 'pointer', 'uint32', 'uint32', 'pointer']],
+} as const;
+
+type CType = 'int' | 'uint32' | 'uint64' | 'string' | 'pointer';
+type FnName = keyof typeof SIGNATURES;
+type ArgValue = number | string | Buffer | null;
+type RawFn = (...args: ArgValue[]) => number;
+type RawShim = Record<FnName, RawFn>;
+
+function libraryPath(): string {
+  const override = process.env.WEIR_NATIVE_LIB;
+  if (override) return override;
+  // dist/ts/datapath/ffi.js -> repository root, or /opt/weir in the image.
+  const candidates = [
+    path.resolve(__dirname, '../../../build/native/libweirbpf.so'),
+    path.resolve(__dirname, '../../build/native/libweirbpf.so'),
+  ];
+  return candidates.find((p) => fs.existsSync(p)) ?? candidates[0]!;
+}
+
+function bindKoffi(lib: string): RawShim {
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  const koffi = require('koffi') as {
+    load(p: string): { func(name: string, ret: string, args: string[]): RawFn };
+  };
+  const handle = koffi.load(lib);
+  const kType = (t: CType): string =>
+    ({ int: 'int', uint32: 'uint32_t', uint64: 'uint64_t', string: 'const char *', pointer: 'void *' })[t];
+  const out = {} as RawShim;
+  for (const [name, [ret, args]] of Object.entries(SIGNATURES) as [FnName, (typeof SIGNATURES)[FnName]][]) {
+    out[name] = handle.func(name, kType(ret), (args as readonly CType[]).map(kType));
+  }
+  return out;
+}
+
+function bindFfiNapi(lib: string): RawShim {
+  // ffi-napi has no type declarations; this is the one untyped edge.
+  const ffi = require('ffi-napi') as {
+    Library(p: string, fns: Record<string, [string, string[]]>): Record<string, RawFn>;
+  };
+  const fType = (t: CType): string =>
+    ({ int: 'int', uint32: 'uint32', uint64: 'uint64', string: 'string', pointer: 'pointer' })[t];
+  const decl: Record<string, [string, string[]]> = {};
+  for (const [name, [ret, args]] of Object.entries(SIGNATURES)) {
+    decl[name] = [fType(ret), (args as readonly CType[]).map(fType)];
+  }
+  return ffi.Library(lib, decl) as RawShim;
+}
+
+export interface MapInfo {
+  type: number;
+  keySize: number;
+  valueSize: number;
+  maxEntries: number;
+  id: number;
+}
+
+export interface TestRunResult {
+  retval: number;
+  data: Buffer;
+  durationNs: number;
+}
+
+/** Typed, error-checked view of the shim. */
+export class Shim {
+  readonly backend: FfiBackend;
+  private readonly raw: RawShim;
+
+  constructor(backend: FfiBackend, raw: RawShim) {
+    this.backend = backend;
+    this.raw = raw;
+  }
+
+  private call(op: FnName, ...args: ArgValue[]): number {
+    const rc = this.raw[op](...args);
+    if (rc < 0) throw new BpfError(op.replace(/^weir_/, ''), -rc);
+    return rc;
+  }
+
+  setLogLevel(level: number): void {
+    this.call('weir_set_log_level', level);
+  }
+
+  lastLog(): string {
+    const buf = Buffer.alloc(4096);
+    const n = this.call('weir_last_log', buf, buf.length);
+    return buf.subarray(0, n).toString('utf8').trim();
+  }
+
+  objLoad(objPath: string, pinRoot: string): number {
+    const rc = this.raw.weir_obj_load(objPath, pinRoot);
+    if (rc < 0) throw new BpfError('obj_load', -rc, `${objPath}: ${this.lastLog()}`);
+    return rc;
+  }
+
+  objClose(obj: number): void {
+    this.call('weir_obj_close', obj);
+  }
+
+  objMapFd(obj: number, name: string): number {
+    return this.call('weir_obj_map_fd', obj, name);
+  }
+
+  objProgFd(obj: number, name: string): number {
+    return this.call('weir_obj_prog_fd', obj, name);
+  }
+
+  pinOpen(p: string): number {
+    return this.call('weir_pin_open', p);
+  }
+
+  pin(fd: number, p: string): void {
+    this.call('weir_pin', fd, p);
+  }
+
+  close(fd: number): void {
+    this.call('weir_close', fd);
+  }
+
+  /** A new unpinned map; the caller closes the fd. */
+  mapCreate(type: number, keySize: number, valueSize: number, maxEntries: number): number {
+    return this.call('weir_map_create', type, keySize, valueSize, maxEntries);
+  }
+
+  mapInfo(fd: number): MapInfo {
+    const out = Buffer.alloc(20);
+    this.call('weir_map_info', fd, out);
+    return {
+      type: out.readUInt32LE(0),
+      keySize: out.readUInt32LE(4),
+      valueSize: out.readUInt32LE(8),
+      maxEntries: out.readUInt32LE(12),
+      id: out.readUInt32LE(16),
+    };
+  }
+
+  numPossibleCpus(): number {
+    return this.call('weir_num_possible_cpus');
+  }
+
+  /** Fills `value`; false when the key is absent. */
+  mapLookup(fd: number, key: Buffer, value: Buffer): boolean {
+    const rc = this.raw.weir_map_lookup(fd, key, value);
+    if (rc === -ENOENT) return false;
+    if (rc < 0) throw new BpfError('map_lookup', -rc);
+    return true;
+  }
+
+  mapUpdate(fd: number, key: Buffer, value: Buffer, flags = 0): void {
+    this.call('weir_map_update', fd, key, value, flags);
+  }
+
+  /** False when the key was already absent. */
+  mapDelete(fd: number, key: Buffer): boolean {
+    const rc = this.raw.weir_map_delete(fd, key);
+    if (rc === -ENOENT) return false;
+    if (rc < 0) throw new BpfError('map_delete', -rc);
+    return true;
+  }
+
+  mapUpdateMany(fd: number, keys: Buffer, values: Buffer, count: number, keySize: number, valueSize: number): void {
+    if (count === 0) return;
+    this.call('weir_map_update_many', fd, keys, values, count, keySize, valueSize, 0);
+  }
+
+  mapDeleteMany(fd: number, keys: Buffer, count: number, keySize: number): void {
+    if (count === 0) return;
+    this.call('weir_map_delete_many', fd, keys, count, keySize);
+  }
+
+  mapDump(fd: number, max: number, keySize: number, valueSize: number): { keys: Buffer; values: Buffer; count: number } {
+    const keys = Buffer.alloc(Math.max(1, max * keySize));
+    const values = Buffer.alloc(Math.max(1, max * valueSize));
+    const count = this.call('weir_map_dump', fd, keys, values, max, keySize, valueSize);
+    return { keys, values, count };
+  }
+
+  tcAttach(ifindex: number, progFd: number, ingress: boolean, handle: number, priority: number): void {
+    this.call('weir_tc_attach', ifindex, progFd, ingress ? 1 : 0, handle, priority);
+  }
+
+  /** False when nothing was attached there. */
+  tcDetach(ifindex: number, ingress: boolean, handle: number, priority: number): boolean {
+    const rc = this.raw.weir_tc_detach(ifindex, ingress ? 1 : 0, handle, priority);
+    if (rc === -ENOENT) return false;
+    if (rc < 0) throw new BpfError('tc_detach', -rc);
+    return true;
+  }
+
+  /** Program id attached at that filter, or null. */
+  tcQuery(ifindex: number, ingress: boolean, handle: number, priority: number): number | null {
+    const rc = this.raw.weir_tc_query(ifindex, ingress ? 1 : 0, handle, priority);
+    if (rc === -ENOENT || rc === -osConstants.errno.EINVAL) return null;
+    if (rc < 0) throw new BpfError('tc_query', -rc);
+    return rc;
+  }
+
+  cgroupAttach(cgroupPath: string, progFd: number, attachType: number): void {
+    this.call('weir_cgroup_attach', cgroupPath, progFd, attachType);
+  }
+
+  cgroupDetach(cgroupPath: string, progFd: number, attachType: number): boolean {
+    const rc = this.raw.weir_cgroup_detach(cgroupPath, progFd, attachType);
+    if (rc === -ENOENT) return false;
+    if (rc < 0) throw new BpfError('cgroup_detach', -rc);
+    return true;
+  }
+
+  /** Interface index in this process's network namespace, or null. */
+  ifindex(name: string): number | null {
+    const rc = this.raw.weir_ifindex(name);
+    return rc < 0 ? null : rc;
+  }
+
+  progTestRun(progFd: number, data: Buffer, outSize: number, repeat = 1): TestRunResult {
+    const out = Buffer.alloc(Math.max(outSize, data.length + 256));
+    const res = Buffer.alloc(12);
+    this.call('weir_prog_test_run', progFd, data, data.length, out, out.length, repeat, res);
+    return {
+      retval: res.readUInt32LE(0),
+      data: out.subarray(0, res.readUInt32LE(4)),
+      durationNs: res.readUInt32LE(8),
+    };
+  }
+}
+
+const cache = new Map<FfiBackend, Shim>();
+
+/** The shim through the backend named by WEIR_FFI (default koffi). */
+export function loadShim(backend: FfiBackend = selectedBackend()): Shim {
+  let shim = cache.get(backend);
+  if (!shim) {
+    const lib = libraryPath();
+    if (!fs.existsSync(lib)) throw new Error(`native shim not found at ${lib}: run \`make native\``);
+    shim = new Shim(backend, backend === 'koffi' ? bindKoffi(lib) : bindFfiNapi(lib));
+    cache.set(backend, shim);
+  }
+  return shim;
+}
+
+export function selectedBackend(): FfiBackend {
+  const v = process.env.WEIR_FFI ?? 'koffi';
+  if (v !== 'koffi' && v !== 'ffi-napi') throw new Error(`WEIR_FFI=${v}: expected koffi or ffi-napi`);
+  return v;
+}
