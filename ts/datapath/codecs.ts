@@ -1,0 +1,219 @@
+/**
+ * Byte layouts of the structs in bpf/shared/weir.h.
+ *
+ * Each codec lists the C fields in order with their C type; offsets follow the
+ * C alignment rules. test/unit/codecs.test.ts compares every codec with the
+ * BTF of the compiled object (name, offset, size of each member, total size),
+ * so a change to weir.h that is not made here fails the tests instead of
+ * silently corrupting maps.
+ *
+ * Value types in TypeScript: `ip4` is a dotted-quad string stored in network
+ * order; `be16` a number stored in network order; the rest host order.
+ */
+export type FieldType = 'u8' | 'u16' | 'u32' | 'u64' | 'be16' | 'ip4';
+
+type JsType<T extends FieldType> = T extends 'u64' ? bigint : T extends 'ip4' ? string : number;
+
+export type FieldList = readonly (readonly [string, FieldType])[];
+export type Decoded<F extends FieldList> = { [K in F[number] as K[0]]: JsType<K[1]> };
+
+const SIZE: Record<FieldType, number> = { u8: 1, u16: 2, be16: 2, u32: 4, ip4: 4, u64: 8 };
+
+export interface FieldLayout {
+  name: string;
+  type: FieldType;
+  offset: number;
+  size: number;
+}
+
+export class StructCodec<F extends FieldList> {
+  readonly cName: string;
+  readonly fields: readonly FieldLayout[];
+  readonly size: number;
+
+  constructor(cName: string, fields: F) {
+    this.cName = cName;
+    let off = 0;
+    let align = 1;
+    const out: FieldLayout[] = [];
+    for (const [name, type] of fields) {
+      const size = SIZE[type];
+      off = Math.ceil(off / size) * size;
+      out.push({ name, type, offset: off, size });
+      off += size;
+      align = Math.max(align, size);
+    }
+    this.fields = out;
+    this.size = Math.ceil(off / align) * align;
+  }
+
+  /** Encode into `buf` at `offset` (default: a new zeroed buffer). Missing fields are zero. */
+  encode(value: Partial<Decoded<F>>, buf: Buffer = Buffer.alloc(this.size), offset = 0): Buffer {
+    const v = value as Record<string, number | bigint | string | undefined>;
+    for (const f of this.fields) {
+      const x = v[f.name];
+      const at = offset + f.offset;
+      switch (f.type) {
+        case 'u8':
+          buf.writeUInt8(Number(x ?? 0), at);
+          break;
+        case 'u16':
+          buf.writeUInt16LE(Number(x ?? 0), at);
+          break;
+        case 'be16':
+          buf.writeUInt16BE(Number(x ?? 0), at);
+          break;
+        case 'u32':
+          buf.writeUInt32LE(Number(x ?? 0), at);
+          break;
+        case 'u64':
+          buf.writeBigUInt64LE(BigInt(x ?? 0), at);
+          break;
+        case 'ip4':
+          writeIp4(buf, at, typeof x === 'string' ? x : '0.0.0.0');
+          break;
+      }
+    }
+    return buf;
+  }
+
+  decode(buf: Buffer, offset = 0): Decoded<F> {
+    const out: Record<string, number | bigint | string> = {};
+    for (const f of this.fields) {
+      const at = offset + f.offset;
+      switch (f.type) {
+        case 'u8':
+          out[f.name] = buf.readUInt8(at);
+          break;
+        case 'u16':
+          out[f.name] = buf.readUInt16LE(at);
+          break;
+        case 'be16':
+          out[f.name] = buf.readUInt16BE(at);
+          break;
+        case 'u32':
+          out[f.name] = buf.readUInt32LE(at);
+          break;
+        case 'u64':
+          out[f.name] = buf.readBigUInt64LE(at);
+          break;
+        case 'ip4':
+          out[f.name] = readIp4(buf, at);
+          break;
+      }
+    }
+    return out as Decoded<F>;
+  }
+}
+
+export function writeIp4(buf: Buffer, at: number, ip: string): void {
+  const parts = ip.split('.');
+  for (let i = 0; i < 4; i++) buf.writeUInt8(Number(parts[i] ?? 0) & 0xff, at + i);
+}
+
+export function readIp4(buf: Buffer, at: number): string {
+  return `${buf[at]}.${buf[at + 1]}.${buf[at + 2]}.${buf[at + 3]}`;
+}
+
+/** A map key/value codec pair that is a plain scalar (u32 ids, u64 counters). */
+export const u32Key = new StructCodec('__u32', [['value', 'u32']] as const);
+export const u64Value = new StructCodec('__u64', [['value', 'u64']] as const);
+
+export const svcKey = new StructCodec('weir_svc_key', [
+  ['addr', 'ip4'],
+  ['port', 'be16'],
+  ['proto', 'u8'],
+  ['scope', 'u8'],
+  ['slot', 'u16'],
+  ['pad', 'u16'],
+] as const);
+
+export const svcVal = new StructCodec('weir_svc_val', [
+  ['backend_id', 'u32'],
+  ['count', 'u16'],
+  ['flags', 'u16'],
+  ['rev_nat_id', 'u32'],
+  ['affinity_timeout', 'u32'],
+] as const);
+
+export const backend = new StructCodec('weir_backend', [
+  ['addr', 'ip4'],
+  ['port', 'be16'],
+  ['proto', 'u8'],
+  ['flags', 'u8'],
+] as const);
+
+export const revnat = new StructCodec('weir_revnat', [
+  ['addr', 'ip4'],
+  ['port', 'be16'],
+  ['pad', 'u16'],
+] as const);
+
+export const ctKey = new StructCodec('weir_ct_key', [
+  ['saddr', 'ip4'],
+  ['daddr', 'ip4'],
+  ['sport', 'be16'],
+  ['dport', 'be16'],
+  ['proto', 'u8'],
+  ['dir', 'u8'],
+  ['pad', 'u16'],
+] as const);
+
+export const ctVal = new StructCodec('weir_ct_val', [
+  ['last_seen', 'u64'],
+  ['backend_id', 'u32'],
+  ['rev_nat_id', 'u32'],
+  ['nat_addr', 'ip4'],
+  ['nat_port', 'be16'],
+  ['flags', 'u16'],
+] as const);
+
+export const affKey = new StructCodec('weir_aff_key', [
+  ['client', 'ip4'],
+  ['rev_nat_id', 'u32'],
+] as const);
+
+export const affVal = new StructCodec('weir_aff_val', [
+  ['last_used', 'u64'],
+  ['backend_id', 'u32'],
+  ['pad', 'u32'],
+] as const);
+
+export const affMatchKey = new StructCodec('weir_aff_match_key', [
+  ['rev_nat_id', 'u32'],
+  ['backend_id', 'u32'],
+] as const);
+
+export const config = new StructCodec('weir_config', [
+  ['hairpin_addr', 'ip4'],
+  ['flags', 'u32'],
+] as const);
+
+export type SvcKey = Decoded<typeof svcKey extends StructCodec<infer F> ? F : never>;
+export type SvcVal = Decoded<typeof svcVal extends StructCodec<infer F> ? F : never>;
+export type BackendVal = Decoded<typeof backend extends StructCodec<infer F> ? F : never>;
+export type RevNatVal = Decoded<typeof revnat extends StructCodec<infer F> ? F : never>;
+export type CtKey = Decoded<typeof ctKey extends StructCodec<infer F> ? F : never>;
+export type CtVal = Decoded<typeof ctVal extends StructCodec<infer F> ? F : never>;
+export type AffMatchKey = Decoded<typeof affMatchKey extends StructCodec<infer F> ? F : never>;
+
+/** Every struct codec that mirrors weir.h, for the BTF check. */
+export const SHARED_STRUCTS = [svcKey, svcVal, backend, revnat, ctKey, ctVal, affKey, affVal, affMatchKey, config];
+
+/** Constants mirrored from weir.h (checked against the header by a unit test). */
+export const SCOPE_ALL = 0;
+export const SCOPE_LOCAL = 1;
+export const SVC_F = {
+  CLUSTER_IP: 1 << 0,
+  NODE_PORT: 1 << 1,
+  EXTERNAL_IP: 1 << 2,
+  LOAD_BALANCER: 1 << 3,
+  AFFINITY: 1 << 4,
+  ETP_LOCAL: 1 << 5,
+  ITP_LOCAL: 1 << 6,
+  SRC_RANGES: 1 << 7,
+} as const;
+export const BE_F = { LOCAL: 1 << 0, TERMINATING: 1 << 1 } as const;
+export const CT_DIR = { FWD: 0, REV: 1 } as const;
+export const CT_F = { SNAT: 1 << 0, CLOSING: 1 << 1 } as const;
+export const IPPROTO = { TCP: 6, UDP: 17 } as const;

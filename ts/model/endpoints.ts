@@ -1,0 +1,124 @@
+/**
+ * discovery.k8s.io/v1 EndpointSlice -> endpoints per service port, with
+ * kube-proxy's reading of the conditions:
+ *  - ready: nil means ready (the API's "unknown" is to be read as ready);
+ *  - serving: nil means the value of ready;
+ *  - terminating: nil means false.
+ * Slices join their Service through the kubernetes.io/service-name label, and
+ * endpoints join a service port through the slice port of the same name and
+ * protocol: the EndpointSlice controller has already resolved the service's
+ * targetPort (number or container port name) into that port's number.
+ */
+import type { V1EndpointSlice } from '@kubernetes/client-node';
+import { FieldError, IPv4, ObjectKey, Port, Protocol, Result, objectKey, parseIPv4, parsePort } from './types';
+
+export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
+
+export interface EndpointModel {
+  readonly addr: IPv4;
+  readonly nodeName: string;
+  readonly ready: boolean;
+  readonly serving: boolean;
+  readonly terminating: boolean;
+}
+
+export interface SlicePortModel {
+  readonly name: string;
+  readonly protocol: Protocol;
+  readonly port: Port;
+}
+
+export interface SliceModel {
+  readonly key: ObjectKey;
+  readonly service: ObjectKey;
+  readonly ports: readonly SlicePortModel[];
+  readonly endpoints: readonly EndpointModel[];
+}
+
+export type SliceParse = Result<SliceModel> | { ok: 'skip'; key: ObjectKey; reason: string };
+
+export function parseEndpointSlice(slice: V1EndpointSlice): SliceParse {
+  const namespace = slice.metadata?.namespace || 'default';
+  const name = slice.metadata?.name ?? '';
+  const key = objectKey(namespace, name);
+  const errors: FieldError[] = [];
+  const err = (field: string, message: string): void => {
+    errors.push({ kind: 'EndpointSlice', object: `${namespace}/${name}`, field, message });
+  };
+  if (!name) err('metadata.name', 'is required');
+  // IPv6 and FQDN slices are valid, just not something this IPv4 dataplane serves.
+  if (slice.addressType !== 'IPv4') {
+    if (slice.addressType === 'IPv6' || slice.addressType === 'FQDN') return { ok: 'skip', key, reason: `addressType ${slice.addressType}` };
+    err('addressType', `unsupported value ${JSON.stringify(slice.addressType)}`);
+  }
+  const svcName = slice.metadata?.labels?.[SERVICE_NAME_LABEL];
+  if (!svcName) err(`metadata.labels[${SERVICE_NAME_LABEL}]`, 'is required to join the slice to its Service');
+
+  const ports: SlicePortModel[] = [];
+  (slice.ports ?? []).forEach((p, i) => {
+    const protocol = (p.protocol ?? 'TCP') as string;
+    if (protocol !== 'TCP' && protocol !== 'UDP' && protocol !== 'SCTP') {
+      err(`ports[${i}].protocol`, `unsupported value ${JSON.stringify(protocol)}`);
+      return;
+    }
+    // A nil port means "all ports" for selector-less services; kube-proxy skips it.
+    if (p.port === undefined || p.port === null) return;
+    const port = parsePort(p.port);
+    if (!port) {
+      err(`ports[${i}].port`, `must be 1-65535, got ${JSON.stringify(p.port)}`);
+      return;
+    }
+    ports.push({ name: p.name ?? '', protocol, port });
+  });
+
+  const endpoints: EndpointModel[] = [];
+  (slice.endpoints ?? []).forEach((ep, i) => {
+    // kube-proxy programs only the first address of an endpoint.
+    const raw = ep.addresses?.[0];
+    const addr = parseIPv4(raw);
+    if (!addr) {
+      err(`endpoints[${i}].addresses[0]`, `invalid IPv4 address ${JSON.stringify(raw)}`);
+      return;
+    }
+    const ready = ep.conditions?.ready ?? true;
+    endpoints.push({
+      addr,
+      nodeName: ep.nodeName ?? '',
+      ready,
+      serving: ep.conditions?.serving ?? ready,
+      terminating: ep.conditions?.terminating ?? false,
+    });
+  });
+
+  if (errors.length) return { ok: false, errors };
+  return { ok: true, value: { key, service: objectKey(namespace, svcName!), ports, endpoints } };
+}
+
+/** One endpoint of one service port, after merging every slice. */
+export interface PortEndpoint extends EndpointModel {
+  readonly port: Port;
+}
+
+/**
+ * Endpoints of a service port across all of the service's slices. The same
+ * address:port in two slices (as during a slice split) counts once; if the
+ * copies disagree, the ready one wins so a transient duplicate never removes a
+ * serving backend.
+ */
+export function endpointsForPort(
+  slices: Iterable<SliceModel>,
+  portName: string,
+  protocol: Protocol,
+): PortEndpoint[] {
+  const byAddr = new Map<string, PortEndpoint>();
+  for (const slice of slices) {
+    const sp = slice.ports.find((p) => p.name === portName && p.protocol === protocol);
+    if (!sp) continue;
+    for (const ep of slice.endpoints) {
+      const id = `${ep.addr}:${sp.port}`;
+      const prev = byAddr.get(id);
+      if (!prev || (!prev.ready && ep.ready)) byAddr.set(id, { ...ep, port: sp.port });
+    }
+  }
+  return [...byAddr.values()];
+}

@@ -1,0 +1,198 @@
+/**
+ * v1 Service -> ServiceModel, with kube-proxy's rules for what is programmed
+ * and the API server's validation for what is accepted. Anything invalid is
+ * reported as FieldErrors naming the field; the caller keeps the last good
+ * version of the object.
+ */
+import type { V1Service } from '@kubernetes/client-node';
+import {
+  Cidr,
+  FieldError,
+  IPv4,
+  ObjectKey,
+  Port,
+  Protocol,
+  Result,
+  isIPv6,
+  objectKey,
+  parseCidr,
+  parseIPv4,
+  parsePort,
+} from './types';
+
+export type TrafficPolicy = 'Cluster' | 'Local';
+export type ServiceType = 'ClusterIP' | 'NodePort' | 'LoadBalancer';
+
+export interface ServicePortModel {
+  /** Service port name; '' for a single unnamed port. Joins to EndpointSlice ports. */
+  readonly name: string;
+  readonly protocol: Protocol;
+  readonly port: Port;
+  /** 0 when the service has no NodePort for this port. */
+  readonly nodePort: number;
+}
+
+export interface ServiceModel {
+  readonly key: ObjectKey;
+  readonly namespace: string;
+  readonly name: string;
+  readonly type: ServiceType;
+  /** IPv4 cluster IPs (dual-stack services contribute only their IPv4 family). */
+  readonly clusterIPs: readonly IPv4[];
+  readonly externalIPs: readonly IPv4[];
+  readonly loadBalancerIPs: readonly IPv4[];
+  readonly loadBalancerSourceRanges: readonly Cidr[];
+  readonly ports: readonly ServicePortModel[];
+  /** ClientIP affinity timeout in seconds, or 0 for no affinity. */
+  readonly affinityTimeout: number;
+  readonly externalTrafficPolicy: TrafficPolicy;
+  readonly internalTrafficPolicy: TrafficPolicy;
+  readonly healthCheckNodePort: number;
+}
+
+/** Why a valid Service is nevertheless not programmed (kube-proxy skips these). */
+export type SkipReason = 'headless' | 'external-name' | 'no-cluster-ip' | 'service-proxy-name';
+
+export type ServiceParse = Result<ServiceModel> | { ok: 'skip'; key: ObjectKey; reason: SkipReason };
+
+/** kube-proxy's default for sessionAffinityConfig.clientIP.timeoutSeconds (3 hours). */
+export const DEFAULT_AFFINITY_TIMEOUT = 10800;
+const MAX_AFFINITY_TIMEOUT = 86400;
+export const SERVICE_PROXY_NAME_LABEL = 'service.kubernetes.io/service-proxy-name';
+
+export function parseService(svc: V1Service): ServiceParse {
+  const namespace = svc.metadata?.namespace || 'default';
+  const name = svc.metadata?.name ?? '';
+  const objName = `${namespace}/${name}`;
+  const errors: FieldError[] = [];
+  const err = (field: string, message: string): void => {
+    errors.push({ kind: 'Service', object: objName, field, message });
+  };
+  if (!name) err('metadata.name', 'is required');
+  const key = objectKey(namespace, name);
+  const spec = svc.spec ?? {};
+
+  if (svc.metadata?.labels?.[SERVICE_PROXY_NAME_LABEL] !== undefined) {
+    return { ok: 'skip', key, reason: 'service-proxy-name' };
+  }
+  const type = spec.type ?? 'ClusterIP';
+  if (type === 'ExternalName') return { ok: 'skip', key, reason: 'external-name' };
+  if (type !== 'ClusterIP' && type !== 'NodePort' && type !== 'LoadBalancer') {
+    err('spec.type', `unsupported value ${JSON.stringify(type)}`);
+  }
+  if (spec.clusterIP === 'None') return { ok: 'skip', key, reason: 'headless' };
+
+  const clusterIPs: IPv4[] = [];
+  const rawClusterIPs = spec.clusterIPs?.length ? spec.clusterIPs : spec.clusterIP ? [spec.clusterIP] : [];
+  if (spec.clusterIP && spec.clusterIPs?.length && spec.clusterIPs[0] !== spec.clusterIP) {
+    err('spec.clusterIPs[0]', `must equal spec.clusterIP ${JSON.stringify(spec.clusterIP)}`);
+  }
+  rawClusterIPs.forEach((ip, i) => {
+    const v4 = parseIPv4(ip);
+    if (v4) clusterIPs.push(v4);
+    else if (!isIPv6(ip)) err(spec.clusterIPs?.length ? `spec.clusterIPs[${i}]` : 'spec.clusterIP', `invalid IP ${JSON.stringify(ip)}`);
+  });
+
+  const externalIPs: IPv4[] = [];
+  (spec.externalIPs ?? []).forEach((ip, i) => {
+    const v4 = parseIPv4(ip);
+    if (v4) externalIPs.push(v4);
+    else if (!isIPv6(ip)) err(`spec.externalIPs[${i}]`, `invalid IP ${JSON.stringify(ip)}`);
+  });
+
+  const loadBalancerIPs: IPv4[] = [];
+  (svc.status?.loadBalancer?.ingress ?? []).forEach((ing, i) => {
+    if (ing.ip === undefined) return; // hostname-only ingress: nothing to program
+    const v4 = parseIPv4(ing.ip);
+    if (v4) loadBalancerIPs.push(v4);
+    else if (!isIPv6(ing.ip)) err(`status.loadBalancer.ingress[${i}].ip`, `invalid IP ${JSON.stringify(ing.ip)}`);
+  });
+
+  const loadBalancerSourceRanges: Cidr[] = [];
+  (spec.loadBalancerSourceRanges ?? []).forEach((r, i) => {
+    const c = parseCidr(r);
+    if (c) loadBalancerSourceRanges.push(c);
+    else if (!isIPv6(r)) err(`spec.loadBalancerSourceRanges[${i}]`, `invalid CIDR ${JSON.stringify(r)}`);
+  });
+
+  const ports: ServicePortModel[] = [];
+  const rawPorts = spec.ports ?? [];
+  if (rawPorts.length === 0) err('spec.ports', 'at least one port is required');
+  const seen = new Set<string>();
+  rawPorts.forEach((p, i) => {
+    const field = `spec.ports[${i}]`;
+    const portName = p.name ?? '';
+    if (rawPorts.length > 1 && !portName) err(`${field}.name`, 'is required when a service has more than one port');
+    const protocol = (p.protocol ?? 'TCP') as string;
+    if (protocol !== 'TCP' && protocol !== 'UDP' && protocol !== 'SCTP') {
+      err(`${field}.protocol`, `unsupported value ${JSON.stringify(protocol)}`);
+      return;
+    }
+    const port = parsePort(p.port);
+    if (!port) {
+      err(`${field}.port`, `must be 1-65535, got ${JSON.stringify(p.port)}`);
+      return;
+    }
+    let nodePort = 0;
+    if (p.nodePort !== undefined && p.nodePort !== null && p.nodePort !== 0) {
+      const np = parsePort(p.nodePort);
+      if (!np) err(`${field}.nodePort`, `must be 1-65535, got ${JSON.stringify(p.nodePort)}`);
+      else nodePort = np;
+    }
+    const tp = p.targetPort as unknown;
+    if (tp !== undefined && !(typeof tp === 'string' ? tp.length > 0 : parsePort(tp))) {
+      err(`${field}.targetPort`, `must be a port number or a port name, got ${JSON.stringify(tp)}`);
+    }
+    const id = `${portName}/${protocol}`;
+    if (seen.has(id)) err(`${field}.name`, `duplicate port name ${JSON.stringify(portName)} for ${protocol}`);
+    seen.add(id);
+    ports.push({ name: portName, protocol, port, nodePort });
+  });
+
+  let affinityTimeout = 0;
+  const affinity = spec.sessionAffinity ?? 'None';
+  if (affinity === 'ClientIP') {
+    const t = spec.sessionAffinityConfig?.clientIP?.timeoutSeconds ?? DEFAULT_AFFINITY_TIMEOUT;
+    if (!Number.isInteger(t) || t < 1 || t > MAX_AFFINITY_TIMEOUT) {
+      err('spec.sessionAffinityConfig.clientIP.timeoutSeconds', `must be 1-${MAX_AFFINITY_TIMEOUT}, got ${JSON.stringify(t)}`);
+    } else affinityTimeout = t;
+  } else if (affinity !== 'None') {
+    err('spec.sessionAffinity', `unsupported value ${JSON.stringify(affinity)}`);
+  }
+
+  const policy = (field: string, v: unknown): TrafficPolicy => {
+    if (v === undefined || v === null || v === '' || v === 'Cluster') return 'Cluster';
+    if (v === 'Local') return 'Local';
+    err(field, `unsupported value ${JSON.stringify(v)} (expected Cluster or Local)`);
+    return 'Cluster';
+  };
+  const externalTrafficPolicy = policy('spec.externalTrafficPolicy', spec.externalTrafficPolicy);
+  const internalTrafficPolicy = policy('spec.internalTrafficPolicy', spec.internalTrafficPolicy);
+  let healthCheckNodePort = 0;
+  if (spec.healthCheckNodePort !== undefined && spec.healthCheckNodePort !== null && spec.healthCheckNodePort !== 0) {
+    const hc = parsePort(spec.healthCheckNodePort);
+    if (!hc) err('spec.healthCheckNodePort', `must be 1-65535, got ${JSON.stringify(spec.healthCheckNodePort)}`);
+    else healthCheckNodePort = hc;
+  }
+
+  if (errors.length) return { ok: false, errors };
+  if (clusterIPs.length === 0) return { ok: 'skip', key, reason: 'no-cluster-ip' };
+  return {
+    ok: true,
+    value: {
+      key,
+      namespace,
+      name,
+      type: type as ServiceType,
+      clusterIPs,
+      externalIPs,
+      loadBalancerIPs: type === 'LoadBalancer' ? loadBalancerIPs : [],
+      loadBalancerSourceRanges,
+      ports,
+      affinityTimeout,
+      externalTrafficPolicy,
+      internalTrafficPolicy,
+      healthCheckNodePort,
+    },
+  };
+}

@@ -1,0 +1,129 @@
+/**
+ * The plan: one Service and its EndpointSlices -> the frontends weir programs
+ * and the endpoint set behind each. Pure: no ids, no maps, no I/O, so every
+ * kube-proxy rule here is unit-tested without root.
+ *
+ * Endpoint sets follow kube-proxy's CategorizeEndpoints:
+ *  - new connections go to ready endpoints; when none is ready, to endpoints
+ *    that are serving and terminating (graceful termination fallback);
+ *  - that choice is made separately for the cluster-wide and the node-local
+ *    set;
+ *  - every endpoint listed in a slice stays a known backend (even not ready or
+ *    terminating) so established flows to it keep working until it is removed.
+ */
+import { PortEndpoint, SliceModel, endpointsForPort } from '../model/endpoints';
+import { ServiceModel } from '../model/service';
+import { IPv4, ObjectKey, Port, ipToInt } from '../model/types';
+import { SCOPE_ALL, SCOPE_LOCAL, SVC_F } from '../datapath/codecs';
+
+export type L4Proto = 'TCP' | 'UDP';
+
+export interface PlanContext {
+  /** This node's name, to tell local endpoints from remote ones. */
+  readonly nodeName: string;
+  /** Addresses NodePorts answer on (empty: no NodePort frontends). */
+  readonly nodePortAddrs: readonly IPv4[];
+}
+
+export interface PlannedBackend {
+  readonly addr: IPv4;
+  readonly port: Port;
+  readonly proto: L4Proto;
+  readonly local: boolean;
+  readonly terminating: boolean;
+}
+
+export interface PlannedFrontend {
+  readonly addr: IPv4;
+  readonly port: Port;
+  readonly proto: L4Proto;
+  readonly scope: typeof SCOPE_ALL | typeof SCOPE_LOCAL;
+  /** WEIR_SVC_F_* */
+  readonly flags: number;
+  readonly affinityTimeout: number;
+  /** Backends for new connections, by backendKey, in a deterministic order. */
+  readonly backends: readonly string[];
+}
+
+export interface ServicePlan {
+  readonly service: ObjectKey;
+  readonly frontends: readonly PlannedFrontend[];
+  /** Every endpoint of the service by backendKey (usable or not). */
+  readonly backends: ReadonlyMap<string, PlannedBackend>;
+}
+
+export function backendKey(b: { addr: IPv4; port: number; proto: L4Proto }): string {
+  return `${b.addr}:${b.port}/${b.proto}`;
+}
+
+export function frontendKey(f: { addr: IPv4; port: number; proto: L4Proto }): string {
+  return `${f.addr}:${f.port}/${f.proto}`;
+}
+
+/** kube-proxy's endpoint choice for new connections. */
+export function usableEndpoints<T extends { ready: boolean; serving: boolean; terminating: boolean }>(eps: readonly T[]): T[] {
+  const ready = eps.filter((e) => e.ready);
+  if (ready.length > 0) return ready;
+  return eps.filter((e) => e.serving && e.terminating);
+}
+
+function byAddrPort(a: PortEndpoint, b: PortEndpoint): number {
+  return ipToInt(a.addr) - ipToInt(b.addr) || a.port - b.port;
+}
+
+export function planService(svc: ServiceModel, slices: readonly SliceModel[], ctx: PlanContext): ServicePlan {
+  const frontends: PlannedFrontend[] = [];
+  const backends = new Map<string, PlannedBackend>();
+  const affinityFlag = svc.affinityTimeout > 0 ? SVC_F.AFFINITY : 0;
+
+  for (const sp of svc.ports) {
+    // SCTP is valid Kubernetes but not served by this dataplane.
+    if (sp.protocol === 'SCTP') continue;
+    const proto: L4Proto = sp.protocol;
+    const eps = endpointsForPort(slices, sp.name, sp.protocol).sort(byAddrPort);
+    const toKey = (e: PortEndpoint): string => backendKey({ addr: e.addr, port: e.port, proto });
+    for (const e of eps) {
+      backends.set(toKey(e), {
+        addr: e.addr,
+        port: e.port,
+        proto,
+        local: e.nodeName !== '' && e.nodeName === ctx.nodeName,
+        terminating: e.terminating,
+      });
+    }
+    const cluster = usableEndpoints(eps).map(toKey);
+    const local = usableEndpoints(eps.filter((e) => e.nodeName !== '' && e.nodeName === ctx.nodeName)).map(toKey);
+
+    const add = (addr: IPv4, port: Port, kind: number, ext: boolean): void => {
+      const itpLocal = !ext && svc.internalTrafficPolicy === 'Local';
+      const etpLocal = ext && svc.externalTrafficPolicy === 'Local';
+      const srcRanges = kind === SVC_F.LOAD_BALANCER && svc.loadBalancerSourceRanges.length > 0 ? SVC_F.SRC_RANGES : 0;
+      const flags = kind | affinityFlag | srcRanges | (itpLocal ? SVC_F.ITP_LOCAL : 0) | (etpLocal ? SVC_F.ETP_LOCAL : 0);
+      // Scope ALL is what pods and the node itself get: for internal frontends
+      // the internal policy decides; external frontends short-circuit to every
+      // endpoint for in-cluster clients, as kube-proxy does.
+      frontends.push({
+        addr,
+        port,
+        proto,
+        scope: SCOPE_ALL,
+        flags,
+        affinityTimeout: svc.affinityTimeout,
+        backends: itpLocal ? local : cluster,
+      });
+      // Scope LOCAL: what traffic from outside the node gets under eTP=Local.
+      if (etpLocal) {
+        frontends.push({ addr, port, proto, scope: SCOPE_LOCAL, flags, affinityTimeout: svc.affinityTimeout, backends: local });
+      }
+    };
+
+    for (const ip of svc.clusterIPs) add(ip, sp.port, SVC_F.CLUSTER_IP, false);
+    for (const ip of svc.externalIPs) add(ip, sp.port, SVC_F.EXTERNAL_IP, true);
+    for (const ip of svc.loadBalancerIPs) add(ip, sp.port, SVC_F.LOAD_BALANCER, true);
+    if (sp.nodePort > 0) {
+      for (const ip of ctx.nodePortAddrs) add(ip, sp.nodePort as Port, SVC_F.NODE_PORT, true);
+    }
+  }
+  return { service: svc.key, frontends, backends };
+}
+
