@@ -1,0 +1,106 @@
+#!/usr/bin/env node
+/**
+ * weir command line. `weir run` is the agent; the other commands read or
+ * remove what an agent installed in this network namespace.
+ */
+import * as path from 'node:path';
+import { PinnedMap } from '../datapath/maps';
+import { MAP_NAMES, cleanupBpf } from '../datapath/loader';
+import { loadShim } from '../datapath/ffi';
+import { formatServices, readServices } from '../datapath/dump';
+import { startAgent } from '../runner/agent';
+import { createLogger, errorText } from '../util/log';
+import { UsageError, parseFlags, parseRunOptions } from './options';
+
+const USAGE = `usage: weir <command> [flags]
+
+commands:
+  run        run the agent (see README for flags: --source file:DIR|kube, --node-name,
+             --mode bpf|iptables|auto, --pod-devices, --external-devices, --node-ips,
+             --cluster-cidr, --bpffs-root, --cgroup-root, --health-addr, --metrics-addr,
+             --min-sync-period, --log-level, --config FILE)
+  services   list programmed frontends and their backends   [--json] [--bpffs-root PATH]
+  cleanup    remove everything weir installed in this network namespace [--bpffs-root PATH]
+`;
+
+const DEFAULT_ROOT = '/sys/fs/bpf/weir';
+
+async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  switch (cmd) {
+    case 'run':
+      return run(rest);
+    case 'services':
+      return services(rest);
+    case 'cleanup':
+      return cleanup(rest);
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      process.stdout.write(USAGE);
+      return cmd === undefined ? 2 : 0;
+    default:
+      throw new UsageError(`unknown command ${JSON.stringify(cmd)}`);
+  }
+}
+
+async function run(argv: string[]): Promise<number> {
+  const opts = parseRunOptions(argv);
+  const log = createLogger(opts.logLevel);
+  const agent = await startAgent(opts, log);
+  const onSignal = (sig: string): void => {
+    log.info('signal received', { signal: sig });
+    void agent.stop();
+  };
+  process.once('SIGTERM', () => onSignal('SIGTERM'));
+  process.once('SIGINT', () => onSignal('SIGINT'));
+  await agent.done;
+  return 0;
+}
+
+function openServiceMaps(root: string): { svc: PinnedMap; be: PinnedMap } {
+  const shim = loadShim();
+  try {
+    return {
+      svc: new PinnedMap(shim, path.join(root, MAP_NAMES.svc)),
+      be: new PinnedMap(shim, path.join(root, MAP_NAMES.be)),
+    };
+  } catch (e) {
+    throw new Error(`cannot open weir maps under ${root} (is an agent running with --bpffs-root ${root}?): ${errorText(e)}`);
+  }
+}
+
+async function services(argv: string[]): Promise<number> {
+  const { flags } = parseFlags(argv, ['json', 'bpffs-root']);
+  const maps = openServiceMaps(flags.get('bpffs-root') ?? DEFAULT_ROOT);
+  const view = readServices(maps);
+  process.stdout.write(flags.has('json') ? JSON.stringify(view, null, 2) + '\n' : formatServices(view));
+  return 0;
+}
+
+async function cleanup(argv: string[]): Promise<number> {
+  const { flags } = parseFlags(argv, ['bpffs-root']);
+  const root = flags.get('bpffs-root') ?? DEFAULT_ROOT;
+  const res = await cleanupBpf(loadShim(), root);
+  process.stdout.write(
+    `removed ${res.detached.length} tc filter(s)${res.detached.length ? ` (${res.detached.join(', ')})` : ''}; ` +
+      `${res.pinsRemoved ? `removed pins under ${root}` : `no pins under ${root}`}\n`,
+  );
+  return 0;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (e: unknown) => {
+    if (e instanceof UsageError) {
+      process.stderr.write(`weir: ${e.message}\n${USAGE}`);
+      process.exitCode = 2;
+    } else {
+      process.stderr.write(`weir: ${errorText(e)}\n`);
+      process.exitCode = 1;
+    }
+  },
+);

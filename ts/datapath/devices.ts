@@ -1,0 +1,95 @@
+/**
+ * Network devices of the agent's namespace, and a watcher that reports
+ * devices matching the configured globs as they appear (pods come and go;
+ * each new veth must get the program within a second).
+ *
+ * Listing uses `ip -j link` (netlink, this namespace) rather than
+ * /sys/class/net, which shows the namespace that mounted sysfs, not ours.
+ */
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { Logger, errorText } from '../util/log';
+
+const run = promisify(execFile);
+
+export interface Link {
+  readonly name: string;
+  readonly ifindex: number;
+  readonly addrs: readonly string[];
+}
+
+export async function listLinks(): Promise<Link[]> {
+  const { stdout } = await run('ip', ['-j', 'addr', 'show'], { timeout: 5000 });
+  const raw = JSON.parse(stdout) as Array<{ ifname: string; ifindex: number; addr_info?: Array<{ family: string; local: string }> }>;
+  return raw.map((l) => ({
+    name: l.ifname,
+    ifindex: l.ifindex,
+    addrs: (l.addr_info ?? []).filter((a) => a.family === 'inet').map((a) => a.local),
+  }));
+}
+
+export function globToRegExp(glob: string): RegExp {
+  const body = glob.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.');
+  return new RegExp(`^${body}$`);
+}
+
+export function matchesAny(name: string, globs: readonly RegExp[]): boolean {
+  return globs.some((g) => g.test(name));
+}
+
+export class DeviceWatcher {
+  private readonly globs: RegExp[];
+  private readonly onDevice: (link: Link) => void;
+  private readonly log: Logger;
+  private readonly intervalMs: number;
+  private readonly known = new Map<string, number>();
+  private timer: NodeJS.Timeout | null = null;
+  private busy = false;
+
+  constructor(opts: { globs: readonly string[]; onDevice: (link: Link) => void; log: Logger; intervalMs?: number }) {
+    this.globs = opts.globs.map(globToRegExp);
+    this.onDevice = opts.onDevice;
+    this.log = opts.log;
+    this.intervalMs = opts.intervalMs ?? 500;
+  }
+
+  async start(): Promise<void> {
+    await this.poll();
+    this.timer = setInterval(() => void this.poll(), this.intervalMs);
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+  }
+
+  /** Names of matching devices currently known. */
+  devices(): string[] {
+    return [...this.known.keys()];
+  }
+
+  private async poll(): Promise<void> {
+    if (this.busy) return;
+    this.busy = true;
+    try {
+      const links = await listLinks();
+      const seen = new Set<string>();
+      for (const l of links) {
+        if (!matchesAny(l.name, this.globs)) continue;
+        seen.add(l.name);
+        // A re-created device has a new ifindex and no filter: attach again.
+        if (this.known.get(l.name) === l.ifindex) continue;
+        try {
+          this.onDevice(l);
+          this.known.set(l.name, l.ifindex);
+        } catch (e) {
+          this.log.error('attach failed; will retry', { device: l.name, error: errorText(e) });
+        }
+      }
+      for (const name of [...this.known.keys()]) if (!seen.has(name)) this.known.delete(name);
+    } catch (e) {
+      this.log.warn('listing devices failed', { error: errorText(e) });
+    } finally {
+      this.busy = false;
+    }
+  }
+}

@@ -1,0 +1,108 @@
+/**
+ * Readable views of the service maps. The same function prints
+ * `weir services` from pinned maps and the golden files of the plan tests
+ * from the in-memory twin, so what a test pins down is what an operator sees.
+ */
+import * as C from './codecs';
+import { MapIO, keyBuffer } from './maps';
+import { ipToInt, IPv4 } from '../model/types';
+import { protoName } from '../reconcile/reconciler';
+
+export interface BackendView {
+  id: number;
+  addr: string;
+  port: number;
+  proto: string;
+  flags: string[];
+}
+
+export interface FrontendView {
+  addr: string;
+  port: number;
+  proto: string;
+  scope: 'all' | 'local';
+  revNatId: number;
+  flags: string[];
+  affinityTimeout: number;
+  /** Backends in slot order (slot = index + 1); null where a slot is missing. */
+  backends: Array<BackendView | null>;
+}
+
+export interface ServicesView {
+  frontends: FrontendView[];
+  backends: BackendView[];
+}
+
+const SVC_FLAG_NAMES: Array<[number, string]> = [
+  [C.SVC_F.CLUSTER_IP, 'cluster-ip'],
+  [C.SVC_F.NODE_PORT, 'node-port'],
+  [C.SVC_F.EXTERNAL_IP, 'external-ip'],
+  [C.SVC_F.LOAD_BALANCER, 'load-balancer'],
+  [C.SVC_F.AFFINITY, 'affinity'],
+  [C.SVC_F.ETP_LOCAL, 'etp-local'],
+  [C.SVC_F.ITP_LOCAL, 'itp-local'],
+  [C.SVC_F.SRC_RANGES, 'source-ranges'],
+];
+const BE_FLAG_NAMES: Array<[number, string]> = [
+  [C.BE_F.LOCAL, 'local'],
+  [C.BE_F.TERMINATING, 'terminating'],
+];
+
+function names(flags: number, table: Array<[number, string]>): string[] {
+  return table.filter(([bit]) => flags & bit).map(([, n]) => n);
+}
+
+export function readServices(maps: { svc: MapIO; be: MapIO }): ServicesView {
+  const backends = new Map<number, BackendView>();
+  for (const [k, v] of maps.be.dump()) {
+    const id = C.u32Key.decode(keyBuffer(k)).value;
+    const b = C.backend.decode(v);
+    backends.set(id, { id, addr: b.addr, port: b.port, proto: protoName(b.proto), flags: names(b.flags, BE_FLAG_NAMES) });
+  }
+  const entries = maps.svc.dump().map(([k, v]) => ({ key: C.svcKey.decode(keyBuffer(k)), val: C.svcVal.decode(v) }));
+  const slots = new Map<string, number>();
+  const feId = (k: C.SvcKey): string => `${k.addr}|${k.port}|${k.proto}|${k.scope}`;
+  for (const e of entries) if (e.key.slot > 0) slots.set(`${feId(e.key)}|${e.key.slot}`, e.val.backend_id);
+  const frontends: FrontendView[] = entries
+    .filter((e) => e.key.slot === 0)
+    .map(({ key, val }) => {
+      const list: Array<BackendView | null> = [];
+      for (let s = 1; s <= val.count; s++) {
+        const id = slots.get(`${feId(key)}|${s}`);
+        list.push(id === undefined ? null : backends.get(id) ?? { id, addr: '?', port: 0, proto: '?', flags: ['missing'] });
+      }
+      return {
+        addr: key.addr,
+        port: key.port,
+        proto: protoName(key.proto),
+        scope: key.scope === C.SCOPE_LOCAL ? ('local' as const) : ('all' as const),
+        revNatId: val.rev_nat_id,
+        flags: names(val.flags, SVC_FLAG_NAMES),
+        affinityTimeout: val.affinity_timeout,
+        backends: list,
+      };
+    })
+    .sort(
+      (a, b) =>
+        ipToInt(a.addr as IPv4) - ipToInt(b.addr as IPv4) || a.port - b.port || a.proto.localeCompare(b.proto) || a.scope.localeCompare(b.scope),
+    );
+  return { frontends, backends: [...backends.values()].sort((a, b) => a.id - b.id) };
+}
+
+function beText(b: BackendView): string {
+  return `${b.addr}:${b.port}/${b.proto}${b.flags.length ? ` (${b.flags.join(',')})` : ''}`;
+}
+
+/** Sorted text, one frontend per block. Stable: golden files compare it byte for byte. */
+export function formatServices(view: ServicesView): string {
+  const lines: string[] = [];
+  for (const f of view.frontends) {
+    const aff = f.affinityTimeout ? ` affinity=${f.affinityTimeout}s` : '';
+    const count = f.backends.length === 0 ? 'no endpoints: reject' : `${f.backends.length} backend${f.backends.length === 1 ? '' : 's'}`;
+    lines.push(`${f.addr}:${f.port}/${f.proto} scope=${f.scope} rev=${f.revNatId} [${f.flags.join(',')}]${aff} ${count}`);
+    f.backends.forEach((b, i) => lines.push(`  slot ${i + 1}: ${b ? `be ${b.id} ${beText(b)}` : '(missing)'}`));
+  }
+  lines.push('backends:');
+  for (const b of view.backends) lines.push(`  be ${b.id} ${beText(b)}`);
+  return lines.join('\n') + '\n';
+}
