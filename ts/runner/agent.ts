@@ -8,8 +8,7 @@
  * devices attached — an already attached filter is replaced atomically.
  */
 import { ClusterStore } from '../model/store';
-import { ObjectKey, IPv4 } from '../model/types';
-import { PlanContext, planService } from '../plan/plan';
+import { IPv4 } from '../model/types';
 import { Reconciler } from '../reconcile/reconciler';
 import { BpfDatapath } from '../datapath/loader';
 import { DeviceWatcher, listLinks } from '../datapath/devices';
@@ -20,6 +19,7 @@ import { HealthServer, startHealthServer } from '../health/health';
 import { Logger, errorText } from '../util/log';
 import { RunOptions, UsageError, parseHostPort } from '../cli/options';
 import { Runner } from './runner';
+import { Syncer } from './sync';
 
 export interface Agent {
   readonly done: Promise<void>;
@@ -47,37 +47,19 @@ export async function startAgent(opts: RunOptions, log: Logger): Promise<Agent> 
     }
   });
 
-  const ctx: { plan: PlanContext } = { plan: { nodeName: opts.nodeName, nodePortAddrs: await nodeIPs(opts) } };
+  const syncer = new Syncer({
+    store,
+    reconciler,
+    log,
+    ctx: { nodeName: opts.nodeName, nodePortAddrs: await nodeIPs(opts) },
+  });
   let synced = false;
-  const warnedOrphans = new Set<string>();
-
   const sync = (): void => {
+    // Nothing is written before every source has delivered its first full view.
     if (!synced) return;
-    const t0 = process.hrtime.bigint();
-    const dirty: ObjectKey[] = store.takeDirty().sort();
-    for (const key of dirty) {
-      const svc = store.services.get(key);
-      reconciler.setService(key, svc ? planService(svc, store.slicesOf(key), ctx.plan) : null);
-    }
-    const stats = reconciler.commit();
-    for (const c of reconciler.conflicts.splice(0)) {
-      log.error('frontend already served by another service; skipped', { object: `Service ${c.service}`, frontend: c.frontend, owner: c.owner });
-    }
-    const orphans = store.orphanSlices();
-    const orphanIds = new Set(orphans.map((s) => s.key as string));
-    for (const s of orphans) {
-      if (warnedOrphans.has(s.key)) continue;
-      warnedOrphans.add(s.key);
-      log.warn('EndpointSlice refers to a Service that does not exist', {
-        object: `EndpointSlice ${s.key}`,
-        field: 'metadata.labels[kubernetes.io/service-name]',
-        service: s.service,
-      });
-    }
-    for (const k of [...warnedOrphans]) if (!orphanIds.has(k)) warnedOrphans.delete(k);
-    const ms = Number(process.hrtime.bigint() - t0) / 1e6;
-    if (stats.upserts || stats.deletes || dirty.length) {
-      log.info('synced', { services: dirty.length, upserts: stats.upserts, deletes: stats.deletes, ms: Math.round(ms * 100) / 100 });
+    const r = syncer.sync();
+    if (r.upserts || r.deletes || r.services) {
+      log.info('synced', { services: r.services, upserts: r.upserts, deletes: r.deletes, ms: Math.round(r.ms * 100) / 100 });
     }
   };
   const runner = new Runner({ minSyncPeriodMs: opts.minSyncPeriodMs, sync, log });

@@ -1,0 +1,63 @@
+/**
+ * The control plane from manifests to map bytes, with the in-memory twin in
+ * place of the kernel: what the golden tests and reconcile tests drive.
+ */
+import * as path from 'node:path';
+import * as C from '../../ts/datapath/codecs';
+import { MemoryMap, ServiceMaps } from '../../ts/datapath/maps';
+import { formatServices, readServices } from '../../ts/datapath/dump';
+import { ClusterStore } from '../../ts/model/store';
+import { IPv4 } from '../../ts/model/types';
+import { Reconciler } from '../../ts/reconcile/reconciler';
+import { FileSource } from '../../ts/source/file';
+import { Syncer } from '../../ts/runner/sync';
+import { createLogger } from '../../ts/util/log';
+
+/** test/ in the source tree (tests run from dist/test/...). */
+export const TEST_SRC = path.resolve(__dirname, '../../../test');
+
+export function memoryMaps(): ServiceMaps & Record<'svc' | 'be' | 'revnat' | 'affmatch', MemoryMap> {
+  return {
+    svc: new MemoryMap('weir1_svc', C.svcKey.size, C.svcVal.size),
+    be: new MemoryMap('weir1_be', 4, C.backend.size),
+    revnat: new MemoryMap('weir1_revnat', 4, C.revnat.size),
+    affmatch: new MemoryMap('weir1_affmatch', C.affMatchKey.size, 4),
+  };
+}
+
+export interface PipelineResult {
+  text: string;
+  logs: Array<Record<string, unknown>>;
+  maps: ReturnType<typeof memoryMaps>;
+  store: ClusterStore;
+  reconciler: Reconciler;
+  /** Re-plan dirty services and commit. */
+  sync(): void;
+}
+
+export async function runPipeline(dir: string, opts: { nodeName?: string; nodePortAddrs?: IPv4[]; maps?: ReturnType<typeof memoryMaps> } = {}): Promise<PipelineResult> {
+  const logs: Array<Record<string, unknown>> = [];
+  const log = createLogger('debug', (line) => logs.push(JSON.parse(line) as Record<string, unknown>));
+  const store = new ClusterStore((origin, errors) => {
+    for (const e of errors) log.error('invalid object', { file: origin, object: `${e.kind} ${e.object}`, field: e.field, error: e.message });
+  });
+  const maps = opts.maps ?? memoryMaps();
+  const reconciler = new Reconciler(maps);
+  reconciler.adopt();
+  const source = new FileSource({ dir, store, onChange: () => undefined, log });
+  await source.start();
+  source.stop();
+  const syncer = new Syncer({ store, reconciler, log, ctx: { nodeName: opts.nodeName ?? 'n1', nodePortAddrs: opts.nodePortAddrs ?? [] } });
+  const sync = (): void => void syncer.sync();
+  sync();
+  return {
+    get text() {
+      return formatServices(readServices(maps));
+    },
+    logs,
+    maps,
+    store,
+    reconciler,
+    sync,
+  };
+}

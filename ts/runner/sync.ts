@@ -1,0 +1,66 @@
+/**
+ * One sync: re-plan the services that changed, commit the difference, and
+ * report what the operator must know about (frontend conflicts, slices
+ * whose Service does not exist). Shared by the agent and the tests.
+ */
+import { ClusterStore } from '../model/store';
+import { PlanContext, planService } from '../plan/plan';
+import { CommitStats, Reconciler } from '../reconcile/reconciler';
+import { Logger } from '../util/log';
+
+export interface SyncResult extends CommitStats {
+  readonly services: number;
+  readonly ms: number;
+}
+
+export class Syncer {
+  private readonly warnedOrphans = new Set<string>();
+  private readonly store: ClusterStore;
+  private readonly reconciler: Reconciler;
+  private readonly log: Logger;
+  ctx: PlanContext;
+
+  constructor(opts: { store: ClusterStore; reconciler: Reconciler; ctx: PlanContext; log: Logger }) {
+    this.store = opts.store;
+    this.reconciler = opts.reconciler;
+    this.ctx = opts.ctx;
+    this.log = opts.log;
+  }
+
+  /** Plan inputs changed for every service (e.g. node IPs): re-plan them all. */
+  setContext(ctx: PlanContext): void {
+    this.ctx = ctx;
+    for (const key of this.store.services.keys()) this.store.dirty.add(key);
+  }
+
+  sync(): SyncResult {
+    const t0 = process.hrtime.bigint();
+    const dirty = this.store.takeDirty().sort();
+    for (const key of dirty) {
+      const svc = this.store.services.get(key);
+      this.reconciler.setService(key, svc ? planService(svc, this.store.slicesOf(key), this.ctx) : null);
+    }
+    const stats = this.reconciler.commit();
+    for (const c of this.reconciler.conflicts.splice(0)) {
+      this.log.error('frontend already served by another service; skipped', { object: `Service ${c.service}`, frontend: c.frontend, owner: c.owner });
+    }
+    this.reportOrphans();
+    return { ...stats, services: dirty.length, ms: Number(process.hrtime.bigint() - t0) / 1e6 };
+  }
+
+  /** Warn once per slice whose Service is unknown after a sync. */
+  private reportOrphans(): void {
+    const current = new Set<string>();
+    for (const s of this.store.orphanSlices()) {
+      current.add(s.key);
+      if (this.warnedOrphans.has(s.key)) continue;
+      this.warnedOrphans.add(s.key);
+      this.log.warn('EndpointSlice refers to a Service that does not exist', {
+        object: `EndpointSlice ${s.key}`,
+        field: 'metadata.labels[kubernetes.io/service-name]',
+        service: s.service,
+      });
+    }
+    for (const k of [...this.warnedOrphans]) if (!current.has(k)) this.warnedOrphans.delete(k);
+  }
+}
