@@ -108,12 +108,13 @@ export class Reconciler {
 
   /** Replace one service's contribution (null: the service is gone). */
   setService(service: ObjectKey, plan: ServicePlan | null): void {
+    // Take the new references before dropping the old ones, so ids of
+    // backends and frontends that stay are never released and reallocated.
     const old = this.owned.get(service);
-    if (old) {
-      this.disown(service, old);
-      this.owned.delete(service);
-    }
-    if (plan) this.owned.set(service, this.own(service, plan));
+    const next = plan ? this.own(service, plan) : null;
+    if (old) this.disown(service, old, new Set(next?.masters ?? []));
+    if (next) this.owned.set(service, next);
+    else this.owned.delete(service);
   }
 
   /**
@@ -247,7 +248,7 @@ export class Reconciler {
     return o;
   }
 
-  private disown(service: ObjectKey, o: Owned): void {
+  private disown(service: ObjectKey, o: Owned, keepMasters: ReadonlySet<string>): void {
     for (const m of MAP_NAMES) {
       for (const k of o.keys[m]) {
         const e = this.desired[m].get(k);
@@ -258,7 +259,7 @@ export class Reconciler {
     }
     for (const bk of o.backends) this.backendIds.release(bk);
     for (const fk of o.frontends) this.frontendIds.release(fk);
-    for (const mk of o.masters) if (this.masterOwner.get(mk) === service) this.masterOwner.delete(mk);
+    for (const mk of o.masters) if (!keepMasters.has(mk) && this.masterOwner.get(mk) === service) this.masterOwner.delete(mk);
   }
 
   /**

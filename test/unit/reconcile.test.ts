@@ -1,0 +1,225 @@
+/**
+ * Reconcile semantics on the in-memory twin: write order (make before
+ * break), minimal writes, adoption after restart, pruning, and recovery
+ * from a failed write.
+ */
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import type { V1EndpointSlice, V1Service } from '@kubernetes/client-node';
+import { MapIO, MemoryMap } from '../../ts/datapath/maps';
+import { formatServices, readServices } from '../../ts/datapath/dump';
+import { ClusterStore } from '../../ts/model/store';
+import { Reconciler } from '../../ts/reconcile/reconciler';
+import { Syncer } from '../../ts/runner/sync';
+import { createLogger } from '../../ts/util/log';
+import { memoryMaps } from './pipeline';
+
+function service(name: string, ip: string, port = 80): V1Service {
+  return { apiVersion: 'v1', kind: 'Service', metadata: { name, namespace: 'default' }, spec: { clusterIP: ip, ports: [{ port }] } };
+}
+
+function slice(svc: string, addrs: string[], port = 8080): V1EndpointSlice {
+  return {
+    apiVersion: 'discovery.k8s.io/v1',
+    kind: 'EndpointSlice',
+    metadata: { name: `${svc}-1`, namespace: 'default', labels: { 'kubernetes.io/service-name': svc } },
+    addressType: 'IPv4',
+    ports: [{ port }],
+    endpoints: addrs.map((a) => ({ addresses: [a] })),
+  };
+}
+
+type Op = { map: string; op: 'upsert' | 'remove'; slot?: number; n: number };
+
+/** Wraps the twin maps and records every call in order. */
+function recording(): { maps: ReturnType<typeof memoryMaps>; ops: Op[]; wrapped: Record<'svc' | 'be' | 'revnat' | 'affmatch', MapIO> } {
+  const maps = memoryMaps();
+  const ops: Op[] = [];
+  const wrap = (name: string, m: MemoryMap): MapIO => ({
+    name: m.name,
+    keySize: m.keySize,
+    valueSize: m.valueSize,
+    upsert(entries) {
+      const slots = name === 'svc' ? new Set(entries.map(([k]) => k.charCodeAt(8))) : new Set([undefined]);
+      for (const s of slots) ops.push({ map: name, op: 'upsert', ...(s === undefined ? {} : { slot: s }), n: entries.length });
+      m.upsert(entries);
+    },
+    remove(keys) {
+      const slots = name === 'svc' ? new Set(keys.map((k) => k.charCodeAt(8))) : new Set([undefined]);
+      for (const s of slots) ops.push({ map: name, op: 'remove', ...(s === undefined ? {} : { slot: s }), n: keys.length });
+      m.remove(keys);
+    },
+    dump: () => m.dump(),
+    lookup: (k) => m.lookup(k),
+  });
+  return { maps, ops, wrapped: { svc: wrap('svc', maps.svc), be: wrap('be', maps.be), revnat: wrap('revnat', maps.revnat), affmatch: wrap('affmatch', maps.affmatch) } };
+}
+
+function setup(maps: Record<'svc' | 'be' | 'revnat' | 'affmatch', MapIO>) {
+  const log = createLogger('error', () => undefined);
+  const store = new ClusterStore(() => undefined);
+  const reconciler = new Reconciler(maps);
+  reconciler.adopt();
+  const syncer = new Syncer({ store, reconciler, log, ctx: { nodeName: 'n1', nodePortAddrs: [] } });
+  return { store, reconciler, syncer };
+}
+
+test('growing a service writes backend, then slot, then the count', () => {
+  const r = recording();
+  const { store, syncer } = setup(r.wrapped);
+  store.upsertService(service('web', '10.96.0.10'), 't');
+  store.upsertSlice(slice('web', ['10.244.1.10']), 't');
+  syncer.sync();
+  r.ops.length = 0;
+  store.upsertSlice(slice('web', ['10.244.1.10', '10.244.1.11']), 't');
+  syncer.sync();
+  assert.equal(
+    r.ops.map((o) => `${o.op} ${o.map}${o.slot !== undefined ? ` slot${o.slot}` : ''}`),
+    ['upsert be', 'upsert svc slot2', 'upsert svc slot0'],
+  );
+});
+
+test('shrinking lowers the count before deleting the slot, and the backend goes last', () => {
+  const r = recording();
+  const { store, syncer } = setup(r.wrapped);
+  store.upsertService(service('web', '10.96.0.10'), 't');
+  store.upsertSlice(slice('web', ['10.244.1.10', '10.244.1.11', '10.244.1.12']), 't');
+  syncer.sync();
+  r.ops.length = 0;
+  // Remove the endpoint in slot 1: the last slot's backend moves into it.
+  store.upsertSlice(slice('web', ['10.244.1.11', '10.244.1.12']), 't');
+  syncer.sync();
+  assert.equal(
+    r.ops.map((o) => `${o.op} ${o.map}${o.slot !== undefined ? ` slot${o.slot}` : ''}`),
+    ['upsert svc slot1', 'upsert svc slot0', 'remove svc slot3', 'remove be'],
+  );
+  const text = formatServices(readServices(r.maps));
+  assert.match(text, /slot 1: be 3 10\.244\.1\.12/);
+  assert.match(text, /slot 2: be 2 10\.244\.1\.11/);
+});
+
+test('one endpoint change among 1000 services costs a handful of map writes', () => {
+  const maps = memoryMaps();
+  const { store, syncer } = setup(maps);
+  for (let i = 0; i < 1000; i++) {
+    store.upsertService(service(`s${i}`, `10.96.${i >> 8}.${i & 255}`), 't');
+    store.upsertSlice(slice(`s${i}`, [`10.244.${i >> 8}.${i & 255}`, `10.245.${i >> 8}.${i & 255}`]), 't');
+  }
+  syncer.sync();
+  const before = Object.values(maps).reduce((n, m) => n + m.writes, 0);
+  store.upsertSlice(slice('s500', ['10.244.1.244', '10.245.1.244', '10.246.1.244']), 't');
+  const res = syncer.sync();
+  const writes = Object.values(maps).reduce((n, m) => n + m.writes, 0) - before;
+  assert.is(res.services, 1);
+  assert.is(writes, 3, 'backend + slot + master');
+});
+
+test('a restarted agent adopts pinned state: no writes, same ids and slots', () => {
+  const maps = memoryMaps();
+  const first = setup(maps);
+  first.store.upsertService(service('web', '10.96.0.10'), 't');
+  first.store.upsertService(service('api', '10.96.0.11'), 't');
+  first.store.upsertSlice(slice('web', ['10.244.1.12', '10.244.1.10', '10.244.1.11']), 't');
+  first.store.upsertSlice(slice('api', ['10.244.1.20']), 't');
+  first.syncer.sync();
+  // Shuffle slots the way a history of changes would, then "restart".
+  first.store.upsertSlice(slice('web', ['10.244.1.11', '10.244.1.12']), 't');
+  first.syncer.sync();
+  first.store.upsertSlice(slice('web', ['10.244.1.11', '10.244.1.12', '10.244.1.10']), 't');
+  first.syncer.sync();
+  const before = formatServices(readServices(maps));
+  const writesBefore = Object.values(maps).reduce((n, m) => n + m.writes, 0);
+
+  const second = setup(maps);
+  second.store.upsertService(service('web', '10.96.0.10'), 't');
+  second.store.upsertService(service('api', '10.96.0.11'), 't');
+  second.store.upsertSlice(slice('web', ['10.244.1.10', '10.244.1.11', '10.244.1.12']), 't');
+  second.store.upsertSlice(slice('api', ['10.244.1.20']), 't');
+  second.syncer.sync();
+  assert.is(Object.values(maps).reduce((n, m) => n + m.writes, 0), writesBefore, 'no map writes');
+  assert.fixture(formatServices(readServices(maps)), before);
+});
+
+test('the first sync after restart prunes services that vanished while the agent was down', () => {
+  const maps = memoryMaps();
+  const first = setup(maps);
+  first.store.upsertService(service('web', '10.96.0.10'), 't');
+  first.store.upsertService(service('gone', '10.96.0.99'), 't');
+  first.store.upsertSlice(slice('web', ['10.244.1.10']), 't');
+  first.store.upsertSlice(slice('gone', ['10.244.1.99']), 't');
+  first.syncer.sync();
+
+  const second = setup(maps);
+  second.store.upsertService(service('web', '10.96.0.10'), 't');
+  second.store.upsertSlice(slice('web', ['10.244.1.10']), 't');
+  second.syncer.sync();
+  const text = formatServices(readServices(maps));
+  assert.not.match(text, /10\.96\.0\.99|10\.244\.1\.99/);
+  assert.match(text, /10\.96\.0\.10:80\/TCP .* 1 backend/);
+  assert.is(maps.revnat.entries.size, 1);
+});
+
+test('a failed write is retried and converges; nothing half-applied stays behind', () => {
+  const maps = memoryMaps();
+  let failNext = false;
+  const flaky: MapIO = {
+    ...maps.svc,
+    name: maps.svc.name,
+    keySize: maps.svc.keySize,
+    valueSize: maps.svc.valueSize,
+    upsert(entries) {
+      if (failNext) {
+        failNext = false;
+        maps.svc.upsert(entries.slice(0, 1)); // partial write, then failure
+        throw new Error('ENOMEM');
+      }
+      maps.svc.upsert(entries);
+    },
+    remove: (k) => maps.svc.remove(k),
+    dump: () => maps.svc.dump(),
+    lookup: (k) => maps.svc.lookup(k),
+  };
+  const { store, syncer } = setup({ ...maps, svc: flaky });
+  store.upsertService(service('web', '10.96.0.10'), 't');
+  store.upsertSlice(slice('web', ['10.244.1.10', '10.244.1.11']), 't');
+  failNext = true;
+  assert.throws(() => syncer.sync(), /ENOMEM/);
+  syncer.sync();
+  assert.match(formatServices(readServices(maps)), /10\.96\.0\.10:80\/TCP .* 2 backends\n  slot 1: be 1 10\.244\.1\.10:8080\/TCP\n  slot 2: be 2/);
+});
+
+test('removing a service removes every entry it owned, keeping shared backends', () => {
+  const maps = memoryMaps();
+  const { store, syncer } = setup(maps);
+  store.upsertService(service('a', '10.96.0.1'), 't');
+  store.upsertService(service('b', '10.96.0.2'), 't');
+  store.upsertSlice(slice('a', ['10.244.1.10']), 't');
+  store.upsertSlice(slice('b', ['10.244.1.10']), 't');
+  syncer.sync();
+  assert.is(maps.be.entries.size, 1, 'one shared backend');
+  store.deleteService(store.services.get('default/a' as never)!.key);
+  syncer.sync();
+  assert.is(maps.be.entries.size, 1);
+  assert.is(maps.svc.entries.size, 2, 'b: master + one slot');
+  store.deleteService(store.services.get('default/b' as never)!.key);
+  syncer.sync();
+  assert.is(maps.be.entries.size + maps.svc.entries.size + maps.revnat.entries.size, 0);
+});
+
+test('two services claiming one frontend: the first keeps it, the second is reported', () => {
+  const maps = memoryMaps();
+  const logs: string[] = [];
+  const store = new ClusterStore(() => undefined);
+  const reconciler = new Reconciler(maps);
+  reconciler.adopt();
+  const syncer = new Syncer({ store, reconciler, log: createLogger('warn', (l) => logs.push(l)), ctx: { nodeName: 'n1', nodePortAddrs: [] } });
+  store.upsertService(service('a', '10.96.0.1'), 't');
+  store.upsertService(service('b', '10.96.0.1'), 't');
+  store.upsertSlice(slice('a', ['10.244.1.10']), 't');
+  store.upsertSlice(slice('b', ['10.244.1.20']), 't');
+  syncer.sync();
+  assert.match(formatServices(readServices(maps)), /slot 1: be \d+ 10\.244\.1\.10/);
+  assert.ok(logs.some((l) => l.includes('"object":"Service default/b"') && l.includes('10.96.0.1:80/TCP')));
+});
+
+test.run();
