@@ -15,39 +15,58 @@ NATIVE_LIB := $(BUILD)/native/libweirbpf.so
 DEBIAN_PKGS := clang llvm libbpf-dev libelf-dev zlib1g-dev bpftool iproute2 iptables \
 	conntrack curl netcat-openbsd socat iperf3 util-linux procps gcc make
 
-.PHONY: all deps bpf native ts test test-unit test-e2e demo bench clean
+# tsc needs node_modules; everything that runs needs the system packages.
+.PHONY: all deps system-deps bpf native ts test test-unit test-e2e demo bench clean bpffs
 
-all: bpf native ts
+all: deps bpf native ts
 
-deps:
-	@if [ "$$(id -u)" = 0 ]; then \
-	  missing=$$(for p in $(DEBIAN_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
-	  if [ -n "$$missing" ]; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
-	  fi; \
-	else echo "make deps: not root, skipping apt-get"; fi
-	# ffi-napi 4.0.3 does not compile against Node >= 20.12 headers without -fpermissive.
+# Everything a fresh Debian machine lacks. Idempotent and quick when done:
+# `make test` and `make demo` run it first, so each is one command on a new box.
+deps: system-deps node_modules/.weir-stamp
+
+system-deps:
+	@missing=$$(for p in $(DEBIAN_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "make deps: missing $$missing and not root" >&2; exit 1; fi; \
+	  echo "installing:" $$missing; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+# ffi-napi 4.0.3 does not compile against Node >= 20.12 headers without -fpermissive.
+node_modules/.weir-stamp: package.json package-lock.json
 	CXXFLAGS=-fpermissive npm ci --no-audit --no-fund
+	@touch $@
 
 bpf: $(BPF_OBJ)
 
-$(BUILD)/bpf/%.o: bpf/progs/%.c $(BPF_HDR)
+$(BUILD)/bpf/%.o: bpf/progs/%.c $(BPF_HDR) | system-deps
 	@mkdir -p $(dir $@)
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 
 native: $(NATIVE_LIB)
 
-$(NATIVE_LIB): native/weir_bpf.c native/weir_bpf.h
+$(NATIVE_LIB): native/weir_bpf.c native/weir_bpf.h | system-deps
 	@mkdir -p $(dir $@)
 	$(CC) -O2 -g -Wall -Werror -fPIC -shared -o $@ native/weir_bpf.c -lbpf -lelf -lz
 
-ts:
+ts: node_modules/.weir-stamp
 	node_modules/.bin/tsc -p tsconfig.json
 
-test: all
+# Pinned maps need a bpf filesystem; a fresh machine may not have one mounted.
+bpffs:
+	@grep -qs ' /sys/fs/bpf bpf ' /proc/mounts || mount -t bpf bpf /sys/fs/bpf
+
+# Unit suites need no root; binding and cluster-in-a-box suites need root.
+test: all bpffs
 	node dist/test/run.js
 
-demo: all
+test-unit: deps ts
+	node dist/test/run.js unit
+
+test-e2e: all bpffs
+	node dist/test/run.js e2e
+
+demo: all bpffs
 	node dist/test/box/demo.js
 
 clean:

@@ -1,0 +1,76 @@
+/**
+ * `make test`: runs every uvu suite and ends with the line CI reads,
+ * `N passed, N failed`. Unit suites run first; the FFI binding suite runs
+ * once per FFI backend; the cluster-in-a-box suites need root and a real
+ * kernel. Exits non-zero on any failure, including a suite that crashed
+ * before uvu could print its summary.
+ */
+import { spawn } from 'node:child_process';
+import * as path from 'node:path';
+
+interface Run {
+  readonly label: string;
+  readonly dir: string;
+  readonly pattern: string;
+  readonly env?: Record<string, string>;
+}
+
+const root = path.resolve(__dirname, '..');
+const uvu = path.resolve(__dirname, '../../node_modules/uvu/bin.js');
+const only = process.argv[2]; // optional: "unit" or "e2e"
+
+const runs: Run[] = [
+  { label: 'unit', dir: 'test/unit', pattern: '^(?!ffi).*\\.test\\.js$' },
+  { label: 'ffi (koffi)', dir: 'test/unit', pattern: '^ffi\\.test\\.js$', env: { WEIR_FFI: 'koffi' } },
+  { label: 'ffi (ffi-napi)', dir: 'test/unit', pattern: '^ffi\\.test\\.js$', env: { WEIR_FFI: 'ffi-napi' } },
+  { label: 'e2e', dir: 'test/e2e', pattern: '\\.test\\.js$' },
+].filter((r) => !only || r.label.startsWith(only));
+
+function runOne(r: Run): Promise<{ passed: number; failed: number; skipped: number }> {
+  return new Promise((resolve) => {
+    process.stdout.write(`\n=== ${r.label} ===\n`);
+    const child = spawn(process.execPath, [uvu, path.join(root, r.dir), r.pattern], {
+      env: { ...process.env, ...r.env },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+      process.stdout.write(d);
+    });
+    child.on('close', (code) => {
+      const plain = out.replace(/\x1b\[[0-9;]*m/g, '');
+      const num = (label: string): number | null => {
+        const m = new RegExp(`${label}:\\s+(\\d+)`).exec(plain);
+        return m ? Number(m[1]) : null;
+      };
+      const total = num('Total');
+      const passed = num('Passed');
+      const skipped = num('Skipped') ?? 0;
+      if (total === null || passed === null) {
+        process.stdout.write(`\n[${r.label}] suite crashed before reporting (exit ${code})\n`);
+        resolve({ passed: passed ?? 0, failed: 1, skipped });
+        return;
+      }
+      const failed = total - passed - skipped;
+      // uvu exits 1 on failure; a non-zero exit with no failing test is a crash.
+      resolve({ passed, failed: failed === 0 && code !== 0 ? 1 : failed, skipped });
+    });
+  });
+}
+
+async function main(): Promise<void> {
+  let passed = 0;
+  let failed = 0;
+  let skipped = 0;
+  for (const r of runs) {
+    const res = await runOne(r);
+    passed += res.passed;
+    failed += res.failed;
+    skipped += res.skipped;
+  }
+  process.stdout.write(`\n${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}\n`);
+  process.exitCode = failed > 0 ? 1 : 0;
+}
+
+void main();
