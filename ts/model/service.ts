@@ -144,7 +144,7 @@ export function parseService(svc: V1Service): ServiceParse {
       err(`${field}.targetPort`, `must be a port number or a port name, got ${JSON.stringify(tp)}`);
     }
     const id = `${portName}/${protocol}`;
-    if (seen.has(id)) err(`${field}.name`, `duplicate port name ${JSON.stringify(portName)} for ${protocol}`);
+    if (seen.has(id) && (portName || rawPorts.length === 1)) err(`${field}.name`, `duplicate port name ${JSON.stringify(portName)} for ${protocol}`);
     seen.add(id);
     ports.push({ name: portName, protocol, port, nodePort });
   });

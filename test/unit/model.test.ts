@@ -1,0 +1,146 @@
+/**
+ * kube-proxy semantics of the model and plan, one rule per test.
+ */
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import type { V1EndpointSlice, V1Service } from '@kubernetes/client-node';
+import { parseService } from '../../ts/model/service';
+import { SliceModel, endpointsForPort, parseEndpointSlice } from '../../ts/model/endpoints';
+import { planService, usableEndpoints } from '../../ts/plan/plan';
+import { ServiceModel } from '../../ts/model/service';
+import { IPv4 } from '../../ts/model/types';
+import { SCOPE_LOCAL, SVC_F } from '../../ts/datapath/codecs';
+
+function svc(spec: V1Service['spec'], extra: Partial<V1Service> = {}): V1Service {
+  return { apiVersion: 'v1', kind: 'Service', metadata: { name: 's', namespace: 'ns' }, spec, ...extra };
+}
+
+function ok(s: V1Service): ServiceModel {
+  const r = parseService(s);
+  if (r.ok !== true) throw new Error(`expected valid service, got ${JSON.stringify(r)}`);
+  return r.value;
+}
+
+function fieldsOf(s: V1Service): string[] {
+  const r = parseService(s);
+  return r.ok === false ? r.errors.map((e) => e.field) : [];
+}
+
+function slice(ports: Array<{ name?: string; port: number; protocol?: string }>, eps: Array<{ ip: string; node?: string; ready?: boolean; serving?: boolean; terminating?: boolean }>, name = 'sl'): SliceModel {
+  const raw: V1EndpointSlice = {
+    metadata: { name, namespace: 'ns', labels: { 'kubernetes.io/service-name': 's' } },
+    addressType: 'IPv4',
+    ports,
+    endpoints: eps.map((e) => ({
+      addresses: [e.ip],
+      ...(e.node ? { nodeName: e.node } : {}),
+      conditions: {
+        ...(e.ready === undefined ? {} : { ready: e.ready }),
+        ...(e.serving === undefined ? {} : { serving: e.serving }),
+        ...(e.terminating === undefined ? {} : { terminating: e.terminating }),
+      },
+    })),
+  };
+  const r = parseEndpointSlice(raw);
+  if (r.ok !== true) throw new Error(JSON.stringify(r));
+  return r.value;
+}
+
+const ctx = { nodeName: 'n1', nodePortAddrs: ['192.168.77.10' as IPv4] };
+
+test('defaults: ClusterIP type, TCP, no affinity, Cluster policies', () => {
+  const m = ok(svc({ clusterIP: '10.96.0.1', ports: [{ port: 80 }] }));
+  assert.is(m.type, 'ClusterIP');
+  assert.is(m.ports[0]!.protocol, 'TCP');
+  assert.is(m.affinityTimeout, 0);
+  assert.is(m.externalTrafficPolicy, 'Cluster');
+});
+
+test('ClientIP affinity defaults to 10800 s and validates the range', () => {
+  assert.is(ok(svc({ clusterIP: '10.96.0.1', sessionAffinity: 'ClientIP', ports: [{ port: 80 }] })).affinityTimeout, 10800);
+  assert.equal(
+    fieldsOf(svc({ clusterIP: '10.96.0.1', sessionAffinity: 'ClientIP', sessionAffinityConfig: { clientIP: { timeoutSeconds: 0 } }, ports: [{ port: 80 }] })),
+    ['spec.sessionAffinityConfig.clientIP.timeoutSeconds'],
+  );
+});
+
+test('invalid fields are named', () => {
+  assert.equal(fieldsOf(svc({ clusterIP: '10.96.0.256', ports: [{ port: 80 }] })), ['spec.clusterIP']);
+  assert.equal(fieldsOf(svc({ clusterIP: '10.96.0.1', ports: [{ port: 0 }] })), ['spec.ports[0].port']);
+  assert.equal(fieldsOf(svc({ clusterIP: '10.96.0.1', ports: [{ port: 80, protocol: 'ICMP' }] })), ['spec.ports[0].protocol']);
+  assert.equal(fieldsOf(svc({ clusterIP: '10.96.0.1', ports: [{ port: 80 }, { port: 81 }] })), ['spec.ports[0].name', 'spec.ports[1].name']);
+  assert.equal(fieldsOf(svc({ clusterIP: '10.96.0.1', externalTrafficPolicy: 'Nearest', ports: [{ port: 80 }] })), ['spec.externalTrafficPolicy']);
+  assert.equal(fieldsOf(svc({ clusterIP: '10.96.0.1', loadBalancerSourceRanges: ['10.0.0.0/33'], ports: [{ port: 80 }] })), ['spec.loadBalancerSourceRanges[0]']);
+  assert.equal(fieldsOf(svc({ clusterIP: '10.96.0.1', externalIPs: ['1.2.3'], ports: [{ port: 80 }] })), ['spec.externalIPs[0]']);
+});
+
+test('headless, ExternalName, service-proxy-name and IP-less services are skipped, not errors', () => {
+  assert.is((parseService(svc({ clusterIP: 'None', ports: [{ port: 80 }] })) as { reason: string }).reason, 'headless');
+  assert.is((parseService(svc({ type: 'ExternalName', externalName: 'x.invalid' })) as { reason: string }).reason, 'external-name');
+  assert.is(
+    (parseService(svc({ clusterIP: '10.96.0.1', ports: [{ port: 80 }] }, { metadata: { name: 's', labels: { 'service.kubernetes.io/service-proxy-name': 'other' } } })) as { reason: string }).reason,
+    'service-proxy-name',
+  );
+  assert.is((parseService(svc({ ports: [{ port: 80 }] })) as { reason: string }).reason, 'no-cluster-ip');
+});
+
+test('endpoints join service ports by name and protocol across slices, deduplicated', () => {
+  const a = slice([{ name: 'http', port: 8080 }, { name: 'dns', port: 53, protocol: 'UDP' }], [{ ip: '10.244.1.1' }, { ip: '10.244.1.2', ready: false }], 'a');
+  const b = slice([{ name: 'http', port: 8080 }], [{ ip: '10.244.1.2' }, { ip: '10.244.1.3' }], 'b');
+  const http = endpointsForPort([a, b], 'http', 'TCP');
+  assert.equal(http.map((e) => `${e.addr}:${e.port}:${e.ready}`).sort(), ['10.244.1.1:8080:true', '10.244.1.2:8080:true', '10.244.1.3:8080:true']);
+  assert.equal(endpointsForPort([a, b], 'dns', 'UDP').map((e) => `${e.addr}:${e.port}`), ['10.244.1.1:53', '10.244.1.2:53']);
+  assert.equal(endpointsForPort([a, b], 'dns', 'TCP'), [], 'a UDP slice port does not serve TCP');
+});
+
+test('conditions: nil ready is ready, nil serving follows ready, nil terminating is false', () => {
+  const s = slice([{ port: 80 }], [{ ip: '10.244.1.1' }, { ip: '10.244.1.2', ready: false }]);
+  assert.equal(
+    s.endpoints.map((e) => [e.ready, e.serving, e.terminating]),
+    [
+      [true, true, false],
+      [false, false, false],
+    ],
+  );
+});
+
+test('usable endpoints: ready ones; with none ready, serving+terminating ones', () => {
+  const e = (ready: boolean, serving: boolean, terminating: boolean, id: string) => ({ ready, serving, terminating, id });
+  assert.equal(usableEndpoints([e(true, true, false, 'a'), e(false, true, true, 'b')]).map((x) => x.id), ['a']);
+  assert.equal(usableEndpoints([e(false, true, true, 'b'), e(false, false, true, 'c'), e(false, false, false, 'd')]).map((x) => x.id), ['b']);
+  assert.equal(usableEndpoints([e(false, false, false, 'd')]), []);
+});
+
+test('internalTrafficPolicy Local: ClusterIP slots hold only this node\'s endpoints', () => {
+  const m = ok(svc({ clusterIP: '10.96.0.1', internalTrafficPolicy: 'Local', ports: [{ port: 80 }] }));
+  const p = planService(m, [slice([{ port: 8080 }], [{ ip: '10.244.1.1', node: 'n1' }, { ip: '10.244.2.1', node: 'n2' }])], ctx);
+  assert.is(p.frontends.length, 1);
+  assert.equal(p.frontends[0]!.backends, ['10.244.1.1:8080/TCP']);
+  assert.ok(p.frontends[0]!.flags & SVC_F.ITP_LOCAL);
+});
+
+test('externalTrafficPolicy Local: external frontends get a local-scope entry; in-cluster scope keeps all endpoints', () => {
+  const m = ok(
+    svc(
+      { type: 'LoadBalancer', clusterIP: '10.96.0.1', externalTrafficPolicy: 'Local', externalIPs: ['203.0.113.5'], ports: [{ port: 80, nodePort: 30080 }] },
+      { status: { loadBalancer: { ingress: [{ ip: '203.0.113.9' }] } } },
+    ),
+  );
+  const p = planService(m, [slice([{ port: 8080 }], [{ ip: '10.244.1.1', node: 'n1' }, { ip: '10.244.2.1', node: 'n2' }])], ctx);
+  const byKey = (addr: string, scope: number) => p.frontends.find((f) => f.addr === addr && f.scope === scope);
+  assert.equal(byKey('10.96.0.1', 0)?.backends.length, 2, 'ClusterIP: every endpoint');
+  assert.not.ok(byKey('10.96.0.1', SCOPE_LOCAL), 'no local scope for ClusterIP');
+  for (const addr of ['203.0.113.5', '203.0.113.9', '192.168.77.10']) {
+    assert.equal(byKey(addr, 0)?.backends.length, 2, `${addr}: in-cluster clients reach all endpoints`);
+    assert.equal(byKey(addr, SCOPE_LOCAL)?.backends, ['10.244.1.1:8080/TCP'], `${addr}: external clients reach local endpoints only`);
+  }
+  assert.is(byKey('192.168.77.10', 0)?.port, 30080);
+});
+
+test('SCTP ports are valid but not programmed', () => {
+  const m = ok(svc({ clusterIP: '10.96.0.1', ports: [{ name: 'a', port: 80, protocol: 'SCTP' }, { name: 'b', port: 81 }] }));
+  const p = planService(m, [], ctx);
+  assert.equal(p.frontends.map((f) => `${f.port}/${f.proto}`), ['81/TCP']);
+});
+
+test.run();

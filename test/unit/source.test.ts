@@ -1,0 +1,94 @@
+/**
+ * The file source on a real directory: live changes within a second, and
+ * bad input that never loses the last good state.
+ */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { ClusterStore } from '../../ts/model/store';
+import { FileSource } from '../../ts/source/file';
+import { createLogger } from '../../ts/util/log';
+
+const SVC = (ip: string, port = 80) => `apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec:
+  clusterIP: ${ip}
+  ports: [{port: ${port}}]
+`;
+
+async function withSource(fn: (ctx: { dir: string; store: ClusterStore; changes: () => number; logs: string[] }) => Promise<void>): Promise<void> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'weir-src-'));
+  const logs: string[] = [];
+  const store = new ClusterStore((origin, errors) => errors.forEach((e) => logs.push(`${origin} ${e.kind} ${e.object} ${e.field}`)));
+  let n = 0;
+  fs.writeFileSync(path.join(dir, 'web.yaml'), SVC('10.96.0.10'));
+  const src = new FileSource({ dir, store, onChange: () => n++, log: createLogger('debug', (l) => logs.push(l)) });
+  await src.start();
+  try {
+    await fn({ dir, store, changes: () => n, logs });
+  } finally {
+    src.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function until(cond: () => boolean, ms = 1000): Promise<number> {
+  const t0 = Date.now();
+  while (!cond()) {
+    if (Date.now() - t0 > ms) throw new Error(`not within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  return Date.now() - t0;
+}
+
+const webIP = (store: ClusterStore): string | undefined => store.services.get('default/web' as never)?.clusterIPs[0];
+
+test('an edited file applies within 1 s', async () => {
+  await withSource(async ({ dir, store }) => {
+    assert.is(webIP(store), '10.96.0.10');
+    fs.writeFileSync(path.join(dir, 'web.yaml'), SVC('10.96.0.11'));
+    await until(() => webIP(store) === '10.96.0.11');
+  });
+});
+
+test('a new file and a removed file apply within 1 s', async () => {
+  await withSource(async ({ dir, store }) => {
+    fs.writeFileSync(path.join(dir, 'more.yml'), SVC('10.96.0.20').replace('name: web', 'name: more'));
+    await until(() => store.services.has('default/more' as never));
+    fs.rmSync(path.join(dir, 'more.yml'));
+    await until(() => !store.services.has('default/more' as never));
+    assert.ok(store.services.has('default/web' as never));
+  });
+});
+
+test('malformed YAML keeps what the file held; a later fix applies', async () => {
+  await withSource(async ({ dir, store, logs }) => {
+    fs.writeFileSync(path.join(dir, 'web.yaml'), 'apiVersion: v1\nkind: Service\nmetadata: {name: web\n');
+    await until(() => logs.some((l) => l.includes('malformed')));
+    assert.is(webIP(store), '10.96.0.10', 'last good state kept');
+    fs.writeFileSync(path.join(dir, 'web.yaml'), SVC('10.96.0.12'));
+    await until(() => webIP(store) === '10.96.0.12');
+  });
+});
+
+test('an invalid object keeps its last good version and is reported with file and field', async () => {
+  await withSource(async ({ dir, store, logs }) => {
+    fs.writeFileSync(path.join(dir, 'web.yaml'), SVC('10.96.0.999'));
+    await until(() => logs.some((l) => l.includes('Service default/web spec.clusterIP')));
+    assert.ok(logs.some((l) => l.startsWith(path.join(dir, 'web.yaml'))));
+    assert.is(webIP(store), '10.96.0.10');
+  });
+});
+
+test('JSON files and List objects are read too', async () => {
+  await withSource(async ({ dir, store }) => {
+    const list = { apiVersion: 'v1', kind: 'List', items: [{ apiVersion: 'v1', kind: 'Service', metadata: { name: 'j' }, spec: { clusterIP: '10.96.0.30', ports: [{ port: 80 }] } }] };
+    fs.writeFileSync(path.join(dir, 'list.json'), JSON.stringify(list));
+    await until(() => store.services.has('default/j' as never));
+  });
+});
+
+test.run();
