@@ -1,0 +1,94 @@
+/**
+ * The TypeScript codecs against the one source of truth: the BTF of the
+ * compiled BPF object (struct names, member names, offsets, sizes; the
+ * verdict enum) and the #defines of bpf/shared/weir.h. Any drift fails here.
+ */
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import * as C from '../../ts/datapath/codecs';
+import { VERDICTS, verdictName } from '../../ts/datapath/verdicts';
+import { MAP_NAMES } from '../../ts/datapath/loader';
+import { TEST_SRC } from './pipeline';
+
+const ROOT = path.resolve(TEST_SRC, '..');
+const OBJ = path.join(ROOT, 'build/bpf/tc.o');
+const HEADER = fs.readFileSync(path.join(ROOT, 'bpf/shared/weir.h'), 'utf8');
+
+interface BtfType {
+  id: number;
+  kind: string;
+  name: string;
+  size?: number;
+  type_id?: number;
+  members?: Array<{ name: string; type_id: number; bits_offset: number }>;
+  values?: Array<{ name: string; val: number }>;
+}
+
+const btf: BtfType[] = (JSON.parse(execFileSync('bpftool', ['-j', 'btf', 'dump', 'file', OBJ], { encoding: 'utf8' })) as { types: BtfType[] }).types;
+const byId = new Map(btf.map((t) => [t.id, t]));
+
+function sizeOf(id: number): number {
+  const t = byId.get(id)!;
+  if (t.size !== undefined) return t.size;
+  if (t.type_id !== undefined) return sizeOf(t.type_id); // typedef, const, volatile
+  throw new Error(`no size for BTF type ${id} (${t.kind})`);
+}
+
+for (const codec of C.SHARED_STRUCTS) {
+  test(`${codec.cName} matches BTF`, () => {
+    const t = btf.find((x) => x.kind === 'STRUCT' && x.name === codec.cName);
+    assert.ok(t, `struct ${codec.cName} in ${OBJ}`);
+    assert.is(codec.size, t!.size, 'struct size');
+    assert.equal(
+      codec.fields.map((f) => `${f.name}@${f.offset}:${f.size}`),
+      t!.members!.map((m) => `${m.name}@${m.bits_offset / 8}:${sizeOf(m.type_id)}`),
+    );
+  });
+}
+
+test('verdict names follow enum weir_verdict', () => {
+  const e = btf.find((x) => x.kind === 'ENUM' && x.name === 'weir_verdict');
+  assert.ok(e, 'enum weir_verdict in BTF');
+  const names = e!.values!.filter((v) => !v.name.endsWith('__MAX')).sort((a, b) => a.val - b.val);
+  assert.equal([...VERDICTS], names.map((v) => verdictName(v.name)));
+  names.forEach((v, i) => assert.is(v.val, i));
+});
+
+test('flag and scope constants match weir.h', () => {
+  const define = (name: string): number => {
+    const m = new RegExp(`#define ${name}\\s+\\(?\\s*(\\d+)(?:\\s*<<\\s*(\\d+))?\\s*\\)?`).exec(HEADER);
+    if (!m) throw new Error(`#define ${name} not found`);
+    return Number(m[1]) << Number(m[2] ?? 0);
+  };
+  for (const [k, v] of Object.entries(C.SVC_F)) assert.is(v, define(`WEIR_SVC_F_${k}`), k);
+  for (const [k, v] of Object.entries(C.BE_F)) assert.is(v, define(`WEIR_BE_F_${k}`), k);
+  for (const [k, v] of Object.entries(C.CT_F)) assert.is(v, define(`WEIR_CT_F_${k}`), k);
+  assert.is(C.CT_DIR.FWD, define('WEIR_CT_FWD'));
+  assert.is(C.CT_DIR.REV, define('WEIR_CT_REV'));
+  assert.is(C.SCOPE_ALL, define('WEIR_SCOPE_ALL'));
+  assert.is(C.SCOPE_LOCAL, define('WEIR_SCOPE_LOCAL'));
+});
+
+test('map names match weir.h and the object', () => {
+  const maps = btf.find((x) => x.kind === 'DATASEC' && x.name === '.maps');
+  assert.ok(maps, '.maps section');
+  const vars = new Set(btf.filter((x) => x.kind === 'VAR').map((x) => x.name));
+  for (const name of Object.values(MAP_NAMES)) {
+    assert.ok(HEADER.includes(`"${name}"`), `${name} in weir.h`);
+    assert.ok(vars.has(name), `${name} declared in the object`);
+  }
+});
+
+test('encode/decode round trip', () => {
+  const k = { addr: '10.96.0.10', port: 443, proto: 6, scope: 1, slot: 7, pad: 0 };
+  const buf = C.svcKey.encode(k);
+  assert.equal([...buf], [10, 96, 0, 10, 0x01, 0xbb, 6, 1, 7, 0, 0, 0]);
+  assert.equal(C.svcKey.decode(buf), k);
+  const v = { last_seen: 123456789012345n, backend_id: 9, rev_nat_id: 3, nat_addr: '169.254.42.1', nat_port: 40000, flags: 1 };
+  assert.equal(C.ctVal.decode(C.ctVal.encode(v)), v);
+});
+
+test.run();
