@@ -72,12 +72,11 @@
 enum weir_verdict {
 	WEIR_V_FORWARD = 0, /* NATed toward a backend */
 	WEIR_V_REVNAT, /* reply NATed back to the frontend */
-	WEIR_V_REJECT_NO_ENDPOINTS, /* service has no usable endpoint: RST / ICMP sent */
-	WEIR_V_DROP_MALFORMED, /* header shorter than it claims */
-	WEIR_V_DROP_FRAGMENT, /* non-first IPv4 fragment to a frontend */
+	WEIR_V_REJECT_NO_ENDPOINTS, /* service has no usable endpoint: RST / ICMP sent back */
+	WEIR_V_DROP_NO_ENDPOINTS, /* no usable endpoint and no reply due (e.g. an incoming RST) */
 	WEIR_V_DROP_NAT_FAILED, /* a helper failed while rewriting the packet */
 	WEIR_V_DROP_REJECT_FAILED, /* could not build the RST / ICMP reply */
-	WEIR_V_DROP_NO_BACKEND, /* slot pointed at a backend id that is gone */
+	WEIR_V_DROP_NO_BACKEND, /* a slot or backend vanished mid-update */
 	WEIR_V__MAX,
 };
 
@@ -146,7 +145,7 @@ struct weir_aff_val {
 	__u32 pad; /* zero */
 };
 
-/* affmatch: (frontend, backend) present while the backend is in the frontend's slots. Written by the agent. */
+/* affmatch: (frontend, backend) -> 1 while the backend is in the frontend's slots. Written by the agent. */
 struct weir_aff_match_key {
 	__u32 rev_nat_id; /* frontend */
 	__u32 backend_id; /* backend */

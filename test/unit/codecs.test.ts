@@ -49,12 +49,12 @@ for (const codec of C.SHARED_STRUCTS) {
   });
 }
 
-test('verdict names follow enum weir_verdict', () => {
-  const e = btf.find((x) => x.kind === 'ENUM' && x.name === 'weir_verdict');
-  assert.ok(e, 'enum weir_verdict in BTF');
-  const names = e!.values!.filter((v) => !v.name.endsWith('__MAX')).sort((a, b) => a.val - b.val);
-  assert.equal([...VERDICTS], names.map((v) => verdictName(v.name)));
-  names.forEach((v, i) => assert.is(v.val, i));
+test('verdict names follow enum weir_verdict in weir.h', () => {
+  // The enum only types locals of inlined functions, so BTF does not carry
+  // it; the header is the source of truth.
+  const body = /enum weir_verdict \{([^}]*)\}/.exec(HEADER)![1]!;
+  const names = [...body.matchAll(/^\s*(WEIR_V_\w+)/gm)].map((m) => m[1]!).filter((n) => n !== 'WEIR_V__MAX');
+  assert.equal([...VERDICTS], names.map(verdictName));
 });
 
 test('flag and scope constants match weir.h', () => {

@@ -1,0 +1,93 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Conntrack: every packet of a flow keeps the backend its first packet got.
+ * Two entries per flow: FWD keyed as the client sends, REV keyed as the
+ * backend replies (after NAT), so both directions are one hash lookup.
+ * Entries live in an LRU map: under pressure the oldest flows go first.
+ */
+#ifndef WEIR_CT_H
+#define WEIR_CT_H
+
+#include "maps.h"
+#include "parse.h"
+
+/* Idle lifetimes. TCP established like Cilium's default (6 h); a closing TCP
+ * flow lingers briefly for the final ACKs; UDP like kube-proxy's conntrack
+ * "stream" timeout order of magnitude. An expired entry counts as a miss. */
+#define CT_LIFETIME_TCP (6ULL * 3600 * NSEC_PER_SEC)
+#define CT_LIFETIME_TCP_CLOSING (10ULL * NSEC_PER_SEC)
+#define CT_LIFETIME_UDP (60ULL * NSEC_PER_SEC)
+
+static __always_inline void ct_key_of(struct weir_ct_key *k, const struct pkt *p, __u8 dir)
+{
+	k->saddr = p->saddr;
+	k->daddr = p->daddr;
+	k->sport = p->sport;
+	k->dport = p->dport;
+	k->proto = p->proto;
+	k->dir = dir;
+	k->pad = 0;
+}
+
+static __always_inline bool ct_expired(const struct weir_ct_val *v, __u8 proto, __u64 now)
+{
+	__u64 life = proto == IPPROTO_UDP ? CT_LIFETIME_UDP
+		     : (v->flags & WEIR_CT_F_CLOSING) ? CT_LIFETIME_TCP_CLOSING
+						       : CT_LIFETIME_TCP;
+	return now - v->last_seen > life;
+}
+
+/* Found, alive entry for this packet in direction dir; refreshes last_seen. */
+static __always_inline struct weir_ct_val *ct_lookup(const struct pkt *p, __u8 dir, __u64 now)
+{
+	struct weir_ct_key k;
+	struct weir_ct_val *v;
+
+	ct_key_of(&k, p, dir);
+	v = bpf_map_lookup_elem(&weir1_ct, &k);
+	if (!v || ct_expired(v, p->proto, now))
+		return NULL;
+	/* Writes through the lookup pointer: no map update on the hot path. */
+	v->last_seen = now;
+	if (tcp_closing(p))
+		v->flags |= WEIR_CT_F_CLOSING;
+	return v;
+}
+
+struct ct_new {
+	__u32 backend_id;
+	__u32 rev_nat_id;
+	__be32 backend_addr;
+	__be16 backend_port;
+	__be32 snat_addr; /* 0: source not rewritten */
+};
+
+/* Record a new flow (p is the packet as the client sent it). */
+static __always_inline void ct_create(const struct pkt *p, const struct ct_new *n, __u64 now)
+{
+	__u16 flags = n->snat_addr ? WEIR_CT_F_SNAT : 0;
+	struct weir_ct_key k;
+	struct weir_ct_val v = {
+		.last_seen = now,
+		.backend_id = n->backend_id,
+		.rev_nat_id = n->rev_nat_id,
+		.nat_addr = n->snat_addr,
+		.nat_port = n->snat_addr ? p->sport : 0,
+		.flags = flags,
+	};
+
+	ct_key_of(&k, p, WEIR_CT_FWD);
+	bpf_map_update_elem(&weir1_ct, &k, &v, BPF_ANY);
+
+	k.saddr = n->backend_addr;
+	k.daddr = n->snat_addr ? n->snat_addr : p->saddr;
+	k.sport = n->backend_port;
+	k.dport = p->sport;
+	k.dir = WEIR_CT_REV;
+	v.backend_id = 0;
+	v.nat_addr = p->saddr;
+	v.nat_port = p->sport;
+	bpf_map_update_elem(&weir1_ct, &k, &v, BPF_ANY);
+}
+
+#endif

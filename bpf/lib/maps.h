@@ -1,0 +1,94 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Every map, declared the same way. The variable name is the map name and
+ * the pin name (LIBBPF_PIN_BY_NAME under the agent's --bpffs-root), so a
+ * restarted agent re-adopts them. Key and value types carry BTF, which is
+ * what lets `bpftool map dump` print named fields.
+ *
+ * The agent-written hashes use BPF_F_NO_PREALLOC: they are sized for the
+ * largest cluster but usually hold a fraction of that, and preallocating a
+ * million entries would pin ~100 MB of kernel memory on every node. The LRU
+ * maps cannot opt out of preallocation (the kernel's LRU needs it).
+ */
+#ifndef WEIR_MAPS_H
+#define WEIR_MAPS_H
+
+#include "common.h"
+
+/* services: {frontend, scope, slot} -> master entry (slot 0) or backend slot. Agent writes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct weir_svc_key);
+	__type(value, struct weir_svc_val);
+	__uint(max_entries, WEIR_MAX_SERVICE_ENTRIES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} weir1_svc SEC(".maps");
+
+/* backends: backend id -> endpoint address. Agent writes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, struct weir_backend);
+	__uint(max_entries, WEIR_MAX_BACKENDS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} weir1_be SEC(".maps");
+
+/* revnat: rev_nat id -> frontend address a reply must come from. Agent writes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, struct weir_revnat);
+	__uint(max_entries, WEIR_MAX_REVNAT);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} weir1_revnat SEC(".maps");
+
+/* ct: flow tuple + direction -> NAT state. BPF writes; the agent only reads. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct weir_ct_key);
+	__type(value, struct weir_ct_val);
+	__uint(max_entries, WEIR_MAX_CT);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} weir1_ct SEC(".maps");
+
+/* affinity: {client, frontend} -> backend for sessionAffinity ClientIP. BPF writes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct weir_aff_key);
+	__type(value, struct weir_aff_val);
+	__uint(max_entries, WEIR_MAX_AFFINITY);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} weir1_aff SEC(".maps");
+
+/* affmatch: {frontend, backend} -> 1 while the backend is in the frontend's slots. Agent writes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct weir_aff_match_key);
+	__type(value, __u32);
+	__uint(max_entries, WEIR_MAX_BACKENDS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} weir1_affmatch SEC(".maps");
+
+/* verdicts: enum weir_verdict -> packets, per CPU. BPF writes; CLI and metrics read. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, WEIR_V__MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} weir1_verdicts SEC(".maps");
+
+/* config: 0 -> agent settings the programs need. Agent writes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct weir_config);
+	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} weir1_cfg SEC(".maps");
+
+#endif

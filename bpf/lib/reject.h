@@ -1,0 +1,143 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * kube-proxy REJECTs traffic to a service without endpoints so clients fail
+ * at once instead of timing out. weir answers from the frontend address:
+ * a TCP segment gets a RST (connect() -> ECONNREFUSED), a UDP datagram gets
+ * ICMP port unreachable (a connected socket's next call -> ECONNREFUSED).
+ * The reply is built in place and sent back out of the device the packet
+ * came in on (bpf_redirect to its egress reaches the pod's end of the veth).
+ *
+ * Only option-less IPv4 headers are answered (ihl == 5), which keeps every
+ * offset constant for the verifier; anything else is dropped and counted.
+ */
+#ifndef WEIR_REJECT_H
+#define WEIR_REJECT_H
+
+#include "parse.h"
+
+enum reject_result {
+	REJECT_SENT = 0, /* reply built and redirected */
+	REJECT_SILENT, /* no reply is due (incoming RST): drop */
+	REJECT_FAILED, /* could not build the reply */
+};
+
+static __always_inline __u16 csum_of(void *buf, __u32 len)
+{
+	return csum_fold((__u32)bpf_csum_diff(NULL, 0, buf, len, 0));
+}
+
+static __always_inline int swap_macs(struct __sk_buff *skb)
+{
+	__u8 mac[2 * ETH_ALEN], swapped[2 * ETH_ALEN];
+
+	if (bpf_skb_load_bytes(skb, 0, mac, sizeof(mac)))
+		return -1;
+	__builtin_memcpy(swapped, mac + ETH_ALEN, ETH_ALEN);
+	__builtin_memcpy(swapped + ETH_ALEN, mac, ETH_ALEN);
+	return bpf_skb_store_bytes(skb, 0, swapped, sizeof(swapped), 0);
+}
+
+static __always_inline void reply_iphdr(struct iphdr *ip, const struct pkt *p, __u8 proto, __u16 tot_len)
+{
+	__builtin_memset(ip, 0, sizeof(*ip));
+	ip->version = 4;
+	ip->ihl = 5;
+	ip->tot_len = bpf_htons(tot_len);
+	ip->frag_off = bpf_htons(0x4000); /* DF */
+	ip->ttl = 64;
+	ip->protocol = proto;
+	ip->saddr = p->daddr; /* from the frontend the client addressed */
+	ip->daddr = p->saddr;
+	ip->check = csum_of(ip, sizeof(*ip));
+}
+
+static __always_inline int reject_tcp(struct __sk_buff *skb, const struct pkt *p)
+{
+	struct {
+		__be32 saddr, daddr;
+		__u8 zero, proto;
+		__be16 len;
+		struct tcphdr tcp;
+	} ph = {};
+	struct tcphdr in;
+	struct iphdr ip;
+	__u32 payload;
+
+	if (p->tcp_flags & TCP_FLAG_RST)
+		return REJECT_SILENT; /* never answer a RST with a RST (RFC 9293) */
+	if (p->ihl != sizeof(struct iphdr))
+		return REJECT_FAILED;
+	if (bpf_skb_load_bytes(skb, L3_OFF, &ip, sizeof(ip)) || bpf_skb_load_bytes(skb, p->l4_off, &in, sizeof(in)))
+		return REJECT_FAILED;
+	payload = bpf_ntohs(ip.tot_len) - sizeof(ip) - in.doff * 4;
+	if (payload > 0xffff)
+		payload = 0;
+
+	ph.tcp.source = p->dport;
+	ph.tcp.dest = p->sport;
+	ph.tcp.doff = 5;
+	ph.tcp.rst = 1;
+	if (in.ack) {
+		ph.tcp.seq = in.ack_seq; /* RFC 9293: RST takes its seq from the ACK */
+	} else {
+		ph.tcp.ack = 1;
+		ph.tcp.ack_seq = bpf_htonl(bpf_ntohl(in.seq) + payload + in.syn + in.fin);
+	}
+	ph.saddr = p->daddr;
+	ph.daddr = p->saddr;
+	ph.proto = IPPROTO_TCP;
+	ph.len = bpf_htons(sizeof(struct tcphdr));
+	ph.tcp.check = csum_of(&ph, sizeof(ph));
+
+	reply_iphdr(&ip, p, IPPROTO_TCP, sizeof(ip) + sizeof(struct tcphdr));
+	if (bpf_skb_change_tail(skb, L3_OFF + sizeof(ip) + sizeof(struct tcphdr), 0))
+		return REJECT_FAILED;
+	if (bpf_skb_store_bytes(skb, L3_OFF, &ip, sizeof(ip), 0) ||
+	    bpf_skb_store_bytes(skb, L3_OFF + sizeof(ip), &ph.tcp, sizeof(ph.tcp), 0) || swap_macs(skb))
+		return REJECT_FAILED;
+	bpf_redirect(skb->ifindex, 0);
+	return REJECT_SENT;
+}
+
+#define ICMP_ROOM (sizeof(struct iphdr) + sizeof(struct icmphdr))
+#define ICMP_QUOTE (sizeof(struct iphdr) + 8) /* original header + 8 bytes, RFC 792 */
+
+static __always_inline int reject_udp(struct __sk_buff *skb, const struct pkt *p)
+{
+	struct {
+		struct icmphdr icmp;
+		__u8 quote[ICMP_QUOTE];
+	} msg = {};
+	struct iphdr ip;
+
+	if (p->ihl != sizeof(struct iphdr))
+		return REJECT_FAILED;
+	if (bpf_skb_load_bytes(skb, L3_OFF, msg.quote, sizeof(msg.quote)))
+		return REJECT_FAILED;
+	msg.icmp.type = ICMP_DEST_UNREACH;
+	msg.icmp.code = ICMP_PORT_UNREACH;
+	msg.icmp.checksum = csum_of(&msg, sizeof(msg));
+	reply_iphdr(&ip, p, IPPROTO_ICMP, sizeof(ip) + sizeof(msg));
+
+	/* Trim to header + 8 bytes, then open room for the new IP + ICMP headers. */
+	if (bpf_skb_change_tail(skb, L3_OFF + ICMP_QUOTE, 0))
+		return REJECT_FAILED;
+	if (bpf_skb_adjust_room(skb, ICMP_ROOM, BPF_ADJ_ROOM_MAC, 0))
+		return REJECT_FAILED;
+	if (bpf_skb_store_bytes(skb, L3_OFF, &ip, sizeof(ip), 0) ||
+	    bpf_skb_store_bytes(skb, L3_OFF + sizeof(ip), &msg.icmp, sizeof(msg.icmp), 0) || swap_macs(skb))
+		return REJECT_FAILED;
+	bpf_redirect(skb->ifindex, 0);
+	return REJECT_SENT;
+}
+
+static __always_inline int reject(struct __sk_buff *skb, const struct pkt *p)
+{
+	int r = p->proto == IPPROTO_TCP ? reject_tcp(skb, p) : reject_udp(skb, p);
+
+	return r == REJECT_SENT ? WEIR_V_REJECT_NO_ENDPOINTS
+	       : r == REJECT_SILENT ? WEIR_V_DROP_NO_ENDPOINTS
+				    : WEIR_V_DROP_REJECT_FAILED;
+}
+
+#endif

@@ -1,0 +1,36 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * The one exit: every packet weir does not pass on untouched ends in a
+ * named verdict, counted per CPU, and the verdict decides the tc action.
+ */
+#ifndef WEIR_VERDICT_H
+#define WEIR_VERDICT_H
+
+#include "maps.h"
+
+/* Handlers return a verdict, or WEIR_PASS for "not ours, leave it alone". */
+#define WEIR_PASS (-1)
+
+static __always_inline int verdict_exit(int v)
+{
+	__u32 key;
+	__u64 *count;
+
+	if (v < 0 || v >= WEIR_V__MAX)
+		return TC_ACT_OK;
+	key = (__u32)v;
+	count = bpf_map_lookup_elem(&weir1_verdicts, &key);
+	if (count)
+		*count += 1; /* per-CPU slot: no atomics needed */
+	switch (v) {
+	case WEIR_V_FORWARD:
+	case WEIR_V_REVNAT:
+		return TC_ACT_OK; /* the stack routes the rewritten packet */
+	case WEIR_V_REJECT_NO_ENDPOINTS:
+		return TC_ACT_REDIRECT; /* reject.h already called bpf_redirect() */
+	default:
+		return TC_ACT_SHOT;
+	}
+}
+
+#endif
