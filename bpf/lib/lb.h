@@ -31,6 +31,15 @@ static __always_inline struct weir_backend *lb_backend(__u32 id)
 	return bpf_map_lookup_elem(&weir1_be, &id);
 }
 
+/* WEIR_MEMBER_F_* of backend id for frontend rev_nat_id, or -1 if it is not an endpoint of it. */
+static __always_inline int lb_member(__u32 rev_nat_id, __u32 backend_id)
+{
+	struct weir_member_key mk = { .rev_nat_id = rev_nat_id, .backend_id = backend_id };
+	__u32 *flags = bpf_map_lookup_elem(&weir1_member, &mk);
+
+	return flags ? (int)*flags : -1;
+}
+
 /* Backend from a random slot; NULL if the slot or backend is missing. */
 static __always_inline struct weir_backend *lb_random(struct weir_svc_key *key, const struct weir_svc_val *svc,
 						      __u32 *backend_id)
@@ -47,8 +56,8 @@ static __always_inline struct weir_backend *lb_random(struct weir_svc_key *key, 
 }
 
 /*
- * sessionAffinity ClientIP: reuse the client's backend while it is still in
- * the frontend's slots (affmatch) and the last new flow is younger than the
+ * sessionAffinity ClientIP: reuse the client's backend while it is still
+ * active for the frontend (member map) and the last new flow is younger than the
  * timeout — kube-proxy's `recent --rcheck --seconds T --reap`. Every new flow
  * refreshes the entry, as kube-proxy's `--set` does.
  */
@@ -62,9 +71,9 @@ static __always_inline struct weir_backend *lb_affinity(struct weir_svc_key *key
 
 	cur = bpf_map_lookup_elem(&weir1_aff, &ak);
 	if (cur && now - cur->last_used <= (__u64)svc->affinity_timeout * NSEC_PER_SEC) {
-		struct weir_aff_match_key mk = { .rev_nat_id = svc->rev_nat_id, .backend_id = cur->backend_id };
+		int m = lb_member(svc->rev_nat_id, cur->backend_id);
 
-		if (bpf_map_lookup_elem(&weir1_affmatch, &mk)) {
+		if (m >= 0 && (m & WEIR_MEMBER_F_ACTIVE)) {
 			be = lb_backend(cur->backend_id);
 			if (be) {
 				*backend_id = cur->backend_id;

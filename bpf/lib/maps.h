@@ -63,15 +63,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } weir1_aff SEC(".maps");
 
-/* affmatch: {frontend, backend} -> 1 while the backend is in the frontend's slots. Agent writes. */
+/* member: {frontend, backend} -> WEIR_MEMBER_F_* while the backend serves the frontend. Agent writes. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__type(key, struct weir_aff_match_key);
+	__type(key, struct weir_member_key);
 	__type(value, __u32);
-	__uint(max_entries, WEIR_MAX_BACKENDS);
+	__uint(max_entries, WEIR_MAX_SERVICE_ENTRIES);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} weir1_affmatch SEC(".maps");
+} weir1_member SEC(".maps");
 
 /* verdicts: enum weir_verdict -> packets, per CPU. BPF writes; CLI and metrics read. */
 struct {

@@ -22,9 +22,10 @@ static __always_inline __be32 hairpin_addr(void)
 
 /*
  * Client -> frontend. Conntrack first (a flow keeps its backend, even one
- * that is now terminating), then a new choice. A flow whose backend left the
- * maps chooses again: that is what unsticks a UDP client that keeps sending
- * on one socket after its backend was removed.
+ * that is now terminating or not ready), then a new choice. A flow whose
+ * backend is no longer an endpoint of this frontend chooses again: that is
+ * what unsticks a UDP client that keeps sending on one socket after its
+ * backend was removed (the classic stale-conntrack blackhole).
  */
 static __always_inline int handle_frontend(struct __sk_buff *skb, struct pkt *p, struct weir_svc_key *key,
 					   struct weir_svc_val *svc)
@@ -37,7 +38,8 @@ static __always_inline int handle_frontend(struct __sk_buff *skb, struct pkt *p,
 	__be32 be_addr;
 	__be16 be_port;
 
-	if (ct && ct->rev_nat_id == svc->rev_nat_id && !(tcp_syn_only(p) && (ct->flags & WEIR_CT_F_CLOSING))) {
+	if (ct && ct->rev_nat_id == svc->rev_nat_id && !(tcp_syn_only(p) && (ct->flags & WEIR_CT_F_CLOSING)) &&
+	    lb_member(svc->rev_nat_id, ct->backend_id) >= 0) {
 		be = lb_backend(ct->backend_id);
 		if (be && (ct->flags & WEIR_CT_F_SNAT))
 			snat = ct->nat_addr;

@@ -26,7 +26,7 @@
 #define WEIR_MAP_REVNAT "weir1_revnat"
 #define WEIR_MAP_CT "weir1_ct"
 #define WEIR_MAP_AFFINITY "weir1_aff"
-#define WEIR_MAP_AFF_MATCH "weir1_affmatch"
+#define WEIR_MAP_MEMBER "weir1_member"
 #define WEIR_MAP_VERDICTS "weir1_verdicts"
 #define WEIR_MAP_CONFIG "weir1_cfg"
 
@@ -50,6 +50,9 @@
 #define WEIR_SVC_F_ETP_LOCAL (1 << 5) /* externalTrafficPolicy: Local */
 #define WEIR_SVC_F_ITP_LOCAL (1 << 6) /* internalTrafficPolicy: Local */
 #define WEIR_SVC_F_SRC_RANGES (1 << 7) /* loadBalancerSourceRanges apply */
+
+/* member value: flags of a backend in a frontend's endpoint set. */
+#define WEIR_MEMBER_F_ACTIVE (1 << 0) /* usable for new connections (in the slots) */
 
 /* weir_backend.flags. */
 #define WEIR_BE_F_LOCAL (1 << 0) /* endpoint runs on this node */
@@ -145,8 +148,14 @@ struct weir_aff_val {
 	__u32 pad; /* zero */
 };
 
-/* affmatch: (frontend, backend) -> 1 while the backend is in the frontend's slots. Written by the agent. */
-struct weir_aff_match_key {
+/*
+ * member: {frontend, backend} -> WEIR_MEMBER_F_* while the backend is an
+ * endpoint of the frontend's service port, in any state. Backends are shared
+ * between services, so "the backend still exists" does not mean "it still
+ * serves this frontend": conntrack and affinity hits check this. Written by
+ * the agent.
+ */
+struct weir_member_key {
 	__u32 rev_nat_id; /* frontend */
 	__u32 backend_id; /* backend */
 };

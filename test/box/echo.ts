@@ -25,7 +25,8 @@ const ready = (): void => {
 for (const port of tcp) {
   const server = http.createServer((req, res) => {
     const body = `${name} ${req.socket.remoteAddress}:${req.socket.remotePort}\n`;
-    res.writeHead(200, { 'content-type': 'text/plain', 'x-backend': name });
+    // Explicit length: after writeHead() Node would otherwise send chunked.
+    res.writeHead(200, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body), 'x-backend': name });
     res.end(body);
   });
   server.keepAliveTimeout = 60_000;

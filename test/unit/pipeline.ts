@@ -16,12 +16,12 @@ import { createLogger } from '../../ts/util/log';
 /** test/ in the source tree (tests run from dist/test/...). */
 export const TEST_SRC = path.resolve(__dirname, '../../../test');
 
-export function memoryMaps(): ServiceMaps & Record<'svc' | 'be' | 'revnat' | 'affmatch', MemoryMap> {
+export function memoryMaps(): ServiceMaps & Record<'svc' | 'be' | 'revnat' | 'member', MemoryMap> {
   return {
     svc: new MemoryMap('weir1_svc', C.svcKey.size, C.svcVal.size),
     be: new MemoryMap('weir1_be', 4, C.backend.size),
     revnat: new MemoryMap('weir1_revnat', 4, C.revnat.size),
-    affmatch: new MemoryMap('weir1_affmatch', C.affMatchKey.size, 4),
+    member: new MemoryMap('weir1_member', C.memberKey.size, 4),
   };
 }
 

@@ -32,7 +32,7 @@ function slice(svc: string, addrs: string[], port = 8080): V1EndpointSlice {
 type Op = { map: string; op: 'upsert' | 'remove'; slot?: number; n: number };
 
 /** Wraps the twin maps and records every call in order. */
-function recording(): { maps: ReturnType<typeof memoryMaps>; ops: Op[]; wrapped: Record<'svc' | 'be' | 'revnat' | 'affmatch', MapIO> } {
+function recording(): { maps: ReturnType<typeof memoryMaps>; ops: Op[]; wrapped: Record<'svc' | 'be' | 'revnat' | 'member', MapIO> } {
   const maps = memoryMaps();
   const ops: Op[] = [];
   const wrap = (name: string, m: MemoryMap): MapIO => ({
@@ -52,10 +52,10 @@ function recording(): { maps: ReturnType<typeof memoryMaps>; ops: Op[]; wrapped:
     dump: () => m.dump(),
     lookup: (k) => m.lookup(k),
   });
-  return { maps, ops, wrapped: { svc: wrap('svc', maps.svc), be: wrap('be', maps.be), revnat: wrap('revnat', maps.revnat), affmatch: wrap('affmatch', maps.affmatch) } };
+  return { maps, ops, wrapped: { svc: wrap('svc', maps.svc), be: wrap('be', maps.be), revnat: wrap('revnat', maps.revnat), member: wrap('member', maps.member) } };
 }
 
-function setup(maps: Record<'svc' | 'be' | 'revnat' | 'affmatch', MapIO>) {
+function setup(maps: Record<'svc' | 'be' | 'revnat' | 'member', MapIO>) {
   const log = createLogger('error', () => undefined);
   const store = new ClusterStore(() => undefined);
   const reconciler = new Reconciler(maps);
@@ -75,7 +75,7 @@ test('growing a service writes backend, then slot, then the count', () => {
   syncer.sync();
   assert.equal(
     r.ops.map((o) => `${o.op} ${o.map}${o.slot !== undefined ? ` slot${o.slot}` : ''}`),
-    ['upsert be', 'upsert svc slot2', 'upsert svc slot0'],
+    ['upsert be', 'upsert member', 'upsert svc slot2', 'upsert svc slot0'],
   );
 });
 
@@ -91,7 +91,7 @@ test('shrinking lowers the count before deleting the slot, and the backend goes 
   syncer.sync();
   assert.equal(
     r.ops.map((o) => `${o.op} ${o.map}${o.slot !== undefined ? ` slot${o.slot}` : ''}`),
-    ['upsert svc slot1', 'upsert svc slot0', 'remove svc slot3', 'remove be'],
+    ['upsert svc slot1', 'upsert svc slot0', 'remove svc slot3', 'remove member', 'remove be'],
   );
   const text = formatServices(readServices(r.maps));
   assert.match(text, /slot 1: be 3 10\.244\.1\.12/);
@@ -111,7 +111,7 @@ test('one endpoint change among 1000 services costs a handful of map writes', ()
   const res = syncer.sync();
   const writes = Object.values(maps).reduce((n, m) => n + m.writes, 0) - before;
   assert.is(res.services, 1);
-  assert.is(writes, 3, 'backend + slot + master');
+  assert.is(writes, 4, 'backend + membership + slot + master');
 });
 
 test('a restarted agent adopts pinned state: no writes, same ids and slots', () => {

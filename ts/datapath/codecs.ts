@@ -179,7 +179,7 @@ export const affVal = new StructCodec('weir_aff_val', [
   ['pad', 'u32'],
 ] as const);
 
-export const affMatchKey = new StructCodec('weir_aff_match_key', [
+export const memberKey = new StructCodec('weir_member_key', [
   ['rev_nat_id', 'u32'],
   ['backend_id', 'u32'],
 ] as const);
@@ -195,10 +195,10 @@ export type BackendVal = Decoded<typeof backend extends StructCodec<infer F> ? F
 export type RevNatVal = Decoded<typeof revnat extends StructCodec<infer F> ? F : never>;
 export type CtKey = Decoded<typeof ctKey extends StructCodec<infer F> ? F : never>;
 export type CtVal = Decoded<typeof ctVal extends StructCodec<infer F> ? F : never>;
-export type AffMatchKey = Decoded<typeof affMatchKey extends StructCodec<infer F> ? F : never>;
+export type MemberKey = Decoded<typeof memberKey extends StructCodec<infer F> ? F : never>;
 
 /** Every struct codec that mirrors weir.h, for the BTF check. */
-export const SHARED_STRUCTS = [svcKey, svcVal, backend, revnat, ctKey, ctVal, affKey, affVal, affMatchKey, config];
+export const SHARED_STRUCTS = [svcKey, svcVal, backend, revnat, ctKey, ctVal, affKey, affVal, memberKey, config];
 
 /** Constants mirrored from weir.h (checked against the header by a unit test). */
 export const SCOPE_ALL = 0;
@@ -213,6 +213,7 @@ export const SVC_F = {
   ITP_LOCAL: 1 << 6,
   SRC_RANGES: 1 << 7,
 } as const;
+export const MEMBER_F = { ACTIVE: 1 << 0 } as const;
 export const BE_F = { LOCAL: 1 << 0, TERMINATING: 1 << 1 } as const;
 export const CT_DIR = { FWD: 0, REV: 1 } as const;
 export const CT_F = { SNAT: 1 << 0, CLOSING: 1 << 1 } as const;

@@ -17,7 +17,7 @@ export const MAP_NAMES = {
   revnat: 'weir1_revnat',
   ct: 'weir1_ct',
   aff: 'weir1_aff',
-  affmatch: 'weir1_affmatch',
+  member: 'weir1_member',
   verdicts: 'weir1_verdicts',
   cfg: 'weir1_cfg',
 } as const;
@@ -83,7 +83,7 @@ export class BpfDatapath {
       svc: map(MAP_NAMES.svc),
       be: map(MAP_NAMES.be),
       revnat: map(MAP_NAMES.revnat),
-      affmatch: map(MAP_NAMES.affmatch),
+      member: map(MAP_NAMES.member),
       ct: map(MAP_NAMES.ct),
       aff: map(MAP_NAMES.aff),
       verdicts: map(MAP_NAMES.verdicts),

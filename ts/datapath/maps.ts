@@ -126,5 +126,5 @@ export interface ServiceMaps {
   readonly svc: MapIO;
   readonly be: MapIO;
   readonly revnat: MapIO;
-  readonly affmatch: MapIO;
+  readonly member: MapIO;
 }

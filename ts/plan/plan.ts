@@ -43,6 +43,8 @@ export interface PlannedFrontend {
   readonly affinityTimeout: number;
   /** Backends for new connections, by backendKey, in a deterministic order. */
   readonly backends: readonly string[];
+  /** Every endpoint of this service port (any state): flows to them stay valid. */
+  readonly members: readonly string[];
 }
 
 export interface ServicePlan {
@@ -91,6 +93,7 @@ export function planService(svc: ServiceModel, slices: readonly SliceModel[], ct
         terminating: e.terminating,
       });
     }
+    const members = eps.map(toKey);
     const cluster = usableEndpoints(eps).map(toKey);
     const local = usableEndpoints(eps.filter((e) => e.nodeName !== '' && e.nodeName === ctx.nodeName)).map(toKey);
 
@@ -110,10 +113,11 @@ export function planService(svc: ServiceModel, slices: readonly SliceModel[], ct
         flags,
         affinityTimeout: svc.affinityTimeout,
         backends: itpLocal ? local : cluster,
+        members,
       });
       // Scope LOCAL: what traffic from outside the node gets under eTP=Local.
       if (etpLocal) {
-        frontends.push({ addr, port, proto, scope: SCOPE_LOCAL, flags, affinityTimeout: svc.affinityTimeout, backends: local });
+        frontends.push({ addr, port, proto, scope: SCOPE_LOCAL, flags, affinityTimeout: svc.affinityTimeout, backends: local, members });
       }
     };
 

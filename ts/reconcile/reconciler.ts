@@ -2,10 +2,10 @@
  * Reconcile: service plans -> map entries, written in an order that lets
  * every packet see a whole service at every instant (DESIGN.md §2):
  *
- *   backends, revnat, affmatch upserts
+ *   backends, revnat, member upserts
  *   -> backend slots (slot > 0) upserts
  *   -> master entries (slot 0: count) upserts
- *   -> master deletes -> slot deletes -> affmatch, revnat, backend deletes
+ *   -> master deletes -> slot deletes -> member, revnat, backend deletes
  *
  * Growing a service writes the new slots before the count that exposes them;
  * shrinking lowers the count before the slots behind it go; a backend leaves
@@ -26,7 +26,7 @@ import { L4Proto, ServicePlan, backendKey, frontendKey } from '../plan/plan';
 import { IdTable } from './ids';
 
 type MapName = keyof ServiceMaps;
-const MAP_NAMES: readonly MapName[] = ['svc', 'be', 'revnat', 'affmatch'];
+const MAP_NAMES: readonly MapName[] = ['svc', 'be', 'revnat', 'member'];
 
 interface Entry {
   value: Buffer;
@@ -56,11 +56,11 @@ export function protoName(n: number): L4Proto | `proto${number}` {
   return n === C.IPPROTO.TCP ? 'TCP' : n === C.IPPROTO.UDP ? 'UDP' : `proto${n}`;
 }
 
-/** Value of an affmatch entry: presence is what matters. */
-const AFF_MATCH_PRESENT = C.u32Key.encode({ value: 1 });
+const MEMBER_ACTIVE = C.u32Key.encode({ value: C.MEMBER_F.ACTIVE });
+const MEMBER_ONLY = C.u32Key.encode({ value: 0 });
 
 function emptyRecord<T>(make: () => T): Record<MapName, T> {
-  return { svc: make(), be: make(), revnat: make(), affmatch: make() };
+  return { svc: make(), be: make(), revnat: make(), member: make() };
 }
 
 /** Slot number of an encoded services key (u16 little-endian at offset 8). */
@@ -146,12 +146,12 @@ export class Reconciler {
     try {
       this.write('be', ups.be);
       this.write('revnat', ups.revnat);
-      this.write('affmatch', ups.affmatch);
+      this.write('member', ups.member);
       this.write('svc', slotUps);
       this.write('svc', masterUps);
       this.erase('svc', masterDels);
       this.erase('svc', slotDels);
-      this.erase('affmatch', dels.affmatch);
+      this.erase('member', dels.member);
       this.erase('revnat', dels.revnat);
       this.erase('be', dels.be);
     } catch (e) {
@@ -173,7 +173,7 @@ export class Reconciler {
 
   /** Entries currently desired, per map (for gauges). */
   sizes(): Record<MapName, number> {
-    return { svc: this.desired.svc.size, be: this.desired.be.size, revnat: this.desired.revnat.size, affmatch: this.desired.affmatch.size };
+    return { svc: this.desired.svc.size, be: this.desired.be.size, revnat: this.desired.revnat.size, member: this.desired.member.size };
   }
 
   private write(m: MapName, entries: Array<[string, Buffer]>): void {
@@ -208,6 +208,7 @@ export class Reconciler {
   private own(service: ObjectKey, plan: ServicePlan): Owned {
     const o: Owned = { keys: emptyRecord(() => [] as string[]), backends: [], frontends: [], masters: [] };
     const idOf = new Map<string, number>();
+    const membership = new Map<number, Map<number, boolean>>();
     for (const [bk, b] of plan.backends) {
       const id = this.backendIds.acquire(bk);
       o.backends.push(bk);
@@ -239,10 +240,16 @@ export class Reconciler {
         master,
         C.svcVal.encode({ count: slots.length, flags: fe.flags, rev_nat_id: revId, affinity_timeout: fe.affinityTimeout }),
       );
-      if (fe.flags & C.SVC_F.AFFINITY) {
-        for (const id of slots) {
-          this.put(o, 'affmatch', keyString(C.affMatchKey.encode({ rev_nat_id: revId, backend_id: id })), AFF_MATCH_PRESENT);
-        }
+      // Membership is per frontend (both scopes share the rev_nat id):
+      // every endpoint of the port, active if some scope may choose it.
+      let m = membership.get(revId);
+      if (!m) membership.set(revId, (m = new Map()));
+      for (const bk of fe.members) if (!m.has(idOf.get(bk)!)) m.set(idOf.get(bk)!, false);
+      for (const id of slots) m.set(id, true);
+    }
+    for (const [revId, m] of membership) {
+      for (const [id, active] of m) {
+        this.put(o, 'member', keyString(C.memberKey.encode({ rev_nat_id: revId, backend_id: id })), active ? MEMBER_ACTIVE : MEMBER_ONLY);
       }
     }
     return o;
