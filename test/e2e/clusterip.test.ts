@@ -135,8 +135,11 @@ s('endpoint added: new connections within 1 s; removed: none', async ({ box }) =
   assert.equal(distinct(r), ['b']);
 });
 
-s('a pod added after the agent started is attached and served', async ({ box }) => {
+s('a pod added after the agent started is attached within 1 s and served', async ({ box, agent }) => {
+  const attached = agent.waitForNext(/"msg":"attached","device":"veth/, 1000);
   const late = await box.addPod('n1', 'late');
+  await attached;
+  assert.match(agent.logs(), new RegExp(`"device":"${late.hostDev}"`));
   await box.startEcho('late', { tcp: [8080] });
   box.writeManifest('late.yaml', service('late', '10.96.1.7', [{ port: 80, targetPort: 8080 }]) + slice('late', [late.ip], [{ port: 8080 }]));
   await programmed(box, /10\.96\.1\.7:80\/TCP .* 1 backend/);

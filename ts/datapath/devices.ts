@@ -5,8 +5,11 @@
  *
  * Listing uses `ip -j link` (netlink, this namespace) rather than
  * /sys/class/net, which shows the namespace that mounted sysfs, not ours.
+ * `ip monitor link` wakes the watcher as soon as a device appears, so a new
+ * pod's veth gets the program within milliseconds; the periodic poll is the
+ * fallback if the monitor dies.
  */
-import { execFile } from 'node:child_process';
+import { ChildProcess, execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
 import { Logger, errorText } from '../util/log';
 
@@ -44,7 +47,9 @@ export class DeviceWatcher {
   private readonly intervalMs: number;
   private readonly known = new Map<string, number>();
   private timer: NodeJS.Timeout | null = null;
+  private monitor: ChildProcess | null = null;
   private busy = false;
+  private again = false;
 
   constructor(opts: { globs: readonly string[]; onDevice: (link: Link) => void; log: Logger; intervalMs?: number }) {
     this.globs = opts.globs.map(globToRegExp);
@@ -56,10 +61,18 @@ export class DeviceWatcher {
   async start(): Promise<void> {
     await this.poll();
     this.timer = setInterval(() => void this.poll(), this.intervalMs);
+    try {
+      this.monitor = spawn('ip', ['-o', 'monitor', 'link'], { stdio: ['ignore', 'pipe', 'ignore'] });
+      this.monitor.stdout!.on('data', () => void this.poll());
+      this.monitor.on('error', (e) => this.log.warn('ip monitor unavailable; polling only', { error: e.message }));
+    } catch (e) {
+      this.log.warn('ip monitor unavailable; polling only', { error: errorText(e) });
+    }
   }
 
   stop(): void {
     if (this.timer) clearInterval(this.timer);
+    this.monitor?.kill();
   }
 
   /** Names of matching devices currently known. */
@@ -68,8 +81,12 @@ export class DeviceWatcher {
   }
 
   private async poll(): Promise<void> {
-    if (this.busy) return;
+    if (this.busy) {
+      this.again = true; // an event arrived mid-poll: look once more after it
+      return;
+    }
     this.busy = true;
+    this.again = false;
     try {
       const links = await listLinks();
       const seen = new Set<string>();
@@ -90,6 +107,7 @@ export class DeviceWatcher {
       this.log.warn('listing devices failed', { error: errorText(e) });
     } finally {
       this.busy = false;
+      if (this.again) void this.poll();
     }
   }
 }
