@@ -62,6 +62,12 @@ export class MemoryMap implements MapIO {
   }
 }
 
+/**
+ * Per-CPU map types: a user-space lookup returns one value per possible CPU,
+ * each rounded up to 8 bytes, so buffers must be sized for all of them.
+ */
+const PERCPU_TYPES = new Set([5 /* PERCPU_HASH */, 6 /* PERCPU_ARRAY */, 10 /* LRU_PERCPU_HASH */, 21 /* PERCPU_CGROUP_STORAGE */]);
+
 /** A pinned kernel map, opened by path. */
 export class PinnedMap implements MapIO {
   readonly name: string;
@@ -69,6 +75,8 @@ export class PinnedMap implements MapIO {
   readonly valueSize: number;
   readonly maxEntries: number;
   readonly fd: number;
+  /** Values per key in user space: the CPU count for per-CPU maps, else 1. */
+  readonly cpus: number;
   private readonly shim: Shim;
 
   constructor(shim: Shim, pinPath: string, fd?: number) {
@@ -77,7 +85,8 @@ export class PinnedMap implements MapIO {
     this.fd = fd ?? shim.pinOpen(pinPath);
     const info = shim.mapInfo(this.fd);
     this.keySize = info.keySize;
-    this.valueSize = info.valueSize;
+    this.cpus = PERCPU_TYPES.has(info.type) ? shim.numPossibleCpus() : 1;
+    this.valueSize = this.cpus > 1 || PERCPU_TYPES.has(info.type) ? Math.ceil(info.valueSize / 8) * 8 * this.cpus : info.valueSize;
     this.maxEntries = info.maxEntries;
   }
 

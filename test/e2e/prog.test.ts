@@ -1,0 +1,222 @@
+/**
+ * The real tc program on crafted packets (BPF_PROG_TEST_RUN): exact bytes
+ * out for DNAT, reverse NAT, the RST and ICMP rejects, a zero UDP checksum,
+ * and packets that are not ours. Checksums are verified from scratch.
+ * The object is loaded with its maps pinned under a unique test directory
+ * and attached nowhere.
+ */
+import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import * as C from '../../ts/datapath/codecs';
+import { BpfDatapath } from '../../ts/datapath/loader';
+import { loadShim } from '../../ts/datapath/ffi';
+import { keyString } from '../../ts/datapath/maps';
+import { writeIp4, readIp4 } from '../../ts/datapath/codecs';
+
+const TC_ACT_OK = 0;
+const TC_ACT_REDIRECT = 7;
+const CLIENT = '10.244.1.20';
+const VIP = '10.96.0.10';
+const EMPTY_VIP = '10.96.0.11';
+const BACKEND = '10.244.1.30';
+
+interface Ctx {
+  dp: BpfDatapath;
+  root: string;
+}
+const s = suite<Ctx>('tc program (BPF_PROG_TEST_RUN)');
+
+function csum(buf: Buffer, start = 0, end = buf.length, seed = 0): number {
+  let sum = seed;
+  for (let i = start; i < end; i += 2) sum += (buf[i]! << 8) | (i + 1 < end ? buf[i + 1]! : 0);
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+  return sum;
+}
+
+/** True if the IPv4 header and the TCP/UDP/ICMP checksum of an Ethernet frame verify. */
+function checksumsValid(pkt: Buffer): { ip: boolean; l4: boolean } {
+  const ihl = (pkt[14]! & 0x0f) * 4;
+  const ip = csum(pkt, 14, 14 + ihl) === 0xffff;
+  const proto = pkt[23]!;
+  const l4 = pkt.subarray(14 + ihl, 14 + pkt.readUInt16BE(16));
+  if (proto === 1) return { ip, l4: csum(l4) === 0xffff };
+  if (proto === 17 && l4.readUInt16BE(6) === 0) return { ip, l4: true };
+  const pseudo = Buffer.alloc(12);
+  pkt.copy(pseudo, 0, 26, 34);
+  pseudo[9] = proto;
+  pseudo.writeUInt16BE(l4.length, 10);
+  return { ip, l4: csum(l4, 0, l4.length, csum(pseudo)) === 0xffff };
+}
+
+function packet(opts: { proto: 'tcp' | 'udp' | 'icmp'; src: string; dst: string; sport?: number; dport?: number; flags?: number; seq?: number; payload?: string; zeroUdpCsum?: boolean }): Buffer {
+  const payload = Buffer.from(opts.payload ?? '');
+  const l4len = opts.proto === 'tcp' ? 20 : 8;
+  const pkt = Buffer.alloc(14 + 20 + l4len + payload.length);
+  Buffer.from('02000000000102000000000208' + '00', 'hex').copy(pkt, 0); // dst mac, src mac, IPv4
+  pkt[14] = 0x45;
+  pkt.writeUInt16BE(20 + l4len + payload.length, 16);
+  pkt[22] = 64;
+  pkt[23] = opts.proto === 'tcp' ? 6 : opts.proto === 'udp' ? 17 : 1;
+  writeIp4(pkt, 26, opts.src);
+  writeIp4(pkt, 30, opts.dst);
+  pkt.writeUInt16BE(~csum(pkt, 14, 34) & 0xffff, 24);
+  const l4 = 34;
+  if (opts.proto === 'icmp') {
+    pkt[l4] = 8; // echo request
+  } else {
+    pkt.writeUInt16BE(opts.sport ?? 40000, l4);
+    pkt.writeUInt16BE(opts.dport ?? 80, l4 + 2);
+  }
+  if (opts.proto === 'tcp') {
+    pkt.writeUInt32BE(opts.seq ?? 1000, l4 + 4);
+    pkt[l4 + 12] = 0x50;
+    pkt[l4 + 13] = opts.flags ?? 0x02;
+    pkt.writeUInt16BE(65535, l4 + 14);
+  } else if (opts.proto === 'udp') {
+    pkt.writeUInt16BE(8 + payload.length, l4 + 4);
+  }
+  payload.copy(pkt, l4 + l4len);
+  if (opts.proto === 'icmp') {
+    pkt.writeUInt16BE(~csum(pkt, l4) & 0xffff, l4 + 2);
+  } else if (!opts.zeroUdpCsum) {
+    const pseudo = Buffer.alloc(12);
+    pkt.copy(pseudo, 0, 26, 34);
+    pseudo[9] = pkt[23]!;
+    pseudo.writeUInt16BE(l4len + payload.length, 10);
+    const c = ~csum(pkt, l4, pkt.length, csum(pseudo)) & 0xffff;
+    pkt.writeUInt16BE(c === 0 && opts.proto === 'udp' ? 0xffff : c, l4 + (opts.proto === 'tcp' ? 16 : 6));
+  }
+  return pkt;
+}
+
+const hdr = (p: Buffer) => ({
+  src: readIp4(p, 26),
+  dst: readIp4(p, 30),
+  sport: p.readUInt16BE(34),
+  dport: p.readUInt16BE(36),
+  proto: p[23],
+});
+
+function run(ctx: Ctx, pkt: Buffer): { retval: number; out: Buffer } {
+  const r = loadShim().progTestRun(ctx.dp.progFd, pkt, pkt.length + 256);
+  return { retval: r.retval, out: r.data };
+}
+
+s.before((ctx) => {
+  const root = `/sys/fs/bpf/weir-progtest-${crypto.randomBytes(3).toString('hex')}`;
+  ctx.root = root;
+  process.on('exit', () => fs.rmSync(root, { recursive: true, force: true }));
+  ctx.dp = BpfDatapath.load(loadShim(), ctx.root);
+  ctx.dp.writeConfig({ hairpinAddr: '169.254.42.1' });
+  const m = ctx.dp.maps;
+  const be = (id: number, addr: string, port: number, proto: number): void =>
+    m.be.upsert([[keyString(C.u32Key.encode({ value: id })), C.backend.encode({ addr, port, proto, flags: 0 })]]);
+  const svc = (addr: string, port: number, proto: number, rev: number, ids: number[]): void => {
+    ids.forEach((id, i) => m.svc.upsert([[keyString(C.svcKey.encode({ addr, port, proto, slot: i + 1 })), C.svcVal.encode({ backend_id: id })]]));
+    ids.forEach((id) => m.member.upsert([[keyString(C.memberKey.encode({ rev_nat_id: rev, backend_id: id })), C.u32Key.encode({ value: 1 })]]));
+    m.revnat.upsert([[keyString(C.u32Key.encode({ value: rev })), C.revnat.encode({ addr, port })]]);
+    m.svc.upsert([[keyString(C.svcKey.encode({ addr, port, proto, slot: 0 })), C.svcVal.encode({ count: ids.length, rev_nat_id: rev, flags: C.SVC_F.CLUSTER_IP })]]);
+  };
+  be(1, BACKEND, 8080, 6);
+  be(2, BACKEND, 5353, 17);
+  svc(VIP, 80, 6, 1, [1]);
+  svc(VIP, 53, 17, 2, [2]);
+  svc(EMPTY_VIP, 80, 6, 3, []);
+  svc(EMPTY_VIP, 53, 17, 4, []);
+});
+
+s.after((ctx) => {
+  ctx.dp?.close();
+  if (ctx.root) fs.rmSync(ctx.root, { recursive: true, force: true });
+});
+
+s('TCP SYN to a ClusterIP: DNAT to the backend with valid checksums', (ctx) => {
+  const { retval, out } = run(ctx, packet({ proto: 'tcp', src: CLIENT, dst: VIP, sport: 40001, dport: 80, payload: 'hello' }));
+  assert.is(retval, TC_ACT_OK);
+  assert.equal(hdr(out), { src: CLIENT, dst: BACKEND, sport: 40001, dport: 8080, proto: 6 });
+  assert.equal(checksumsValid(out), { ip: true, l4: true });
+});
+
+s('the reply is reverse-NATed to come from the ClusterIP', (ctx) => {
+  const { retval, out } = run(ctx, packet({ proto: 'tcp', src: BACKEND, dst: CLIENT, sport: 8080, dport: 40001, flags: 0x12 }));
+  assert.is(retval, TC_ACT_OK);
+  assert.equal(hdr(out), { src: VIP, dst: CLIENT, sport: 80, dport: 40001, proto: 6 });
+  assert.equal(checksumsValid(out), { ip: true, l4: true });
+});
+
+s('UDP: checksum updated; a zero (absent) checksum stays zero', (ctx) => {
+  const withSum = run(ctx, packet({ proto: 'udp', src: CLIENT, dst: VIP, sport: 40002, dport: 53, payload: 'q' }));
+  assert.equal(hdr(withSum.out), { src: CLIENT, dst: BACKEND, sport: 40002, dport: 5353, proto: 17 });
+  assert.equal(checksumsValid(withSum.out), { ip: true, l4: true });
+  const zero = run(ctx, packet({ proto: 'udp', src: CLIENT, dst: VIP, sport: 40003, dport: 53, payload: 'q', zeroUdpCsum: true }));
+  assert.is(zero.out.readUInt16BE(40), 0, 'UDP checksum still absent');
+  assert.is(hdr(zero.out).dst, BACKEND);
+  assert.ok(checksumsValid(zero.out).ip);
+});
+
+s('no endpoints, TCP SYN: a RST|ACK from the ClusterIP, sent back out', (ctx) => {
+  const { retval, out } = run(ctx, packet({ proto: 'tcp', src: CLIENT, dst: EMPTY_VIP, sport: 40004, dport: 80, seq: 5000 }));
+  assert.is(retval, TC_ACT_REDIRECT);
+  assert.equal(hdr(out), { src: EMPTY_VIP, dst: CLIENT, sport: 80, dport: 40004, proto: 6 });
+  assert.is(out[47], 0x14, 'RST|ACK');
+  assert.is(out.readUInt32BE(42), 5001, 'acknowledges the SYN');
+  assert.is(out.length, 54, 'no payload');
+  assert.equal(out.subarray(0, 6), Buffer.from('020000000002', 'hex'), 'MACs swapped');
+  assert.equal(checksumsValid(out), { ip: true, l4: true });
+});
+
+s('no endpoints, TCP segment with ACK: RST takes its sequence from the ACK', (ctx) => {
+  const pkt = packet({ proto: 'tcp', src: CLIENT, dst: EMPTY_VIP, sport: 40005, dport: 80, flags: 0x10 });
+  pkt.writeUInt32BE(777, 42);
+  pkt.writeUInt16BE(0, 50);
+  const pseudo = Buffer.alloc(12);
+  pkt.copy(pseudo, 0, 26, 34);
+  pseudo[9] = 6;
+  pseudo.writeUInt16BE(20, 10);
+  pkt.writeUInt16BE(~csum(pkt, 34, 54, csum(pseudo)) & 0xffff, 50);
+  const { out } = run(ctx, pkt);
+  assert.is(out[47], 0x04, 'RST only');
+  assert.is(out.readUInt32BE(38), 777);
+  assert.equal(checksumsValid(out), { ip: true, l4: true });
+});
+
+s('no endpoints, UDP: ICMP port unreachable quoting the original header', (ctx) => {
+  const orig = packet({ proto: 'udp', src: CLIENT, dst: EMPTY_VIP, sport: 40006, dport: 53, payload: 'some payload' });
+  const { retval, out } = run(ctx, orig);
+  assert.is(retval, TC_ACT_REDIRECT);
+  assert.is(out.length, 14 + 20 + 8 + 20 + 8);
+  assert.equal({ src: readIp4(out, 26), dst: readIp4(out, 30), proto: out[23] }, { src: EMPTY_VIP, dst: CLIENT, proto: 1 });
+  assert.equal([out[34], out[35]], [3, 3], 'destination unreachable / port unreachable');
+  assert.equal(out.subarray(42, 70), orig.subarray(14, 42), 'quotes IP header + 8 bytes');
+  assert.equal(checksumsValid(out), { ip: true, l4: true });
+});
+
+s('packets that are not ours pass untouched', (ctx) => {
+  for (const pkt of [
+    packet({ proto: 'tcp', src: CLIENT, dst: BACKEND, sport: 40007, dport: 8080 }),
+    packet({ proto: 'udp', src: CLIENT, dst: VIP, sport: 40008, dport: 80 }),
+    packet({ proto: 'icmp', src: CLIENT, dst: VIP }),
+  ]) {
+    const { retval, out } = run(ctx, pkt);
+    assert.is(retval, TC_ACT_OK);
+    assert.equal(out, pkt);
+  }
+});
+
+s('verdicts are counted per reason', (ctx) => {
+  const dump = ctx.dp.maps.verdicts.dump();
+  const cpus = loadShim().numPossibleCpus();
+  const total = (idx: number): bigint => {
+    const v = dump.find(([k]) => Buffer.from(k, 'latin1').readUInt32LE(0) === idx)![1];
+    let n = 0n;
+    for (let c = 0; c < cpus; c++) n += v.readBigUInt64LE(c * 8);
+    return n;
+  };
+  assert.ok(total(0) >= 3n, 'forward');
+  assert.ok(total(1) >= 1n, 'revnat');
+  assert.ok(total(2) >= 3n, 'reject_no_endpoints');
+});
+
+s.run();
