@@ -5,6 +5,7 @@
  * The object is loaded with its maps pinned under a unique test directory
  * and attached nowhere.
  */
+import { execFileSync } from 'node:child_process';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import { suite } from 'uvu';
@@ -203,6 +204,18 @@ s('packets that are not ours pass untouched', (ctx) => {
     assert.is(retval, TC_ACT_OK);
     assert.equal(out, pkt);
   }
+});
+
+s('bpftool prints the pinned maps with named fields (BTF)', (ctx) => {
+  const out = execFileSync('bpftool', ['-j', 'map', 'dump', 'pinned', `${ctx.root}/weir1_svc`], { encoding: 'utf8' });
+  type Named = { key: Record<string, number>; value: Record<string, number> };
+  const entries = (JSON.parse(out) as Array<{ formatted: Named }>).map((e) => e.formatted);
+  // Port 80 in network byte order, read as a host u16 by bpftool.
+  const master = entries.find((e) => e.key.slot === 0 && e.key.port === 0x5000 && e.key.proto === 6);
+  assert.ok(master, out.slice(0, 400));
+  assert.equal(Object.keys(master!.key), ['addr', 'port', 'proto', 'scope', 'slot', 'pad']);
+  assert.equal(Object.keys(master!.value), ['backend_id', 'count', 'flags', 'rev_nat_id', 'affinity_timeout']);
+  assert.is(master!.value.count, 1);
 });
 
 s('verdicts are counted per reason', (ctx) => {
