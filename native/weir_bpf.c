@@ -278,6 +278,29 @@ int weir_tc_query(int ifindex, int ingress, uint32_t handle, uint32_t priority)
 	return err ? err : (int)opts.prog_id;
 }
 
+int weir_cgroup_link(const char *cgroup_path, int prog_fd, int attach_type, const char *pin_path)
+{
+	int link, cg, err;
+
+	link = bpf_obj_get(pin_path);
+	if (link >= 0) {
+		err = bpf_link_update(link, prog_fd, NULL) ? -errno : 0;
+		close(link);
+		return err;
+	}
+	cg = open(cgroup_path, O_RDONLY | O_DIRECTORY);
+	if (cg < 0)
+		return -errno;
+	link = bpf_link_create(prog_fd, cg, attach_type, NULL);
+	err = link < 0 ? -errno : 0;
+	close(cg);
+	if (err)
+		return err;
+	err = bpf_obj_pin(link, pin_path) ? -errno : 1;
+	close(link); /* the pin keeps the link (and the attachment) alive */
+	return err;
+}
+
 int weir_cgroup_attach(const char *cgroup_path, int prog_fd, int attach_type)
 {
 	int cg = open(cgroup_path, O_RDONLY | O_DIRECTORY);

@@ -71,6 +71,14 @@ int weir_tc_detach(int ifindex, int ingress, uint32_t handle, uint32_t priority)
 /* Returns the id of the program attached there, or -ENOENT. */
 int weir_tc_query(int ifindex, int ingress, uint32_t handle, uint32_t priority);
 
+/*
+ * Attach a socket program to a cgroup through a BPF link pinned at pin_path.
+ * If that pin exists the link is updated to prog_fd in place (atomic, no
+ * second attachment); removing the pin detaches. Returns 1 if it created
+ * the link, 0 if it updated an existing one.
+ */
+int weir_cgroup_link(const char *cgroup_path, int prog_fd, int attach_type, const char *pin_path);
+
 /* cgroup attach / detach of a socket program (attach_type: enum bpf_attach_type). */
 int weir_cgroup_attach(const char *cgroup_path, int prog_fd, int attach_type);
 int weir_cgroup_detach(const char *cgroup_path, int prog_fd, int attach_type);

@@ -59,8 +59,37 @@ struct ct_new {
 	__u32 rev_nat_id;
 	__be32 backend_addr;
 	__be16 backend_port;
+	__be16 snat_port; /* source port after SNAT */
 	__be32 snat_addr; /* 0: source not rewritten */
 };
+
+#define SNAT_PORT_MIN 32768
+#define SNAT_PORT_SPAN 28232 /* 32768-60999, Linux's default ephemeral range */
+#define SNAT_PORT_TRIES 8
+
+/*
+ * A source port for a flow masqueraded to snat_addr: the client's own port
+ * when no other flow to the same backend uses it (the common case, and what
+ * makes NAT invisible in logs), else a few random ones. 0: none free.
+ */
+static __always_inline __be16 ct_snat_port(const struct pkt *p, __be32 snat_addr, __be32 be_addr, __be16 be_port,
+					   __u64 now)
+{
+	struct weir_ct_key k = {
+		.saddr = be_addr, .daddr = snat_addr, .sport = be_port, .proto = p->proto, .dir = WEIR_CT_REV
+	};
+	struct weir_ct_val *v;
+	__be16 port = p->sport;
+
+	for (int i = 0; i < SNAT_PORT_TRIES; i++) {
+		k.dport = port;
+		v = bpf_map_lookup_elem(&weir1_ct, &k);
+		if (!v || ct_expired(v, p->proto, now))
+			return port;
+		port = bpf_htons(SNAT_PORT_MIN + bpf_get_prandom_u32() % SNAT_PORT_SPAN);
+	}
+	return 0;
+}
 
 /* Record a new flow (p is the packet as the client sent it). */
 static __always_inline void ct_create(const struct pkt *p, const struct ct_new *n, __u64 now)
@@ -72,7 +101,7 @@ static __always_inline void ct_create(const struct pkt *p, const struct ct_new *
 		.backend_id = n->backend_id,
 		.rev_nat_id = n->rev_nat_id,
 		.nat_addr = n->snat_addr,
-		.nat_port = n->snat_addr ? p->sport : 0,
+		.nat_port = n->snat_addr ? n->snat_port : 0,
 		.flags = flags,
 	};
 
@@ -82,7 +111,7 @@ static __always_inline void ct_create(const struct pkt *p, const struct ct_new *
 	k.saddr = n->backend_addr;
 	k.daddr = n->snat_addr ? n->snat_addr : p->saddr;
 	k.sport = n->backend_port;
-	k.dport = p->sport;
+	k.dport = n->snat_addr ? n->snat_port : p->sport;
 	k.dir = WEIR_CT_REV;
 	v.backend_id = 0;
 	v.nat_addr = p->saddr;

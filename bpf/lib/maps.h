@@ -82,6 +82,25 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } weir1_verdicts SEC(".maps");
 
+/* cidr: {owner, addr/prefix} -> 1. Owner 0: cluster CIDRs; n: source ranges of frontend n. Agent writes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct weir_cidr_key);
+	__type(value, __u32);
+	__uint(max_entries, WEIR_MAX_CIDRS);
+	__uint(map_flags, BPF_F_NO_PREALLOC); /* required for LPM tries */
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} weir1_cidr SEC(".maps");
+
+/* skrevnat: {socket cookie, backend} -> frontend a node process addressed. Socket programs write. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct weir_sk_key);
+	__type(value, struct weir_sk_val);
+	__uint(max_entries, WEIR_MAX_SK_REVNAT);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} weir1_skrevnat SEC(".maps");
+
 /* config: 0 -> agent settings the programs need. Agent writes. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

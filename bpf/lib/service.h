@@ -1,23 +1,60 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * What happens to a packet for a frontend, and to a reply of a NATed flow.
+ * What happens to a packet for a frontend, and to a reply of a NATed flow,
+ * with kube-proxy's rules (pkg/proxy/iptables) as the reference:
+ *
+ *  - external frontends (NodePort, LoadBalancer IP, externalIP) with
+ *    externalTrafficPolicy Cluster are masqueraded to the node IP, so
+ *    replies come back through this node (KUBE-EXT -> KUBE-MARK-MASQ);
+ *  - with externalTrafficPolicy Local, clients from outside the cluster get
+ *    this node's endpoints only and keep their source address; pods (and,
+ *    through the socket hooks, node processes) short-circuit to every
+ *    endpoint (the KUBE-EXT "pod traffic" rule);
+ *  - ClusterIP traffic is masqueraded when it comes from outside the
+ *    cluster CIDRs (when those are known) or with masqueradeAll;
+ *  - loadBalancerSourceRanges filter LoadBalancer IPs only; blocked -> DROP;
+ *  - no endpoints at all -> REJECT; endpoints, but none local under a Local
+ *    policy -> DROP.
+ *
  * Each handler returns a verdict (verdict.h) or WEIR_PASS.
  */
 #ifndef WEIR_SERVICE_H
 #define WEIR_SERVICE_H
 
+#include "cfg.h"
 #include "ct.h"
 #include "lb.h"
 #include "nat.h"
 #include "reject.h"
 #include "verdict.h"
 
-static __always_inline __be32 hairpin_addr(void)
-{
-	__u32 zero = 0;
-	struct weir_config *cfg = bpf_map_lookup_elem(&weir1_cfg, &zero);
+/* Where a packet entered this node. */
+enum origin {
+	FROM_POD, /* a pod-facing device: the sender is a pod on this node */
+	FROM_EXTERNAL, /* an external device: outside clients and other nodes */
+};
 
-	return cfg ? cfg->hairpin_addr : 0;
+#define SVC_F_EXTERNAL (WEIR_SVC_F_NODE_PORT | WEIR_SVC_F_EXTERNAL_IP | WEIR_SVC_F_LOAD_BALANCER)
+
+/* Is the sender part of the cluster (kube-proxy's "local traffic detector")? */
+static __always_inline bool from_cluster(const struct pkt *p, enum origin origin, const struct weir_config *cfg)
+{
+	if (origin == FROM_POD)
+		return true; /* like detect-local-mode=InterfaceNamePrefix */
+	return cfg && (cfg->flags & WEIR_CFG_F_CLUSTER_CIDR) && cidr_match(0, p->saddr);
+}
+
+static __always_inline bool needs_masquerade(const struct pkt *p, const struct weir_svc_val *svc, enum origin origin,
+					      const struct weir_config *cfg)
+{
+	if (!cfg || !cfg->snat_addr)
+		return false;
+	if (cfg->flags & WEIR_CFG_F_MASQUERADE_ALL)
+		return true;
+	if (svc->flags & SVC_F_EXTERNAL)
+		return !(svc->flags & WEIR_SVC_F_ETP_LOCAL);
+	/* ClusterIP: only off-cluster sources, and only when we can tell. */
+	return (cfg->flags & WEIR_CFG_F_CLUSTER_CIDR) && !from_cluster(p, origin, cfg);
 }
 
 /*
@@ -28,45 +65,72 @@ static __always_inline __be32 hairpin_addr(void)
  * backend was removed (the classic stale-conntrack blackhole).
  */
 static __always_inline int handle_frontend(struct __sk_buff *skb, struct pkt *p, struct weir_svc_key *key,
-					   struct weir_svc_val *svc)
+					   struct weir_svc_val *svc, enum origin origin, __u64 now)
 {
-	__u64 now = bpf_ktime_get_ns();
-	struct weir_ct_val *ct = ct_lookup(p, WEIR_CT_FWD, now);
+	struct weir_config *cfg = cfg_get();
+	struct weir_ct_val *ct;
 	struct weir_backend *be = NULL;
 	__u32 backend_id = 0;
 	__be32 snat = 0;
+	__be16 snat_port = 0;
 	__be32 be_addr;
 	__be16 be_port;
 
+	if ((svc->flags & WEIR_SVC_F_SRC_RANGES) && !cidr_match(svc->rev_nat_id, p->saddr))
+		return WEIR_V_DROP_SOURCE_RANGE;
+	if ((svc->flags & WEIR_SVC_F_ETP_LOCAL) && !from_cluster(p, origin, cfg)) {
+		svc = lb_frontend(key, p, WEIR_SCOPE_LOCAL);
+		if (!svc)
+			return WEIR_V_DROP_NO_LOCAL_ENDPOINTS;
+	}
+
+	ct = ct_lookup(p, WEIR_CT_FWD, now);
 	if (ct && ct->rev_nat_id == svc->rev_nat_id && !(tcp_syn_only(p) && (ct->flags & WEIR_CT_F_CLOSING)) &&
 	    lb_member(svc->rev_nat_id, ct->backend_id) >= 0) {
 		be = lb_backend(ct->backend_id);
-		if (be && (ct->flags & WEIR_CT_F_SNAT))
+		if (be && (ct->flags & WEIR_CT_F_SNAT)) {
 			snat = ct->nat_addr;
+			snat_port = ct->nat_port;
+		}
 	}
 	if (!be) {
 		struct ct_new n;
 
-		if (svc->count == 0)
+		if (svc->count == 0) {
+			if (svc->flags & WEIR_SVC_F_DROP_EMPTY)
+				return WEIR_V_DROP_NO_LOCAL_ENDPOINTS;
 			return reject(skb, p);
+		}
 		be = lb_select(key, svc, p->saddr, &backend_id, now);
 		if (!be)
 			return WEIR_V_DROP_NO_BACKEND;
-		/* Hairpin: a pod reaching itself through its service. Without a
-		 * different source the pod would see its own address as sender and
-		 * drop the packet (martian), as with kube-proxy's hairpin masquerade. */
-		if (be->addr == p->saddr)
-			snat = hairpin_addr();
+		be_addr = be->addr;
+		be_port = be->port;
+		if (be_addr == p->saddr) {
+			/* Hairpin: a pod reaching itself through its service. With its
+			 * own address as sender the pod would drop the packet as a
+			 * martian; kube-proxy masquerades here too. */
+			snat = cfg ? cfg->hairpin_addr : 0;
+		} else if (needs_masquerade(p, svc, origin, cfg)) {
+			snat = cfg->snat_addr;
+		}
+		if (snat) {
+			snat_port = ct_snat_port(p, snat, be_addr, be_port, now);
+			if (!snat_port)
+				return WEIR_V_DROP_NO_SNAT_PORT;
+		}
 		n.backend_id = backend_id;
 		n.rev_nat_id = svc->rev_nat_id;
-		n.backend_addr = be->addr;
-		n.backend_port = be->port;
+		n.backend_addr = be_addr;
+		n.backend_port = be_port;
 		n.snat_addr = snat;
+		n.snat_port = snat_port;
 		ct_create(p, &n, now);
+	} else {
+		be_addr = be->addr;
+		be_port = be->port;
 	}
-	be_addr = be->addr;
-	be_port = be->port;
-	if (snat && nat_rewrite(skb, p, true, snat, p->sport))
+	if (snat && nat_rewrite(skb, p, true, snat, snat_port))
 		return WEIR_V_DROP_NAT_FAILED;
 	if (nat_rewrite(skb, p, false, be_addr, be_port))
 		return WEIR_V_DROP_NAT_FAILED;
@@ -74,9 +138,9 @@ static __always_inline int handle_frontend(struct __sk_buff *skb, struct pkt *p,
 }
 
 /* Backend -> client: restore the frontend as source (and the client as destination after SNAT). */
-static __always_inline int handle_reply(struct __sk_buff *skb, struct pkt *p)
+static __always_inline int handle_reply(struct __sk_buff *skb, struct pkt *p, __u64 now)
 {
-	struct weir_ct_val *ct = ct_lookup(p, WEIR_CT_REV, bpf_ktime_get_ns());
+	struct weir_ct_val *ct = ct_lookup(p, WEIR_CT_REV, now);
 	struct weir_revnat *rn;
 	__be32 orig_addr;
 	__be16 orig_port;
@@ -97,6 +161,25 @@ static __always_inline int handle_reply(struct __sk_buff *skb, struct pkt *p)
 	if (nat_rewrite(skb, p, true, rn->addr, rn->port))
 		return WEIR_V_DROP_NAT_FAILED;
 	return WEIR_V_REVNAT;
+}
+
+/*
+ * Replies first: after masquerade a reply is addressed to node IP:port,
+ * which can look exactly like a NodePort frontend.
+ */
+static __always_inline int handle_packet(struct __sk_buff *skb, struct pkt *p, enum origin origin)
+{
+	__u64 now = bpf_ktime_get_ns();
+	struct weir_svc_key key;
+	struct weir_svc_val *svc;
+	int v = handle_reply(skb, p, now);
+
+	if (v != WEIR_PASS)
+		return v;
+	svc = lb_frontend(&key, p, WEIR_SCOPE_ALL);
+	if (!svc)
+		return WEIR_PASS;
+	return handle_frontend(skb, p, &key, svc, origin, now);
 }
 
 #endif

@@ -6,12 +6,13 @@
 #ifndef WEIR_VERDICT_H
 #define WEIR_VERDICT_H
 
+#include "fib.h"
 #include "maps.h"
 
 /* Handlers return a verdict, or WEIR_PASS for "not ours, leave it alone". */
 #define WEIR_PASS (-1)
 
-static __always_inline int verdict_exit(int v)
+static __always_inline int verdict_exit(struct __sk_buff *skb, const struct pkt *p, int v)
 {
 	__u32 key;
 	__u64 *count;
@@ -25,7 +26,7 @@ static __always_inline int verdict_exit(int v)
 	switch (v) {
 	case WEIR_V_FORWARD:
 	case WEIR_V_REVNAT:
-		return TC_ACT_OK; /* the stack routes the rewritten packet */
+		return fib_redirect(skb, p);
 	case WEIR_V_REJECT_NO_ENDPOINTS:
 		return TC_ACT_REDIRECT; /* reject.h already called bpf_redirect() */
 	default:

@@ -1,27 +1,36 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
- * tc ingress of pod-facing devices: packets arriving here come from pods.
- * Parse, dispatch (frontend or reply of a NATed flow), and leave through the
- * single exit that counts the verdict. The logic lives in bpf/lib/.
+ * tc ingress programs. Parse, dispatch, and leave through the single exit
+ * that counts the verdict; the logic lives in bpf/lib/service.h.
+ *
+ * Two entry points because kube-proxy's rules depend on where a packet
+ * comes from: weir_tc_pod on pod-facing devices (senders are this node's
+ * pods), weir_tc_ext on external devices (outside clients, other nodes).
  */
 #include "common.h"
 #include "parse.h"
 #include "service.h"
 #include "verdict.h"
 
-SEC("tc")
-int weir_tc_ingress(struct __sk_buff *skb)
+static __always_inline int tc_ingress(struct __sk_buff *skb, enum origin origin)
 {
-	struct weir_svc_key key;
-	struct weir_svc_val *svc;
 	struct pkt p;
 
 	if (!parse_packet(skb, &p))
 		return TC_ACT_OK;
-	svc = lb_frontend(&key, &p, WEIR_SCOPE_ALL);
-	if (svc)
-		return verdict_exit(handle_frontend(skb, &p, &key, svc));
-	return verdict_exit(handle_reply(skb, &p));
+	return verdict_exit(skb, &p, handle_packet(skb, &p, origin));
+}
+
+SEC("tc")
+int weir_tc_pod(struct __sk_buff *skb)
+{
+	return tc_ingress(skb, FROM_POD);
+}
+
+SEC("tc")
+int weir_tc_ext(struct __sk_buff *skb)
+{
+	return tc_ingress(skb, FROM_EXTERNAL);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -29,6 +29,8 @@
 #define WEIR_MAP_MEMBER "weir1_member"
 #define WEIR_MAP_VERDICTS "weir1_verdicts"
 #define WEIR_MAP_CONFIG "weir1_cfg"
+#define WEIR_MAP_CIDR "weir1_cidr"
+#define WEIR_MAP_SK_REVNAT "weir1_skrevnat"
 
 /* Map sizes. Conntrack and affinity are LRU: when full, the oldest goes. */
 #define WEIR_MAX_SERVICE_ENTRIES 1048576 /* master entries + backend slots */
@@ -36,6 +38,8 @@
 #define WEIR_MAX_REVNAT 131072
 #define WEIR_MAX_CT 1048576
 #define WEIR_MAX_AFFINITY 262144
+#define WEIR_MAX_CIDRS 65536
+#define WEIR_MAX_SK_REVNAT 262144
 
 /* weir_svc_key.scope: which endpoint set a frontend entry describes. */
 #define WEIR_SCOPE_ALL 0 /* every usable endpoint of the service */
@@ -50,6 +54,8 @@
 #define WEIR_SVC_F_ETP_LOCAL (1 << 5) /* externalTrafficPolicy: Local */
 #define WEIR_SVC_F_ITP_LOCAL (1 << 6) /* internalTrafficPolicy: Local */
 #define WEIR_SVC_F_SRC_RANGES (1 << 7) /* loadBalancerSourceRanges apply */
+#define WEIR_SVC_F_DROP_EMPTY (1 << 8) /* count 0 means DROP, not REJECT: a Local policy
+					* with no local endpoint while the service has others */
 
 /* member value: flags of a backend in a frontend's endpoint set. */
 #define WEIR_MEMBER_F_ACTIVE (1 << 0) /* usable for new connections (in the slots) */
@@ -80,6 +86,9 @@ enum weir_verdict {
 	WEIR_V_DROP_NAT_FAILED, /* a helper failed while rewriting the packet */
 	WEIR_V_DROP_REJECT_FAILED, /* could not build the RST / ICMP reply */
 	WEIR_V_DROP_NO_BACKEND, /* a slot or backend vanished mid-update */
+	WEIR_V_DROP_NO_LOCAL_ENDPOINTS, /* traffic policy Local and no endpoint on this node */
+	WEIR_V_DROP_SOURCE_RANGE, /* source outside the LoadBalancer's loadBalancerSourceRanges */
+	WEIR_V_DROP_NO_SNAT_PORT, /* masquerade needed and no free source port found */
 	WEIR_V__MAX,
 };
 
@@ -160,10 +169,47 @@ struct weir_member_key {
 	__u32 backend_id; /* backend */
 };
 
+/* weir_config.flags. */
+#define WEIR_CFG_F_MASQUERADE_ALL (1 << 0) /* kube-proxy masqueradeAll: SNAT every service flow */
+#define WEIR_CFG_F_CLUSTER_CIDR (1 << 1) /* cluster CIDRs are known (owner 0 in the cidr map) */
+
 /* config: a single entry (key 0). Written by the agent. */
 struct weir_config {
 	__be32 hairpin_addr; /* source used when a pod reaches itself through a service */
-	__u32 flags; /* reserved, zero */
+	__be32 snat_addr; /* node IP used to masquerade; 0 = none known */
+	__u32 flags; /* WEIR_CFG_F_* */
+	__u32 pad; /* zero */
+};
+
+/*
+ * cidr: longest-prefix match of {owner, address}. The prefix covers the
+ * owner first (always all 32 bits) and then prefixlen - 32 bits of the
+ * address. Owner 0 holds the cluster CIDRs; owner n holds the
+ * loadBalancerSourceRanges of the frontend with rev_nat id n. Written by the agent.
+ */
+struct weir_cidr_key {
+	__u32 prefixlen; /* 32 + CIDR bits */
+	__u32 owner; /* 0 or a rev_nat id */
+	__be32 addr; /* CIDR base address */
+};
+
+/*
+ * skrevnat: what a node process's socket was connected to before the socket
+ * hook rewrote it, so recvmsg/getpeername show the service address again.
+ * Written by the socket programs.
+ */
+struct weir_sk_key {
+	__u64 cookie; /* socket cookie */
+	__be32 addr; /* backend address the socket talks to */
+	__be16 port; /* backend port */
+	__u16 pad; /* zero */
+};
+
+struct weir_sk_val {
+	__be32 addr; /* frontend address the application used */
+	__be16 port; /* frontend port */
+	__u16 pad; /* zero */
+	__u32 rev_nat_id; /* frontend */
 };
 
 #endif /* WEIR_SHARED_H */

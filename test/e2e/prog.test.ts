@@ -101,7 +101,7 @@ const hdr = (p: Buffer) => ({
 });
 
 function run(ctx: Ctx, pkt: Buffer): { retval: number; out: Buffer } {
-  const r = loadShim().progTestRun(ctx.dp.progFd, pkt, pkt.length + 256);
+  const r = loadShim().progTestRun(ctx.dp.progFds.pod, pkt, pkt.length + 256);
   return { retval: r.retval, out: r.data };
 }
 
@@ -110,7 +110,7 @@ s.before((ctx) => {
   ctx.root = root;
   process.on('exit', () => fs.rmSync(root, { recursive: true, force: true }));
   ctx.dp = BpfDatapath.load(loadShim(), ctx.root);
-  ctx.dp.writeConfig({ hairpinAddr: '169.254.42.1' });
+  ctx.dp.writeConfig({ hairpinAddr: '169.254.42.1', snatAddr: '192.168.77.10', masqueradeAll: false, haveClusterCidrs: false });
   const m = ctx.dp.maps;
   const be = (id: number, addr: string, port: number, proto: number): void =>
     m.be.upsert([[keyString(C.u32Key.encode({ value: id })), C.backend.encode({ addr, port, proto, flags: 0 })]]);

@@ -67,6 +67,7 @@ test('flag and scope constants match weir.h', () => {
   for (const [k, v] of Object.entries(C.BE_F)) assert.is(v, define(`WEIR_BE_F_${k}`), k);
   for (const [k, v] of Object.entries(C.CT_F)) assert.is(v, define(`WEIR_CT_F_${k}`), k);
   for (const [k, v] of Object.entries(C.MEMBER_F)) assert.is(v, define(`WEIR_MEMBER_F_${k}`), k);
+  for (const [k, v] of Object.entries(C.CFG_F)) assert.is(v, define(`WEIR_CFG_F_${k}`), k);
   assert.is(C.CT_DIR.FWD, define('WEIR_CT_FWD'));
   assert.is(C.CT_DIR.REV, define('WEIR_CT_REV'));
   assert.is(C.SCOPE_ALL, define('WEIR_SCOPE_ALL'));

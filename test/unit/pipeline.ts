@@ -16,12 +16,13 @@ import { createLogger } from '../../ts/util/log';
 /** test/ in the source tree (tests run from dist/test/...). */
 export const TEST_SRC = path.resolve(__dirname, '../../../test');
 
-export function memoryMaps(): ServiceMaps & Record<'svc' | 'be' | 'revnat' | 'member', MemoryMap> {
+export function memoryMaps(): ServiceMaps & Record<'svc' | 'be' | 'revnat' | 'member' | 'cidr', MemoryMap> {
   return {
     svc: new MemoryMap('weir1_svc', C.svcKey.size, C.svcVal.size),
     be: new MemoryMap('weir1_be', 4, C.backend.size),
     revnat: new MemoryMap('weir1_revnat', 4, C.revnat.size),
     member: new MemoryMap('weir1_member', C.memberKey.size, 4),
+    cidr: new MemoryMap('weir1_cidr', C.cidrKey.size, 4),
   };
 }
 

@@ -32,7 +32,7 @@ function slice(svc: string, addrs: string[], port = 8080): V1EndpointSlice {
 type Op = { map: string; op: 'upsert' | 'remove'; slot?: number; n: number };
 
 /** Wraps the twin maps and records every call in order. */
-function recording(): { maps: ReturnType<typeof memoryMaps>; ops: Op[]; wrapped: Record<'svc' | 'be' | 'revnat' | 'member', MapIO> } {
+function recording(): { maps: ReturnType<typeof memoryMaps>; ops: Op[]; wrapped: Record<'svc' | 'be' | 'revnat' | 'member' | 'cidr', MapIO> } {
   const maps = memoryMaps();
   const ops: Op[] = [];
   const wrap = (name: string, m: MemoryMap): MapIO => ({
@@ -52,10 +52,10 @@ function recording(): { maps: ReturnType<typeof memoryMaps>; ops: Op[]; wrapped:
     dump: () => m.dump(),
     lookup: (k) => m.lookup(k),
   });
-  return { maps, ops, wrapped: { svc: wrap('svc', maps.svc), be: wrap('be', maps.be), revnat: wrap('revnat', maps.revnat), member: wrap('member', maps.member) } };
+  return { maps, ops, wrapped: { svc: wrap('svc', maps.svc), be: wrap('be', maps.be), revnat: wrap('revnat', maps.revnat), member: wrap('member', maps.member), cidr: wrap('cidr', maps.cidr) } };
 }
 
-function setup(maps: Record<'svc' | 'be' | 'revnat' | 'member', MapIO>) {
+function setup(maps: Record<'svc' | 'be' | 'revnat' | 'member' | 'cidr', MapIO>) {
   const log = createLogger('error', () => undefined);
   const store = new ClusterStore(() => undefined);
   const reconciler = new Reconciler(maps);

@@ -21,6 +21,12 @@ export interface RunOptions {
   /** Explicit node IPs; empty = the addresses of the external devices. */
   nodeIPs: IPv4[];
   clusterCIDRs: Cidr[];
+  /** Only node IPs inside these CIDRs answer NodePorts (empty: all). */
+  nodePortAddresses: Cidr[];
+  /** NodePorts answer on 127.0.0.1 for node processes (kube-proxy's iptables default). */
+  localhostNodePorts: boolean;
+  masqueradeAll: boolean;
+  nodePortRange: { min: number; max: number };
   bpffsRoot: string;
   cgroupRoot: string;
   healthAddr: string;
@@ -41,6 +47,10 @@ const FLAGS = {
   'external-devices': true,
   'node-ips': true,
   'cluster-cidr': true,
+  'nodeport-addresses': true,
+  'localhost-nodeports': true,
+  'masquerade-all': true,
+  'service-node-port-range': true,
   'bpffs-root': true,
   'cgroup-root': true,
   'health-addr': true,
@@ -129,11 +139,24 @@ export function parseRunOptions(argv: readonly string[]): RunOptions {
       if (!ip) throw new UsageError(`--${flag}: invalid IPv4 address ${JSON.stringify(s)}`);
       return ip;
     });
-  const cidrs = list(get('cluster-cidr') ?? '').map((s) => {
-    const c = parseCidr(s);
-    if (!c) throw new UsageError(`--cluster-cidr: invalid CIDR ${JSON.stringify(s)}`);
-    return c;
-  });
+  const cidrList = (flag: Flag): Cidr[] =>
+    list(get(flag) ?? '').map((s) => {
+      const c = parseCidr(s);
+      if (!c) throw new UsageError(`--${flag}: invalid CIDR ${JSON.stringify(s)}`);
+      return c;
+    });
+  const bool = (flag: Flag, def: boolean): boolean => {
+    const v = get(flag);
+    if (v === undefined) return def;
+    if (v === 'true' || v === '1') return true;
+    if (v === 'false' || v === '0') return false;
+    throw new UsageError(`--${flag}: expected true or false, got ${JSON.stringify(v)}`);
+  };
+  const range = /^(\d+)-(\d+)$/.exec(get('service-node-port-range') ?? '30000-32767');
+  const nodePortRange = range ? { min: Number(range[1]), max: Number(range[2]) } : null;
+  if (!nodePortRange || nodePortRange.min < 1 || nodePortRange.max > 65535 || nodePortRange.min > nodePortRange.max) {
+    throw new UsageError(`--service-node-port-range: expected MIN-MAX within 1-65535, got ${JSON.stringify(get('service-node-port-range'))}`);
+  }
   const hairpin = parseIPv4(get('hairpin-addr') ?? '169.254.42.1');
   if (!hairpin) throw new UsageError(`--hairpin-addr: invalid IPv4 address ${JSON.stringify(get('hairpin-addr'))}`);
 
@@ -144,7 +167,11 @@ export function parseRunOptions(argv: readonly string[]): RunOptions {
     podDevices: list(get('pod-devices') ?? 'veth*,cali*,lxc*,cni0'),
     externalDevices: list(get('external-devices') ?? ''),
     nodeIPs: ips('node-ips'),
-    clusterCIDRs: cidrs,
+    clusterCIDRs: cidrList('cluster-cidr'),
+    nodePortAddresses: cidrList('nodeport-addresses'),
+    localhostNodePorts: bool('localhost-nodeports', true),
+    masqueradeAll: bool('masquerade-all', false),
+    nodePortRange,
     bpffsRoot: get('bpffs-root') ?? '/sys/fs/bpf/weir',
     cgroupRoot: get('cgroup-root') ?? '',
     healthAddr: get('health-addr') ?? '0.0.0.0:10256',

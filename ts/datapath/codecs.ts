@@ -186,7 +186,29 @@ export const memberKey = new StructCodec('weir_member_key', [
 
 export const config = new StructCodec('weir_config', [
   ['hairpin_addr', 'ip4'],
+  ['snat_addr', 'ip4'],
   ['flags', 'u32'],
+  ['pad', 'u32'],
+] as const);
+
+export const cidrKey = new StructCodec('weir_cidr_key', [
+  ['prefixlen', 'u32'],
+  ['owner', 'u32'],
+  ['addr', 'ip4'],
+] as const);
+
+export const skKey = new StructCodec('weir_sk_key', [
+  ['cookie', 'u64'],
+  ['addr', 'ip4'],
+  ['port', 'be16'],
+  ['pad', 'u16'],
+] as const);
+
+export const skVal = new StructCodec('weir_sk_val', [
+  ['addr', 'ip4'],
+  ['port', 'be16'],
+  ['pad', 'u16'],
+  ['rev_nat_id', 'u32'],
 ] as const);
 
 export type SvcKey = Decoded<typeof svcKey extends StructCodec<infer F> ? F : never>;
@@ -198,7 +220,7 @@ export type CtVal = Decoded<typeof ctVal extends StructCodec<infer F> ? F : neve
 export type MemberKey = Decoded<typeof memberKey extends StructCodec<infer F> ? F : never>;
 
 /** Every struct codec that mirrors weir.h, for the BTF check. */
-export const SHARED_STRUCTS = [svcKey, svcVal, backend, revnat, ctKey, ctVal, affKey, affVal, memberKey, config];
+export const SHARED_STRUCTS = [svcKey, svcVal, backend, revnat, ctKey, ctVal, affKey, affVal, memberKey, config, cidrKey, skKey, skVal];
 
 /** Constants mirrored from weir.h (checked against the header by a unit test). */
 export const SCOPE_ALL = 0;
@@ -212,7 +234,9 @@ export const SVC_F = {
   ETP_LOCAL: 1 << 5,
   ITP_LOCAL: 1 << 6,
   SRC_RANGES: 1 << 7,
+  DROP_EMPTY: 1 << 8,
 } as const;
+export const CFG_F = { MASQUERADE_ALL: 1 << 0, CLUSTER_CIDR: 1 << 1 } as const;
 export const MEMBER_F = { ACTIVE: 1 << 0 } as const;
 export const BE_F = { LOCAL: 1 << 0, TERMINATING: 1 << 1 } as const;
 export const CT_DIR = { FWD: 0, REV: 1 } as const;

@@ -40,9 +40,9 @@ export function matchesAny(name: string, globs: readonly RegExp[]): boolean {
   return globs.some((g) => g.test(name));
 }
 
-export class DeviceWatcher {
-  private readonly globs: RegExp[];
-  private readonly onDevice: (link: Link) => void;
+export class DeviceWatcher<R extends string> {
+  private readonly roles: Array<[R, RegExp[]]>;
+  private readonly onDevice: (link: Link, role: R) => void;
   private readonly log: Logger;
   private readonly intervalMs: number;
   private readonly known = new Map<string, number>();
@@ -51,8 +51,9 @@ export class DeviceWatcher {
   private busy = false;
   private again = false;
 
-  constructor(opts: { globs: readonly string[]; onDevice: (link: Link) => void; log: Logger; intervalMs?: number }) {
-    this.globs = opts.globs.map(globToRegExp);
+  /** roles: checked in order; a device gets the first role whose globs match. */
+  constructor(opts: { roles: ReadonlyArray<readonly [R, readonly string[]]>; onDevice: (link: Link, role: R) => void; log: Logger; intervalMs?: number }) {
+    this.roles = opts.roles.map(([r, globs]) => [r, globs.map(globToRegExp)]);
     this.onDevice = opts.onDevice;
     this.log = opts.log;
     this.intervalMs = opts.intervalMs ?? 500;
@@ -91,12 +92,13 @@ export class DeviceWatcher {
       const links = await listLinks();
       const seen = new Set<string>();
       for (const l of links) {
-        if (!matchesAny(l.name, this.globs)) continue;
+        const role = this.roles.find(([, globs]) => matchesAny(l.name, globs))?.[0];
+        if (role === undefined) continue;
         seen.add(l.name);
         // A re-created device has a new ifindex and no filter: attach again.
         if (this.known.get(l.name) === l.ifindex) continue;
         try {
-          this.onDevice(l);
+          this.onDevice(l, role);
           this.known.set(l.name, l.ifindex);
         } catch (e) {
           this.log.error('attach failed; will retry', { device: l.name, error: errorText(e) });

@@ -42,6 +42,7 @@ const SVC_FLAG_NAMES: Array<[number, string]> = [
   [C.SVC_F.ETP_LOCAL, 'etp-local'],
   [C.SVC_F.ITP_LOCAL, 'itp-local'],
   [C.SVC_F.SRC_RANGES, 'source-ranges'],
+  [C.SVC_F.DROP_EMPTY, 'drop-empty'],
 ];
 const BE_FLAG_NAMES: Array<[number, string]> = [
   [C.BE_F.LOCAL, 'local'],
@@ -98,7 +99,8 @@ export function formatServices(view: ServicesView): string {
   const lines: string[] = [];
   for (const f of view.frontends) {
     const aff = f.affinityTimeout ? ` affinity=${f.affinityTimeout}s` : '';
-    const count = f.backends.length === 0 ? 'no endpoints: reject' : `${f.backends.length} backend${f.backends.length === 1 ? '' : 's'}`;
+    const empty = f.flags.includes('drop-empty') ? 'no local endpoints: drop' : 'no endpoints: reject';
+    const count = f.backends.length === 0 ? empty : `${f.backends.length} backend${f.backends.length === 1 ? '' : 's'}`;
     lines.push(`${f.addr}:${f.port}/${f.proto} scope=${f.scope} rev=${f.revNatId} [${f.flags.join(',')}]${aff} ${count}`);
     f.backends.forEach((b, i) => lines.push(`  slot ${i + 1}: ${b ? `be ${b.id} ${beText(b)}` : '(missing)'}`));
   }

@@ -66,6 +66,7 @@ const SIGNATURES = {
   weir_tc_attach: ['int', ['int', 'int', 'int', 'uint32', 'uint32']],
   weir_tc_detach: ['int', ['int', 'int', 'uint32', 'uint32']],
   weir_tc_query: ['int', ['int', 'int', 'uint32', 'uint32']],
+  weir_cgroup_link: ['int', ['string', 'int', 'int', 'string']],
   weir_cgroup_attach: ['int', ['string', 'int', 'int']],
   weir_cgroup_detach: ['int', ['string', 'int', 'int']],
   weir_ifindex: ['int', ['string']],
@@ -264,6 +265,11 @@ export class Shim {
     if (rc === -ENOENT || rc === -osConstants.errno.EINVAL) return null;
     if (rc < 0) throw new BpfError('tc_query', -rc);
     return rc;
+  }
+
+  /** Attach through a pinned link (created, or updated in place). True if created. */
+  cgroupLink(cgroupPath: string, progFd: number, attachType: number, pinPath: string): boolean {
+    return this.call('weir_cgroup_link', cgroupPath, progFd, attachType, pinPath) === 1;
   }
 
   cgroupAttach(cgroupPath: string, progFd: number, attachType: number): void {

@@ -1,13 +1,18 @@
 /**
- * Loads the BPF object, pins (or re-adopts) its maps under the pin root,
- * attaches the tc program to devices, and removes all of it on cleanup.
+ * Loads the BPF objects, pins (or re-adopts) their maps under the pin root,
+ * attaches the tc programs to devices and the socket programs to a cgroup,
+ * and removes all of it on cleanup.
+ *
+ * tc.o and sock.o declare the same maps with LIBBPF_PIN_BY_NAME: whichever
+ * loads first creates the pins, the other reuses them, so both programs
+ * share one set of maps.
  */
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as C from './codecs';
 import { Shim } from './ffi';
-import { PinnedMap, ServiceMaps } from './maps';
+import { MapIO, PinnedMap, ServiceMaps, keyString } from './maps';
 import { listLinks } from './devices';
 
 /** Map names as in bpf/shared/weir.h (layout version 1). */
@@ -20,14 +25,27 @@ export const MAP_NAMES = {
   member: 'weir1_member',
   verdicts: 'weir1_verdicts',
   cfg: 'weir1_cfg',
+  cidr: 'weir1_cidr',
+  skrevnat: 'weir1_skrevnat',
 } as const;
 
-export const TC_PROG = 'weir_tc_ingress';
-/** Pin of the loaded tc program, so `weir trace` and bpftool can find it. */
-export const TC_PROG_PIN = 'weir1_prog_tc';
+/** tc programs: which devices get which. */
+export const TC_PROGS = { pod: 'weir_tc_pod', ext: 'weir_tc_ext' } as const;
+export type DeviceRole = keyof typeof TC_PROGS;
 /** Our tc filter's identity on every device: a restart replaces it in place. */
 export const TC_HANDLE = 0x7765;
 export const TC_PRIORITY = 10;
+
+/** Socket programs and their cgroup attach types (enum bpf_attach_type). */
+export const SOCK_PROGS = [
+  { name: 'weir_sock_connect4', attachType: 10 /* BPF_CGROUP_INET4_CONNECT */ },
+  { name: 'weir_sock_sendmsg4', attachType: 14 /* BPF_CGROUP_UDP4_SENDMSG */ },
+  { name: 'weir_sock_recvmsg4', attachType: 19 /* BPF_CGROUP_UDP4_RECVMSG */ },
+  { name: 'weir_sock_getpeername4', attachType: 29 /* BPF_CGROUP_INET4_GETPEERNAME */ },
+] as const;
+
+export const progPin = (pinRoot: string, prog: string): string => path.join(pinRoot, `prog_${prog}`);
+export const linkPin = (pinRoot: string, prog: string): string => path.join(pinRoot, `link_${prog}`);
 
 export function bpfObjectPath(name: string): string {
   const dir = process.env.WEIR_BPF_DIR;
@@ -59,58 +77,100 @@ export interface AllMaps extends ServiceMaps {
   readonly aff: PinnedMap;
   readonly verdicts: PinnedMap;
   readonly cfg: PinnedMap;
+  readonly skrevnat: PinnedMap;
+}
+
+export interface DatapathConfig {
+  hairpinAddr: string;
+  /** Node IP used for masquerade ('' = none). */
+  snatAddr: string;
+  masqueradeAll: boolean;
+  haveClusterCidrs: boolean;
 }
 
 export class BpfDatapath {
   readonly maps: AllMaps;
-  readonly progFd: number;
+  readonly progFds: Record<DeviceRole, number>;
   private readonly shim: Shim;
-  private readonly obj: number;
+  private readonly objs: number[];
+  private readonly sockFds: Map<string, number>;
+  private readonly pinRoot: string;
 
-  private constructor(shim: Shim, obj: number, maps: AllMaps, progFd: number) {
+  private constructor(shim: Shim, pinRoot: string, objs: number[], maps: AllMaps, progFds: Record<DeviceRole, number>, sockFds: Map<string, number>) {
     this.shim = shim;
-    this.obj = obj;
+    this.pinRoot = pinRoot;
+    this.objs = objs;
     this.maps = maps;
-    this.progFd = progFd;
+    this.progFds = progFds;
+    this.sockFds = sockFds;
   }
 
-  /** Load tc.o with its maps pinned under pinRoot (reusing compatible pins). */
+  /** Load tc.o and sock.o with their maps pinned under pinRoot (reusing compatible pins). */
   static load(shim: Shim, pinRoot: string): BpfDatapath {
     ensureBpffs(pinRoot);
-    const obj = shim.objLoad(bpfObjectPath('tc.o'), pinRoot);
-    const map = (name: string): PinnedMap => new PinnedMap(shim, path.join(pinRoot, name), shim.objMapFd(obj, name));
+    const tc = shim.objLoad(bpfObjectPath('tc.o'), pinRoot);
+    const sock = shim.objLoad(bpfObjectPath('sock.o'), pinRoot);
+    const map = (name: string): PinnedMap => new PinnedMap(shim, path.join(pinRoot, name), shim.objMapFd(tc, name));
     const maps: AllMaps = {
       svc: map(MAP_NAMES.svc),
       be: map(MAP_NAMES.be),
       revnat: map(MAP_NAMES.revnat),
       member: map(MAP_NAMES.member),
+      cidr: map(MAP_NAMES.cidr),
       ct: map(MAP_NAMES.ct),
       aff: map(MAP_NAMES.aff),
       verdicts: map(MAP_NAMES.verdicts),
       cfg: map(MAP_NAMES.cfg),
+      skrevnat: map(MAP_NAMES.skrevnat),
     };
-    const progFd = shim.objProgFd(obj, TC_PROG);
-    const progPin = path.join(pinRoot, TC_PROG_PIN);
-    fs.rmSync(progPin, { force: true });
-    shim.pin(progFd, progPin);
-    return new BpfDatapath(shim, obj, maps, progFd);
+    const pin = (obj: number, prog: string): number => {
+      const fd = shim.objProgFd(obj, prog);
+      fs.rmSync(progPin(pinRoot, prog), { force: true });
+      shim.pin(fd, progPin(pinRoot, prog));
+      return fd;
+    };
+    const progFds = { pod: pin(tc, TC_PROGS.pod), ext: pin(tc, TC_PROGS.ext) };
+    const sockFds = new Map(SOCK_PROGS.map((p) => [p.name, pin(sock, p.name)] as const));
+    return new BpfDatapath(shim, pinRoot, [tc, sock], maps, progFds, sockFds);
   }
 
-  writeConfig(cfg: { hairpinAddr: string }): void {
-    this.maps.cfg.upsert([[C.u32Key.encode({ value: 0 }).toString('latin1'), C.config.encode({ hairpin_addr: cfg.hairpinAddr, flags: 0 })]]);
+  writeConfig(cfg: DatapathConfig): void {
+    const flags = (cfg.masqueradeAll ? C.CFG_F.MASQUERADE_ALL : 0) | (cfg.haveClusterCidrs ? C.CFG_F.CLUSTER_CIDR : 0);
+    const value = C.config.encode({ hairpin_addr: cfg.hairpinAddr, snat_addr: cfg.snatAddr || '0.0.0.0', flags });
+    this.maps.cfg.upsert([[keyString(C.u32Key.encode({ value: 0 })), value]]);
   }
 
   /** Attach (or atomically replace) our filter at ingress of ifindex. */
-  attachIngress(ifindex: number): void {
-    this.shim.tcAttach(ifindex, this.progFd, true, TC_HANDLE, TC_PRIORITY);
+  attach(role: DeviceRole, ifindex: number): void {
+    this.shim.tcAttach(ifindex, this.progFds[role], true, TC_HANDLE, TC_PRIORITY);
+  }
+
+  /**
+   * Attach the socket programs to a cgroup (v2) through pinned links. A
+   * restarted agent updates its links in place: never two copies attached.
+   */
+  attachCgroup(cgroupPath: string): void {
+    for (const p of SOCK_PROGS) {
+      this.shim.cgroupLink(cgroupPath, this.sockFds.get(p.name)!, p.attachType, linkPin(this.pinRoot, p.name));
+    }
   }
 
   close(): void {
-    this.shim.objClose(this.obj);
+    for (const o of this.objs) this.shim.objClose(o);
   }
 }
 
-/** Remove every filter weir attached in this namespace and every pin under pinRoot. */
+/** The maps a CLI command reads, opened from their pins. */
+export function openPinned(shim: Shim, pinRoot: string, names: Array<keyof typeof MAP_NAMES>): Record<string, MapIO> {
+  const out: Record<string, MapIO> = {};
+  for (const n of names) out[n] = new PinnedMap(shim, path.join(pinRoot, MAP_NAMES[n]));
+  return out;
+}
+
+/**
+ * Remove every filter weir attached in this namespace and every pin under
+ * pinRoot (removing a link's pin detaches its cgroup programs).
+ */
 export async function cleanupBpf(shim: Shim, pinRoot: string): Promise<{ detached: string[]; pinsRemoved: boolean }> {
   const detached: string[] = [];
   for (const link of await listLinks()) {

@@ -136,4 +136,5 @@ export interface ServiceMaps {
   readonly be: MapIO;
   readonly revnat: MapIO;
   readonly member: MapIO;
+  readonly cidr: MapIO;
 }

@@ -11,6 +11,9 @@ export const VERDICTS = [
   'drop_nat_failed',
   'drop_reject_failed',
   'drop_no_backend',
+  'drop_no_local_endpoints',
+  'drop_source_range',
+  'drop_no_snat_port',
 ] as const;
 
 export type Verdict = (typeof VERDICTS)[number];

@@ -60,7 +60,14 @@ export const DEFAULT_AFFINITY_TIMEOUT = 10800;
 const MAX_AFFINITY_TIMEOUT = 86400;
 export const SERVICE_PROXY_NAME_LABEL = 'service.kubernetes.io/service-proxy-name';
 
-export function parseService(svc: V1Service): ServiceParse {
+export interface ServiceRules {
+  /** --service-node-port-range */
+  readonly nodePortRange: { readonly min: number; readonly max: number };
+}
+
+export const DEFAULT_RULES: ServiceRules = { nodePortRange: { min: 30000, max: 32767 } };
+
+export function parseService(svc: V1Service, rules: ServiceRules = DEFAULT_RULES): ServiceParse {
   const namespace = svc.metadata?.namespace || 'default';
   const name = svc.metadata?.name ?? '';
   const objName = `${namespace}/${name}`;
@@ -136,7 +143,8 @@ export function parseService(svc: V1Service): ServiceParse {
     let nodePort = 0;
     if (p.nodePort !== undefined && p.nodePort !== null && p.nodePort !== 0) {
       const np = parsePort(p.nodePort);
-      if (!np) err(`${field}.nodePort`, `must be 1-65535, got ${JSON.stringify(p.nodePort)}`);
+      const { min, max } = rules.nodePortRange;
+      if (!np || np < min || np > max) err(`${field}.nodePort`, `must be in the node port range ${min}-${max}, got ${JSON.stringify(p.nodePort)}`);
       else nodePort = np;
     }
     const tp = p.targetPort as unknown;

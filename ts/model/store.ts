@@ -8,7 +8,7 @@
  */
 import type { V1EndpointSlice, V1Node, V1Service } from '@kubernetes/client-node';
 import { SliceModel, parseEndpointSlice } from './endpoints';
-import { ServiceModel, parseService } from './service';
+import { DEFAULT_RULES, ServiceModel, ServiceRules, parseService } from './service';
 import { FieldError, IPv4, ObjectKey, parseIPv4 } from './types';
 
 export interface NodeModel {
@@ -32,13 +32,15 @@ export class ClusterStore {
   nodesVersion = 0;
   private readonly slicesByService = new Map<ObjectKey, Set<ObjectKey>>();
   private readonly report: ErrorSink;
+  private readonly rules: ServiceRules;
 
-  constructor(report: ErrorSink) {
+  constructor(report: ErrorSink, rules: ServiceRules = DEFAULT_RULES) {
     this.report = report;
+    this.rules = rules;
   }
 
   upsertService(raw: V1Service, origin: Origin): void {
-    const parsed = parseService(raw);
+    const parsed = parseService(raw, this.rules);
     if (parsed.ok === false) {
       this.report(origin, parsed.errors);
       return;

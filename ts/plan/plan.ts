@@ -13,7 +13,7 @@
  */
 import { PortEndpoint, SliceModel, endpointsForPort } from '../model/endpoints';
 import { ServiceModel } from '../model/service';
-import { IPv4, ObjectKey, Port, ipToInt } from '../model/types';
+import { Cidr, IPv4, ObjectKey, Port, ipToInt } from '../model/types';
 import { SCOPE_ALL, SCOPE_LOCAL, SVC_F } from '../datapath/codecs';
 
 export type L4Proto = 'TCP' | 'UDP';
@@ -45,6 +45,8 @@ export interface PlannedFrontend {
   readonly backends: readonly string[];
   /** Every endpoint of this service port (any state): flows to them stay valid. */
   readonly members: readonly string[];
+  /** loadBalancerSourceRanges (LoadBalancer frontends only; empty = open). */
+  readonly sourceRanges: readonly Cidr[];
 }
 
 export interface ServicePlan {
@@ -97,11 +99,15 @@ export function planService(svc: ServiceModel, slices: readonly SliceModel[], ct
     const cluster = usableEndpoints(eps).map(toKey);
     const local = usableEndpoints(eps.filter((e) => e.nodeName !== '' && e.nodeName === ctx.nodeName)).map(toKey);
 
+    // kube-proxy: no endpoints at all -> REJECT; endpoints, but none the
+    // policy allows here -> DROP.
+    const dropIfEmpty = cluster.length > 0 ? SVC_F.DROP_EMPTY : 0;
     const add = (addr: IPv4, port: Port, kind: number, ext: boolean): void => {
       const itpLocal = !ext && svc.internalTrafficPolicy === 'Local';
       const etpLocal = ext && svc.externalTrafficPolicy === 'Local';
-      const srcRanges = kind === SVC_F.LOAD_BALANCER && svc.loadBalancerSourceRanges.length > 0 ? SVC_F.SRC_RANGES : 0;
-      const flags = kind | affinityFlag | srcRanges | (itpLocal ? SVC_F.ITP_LOCAL : 0) | (etpLocal ? SVC_F.ETP_LOCAL : 0);
+      const sourceRanges = kind === SVC_F.LOAD_BALANCER ? svc.loadBalancerSourceRanges : [];
+      const srcFlag = sourceRanges.length > 0 ? SVC_F.SRC_RANGES : 0;
+      const flags = kind | affinityFlag | srcFlag | (itpLocal ? SVC_F.ITP_LOCAL | dropIfEmpty : 0) | (etpLocal ? SVC_F.ETP_LOCAL : 0);
       // Scope ALL is what pods and the node itself get: for internal frontends
       // the internal policy decides; external frontends short-circuit to every
       // endpoint for in-cluster clients, as kube-proxy does.
@@ -114,10 +120,11 @@ export function planService(svc: ServiceModel, slices: readonly SliceModel[], ct
         affinityTimeout: svc.affinityTimeout,
         backends: itpLocal ? local : cluster,
         members,
+        sourceRanges,
       });
       // Scope LOCAL: what traffic from outside the node gets under eTP=Local.
       if (etpLocal) {
-        frontends.push({ addr, port, proto, scope: SCOPE_LOCAL, flags, affinityTimeout: svc.affinityTimeout, backends: local, members });
+        frontends.push({ addr, port, proto, scope: SCOPE_LOCAL, flags: flags | dropIfEmpty, affinityTimeout: svc.affinityTimeout, backends: local, members, sourceRanges });
       }
     };
 

@@ -21,12 +21,12 @@
  */
 import * as C from '../datapath/codecs';
 import { MapIO, ServiceMaps, keyBuffer, keyString } from '../datapath/maps';
-import { IPv4, ObjectKey } from '../model/types';
+import { Cidr, IPv4, ObjectKey } from '../model/types';
 import { L4Proto, ServicePlan, backendKey, frontendKey } from '../plan/plan';
 import { IdTable } from './ids';
 
 type MapName = keyof ServiceMaps;
-const MAP_NAMES: readonly MapName[] = ['svc', 'be', 'revnat', 'member'];
+const MAP_NAMES: readonly MapName[] = ['svc', 'be', 'revnat', 'member', 'cidr'];
 
 interface Entry {
   value: Buffer;
@@ -48,6 +48,8 @@ export interface CommitStats {
 export interface FrontendConflict {
   readonly service: ObjectKey;
   readonly frontend: string;
+  /** WEIR_SVC_F_* of the frontend that lost: which field made the claim. */
+  readonly flags: number;
   readonly owner: ObjectKey;
 }
 
@@ -57,10 +59,18 @@ export function protoName(n: number): L4Proto | `proto${number}` {
 }
 
 const MEMBER_ACTIVE = C.u32Key.encode({ value: C.MEMBER_F.ACTIVE });
+const CIDR_PRESENT = C.u32Key.encode({ value: 1 });
+/** Owner of the cluster CIDRs in the cidr map (frontends own theirs by rev_nat id). */
+const CLUSTER_CIDR_OWNER = 0;
+const STATIC_OWNER = '' as ObjectKey;
+
+function cidrEntry(owner: number, c: Cidr): string {
+  return keyString(C.cidrKey.encode({ prefixlen: 32 + c.bits, owner, addr: c.base }));
+}
 const MEMBER_ONLY = C.u32Key.encode({ value: 0 });
 
 function emptyRecord<T>(make: () => T): Record<MapName, T> {
-  return { svc: make(), be: make(), revnat: make(), member: make() };
+  return { svc: make(), be: make(), revnat: make(), member: make(), cidr: make() };
 }
 
 /** Slot number of an encoded services key (u16 little-endian at offset 8). */
@@ -104,6 +114,15 @@ export class Reconciler {
     this.adoptedIdsPending = true;
     this.fullDiff = true;
     return { frontends, backends: this.applied.be.size };
+  }
+
+  /** The cluster CIDRs the programs use to tell pods from outside clients. */
+  setClusterCidrs(cidrs: readonly Cidr[]): void {
+    const o: Owned = { keys: emptyRecord(() => [] as string[]), backends: [], frontends: [], masters: [] };
+    for (const c of cidrs) this.put(o, 'cidr', cidrEntry(CLUSTER_CIDR_OWNER, c), CIDR_PRESENT);
+    const old = this.owned.get(STATIC_OWNER);
+    if (old) this.disown(STATIC_OWNER, old, new Set());
+    this.owned.set(STATIC_OWNER, o);
   }
 
   /** Replace one service's contribution (null: the service is gone). */
@@ -173,7 +192,7 @@ export class Reconciler {
 
   /** Entries currently desired, per map (for gauges). */
   sizes(): Record<MapName, number> {
-    return { svc: this.desired.svc.size, be: this.desired.be.size, revnat: this.desired.revnat.size, member: this.desired.member.size };
+    return { svc: this.desired.svc.size, be: this.desired.be.size, revnat: this.desired.revnat.size, member: this.desired.member.size, cidr: this.desired.cidr.size };
   }
 
   private write(m: MapName, entries: Array<[string, Buffer]>): void {
@@ -221,7 +240,7 @@ export class Reconciler {
       const master = keyString(C.svcKey.encode({ ...base, slot: 0 }));
       const owner = this.masterOwner.get(master);
       if (owner !== undefined && owner !== service) {
-        this.conflicts.push({ service, frontend: frontendKey(fe), owner });
+        this.conflicts.push({ service, frontend: frontendKey(fe), flags: fe.flags, owner });
         continue;
       }
       this.masterOwner.set(master, service);
@@ -246,6 +265,7 @@ export class Reconciler {
       if (!m) membership.set(revId, (m = new Map()));
       for (const bk of fe.members) if (!m.has(idOf.get(bk)!)) m.set(idOf.get(bk)!, false);
       for (const id of slots) m.set(id, true);
+      for (const c of fe.sourceRanges) this.put(o, 'cidr', cidrEntry(revId, c), CIDR_PRESENT);
     }
     for (const [revId, m] of membership) {
       for (const [id, active] of m) {

@@ -7,6 +7,14 @@ import { ClusterStore } from '../model/store';
 import { PlanContext, planService } from '../plan/plan';
 import { CommitStats, Reconciler } from '../reconcile/reconciler';
 import { Logger } from '../util/log';
+import { SVC_F } from '../datapath/codecs';
+
+function conflictField(flags: number): string {
+  if (flags & SVC_F.NODE_PORT) return 'spec.ports[].nodePort';
+  if (flags & SVC_F.EXTERNAL_IP) return 'spec.externalIPs';
+  if (flags & SVC_F.LOAD_BALANCER) return 'status.loadBalancer.ingress';
+  return 'spec.clusterIP';
+}
 
 export interface SyncResult extends CommitStats {
   readonly services: number;
@@ -42,7 +50,12 @@ export class Syncer {
     }
     const stats = this.reconciler.commit();
     for (const c of this.reconciler.conflicts.splice(0)) {
-      this.log.error('frontend already served by another service; skipped', { object: `Service ${c.service}`, frontend: c.frontend, owner: c.owner });
+      this.log.error('frontend already served by another service; skipped', {
+        object: `Service ${c.service}`,
+        field: conflictField(c.flags),
+        frontend: c.frontend,
+        owner: `Service ${c.owner}`,
+      });
     }
     this.reportOrphans();
     return { ...stats, services: dirty.length, ms: Number(process.hrtime.bigint() - t0) / 1e6 };

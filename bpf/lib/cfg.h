@@ -1,0 +1,23 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Agent settings and address classes the programs decide on. */
+#ifndef WEIR_CFG_H
+#define WEIR_CFG_H
+
+#include "maps.h"
+
+static __always_inline struct weir_config *cfg_get(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&weir1_cfg, &zero);
+}
+
+/* Is addr inside one of owner's CIDRs (owner 0: the cluster CIDRs)? */
+static __always_inline bool cidr_match(__u32 owner, __be32 addr)
+{
+	struct weir_cidr_key k = { .prefixlen = 64, .owner = owner, .addr = addr };
+
+	return bpf_map_lookup_elem(&weir1_cidr, &k) != NULL;
+}
+
+#endif

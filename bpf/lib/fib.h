@@ -1,0 +1,47 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Forward a NATed packet straight to its egress device.
+ *
+ * Why not hand it back to the stack: after masquerade (source = node IP) or
+ * reverse NAT of a NodePort reply (source = node IP) the packet arrives on
+ * ingress with a local source address, and the IPv4 input route drops it as
+ * a martian. A FIB lookup plus redirect sends it where the routing table
+ * says without that check (and skips the rest of the input path). When the
+ * FIB says the destination is this host, or has no route, the stack gets
+ * the packet as usual.
+ */
+#ifndef WEIR_FIB_H
+#define WEIR_FIB_H
+
+#include "parse.h"
+
+#ifndef AF_INET
+#define AF_INET 2
+#endif
+
+static __always_inline int fib_redirect(struct __sk_buff *skb, const struct pkt *p)
+{
+	struct bpf_fib_lookup fib = {};
+	long rc;
+
+	fib.family = AF_INET;
+	fib.l4_protocol = p->proto;
+	fib.sport = p->sport;
+	fib.dport = p->dport;
+	fib.ipv4_src = p->saddr;
+	fib.ipv4_dst = p->daddr;
+	fib.ifindex = skb->ingress_ifindex;
+
+	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
+	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
+		if (bpf_skb_store_bytes(skb, 0, fib.dmac, ETH_ALEN, 0) ||
+		    bpf_skb_store_bytes(skb, ETH_ALEN, fib.smac, ETH_ALEN, 0))
+			return TC_ACT_SHOT;
+		return bpf_redirect(fib.ifindex, 0);
+	}
+	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
+		return bpf_redirect_neigh(fib.ifindex, NULL, 0, 0); /* the kernel resolves the next hop */
+	return TC_ACT_OK;
+}
+
+#endif

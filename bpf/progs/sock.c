@@ -1,0 +1,34 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * cgroup socket hooks, attached to the agent's --cgroup-root: the service
+ * path for processes in the node's network namespace. Entry points only;
+ * the logic is in bpf/lib/sock.h.
+ */
+#include "common.h"
+#include "sock.h"
+
+SEC("cgroup/connect4")
+int weir_sock_connect4(struct bpf_sock_addr *ctx)
+{
+	return sock_forward(ctx);
+}
+
+SEC("cgroup/sendmsg4")
+int weir_sock_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	return sock_forward(ctx);
+}
+
+SEC("cgroup/recvmsg4")
+int weir_sock_recvmsg4(struct bpf_sock_addr *ctx)
+{
+	return sock_reverse(ctx);
+}
+
+SEC("cgroup/getpeername4")
+int weir_sock_getpeername4(struct bpf_sock_addr *ctx)
+{
+	return sock_reverse(ctx);
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
