@@ -27,6 +27,17 @@ const CLI = path.join(REPO, 'dist/ts/cli/main.js');
 const ECHO = path.join(REPO, 'dist/test/box/echo.js');
 const CLIENT = path.join(REPO, 'dist/test/box/client.js');
 export const GATEWAY = '169.254.1.1';
+export const CLUSTER_CIDR = '10.244.0.0/16';
+
+/** The cgroup v2 mount (hybrid hosts have it at /sys/fs/cgroup/unified). */
+function cgroup2Mount(): string {
+  const line = fs
+    .readFileSync('/proc/mounts', 'utf8')
+    .split('\n')
+    .find((l) => l.split(' ')[2] === 'cgroup2');
+  if (!line) throw new Error('no cgroup2 mount found');
+  return line.split(' ')[1]!;
+}
 export const OUTSIDE_IP = '192.168.77.200';
 
 export interface NodeSpec {
@@ -40,6 +51,8 @@ export interface BoxNode {
   readonly index: number;
   readonly podCidr: string;
   readonly pinRoot: string;
+  /** cgroup of the node's "processes": socket hooks attach here, node clients run here. */
+  readonly cgroup: string;
 }
 
 export interface Pod {
@@ -85,6 +98,7 @@ export class Box {
   readonly pods = new Map<string, Pod>();
   readonly manifestDir: string;
   readonly pinBase: string;
+  readonly cgroupBase: string;
   private readonly procs = new Set<NsProcess>();
   private readonly namespaces: string[] = [];
   private podSeq = 0;
@@ -96,6 +110,7 @@ export class Box {
     this.outside = `${this.prefix}out`;
     this.manifestDir = fs.mkdtempSync(path.join(os.tmpdir(), this.prefix));
     this.pinBase = `/sys/fs/bpf/${this.prefix.slice(0, -1)}`;
+    this.cgroupBase = path.join(cgroup2Mount(), this.prefix.slice(0, -1));
   }
 
   /** A box with `nodes` node namespaces (named n1, n2, ...). */
@@ -125,7 +140,9 @@ export class Box {
     for (let i = 1; i <= nodeCount; i++) {
       const name = `n${i}`;
       const ns = `${this.prefix}${name}`;
-      const node: BoxNode = { name, ns, ip: `192.168.77.${9 + i}`, index: i, podCidr: `10.244.${i}.0/24`, pinRoot: `${this.pinBase}/${name}` };
+      const cgroup = path.join(this.cgroupBase, name);
+      fs.mkdirSync(cgroup, { recursive: true });
+      const node: BoxNode = { name, ns, ip: `192.168.77.${9 + i}`, index: i, podCidr: `10.244.${i}.0/24`, pinRoot: `${this.pinBase}/${name}`, cgroup };
       await this.addNs(ns);
       for (const [k, v] of [
         ['net.ipv4.ip_forward', '1'],
@@ -202,6 +219,13 @@ export class Box {
     return p;
   }
 
+  /** Spawn a full argv (from argvFor). */
+  spawnArgv(argv: readonly string[]): NsProcess {
+    const p = new NsProcess('', argv, undefined, true);
+    this.procs.add(p);
+    return p;
+  }
+
   async stopProc(p: NsProcess): Promise<void> {
     await p.stop();
     this.procs.delete(p);
@@ -219,6 +243,22 @@ export class Box {
     return p;
   }
 
+  /** Route a destination (service VIPs, LoadBalancer IPs) from the outside namespace via a node. */
+  async routeFromOutside(cidr: string, nodeName: string): Promise<void> {
+    await nsMust(this.outside, ['ip', 'route', 'replace', cidr, 'via', this.node(nodeName).ip]);
+  }
+
+  /**
+   * argv to run `who`'s command: in a pod's namespace, in "outside", or as a
+   * process of a node (in its namespace and inside its cgroup, where the
+   * agent's socket hooks apply — like a hostNetwork pod).
+   */
+  argvFor(who: string, argv: readonly string[]): string[] {
+    const node = this.nodes.find((n) => n.name === who);
+    if (node) return nsArgv(node.ns, ['sh', '-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', node.cgroup, ...argv]);
+    return nsArgv(this.nsOf(who), argv);
+  }
+
   /** Namespace of a pod name, a node name, or "outside". */
   nsOf(who: string): string {
     if (who === 'outside') return this.outside;
@@ -228,7 +268,7 @@ export class Box {
   }
 
   private async client(who: string, args: string[], timeoutMs: number): Promise<Results> {
-    const r = await nsRun(this.nsOf(who), ['node', CLIENT, ...args], { timeoutMs });
+    const r = await run(this.argvFor(who, ['node', CLIENT, ...args]), { timeoutMs });
     const line = r.stdout.trim().split('\n').pop() ?? '';
     try {
       return JSON.parse(line) as Results;
@@ -237,24 +277,27 @@ export class Box {
     }
   }
 
-  tcp(from: string, to: Endpoint, opts: { count?: number; timeoutMs?: number } = {}): Promise<Results> {
+  tcp(from: string, to: Endpoint, opts: { count?: number; timeoutMs?: number; bind?: string } = {}): Promise<Results> {
     const count = opts.count ?? 1;
     const t = opts.timeoutMs ?? 2000;
-    return this.client(from, ['tcp', '--to', to, '--count', String(count), '--timeout-ms', String(t)], count * (t + 500) + 5000);
+    const args = ['tcp', '--to', to, '--count', String(count), '--timeout-ms', String(t)];
+    if (opts.bind) args.push('--bind', opts.bind);
+    return this.client(from, args, count * (t + 500) + 5000);
   }
 
-  udp(from: string, to: Endpoint, opts: { count?: number; timeoutMs?: number; sameSocket?: boolean; connect?: boolean; intervalMs?: number } = {}): Promise<Results> {
+  udp(from: string, to: Endpoint, opts: { count?: number; timeoutMs?: number; sameSocket?: boolean; connect?: boolean; intervalMs?: number; bind?: string } = {}): Promise<Results> {
     const count = opts.count ?? 1;
     const t = opts.timeoutMs ?? 1000;
     const args = ['udp', '--to', to, '--count', String(count), '--timeout-ms', String(t), '--interval-ms', String(opts.intervalMs ?? 0)];
     if (opts.sameSocket) args.push('--same-socket');
     if (opts.connect) args.push('--connect');
+    if (opts.bind) args.push('--bind', opts.bind);
     return this.client(from, args, count * (t + (opts.intervalMs ?? 0) + 200) + 5000);
   }
 
   /** A long-lived TCP connection doing a request every intervalMs; collect with result(). */
   async hold(from: string, to: Endpoint, opts: { durationMs: number; intervalMs: number }): Promise<{ result(): Promise<Results> }> {
-    const p = this.spawn(this.nsOf(from), ['node', CLIENT, 'hold', '--to', to, '--duration-ms', String(opts.durationMs), '--interval-ms', String(opts.intervalMs)]);
+    const p = this.spawnArgv(this.argvFor(from, ['node', CLIENT, 'hold', '--to', to, '--duration-ms', String(opts.durationMs), '--interval-ms', String(opts.intervalMs)]));
     await p.waitFor(/connected/, 5000);
     return {
       result: async () => {
@@ -268,7 +311,7 @@ export class Box {
 
   /** curl from a namespace: exit code 0 ok, 7 refused, 28 timeout. */
   async curl(from: string, url: string, maxTimeS = 3): Promise<{ code: number; body: string }> {
-    const r = await nsRun(this.nsOf(from), ['curl', '-s', '-m', String(maxTimeS), url], { timeoutMs: maxTimeS * 1000 + 2000 });
+    const r = await run(this.argvFor(from, ['curl', '-s', '-m', String(maxTimeS), url]), { timeoutMs: maxTimeS * 1000 + 2000 });
     return { code: r.code, body: r.stdout };
   }
 
@@ -302,6 +345,12 @@ export class Box {
       '127.0.0.1:0',
       '--mode',
       'bpf',
+      '--external-devices',
+      'eth0',
+      '--cgroup-root',
+      node.cgroup,
+      '--cluster-cidr',
+      CLUSTER_CIDR,
       ...extra,
     ];
     const proc = this.spawn(node.ns, argv);
@@ -337,6 +386,22 @@ export class Box {
     }
     fs.rmSync(this.pinBase, { recursive: true, force: true });
     fs.rmSync(this.manifestDir, { recursive: true, force: true });
+    // cgroup directories go with rmdir once their processes are gone.
+    for (const n of this.nodes) rmdirQuiet(n.cgroup);
+    rmdirQuiet(this.cgroupBase);
+  }
+}
+
+function rmdirQuiet(dir: string): void {
+  for (let i = 0; i < 20; i++) {
+    try {
+      fs.rmdirSync(dir);
+      return;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
+      // EBUSY while a killed process is still leaving the cgroup.
+      execFileSync('sleep', ['0.05']);
+    }
   }
 }
 

@@ -8,6 +8,9 @@
  *   hold --to IP:PORT --duration-ms D --interval-ms I
  *        one TCP connection, a request every I ms for D ms.
  *
+ * --bind IP picks the source address. UDP attempts also report `from`, the
+ * source of the reply as the application saw it.
+ *
  * Each attempt reports {ok, backend, seenSrc, error}; error is ECONNREFUSED
  * (refused at once), "timeout", or another errno. Loops are bounded by count
  * and time.
@@ -19,6 +22,8 @@ export interface Attempt {
   ok: boolean;
   backend?: string;
   seenSrc?: string;
+  /** UDP: where the reply came from, as recvfrom() reported it. */
+  from?: string;
   error?: string;
   ms: number;
 }
@@ -72,7 +77,8 @@ function httpExchange(sock: net.Socket, timeoutMs: number): Promise<string> {
 
 function connect(host: string, port: number, timeoutMs: number): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
-    const sock = net.connect({ host, port });
+    const bind = arg('bind');
+    const sock = net.connect({ host, port, ...(bind ? { localAddress: bind } : {}) });
     const t = setTimeout(() => {
       sock.destroy();
       reject(new Error('timeout'));
@@ -106,7 +112,8 @@ async function udpRequest(sock: dgram.Socket, connected: boolean, host: string, 
   const t0 = Date.now();
   return new Promise((resolve) => {
     const t = setTimeout(() => finish({ ok: false, error: 'timeout', ms: Date.now() - t0 }), timeoutMs);
-    const onMsg = (msg: Buffer): void => finish({ ok: true, ...parseBody(msg.toString()), ms: Date.now() - t0 });
+    const onMsg = (msg: Buffer, rinfo: dgram.RemoteInfo): void =>
+      finish({ ok: true, ...parseBody(msg.toString()), from: `${rinfo.address}:${rinfo.port}`, ms: Date.now() - t0 });
     const onErr = (e: NodeJS.ErrnoException): void => finish({ ok: false, error: e.code ?? e.message, ms: Date.now() - t0 });
     function finish(a: Attempt): void {
       clearTimeout(t);
@@ -128,13 +135,16 @@ function openUdp(host: string, port: number, connect: boolean): Promise<dgram.So
   return new Promise((resolve, reject) => {
     const sock = dgram.createSocket('udp4');
     sock.once('error', reject);
-    if (!connect) {
-      sock.bind(0, () => resolve(sock));
-      return;
-    }
-    sock.connect(port, host, () => {
-      sock.off('error', reject);
-      resolve(sock);
+    const bind = arg('bind') || undefined;
+    sock.bind(0, bind, () => {
+      if (!connect) {
+        resolve(sock);
+        return;
+      }
+      sock.connect(port, host, () => {
+        sock.off('error', reject);
+        resolve(sock);
+      });
     });
   });
 }

@@ -51,9 +51,10 @@ export class NsProcess {
   private readonly exited: Promise<number | null>;
   private readonly waiters: Array<{ re: RegExp; resolve: () => void }> = [];
 
-  constructor(ns: string, argv: readonly string[], env?: NodeJS.ProcessEnv) {
+  /** raw: argv is complete already (no nsenter prefix added). */
+  constructor(ns: string, argv: readonly string[], env?: NodeJS.ProcessEnv, raw = false) {
     this.ns = ns;
-    const full = nsArgv(ns, argv);
+    const full = raw ? [...argv] : nsArgv(ns, argv);
     this.child = spawn(full[0]!, full.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: env ?? process.env });
     const onData = (d: Buffer): void => {
       this.out += d.toString();

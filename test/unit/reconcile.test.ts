@@ -13,6 +13,7 @@ import { Reconciler } from '../../ts/reconcile/reconciler';
 import { Syncer } from '../../ts/runner/sync';
 import { createLogger } from '../../ts/util/log';
 import { memoryMaps } from './pipeline';
+import * as C from '../../ts/datapath/codecs';
 
 function service(name: string, ip: string, port = 80): V1Service {
   return { apiVersion: 'v1', kind: 'Service', metadata: { name, namespace: 'default' }, spec: { clusterIP: ip, ports: [{ port }] } };
@@ -220,6 +221,41 @@ test('two services claiming one frontend: the first keeps it, the second is repo
   syncer.sync();
   assert.match(formatServices(readServices(maps)), /slot 1: be \d+ 10\.244\.1\.10/);
   assert.ok(logs.some((l) => l.includes('"object":"Service default/b"') && l.includes('10.96.0.1:80/TCP')));
+});
+
+test('source ranges and cluster CIDRs reach the cidr map, before the master that uses them', () => {
+  const r = recording();
+  const { store, reconciler, syncer } = setup(r.wrapped);
+  reconciler.setClusterCidrs([{ text: '10.244.0.0/16', base: '10.244.0.0' as never, bits: 16 }]);
+  store.upsertService(
+    {
+      apiVersion: 'v1',
+      kind: 'Service',
+      metadata: { name: 'lb', namespace: 'default' },
+      spec: { type: 'LoadBalancer', clusterIP: '10.96.0.5', loadBalancerSourceRanges: ['192.168.1.0/24'], ports: [{ port: 80, nodePort: 30080 }] },
+      status: { loadBalancer: { ingress: [{ ip: '203.0.113.1' }] } },
+    },
+    't',
+  );
+  syncer.sync();
+  const keys = [...r.maps.cidr.entries.keys()].map((k) => C.cidrKey.decode(Buffer.from(k, 'latin1')));
+  assert.equal(
+    keys.map((k) => `${k.owner}:${k.addr}/${k.prefixlen - 32}`).sort(),
+    ['0:10.244.0.0/16', `${keys.find((k) => k.owner !== 0)!.owner}:192.168.1.0/24`],
+  );
+  const order = r.ops.map((o) => `${o.map}${o.slot !== undefined ? o.slot : ''}`);
+  assert.ok(order.indexOf('cidr') < order.indexOf('svc0'), order.join(' '));
+});
+
+test('after a commit every map holds exactly what is desired', () => {
+  const maps = memoryMaps();
+  const { store, reconciler, syncer } = setup(maps);
+  reconciler.setClusterCidrs([{ text: '10.244.0.0/16', base: '10.244.0.0' as never, bits: 16 }]);
+  store.upsertService(service('web', '10.96.0.10'), 't');
+  store.upsertSlice(slice('web', ['10.244.1.10']), 't');
+  syncer.sync();
+  const sizes = reconciler.sizes();
+  for (const [name, m] of Object.entries(maps)) assert.is(m.entries.size, sizes[name as keyof typeof sizes], name);
 });
 
 test.run();

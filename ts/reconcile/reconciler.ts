@@ -2,10 +2,10 @@
  * Reconcile: service plans -> map entries, written in an order that lets
  * every packet see a whole service at every instant (DESIGN.md §2):
  *
- *   backends, revnat, member upserts
+ *   backends, revnat, member, cidr upserts
  *   -> backend slots (slot > 0) upserts
  *   -> master entries (slot 0: count) upserts
- *   -> master deletes -> slot deletes -> member, revnat, backend deletes
+ *   -> master deletes -> slot deletes -> cidr, member, revnat, backend deletes
  *
  * Growing a service writes the new slots before the count that exposes them;
  * shrinking lowers the count before the slots behind it go; a backend leaves
@@ -166,10 +166,13 @@ export class Reconciler {
       this.write('be', ups.be);
       this.write('revnat', ups.revnat);
       this.write('member', ups.member);
+      // Source ranges before the master entry whose flag turns the filter on.
+      this.write('cidr', ups.cidr);
       this.write('svc', slotUps);
       this.write('svc', masterUps);
       this.erase('svc', masterDels);
       this.erase('svc', slotDels);
+      this.erase('cidr', dels.cidr);
       this.erase('member', dels.member);
       this.erase('revnat', dels.revnat);
       this.erase('be', dels.be);

@@ -1,0 +1,312 @@
+/**
+ * Every Service type and policy across two nodes, with real clients:
+ * pods on both nodes, an outside client, and node processes (inside the
+ * agent's cgroup, like hostNetwork pods). A table of flows over one shared
+ * set of services states what a kube-proxy user expects for each: which
+ * backends may answer, or REJECT (refused at once) / DROP (timeout), and
+ * which source address the backend sees (masquerade or not).
+ *
+ *   n1 (192.168.77.10): a1 10.244.1.10, a2 10.244.1.11, c1 10.244.1.12
+ *   n2 (192.168.77.11): b1 10.244.2.10, c2 10.244.2.11
+ *   outside: 192.168.77.200 and .201; routes 10.96/16 and 203.0.113/24 via n1
+ *   (203.0.113.11, the eTP=Local LoadBalancer, via n2: the node a cloud LB
+ *   would pick by its health check)
+ */
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { Agent, Box, Results, waitFor } from '../box/box';
+
+const s = suite<{ box: Box; agents: Record<string, Agent> }>('services');
+const N1 = '192.168.77.10';
+const N2 = '192.168.77.11';
+const OUT = '192.168.77.200';
+const OUT2 = '192.168.77.201';
+
+interface PortSpec {
+  name: string;
+  port: number;
+  target: number;
+  proto?: 'TCP' | 'UDP';
+  nodePort?: number;
+}
+
+function svcYaml(name: string, o: { ip: string; ports: PortSpec[]; type?: string; extra?: string; status?: string }): string {
+  const ports = o.ports
+    .map((p) => `    - {name: ${p.name}, port: ${p.port}, targetPort: ${p.target}, protocol: ${p.proto ?? 'TCP'}${p.nodePort ? `, nodePort: ${p.nodePort}` : ''}}`)
+    .join('\n');
+  return `---\napiVersion: v1\nkind: Service\nmetadata: {name: ${name}, namespace: t}\nspec:\n  type: ${o.type ?? 'ClusterIP'}\n  clusterIP: ${o.ip}\n${o.extra ?? ''}  ports:\n${ports}\n${o.status ?? ''}`;
+}
+
+interface Ep {
+  ip: string;
+  node: string;
+  ready?: boolean;
+  serving?: boolean;
+  terminating?: boolean;
+}
+
+function sliceYaml(svc: string, eps: Ep[], ports: PortSpec[]): string {
+  const p = ports.map((x) => `  - {name: ${x.name}, port: ${x.target}, protocol: ${x.proto ?? 'TCP'}}`).join('\n');
+  const e = eps
+    .map(
+      (x) =>
+        `  - addresses: [${x.ip}]\n    nodeName: ${x.node}\n    conditions: {ready: ${x.ready ?? true}, serving: ${x.serving ?? x.ready ?? true}, terminating: ${x.terminating ?? false}}`,
+    )
+    .join('\n');
+  return `---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: ${svc}-1\n  namespace: t\n  labels: {kubernetes.io/service-name: ${svc}}\naddressType: IPv4\nports:\n${p}\nendpoints:\n${e}\n`;
+}
+
+const HTTP: PortSpec = { name: 'http', port: 80, target: 8080 };
+const A1: Ep = { ip: '10.244.1.10', node: 'n1' };
+const A2: Ep = { ip: '10.244.1.11', node: 'n1' };
+const B1: Ep = { ip: '10.244.2.10', node: 'n2' };
+
+function manifests(): string {
+  const np: PortSpec[] = [
+    { ...HTTP, nodePort: 30080 },
+    { name: 'dns', port: 53, target: 5353, proto: 'UDP', nodePort: 30053 },
+  ];
+  return [
+    svcYaml('np', { ip: '10.96.3.1', type: 'NodePort', ports: np }) + sliceYaml('np', [A1, B1], np),
+    svcYaml('npl', { ip: '10.96.3.2', type: 'NodePort', extra: '  externalTrafficPolicy: Local\n', ports: [{ ...HTTP, nodePort: 30081 }] }) + sliceYaml('npl', [A1], [HTTP]),
+    svcYaml('lb', {
+      ip: '10.96.3.3',
+      type: 'LoadBalancer',
+      extra: `  loadBalancerSourceRanges: [${OUT2}/32]\n`,
+      ports: [{ ...HTTP, nodePort: 30082 }],
+      status: 'status:\n  loadBalancer:\n    ingress: [{ip: 203.0.113.10}]\n',
+    }) + sliceYaml('lb', [A1, B1], [HTTP]),
+    svcYaml('lbl', {
+      ip: '10.96.3.4',
+      type: 'LoadBalancer',
+      extra: '  externalTrafficPolicy: Local\n  healthCheckNodePort: 32001\n',
+      ports: [{ ...HTTP, nodePort: 30083 }],
+      status: 'status:\n  loadBalancer:\n    ingress: [{ip: 203.0.113.11}]\n',
+    }) + sliceYaml('lbl', [B1], [HTTP]),
+    svcYaml('ext', { ip: '10.96.3.5', extra: '  externalIPs: [203.0.113.20]\n', ports: [HTTP] }) + sliceYaml('ext', [B1], [HTTP]),
+    svcYaml('itl', { ip: '10.96.3.6', extra: '  internalTrafficPolicy: Local\n', ports: [HTTP] }) + sliceYaml('itl', [A1, B1], [HTTP]),
+    svcYaml('itl2', { ip: '10.96.3.7', extra: '  internalTrafficPolicy: Local\n', ports: [HTTP] }) + sliceYaml('itl2', [B1], [HTTP]),
+    svcYaml('none', { ip: '10.96.3.8', ports: [HTTP] }),
+  ].join('');
+}
+
+s.before(async (ctx) => {
+  const box = await Box.create({ nodes: 2 });
+  ctx.box = box;
+  for (const [node, pod] of [
+    ['n1', 'a1'],
+    ['n1', 'a2'],
+    ['n1', 'c1'],
+    ['n2', 'b1'],
+    ['n2', 'c2'],
+  ] as const) {
+    await box.addPod(node, pod);
+  }
+  for (const p of ['a1', 'a2', 'b1']) await box.startEcho(p, { tcp: [8080], udp: [5353] });
+  await box.exec(box.outside, ['ip', 'addr', 'add', `${OUT2}/24`, 'dev', 'eth0']);
+  await box.routeFromOutside('10.96.0.0/16', 'n1');
+  await box.routeFromOutside('203.0.113.0/24', 'n1');
+  await box.routeFromOutside('203.0.113.11/32', 'n2');
+  box.writeManifest('services.yaml', manifests());
+  ctx.agents = { n1: await box.startAgent('n1'), n2: await box.startAgent('n2') };
+  for (const n of ['n1', 'n2']) {
+    await waitFor(async () => /10\.96\.3\.8:80\/TCP/.test(await box.weir(n, ['services'])), { timeoutMs: 5000, what: `${n} programmed` });
+    await ctx.agents[n]!.proc.waitFor(/"device":"eth0"/, 3000);
+  }
+});
+
+s.after(async (ctx) => {
+  await ctx.box?.destroy();
+});
+
+/** REJECT: refused at once; DROP: timeout; EPERM: the socket hook refused; UNROUTED: not NATed, the node has no route. */
+type Expect = string[] | 'REJECT' | 'DROP' | 'EPERM' | 'UNROUTED';
+interface Flow {
+  from: string;
+  to: string;
+  proto?: 'tcp' | 'udp';
+  bind?: string;
+  expect: Expect;
+  /** Source the backend must see: 'client' (unchanged), an IP (masquerade), or 'any'. */
+  src?: 'client' | 'any' | string;
+  why: string;
+}
+
+const FLOWS: Flow[] = [
+  { from: 'c1', to: '10.96.3.1:80', expect: ['a1', 'b1'], src: 'client', why: 'ClusterIP from a pod: all endpoints, no masquerade' },
+  { from: 'c2', to: '10.96.3.1:80', expect: ['a1', 'b1'], src: 'client', why: 'ClusterIP from a pod on the other node' },
+  { from: 'c1', to: '10.96.3.1:53', proto: 'udp', expect: ['a1', 'b1'], src: 'client', why: 'UDP ClusterIP' },
+  { from: 'outside', to: '10.96.3.1:80', expect: ['a1', 'b1'], src: N1, why: 'ClusterIP from outside the cluster CIDR is masqueraded' },
+  { from: 'outside', to: `${N1}:30080`, expect: ['a1', 'b1'], src: N1, why: 'NodePort eTP=Cluster: local and remote backends, masqueraded' },
+  { from: 'outside', to: `${N2}:30080`, expect: ['a1', 'b1'], src: N2, why: 'NodePort on the other node' },
+  { from: 'outside', to: `${N1}:30053`, proto: 'udp', expect: ['a1', 'b1'], src: N1, why: 'UDP NodePort' },
+  { from: 'c1', to: `${N1}:30080`, expect: ['a1', 'b1'], src: N1, why: 'pod to its own node\'s NodePort (KUBE-EXT masquerades)' },
+  { from: 'c2', to: `${N1}:30080`, expect: ['a1', 'b1'], src: N1, why: 'pod to another node\'s NodePort' },
+  { from: 'n1', to: '10.96.3.1:80', expect: ['a1', 'b1'], src: 'any', why: 'node process to a ClusterIP (socket hook)' },
+  { from: 'n1', to: '10.96.3.1:53', proto: 'udp', expect: ['a1', 'b1'], src: 'any', why: 'node process, UDP ClusterIP' },
+  { from: 'n1', to: `${N1}:30080`, expect: ['a1', 'b1'], src: 'any', why: 'node process to its own NodePort' },
+  { from: 'n1', to: '127.0.0.1:30080', expect: ['a1', 'b1'], src: 'any', why: 'NodePort on localhost (--localhost-nodeports default)' },
+  { from: 'n1', to: `${N2}:30080`, expect: ['a1', 'b1'], src: N2, why: 'node process to another node\'s NodePort' },
+  { from: 'outside', to: `${N1}:30081`, expect: ['a1'], src: 'client', why: 'NodePort eTP=Local: local endpoint, client IP kept' },
+  { from: 'outside', to: `${N2}:30081`, expect: 'DROP', why: 'eTP=Local on a node without local endpoints drops' },
+  { from: 'c2', to: `${N2}:30081`, expect: ['a1'], src: 'client', why: 'pods short-circuit eTP=Local to all endpoints' },
+  { from: 'n2', to: `${N2}:30081`, expect: ['a1'], src: 'any', why: 'node processes short-circuit eTP=Local too' },
+  { from: 'outside', bind: OUT2, to: '203.0.113.10:80', expect: ['a1', 'b1'], src: N1, why: 'LoadBalancer IP from an allowed source range' },
+  { from: 'outside', bind: OUT, to: '203.0.113.10:80', expect: 'DROP', why: 'LoadBalancer IP from outside loadBalancerSourceRanges' },
+  { from: 'outside', bind: OUT, to: `${N1}:30082`, expect: ['a1', 'b1'], src: N1, why: 'the same service\'s NodePort is not filtered' },
+  { from: 'outside', to: '203.0.113.11:80', expect: ['b1'], src: 'client', why: 'eTP=Local LoadBalancer at the node with the endpoint' },
+  { from: 'outside', to: `${N1}:30083`, expect: 'DROP', why: 'eTP=Local LoadBalancer NodePort without local endpoint' },
+  { from: 'outside', to: '203.0.113.20:80', expect: ['b1'], src: N1, why: 'externalIP to a remote backend, masqueraded' },
+  { from: 'c1', to: '203.0.113.20:80', expect: ['b1'], src: N1, why: 'externalIP from a pod (KUBE-EXT masquerades)' },
+  { from: 'n1', to: '203.0.113.20:80', expect: ['b1'], src: 'any', why: 'externalIP from a node process' },
+  { from: 'c1', to: '10.96.3.6:80', expect: ['a1'], src: 'client', why: 'internalTrafficPolicy Local: this node\'s endpoint' },
+  { from: 'c2', to: '10.96.3.6:80', expect: ['b1'], src: 'client', why: 'internalTrafficPolicy Local on the other node' },
+  { from: 'c1', to: '10.96.3.7:80', expect: 'DROP', why: 'iTP=Local without local endpoints drops (not rejects)' },
+  { from: 'c1', to: '10.96.3.8:80', expect: 'REJECT', why: 'no endpoints: REJECT' },
+  { from: 'outside', to: '10.96.3.8:80', expect: 'REJECT', why: 'no endpoints, from outside: REJECT' },
+  { from: 'n1', to: '10.96.3.8:80', expect: 'EPERM', why: 'no endpoints, node process: the socket hook fails connect() at once' },
+  { from: 'c1', to: '10.96.3.1:8080', expect: 'UNROUTED', why: 'a port the service does not expose is not NATed' },
+];
+
+const COUNT = 16; // two backends: P(one never chosen) = 2^-15
+
+function clientIP(box: Box, f: Flow): string {
+  if (f.from === 'outside') return f.bind ?? OUT;
+  return box.pod(f.from).ip;
+}
+
+s('flow table: backends, REJECT/DROP and masquerade as kube-proxy', async ({ box }) => {
+  const failures: string[] = [];
+  for (const f of FLOWS) {
+    const fail = (msg: string): void => void failures.push(`${f.from}${f.bind ? `(${f.bind})` : ''} -> ${f.to}/${f.proto ?? 'tcp'} [${f.why}]: ${msg}`);
+    const blocked = typeof f.expect === 'string';
+    const opts = { count: blocked ? 2 : COUNT, timeoutMs: blocked ? 700 : 2000, ...(f.bind ? { bind: f.bind } : {}) };
+    const r: Results = f.proto === 'udp' ? await box.udp(f.from, f.to, { ...opts, connect: true }) : await box.tcp(f.from, f.to, opts);
+    if (typeof f.expect === 'string') {
+      const want = { REJECT: 'ECONNREFUSED', DROP: 'timeout', EPERM: 'EPERM', UNROUTED: 'ENETUNREACH' }[f.expect];
+      const got = r.attempts.map((a) => (a.ok ? `ok:${a.backend}` : a.error));
+      if (!got.every((g) => g === want)) fail(`want ${want}, got ${got.join(',')}`);
+      if (f.expect !== 'DROP' && r.attempts.some((a) => a.ms > 300)) fail(`not immediate: ${r.attempts.map((a) => a.ms).join(',')} ms`);
+      continue;
+    }
+    const bad = r.attempts.filter((a) => !a.ok);
+    if (bad.length) {
+      fail(`${bad.length} failed: ${bad.map((a) => a.error).join(',')}`);
+      continue;
+    }
+    const seen = [...new Set(r.attempts.map((a) => a.backend!))].sort();
+    if (JSON.stringify(seen) !== JSON.stringify([...f.expect].sort())) fail(`backends ${seen.join(',')}, want ${f.expect.join(',')}`);
+    if (f.src && f.src !== 'any') {
+      const want = f.src === 'client' ? clientIP(box, f) : f.src;
+      const srcs = [...new Set(r.attempts.map((a) => a.seenSrc!.split(':')[0]))];
+      if (srcs.length !== 1 || srcs[0] !== want) fail(`backend saw ${srcs.join(',')}, want ${want}`);
+    }
+  }
+  assert.equal(failures, [], failures.join('\n'));
+});
+
+s('node process, unconnected UDP: replies appear to come from the ClusterIP', async ({ box }) => {
+  const r = await box.udp('n1', '10.96.3.1:53', { count: 6 });
+  assert.ok(r.attempts.every((a) => a.ok && a.from === '10.96.3.1:53'), JSON.stringify(r.attempts));
+});
+
+s('healthCheckNodePort: 200 where a local endpoint is ready, else 503, kube-proxy\'s body', async ({ box }) => {
+  const n2 = await box.curl('outside', `http://${N2}:32001/healthz`);
+  assert.is(n2.code, 0);
+  assert.equal(JSON.parse(n2.body), { service: { namespace: 't', name: 'lbl' }, localEndpoints: 1, serviceProxyHealthy: true });
+  const status = async (node: string): Promise<string> => (await box.exec(box.outside, ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', `http://${node}:32001/anything`])).stdout;
+  assert.is(await status(N2), '200');
+  assert.is(await status(N1), '503');
+  const n1 = JSON.parse((await box.curl('outside', `http://${N1}:32001/`)).body) as { localEndpoints: number };
+  assert.is(n1.localEndpoints, 0);
+});
+
+s('sessionAffinity ClientIP: one backend per client; removing it moves the client at once', async ({ box }) => {
+  const eps = [A1, A2, B1];
+  const yaml = (list: Ep[]): string =>
+    svcYaml('aff', { ip: '10.96.3.9', extra: '  sessionAffinity: ClientIP\n  sessionAffinityConfig: {clientIP: {timeoutSeconds: 2}}\n', ports: [HTTP] }) + sliceYaml('aff', list, [HTTP]);
+  box.writeManifest('aff.yaml', yaml(eps));
+  await waitFor(async () => /10\.96\.3\.9:80\/TCP .* 3 backends/.test(await box.weir('n1', ['services'])), { timeoutMs: 3000, what: 'aff programmed' });
+  const first = await box.tcp('c1', '10.96.3.9:80', { count: 20 });
+  assert.is(new Set(first.attempts.map((a) => a.backend)).size, 1, 'one backend for the client');
+  const other = await box.tcp('c2', '10.96.3.9:80', { count: 10 });
+  assert.is(new Set(other.attempts.map((a) => a.backend)).size, 1, 'another client sticks to its own choice');
+  // After the timeout without new connections the choice is made afresh:
+  // with three backends, eight idle periods all landing on one is ~1/2000.
+  const picks = new Set<string>([first.attempts[0]!.backend!]);
+  for (let i = 0; i < 8 && picks.size < 2; i++) {
+    await new Promise((r) => setTimeout(r, 2100));
+    picks.add((await box.tcp('c1', '10.96.3.9:80', { count: 1 })).attempts[0]!.backend!);
+  }
+  assert.ok(picks.size >= 2, 'a new choice after the affinity timeout');
+  // Removing the current backend moves the client at once, and it sticks again.
+  const chosen = [(await box.tcp('c1', '10.96.3.9:80', { count: 1 })).attempts[0]!.backend!];
+  const rest = eps.filter((e) => e.ip !== box.pod(chosen[0]!).ip);
+  box.writeManifest('aff.yaml', yaml(rest));
+  await waitFor(async () => /10\.96\.3\.9:80\/TCP .* 2 backends/.test(await box.weir('n1', ['services'])), { timeoutMs: 3000, what: 'backend removed' });
+  const moved = await box.tcp('c1', '10.96.3.9:80', { count: 10 });
+  const now = [...new Set(moved.attempts.map((a) => a.backend))];
+  assert.is(now.length, 1);
+  assert.is.not(now[0], chosen[0]);
+  box.removeManifest('aff.yaml');
+});
+
+s('readiness: only ready endpoints get new connections; terminating ones serve when none is ready, and keep established flows', async ({ box }) => {
+  const yaml = (list: Ep[]): string => svcYaml('rdy', { ip: '10.96.3.10', ports: [HTTP] }) + sliceYaml('rdy', list, [HTTP]);
+  const programmed = async (re: RegExp): Promise<void> => {
+    await waitFor(async () => re.test(await box.weir('n1', ['services'])), { timeoutMs: 3000, what: String(re) });
+  };
+  box.writeManifest('rdy.yaml', yaml([A1, { ...A2, ready: false, serving: false }]));
+  await programmed(/10\.96\.3\.10:80\/TCP .* 1 backend\n  slot 1: be \d+ 10\.244\.1\.10/);
+  let r = await box.tcp('c1', '10.96.3.10:80', { count: 12 });
+  assert.equal([...new Set(r.attempts.map((a) => a.backend))], ['a1'], 'not-ready a2 gets nothing');
+
+  const hold = await box.hold('c1', '10.96.3.10:80', { durationMs: 2500, intervalMs: 100 });
+  // a1 starts terminating while a2 becomes ready: new flows go to a2 only,
+  // the established flow stays on a1.
+  box.writeManifest('rdy.yaml', yaml([{ ...A1, ready: false, serving: true, terminating: true }, A2]));
+  await programmed(/10\.96\.3\.10:80\/TCP .* 1 backend\n  slot 1: be \d+ 10\.244\.1\.11/);
+  r = await box.tcp('c1', '10.96.3.10:80', { count: 12 });
+  assert.equal([...new Set(r.attempts.map((a) => a.backend))], ['a2']);
+  const held = await hold.result();
+  assert.ok(held.attempts.length > 10 && held.attempts.every((a) => a.ok && a.backend === 'a1'), JSON.stringify(held.attempts.slice(-3)));
+
+  // Nothing ready: serving+terminating endpoints take new connections.
+  box.writeManifest('rdy.yaml', yaml([{ ...A1, ready: false, serving: true, terminating: true }, { ...A2, ready: false, serving: false, terminating: true }]));
+  await programmed(/10\.96\.3\.10:80\/TCP .* 1 backend\n  slot 1: be \d+ 10\.244\.1\.10/);
+  r = await box.tcp('c1', '10.96.3.10:80', { count: 8 });
+  assert.equal([...new Set(r.attempts.map((a) => a.backend))], ['a1']);
+  box.removeManifest('rdy.yaml');
+});
+
+s('BPF mode installs no iptables rules and needs no netfilter NAT', async ({ box }) => {
+  for (const n of ['n1', 'n2']) {
+    const nat = await box.exec(box.node(n).ns, ['iptables-save']);
+    assert.not.match(nat.stdout, /^-A /m, `${n} has rules:\n${nat.stdout}`);
+  }
+});
+
+s('duplicate NodePort: a clear error naming the object and field; the first service keeps working', async ({ box, agents }) => {
+  box.writeManifest('dup.yaml', svcYaml('dup', { ip: '10.96.3.11', type: 'NodePort', ports: [{ ...HTTP, nodePort: 30080 }] }) + sliceYaml('dup', [A2], [HTTP]));
+  await agents.n1!.proc.waitFor(/"object":"Service t\/dup","field":"spec.ports\[\].nodePort"/, 3000);
+  const r = await box.tcp('outside', `${N1}:30080`, { count: 8 });
+  assert.ok(r.attempts.every((a) => a.ok && (a.backend === 'a1' || a.backend === 'b1')), JSON.stringify(r.attempts));
+  box.writeManifest('range.yaml', svcYaml('range', { ip: '10.96.3.12', type: 'NodePort', ports: [{ ...HTTP, nodePort: 40000 }] }));
+  await agents.n1!.proc.waitFor(/"object":"Service t\/range","field":"spec.ports\[0\].nodePort"/, 3000);
+  box.removeManifest('dup.yaml');
+  box.removeManifest('range.yaml');
+});
+
+s('--masquerade-all: even pod-to-ClusterIP traffic is masqueraded', async (ctx) => {
+  const { box } = ctx;
+  await ctx.agents.n1!.stop();
+  ctx.agents.n1 = await box.startAgent('n1', ['--masquerade-all']);
+  const r = await box.tcp('c1', '10.96.3.1:80', { count: 6 });
+  assert.ok(r.attempts.every((a) => a.ok && a.seenSrc!.startsWith(`${N1}:`)), JSON.stringify(r.attempts));
+  await ctx.agents.n1.stop();
+  ctx.agents.n1 = await box.startAgent('n1');
+  const back = await box.tcp('c1', '10.96.3.1:80', { count: 6 });
+  assert.ok(back.attempts.every((a) => a.ok && a.seenSrc!.startsWith('10.244.1.12:')), JSON.stringify(back.attempts));
+});
+
+s.run();
