@@ -1,44 +1,60 @@
 /**
- * `make demo`: a cluster in a box running weir on the manifests in
- * deploy/examples/. Shows curl through a ClusterIP spread over three pods,
- * UDP through the same service, kube-proxy's fast REJECT for a service with
- * no endpoints, and the programmed maps as `weir services` prints them.
+ * `make demo`: a two-node cluster in a box running one weir agent per node
+ * on the manifests in deploy/examples/. Shows curl through a ClusterIP
+ * spread over pods on both nodes, the same service through NodePorts and a
+ * LoadBalancer IP from an outside client (masqueraded to the node IP),
+ * a node process using the ClusterIP through the socket hooks, kube-proxy's
+ * fast REJECT, and the maps as `weir services` prints them.
  * Everything lives in namespaces this script creates and removes.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { REPO, withBox } from './box';
+import { Box, REPO, withBox } from './box';
 
 const say = (s: string): void => void process.stdout.write(`${s}\n`);
 
+async function spread(box: Box, from: string, url: string, n: number): Promise<void> {
+  const seen = new Map<string, number>();
+  for (let i = 0; i < n; i++) {
+    const r = await box.curl(from, url);
+    const line = r.code === 0 ? r.body.trim() : `curl exit ${r.code}`;
+    say(`   ${line}`);
+    const who = line.split(' ')[0]!;
+    seen.set(who, (seen.get(who) ?? 0) + 1);
+  }
+  say(`   spread: ${[...seen].map(([k, v]) => `${k}=${v}`).join(' ')}`);
+}
+
 async function main(): Promise<void> {
-  await withBox({ nodes: 1 }, async (box) => {
-    say(`== cluster in a box ${box.prefix}*: node n1 (${box.node('n1').ip}), pods hello-a/b/c, a client pod`);
-    for (const name of ['hello-a', 'hello-b', 'hello-c']) {
-      await box.addPod('n1', name);
+  await withBox({ nodes: 2 }, async (box) => {
+    const [n1, n2] = [box.node('n1'), box.node('n2')];
+    say(`== cluster in a box ${box.prefix}*: nodes n1 (${n1.ip}) and n2 (${n2.ip}), an outside client (192.168.77.200)`);
+    for (const [node, name] of [['n1', 'hello-a'], ['n1', 'hello-b'], ['n2', 'hello-c']] as const) {
+      await box.addPod(node, name);
       await box.startEcho(name, { tcp: [8080], udp: [5353] });
     }
     await box.addPod('n1', 'client');
+    await box.routeFromOutside('203.0.113.0/24', 'n1');
     const examples = path.join(REPO, 'deploy/examples');
     for (const f of fs.readdirSync(examples).filter((f) => /\.(ya?ml|json)$/.test(f))) {
       box.writeManifest(f, fs.readFileSync(path.join(examples, f), 'utf8'));
     }
-    say(`== weir run --source file:${box.manifestDir} (deploy/examples) in node n1`);
-    const agent = await box.startAgent('n1');
-    await new Promise((r) => setTimeout(r, 700)); // the device watcher attaches within 500 ms
+    say(`== weir run --source file:deploy/examples on each node (--external-devices eth0 --cluster-cidr 10.244.0.0/16)`);
+    await box.startAgent('n1');
+    await box.startAgent('n2');
+    await new Promise((r) => setTimeout(r, 700));
 
-    say('\n== 12 x curl http://10.96.0.10/ from the client pod (ClusterIP, port 80 -> named targetPort http = 8080)');
-    const seen = new Map<string, number>();
-    for (let i = 0; i < 12; i++) {
-      const r = await box.curl('client', 'http://10.96.0.10/');
-      const line = r.code === 0 ? r.body.trim() : `curl exit ${r.code}`;
-      say(`   ${line}`);
-      const who = line.split(' ')[0]!;
-      seen.set(who, (seen.get(who) ?? 0) + 1);
-    }
-    say(`   spread: ${[...seen].map(([k, v]) => `${k}=${v}`).join(' ')}`);
+    say('\n== pod "client" on n1: 9 x curl http://10.96.0.10/ (ClusterIP, port 80 -> named targetPort http = 8080)');
+    await spread(box, 'client', 'http://10.96.0.10/', 9);
+    say('\n== outside: curl NodePort on each node and the LoadBalancer IP (eTP=Cluster: the backend sees the node IP)');
+    await spread(box, 'outside', `http://${n1.ip}:30080/`, 4);
+    await spread(box, 'outside', `http://${n2.ip}:30080/`, 4);
+    await spread(box, 'outside', 'http://203.0.113.10/', 4);
+    say('\n== a process on node n1 (socket hooks): curl http://10.96.0.10/ and http://127.0.0.1:30080/');
+    await spread(box, 'n1', 'http://10.96.0.10/', 3);
+    await spread(box, 'n1', 'http://127.0.0.1:30080/', 3);
 
-    say('\n== UDP 10.96.0.10:53 -> pods :5353');
+    say('\n== UDP 10.96.0.10:53 -> pods :5353, from the client pod');
     const udp = await box.udp('client', '10.96.0.10:53', { count: 3 });
     for (const a of udp.attempts) say(`   ${a.ok ? `${a.backend} saw ${a.seenSrc}` : a.error}`);
 
@@ -47,12 +63,11 @@ async function main(): Promise<void> {
     const refused = await box.curl('client', 'http://10.96.0.20/');
     say(`   curl exit ${refused.code}${refused.code === 7 ? ' (connection refused)' : ''} after ${Date.now() - t0} ms`);
 
-    say('\n== weir services (from the pinned maps)');
+    say('\n== weir services on n1 (from the pinned maps)');
     process.stdout.write((await box.weir('n1', ['services'])).replace(/^/gm, '   '));
-    await agent.stop();
-    say('\n== agent stopped (dataplane left programmed); removing the box');
+    say('\n== removing the box: agents stopped, namespaces, pins and cgroups removed');
   });
-  say('== done: namespaces, pins and processes removed');
+  say('== done');
 }
 
 main().catch((e) => {
