@@ -159,6 +159,8 @@ const FLOWS: Flow[] = [
   { from: 'outside', to: '203.0.113.20:80', expect: ['b1'], src: N1, why: 'externalIP to a remote backend, masqueraded' },
   { from: 'c1', to: '203.0.113.20:80', expect: ['b1'], src: N1, why: 'externalIP from a pod (KUBE-EXT masquerades)' },
   { from: 'n1', to: '203.0.113.20:80', expect: ['b1'], src: 'any', why: 'externalIP from a node process' },
+  { from: 'n1', to: '203.0.113.10:80', expect: ['a1', 'b1'], src: 'any', why: 'LoadBalancer IP from a node process' },
+  { from: 'n2', to: `${N2}:30053`, proto: 'udp', expect: ['a1', 'b1'], src: 'any', why: 'node process, UDP NodePort' },
   { from: 'c1', to: '10.96.3.6:80', expect: ['a1'], src: 'client', why: 'internalTrafficPolicy Local: this node\'s endpoint' },
   { from: 'c2', to: '10.96.3.6:80', expect: ['b1'], src: 'client', why: 'internalTrafficPolicy Local on the other node' },
   { from: 'c1', to: '10.96.3.7:80', expect: 'DROP', why: 'iTP=Local without local endpoints drops (not rejects)' },
@@ -295,6 +297,21 @@ s('duplicate NodePort: a clear error naming the object and field; the first serv
   await agents.n1!.proc.waitFor(/"object":"Service t\/range","field":"spec.ports\[0\].nodePort"/, 3000);
   box.removeManifest('dup.yaml');
   box.removeManifest('range.yaml');
+});
+
+s('--nodeport-addresses and --localhost-nodeports=false narrow where NodePorts answer', async (ctx) => {
+  const { box } = ctx;
+  await ctx.agents.n2!.stop();
+  ctx.agents.n2 = await box.startAgent('n2', ['--nodeport-addresses', '10.0.0.0/8', '--localhost-nodeports=false']);
+  // Not a NodePort any more: the node's own stack answers, and nothing listens there.
+  const outside = await box.tcp('outside', `${N2}:30080`, { count: 1, timeoutMs: 1000 });
+  assert.is(outside.attempts[0]!.error, 'ECONNREFUSED');
+  const local = await box.tcp('n2', '127.0.0.1:30080', { count: 1, timeoutMs: 1000 });
+  assert.is(local.attempts[0]!.error, 'ECONNREFUSED');
+  assert.not.match(await box.weir('n2', ['services']), /:30080\/TCP/);
+  await ctx.agents.n2.stop();
+  ctx.agents.n2 = await box.startAgent('n2');
+  assert.ok((await box.tcp('outside', `${N2}:30080`, { count: 2 })).attempts.every((a) => a.ok));
 });
 
 s('--masquerade-all: even pod-to-ClusterIP traffic is masqueraded', async (ctx) => {
