@@ -103,6 +103,7 @@ export class Box {
   private readonly namespaces: string[] = [];
   private podSeq = 0;
   private destroyed = false;
+  private readonly cleanups: Array<() => void> = [];
 
   private constructor() {
     this.prefix = `weir-${crypto.randomBytes(3).toString('hex')}-`;
@@ -327,7 +328,7 @@ export class Box {
   }
 
   /** Run a weir agent in a node namespace on the box's manifests. */
-  async startAgent(nodeName: string, extra: string[] = []): Promise<Agent> {
+  async startAgent(nodeName: string, extra: string[] = [], opts: { waitReady?: boolean } = {}): Promise<Agent> {
     const node = this.node(nodeName);
     const argv = [
       'node',
@@ -354,7 +355,7 @@ export class Box {
       ...extra,
     ];
     const proc = this.spawn(node.ns, argv);
-    await proc.waitFor(/"msg":"ready"/, 20_000);
+    if (opts.waitReady !== false) await proc.waitFor(/"msg":"ready"/, 20_000);
     return new Agent(this, node, proc);
   }
 
@@ -371,10 +372,22 @@ export class Box {
     this.destroySync();
   }
 
+  /** Run fn (synchronously) when the box is destroyed. */
+  onDestroy(fn: () => void): void {
+    this.cleanups.push(fn);
+  }
+
   /** Synchronous teardown, safe from an exit handler. */
   destroySync(): void {
     if (this.destroyed) return;
     this.destroyed = true;
+    for (const fn of this.cleanups.splice(0)) {
+      try {
+        fn();
+      } catch {
+        /* keep tearing down */
+      }
+    }
     live.delete(this);
     for (const p of this.procs) if (p.running) p.child.kill('SIGKILL');
     for (const ns of [...this.namespaces].reverse()) {

@@ -55,7 +55,7 @@ export class NsProcess {
   constructor(ns: string, argv: readonly string[], env?: NodeJS.ProcessEnv, raw = false) {
     this.ns = ns;
     const full = raw ? [...argv] : nsArgv(ns, argv);
-    this.child = spawn(full[0]!, full.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: env ?? process.env });
+    this.child = spawn(full[0]!, full.slice(1), { stdio: ['pipe', 'pipe', 'pipe'], env: env ?? process.env });
     const onData = (d: Buffer): void => {
       this.out += d.toString();
       if (this.out.length > 4 << 20) this.out = this.out.slice(-(2 << 20));
@@ -73,6 +73,11 @@ export class NsProcess {
 
   output(): string {
     return this.out;
+  }
+
+  /** Write a line to the process's stdin. */
+  writeLine(line: string): void {
+    this.child.stdin!.write(line + '\n');
   }
 
   get running(): boolean {

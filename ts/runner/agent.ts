@@ -16,6 +16,7 @@ import { BpfDatapath, DeviceRole } from '../datapath/loader';
 import { DeviceWatcher, listLinks } from '../datapath/devices';
 import { loadShim } from '../datapath/ffi';
 import { FileSource } from '../source/file';
+import { KubeSource } from '../source/kube';
 import { Source } from '../source/source';
 import { HealthServer, startHealthServer } from '../health/health';
 import { HealthCheckNodePorts, HealthCheckTarget } from '../health/hcnodeport';
@@ -85,7 +86,7 @@ export async function startAgent(opts: RunOptions, log: Logger): Promise<Agent> 
   if (opts.source.kind === 'file') {
     source = new FileSource({ dir: opts.source.dir, store, onChange: () => runner.request(), log });
   } else {
-    throw new UsageError('--source kube is not implemented yet; use --source file:DIR');
+    source = new KubeSource({ store, onChange: () => runner.request(), log, nodeName: opts.nodeName, kubeconfig: opts.kubeconfig });
   }
   await source.start();
   synced = true;
