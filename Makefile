@@ -24,8 +24,10 @@ all: deps bpf native ts
 # `make test` and `make demo` run it first, so each is one command on a new box.
 deps: system-deps node_modules/.weir-stamp
 
+# SKIP_SYSTEM_DEPS=1: the caller provides the toolchain (the image build does).
 system-deps:
-	@missing=$$(for p in $(DEBIAN_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	@[ -n "$(SKIP_SYSTEM_DEPS)" ] && exit 0; \
+	missing=$$(for p in $(DEBIAN_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" != 0 ]; then echo "make deps: missing $$missing and not root" >&2; exit 1; fi; \
 	  echo "installing:" $$missing; \
