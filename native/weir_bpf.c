@@ -3,6 +3,7 @@
 #include "weir_bpf.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <net/if.h>
 #include <stdarg.h>
@@ -53,7 +54,34 @@ static struct bpf_object *obj_get(int obj)
 	return obj >= 0 && obj < MAX_OBJS ? objs[obj] : NULL;
 }
 
+static bool in_list(const char *csv, const char *name)
+{
+	size_t n = strlen(name);
+	const char *p = csv;
+
+	while (p && *p) {
+		if (!strncmp(p, name, n) && (p[n] == ',' || p[n] == '\0'))
+			return true;
+		p = strchr(p, ',');
+		if (p)
+			p++;
+	}
+	return false;
+}
+
+static int obj_load(const char *obj_path, const char *pin_root, const char *private_maps, uint32_t lru_max);
+
 int weir_obj_load(const char *obj_path, const char *pin_root)
+{
+	return obj_load(obj_path, pin_root, NULL, 0);
+}
+
+int weir_obj_load_private(const char *obj_path, const char *pin_root, const char *private_maps, uint32_t lru_max)
+{
+	return obj_load(obj_path, pin_root, private_maps, lru_max);
+}
+
+static int obj_load(const char *obj_path, const char *pin_root, const char *private_maps, uint32_t lru_max)
 {
 	LIBBPF_OPTS(bpf_object_open_opts, opts, .pin_root_path = pin_root);
 	struct bpf_object *obj;
@@ -68,6 +96,21 @@ int weir_obj_load(const char *obj_path, const char *pin_root)
 	obj = bpf_object__open_file(obj_path, &opts);
 	if (!obj)
 		return -errno;
+	if (private_maps) {
+		struct bpf_map *map;
+
+		bpf_object__for_each_map(map, obj) {
+			if (!in_list(private_maps, bpf_map__name(map)))
+				continue;
+			err = bpf_map__set_pin_path(map, NULL);
+			if (!err && lru_max && bpf_map__type(map) == BPF_MAP_TYPE_LRU_HASH)
+				err = bpf_map__set_max_entries(map, lru_max);
+			if (err) {
+				bpf_object__close(obj);
+				return err;
+			}
+		}
+	}
 	err = bpf_object__load(obj);
 	if (err) {
 		bpf_object__close(obj);
@@ -205,6 +248,25 @@ int weir_map_delete_many(int fd, const void *keys, uint32_t count, uint32_t key_
 		if (bpf_map_delete_elem(fd, k + (size_t)i * key_size) && errno != ENOENT)
 			return -errno;
 	return (int)count;
+}
+
+int weir_map_count(int fd, uint32_t key_size)
+{
+	char a[256], b[256];
+	char *cur = a, *next = b, *tmp;
+	const void *prev = NULL;
+	int n = 0;
+
+	if (key_size > sizeof(a))
+		return -EINVAL;
+	while (!bpf_map_get_next_key(fd, prev, next)) {
+		n++;
+		tmp = cur;
+		cur = next;
+		next = tmp;
+		prev = cur;
+	}
+	return errno == ENOENT ? n : -errno;
 }
 
 int weir_map_dump(int fd, void *keys, void *values, uint32_t max, uint32_t key_size,

@@ -26,6 +26,13 @@ int weir_last_log(char *buf, uint32_t size);
  * Returns an object handle.
  */
 int weir_obj_load(const char *obj_path, const char *pin_root);
+/*
+ * Like weir_obj_load, but the maps named in private_maps (comma-separated)
+ * are created fresh and unpinned, LRU ones with at most lru_max entries:
+ * `weir trace` runs the real program against the real service maps without
+ * touching the live conntrack, affinity or counters.
+ */
+int weir_obj_load_private(const char *obj_path, const char *pin_root, const char *private_maps, uint32_t lru_max);
 int weir_obj_close(int obj);
 /* fd of a map / program inside a loaded object (owned by the object). */
 int weir_obj_map_fd(int obj, const char *map_name);
@@ -57,6 +64,8 @@ int weir_map_update_many(int fd, const void *keys, const void *values, uint32_t 
 			 uint32_t key_size, uint32_t value_size, uint64_t flags);
 /* Deleting a key that is already gone is not an error. */
 int weir_map_delete_many(int fd, const void *keys, uint32_t count, uint32_t key_size);
+/* Number of entries (walks the keys in C; no values copied). */
+int weir_map_count(int fd, uint32_t key_size);
 /* Copy up to max entries into packed keys/values arrays. Returns the count. */
 int weir_map_dump(int fd, void *keys, void *values, uint32_t max, uint32_t key_size,
 		  uint32_t value_size);

@@ -14,7 +14,8 @@ import * as C from '../../ts/datapath/codecs';
 import { BpfDatapath } from '../../ts/datapath/loader';
 import { loadShim } from '../../ts/datapath/ffi';
 import { keyString } from '../../ts/datapath/maps';
-import { writeIp4, readIp4 } from '../../ts/datapath/codecs';
+import { readIp4 } from '../../ts/datapath/codecs';
+import { buildPacket, checksumsValid, csum16, readHeaders } from '../../ts/datapath/packet';
 
 const TC_ACT_OK = 0;
 const TC_ACT_REDIRECT = 7;
@@ -29,76 +30,10 @@ interface Ctx {
 }
 const s = suite<Ctx>('tc program (BPF_PROG_TEST_RUN)');
 
-function csum(buf: Buffer, start = 0, end = buf.length, seed = 0): number {
-  let sum = seed;
-  for (let i = start; i < end; i += 2) sum += (buf[i]! << 8) | (i + 1 < end ? buf[i + 1]! : 0);
-  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
-  return sum;
-}
+const packet = buildPacket;
+const csum = csum16;
 
-/** True if the IPv4 header and the TCP/UDP/ICMP checksum of an Ethernet frame verify. */
-function checksumsValid(pkt: Buffer): { ip: boolean; l4: boolean } {
-  const ihl = (pkt[14]! & 0x0f) * 4;
-  const ip = csum(pkt, 14, 14 + ihl) === 0xffff;
-  const proto = pkt[23]!;
-  const l4 = pkt.subarray(14 + ihl, 14 + pkt.readUInt16BE(16));
-  if (proto === 1) return { ip, l4: csum(l4) === 0xffff };
-  if (proto === 17 && l4.readUInt16BE(6) === 0) return { ip, l4: true };
-  const pseudo = Buffer.alloc(12);
-  pkt.copy(pseudo, 0, 26, 34);
-  pseudo[9] = proto;
-  pseudo.writeUInt16BE(l4.length, 10);
-  return { ip, l4: csum(l4, 0, l4.length, csum(pseudo)) === 0xffff };
-}
-
-function packet(opts: { proto: 'tcp' | 'udp' | 'icmp'; src: string; dst: string; sport?: number; dport?: number; flags?: number; seq?: number; payload?: string; zeroUdpCsum?: boolean }): Buffer {
-  const payload = Buffer.from(opts.payload ?? '');
-  const l4len = opts.proto === 'tcp' ? 20 : 8;
-  const pkt = Buffer.alloc(14 + 20 + l4len + payload.length);
-  Buffer.from('02000000000102000000000208' + '00', 'hex').copy(pkt, 0); // dst mac, src mac, IPv4
-  pkt[14] = 0x45;
-  pkt.writeUInt16BE(20 + l4len + payload.length, 16);
-  pkt[22] = 64;
-  pkt[23] = opts.proto === 'tcp' ? 6 : opts.proto === 'udp' ? 17 : 1;
-  writeIp4(pkt, 26, opts.src);
-  writeIp4(pkt, 30, opts.dst);
-  pkt.writeUInt16BE(~csum(pkt, 14, 34) & 0xffff, 24);
-  const l4 = 34;
-  if (opts.proto === 'icmp') {
-    pkt[l4] = 8; // echo request
-  } else {
-    pkt.writeUInt16BE(opts.sport ?? 40000, l4);
-    pkt.writeUInt16BE(opts.dport ?? 80, l4 + 2);
-  }
-  if (opts.proto === 'tcp') {
-    pkt.writeUInt32BE(opts.seq ?? 1000, l4 + 4);
-    pkt[l4 + 12] = 0x50;
-    pkt[l4 + 13] = opts.flags ?? 0x02;
-    pkt.writeUInt16BE(65535, l4 + 14);
-  } else if (opts.proto === 'udp') {
-    pkt.writeUInt16BE(8 + payload.length, l4 + 4);
-  }
-  payload.copy(pkt, l4 + l4len);
-  if (opts.proto === 'icmp') {
-    pkt.writeUInt16BE(~csum(pkt, l4) & 0xffff, l4 + 2);
-  } else if (!opts.zeroUdpCsum) {
-    const pseudo = Buffer.alloc(12);
-    pkt.copy(pseudo, 0, 26, 34);
-    pseudo[9] = pkt[23]!;
-    pseudo.writeUInt16BE(l4len + payload.length, 10);
-    const c = ~csum(pkt, l4, pkt.length, csum(pseudo)) & 0xffff;
-    pkt.writeUInt16BE(c === 0 && opts.proto === 'udp' ? 0xffff : c, l4 + (opts.proto === 'tcp' ? 16 : 6));
-  }
-  return pkt;
-}
-
-const hdr = (p: Buffer) => ({
-  src: readIp4(p, 26),
-  dst: readIp4(p, 30),
-  sport: p.readUInt16BE(34),
-  dport: p.readUInt16BE(36),
-  proto: p[23],
-});
+const hdr = readHeaders;
 
 function run(ctx: Ctx, pkt: Buffer): { retval: number; out: Buffer } {
   const r = loadShim().progTestRun(ctx.dp.progFds.pod, pkt, pkt.length + 256);

@@ -11,6 +11,7 @@ import { formatServices, readServices } from '../datapath/dump';
 import { startAgent } from '../runner/agent';
 import { createLogger, errorText } from '../util/log';
 import { UsageError, parseFlags, parseRunOptions } from './options';
+import { backendsView, ctView, formatBackends, formatCt, trace } from './inspect';
 
 const USAGE = `usage: weir <command> [flags]
 
@@ -20,6 +21,11 @@ commands:
              --cluster-cidr, --bpffs-root, --cgroup-root, --health-addr, --metrics-addr,
              --min-sync-period, --log-level, --config FILE)
   services   list programmed frontends and their backends   [--json] [--bpffs-root PATH]
+  backends   list programmed backends                        [--json] [--bpffs-root PATH]
+  ct         list conntrack entries                          [--json] [--bpffs-root PATH]
+  trace      where a packet goes: --src IP[:PORT] --dst IP:PORT [--proto tcp|udp]
+             [--from pod|external] [--json] [--bpffs-root PATH]
+             (runs the loaded program on a crafted packet; no effect on live state)
   cleanup    remove everything weir installed in this network namespace [--bpffs-root PATH]
 `;
 
@@ -34,6 +40,29 @@ async function main(argv: string[]): Promise<number> {
       return services(rest);
     case 'cleanup':
       return cleanup(rest);
+    case 'backends': {
+      const { flags } = parseFlags(rest, ['json', 'bpffs-root']);
+      const list = backendsView(loadShim(), flags.get('bpffs-root') ?? DEFAULT_ROOT);
+      process.stdout.write(flags.has('json') ? JSON.stringify(list, null, 2) + '\n' : formatBackends(list));
+      return 0;
+    }
+    case 'ct': {
+      const { flags } = parseFlags(rest, ['json', 'bpffs-root']);
+      const list = ctView(loadShim(), flags.get('bpffs-root') ?? DEFAULT_ROOT);
+      process.stdout.write(flags.has('json') ? JSON.stringify(list, null, 2) + '\n' : formatCt(list));
+      return 0;
+    }
+    case 'trace': {
+      const { flags } = parseFlags(rest, ['json', 'bpffs-root', 'src', 'dst', 'proto', 'from']);
+      const r = trace(loadShim(), flags.get('bpffs-root') ?? DEFAULT_ROOT, {
+        src: flags.get('src'),
+        dst: flags.get('dst'),
+        proto: flags.get('proto'),
+        from: flags.get('from'),
+      });
+      process.stdout.write(flags.has('json') ? JSON.stringify(r, null, 2) + '\n' : r.description + '\n');
+      return 0;
+    }
     case undefined:
     case 'help':
     case '--help':
@@ -48,6 +77,11 @@ async function main(argv: string[]): Promise<number> {
 async function run(argv: string[]): Promise<number> {
   const opts = parseRunOptions(argv);
   const log = createLogger(opts.logLevel);
+  process.on('uncaughtException', (e) => {
+    // Bad cluster data never gets here (it is validated); this is a bug.
+    log.error('uncaught exception', { error: errorText(e), stack: e.stack ?? '' });
+    process.exit(1);
+  });
   const agent = await startAgent(opts, log);
   const onSignal = (sig: string): void => {
     log.info('signal received', { signal: sig });

@@ -48,6 +48,7 @@ const SIGNATURES = {
   weir_set_log_level: ['int', ['int']],
   weir_last_log: ['int', ['pointer', 'uint32']],
   weir_obj_load: ['int', ['string', 'string']],
+  weir_obj_load_private: ['int', ['string', 'string', 'string', 'uint32']],
   weir_obj_close: ['int', ['int']],
   weir_obj_map_fd: ['int', ['int', 'string']],
   weir_obj_prog_fd: ['int', ['int', 'string']],
@@ -63,6 +64,7 @@ const SIGNATURES = {
   weir_map_update_many: ['int', ['int', 'pointer', 'pointer', 'uint32', 'uint32', 'uint32', 'uint64']],
   weir_map_delete_many: ['int', ['int', 'pointer', 'uint32', 'uint32']],
   weir_map_dump: ['int', ['int', 'pointer', 'pointer', 'uint32', 'uint32', 'uint32']],
+  weir_map_count: ['int', ['int', 'uint32']],
   weir_tc_attach: ['int', ['int', 'int', 'int', 'uint32', 'uint32']],
   weir_tc_detach: ['int', ['int', 'int', 'uint32', 'uint32']],
   weir_tc_query: ['int', ['int', 'int', 'uint32', 'uint32']],
@@ -165,6 +167,13 @@ export class Shim {
     return rc;
   }
 
+  /** Load with some maps private (fresh, unpinned; LRU ones capped at lruMax). */
+  objLoadPrivate(objPath: string, pinRoot: string, privateMaps: readonly string[], lruMax: number): number {
+    const rc = this.raw.weir_obj_load_private(objPath, pinRoot, privateMaps.join(','), lruMax);
+    if (rc < 0) throw new BpfError('obj_load_private', -rc, `${objPath}: ${this.lastLog()}`);
+    return rc;
+  }
+
   objClose(obj: number): void {
     this.call('weir_obj_close', obj);
   }
@@ -238,6 +247,10 @@ export class Shim {
   mapDeleteMany(fd: number, keys: Buffer, count: number, keySize: number): void {
     if (count === 0) return;
     this.call('weir_map_delete_many', fd, keys, count, keySize);
+  }
+
+  mapCount(fd: number, keySize: number): number {
+    return this.call('weir_map_count', fd, keySize);
   }
 
   mapDump(fd: number, max: number, keySize: number, valueSize: number): { keys: Buffer; values: Buffer; count: number } {

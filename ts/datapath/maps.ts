@@ -125,6 +125,10 @@ export class PinnedMap implements MapIO {
     return this.shim.mapLookup(this.fd, keyBuffer(key), v) ? v : null;
   }
 
+  count(): number {
+    return this.shim.mapCount(this.fd, this.keySize);
+  }
+
   close(): void {
     this.shim.close(this.fd);
   }

@@ -22,12 +22,29 @@ export interface NodeModel {
 export type Origin = string;
 export type ErrorSink = (origin: Origin, errors: readonly FieldError[]) => void;
 
+/** A set of service keys that remembers when each was first added. */
+export class DirtySet {
+  readonly since = new Map<ObjectKey, number>();
+  add(k: ObjectKey): void {
+    if (!this.since.has(k)) this.since.set(k, Date.now());
+  }
+  has(k: ObjectKey): boolean {
+    return this.since.has(k);
+  }
+  clear(): void {
+    this.since.clear();
+  }
+  get size(): number {
+    return this.since.size;
+  }
+}
+
 export class ClusterStore {
   readonly services = new Map<ObjectKey, ServiceModel>();
   readonly slices = new Map<ObjectKey, SliceModel>();
   readonly nodes = new Map<string, NodeModel>();
-  /** Services whose plan must be recomputed (changed service or slices). */
-  readonly dirty = new Set<ObjectKey>();
+  /** Services whose plan must be recomputed (changed service or slices), with when they first changed. */
+  readonly dirty = new DirtySet();
   /** Bumped on every change to nodes (node IPs feed NodePort frontends). */
   nodesVersion = 0;
   private readonly slicesByService = new Map<ObjectKey, Set<ObjectKey>>();
@@ -133,7 +150,12 @@ export class ClusterStore {
 
   /** Take the set of changed services, leaving it empty. */
   takeDirty(): ObjectKey[] {
-    const out = [...this.dirty];
+    return [...this.takeDirtyWithTimes().keys()];
+  }
+
+  /** Changed services and the time (ms) each first changed since the last take. */
+  takeDirtyWithTimes(): Map<ObjectKey, number> {
+    const out = new Map(this.dirty.since);
     this.dirty.clear();
     return out;
   }

@@ -193,6 +193,11 @@ export class Reconciler {
     return { upserts: count(ups), deletes: count(dels) };
   }
 
+  /** Frontends (master entries) currently owned by services. */
+  frontendCount(): number {
+    return this.masterOwner.size;
+  }
+
   /** Entries currently desired, per map (for gauges). */
   sizes(): Record<MapName, number> {
     return { svc: this.desired.svc.size, be: this.desired.be.size, revnat: this.desired.revnat.size, member: this.desired.member.size, cidr: this.desired.cidr.size };

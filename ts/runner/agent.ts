@@ -23,6 +23,8 @@ import { HealthCheckNodePorts, HealthCheckTarget } from '../health/hcnodeport';
 import { Logger, errorText } from '../util/log';
 import { RunOptions, UsageError, parseHostPort } from '../cli/options';
 import { Runner } from './runner';
+import { agentMetrics } from '../metrics/agent-metrics';
+import { startMetricsServer } from '../metrics/server';
 import { Syncer } from './sync';
 
 export interface Agent {
@@ -68,12 +70,15 @@ export async function startAgent(opts: RunOptions, log: Logger): Promise<Agent> 
   );
   const syncer = new Syncer({ store, reconciler, log, ctx: { nodeName: opts.nodeName, nodePortAddrs } });
   const runnerRef: { runner?: Runner } = {};
+  const metrics = agentMetrics({ reconciler, runner: () => runnerRef.runner, ct: dp.maps.ct, verdicts: dp.maps.verdicts });
   const hcNodePorts = new HealthCheckNodePorts({ log, proxyHealthy: () => (runnerRef.runner?.pendingSince ?? 0) === 0 || Date.now() - runnerRef.runner!.pendingSince < HEALTH_TIMEOUT_MS });
   let synced = false;
   const sync = (): void => {
     // Nothing is written before every source has delivered its first full view.
     if (!synced) return;
     const r = syncer.sync();
+    metrics.syncDuration.observe(r.ms / 1000);
+    for (const ms of r.programmingMs) metrics.programming.observe(ms / 1000);
     if (r.upserts || r.deletes || r.services) {
       log.info('synced', { services: r.services, upserts: r.upserts, deletes: r.deletes, ms: Math.round(r.ms * 100) / 100 });
     }
@@ -90,7 +95,7 @@ export async function startAgent(opts: RunOptions, log: Logger): Promise<Agent> 
   }
   await source.start();
   synced = true;
-  sync();
+  runner.syncNow();
   log.info('ready', { services: store.services.size, slices: store.slices.size, nodeIPs: nodeIPs.join(',') });
 
   const devices = new DeviceWatcher<DeviceRole>({
@@ -125,6 +130,13 @@ export async function startAgent(opts: RunOptions, log: Logger): Promise<Agent> 
     log.info('health server listening', { addr: `${host}:${health.port}` });
   }
 
+  let metricsServer: { port: number; close(): Promise<void> } | null = null;
+  if (opts.metricsAddr) {
+    const { host, port } = parseHostPort('metrics-addr', opts.metricsAddr);
+    metricsServer = await startMetricsServer({ host, port, registry: metrics.registry });
+    log.info('metrics server listening', { addr: `${host}:${metricsServer.port}` });
+  }
+
   let resolveDone: () => void = () => undefined;
   const done = new Promise<void>((r) => (resolveDone = r));
   let stopping = false;
@@ -136,6 +148,7 @@ export async function startAgent(opts: RunOptions, log: Logger): Promise<Agent> 
     devices.stop();
     hcNodePorts.close();
     await health?.close();
+    await metricsServer?.close();
     // The dataplane stays programmed: filters, links and pinned maps outlive
     // us, so traffic keeps flowing until the next agent adopts them.
     dp.close();

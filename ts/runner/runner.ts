@@ -41,6 +41,14 @@ export class Runner {
     this.schedule(wait);
   }
 
+  /** Sync right now (the agent's first full sync); failures are retried as usual. */
+  syncNow(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    if (this.pendingSince === 0) this.pendingSince = Date.now();
+    this.run();
+  }
+
   stop(): void {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);

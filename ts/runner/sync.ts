@@ -19,6 +19,8 @@ function conflictField(flags: number): string {
 export interface SyncResult extends CommitStats {
   readonly services: number;
   readonly ms: number;
+  /** For each changed service: ms from the change arriving to its maps being written. */
+  readonly programmingMs: readonly number[];
 }
 
 export class Syncer {
@@ -43,7 +45,8 @@ export class Syncer {
 
   sync(): SyncResult {
     const t0 = process.hrtime.bigint();
-    const dirty = this.store.takeDirty().sort();
+    const changed = this.store.takeDirtyWithTimes();
+    const dirty = [...changed.keys()].sort();
     for (const key of dirty) {
       const svc = this.store.services.get(key);
       this.reconciler.setService(key, svc ? planService(svc, this.store.slicesOf(key), this.ctx) : null);
@@ -58,7 +61,9 @@ export class Syncer {
       });
     }
     this.reportOrphans();
-    return { ...stats, services: dirty.length, ms: Number(process.hrtime.bigint() - t0) / 1e6 };
+    const now = Date.now();
+    const programmingMs = [...changed.values()].map((t) => now - t);
+    return { ...stats, services: dirty.length, ms: Number(process.hrtime.bigint() - t0) / 1e6, programmingMs };
   }
 
   /** Warn once per slice whose Service is unknown after a sync. */

@@ -1,0 +1,130 @@
+/**
+ * Operating weir: health and metrics endpoints, and the inspection commands
+ * (backends, ct, trace) against a live agent and real traffic.
+ */
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { Agent, Box, waitFor } from '../box/box';
+import type { CtEntry, TraceResult } from '../../ts/cli/inspect';
+
+const s = suite<{ box: Box; agent: Agent }>('operations');
+
+const MANIFEST = (a: string, b: string): string => `apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: o}
+spec:
+  clusterIP: 10.96.7.1
+  ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-1, namespace: o, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+ports: [{port: 8080}]
+endpoints: [{addresses: [${a}], nodeName: n1}, {addresses: [${b}], nodeName: n1}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: empty, namespace: o}
+spec:
+  clusterIP: 10.96.7.2
+  ports: [{port: 80}]
+`;
+
+async function http(box: Box, url: string): Promise<{ status: string; body: string }> {
+  const r = await box.exec(box.node('n1').ns, ['curl', '-s', '-m', '3', '-w', '\\n%{http_code}', url]);
+  const lines = r.stdout.split('\n');
+  return { status: lines.pop()!, body: lines.join('\n') };
+}
+
+s.before(async (ctx) => {
+  ctx.box = await Box.create({ nodes: 1 });
+  for (const p of ['a', 'b']) {
+    await ctx.box.addPod('n1', p);
+    await ctx.box.startEcho(p, { tcp: [8080] });
+  }
+  await ctx.box.addPod('n1', 'client');
+  ctx.box.writeManifest('web.yaml', MANIFEST(ctx.box.pod('a').ip, ctx.box.pod('b').ip));
+  ctx.agent = await ctx.box.startAgent('n1', ['--health-addr', '127.0.0.1:10256', '--metrics-addr', '127.0.0.1:10249']);
+  await ctx.agent.proc.waitFor(/"msg":"metrics server listening"/, 5000);
+});
+
+s.after(async (ctx) => {
+  await ctx.box?.destroy();
+});
+
+s('/healthz and /livez answer 200 with kube-proxy\'s fields', async ({ box }) => {
+  for (const p of ['/healthz', '/livez']) {
+    const r = await http(box, `http://127.0.0.1:10256${p}`);
+    assert.is(r.status, '200');
+    const body = JSON.parse(r.body) as { lastUpdated: string; currentTime: string };
+    assert.ok(Date.parse(body.lastUpdated) <= Date.parse(body.currentTime));
+  }
+});
+
+s('weir backends lists what the maps hold', async ({ box }) => {
+  const list = JSON.parse(await box.weir('n1', ['backends', '--json'])) as Array<{ addr: string; port: number }>;
+  assert.equal(list.map((b) => `${b.addr}:${b.port}`).sort(), [`${box.pod('a').ip}:8080`, `${box.pod('b').ip}:8080`]);
+});
+
+s('weir ct shows both directions of a live flow; trace follows it without touching conntrack', async ({ box }) => {
+  const hold = await box.hold('client', '10.96.7.1:80', { durationMs: 2500, intervalMs: 100 });
+  const ct = JSON.parse(await box.weir('n1', ['ct', '--json'])) as CtEntry[];
+  const fwd = ct.find((e) => e.dir === 'fwd' && e.dst === '10.96.7.1:80' && e.src.startsWith(`${box.pod('client').ip}:`));
+  assert.ok(fwd, JSON.stringify(ct));
+  assert.ok(ct.some((e) => e.dir === 'rev' && e.dst === fwd!.src), 'reply entry');
+
+  const est = JSON.parse(await box.weir('n1', ['trace', '--src', fwd!.src, '--dst', '10.96.7.1:80', '--json'])) as TraceResult;
+  assert.is(est.verdict, 'forward');
+  assert.is(est.established, true);
+  const backend = (await hold.result()).attempts[0]!.backend!;
+  assert.is(est.out!.dst, `${box.pod(backend).ip}:8080`, 'trace agrees with where the flow really goes');
+
+  const before = (JSON.parse(await box.weir('n1', ['ct', '--json'])) as CtEntry[]).length;
+  const fresh = JSON.parse(await box.weir('n1', ['trace', '--src', box.pod('client').ip, '--dst', '10.96.7.1:80', '--json'])) as TraceResult;
+  assert.is(fresh.established, false);
+  assert.equal(fresh.possibleBackends.sort(), [`${box.pod('a').ip}:8080`, `${box.pod('b').ip}:8080`]);
+  assert.ok(fresh.possibleBackends.includes(fresh.out!.dst));
+  const after = (JSON.parse(await box.weir('n1', ['ct', '--json'])) as CtEntry[]).length;
+  assert.is(after, before, 'trace left conntrack alone');
+});
+
+s('weir trace explains rejects, drops and packets that are not for a service', async ({ box }) => {
+  const reject = await box.weir('n1', ['trace', '--src', box.pod('client').ip, '--dst', '10.96.7.2:80']);
+  assert.match(reject, /REJECT, the service has no endpoints \(TCP RST sent back\)/);
+  const udp = await box.weir('n1', ['trace', '--src', box.pod('client').ip, '--dst', '10.96.7.2:80', '--proto', 'udp']);
+  assert.match(udp, /not a service packet/);
+  const other = await box.weir('n1', ['trace', '--src', box.pod('client').ip, '--dst', `${box.pod('a').ip}:8080`]);
+  assert.match(other, /not a service packet, passed on untouched/);
+  const bad = await box.exec(box.node('n1').ns, ['node', `${__dirname}/../../ts/cli/main.js`, 'trace', '--dst', '10.96.7.1', '--bpffs-root', box.node('n1').pinRoot]);
+  assert.is(bad.code, 2);
+  assert.match(bad.stderr, /--src is required|--dst: expected IP:PORT/);
+});
+
+s('/metrics: sync and programming latency, gauges, verdicts, errors', async ({ box }) => {
+  await box.tcp('client', '10.96.7.1:80', { count: 4 });
+  await box.tcp('client', '10.96.7.2:80', { count: 2 });
+  box.writeManifest('web.yaml', MANIFEST(box.pod('a').ip, box.pod('client').ip));
+  await waitFor(async () => (await box.weir('n1', ['services'])).includes(box.pod('client').ip), { timeoutMs: 3000, what: 'change applied' });
+  const m = (await http(box, 'http://127.0.0.1:10249/metrics')).body;
+  const value = (re: RegExp): number => Number(re.exec(m)?.[1] ?? NaN);
+  assert.ok(value(/^weir_sync_proxy_rules_duration_seconds_count (\d+)/m) >= 2, m);
+  assert.ok(value(/^weir_network_programming_duration_seconds_count (\d+)/m) >= 1);
+  assert.ok(value(/^weir_network_programming_duration_seconds_bucket\{le="1"\} (\d+)/m) >= 1, 'programmed within a second');
+  assert.is(value(/^weir_frontends (\d+)/m), 2);
+  assert.is(value(/^weir_backends (\d+)/m), 2);
+  assert.ok(value(/^weir_conntrack_entries (\d+)/m) >= 2);
+  assert.ok(value(/^weir_packets_total\{verdict="forward"\} (\d+)/m) >= 4);
+  assert.ok(value(/^weir_packets_total\{verdict="reject_no_endpoints"\} (\d+)/m) >= 2);
+  assert.is(value(/^weir_sync_errors_total (\d+)/m), 0);
+});
+
+s('--log-level error keeps info lines out', async (ctx) => {
+  await ctx.agent.stop();
+  ctx.agent = await ctx.box.startAgent('n1', ['--log-level', 'error'], { waitReady: false });
+  await new Promise((r) => setTimeout(r, 1500));
+  assert.not.match(ctx.agent.logs(), /"level":"info"/);
+  assert.ok(ctx.agent.proc.running);
+});
+
+s.run();

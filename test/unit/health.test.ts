@@ -1,0 +1,39 @@
+/**
+ * /healthz semantics: 200 while updates flow, 503 once a queued update has
+ * waited longer than the timeout (kube-proxy's contract).
+ */
+import * as http from 'node:http';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { startHealthServer } from '../../ts/health/health';
+
+function get(port: number, path: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    http
+      .get({ host: '127.0.0.1', port, path }, (res) => {
+        let body = '';
+        res.on('data', (d: Buffer) => (body += d.toString()));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      })
+      .on('error', reject);
+  });
+}
+
+test('200 when idle or recently queued, 503 when a queued update is older than the timeout', async () => {
+  let pending = 0;
+  const server = await startHealthServer({ host: '127.0.0.1', port: 0, timeoutMs: 1000, state: { pendingSince: () => pending, lastSuccessAt: () => Date.now() - 5000 } });
+  try {
+    assert.is((await get(server.port, '/healthz')).status, 200);
+    pending = Date.now() - 500;
+    assert.is((await get(server.port, '/livez')).status, 200);
+    pending = Date.now() - 1500;
+    const r = await get(server.port, '/healthz');
+    assert.is(r.status, 503);
+    assert.ok(JSON.parse(r.body).pendingSince);
+    assert.is((await get(server.port, '/other')).status, 404);
+  } finally {
+    await server.close();
+  }
+});
+
+test.run();

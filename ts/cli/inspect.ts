@@ -1,0 +1,185 @@
+/**
+ * Inspection commands over the pinned maps: backends, conntrack, and trace
+ * ("where does this packet go"), which runs the real loaded program on a
+ * crafted packet with BPF_PROG_TEST_RUN.
+ *
+ * trace has no side effects: the program is loaded a second time with the
+ * service maps shared (pins) and conntrack, affinity, socket and counter
+ * maps private. The private conntrack/affinity are seeded with the live
+ * entries for the traced flow and client, so an established flow is traced
+ * as established.
+ */
+import * as path from 'node:path';
+import * as C from '../datapath/codecs';
+import { MAP_NAMES, TC_PROGS, bpfObjectPath } from '../datapath/loader';
+import { Shim } from '../datapath/ffi';
+import { PinnedMap, keyBuffer, keyString } from '../datapath/maps';
+import { buildPacket, readHeaders } from '../datapath/packet';
+import { VERDICTS } from '../datapath/verdicts';
+import { BackendView, FrontendView, readServices } from '../datapath/dump';
+import { protoName } from '../reconcile/reconciler';
+import { IPv4, parseIPv4 } from '../model/types';
+import { UsageError } from './options';
+
+export function backendsView(shim: Shim, root: string): BackendView[] {
+  return readServices(open(shim, root, ['svc', 'be']) as { svc: PinnedMap; be: PinnedMap }).backends;
+}
+
+export function formatBackends(list: BackendView[]): string {
+  return list.map((b) => `be ${b.id} ${b.addr}:${b.port}/${b.proto}${b.flags.length ? ` (${b.flags.join(',')})` : ''}`).join('\n') + '\n';
+}
+
+export interface CtEntry {
+  dir: 'fwd' | 'rev';
+  proto: string;
+  src: string;
+  dst: string;
+  backendId: number;
+  revNatId: number;
+  nat: string | null;
+  ageSeconds: number;
+  flags: string[];
+}
+
+export function ctView(shim: Shim, root: string): CtEntry[] {
+  const ct = new PinnedMap(shim, path.join(root, MAP_NAMES.ct));
+  const now = process.hrtime.bigint(); // CLOCK_MONOTONIC, like bpf_ktime_get_ns
+  const out = ct.dump().map(([k, v]): CtEntry => {
+    const key = C.ctKey.decode(keyBuffer(k));
+    const val = C.ctVal.decode(v);
+    const flags = [...(val.flags & C.CT_F.SNAT ? ['snat'] : []), ...(val.flags & C.CT_F.CLOSING ? ['closing'] : [])];
+    return {
+      dir: key.dir === C.CT_DIR.REV ? 'rev' : 'fwd',
+      proto: protoName(key.proto),
+      src: `${key.saddr}:${key.sport}`,
+      dst: `${key.daddr}:${key.dport}`,
+      backendId: val.backend_id,
+      revNatId: val.rev_nat_id,
+      nat: val.nat_addr === '0.0.0.0' ? null : `${val.nat_addr}:${val.nat_port}`,
+      ageSeconds: Math.max(0, Number(now - val.last_seen) / 1e9),
+      flags,
+    };
+  });
+  ct.close();
+  return out.sort((a, b) => a.ageSeconds - b.ageSeconds);
+}
+
+export function formatCt(list: CtEntry[]): string {
+  return (
+    list
+      .map((e) => {
+        const what = e.dir === 'fwd' ? `-> backend ${e.backendId}${e.nat ? ` (source NATed to ${e.nat})` : ''}` : `reply of frontend ${e.revNatId}${e.nat ? ` to client ${e.nat}` : ''}`;
+        return `${e.dir} ${e.proto} ${e.src} -> ${e.dst} ${what} age ${e.ageSeconds.toFixed(1)}s${e.flags.length ? ` [${e.flags.join(',')}]` : ''}`;
+      })
+      .join('\n') + '\n'
+  );
+}
+
+export interface TraceResult {
+  packet: { proto: string; src: string; dst: string; from: 'pod' | 'external' };
+  verdict: string;
+  frontend: FrontendView | null;
+  /** Backends a new flow may reach (the frontend's slots); empty when rejected/dropped. */
+  possibleBackends: string[];
+  established: boolean;
+  /** The packet as it leaves the program (after NAT), when it was forwarded. */
+  out: { src: string; dst: string } | null;
+  description: string;
+}
+
+function endpoint(flag: string, v: string | undefined, needPort: boolean): { addr: IPv4; port: number } {
+  if (!v) throw new UsageError(`--${flag} is required`);
+  const [a, p] = v.split(':');
+  const addr = parseIPv4(a);
+  const port = p === undefined ? (needPort ? NaN : 40000 + Math.floor(Math.random() * 20000)) : Number(p);
+  if (!addr || !Number.isInteger(port) || port < 1 || port > 65535) throw new UsageError(`--${flag}: expected IP${needPort ? ':PORT' : '[:PORT]'}, got ${JSON.stringify(v)}`);
+  return { addr, port };
+}
+
+export function trace(shim: Shim, root: string, args: { src?: string; dst?: string; proto?: string; from?: string }): TraceResult {
+  const src = endpoint('src', args.src, false);
+  const dst = endpoint('dst', args.dst, true);
+  const proto = (args.proto ?? 'tcp').toLowerCase();
+  if (proto !== 'tcp' && proto !== 'udp') throw new UsageError(`--proto: expected tcp or udp, got ${JSON.stringify(args.proto)}`);
+  const from = args.from ?? 'pod';
+  if (from !== 'pod' && from !== 'external') throw new UsageError(`--from: expected pod or external, got ${JSON.stringify(args.from)}`);
+  const protoNum = proto === 'tcp' ? C.IPPROTO.TCP : C.IPPROTO.UDP;
+
+  const obj = shim.objLoadPrivate(bpfObjectPath('tc.o'), root, [MAP_NAMES.ct, MAP_NAMES.aff, MAP_NAMES.verdicts, MAP_NAMES.skrevnat], 1024);
+  try {
+    const priv = (name: string): PinnedMap => new PinnedMap(shim, name, shim.objMapFd(obj, name));
+    const liveCt = new PinnedMap(shim, path.join(root, MAP_NAMES.ct));
+    const liveAff = new PinnedMap(shim, path.join(root, MAP_NAMES.aff));
+    const ct = priv(MAP_NAMES.ct);
+    // Seed the flow's own conntrack entries (both directions of this tuple).
+    let established = false;
+    for (const dir of [C.CT_DIR.FWD, C.CT_DIR.REV]) {
+      const k = keyString(C.ctKey.encode({ saddr: src.addr, daddr: dst.addr, sport: src.port, dport: dst.port, proto: protoNum, dir }));
+      const v = liveCt.lookup(k);
+      if (v) {
+        ct.upsert([[k, v]]);
+        established = true;
+      }
+    }
+    // Seed this client's affinity entries.
+    const aff = priv(MAP_NAMES.aff);
+    const mine = liveAff.dump().filter(([k]) => C.affKey.decode(keyBuffer(k)).client === src.addr);
+    if (mine.length) aff.upsert(mine);
+    liveCt.close();
+    liveAff.close();
+
+    const pkt = buildPacket({ proto, src: src.addr, dst: dst.addr, sport: src.port, dport: dst.port, payload: 'weir trace' });
+    const progFd = shim.objProgFd(obj, from === 'pod' ? TC_PROGS.pod : TC_PROGS.ext);
+    const run = shim.progTestRun(progFd, pkt, pkt.length + 256);
+    const verdicts = priv(MAP_NAMES.verdicts);
+    let verdict = 'pass';
+    for (const [k, v] of verdicts.dump()) {
+      let n = 0n;
+      for (let c = 0; c < verdicts.cpus; c++) n += v.readBigUInt64LE(c * 8);
+      if (n > 0n) verdict = VERDICTS[Buffer.from(k, 'latin1').readUInt32LE(0)] ?? `verdict${k}`;
+    }
+
+    const view = readServices(open(shim, root, ['svc', 'be']) as { svc: PinnedMap; be: PinnedMap });
+    const frontend = view.frontends.find((f) => f.addr === dst.addr && f.port === dst.port && f.proto === proto.toUpperCase() && f.scope === 'all') ?? null;
+    const local = view.frontends.find((f) => f.addr === dst.addr && f.port === dst.port && f.proto === proto.toUpperCase() && f.scope === 'local') ?? null;
+    const eligible = from === 'external' && local ? local : frontend;
+    const possibleBackends = verdict === 'forward' && eligible ? eligible.backends.filter((b): b is BackendView => b !== null).map((b) => `${b.addr}:${b.port}`) : [];
+    const outHdr = verdict === 'forward' || verdict === 'revnat' ? readHeaders(run.data) : null;
+    const out = outHdr ? { src: `${outHdr.src}:${outHdr.sport}`, dst: `${outHdr.dst}:${outHdr.dport}` } : null;
+    const flow = `${proto} ${src.addr}:${src.port} -> ${dst.addr}:${dst.port} from ${from === 'pod' ? 'a pod' : 'outside'}`;
+    let description: string;
+    switch (verdict) {
+      case 'forward': {
+        const snat = out && !out.src.startsWith(`${src.addr}:`) ? `, source NATed to ${out.src}` : '';
+        description = established
+          ? `${flow}: established flow, stays on ${out!.dst}${snat}`
+          : `${flow}: new flow to one of ${possibleBackends.join(', ')} (this run: ${out!.dst})${snat}`;
+        break;
+      }
+      case 'revnat':
+        description = `${flow}: reply of a NATed flow, rewritten to ${out!.src} -> ${out!.dst}`;
+        break;
+      case 'reject_no_endpoints':
+        description = `${flow}: REJECT, the service has no endpoints (${proto === 'tcp' ? 'TCP RST' : 'ICMP port unreachable'} sent back)`;
+        break;
+      case 'pass':
+        description = `${flow}: not a service packet, passed on untouched`;
+        break;
+      default:
+        description = `${flow}: DROP (${verdict})`;
+    }
+    return { packet: { proto, src: `${src.addr}:${src.port}`, dst: `${dst.addr}:${dst.port}`, from }, verdict, frontend, possibleBackends, established, out, description };
+  } finally {
+    shim.objClose(obj);
+  }
+}
+
+function open(shim: Shim, root: string, names: Array<keyof typeof MAP_NAMES>): Record<string, PinnedMap> {
+  const out: Record<string, PinnedMap> = {};
+  try {
+    for (const n of names) out[n] = new PinnedMap(shim, path.join(root, MAP_NAMES[n]));
+  } catch (e) {
+    throw new Error(`cannot open weir maps under ${root} (is an agent running with --bpffs-root ${root}?): ${e instanceof Error ? e.message : String(e)}`);
+  }
+  return out;
+}
