@@ -94,6 +94,16 @@ export async function startAgent(opts: RunOptions, log: Logger): Promise<Agent> 
     source = new KubeSource({ store, onChange: () => runner.request(), log, nodeName: opts.nodeName, kubeconfig: opts.kubeconfig });
   }
   await source.start();
+  // No --node-ips and no external device addresses: the Node object knows.
+  const node = store.nodes.get(opts.nodeName);
+  if (nodeIPs.length === 0 && node && node.internalIPs.length > 0) {
+    nodeIPs.push(...node.internalIPs);
+    const addrs = nodeIPs.filter((ip) => opts.nodePortAddresses.length === 0 || opts.nodePortAddresses.some((c) => cidrContains(c, ip)));
+    if (opts.localhostNodePorts && opts.cgroupRoot) addrs.push(LOCALHOST);
+    syncer.setContext({ nodeName: opts.nodeName, nodePortAddrs: addrs });
+    dp.writeConfig({ hairpinAddr: opts.hairpinAddr, snatAddr: nodeIPs[0]!, masqueradeAll: opts.masqueradeAll, haveClusterCidrs: opts.clusterCIDRs.length > 0 });
+    log.info('node IPs from the Node object', { nodeIPs: nodeIPs.join(','), zone: node.zone });
+  }
   synced = true;
   runner.syncNow();
   log.info('ready', { services: store.services.size, slices: store.slices.size, nodeIPs: nodeIPs.join(',') });
