@@ -34,6 +34,8 @@ export interface PlannedBackend {
 }
 
 export interface PlannedFrontend {
+  /** The service port this frontend serves ("name/PROTO"): frontends of one port share endpoints. */
+  readonly servicePort: string;
   readonly addr: IPv4;
   readonly port: Port;
   readonly proto: L4Proto;
@@ -84,6 +86,7 @@ export function planService(svc: ServiceModel, slices: readonly SliceModel[], ct
     // SCTP is valid Kubernetes but not served by this dataplane.
     if (sp.protocol === 'SCTP') continue;
     const proto: L4Proto = sp.protocol;
+    const servicePort = `${sp.name}/${proto}`;
     const eps = endpointsForPort(slices, sp.name, sp.protocol).sort(byAddrPort);
     const toKey = (e: PortEndpoint): string => backendKey({ addr: e.addr, port: e.port, proto });
     for (const e of eps) {
@@ -112,6 +115,7 @@ export function planService(svc: ServiceModel, slices: readonly SliceModel[], ct
       // the internal policy decides; external frontends short-circuit to every
       // endpoint for in-cluster clients, as kube-proxy does.
       frontends.push({
+        servicePort,
         addr,
         port,
         proto,
@@ -124,7 +128,7 @@ export function planService(svc: ServiceModel, slices: readonly SliceModel[], ct
       });
       // Scope LOCAL: what traffic from outside the node gets under eTP=Local.
       if (etpLocal) {
-        frontends.push({ addr, port, proto, scope: SCOPE_LOCAL, flags: flags | dropIfEmpty, affinityTimeout: svc.affinityTimeout, backends: local, members, sourceRanges });
+        frontends.push({ servicePort, addr, port, proto, scope: SCOPE_LOCAL, flags: flags | dropIfEmpty, affinityTimeout: svc.affinityTimeout, backends: local, members, sourceRanges });
       }
     };
 

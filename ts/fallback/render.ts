@@ -1,0 +1,226 @@
+/**
+ * The iptables fallback: the same service plans rendered as iptables rules in
+ * kube-proxy's structure, under weir's own prefix so it never collides with
+ * kube-proxy and can be removed cleanly. Pure: plans in, iptables-restore
+ * text out (golden-tested).
+ *
+ * nat table
+ *   PREROUTING, OUTPUT  -> WEIR-SERVICES
+ *   POSTROUTING         -> WEIR-POSTROUTING (MASQUERADE what WEIR-MARK-MASQ marked)
+ *   WEIR-SERVICES       per frontend: ClusterIP -> WEIR-SVC-x (or WEIR-SVL-x with
+ *                       internalTrafficPolicy Local), externalIP / LB IP -> WEIR-EXT-x,
+ *                       last: LOCAL destinations -> WEIR-NODEPORTS
+ *   WEIR-EXT-x          eTP Cluster: mark masquerade, -> WEIR-SVC-x;
+ *                       eTP Local: pods -> WEIR-SVC-x, node-local sources masquerade -> WEIR-SVC-x,
+ *                       others -> WEIR-SVL-x (local endpoints, client IP kept)
+ *   WEIR-SVC-x/SVL-x    `recent --rcheck` per endpoint (ClientIP affinity), then
+ *                       `statistic --mode random --probability 1/(n-i)`, last unconditional
+ *   WEIR-SEP-y          hairpin masquerade, `recent --set`, DNAT
+ * filter table
+ *   INPUT, FORWARD, OUTPUT -> WEIR-SERVICES (REJECT: no endpoints; DROP: Local without local ones),
+ *                             WEIR-PROXY-FIREWALL (loadBalancerSourceRanges), WEIR-FORWARD (drop mark)
+ */
+import * as crypto from 'node:crypto';
+import { Cidr } from '../model/types';
+import { SVC_F } from '../datapath/codecs';
+import { PlannedBackend, PlannedFrontend, ServicePlan } from '../plan/plan';
+
+export const PREFIX = 'WEIR-';
+export const MASQ_MARK = '0x40000';
+export const DROP_MARK = '0x80000';
+
+/** Chains every sync owns, besides the per-service ones. */
+export const TOP_CHAINS = {
+  nat: ['WEIR-SERVICES', 'WEIR-NODEPORTS', 'WEIR-POSTROUTING', 'WEIR-MARK-MASQ', 'WEIR-MASQ-OFFCLUSTER'],
+  filter: ['WEIR-SERVICES', 'WEIR-PROXY-FIREWALL', 'WEIR-FORWARD'],
+} as const;
+
+/** Jumps from the built-in chains (kept outside iptables-restore so --noflush leaves others alone). */
+export const HOOKS: ReadonlyArray<{ table: 'nat' | 'filter'; chain: string; rule: string }> = [
+  { table: 'nat', chain: 'PREROUTING', rule: '-m comment --comment "weir service portals" -j WEIR-SERVICES' },
+  { table: 'nat', chain: 'OUTPUT', rule: '-m comment --comment "weir service portals" -j WEIR-SERVICES' },
+  { table: 'nat', chain: 'POSTROUTING', rule: '-m comment --comment "weir postrouting rules" -j WEIR-POSTROUTING' },
+  { table: 'filter', chain: 'INPUT', rule: '-m conntrack --ctstate NEW -m comment --comment "weir service portals" -j WEIR-SERVICES' },
+  { table: 'filter', chain: 'FORWARD', rule: '-m conntrack --ctstate NEW -m comment --comment "weir service portals" -j WEIR-SERVICES' },
+  { table: 'filter', chain: 'OUTPUT', rule: '-m conntrack --ctstate NEW -m comment --comment "weir service portals" -j WEIR-SERVICES' },
+  { table: 'filter', chain: 'INPUT', rule: '-m conntrack --ctstate NEW -m comment --comment "weir load balancer firewall" -j WEIR-PROXY-FIREWALL' },
+  { table: 'filter', chain: 'FORWARD', rule: '-m conntrack --ctstate NEW -m comment --comment "weir load balancer firewall" -j WEIR-PROXY-FIREWALL' },
+  { table: 'filter', chain: 'OUTPUT', rule: '-m conntrack --ctstate NEW -m comment --comment "weir load balancer firewall" -j WEIR-PROXY-FIREWALL' },
+  { table: 'filter', chain: 'FORWARD', rule: '-m comment --comment "weir forwarding rules" -j WEIR-FORWARD' },
+  { table: 'filter', chain: 'INPUT', rule: '-m comment --comment "weir forwarding rules" -j WEIR-FORWARD' },
+];
+
+export interface RenderContext {
+  readonly clusterCIDRs: readonly Cidr[];
+  readonly masqueradeAll: boolean;
+}
+
+/** One service's rules: its own chains, and its lines in the shared chains. */
+export interface ServiceRules {
+  readonly service: string;
+  /** chain -> rules, nat table (WEIR-SVC/SVL/EXT/SEP of this service). */
+  readonly natChains: Map<string, string[]>;
+  /** chain -> rules, filter table (WEIR-FW of this service). */
+  readonly filterChains: Map<string, string[]>;
+  /** lines for WEIR-SERVICES / WEIR-NODEPORTS (nat) and WEIR-SERVICES / WEIR-PROXY-FIREWALL (filter). */
+  readonly natServices: string[];
+  readonly natNodePorts: string[];
+  readonly filterServices: string[];
+  readonly filterFirewall: string[];
+}
+
+/** A chain name: prefix + 16 hex of a hash, within iptables' 28 characters. */
+export function chainName(kind: 'SVC' | 'SVL' | 'EXT' | 'SEP' | 'FW', id: string): string {
+  return `${PREFIX}${kind}-${crypto.createHash('sha256').update(id).digest('hex').slice(0, 16).toUpperCase()}`;
+}
+
+const proto = (p: string): string => p.toLowerCase();
+const comment = (text: string): string => `-m comment --comment "${text}"`;
+
+function endpointRules(eps: readonly string[], sep: (bk: string) => string, affinity: number, name: string): string[] {
+  const rules: string[] = [];
+  if (affinity > 0) {
+    for (const bk of eps) rules.push(`${comment(`${name} -> ${bk}`)} -m recent --name ${sep(bk)} --mask 255.255.255.255 --rsource --rcheck --seconds ${affinity} --reap -j ${sep(bk)}`);
+  }
+  eps.forEach((bk, i) => {
+    const n = eps.length - i;
+    const stat = n > 1 ? ` -m statistic --mode random --probability ${(1 / n).toFixed(10)}` : '';
+    rules.push(`${comment(`${name} -> ${bk}`)}${stat} -j ${sep(bk)}`);
+  });
+  return rules;
+}
+
+export function renderService(plan: ServicePlan, ctx: RenderContext): ServiceRules {
+  const out: ServiceRules = { service: plan.service, natChains: new Map(), filterChains: new Map(), natServices: [], natNodePorts: [], filterServices: [], filterFirewall: [] };
+  const byPort = new Map<string, PlannedFrontend[]>();
+  for (const fe of plan.frontends) {
+    const list = byPort.get(fe.servicePort) ?? [];
+    list.push(fe);
+    byPort.set(fe.servicePort, list);
+  }
+  for (const [sp, fes] of byPort) {
+    const id = `${plan.service}:${sp}`;
+    const name = `${plan.service}:${sp.split('/')[0]}`;
+    const svc = chainName('SVC', id);
+    const svl = chainName('SVL', id);
+    const ext = chainName('EXT', id);
+    const sep = (bk: string): string => chainName('SEP', `${id}/${bk}`);
+    const p = proto(fes[0]!.proto);
+    const affinity = fes[0]!.affinityTimeout;
+    const clusterIPs = fes.filter((f) => f.flags & SVC_F.CLUSTER_IP);
+    const external = fes.filter((f) => f.flags & (SVC_F.NODE_PORT | SVC_F.EXTERNAL_IP | SVC_F.LOAD_BALANCER));
+    const itpLocal = clusterIPs.some((f) => f.flags & SVC_F.ITP_LOCAL);
+    const etpLocal = external.some((f) => f.flags & SVC_F.ETP_LOCAL);
+    // Endpoint sets: cluster-wide from any frontend that uses it, local from
+    // an iTP=Local ClusterIP or an eTP=Local local-scope entry.
+    const clusterSet = (clusterIPs.find((f) => !(f.flags & SVC_F.ITP_LOCAL)) ?? external.find((f) => f.scope === 0))?.backends;
+    const localSet = (clusterIPs.find((f) => f.flags & SVC_F.ITP_LOCAL) ?? external.find((f) => f.scope === 1))?.backends ?? [];
+    const hasEndpoints = fes.some((f) => f.backends.length > 0) || fes.some((f) => f.flags & SVC_F.DROP_EMPTY);
+    const members = new Set([...(clusterSet ?? []), ...localSet]);
+
+    for (const bk of [...members].sort()) {
+      const be = plan.backends.get(bk)! as PlannedBackend;
+      const rules = [`${comment(name)} -s ${be.addr}/32 -j WEIR-MARK-MASQ`];
+      if (affinity > 0) rules.push(`${comment(name)} -m recent --name ${sep(bk)} --mask 255.255.255.255 --rsource --set -p ${p} -j DNAT --to-destination ${be.addr}:${be.port}`);
+      else rules.push(`${comment(name)} -p ${p} -j DNAT --to-destination ${be.addr}:${be.port}`);
+      out.natChains.set(sep(bk), rules);
+    }
+    const masqAll = ctx.masqueradeAll ? [`${comment(`${name} masquerade all`)} -j WEIR-MARK-MASQ`] : [];
+    if (clusterSet && clusterSet.length > 0) out.natChains.set(svc, [...masqAll, ...endpointRules(clusterSet, sep, affinity, name)]);
+    if (itpLocal || etpLocal) {
+      out.natChains.set(
+        svl,
+        localSet.length > 0 ? [...masqAll, ...endpointRules(localSet, sep, affinity, name)] : [`${comment(`${name} has no local endpoints`)} -j MARK --or-mark ${DROP_MARK}`],
+      );
+    }
+
+    // ClusterIPs.
+    for (const f of clusterIPs) {
+      const match = `-d ${f.addr}/32 -p ${p} -m ${p} --dport ${f.port}`;
+      if (f.backends.length === 0) {
+        const target = hasEndpoints ? 'DROP' : 'REJECT';
+        out.filterServices.push(`${comment(`${name} has no ${hasEndpoints ? 'local ' : ''}endpoints`)} ${match} -j ${target}`);
+        continue;
+      }
+      if (ctx.clusterCIDRs.length > 0) out.natServices.push(`${comment(`${name} cluster IP`)} ${match} -j WEIR-MASQ-OFFCLUSTER`);
+      out.natServices.push(`${comment(`${name} cluster IP`)} ${match} -j ${itpLocal ? svl : svc}`);
+    }
+
+    // External frontends share one EXT chain per service port.
+    if (external.length > 0 && hasEndpoints) {
+      const rules: string[] = [];
+      if (etpLocal) {
+        for (const c of ctx.clusterCIDRs) rules.push(`${comment(`pod traffic for ${name} external destinations`)} -s ${c.text} -j ${clusterSet && clusterSet.length ? svc : svl}`);
+        rules.push(`${comment(`masquerade LOCAL traffic for ${name} external destinations`)} -m addrtype --src-type LOCAL -j WEIR-MARK-MASQ`);
+        rules.push(`${comment(`route LOCAL traffic for ${name} external destinations`)} -m addrtype --src-type LOCAL -j ${clusterSet && clusterSet.length ? svc : svl}`);
+        rules.push(`-j ${svl}`);
+      } else {
+        rules.push(`${comment(`masquerade traffic for ${name} external destinations`)} -j WEIR-MARK-MASQ`, `-j ${svc}`);
+      }
+      out.natChains.set(ext, rules);
+    }
+    for (const f of external) {
+      if (f.scope !== 0) continue;
+      const match = `-d ${f.addr}/32 -p ${p} -m ${p} --dport ${f.port}`;
+      const kind = f.flags & SVC_F.NODE_PORT ? 'node port' : f.flags & SVC_F.LOAD_BALANCER ? 'loadbalancer IP' : 'external IP';
+      if (!hasEndpoints) {
+        out.filterServices.push(`${comment(`${name} has no endpoints`)} ${match} -j REJECT`);
+        continue;
+      }
+      const line = `${comment(`${name} ${kind}`)} ${match} -j ${ext}`;
+      if (f.flags & SVC_F.NODE_PORT) out.natNodePorts.push(line);
+      else out.natServices.push(line);
+      if (f.sourceRanges.length > 0) {
+        const fw = chainName('FW', `${id}/${f.addr}`);
+        // Matched on the original destination: the filter table sees packets after DNAT.
+        out.filterFirewall.push(`${comment(`${name} loadbalancer IP`)} -p ${p} -m conntrack --ctorigdst ${f.addr}/32 --ctorigdstport ${f.port} -j ${fw}`);
+        out.filterChains.set(fw, [...f.sourceRanges.map((c) => `${comment(`${name} allowed source`)} -s ${c.text} -j RETURN`), `${comment(`${name} other sources`)} -j DROP`]);
+      }
+    }
+  }
+  return out;
+}
+
+/** The shared chains' fixed rules. */
+export function fixedRules(ctx: RenderContext): { nat: Map<string, string[]>; filter: Map<string, string[]> } {
+  return {
+    nat: new Map([
+      ['WEIR-MARK-MASQ', [`-j MARK --or-mark ${MASQ_MARK}`]],
+      [
+        'WEIR-POSTROUTING',
+        [`-m mark ! --mark ${MASQ_MARK}/${MASQ_MARK} -j RETURN`, `-j MARK --xor-mark ${MASQ_MARK}`, `${comment('weir service traffic requiring SNAT')} -j MASQUERADE --random-fully`],
+      ],
+      ['WEIR-MASQ-OFFCLUSTER', [...ctx.clusterCIDRs.map((c) => `-s ${c.text} -j RETURN`), `${comment('off-cluster traffic to a cluster IP')} -j WEIR-MARK-MASQ`]],
+    ]),
+    filter: new Map([['WEIR-FORWARD', [`${comment('traffic to a Local service without local endpoints')} -m mark --mark ${DROP_MARK}/${DROP_MARK} -j DROP`]]]),
+  };
+}
+
+/** A whole table as iptables-restore input. Chains listed in `flush` are (re)declared; `remove` are deleted. */
+export function restoreText(table: 'nat' | 'filter', chains: ReadonlyMap<string, readonly string[]>, remove: readonly string[] = []): string {
+  const lines = [`*${table}`];
+  for (const c of chains.keys()) lines.push(`:${c} - [0:0]`);
+  for (const c of remove) lines.push(`:${c} - [0:0]`);
+  for (const [c, rules] of chains) for (const r of rules) lines.push(`-A ${c} ${r}`);
+  for (const c of remove) lines.push(`-X ${c}`);
+  lines.push('COMMIT');
+  return lines.join('\n') + '\n';
+}
+
+/** Every rule of every service, in one full-sync text per table (what the golden test prints). */
+export function renderAll(plans: readonly ServicePlan[], ctx: RenderContext): { nat: string; filter: string } {
+  const fixed = fixedRules(ctx);
+  const nat = new Map<string, string[]>([['WEIR-SERVICES', []], ['WEIR-NODEPORTS', []], ...fixed.nat]);
+  const filter = new Map<string, string[]>([['WEIR-SERVICES', []], ['WEIR-PROXY-FIREWALL', []], ...fixed.filter]);
+  for (const plan of [...plans].sort((a, b) => a.service.localeCompare(b.service))) {
+    const r = renderService(plan, ctx);
+    nat.get('WEIR-SERVICES')!.push(...r.natServices);
+    nat.get('WEIR-NODEPORTS')!.push(...r.natNodePorts);
+    filter.get('WEIR-SERVICES')!.push(...r.filterServices);
+    filter.get('WEIR-PROXY-FIREWALL')!.push(...r.filterFirewall);
+    for (const [c, rules] of r.natChains) nat.set(c, rules);
+    for (const [c, rules] of r.filterChains) filter.set(c, rules);
+  }
+  nat.get('WEIR-SERVICES')!.push(`${comment('weir service nodeports; NOTE: this must be the last rule in this chain')} -m addrtype --dst-type LOCAL -j WEIR-NODEPORTS`);
+  return { nat: restoreText('nat', nat), filter: restoreText('filter', filter) };
+}
