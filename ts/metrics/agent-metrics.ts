@@ -5,7 +5,7 @@
  */
 import { PinnedMap } from '../datapath/maps';
 import { VERDICTS } from '../datapath/verdicts';
-import { Reconciler } from '../reconcile/reconciler';
+import { Dataplane } from '../reconcile/dataplane';
 import { Runner } from '../runner/runner';
 import { Collected, Histogram, LATENCY_BUCKETS, Registry } from './registry';
 
@@ -15,7 +15,8 @@ export interface AgentMetrics {
   readonly programming: Histogram;
 }
 
-export function agentMetrics(opts: { reconciler: Reconciler; runner: () => Runner | undefined; ct: PinnedMap; verdicts: PinnedMap }): AgentMetrics {
+/** ct / verdicts: the BPF maps, absent in iptables mode. */
+export function agentMetrics(opts: { reconciler: Dataplane; runner: () => Runner | undefined; ct?: PinnedMap; verdicts?: PinnedMap }): AgentMetrics {
   const registry = new Registry();
   const syncDuration = registry.add(new Histogram('weir_sync_proxy_rules_duration_seconds', 'Time to plan and write one sync to the maps.', LATENCY_BUCKETS));
   const programming = registry.add(
@@ -24,14 +25,16 @@ export function agentMetrics(opts: { reconciler: Reconciler; runner: () => Runne
   registry.add(new Collected('weir_syncs_total', 'Successful syncs.', 'counter', () => [{ value: opts.runner()?.syncs ?? 0 }]));
   registry.add(new Collected('weir_sync_errors_total', 'Failed syncs (each is retried).', 'counter', () => [{ value: opts.runner()?.errors ?? 0 }]));
   registry.add(new Collected('weir_frontends', 'Programmed frontends (service address, port, protocol).', 'gauge', () => [{ value: opts.reconciler.frontendCount() }]));
-  registry.add(new Collected('weir_backends', 'Programmed backends.', 'gauge', () => [{ value: opts.reconciler.sizes().be }]));
-  registry.add(new Collected('weir_conntrack_entries', 'Entries in the BPF conntrack map (two per flow).', 'gauge', () => [{ value: opts.ct.count() }]));
+  registry.add(new Collected('weir_backends', 'Programmed backends.', 'gauge', () => [{ value: opts.reconciler.backendCount() }]));
+  const { ct, verdicts } = opts;
+  if (!ct || !verdicts) return { registry, syncDuration, programming };
+  registry.add(new Collected('weir_conntrack_entries', 'Entries in the BPF conntrack map (two per flow).', 'gauge', () => [{ value: ct.count() }]));
   registry.add(
     new Collected('weir_packets_total', 'Packets the BPF programs did not pass on untouched, by verdict (forward, revnat, reject_*, drop_*).', 'counter', () => {
       const totals = new Map<number, number>();
-      for (const [k, v] of opts.verdicts.dump()) {
+      for (const [k, v] of verdicts.dump()) {
         let n = 0;
-        for (let c = 0; c < opts.verdicts.cpus; c++) n += Number(v.readBigUInt64LE(c * 8));
+        for (let c = 0; c < verdicts.cpus; c++) n += Number(v.readBigUInt64LE(c * 8));
         totals.set(Buffer.from(k, 'latin1').readUInt32LE(0), n);
       }
       return VERDICTS.map((name, i) => ({ labels: { verdict: name }, value: totals.get(i) ?? 0 }));

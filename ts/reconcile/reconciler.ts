@@ -24,6 +24,7 @@ import { MapIO, ServiceMaps, keyBuffer, keyString } from '../datapath/maps';
 import { Cidr, IPv4, ObjectKey } from '../model/types';
 import { L4Proto, ServicePlan, backendKey, frontendKey } from '../plan/plan';
 import { IdTable } from './ids';
+import { Dataplane } from './dataplane';
 
 type MapName = keyof ServiceMaps;
 const MAP_NAMES: readonly MapName[] = ['svc', 'be', 'revnat', 'member', 'cidr'];
@@ -78,7 +79,7 @@ function slotOf(key: string): number {
   return key.charCodeAt(8) | (key.charCodeAt(9) << 8);
 }
 
-export class Reconciler {
+export class Reconciler implements Dataplane {
   private readonly maps: ServiceMaps;
   private readonly desired = emptyRecord(() => new Map<string, Entry>());
   private readonly applied = emptyRecord(() => new Map<string, Buffer>());
@@ -196,6 +197,10 @@ export class Reconciler {
   /** Frontends (master entries) currently owned by services. */
   frontendCount(): number {
     return this.masterOwner.size;
+  }
+
+  backendCount(): number {
+    return this.desired.be.size;
   }
 
   /** Entries currently desired, per map (for gauges). */

@@ -5,7 +5,8 @@
  */
 import { ClusterStore } from '../model/store';
 import { PlanContext, planService } from '../plan/plan';
-import { CommitStats, Reconciler } from '../reconcile/reconciler';
+import { CommitStats } from '../reconcile/reconciler';
+import { Dataplane } from '../reconcile/dataplane';
 import { Logger } from '../util/log';
 import { SVC_F } from '../datapath/codecs';
 
@@ -26,11 +27,11 @@ export interface SyncResult extends CommitStats {
 export class Syncer {
   private readonly warnedOrphans = new Set<string>();
   private readonly store: ClusterStore;
-  private readonly reconciler: Reconciler;
+  private readonly reconciler: Dataplane;
   private readonly log: Logger;
   ctx: PlanContext;
 
-  constructor(opts: { store: ClusterStore; reconciler: Reconciler; ctx: PlanContext; log: Logger }) {
+  constructor(opts: { store: ClusterStore; reconciler: Dataplane; ctx: PlanContext; log: Logger }) {
     this.store = opts.store;
     this.reconciler = opts.reconciler;
     this.ctx = opts.ctx;

@@ -1,0 +1,18 @@
+/**
+ * What the Syncer programs: the BPF maps (Reconciler) or iptables rules
+ * (IptablesDataplane), from the same service plans.
+ */
+import { ObjectKey } from '../model/types';
+import { ServicePlan } from '../plan/plan';
+import { CommitStats, FrontendConflict } from './reconciler';
+
+export interface Dataplane {
+  /** Replace one service's plan (null: the service is gone). Nothing is written yet. */
+  setService(service: ObjectKey, plan: ServicePlan | null): void;
+  /** Write what changed since the last commit. Throws on failure; a retry converges. */
+  commit(): CommitStats;
+  /** Frontends another service already claimed, reported (and drained) by the Syncer. */
+  readonly conflicts: FrontendConflict[];
+  frontendCount(): number;
+  backendCount(): number;
+}
