@@ -19,12 +19,15 @@ const root = path.resolve(__dirname, '..');
 const uvu = path.resolve(__dirname, '../../node_modules/uvu/bin.js');
 const only = process.argv[2]; // optional: "unit" or "e2e"
 
-const runs: Run[] = [
+const all: Run[] = [
   { label: 'unit', dir: 'test/unit', pattern: '^(?!ffi).*\\.test\\.js$' },
   { label: 'ffi (koffi)', dir: 'test/unit', pattern: '^ffi\\.test\\.js$', env: { WEIR_FFI: 'koffi' } },
   { label: 'ffi (ffi-napi)', dir: 'test/unit', pattern: '^ffi\\.test\\.js$', env: { WEIR_FFI: 'ffi-napi' } },
   { label: 'e2e', dir: 'test/e2e', pattern: '\\.test\\.js$' },
-].filter((r) => !only || r.label.startsWith(only));
+  // The service suites again on the iptables fallback: same tests, other dataplane.
+  { label: 'e2e-iptables', dir: 'test/e2e', pattern: '^(clusterip|services)\\.test\\.js$', env: { WEIR_TEST_MODE: 'iptables' } },
+];
+const runs = all.filter((r) => !only || r.label.startsWith(only));
 
 function runOne(r: Run): Promise<{ passed: number; failed: number; skipped: number }> {
   return new Promise((resolve) => {

@@ -28,6 +28,8 @@ const ECHO = path.join(REPO, 'dist/test/box/echo.js');
 const CLIENT = path.join(REPO, 'dist/test/box/client.js');
 export const GATEWAY = '169.254.1.1';
 export const CLUSTER_CIDR = '10.244.0.0/16';
+/** The dataplane the suites run against: `make test` runs the service suites in both. */
+export const MODE: 'bpf' | 'iptables' = process.env.WEIR_TEST_MODE === 'iptables' ? 'iptables' : 'bpf';
 
 /** The cgroup v2 mount (hybrid hosts have it at /sys/fs/cgroup/unified). */
 function cgroup2Mount(): string {
@@ -154,13 +156,20 @@ export class Box {
       ]) {
         await nsMust(ns, ['sysctl', '-qw', `${k}=${v}`]);
       }
-      await nsMust(ns, ['ip', 'addr', 'add', `${GATEWAY}/32`, 'dev', 'lo']);
+      // scope link: the gateway answers pods' ARP, but is never chosen as a
+      // source address (MASQUERADE and node processes use the node IP).
+      await nsMust(ns, ['ip', 'addr', 'add', `${GATEWAY}/32`, 'dev', 'lo', 'scope', 'link']);
       await this.link(ns, 'eth0', this.underlay, `u${i}`, node.ip);
       this.nodes.push(node);
     }
     await this.addNs(this.outside);
     await this.link(this.outside, 'eth0', this.underlay, 'uout', OUTSIDE_IP);
     for (const n of this.nodes) {
+      // Like a real node, a default route: a node process's connect() to a
+      // ClusterIP must pass the route lookup before iptables' OUTPUT DNAT
+      // (iptables mode). It leads to the outside namespace, which forwards
+      // nothing: anything not NATed ends there.
+      await nsMust(n.ns, ['ip', 'route', 'add', 'default', 'via', OUTSIDE_IP]);
       await nsMust(this.outside, ['ip', 'route', 'add', n.podCidr, 'via', n.ip]);
       for (const m of this.nodes) if (m !== n) await nsMust(n.ns, ['ip', 'route', 'add', m.podCidr, 'via', m.ip]);
     }
@@ -345,7 +354,7 @@ export class Box {
       '--metrics-addr',
       '127.0.0.1:0',
       '--mode',
-      'bpf',
+      MODE,
       '--external-devices',
       'eth0',
       '--cgroup-root',

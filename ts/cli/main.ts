@@ -3,9 +3,12 @@
  * weir command line. `weir run` is the agent; the other commands read or
  * remove what an agent installed in this network namespace.
  */
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { PinnedMap } from '../datapath/maps';
 import { MAP_NAMES, cleanupBpf } from '../datapath/loader';
+import { cleanupIptables } from '../fallback/iptables';
+import { iptablesServices } from '../fallback/view';
 import { loadShim } from '../datapath/ffi';
 import { formatServices, readServices } from '../datapath/dump';
 import { startAgent } from '../runner/agent';
@@ -107,8 +110,10 @@ function openServiceMaps(root: string): { svc: PinnedMap; be: PinnedMap } {
 
 async function services(argv: string[]): Promise<number> {
   const { flags } = parseFlags(argv, ['json', 'bpffs-root']);
-  const maps = openServiceMaps(flags.get('bpffs-root') ?? DEFAULT_ROOT);
-  const view = readServices(maps);
+  const root = flags.get('bpffs-root') ?? DEFAULT_ROOT;
+  // BPF mode's maps if they are pinned, else iptables mode's chains.
+  const view = fs.existsSync(path.join(root, MAP_NAMES.svc)) ? readServices(openServiceMaps(root)) : iptablesServices();
+  if (!view) throw new Error(`no weir state here: no maps under ${root} and no WEIR- iptables chains`);
   process.stdout.write(flags.has('json') ? JSON.stringify(view, null, 2) + '\n' : formatServices(view));
   return 0;
 }
@@ -117,9 +122,11 @@ async function cleanup(argv: string[]): Promise<number> {
   const { flags } = parseFlags(argv, ['bpffs-root']);
   const root = flags.get('bpffs-root') ?? DEFAULT_ROOT;
   const res = await cleanupBpf(loadShim(), root);
+  const chains = cleanupIptables();
   process.stdout.write(
     `removed ${res.detached.length} tc filter(s)${res.detached.length ? ` (${res.detached.join(', ')})` : ''}; ` +
-      `${res.pinsRemoved ? `removed pins under ${root}` : `no pins under ${root}`}\n`,
+      `${res.pinsRemoved ? `removed pins under ${root}` : `no pins under ${root}`}; ` +
+      `removed ${chains.length} iptables chain(s)\n`,
   );
   return 0;
 }

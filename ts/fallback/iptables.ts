@@ -14,7 +14,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { ObjectKey } from '../model/types';
-import { ServicePlan } from '../plan/plan';
+import { ServicePlan, frontendKey } from '../plan/plan';
 import { CommitStats, FrontendConflict } from '../reconcile/reconciler';
 import { Dataplane } from '../reconcile/dataplane';
 import { Logger } from '../util/log';
@@ -48,6 +48,7 @@ export class IptablesDataplane implements Dataplane {
   private readonly plans = new Map<ObjectKey, ServicePlan>();
   private readonly rendered = new Map<ObjectKey, ServiceRules>();
   private readonly dirty = new Set<ObjectKey>();
+  private readonly owners = new Map<string, ObjectKey>();
   /** UDP endpoints that left a frontend since the last commit: "vip|port|endpoint". */
   private readonly goneUdp = new Set<string>();
   private owned: Record<Table, Set<string>> = { nat: new Set(), filter: new Set() };
@@ -62,6 +63,22 @@ export class IptablesDataplane implements Dataplane {
   }
 
   setService(service: ObjectKey, plan: ServicePlan | null): void {
+    // A frontend (address, port, protocol) belongs to the first service that
+    // claimed it, as in the BPF maps; later claimants are reported and skipped.
+    for (const [fk, owner] of this.owners) if (owner === service) this.owners.delete(fk);
+    if (plan) {
+      const frontends = plan.frontends.filter((f) => {
+        const fk = frontendKey(f);
+        const owner = this.owners.get(fk);
+        if (owner !== undefined && owner !== service) {
+          if (f.scope === 0) this.conflicts.push({ service, frontend: fk, flags: f.flags, owner });
+          return false;
+        }
+        this.owners.set(fk, service);
+        return true;
+      });
+      plan = { ...plan, frontends };
+    }
     const old = this.plans.get(service);
     if (old) {
       const keep = new Set(plan ? plan.frontends.flatMap((f) => f.members.map((m) => `${f.addr}|${f.port}|${m}`)) : []);

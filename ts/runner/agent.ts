@@ -8,6 +8,7 @@
  * devices and the cgroup attached — an attached program is replaced
  * atomically, so there is no window without one.
  */
+import * as fs from 'node:fs';
 import { ClusterStore } from '../model/store';
 import { IPv4, cidrContains } from '../model/types';
 import { usableEndpoints } from '../plan/plan';
@@ -21,8 +22,11 @@ import { Source } from '../source/source';
 import { HealthServer, startHealthServer } from '../health/health';
 import { HealthCheckNodePorts, HealthCheckTarget } from '../health/hcnodeport';
 import { Logger, errorText } from '../util/log';
-import { RunOptions, UsageError, parseHostPort } from '../cli/options';
+import { RunOptions, parseHostPort } from '../cli/options';
 import { Runner } from './runner';
+import { Dataplane } from '../reconcile/dataplane';
+import { IptablesDataplane, cleanupIptables, iptablesAvailable } from '../fallback/iptables';
+import { cleanupBpf } from '../datapath/loader';
 import { agentMetrics } from '../metrics/agent-metrics';
 import { startMetricsServer } from '../metrics/server';
 import { Syncer } from './sync';
@@ -37,28 +41,31 @@ const HEALTH_TIMEOUT_MS = 60_000;
 const LOCALHOST = '127.0.0.1' as IPv4;
 
 export async function startAgent(opts: RunOptions, log: Logger): Promise<Agent> {
-  if (opts.mode === 'iptables') throw new UsageError('--mode iptables is not implemented yet; use --mode bpf');
-  log.info('starting', { node: opts.nodeName, mode: 'bpf', reason: opts.mode === 'auto' ? 'auto: BPF is the only mode in this build' : 'requested', pinRoot: opts.bpffsRoot });
-
   const nodeIPs = await resolveNodeIPs(opts);
   const nodePortAddrs = nodeIPs.filter((ip) => opts.nodePortAddresses.length === 0 || opts.nodePortAddresses.some((c) => cidrContains(c, ip)));
-  // 127.0.0.1 frontends only ever match in the socket hooks (node processes).
-  if (opts.localhostNodePorts && opts.cgroupRoot) nodePortAddrs.push(LOCALHOST);
   if (nodeIPs.length === 0) log.warn('no node IP known: NodePorts are not served and nothing can be masqueraded', { hint: '--node-ips or --external-devices' });
 
-  const shim = loadShim();
-  shim.setLogLevel(1);
-  const dp = BpfDatapath.load(shim, opts.bpffsRoot);
-  dp.writeConfig({
-    hairpinAddr: opts.hairpinAddr,
-    snatAddr: nodeIPs[0] ?? '',
-    masqueradeAll: opts.masqueradeAll,
-    haveClusterCidrs: opts.clusterCIDRs.length > 0,
-  });
-  const reconciler = new Reconciler(dp.maps);
-  const adopted = reconciler.adopt();
-  reconciler.setClusterCidrs(opts.clusterCIDRs);
-  log.info('adopted pinned state', { frontends: adopted.frontends, backends: adopted.backends, ffi: shim.backend });
+  const { dp, mode } = await chooseMode(opts, log);
+  // NodePorts on 127.0.0.1 for node processes: the socket hooks in BPF mode;
+  // in iptables mode a nat OUTPUT rule, which needs route_localnet (as kube-proxy sets it).
+  if (opts.localhostNodePorts && (mode === 'iptables' || opts.cgroupRoot)) nodePortAddrs.push(LOCALHOST);
+  if (mode === 'iptables' && opts.localhostNodePorts) fs.writeFileSync('/proc/sys/net/ipv4/conf/all/route_localnet', '1');
+  let reconciler: Dataplane;
+  if (dp) {
+    dp.writeConfig({
+      hairpinAddr: opts.hairpinAddr,
+      snatAddr: nodeIPs[0] ?? '',
+      masqueradeAll: opts.masqueradeAll,
+      haveClusterCidrs: opts.clusterCIDRs.length > 0,
+    });
+    const r = new Reconciler(dp.maps);
+    const adopted = r.adopt();
+    r.setClusterCidrs(opts.clusterCIDRs);
+    log.info('adopted pinned state', { frontends: adopted.frontends, backends: adopted.backends });
+    reconciler = r;
+  } else {
+    reconciler = new IptablesDataplane({ ctx: { clusterCIDRs: opts.clusterCIDRs, masqueradeAll: opts.masqueradeAll }, log });
+  }
 
   const store = new ClusterStore(
     (origin, errors) => {
@@ -70,7 +77,7 @@ export async function startAgent(opts: RunOptions, log: Logger): Promise<Agent> 
   );
   const syncer = new Syncer({ store, reconciler, log, ctx: { nodeName: opts.nodeName, nodePortAddrs } });
   const runnerRef: { runner?: Runner } = {};
-  const metrics = agentMetrics({ reconciler, runner: () => runnerRef.runner, ct: dp.maps.ct, verdicts: dp.maps.verdicts });
+  const metrics = agentMetrics({ reconciler, runner: () => runnerRef.runner, ...(dp ? { ct: dp.maps.ct, verdicts: dp.maps.verdicts } : {}) });
   const hcNodePorts = new HealthCheckNodePorts({ log, proxyHealthy: () => (runnerRef.runner?.pendingSince ?? 0) === 0 || Date.now() - runnerRef.runner!.pendingSince < HEALTH_TIMEOUT_MS });
   let synced = false;
   const sync = (): void => {
@@ -99,35 +106,23 @@ export async function startAgent(opts: RunOptions, log: Logger): Promise<Agent> 
   if (nodeIPs.length === 0 && node && node.internalIPs.length > 0) {
     nodeIPs.push(...node.internalIPs);
     const addrs = nodeIPs.filter((ip) => opts.nodePortAddresses.length === 0 || opts.nodePortAddresses.some((c) => cidrContains(c, ip)));
-    if (opts.localhostNodePorts && opts.cgroupRoot) addrs.push(LOCALHOST);
+    if (opts.localhostNodePorts && (mode === 'iptables' || opts.cgroupRoot)) addrs.push(LOCALHOST);
     syncer.setContext({ nodeName: opts.nodeName, nodePortAddrs: addrs });
-    dp.writeConfig({ hairpinAddr: opts.hairpinAddr, snatAddr: nodeIPs[0]!, masqueradeAll: opts.masqueradeAll, haveClusterCidrs: opts.clusterCIDRs.length > 0 });
+    dp?.writeConfig({ hairpinAddr: opts.hairpinAddr, snatAddr: nodeIPs[0]!, masqueradeAll: opts.masqueradeAll, haveClusterCidrs: opts.clusterCIDRs.length > 0 });
     log.info('node IPs from the Node object', { nodeIPs: nodeIPs.join(','), zone: node.zone });
   }
   synced = true;
   runner.syncNow();
   log.info('ready', { services: store.services.size, slices: store.slices.size, nodeIPs: nodeIPs.join(',') });
 
-  const devices = new DeviceWatcher<DeviceRole>({
-    // External first: a device named in --external-devices is never a pod device.
-    roles: [
-      ['ext', opts.externalDevices],
-      ['pod', opts.podDevices],
-    ],
-    log,
-    onDevice: (link, role) => {
-      dp.attach(role, link.ifindex);
-      log.info('attached', { device: link.name, ifindex: link.ifindex, role });
-    },
-  });
-  await devices.start();
-  if (opts.cgroupRoot) {
+  const devices = dp ? attachDevices(dp, opts, log) : null;
+  await devices?.start();
+  if (dp && opts.cgroupRoot) {
     dp.attachCgroup(opts.cgroupRoot);
     log.info('socket hooks attached', { cgroup: opts.cgroupRoot });
-  } else {
+  } else if (dp) {
     log.warn('no --cgroup-root: node processes and hostNetwork pods reach services only through pod-facing devices');
   }
-
   let health: HealthServer | null = null;
   if (opts.healthAddr) {
     const { host, port } = parseHostPort('health-addr', opts.healthAddr);
@@ -155,18 +150,66 @@ export async function startAgent(opts: RunOptions, log: Logger): Promise<Agent> 
     stopping = true;
     source.stop();
     runner.stop();
-    devices.stop();
+    devices?.stop();
     hcNodePorts.close();
     await health?.close();
     await metricsServer?.close();
     // The dataplane stays programmed: filters, links and pinned maps outlive
     // us, so traffic keeps flowing until the next agent adopts them.
-    dp.close();
+    dp?.close();
     log.info('stopped; dataplane left programmed');
     resolveDone();
     return done;
   };
   return { done, stop };
+}
+
+/**
+ * --mode: bpf, iptables, or auto (BPF when the kernel and privileges allow
+ * loading the programs, else iptables; the log says which and why). The
+ * mode that runs removes the other mode's state.
+ */
+async function chooseMode(opts: RunOptions, log: Logger): Promise<{ dp: BpfDatapath | null; mode: 'bpf' | 'iptables' }> {
+  let why = 'requested';
+  if (opts.mode !== 'iptables') {
+    try {
+      const shim = loadShim();
+      shim.setLogLevel(1);
+      const dp = BpfDatapath.load(shim, opts.bpffsRoot);
+      log.info('starting', { node: opts.nodeName, mode: 'bpf', reason: opts.mode === 'auto' ? 'auto: BPF programs load on this kernel' : 'requested', pinRoot: opts.bpffsRoot, ffi: shim.backend });
+      const removed = cleanupIptables();
+      if (removed.length) log.info('removed iptables-mode rules', { chains: removed.length });
+      return { dp, mode: 'bpf' };
+    } catch (e) {
+      if (opts.mode === 'bpf') throw e;
+      why = `auto: BPF unavailable (${errorText(e).split('\n')[0]})`;
+    }
+  }
+  const problem = iptablesAvailable();
+  if (problem) throw new Error(`iptables mode: ${problem}`);
+  log.info('starting', { node: opts.nodeName, mode: 'iptables', reason: why });
+  try {
+    const res = await cleanupBpf(loadShim(), opts.bpffsRoot);
+    if (res.detached.length || res.pinsRemoved) log.info('removed BPF-mode state', { filters: res.detached.length, pins: opts.bpffsRoot });
+  } catch (e) {
+    log.warn('could not remove BPF-mode state', { error: errorText(e) });
+  }
+  return { dp: null, mode: 'iptables' };
+}
+
+function attachDevices(dp: BpfDatapath, opts: RunOptions, log: Logger): DeviceWatcher<DeviceRole> {
+  return new DeviceWatcher<DeviceRole>({
+    // External first: a device named in --external-devices is never a pod device.
+    roles: [
+      ['ext', opts.externalDevices],
+      ['pod', opts.podDevices],
+    ],
+    log,
+    onDevice: (link, role) => {
+      dp.attach(role, link.ifindex);
+      log.info('attached', { device: link.name, ifindex: link.ifindex, role });
+    },
+  });
 }
 
 /** --node-ips, or the IPv4 addresses of the external devices. */
