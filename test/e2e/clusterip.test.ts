@@ -205,6 +205,30 @@ s('bad input while running: one clear line, everything else keeps working', asyn
   box.removeManifest('invalid.yaml');
 });
 
+s('--mode auto falls back to iptables with the reason; each mode removes the other\'s state', async (ctx) => {
+  if (MODE !== 'bpf') return; // one pass covers both directions
+  const { box } = ctx;
+  const ns = box.node('n1').ns;
+  const state = async (): Promise<{ pins: boolean; filters: boolean; chains: boolean }> => ({
+    pins: (await box.exec(ns, ['ls', box.node('n1').pinRoot])).code === 0,
+    filters: (await box.exec(ns, ['tc', 'filter', 'show', 'dev', box.pod('a').hostDev, 'ingress'])).stdout.includes('weir_tc_pod'),
+    chains: (await box.exec(ns, ['iptables-save'])).stdout.includes(':WEIR-SERVICES'),
+  });
+  assert.equal(await state(), { pins: true, filters: true, chains: false });
+  await ctx.agent.stop();
+  // BPF objects that cannot be loaded stand in for an old kernel or missing privileges.
+  ctx.agent = await box.startAgent('n1', ['--mode', 'auto'], { env: { WEIR_BPF_DIR: '/nonexistent' } });
+  assert.match(ctx.agent.logs(), /"mode":"iptables","reason":"auto: BPF unavailable \(obj_load: ENOENT/);
+  assert.equal(await state(), { pins: false, filters: false, chains: true });
+  assert.is((await box.tcp('client', '10.96.1.1:80', { count: 6 })).attempts.filter((a) => a.ok).length, 6);
+  await ctx.agent.stop();
+  ctx.agent = await box.startAgent('n1', ['--mode', 'auto']);
+  assert.match(ctx.agent.logs(), /"mode":"bpf","reason":"auto: BPF programs load on this kernel"/);
+  await waitFor(async () => (await state()).filters, { timeoutMs: 2000, what: 'filters re-attached' });
+  assert.equal(await state(), { pins: true, filters: true, chains: false });
+  assert.is((await box.tcp('client', '10.96.1.1:80', { count: 6 })).attempts.filter((a) => a.ok).length, 6);
+});
+
 s('weir cleanup removes every filter and pin', async (ctx) => {
   const { box } = ctx;
   await ctx.agent.stop();
