@@ -71,5 +71,10 @@ test-e2e: all bpffs
 demo: all bpffs
 	node dist/test/box/demo.js
 
+# Benchmarks (not tests): writes bench/results.json, BENCHMARKS.md, bench/latency.svg.
+# BENCH_ARGS=--quick for a smoke run under two minutes.
+bench: all bpffs
+	node dist/bench/run.js $(BENCH_ARGS)
+
 clean:
 	rm -rf $(BUILD) dist

@@ -87,7 +87,8 @@ export async function startAgent(opts: RunOptions, log: Logger): Promise<Agent> 
     metrics.syncDuration.observe(r.ms / 1000);
     for (const ms of r.programmingMs) metrics.programming.observe(ms / 1000);
     if (r.upserts || r.deletes || r.services) {
-      log.info('synced', { services: r.services, upserts: r.upserts, deletes: r.deletes, ms: Math.round(r.ms * 100) / 100 });
+      const programmingMs = r.programmingMs.length ? Math.max(...r.programmingMs) : 0;
+      log.info('synced', { services: r.services, upserts: r.upserts, deletes: r.deletes, ms: Math.round(r.ms * 100) / 100, programmingMs });
     }
     hcNodePorts.update(healthCheckTargets(store, opts.nodeName));
   };

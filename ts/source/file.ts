@@ -135,8 +135,7 @@ export class FileSource implements Source {
     const prev = this.files.get(file);
     const objects = new Map<string, { kind: Kind; raw: K8sObject; text: string }>();
     let broken = false;
-    const docs = YAML.parseAllDocuments(text);
-    const list = Array.isArray(docs) ? docs : [docs];
+    const list = path.extname(file) === '.json' ? jsonDocuments(text) : YAML.parseAllDocuments(text);
     list.forEach((doc, i) => {
       if (doc.errors.length > 0) {
         broken = true;
@@ -220,6 +219,20 @@ export class FileSource implements Source {
     if (kind === 'Node') this.store.deleteNode(parts[1]!);
     else if (kind === 'Service') this.store.deleteService(objectKey(parts[1]!, parts[2]!));
     else this.store.deleteSlice(objectKey(parts[1]!, parts[2]!));
+  }
+}
+
+/**
+ * A .json file as one document, in the shape the YAML path yields. JSON.parse
+ * is an order of magnitude faster than a YAML parser on large generated
+ * manifests (ten thousand services).
+ */
+function jsonDocuments(text: string): Array<{ errors: Array<{ message: string; linePos?: Array<{ line: number }> }>; toJS(): unknown }> {
+  try {
+    const value: unknown = JSON.parse(text);
+    return [{ errors: [], toJS: () => value }];
+  } catch (e) {
+    return [{ errors: [{ message: e instanceof Error ? e.message : String(e) }], toJS: () => null }];
   }
 }
 

@@ -1,0 +1,330 @@
+/**
+ * `make bench`: weir's benchmarks. Writes bench/results.json, BENCHMARKS.md
+ * and bench/latency.svg. Sizes are flags; `--quick` is a smoke run (< 2 min)
+ * that checks the suite works, not the bars. Benchmarks are not tests:
+ * nothing in `make test` depends on these timings.
+ *
+ *   node dist/bench/run.js [--quick] [--services N] [--endpoints M] [--changes K]
+ *                          [--ct N] [--runs R] [--conns C] [--path-sizes 1,1000,10000]
+ *
+ * All traffic stays inside a cluster in a box (test/box).
+ */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import type { V1EndpointSlice, V1Service } from '@kubernetes/client-node';
+import * as C from '../ts/datapath/codecs';
+import { BpfDatapath } from '../ts/datapath/loader';
+import { FfiBackend, loadShim } from '../ts/datapath/ffi';
+import { buildPacket } from '../ts/datapath/packet';
+import { ClusterStore } from '../ts/model/store';
+import { Reconciler } from '../ts/reconcile/reconciler';
+import { Syncer } from '../ts/runner/sync';
+import { createLogger } from '../ts/util/log';
+import { Box, REPO } from '../test/box/box';
+import { report } from './report';
+
+export interface Stats {
+  p50: number;
+  p99: number;
+  n: number;
+}
+
+export interface Results {
+  machine: Record<string, string>;
+  command: string;
+  params: Params;
+  ffi: Array<{ backend: string; singleNsPerOp: number; batchNsPerElem: number }>;
+  packet: { setup: string; establishedNs: number; newFlowNs: number; passNs: number; runs: number };
+  coldStart: Array<{ mode: string; ms: number; syncMs: number; peakRssMb: number; runs: number }>;
+  oneChange: Array<{ mode: string; programmingMs: Stats; syncMs: Stats }>;
+  path: Array<{ mode: string; services: number; latencyUs: Stats; connPerSec: number }>;
+}
+
+interface Params {
+  quick: boolean;
+  services: number;
+  endpoints: number;
+  changes: number;
+  ct: number;
+  runs: number;
+  conns: number;
+  pathSizes: number[];
+}
+
+function params(argv: string[]): Params {
+  const quick = argv.includes('--quick');
+  const num = (name: string, def: number, q: number): number => {
+    const i = argv.indexOf(`--${name}`);
+    return i >= 0 ? Number(argv[i + 1]) : quick ? q : def;
+  };
+  const sizesArg = argv.indexOf('--path-sizes');
+  return {
+    quick,
+    services: num('services', 10_000, 500),
+    endpoints: num('endpoints', 10, 4),
+    changes: num('changes', 200, 30),
+    ct: num('ct', 1_000_000, 20_000),
+    runs: num('runs', 3, 1),
+    conns: num('conns', 2000, 200),
+    pathSizes: sizesArg >= 0 ? argv[sizesArg + 1]!.split(',').map(Number) : quick ? [1, 100] : [1, 1000, 10_000],
+  };
+}
+
+const log = (s: string): void => void process.stdout.write(`${s}\n`);
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length ? s[Math.floor((s.length - 1) / 2)]! : NaN;
+};
+export function stats(xs: number[]): Stats {
+  const s = [...xs].sort((a, b) => a - b);
+  const q = (p: number): number => s[Math.min(s.length - 1, Math.ceil(p * s.length) - 1)] ?? NaN;
+  return { p50: q(0.5), p99: q(0.99), n: s.length };
+}
+
+/** k-th endpoint address: 10.200.0.0 upward (100k endpoints fit). */
+const epAddr = (k: number): string => `10.${200 + (k >> 16)}.${(k >> 8) & 255}.${k & 255}`;
+const vip = (i: number): string => `10.96.${i >> 8}.${i & 255}`;
+
+function serviceObj(i: number, name = `svc-${String(i).padStart(5, '0')}`): V1Service {
+  return { apiVersion: 'v1', kind: 'Service', metadata: { name, namespace: 'bench' }, spec: { clusterIP: vip(i), ports: [{ name: 'http', port: 80, targetPort: 8080 }] } };
+}
+
+function sliceObj(i: number, addrs: string[], name = `svc-${String(i).padStart(5, '0')}`): V1EndpointSlice {
+  return {
+    apiVersion: 'discovery.k8s.io/v1',
+    kind: 'EndpointSlice',
+    metadata: { name: `${name}-1`, namespace: 'bench', labels: { 'kubernetes.io/service-name': name } },
+    addressType: 'IPv4',
+    ports: [{ name: 'http', port: 8080, protocol: 'TCP' }],
+    endpoints: addrs.map((a) => ({ addresses: [a], nodeName: 'n1', conditions: { ready: true } })),
+  };
+}
+
+/** Generated manifests: `count` services in JSON List files of 500. */
+function writeManifests(dir: string, count: number, endpoints: (i: number) => string[]): void {
+  for (let f = 0; f * 500 < count; f++) {
+    const items: object[] = [];
+    for (let i = f * 500; i < Math.min(count, (f + 1) * 500); i++) items.push(serviceObj(i), sliceObj(i, endpoints(i)));
+    fs.writeFileSync(path.join(dir, `gen-${String(f).padStart(3, '0')}.json`), JSON.stringify({ apiVersion: 'v1', kind: 'List', items }));
+  }
+}
+
+function benchFfi(): Results['ffi'] {
+  const out: Results['ffi'] = [];
+  for (const backend of ['koffi', 'ffi-napi'] as FfiBackend[]) {
+    const shim = loadShim(backend);
+    const n = 100_000;
+    const fd = shim.mapCreate(1, 4, 8, n);
+    const k = Buffer.alloc(4);
+    const v = Buffer.alloc(8);
+    const singles = 20_000;
+    let t = process.hrtime.bigint();
+    for (let i = 0; i < singles; i++) {
+      k.writeUInt32LE(i);
+      shim.mapUpdate(fd, k, v);
+    }
+    const single = Number(process.hrtime.bigint() - t) / singles;
+    const keys = Buffer.alloc(n * 4);
+    for (let i = 0; i < n; i++) keys.writeUInt32LE(i, i * 4);
+    t = process.hrtime.bigint();
+    shim.mapUpdateMany(fd, keys, Buffer.alloc(n * 8), n, 4, 8);
+    const batch = Number(process.hrtime.bigint() - t) / n;
+    shim.close(fd);
+    out.push({ backend, singleNsPerOp: Math.round(single), batchNsPerElem: Math.round(batch * 10) / 10 });
+    log(`  ffi ${backend}: ${Math.round(single)} ns/call single, ${batch.toFixed(1)} ns/element batched`);
+  }
+  return out;
+}
+
+/** Per-packet cost of the real program with P services x M backends and `ct` conntrack entries loaded. */
+function benchPacket(p: Params): Results['packet'] {
+  const shim = loadShim();
+  const root = `/sys/fs/bpf/weir-bench-${process.pid}`;
+  const dp = BpfDatapath.load(shim, root);
+  try {
+    dp.writeConfig({ hairpinAddr: '169.254.42.1', snatAddr: '192.168.77.10', masqueradeAll: false, haveClusterCidrs: false });
+    const store = new ClusterStore(() => undefined);
+    for (let i = 0; i < p.services; i++) {
+      store.upsertService(serviceObj(i), 'bench');
+      store.upsertSlice(sliceObj(i, Array.from({ length: p.endpoints }, (_, j) => epAddr(i * p.endpoints + j))), 'bench');
+    }
+    const reconciler = new Reconciler(dp.maps);
+    reconciler.adopt();
+    const t0 = process.hrtime.bigint();
+    new Syncer({ store, reconciler, log: createLogger('error', () => undefined), ctx: { nodeName: 'n1', nodePortAddrs: [] } }).sync();
+    log(`  loaded ${p.services} services x ${p.endpoints} endpoints into the maps in ${(Number(process.hrtime.bigint() - t0) / 1e6).toFixed(0)} ms`);
+    // Fill conntrack with unrelated flows (FWD entries to random frontends).
+    const ks = C.ctKey.size;
+    const vs = C.ctVal.size;
+    const chunk = 100_000;
+    for (let done = 0; done < p.ct; done += chunk) {
+      const n = Math.min(chunk, p.ct - done);
+      const keys = Buffer.alloc(n * ks);
+      const vals = Buffer.alloc(n * vs);
+      for (let i = 0; i < n; i++) {
+        const id = done + i;
+        C.ctKey.encode({ saddr: `10.250.${(id >> 16) & 255}.${(id >> 8) & 255}`, daddr: vip(id % p.services), sport: 1024 + (id & 0xff) * 200, dport: 80, proto: 6, dir: 0 }, keys, i * ks);
+        C.ctVal.encode({ last_seen: process.hrtime.bigint(), backend_id: 1, rev_nat_id: 1 }, vals, i * vs);
+      }
+      shim.mapUpdateMany(dp.maps.ct.fd, keys, vals, n, ks, vs);
+    }
+    log(`  conntrack holds ${dp.maps.ct.count()} entries`);
+    const target = vip(Math.floor(p.services / 2));
+    const est: number[] = [];
+    const fresh: number[] = [];
+    const pass: number[] = [];
+    for (let r = 0; r < p.runs; r++) {
+      const pkt = buildPacket({ proto: 'tcp', src: '10.251.0.1', dst: target, sport: 40000 + r, dport: 80, flags: 0x10 });
+      shim.progTestRun(dp.progFds.pod, pkt, pkt.length + 256); // first packet creates the flow
+      est.push(shim.progTestRun(dp.progFds.pod, pkt, pkt.length + 256, 100_000).durationNs);
+      const one: number[] = [];
+      for (let i = 0; i < 2000; i++) {
+        const syn = buildPacket({ proto: 'tcp', src: `10.252.${r}.${i & 255}`, dst: target, sport: 10000 + i, dport: 80 });
+        one.push(shim.progTestRun(dp.progFds.pod, syn, syn.length + 256, 1).durationNs);
+      }
+      fresh.push(median(one));
+      const other = buildPacket({ proto: 'tcp', src: '10.251.0.1', dst: '10.253.0.1', sport: 40000, dport: 80 });
+      pass.push(shim.progTestRun(dp.progFds.pod, other, other.length + 256, 100_000).durationNs);
+    }
+    return {
+      setup: `${p.services} services x ${p.endpoints} endpoints, ${dp.maps.ct.count()} conntrack entries`,
+      establishedNs: median(est),
+      newFlowNs: median(fresh),
+      passNs: median(pass),
+      runs: p.runs,
+    };
+  } finally {
+    dp.close();
+    fs.rmSync(root, { recursive: true, force: true });
+  }
+}
+
+function peakRssMb(pid: number): number {
+  const m = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Math.round(Number(m[1]) / 1024) : NaN;
+}
+
+/** Cold start and one-change latency, per mode, in a one-node box (agent only). */
+async function benchControlPlane(p: Params): Promise<{ coldStart: Results['coldStart']; oneChange: Results['oneChange'] }> {
+  const coldStart: Results['coldStart'] = [];
+  const oneChange: Results['oneChange'] = [];
+  const box = await Box.create({ nodes: 1 });
+  try {
+    writeManifests(box.manifestDir, p.services, (i) => Array.from({ length: p.endpoints }, (_, j) => epAddr(i * p.endpoints + j)));
+    for (const mode of ['bpf', 'iptables'] as const) {
+      const starts: number[] = [];
+      const syncs: number[] = [];
+      const rss: number[] = [];
+      for (let r = 0; r < p.runs; r++) {
+        await box.weir('n1', ['cleanup']);
+        const t0 = Date.now();
+        const agent = await box.startAgent('n1', ['--mode', mode]);
+        starts.push(Date.now() - t0);
+        const synced = /"msg":"synced","services":\d+,"upserts":\d+,"deletes":\d+,"ms":([\d.]+)/.exec(agent.logs());
+        syncs.push(Number(synced?.[1] ?? NaN));
+        rss.push(peakRssMb(agent.proc.child.pid!));
+        if (r < p.runs - 1) await agent.stop();
+        else {
+          // One change at a time on a small service of its own, at full scale.
+          const prog: number[] = [];
+          const sync: number[] = [];
+          for (let c = 0; c <= p.changes; c++) {
+            const next = agent.waitForNext(/"msg":"synced","services":1,[^\n]*"programmingMs":\d+/, 5000);
+            const eps = c % 2 ? [epAddr(200_000), epAddr(200_001)] : [epAddr(200_000)];
+            box.writeManifest('churn.json', JSON.stringify({ apiVersion: 'v1', kind: 'List', items: [serviceObj(60_000, 'churn'), sliceObj(60_000, eps, 'churn')] }));
+            await next;
+            const line = agent.logs().trim().split('\n').reverse().find((l) => l.includes('"services":1,'))!;
+            if (c === 0) continue; // the first one creates the service
+            prog.push(Number(/"programmingMs":(\d+)/.exec(line)![1]));
+            sync.push(Number(/"ms":([\d.]+)/.exec(line)![1]));
+          }
+          oneChange.push({ mode, programmingMs: stats(prog), syncMs: stats(sync) });
+          rss.push(peakRssMb(agent.proc.child.pid!));
+          log(`  ${mode}: one change p50 ${stats(prog).p50} ms / p99 ${stats(prog).p99} ms (sync p99 ${stats(sync).p99} ms)`);
+          await agent.stop();
+          box.removeManifest('churn.json');
+        }
+      }
+      coldStart.push({ mode, ms: median(starts), syncMs: median(syncs), peakRssMb: Math.max(...rss), runs: p.runs });
+      log(`  ${mode}: cold start ${median(starts)} ms (first sync ${median(syncs)} ms), peak RSS ${Math.max(...rss)} MB`);
+    }
+    await box.weir('n1', ['cleanup']);
+  } finally {
+    await box.destroy();
+  }
+  return { coldStart, oneChange };
+}
+
+/** New-connection latency through a real namespace path with N services, BPF vs iptables. */
+async function benchPath(p: Params): Promise<Results['path']> {
+  const out: Results['path'] = [];
+  const box = await Box.create({ nodes: 1 });
+  try {
+    const backend = await box.addPod('n1', 'backend');
+    await box.startEcho('backend', { tcp: [8080] });
+    await box.addPod('n1', 'client');
+    for (const n of p.pathSizes) {
+      for (const f of fs.readdirSync(box.manifestDir)) fs.rmSync(path.join(box.manifestDir, f));
+      // n-1 other services, then the measured one, which sorts last (the
+      // worst case for iptables' linear walk of the services chain).
+      writeManifests(box.manifestDir, n - 1, () => [backend.ip]);
+      box.writeManifest('target.json', JSON.stringify({ apiVersion: 'v1', kind: 'List', items: [serviceObj(65_000, 'zz-target'), sliceObj(65_000, [backend.ip], 'zz-target')] }));
+      for (const mode of ['bpf', 'iptables'] as const) {
+        await box.weir('n1', ['cleanup']);
+        const agent = await box.startAgent('n1', ['--mode', mode]);
+        await new Promise((r) => setTimeout(r, 700)); // device attach (bpf)
+        const target = `${vip(65_000)}:80`;
+        await box.tcp('client', target, { count: 50 });
+        const t0 = Date.now();
+        const r = await box.tcp('client', target, { count: p.conns, timeoutMs: 2000 });
+        const secs = (Date.now() - t0) / 1000;
+        const ok = r.attempts.filter((a) => a.ok);
+        if (ok.length !== r.attempts.length) throw new Error(`${mode} ${n}: ${r.attempts.length - ok.length} connections failed`);
+        const st = stats(ok.map((a) => a.us!));
+        out.push({ mode, services: n, latencyUs: { p50: Math.round(st.p50), p99: Math.round(st.p99), n: st.n }, connPerSec: Math.round(p.conns / secs) });
+        log(`  ${mode} ${n} services: p50 ${Math.round(st.p50)} us, p99 ${Math.round(st.p99)} us, ${Math.round(p.conns / secs)} conn/s`);
+        await agent.stop();
+      }
+    }
+    await box.weir('n1', ['cleanup']);
+  } finally {
+    await box.destroy();
+  }
+  return out;
+}
+
+function machine(): Record<string, string> {
+  const cpu = /model name\s*:\s*(.*)/.exec(fs.readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? 'unknown';
+  return {
+    cpu: `${cpu} (${os.cpus().length} cores)`,
+    memory: `${Math.round(os.totalmem() / 2 ** 30)} GiB`,
+    kernel: os.release(),
+    node: process.version,
+  };
+}
+
+async function main(): Promise<void> {
+  const p = params(process.argv.slice(2));
+  const command = `node dist/bench/run.js ${process.argv.slice(2).join(' ')}`.trim();
+  log(`weir benchmarks (${p.quick ? 'quick' : 'full'}): ${JSON.stringify(p)}`);
+  log('FFI cost per map operation');
+  const ffi = benchFfi();
+  log('Dataplane per packet (BPF_PROG_TEST_RUN)');
+  const packet = benchPacket(p);
+  log(`  established ${packet.establishedNs} ns, new flow ${packet.newFlowNs} ns, not a service ${packet.passNs} ns`);
+  log('Control plane');
+  const cp = await benchControlPlane(p);
+  log('Real namespace path');
+  const pathResults = await benchPath(p);
+  const results: Results = { machine: machine(), command, params: p, ffi, packet, ...cp, path: pathResults };
+  const outDir = path.join(REPO, 'bench');
+  fs.writeFileSync(path.join(outDir, p.quick ? 'results-quick.json' : 'results.json'), JSON.stringify(results, null, 2) + '\n');
+  if (!p.quick) report(results, REPO);
+  log(`results written to bench/${p.quick ? 'results-quick.json' : 'results.json'}${p.quick ? '' : ', BENCHMARKS.md, bench/latency.svg'}`);
+}
+
+main().catch((e) => {
+  process.stderr.write(`bench failed: ${e instanceof Error ? e.stack : String(e)}\n`);
+  process.exitCode = 1;
+});
