@@ -71,6 +71,9 @@ struct ct_new {
  * A source port for a flow masqueraded to snat_addr: the client's own port
  * when no other flow to the same backend uses it (the common case, and what
  * makes NAT invisible in logs), else a few random ones. 0: none free.
+ * A port that is also a frontend on snat_addr (a NodePort) is never used:
+ * replies to it must not look like new connections to that frontend, which
+ * is what lets the programs look up frontends before replies.
  */
 static __always_inline __be16 ct_snat_port(const struct pkt *p, __be32 snat_addr, __be32 be_addr, __be16 be_port,
 					   __u64 now)
@@ -81,10 +84,13 @@ static __always_inline __be16 ct_snat_port(const struct pkt *p, __be32 snat_addr
 	struct weir_ct_val *v;
 	__be16 port = p->sport;
 
+	struct weir_svc_key fe = { .addr = snat_addr, .proto = p->proto, .scope = WEIR_SCOPE_ALL };
+
 	for (int i = 0; i < SNAT_PORT_TRIES; i++) {
 		k.dport = port;
+		fe.port = port;
 		v = bpf_map_lookup_elem(&weir1_ct, &k);
-		if (!v || ct_expired(v, p->proto, now))
+		if ((!v || ct_expired(v, p->proto, now)) && !bpf_map_lookup_elem(&weir1_svc, &fe))
 			return port;
 		port = bpf_htons(SNAT_PORT_MIN + bpf_get_prandom_u32() % SNAT_PORT_SPAN);
 	}

@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * Packet parsing into a small summary. Headers are copied with
- * bpf_skb_load_bytes rather than read through direct packet pointers: a
- * packet's L4 header is not always in the linear area (GRO, some veth
- * paths), and copies keep the verifier's bounds reasoning trivial.
+ * Packet parsing into a small summary, with direct packet access (no helper
+ * call per header: this runs for every packet on every pod device). When the
+ * headers are not all in the linear area (GRO, some veth paths) they are
+ * pulled in once and the pointers re-derived.
  */
 #ifndef WEIR_PARSE_H
 #define WEIR_PARSE_H
@@ -32,6 +32,9 @@ struct pkt {
 	__u8 pad;
 };
 
+/* Ethernet + the longest IPv4 header + the TCP bytes we read (through the flags). */
+#define PARSE_PULL (ETH_HLEN + 60 + 14)
+
 /*
  * Fill p for an IPv4 TCP/UDP packet that carries ports. Returns false for
  * everything weir leaves alone: other L3/L4 protocols, truncated headers
@@ -40,32 +43,46 @@ struct pkt {
  */
 static __always_inline bool parse_packet(struct __sk_buff *skb, struct pkt *p)
 {
-	struct iphdr ip;
-	__u8 flags;
+	void *data, *data_end;
+	struct iphdr *ip;
+	__u8 *l4;
+	__u32 ihl;
 
 	if (skb->protocol != bpf_htons(ETH_P_IP))
 		return false;
-	if (bpf_skb_load_bytes(skb, L3_OFF, &ip, sizeof(ip)))
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	if (data + PARSE_PULL > data_end) {
+		/* Short packets fail the pull harmlessly; the bounds checks below decide. */
+		bpf_skb_pull_data(skb, skb->len < PARSE_PULL ? skb->len : PARSE_PULL);
+		data = (void *)(long)skb->data;
+		data_end = (void *)(long)skb->data_end;
+	}
+	ip = data + ETH_HLEN;
+	if ((void *)(ip + 1) > data_end)
 		return false;
-	if (ip.version != 4 || ip.ihl < 5)
+	if (ip->version != 4 || ip->ihl < 5)
 		return false;
-	if (ip.frag_off & bpf_htons(0x1fff))
+	if (ip->frag_off & bpf_htons(0x1fff))
 		return false;
-	if (ip.protocol != IPPROTO_TCP && ip.protocol != IPPROTO_UDP)
+	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
 		return false;
-	p->ihl = ip.ihl * 4;
-	p->l4_off = L3_OFF + p->ihl;
-	p->saddr = ip.saddr;
-	p->daddr = ip.daddr;
-	p->proto = ip.protocol;
+	ihl = ip->ihl * 4;
+	l4 = (__u8 *)ip + ihl;
+	if ((void *)(l4 + 4) > data_end)
+		return false;
+	p->ihl = ihl;
+	p->l4_off = L3_OFF + ihl;
+	p->saddr = ip->saddr;
+	p->daddr = ip->daddr;
+	p->proto = ip->protocol;
+	p->sport = *(__be16 *)l4;
+	p->dport = *(__be16 *)(l4 + 2);
 	p->tcp_flags = 0;
-	/* Source and destination ports are the first 4 bytes of both headers. */
-	if (bpf_skb_load_bytes(skb, p->l4_off, &p->sport, 4))
-		return false;
 	if (p->proto == IPPROTO_TCP) {
-		if (bpf_skb_load_bytes(skb, p->l4_off + 13, &flags, 1))
+		if ((void *)(l4 + 14) > data_end)
 			return false;
-		p->tcp_flags = flags;
+		p->tcp_flags = l4[13];
 	}
 	return true;
 }

@@ -26,6 +26,8 @@ export interface Attempt {
   from?: string;
   error?: string;
   ms: number;
+  /** TCP: microseconds from connect() to the response read (connect, one request, close). */
+  us?: number;
 }
 
 function arg(name: string, def = ''): string {
@@ -96,11 +98,12 @@ function connect(host: string, port: number, timeoutMs: number): Promise<net.Soc
 
 async function tcpOnce(host: string, port: number, timeoutMs: number): Promise<Attempt> {
   const t0 = Date.now();
+  const h0 = process.hrtime.bigint();
   let sock: net.Socket | null = null;
   try {
     sock = await connect(host, port, timeoutMs);
     const body = await httpExchange(sock, timeoutMs);
-    return { ok: true, ...parseBody(body), ms: Date.now() - t0 };
+    return { ok: true, ...parseBody(body), ms: Date.now() - t0, us: Number(process.hrtime.bigint() - h0) / 1000 };
   } catch (e) {
     return { ok: false, error: (e as Error).message, ms: Date.now() - t0 };
   } finally {
