@@ -337,7 +337,7 @@ export class Box {
   }
 
   /** Run a weir agent in a node namespace on the box's manifests. */
-  async startAgent(nodeName: string, extra: string[] = [], opts: { waitReady?: boolean; env?: Record<string, string> } = {}): Promise<Agent> {
+  async startAgent(nodeName: string, extra: string[] = [], opts: { waitReady?: boolean; env?: Record<string, string>; readyTimeoutMs?: number } = {}): Promise<Agent> {
     const node = this.node(nodeName);
     const argv = [
       'node',
@@ -365,7 +365,7 @@ export class Box {
     ];
     const proc = new NsProcess(node.ns, argv, opts.env ? { ...process.env, ...opts.env } : undefined);
     this.procs.add(proc);
-    if (opts.waitReady !== false) await proc.waitFor(/"msg":"ready"/, 20_000);
+    if (opts.waitReady !== false) await proc.waitFor(/"msg":"ready"/, opts.readyTimeoutMs ?? 20_000);
     return new Agent(this, node, proc);
   }
 
