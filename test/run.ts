@@ -6,6 +6,7 @@
  * before uvu could print its summary.
  */
 import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 interface Run {
@@ -62,6 +63,29 @@ function runOne(r: Run): Promise<{ passed: number; failed: number; skipped: numb
   });
 }
 
+/**
+ * `make bench --quick` as a smoke check: the benchmark suite runs end to end
+ * and writes every section. It checks that the suite works, not its bars:
+ * nothing here depends on timing.
+ */
+function benchSmoke(): Promise<{ passed: number; failed: number }> {
+  return new Promise((resolve) => {
+    process.stdout.write('\n=== bench --quick (smoke) ===\n');
+    const child = spawn(process.execPath, [path.resolve(__dirname, '../bench/run.js'), '--quick'], { stdio: ['ignore', 'inherit', 'inherit'] });
+    child.on('close', (code) => {
+      let ok = code === 0;
+      try {
+        const r = JSON.parse(fs.readFileSync(path.resolve(__dirname, '../../bench/results-quick.json'), 'utf8')) as Record<string, unknown[] | object>;
+        ok = ok && ['ffi', 'packet', 'coldStart', 'oneChange', 'path'].every((k) => r[k] !== undefined);
+      } catch {
+        ok = false;
+      }
+      process.stdout.write(`bench smoke: ${ok ? 'ok' : 'FAILED'}\n`);
+      resolve({ passed: ok ? 1 : 0, failed: ok ? 0 : 1 });
+    });
+  });
+}
+
 async function main(): Promise<void> {
   let passed = 0;
   let failed = 0;
@@ -71,6 +95,11 @@ async function main(): Promise<void> {
     passed += res.passed;
     failed += res.failed;
     skipped += res.skipped;
+  }
+  if (!only || only === 'bench') {
+    const b = await benchSmoke();
+    passed += b.passed;
+    failed += b.failed;
   }
   process.stdout.write(`\n${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}\n`);
   process.exitCode = failed > 0 ? 1 : 0;
