@@ -47,8 +47,8 @@ export class StructCodec<F extends FieldList> {
     this.size = Math.ceil(off / align) * align;
   }
 
-  /** Encode into `buf` at `offset` (default: a new zeroed buffer). Missing fields are zero. */
-  encode(value: Partial<Decoded<F>>, buf: Buffer = Buffer.alloc(this.size), offset = 0): Buffer {
+  /** Encode into `buf` at `offset` (default: a new zeroed buffer from Node's pool). Missing fields are zero. */
+  encode(value: Partial<Decoded<F>>, buf: Buffer = Buffer.allocUnsafe(this.size).fill(0), offset = 0): Buffer {
     const v = value as Record<string, number | bigint | string | undefined>;
     for (const f of this.fields) {
       const x = v[f.name];

@@ -7,45 +7,37 @@
  * re-seeded from the pinned maps, so existing flows keep their meaning.
  */
 export class IdTable {
-  private readonly byKey = new Map<string, number>();
-  private readonly refs = new Map<string, number>();
+  /** key -> id and the number of references taken on it (0: adopted, not yet claimed). */
+  private readonly byKey = new Map<string, { id: number; refs: number }>();
   private next = 1;
 
   /** Record an id found in a pinned map. */
   adopt(key: string, id: number): void {
-    this.byKey.set(key, id);
+    this.byKey.set(key, { id, refs: 0 });
     if (id >= this.next) this.next = id + 1;
   }
 
   peek(key: string): number | undefined {
-    return this.byKey.get(key);
+    return this.byKey.get(key)?.id;
   }
 
   /** Take a reference on key, allocating an id on first use. */
   acquire(key: string): number {
-    let id = this.byKey.get(key);
-    if (id === undefined) {
-      id = this.next++;
-      this.byKey.set(key, id);
-    }
-    this.refs.set(key, (this.refs.get(key) ?? 0) + 1);
-    return id;
+    let e = this.byKey.get(key);
+    if (!e) this.byKey.set(key, (e = { id: this.next++, refs: 0 }));
+    e.refs++;
+    return e.id;
   }
 
   /** Drop a reference; the id is forgotten when the last one goes. */
   release(key: string): void {
-    const n = (this.refs.get(key) ?? 0) - 1;
-    if (n > 0) {
-      this.refs.set(key, n);
-      return;
-    }
-    this.refs.delete(key);
-    this.byKey.delete(key);
+    const e = this.byKey.get(key);
+    if (e && --e.refs <= 0) this.byKey.delete(key);
   }
 
   /** Forget adopted ids nobody took a reference on (after the first full sync). */
   dropUnreferenced(): void {
-    for (const key of this.byKey.keys()) if (!this.refs.has(key)) this.byKey.delete(key);
+    for (const [key, e] of this.byKey) if (e.refs <= 0) this.byKey.delete(key);
   }
 
   get size(): number {

@@ -150,8 +150,17 @@ export class Reconciler implements Dataplane {
     const ups = emptyRecord(() => [] as Array<[string, Buffer]>);
     const dels = emptyRecord(() => [] as string[]);
     for (const m of MAP_NAMES) {
-      const keys = this.fullDiff ? new Set([...this.applied[m].keys(), ...this.desired[m].keys()]) : this.touched[m];
-      for (const k of keys) {
+      if (this.fullDiff) {
+        // Everything desired, then everything applied that is not desired:
+        // no union of a few hundred thousand keys materialized.
+        for (const [k, d] of this.desired[m]) {
+          const a = this.applied[m].get(k);
+          if (!a || !a.equals(d.value)) ups[m].push([k, d.value]);
+        }
+        for (const k of this.applied[m].keys()) if (!this.desired[m].has(k)) dels[m].push(k);
+        continue;
+      }
+      for (const k of this.touched[m]) {
         const d = this.desired[m].get(k);
         const a = this.applied[m].get(k);
         if (d && (!a || !a.equals(d.value))) ups[m].push([k, d.value]);
@@ -233,7 +242,9 @@ export class Reconciler implements Dataplane {
       e.refs++;
       e.value = v;
     } else this.desired[m].set(k, { value: v, refs: 1 });
-    this.touched[m].add(k);
+    // While a full comparison is pending (cold start, after adoption or a
+    // failure) every key is compared anyway: skip the bookkeeping.
+    if (!this.fullDiff) this.touched[m].add(k);
     o.keys[m].push(k);
   }
 
@@ -294,7 +305,7 @@ export class Reconciler implements Dataplane {
         const e = this.desired[m].get(k);
         if (!e) continue;
         if (--e.refs <= 0) this.desired[m].delete(k);
-        this.touched[m].add(k);
+        if (!this.fullDiff) this.touched[m].add(k);
       }
     }
     for (const bk of o.backends) this.backendIds.release(bk);
