@@ -42,22 +42,16 @@ const LOCALHOST = '127.0.0.1' as IPv4;
 
 export async function startAgent(opts: RunOptions, log: Logger): Promise<Agent> {
   const nodeIPs = await resolveNodeIPs(opts);
-  const nodePortAddrs = nodeIPs.filter((ip) => opts.nodePortAddresses.length === 0 || opts.nodePortAddresses.some((c) => cidrContains(c, ip)));
   if (nodeIPs.length === 0) log.warn('no node IP known: NodePorts are not served and nothing can be masqueraded', { hint: '--node-ips or --external-devices' });
 
   const { dp, mode } = await chooseMode(opts, log);
-  // NodePorts on 127.0.0.1 for node processes: the socket hooks in BPF mode;
-  // in iptables mode a nat OUTPUT rule, which needs route_localnet (as kube-proxy sets it).
-  if (opts.localhostNodePorts && (mode === 'iptables' || opts.cgroupRoot)) nodePortAddrs.push(LOCALHOST);
+  // NodePorts on 127.0.0.1 in iptables mode are a nat OUTPUT rule, which needs route_localnet (as kube-proxy sets it).
   if (mode === 'iptables' && opts.localhostNodePorts) fs.writeFileSync('/proc/sys/net/ipv4/conf/all/route_localnet', '1');
+  const writeConfig = (): void =>
+    dp?.writeConfig({ hairpinAddr: opts.hairpinAddr, snatAddr: nodeIPs[0] ?? '', masqueradeAll: opts.masqueradeAll, haveClusterCidrs: opts.clusterCIDRs.length > 0 });
   let reconciler: Dataplane;
   if (dp) {
-    dp.writeConfig({
-      hairpinAddr: opts.hairpinAddr,
-      snatAddr: nodeIPs[0] ?? '',
-      masqueradeAll: opts.masqueradeAll,
-      haveClusterCidrs: opts.clusterCIDRs.length > 0,
-    });
+    writeConfig();
     const r = new Reconciler(dp.maps);
     const adopted = r.adopt();
     r.setClusterCidrs(opts.clusterCIDRs);
@@ -75,7 +69,7 @@ export async function startAgent(opts: RunOptions, log: Logger): Promise<Agent> 
     },
     { nodePortRange: opts.nodePortRange },
   );
-  const syncer = new Syncer({ store, reconciler, log, ctx: { nodeName: opts.nodeName, nodePortAddrs } });
+  const syncer = new Syncer({ store, reconciler, log, ctx: { nodeName: opts.nodeName, nodePortAddrs: nodePortAddrs(nodeIPs, opts, mode) } });
   const runnerRef: { runner?: Runner } = {};
   const metrics = agentMetrics({ reconciler, runner: () => runnerRef.runner, ...(dp ? { ct: dp.maps.ct, verdicts: dp.maps.verdicts } : {}) });
   const hcNodePorts = new HealthCheckNodePorts({ log, proxyHealthy: () => (runnerRef.runner?.pendingSince ?? 0) === 0 || Date.now() - runnerRef.runner!.pendingSince < HEALTH_TIMEOUT_MS });
@@ -106,10 +100,8 @@ export async function startAgent(opts: RunOptions, log: Logger): Promise<Agent> 
   const node = store.nodes.get(opts.nodeName);
   if (nodeIPs.length === 0 && node && node.internalIPs.length > 0) {
     nodeIPs.push(...node.internalIPs);
-    const addrs = nodeIPs.filter((ip) => opts.nodePortAddresses.length === 0 || opts.nodePortAddresses.some((c) => cidrContains(c, ip)));
-    if (opts.localhostNodePorts && (mode === 'iptables' || opts.cgroupRoot)) addrs.push(LOCALHOST);
-    syncer.setContext({ nodeName: opts.nodeName, nodePortAddrs: addrs });
-    dp?.writeConfig({ hairpinAddr: opts.hairpinAddr, snatAddr: nodeIPs[0]!, masqueradeAll: opts.masqueradeAll, haveClusterCidrs: opts.clusterCIDRs.length > 0 });
+    syncer.setContext({ nodeName: opts.nodeName, nodePortAddrs: nodePortAddrs(nodeIPs, opts, mode) });
+    writeConfig();
     log.info('node IPs from the Node object', { nodeIPs: nodeIPs.join(','), zone: node.zone });
   }
   synced = true;
@@ -211,6 +203,16 @@ function attachDevices(dp: BpfDatapath, opts: RunOptions, log: Logger): DeviceWa
       log.info('attached', { device: link.name, ifindex: link.ifindex, role });
     },
   });
+}
+
+/**
+ * Where NodePorts answer: node IPs (narrowed by --nodeport-addresses), and
+ * 127.0.0.1 for node processes (socket hooks in BPF mode, OUTPUT in iptables mode).
+ */
+function nodePortAddrs(nodeIPs: readonly IPv4[], opts: RunOptions, mode: 'bpf' | 'iptables'): IPv4[] {
+  const out = nodeIPs.filter((ip) => opts.nodePortAddresses.length === 0 || opts.nodePortAddresses.some((c) => cidrContains(c, ip)));
+  if (opts.localhostNodePorts && (mode === 'iptables' || opts.cgroupRoot)) out.push(LOCALHOST);
+  return out;
 }
 
 /** --node-ips, or the IPv4 addresses of the external devices. */
