@@ -234,7 +234,7 @@ async function benchControlPlane(p: Params): Promise<{ coldStart: Results['coldS
       const rss: number[] = [];
       // iptables at full scale takes minutes per restore: fewer samples, stated in the report.
       const runs = mode === 'iptables' && !p.quick ? 1 : p.runs;
-      const changes = mode === 'iptables' && !p.quick ? Math.min(p.changes, 20) : p.changes;
+      const changes = mode === 'iptables' && !p.quick ? Math.min(p.changes, 5) : p.changes;
       for (let r = 0; r < runs; r++) {
         await box.weir('n1', ['cleanup']);
         const t0 = Date.now();

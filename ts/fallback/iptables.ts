@@ -26,9 +26,15 @@ export interface CommandRunner {
   (argv: readonly string[], input?: string): { code: number; stdout: string; stderr: string };
 }
 
+/**
+ * Runs a command to completion. iptables-restore of a large rule set (ten
+ * thousand services is several hundred thousand rules) takes minutes with
+ * the nf_tables backend, hence the generous limit.
+ */
 export const runCommand: CommandRunner = (argv, input) => {
-  const r = spawnSync(argv[0]!, argv.slice(1), { input, encoding: 'utf8', timeout: 30_000 });
-  return { code: r.status ?? 1, stdout: r.stdout ?? '', stderr: r.stderr ?? String(r.error ?? '') };
+  const r = spawnSync(argv[0]!, argv.slice(1), { input, encoding: 'utf8', timeout: 15 * 60_000, maxBuffer: 256 << 20 });
+  const killed = r.signal ? `killed by ${r.signal}${r.error ? ` (${r.error.message})` : ''}` : '';
+  return { code: r.status ?? 1, stdout: r.stdout ?? '', stderr: (r.stderr ?? '') + killed };
 };
 
 /** Split an iptables rule string into argv, honouring double quotes. */

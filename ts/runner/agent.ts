@@ -106,7 +106,9 @@ export async function startAgent(opts: RunOptions, log: Logger): Promise<Agent> 
   }
   synced = true;
   runner.syncNow();
-  log.info('ready', { services: store.services.size, slices: store.slices.size, nodeIPs: nodeIPs.join(',') });
+  // "ready" means programmed: after the first sync that succeeded (a failed
+  // one is retried with backoff; health and metrics are up meanwhile).
+  void runner.synced.then(() => log.info('ready', { services: store.services.size, slices: store.slices.size, nodeIPs: nodeIPs.join(',') }));
 
   const devices = dp ? attachDevices(dp, opts, log) : null;
   await devices?.start();

@@ -27,6 +27,9 @@ export class Runner {
   lastSuccessAt = 0;
   syncs = 0;
   errors = 0;
+  private firstSuccess: (() => void) | null = null;
+  /** Resolves after the first successful sync. */
+  readonly synced = new Promise<void>((r) => (this.firstSuccess = r));
 
   constructor(opts: RunnerOptions) {
     this.opts = opts;
@@ -70,6 +73,8 @@ export class Runner {
       this.syncs++;
       this.failures = 0;
       this.lastSuccessAt = Date.now();
+      this.firstSuccess?.();
+      this.firstSuccess = null;
     } catch (e) {
       this.errors++;
       this.failures++;
