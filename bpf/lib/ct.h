@@ -61,6 +61,7 @@ struct ct_new {
 	__be16 backend_port;
 	__be16 snat_port; /* source port after SNAT */
 	__be32 snat_addr; /* 0: source not rewritten */
+	__u16 flags; /* extra WEIR_CT_F_* (REDIRECT) */
 };
 
 #define SNAT_PORT_MIN 32768
@@ -100,7 +101,7 @@ static __always_inline __be16 ct_snat_port(const struct pkt *p, __be32 snat_addr
 /* Record a new flow (p is the packet as the client sent it). */
 static __always_inline void ct_create(const struct pkt *p, const struct ct_new *n, __u64 now)
 {
-	__u16 flags = n->snat_addr ? WEIR_CT_F_SNAT : 0;
+	__u16 flags = (n->snat_addr ? WEIR_CT_F_SNAT : 0) | n->flags;
 	struct weir_ct_key k;
 	struct weir_ct_val v = {
 		.last_seen = now,

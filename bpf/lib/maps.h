@@ -78,7 +78,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__type(key, __u32);
 	__type(value, __u64);
-	__uint(max_entries, WEIR_V__MAX);
+	__uint(max_entries, WEIR_MAX_VERDICTS);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } weir1_verdicts SEC(".maps");
 

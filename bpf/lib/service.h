@@ -73,6 +73,7 @@ static __always_inline int handle_frontend(struct __sk_buff *skb, struct pkt *p,
 	__u32 backend_id = 0;
 	__be32 snat = 0;
 	__be16 snat_port = 0;
+	__u16 ct_flags = 0;
 	__be32 be_addr;
 	__be16 be_port;
 
@@ -92,6 +93,7 @@ static __always_inline int handle_frontend(struct __sk_buff *skb, struct pkt *p,
 			snat = ct->nat_addr;
 			snat_port = ct->nat_port;
 		}
+		ct_flags = ct->flags;
 	}
 	if (!be) {
 		struct ct_new n;
@@ -127,6 +129,11 @@ static __always_inline int handle_frontend(struct __sk_buff *skb, struct pkt *p,
 		n.backend_port = be_port;
 		n.snat_addr = snat;
 		n.snat_port = snat_port;
+		/* Masquerade puts the node's address in the source, and a NodePort's
+		 * replies leave with the node's address: both would be martians on
+		 * the input route, so those flows are forwarded by FIB redirect. */
+		ct_flags = (snat && snat != (cfg ? cfg->hairpin_addr : 0)) || (svc->flags & WEIR_SVC_F_NODE_PORT) ? WEIR_CT_F_REDIRECT : 0;
+		n.flags = ct_flags;
 		ct_create(p, &n, now);
 	} else {
 		be_addr = be->addr;
@@ -136,7 +143,7 @@ static __always_inline int handle_frontend(struct __sk_buff *skb, struct pkt *p,
 		return WEIR_V_DROP_NAT_FAILED;
 	if (nat_rewrite(skb, p, false, be_addr, be_port))
 		return WEIR_V_DROP_NAT_FAILED;
-	return WEIR_V_FORWARD;
+	return ct_flags & WEIR_CT_F_REDIRECT ? WEIR_V_FORWARD_REDIRECT : WEIR_V_FORWARD;
 }
 
 /* Backend -> client: restore the frontend as source (and the client as destination after SNAT). */
@@ -162,7 +169,7 @@ static __always_inline int handle_reply(struct __sk_buff *skb, struct pkt *p, __
 	}
 	if (nat_rewrite(skb, p, true, rn->addr, rn->port))
 		return WEIR_V_DROP_NAT_FAILED;
-	return WEIR_V_REVNAT;
+	return ct->flags & WEIR_CT_F_REDIRECT ? WEIR_V_REVNAT_REDIRECT : WEIR_V_REVNAT;
 }
 
 /*

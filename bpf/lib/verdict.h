@@ -17,6 +17,7 @@ static __always_inline int verdict_exit(struct __sk_buff *skb, const struct pkt 
 	__u32 key;
 	__u64 *count;
 
+	_Static_assert(WEIR_V__MAX <= WEIR_MAX_VERDICTS, "verdict map too small");
 	if (v < 0 || v >= WEIR_V__MAX)
 		return TC_ACT_OK;
 	key = (__u32)v;
@@ -26,6 +27,9 @@ static __always_inline int verdict_exit(struct __sk_buff *skb, const struct pkt 
 	switch (v) {
 	case WEIR_V_FORWARD:
 	case WEIR_V_REVNAT:
+		return TC_ACT_OK; /* the stack routes the rewritten packet */
+	case WEIR_V_FORWARD_REDIRECT:
+	case WEIR_V_REVNAT_REDIRECT:
 		return fib_redirect(skb, p);
 	case WEIR_V_REJECT_NO_ENDPOINTS:
 		return TC_ACT_REDIRECT; /* reject.h already called bpf_redirect() */

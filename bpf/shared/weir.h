@@ -39,6 +39,9 @@
 #define WEIR_MAX_CT 1048576
 #define WEIR_MAX_AFFINITY 262144
 #define WEIR_MAX_CIDRS 65536
+/* Room for verdict reasons: adding one must not change the pinned map's
+ * shape (a restarted agent could not adopt it), so the size is fixed. */
+#define WEIR_MAX_VERDICTS 64
 #define WEIR_MAX_SK_REVNAT 262144
 
 /* weir_svc_key.scope: which endpoint set a frontend entry describes. */
@@ -71,6 +74,8 @@
 /* weir_ct_val.flags. */
 #define WEIR_CT_F_SNAT (1 << 0) /* the source was rewritten (hairpin / masquerade) */
 #define WEIR_CT_F_CLOSING (1 << 1) /* a FIN or RST was seen */
+#define WEIR_CT_F_REDIRECT (1 << 2) /* NATed packets of this flow carry a local source address:
+				     * forward them with a FIB redirect, not through the input route */
 
 /*
  * Verdict reasons, the index of the per-CPU counter array. Every packet that
@@ -81,6 +86,8 @@
 enum weir_verdict {
 	WEIR_V_FORWARD = 0, /* NATed toward a backend */
 	WEIR_V_REVNAT, /* reply NATed back to the frontend */
+	WEIR_V_FORWARD_REDIRECT, /* NATed toward a backend, sent with a FIB redirect */
+	WEIR_V_REVNAT_REDIRECT, /* reply NATed, sent with a FIB redirect */
 	WEIR_V_REJECT_NO_ENDPOINTS, /* service has no usable endpoint: RST / ICMP sent back */
 	WEIR_V_DROP_NO_ENDPOINTS, /* no usable endpoint and no reply due (e.g. an incoming RST) */
 	WEIR_V_DROP_NAT_FAILED, /* a helper failed while rewriting the packet */

@@ -138,6 +138,8 @@ export function trace(shim: Shim, root: string, args: { src?: string; dst?: stri
       for (let c = 0; c < verdicts.cpus; c++) n += v.readBigUInt64LE(c * 8);
       if (n > 0n) verdict = VERDICTS[Buffer.from(k, 'latin1').readUInt32LE(0)] ?? `verdict${k}`;
     }
+    // Whether the packet leaves by FIB redirect is a detail of the same outcome.
+    verdict = verdict.replace(/_redirect$/, '');
 
     const view = readServices(open(shim, root, ['svc', 'be']) as { svc: PinnedMap; be: PinnedMap });
     const frontend = view.frontends.find((f) => f.addr === dst.addr && f.port === dst.port && f.proto === proto.toUpperCase() && f.scope === 'all') ?? null;

@@ -6,6 +6,8 @@
 export const VERDICTS = [
   'forward',
   'revnat',
+  'forward_redirect',
+  'revnat_redirect',
   'reject_no_endpoints',
   'drop_no_endpoints',
   'drop_nat_failed',
