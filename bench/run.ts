@@ -21,7 +21,7 @@ import { ClusterStore } from '../ts/model/store';
 import { Reconciler } from '../ts/reconcile/reconciler';
 import { Syncer } from '../ts/runner/sync';
 import { createLogger } from '../ts/util/log';
-import { Box, REPO } from '../test/box/box';
+import { Agent, Box, REPO } from '../test/box/box';
 import { report } from './report';
 
 export interface Stats {
@@ -36,13 +36,16 @@ export interface Results {
   params: Params;
   ffi: Array<{ backend: string; singleNsPerOp: number; batchNsPerElem: number }>;
   packet: { setup: string; establishedNs: number; newFlowNs: number; passNs: number; floorNs: number; runs: number };
-  coldStart: Array<{ mode: string; ms: number; syncMs: number; peakRssMb: number; runs: number }>;
+  /** timedOut: not programmed within the deadline (ms is then the deadline). */
+  coldStart: Array<{ mode: string; ms: number; syncMs: number; peakRssMb: number; runs: number; timedOut?: boolean }>;
   oneChange: Array<{ mode: string; programmingMs: Stats; syncMs: Stats }>;
-  path: Array<{ mode: string; services: number; latencyUs: Stats; connPerSec: number }>;
+  path: Array<{ mode: string; services: number; latencyUs: Stats; connPerSec: number; timedOut?: boolean }>;
 }
 
 interface Params {
   quick: boolean;
+  /** How long an agent may take to program everything before the point is reported as timed out. */
+  deadlineMs: number;
   services: number;
   endpoints: number;
   changes: number;
@@ -61,6 +64,7 @@ function params(argv: string[]): Params {
   const sizesArg = argv.indexOf('--path-sizes');
   return {
     quick,
+    deadlineMs: num('deadline-ms', 120_000, 60_000),
     services: num('services', 10_000, 500),
     endpoints: num('endpoints', 10, 4),
     changes: num('changes', 200, 30),
@@ -235,10 +239,21 @@ async function benchControlPlane(p: Params): Promise<{ coldStart: Results['coldS
       // iptables at full scale takes minutes per restore: fewer samples, stated in the report.
       const runs = mode === 'iptables' && !p.quick ? 1 : p.runs;
       const changes = mode === 'iptables' && !p.quick ? Math.min(p.changes, 5) : p.changes;
+      let timedOut = false;
       for (let r = 0; r < runs; r++) {
         await box.weir('n1', ['cleanup']);
         const t0 = Date.now();
-        const agent = await box.startAgent('n1', ['--mode', mode], { readyTimeoutMs: 900_000 });
+        let agent: Agent;
+        try {
+          agent = await box.startAgent('n1', ['--mode', mode], { readyTimeoutMs: p.deadlineMs });
+        } catch {
+          // Not programmed within the deadline: report that, and stop measuring this mode.
+          timedOut = true;
+          starts.push(p.deadlineMs);
+          log(`  ${mode}: not programmed within ${p.deadlineMs} ms`);
+          await box.weir('n1', ['cleanup']).catch(() => undefined);
+          break;
+        }
         starts.push(Date.now() - t0);
         const synced = /"msg":"synced","services":\d+,"upserts":\d+,"deletes":\d+,"ms":([\d.]+)/.exec(agent.logs());
         syncs.push(Number(synced?.[1] ?? NaN));
@@ -265,7 +280,8 @@ async function benchControlPlane(p: Params): Promise<{ coldStart: Results['coldS
           box.removeManifest('churn.json');
         }
       }
-      coldStart.push({ mode, ms: median(starts), syncMs: median(syncs), peakRssMb: Math.max(...rss), runs });
+      coldStart.push({ mode, ms: median(starts), syncMs: median(syncs), peakRssMb: Math.max(...rss), runs, ...(timedOut ? { timedOut } : {}) });
+      if (timedOut) oneChange.push({ mode, programmingMs: { p50: NaN, p99: NaN, n: 0 }, syncMs: { p50: NaN, p99: NaN, n: 0 } });
       log(`  ${mode}: cold start ${median(starts)} ms (first sync ${median(syncs)} ms), peak RSS ${Math.max(...rss)} MB`);
     }
     await box.weir('n1', ['cleanup']);
@@ -291,7 +307,15 @@ async function benchPath(p: Params): Promise<Results['path']> {
       box.writeManifest('target.json', JSON.stringify({ apiVersion: 'v1', kind: 'List', items: [serviceObj(65_000, 'zz-target'), sliceObj(65_000, [backend.ip], 'zz-target')] }));
       for (const mode of ['bpf', 'iptables'] as const) {
         await box.weir('n1', ['cleanup']);
-        const agent = await box.startAgent('n1', ['--mode', mode], { readyTimeoutMs: 900_000 });
+        let agent: Agent;
+        try {
+          agent = await box.startAgent('n1', ['--mode', mode], { readyTimeoutMs: p.deadlineMs });
+        } catch {
+          out.push({ mode, services: n, latencyUs: { p50: NaN, p99: NaN, n: 0 }, connPerSec: 0, timedOut: true });
+          log(`  ${mode} ${n} services: not programmed within ${p.deadlineMs} ms`);
+          await box.weir('n1', ['cleanup']).catch(() => undefined);
+          continue;
+        }
         await new Promise((r) => setTimeout(r, 700)); // device attach (bpf)
         const target = `${vip(65_000)}:80`;
         await box.tcp('client', target, { count: 50 });

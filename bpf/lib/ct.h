@@ -37,6 +37,75 @@ static __always_inline bool ct_expired(const struct weir_ct_val *v, __u8 proto, 
 	return now - v->last_seen > life;
 }
 
+/*
+ * A flow lives while either direction saw a packet within its lifetime, as
+ * one Linux conntrack entry refreshed by both directions does. Each
+ * direction refreshes only its own entry (no second lookup per packet), so
+ * an entry past its lifetime asks its peer before it counts as a miss.
+ * Without this a UDP client that only sends would lose its reverse NAT
+ * after 60 s (the backend's late answer arrives from the pod address and
+ * the client drops it), and a flow kept busy by backend pushes alone would
+ * jump to another backend on the client's next datagram. Costs lookups
+ * only on the expired path.
+ */
+
+/* Is the REV entry of FWD entry v (keyed k, as the client sent) alive and still this flow's? */
+static __always_inline bool ct_fwd_peer_alive(const struct weir_ct_key *k, const struct weir_ct_val *v, __u64 now)
+{
+	bool snat = v->flags & WEIR_CT_F_SNAT;
+	__u32 id = v->backend_id;
+	struct weir_backend *be = bpf_map_lookup_elem(&weir1_be, &id);
+	struct weir_ct_key rk = {};
+	struct weir_ct_val *r;
+
+	if (!be)
+		return false;
+	rk.saddr = be->addr;
+	rk.daddr = snat ? v->nat_addr : k->saddr;
+	rk.sport = be->port;
+	rk.dport = snat ? v->nat_port : k->sport;
+	rk.proto = k->proto;
+	rk.dir = WEIR_CT_REV;
+	r = bpf_map_lookup_elem(&weir1_ct, &rk);
+	return r && !ct_expired(r, k->proto, now) && r->rev_nat_id == v->rev_nat_id && r->nat_addr == k->saddr &&
+	       r->nat_port == k->sport;
+}
+
+/* Is the FWD entry of REV entry v (keyed k, as the backend sends) alive and still on this backend? */
+static __always_inline bool ct_rev_peer_alive(const struct weir_ct_key *k, const struct weir_ct_val *v, __u64 now)
+{
+	__u32 id = v->rev_nat_id;
+	struct weir_revnat *rn = bpf_map_lookup_elem(&weir1_revnat, &id);
+	struct weir_ct_key fk = {};
+	struct weir_backend *be;
+	struct weir_ct_val *f;
+
+	if (!rn)
+		return false;
+	fk.saddr = v->nat_addr;
+	fk.daddr = rn->addr;
+	fk.sport = v->nat_port;
+	fk.dport = rn->port;
+	fk.proto = k->proto;
+	fk.dir = WEIR_CT_FWD;
+	f = bpf_map_lookup_elem(&weir1_ct, &fk);
+	if (!f || ct_expired(f, k->proto, now) || f->rev_nat_id != v->rev_nat_id)
+		return false;
+	/* After SNAT the REV key's destination is the flow's translated source. */
+	if ((f->flags & WEIR_CT_F_SNAT) && (f->nat_addr != k->daddr || f->nat_port != k->dport))
+		return false;
+	id = f->backend_id;
+	be = bpf_map_lookup_elem(&weir1_be, &id);
+	return be && be->addr == k->saddr && be->port == k->sport;
+}
+
+static __always_inline bool ct_alive(const struct weir_ct_key *k, const struct weir_ct_val *v, __u64 now)
+{
+	if (!ct_expired(v, k->proto, now))
+		return true;
+	return k->dir == WEIR_CT_FWD ? ct_fwd_peer_alive(k, v, now) : ct_rev_peer_alive(k, v, now);
+}
+
 /* Found, alive entry for this packet in direction dir; refreshes last_seen. */
 static __always_inline struct weir_ct_val *ct_lookup(const struct pkt *p, __u8 dir, __u64 now)
 {
@@ -45,7 +114,7 @@ static __always_inline struct weir_ct_val *ct_lookup(const struct pkt *p, __u8 d
 
 	ct_key_of(&k, p, dir);
 	v = bpf_map_lookup_elem(&weir1_ct, &k);
-	if (!v || ct_expired(v, p->proto, now))
+	if (!v || !ct_alive(&k, v, now))
 		return NULL;
 	/* Writes through the lookup pointer: no map update on the hot path. */
 	v->last_seen = now;
@@ -64,14 +133,19 @@ struct ct_new {
 	__u16 flags; /* extra WEIR_CT_F_* (REDIRECT) */
 };
 
-#define SNAT_PORT_MIN 32768
-#define SNAT_PORT_SPAN 28232 /* 32768-60999, Linux's default ephemeral range */
+/*
+ * Masquerade source ports come from above Linux's default ephemeral range
+ * (32768-60999), so they never equal a port a node process may be using
+ * toward the same backend: such a socket's replies would otherwise match
+ * the masqueraded flow's reply entry and be steered to its client.
+ */
+#define SNAT_PORT_MIN 61000
+#define SNAT_PORT_SPAN 4536 /* 61000-65535 */
 #define SNAT_PORT_TRIES 8
 
 /*
- * A source port for a flow masqueraded to snat_addr: the client's own port
- * when no other flow to the same backend uses it (the common case, and what
- * makes NAT invisible in logs), else a few random ones. 0: none free.
+ * A source port for a flow masqueraded to snat_addr: a random free one in
+ * the SNAT range (like MASQUERADE --random-fully). 0: none free.
  * A port that is also a frontend on snat_addr (a NodePort) is never used:
  * replies to it must not look like new connections to that frontend, which
  * is what lets the programs look up frontends before replies.
@@ -83,7 +157,7 @@ static __always_inline __be16 ct_snat_port(const struct pkt *p, __be32 snat_addr
 		.saddr = be_addr, .daddr = snat_addr, .sport = be_port, .proto = p->proto, .dir = WEIR_CT_REV
 	};
 	struct weir_ct_val *v;
-	__be16 port = p->sport;
+	__be16 port = bpf_htons(SNAT_PORT_MIN + bpf_get_prandom_u32() % SNAT_PORT_SPAN);
 
 	struct weir_svc_key fe = { .addr = snat_addr, .proto = p->proto, .scope = WEIR_SCOPE_ALL };
 
@@ -91,7 +165,7 @@ static __always_inline __be16 ct_snat_port(const struct pkt *p, __be32 snat_addr
 		k.dport = port;
 		fe.port = port;
 		v = bpf_map_lookup_elem(&weir1_ct, &k);
-		if ((!v || ct_expired(v, p->proto, now)) && !bpf_map_lookup_elem(&weir1_svc, &fe))
+		if ((!v || !ct_alive(&k, v, now)) && !bpf_map_lookup_elem(&weir1_svc, &fe))
 			return port;
 		port = bpf_htons(SNAT_PORT_MIN + bpf_get_prandom_u32() % SNAT_PORT_SPAN);
 	}

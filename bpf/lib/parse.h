@@ -38,8 +38,15 @@ struct pkt {
 /*
  * Fill p for an IPv4 TCP/UDP packet that carries ports. Returns false for
  * everything weir leaves alone: other L3/L4 protocols, truncated headers
- * (the stack will drop those itself), and non-first fragments, which carry
- * no ports to match a frontend on; reassembly is the receiver's business.
+ * (the stack will drop those itself), and non-first fragments. Those carry
+ * no L4 header, so there are no ports to find a frontend or a conntrack
+ * entry with; tc ingress runs before the stack's defragmentation, and a
+ * tc program cannot reassemble. A first fragment is handled like any
+ * packet (its L4 checksum update is incremental, so it stays right for the
+ * whole datagram). Known limit: a datagram fragmented on its way to a
+ * frontend, or a fragmented reply, does not survive NAT (the other
+ * fragments keep the old addresses); fixing it needs a {saddr, daddr, IP
+ * id, proto} -> ports map filled from first fragments, as Cilium does.
  */
 static __always_inline bool parse_packet(struct __sk_buff *skb, struct pkt *p)
 {

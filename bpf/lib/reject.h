@@ -7,8 +7,13 @@
  * The reply is built in place and sent back out of the device the packet
  * came in on (bpf_redirect to its egress reaches the pod's end of the veth).
  *
- * Only option-less IPv4 headers are answered (ihl == 5), which keeps every
- * offset constant for the verifier; anything else is dropped and counted.
+ * Packets with IPv4 options (ihl > 5) are answered too. The ICMP quote
+ * carries the whole original header, options included, because the
+ * receiver's icmp_unreach() reads ihl * 4 + 8 bytes of it to find the
+ * socket. The RST keeps the segment's header length and turns the options
+ * into NOPs: a pod's TCP segment is usually CHECKSUM_PARTIAL, and
+ * bpf_skb_change_tail() refuses to cut below csum_start + csum_offset + 2,
+ * i.e. it cannot trim the packet to an option-less IP header + 20 bytes.
  */
 #ifndef WEIR_REJECT_H
 #define WEIR_REJECT_H
@@ -59,17 +64,27 @@ static __always_inline int reject_tcp(struct __sk_buff *skb, const struct pkt *p
 		__be16 len;
 		struct tcphdr tcp;
 	} ph = {};
+	struct {
+		struct iphdr ip;
+		__u8 opts[40];
+	} hdr;
 	struct tcphdr in;
-	struct iphdr ip;
+	__u32 ihl = p->ihl;
 	__u32 payload;
+	__u16 tot_len;
+	long sum;
 
 	if (p->tcp_flags & TCP_FLAG_RST)
 		return REJECT_SILENT; /* never answer a RST with a RST (RFC 9293) */
-	if (p->ihl != sizeof(struct iphdr))
+	/* Redundant at run time (parse checked it), but p->ihl comes back from
+	 * the stack as any u8: the verifier needs the bound for the
+	 * variable-length checksum and store below. */
+	if (ihl < sizeof(hdr.ip) || ihl > sizeof(hdr))
 		return REJECT_FAILED;
-	if (bpf_skb_load_bytes(skb, L3_OFF, &ip, sizeof(ip)) || bpf_skb_load_bytes(skb, p->l4_off, &in, sizeof(in)))
+	if (bpf_skb_load_bytes(skb, L3_OFF, &hdr.ip, sizeof(hdr.ip)) ||
+	    bpf_skb_load_bytes(skb, p->l4_off, &in, sizeof(in)))
 		return REJECT_FAILED;
-	payload = bpf_ntohs(ip.tot_len) - sizeof(ip) - in.doff * 4;
+	payload = bpf_ntohs(hdr.ip.tot_len) - ihl - in.doff * 4;
 	if (payload > 0xffff)
 		payload = 0;
 
@@ -89,38 +104,56 @@ static __always_inline int reject_tcp(struct __sk_buff *skb, const struct pkt *p
 	ph.len = bpf_htons(sizeof(struct tcphdr));
 	ph.tcp.check = csum_of(&ph, sizeof(ph));
 
-	reply_iphdr(&ip, p, IPPROTO_TCP, sizeof(ip) + sizeof(struct tcphdr));
-	if (bpf_skb_change_tail(skb, L3_OFF + sizeof(ip) + sizeof(struct tcphdr), 0))
+	tot_len = ihl + sizeof(struct tcphdr);
+	reply_iphdr(&hdr.ip, p, IPPROTO_TCP, tot_len);
+	__builtin_memset(hdr.opts, 1 /* IPOPT_NOOP */, sizeof(hdr.opts));
+	hdr.ip.ihl = ihl / 4;
+	hdr.ip.check = 0;
+	sum = bpf_csum_diff(NULL, 0, (__be32 *)&hdr, ihl, 0);
+	if (sum < 0)
 		return REJECT_FAILED;
-	if (bpf_skb_store_bytes(skb, L3_OFF, &ip, sizeof(ip), 0) ||
-	    bpf_skb_store_bytes(skb, L3_OFF + sizeof(ip), &ph.tcp, sizeof(ph.tcp), 0) || swap_macs(skb))
+	hdr.ip.check = csum_fold((__u32)sum);
+
+	if (bpf_skb_change_tail(skb, L3_OFF + tot_len, 0))
+		return REJECT_FAILED;
+	if (bpf_skb_store_bytes(skb, L3_OFF, &hdr, ihl, 0) ||
+	    bpf_skb_store_bytes(skb, L3_OFF + ihl, &ph.tcp, sizeof(ph.tcp), 0) || swap_macs(skb))
 		return REJECT_FAILED;
 	bpf_redirect(skb->ifindex, 0);
 	return REJECT_SENT;
 }
 
 #define ICMP_ROOM (sizeof(struct iphdr) + sizeof(struct icmphdr))
-#define ICMP_QUOTE (sizeof(struct iphdr) + 8) /* original header + 8 bytes, RFC 792 */
+#define ICMP_QUOTE_MAX (60 + 8) /* original header (up to 60 bytes) + 8 bytes, RFC 792 */
 
 static __always_inline int reject_udp(struct __sk_buff *skb, const struct pkt *p)
 {
 	struct {
 		struct icmphdr icmp;
-		__u8 quote[ICMP_QUOTE];
+		__u8 quote[ICMP_QUOTE_MAX];
 	} msg = {};
 	struct iphdr ip;
+	__u32 qlen = p->ihl + 8;
+	long sum;
 
-	if (p->ihl != sizeof(struct iphdr))
+	/* Redundant at run time (parse caps ihl at 60), but p->ihl comes back
+	 * from the stack as any u8: the verifier needs this bound for the
+	 * variable-length load and checksum below. */
+	if (qlen > sizeof(msg.quote))
 		return REJECT_FAILED;
-	if (bpf_skb_load_bytes(skb, L3_OFF, msg.quote, sizeof(msg.quote)))
+	if (bpf_skb_load_bytes(skb, L3_OFF, msg.quote, qlen))
 		return REJECT_FAILED;
 	msg.icmp.type = ICMP_DEST_UNREACH;
 	msg.icmp.code = ICMP_PORT_UNREACH;
-	msg.icmp.checksum = csum_of(&msg, sizeof(msg));
-	reply_iphdr(&ip, p, IPPROTO_ICMP, sizeof(ip) + sizeof(msg));
+	/* ICMP header + quote are contiguous in msg; qlen is a multiple of 4, as csum_diff wants. */
+	sum = bpf_csum_diff(NULL, 0, (__be32 *)&msg, sizeof(msg.icmp) + qlen, 0);
+	if (sum < 0)
+		return REJECT_FAILED;
+	msg.icmp.checksum = csum_fold((__u32)sum);
+	reply_iphdr(&ip, p, IPPROTO_ICMP, sizeof(ip) + sizeof(msg.icmp) + qlen);
 
 	/* Trim to header + 8 bytes, then open room for the new IP + ICMP headers. */
-	if (bpf_skb_change_tail(skb, L3_OFF + ICMP_QUOTE, 0))
+	if (bpf_skb_change_tail(skb, L3_OFF + qlen, 0))
 		return REJECT_FAILED;
 	if (bpf_skb_adjust_room(skb, ICMP_ROOM, BPF_ADJ_ROOM_MAC, 0))
 		return REJECT_FAILED;
