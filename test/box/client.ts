@@ -1,19 +1,25 @@
 /**
- * Client run inside a pod or node namespace; prints one JSON line.
+ * Client run inside a pod, node or the outside namespace; prints one JSON
+ * line `{"attempts":[...]}` for the test to assert on.
  *
- *   tcp  --to IP:PORT --count N [--timeout-ms T]
- *        N sequential connections, each one HTTP request.
- *   udp  --to IP:PORT --count N [--timeout-ms T] [--same-socket] [--interval-ms I]
- *        N requests, each on a new socket or all on one connected socket.
- *   hold --to IP:PORT --duration-ms D --interval-ms I
- *        one TCP connection, a request every I ms for D ms.
+ *   tcp  --to IP:PORT --count N [--timeout-ms T] [--hold-ms H]
+ *        N sequential connections, one HTTP request each (then held open H ms).
+ *   udp  --to IP:PORT --count N [--timeout-ms T] [--interval-ms I] [--same-socket | --connect]
+ *        N requests, each on a new socket (connected with --connect), or all
+ *        on one connected socket (--same-socket; every I ms, default 50).
+ *   hold --to IP:PORT --duration-ms D --interval-ms I [--timeout-ms T]
+ *        one TCP connection, a request every I ms for D ms; prints
+ *        `connected` first, so a test running it in the background knows
+ *        when the connection exists. Stops at the first failure.
  *
- * --bind IP picks the source address. UDP attempts also report `from`, the
- * source of the reply as the application saw it.
+ * --bind IP picks the source address.
  *
- * Each attempt reports {ok, backend, seenSrc, error}; error is ECONNREFUSED
- * (refused at once), "timeout", or another errno. Loops are bounded by count
- * and time.
+ * Each attempt is {ok, backend, seenSrc, error, ms}: backend is the echo
+ * server's name, seenSrc the source address it saw (masquerade shows here),
+ * error is ECONNREFUSED (refused at once: RST or ICMP port unreachable),
+ * "timeout" (nothing came back: a DROP), or another errno. UDP attempts
+ * also report `from`, the reply's source as recvfrom() saw it.
+ * Every loop is bounded by count and time.
  */
 import * as dgram from 'node:dgram';
 import * as net from 'node:net';
@@ -30,16 +36,27 @@ export interface Attempt {
   us?: number;
 }
 
+const MAX_COUNT = 10_000;
+const MAX_DURATION_MS = 120_000;
+
 function arg(name: string, def = ''): string {
   const i = process.argv.indexOf(`--${name}`);
   return i >= 0 ? process.argv[i + 1] ?? def : def;
 }
 
-function target(): { host: string; port: number } {
-  const [host, port] = arg('to').split(':');
-  return { host: host!, port: Number(port) };
+function num(name: string, def: number, min: number, max: number): number {
+  const v = Number(arg(name, String(def)));
+  if (!Number.isFinite(v)) throw new Error(`--${name} must be a number`);
+  return Math.min(Math.max(v, min), max);
 }
 
+function target(): { host: string; port: number } {
+  const m = /^(\d+\.\d+\.\d+\.\d+):(\d+)$/.exec(arg('to'));
+  if (!m) throw new Error('--to IP:PORT required');
+  return { host: m[1]!, port: Number(m[2]) };
+}
+
+/** The echo server's reply: `NAME <ip>:<port>`. */
 function parseBody(text: string): { backend: string; seenSrc: string } {
   const [backend, seenSrc] = text.trim().split(/\s+/);
   return { backend: backend ?? '', seenSrc: seenSrc ?? '' };
@@ -47,7 +64,7 @@ function parseBody(text: string): { backend: string; seenSrc: string } {
 
 const REQUEST = 'GET / HTTP/1.1\r\nHost: weir\r\nConnection: keep-alive\r\n\r\n';
 
-/** Read one HTTP response (Content-Length framed) from the socket. */
+/** Send one request and read one Content-Length framed response. */
 function httpExchange(sock: net.Socket, timeoutMs: number): Promise<string> {
   return new Promise((resolve, reject) => {
     let buf = '';
@@ -96,14 +113,16 @@ function connect(host: string, port: number, timeoutMs: number): Promise<net.Soc
   });
 }
 
-async function tcpOnce(host: string, port: number, timeoutMs: number): Promise<Attempt> {
+async function tcpOnce(host: string, port: number, timeoutMs: number, holdMs: number): Promise<Attempt> {
   const t0 = Date.now();
   const h0 = process.hrtime.bigint();
   let sock: net.Socket | null = null;
   try {
     sock = await connect(host, port, timeoutMs);
     const body = await httpExchange(sock, timeoutMs);
-    return { ok: true, ...parseBody(body), ms: Date.now() - t0, us: Number(process.hrtime.bigint() - h0) / 1000 };
+    const a: Attempt = { ok: true, ...parseBody(body), ms: Date.now() - t0, us: Number(process.hrtime.bigint() - h0) / 1000 };
+    if (holdMs > 0) await sleep(holdMs);
+    return a;
   } catch (e) {
     return { ok: false, error: (e as Error).message, ms: Date.now() - t0 };
   } finally {
@@ -111,14 +130,21 @@ async function tcpOnce(host: string, port: number, timeoutMs: number): Promise<A
   }
 }
 
-async function udpRequest(sock: dgram.Socket, connected: boolean, host: string, port: number, timeoutMs: number): Promise<Attempt> {
+/**
+ * One datagram and its reply. On a connected socket an ICMP port unreachable
+ * comes back as an 'error' event with ECONNREFUSED (on this or the next send).
+ */
+function udpRequest(sock: dgram.Socket, connected: boolean, host: string, port: number, timeoutMs: number): Promise<Attempt> {
   const t0 = Date.now();
   return new Promise((resolve) => {
     const t = setTimeout(() => finish({ ok: false, error: 'timeout', ms: Date.now() - t0 }), timeoutMs);
     const onMsg = (msg: Buffer, rinfo: dgram.RemoteInfo): void =>
       finish({ ok: true, ...parseBody(msg.toString()), from: `${rinfo.address}:${rinfo.port}`, ms: Date.now() - t0 });
     const onErr = (e: NodeJS.ErrnoException): void => finish({ ok: false, error: e.code ?? e.message, ms: Date.now() - t0 });
+    let finished = false;
     function finish(a: Attempt): void {
+      if (finished) return;
+      finished = true;
       clearTimeout(t);
       sock.off('message', onMsg);
       sock.off('error', onErr);
@@ -141,6 +167,7 @@ function openUdp(host: string, port: number, connect: boolean): Promise<dgram.So
     const bind = arg('bind') || undefined;
     sock.bind(0, bind, () => {
       if (!connect) {
+        sock.off('error', reject);
         resolve(sock);
         return;
       }
@@ -154,58 +181,74 @@ function openUdp(host: string, port: number, connect: boolean): Promise<dgram.So
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
+async function tcpCmd(host: string, port: number, timeoutMs: number): Promise<Attempt[]> {
+  const count = num('count', 1, 1, MAX_COUNT);
+  const holdMs = num('hold-ms', 0, 0, MAX_DURATION_MS);
+  const attempts: Attempt[] = [];
+  for (let i = 0; i < count; i++) attempts.push(await tcpOnce(host, port, timeoutMs, holdMs));
+  return attempts;
+}
+
+async function udpCmd(host: string, port: number, timeoutMs: number): Promise<Attempt[]> {
+  const count = num('count', 1, 1, MAX_COUNT);
+  const same = process.argv.includes('--same-socket');
+  const connected = same || process.argv.includes('--connect');
+  const interval = num('interval-ms', same ? 50 : 0, 0, 10_000);
+  const attempts: Attempt[] = [];
+  const shared = same ? await openUdp(host, port, true) : null;
+  for (let i = 0; i < count; i++) {
+    const sock = shared ?? (await openUdp(host, port, connected));
+    attempts.push(await udpRequest(sock, connected, host, port, timeoutMs));
+    if (!shared) sock.close();
+    if (interval && i < count - 1) await sleep(interval);
+  }
+  shared?.close();
+  return attempts;
+}
+
+async function holdCmd(host: string, port: number, timeoutMs: number): Promise<Attempt[]> {
+  const duration = num('duration-ms', 1000, 0, MAX_DURATION_MS);
+  const interval = num('interval-ms', 100, 10, MAX_DURATION_MS);
+  const attempts: Attempt[] = [];
+  const t0 = Date.now();
+  let sock: net.Socket | null = null;
+  try {
+    sock = await connect(host, port, timeoutMs);
+    process.stdout.write('connected\n');
+    while (Date.now() - t0 < duration) {
+      const s = Date.now();
+      try {
+        attempts.push({ ok: true, ...parseBody(await httpExchange(sock, timeoutMs)), ms: Date.now() - s });
+      } catch (e) {
+        attempts.push({ ok: false, error: (e as Error).message, ms: Date.now() - s });
+        break;
+      }
+      await sleep(interval);
+    }
+  } catch (e) {
+    attempts.push({ ok: false, error: (e as Error).message, ms: Date.now() - t0 });
+  } finally {
+    sock?.destroy();
+  }
+  return attempts;
+}
+
 async function main(): Promise<void> {
   const cmd = process.argv[2];
   const { host, port } = target();
-  const count = Math.min(Number(arg('count', '1')), 10_000);
-  const timeoutMs = Number(arg('timeout-ms', '2000'));
-  const attempts: Attempt[] = [];
-  if (cmd === 'tcp') {
-    for (let i = 0; i < count; i++) attempts.push(await tcpOnce(host, port, timeoutMs));
-  } else if (cmd === 'udp') {
-    const interval = Number(arg('interval-ms', '0'));
-    if (process.argv.includes('--same-socket')) {
-      const sock = await openUdp(host, port, true);
-      for (let i = 0; i < count; i++) {
-        attempts.push(await udpRequest(sock, true, host, port, timeoutMs));
-        if (interval) await sleep(interval);
-      }
-      sock.close();
-    } else {
-      for (let i = 0; i < count; i++) {
-        const sock = await openUdp(host, port, process.argv.includes('--connect'));
-        attempts.push(await udpRequest(sock, process.argv.includes('--connect'), host, port, timeoutMs));
-        sock.close();
-        if (interval) await sleep(interval);
-      }
-    }
-  } else if (cmd === 'hold') {
-    const duration = Math.min(Number(arg('duration-ms', '1000')), 120_000);
-    const interval = Math.max(Number(arg('interval-ms', '100')), 10);
-    const t0 = Date.now();
-    let sock: net.Socket | null = null;
-    try {
-      sock = await connect(host, port, timeoutMs);
-      process.stdout.write('connected\n');
-      while (Date.now() - t0 < duration) {
-        const s = Date.now();
-        try {
-          attempts.push({ ok: true, ...parseBody(await httpExchange(sock, timeoutMs)), ms: Date.now() - s });
-        } catch (e) {
-          attempts.push({ ok: false, error: (e as Error).message, ms: Date.now() - s });
-          break;
-        }
-        await sleep(interval);
-      }
-    } catch (e) {
-      attempts.push({ ok: false, error: (e as Error).message, ms: Date.now() - t0 });
-    } finally {
-      sock?.destroy();
-    }
-  } else {
-    throw new Error(`unknown command ${cmd}`);
-  }
+  const timeoutMs = num('timeout-ms', 2000, 1, 60_000);
+  let attempts: Attempt[];
+  if (cmd === 'tcp') attempts = await tcpCmd(host, port, timeoutMs);
+  else if (cmd === 'udp') attempts = await udpCmd(host, port, timeoutMs);
+  else if (cmd === 'hold') attempts = await holdCmd(host, port, timeoutMs);
+  else throw new Error(`unknown command ${cmd ?? ''} (tcp, udp, hold)`);
   process.stdout.write(JSON.stringify({ attempts }) + '\n');
 }
 
-void main();
+// box.ts imports the Attempt type from here; run only as a program.
+if (require.main === module) {
+  main().catch((e: unknown) => {
+    process.stderr.write(`client: ${e instanceof Error ? e.message : String(e)}\n`);
+    process.exit(2);
+  });
+}

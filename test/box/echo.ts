@@ -1,10 +1,12 @@
 /**
  * Backend server run inside a pod namespace:
  *   node echo.js --name NAME --tcp 8080,9090 --udp 5353
- * TCP ports answer any HTTP request with `NAME <peer ip>:<peer port>`;
- * UDP ports answer every datagram the same way. The peer address is what
- * the tests check for masquerade: it is the source the backend saw.
- * Prints `ready` once every port listens.
+ * TCP ports answer any HTTP/1.1 request with the body
+ * `NAME <peer ip>:<peer port>\n` and header `x-backend: NAME`; UDP ports
+ * answer every datagram with `NAME <peer ip>:<peer port>`. The peer is the
+ * source the backend saw: what tests check for masquerade. Listens on
+ * 0.0.0.0 (plain IPv4 peers, no ::ffff: prefix). Prints `ready` once every
+ * port listens; exits non-zero if any port cannot be bound.
  */
 import * as dgram from 'node:dgram';
 import * as http from 'node:http';
@@ -14,9 +16,20 @@ function arg(name: string): string {
   return i >= 0 ? process.argv[i + 1] ?? '' : '';
 }
 
+function ports(name: string): number[] {
+  const list = arg(name).split(',').filter(Boolean).map(Number);
+  for (const p of list) if (!Number.isInteger(p) || p < 1 || p > 65535) fail(`bad --${name} port ${p}`);
+  return list;
+}
+
+function fail(msg: string): never {
+  process.stderr.write(`echo: ${msg}\n`);
+  process.exit(1);
+}
+
 const name = arg('name') || 'echo';
-const tcp = arg('tcp').split(',').filter(Boolean).map(Number);
-const udp = arg('udp').split(',').filter(Boolean).map(Number);
+const tcp = ports('tcp');
+const udp = ports('udp');
 let pending = tcp.length + udp.length;
 const ready = (): void => {
   if (--pending === 0) process.stdout.write('ready\n');
@@ -29,17 +42,26 @@ for (const port of tcp) {
     res.writeHead(200, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body), 'x-backend': name });
     res.end(body);
   });
+  // Long keep-alive: `hold` clients reuse one connection across agent restarts.
   server.keepAliveTimeout = 60_000;
+  server.on('error', (e) => fail(`tcp ${port}: ${e.message}`));
   server.listen(port, '0.0.0.0', ready);
 }
 
 for (const port of udp) {
   const sock = dgram.createSocket('udp4');
   sock.on('message', (_msg, rinfo) => {
-    sock.send(`${name} ${rinfo.address}:${rinfo.port}`, rinfo.port, rinfo.address);
+    // A reply that cannot be sent (no route back) is the test's finding, not a reason to die.
+    sock.send(`${name} ${rinfo.address}:${rinfo.port}`, rinfo.port, rinfo.address, () => undefined);
   });
-  sock.bind(port, '0.0.0.0', ready);
+  const onBindError = (e: Error): void => fail(`udp ${port}: ${e.message}`);
+  sock.once('error', onBindError);
+  sock.bind(port, '0.0.0.0', () => {
+    sock.off('error', onBindError);
+    sock.on('error', (e) => process.stderr.write(`echo: udp ${port}: ${e.message}\n`));
+    ready();
+  });
 }
 
 if (pending === 0) process.stdout.write('ready\n');
-process.on('SIGTERM', () => process.exit(0));
+for (const sig of ['SIGTERM', 'SIGINT'] as const) process.on(sig, () => process.exit(0));
