@@ -108,8 +108,8 @@ s('no endpoints: TCP refused at once, connected UDP gets ECONNREFUSED', async ({
   if (MODE === 'bpf') {
     // The REJECTs were counted under their name (per-CPU counters summed).
     const out = await box.exec(box.node('n1').ns, ['bpftool', '-j', 'map', 'lookup', 'pinned', `${box.node('n1').pinRoot}/weir1_verdicts`, 'key', String(VERDICTS.indexOf('reject_no_endpoints')), '0', '0', '0']);
-    const entry = JSON.parse(out.stdout) as { values: Array<{ value: number }> };
-    assert.ok(entry.values.reduce((n, v) => n + v.value, 0) >= 3, out.stdout);
+    const entry = JSON.parse(out.stdout) as { formatted: { values: Array<{ value: number }> } };
+    assert.ok(entry.formatted.values.reduce((n, v) => n + v.value, 0) >= 3, out.stdout);
   }
 });
 
