@@ -363,31 +363,6 @@ int weir_cgroup_link(const char *cgroup_path, int prog_fd, int attach_type, cons
 	return err;
 }
 
-int weir_cgroup_attach(const char *cgroup_path, int prog_fd, int attach_type)
-{
-	int cg = open(cgroup_path, O_RDONLY | O_DIRECTORY);
-	int err;
-
-	if (cg < 0)
-		return -errno;
-	/* ALLOW_MULTI: coexist with other programs on the same cgroup. */
-	err = bpf_prog_attach(prog_fd, cg, attach_type, BPF_F_ALLOW_MULTI) ? -errno : 0;
-	close(cg);
-	return err;
-}
-
-int weir_cgroup_detach(const char *cgroup_path, int prog_fd, int attach_type)
-{
-	int cg = open(cgroup_path, O_RDONLY | O_DIRECTORY);
-	int err;
-
-	if (cg < 0)
-		return -errno;
-	err = bpf_prog_detach2(prog_fd, cg, attach_type) ? -errno : 0;
-	close(cg);
-	return err;
-}
-
 int weir_ifindex(const char *name)
 {
 	unsigned int idx = if_nametoindex(name);

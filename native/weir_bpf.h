@@ -88,9 +88,6 @@ int weir_tc_query(int ifindex, int ingress, uint32_t handle, uint32_t priority);
  */
 int weir_cgroup_link(const char *cgroup_path, int prog_fd, int attach_type, const char *pin_path);
 
-/* cgroup attach / detach of a socket program (attach_type: enum bpf_attach_type). */
-int weir_cgroup_attach(const char *cgroup_path, int prog_fd, int attach_type);
-int weir_cgroup_detach(const char *cgroup_path, int prog_fd, int attach_type);
 
 /* Interface index in the caller's network namespace (0 > result: -ENODEV). */
 int weir_ifindex(const char *name);

@@ -11,7 +11,7 @@
  */
 import * as path from 'node:path';
 import * as C from '../datapath/codecs';
-import { MAP_NAMES, TC_PROGS, bpfObjectPath } from '../datapath/loader';
+import { MAP_NAMES, TC_PROGS, bpfObjectPath, openPinned } from '../datapath/loader';
 import { Shim } from '../datapath/ffi';
 import { PinnedMap, keyBuffer, keyString } from '../datapath/maps';
 import { buildPacket, readHeaders } from '../datapath/packet';
@@ -22,7 +22,7 @@ import { IPv4, parseIPv4 } from '../model/types';
 import { UsageError } from './options';
 
 export function backendsView(shim: Shim, root: string): BackendView[] {
-  return readServices(open(shim, root, ['svc', 'be']) as { svc: PinnedMap; be: PinnedMap }).backends;
+  return readServices(openPinned(shim, root, ['svc', 'be'])).backends;
 }
 
 export function formatBackends(list: BackendView[]): string {
@@ -141,7 +141,7 @@ export function trace(shim: Shim, root: string, args: { src?: string; dst?: stri
     // Whether the packet leaves by FIB redirect is a detail of the same outcome.
     verdict = verdict.replace(/_redirect$/, '');
 
-    const view = readServices(open(shim, root, ['svc', 'be']) as { svc: PinnedMap; be: PinnedMap });
+    const view = readServices(openPinned(shim, root, ['svc', 'be']));
     const frontend = view.frontends.find((f) => f.addr === dst.addr && f.port === dst.port && f.proto === proto.toUpperCase() && f.scope === 'all') ?? null;
     const local = view.frontends.find((f) => f.addr === dst.addr && f.port === dst.port && f.proto === proto.toUpperCase() && f.scope === 'local') ?? null;
     const eligible = from === 'external' && local ? local : frontend;
@@ -174,14 +174,4 @@ export function trace(shim: Shim, root: string, args: { src?: string; dst?: stri
   } finally {
     shim.objClose(obj);
   }
-}
-
-function open(shim: Shim, root: string, names: Array<keyof typeof MAP_NAMES>): Record<string, PinnedMap> {
-  const out: Record<string, PinnedMap> = {};
-  try {
-    for (const n of names) out[n] = new PinnedMap(shim, path.join(root, MAP_NAMES[n]));
-  } catch (e) {
-    throw new Error(`cannot open weir maps under ${root} (is an agent running with --bpffs-root ${root}?): ${e instanceof Error ? e.message : String(e)}`);
-  }
-  return out;
 }

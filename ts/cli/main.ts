@@ -5,8 +5,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { PinnedMap } from '../datapath/maps';
-import { MAP_NAMES, cleanupBpf } from '../datapath/loader';
+import { MAP_NAMES, cleanupBpf, openPinned } from '../datapath/loader';
 import { cleanupIptables } from '../fallback/iptables';
 import { iptablesServices } from '../fallback/view';
 import { loadShim } from '../datapath/ffi';
@@ -96,23 +95,11 @@ async function run(argv: string[]): Promise<number> {
   return 0;
 }
 
-function openServiceMaps(root: string): { svc: PinnedMap; be: PinnedMap } {
-  const shim = loadShim();
-  try {
-    return {
-      svc: new PinnedMap(shim, path.join(root, MAP_NAMES.svc)),
-      be: new PinnedMap(shim, path.join(root, MAP_NAMES.be)),
-    };
-  } catch (e) {
-    throw new Error(`cannot open weir maps under ${root} (is an agent running with --bpffs-root ${root}?): ${errorText(e)}`);
-  }
-}
-
 async function services(argv: string[]): Promise<number> {
   const { flags } = parseFlags(argv, ['json', 'bpffs-root']);
   const root = flags.get('bpffs-root') ?? DEFAULT_ROOT;
   // BPF mode's maps if they are pinned, else iptables mode's chains.
-  const view = fs.existsSync(path.join(root, MAP_NAMES.svc)) ? readServices(openServiceMaps(root)) : iptablesServices();
+  const view = fs.existsSync(path.join(root, MAP_NAMES.svc)) ? readServices(openPinned(loadShim(), root, ['svc', 'be'])) : iptablesServices();
   if (!view) throw new Error(`no weir state here: no maps under ${root} and no WEIR- iptables chains`);
   process.stdout.write(flags.has('json') ? JSON.stringify(view, null, 2) + '\n' : formatServices(view));
   return 0;

@@ -69,8 +69,6 @@ const SIGNATURES = {
   weir_tc_detach: ['int', ['int', 'int', 'uint32', 'uint32']],
   weir_tc_query: ['int', ['int', 'int', 'uint32', 'uint32']],
   weir_cgroup_link: ['int', ['string', 'int', 'int', 'string']],
-  weir_cgroup_attach: ['int', ['string', 'int', 'int']],
-  weir_cgroup_detach: ['int', ['string', 'int', 'int']],
   weir_ifindex: ['int', ['string']],
   weir_prog_test_run: ['int', ['int', 'pointer', 'uint32', 'pointer', 'uint32', 'uint32', 'pointer']],
 } as const;
@@ -283,17 +281,6 @@ export class Shim {
   /** Attach through a pinned link (created, or updated in place). True if created. */
   cgroupLink(cgroupPath: string, progFd: number, attachType: number, pinPath: string): boolean {
     return this.call('weir_cgroup_link', cgroupPath, progFd, attachType, pinPath) === 1;
-  }
-
-  cgroupAttach(cgroupPath: string, progFd: number, attachType: number): void {
-    this.call('weir_cgroup_attach', cgroupPath, progFd, attachType);
-  }
-
-  cgroupDetach(cgroupPath: string, progFd: number, attachType: number): boolean {
-    const rc = this.raw.weir_cgroup_detach(cgroupPath, progFd, attachType);
-    if (rc === -ENOENT) return false;
-    if (rc < 0) throw new BpfError('cgroup_detach', -rc);
-    return true;
   }
 
   /** Interface index in this process's network namespace, or null. */

@@ -12,7 +12,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as C from './codecs';
 import { Shim } from './ffi';
-import { MapIO, PinnedMap, ServiceMaps, keyString } from './maps';
+import { PinnedMap, ServiceMaps, keyString } from './maps';
 import { listLinks } from './devices';
 
 /** Map names as in bpf/shared/weir.h (layout version 1). */
@@ -160,10 +160,14 @@ export class BpfDatapath {
   }
 }
 
-/** The maps a CLI command reads, opened from their pins. */
-export function openPinned(shim: Shim, pinRoot: string, names: Array<keyof typeof MAP_NAMES>): Record<string, MapIO> {
-  const out: Record<string, MapIO> = {};
-  for (const n of names) out[n] = new PinnedMap(shim, path.join(pinRoot, MAP_NAMES[n]));
+/** The maps a CLI command reads, opened from their pins (the agent need not run). */
+export function openPinned<N extends keyof typeof MAP_NAMES>(shim: Shim, pinRoot: string, names: readonly N[]): Record<N, PinnedMap> {
+  const out = {} as Record<N, PinnedMap>;
+  try {
+    for (const n of names) out[n] = new PinnedMap(shim, path.join(pinRoot, MAP_NAMES[n]));
+  } catch (e) {
+    throw new Error(`cannot open weir maps under ${pinRoot} (is an agent running with --bpffs-root ${pinRoot}?): ${e instanceof Error ? e.message : String(e)}`);
+  }
   return out;
 }
 

@@ -29,12 +29,6 @@ export const PREFIX = 'WEIR-';
 export const MASQ_MARK = '0x40000';
 export const DROP_MARK = '0x80000';
 
-/** Chains every sync owns, besides the per-service ones. */
-export const TOP_CHAINS = {
-  nat: ['WEIR-SERVICES', 'WEIR-NODEPORTS', 'WEIR-POSTROUTING', 'WEIR-MARK-MASQ', 'WEIR-MASQ-OFFCLUSTER'],
-  filter: ['WEIR-SERVICES', 'WEIR-PROXY-FIREWALL', 'WEIR-FORWARD'],
-} as const;
-
 /** Jumps from the built-in chains (kept outside iptables-restore so --noflush leaves others alone). */
 export const HOOKS: ReadonlyArray<{ table: 'nat' | 'filter'; chain: string; rule: string }> = [
   { table: 'nat', chain: 'PREROUTING', rule: '-m comment --comment "weir service portals" -j WEIR-SERVICES' },
