@@ -17,6 +17,7 @@
 #define CT_LIFETIME_TCP (6ULL * 3600 * NSEC_PER_SEC)
 #define CT_LIFETIME_TCP_CLOSING (10ULL * NSEC_PER_SEC)
 #define CT_LIFETIME_UDP (60ULL * NSEC_PER_SEC)
+#define CT_REFRESH_NS NSEC_PER_SEC
 
 static __always_inline void ct_key_of(struct weir_ct_key *k, const struct pkt *p, __u8 dir)
 {
@@ -116,8 +117,11 @@ static __always_inline struct weir_ct_val *ct_lookup(const struct pkt *p, __u8 d
 	v = bpf_map_lookup_elem(&weir1_ct, &k);
 	if (!v || !ct_alive(&k, v, now))
 		return NULL;
-	/* Writes through the lookup pointer: no map update on the hot path. */
-	v->last_seen = now;
+	/* Writes through the lookup pointer (no map update), and at most once a
+	 * second: lifetimes are 10 s and more, and a busy flow would otherwise
+	 * dirty the entry's cache line on every packet, on every CPU. */
+	if (now - v->last_seen > CT_REFRESH_NS)
+		v->last_seen = now;
 	if (tcp_closing(p))
 		v->flags |= WEIR_CT_F_CLOSING;
 	return v;
