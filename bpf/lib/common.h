@@ -10,7 +10,6 @@
 #include <linux/in.h>
 #include <linux/tcp.h>
 #include <linux/udp.h>
-#include <linux/icmp.h>
 #include <stddef.h>
 #include <stdbool.h>
 #include <bpf/bpf_helpers.h>

@@ -123,13 +123,26 @@ static __always_inline int reject_tcp(struct __sk_buff *skb, const struct pkt *p
 	return REJECT_SENT;
 }
 
-#define ICMP_ROOM (sizeof(struct iphdr) + sizeof(struct icmphdr))
+/* The 8-byte ICMP header of a destination-unreachable message. Declared
+ * here rather than taken from <linux/icmp.h>: on Debian that header pulls in
+ * glibc's <sys/socket.h>, which a BPF target cannot compile without the
+ * 32-bit libc headers. */
+struct weir_icmp_unreach {
+	__u8 type;
+	__u8 code;
+	__sum16 checksum;
+	__u32 unused;
+};
+#define ICMP_DEST_UNREACH 3
+#define ICMP_PORT_UNREACH 3
+
+#define ICMP_ROOM (sizeof(struct iphdr) + sizeof(struct weir_icmp_unreach))
 #define ICMP_QUOTE_MAX (60 + 8) /* original header (up to 60 bytes) + 8 bytes, RFC 792 */
 
 static __always_inline int reject_udp(struct __sk_buff *skb, const struct pkt *p)
 {
 	struct {
-		struct icmphdr icmp;
+		struct weir_icmp_unreach icmp;
 		__u8 quote[ICMP_QUOTE_MAX];
 	} msg = {};
 	struct iphdr ip;
