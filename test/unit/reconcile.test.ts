@@ -36,20 +36,27 @@ type Op = { map: string; op: 'upsert' | 'remove'; slot?: number; n: number };
 function recording(): { maps: ReturnType<typeof memoryMaps>; ops: Op[]; wrapped: Record<'svc' | 'be' | 'revnat' | 'member' | 'cidr', MapIO> } {
   const maps = memoryMaps();
   const ops: Op[] = [];
+  const slotsIn = (name: string, keys: Buffer, n: number): Set<number | undefined> => {
+    if (name !== 'svc') return new Set([undefined]);
+    const out = new Set<number | undefined>();
+    for (let i = 0; i < n; i++) out.add(keys[i * m0.keySize + 8]);
+    return out;
+  };
+  const m0 = maps.svc;
   const wrap = (name: string, m: MemoryMap): MapIO => ({
     name: m.name,
     keySize: m.keySize,
     valueSize: m.valueSize,
-    upsert(entries) {
-      const slots = name === 'svc' ? new Set(entries.map(([k]) => k.charCodeAt(8))) : new Set([undefined]);
-      for (const s of slots) ops.push({ map: name, op: 'upsert', ...(s === undefined ? {} : { slot: s }), n: entries.length });
-      m.upsert(entries);
+    updateBatch(keys, values, n) {
+      for (const s of slotsIn(name, keys, n)) ops.push({ map: name, op: 'upsert', ...(s === undefined ? {} : { slot: s }), n });
+      m.updateBatch(keys, values, n);
     },
-    remove(keys) {
-      const slots = name === 'svc' ? new Set(keys.map((k) => k.charCodeAt(8))) : new Set([undefined]);
-      for (const s of slots) ops.push({ map: name, op: 'remove', ...(s === undefined ? {} : { slot: s }), n: keys.length });
-      m.remove(keys);
+    removeBatch(keys, n) {
+      for (const s of slotsIn(name, keys, n)) ops.push({ map: name, op: 'remove', ...(s === undefined ? {} : { slot: s }), n });
+      m.removeBatch(keys, n);
     },
+    upsert: (e) => m.upsert(e),
+    remove: (k) => m.remove(k),
     dump: () => m.dump(),
     lookup: (k) => m.lookup(k),
   });
@@ -168,14 +175,16 @@ test('a failed write is retried and converges; nothing half-applied stays behind
     name: maps.svc.name,
     keySize: maps.svc.keySize,
     valueSize: maps.svc.valueSize,
-    upsert(entries) {
+    updateBatch(keys, values, n) {
       if (failNext) {
         failNext = false;
-        maps.svc.upsert(entries.slice(0, 1)); // partial write, then failure
+        maps.svc.updateBatch(keys, values, 1); // partial write, then failure
         throw new Error('ENOMEM');
       }
-      maps.svc.upsert(entries);
+      maps.svc.updateBatch(keys, values, n);
     },
+    removeBatch: (k, n) => maps.svc.removeBatch(k, n),
+    upsert: (e) => maps.svc.upsert(e),
     remove: (k) => maps.svc.remove(k),
     dump: () => maps.svc.dump(),
     lookup: (k) => maps.svc.lookup(k),

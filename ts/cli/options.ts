@@ -5,7 +5,7 @@
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
-import YAML from 'yaml';
+import type * as Yaml from 'yaml';
 import { Cidr, IPv4, parseCidr, parseIPv4 } from '../model/types';
 import { Level, parseLevel } from '../util/log';
 
@@ -108,7 +108,8 @@ export function parseRunOptions(argv: readonly string[]): RunOptions {
   if (configPath) {
     let doc: unknown;
     try {
-      doc = YAML.parse(fs.readFileSync(configPath, 'utf8'));
+      // Loaded here only: the YAML parser costs start-up time every run otherwise.
+      doc = (require('yaml') as typeof Yaml).parse(fs.readFileSync(configPath, 'utf8'));
     } catch (e) {
       throw new UsageError(`--config ${configPath}: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}`);
     }

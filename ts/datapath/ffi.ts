@@ -76,7 +76,8 @@ const SIGNATURES = {
 type CType = 'int' | 'uint32' | 'uint64' | 'string' | 'pointer';
 type FnName = keyof typeof SIGNATURES;
 type ArgValue = number | string | Buffer | null;
-type RawFn = (...args: ArgValue[]) => number;
+/** Both backends give every bound function an `async` twin that runs it on libuv's thread pool. */
+type RawFn = ((...args: ArgValue[]) => number) & { async(...args: [...ArgValue[], (err: unknown, rc: number) => void]): void };
 type RawShim = Record<FnName, RawFn>;
 
 function libraryPath(): string {
@@ -163,6 +164,22 @@ export class Shim {
     const rc = this.raw.weir_obj_load(objPath, pinRoot);
     if (rc < 0) throw new BpfError('obj_load', -rc, `${objPath}: ${this.lastLog()}`);
     return rc;
+  }
+
+  /**
+   * objLoad on a libuv worker thread. Loading is the kernel creating maps
+   * (preallocating a million-entry LRU takes a few hundred milliseconds) and
+   * verifying programs; the agent reads its manifests meanwhile. No other shim
+   * call may run until it settles: libbpf's log buffer is shared.
+   */
+  objLoadAsync(objPath: string, pinRoot: string): Promise<number> {
+    return new Promise((resolve, reject) => {
+      this.raw.weir_obj_load.async(objPath, pinRoot, (err: unknown, rc: number) => {
+        if (err) reject(err instanceof Error ? err : new Error(String(err)));
+        else if (rc < 0) reject(new BpfError('obj_load', -rc, `${objPath}: ${this.lastLog()}`));
+        else resolve(rc);
+      });
+    });
   }
 
   /** Load with some maps private (fresh, unpinned; LRU ones capped at lruMax). */

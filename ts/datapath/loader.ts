@@ -109,7 +109,18 @@ export class BpfDatapath {
   static load(shim: Shim, pinRoot: string): BpfDatapath {
     ensureBpffs(pinRoot);
     const tc = shim.objLoad(bpfObjectPath('tc.o'), pinRoot);
-    const sock = shim.objLoad(bpfObjectPath('sock.o'), pinRoot);
+    return BpfDatapath.assemble(shim, pinRoot, tc, shim.objLoad(bpfObjectPath('sock.o'), pinRoot));
+  }
+
+  /** load() with the kernel's part (map creation, verification) off the main thread. */
+  static async loadAsync(shim: Shim, pinRoot: string): Promise<BpfDatapath> {
+    ensureBpffs(pinRoot);
+    const tc = await shim.objLoadAsync(bpfObjectPath('tc.o'), pinRoot);
+    // sock.o reuses the maps tc.o pinned: quick, and it must not race tc.o's pins.
+    return BpfDatapath.assemble(shim, pinRoot, tc, shim.objLoad(bpfObjectPath('sock.o'), pinRoot));
+  }
+
+  private static assemble(shim: Shim, pinRoot: string, tc: number, sock: number): BpfDatapath {
     const map = (name: string): PinnedMap => new PinnedMap(shim, path.join(pinRoot, name), shim.objMapFd(tc, name));
     const maps: AllMaps = {
       svc: map(MAP_NAMES.svc),

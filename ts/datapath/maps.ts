@@ -11,9 +11,17 @@ export interface MapIO {
   readonly name: string;
   readonly keySize: number;
   readonly valueSize: number;
-  /** Insert or replace, in the given order, in as few kernel calls as possible. */
+  /**
+   * Insert or replace `count` entries packed back to back (keys at keySize,
+   * values at valueSize), in order, in one kernel call where it can. The
+   * reconciler writes through this: no per-entry JavaScript objects.
+   */
+  updateBatch(keys: Buffer, values: Buffer, count: number): void;
+  /** Remove `count` packed keys; keys already absent are fine. */
+  removeBatch(keys: Buffer, count: number): void;
+  /** updateBatch for a few entries given as latin1 key strings (CLI, tests). */
   upsert(entries: ReadonlyArray<readonly [string, Buffer]>): void;
-  /** Remove; keys already absent are fine. */
+  /** removeBatch for a few latin1 key strings. */
   remove(keys: readonly string[]): void;
   dump(): Array<[string, Buffer]>;
   lookup(key: string): Buffer | null;
@@ -27,6 +35,22 @@ export function keyBuffer(s: string): Buffer {
   return Buffer.from(s, 'latin1');
 }
 
+function packEntries(m: MapIO, entries: ReadonlyArray<readonly [string, Buffer]>): [Buffer, Buffer] {
+  const keys = Buffer.alloc(entries.length * m.keySize);
+  const values = Buffer.alloc(entries.length * m.valueSize);
+  entries.forEach(([k, v], i) => {
+    keys.write(k, i * m.keySize, m.keySize, 'latin1');
+    v.copy(values, i * m.valueSize, 0, m.valueSize);
+  });
+  return [keys, values];
+}
+
+function packKeys(m: MapIO, keys: readonly string[]): Buffer {
+  const buf = Buffer.alloc(keys.length * m.keySize);
+  keys.forEach((k, i) => buf.write(k, i * m.keySize, m.keySize, 'latin1'));
+  return buf;
+}
+
 /** In-memory twin: same interface, same byte layouts, no kernel. */
 export class MemoryMap implements MapIO {
   readonly entries = new Map<string, Buffer>();
@@ -38,18 +62,28 @@ export class MemoryMap implements MapIO {
     readonly valueSize: number,
   ) {}
 
-  upsert(entries: ReadonlyArray<readonly [string, Buffer]>): void {
-    for (const [k, v] of entries) {
-      this.entries.set(k, Buffer.from(v));
+  updateBatch(keys: Buffer, values: Buffer, count: number): void {
+    for (let i = 0; i < count; i++) {
+      const k = keys.toString('latin1', i * this.keySize, (i + 1) * this.keySize);
+      this.entries.set(k, Buffer.from(values.subarray(i * this.valueSize, (i + 1) * this.valueSize)));
       this.writes++;
     }
   }
 
-  remove(keys: readonly string[]): void {
-    for (const k of keys) {
-      this.entries.delete(k);
+  removeBatch(keys: Buffer, count: number): void {
+    for (let i = 0; i < count; i++) {
+      this.entries.delete(keys.toString('latin1', i * this.keySize, (i + 1) * this.keySize));
       this.writes++;
     }
+  }
+
+  upsert(entries: ReadonlyArray<readonly [string, Buffer]>): void {
+    const [k, v] = packEntries(this, entries);
+    this.updateBatch(k, v, entries.length);
+  }
+
+  remove(keys: readonly string[]): void {
+    this.removeBatch(packKeys(this, keys), keys.length);
   }
 
   dump(): Array<[string, Buffer]> {
@@ -90,26 +124,34 @@ export class PinnedMap implements MapIO {
     this.maxEntries = info.maxEntries;
   }
 
+  updateBatch(keys: Buffer, values: Buffer, count: number): void {
+    this.shim.mapUpdateMany(this.fd, keys, values, count, this.keySize, this.valueSize);
+  }
+
+  removeBatch(keys: Buffer, count: number): void {
+    this.shim.mapDeleteMany(this.fd, keys, count, this.keySize);
+  }
+
   upsert(entries: ReadonlyArray<readonly [string, Buffer]>): void {
-    if (entries.length === 0) return;
-    const keys = Buffer.alloc(entries.length * this.keySize);
-    const values = Buffer.alloc(entries.length * this.valueSize);
-    entries.forEach(([k, v], i) => {
-      keys.write(k, i * this.keySize, this.keySize, 'latin1');
-      v.copy(values, i * this.valueSize, 0, this.valueSize);
-    });
-    this.shim.mapUpdateMany(this.fd, keys, values, entries.length, this.keySize, this.valueSize);
+    const [k, v] = packEntries(this, entries);
+    this.updateBatch(k, v, entries.length);
   }
 
   remove(keys: readonly string[]): void {
-    if (keys.length === 0) return;
-    const buf = Buffer.alloc(keys.length * this.keySize);
-    keys.forEach((k, i) => buf.write(k, i * this.keySize, this.keySize, 'latin1'));
-    this.shim.mapDeleteMany(this.fd, buf, keys.length, this.keySize);
+    this.removeBatch(packKeys(this, keys), keys.length);
   }
 
   dump(): Array<[string, Buffer]> {
-    const { keys, values, count } = this.shim.mapDump(this.fd, this.maxEntries, this.keySize, this.valueSize);
+    // Buffers sized by what the map holds, not by max_entries (a million-entry
+    // map would otherwise cost tens of megabytes to dump when empty). Entries
+    // added meanwhile by the programs may overflow the count: then retry larger.
+    let cap = Math.min(this.maxEntries, this.count() + 64);
+    let d = this.shim.mapDump(this.fd, cap, this.keySize, this.valueSize);
+    while (d.count >= cap && cap < this.maxEntries) {
+      cap = Math.min(this.maxEntries, cap * 2);
+      d = this.shim.mapDump(this.fd, cap, this.keySize, this.valueSize);
+    }
+    const { keys, values, count } = d;
     const out: Array<[string, Buffer]> = [];
     for (let i = 0; i < count; i++) {
       out.push([

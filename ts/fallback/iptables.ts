@@ -185,7 +185,10 @@ export class IptablesDataplane implements Dataplane {
 
 /** Remove every hook and WEIR- chain (both tables). Returns the chains removed. */
 export function cleanupIptables(run: CommandRunner = runCommand): string[] {
-  if (run(['iptables', '--version']).code !== 0) return [];
+  // One read first: BPF mode calls this on every start, and a node that never
+  // ran iptables mode has nothing to remove (no iptables at all: nothing either).
+  const all = run(['iptables-save']);
+  if (all.code !== 0 || !all.stdout.includes(PREFIX)) return [];
   for (const h of HOOKS) {
     const args = ruleArgs(h.rule);
     for (let i = 0; i < 10 && run(['iptables', '-w', '5', '-t', h.table, '-D', h.chain, ...args]).code === 0; i++);

@@ -11,34 +11,67 @@
  * shrinking lowers the count before the slots behind it go; a backend leaves
  * the maps only after no slot names it.
  *
- * Two mirrors make writes minimal: `desired` (what the plans say, refcounted
- * because backends are shared between services) and `applied` (what the
- * kernel maps hold). Only keys touched since the last commit are compared,
- * so one endpoint change costs a handful of map operations whatever the
- * number of services. `applied` starts as a dump of the pinned maps: a
- * restarted agent adopts what is there, keeps ids and slot positions, and
- * prunes only after its first full sync.
+ * State is kept per service, not per map entry. Every frontend belongs to one
+ * service (a second claimant is reported and skipped), so every svc, revnat,
+ * member and source-range entry has exactly one owner: a service's record
+ * holds its entries packed as the kernel takes them, and a change is the
+ * difference between the service's record at the last commit and now. Only
+ * backends are shared between services; they alone are refcounted. Ten
+ * thousand services are then ten thousand buffers, not a few hundred thousand
+ * JavaScript objects, and one endpoint change costs a handful of map
+ * operations whatever the number of services.
+ *
+ * What the kernel holds is read back (a dump) only when it is unknown: at
+ * start, where a restarted agent adopts it (keeps ids and slot positions and
+ * prunes what no service claims), and after a write failed half-way.
  */
 import * as C from '../datapath/codecs';
-import { MapIO, ServiceMaps, keyBuffer, keyString } from '../datapath/maps';
+import { ServiceMaps, keyBuffer } from '../datapath/maps';
 import { Cidr, IPv4, ObjectKey } from '../model/types';
 import { L4Proto, ServicePlan, backendKey, frontendKey } from '../plan/plan';
 import { IdTable } from './ids';
 import { Dataplane } from './dataplane';
+import { Packed, PackedView, viewKey, viewValue } from './packed';
 
 type MapName = keyof ServiceMaps;
 const MAP_NAMES: readonly MapName[] = ['svc', 'be', 'revnat', 'member', 'cidr'];
 
-interface Entry {
-  value: Buffer;
-  refs: number;
+/** The sections of a service record, in write order (deletes go in reverse). */
+const S_REVNAT = 0;
+const S_MEMBER = 1;
+const S_CIDR = 2;
+const S_SLOTS = 3;
+const S_MASTERS = 4;
+const SECTIONS: ReadonlyArray<{ map: MapName; keySize: number; valueSize: number }> = [
+  { map: 'revnat', keySize: C.u32Key.size, valueSize: C.revnat.size },
+  { map: 'member', keySize: C.memberKey.size, valueSize: C.u32Key.size },
+  { map: 'cidr', keySize: C.cidrKey.size, valueSize: C.u32Key.size },
+  { map: 'svc', keySize: C.svcKey.size, valueSize: C.svcVal.size },
+  { map: 'svc', keySize: C.svcKey.size, valueSize: C.svcVal.size },
+];
+/** Offset of the slot number (u16 LE) in a weir_svc_key; the bytes before it name the frontend. */
+const SLOT_OFF = 8;
+
+/** One service's map entries, packed, plus what it holds references on. */
+interface ServiceRecord {
+  readonly sections: readonly PackedView[];
+  readonly backends: readonly BackendEntry[];
+  /** frontendKeys this service owns (one rev_nat id each). */
+  readonly frontends: readonly string[];
 }
 
-interface Owned {
-  readonly keys: Record<MapName, string[]>;
-  readonly backends: string[];
-  readonly frontends: string[];
-  readonly masters: string[];
+/** A backend, shared by every service that lists it. */
+interface BackendEntry {
+  readonly key: string;
+  readonly id: number;
+  refs: number;
+  /** Desired weir_backend bytes as two u32 words. */
+  v0: number;
+  v1: number;
+  /** What the kernel holds (when applied). */
+  applied: boolean;
+  a0: number;
+  a1: number;
 }
 
 export interface CommitStats {
@@ -59,38 +92,61 @@ export function protoName(n: number): L4Proto | `proto${number}` {
   return n === C.IPPROTO.TCP ? 'TCP' : n === C.IPPROTO.UDP ? 'UDP' : `proto${n}`;
 }
 
-const MEMBER_ACTIVE = C.u32Key.encode({ value: C.MEMBER_F.ACTIVE });
-const CIDR_PRESENT = C.u32Key.encode({ value: 1 });
 /** Owner of the cluster CIDRs in the cidr map (frontends own theirs by rev_nat id). */
 const CLUSTER_CIDR_OWNER = 0;
 const STATIC_OWNER = '' as ObjectKey;
 
-function cidrEntry(owner: number, c: Cidr): string {
-  return keyString(C.cidrKey.encode({ prefixlen: 32 + c.bits, owner, addr: c.base }));
-}
-const MEMBER_ONLY = C.u32Key.encode({ value: 0 });
+/** Writes of one commit, per record section plus the backend map. */
+class Writes {
+  readonly ups = SECTIONS.map((s) => new Packed(s.keySize, s.valueSize));
+  readonly dels = SECTIONS.map((s) => new Packed(s.keySize, 0));
+  readonly beUps = new Packed(C.u32Key.size, C.backend.size);
+  readonly beDels = new Packed(C.u32Key.size, 0);
 
-function emptyRecord<T>(make: () => T): Record<MapName, T> {
-  return { svc: make(), be: make(), revnat: make(), member: make(), cidr: make() };
-}
+  /** Keys one service drops and another takes in the same commit stay. */
+  dropRewritten(): void {
+    SECTIONS.forEach((_, s) => {
+      const dels = this.dels[s]!;
+      const ups = this.ups[s]!;
+      if (dels.count === 0 || ups.count === 0) return;
+      const written = new Set<string>();
+      for (let i = 0; i < ups.count; i++) written.add(ups.key(i));
+      const keep = new Packed(dels.keySize, 0, dels.count);
+      for (let i = 0; i < dels.count; i++) {
+        if (!written.has(dels.key(i))) keep.pushKey(dels.key(i));
+      }
+      this.dels[s] = keep;
+    });
+  }
 
-/** Slot number of an encoded services key (u16 little-endian at offset 8). */
-function slotOf(key: string): number {
-  return key.charCodeAt(8) | (key.charCodeAt(9) << 8);
+  apply(maps: ServiceMaps): CommitStats {
+    this.beUps.writeTo(maps.be);
+    SECTIONS.forEach((sec, s) => this.ups[s]!.writeTo(maps[sec.map]));
+    for (let s = SECTIONS.length - 1; s >= 0; s--) this.dels[s]!.removeFrom(maps[SECTIONS[s]!.map]);
+    this.beDels.removeFrom(maps.be);
+    const sum = (ps: Packed[]): number => ps.reduce((n, p) => n + p.count, 0);
+    return { upserts: sum(this.ups) + this.beUps.count, deletes: sum(this.dels) + this.beDels.count };
+  }
 }
 
 export class Reconciler implements Dataplane {
   private readonly maps: ServiceMaps;
-  private readonly desired = emptyRecord(() => new Map<string, Entry>());
-  private readonly applied = emptyRecord(() => new Map<string, Buffer>());
-  private readonly touched = emptyRecord(() => new Set<string>());
-  private readonly owned = new Map<ObjectKey, Owned>();
-  private readonly masterOwner = new Map<string, ObjectKey>();
-  private readonly backendIds = new IdTable();
+  private readonly records = new Map<ObjectKey, ServiceRecord>();
+  /** Services changed since the last commit, with their record as of that commit. */
+  private readonly pending = new Map<ObjectKey, ServiceRecord | null>();
+  private readonly backends = new Map<string, BackendEntry>();
+  private readonly pendingBackends = new Set<BackendEntry>();
+  private nextBackendId = 1;
+  private liveBackends = 0;
   private readonly frontendIds = new IdTable();
-  private fullDiff = true;
+  private readonly frontendOwner = new Map<string, ObjectKey>();
+  /** The kernel maps' contents while they must be compared in full (after adopt() or a failed write). */
+  private kernel: Record<MapName, Map<string, Buffer>> | null = null;
   private resync = false;
   private adoptedIdsPending = false;
+  /** Reused while building a record. */
+  private readonly scratch = SECTIONS.map((s) => new Packed(s.keySize, s.valueSize));
+  private readonly beValue = Buffer.alloc(C.backend.size);
   readonly conflicts: FrontendConflict[] = [];
 
   constructor(maps: ServiceMaps) {
@@ -99,42 +155,43 @@ export class Reconciler implements Dataplane {
 
   /** Read what the pinned maps hold: ids, slot layouts, and what to prune later. */
   adopt(): { frontends: number; backends: number } {
-    this.refreshApplied();
+    const kernel = this.dumpAll();
     let frontends = 0;
-    for (const [k, v] of this.applied.svc) {
+    for (const [k, v] of kernel.svc) {
       const key = C.svcKey.decode(keyBuffer(k));
       if (key.slot !== 0) continue;
-      const val = C.svcVal.decode(v);
-      this.frontendIds.adopt(frontendKey({ addr: key.addr as IPv4, port: key.port, proto: protoName(key.proto) as L4Proto }), val.rev_nat_id);
+      const fk = frontendKey({ addr: key.addr as IPv4, port: key.port, proto: protoName(key.proto) as L4Proto });
+      this.frontendIds.adopt(fk, C.svcVal.decode(v).rev_nat_id);
       frontends++;
     }
-    for (const [k, v] of this.applied.be) {
+    for (const [k, v] of kernel.be) {
       const b = C.backend.decode(v);
-      this.backendIds.adopt(backendKey({ addr: b.addr as IPv4, port: b.port, proto: protoName(b.proto) as L4Proto }), C.u32Key.decode(keyBuffer(k)).value);
+      const bk = backendKey({ addr: b.addr as IPv4, port: b.port, proto: protoName(b.proto) as L4Proto });
+      const id = keyBuffer(k).readUInt32LE(0);
+      const [v0, v1] = [v.readUInt32LE(0), v.readUInt32LE(4)];
+      this.backends.set(bk, { key: bk, id, refs: 0, v0, v1, applied: true, a0: v0, a1: v1 });
+      if (id >= this.nextBackendId) this.nextBackendId = id + 1;
     }
+    this.kernel = kernel;
     this.adoptedIdsPending = true;
-    this.fullDiff = true;
-    return { frontends, backends: this.applied.be.size };
+    return { frontends, backends: kernel.be.size };
   }
 
   /** The cluster CIDRs the programs use to tell pods from outside clients. */
   setClusterCidrs(cidrs: readonly Cidr[]): void {
-    const o: Owned = { keys: emptyRecord(() => [] as string[]), backends: [], frontends: [], masters: [] };
-    for (const c of cidrs) this.put(o, 'cidr', cidrEntry(CLUSTER_CIDR_OWNER, c), CIDR_PRESENT);
-    const old = this.owned.get(STATIC_OWNER);
-    if (old) this.disown(STATIC_OWNER, old, new Set());
-    this.owned.set(STATIC_OWNER, o);
+    for (const p of this.scratch) p.clear();
+    for (const c of cidrs) this.pushCidr(CLUSTER_CIDR_OWNER, c);
+    this.setRecord(STATIC_OWNER, this.records.get(STATIC_OWNER) ?? null, this.freeze([], []));
   }
 
   /** Replace one service's contribution (null: the service is gone). */
   setService(service: ObjectKey, plan: ServicePlan | null): void {
     // Take the new references before dropping the old ones, so ids of
     // backends and frontends that stay are never released and reallocated.
-    const old = this.owned.get(service);
-    const next = plan ? this.own(service, plan) : null;
-    if (old) this.disown(service, old, new Set(next?.masters ?? []));
-    if (next) this.owned.set(service, next);
-    else this.owned.delete(service);
+    const old = this.records.get(service) ?? null;
+    const next = plan ? this.build(service, plan, old) : null;
+    if (old) this.release(service, old, next);
+    this.setRecord(service, old, next);
   }
 
   /**
@@ -143,194 +200,202 @@ export class Reconciler implements Dataplane {
    */
   commit(): CommitStats {
     if (this.resync) {
-      this.refreshApplied();
-      this.fullDiff = true;
+      this.kernel = this.dumpAll();
       this.resync = false;
     }
-    const ups = emptyRecord(() => [] as Array<[string, Buffer]>);
-    const dels = emptyRecord(() => [] as string[]);
-    for (const m of MAP_NAMES) {
-      if (this.fullDiff) {
-        // Everything desired, then everything applied that is not desired:
-        // no union of a few hundred thousand keys materialized.
-        for (const [k, d] of this.desired[m]) {
-          const a = this.applied[m].get(k);
-          if (!a || !a.equals(d.value)) ups[m].push([k, d.value]);
-        }
-        for (const k of this.applied[m].keys()) if (!this.desired[m].has(k)) dels[m].push(k);
-        continue;
-      }
-      for (const k of this.touched[m]) {
-        const d = this.desired[m].get(k);
-        const a = this.applied[m].get(k);
-        if (d && (!a || !a.equals(d.value))) ups[m].push([k, d.value]);
-        else if (!d && a) dels[m].push(k);
-      }
-    }
-    const slotUps = ups.svc.filter(([k]) => slotOf(k) > 0);
-    const masterUps = ups.svc.filter(([k]) => slotOf(k) === 0);
-    const masterDels = dels.svc.filter((k) => slotOf(k) === 0);
-    const slotDels = dels.svc.filter((k) => slotOf(k) > 0);
-
+    const w = new Writes();
+    const full = this.kernel !== null;
+    if (this.kernel) this.diffAll(w, this.kernel);
+    else this.diffPending(w);
+    let stats: CommitStats;
     try {
-      this.write('be', ups.be);
-      this.write('revnat', ups.revnat);
-      this.write('member', ups.member);
-      // Source ranges before the master entry whose flag turns the filter on.
-      this.write('cidr', ups.cidr);
-      this.write('svc', slotUps);
-      this.write('svc', masterUps);
-      this.erase('svc', masterDels);
-      this.erase('svc', slotDels);
-      this.erase('cidr', dels.cidr);
-      this.erase('member', dels.member);
-      this.erase('revnat', dels.revnat);
-      this.erase('be', dels.be);
+      stats = w.apply(this.maps);
     } catch (e) {
-      // The mirror may be off for the batch that failed: re-read the maps and
-      // compare everything on the retry. Touched sets stay as they are.
+      // Some of the batch may be in the kernel: read the maps back and
+      // compare everything on the retry.
       this.resync = true;
       throw e;
     }
-    for (const m of MAP_NAMES) this.touched[m].clear();
-    this.fullDiff = false;
+    const settle = (e: BackendEntry): void => {
+      if (e.refs > 0) {
+        e.applied = true;
+        e.a0 = e.v0;
+        e.a1 = e.v1;
+      } else this.backends.delete(e.key);
+    };
+    if (full) for (const e of [...this.backends.values()]) settle(e);
+    else for (const e of this.pendingBackends) settle(e);
+    this.pendingBackends.clear();
+    this.pending.clear();
+    this.kernel = null;
     if (this.adoptedIdsPending) {
-      this.backendIds.dropUnreferenced();
       this.frontendIds.dropUnreferenced();
       this.adoptedIdsPending = false;
     }
-    const count = (r: Record<MapName, unknown[]>): number => MAP_NAMES.reduce((n, m) => n + r[m].length, 0);
-    return { upserts: count(ups), deletes: count(dels) };
+    return stats;
   }
 
-  /** Frontends (master entries) currently owned by services. */
+  /** Frontends (service address, port, protocol) currently owned by services. */
   frontendCount(): number {
-    return this.masterOwner.size;
+    return this.frontendOwner.size;
   }
 
   backendCount(): number {
-    return this.desired.be.size;
+    return this.liveBackends;
   }
 
-  /** Entries currently desired, per map (for gauges). */
+  /** Entries currently desired, per map (for gauges and tests). */
   sizes(): Record<MapName, number> {
-    return { svc: this.desired.svc.size, be: this.desired.be.size, revnat: this.desired.revnat.size, member: this.desired.member.size, cidr: this.desired.cidr.size };
+    const out: Record<MapName, number> = { svc: 0, be: this.liveBackends, revnat: 0, member: 0, cidr: 0 };
+    for (const r of this.records.values()) r.sections.forEach((v, s) => (out[SECTIONS[s]!.map] += v.count));
+    return out;
   }
 
-  private write(m: MapName, entries: Array<[string, Buffer]>): void {
-    if (entries.length === 0) return;
-    (this.maps[m] as MapIO).upsert(entries);
-    for (const [k, v] of entries) this.applied[m].set(k, v);
-  }
+  // --- building records ---------------------------------------------------------
 
-  private erase(m: MapName, keys: string[]): void {
-    if (keys.length === 0) return;
-    this.maps[m].remove(keys);
-    for (const k of keys) this.applied[m].delete(k);
-  }
-
-  private refreshApplied(): void {
-    for (const m of MAP_NAMES) {
-      this.applied[m].clear();
-      for (const [k, v] of this.maps[m].dump()) this.applied[m].set(k, v);
-    }
-  }
-
-  private put(o: Owned, m: MapName, k: string, v: Buffer): void {
-    const e = this.desired[m].get(k);
-    if (e) {
-      e.refs++;
-      e.value = v;
-    } else this.desired[m].set(k, { value: v, refs: 1 });
-    // While a full comparison is pending (cold start, after adoption or a
-    // failure) every key is compared anyway: skip the bookkeeping.
-    if (!this.fullDiff) this.touched[m].add(k);
-    o.keys[m].push(k);
-  }
-
-  private own(service: ObjectKey, plan: ServicePlan): Owned {
-    const o: Owned = { keys: emptyRecord(() => [] as string[]), backends: [], frontends: [], masters: [] };
+  private build(service: ObjectKey, plan: ServicePlan, old: ServiceRecord | null): ServiceRecord {
+    for (const p of this.scratch) p.clear();
+    const backends: BackendEntry[] = [];
     const idOf = new Map<string, number>();
-    const membership = new Map<number, Map<number, boolean>>();
     for (const [bk, b] of plan.backends) {
-      const id = this.backendIds.acquire(bk);
-      o.backends.push(bk);
-      idOf.set(bk, id);
       const flags = (b.local ? C.BE_F.LOCAL : 0) | (b.terminating ? C.BE_F.TERMINATING : 0);
-      this.put(o, 'be', keyString(C.u32Key.encode({ value: id })), C.backend.encode({ addr: b.addr, port: b.port, proto: PROTO_NUM[b.proto], flags }));
+      C.backend.encode({ addr: b.addr, port: b.port, proto: PROTO_NUM[b.proto], flags }, this.beValue);
+      const e = this.backendRef(bk);
+      const v0 = this.beValue.readUInt32LE(0);
+      const v1 = this.beValue.readUInt32LE(4);
+      if (e.v0 !== v0 || e.v1 !== v1) {
+        // Shared backends take the flags of the service planned last.
+        e.v0 = v0;
+        e.v1 = v1;
+        this.pendingBackends.add(e);
+      }
+      backends.push(e);
+      idOf.set(bk, e.id);
     }
+
+    const frontends: string[] = [];
+    const revIds = new Map<string, number>();
+    const masterKeys = new Set<string>();
+    // Membership is per frontend (both scopes share the rev_nat id): every
+    // endpoint of the port, active if some scope may choose it.
+    const membership = new Map<number, Map<number, boolean>>();
+    const masters = this.scratch[S_MASTERS]!;
+    const slotsOut = this.scratch[S_SLOTS]!;
     for (const fe of plan.frontends) {
-      const base = { addr: fe.addr, port: fe.port, proto: PROTO_NUM[fe.proto], scope: fe.scope };
-      const master = keyString(C.svcKey.encode({ ...base, slot: 0 }));
-      const owner = this.masterOwner.get(master);
+      const fk = frontendKey(fe);
+      const owner = this.frontendOwner.get(fk);
       if (owner !== undefined && owner !== service) {
-        this.conflicts.push({ service, frontend: frontendKey(fe), flags: fe.flags, owner });
+        this.conflicts.push({ service, frontend: fk, flags: fe.flags, owner });
         continue;
       }
-      this.masterOwner.set(master, service);
-      o.masters.push(master);
-      const fk = frontendKey(fe);
-      const revId = this.frontendIds.acquire(fk);
-      o.frontends.push(fk);
-      this.put(o, 'revnat', keyString(C.u32Key.encode({ value: revId })), C.revnat.encode({ addr: fe.addr, port: fe.port }));
-      const slots = this.layout(master, fe.backends.map((bk) => idOf.get(bk)!));
+      const mi = masters.push();
+      C.svcKey.encode({ addr: fe.addr, port: fe.port, proto: PROTO_NUM[fe.proto], scope: fe.scope, slot: 0 }, masters.keys, mi * masters.keySize);
+      const masterKey = masters.key(mi);
+      if (masterKeys.has(masterKey)) {
+        masters.count--; // the same frontend twice in one service: the first one stands
+        continue;
+      }
+      masterKeys.add(masterKey);
+      let revId = revIds.get(fk);
+      if (revId === undefined) {
+        this.frontendOwner.set(fk, service);
+        revId = this.frontendIds.acquire(fk);
+        revIds.set(fk, revId);
+        frontends.push(fk);
+        const r = this.scratch[S_REVNAT]!;
+        const ri = r.push();
+        r.keys.writeUInt32LE(revId, ri * r.keySize);
+        C.revnat.encode({ addr: fe.addr, port: fe.port }, r.values, ri * r.valueSize);
+        for (const c of fe.sourceRanges) this.pushCidr(revId, c);
+      }
+      const slots = this.layout(old, masterKey, fe.backends.map((bk) => idOf.get(bk)!));
       slots.forEach((id, i) => {
-        this.put(o, 'svc', keyString(C.svcKey.encode({ ...base, slot: i + 1 })), C.svcVal.encode({ backend_id: id }));
+        const si = slotsOut.push();
+        masters.keys.copy(slotsOut.keys, si * slotsOut.keySize, mi * masters.keySize, (mi + 1) * masters.keySize);
+        slotsOut.keys.writeUInt16LE(i + 1, si * slotsOut.keySize + SLOT_OFF);
+        C.svcVal.encode({ backend_id: id }, slotsOut.values, si * slotsOut.valueSize);
       });
-      this.put(
-        o,
-        'svc',
-        master,
-        C.svcVal.encode({ count: slots.length, flags: fe.flags, rev_nat_id: revId, affinity_timeout: fe.affinityTimeout }),
-      );
-      // Membership is per frontend (both scopes share the rev_nat id):
-      // every endpoint of the port, active if some scope may choose it.
+      C.svcVal.encode({ count: slots.length, flags: fe.flags, rev_nat_id: revId, affinity_timeout: fe.affinityTimeout }, masters.values, mi * masters.valueSize);
       let m = membership.get(revId);
       if (!m) membership.set(revId, (m = new Map()));
       for (const bk of fe.members) if (!m.has(idOf.get(bk)!)) m.set(idOf.get(bk)!, false);
       for (const id of slots) m.set(id, true);
-      for (const c of fe.sourceRanges) this.put(o, 'cidr', cidrEntry(revId, c), CIDR_PRESENT);
     }
+    const mem = this.scratch[S_MEMBER]!;
     for (const [revId, m] of membership) {
       for (const [id, active] of m) {
-        this.put(o, 'member', keyString(C.memberKey.encode({ rev_nat_id: revId, backend_id: id })), active ? MEMBER_ACTIVE : MEMBER_ONLY);
+        const i = mem.push();
+        C.memberKey.encode({ rev_nat_id: revId, backend_id: id }, mem.keys, i * mem.keySize);
+        mem.values.writeUInt32LE(active ? C.MEMBER_F.ACTIVE : 0, i * mem.valueSize);
       }
     }
-    return o;
+    return this.freeze(backends, frontends);
   }
 
-  private disown(service: ObjectKey, o: Owned, keepMasters: ReadonlySet<string>): void {
-    for (const m of MAP_NAMES) {
-      for (const k of o.keys[m]) {
-        const e = this.desired[m].get(k);
-        if (!e) continue;
-        if (--e.refs <= 0) this.desired[m].delete(k);
-        if (!this.fullDiff) this.touched[m].add(k);
+  private pushCidr(owner: number, c: Cidr): void {
+    const p = this.scratch[S_CIDR]!;
+    const i = p.push();
+    C.cidrKey.encode({ prefixlen: 32 + c.bits, owner, addr: c.base }, p.keys, i * p.keySize);
+    p.values.writeUInt32LE(1, i * p.valueSize);
+  }
+
+  /** Copy the scratch sections into one buffer of exactly their size. */
+  private freeze(backends: BackendEntry[], frontends: string[]): ServiceRecord {
+    let size = 0;
+    for (const p of this.scratch) size += p.count * (p.keySize + p.valueSize);
+    const buf = Buffer.allocUnsafe(size);
+    let off = 0;
+    const sections = this.scratch.map((p): PackedView => {
+      const keyOff = off;
+      off += p.keys.copy(buf, off, 0, p.count * p.keySize);
+      const valOff = off;
+      off += p.values.copy(buf, off, 0, p.count * p.valueSize);
+      return { buf, keyOff, valOff, count: p.count, keySize: p.keySize, valueSize: p.valueSize };
+    });
+    return { sections, backends, frontends };
+  }
+
+  private backendRef(bk: string): BackendEntry {
+    let e = this.backends.get(bk);
+    if (!e) {
+      e = { key: bk, id: this.nextBackendId++, refs: 0, v0: 0, v1: 0, applied: false, a0: 0, a1: 0 };
+      this.backends.set(bk, e);
+    }
+    if (e.refs++ === 0) {
+      this.liveBackends++;
+      this.pendingBackends.add(e);
+    }
+    return e;
+  }
+
+  private release(service: ObjectKey, old: ServiceRecord, next: ServiceRecord | null): void {
+    for (const e of old.backends) {
+      if (--e.refs === 0) {
+        this.liveBackends--;
+        this.pendingBackends.add(e);
       }
     }
-    for (const bk of o.backends) this.backendIds.release(bk);
-    for (const fk of o.frontends) this.frontendIds.release(fk);
-    for (const mk of o.masters) if (!keepMasters.has(mk) && this.masterOwner.get(mk) === service) this.masterOwner.delete(mk);
+    const keep = new Set(next?.frontends ?? []);
+    for (const fk of old.frontends) {
+      this.frontendIds.release(fk);
+      if (!keep.has(fk) && this.frontendOwner.get(fk) === service) this.frontendOwner.delete(fk);
+    }
+  }
+
+  private setRecord(service: ObjectKey, old: ServiceRecord | null, next: ServiceRecord | null): void {
+    if (!this.pending.has(service)) this.pending.set(service, old);
+    if (next) this.records.set(service, next);
+    else this.records.delete(service);
   }
 
   /**
    * Slot layout for a frontend: keep every surviving backend in the slot it
-   * had in the maps, put new backends into freed slots, then close remaining
-   * holes by moving the last slot into them. One endpoint change therefore
-   * rewrites at most two slots, not every slot after it.
+   * had, put new backends into freed slots, then close remaining holes by
+   * moving the last slot into them. One endpoint change therefore rewrites
+   * at most two slots, not every slot after it.
    */
-  private layout(masterKey: string, ids: readonly number[]): number[] {
-    const prev: number[] = [];
-    const master = this.applied.svc.get(masterKey);
-    if (master) {
-      const count = C.svcVal.decode(master).count;
-      const base = keyBuffer(masterKey);
-      for (let slot = 1; slot <= count; slot++) {
-        base.writeUInt16LE(slot, 8);
-        const v = this.applied.svc.get(keyString(base));
-        if (v) prev.push(C.svcVal.decode(v).backend_id);
-      }
-    }
+  private layout(old: ServiceRecord | null, masterKey: string, ids: readonly number[]): number[] {
+    const prev = this.previousSlots(old, masterKey);
     const want = new Set(ids);
     const placed = new Set<number>();
     const out: Array<number | undefined> = prev.map((id) => {
@@ -351,4 +416,113 @@ export class Reconciler implements Dataplane {
     }
     return [...(out as number[]), ...fresh.slice(f)];
   }
+
+  /** Backend ids by slot (index 0 = slot 1) this frontend had: in the service's record, else in the kernel. */
+  private previousSlots(old: ServiceRecord | null, masterKey: string): number[] {
+    const prefix = masterKey.slice(0, SLOT_OFF);
+    const tail = masterKey.slice(SLOT_OFF + 2);
+    if (old) {
+      const slots = old.sections[S_SLOTS]!;
+      const out: number[] = [];
+      for (let i = 0; i < slots.count; i++) {
+        const k = viewKey(slots, i);
+        if (!k.startsWith(prefix)) continue;
+        const slot = k.charCodeAt(SLOT_OFF) | (k.charCodeAt(SLOT_OFF + 1) << 8);
+        out[slot - 1] = slots.buf.readUInt32LE(slots.valOff + i * slots.valueSize);
+      }
+      if (out.length > 0) return out.filter((id) => id !== undefined);
+    }
+    const master = this.kernel?.svc.get(masterKey);
+    if (!master) return [];
+    const count = C.svcVal.decode(master).count;
+    const out: number[] = [];
+    for (let slot = 1; slot <= count; slot++) {
+      const v = this.kernel!.svc.get(prefix + String.fromCharCode(slot & 0xff, slot >> 8) + tail);
+      if (v) out.push(v.readUInt32LE(0));
+    }
+    return out;
+  }
+
+  // --- diffs ------------------------------------------------------------------
+
+  /** Only the services and backends changed since the last commit. */
+  private diffPending(w: Writes): void {
+    for (const [service, old] of this.pending) {
+      const next = this.records.get(service) ?? null;
+      for (let s = 0; s < SECTIONS.length; s++) diffSection(w, s, old?.sections[s], next?.sections[s]);
+    }
+    w.dropRewritten();
+    for (const e of this.pendingBackends) {
+      if (e.refs > 0) {
+        if (!e.applied || e.a0 !== e.v0 || e.a1 !== e.v1) pushBackend(w.beUps, e);
+      } else if (e.applied) w.beDels.keys.writeUInt32LE(e.id, w.beDels.push() * w.beDels.keySize);
+    }
+  }
+
+  /** Everything desired against everything the kernel holds (consumes `kernel`). */
+  private diffAll(w: Writes, kernel: Record<MapName, Map<string, Buffer>>): void {
+    for (const r of this.records.values()) {
+      r.sections.forEach((v, s) => {
+        const have = kernel[SECTIONS[s]!.map];
+        const out = w.ups[s]!;
+        if (have.size === 0) return out.pushAll(v); // cold start: nothing to compare
+        for (let i = 0; i < v.count; i++) {
+          const k = viewKey(v, i);
+          const cur = have.get(k);
+          if (!cur || v.buf.compare(cur, 0, v.valueSize, v.valOff + i * v.valueSize, v.valOff + (i + 1) * v.valueSize) !== 0) out.pushFrom(v, i);
+          have.delete(k);
+        }
+      });
+    }
+    const key = Buffer.alloc(C.u32Key.size);
+    for (const e of this.backends.values()) {
+      if (e.refs === 0) continue;
+      key.writeUInt32LE(e.id);
+      const k = key.toString('latin1');
+      const cur = kernel.be.get(k);
+      if (!cur || cur.readUInt32LE(0) !== e.v0 || cur.readUInt32LE(4) !== e.v1) pushBackend(w.beUps, e);
+      kernel.be.delete(k);
+    }
+    // Whatever is left, no service claims.
+    for (const k of kernel.be.keys()) w.beDels.pushKey(k);
+    for (const k of kernel.svc.keys()) w.dels[k.charCodeAt(SLOT_OFF) | k.charCodeAt(SLOT_OFF + 1) ? S_SLOTS : S_MASTERS]!.pushKey(k);
+    for (const k of kernel.revnat.keys()) w.dels[S_REVNAT]!.pushKey(k);
+    for (const k of kernel.member.keys()) w.dels[S_MEMBER]!.pushKey(k);
+    for (const k of kernel.cidr.keys()) w.dels[S_CIDR]!.pushKey(k);
+  }
+
+  private dumpAll(): Record<MapName, Map<string, Buffer>> {
+    const out = {} as Record<MapName, Map<string, Buffer>>;
+    for (const m of MAP_NAMES) out[m] = new Map(this.maps[m].dump());
+    return out;
+  }
+}
+
+function pushBackend(p: Packed, e: BackendEntry): void {
+  const i = p.push();
+  p.keys.writeUInt32LE(e.id, i * p.keySize);
+  p.values.writeUInt32LE(e.v0, i * p.valueSize);
+  p.values.writeUInt32LE(e.v1, i * p.valueSize + 4);
+}
+
+/** One section of one service: what to write and what to remove between two records. */
+function diffSection(w: Writes, s: number, old: PackedView | undefined, next: PackedView | undefined): void {
+  const ups = w.ups[s]!;
+  const dels = w.dels[s]!;
+  if (!old || old.count === 0) {
+    if (next) ups.pushAll(next);
+    return;
+  }
+  if (!next || next.count === 0) {
+    dels.pushAll(old);
+    return;
+  }
+  const before = new Map<string, string>();
+  for (let i = 0; i < old.count; i++) before.set(viewKey(old, i), viewValue(old, i));
+  for (let i = 0; i < next.count; i++) {
+    const k = viewKey(next, i);
+    if (before.get(k) !== viewValue(next, i)) ups.pushFrom(next, i);
+    before.delete(k);
+  }
+  for (const k of before.keys()) dels.pushKey(k);
 }

@@ -17,7 +17,6 @@ import { BpfDatapath, DeviceRole } from '../datapath/loader';
 import { DeviceWatcher, listLinks } from '../datapath/devices';
 import { loadShim } from '../datapath/ffi';
 import { FileSource } from '../source/file';
-import { KubeSource } from '../source/kube';
 import { Source } from '../source/source';
 import { HealthServer, startHealthServer } from '../health/health';
 import { HealthCheckNodePorts, HealthCheckTarget } from '../health/hcnodeport';
@@ -41,10 +40,54 @@ const HEALTH_TIMEOUT_MS = 60_000;
 const LOCALHOST = '127.0.0.1' as IPv4;
 
 export async function startAgent(opts: RunOptions, log: Logger): Promise<Agent> {
-  const nodeIPs = await resolveNodeIPs(opts);
+  // BPF objects load on a worker thread (the kernel creating maps and
+  // verifying programs) while the node's addresses and the manifests are read.
+  const loading = opts.mode === 'iptables' ? null : startLoading(opts);
+  const settleLoading = async (): Promise<void> => void (await loading?.then((dp) => dp.close(), () => undefined));
+  let nodeIPs: IPv4[];
+  try {
+    nodeIPs = await resolveNodeIPs(opts);
+  } catch (e) {
+    await settleLoading();
+    throw e;
+  }
   if (nodeIPs.length === 0) log.warn('no node IP known: NodePorts are not served and nothing can be masqueraded', { hint: '--node-ips or --external-devices' });
 
-  const { dp, mode } = await chooseMode(opts, log);
+  const store = new ClusterStore(
+    (origin, errors) => {
+      for (const e of errors) {
+        log.error('invalid object; keeping its last good version', { file: origin, object: `${e.kind} ${e.object}`, field: e.field, error: e.message });
+      }
+    },
+    { nodePortRange: opts.nodePortRange },
+  );
+  // Changes that arrive before the runner exists only mark services dirty:
+  // the first sync takes them all.
+  const runnerRef: { runner?: Runner } = {};
+  const onChange = (): void => runnerRef.runner?.request();
+  let source: Source;
+  try {
+    if (opts.source.kind === 'file') {
+      source = new FileSource({ dir: opts.source.dir, store, onChange, log });
+    } else {
+      // @kubernetes/client-node takes half a second to load: only when it is used.
+      const { KubeSource } = await import('../source/kube');
+      source = new KubeSource({ store, onChange, log, nodeName: opts.nodeName, kubeconfig: opts.kubeconfig });
+    }
+    await source.start();
+  } catch (e) {
+    await settleLoading();
+    throw e;
+  }
+
+  let chosen: { dp: BpfDatapath | null; mode: 'bpf' | 'iptables' };
+  try {
+    chosen = await chooseMode(opts, log, loading);
+  } catch (e) {
+    source.stop();
+    throw e;
+  }
+  const { dp, mode } = chosen;
   // NodePorts on 127.0.0.1 in iptables mode are a nat OUTPUT rule, which needs route_localnet (as kube-proxy sets it).
   if (mode === 'iptables' && opts.localhostNodePorts) fs.writeFileSync('/proc/sys/net/ipv4/conf/all/route_localnet', '1');
   const writeConfig = (): void =>
@@ -61,16 +104,7 @@ export async function startAgent(opts: RunOptions, log: Logger): Promise<Agent> 
     reconciler = new IptablesDataplane({ ctx: { clusterCIDRs: opts.clusterCIDRs, masqueradeAll: opts.masqueradeAll }, log });
   }
 
-  const store = new ClusterStore(
-    (origin, errors) => {
-      for (const e of errors) {
-        log.error('invalid object; keeping its last good version', { file: origin, object: `${e.kind} ${e.object}`, field: e.field, error: e.message });
-      }
-    },
-    { nodePortRange: opts.nodePortRange },
-  );
   const syncer = new Syncer({ store, reconciler, log, ctx: { nodeName: opts.nodeName, nodePortAddrs: nodePortAddrs(nodeIPs, opts, mode) } });
-  const runnerRef: { runner?: Runner } = {};
   const metrics = agentMetrics({ reconciler, runner: () => runnerRef.runner, ...(dp ? { ct: dp.maps.ct, verdicts: dp.maps.verdicts } : {}) });
   const hcNodePorts = new HealthCheckNodePorts({ log, proxyHealthy: () => (runnerRef.runner?.pendingSince ?? 0) === 0 || Date.now() - runnerRef.runner!.pendingSince < HEALTH_TIMEOUT_MS });
   let synced = false;
@@ -89,13 +123,6 @@ export async function startAgent(opts: RunOptions, log: Logger): Promise<Agent> 
   const runner = new Runner({ minSyncPeriodMs: opts.minSyncPeriodMs, sync, log });
   runnerRef.runner = runner;
 
-  let source: Source;
-  if (opts.source.kind === 'file') {
-    source = new FileSource({ dir: opts.source.dir, store, onChange: () => runner.request(), log });
-  } else {
-    source = new KubeSource({ store, onChange: () => runner.request(), log, nodeName: opts.nodeName, kubeconfig: opts.kubeconfig });
-  }
-  await source.start();
   // No --node-ips and no external device addresses: the Node object knows.
   const node = store.nodes.get(opts.nodeName);
   if (nodeIPs.length === 0 && node && node.internalIPs.length > 0) {
@@ -164,14 +191,28 @@ export async function startAgent(opts: RunOptions, log: Logger): Promise<Agent> 
  * loading the programs, else iptables; the log says which and why). The
  * mode that runs removes the other mode's state.
  */
-async function chooseMode(opts: RunOptions, log: Logger): Promise<{ dp: BpfDatapath | null; mode: 'bpf' | 'iptables' }> {
+/** Start loading the BPF objects (settles to the datapath or the reason it cannot load). */
+function startLoading(opts: RunOptions): Promise<BpfDatapath> {
+  try {
+    const shim = loadShim();
+    shim.setLogLevel(1);
+    return BpfDatapath.loadAsync(shim, opts.bpffsRoot);
+  } catch (e) {
+    return Promise.reject(e);
+  }
+}
+
+/**
+ * --mode: bpf, iptables, or auto (BPF when the kernel and privileges allow
+ * loading the programs, else iptables; the log says which and why). The
+ * mode that runs removes the other mode's state.
+ */
+async function chooseMode(opts: RunOptions, log: Logger, loading: Promise<BpfDatapath> | null): Promise<{ dp: BpfDatapath | null; mode: 'bpf' | 'iptables' }> {
   let why = 'requested';
-  if (opts.mode !== 'iptables') {
+  if (loading) {
     try {
-      const shim = loadShim();
-      shim.setLogLevel(1);
-      const dp = BpfDatapath.load(shim, opts.bpffsRoot);
-      log.info('starting', { node: opts.nodeName, mode: 'bpf', reason: opts.mode === 'auto' ? 'auto: BPF programs load on this kernel' : 'requested', pinRoot: opts.bpffsRoot, ffi: shim.backend });
+      const dp = await loading;
+      log.info('starting', { node: opts.nodeName, mode: 'bpf', reason: opts.mode === 'auto' ? 'auto: BPF programs load on this kernel' : 'requested', pinRoot: opts.bpffsRoot, ffi: loadShim().backend });
       const removed = cleanupIptables();
       if (removed.length) log.info('removed iptables-mode rules', { chains: removed.length });
       return { dp, mode: 'bpf' };

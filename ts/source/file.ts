@@ -11,7 +11,8 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import YAML from 'yaml';
+import { createHash } from 'node:crypto';
+import type * as Yaml from 'yaml';
 import type { V1EndpointSlice, V1Node, V1Service } from '@kubernetes/client-node';
 import { ClusterStore } from '../model/store';
 import { objectKey } from '../model/types';
@@ -33,11 +34,20 @@ interface K8sObject {
   metadata?: { name?: unknown; namespace?: unknown };
 }
 
+/**
+ * What a file held when last read: digests, not the objects or their text,
+ * which are in the store already (ten thousand services as raw objects
+ * would double the agent's memory).
+ */
 interface FileState {
   stamp: string;
-  text: string;
-  /** identity ("Kind/ns/name") -> raw object */
-  objects: Map<string, { kind: Kind; raw: K8sObject; text: string }>;
+  digest: string;
+  /** identity ("Kind/ns/name") -> kind and digest of the object's JSON */
+  objects: Map<string, { kind: Kind; digest: string }>;
+}
+
+function digest(text: string): string {
+  return createHash('sha1').update(text).digest('base64');
 }
 
 export class FileSource implements Source {
@@ -110,7 +120,7 @@ export class FileSource implements Source {
         const prev = this.files.get(file);
         if (prev && prev.stamp === stamp) continue;
         text = fs.readFileSync(file, 'utf8');
-        if (prev && prev.text === text) {
+        if (prev && prev.digest === digest(text)) {
           prev.stamp = stamp;
           continue;
         }
@@ -133,9 +143,11 @@ export class FileSource implements Source {
   /** Parse one file and apply the objects that changed. Returns true if any did. */
   private load(file: string, stamp: string, text: string): boolean {
     const prev = this.files.get(file);
-    const objects = new Map<string, { kind: Kind; raw: K8sObject; text: string }>();
+    const objects = new Map<string, { kind: Kind; digest: string }>();
+    const changed: Array<{ kind: Kind; raw: K8sObject }> = [];
     let broken = false;
-    const list = path.extname(file) === '.json' ? jsonDocuments(text) : YAML.parseAllDocuments(text);
+    // The YAML parser is loaded on first use: JSON-only directories never pay for it.
+    const list = path.extname(file) === '.json' ? jsonDocuments(text) : (require('yaml') as typeof Yaml).parseAllDocuments(text);
     list.forEach((doc, i) => {
       if (doc.errors.length > 0) {
         broken = true;
@@ -177,27 +189,24 @@ export class FileSource implements Source {
           return;
         }
         const id = type.kind === 'Node' ? `Node/${name}` : `${type.kind}/${ns}/${name}`;
-        objects.set(id, { kind: type.kind, raw: obj, text: JSON.stringify(obj) });
+        const d = digest(JSON.stringify(obj));
+        objects.set(id, { kind: type.kind, digest: d });
+        if (prev?.objects.get(id)?.digest !== d) changed.push({ kind: type.kind, raw: obj });
       });
     });
     if (broken && prev) {
       // Keep every object of the previous version that the good documents do not replace.
       for (const [id, o] of prev.objects) if (!objects.has(id)) objects.set(id, o);
     }
-    let changed = false;
-    for (const [id, o] of objects) {
-      const old = prev?.objects.get(id);
-      if (old && old.text === o.text) continue;
-      this.upsert(file, o.kind, o.raw);
-      changed = true;
-    }
+    for (const o of changed) this.upsert(file, o.kind, o.raw);
+    let removed = false;
     for (const [id, o] of prev?.objects ?? []) {
       if (objects.has(id)) continue;
       this.remove(id, o.kind);
-      changed = true;
+      removed = true;
     }
-    this.files.set(file, { stamp, text, objects });
-    return changed;
+    this.files.set(file, { stamp, digest: digest(text), objects });
+    return changed.length > 0 || removed;
   }
 
   private upsert(file: string, kind: Kind, raw: K8sObject): void {
