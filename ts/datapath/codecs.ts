@@ -30,6 +30,12 @@ export class StructCodec<F extends FieldList> {
   readonly cName: string;
   readonly fields: readonly FieldLayout[];
   readonly size: number;
+  /**
+   * Byte offset of each field, for hot paths that write fields directly
+   * instead of going through encode() (no object per entry). Same layout,
+   * so the BTF check covers them too.
+   */
+  readonly at: { readonly [K in F[number] as K[0]]: number };
 
   constructor(cName: string, fields: F) {
     this.cName = cName;
@@ -45,6 +51,7 @@ export class StructCodec<F extends FieldList> {
     }
     this.fields = out;
     this.size = Math.ceil(off / align) * align;
+    this.at = Object.fromEntries(out.map((f) => [f.name, f.offset])) as StructCodec<F>['at'];
   }
 
   /** Encode into `buf` at `offset` (default: a new zeroed buffer from Node's pool). Missing fields are zero. */
@@ -107,8 +114,17 @@ export class StructCodec<F extends FieldList> {
 }
 
 export function writeIp4(buf: Buffer, at: number, ip: string): void {
-  const parts = ip.split('.');
-  for (let i = 0; i < 4; i++) buf.writeUInt8(Number(parts[i] ?? 0) & 0xff, at + i);
+  // Hand-parsed: the reconciler writes a few hundred thousand of these per full sync.
+  let octet = 0;
+  let i = 0;
+  for (let k = 0; k < ip.length && i < 4; k++) {
+    const c = ip.charCodeAt(k);
+    if (c === 46 /* . */) {
+      buf[at + i++] = octet & 0xff;
+      octet = 0;
+    } else octet = octet * 10 + (c - 48);
+  }
+  for (; i < 4; i++, octet = 0) buf[at + i] = octet & 0xff;
 }
 
 export function readIp4(buf: Buffer, at: number): string {

@@ -111,13 +111,19 @@ export function endpointsForPort(
   protocol: Protocol,
 ): PortEndpoint[] {
   const byAddr = new Map<string, PortEndpoint>();
+  let onePort: number | null = null;
   for (const slice of slices) {
     const sp = slice.ports.find((p) => p.name === portName && p.protocol === protocol);
     if (!sp) continue;
+    // Keyed by address alone while every slice agrees on the port (the usual case): no string building.
+    if (onePort === null) onePort = sp.port;
+    const samePort = onePort === sp.port;
     for (const ep of slice.endpoints) {
-      const id = `${ep.addr}:${sp.port}`;
+      const id = samePort ? ep.addr : `${ep.addr}:${sp.port}`;
       const prev = byAddr.get(id);
-      if (!prev || (!prev.ready && ep.ready)) byAddr.set(id, { ...ep, port: sp.port });
+      if (!prev || (!prev.ready && ep.ready)) {
+        byAddr.set(id, { addr: ep.addr, nodeName: ep.nodeName, ready: ep.ready, serving: ep.serving, terminating: ep.terminating, port: sp.port });
+      }
     }
   }
   return [...byAddr.values()];

@@ -27,8 +27,18 @@ export function parsePort(n: unknown): Port | null {
   return typeof n === 'number' && Number.isInteger(n) && n >= 1 && n <= 65535 ? (n as Port) : null;
 }
 
+/** A dotted quad as a host-order u32 (no allocation: planning calls this for every endpoint). */
 export function ipToInt(ip: IPv4): number {
-  return ip.split('.').reduce((acc, o) => (acc << 8) + Number(o), 0) >>> 0;
+  let acc = 0;
+  let octet = 0;
+  for (let i = 0; i < ip.length; i++) {
+    const c = ip.charCodeAt(i);
+    if (c === 46 /* . */) {
+      acc = acc * 256 + octet;
+      octet = 0;
+    } else octet = octet * 10 + (c - 48);
+  }
+  return acc * 256 + octet;
 }
 
 export function parseCidr(s: unknown): Cidr | null {

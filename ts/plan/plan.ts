@@ -88,19 +88,18 @@ export function planService(svc: ServiceModel, slices: readonly SliceModel[], ct
     const proto: L4Proto = sp.protocol;
     const servicePort = `${sp.name}/${proto}`;
     const eps = endpointsForPort(slices, sp.name, sp.protocol).sort(byAddrPort);
-    const toKey = (e: PortEndpoint): string => backendKey({ addr: e.addr, port: e.port, proto });
-    for (const e of eps) {
-      backends.set(toKey(e), {
-        addr: e.addr,
-        port: e.port,
-        proto,
-        local: e.nodeName !== '' && e.nodeName === ctx.nodeName,
-        terminating: e.terminating,
-      });
-    }
-    const members = eps.map(toKey);
-    const cluster = usableEndpoints(eps).map(toKey);
-    const local = usableEndpoints(eps.filter((e) => e.nodeName !== '' && e.nodeName === ctx.nodeName)).map(toKey);
+    // One key string per endpoint, shared by every list below (hashed once).
+    const members = eps.map((e) => backendKey({ addr: e.addr, port: e.port, proto }));
+    const isLocal = (i: number): boolean => eps[i]!.nodeName !== '' && eps[i]!.nodeName === ctx.nodeName;
+    eps.forEach((e, i) => backends.set(members[i]!, { addr: e.addr, port: e.port, proto, local: isLocal(i), terminating: e.terminating }));
+    // usableEndpoints() on indices, so the lists share the key strings.
+    const usable = (idx: number[]): string[] => {
+      const ready = idx.filter((i) => eps[i]!.ready);
+      return (ready.length > 0 ? ready : idx.filter((i) => eps[i]!.serving && eps[i]!.terminating)).map((i) => members[i]!);
+    };
+    const all = eps.map((_, i) => i);
+    const cluster = usable(all);
+    const local = usable(all.filter(isLocal));
 
     // kube-proxy: no endpoints at all -> REJECT; endpoints, but none the
     // policy allows here -> DROP.

@@ -27,7 +27,7 @@
  */
 import * as C from '../datapath/codecs';
 import { ServiceMaps, keyBuffer } from '../datapath/maps';
-import { Cidr, IPv4, ObjectKey } from '../model/types';
+import { Cidr, IPv4, ObjectKey, ipToInt } from '../model/types';
 import { L4Proto, ServicePlan, backendKey, frontendKey } from '../plan/plan';
 import { IdTable } from './ids';
 import { Dataplane } from './dataplane';
@@ -72,6 +72,8 @@ interface BackendEntry {
   applied: boolean;
   a0: number;
   a1: number;
+  /** Scratch while building a record: the frontend group that may choose it. */
+  mark: number;
 }
 
 export interface CommitStats {
@@ -137,6 +139,7 @@ export class Reconciler implements Dataplane {
   private readonly backends = new Map<string, BackendEntry>();
   private readonly pendingBackends = new Set<BackendEntry>();
   private nextBackendId = 1;
+  private markEpoch = 0;
   private liveBackends = 0;
   private readonly frontendIds = new IdTable();
   private readonly frontendOwner = new Map<string, ObjectKey>();
@@ -169,7 +172,7 @@ export class Reconciler implements Dataplane {
       const bk = backendKey({ addr: b.addr as IPv4, port: b.port, proto: protoName(b.proto) as L4Proto });
       const id = keyBuffer(k).readUInt32LE(0);
       const [v0, v1] = [v.readUInt32LE(0), v.readUInt32LE(4)];
-      this.backends.set(bk, { key: bk, id, refs: 0, v0, v1, applied: true, a0: v0, a1: v1 });
+      this.backends.set(bk, { key: bk, id, refs: 0, v0, v1, applied: true, a0: v0, a1: v1, mark: 0 });
       if (id >= this.nextBackendId) this.nextBackendId = id + 1;
     }
     this.kernel = kernel;
@@ -223,7 +226,8 @@ export class Reconciler implements Dataplane {
         e.a1 = e.v1;
       } else this.backends.delete(e.key);
     };
-    if (full) for (const e of [...this.backends.values()]) settle(e);
+    // (Deleting the current entry while iterating a Map is safe.)
+    if (full) for (const e of this.backends.values()) settle(e);
     else for (const e of this.pendingBackends) settle(e);
     this.pendingBackends.clear();
     this.pending.clear();
@@ -256,29 +260,44 @@ export class Reconciler implements Dataplane {
   private build(service: ObjectKey, plan: ServicePlan, old: ServiceRecord | null): ServiceRecord {
     for (const p of this.scratch) p.clear();
     const backends: BackendEntry[] = [];
-    const idOf = new Map<string, number>();
+    const entryOf = new Map<string, BackendEntry>();
+    const bv = this.beValue;
     for (const [bk, b] of plan.backends) {
-      const flags = (b.local ? C.BE_F.LOCAL : 0) | (b.terminating ? C.BE_F.TERMINATING : 0);
-      C.backend.encode({ addr: b.addr, port: b.port, proto: PROTO_NUM[b.proto], flags }, this.beValue);
+      writeBackend(bv, 0, ipToInt(b.addr), b.port, PROTO_NUM[b.proto], (b.local ? C.BE_F.LOCAL : 0) | (b.terminating ? C.BE_F.TERMINATING : 0));
       const e = this.backendRef(bk);
-      const v0 = this.beValue.readUInt32LE(0);
-      const v1 = this.beValue.readUInt32LE(4);
+      const v0 = bv.readUInt32LE(0);
+      const v1 = bv.readUInt32LE(4);
       if (e.v0 !== v0 || e.v1 !== v1) {
         // Shared backends take the flags of the service planned last.
         e.v0 = v0;
         e.v1 = v1;
-        this.pendingBackends.add(e);
+        if (!this.kernel) this.pendingBackends.add(e);
       }
       backends.push(e);
-      idOf.set(bk, e.id);
+      entryOf.set(bk, e);
     }
 
     const frontends: string[] = [];
     const revIds = new Map<string, number>();
     const masterKeys = new Set<string>();
     // Membership is per frontend (both scopes share the rev_nat id): every
-    // endpoint of the port, active if some scope may choose it.
-    const membership = new Map<number, Map<number, boolean>>();
+    // endpoint of the port, active if some scope may choose it. The scopes of
+    // one frontend are consecutive in the plan; a group's choosable backends
+    // carry its mark.
+    const mem = this.scratch[S_MEMBER]!;
+    let group = null as { fk: string; revId: number; members: readonly string[]; mark: number } | null;
+    const endGroup = (): void => {
+      if (!group) return;
+      mem.reserve(group.members.length);
+      for (const bk of group.members) {
+        const e = entryOf.get(bk)!;
+        const i = mem.push();
+        mem.keys.writeUInt32LE(group.revId, i * mem.keySize + C.memberKey.at.rev_nat_id);
+        mem.keys.writeUInt32LE(e.id, i * mem.keySize + C.memberKey.at.backend_id);
+        mem.values.writeUInt32LE(e.mark === group.mark ? C.MEMBER_F.ACTIVE : 0, i * mem.valueSize);
+      }
+      group = null;
+    };
     const masters = this.scratch[S_MASTERS]!;
     const slotsOut = this.scratch[S_SLOTS]!;
     for (const fe of plan.frontends) {
@@ -288,8 +307,11 @@ export class Reconciler implements Dataplane {
         this.conflicts.push({ service, frontend: fk, flags: fe.flags, owner });
         continue;
       }
+      const addr = ipToInt(fe.addr);
+      const proto = PROTO_NUM[fe.proto];
       const mi = masters.push();
-      C.svcKey.encode({ addr: fe.addr, port: fe.port, proto: PROTO_NUM[fe.proto], scope: fe.scope, slot: 0 }, masters.keys, mi * masters.keySize);
+      const mOff = mi * masters.keySize;
+      writeSvcKey(masters.keys, mOff, addr, fe.port, proto, fe.scope, 0);
       const masterKey = masters.key(mi);
       if (masterKeys.has(masterKey)) {
         masters.count--; // the same frontend twice in one service: the first one stands
@@ -305,30 +327,29 @@ export class Reconciler implements Dataplane {
         const r = this.scratch[S_REVNAT]!;
         const ri = r.push();
         r.keys.writeUInt32LE(revId, ri * r.keySize);
-        C.revnat.encode({ addr: fe.addr, port: fe.port }, r.values, ri * r.valueSize);
+        writeRevNat(r.values, ri * r.valueSize, addr, fe.port);
         for (const c of fe.sourceRanges) this.pushCidr(revId, c);
       }
-      const slots = this.layout(old, masterKey, fe.backends.map((bk) => idOf.get(bk)!));
-      slots.forEach((id, i) => {
-        const si = slotsOut.push();
-        masters.keys.copy(slotsOut.keys, si * slotsOut.keySize, mi * masters.keySize, (mi + 1) * masters.keySize);
-        slotsOut.keys.writeUInt16LE(i + 1, si * slotsOut.keySize + SLOT_OFF);
-        C.svcVal.encode({ backend_id: id }, slotsOut.values, si * slotsOut.valueSize);
-      });
-      C.svcVal.encode({ count: slots.length, flags: fe.flags, rev_nat_id: revId, affinity_timeout: fe.affinityTimeout }, masters.values, mi * masters.valueSize);
-      let m = membership.get(revId);
-      if (!m) membership.set(revId, (m = new Map()));
-      for (const bk of fe.members) if (!m.has(idOf.get(bk)!)) m.set(idOf.get(bk)!, false);
-      for (const id of slots) m.set(id, true);
-    }
-    const mem = this.scratch[S_MEMBER]!;
-    for (const [revId, m] of membership) {
-      for (const [id, active] of m) {
-        const i = mem.push();
-        C.memberKey.encode({ rev_nat_id: revId, backend_id: id }, mem.keys, i * mem.keySize);
-        mem.values.writeUInt32LE(active ? C.MEMBER_F.ACTIVE : 0, i * mem.valueSize);
+      if (group?.fk !== fk) {
+        endGroup();
+        group = { fk, revId, members: fe.members, mark: ++this.markEpoch };
       }
+      const ids: number[] = [];
+      for (const bk of fe.backends) {
+        const e = entryOf.get(bk)!;
+        e.mark = group.mark;
+        ids.push(e.id);
+      }
+      const slots = this.layout(old, masterKey, ids);
+      slotsOut.reserve(slots.length);
+      for (let i = 0; i < slots.length; i++) {
+        const si = slotsOut.push();
+        writeSvcKey(slotsOut.keys, si * slotsOut.keySize, addr, fe.port, proto, fe.scope, i + 1);
+        writeSvcVal(slotsOut.values, si * slotsOut.valueSize, slots[i]!, 0, 0, 0, 0);
+      }
+      writeSvcVal(masters.values, mi * masters.valueSize, 0, slots.length, fe.flags, revId, fe.affinityTimeout);
     }
+    endGroup();
     return this.freeze(backends, frontends);
   }
 
@@ -358,12 +379,13 @@ export class Reconciler implements Dataplane {
   private backendRef(bk: string): BackendEntry {
     let e = this.backends.get(bk);
     if (!e) {
-      e = { key: bk, id: this.nextBackendId++, refs: 0, v0: 0, v1: 0, applied: false, a0: 0, a1: 0 };
+      e = { key: bk, id: this.nextBackendId++, refs: 0, v0: 0, v1: 0, applied: false, a0: 0, a1: 0, mark: 0 };
       this.backends.set(bk, e);
     }
     if (e.refs++ === 0) {
       this.liveBackends++;
-      this.pendingBackends.add(e);
+      // While a full comparison is pending, commit() looks at every backend anyway.
+      if (!this.kernel) this.pendingBackends.add(e);
     }
     return e;
   }
@@ -396,6 +418,7 @@ export class Reconciler implements Dataplane {
    */
   private layout(old: ServiceRecord | null, masterKey: string, ids: readonly number[]): number[] {
     const prev = this.previousSlots(old, masterKey);
+    if (prev.length === 0) return ids as number[];
     const want = new Set(ids);
     const placed = new Set<number>();
     const out: Array<number | undefined> = prev.map((id) => {
@@ -496,6 +519,42 @@ export class Reconciler implements Dataplane {
     for (const m of MAP_NAMES) out[m] = new Map(this.maps[m].dump());
     return out;
   }
+}
+
+// Direct writers for the entries a full sync makes by the hundred thousand:
+// field offsets come from the codecs (checked against the BTF), and every
+// byte of the struct is written, so reused buffers need no clearing.
+const SK = C.svcKey.at;
+const SV = C.svcVal.at;
+
+function writeSvcKey(buf: Buffer, off: number, addr: number, port: number, proto: number, scope: number, slot: number): void {
+  buf.writeUInt32BE(addr, off + SK.addr);
+  buf.writeUInt16BE(port, off + SK.port);
+  buf[off + SK.proto] = proto;
+  buf[off + SK.scope] = scope;
+  buf.writeUInt16LE(slot, off + SK.slot);
+  buf.writeUInt16LE(0, off + SK.pad);
+}
+
+function writeSvcVal(buf: Buffer, off: number, backendId: number, count: number, flags: number, revNatId: number, affinityTimeout: number): void {
+  buf.writeUInt32LE(backendId, off + SV.backend_id);
+  buf.writeUInt16LE(count, off + SV.count);
+  buf.writeUInt16LE(flags, off + SV.flags);
+  buf.writeUInt32LE(revNatId, off + SV.rev_nat_id);
+  buf.writeUInt32LE(affinityTimeout, off + SV.affinity_timeout);
+}
+
+function writeBackend(buf: Buffer, off: number, addr: number, port: number, proto: number, flags: number): void {
+  buf.writeUInt32BE(addr, off + C.backend.at.addr);
+  buf.writeUInt16BE(port, off + C.backend.at.port);
+  buf[off + C.backend.at.proto] = proto;
+  buf[off + C.backend.at.flags] = flags;
+}
+
+function writeRevNat(buf: Buffer, off: number, addr: number, port: number): void {
+  buf.writeUInt32BE(addr, off + C.revnat.at.addr);
+  buf.writeUInt16BE(port, off + C.revnat.at.port);
+  buf.writeUInt16LE(0, off + C.revnat.at.pad);
 }
 
 function pushBackend(p: Packed, e: BackendEntry): void {
