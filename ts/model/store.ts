@@ -10,6 +10,7 @@ import type { V1EndpointSlice, V1Node, V1Service } from '@kubernetes/client-node
 import { SliceModel, parseEndpointSlice } from './endpoints';
 import { DEFAULT_RULES, ServiceModel, ServiceRules, parseService } from './service';
 import { FieldError, IPv4, ObjectKey, parseIPv4 } from './types';
+import { sameData } from '../util/equal';
 
 export interface NodeModel {
   readonly name: string;
@@ -56,58 +57,67 @@ export class ClusterStore {
     this.rules = rules;
   }
 
-  upsertService(raw: V1Service, origin: Origin): void {
+  /**
+   * Apply a Service. Returns whether the model changed: an object delivered
+   * again unchanged (relist, file saved again) marks nothing dirty.
+   */
+  upsertService(raw: V1Service, origin: Origin): boolean {
     const parsed = parseService(raw, this.rules);
     if (parsed.ok === false) {
       this.report(origin, parsed.errors);
-      return;
+      return false;
     }
     if (parsed.ok === 'skip') {
       // Valid but not ours to program (headless, ExternalName, ...): remove any older version.
-      this.deleteService(parsed.key);
-      return;
+      return this.deleteService(parsed.key);
     }
+    const prev = this.services.get(parsed.value.key);
+    if (prev && sameData(prev, parsed.value)) return false;
     this.services.set(parsed.value.key, parsed.value);
     this.dirty.add(parsed.value.key);
+    return true;
   }
 
-  deleteService(key: ObjectKey): void {
-    if (this.services.delete(key)) this.dirty.add(key);
+  deleteService(key: ObjectKey): boolean {
+    if (!this.services.delete(key)) return false;
+    this.dirty.add(key);
+    return true;
   }
 
-  upsertSlice(raw: V1EndpointSlice, origin: Origin): void {
+  /** Apply an EndpointSlice; returns whether anything changed (see upsertService). */
+  upsertSlice(raw: V1EndpointSlice, origin: Origin): boolean {
     const parsed = parseEndpointSlice(raw);
     if (parsed.ok === false) {
       this.report(origin, parsed.errors);
-      return;
+      return false;
     }
-    if (parsed.ok === 'skip') {
-      this.deleteSlice(parsed.key);
-      return;
-    }
+    if (parsed.ok === 'skip') return this.deleteSlice(parsed.key);
     const slice = parsed.value;
     const prev = this.slices.get(slice.key);
+    if (prev && sameData(prev, slice)) return false;
     if (prev && prev.service !== slice.service) this.unindex(prev);
     this.slices.set(slice.key, slice);
     let set = this.slicesByService.get(slice.service);
     if (!set) this.slicesByService.set(slice.service, (set = new Set()));
     set.add(slice.key);
     this.dirty.add(slice.service);
+    return true;
   }
 
-  deleteSlice(key: ObjectKey): void {
+  deleteSlice(key: ObjectKey): boolean {
     const prev = this.slices.get(key);
-    if (!prev) return;
+    if (!prev) return false;
     this.slices.delete(key);
     this.unindex(prev);
     this.dirty.add(prev.service);
+    return true;
   }
 
-  upsertNode(raw: V1Node, origin: Origin): void {
+  upsertNode(raw: V1Node, origin: Origin): boolean {
     const name = raw.metadata?.name;
     if (!name) {
       this.report(origin, [{ kind: 'Node', object: '(unnamed)', field: 'metadata.name', message: 'is required' }]);
-      return;
+      return false;
     }
     const internalIPs: IPv4[] = [];
     const externalIPs: IPv4[] = [];
@@ -118,12 +128,17 @@ export class ClusterStore {
       else if (a.type === 'ExternalIP') externalIPs.push(ip);
     }
     const zone = raw.metadata?.labels?.['topology.kubernetes.io/zone'] ?? '';
-    this.nodes.set(name, { name, internalIPs, externalIPs, zone });
+    const node = { name, internalIPs, externalIPs, zone };
+    if (sameData(this.nodes.get(name), node)) return false;
+    this.nodes.set(name, node);
     this.nodesVersion++;
+    return true;
   }
 
-  deleteNode(name: string): void {
-    if (this.nodes.delete(name)) this.nodesVersion++;
+  deleteNode(name: string): boolean {
+    if (!this.nodes.delete(name)) return false;
+    this.nodesVersion++;
+    return true;
   }
 
   slicesOf(service: ObjectKey): SliceModel[] {

@@ -35,15 +35,16 @@ interface K8sObject {
 }
 
 /**
- * What a file held when last read: digests, not the objects or their text,
- * which are in the store already (ten thousand services as raw objects
- * would double the agent's memory).
+ * What a file held when last read: which objects, not the objects
+ * themselves. Their models are in the store, which also tells an unchanged
+ * object from a changed one (keeping raw objects or their text here would
+ * double the agent's memory at ten thousand services).
  */
 interface FileState {
   stamp: string;
   digest: string;
-  /** identity ("Kind/ns/name") -> kind and digest of the object's JSON */
-  objects: Map<string, { kind: Kind; digest: string }>;
+  /** identity ("Kind/ns/name") -> kind */
+  objects: Map<string, Kind>;
 }
 
 function digest(text: string): string {
@@ -133,7 +134,7 @@ export class FileSource implements Source {
       if (present.has(file)) continue;
       const prev = this.files.get(file)!;
       this.files.delete(file);
-      for (const [id, o] of prev.objects) this.remove(id, o.kind);
+      for (const [id, kind] of prev.objects) this.remove(id, kind);
       changed = true;
       this.log.info('file removed', { file });
     }
@@ -143,8 +144,8 @@ export class FileSource implements Source {
   /** Parse one file and apply the objects that changed. Returns true if any did. */
   private load(file: string, stamp: string, text: string): boolean {
     const prev = this.files.get(file);
-    const objects = new Map<string, { kind: Kind; digest: string }>();
-    const changed: Array<{ kind: Kind; raw: K8sObject }> = [];
+    const objects = new Map<string, Kind>();
+    let changed = false;
     let broken = false;
     // The YAML parser is loaded on first use: JSON-only directories never pay for it.
     const list = path.extname(file) === '.json' ? jsonDocuments(text) : (require('yaml') as typeof Yaml).parseAllDocuments(text);
@@ -189,45 +190,39 @@ export class FileSource implements Source {
           return;
         }
         const id = type.kind === 'Node' ? `Node/${name}` : `${type.kind}/${ns}/${name}`;
-        const d = digest(JSON.stringify(obj));
-        objects.set(id, { kind: type.kind, digest: d });
-        if (prev?.objects.get(id)?.digest !== d) changed.push({ kind: type.kind, raw: obj });
+        objects.set(id, type.kind);
+        changed = this.upsert(file, type.kind, obj) || changed;
       });
     });
     if (broken && prev) {
       // Keep every object of the previous version that the good documents do not replace.
       for (const [id, o] of prev.objects) if (!objects.has(id)) objects.set(id, o);
     }
-    for (const o of changed) this.upsert(file, o.kind, o.raw);
-    let removed = false;
-    for (const [id, o] of prev?.objects ?? []) {
+    for (const [id, kind] of prev?.objects ?? []) {
       if (objects.has(id)) continue;
-      this.remove(id, o.kind);
-      removed = true;
+      changed = this.remove(id, kind) || changed;
     }
     this.files.set(file, { stamp, digest: digest(text), objects });
-    return changed.length > 0 || removed;
+    return changed;
   }
 
-  private upsert(file: string, kind: Kind, raw: K8sObject): void {
+  /** Apply one object; returns whether the store changed. */
+  private upsert(file: string, kind: Kind, raw: K8sObject): boolean {
     switch (kind) {
       case 'Service':
-        this.store.upsertService(raw as V1Service, file);
-        break;
+        return this.store.upsertService(raw as V1Service, file);
       case 'EndpointSlice':
-        this.store.upsertSlice(raw as V1EndpointSlice, file);
-        break;
+        return this.store.upsertSlice(raw as V1EndpointSlice, file);
       case 'Node':
-        this.store.upsertNode(raw as V1Node, file);
-        break;
+        return this.store.upsertNode(raw as V1Node, file);
     }
   }
 
-  private remove(id: string, kind: Kind): void {
+  private remove(id: string, kind: Kind): boolean {
     const parts = id.split('/');
-    if (kind === 'Node') this.store.deleteNode(parts[1]!);
-    else if (kind === 'Service') this.store.deleteService(objectKey(parts[1]!, parts[2]!));
-    else this.store.deleteSlice(objectKey(parts[1]!, parts[2]!));
+    if (kind === 'Node') return this.store.deleteNode(parts[1]!);
+    if (kind === 'Service') return this.store.deleteService(objectKey(parts[1]!, parts[2]!));
+    return this.store.deleteSlice(objectKey(parts[1]!, parts[2]!));
   }
 }
 
