@@ -219,16 +219,15 @@ export class Reconciler implements Dataplane {
       this.resync = true;
       throw e;
     }
-    const settle = (e: BackendEntry): void => {
-      if (e.refs > 0) {
-        e.applied = true;
-        e.a0 = e.v0;
-        e.a1 = e.v1;
-      } else this.backends.delete(e.key);
-    };
-    // (Deleting the current entry while iterating a Map is safe.)
-    if (full) for (const e of this.backends.values()) settle(e);
-    else for (const e of this.pendingBackends) settle(e);
+    if (!full) {
+      for (const e of this.pendingBackends) {
+        if (e.refs > 0) {
+          e.applied = true;
+          e.a0 = e.v0;
+          e.a1 = e.v1;
+        } else this.backends.delete(e.key);
+      }
+    }
     this.pendingBackends.clear();
     this.pending.clear();
     this.kernel = null;
@@ -482,8 +481,16 @@ export class Reconciler implements Dataplane {
     }
   }
 
-  /** Everything desired against everything the kernel holds (consumes `kernel`). */
+  /**
+   * Everything desired against everything the kernel holds (consumes
+   * `kernel`). Backends are settled here as they are compared: if the write
+   * fails, the retry compares everything against a fresh dump again, so
+   * nothing relies on what this pass marked applied.
+   */
   private diffAll(w: Writes, kernel: Record<MapName, Map<string, Buffer>>): void {
+    const total = SECTIONS.map(() => 0);
+    for (const r of this.records.values()) r.sections.forEach((v, s) => (total[s]! += v.count));
+    total.forEach((n, s) => w.ups[s]!.reserve(n));
     for (const r of this.records.values()) {
       r.sections.forEach((v, s) => {
         const have = kernel[SECTIONS[s]!.map];
@@ -498,13 +505,22 @@ export class Reconciler implements Dataplane {
       });
     }
     const key = Buffer.alloc(C.u32Key.size);
+    w.beUps.reserve(this.liveBackends);
     for (const e of this.backends.values()) {
-      if (e.refs === 0) continue;
-      key.writeUInt32LE(e.id);
-      const k = key.toString('latin1');
-      const cur = kernel.be.get(k);
-      if (!cur || cur.readUInt32LE(0) !== e.v0 || cur.readUInt32LE(4) !== e.v1) pushBackend(w.beUps, e);
-      kernel.be.delete(k);
+      if (e.refs === 0) {
+        this.backends.delete(e.key); // adopted or released, claimed by no service (deleting while iterating a Map is safe)
+        continue;
+      }
+      if (kernel.be.size > 0) {
+        key.writeUInt32LE(e.id);
+        const k = key.toString('latin1');
+        const cur = kernel.be.get(k);
+        if (!cur || cur.readUInt32LE(0) !== e.v0 || cur.readUInt32LE(4) !== e.v1) pushBackend(w.beUps, e);
+        kernel.be.delete(k);
+      } else pushBackend(w.beUps, e);
+      e.applied = true;
+      e.a0 = e.v0;
+      e.a1 = e.v1;
     }
     // Whatever is left, no service claims.
     for (const k of kernel.be.keys()) w.beDels.pushKey(k);
