@@ -8,6 +8,7 @@
 #ifndef WEIR_CT_H
 #define WEIR_CT_H
 
+#include "clock.h"
 #include "maps.h"
 #include "parse.h"
 
@@ -35,7 +36,7 @@ static __always_inline bool ct_expired(const struct weir_ct_val *v, __u8 proto, 
 	__u64 life = proto == IPPROTO_UDP ? CT_LIFETIME_UDP
 		     : (v->flags & WEIR_CT_F_CLOSING) ? CT_LIFETIME_TCP_CLOSING
 						       : CT_LIFETIME_TCP;
-	return now - v->last_seen > life;
+	return weir_age(now, v->last_seen) > life;
 }
 
 /*
@@ -120,7 +121,7 @@ static __always_inline struct weir_ct_val *ct_lookup(const struct pkt *p, __u8 d
 	/* Writes through the lookup pointer (no map update), and at most once a
 	 * second: lifetimes are 10 s and more, and a busy flow would otherwise
 	 * dirty the entry's cache line on every packet, on every CPU. */
-	if (now - v->last_seen > CT_REFRESH_NS)
+	if (weir_age(now, v->last_seen) > CT_REFRESH_NS)
 		v->last_seen = now;
 	if (tcp_closing(p))
 		v->flags |= WEIR_CT_F_CLOSING;

@@ -12,6 +12,7 @@
 #ifndef WEIR_LB_H
 #define WEIR_LB_H
 
+#include "clock.h"
 #include "maps.h"
 #include "parse.h"
 
@@ -70,7 +71,7 @@ static __always_inline struct weir_backend *lb_affinity(struct weir_svc_key *key
 	struct weir_backend *be;
 
 	cur = bpf_map_lookup_elem(&weir1_aff, &ak);
-	if (cur && now - cur->last_used <= (__u64)svc->affinity_timeout * NSEC_PER_SEC) {
+	if (cur && weir_age(now, cur->last_used) <= (__u64)svc->affinity_timeout * NSEC_PER_SEC) {
 		int m = lb_member(svc->rev_nat_id, cur->backend_id);
 
 		if (m >= 0 && (m & WEIR_MEMBER_F_ACTIVE)) {

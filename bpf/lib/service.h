@@ -180,7 +180,7 @@ static __always_inline int handle_reply(struct __sk_buff *skb, struct pkt *p, __
  */
 static __always_inline int handle_packet(struct __sk_buff *skb, struct pkt *p, enum origin origin)
 {
-	__u64 now = bpf_ktime_get_ns();
+	__u64 now = weir_now();
 	struct weir_svc_key key;
 	struct weir_svc_val *svc = lb_frontend(&key, p, WEIR_SCOPE_ALL);
 

@@ -37,7 +37,7 @@ static __always_inline int sock_forward(struct bpf_sock_addr *ctx)
 	if (svc->count == 0)
 		return 0;
 	/* The node is the client; its IP keys ClientIP affinity. */
-	be = lb_select(&key, svc, cfg ? cfg->snat_addr : 0, &backend_id, bpf_ktime_get_ns());
+	be = lb_select(&key, svc, cfg ? cfg->snat_addr : 0, &backend_id, weir_now());
 	if (!be)
 		return 0;
 	sk.cookie = bpf_get_socket_cookie(ctx);

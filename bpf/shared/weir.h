@@ -144,7 +144,7 @@ struct weir_ct_key {
 };
 
 struct weir_ct_val {
-	__u64 last_seen; /* bpf_ktime_get_ns() of the last packet, ns */
+	__u64 last_seen; /* weir_now() (CLOCK_MONOTONIC, coarse) of the last packet, ns */
 	__u32 backend_id; /* FWD: chosen backend */
 	__u32 rev_nat_id; /* frontend the flow was sent to */
 	__be32 nat_addr; /* FWD: source used after SNAT; REV: original client address */
@@ -159,7 +159,7 @@ struct weir_aff_key {
 };
 
 struct weir_aff_val {
-	__u64 last_used; /* bpf_ktime_get_ns() of the last new flow that used it, ns */
+	__u64 last_used; /* weir_now() of the last new flow that used it, ns */
 	__u32 backend_id; /* backend chosen for this client */
 	__u32 pad; /* zero */
 };
