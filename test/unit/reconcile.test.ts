@@ -232,6 +232,22 @@ test('two services claiming one frontend: the first keeps it, the second is repo
   assert.ok(logs.some((l) => l.includes('"object":"Service default/b"') && l.includes('10.96.0.1:80/TCP')));
 });
 
+test('a frontend handed from one service to another in one sync stays programmed', () => {
+  const maps = memoryMaps();
+  const { store, syncer } = setup(maps);
+  store.upsertService(service('a', '10.96.0.1'), 't');
+  store.upsertSlice(slice('a', ['10.244.1.10']), 't');
+  syncer.sync();
+  // In one sync: a goes away and b takes its address (a's delete of the
+  // master key must not win over b's write of it).
+  store.deleteService(store.services.get('default/a' as never)!.key);
+  store.upsertService(service('b', '10.96.0.1'), 't');
+  store.upsertSlice(slice('b', ['10.244.1.20']), 't');
+  syncer.sync();
+  assert.match(formatServices(readServices(maps)), /10\.96\.0\.1:80\/TCP .* 1 backend\n  slot 1: be \d+ 10\.244\.1\.20/);
+  assert.is(maps.svc.entries.size, 2);
+});
+
 test('source ranges and cluster CIDRs reach the cidr map, before the master that uses them', () => {
   const r = recording();
   const { store, reconciler, syncer } = setup(r.wrapped);

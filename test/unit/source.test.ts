@@ -83,6 +83,24 @@ test('an invalid object keeps its last good version and is reported with file an
   });
 });
 
+test('a file saved with a change to one object dirties only that service', async () => {
+  await withSource(async ({ dir, store, changes }) => {
+    const two = SVC('10.96.0.10') + '---\n' + SVC('10.96.0.40').replace('name: web', 'name: api');
+    fs.writeFileSync(path.join(dir, 'web.yaml'), two);
+    await until(() => store.services.has('default/api' as never));
+    store.takeDirty();
+    const before = changes();
+    // Same objects, different text (a comment): nothing changed for the store.
+    fs.writeFileSync(path.join(dir, 'web.yaml'), '# reformatted\n' + two);
+    await new Promise((r) => setTimeout(r, 700));
+    assert.equal(store.takeDirty(), []);
+    assert.is(changes(), before, 'no sync requested');
+    fs.writeFileSync(path.join(dir, 'web.yaml'), SVC('10.96.0.10') + '---\n' + SVC('10.96.0.41').replace('name: web', 'name: api'));
+    await until(() => store.services.get('default/api' as never)?.clusterIPs[0] === '10.96.0.41');
+    assert.equal(store.takeDirty(), ['default/api']);
+  });
+});
+
 test('JSON files and List objects are read too', async () => {
   await withSource(async ({ dir, store }) => {
     const list = { apiVersion: 'v1', kind: 'List', items: [{ apiVersion: 'v1', kind: 'Service', metadata: { name: 'j' }, spec: { clusterIP: '10.96.0.30', ports: [{ port: 80 }] } }] };
