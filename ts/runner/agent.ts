@@ -193,13 +193,18 @@ export async function startAgent(opts: RunOptions, log: Logger): Promise<Agent> 
  */
 /** Start loading the BPF objects (settles to the datapath or the reason it cannot load). */
 function startLoading(opts: RunOptions): Promise<BpfDatapath> {
+  let loading: Promise<BpfDatapath>;
   try {
     const shim = loadShim();
     shim.setLogLevel(1);
-    return BpfDatapath.loadAsync(shim, opts.bpffsRoot);
+    loading = BpfDatapath.loadAsync(shim, opts.bpffsRoot);
   } catch (e) {
-    return Promise.reject(e);
+    loading = Promise.reject(e);
   }
+  // A failure is read when the mode is chosen (auto falls back), which may be
+  // after it happened: mark it handled so it is not an unhandled rejection.
+  loading.catch(() => undefined);
+  return loading;
 }
 
 /**
