@@ -31,7 +31,7 @@ import { Cidr, IPv4, ObjectKey, ipToInt } from '../model/types';
 import { L4Proto, ServicePlan, backendKey, frontendKey } from '../plan/plan';
 import { IdTable } from './ids';
 import { Dataplane } from './dataplane';
-import { Packed, PackedView, viewKey, viewValue } from './packed';
+import { Packed, PackedView, copyBytes, viewKey, viewValue } from './packed';
 
 type MapName = keyof ServiceMaps;
 const MAP_NAMES: readonly MapName[] = ['svc', 'be', 'revnat', 'member', 'cidr'];
@@ -65,7 +65,11 @@ interface BackendEntry {
   readonly key: string;
   readonly id: number;
   refs: number;
-  /** Desired weir_backend bytes as two u32 words. */
+  /**
+   * Desired weir_backend bytes as two int32 words: signed, so they stay small
+   * integers in V8 (a u32 above 2^31 is a heap number, and a field holding
+   * heap numbers makes every read and write of it slow).
+   */
   v0: number;
   v1: number;
   /** What the kernel holds (when applied). */
@@ -171,7 +175,7 @@ export class Reconciler implements Dataplane {
       const b = C.backend.decode(v);
       const bk = backendKey({ addr: b.addr as IPv4, port: b.port, proto: protoName(b.proto) as L4Proto });
       const id = keyBuffer(k).readUInt32LE(0);
-      const [v0, v1] = [v.readUInt32LE(0), v.readUInt32LE(4)];
+      const [v0, v1] = [v.readInt32LE(0), v.readInt32LE(4)];
       this.backends.set(bk, { key: bk, id, refs: 0, v0, v1, applied: true, a0: v0, a1: v1, mark: 0 });
       if (id >= this.nextBackendId) this.nextBackendId = id + 1;
     }
@@ -264,8 +268,8 @@ export class Reconciler implements Dataplane {
     for (const [bk, b] of plan.backends) {
       writeBackend(bv, 0, ipToInt(b.addr), b.port, PROTO_NUM[b.proto], (b.local ? C.BE_F.LOCAL : 0) | (b.terminating ? C.BE_F.TERMINATING : 0));
       const e = this.backendRef(bk);
-      const v0 = bv.readUInt32LE(0);
-      const v1 = bv.readUInt32LE(4);
+      const v0 = bv.readInt32LE(0);
+      const v1 = bv.readInt32LE(4);
       if (e.v0 !== v0 || e.v1 !== v1) {
         // Shared backends take the flags of the service planned last.
         e.v0 = v0;
@@ -367,9 +371,9 @@ export class Reconciler implements Dataplane {
     let off = 0;
     const sections = this.scratch.map((p): PackedView => {
       const keyOff = off;
-      off += p.keys.copy(buf, off, 0, p.count * p.keySize);
+      off += copyBytes(p.keys, 0, p.count * p.keySize, buf, off);
       const valOff = off;
-      off += p.values.copy(buf, off, 0, p.count * p.valueSize);
+      off += copyBytes(p.values, 0, p.count * p.valueSize, buf, off);
       return { buf, keyOff, valOff, count: p.count, keySize: p.keySize, valueSize: p.valueSize };
     });
     return { sections, backends, frontends };
@@ -515,7 +519,7 @@ export class Reconciler implements Dataplane {
         key.writeUInt32LE(e.id);
         const k = key.toString('latin1');
         const cur = kernel.be.get(k);
-        if (!cur || cur.readUInt32LE(0) !== e.v0 || cur.readUInt32LE(4) !== e.v1) pushBackend(w.beUps, e);
+        if (!cur || cur.readInt32LE(0) !== e.v0 || cur.readInt32LE(4) !== e.v1) pushBackend(w.beUps, e);
         kernel.be.delete(k);
       } else pushBackend(w.beUps, e);
       e.applied = true;
@@ -576,8 +580,8 @@ function writeRevNat(buf: Buffer, off: number, addr: number, port: number): void
 function pushBackend(p: Packed, e: BackendEntry): void {
   const i = p.push();
   p.keys.writeUInt32LE(e.id, i * p.keySize);
-  p.values.writeUInt32LE(e.v0, i * p.valueSize);
-  p.values.writeUInt32LE(e.v1, i * p.valueSize + 4);
+  p.values.writeInt32LE(e.v0, i * p.valueSize);
+  p.values.writeInt32LE(e.v1, i * p.valueSize + 4);
 }
 
 /** One section of one service: what to write and what to remove between two records. */

@@ -10,6 +10,7 @@
  * fails validation keeps its last good version in the store.
  */
 import * as fs from 'node:fs';
+import { isAscii } from 'node:buffer';
 import * as path from 'node:path';
 import { createHash } from 'node:crypto';
 import type * as Yaml from 'yaml';
@@ -120,7 +121,7 @@ export class FileSource implements Source {
         stamp = `${st.ino}:${st.size}:${st.mtimeMs}`;
         const prev = this.files.get(file);
         if (prev && prev.stamp === stamp) continue;
-        text = fs.readFileSync(file, 'utf8');
+        text = readText(file);
         if (prev && prev.digest === digest(text)) {
           prev.stamp = stamp;
           continue;
@@ -224,6 +225,16 @@ export class FileSource implements Source {
     if (kind === 'Service') return this.store.deleteService(objectKey(parts[1]!, parts[2]!));
     return this.store.deleteSlice(objectKey(parts[1]!, parts[2]!));
   }
+}
+
+/**
+ * A file's text. Generated manifests are plain ASCII, where decoding as
+ * latin1 gives the same string as UTF-8 without validating every byte, and a
+ * one-byte string that JSON.parse reads faster.
+ */
+function readText(file: string): string {
+  const bytes = fs.readFileSync(file);
+  return bytes.toString(isAscii(bytes) ? 'latin1' : 'utf8');
 }
 
 /**
