@@ -186,11 +186,6 @@ export async function startAgent(opts: RunOptions, log: Logger): Promise<Agent> 
   return { done, stop };
 }
 
-/**
- * --mode: bpf, iptables, or auto (BPF when the kernel and privileges allow
- * loading the programs, else iptables; the log says which and why). The
- * mode that runs removes the other mode's state.
- */
 /** Start loading the BPF objects (settles to the datapath or the reason it cannot load). */
 function startLoading(opts: RunOptions): Promise<BpfDatapath> {
   let loading: Promise<BpfDatapath>;
