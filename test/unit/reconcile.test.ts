@@ -248,6 +248,32 @@ test('a frontend handed from one service to another in one sync stays programmed
   assert.is(maps.svc.entries.size, 2);
 });
 
+test('a service that lost a frontend takes it over when the owner lets go', () => {
+  const maps = memoryMaps();
+  const { store, syncer } = setup(maps);
+  store.upsertService(service('z-owner', '10.96.0.1'), 't');
+  store.upsertSlice(slice('z-owner', ['10.244.1.10']), 't');
+  syncer.sync();
+  store.upsertService(service('b-loser', '10.96.0.1'), 't');
+  store.upsertSlice(slice('b-loser', ['10.244.1.20']), 't');
+  syncer.sync();
+  assert.match(formatServices(readServices(maps)), /slot 1: be \d+ 10\.244\.1\.10/);
+  // The owner moves to another address; the loser is not touched and still
+  // gets the frontend in the same sync.
+  store.upsertService(service('z-owner', '10.96.0.2'), 't');
+  syncer.sync();
+  const text = formatServices(readServices(maps));
+  assert.match(text, /10\.96\.0\.1:80\/TCP .* 1 backend\n  slot 1: be \d+ 10\.244\.1\.20/);
+  assert.match(text, /10\.96\.0\.2:80\/TCP .* 1 backend\n  slot 1: be \d+ 10\.244\.1\.10/);
+  // And when an owner is deleted outright.
+  store.upsertService(service('c-loser', '10.96.0.2'), 't');
+  store.upsertSlice(slice('c-loser', ['10.244.1.30']), 't');
+  syncer.sync();
+  store.deleteService(store.services.get('default/z-owner' as never)!.key);
+  syncer.sync();
+  assert.match(formatServices(readServices(maps)), /10\.96\.0\.2:80\/TCP .* 1 backend\n  slot 1: be \d+ 10\.244\.1\.30/);
+});
+
 test('source ranges and cluster CIDRs reach the cidr map, before the master that uses them', () => {
   const r = recording();
   const { store, reconciler, syncer } = setup(r.wrapped);

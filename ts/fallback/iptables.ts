@@ -98,6 +98,10 @@ export class IptablesDataplane implements Dataplane {
     this.dirty.add(service);
   }
 
+  frontendOwner(frontend: string): ObjectKey | undefined {
+    return this.owners.get(frontend);
+  }
+
   frontendCount(): number {
     let n = 0;
     for (const p of this.plans.values()) n += p.frontends.filter((f) => f.scope === 0).length;

@@ -13,6 +13,8 @@ export interface Dataplane {
   commit(): CommitStats;
   /** Frontends another service already claimed, reported (and drained) by the Syncer. */
   readonly conflicts: FrontendConflict[];
+  /** The service a frontend ("addr:port/PROTO") belongs to, if any. */
+  frontendOwner(frontend: string): ObjectKey | undefined;
   frontendCount(): number;
   backendCount(): number;
 }

@@ -146,7 +146,7 @@ export class Reconciler implements Dataplane {
   private markEpoch = 0;
   private liveBackends = 0;
   private readonly frontendIds = new IdTable();
-  private readonly frontendOwner = new Map<string, ObjectKey>();
+  private readonly owners = new Map<string, ObjectKey>();
   /** The kernel maps' contents while they must be compared in full (after adopt() or a failed write). */
   private kernel: Record<MapName, Map<string, Buffer>> | null = null;
   private resync = false;
@@ -242,9 +242,13 @@ export class Reconciler implements Dataplane {
     return stats;
   }
 
+  frontendOwner(frontend: string): ObjectKey | undefined {
+    return this.owners.get(frontend);
+  }
+
   /** Frontends (service address, port, protocol) currently owned by services. */
   frontendCount(): number {
-    return this.frontendOwner.size;
+    return this.owners.size;
   }
 
   backendCount(): number {
@@ -305,9 +309,9 @@ export class Reconciler implements Dataplane {
     const slotsOut = this.scratch[S_SLOTS]!;
     for (const fe of plan.frontends) {
       const fk = frontendKey(fe);
-      const owner = this.frontendOwner.get(fk);
+      const owner = this.owners.get(fk);
       if (owner !== undefined && owner !== service) {
-        this.conflicts.push({ service, frontend: fk, flags: fe.flags, owner });
+        if (fe.scope === C.SCOPE_ALL) this.conflicts.push({ service, frontend: fk, flags: fe.flags, owner });
         continue;
       }
       const addr = ipToInt(fe.addr);
@@ -323,7 +327,7 @@ export class Reconciler implements Dataplane {
       masterKeys.add(masterKey);
       let revId = revIds.get(fk);
       if (revId === undefined) {
-        this.frontendOwner.set(fk, service);
+        this.owners.set(fk, service);
         revId = this.frontendIds.acquire(fk);
         revIds.set(fk, revId);
         frontends.push(fk);
@@ -403,7 +407,7 @@ export class Reconciler implements Dataplane {
     const keep = new Set(next?.frontends ?? []);
     for (const fk of old.frontends) {
       this.frontendIds.release(fk);
-      if (!keep.has(fk) && this.frontendOwner.get(fk) === service) this.frontendOwner.delete(fk);
+      if (!keep.has(fk) && this.owners.get(fk) === service) this.owners.delete(fk);
     }
   }
 

@@ -8,6 +8,7 @@ import { PlanContext, planService } from '../plan/plan';
 import { CommitStats } from '../reconcile/reconciler';
 import { Dataplane } from '../reconcile/dataplane';
 import { Logger } from '../util/log';
+import { ObjectKey } from '../model/types';
 import { SVC_F } from '../datapath/codecs';
 
 function conflictField(flags: number): string {
@@ -26,6 +27,8 @@ export interface SyncResult extends CommitStats {
 
 export class Syncer {
   private readonly warnedOrphans = new Set<string>();
+  /** Services that lost frontends to another service, and which. */
+  private readonly losers = new Map<ObjectKey, Set<string>>();
   private readonly store: ClusterStore;
   private readonly reconciler: Dataplane;
   private readonly log: Logger;
@@ -48,12 +51,23 @@ export class Syncer {
     const t0 = process.hrtime.bigint();
     const changed = this.store.takeDirtyWithTimes();
     const dirty = [...changed.keys()].sort();
-    for (const key of dirty) {
+    const plan = (key: ObjectKey): void => {
       const svc = this.store.services.get(key);
+      this.losers.delete(key);
       this.reconciler.setService(key, svc ? planService(svc, this.store.slicesOf(key), this.ctx) : null);
-    }
+    };
+    for (const key of dirty) plan(key);
+    // A service that lost a frontend to another one gets it once the owner
+    // lets go (changes or goes away), in the same sync: as with kube-proxy,
+    // where the second rule for an address matches once the first is gone.
+    let conflicts = this.reconciler.conflicts.splice(0);
+    for (const c of conflicts) this.lost(c.service, c.frontend);
+    const retry = [...this.losers].filter(([, fks]) => [...fks].some((fk) => this.reconciler.frontendOwner(fk) === undefined)).map(([key]) => key);
+    for (const key of retry) plan(key);
+    conflicts = [...conflicts.filter((c) => !retry.includes(c.service)), ...this.reconciler.conflicts.splice(0)];
+    for (const c of conflicts) this.lost(c.service, c.frontend);
     const stats = this.reconciler.commit();
-    for (const c of this.reconciler.conflicts.splice(0)) {
+    for (const c of conflicts) {
       this.log.error('frontend already served by another service; skipped', {
         object: `Service ${c.service}`,
         field: conflictField(c.flags),
@@ -65,6 +79,12 @@ export class Syncer {
     const now = Date.now();
     const programmingMs = [...changed.values()].map((t) => now - t);
     return { ...stats, services: dirty.length, ms: Number(process.hrtime.bigint() - t0) / 1e6, programmingMs };
+  }
+
+  private lost(service: ObjectKey, frontend: string): void {
+    let fks = this.losers.get(service);
+    if (!fks) this.losers.set(service, (fks = new Set()));
+    fks.add(frontend);
   }
 
   /** Warn once per slice whose Service is unknown after a sync. */
