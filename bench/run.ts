@@ -48,8 +48,8 @@ export interface Results {
     repeat: number;
   };
   /** timedOut: not programmed within the deadline (ms is then the deadline). */
-  coldStart: Array<{ mode: string; ms: number; syncMs: number; peakRssMb: number; runs: number; timedOut?: boolean }>;
-  oneChange: Array<{ mode: string; programmingMs: Stats; syncMs: Stats }>;
+  coldStart: Array<{ mode: string; services: number; ms: number; syncMs: number; peakRssMb: number; runs: number; timedOut?: boolean }>;
+  oneChange: Array<{ mode: string; services: number; programmingMs: Stats; syncMs: Stats }>;
   path: Array<{ mode: string; services: number; latencyUs: Stats; connPerSec: number; timedOut?: boolean }>;
 }
 
@@ -58,6 +58,8 @@ interface Params {
   /** How long an agent may take to program everything before the point is reported as timed out. */
   deadlineMs: number;
   services: number;
+  /** A second, smaller scale where both modes are measured in full, side by side. */
+  compareServices: number;
   endpoints: number;
   changes: number;
   ct: number;
@@ -77,6 +79,7 @@ function params(argv: string[]): Params {
     quick,
     deadlineMs: num('deadline-ms', 120_000, 60_000),
     services: num('services', 10_000, 500),
+    compareServices: num('compare-services', 1000, 100),
     endpoints: num('endpoints', 10, 4),
     changes: num('changes', 200, 30),
     ct: num('ct', 1_000_000, 20_000),
@@ -259,70 +262,96 @@ function peakRssMb(pid: number): number {
   return m ? Math.round(Number(m[1]) / 1024) : NaN;
 }
 
-/** Cold start and one-change latency, per mode, in a one-node box (agent only). */
+/**
+ * Cold start and one-change latency, per mode, in a one-node box (agent
+ * only): at the full scale, and at a smaller one where iptables mode
+ * finishes too (nf_tables iptables-restore grows faster than linearly:
+ * ten thousand services do not program within minutes).
+ */
 async function benchControlPlane(p: Params): Promise<{ coldStart: Results['coldStart']; oneChange: Results['oneChange'] }> {
   const coldStart: Results['coldStart'] = [];
   const oneChange: Results['oneChange'] = [];
   const box = await Box.create({ nodes: 1 });
   try {
-    writeManifests(box.manifestDir, p.services, (i) => Array.from({ length: p.endpoints }, (_, j) => epAddr(i * p.endpoints + j)));
-    for (const mode of ['bpf', 'iptables'] as const) {
-      const starts: number[] = [];
-      const syncs: number[] = [];
-      const rss: number[] = [];
-      // iptables at full scale takes minutes per restore: fewer samples, stated in the report.
-      const runs = mode === 'iptables' && !p.quick ? 1 : p.runs;
-      const changes = mode === 'iptables' && !p.quick ? Math.min(p.changes, 5) : p.changes;
-      let timedOut = false;
-      for (let r = 0; r < runs; r++) {
-        await box.weir('n1', ['cleanup']);
-        const t0 = Date.now();
-        let agent: Agent;
-        try {
-          agent = await box.startAgent('n1', ['--mode', mode], { readyTimeoutMs: p.deadlineMs });
-        } catch {
-          // Not programmed within the deadline: report that, and stop measuring this mode.
-          timedOut = true;
-          starts.push(p.deadlineMs);
-          log(`  ${mode}: not programmed within ${p.deadlineMs} ms`);
-          await box.weir('n1', ['cleanup']).catch(() => undefined);
-          break;
-        }
-        starts.push(Date.now() - t0);
-        const synced = /"msg":"synced","services":\d+,"upserts":\d+,"deletes":\d+,"ms":([\d.]+)/.exec(agent.logs());
-        syncs.push(Number(synced?.[1] ?? NaN));
-        rss.push(peakRssMb(agent.proc.child.pid!));
-        if (r < runs - 1) await agent.stop();
-        else {
-          // One change at a time on a small service of its own, at full scale.
-          const prog: number[] = [];
-          const sync: number[] = [];
-          for (let c = 0; c <= changes; c++) {
-            const next = agent.waitForNext(/"msg":"synced","services":1,[^\n]*"programmingMs":\d+/, 300_000);
-            const eps = c % 2 ? [epAddr(200_000), epAddr(200_001)] : [epAddr(200_000)];
-            box.writeManifest('churn.json', JSON.stringify({ apiVersion: 'v1', kind: 'List', items: [serviceObj(60_000, 'churn'), sliceObj(60_000, eps, 'churn')] }));
-            await next;
-            const line = agent.logs().trim().split('\n').reverse().find((l) => l.includes('"services":1,'))!;
-            if (c === 0) continue; // the first one creates the service
-            prog.push(Number(/"programmingMs":(\d+)/.exec(line)![1]));
-            sync.push(Number(/"ms":([\d.]+)/.exec(line)![1]));
-          }
-          oneChange.push({ mode, programmingMs: stats(prog), syncMs: stats(sync) });
-          rss.push(peakRssMb(agent.proc.child.pid!));
-          log(`  ${mode}: one change p50 ${stats(prog).p50} ms / p99 ${stats(prog).p99} ms (sync p99 ${stats(sync).p99} ms)`);
-          await agent.stop();
-          box.removeManifest('churn.json');
-        }
+    const scales = [
+      { services: p.compareServices, iptablesRuns: p.runs, iptablesChanges: Math.min(p.changes, 50), bpfChanges: Math.min(p.changes, 50) },
+      // Full scale last: an iptables agent that misses the deadline is still
+      // restoring rules (a child process) until the box goes.
+      { services: p.services, iptablesRuns: p.quick ? p.runs : 1, iptablesChanges: p.quick ? p.changes : Math.min(p.changes, 5), bpfChanges: p.changes },
+    ];
+    for (const scale of scales) {
+      for (const f of fs.readdirSync(box.manifestDir)) fs.rmSync(path.join(box.manifestDir, f));
+      writeManifests(box.manifestDir, scale.services, (i) => Array.from({ length: p.endpoints }, (_, j) => epAddr(i * p.endpoints + j)));
+      for (const mode of ['bpf', 'iptables'] as const) {
+        const r = await measureMode(box, p, mode, scale.services, mode === 'bpf' ? p.runs : scale.iptablesRuns, mode === 'bpf' ? scale.bpfChanges : scale.iptablesChanges);
+        coldStart.push(r.coldStart);
+        oneChange.push(r.oneChange);
       }
-      coldStart.push({ mode, ms: median(starts), syncMs: median(syncs), peakRssMb: Math.max(...rss), runs, ...(timedOut ? { timedOut } : {}) });
-      if (timedOut) oneChange.push({ mode, programmingMs: { p50: NaN, p99: NaN, n: 0 }, syncMs: { p50: NaN, p99: NaN, n: 0 } });
-      log(`  ${mode}: cold start ${median(starts)} ms (first sync ${median(syncs)} ms), peak RSS ${Math.max(...rss)} MB`);
     }
     await box.weir('n1', ['cleanup']);
   } finally {
     await box.destroy();
   }
   return { coldStart, oneChange };
+}
+
+async function measureMode(
+  box: Box,
+  p: Params,
+  mode: 'bpf' | 'iptables',
+  services: number,
+  runs: number,
+  changes: number,
+): Promise<{ coldStart: Results['coldStart'][number]; oneChange: Results['oneChange'][number] }> {
+  const starts: number[] = [];
+  const syncs: number[] = [];
+  const rss: number[] = [];
+  let timedOut = false;
+  let change: Results['oneChange'][number] = { mode, services, programmingMs: { p50: NaN, p99: NaN, n: 0 }, syncMs: { p50: NaN, p99: NaN, n: 0 } };
+  for (let r = 0; r < runs; r++) {
+    await box.weir('n1', ['cleanup']);
+    const t0 = Date.now();
+    let agent: Agent;
+    try {
+      agent = await box.startAgent('n1', ['--mode', mode], { readyTimeoutMs: p.deadlineMs });
+    } catch {
+      // Not programmed within the deadline: report that, and stop measuring this mode here.
+      timedOut = true;
+      starts.push(p.deadlineMs);
+      log(`  ${mode} ${services} services: not programmed within ${p.deadlineMs} ms`);
+      await box.weir('n1', ['cleanup']).catch(() => undefined);
+      break;
+    }
+    starts.push(Date.now() - t0);
+    const synced = /"msg":"synced","services":\d+,"upserts":\d+,"deletes":\d+,"ms":([\d.]+)/.exec(agent.logs());
+    syncs.push(Number(synced?.[1] ?? NaN));
+    rss.push(peakRssMb(agent.proc.child.pid!));
+    if (r < runs - 1) {
+      await agent.stop();
+      continue;
+    }
+    // One change at a time on a small service of its own, at this scale.
+    const prog: number[] = [];
+    const sync: number[] = [];
+    for (let c = 0; c <= changes; c++) {
+      const next = agent.waitForNext(/"msg":"synced","services":1,[^\n]*"programmingMs":\d+/, 300_000);
+      const eps = c % 2 ? [epAddr(200_000), epAddr(200_001)] : [epAddr(200_000)];
+      box.writeManifest('churn.json', JSON.stringify({ apiVersion: 'v1', kind: 'List', items: [serviceObj(60_000, 'churn'), sliceObj(60_000, eps, 'churn')] }));
+      await next;
+      const line = agent.logs().trim().split('\n').reverse().find((l) => l.includes('"services":1,'))!;
+      if (c === 0) continue; // the first one creates the service
+      prog.push(Number(/"programmingMs":(\d+)/.exec(line)![1]));
+      sync.push(Number(/"ms":([\d.]+)/.exec(line)![1]));
+    }
+    change = { mode, services, programmingMs: stats(prog), syncMs: stats(sync) };
+    rss.push(peakRssMb(agent.proc.child.pid!));
+    log(`  ${mode} ${services} services: one change p50 ${stats(prog).p50} ms / p99 ${stats(prog).p99} ms (sync p99 ${stats(sync).p99} ms)`);
+    await agent.stop();
+    box.removeManifest('churn.json');
+  }
+  const cold = { mode, services, ms: median(starts), syncMs: median(syncs), peakRssMb: rss.length ? Math.max(...rss) : NaN, runs, ...(timedOut ? { timedOut } : {}) };
+  log(`  ${mode} ${services} services: cold start ${cold.ms} ms (first sync ${cold.syncMs} ms), peak RSS ${cold.peakRssMb} MB`);
+  return { coldStart: cold, oneChange: change };
 }
 
 /** New-connection latency through a real namespace path with N services, BPF vs iptables. */
