@@ -90,6 +90,8 @@ export interface DatapathConfig {
 
 export class BpfDatapath {
   readonly maps: AllMaps;
+  /** When the objects finished loading, in ms since the process started. */
+  readonly loadedAtMs = Math.round(process.uptime() * 1000);
   readonly progFds: Record<DeviceRole, number>;
   private readonly shim: Shim;
   private readonly objs: number[];

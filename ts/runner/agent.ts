@@ -39,6 +39,9 @@ export interface Agent {
 const HEALTH_TIMEOUT_MS = 60_000;
 const LOCALHOST = '127.0.0.1' as IPv4;
 
+/** Milliseconds since the process started: start-up phases in the log ("atMs"). */
+const sinceStart = (): number => Math.round(process.uptime() * 1000);
+
 export async function startAgent(opts: RunOptions, log: Logger): Promise<Agent> {
   // BPF objects load on a worker thread (the kernel creating maps and
   // verifying programs) while the node's addresses and the manifests are read.
@@ -75,6 +78,7 @@ export async function startAgent(opts: RunOptions, log: Logger): Promise<Agent> 
       source = new KubeSource({ store, onChange, log, nodeName: opts.nodeName, kubeconfig: opts.kubeconfig });
     }
     await source.start();
+    log.info('sources synced', { services: store.services.size, slices: store.slices.size, atMs: sinceStart() });
   } catch (e) {
     await settleLoading();
     throw e;
@@ -135,7 +139,7 @@ export async function startAgent(opts: RunOptions, log: Logger): Promise<Agent> 
   runner.syncNow();
   // "ready" means programmed: after the first sync that succeeded (a failed
   // one is retried with backoff; health and metrics are up meanwhile).
-  void runner.synced.then(() => log.info('ready', { services: store.services.size, slices: store.slices.size, nodeIPs: nodeIPs.join(',') }));
+  void runner.synced.then(() => log.info('ready', { services: store.services.size, slices: store.slices.size, nodeIPs: nodeIPs.join(','), atMs: sinceStart() }));
 
   const devices = dp ? attachDevices(dp, opts, log) : null;
   await devices?.start();
@@ -212,7 +216,7 @@ async function chooseMode(opts: RunOptions, log: Logger, loading: Promise<BpfDat
   if (loading) {
     try {
       const dp = await loading;
-      log.info('starting', { node: opts.nodeName, mode: 'bpf', reason: opts.mode === 'auto' ? 'auto: BPF programs load on this kernel' : 'requested', pinRoot: opts.bpffsRoot, ffi: loadShim().backend });
+      log.info('starting', { node: opts.nodeName, mode: 'bpf', reason: opts.mode === 'auto' ? 'auto: BPF programs load on this kernel' : 'requested', pinRoot: opts.bpffsRoot, ffi: loadShim().backend, loadedAtMs: dp.loadedAtMs });
       const removed = cleanupIptables();
       if (removed.length) log.info('removed iptables-mode rules', { chains: removed.length });
       return { dp, mode: 'bpf' };
