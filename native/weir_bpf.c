@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <bpf/bpf.h>
+#include <bpf/btf.h>
 #include <bpf/libbpf.h>
 
 #define MAX_OBJS 16
@@ -71,6 +72,59 @@ static bool in_list(const char *csv, const char *name)
 
 static int obj_load(const char *obj_path, const char *pin_root, const char *private_maps, uint32_t lru_max);
 
+/*
+ * Set a `const volatile __u32` global of an object before it loads. The
+ * verifier reads frozen read-only data as constants and never visits the
+ * branches they rule out, so this is how a program uses a helper only where
+ * the kernel has it. Found through the object's BTF (the .rodata datasec);
+ * an object without the variable is left alone.
+ */
+static int set_rodata_u32(struct bpf_object *obj, const char *name, uint32_t value)
+{
+	struct bpf_map *map = bpf_object__find_map_by_name(obj, ".rodata");
+	struct btf *btf = bpf_object__btf(obj);
+	const struct btf_var_secinfo *vi;
+	const struct btf_type *sec;
+	const char *init;
+	size_t size = 0;
+	int id, i;
+
+	if (!map || !btf)
+		return 0;
+	init = bpf_map__initial_value(map, &size);
+	id = btf__find_by_name_kind(btf, ".rodata", BTF_KIND_DATASEC);
+	if (!init || id < 0)
+		return 0;
+	if (size > 4096)
+		return -E2BIG; /* a few flags live here, copied on the stack */
+	sec = btf__type_by_id(btf, id);
+	vi = btf_var_secinfos(sec);
+	for (i = 0; i < btf_vlen(sec); i++, vi++) {
+		const struct btf_type *var = btf__type_by_id(btf, vi->type);
+
+		if (strcmp(btf__name_by_offset(btf, var->name_off), name))
+			continue;
+		char data[size];
+
+		if (vi->size != sizeof(value) || vi->offset + sizeof(value) > size)
+			return -EINVAL;
+		memcpy(data, init, size);
+		memcpy(data + vi->offset, &value, sizeof(value));
+		return bpf_map__set_initial_value(map, data, size);
+	}
+	return 0;
+}
+
+/* bpf_ktime_get_coarse_ns() is 5.11+: probed once (a tiny program load). */
+static uint32_t have_coarse_clock(void)
+{
+	static int probed = -1;
+
+	if (probed < 0)
+		probed = libbpf_probe_bpf_helper(BPF_PROG_TYPE_SCHED_CLS, BPF_FUNC_ktime_get_coarse_ns, NULL) == 1;
+	return (uint32_t)probed;
+}
+
 int weir_obj_load(const char *obj_path, const char *pin_root)
 {
 	return obj_load(obj_path, pin_root, NULL, 0);
@@ -111,7 +165,9 @@ static int obj_load(const char *obj_path, const char *pin_root, const char *priv
 			}
 		}
 	}
-	err = bpf_object__load(obj);
+	err = set_rodata_u32(obj, "weir_coarse_clock", have_coarse_clock());
+	if (!err)
+		err = bpf_object__load(obj);
 	if (err) {
 		bpf_object__close(obj);
 		return err;

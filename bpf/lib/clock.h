@@ -4,19 +4,25 @@
 #define WEIR_CLOCK_H
 
 #include "common.h"
-#include <bpf/bpf_core_read.h>
+
+/*
+ * Set by the loader (native/weir_bpf.c) when the kernel has
+ * bpf_ktime_get_coarse_ns() (5.11+). Read-only data the verifier treats as
+ * a constant: on 5.10 the coarse branch is never visited, so the unknown
+ * helper is never seen. (A CO-RE check would do the same but makes libbpf
+ * parse the kernel's BTF on every load: ~150 ms of agent start-up.)
+ */
+const volatile __u32 weir_coarse_clock = 0;
 
 /*
  * These timestamps only measure idle lifetimes of seconds to hours, so the
  * coarse monotonic clock (tick resolution) is enough, and reading it is a
  * load where bpf_ktime_get_ns() reads the clock source: on a KVM guest that
- * is ~30 ns of an established packet's ~100. The coarse helper is 5.11+; on
- * 5.10 libbpf resolves this check to false at load time (CO-RE against the
- * kernel's BTF) and the verifier never sees the call.
+ * is ~30 ns of an established packet's ~100.
  */
 static __always_inline __u64 weir_now(void)
 {
-	if (bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_ktime_get_coarse_ns))
+	if (weir_coarse_clock)
 		return bpf_ktime_get_coarse_ns();
 	return bpf_ktime_get_ns();
 }
