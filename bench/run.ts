@@ -14,7 +14,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import type { V1EndpointSlice, V1Service } from '@kubernetes/client-node';
 import * as C from '../ts/datapath/codecs';
-import { BpfDatapath } from '../ts/datapath/loader';
+import { BpfDatapath, DEFAULT_SIZES } from '../ts/datapath/loader';
 import { FfiBackend, loadShim } from '../ts/datapath/ffi';
 import { buildPacket } from '../ts/datapath/packet';
 import { ClusterStore } from '../ts/model/store';
@@ -159,7 +159,8 @@ function benchFfi(): Results['ffi'] {
 function benchPacket(p: Params): Results['packet'] {
   const shim = loadShim();
   const root = `/sys/fs/bpf/weir-bench-${process.pid}`;
-  const dp = BpfDatapath.load(shim, root);
+  // Conntrack sized for the entries this test loads (the agent's default is smaller).
+  const dp = BpfDatapath.load(shim, root, { ...DEFAULT_SIZES, ct: p.ct + (1 << 16) });
   try {
     dp.writeConfig({ hairpinAddr: '169.254.42.1', snatAddr: '192.168.77.10', masqueradeAll: false, haveClusterCidrs: false });
     const store = new ClusterStore(() => undefined);

@@ -8,6 +8,7 @@
 #include <net/if.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -70,7 +71,8 @@ static bool in_list(const char *csv, const char *name)
 	return false;
 }
 
-static int obj_load(const char *obj_path, const char *pin_root, const char *private_maps, uint32_t lru_max);
+static int obj_load(const char *obj_path, const char *pin_root, const char *sizes, const char *private_maps,
+		    uint32_t lru_max);
 
 /*
  * Set a `const volatile __u32` global of an object before it loads. The
@@ -125,17 +127,49 @@ static uint32_t have_coarse_clock(void)
 	return (uint32_t)probed;
 }
 
-int weir_obj_load(const char *obj_path, const char *pin_root)
+int weir_obj_load(const char *obj_path, const char *pin_root, const char *sizes)
 {
-	return obj_load(obj_path, pin_root, NULL, 0);
+	return obj_load(obj_path, pin_root, sizes, NULL, 0);
 }
 
 int weir_obj_load_private(const char *obj_path, const char *pin_root, const char *private_maps, uint32_t lru_max)
 {
-	return obj_load(obj_path, pin_root, private_maps, lru_max);
+	return obj_load(obj_path, pin_root, NULL, private_maps, lru_max);
 }
 
-static int obj_load(const char *obj_path, const char *pin_root, const char *private_maps, uint32_t lru_max)
+/* "name=N,name=N": max_entries for the named maps, before the object loads. */
+static int apply_sizes(struct bpf_object *obj, const char *sizes)
+{
+	const char *p = sizes;
+
+	while (p && *p) {
+		const char *eq = strchr(p, '=');
+		struct bpf_map *map;
+		char name[64], *end;
+		unsigned long n;
+		int err;
+
+		if (!eq || eq == p || (size_t)(eq - p) >= sizeof(name))
+			return -EINVAL;
+		memcpy(name, p, eq - p);
+		name[eq - p] = '\0';
+		errno = 0;
+		n = strtoul(eq + 1, &end, 10);
+		if (errno || end == eq + 1 || (*end && *end != ',') || !n || n > UINT32_MAX)
+			return -EINVAL;
+		map = bpf_object__find_map_by_name(obj, name);
+		if (!map)
+			return -ENOENT;
+		err = bpf_map__set_max_entries(map, (uint32_t)n);
+		if (err)
+			return err;
+		p = *end ? end + 1 : end;
+	}
+	return 0;
+}
+
+static int obj_load(const char *obj_path, const char *pin_root, const char *sizes, const char *private_maps,
+		    uint32_t lru_max)
 {
 	LIBBPF_OPTS(bpf_object_open_opts, opts, .pin_root_path = pin_root);
 	struct bpf_object *obj;
@@ -150,6 +184,11 @@ static int obj_load(const char *obj_path, const char *pin_root, const char *priv
 	obj = bpf_object__open_file(obj_path, &opts);
 	if (!obj)
 		return -errno;
+	err = apply_sizes(obj, sizes);
+	if (err) {
+		bpf_object__close(obj);
+		return err;
+	}
 	if (private_maps) {
 		struct bpf_map *map;
 

@@ -22,10 +22,12 @@ int weir_last_log(char *buf, uint32_t size);
 /*
  * Open and load a BPF object file. Maps declared with LIBBPF_PIN_BY_NAME are
  * pinned under pin_root, or reused if a compatible pin is already there: this
- * is how a restarted agent keeps conntrack and service state.
+ * is how a restarted agent keeps conntrack and service state. sizes
+ * ("name=N,name=N", may be empty) sets max_entries of the named maps first;
+ * a reused pin must have the same size (the caller passes the pin's).
  * Returns an object handle.
  */
-int weir_obj_load(const char *obj_path, const char *pin_root);
+int weir_obj_load(const char *obj_path, const char *pin_root, const char *sizes);
 /*
  * Like weir_obj_load, but the maps named in private_maps (comma-separated)
  * are created fresh and unpinned, LRU ones with at most lru_max entries:

@@ -36,13 +36,19 @@
 #define WEIR_MAX_SERVICE_ENTRIES 1048576 /* master entries + backend slots */
 #define WEIR_MAX_BACKENDS 262144
 #define WEIR_MAX_REVNAT 131072
-#define WEIR_MAX_CT 1048576
-#define WEIR_MAX_AFFINITY 262144
+/* The three maps that scale with traffic, not with services (ct, affinity,
+ * socket rev-NAT) get their size from the loader (`weir run
+ * --conntrack-min/--conntrack-max-per-core`, as kube-proxy sizes Linux
+ * conntrack); these are the defaults an object loaded without it gets.
+ * Preallocating an LRU map costs start-up time and kernel memory
+ * (~100 bytes per entry) whether it fills or not. */
+#define WEIR_MAX_CT 262144 /* two entries per flow: kube-proxy's minimum of 131072 flows */
+#define WEIR_MAX_AFFINITY 65536
 #define WEIR_MAX_CIDRS 65536
 /* Room for verdict reasons: adding one must not change the pinned map's
  * shape (a restarted agent could not adopt it), so the size is fixed. */
 #define WEIR_MAX_VERDICTS 64
-#define WEIR_MAX_SK_REVNAT 262144
+#define WEIR_MAX_SK_REVNAT 65536
 
 /* weir_svc_key.scope: which endpoint set a frontend entry describes. */
 #define WEIR_SCOPE_ALL 0 /* every usable endpoint of the service */

@@ -155,6 +155,23 @@ s('bpftool prints the pinned maps with named fields (BTF)', (ctx) => {
   assert.is(master!.value.count, 1);
 });
 
+s('conntrack is created at the requested size; a pinned one keeps its size', (ctx) => {
+  const root = `${ctx.root}-sized`;
+  try {
+    const first = BpfDatapath.load(loadShim(), root, { ct: 4096, aff: 1024, skrevnat: 1024 });
+    assert.is(first.maps.ct.maxEntries, 4096);
+    assert.is(first.maps.aff.maxEntries, 1024);
+    first.close();
+    // A restart asking for another size adopts the pin (and its flows) as it is.
+    const again = BpfDatapath.load(loadShim(), root, { ct: 8192, aff: 1024, skrevnat: 1024 });
+    assert.is(again.maps.ct.maxEntries, 4096);
+    assert.equal(again.sizes, { ct: 4096, aff: 1024, skrevnat: 1024 });
+    again.close();
+  } finally {
+    fs.rmSync(root, { recursive: true, force: true });
+  }
+});
+
 s('verdicts are counted per reason', (ctx) => {
   const dump = ctx.dp.maps.verdicts.dump();
   const cpus = loadShim().numPossibleCpus();

@@ -7,7 +7,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { parseDuration, parseRunOptions } from '../../ts/cli/options';
+import { conntrackEntries, parseDuration, parseRunOptions } from '../../ts/cli/options';
 
 test('defaults follow the CLI contract', () => {
   const o = parseRunOptions(['--source', 'file:/tmp/x', '--node-name', 'n1']);
@@ -46,6 +46,15 @@ test('--config YAML with the same keys; flags win', () => {
   } finally {
     fs.rmSync(dir, { recursive: true });
   }
+});
+
+test('conntrack is sized like kube-proxy sizes Linux conntrack, two entries per flow', () => {
+  const o = parseRunOptions([]);
+  assert.is(conntrackEntries(o, 2), 2 * 131072, 'the minimum on a small node');
+  assert.is(conntrackEntries(o, 16), 2 * 16 * 32768, 'per core on a big one');
+  assert.is(conntrackEntries(parseRunOptions(['--conntrack-min', '1000', '--conntrack-max-per-core', '0']), 64), 2000);
+  assert.throws(() => parseRunOptions(['--conntrack-min', '0']), /--conntrack-min: expected an integer/);
+  assert.throws(() => parseRunOptions(['--conntrack-max-per-core', 'lots']), /--conntrack-max-per-core: expected an integer/);
 });
 
 test('bad values name the flag', () => {

@@ -36,6 +36,9 @@ export interface RunOptions {
   /** Source address for hairpin traffic (a pod reaching itself via a service). */
   hairpinAddr: IPv4;
   kubeconfig: string;
+  /** Conntrack capacity in flows, sized as kube-proxy sizes Linux conntrack: max(min, per-core × CPUs). */
+  conntrackMaxPerCore: number;
+  conntrackMin: number;
 }
 
 /** Flag name -> whether it takes a value. */
@@ -59,6 +62,8 @@ const FLAGS = {
   'min-sync-period': true,
   'hairpin-addr': true,
   kubeconfig: true,
+  'conntrack-max-per-core': true,
+  'conntrack-min': true,
   config: true,
 } as const;
 type Flag = keyof typeof FLAGS;
@@ -158,6 +163,13 @@ export function parseRunOptions(argv: readonly string[]): RunOptions {
   if (!nodePortRange || nodePortRange.min < 1 || nodePortRange.max > 65535 || nodePortRange.min > nodePortRange.max) {
     throw new UsageError(`--service-node-port-range: expected MIN-MAX within 1-65535, got ${JSON.stringify(get('service-node-port-range'))}`);
   }
+  const count = (flag: Flag, def: number, min: number): number => {
+    const v = get(flag);
+    if (v === undefined) return def;
+    const n = Number(v);
+    if (!/^\d+$/.test(v.trim()) || n < min || n > 1 << 23) throw new UsageError(`--${flag}: expected an integer from ${min} to ${1 << 23}, got ${JSON.stringify(v)}`);
+    return n;
+  };
   const hairpin = parseIPv4(get('hairpin-addr') ?? '169.254.42.1');
   if (!hairpin) throw new UsageError(`--hairpin-addr: invalid IPv4 address ${JSON.stringify(get('hairpin-addr'))}`);
 
@@ -181,7 +193,15 @@ export function parseRunOptions(argv: readonly string[]): RunOptions {
     minSyncPeriodMs: parseDuration('min-sync-period', get('min-sync-period') ?? '0'),
     hairpinAddr: hairpin,
     kubeconfig: get('kubeconfig') ?? process.env.KUBECONFIG ?? '',
+    // kube-proxy's defaults for --conntrack-max-per-core and --conntrack-min.
+    conntrackMaxPerCore: count('conntrack-max-per-core', 32768, 0),
+    conntrackMin: count('conntrack-min', 131072, 1),
   };
+}
+
+/** Conntrack map entries for these options on this machine (two per flow). */
+export function conntrackEntries(opts: Pick<RunOptions, 'conntrackMaxPerCore' | 'conntrackMin'>, cpus = os.availableParallelism()): number {
+  return 2 * Math.max(opts.conntrackMin, opts.conntrackMaxPerCore * cpus);
 }
 
 /** host:port -> [host, port] (port 0 = any free port, for tests). */

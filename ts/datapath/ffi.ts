@@ -47,7 +47,7 @@ export const EEXIST = osConstants.errno.EEXIST;
 const SIGNATURES = {
   weir_set_log_level: ['int', ['int']],
   weir_last_log: ['int', ['pointer', 'uint32']],
-  weir_obj_load: ['int', ['string', 'string']],
+  weir_obj_load: ['int', ['string', 'string', 'string']],
   weir_obj_load_private: ['int', ['string', 'string', 'string', 'uint32']],
   weir_obj_close: ['int', ['int']],
   weir_obj_map_fd: ['int', ['int', 'string']],
@@ -160,8 +160,9 @@ export class Shim {
     return buf.subarray(0, n).toString('utf8').trim();
   }
 
-  objLoad(objPath: string, pinRoot: string): number {
-    const rc = this.raw.weir_obj_load(objPath, pinRoot);
+  /** sizes: max_entries by map name, for maps this load creates. */
+  objLoad(objPath: string, pinRoot: string, sizes: Readonly<Record<string, number>> = {}): number {
+    const rc = this.raw.weir_obj_load(objPath, pinRoot, sizeSpec(sizes));
     if (rc < 0) throw new BpfError('obj_load', -rc, `${objPath}: ${this.lastLog()}`);
     return rc;
   }
@@ -172,9 +173,9 @@ export class Shim {
    * verifying programs; the agent reads its manifests meanwhile. No other shim
    * call may run until it settles: libbpf's log buffer is shared.
    */
-  objLoadAsync(objPath: string, pinRoot: string): Promise<number> {
+  objLoadAsync(objPath: string, pinRoot: string, sizes: Readonly<Record<string, number>> = {}): Promise<number> {
     return new Promise((resolve, reject) => {
-      this.raw.weir_obj_load.async(objPath, pinRoot, (err: unknown, rc: number) => {
+      this.raw.weir_obj_load.async(objPath, pinRoot, sizeSpec(sizes), (err: unknown, rc: number) => {
         if (err) reject(err instanceof Error ? err : new Error(String(err)));
         else if (rc < 0) reject(new BpfError('obj_load', -rc, `${objPath}: ${this.lastLog()}`));
         else resolve(rc);
@@ -316,6 +317,12 @@ export class Shim {
       durationNs: res.readUInt32LE(8),
     };
   }
+}
+
+function sizeSpec(sizes: Readonly<Record<string, number>>): string {
+  return Object.entries(sizes)
+    .map(([name, n]) => `${name}=${n}`)
+    .join(',');
 }
 
 const cache = new Map<FfiBackend, Shim>();

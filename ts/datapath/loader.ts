@@ -80,6 +80,45 @@ export interface AllMaps extends ServiceMaps {
   readonly skrevnat: PinnedMap;
 }
 
+/**
+ * max_entries of the maps that scale with traffic rather than with services
+ * (everything else is fixed in bpf/shared/weir.h). Preallocated LRU maps:
+ * start-up time and kernel memory are paid for the whole size.
+ */
+export interface MapSizes {
+  /** Conntrack entries (two per flow). */
+  ct: number;
+  aff: number;
+  skrevnat: number;
+}
+
+/** The sizes weir.h compiles in (kube-proxy's minimum conntrack: 131072 flows). */
+export const DEFAULT_SIZES: MapSizes = { ct: 262144, aff: 65536, skrevnat: 65536 };
+
+/**
+ * The sizes to load with: a map already pinned keeps its size, since libbpf
+ * reuses a pin only when its definition matches and a restart must keep
+ * conntrack (`weir cleanup` and a new start resize it).
+ */
+function effectiveSizes(shim: Shim, pinRoot: string, want: MapSizes): MapSizes {
+  const out = { ...want };
+  for (const k of Object.keys(want) as Array<keyof MapSizes>) {
+    const pin = path.join(pinRoot, MAP_NAMES[k]);
+    if (!fs.existsSync(pin)) continue;
+    const fd = shim.pinOpen(pin);
+    try {
+      out[k] = shim.mapInfo(fd).maxEntries;
+    } finally {
+      shim.close(fd);
+    }
+  }
+  return out;
+}
+
+function sizeArgs(s: MapSizes): Record<string, number> {
+  return { [MAP_NAMES.ct]: s.ct, [MAP_NAMES.aff]: s.aff, [MAP_NAMES.skrevnat]: s.skrevnat };
+}
+
 export interface DatapathConfig {
   hairpinAddr: string;
   /** Node IP used for masquerade ('' = none). */
@@ -98,7 +137,19 @@ export class BpfDatapath {
   private readonly sockFds: Map<string, number>;
   private readonly pinRoot: string;
 
-  private constructor(shim: Shim, pinRoot: string, objs: number[], maps: AllMaps, progFds: Record<DeviceRole, number>, sockFds: Map<string, number>) {
+  /** The sizes the traffic-scaled maps have (a reused pin keeps its own). */
+  readonly sizes: MapSizes;
+
+  private constructor(
+    shim: Shim,
+    pinRoot: string,
+    objs: number[],
+    maps: AllMaps,
+    progFds: Record<DeviceRole, number>,
+    sockFds: Map<string, number>,
+    sizes: MapSizes,
+  ) {
+    this.sizes = sizes;
     this.shim = shim;
     this.pinRoot = pinRoot;
     this.objs = objs;
@@ -108,21 +159,23 @@ export class BpfDatapath {
   }
 
   /** Load tc.o and sock.o with their maps pinned under pinRoot (reusing compatible pins). */
-  static load(shim: Shim, pinRoot: string): BpfDatapath {
+  static load(shim: Shim, pinRoot: string, sizes: MapSizes = DEFAULT_SIZES): BpfDatapath {
     ensureBpffs(pinRoot);
-    const tc = shim.objLoad(bpfObjectPath('tc.o'), pinRoot);
-    return BpfDatapath.assemble(shim, pinRoot, tc, shim.objLoad(bpfObjectPath('sock.o'), pinRoot));
+    const actual = effectiveSizes(shim, pinRoot, sizes);
+    const tc = shim.objLoad(bpfObjectPath('tc.o'), pinRoot, sizeArgs(actual));
+    return BpfDatapath.assemble(shim, pinRoot, actual, tc, shim.objLoad(bpfObjectPath('sock.o'), pinRoot, sizeArgs(actual)));
   }
 
   /** load() with the kernel's part (map creation, verification) off the main thread. */
-  static async loadAsync(shim: Shim, pinRoot: string): Promise<BpfDatapath> {
+  static async loadAsync(shim: Shim, pinRoot: string, sizes: MapSizes = DEFAULT_SIZES): Promise<BpfDatapath> {
     ensureBpffs(pinRoot);
-    const tc = await shim.objLoadAsync(bpfObjectPath('tc.o'), pinRoot);
+    const actual = effectiveSizes(shim, pinRoot, sizes);
+    const tc = await shim.objLoadAsync(bpfObjectPath('tc.o'), pinRoot, sizeArgs(actual));
     // sock.o reuses the maps tc.o pinned: quick, and it must not race tc.o's pins.
-    return BpfDatapath.assemble(shim, pinRoot, tc, shim.objLoad(bpfObjectPath('sock.o'), pinRoot));
+    return BpfDatapath.assemble(shim, pinRoot, actual, tc, shim.objLoad(bpfObjectPath('sock.o'), pinRoot, sizeArgs(actual)));
   }
 
-  private static assemble(shim: Shim, pinRoot: string, tc: number, sock: number): BpfDatapath {
+  private static assemble(shim: Shim, pinRoot: string, sizes: MapSizes, tc: number, sock: number): BpfDatapath {
     const map = (name: string): PinnedMap => new PinnedMap(shim, path.join(pinRoot, name), shim.objMapFd(tc, name));
     const maps: AllMaps = {
       svc: map(MAP_NAMES.svc),
@@ -144,7 +197,7 @@ export class BpfDatapath {
     };
     const progFds = { pod: pin(tc, TC_PROGS.pod), ext: pin(tc, TC_PROGS.ext) };
     const sockFds = new Map(SOCK_PROGS.map((p) => [p.name, pin(sock, p.name)] as const));
-    return new BpfDatapath(shim, pinRoot, [tc, sock], maps, progFds, sockFds);
+    return new BpfDatapath(shim, pinRoot, [tc, sock], maps, progFds, sockFds, sizes);
   }
 
   writeConfig(cfg: DatapathConfig): void {

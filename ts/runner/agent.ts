@@ -13,7 +13,7 @@ import { ClusterStore } from '../model/store';
 import { IPv4, cidrContains } from '../model/types';
 import { usableEndpoints } from '../plan/plan';
 import { Reconciler } from '../reconcile/reconciler';
-import { BpfDatapath, DeviceRole } from '../datapath/loader';
+import { BpfDatapath, DEFAULT_SIZES, DeviceRole } from '../datapath/loader';
 import { DeviceWatcher, listLinks } from '../datapath/devices';
 import { loadShim } from '../datapath/ffi';
 import { FileSource } from '../source/file';
@@ -21,7 +21,7 @@ import { Source } from '../source/source';
 import { HealthServer, startHealthServer } from '../health/health';
 import { HealthCheckNodePorts, HealthCheckTarget } from '../health/hcnodeport';
 import { Logger, errorText } from '../util/log';
-import { RunOptions, parseHostPort } from '../cli/options';
+import { RunOptions, conntrackEntries, parseHostPort } from '../cli/options';
 import { Runner } from './runner';
 import { Dataplane } from '../reconcile/dataplane';
 import { IptablesDataplane, cleanupIptables, iptablesAvailable } from '../fallback/iptables';
@@ -196,7 +196,7 @@ function startLoading(opts: RunOptions): Promise<BpfDatapath> {
   try {
     const shim = loadShim();
     shim.setLogLevel(1);
-    loading = BpfDatapath.loadAsync(shim, opts.bpffsRoot);
+    loading = BpfDatapath.loadAsync(shim, opts.bpffsRoot, { ...DEFAULT_SIZES, ct: conntrackEntries(opts) });
   } catch (e) {
     loading = Promise.reject(e);
   }
@@ -216,7 +216,10 @@ async function chooseMode(opts: RunOptions, log: Logger, loading: Promise<BpfDat
   if (loading) {
     try {
       const dp = await loading;
-      log.info('starting', { node: opts.nodeName, mode: 'bpf', reason: opts.mode === 'auto' ? 'auto: BPF programs load on this kernel' : 'requested', pinRoot: opts.bpffsRoot, ffi: loadShim().backend, loadedAtMs: dp.loadedAtMs });
+      log.info('starting', { node: opts.nodeName, mode: 'bpf', reason: opts.mode === 'auto' ? 'auto: BPF programs load on this kernel' : 'requested', pinRoot: opts.bpffsRoot, ffi: loadShim().backend, conntrackEntries: dp.sizes.ct, loadedAtMs: dp.loadedAtMs });
+      if (dp.sizes.ct !== conntrackEntries(opts)) {
+        log.warn('the pinned conntrack map keeps its size; `weir cleanup` and a restart resize it (established connections are then reset)', { entries: dp.sizes.ct, requested: conntrackEntries(opts) });
+      }
       const removed = cleanupIptables();
       if (removed.length) log.info('removed iptables-mode rules', { chains: removed.length });
       return { dp, mode: 'bpf' };
