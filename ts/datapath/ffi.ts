@@ -169,7 +169,7 @@ export class Shim {
 
   /**
    * objLoad on a libuv worker thread. Loading is the kernel creating maps
-   * (preallocating a million-entry LRU takes a few hundred milliseconds) and
+   * (preallocating the LRU maps takes a few hundred milliseconds) and
    * verifying programs; the agent reads its manifests meanwhile. No other shim
    * call may run until it settles: libbpf's log buffer is shared.
    */
