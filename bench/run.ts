@@ -48,7 +48,17 @@ export interface Results {
     repeat: number;
   };
   /** timedOut: not programmed within the deadline (ms is then the deadline). */
-  coldStart: Array<{ mode: string; services: number; ms: number; syncMs: number; peakRssMb: number; runs: number; timedOut?: boolean }>;
+  coldStart: Array<{
+    mode: string;
+    services: number;
+    ms: number;
+    syncMs: number;
+    /** From the agent's own log, ms since its process started (medians): manifests read, BPF objects loaded, ready. */
+    phases?: { sourcesAtMs: number; loadedAtMs: number; readyAtMs: number };
+    peakRssMb: number;
+    runs: number;
+    timedOut?: boolean;
+  }>;
   oneChange: Array<{ mode: string; services: number; programmingMs: Stats; syncMs: Stats }>;
   path: Array<{ mode: string; services: number; latencyUs: Stats; connPerSec: number; timedOut?: boolean }>;
 }
@@ -307,6 +317,7 @@ async function measureMode(
   const starts: number[] = [];
   const syncs: number[] = [];
   const rss: number[] = [];
+  const phases = { sources: [] as number[], loaded: [] as number[], ready: [] as number[] };
   let timedOut = false;
   let change: Results['oneChange'][number] = { mode, services, programmingMs: { p50: NaN, p99: NaN, n: 0 }, syncMs: { p50: NaN, p99: NaN, n: 0 } };
   for (let r = 0; r < runs; r++) {
@@ -326,6 +337,10 @@ async function measureMode(
     starts.push(Date.now() - t0);
     const synced = /"msg":"synced","services":\d+,"upserts":\d+,"deletes":\d+,"ms":([\d.]+)/.exec(agent.logs());
     syncs.push(Number(synced?.[1] ?? NaN));
+    const at = (re: RegExp): number => Number(re.exec(agent.logs())?.[1] ?? NaN);
+    phases.sources.push(at(/"msg":"sources synced"[^\n]*"atMs":(\d+)/));
+    phases.loaded.push(at(/"loadedAtMs":(\d+)/));
+    phases.ready.push(at(/"msg":"ready"[^\n]*"atMs":(\d+)/));
     rss.push(peakRssMb(agent.proc.child.pid!));
     if (r < runs - 1) {
       await agent.stop();
@@ -350,7 +365,16 @@ async function measureMode(
     await agent.stop();
     box.removeManifest('churn.json');
   }
-  const cold = { mode, services, ms: median(starts), syncMs: median(syncs), peakRssMb: rss.length ? Math.max(...rss) : NaN, runs, ...(timedOut ? { timedOut } : {}) };
+  const cold = {
+    mode,
+    services,
+    ms: median(starts),
+    syncMs: median(syncs),
+    ...(mode === 'bpf' && phases.ready.length ? { phases: { sourcesAtMs: median(phases.sources), loadedAtMs: median(phases.loaded), readyAtMs: median(phases.ready) } } : {}),
+    peakRssMb: rss.length ? Math.max(...rss) : NaN,
+    runs,
+    ...(timedOut ? { timedOut } : {}),
+  };
   log(`  ${mode} ${services} services: cold start ${cold.ms} ms (first sync ${cold.syncMs} ms), peak RSS ${cold.peakRssMb} MB`);
   return { coldStart: cold, oneChange: change };
 }
