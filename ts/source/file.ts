@@ -12,7 +12,6 @@
 import * as fs from 'node:fs';
 import { isAscii } from 'node:buffer';
 import * as path from 'node:path';
-import { createHash } from 'node:crypto';
 import type * as Yaml from 'yaml';
 import type { V1EndpointSlice, V1Node, V1Service } from '@kubernetes/client-node';
 import { ClusterStore } from '../model/store';
@@ -43,13 +42,8 @@ interface K8sObject {
  */
 interface FileState {
   stamp: string;
-  digest: string;
   /** identity ("Kind/ns/name") -> kind */
   objects: Map<string, Kind>;
-}
-
-function digest(text: string): string {
-  return createHash('sha1').update(text).digest('base64');
 }
 
 export class FileSource implements Source {
@@ -121,11 +115,9 @@ export class FileSource implements Source {
         stamp = `${st.ino}:${st.size}:${st.mtimeMs}`;
         const prev = this.files.get(file);
         if (prev && prev.stamp === stamp) continue;
+        // A new stamp with the same content (a touch, an editor's save) is
+        // read again; the store tells that nothing changed.
         text = readText(file);
-        if (prev && prev.digest === digest(text)) {
-          prev.stamp = stamp;
-          continue;
-        }
       } catch {
         continue; // vanished between readdir and read: the next scan sees it gone
       }
@@ -203,7 +195,7 @@ export class FileSource implements Source {
       if (objects.has(id)) continue;
       changed = this.remove(id, kind) || changed;
     }
-    this.files.set(file, { stamp, digest: digest(text), objects });
+    this.files.set(file, { stamp, objects });
     return changed;
   }
 
