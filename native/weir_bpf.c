@@ -345,13 +345,110 @@ int weir_map_delete_many(int fd, const void *keys, uint32_t count, uint32_t key_
 	return (int)count;
 }
 
-int weir_map_count(int fd, uint32_t key_size)
+#ifndef ENOTSUPP
+#define ENOTSUPP 524 /* the kernel's "operation not supported", not in libc's errno.h */
+#endif
+
+/* A batch-lookup error that means the map has none (LPM trie; kernels before 5.6). */
+static bool batch_unsupported(int err)
+{
+	return err == EINVAL || err == ENOTSUPP || err == EOPNOTSUPP || err == ENOSYS;
+}
+
+/*
+ * Read entries with BPF_MAP_LOOKUP_BATCH (5.6+): one syscall per up to max
+ * entries, where walking the keys costs two per entry (a 320k-entry service
+ * map is a million syscalls). Returns the number read, max when the buffers
+ * filled before the map ended (the caller retries with more room), -errno,
+ * or -EOPNOTSUPP when the map has no batch lookups.
+ */
+static int lookup_batch(int fd, char *k, char *v, uint32_t max, uint32_t key_size, uint32_t value_size)
+{
+	LIBBPF_OPTS(bpf_map_batch_opts, opts);
+	/* The opaque position: a bucket index for hash maps, a key for arrays. */
+	uint64_t in_tok[32], out_tok[32];
+	void *in = NULL;
+	uint32_t n = 0;
+
+	if (key_size > sizeof(in_tok))
+		return -EOPNOTSUPP;
+	while (n < max) {
+		uint32_t count = max - n;
+		int err = bpf_map_lookup_batch(fd, in, out_tok, k + (size_t)n * key_size, v + (size_t)n * value_size,
+					       &count, &opts);
+		int e = err ? errno : 0;
+
+		n += count;
+		if (!err) {
+			memcpy(in_tok, out_tok, sizeof(in_tok));
+			in = in_tok;
+			continue;
+		}
+		if (e == ENOENT)
+			return (int)n; /* the end of the map */
+		if (e == ENOSPC)
+			return (int)max; /* a whole bucket did not fit */
+		if (n == 0 && !in && batch_unsupported(e))
+			return -EOPNOTSUPP;
+		return -e;
+	}
+	return (int)max;
+}
+
+/* Count with batched lookups into a scratch chunk; -EOPNOTSUPP without them. */
+static int count_batch(int fd, uint32_t key_size, uint32_t value_size)
+{
+	enum { CHUNK = 4096 };
+	LIBBPF_OPTS(bpf_map_batch_opts, opts);
+	uint64_t in_tok[32], out_tok[32];
+	char *keys = NULL, *values = NULL;
+	void *in = NULL;
+	int n = 0, rc;
+
+	if (key_size > sizeof(in_tok))
+		return -EOPNOTSUPP;
+	keys = malloc((size_t)CHUNK * key_size);
+	values = malloc((size_t)CHUNK * value_size);
+	if (!keys || !values) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	for (;;) {
+		uint32_t count = CHUNK;
+		int err = bpf_map_lookup_batch(fd, in, out_tok, keys, values, &count, &opts);
+		int e = err ? errno : 0;
+
+		n += (int)count;
+		if (!err) {
+			memcpy(in_tok, out_tok, sizeof(in_tok));
+			in = in_tok;
+			continue;
+		}
+		if (e == ENOENT)
+			rc = n;
+		else if (n == 0 && !in && batch_unsupported(e))
+			rc = -EOPNOTSUPP;
+		else
+			rc = -e;
+		break;
+	}
+out:
+	free(keys);
+	free(values);
+	return rc;
+}
+
+int weir_map_count(int fd, uint32_t key_size, uint32_t value_size)
 {
 	char a[256], b[256];
 	char *cur = a, *next = b, *tmp;
 	const void *prev = NULL;
-	int n = 0;
+	int n = count_batch(fd, key_size, value_size);
 
+	if (n != -EOPNOTSUPP)
+		return n;
+	/* No batch lookups for this map: walk the keys. */
+	n = 0;
 	if (key_size > sizeof(a))
 		return -EINVAL;
 	while (!bpf_map_get_next_key(fd, prev, next)) {
@@ -370,7 +467,10 @@ int weir_map_dump(int fd, void *keys, void *values, uint32_t max, uint32_t key_s
 	char *k = keys, *v = values;
 	uint32_t n = 0;
 	const void *prev = NULL;
+	int rc = lookup_batch(fd, k, v, max, key_size, value_size);
 
+	if (rc != -EOPNOTSUPP)
+		return rc;
 	while (n < max) {
 		char *key = k + (size_t)n * key_size;
 

@@ -66,9 +66,13 @@ int weir_map_update_many(int fd, const void *keys, const void *values, uint32_t 
 			 uint32_t key_size, uint32_t value_size, uint64_t flags);
 /* Deleting a key that is already gone is not an error. */
 int weir_map_delete_many(int fd, const void *keys, uint32_t count, uint32_t key_size);
-/* Number of entries (walks the keys in C; no values copied). */
-int weir_map_count(int fd, uint32_t key_size);
-/* Copy up to max entries into packed keys/values arrays. Returns the count. */
+/* Number of entries (batched lookups where the kernel has them, else a key walk). */
+int weir_map_count(int fd, uint32_t key_size, uint32_t value_size);
+/*
+ * Copy up to max entries into packed keys/values arrays (batched lookups
+ * where the kernel has them). Returns the count; max means the buffers may
+ * have been too small: retry larger.
+ */
 int weir_map_dump(int fd, void *keys, void *values, uint32_t max, uint32_t key_size,
 		  uint32_t value_size);
 

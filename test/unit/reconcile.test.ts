@@ -58,6 +58,7 @@ function recording(): { maps: ReturnType<typeof memoryMaps>; ops: Op[]; wrapped:
     upsert: (e) => m.upsert(e),
     remove: (k) => m.remove(k),
     dump: () => m.dump(),
+    dumpPacked: () => m.dumpPacked(),
     lookup: (k) => m.lookup(k),
   });
   return { maps, ops, wrapped: { svc: wrap('svc', maps.svc), be: wrap('be', maps.be), revnat: wrap('revnat', maps.revnat), member: wrap('member', maps.member), cidr: wrap('cidr', maps.cidr) } };
@@ -187,6 +188,7 @@ test('a failed write is retried and converges; nothing half-applied stays behind
     upsert: (e) => maps.svc.upsert(e),
     remove: (k) => maps.svc.remove(k),
     dump: () => maps.svc.dump(),
+    dumpPacked: () => maps.svc.dumpPacked(),
     lookup: (k) => maps.svc.lookup(k),
   };
   const { store, syncer } = setup({ ...maps, svc: flaky });

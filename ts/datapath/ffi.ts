@@ -64,7 +64,7 @@ const SIGNATURES = {
   weir_map_update_many: ['int', ['int', 'pointer', 'pointer', 'uint32', 'uint32', 'uint32', 'uint64']],
   weir_map_delete_many: ['int', ['int', 'pointer', 'uint32', 'uint32']],
   weir_map_dump: ['int', ['int', 'pointer', 'pointer', 'uint32', 'uint32', 'uint32']],
-  weir_map_count: ['int', ['int', 'uint32']],
+  weir_map_count: ['int', ['int', 'uint32', 'uint32']],
   weir_tc_attach: ['int', ['int', 'int', 'int', 'uint32', 'uint32']],
   weir_tc_detach: ['int', ['int', 'int', 'uint32', 'uint32']],
   weir_tc_query: ['int', ['int', 'int', 'uint32', 'uint32']],
@@ -265,8 +265,8 @@ export class Shim {
     this.call('weir_map_delete_many', fd, keys, count, keySize);
   }
 
-  mapCount(fd: number, keySize: number): number {
-    return this.call('weir_map_count', fd, keySize);
+  mapCount(fd: number, keySize: number, valueSize: number): number {
+    return this.call('weir_map_count', fd, keySize, valueSize);
   }
 
   mapDump(fd: number, max: number, keySize: number, valueSize: number): { keys: Buffer; values: Buffer; count: number } {

@@ -24,7 +24,15 @@ export interface MapIO {
   /** removeBatch for a few latin1 key strings. */
   remove(keys: readonly string[]): void;
   dump(): Array<[string, Buffer]>;
+  /** Every entry, packed (keys at keySize, values at valueSize): no object per entry. */
+  dumpPacked(): PackedDump;
   lookup(key: string): Buffer | null;
+}
+
+export interface PackedDump {
+  readonly keys: Buffer;
+  readonly values: Buffer;
+  readonly count: number;
 }
 
 export function keyString(b: Buffer): string {
@@ -90,6 +98,18 @@ export class MemoryMap implements MapIO {
     return [...this.entries].map(([k, v]) => [k, Buffer.from(v)]);
   }
 
+  dumpPacked(): PackedDump {
+    const keys = Buffer.alloc(this.entries.size * this.keySize);
+    const values = Buffer.alloc(this.entries.size * this.valueSize);
+    let i = 0;
+    for (const [k, v] of this.entries) {
+      keys.write(k, i * this.keySize, this.keySize, 'latin1');
+      v.copy(values, i * this.valueSize);
+      i++;
+    }
+    return { keys, values, count: i };
+  }
+
   lookup(key: string): Buffer | null {
     const v = this.entries.get(key);
     return v ? Buffer.from(v) : null;
@@ -141,7 +161,7 @@ export class PinnedMap implements MapIO {
     this.removeBatch(packKeys(this, keys), keys.length);
   }
 
-  dump(): Array<[string, Buffer]> {
+  dumpPacked(): PackedDump {
     // Buffers sized by what the map holds, not by max_entries (a million-entry
     // map would otherwise cost tens of megabytes to dump when empty). Entries
     // added meanwhile by the programs may overflow the count: then retry larger.
@@ -151,7 +171,11 @@ export class PinnedMap implements MapIO {
       cap = Math.min(this.maxEntries, cap * 2);
       d = this.shim.mapDump(this.fd, cap, this.keySize, this.valueSize);
     }
-    const { keys, values, count } = d;
+    return d;
+  }
+
+  dump(): Array<[string, Buffer]> {
+    const { keys, values, count } = this.dumpPacked();
     const out: Array<[string, Buffer]> = [];
     for (let i = 0; i < count; i++) {
       out.push([
@@ -168,7 +192,7 @@ export class PinnedMap implements MapIO {
   }
 
   count(): number {
-    return this.shim.mapCount(this.fd, this.keySize);
+    return this.shim.mapCount(this.fd, this.keySize, this.valueSize);
   }
 
   close(): void {

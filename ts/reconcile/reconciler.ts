@@ -34,7 +34,6 @@ import { Dataplane } from './dataplane';
 import { Packed, PackedView, copyBytes, viewKey, viewValue } from './packed';
 
 type MapName = keyof ServiceMaps;
-const MAP_NAMES: readonly MapName[] = ['svc', 'be', 'revnat', 'member', 'cidr'];
 
 /** The sections of a service record, in write order (deletes go in reverse). */
 const S_REVNAT = 0;
@@ -147,8 +146,14 @@ export class Reconciler implements Dataplane {
   private liveBackends = 0;
   private readonly frontendIds = new IdTable();
   private readonly owners = new Map<string, ObjectKey>();
-  /** The kernel maps' contents while they must be compared in full (after adopt() or a failed write). */
-  private kernel: Record<MapName, Map<string, Buffer>> | null = null;
+  /** The next commit compares everything with the kernel (after adopt() or a failed write). */
+  private full = false;
+  /**
+   * The svc map as adopt() found it (latin1 key -> latin1 value), for the
+   * slot layouts of frontends no record has yet; gone after the first
+   * commit. The other maps are read one at a time when they are compared.
+   */
+  private kernelSvc: Map<string, string> | null = null;
   private resync = false;
   private adoptedIdsPending = false;
   /** Reused while building a record. */
@@ -162,26 +167,28 @@ export class Reconciler implements Dataplane {
 
   /** Read what the pinned maps hold: ids, slot layouts, and what to prune later. */
   adopt(): { frontends: number; backends: number } {
-    const kernel = this.dumpAll();
+    const svc = this.dumpOne('svc');
     let frontends = 0;
-    for (const [k, v] of kernel.svc) {
+    for (const [k, v] of svc) {
+      if (slotOf(k) !== 0) continue;
       const key = C.svcKey.decode(keyBuffer(k));
-      if (key.slot !== 0) continue;
       const fk = frontendKey({ addr: key.addr as IPv4, port: key.port, proto: protoName(key.proto) as L4Proto });
-      this.frontendIds.adopt(fk, C.svcVal.decode(v).rev_nat_id);
+      this.frontendIds.adopt(fk, u32At(v, SV.rev_nat_id));
       frontends++;
     }
-    for (const [k, v] of kernel.be) {
-      const b = C.backend.decode(v);
+    const be = this.dumpOne('be');
+    for (const [k, v] of be) {
+      const b = C.backend.decode(keyBuffer(v));
       const bk = backendKey({ addr: b.addr as IPv4, port: b.port, proto: protoName(b.proto) as L4Proto });
-      const id = keyBuffer(k).readUInt32LE(0);
-      const [v0, v1] = [v.readInt32LE(0), v.readInt32LE(4)];
+      const id = u32At(k, 0);
+      const [v0, v1] = [i32At(v, 0), i32At(v, 4)];
       this.backends.set(bk, { key: bk, id, refs: 0, v0, v1, applied: true, a0: v0, a1: v1, mark: 0 });
       if (id >= this.nextBackendId) this.nextBackendId = id + 1;
     }
-    this.kernel = kernel;
+    this.kernelSvc = svc;
+    this.full = true;
     this.adoptedIdsPending = true;
-    return { frontends, backends: kernel.be.size };
+    return { frontends, backends: be.size };
   }
 
   /** The cluster CIDRs the programs use to tell pods from outside clients. */
@@ -207,12 +214,12 @@ export class Reconciler implements Dataplane {
    */
   commit(): CommitStats {
     if (this.resync) {
-      this.kernel = this.dumpAll();
+      this.full = true;
       this.resync = false;
     }
     const w = new Writes();
-    const full = this.kernel !== null;
-    if (this.kernel) this.diffAll(w, this.kernel);
+    const full = this.full;
+    if (full) this.diffAll(w);
     else this.diffPending(w);
     let stats: CommitStats;
     try {
@@ -234,7 +241,8 @@ export class Reconciler implements Dataplane {
     }
     this.pendingBackends.clear();
     this.pending.clear();
-    this.kernel = null;
+    this.full = false;
+    this.kernelSvc = null;
     if (this.adoptedIdsPending) {
       this.frontendIds.dropUnreferenced();
       this.adoptedIdsPending = false;
@@ -278,7 +286,7 @@ export class Reconciler implements Dataplane {
         // Shared backends take the flags of the service planned last.
         e.v0 = v0;
         e.v1 = v1;
-        if (!this.kernel) this.pendingBackends.add(e);
+        if (!this.full) this.pendingBackends.add(e);
       }
       backends.push(e);
       entryOf.set(bk, e);
@@ -392,7 +400,7 @@ export class Reconciler implements Dataplane {
     if (e.refs++ === 0) {
       this.liveBackends++;
       // While a full comparison is pending, commit() looks at every backend anyway.
-      if (!this.kernel) this.pendingBackends.add(e);
+      if (!this.full) this.pendingBackends.add(e);
     }
     return e;
   }
@@ -462,13 +470,13 @@ export class Reconciler implements Dataplane {
       }
       if (out.length > 0) return out.filter((id) => id !== undefined);
     }
-    const master = this.kernel?.svc.get(masterKey);
+    const master = this.kernelSvc?.get(masterKey);
     if (!master) return [];
-    const count = C.svcVal.decode(master).count;
+    const count = u16At(master, SV.count);
     const out: number[] = [];
     for (let slot = 1; slot <= count; slot++) {
-      const v = this.kernel!.svc.get(prefix + String.fromCharCode(slot & 0xff, slot >> 8) + tail);
-      if (v) out.push(v.readUInt32LE(0));
+      const v = this.kernelSvc!.get(prefix + String.fromCharCode(slot & 0xff, slot >> 8) + tail);
+      if (v) out.push(u32At(v, SV.backend_id));
     }
     return out;
   }
@@ -490,28 +498,38 @@ export class Reconciler implements Dataplane {
   }
 
   /**
-   * Everything desired against everything the kernel holds (consumes
-   * `kernel`). Backends are settled here as they are compared: if the write
-   * fails, the retry compares everything against a fresh dump again, so
-   * nothing relies on what this pass marked applied.
+   * Everything desired against everything the kernel holds, one map at a
+   * time (only one map's contents are in memory at once). Backends are
+   * settled here as they are compared: if the write fails, the retry
+   * compares everything against the kernel again, so nothing relies on what
+   * this pass marked applied.
    */
-  private diffAll(w: Writes, kernel: Record<MapName, Map<string, Buffer>>): void {
+  private diffAll(w: Writes): void {
     const total = SECTIONS.map(() => 0);
     for (const r of this.records.values()) r.sections.forEach((v, s) => (total[s]! += v.count));
     total.forEach((n, s) => w.ups[s]!.reserve(n));
-    for (const r of this.records.values()) {
-      r.sections.forEach((v, s) => {
-        const have = kernel[SECTIONS[s]!.map];
-        const out = w.ups[s]!;
-        if (have.size === 0) return out.pushAll(v); // cold start: nothing to compare
-        for (let i = 0; i < v.count; i++) {
-          const k = viewKey(v, i);
-          const cur = have.get(k);
-          if (!cur || v.buf.compare(cur, 0, v.valueSize, v.valOff + i * v.valueSize, v.valOff + (i + 1) * v.valueSize) !== 0) out.pushFrom(v, i);
-          have.delete(k);
+    for (const m of ['revnat', 'member', 'cidr', 'svc'] as const) {
+      const have = m === 'svc' && this.kernelSvc ? this.kernelSvc : this.dumpOne(m);
+      const sections = SECTIONS.map((sec, s) => (sec.map === m ? s : -1)).filter((s) => s >= 0);
+      for (const r of this.records.values()) {
+        for (const s of sections) {
+          const v = r.sections[s]!;
+          const out = w.ups[s]!;
+          if (have.size === 0) {
+            out.pushAll(v); // cold start: nothing to compare
+            continue;
+          }
+          for (let i = 0; i < v.count; i++) {
+            const k = viewKey(v, i);
+            if (have.get(k) !== viewValue(v, i)) out.pushFrom(v, i);
+            have.delete(k);
+          }
         }
-      });
+      }
+      // Whatever is left, no service claims.
+      for (const k of have.keys()) w.dels[m === 'svc' ? (slotOf(k) ? S_SLOTS : S_MASTERS) : sections[0]!]!.pushKey(k);
     }
+    const have = this.dumpOne('be');
     const key = Buffer.alloc(C.u32Key.size);
     w.beUps.reserve(this.liveBackends);
     for (const e of this.backends.values()) {
@@ -519,30 +537,48 @@ export class Reconciler implements Dataplane {
         this.backends.delete(e.key); // adopted or released, claimed by no service (deleting while iterating a Map is safe)
         continue;
       }
-      if (kernel.be.size > 0) {
+      if (have.size > 0) {
         key.writeUInt32LE(e.id);
         const k = key.toString('latin1');
-        const cur = kernel.be.get(k);
-        if (!cur || cur.readInt32LE(0) !== e.v0 || cur.readInt32LE(4) !== e.v1) pushBackend(w.beUps, e);
-        kernel.be.delete(k);
+        const cur = have.get(k);
+        if (cur === undefined || i32At(cur, 0) !== e.v0 || i32At(cur, 4) !== e.v1) pushBackend(w.beUps, e);
+        have.delete(k);
       } else pushBackend(w.beUps, e);
       e.applied = true;
       e.a0 = e.v0;
       e.a1 = e.v1;
     }
-    // Whatever is left, no service claims.
-    for (const k of kernel.be.keys()) w.beDels.pushKey(k);
-    for (const k of kernel.svc.keys()) w.dels[k.charCodeAt(SLOT_OFF) | k.charCodeAt(SLOT_OFF + 1) ? S_SLOTS : S_MASTERS]!.pushKey(k);
-    for (const k of kernel.revnat.keys()) w.dels[S_REVNAT]!.pushKey(k);
-    for (const k of kernel.member.keys()) w.dels[S_MEMBER]!.pushKey(k);
-    for (const k of kernel.cidr.keys()) w.dels[S_CIDR]!.pushKey(k);
+    for (const k of have.keys()) w.beDels.pushKey(k);
   }
 
-  private dumpAll(): Record<MapName, Map<string, Buffer>> {
-    const out = {} as Record<MapName, Map<string, Buffer>>;
-    for (const m of MAP_NAMES) out[m] = new Map(this.maps[m].dump());
+  /** One map's entries as latin1 key -> latin1 value. */
+  private dumpOne(m: MapName): Map<string, string> {
+    const map = this.maps[m];
+    const { keys, values, count } = map.dumpPacked();
+    const out = new Map<string, string>();
+    for (let i = 0; i < count; i++) {
+      out.set(keys.toString('latin1', i * map.keySize, (i + 1) * map.keySize), values.toString('latin1', i * map.valueSize, (i + 1) * map.valueSize));
+    }
     return out;
   }
+}
+
+/** Little-endian integers inside a latin1 string (one char per byte), as the kernel snapshot holds them. */
+function u16At(s: string, off: number): number {
+  return s.charCodeAt(off) | (s.charCodeAt(off + 1) << 8);
+}
+
+function i32At(s: string, off: number): number {
+  return s.charCodeAt(off) | (s.charCodeAt(off + 1) << 8) | (s.charCodeAt(off + 2) << 16) | (s.charCodeAt(off + 3) << 24);
+}
+
+function u32At(s: string, off: number): number {
+  return i32At(s, off) >>> 0;
+}
+
+/** Slot number of an encoded weir_svc_key given as a latin1 string. */
+function slotOf(key: string): number {
+  return u16At(key, SLOT_OFF);
 }
 
 // Direct writers for the entries a full sync makes by the hundred thousand:
