@@ -267,7 +267,9 @@ int weir_close(int fd)
 
 int weir_map_create(uint32_t type, uint32_t key_size, uint32_t value_size, uint32_t max_entries)
 {
-	int fd = bpf_map_create(type, "weir_scratch", key_size, value_size, max_entries, NULL);
+	/* The kernel creates LPM tries only without preallocation. */
+	LIBBPF_OPTS(bpf_map_create_opts, opts, .map_flags = type == BPF_MAP_TYPE_LPM_TRIE ? BPF_F_NO_PREALLOC : 0);
+	int fd = bpf_map_create(type, "weir_scratch", key_size, value_size, max_entries, &opts);
 
 	return fd < 0 ? -errno : fd;
 }

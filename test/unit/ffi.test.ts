@@ -59,6 +59,40 @@ test('bulk update, dump and delete of 5000 entries in one call each', () => {
   }
 });
 
+test('count and dump read every entry past one batch; a short buffer says so; LPM tries fall back', () => {
+  const n = 10_000; // more than the count's 4096-entry chunk
+  const fd = shim.mapCreate(BPF_MAP_TYPE_HASH, 4, 8, n);
+  const lpm = shim.mapCreate(11 /* BPF_MAP_TYPE_LPM_TRIE, no batch lookups */, 8, 4, 16);
+  try {
+    const keys = Buffer.alloc(n * 4);
+    const values = Buffer.alloc(n * 8);
+    for (let i = 0; i < n; i++) {
+      keys.writeUInt32LE(i, i * 4);
+      values.writeUInt32LE(i + 7, i * 8);
+    }
+    shim.mapUpdateMany(fd, keys, values, n, 4, 8);
+    assert.is(shim.mapCount(fd, 4, 8), n);
+    const d = shim.mapDump(fd, n, 4, 8);
+    assert.is(d.count, n);
+    const seen = new Set<number>();
+    for (let i = 0; i < n; i++) {
+      assert.is(d.values.readUInt32LE(i * 8), d.keys.readUInt32LE(i * 4) + 7);
+      seen.add(d.keys.readUInt32LE(i * 4));
+    }
+    assert.is(seen.size, n, 'no entry twice, none missing');
+    assert.is(shim.mapDump(fd, 100, 4, 8).count, 100, 'a full buffer: the caller must ask again with more room');
+    const k = Buffer.alloc(8);
+    k.writeUInt32LE(24, 0); // prefix length
+    k.writeUInt32BE(0x0a000000, 4);
+    shim.mapUpdate(lpm, k, Buffer.from([1, 0, 0, 0]));
+    assert.is(shim.mapCount(lpm, 8, 4), 1);
+    assert.is(shim.mapDump(lpm, 16, 8, 4).count, 1);
+  } finally {
+    shim.close(fd);
+    shim.close(lpm);
+  }
+});
+
 test('bulk update past max_entries fails with the errno named', () => {
   const fd = shim.mapCreate(BPF_MAP_TYPE_HASH, 4, 4, 4);
   try {
