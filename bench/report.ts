@@ -59,6 +59,7 @@ export function report(r: Results, repo: string): void {
     const p = at(mode, n);
     return !p ? '—' : p.timedOut ? 'not programmed in time' : f(p);
   };
+  const rs = r.restart?.find((x) => x.services === full);
   const oc = (mode: string, n = full) => r.oneChange.find((c) => c.mode === mode && c.services === n)!;
   const sizes = [...new Set(r.path.map((p) => p.services))].sort((a, b) => a - b);
   const at = (mode: string, n: number) => r.path.find((p) => p.mode === mode && p.services === n);
@@ -89,6 +90,12 @@ export function report(r: Results, repo: string): void {
     `| one endpoint change → written, p99 | ${msText(oc('bpf').programmingMs.p99)} | ${msText(oc('iptables').programmingMs.p99)} | ${ratio(oc('iptables').programmingMs.p99, oc('bpf').programmingMs.p99)} | ≤ 10 ms | ${ok(oc('bpf').programmingMs.p99 <= 10)} |`,
     `| of which the sync itself, p99 | ${msText(oc('bpf').syncMs.p99)} | ${msText(oc('iptables').syncMs.p99)} | ${ratio(oc('iptables').syncMs.p99, oc('bpf').syncMs.p99)} | | |`,
     `| agent peak RSS | ${cs('bpf').peakRssMb} MB | ${Number.isNaN(cs('iptables').peakRssMb) || cs('iptables').timedOut ? '—' : `${cs('iptables').peakRssMb} MB`} | | ≤ 200 MB | ${ok(cs('bpf').peakRssMb <= 200)} |`,
+    ...(rs
+      ? [
+          `| restart over the pinned dataplane (adopts ids, slots, conntrack; wrote ${rs.upserts} / deleted ${rs.deletes} entries) | ${rs.ms} ms | | | | |`,
+          `| peak RSS of that restart (it reads the pinned maps back) | ${rs.peakRssMb} MB | | | | |`,
+        ]
+      : []),
     '',
     `iptables at ${full} services: one cold start and at most ${oc('iptables').programmingMs.n || 5} changes; a point not programmed within ${r.params.deadlineMs / 1000} s is reported as such (nf_tables iptables-restore time grows faster than linearly with the rule count: on this machine 1,000 services × 10 took ~7 s, 3,000 ~76 s, and 10,000 did not finish within weir's own 15-minute limit for one restore).`,
     '',
