@@ -276,6 +276,26 @@ test('a service that lost a frontend takes it over when the owner lets go', () =
   assert.match(formatServices(readServices(maps)), /10\.96\.0\.2:80\/TCP .* 1 backend\n  slot 1: be \d+ 10\.244\.1\.30/);
 });
 
+test('a slice whose Service does not exist is reported once, and again if the Service goes away later', () => {
+  const logs: string[] = [];
+  const store = new ClusterStore(() => undefined);
+  const reconciler = new Reconciler(memoryMaps());
+  reconciler.adopt();
+  const syncer = new Syncer({ store, reconciler, log: createLogger('warn', (l) => logs.push(l)), ctx: { nodeName: 'n1', nodePortAddrs: [] } });
+  const orphanWarnings = (): number => logs.filter((l) => l.includes('does not exist') && l.includes('EndpointSlice default/web-1')).length;
+  store.upsertSlice(slice('web', ['10.244.1.10']), 't');
+  syncer.sync();
+  assert.is(orphanWarnings(), 1);
+  store.upsertService(service('other', '10.96.0.2'), 't');
+  syncer.sync();
+  assert.is(orphanWarnings(), 1, 'not repeated by unrelated syncs');
+  store.upsertService(service('web', '10.96.0.1'), 't');
+  syncer.sync();
+  store.deleteService(store.services.get('default/web' as never)!.key);
+  syncer.sync();
+  assert.is(orphanWarnings(), 2, 'reported again once the Service is gone again');
+});
+
 test('source ranges and cluster CIDRs reach the cidr map, before the master that uses them', () => {
   const r = recording();
   const { store, reconciler, syncer } = setup(r.wrapped);

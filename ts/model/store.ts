@@ -150,19 +150,6 @@ export class ClusterStore {
     return out;
   }
 
-  /** Slices whose Service is unknown (only an error once every source has synced). */
-  orphanSlices(): SliceModel[] {
-    const out: SliceModel[] = [];
-    for (const [svc, keys] of this.slicesByService) {
-      if (this.services.has(svc)) continue;
-      for (const k of keys) {
-        const s = this.slices.get(k);
-        if (s) out.push(s);
-      }
-    }
-    return out;
-  }
-
   /** Take the set of changed services, leaving it empty. */
   takeDirty(): ObjectKey[] {
     return [...this.takeDirtyWithTimes().keys()];

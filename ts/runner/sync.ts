@@ -26,7 +26,8 @@ export interface SyncResult extends CommitStats {
 }
 
 export class Syncer {
-  private readonly warnedOrphans = new Set<string>();
+  /** Orphan slices already reported, by the Service they name. */
+  private readonly warnedOrphans = new Map<ObjectKey, Set<ObjectKey>>();
   /** Services that lost frontends to another service, and which. */
   private readonly losers = new Map<ObjectKey, Set<string>>();
   private readonly store: ClusterStore;
@@ -75,7 +76,7 @@ export class Syncer {
         owner: `Service ${c.owner}`,
       });
     }
-    this.reportOrphans();
+    this.reportOrphans(dirty);
     const now = Date.now();
     const programmingMs = [...changed.values()].map((t) => now - t);
     return { ...stats, services: dirty.length, ms: Number(process.hrtime.bigint() - t0) / 1e6, programmingMs };
@@ -87,19 +88,26 @@ export class Syncer {
     fks.add(frontend);
   }
 
-  /** Warn once per slice whose Service is unknown after a sync. */
-  private reportOrphans(): void {
-    const current = new Set<string>();
-    for (const s of this.store.orphanSlices()) {
-      current.add(s.key);
-      if (this.warnedOrphans.has(s.key)) continue;
-      this.warnedOrphans.add(s.key);
-      this.log.warn('EndpointSlice refers to a Service that does not exist', {
-        object: `EndpointSlice ${s.key}`,
-        field: 'metadata.labels[kubernetes.io/service-name]',
-        service: s.service,
-      });
+  /**
+   * Warn once per slice whose Service is unknown, looking only at the
+   * services this sync touched (a slice's service is marked changed with
+   * it): no walk over every slice on every sync.
+   */
+  private reportOrphans(services: readonly ObjectKey[]): void {
+    for (const svc of services) {
+      const slices = this.store.services.has(svc) ? [] : this.store.slicesOf(svc);
+      const warned = this.warnedOrphans.get(svc) ?? new Set<ObjectKey>();
+      const now = new Set(slices.map((sl) => sl.key));
+      for (const sl of slices) {
+        if (warned.has(sl.key)) continue;
+        this.log.warn('EndpointSlice refers to a Service that does not exist', {
+          object: `EndpointSlice ${sl.key}`,
+          field: 'metadata.labels[kubernetes.io/service-name]',
+          service: sl.service,
+        });
+      }
+      if (now.size > 0) this.warnedOrphans.set(svc, now);
+      else this.warnedOrphans.delete(svc);
     }
-    for (const k of [...this.warnedOrphans]) if (!current.has(k)) this.warnedOrphans.delete(k);
   }
 }
