@@ -99,15 +99,8 @@ export class MemoryMap implements MapIO {
   }
 
   dumpPacked(): PackedDump {
-    const keys = Buffer.alloc(this.entries.size * this.keySize);
-    const values = Buffer.alloc(this.entries.size * this.valueSize);
-    let i = 0;
-    for (const [k, v] of this.entries) {
-      keys.write(k, i * this.keySize, this.keySize, 'latin1');
-      v.copy(values, i * this.valueSize);
-      i++;
-    }
-    return { keys, values, count: i };
+    const [keys, values] = packEntries(this, [...this.entries]);
+    return { keys, values, count: this.entries.size };
   }
 
   lookup(key: string): Buffer | null {

@@ -61,12 +61,13 @@ export class Syncer {
     // A service that lost a frontend to another one gets it once the owner
     // lets go (changes or goes away), in the same sync: as with kube-proxy,
     // where the second rule for an address matches once the first is gone.
-    let conflicts = this.reconciler.conflicts.splice(0);
-    for (const c of conflicts) this.lost(c.service, c.frontend);
-    const retry = [...this.losers].filter(([, fks]) => [...fks].some((fk) => this.reconciler.frontendOwner(fk) === undefined)).map(([key]) => key);
+    const first = this.reconciler.conflicts.splice(0);
+    for (const c of first) this.lost(c.service, c.frontend);
+    const retry = new Set([...this.losers].filter(([, fks]) => [...fks].some((fk) => this.reconciler.frontendOwner(fk) === undefined)).map(([key]) => key));
     for (const key of retry) plan(key);
-    conflicts = [...conflicts.filter((c) => !retry.includes(c.service)), ...this.reconciler.conflicts.splice(0)];
-    for (const c of conflicts) this.lost(c.service, c.frontend);
+    const again = this.reconciler.conflicts.splice(0);
+    for (const c of again) this.lost(c.service, c.frontend);
+    const conflicts = [...first.filter((c) => !retry.has(c.service)), ...again];
     const stats = this.reconciler.commit();
     for (const c of conflicts) {
       this.log.error('frontend already served by another service; skipped', {
