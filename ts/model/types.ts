@@ -3,6 +3,8 @@
  * range. The brand makes it a compile error to pass an unchecked string where
  * a checked address is expected.
  */
+import { flatKey } from '../util/keys';
+
 export type IPv4 = string & { readonly __brand: 'IPv4' };
 export type Port = number & { readonly __brand: 'Port' };
 export type Protocol = 'TCP' | 'UDP' | 'SCTP';
@@ -60,7 +62,7 @@ export function cidrContains(c: Cidr, ip: IPv4): boolean {
 /** Namespace/name of an object, the key everything is joined on. */
 export type ObjectKey = string & { readonly __brand: 'ObjectKey' };
 export function objectKey(namespace: string, name: string): ObjectKey {
-  return `${namespace}/${name}` as ObjectKey;
+  return flatKey(namespace, '/', name) as ObjectKey;
 }
 
 /**

@@ -15,6 +15,7 @@ import { PortEndpoint, SliceModel, endpointsForPort } from '../model/endpoints';
 import { ServiceModel } from '../model/service';
 import { Cidr, IPv4, ObjectKey, Port, ipToInt } from '../model/types';
 import { SCOPE_ALL, SCOPE_LOCAL, SVC_F } from '../datapath/codecs';
+import { flatKey } from '../util/keys';
 
 export type L4Proto = 'TCP' | 'UDP';
 
@@ -59,11 +60,15 @@ export interface ServicePlan {
 }
 
 export function backendKey(b: { addr: IPv4; port: number; proto: L4Proto }): string {
-  return `${b.addr}:${b.port}/${b.proto}`;
+  return endpointKey(b.addr, b.port, b.proto);
 }
 
 export function frontendKey(f: { addr: IPv4; port: number; proto: L4Proto }): string {
-  return `${f.addr}:${f.port}/${f.proto}`;
+  return endpointKey(f.addr, f.port, f.proto);
+}
+
+function endpointKey(addr: string, port: number, proto: string): string {
+  return flatKey(addr, ':', port, '/', proto);
 }
 
 /** kube-proxy's endpoint choice for new connections. */

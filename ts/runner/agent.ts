@@ -47,14 +47,9 @@ export async function startAgent(opts: RunOptions, log: Logger): Promise<Agent> 
   // verifying programs) while the node's addresses and the manifests are read.
   const loading = opts.mode === 'iptables' ? null : startLoading(opts);
   const settleLoading = async (): Promise<void> => void (await loading?.then((dp) => dp.close(), () => undefined));
-  let nodeIPs: IPv4[];
-  try {
-    nodeIPs = await resolveNodeIPs(opts);
-  } catch (e) {
-    await settleLoading();
-    throw e;
-  }
-  if (nodeIPs.length === 0) log.warn('no node IP known: NodePorts are not served and nothing can be masqueraded', { hint: '--node-ips or --external-devices' });
+  // `ip addr` runs as a child process while the sources are read.
+  const resolvingIPs = resolveNodeIPs(opts);
+  resolvingIPs.catch(() => undefined); // read below, after the sources
 
   const store = new ClusterStore(
     (origin, errors) => {
@@ -83,6 +78,15 @@ export async function startAgent(opts: RunOptions, log: Logger): Promise<Agent> 
     await settleLoading();
     throw e;
   }
+  let nodeIPs: IPv4[];
+  try {
+    nodeIPs = await resolvingIPs;
+  } catch (e) {
+    source.stop();
+    await settleLoading();
+    throw e;
+  }
+  if (nodeIPs.length === 0) log.warn('no node IP known: NodePorts are not served and nothing can be masqueraded', { hint: '--node-ips or --external-devices' });
 
   let chosen: { dp: BpfDatapath | null; mode: 'bpf' | 'iptables' };
   try {
