@@ -20,7 +20,7 @@
  *   INPUT, FORWARD, OUTPUT -> WEIR-SERVICES (REJECT: no endpoints; DROP: Local without local ones),
  *                             WEIR-PROXY-FIREWALL (loadBalancerSourceRanges), WEIR-FORWARD (drop mark)
  */
-import * as crypto from 'node:crypto';
+import type * as Crypto from 'node:crypto';
 import { Cidr } from '../model/types';
 import { SVC_F } from '../datapath/codecs';
 import { PlannedBackend, PlannedFrontend, ServicePlan } from '../plan/plan';
@@ -63,8 +63,12 @@ export interface ServiceRules {
   readonly filterFirewall: string[];
 }
 
+// node:crypto is loaded on first use: a BPF-mode agent's start-up never needs it.
+let crypto: typeof Crypto | null = null;
+
 /** A chain name: prefix + 16 hex of a hash, within iptables' 28 characters. */
 export function chainName(kind: 'SVC' | 'SVL' | 'EXT' | 'SEP' | 'FW', id: string): string {
+  crypto ??= require('node:crypto') as typeof Crypto;
   return `${PREFIX}${kind}-${crypto.createHash('sha256').update(id).digest('hex').slice(0, 16).toUpperCase()}`;
 }
 

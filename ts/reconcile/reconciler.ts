@@ -29,6 +29,7 @@ import * as C from '../datapath/codecs';
 import { ServiceMaps, keyBuffer } from '../datapath/maps';
 import { Cidr, IPv4, ObjectKey, ipToInt } from '../model/types';
 import { L4Proto, ServicePlan, backendKey, frontendKey } from '../plan/plan';
+import { BackendTable } from './backends';
 import { IdTable } from './ids';
 import { Dataplane } from './dataplane';
 import { Packed, PackedView, copyBytes, viewKey, viewValue } from './packed';
@@ -54,29 +55,10 @@ const SLOT_OFF = 8;
 /** One service's map entries, packed, plus what it holds references on. */
 interface ServiceRecord {
   readonly sections: readonly PackedView[];
-  readonly backends: readonly BackendEntry[];
+  /** Rows in the backend table this service holds a reference on. */
+  readonly backends: readonly number[];
   /** frontendKeys this service owns (one rev_nat id each). */
   readonly frontends: readonly string[];
-}
-
-/** A backend, shared by every service that lists it. */
-interface BackendEntry {
-  readonly key: string;
-  readonly id: number;
-  refs: number;
-  /**
-   * Desired weir_backend bytes as two int32 words: signed, so they stay small
-   * integers in V8 (a u32 above 2^31 is a heap number, and a field holding
-   * heap numbers makes every read and write of it slow).
-   */
-  v0: number;
-  v1: number;
-  /** What the kernel holds (when applied). */
-  applied: boolean;
-  a0: number;
-  a1: number;
-  /** Scratch while building a record: the frontend group that may choose it. */
-  mark: number;
 }
 
 export interface CommitStats {
@@ -139,11 +121,10 @@ export class Reconciler implements Dataplane {
   private readonly records = new Map<ObjectKey, ServiceRecord>();
   /** Services changed since the last commit, with their record as of that commit. */
   private readonly pending = new Map<ObjectKey, ServiceRecord | null>();
-  private readonly backends = new Map<string, BackendEntry>();
-  private readonly pendingBackends = new Set<BackendEntry>();
-  private nextBackendId = 1;
+  private readonly be = new BackendTable();
+  /** Backend rows whose references or value changed since the last commit. */
+  private readonly pendingBackends = new Set<number>();
   private markEpoch = 0;
-  private liveBackends = 0;
   private readonly frontendIds = new IdTable();
   private readonly owners = new Map<string, ObjectKey>();
   /** The next commit compares everything with the kernel (after adopt() or a failed write). */
@@ -180,10 +161,7 @@ export class Reconciler implements Dataplane {
     for (const [k, v] of be) {
       const b = C.backend.decode(keyBuffer(v));
       const bk = backendKey({ addr: b.addr as IPv4, port: b.port, proto: protoName(b.proto) as L4Proto });
-      const id = u32At(k, 0);
-      const [v0, v1] = [i32At(v, 0), i32At(v, 4)];
-      this.backends.set(bk, { key: bk, id, refs: 0, v0, v1, applied: true, a0: v0, a1: v1, mark: 0 });
-      if (id >= this.nextBackendId) this.nextBackendId = id + 1;
+      this.be.adopt(bk, u32At(k, 0), i32At(v, 0), i32At(v, 4));
     }
     this.kernelSvc = svc;
     this.full = true;
@@ -231,12 +209,13 @@ export class Reconciler implements Dataplane {
       throw e;
     }
     if (!full) {
-      for (const e of this.pendingBackends) {
-        if (e.refs > 0) {
-          e.applied = true;
-          e.a0 = e.v0;
-          e.a1 = e.v1;
-        } else this.backends.delete(e.key);
+      const be = this.be;
+      for (const r of this.pendingBackends) {
+        if (be.refs[r]! > 0) {
+          be.applied[r] = 1;
+          be.a0[r] = be.v0[r]!;
+          be.a1[r] = be.v1[r]!;
+        } else be.remove(r);
       }
     }
     this.pendingBackends.clear();
@@ -260,12 +239,12 @@ export class Reconciler implements Dataplane {
   }
 
   backendCount(): number {
-    return this.liveBackends;
+    return this.be.live;
   }
 
   /** Entries currently desired, per map (for gauges and tests). */
   sizes(): Record<MapName, number> {
-    const out: Record<MapName, number> = { svc: 0, be: this.liveBackends, revnat: 0, member: 0, cidr: 0 };
+    const out: Record<MapName, number> = { svc: 0, be: this.be.live, revnat: 0, member: 0, cidr: 0 };
     for (const r of this.records.values()) r.sections.forEach((v, s) => (out[SECTIONS[s]!.map] += v.count));
     return out;
   }
@@ -274,22 +253,21 @@ export class Reconciler implements Dataplane {
 
   private build(service: ObjectKey, plan: ServicePlan, old: ServiceRecord | null): ServiceRecord {
     for (const p of this.scratch) p.clear();
-    const backends: BackendEntry[] = [];
-    const entryOf = new Map<string, BackendEntry>();
+    const be = this.be;
+    const backends: number[] = [];
     const bv = this.beValue;
     for (const [bk, b] of plan.backends) {
       writeBackend(bv, 0, ipToInt(b.addr), b.port, PROTO_NUM[b.proto], (b.local ? C.BE_F.LOCAL : 0) | (b.terminating ? C.BE_F.TERMINATING : 0));
-      const e = this.backendRef(bk);
+      const r = this.backendRef(bk);
       const v0 = bv.readInt32LE(0);
       const v1 = bv.readInt32LE(4);
-      if (e.v0 !== v0 || e.v1 !== v1) {
+      if (be.v0[r] !== v0 || be.v1[r] !== v1) {
         // Shared backends take the flags of the service planned last.
-        e.v0 = v0;
-        e.v1 = v1;
-        if (!this.full) this.pendingBackends.add(e);
+        be.v0[r] = v0;
+        be.v1[r] = v1;
+        if (!this.full) this.pendingBackends.add(r);
       }
-      backends.push(e);
-      entryOf.set(bk, e);
+      backends.push(r);
     }
 
     const frontends: string[] = [];
@@ -305,11 +283,11 @@ export class Reconciler implements Dataplane {
       if (!group) return;
       mem.reserve(group.members.length);
       for (const bk of group.members) {
-        const e = entryOf.get(bk)!;
+        const r = be.row(bk)!;
         const i = mem.push();
         mem.keys.writeUInt32LE(group.revId, i * mem.keySize + C.memberKey.at.rev_nat_id);
-        mem.keys.writeUInt32LE(e.id, i * mem.keySize + C.memberKey.at.backend_id);
-        mem.values.writeUInt32LE(e.mark === group.mark ? C.MEMBER_F.ACTIVE : 0, i * mem.valueSize);
+        mem.keys.writeUInt32LE(be.id[r]!, i * mem.keySize + C.memberKey.at.backend_id);
+        mem.values.writeUInt32LE(be.mark[r] === group.mark ? C.MEMBER_F.ACTIVE : 0, i * mem.valueSize);
       }
       group = null;
     };
@@ -351,9 +329,9 @@ export class Reconciler implements Dataplane {
       }
       const ids: number[] = [];
       for (const bk of fe.backends) {
-        const e = entryOf.get(bk)!;
-        e.mark = group.mark;
-        ids.push(e.id);
+        const r = be.row(bk)!;
+        be.mark[r] = group.mark;
+        ids.push(be.id[r]!);
       }
       const slots = this.layout(old, masterKey, ids);
       slotsOut.reserve(slots.length);
@@ -376,7 +354,7 @@ export class Reconciler implements Dataplane {
   }
 
   /** Copy the scratch sections into one buffer of exactly their size. */
-  private freeze(backends: BackendEntry[], frontends: string[]): ServiceRecord {
+  private freeze(backends: number[], frontends: string[]): ServiceRecord {
     let size = 0;
     for (const p of this.scratch) size += p.count * (p.keySize + p.valueSize);
     const buf = Buffer.allocUnsafe(size);
@@ -391,25 +369,23 @@ export class Reconciler implements Dataplane {
     return { sections, backends, frontends };
   }
 
-  private backendRef(bk: string): BackendEntry {
-    let e = this.backends.get(bk);
-    if (!e) {
-      e = { key: bk, id: this.nextBackendId++, refs: 0, v0: 0, v1: 0, applied: false, a0: 0, a1: 0, mark: 0 };
-      this.backends.set(bk, e);
-    }
-    if (e.refs++ === 0) {
-      this.liveBackends++;
+  private backendRef(bk: string): number {
+    const be = this.be;
+    const r = be.rowFor(bk);
+    if (be.refs[r]!++ === 0) {
+      be.live++;
       // While a full comparison is pending, commit() looks at every backend anyway.
-      if (!this.full) this.pendingBackends.add(e);
+      if (!this.full) this.pendingBackends.add(r);
     }
-    return e;
+    return r;
   }
 
   private release(service: ObjectKey, old: ServiceRecord, next: ServiceRecord | null): void {
-    for (const e of old.backends) {
-      if (--e.refs === 0) {
-        this.liveBackends--;
-        this.pendingBackends.add(e);
+    const be = this.be;
+    for (const r of old.backends) {
+      if (--be.refs[r]! === 0) {
+        be.live--;
+        this.pendingBackends.add(r);
       }
     }
     const keep = new Set(next?.frontends ?? []);
@@ -490,10 +466,11 @@ export class Reconciler implements Dataplane {
       for (let s = 0; s < SECTIONS.length; s++) diffSection(w, s, old?.sections[s], next?.sections[s]);
     }
     w.dropRewritten();
-    for (const e of this.pendingBackends) {
-      if (e.refs > 0) {
-        if (!e.applied || e.a0 !== e.v0 || e.a1 !== e.v1) pushBackend(w.beUps, e);
-      } else if (e.applied) w.beDels.keys.writeUInt32LE(e.id, w.beDels.push() * w.beDels.keySize);
+    const be = this.be;
+    for (const r of this.pendingBackends) {
+      if (be.refs[r]! > 0) {
+        if (!be.applied[r] || be.a0[r] !== be.v0[r] || be.a1[r] !== be.v1[r]) pushBackend(w.beUps, be, r);
+      } else if (be.applied[r]) w.beDels.keys.writeUInt32LE(be.id[r]!, w.beDels.push() * w.beDels.keySize);
     }
   }
 
@@ -531,22 +508,23 @@ export class Reconciler implements Dataplane {
     }
     const have = this.dumpOne('be');
     const key = Buffer.alloc(C.u32Key.size);
-    w.beUps.reserve(this.liveBackends);
-    for (const e of this.backends.values()) {
-      if (e.refs === 0) {
-        this.backends.delete(e.key); // adopted or released, claimed by no service (deleting while iterating a Map is safe)
+    const be = this.be;
+    w.beUps.reserve(be.live);
+    for (const r of be.rows()) {
+      if (be.refs[r] === 0) {
+        be.remove(r); // adopted or released, claimed by no service
         continue;
       }
       if (have.size > 0) {
-        key.writeUInt32LE(e.id);
+        key.writeUInt32LE(be.id[r]!);
         const k = key.toString('latin1');
         const cur = have.get(k);
-        if (cur === undefined || i32At(cur, 0) !== e.v0 || i32At(cur, 4) !== e.v1) pushBackend(w.beUps, e);
+        if (cur === undefined || i32At(cur, 0) !== be.v0[r] || i32At(cur, 4) !== be.v1[r]) pushBackend(w.beUps, be, r);
         have.delete(k);
-      } else pushBackend(w.beUps, e);
-      e.applied = true;
-      e.a0 = e.v0;
-      e.a1 = e.v1;
+      } else pushBackend(w.beUps, be, r);
+      be.applied[r] = 1;
+      be.a0[r] = be.v0[r]!;
+      be.a1[r] = be.v1[r]!;
     }
     for (const k of have.keys()) w.beDels.pushKey(k);
   }
@@ -617,11 +595,11 @@ function writeRevNat(buf: Buffer, off: number, addr: number, port: number): void
   buf.writeUInt16LE(0, off + C.revnat.at.pad);
 }
 
-function pushBackend(p: Packed, e: BackendEntry): void {
+function pushBackend(p: Packed, be: BackendTable, r: number): void {
   const i = p.push();
-  p.keys.writeUInt32LE(e.id, i * p.keySize);
-  p.values.writeInt32LE(e.v0, i * p.valueSize);
-  p.values.writeInt32LE(e.v1, i * p.valueSize + 4);
+  p.keys.writeUInt32LE(be.id[r]!, i * p.keySize);
+  p.values.writeInt32LE(be.v0[r]!, i * p.valueSize);
+  p.values.writeInt32LE(be.v1[r]!, i * p.valueSize + 4);
 }
 
 /** One section of one service: what to write and what to remove between two records. */
