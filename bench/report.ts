@@ -72,7 +72,7 @@ export function report(r: Results, repo: string): void {
   const lines = [
     '# weir benchmarks',
     '',
-    `Machine: ${r.machine.cpu}, ${r.machine.memory}, Linux ${r.machine.kernel}, Node ${r.machine.node}.`,
+    `Machine: ${r.machine.cpu}, ${r.machine.memory}, Linux ${r.machine.kernel}, Node ${r.machine.node}.${r.machine.firstTouch ? ` Writing fresh memory costs ${r.machine.firstTouch} here, writing it again ${r.machine.retouch} (page faults; see the cold-start notes).` : ''}`,
     `Command: \`make bench\` (\`${r.command}\`). Sizes: ${r.params.services} services × ${r.params.endpoints} endpoints, ${r.params.changes} changes, ${r.params.ct} conntrack entries, ${r.params.conns} connections per point. Medians of ${r.params.runs} run(s) where stated; BPF and iptables are measured side by side in the same run. Raw numbers: \`bench/results.json\`.`,
     '',
     '## Control plane',
@@ -100,6 +100,8 @@ export function report(r: Results, repo: string): void {
     `iptables at ${full} services: one cold start and at most ${oc('iptables').programmingMs.n || 5} changes; a point not programmed within ${r.params.deadlineMs / 1000} s is reported as such (nf_tables iptables-restore time grows faster than linearly with the rule count: on this machine 1,000 services × 10 took ~7 s, 3,000 ~76 s, and 10,000 did not finish within weir's own 15-minute limit for one restore).`,
     '',
     `Where a BPF cold start goes (the log row): Node.js starts, then reading and validating the manifests runs on the main thread while the BPF objects load on a worker thread (the kernel preallocating the LRU maps and verifying the programs); the two share the machine's ${r.machine.cpu.replace(/.*\((\d+) cores\)/, '$1')} cores. The first sync then plans every service, builds its packed entries and writes them with one batched call per map.`,
+    '',
+    `Why the 1 s bar is missed on this machine: page faults. Fresh memory costs ${r.machine.firstTouch ?? '?'} to touch (a VM whose guest page tables are shadowed by the hypervisor), so the agent's own growth to ~150 MB and the kernel's map memory are several hundred ms by themselves; counted with \`/proc/self/stat\`, reading the manifests takes ~20k faults and the first sync ~16k. The two vCPUs also serialize on it: the first sync's planning ran 40 % slower while another process wrote 320k map entries. Start-up work is therefore measured in bytes touched as much as in instructions (flat Map keys, backends in typed-array columns, one reused read buffer), and overlapping the kernel writes with planning on a second thread was measured and not done.`,
     '',
     `### Side by side at ${cmp} services × ${r.params.endpoints} endpoints`,
     '',
