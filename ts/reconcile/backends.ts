@@ -2,24 +2,31 @@
  * Backends (address, port, protocol), shared by every service that lists
  * them and refcounted by those services' records.
  *
- * One row per backend, its fields in typed-array columns: at ten thousand
- * services there are a hundred thousand backends, and an object each was
- * about 11 MB of heap that every garbage collection walked. Rows are reused
- * once a backend is gone; backend ids, which the maps and conntrack entries
- * hold, are not (see ids.ts).
+ * One row per backend, its fields in typed-array columns, found through an
+ * open-addressing index on the numeric identity (address, port, protocol).
+ * At ten thousand services there are a hundred thousand backends: an object
+ * each was about 11 MB of heap that every garbage collection walked, and a
+ * Map keyed by "addr:port/PROTO" strings cost ~2 µs per new backend (string
+ * hashing and the table's regrowth). Rows are reused once a backend is gone;
+ * backend ids, which the maps and conntrack entries hold, are not (ids.ts).
  *
  * The value of a backend's map entry (struct weir_backend, 8 bytes) is kept
  * as two int32 words: desired (v0, v1) and what the kernel holds (a0, a1).
  */
 export class BackendTable {
-  private readonly rowOf = new Map<string, number>();
-  private keys: string[] = [];
+  /** Open addressing with linear probing: row + 1 per slot, 0 = empty. Kept at most half full. */
+  private index = new Int32Array(1024);
   private readonly free: number[] = [];
   private used = 0;
   private nextId = 1;
+  /** Rows in use (referenced or not). */
+  private size = 0;
   /** Backends some service references. */
   live = 0;
 
+  /** Identity: IPv4 address (host order) and port << 8 | protocol. */
+  addr = new Uint32Array(0);
+  portProto = new Int32Array(0);
   id = new Uint32Array(0);
   refs = new Int32Array(0);
   v0 = new Int32Array(0);
@@ -28,22 +35,26 @@ export class BackendTable {
   a1 = new Int32Array(0);
   /** 1 when the kernel holds this backend (a0, a1 are its value). */
   applied = new Uint8Array(0);
+  /** 1 while the row is in use. */
+  inUse = new Uint8Array(0);
   /** Scratch while a record is built: the frontend group that may choose it. */
   mark = new Int32Array(0);
 
-  row(key: string): number | undefined {
-    return this.rowOf.get(key);
-  }
-
-  /** Row of key, allocating a new id if the backend is new. */
-  rowFor(key: string): number {
-    const r = this.rowOf.get(key);
-    return r !== undefined ? r : this.insert(key, this.nextId++);
+  /** Row of a backend, allocating a row and a new id if it is new. */
+  rowFor(addr: number, port: number, proto: number): number {
+    const pp = (port << 8) | proto;
+    const mask = this.index.length - 1;
+    let i = hash(addr, pp) & mask;
+    for (let s = this.index[i]!; s !== 0; s = this.index[i]!) {
+      if (this.addr[s - 1] === addr && this.portProto[s - 1] === pp) return s - 1;
+      i = (i + 1) & mask;
+    }
+    return this.insert(addr, pp, this.nextId++);
   }
 
   /** A backend found in the pinned map: its id and value, as applied. */
-  adopt(key: string, id: number, v0: number, v1: number): void {
-    const r = this.insert(key, id);
+  adopt(addr: number, port: number, proto: number, id: number, v0: number, v1: number): void {
+    const r = this.insert(addr, (port << 8) | proto, id);
     this.v0[r] = this.a0[r] = v0;
     this.v1[r] = this.a1[r] = v1;
     this.applied[r] = 1;
@@ -51,32 +62,65 @@ export class BackendTable {
   }
 
   remove(row: number): void {
-    this.rowOf.delete(this.keys[row]!);
-    this.keys[row] = '';
+    const mask = this.index.length - 1;
+    let i = hash(this.addr[row]!, this.portProto[row]!) & mask;
+    while (this.index[i] !== row + 1) i = (i + 1) & mask;
+    // Backward-shift deletion: move later entries of the probe run into the
+    // hole, so lookups never need tombstones.
+    for (let j = (i + 1) & mask; this.index[j] !== 0; j = (j + 1) & mask) {
+      const s = this.index[j]!;
+      const home = hash(this.addr[s - 1]!, this.portProto[s - 1]!) & mask;
+      // Move s into the hole at i unless its home lies cyclically in (i, j].
+      if (((j - home) & mask) >= ((j - i) & mask)) {
+        this.index[i] = s;
+        i = j;
+      }
+    }
+    this.index[i] = 0;
+    this.inUse[row] = 0;
     this.refs[row] = 0;
     this.applied[row] = 0;
     this.free.push(row);
+    this.size--;
   }
 
-  /** Rows of every backend known (referenced or not). Removing the current row while iterating is safe. */
-  rows(): IterableIterator<number> {
-    return this.rowOf.values();
+  /** Every row in use, in row order (a snapshot: removing rows meanwhile is safe). */
+  rows(): number[] {
+    const out: number[] = [];
+    for (let r = 0; r < this.used; r++) if (this.inUse[r]) out.push(r);
+    return out;
   }
 
-  private insert(key: string, id: number): number {
+  private insert(addr: number, pp: number, id: number): number {
+    if ((this.size + 1) * 2 > this.index.length) this.rehash(this.index.length * 2);
     let r = this.free.pop();
     if (r === undefined) {
       if (this.used === this.id.length) this.grow();
       r = this.used++;
     }
-    this.rowOf.set(key, r);
-    this.keys[r] = key;
+    this.addr[r] = addr;
+    this.portProto[r] = pp;
     this.id[r] = id;
     this.refs[r] = 0;
     this.v0[r] = this.v1[r] = this.a0[r] = this.a1[r] = 0;
     this.applied[r] = 0;
+    this.inUse[r] = 1;
     this.mark[r] = 0;
+    this.place(r);
+    this.size++;
     return r;
+  }
+
+  private place(r: number): void {
+    const mask = this.index.length - 1;
+    let i = hash(this.addr[r]!, this.portProto[r]!) & mask;
+    while (this.index[i] !== 0) i = (i + 1) & mask;
+    this.index[i] = r + 1;
+  }
+
+  private rehash(capacity: number): void {
+    this.index = new Int32Array(capacity);
+    for (let r = 0; r < this.used; r++) if (this.inUse[r]) this.place(r);
   }
 
   private grow(): void {
@@ -86,6 +130,8 @@ export class BackendTable {
       b.set(a);
       return b;
     };
+    this.addr = more(this.addr, (k) => new Uint32Array(k));
+    this.portProto = more(this.portProto, (k) => new Int32Array(k));
     this.id = more(this.id, (k) => new Uint32Array(k));
     this.refs = more(this.refs, (k) => new Int32Array(k));
     this.v0 = more(this.v0, (k) => new Int32Array(k));
@@ -93,6 +139,15 @@ export class BackendTable {
     this.a0 = more(this.a0, (k) => new Int32Array(k));
     this.a1 = more(this.a1, (k) => new Int32Array(k));
     this.applied = more(this.applied, (k) => new Uint8Array(k));
+    this.inUse = more(this.inUse, (k) => new Uint8Array(k));
     this.mark = more(this.mark, (k) => new Int32Array(k));
   }
+}
+
+/** Mixes both words (murmur3's finalizer): consecutive pod addresses spread over the table. */
+function hash(addr: number, pp: number): number {
+  let h = Math.imul(addr ^ Math.imul(pp, 0x9e3779b1), 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  return h ^ (h >>> 16);
 }

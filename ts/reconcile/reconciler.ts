@@ -28,7 +28,7 @@
 import * as C from '../datapath/codecs';
 import { ServiceMaps, keyBuffer } from '../datapath/maps';
 import { Cidr, IPv4, ObjectKey, ipToInt } from '../model/types';
-import { L4Proto, ServicePlan, backendKey, frontendKey } from '../plan/plan';
+import { L4Proto, ServicePlan, frontendKey } from '../plan/plan';
 import { BackendTable } from './backends';
 import { IdTable } from './ids';
 import { Dataplane } from './dataplane';
@@ -160,8 +160,7 @@ export class Reconciler implements Dataplane {
     const be = this.dumpOne('be');
     for (const [k, v] of be) {
       const b = C.backend.decode(keyBuffer(v));
-      const bk = backendKey({ addr: b.addr as IPv4, port: b.port, proto: protoName(b.proto) as L4Proto });
-      this.be.adopt(bk, u32At(k, 0), i32At(v, 0), i32At(v, 4));
+      this.be.adopt(ipToInt(b.addr as IPv4), b.port, b.proto, u32At(k, 0), i32At(v, 0), i32At(v, 4));
     }
     this.kernelSvc = svc;
     this.full = true;
@@ -255,10 +254,14 @@ export class Reconciler implements Dataplane {
     for (const p of this.scratch) p.clear();
     const be = this.be;
     const backends: number[] = [];
+    /** This service's backends: plan key -> row. */
+    const rowOf = new Map<string, number>();
     const bv = this.beValue;
     for (const [bk, b] of plan.backends) {
-      writeBackend(bv, 0, ipToInt(b.addr), b.port, PROTO_NUM[b.proto], (b.local ? C.BE_F.LOCAL : 0) | (b.terminating ? C.BE_F.TERMINATING : 0));
-      const r = this.backendRef(bk);
+      const addr = ipToInt(b.addr);
+      const proto = PROTO_NUM[b.proto];
+      writeBackend(bv, 0, addr, b.port, proto, (b.local ? C.BE_F.LOCAL : 0) | (b.terminating ? C.BE_F.TERMINATING : 0));
+      const r = this.backendRef(addr, b.port, proto);
       const v0 = bv.readInt32LE(0);
       const v1 = bv.readInt32LE(4);
       if (be.v0[r] !== v0 || be.v1[r] !== v1) {
@@ -268,6 +271,7 @@ export class Reconciler implements Dataplane {
         if (!this.full) this.pendingBackends.add(r);
       }
       backends.push(r);
+      rowOf.set(bk, r);
     }
 
     const frontends: string[] = [];
@@ -283,7 +287,7 @@ export class Reconciler implements Dataplane {
       if (!group) return;
       mem.reserve(group.members.length);
       for (const bk of group.members) {
-        const r = be.row(bk)!;
+        const r = rowOf.get(bk)!;
         const i = mem.push();
         mem.keys.writeUInt32LE(group.revId, i * mem.keySize + C.memberKey.at.rev_nat_id);
         mem.keys.writeUInt32LE(be.id[r]!, i * mem.keySize + C.memberKey.at.backend_id);
@@ -329,7 +333,7 @@ export class Reconciler implements Dataplane {
       }
       const ids: number[] = [];
       for (const bk of fe.backends) {
-        const r = be.row(bk)!;
+        const r = rowOf.get(bk)!;
         be.mark[r] = group.mark;
         ids.push(be.id[r]!);
       }
@@ -369,9 +373,9 @@ export class Reconciler implements Dataplane {
     return { sections, backends, frontends };
   }
 
-  private backendRef(bk: string): number {
+  private backendRef(addr: number, port: number, proto: number): number {
     const be = this.be;
-    const r = be.rowFor(bk);
+    const r = be.rowFor(addr, port, proto);
     if (be.refs[r]!++ === 0) {
       be.live++;
       // While a full comparison is pending, commit() looks at every backend anyway.

@@ -1,0 +1,69 @@
+/**
+ * The backend table's index (open addressing with backward-shift deletion)
+ * against a plain Map, over a seeded random mix of inserts and removals that
+ * makes long probe runs: many backends on few addresses and ports.
+ */
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { BackendTable } from '../../ts/reconcile/backends';
+
+/** Deterministic PRNG (mulberry32), so a failure reproduces. */
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+test('rows and ids follow a reference Map through inserts and removals', () => {
+  const t = new BackendTable();
+  const ref = new Map<string, { row: number; id: number }>();
+  const ids = new Set<number>();
+  const rand = rng(7);
+  for (let step = 0; step < 60_000; step++) {
+    const addr = (0x0af40000 + Math.floor(rand() * 3000)) >>> 0; // 10.244.x.y
+    const port = 8080 + Math.floor(rand() * 3);
+    const proto = rand() < 0.8 ? 6 : 17;
+    const k = `${addr}:${port}/${proto}`;
+    const have = ref.get(k);
+    if (have && rand() < 0.45) {
+      t.remove(have.row);
+      ref.delete(k);
+      continue;
+    }
+    const row = t.rowFor(addr, port, proto);
+    if (have) {
+      assert.is(row, have.row, `${k}: found again at its row`);
+      assert.is(t.id[row], have.id, `${k}: keeps its id`);
+    } else {
+      assert.ok(!ids.has(t.id[row]!), `${k}: a new backend gets an id never used before`);
+      ids.add(t.id[row]!);
+      ref.set(k, { row, id: t.id[row]! });
+    }
+  }
+  // Every backend still present is found, and nothing else is in use.
+  for (const [k, v] of ref) {
+    const [addr, rest] = k.split(':');
+    const [port, proto] = rest!.split('/');
+    assert.is(t.rowFor(Number(addr), Number(port), Number(proto)), v.row, k);
+  }
+  assert.is(t.rows().length, ref.size);
+  assert.ok(ref.size > 1000, `the mix kept many backends (${ref.size})`);
+});
+
+test('adopted backends keep their ids, and new ones are numbered after them', () => {
+  const t = new BackendTable();
+  t.adopt(0x0af40101, 8080, 6, 41, 1, 2);
+  const r = t.rowFor(0x0af40101, 8080, 6);
+  assert.is(t.id[r], 41);
+  assert.is(t.applied[r], 1);
+  assert.equal([t.a0[r], t.a1[r]], [1, 2]);
+  assert.is(t.id[t.rowFor(0x0af40102, 8080, 6)], 42);
+  assert.is(t.id[t.rowFor(0x0af40101, 8080, 17)], 43, 'the protocol is part of the identity');
+});
+
+test.run();
