@@ -8,18 +8,31 @@
 import { MapIO } from '../datapath/maps';
 
 /**
- * dst[at..] = src[start..end]. TypedArray.set on a subarray: Buffer.copy
- * costs ~0.5 µs per call in Node 20 (argument checks), five times as much,
- * and a full sync makes a hundred thousand of these small copies.
+ * dst[at..] = src[start..start + n], in 32-bit words: every key and value
+ * size is a multiple of 4 (the BTF check pins the struct sizes). A record's
+ * sections are a few dozen bytes, so a plain loop: TypedArray.set needs a
+ * subarray, an object to allocate per copy, and Buffer.copy costs ~0.5 µs a
+ * call; a full sync makes a hundred thousand of these copies.
  */
-export function copyBytes(src: Buffer, start: number, end: number, dst: Buffer, at: number): number {
-  if (end > start) dst.set(src.subarray(start, end), at);
-  return end - start;
+export function copyWords(src: Int32Array, start: number, n: number, dst: Int32Array, at: number): void {
+  if (n > 256) {
+    dst.set(src.subarray(start, start + n), at);
+    return;
+  }
+  for (let i = 0; i < n; i++) dst[at + i] = src[start + i]!;
+}
+
+/** The 32-bit words of a buffer (which must start 4-byte aligned, as Node's allocations do). */
+export function wordsOf(buf: Buffer): Int32Array {
+  if (buf.byteOffset & 3 || buf.length & 3) throw new Error(`packed buffer not word-aligned (offset ${buf.byteOffset}, length ${buf.length})`);
+  return new Int32Array(buf.buffer, buf.byteOffset, buf.length >> 2);
 }
 
 export class Packed {
   keys: Buffer;
   values: Buffer;
+  keyWords: Int32Array;
+  valueWords: Int32Array;
   count = 0;
 
   constructor(
@@ -29,6 +42,8 @@ export class Packed {
   ) {
     this.keys = Buffer.alloc(capacity * keySize);
     this.values = Buffer.alloc(capacity * valueSize);
+    this.keyWords = wordsOf(this.keys);
+    this.valueWords = wordsOf(this.values);
   }
 
   /** Make room for `n` more entries. */
@@ -38,10 +53,14 @@ export class Packed {
     const cap = Math.max(need, this.keys.length / this.keySize * 2);
     const keys = Buffer.alloc(cap * this.keySize);
     const values = Buffer.alloc(cap * this.valueSize);
-    copyBytes(this.keys, 0, this.count * this.keySize, keys, 0);
-    copyBytes(this.values, 0, this.count * this.valueSize, values, 0);
+    const keyWords = wordsOf(keys);
+    const valueWords = wordsOf(values);
+    copyWords(this.keyWords, 0, (this.count * this.keySize) >> 2, keyWords, 0);
+    copyWords(this.valueWords, 0, (this.count * this.valueSize) >> 2, valueWords, 0);
     this.keys = keys;
     this.values = values;
+    this.keyWords = keyWords;
+    this.valueWords = valueWords;
   }
 
   /** Append one entry; returns its index (write the bytes at index * size). */
@@ -53,16 +72,20 @@ export class Packed {
   /** Append entry `i` of `from` (same sizes). */
   pushFrom(from: PackedView, i: number): void {
     const at = this.push();
-    copyBytes(from.buf, from.keyOff + i * this.keySize, from.keyOff + (i + 1) * this.keySize, this.keys, at * this.keySize);
-    if (this.valueSize > 0) copyBytes(from.buf, from.valOff + i * this.valueSize, from.valOff + (i + 1) * this.valueSize, this.values, at * this.valueSize);
+    const kw = this.keySize >> 2;
+    const vw = this.valueSize >> 2;
+    copyWords(from.words, (from.keyOff >> 2) + i * kw, kw, this.keyWords, at * kw);
+    if (vw > 0) copyWords(from.words, (from.valOff >> 2) + i * vw, vw, this.valueWords, at * vw);
   }
 
   /** Append every entry of `from`, two copies whatever its size. */
   pushAll(from: PackedView): void {
     if (from.count === 0) return;
     this.reserve(from.count);
-    copyBytes(from.buf, from.keyOff, from.keyOff + from.count * this.keySize, this.keys, this.count * this.keySize);
-    if (this.valueSize > 0) copyBytes(from.buf, from.valOff, from.valOff + from.count * this.valueSize, this.values, this.count * this.valueSize);
+    const kw = this.keySize >> 2;
+    const vw = this.valueSize >> 2;
+    copyWords(from.words, from.keyOff >> 2, from.count * kw, this.keyWords, this.count * kw);
+    if (vw > 0) copyWords(from.words, from.valOff >> 2, from.count * vw, this.valueWords, this.count * vw);
     this.count += from.count;
   }
 
@@ -92,6 +115,8 @@ export class Packed {
 /** A read-only run of packed entries inside a larger buffer (a section of a service record). */
 export interface PackedView {
   readonly buf: Buffer;
+  /** buf as 32-bit words (keyOff and valOff are multiples of 4). */
+  readonly words: Int32Array;
   readonly keyOff: number;
   readonly valOff: number;
   readonly count: number;

@@ -32,7 +32,7 @@ import { L4Proto, ServicePlan, frontendKey } from '../plan/plan';
 import { BackendTable } from './backends';
 import { IdTable } from './ids';
 import { Dataplane } from './dataplane';
-import { Packed, PackedView, copyBytes, viewKey, viewValue } from './packed';
+import { Packed, PackedView, copyWords, viewKey, viewValue, wordsOf } from './packed';
 
 type MapName = keyof ServiceMaps;
 
@@ -362,13 +362,16 @@ export class Reconciler implements Dataplane {
     let size = 0;
     for (const p of this.scratch) size += p.count * (p.keySize + p.valueSize);
     const buf = Buffer.allocUnsafe(size);
+    const words = wordsOf(buf);
     let off = 0;
     const sections = this.scratch.map((p): PackedView => {
       const keyOff = off;
-      off += copyBytes(p.keys, 0, p.count * p.keySize, buf, off);
+      copyWords(p.keyWords, 0, (p.count * p.keySize) >> 2, words, off >> 2);
+      off += p.count * p.keySize;
       const valOff = off;
-      off += copyBytes(p.values, 0, p.count * p.valueSize, buf, off);
-      return { buf, keyOff, valOff, count: p.count, keySize: p.keySize, valueSize: p.valueSize };
+      copyWords(p.valueWords, 0, (p.count * p.valueSize) >> 2, words, off >> 2);
+      off += p.count * p.valueSize;
+      return { buf, words, keyOff, valOff, count: p.count, keySize: p.keySize, valueSize: p.valueSize };
     });
     return { sections, backends, frontends };
   }
