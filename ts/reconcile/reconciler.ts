@@ -159,8 +159,9 @@ export class Reconciler implements Dataplane {
     }
     const be = this.dumpOne('be');
     for (const [k, v] of be) {
-      const b = C.backend.decode(keyBuffer(v));
-      this.be.adopt(ipToInt(b.addr as IPv4), b.port, b.proto, u32At(k, 0), i32At(v, 0), i32At(v, 4));
+      // The identity straight from the value bytes: no dotted address to build and parse again.
+      const BE = C.backend.at;
+      this.be.adopt(be32At(v, BE.addr), be16At(v, BE.port), v.charCodeAt(BE.proto), u32At(k, 0), i32At(v, 0), i32At(v, 4));
     }
     this.kernelSvc = svc;
     this.full = true;
@@ -555,6 +556,15 @@ function u16At(s: string, off: number): number {
 
 function i32At(s: string, off: number): number {
   return s.charCodeAt(off) | (s.charCodeAt(off + 1) << 8) | (s.charCodeAt(off + 2) << 16) | (s.charCodeAt(off + 3) << 24);
+}
+
+/** Network-order (big-endian) fields, as addresses and ports are stored. */
+function be16At(s: string, off: number): number {
+  return (s.charCodeAt(off) << 8) | s.charCodeAt(off + 1);
+}
+
+function be32At(s: string, off: number): number {
+  return ((s.charCodeAt(off) << 24) | (s.charCodeAt(off + 1) << 16) | (s.charCodeAt(off + 2) << 8) | s.charCodeAt(off + 3)) >>> 0;
 }
 
 function u32At(s: string, off: number): number {
