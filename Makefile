@@ -49,7 +49,7 @@ native: $(NATIVE_LIB)
 
 $(NATIVE_LIB): native/weir_bpf.c native/weir_bpf.h | system-deps
 	@mkdir -p $(dir $@)
-	$(CC) -O2 -g -Wall -Werror -fPIC -shared -o $@ native/weir_bpf.c -lbpf -lelf -lz
+	$(CC) -O2 -g -Wall -Werror -fPIC -shared -o $@ native/weir_bpf.c -lbpf -lelf -lz -lpthread
 
 ts: node_modules/.weir-stamp
 	node_modules/.bin/tsc -p tsconfig.json

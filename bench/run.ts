@@ -192,7 +192,7 @@ function benchPacket(p: Params): Results['packet'] {
     store.upsertService(serviceObj(p.services + 2, 'pong'), 'bench');
     store.upsertSlice(sliceObj(p.services + 1, [pong], 'ping', 80), 'bench');
     store.upsertSlice(sliceObj(p.services + 2, [ping], 'pong', 80), 'bench');
-    const reconciler = new Reconciler(dp.maps);
+    const reconciler = new Reconciler(dp.maps, dp.writes);
     reconciler.adopt();
     const t0 = process.hrtime.bigint();
     new Syncer({ store, reconciler, log: createLogger('error', () => undefined), ctx: { nodeName: 'n1', nodePortAddrs: [] } }).sync();

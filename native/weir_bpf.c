@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <fcntl.h>
 #include <net/if.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -345,6 +346,99 @@ int weir_map_delete_many(int fd, const void *keys, uint32_t count, uint32_t key_
 		if (bpf_map_delete_elem(fd, k + (size_t)i * key_size) && errno != ENOENT)
 			return -errno;
 	return (int)count;
+}
+
+/* --- ordered background writes (see weir_bpf.h) ------------------------- */
+
+struct write_job {
+	int fd;
+	const void *keys;
+	const void *values;
+	uint32_t count, key_size, value_size;
+	int del;
+};
+
+/* A ring of jobs; head runs next, tail is the next free place. Everything is
+ * under one mutex, and one condition variable is broadcast on any change:
+ * contention is a handful of batches per sync. */
+#define WRITER_CAP 256
+static struct write_job writer_ring[WRITER_CAP];
+static unsigned writer_head, writer_tail;
+static int writer_err;
+static bool writer_running;
+static pthread_mutex_t writer_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t writer_cv = PTHREAD_COND_INITIALIZER;
+
+static void *writer_main(void *arg)
+{
+	(void)arg;
+	pthread_mutex_lock(&writer_mu);
+	for (;;) {
+		while (writer_head == writer_tail)
+			pthread_cond_wait(&writer_cv, &writer_mu);
+		struct write_job j = writer_ring[writer_head % WRITER_CAP];
+		bool skip = writer_err != 0;
+		int rc = 0;
+
+		pthread_mutex_unlock(&writer_mu);
+		if (!skip)
+			rc = j.del ? weir_map_delete_many(j.fd, j.keys, j.count, j.key_size)
+				   : weir_map_update_many(j.fd, j.keys, j.values, j.count, j.key_size,
+							  j.value_size, 0);
+		pthread_mutex_lock(&writer_mu);
+		if (rc < 0 && !writer_err)
+			writer_err = rc;
+		/* Advanced only once done: drain() waits for the write, not the dequeue. */
+		writer_head++;
+		pthread_cond_broadcast(&writer_cv);
+	}
+	return NULL;
+}
+
+int weir_writer_submit(int fd, const void *keys, const void *values, uint32_t count,
+		       uint32_t key_size, uint32_t value_size, int del)
+{
+	int rc = 0;
+
+	if (!count)
+		return 0;
+	pthread_mutex_lock(&writer_mu);
+	if (!writer_running) {
+		pthread_t t;
+		pthread_attr_t attr;
+
+		pthread_attr_init(&attr);
+		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+		rc = -pthread_create(&t, &attr, writer_main, NULL);
+		pthread_attr_destroy(&attr);
+		if (rc)
+			goto out;
+		writer_running = true;
+	}
+	while (writer_tail - writer_head == WRITER_CAP)
+		pthread_cond_wait(&writer_cv, &writer_mu);
+	writer_ring[writer_tail % WRITER_CAP] = (struct write_job){
+		.fd = fd, .keys = keys, .values = values, .count = count,
+		.key_size = key_size, .value_size = value_size, .del = del,
+	};
+	writer_tail++;
+	pthread_cond_broadcast(&writer_cv);
+out:
+	pthread_mutex_unlock(&writer_mu);
+	return rc;
+}
+
+int weir_writer_drain(void)
+{
+	int rc;
+
+	pthread_mutex_lock(&writer_mu);
+	while (writer_head != writer_tail)
+		pthread_cond_wait(&writer_cv, &writer_mu);
+	rc = writer_err;
+	writer_err = 0;
+	pthread_mutex_unlock(&writer_mu);
+	return rc;
 }
 
 #ifndef ENOTSUPP

@@ -66,6 +66,19 @@ int weir_map_update_many(int fd, const void *keys, const void *values, uint32_t 
 			 uint32_t key_size, uint32_t value_size, uint64_t flags);
 /* Deleting a key that is already gone is not an error. */
 int weir_map_delete_many(int fd, const void *keys, uint32_t count, uint32_t key_size);
+/*
+ * Ordered background writes. weir_writer_submit queues one weir_map_update_many
+ * (del = 0) or weir_map_delete_many (del = 1) for a thread of this library
+ * and returns at once; the caller keeps keys and values alive and unchanged
+ * until weir_writer_drain returns. Jobs run one at a time in submission
+ * order, so a batch written after another is never visible before it. After
+ * a job fails, later ones are skipped (a later write may depend on it).
+ * weir_writer_drain waits for the queue to empty and returns 0 or the first
+ * failure's -errno since the previous drain.
+ */
+int weir_writer_submit(int fd, const void *keys, const void *values, uint32_t count,
+		       uint32_t key_size, uint32_t value_size, int del);
+int weir_writer_drain(void);
 /* Number of entries (batched lookups where the kernel has them, else a key walk). */
 int weir_map_count(int fd, uint32_t key_size, uint32_t value_size);
 /*

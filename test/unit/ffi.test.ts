@@ -9,7 +9,7 @@ import * as crypto from 'node:crypto';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { BpfError, loadShim, selectedBackend } from '../../ts/datapath/ffi';
-import { PinnedMap } from '../../ts/datapath/maps';
+import { KernelWriteQueue, PinnedMap } from '../../ts/datapath/maps';
 
 const BPF_MAP_TYPE_HASH = 1;
 const shim = loadShim();
@@ -110,6 +110,61 @@ test('bulk update past max_entries fails with the errno named', () => {
     assert.is((err as BpfError).code, 'E2BIG');
   } finally {
     shim.close(fd);
+  }
+});
+
+test('writer thread: queued batches land in order at drain; a failure skips the rest and is reported once', () => {
+  const fdA = shim.mapCreate(BPF_MAP_TYPE_HASH, 4, 4, 4096);
+  const fdB = shim.mapCreate(BPF_MAP_TYPE_HASH, 4, 4, 4);
+  try {
+    const a = new PinnedMap(shim, 'writer-a', fdA);
+    const b = new PinnedMap(shim, 'writer-b', fdB);
+    const q = new KernelWriteQueue(shim);
+    const packed = (from: number, n: number, value: number): [Buffer, Buffer] => {
+      const k = Buffer.alloc(n * 4);
+      const v = Buffer.alloc(n * 4);
+      for (let i = 0; i < n; i++) {
+        k.writeUInt32LE(from + i, i * 4);
+        v.writeUInt32LE(value, i * 4);
+      }
+      return [k, v];
+    };
+    // Many batches, so the thread is still busy when later ones are queued:
+    // the same keys written twice end with the later value, and a delete
+    // queued after the writes removes what they wrote.
+    for (let round = 1; round <= 2; round++) {
+      for (let part = 0; part < 40; part++) q.update(a, ...packed(part * 100, 100, round), 100);
+    }
+    q.remove(a, packed(0, 1000, 0)[0], 1000);
+    q.drain();
+    const d = shim.mapDump(fdA, 4096, 4, 4);
+    assert.is(d.count, 3000);
+    for (let i = 0; i < d.count; i++) {
+      assert.ok(d.keys.readUInt32LE(i * 4) >= 1000, 'deleted keys stay deleted');
+      assert.is(d.values.readUInt32LE(i * 4), 2, 'the later write wins');
+    }
+
+    // b holds 4 entries: 8 fail with E2BIG; the write to a queued after it is skipped.
+    q.update(b, ...packed(0, 8, 1), 8);
+    q.update(a, ...packed(5000, 1, 7), 1);
+    const err = (() => {
+      try {
+        q.drain();
+      } catch (e) {
+        return e;
+      }
+      return null;
+    })();
+    assert.instance(err, BpfError);
+    assert.is((err as BpfError).code, 'E2BIG');
+    assert.is(a.lookup(packed(5000, 1, 0)[0].toString('latin1')), null, 'skipped after the failure');
+    q.drain(); // reported once
+    q.update(a, ...packed(5000, 1, 7), 1);
+    q.drain();
+    assert.is(a.lookup(packed(5000, 1, 0)[0].toString('latin1'))?.readUInt32LE(0), 7, 'the queue works again');
+  } finally {
+    shim.close(fdA);
+    shim.close(fdB);
   }
 });
 

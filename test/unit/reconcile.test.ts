@@ -6,7 +6,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { V1EndpointSlice, V1Service } from '@kubernetes/client-node';
-import { MapIO, MemoryMap } from '../../ts/datapath/maps';
+import { MapIO, MemoryMap, WriteQueue } from '../../ts/datapath/maps';
 import { formatServices, readServices } from '../../ts/datapath/dump';
 import { ClusterStore } from '../../ts/model/store';
 import { Reconciler } from '../../ts/reconcile/reconciler';
@@ -64,10 +64,10 @@ function recording(): { maps: ReturnType<typeof memoryMaps>; ops: Op[]; wrapped:
   return { maps, ops, wrapped: { svc: wrap('svc', maps.svc), be: wrap('be', maps.be), revnat: wrap('revnat', maps.revnat), member: wrap('member', maps.member), cidr: wrap('cidr', maps.cidr) } };
 }
 
-function setup(maps: Record<'svc' | 'be' | 'revnat' | 'member' | 'cidr', MapIO>) {
+function setup(maps: Record<'svc' | 'be' | 'revnat' | 'member' | 'cidr', MapIO>, writes?: WriteQueue) {
   const log = createLogger('error', () => undefined);
   const store = new ClusterStore(() => undefined);
-  const reconciler = new Reconciler(maps);
+  const reconciler = new Reconciler(maps, writes);
   reconciler.adopt();
   const syncer = new Syncer({ store, reconciler, log, ctx: { nodeName: 'n1', nodePortAddrs: [] } });
   return { store, reconciler, syncer };
@@ -329,6 +329,111 @@ test('after a commit every map holds exactly what is desired', () => {
   syncer.sync();
   const sizes = reconciler.sizes();
   for (const [name, m] of Object.entries(maps)) assert.is(m.entries.size, sizes[name as keyof typeof sizes], name);
+});
+
+/**
+ * The kernel writer thread's twin: batches are held, by reference as the
+ * thread holds them, and written only at drain(), which can be made to fail
+ * after the first batch. A reconciler that changed a buffer after handing
+ * it over would write wrong bytes here.
+ */
+class HeldWrites implements WriteQueue {
+  held: Array<() => void> = [];
+  failNextDrain = false;
+  update(map: MapIO, keys: Buffer, values: Buffer, count: number): void {
+    this.held.push(() => map.updateBatch(keys, values, count));
+  }
+  remove(map: MapIO, keys: Buffer, count: number): void {
+    this.held.push(() => map.removeBatch(keys, count));
+  }
+  drain(): void {
+    const held = this.held;
+    this.held = [];
+    if (this.failNextDrain) {
+      this.failNextDrain = false;
+      held[0]?.();
+      throw new Error('ENOSPC');
+    }
+    for (const write of held) write();
+  }
+}
+
+/** n services with two endpoints each; neighbours share one backend, so shared backends span the flushed parts. */
+function fill(store: ClusterStore, n: number, gen = 0): void {
+  for (let i = 0; i < n; i++) {
+    store.upsertService(service(`s${i}`, `10.96.${i >> 8}.${i & 255}`), 't');
+    store.upsertSlice(slice(`s${i}`, [`10.244.${i >> 8}.${i & 255}`, `10.244.${(i + 1) >> 8}.${(i + 1) & 255}`, ...(gen ? [`10.250.${gen}.${i & 255}`] : [])]), 't');
+  }
+}
+
+/** What the maps hold after the same input went through a reconciler that never flushes. */
+function unflushed(n: number, gens: number[]): string {
+  const maps = memoryMaps();
+  const { store, reconciler, syncer } = setup(maps);
+  reconciler.flush = (): void => undefined;
+  for (const g of gens) {
+    fill(store, n, g);
+    syncer.sync();
+  }
+  return formatServices(readServices(maps));
+}
+
+/** Queued batches at the moment commit() starts: what flush() handed over during planning. */
+function heldAtCommit(reconciler: Reconciler, q: HeldWrites): number[] {
+  const seen: number[] = [];
+  const commit = reconciler.commit.bind(reconciler);
+  reconciler.commit = () => {
+    seen.push(q.held.length);
+    return commit();
+  };
+  return seen;
+}
+
+test('a large first sync on empty maps hands batches over while planning; the commit waits for them', () => {
+  const maps = memoryMaps();
+  const q = new HeldWrites();
+  const { store, reconciler, syncer } = setup(maps, q);
+  const seen = heldAtCommit(reconciler, q);
+  fill(store, 1300);
+  const res = syncer.sync();
+  assert.ok(seen[0]! >= 2 * 5, `batches queued before the commit: ${seen[0]}`);
+  assert.is(q.held.length, 0, 'drained');
+  assert.is(formatServices(readServices(maps)), unflushed(1300, [0]));
+  assert.is(res.upserts, Object.values(maps).reduce((n, m) => n + m.entries.size, 0), 'flushed writes are counted');
+});
+
+test('no early writes when services replace earlier versions, or when the kernel held state at start', () => {
+  const maps = memoryMaps();
+  const q = new HeldWrites();
+  const { store, reconciler, syncer } = setup(maps, q);
+  const seen = heldAtCommit(reconciler, q);
+  fill(store, 1300);
+  syncer.sync();
+  fill(store, 1300, 1); // every service gains an endpoint: all replaced
+  syncer.sync();
+  assert.is(seen[1], 0, 'a changed service may drop keys another one takes: all in one commit');
+  const expected = unflushed(1300, [0, 1]);
+  assert.is(formatServices(readServices(maps)), expected);
+
+  // A restart over those maps compares everything with the kernel at its first commit.
+  const again = setup(maps, q);
+  const seenAgain = heldAtCommit(again.reconciler, q);
+  fill(again.store, 1300, 1);
+  again.syncer.sync();
+  assert.is(seenAgain[0], 0);
+  assert.is(formatServices(readServices(maps)), expected);
+});
+
+test('a queued batch that fails makes the commit throw; the retry compares with the kernel and converges', () => {
+  const maps = memoryMaps();
+  const q = new HeldWrites();
+  const { store, syncer } = setup(maps, q);
+  fill(store, 1300);
+  q.failNextDrain = true;
+  assert.throws(() => syncer.sync(), /ENOSPC/);
+  assert.ok(maps.be.entries.size > 0 && maps.svc.entries.size === 0, 'only the first batch landed');
+  syncer.sync();
+  assert.is(formatServices(readServices(maps)), unflushed(1300, [0]));
 });
 
 test.run();

@@ -63,6 +63,8 @@ const SIGNATURES = {
   weir_map_delete: ['int', ['int', 'pointer']],
   weir_map_update_many: ['int', ['int', 'pointer', 'pointer', 'uint32', 'uint32', 'uint32', 'uint64']],
   weir_map_delete_many: ['int', ['int', 'pointer', 'uint32', 'uint32']],
+  weir_writer_submit: ['int', ['int', 'pointer', 'pointer', 'uint32', 'uint32', 'uint32', 'int']],
+  weir_writer_drain: ['int', []],
   weir_map_dump: ['int', ['int', 'pointer', 'pointer', 'uint32', 'uint32', 'uint32']],
   weir_map_count: ['int', ['int', 'uint32', 'uint32']],
   weir_tc_attach: ['int', ['int', 'int', 'int', 'uint32', 'uint32']],
@@ -263,6 +265,21 @@ export class Shim {
   mapDeleteMany(fd: number, keys: Buffer, count: number, keySize: number): void {
     if (count === 0) return;
     this.call('weir_map_delete_many', fd, keys, count, keySize);
+  }
+
+  /**
+   * Queue a mapUpdateMany (or, with del, a mapDeleteMany) for the library's
+   * writer thread and return at once. The buffers are read later: the caller
+   * keeps them alive and unchanged until writerDrain() returns.
+   */
+  writerSubmit(fd: number, keys: Buffer, values: Buffer | null, count: number, keySize: number, valueSize: number, del: boolean): void {
+    if (count === 0) return;
+    this.call('weir_writer_submit', fd, keys, values, count, keySize, valueSize, del ? 1 : 0);
+  }
+
+  /** Wait for every queued write; throws the first failure since the last drain (later writes were skipped). */
+  writerDrain(): void {
+    this.call('weir_writer_drain');
   }
 
   mapCount(fd: number, keySize: number, valueSize: number): number {

@@ -12,7 +12,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as C from './codecs';
 import { Shim } from './ffi';
-import { PinnedMap, ServiceMaps, keyString } from './maps';
+import { KernelWriteQueue, PinnedMap, ServiceMaps, WriteQueue, keyString } from './maps';
 import { listLinks } from './devices';
 
 /** Map names as in bpf/shared/weir.h (layout version 1). */
@@ -129,6 +129,8 @@ export interface DatapathConfig {
 
 export class BpfDatapath {
   readonly maps: AllMaps;
+  /** Ordered writes on the shim's writer thread, for the reconciler. */
+  readonly writes: WriteQueue;
   /** When the objects finished loading, in ms since the process started. */
   readonly loadedAtMs = Math.round(process.uptime() * 1000);
   readonly progFds: Record<DeviceRole, number>;
@@ -154,6 +156,7 @@ export class BpfDatapath {
     this.pinRoot = pinRoot;
     this.objs = objs;
     this.maps = maps;
+    this.writes = new KernelWriteQueue(shim);
     this.progFds = progFds;
     this.sockFds = sockFds;
   }

@@ -11,6 +11,8 @@ export interface Dataplane {
   setService(service: ObjectKey, plan: ServicePlan | null): void;
   /** Write what changed since the last commit. Throws on failure; a retry converges. */
   commit(): CommitStats;
+  /** Optionally start writing part of the next commit now (it may do nothing); commit() completes it. */
+  flush?(): void;
   /** Frontends another service already claimed, reported (and drained) by the Syncer. */
   readonly conflicts: FrontendConflict[];
   /** The service a frontend ("addr:port/PROTO") belongs to, if any. */

@@ -5,7 +5,7 @@
  * thousand services makes a few large buffers instead of hundreds of
  * thousands of small JavaScript objects.
  */
-import { MapIO } from '../datapath/maps';
+import { MapIO, WriteQueue } from '../datapath/maps';
 
 /**
  * dst[at..] = src[start..start + n], in 32-bit words: every key and value
@@ -103,12 +103,13 @@ export class Packed {
     this.count = 0;
   }
 
-  writeTo(map: MapIO): void {
-    if (this.count > 0) map.updateBatch(this.keys, this.values, this.count);
+  /** Queue these entries for writing; the buffers must not change until the queue is drained. */
+  writeTo(map: MapIO, q: WriteQueue): void {
+    if (this.count > 0) q.update(map, this.keys, this.values, this.count);
   }
 
-  removeFrom(map: MapIO): void {
-    if (this.count > 0) map.removeBatch(this.keys, this.count);
+  removeFrom(map: MapIO, q: WriteQueue): void {
+    if (this.count > 0) q.remove(map, this.keys, this.count);
   }
 }
 

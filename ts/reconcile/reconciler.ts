@@ -26,7 +26,7 @@
  * prunes what no service claims), and after a write failed half-way.
  */
 import * as C from '../datapath/codecs';
-import { ServiceMaps, keyBuffer } from '../datapath/maps';
+import { IMMEDIATE_WRITES, ServiceMaps, WriteQueue, keyBuffer } from '../datapath/maps';
 import { Cidr, IPv4, ObjectKey, ipToInt } from '../model/types';
 import { L4Proto, ServicePlan, frontendKey } from '../plan/plan';
 import { BackendTable } from './backends';
@@ -79,6 +79,8 @@ export function protoName(n: number): L4Proto | `proto${number}` {
   return n === C.IPPROTO.TCP ? 'TCP' : n === C.IPPROTO.UDP ? 'UDP' : `proto${n}`;
 }
 
+const NO_WRITES: CommitStats = { upserts: 0, deletes: 0 };
+
 /** Owner of the cluster CIDRs in the cidr map (frontends own theirs by rev_nat id). */
 const CLUSTER_CIDR_OWNER = 0;
 const STATIC_OWNER = '' as ObjectKey;
@@ -106,11 +108,12 @@ class Writes {
     });
   }
 
-  apply(maps: ServiceMaps): CommitStats {
-    this.beUps.writeTo(maps.be);
-    SECTIONS.forEach((sec, s) => this.ups[s]!.writeTo(maps[sec.map]));
-    for (let s = SECTIONS.length - 1; s >= 0; s--) this.dels[s]!.removeFrom(maps[SECTIONS[s]!.map]);
-    this.beDels.removeFrom(maps.be);
+  /** Queue every write in the order of DESIGN.md §2 (the queue keeps it). */
+  submit(maps: ServiceMaps, q: WriteQueue): CommitStats {
+    this.beUps.writeTo(maps.be, q);
+    SECTIONS.forEach((sec, s) => this.ups[s]!.writeTo(maps[sec.map], q));
+    for (let s = SECTIONS.length - 1; s >= 0; s--) this.dels[s]!.removeFrom(maps[SECTIONS[s]!.map], q);
+    this.beDels.removeFrom(maps.be, q);
     const sum = (ps: Packed[]): number => ps.reduce((n, p) => n + p.count, 0);
     return { upserts: sum(this.ups) + this.beUps.count, deletes: sum(this.dels) + this.beDels.count };
   }
@@ -118,9 +121,14 @@ class Writes {
 
 export class Reconciler implements Dataplane {
   private readonly maps: ServiceMaps;
+  private readonly writes: WriteQueue;
   private readonly records = new Map<ObjectKey, ServiceRecord>();
   /** Services changed since the last commit, with their record as of that commit. */
   private readonly pending = new Map<ObjectKey, ServiceRecord | null>();
+  /** How many pending services had a record before (0: every pending service is new). */
+  private pendingReplaced = 0;
+  /** Writes flush() queued since the last commit, counted into its stats. */
+  private flushed: CommitStats = NO_WRITES;
   private readonly be = new BackendTable();
   /** Backend rows whose references or value changed since the last commit. */
   private readonly pendingBackends = new Set<number>();
@@ -142,8 +150,10 @@ export class Reconciler implements Dataplane {
   private readonly beValue = Buffer.alloc(C.backend.size);
   readonly conflicts: FrontendConflict[] = [];
 
-  constructor(maps: ServiceMaps) {
+  /** writes: where batches go (a KernelWriteQueue lets the kernel insert while the next batch is built). */
+  constructor(maps: ServiceMaps, writes: WriteQueue = IMMEDIATE_WRITES) {
     this.maps = maps;
+    this.writes = writes;
   }
 
   /** Read what the pinned maps hold: ids, slot layouts, and what to prune later. */
@@ -164,7 +174,9 @@ export class Reconciler implements Dataplane {
       this.be.adopt(be32At(v, BE.addr), be16At(v, BE.port), v.charCodeAt(BE.proto), u32At(k, 0), i32At(v, 0), i32At(v, 4));
     }
     this.kernelSvc = svc;
-    this.full = true;
+    // Empty maps (a fresh node) hold nothing to compare or prune: the first
+    // commit then writes only what changed, and flush() may start early.
+    this.full = svc.size > 0 || be.size > 0 || (['revnat', 'member', 'cidr'] as const).some((m) => this.maps[m].dumpPacked().count > 0);
     this.adoptedIdsPending = true;
     return { frontends, backends: be.size };
   }
@@ -201,32 +213,71 @@ export class Reconciler implements Dataplane {
     else this.diffPending(w);
     let stats: CommitStats;
     try {
-      stats = w.apply(this.maps);
+      stats = w.submit(this.maps, this.writes);
+      this.writes.drain();
     } catch (e) {
-      // Some of the batch may be in the kernel: read the maps back and
-      // compare everything on the retry.
+      // Some of the batches (this commit's or a flush's) may be in the
+      // kernel: read the maps back and compare everything on the retry.
       this.resync = true;
+      this.flushed = NO_WRITES;
       throw e;
     }
-    if (!full) {
-      const be = this.be;
-      for (const r of this.pendingBackends) {
-        if (be.refs[r]! > 0) {
-          be.applied[r] = 1;
-          be.a0[r] = be.v0[r]!;
-          be.a1[r] = be.v1[r]!;
-        } else be.remove(r);
-      }
-    }
+    if (!full) this.settleBackends();
     this.pendingBackends.clear();
-    this.pending.clear();
+    this.clearPending();
     this.full = false;
     this.kernelSvc = null;
     if (this.adoptedIdsPending) {
       this.frontendIds.dropUnreferenced();
       this.adoptedIdsPending = false;
     }
+    stats = { upserts: stats.upserts + this.flushed.upserts, deletes: stats.deletes + this.flushed.deletes };
+    this.flushed = NO_WRITES;
     return stats;
+  }
+
+  /**
+   * Start writing the services set so far while more are planned; commit()
+   * waits for these writes and writes the rest. Only when that is exactly
+   * what the commit would do: every pending service is new (so nothing is
+   * deleted, and no key one service drops can be another's in the same
+   * commit) and no full comparison with the kernel is due. A cold start on a
+   * fresh node is that case, with the most to write.
+   */
+  flush(): void {
+    if (this.full || this.resync || this.pendingReplaced > 0 || this.pending.size === 0) return;
+    const w = new Writes();
+    this.diffPending(w);
+    let stats: CommitStats;
+    try {
+      stats = w.submit(this.maps, this.writes);
+    } catch (e) {
+      this.resync = true;
+      throw e;
+    }
+    this.flushed = { upserts: this.flushed.upserts + stats.upserts, deletes: this.flushed.deletes + stats.deletes };
+    // Settled as if written: should a queued write fail, commit() throws
+    // and the retry compares everything with the kernel.
+    this.settleBackends();
+    this.pendingBackends.clear();
+    this.clearPending();
+  }
+
+  /** Pending backends are now as desired in the kernel (or gone from it). */
+  private settleBackends(): void {
+    const be = this.be;
+    for (const r of this.pendingBackends) {
+      if (be.refs[r]! > 0) {
+        be.applied[r] = 1;
+        be.a0[r] = be.v0[r]!;
+        be.a1[r] = be.v1[r]!;
+      } else be.remove(r);
+    }
+  }
+
+  private clearPending(): void {
+    this.pending.clear();
+    this.pendingReplaced = 0;
   }
 
   frontendOwner(frontend: string): ObjectKey | undefined {
@@ -404,7 +455,10 @@ export class Reconciler implements Dataplane {
   }
 
   private setRecord(service: ObjectKey, old: ServiceRecord | null, next: ServiceRecord | null): void {
-    if (!this.pending.has(service)) this.pending.set(service, old);
+    if (!this.pending.has(service)) {
+      this.pending.set(service, old);
+      if (old) this.pendingReplaced++;
+    }
     if (next) this.records.set(service, next);
     else this.records.delete(service);
   }

@@ -103,7 +103,7 @@ export async function startAgent(opts: RunOptions, log: Logger): Promise<Agent> 
   let reconciler: Dataplane;
   if (dp) {
     writeConfig();
-    const r = new Reconciler(dp.maps);
+    const r = new Reconciler(dp.maps, dp.writes);
     const adopted = r.adopt();
     r.setClusterCidrs(opts.clusterCIDRs);
     log.info('adopted pinned state', { frontends: adopted.frontends, backends: adopted.backends });

@@ -18,6 +18,9 @@ function conflictField(flags: number): string {
   return 'spec.clusterIP';
 }
 
+/** Services planned between two flushes: big enough to amortise a batch, small enough that the last part's write is short. */
+const FLUSH_EVERY = 512;
+
 export interface SyncResult extends CommitStats {
   readonly services: number;
   readonly ms: number;
@@ -57,7 +60,12 @@ export class Syncer {
       this.losers.delete(key);
       this.reconciler.setService(key, svc ? planService(svc, this.store.slicesOf(key), this.ctx) : null);
     };
-    for (const key of dirty) plan(key);
+    // A large sync hands its writes over in parts, so the kernel inserts one
+    // part while the next is planned (see Reconciler.flush).
+    dirty.forEach((key, i) => {
+      plan(key);
+      if ((i + 1) % FLUSH_EVERY === 0) this.reconciler.flush?.();
+    });
     // A service that lost a frontend to another one gets it once the owner
     // lets go (changes or goes away), in the same sync: as with kube-proxy,
     // where the second rule for an address matches once the first is gone.
