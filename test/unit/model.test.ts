@@ -6,7 +6,7 @@ import * as assert from 'uvu/assert';
 import type { V1EndpointSlice, V1Service } from '@kubernetes/client-node';
 import { parseService } from '../../ts/model/service';
 import { SliceModel, endpointsForPort, parseEndpointSlice } from '../../ts/model/endpoints';
-import { planService, usableEndpoints } from '../../ts/plan/plan';
+import { ServicePlan, backendKey, planService, usableEndpoints } from '../../ts/plan/plan';
 import { ServiceModel } from '../../ts/model/service';
 import { IPv4 } from '../../ts/model/types';
 import { SCOPE_LOCAL, SVC_F } from '../../ts/datapath/codecs';
@@ -111,11 +111,14 @@ test('usable endpoints: ready ones; with none ready, serving+terminating ones', 
   assert.equal(usableEndpoints([e(false, false, false, 'd')]), []);
 });
 
+/** A frontend's backends (plan indices) as "addr:port/PROTO". */
+const keysOf = (p: ServicePlan, idx: readonly number[]): string[] => idx.map((i) => backendKey(p.backends[i]!));
+
 test('internalTrafficPolicy Local: ClusterIP slots hold only this node\'s endpoints', () => {
   const m = ok(svc({ clusterIP: '10.96.0.1', internalTrafficPolicy: 'Local', ports: [{ port: 80 }] }));
   const p = planService(m, [slice([{ port: 8080 }], [{ ip: '10.244.1.1', node: 'n1' }, { ip: '10.244.2.1', node: 'n2' }])], ctx);
   assert.is(p.frontends.length, 1);
-  assert.equal(p.frontends[0]!.backends, ['10.244.1.1:8080/TCP']);
+  assert.equal(keysOf(p, p.frontends[0]!.backends), ['10.244.1.1:8080/TCP']);
   assert.ok(p.frontends[0]!.flags & SVC_F.ITP_LOCAL);
 });
 
@@ -132,9 +135,33 @@ test('externalTrafficPolicy Local: external frontends get a local-scope entry; i
   assert.not.ok(byKey('10.96.0.1', SCOPE_LOCAL), 'no local scope for ClusterIP');
   for (const addr of ['203.0.113.5', '203.0.113.9', '192.168.77.10']) {
     assert.equal(byKey(addr, 0)?.backends.length, 2, `${addr}: in-cluster clients reach all endpoints`);
-    assert.equal(byKey(addr, SCOPE_LOCAL)?.backends, ['10.244.1.1:8080/TCP'], `${addr}: external clients reach local endpoints only`);
+    assert.equal(keysOf(p, byKey(addr, SCOPE_LOCAL)?.backends ?? []), ['10.244.1.1:8080/TCP'], `${addr}: external clients reach local endpoints only`);
   }
   assert.is(byKey('192.168.77.10', 0)?.port, 30080);
+});
+
+test('service ports that reach the same endpoint port share one backend; TCP and UDP of one port do not', () => {
+  const m = ok(
+    svc({
+      clusterIP: '10.96.0.1',
+      ports: [
+        { name: 'http', port: 80, targetPort: 8080 },
+        { name: 'alt', port: 8080, targetPort: 8080 },
+        { name: 'dns', port: 53, protocol: 'UDP' },
+      ],
+    }),
+  );
+  const sl = slice(
+    [{ name: 'http', port: 8080 }, { name: 'alt', port: 8080 }, { name: 'dns', port: 53, protocol: 'UDP' }],
+    [{ ip: '10.244.1.2', node: 'n1' }, { ip: '10.244.1.1', node: 'n2' }],
+  );
+  const p = planService(m, [sl], ctx);
+  assert.equal(p.backends.map(backendKey), ['10.244.1.1:8080/TCP', '10.244.1.2:8080/TCP', '10.244.1.1:53/UDP', '10.244.1.2:53/UDP'], 'each endpoint once, sorted by address within a port');
+  const fe = (port: number) => p.frontends.find((f) => f.port === port)!;
+  assert.equal(fe(80).members, fe(8080).members, 'http and alt name the same two backends');
+  assert.equal(keysOf(p, fe(53).backends), ['10.244.1.1:53/UDP', '10.244.1.2:53/UDP']);
+  assert.is(p.backends[fe(80).members[0]!]!.local, false, '10.244.1.1 is on n2');
+  assert.is(p.backends[fe(80).members[1]!]!.local, true, '10.244.1.2 is on this node');
 });
 
 test('SCTP ports are valid but not programmed', () => {

@@ -14,7 +14,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { ObjectKey } from '../model/types';
-import { ServicePlan, frontendKey } from '../plan/plan';
+import { ServicePlan, backendKey, frontendKey } from '../plan/plan';
 import { CommitStats, FrontendConflict } from '../reconcile/reconciler';
 import { Dataplane } from '../reconcile/dataplane';
 import { Logger } from '../util/log';
@@ -87,10 +87,11 @@ export class IptablesDataplane implements Dataplane {
     }
     const old = this.plans.get(service);
     if (old) {
-      const keep = new Set(plan ? plan.frontends.flatMap((f) => f.members.map((m) => `${f.addr}|${f.port}|${m}`)) : []);
+      const member = (p: ServicePlan, f: ServicePlan['frontends'][number], m: number): string => `${f.addr}|${f.port}|${backendKey(p.backends[m]!)}`;
+      const keep = new Set(plan ? plan.frontends.flatMap((f) => f.members.map((m) => member(plan, f, m))) : []);
       for (const f of old.frontends) {
         if (f.proto !== 'UDP') continue;
-        for (const m of f.members) if (!keep.has(`${f.addr}|${f.port}|${m}`)) this.goneUdp.add(`${f.addr}|${f.port}|${m}`);
+        for (const m of f.members) if (!keep.has(member(old, f, m))) this.goneUdp.add(member(old, f, m));
       }
     }
     if (plan) this.plans.set(service, plan);
@@ -110,7 +111,7 @@ export class IptablesDataplane implements Dataplane {
 
   backendCount(): number {
     const all = new Set<string>();
-    for (const p of this.plans.values()) for (const k of p.backends.keys()) all.add(k);
+    for (const p of this.plans.values()) for (const b of p.backends) all.add(backendKey(b));
     return all.size;
   }
 

@@ -23,7 +23,7 @@
 import type * as Crypto from 'node:crypto';
 import { Cidr } from '../model/types';
 import { SVC_F } from '../datapath/codecs';
-import { PlannedBackend, PlannedFrontend, ServicePlan } from '../plan/plan';
+import { PlannedFrontend, ServicePlan, backendKey } from '../plan/plan';
 
 export const PREFIX = 'WEIR-';
 export const MASQ_MARK = '0x40000';
@@ -90,6 +90,9 @@ function endpointRules(eps: readonly string[], sep: (bk: string) => string, affi
 
 export function renderService(plan: ServicePlan, ctx: RenderContext): ServiceRules {
   const out: ServiceRules = { service: plan.service, natChains: new Map(), filterChains: new Map(), natServices: [], natNodePorts: [], filterServices: [], filterFirewall: [] };
+  // Chains are named and ordered by the endpoint's "addr:port/PROTO", as kube-proxy's are by its endpoint string.
+  const keys = plan.backends.map(backendKey);
+  const keysOf = (idx: readonly number[]): string[] => idx.map((i) => keys[i]!);
   const byPort = new Map<string, PlannedFrontend[]>();
   for (const fe of plan.frontends) {
     const list = byPort.get(fe.servicePort) ?? [];
@@ -111,13 +114,16 @@ export function renderService(plan: ServicePlan, ctx: RenderContext): ServiceRul
     const etpLocal = external.some((f) => f.flags & SVC_F.ETP_LOCAL);
     // Endpoint sets: cluster-wide from any frontend that uses it, local from
     // an iTP=Local ClusterIP or an eTP=Local local-scope entry.
-    const clusterSet = (clusterIPs.find((f) => !(f.flags & SVC_F.ITP_LOCAL)) ?? external.find((f) => f.scope === 0))?.backends;
-    const localSet = (clusterIPs.find((f) => f.flags & SVC_F.ITP_LOCAL) ?? external.find((f) => f.scope === 1))?.backends ?? [];
+    const clusterFe = clusterIPs.find((f) => !(f.flags & SVC_F.ITP_LOCAL)) ?? external.find((f) => f.scope === 0);
+    const localIdx = (clusterIPs.find((f) => f.flags & SVC_F.ITP_LOCAL) ?? external.find((f) => f.scope === 1))?.backends ?? [];
+    const clusterSet = clusterFe ? keysOf(clusterFe.backends) : undefined;
+    const localSet = keysOf(localIdx);
     const hasEndpoints = fes.some((f) => f.backends.length > 0) || fes.some((f) => f.flags & SVC_F.DROP_EMPTY);
-    const members = new Set([...(clusterSet ?? []), ...localSet]);
+    const members = [...new Set([...(clusterFe?.backends ?? []), ...localIdx])].sort((a, b) => (keys[a]! < keys[b]! ? -1 : keys[a]! > keys[b]! ? 1 : 0));
 
-    for (const bk of [...members].sort()) {
-      const be = plan.backends.get(bk)! as PlannedBackend;
+    for (const i of members) {
+      const bk = keys[i]!;
+      const be = plan.backends[i]!;
       const rules = [`${comment(name)} -s ${be.addr}/32 -j WEIR-MARK-MASQ`];
       if (affinity > 0) rules.push(`${comment(name)} -m recent --name ${sep(bk)} --mask 255.255.255.255 --rsource --set -p ${p} -j DNAT --to-destination ${be.addr}:${be.port}`);
       else rules.push(`${comment(name)} -p ${p} -j DNAT --to-destination ${be.addr}:${be.port}`);

@@ -10,7 +10,7 @@
  * targetPort (number or container port name) into that port's number.
  */
 import type { V1EndpointSlice } from '@kubernetes/client-node';
-import { FieldError, IPv4, ObjectKey, Port, Protocol, Result, objectKey, parseIPv4, parsePort } from './types';
+import { FieldError, IPv4, ObjectKey, Port, Protocol, Result, ipToInt, objectKey, parseIPv4, parsePort } from './types';
 
 export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
 
@@ -97,6 +97,8 @@ export function parseEndpointSlice(slice: V1EndpointSlice): SliceParse {
 /** One endpoint of one service port, after merging every slice. */
 export interface PortEndpoint extends EndpointModel {
   readonly port: Port;
+  /** addr as a host-order u32 (what the maps hold and plans sort by). */
+  readonly ip: number;
 }
 
 /**
@@ -122,7 +124,7 @@ export function endpointsForPort(
       const id = samePort ? ep.addr : `${ep.addr}:${sp.port}`;
       const prev = byAddr.get(id);
       if (!prev || (!prev.ready && ep.ready)) {
-        byAddr.set(id, { addr: ep.addr, nodeName: ep.nodeName, ready: ep.ready, serving: ep.serving, terminating: ep.terminating, port: sp.port });
+        byAddr.set(id, { addr: ep.addr, nodeName: ep.nodeName, ready: ep.ready, serving: ep.serving, terminating: ep.terminating, port: sp.port, ip: ipToInt(ep.addr) });
       }
     }
   }

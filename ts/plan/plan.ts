@@ -13,7 +13,7 @@
  */
 import { PortEndpoint, SliceModel, endpointsForPort } from '../model/endpoints';
 import { ServiceModel } from '../model/service';
-import { Cidr, IPv4, ObjectKey, Port, ipToInt } from '../model/types';
+import { Cidr, IPv4, ObjectKey, Port } from '../model/types';
 import { SCOPE_ALL, SCOPE_LOCAL, SVC_F } from '../datapath/codecs';
 import { flatKey } from '../util/keys';
 
@@ -28,6 +28,8 @@ export interface PlanContext {
 
 export interface PlannedBackend {
   readonly addr: IPv4;
+  /** addr as a host-order u32, computed once here for the maps and the sort. */
+  readonly ip: number;
   readonly port: Port;
   readonly proto: L4Proto;
   readonly local: boolean;
@@ -44,10 +46,10 @@ export interface PlannedFrontend {
   /** WEIR_SVC_F_* */
   readonly flags: number;
   readonly affinityTimeout: number;
-  /** Backends for new connections, by backendKey, in a deterministic order. */
-  readonly backends: readonly string[];
-  /** Every endpoint of this service port (any state): flows to them stay valid. */
-  readonly members: readonly string[];
+  /** Backends for new connections, as indices into ServicePlan.backends, in a deterministic order. */
+  readonly backends: readonly number[];
+  /** Every endpoint of this service port (any state), as indices: flows to them stay valid. */
+  readonly members: readonly number[];
   /** loadBalancerSourceRanges (LoadBalancer frontends only; empty = open). */
   readonly sourceRanges: readonly Cidr[];
 }
@@ -55,8 +57,13 @@ export interface PlannedFrontend {
 export interface ServicePlan {
   readonly service: ObjectKey;
   readonly frontends: readonly PlannedFrontend[];
-  /** Every endpoint of the service by backendKey (usable or not). */
-  readonly backends: ReadonlyMap<string, PlannedBackend>;
+  /**
+   * Every endpoint of the service (usable or not), each (address, port,
+   * protocol) once. Frontends name them by index: the reconciler turns an
+   * index into its backend row with an array lookup, where a key string per
+   * endpoint cost a string build and two hash lookups on every plan.
+   */
+  readonly backends: readonly PlannedBackend[];
 }
 
 export function backendKey(b: { addr: IPv4; port: number; proto: L4Proto }): string {
@@ -79,12 +86,20 @@ export function usableEndpoints<T extends { ready: boolean; serving: boolean; te
 }
 
 function byAddrPort(a: PortEndpoint, b: PortEndpoint): number {
-  return ipToInt(a.addr) - ipToInt(b.addr) || a.port - b.port;
+  return a.ip - b.ip || a.port - b.port;
+}
+
+/** (address, port, protocol) as one exact number (< 2^49), for finding a backend two service ports share. */
+function identity(ip: number, port: number, proto: L4Proto): number {
+  return ip * 0x20000 + port * 2 + (proto === 'UDP' ? 1 : 0);
 }
 
 export function planService(svc: ServiceModel, slices: readonly SliceModel[], ctx: PlanContext): ServicePlan {
   const frontends: PlannedFrontend[] = [];
-  const backends = new Map<string, PlannedBackend>();
+  const backends: PlannedBackend[] = [];
+  // Two service ports can reach the same endpoint port (TCP and UDP differ):
+  // with one service port (the usual case) every endpoint is new.
+  const indexOf = svc.ports.length > 1 ? new Map<number, number>() : null;
   const affinityFlag = svc.affinityTimeout > 0 ? SVC_F.AFFINITY : 0;
 
   for (const sp of svc.ports) {
@@ -93,12 +108,21 @@ export function planService(svc: ServiceModel, slices: readonly SliceModel[], ct
     const proto: L4Proto = sp.protocol;
     const servicePort = `${sp.name}/${proto}`;
     const eps = endpointsForPort(slices, sp.name, sp.protocol).sort(byAddrPort);
-    // One key string per endpoint, shared by every list below (hashed once).
-    const members = eps.map((e) => backendKey({ addr: e.addr, port: e.port, proto }));
     const isLocal = (i: number): boolean => eps[i]!.nodeName !== '' && eps[i]!.nodeName === ctx.nodeName;
-    eps.forEach((e, i) => backends.set(members[i]!, { addr: e.addr, port: e.port, proto, local: isLocal(i), terminating: e.terminating }));
-    // usableEndpoints() on indices, so the lists share the key strings.
-    const usable = (idx: number[]): string[] => {
+    // members[i]: the plan-wide index of eps[i].
+    const members = eps.map((e, i): number => {
+      const b: PlannedBackend = { addr: e.addr, ip: e.ip, port: e.port, proto, local: isLocal(i), terminating: e.terminating };
+      const id = indexOf ? identity(e.ip, e.port, proto) : 0;
+      const at = indexOf?.get(id);
+      if (at !== undefined) {
+        backends[at] = b; // shared with an earlier port: the last port's view stands, as before
+        return at;
+      }
+      indexOf?.set(id, backends.length);
+      return backends.push(b) - 1;
+    });
+    // usableEndpoints() on indices, so the lists share the plan's backends.
+    const usable = (idx: number[]): number[] => {
       const ready = idx.filter((i) => eps[i]!.ready);
       return (ready.length > 0 ? ready : idx.filter((i) => eps[i]!.serving && eps[i]!.terminating)).map((i) => members[i]!);
     };

@@ -308,15 +308,14 @@ export class Reconciler implements Dataplane {
   private build(service: ObjectKey, plan: ServicePlan, old: ServiceRecord | null): ServiceRecord {
     for (const p of this.scratch) p.clear();
     const be = this.be;
-    const backends: number[] = [];
-    /** This service's backends: plan key -> row. */
-    const rowOf = new Map<string, number>();
+    /** Backend row of each plan backend, by its index in the plan. */
+    const backends: number[] = new Array(plan.backends.length);
     const bv = this.beValue;
-    for (const [bk, b] of plan.backends) {
-      const addr = ipToInt(b.addr);
+    for (let i = 0; i < plan.backends.length; i++) {
+      const b = plan.backends[i]!;
       const proto = PROTO_NUM[b.proto];
-      writeBackend(bv, 0, addr, b.port, proto, (b.local ? C.BE_F.LOCAL : 0) | (b.terminating ? C.BE_F.TERMINATING : 0));
-      const r = this.backendRef(addr, b.port, proto);
+      writeBackend(bv, 0, b.ip, b.port, proto, (b.local ? C.BE_F.LOCAL : 0) | (b.terminating ? C.BE_F.TERMINATING : 0));
+      const r = this.backendRef(b.ip, b.port, proto);
       const v0 = bv.readInt32LE(0);
       const v1 = bv.readInt32LE(4);
       if (be.v0[r] !== v0 || be.v1[r] !== v1) {
@@ -325,8 +324,7 @@ export class Reconciler implements Dataplane {
         be.v1[r] = v1;
         if (!this.full) this.pendingBackends.add(r);
       }
-      backends.push(r);
-      rowOf.set(bk, r);
+      backends[i] = r;
     }
 
     const frontends: string[] = [];
@@ -337,12 +335,12 @@ export class Reconciler implements Dataplane {
     // one frontend are consecutive in the plan; a group's choosable backends
     // carry its mark.
     const mem = this.scratch[S_MEMBER]!;
-    let group = null as { fk: string; revId: number; members: readonly string[]; mark: number } | null;
+    let group = null as { fk: string; revId: number; members: readonly number[]; mark: number } | null;
     const endGroup = (): void => {
       if (!group) return;
       mem.reserve(group.members.length);
-      for (const bk of group.members) {
-        const r = rowOf.get(bk)!;
+      for (const bi of group.members) {
+        const r = backends[bi]!;
         const i = mem.push();
         mem.keys.writeUInt32LE(group.revId, i * mem.keySize + C.memberKey.at.rev_nat_id);
         mem.keys.writeUInt32LE(be.id[r]!, i * mem.keySize + C.memberKey.at.backend_id);
@@ -387,8 +385,8 @@ export class Reconciler implements Dataplane {
         group = { fk, revId, members: fe.members, mark: ++this.markEpoch };
       }
       const ids: number[] = [];
-      for (const bk of fe.backends) {
-        const r = rowOf.get(bk)!;
+      for (const bi of fe.backends) {
+        const r = backends[bi]!;
         be.mark[r] = group.mark;
         ids.push(be.id[r]!);
       }
