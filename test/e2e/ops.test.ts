@@ -4,7 +4,7 @@
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { Agent, Box, waitFor } from '../box/box';
+import { Agent, Box, REPO, waitFor } from '../box/box';
 import type { CtEntry, TraceResult } from '../../ts/cli/inspect';
 
 const s = suite<{ box: Box; agent: Agent }>('operations');
@@ -117,6 +117,40 @@ s('/metrics: sync and programming latency, gauges, verdicts, errors', async ({ b
   assert.ok(value(/^weir_packets_total\{verdict="forward"\} (\d+)/m) >= 4);
   assert.ok(value(/^weir_packets_total\{verdict="reject_no_endpoints"\} (\d+)/m) >= 2);
   assert.is(value(/^weir_sync_errors_total (\d+)/m), 0);
+});
+
+s('node IPs of --external-devices: up devices without a child process, a down one through ip, in kernel order', async ({ box }) => {
+  // In the client pod's namespace (its own, so the agent never sees these devices).
+  const ns = box.pod('client').ns;
+  for (const argv of [
+    // veth pairs (this kernel has no dummy driver); d0 runs, d1 stays down.
+    ['ip', 'link', 'add', 'd0', 'type', 'veth', 'peer', 'name', 'd0p'],
+    ['ip', 'addr', 'add', '10.77.0.1/24', 'dev', 'd0'],
+    ['ip', 'addr', 'add', '10.77.0.2/24', 'dev', 'd0', 'label', 'd0:x'],
+    ['ip', 'link', 'set', 'd0p', 'up'],
+    ['ip', 'link', 'set', 'd0', 'up'],
+    ['ip', 'link', 'add', 'd1', 'type', 'veth', 'peer', 'name', 'd1p'],
+    ['ip', 'addr', 'add', '10.78.0.1/24', 'dev', 'd1'],
+  ]) {
+    const r = await box.exec(ns, argv);
+    assert.is(r.code, 0, `${argv.join(' ')}: ${r.stderr}`);
+  }
+  const script = `
+    const d = require(${JSON.stringify(`${REPO}/dist/ts/datapath/devices`)});
+    const a = require(${JSON.stringify(`${REPO}/dist/ts/runner/agent`)});
+    (async () => console.log(JSON.stringify({
+      up: d.upDeviceAddrs(['d0']),
+      withDown: d.upDeviceAddrs(['d0', 'd1']),
+      resolved: await a.resolveNodeIPs({ nodeIPs: [], externalDevices: ['d1', 'd0'] }),
+      viaIp: (await d.listLinks()).filter((l) => l.name === 'd0' || l.name === 'd1').flatMap((l) => l.addrs),
+    })))();`;
+  const r = await box.exec(ns, ['node', '-e', script]);
+  assert.is(r.code, 0, r.stderr);
+  const got = JSON.parse(r.stdout) as Record<string, string[] | null>;
+  assert.equal(got.up, ['10.77.0.1', '10.77.0.2'], 'the labelled address counts for its device');
+  assert.is(got.withDown, null, 'a device that is down is not listed: the caller must ask ip');
+  assert.equal(got.resolved, ['10.77.0.1', '10.77.0.2', '10.78.0.1'], 'the down device still contributes; order is the kernel\'s, not the flag\'s');
+  assert.equal(got.viaIp, got.resolved);
 });
 
 s('--log-level error keeps info lines out', async (ctx) => {

@@ -10,6 +10,7 @@
  * fallback if the monitor dies.
  */
 import { ChildProcess, execFile, spawn } from 'node:child_process';
+import * as os from 'node:os';
 import { promisify } from 'node:util';
 import { Logger, errorText } from '../util/log';
 
@@ -29,6 +30,30 @@ export async function listLinks(): Promise<Link[]> {
     ifindex: l.ifindex,
     addrs: (l.addr_info ?? []).filter((a) => a.family === 'inet').map((a) => a.local),
   }));
+}
+
+/**
+ * IPv4 addresses of the named devices, in the kernel's order, without a
+ * child process: getifaddrs(3) through os.networkInterfaces(). That lists
+ * only devices that are up and running, and files an address with a label
+ * ("eth0:1") under the label; null when some named device is not listed, so
+ * the caller asks `ip` (listLinks), which sees devices in any state.
+ *
+ * Why not always `ip`: at start-up the main thread parses manifests for
+ * hundreds of milliseconds, and a child started before that is reaped only
+ * after it, which kept the first sync waiting ~20 ms more at 10k services.
+ */
+export function upDeviceAddrs(names: readonly string[]): string[] | null {
+  const ifs = os.networkInterfaces();
+  if (!names.every((dev) => ifs[dev])) return null;
+  const out: string[] = [];
+  // In the kernel's order, as `ip` gives them (the first is the SNAT address);
+  // a device name never contains ':', so what precedes it is the device.
+  for (const [label, addrs] of Object.entries(ifs)) {
+    if (!names.includes(label.split(':')[0]!)) continue;
+    for (const a of addrs ?? []) if (a.family === 'IPv4') out.push(a.address);
+  }
+  return out;
 }
 
 export function globToRegExp(glob: string): RegExp {

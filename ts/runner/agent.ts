@@ -14,7 +14,7 @@ import { IPv4, cidrContains } from '../model/types';
 import { usableEndpoints } from '../plan/plan';
 import { Reconciler } from '../reconcile/reconciler';
 import { BpfDatapath, DEFAULT_SIZES, DeviceRole } from '../datapath/loader';
-import { DeviceWatcher, listLinks } from '../datapath/devices';
+import { DeviceWatcher, listLinks, upDeviceAddrs } from '../datapath/devices';
 import { loadShim } from '../datapath/ffi';
 import { FileSource } from '../source/file';
 import { Source } from '../source/source';
@@ -153,6 +153,17 @@ export async function startAgent(opts: RunOptions, log: Logger): Promise<Agent> 
   } else if (dp) {
     log.warn('no --cgroup-root: node processes and hostNetwork pods reach services only through pod-facing devices');
   }
+  if (dp) {
+    // Rules an iptables-mode agent left behind keep serving until the
+    // programs above take over, so they go only now (and not on the way to
+    // the first sync: reading them is a child process or two).
+    try {
+      const removed = cleanupIptables();
+      if (removed.length) log.info('removed iptables-mode rules', { chains: removed.length });
+    } catch (e) {
+      log.error('could not remove iptables-mode rules; `weir cleanup` removes them', { error: errorText(e) });
+    }
+  }
   let health: HealthServer | null = null;
   if (opts.healthAddr) {
     const { host, port } = parseHostPort('health-addr', opts.healthAddr);
@@ -224,8 +235,6 @@ async function chooseMode(opts: RunOptions, log: Logger, loading: Promise<BpfDat
       if (dp.sizes.ct !== conntrackEntries(opts)) {
         log.warn('the pinned conntrack map keeps its size; `weir cleanup` and a restart resize it (established connections are then reset)', { entries: dp.sizes.ct, requested: conntrackEntries(opts) });
       }
-      const removed = cleanupIptables();
-      if (removed.length) log.info('removed iptables-mode rules', { chains: removed.length });
       return { dp, mode: 'bpf' };
     } catch (e) {
       if (opts.mode === 'bpf') throw e;
@@ -269,10 +278,12 @@ function nodePortAddrs(nodeIPs: readonly IPv4[], opts: RunOptions, mode: 'bpf' |
   return out;
 }
 
-/** --node-ips, or the IPv4 addresses of the external devices. */
-async function resolveNodeIPs(opts: RunOptions): Promise<IPv4[]> {
+/** --node-ips, or the IPv4 addresses of the external devices (exported for its test). */
+export async function resolveNodeIPs(opts: Pick<RunOptions, 'nodeIPs' | 'externalDevices'>): Promise<IPv4[]> {
   if (opts.nodeIPs.length) return [...opts.nodeIPs];
   if (!opts.externalDevices.length) return [];
+  const up = upDeviceAddrs(opts.externalDevices);
+  if (up) return up as IPv4[];
   try {
     const links = await listLinks();
     return links.filter((l) => opts.externalDevices.includes(l.name)).flatMap((l) => l.addrs as IPv4[]);
