@@ -147,19 +147,19 @@ test('service ports that reach the same endpoint port share one backend; TCP and
       ports: [
         { name: 'http', port: 80, targetPort: 8080 },
         { name: 'alt', port: 8080, targetPort: 8080 },
-        { name: 'dns', port: 53, protocol: 'UDP' },
+        { name: 'dns', port: 53, targetPort: 8080, protocol: 'UDP' },
       ],
     }),
   );
   const sl = slice(
-    [{ name: 'http', port: 8080 }, { name: 'alt', port: 8080 }, { name: 'dns', port: 53, protocol: 'UDP' }],
+    [{ name: 'http', port: 8080 }, { name: 'alt', port: 8080 }, { name: 'dns', port: 8080, protocol: 'UDP' }],
     [{ ip: '10.244.1.2', node: 'n1' }, { ip: '10.244.1.1', node: 'n2' }],
   );
   const p = planService(m, [sl], ctx);
-  assert.equal(p.backends.map(backendKey), ['10.244.1.1:8080/TCP', '10.244.1.2:8080/TCP', '10.244.1.1:53/UDP', '10.244.1.2:53/UDP'], 'each endpoint once, sorted by address within a port');
+  assert.equal(p.backends.map(backendKey), ['10.244.1.1:8080/TCP', '10.244.1.2:8080/TCP', '10.244.1.1:8080/UDP', '10.244.1.2:8080/UDP'], 'each endpoint once, sorted by address within a port');
   const fe = (port: number) => p.frontends.find((f) => f.port === port)!;
   assert.equal(fe(80).members, fe(8080).members, 'http and alt name the same two backends');
-  assert.equal(keysOf(p, fe(53).backends), ['10.244.1.1:53/UDP', '10.244.1.2:53/UDP']);
+  assert.equal(keysOf(p, fe(53).backends), ['10.244.1.1:8080/UDP', '10.244.1.2:8080/UDP']);
   assert.is(p.backends[fe(80).members[0]!]!.local, false, '10.244.1.1 is on n2');
   assert.is(p.backends[fe(80).members[1]!]!.local, true, '10.244.1.2 is on this node');
 });

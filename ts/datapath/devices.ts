@@ -39,9 +39,10 @@ export async function listLinks(): Promise<Link[]> {
  * ("eth0:1") under the label; null when some named device is not listed, so
  * the caller asks `ip` (listLinks), which sees devices in any state.
  *
- * Why not always `ip`: at start-up the main thread parses manifests for
- * hundreds of milliseconds, and a child started before that is reaped only
- * after it, which kept the first sync waiting ~20 ms more at 10k services.
+ * Why not always `ip`: a process to start (its faults cost milliseconds on
+ * some virtual machines), and at start-up one started before the manifests
+ * are parsed is reaped only after them: the first sync waited ~20 ms for it
+ * at 10k services, where getifaddrs is one netlink dump.
  */
 export function upDeviceAddrs(names: readonly string[]): string[] | null {
   const ifs = os.networkInterfaces();

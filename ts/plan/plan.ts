@@ -115,7 +115,7 @@ export function planService(svc: ServiceModel, slices: readonly SliceModel[], ct
       const id = indexOf ? identity(e.ip, e.port, proto) : 0;
       const at = indexOf?.get(id);
       if (at !== undefined) {
-        backends[at] = b; // shared with an earlier port: the last port's view stands, as before
+        backends[at] = b; // shared with an earlier port: the last port's copy stands
         return at;
       }
       indexOf?.set(id, backends.length);
