@@ -661,6 +661,26 @@ int weir_ifindex(const char *name)
 	return idx ? (int)idx : -ENODEV;
 }
 
+int weir_links(char *buf, uint32_t len)
+{
+	struct if_nameindex *all = if_nameindex(), *i;
+	uint32_t off = 0;
+	int n;
+
+	if (!all)
+		return -errno;
+	for (i = all; i->if_index; i++) {
+		n = snprintf(buf + off, len - off, "%u %s\n", i->if_index, i->if_name);
+		if (n < 0 || (uint32_t)n >= len - off) {
+			if_freenameindex(all);
+			return -ENOSPC;
+		}
+		off += n;
+	}
+	if_freenameindex(all);
+	return (int)off;
+}
+
 int weir_prog_test_run(int prog_fd, const void *data_in, uint32_t size_in, void *data_out,
 		       uint32_t size_out, uint32_t repeat, uint32_t *out)
 {

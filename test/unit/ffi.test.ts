@@ -8,6 +8,7 @@ import * as fs from 'node:fs';
 import * as crypto from 'node:crypto';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { listLinks } from '../../ts/datapath/devices';
 import { BpfError, loadShim, selectedBackend } from '../../ts/datapath/ffi';
 import { KernelWriteQueue, PinnedMap } from '../../ts/datapath/maps';
 
@@ -183,6 +184,13 @@ test('pin, reopen by path, and map metadata', () => {
     shim.close(fd);
     fs.rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('links: every interface of this namespace, as ip lists them, without a child process', async () => {
+  const mine = shim.links();
+  const ip = await listLinks();
+  assert.equal(mine.map((l) => `${l.ifindex} ${l.name}`).sort(), ip.map((l) => `${l.ifindex} ${l.name}`).sort());
+  assert.ok(mine.some((l) => l.name === 'lo' && l.ifindex === 1));
 });
 
 test('errors carry the operation and errno name', () => {

@@ -3,11 +3,15 @@
  * devices matching the configured globs as they appear (pods come and go;
  * each new veth must get the program within a second).
  *
- * Listing uses `ip -j link` (netlink, this namespace) rather than
- * /sys/class/net, which shows the namespace that mounted sysfs, not ours.
- * `ip monitor link` wakes the watcher as soon as a device appears, so a new
- * pod's veth gets the program within milliseconds; the periodic poll is the
- * fallback if the monitor dies.
+ * The watcher lists devices with a netlink dump in process (the caller
+ * passes the shim's links(): this namespace, unlike /sys/class/net, which
+ * shows the namespace that mounted sysfs). It used to run `ip -j addr`
+ * twice a second; forking an agent of ~150 MB stalled it for 15-50 ms each
+ * time on a VM with slow page faults, and every page it wrote afterwards
+ * faulted once more. `ip monitor link`, one child for the agent's life, wakes
+ * the watcher as soon as a device appears, so a new pod's veth gets the
+ * program within milliseconds; the periodic poll is the fallback if the
+ * monitor dies.
  */
 import { ChildProcess, execFile, spawn } from 'node:child_process';
 import * as os from 'node:os';
@@ -66,9 +70,16 @@ export function matchesAny(name: string, globs: readonly RegExp[]): boolean {
   return globs.some((g) => g.test(name));
 }
 
+/** A device as the watcher sees it. */
+export interface DeviceLink {
+  readonly name: string;
+  readonly ifindex: number;
+}
+
 export class DeviceWatcher<R extends string> {
   private readonly roles: Array<[R, RegExp[]]>;
-  private readonly onDevice: (link: Link, role: R) => void;
+  private readonly onDevice: (link: DeviceLink, role: R) => void;
+  private readonly list: () => readonly DeviceLink[];
   private readonly log: Logger;
   private readonly intervalMs: number;
   private readonly known = new Map<string, number>();
@@ -76,21 +87,37 @@ export class DeviceWatcher<R extends string> {
   private monitor: ChildProcess | null = null;
   private busy = false;
   private again = false;
+  private stopped = false;
 
   /** roles: checked in order; a device gets the first role whose globs match. */
-  constructor(opts: { roles: ReadonlyArray<readonly [R, readonly string[]]>; onDevice: (link: Link, role: R) => void; log: Logger; intervalMs?: number }) {
+  constructor(opts: {
+    roles: ReadonlyArray<readonly [R, readonly string[]]>;
+    onDevice: (link: DeviceLink, role: R) => void;
+    /** Every device of this namespace, without a child process (Shim.links). */
+    list: () => readonly DeviceLink[];
+    log: Logger;
+    intervalMs?: number;
+  }) {
     this.roles = opts.roles.map(([r, globs]) => [r, globs.map(globToRegExp)]);
     this.onDevice = opts.onDevice;
+    this.list = opts.list;
     this.log = opts.log;
     this.intervalMs = opts.intervalMs ?? 500;
   }
 
-  async start(): Promise<void> {
-    await this.poll();
-    this.timer = setInterval(() => void this.poll(), this.intervalMs);
+  /** Attach to the devices there are now; the monitor starts on the next turn of the event loop. */
+  start(): void {
+    this.poll();
+    this.timer = setInterval(() => this.poll(), this.intervalMs);
+    // Its fork stalls the agent for milliseconds: not before what is waiting on this start.
+    setImmediate(() => this.startMonitor());
+  }
+
+  private startMonitor(): void {
+    if (this.stopped) return;
     try {
       this.monitor = spawn('ip', ['-o', 'monitor', 'link'], { stdio: ['ignore', 'pipe', 'ignore'] });
-      this.monitor.stdout!.on('data', () => void this.poll());
+      this.monitor.stdout!.on('data', () => this.poll());
       this.monitor.on('error', (e) => this.log.warn('ip monitor unavailable; polling only', { error: e.message }));
     } catch (e) {
       this.log.warn('ip monitor unavailable; polling only', { error: errorText(e) });
@@ -98,6 +125,7 @@ export class DeviceWatcher<R extends string> {
   }
 
   stop(): void {
+    this.stopped = true;
     if (this.timer) clearInterval(this.timer);
     this.monitor?.kill();
   }
@@ -107,15 +135,15 @@ export class DeviceWatcher<R extends string> {
     return [...this.known.keys()];
   }
 
-  private async poll(): Promise<void> {
+  private poll(): void {
     if (this.busy) {
-      this.again = true; // an event arrived mid-poll: look once more after it
+      this.again = true; // an event arrived mid-poll (from an attach callback): look once more after it
       return;
     }
     this.busy = true;
     this.again = false;
     try {
-      const links = await listLinks();
+      const links = this.list();
       const seen = new Set<string>();
       for (const l of links) {
         const role = this.roles.find(([, globs]) => matchesAny(l.name, globs))?.[0];
@@ -135,7 +163,7 @@ export class DeviceWatcher<R extends string> {
       this.log.warn('listing devices failed', { error: errorText(e) });
     } finally {
       this.busy = false;
-      if (this.again) void this.poll();
+      if (this.again) this.poll();
     }
   }
 }

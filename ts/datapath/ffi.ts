@@ -72,6 +72,7 @@ const SIGNATURES = {
   weir_tc_query: ['int', ['int', 'int', 'uint32', 'uint32']],
   weir_cgroup_link: ['int', ['string', 'int', 'int', 'string']],
   weir_ifindex: ['int', ['string']],
+  weir_links: ['int', ['pointer', 'uint32']],
   weir_prog_test_run: ['int', ['int', 'pointer', 'uint32', 'pointer', 'uint32', 'uint32', 'pointer']],
 } as const;
 
@@ -322,6 +323,25 @@ export class Shim {
   ifindex(name: string): number | null {
     const rc = this.raw.weir_ifindex(name);
     return rc < 0 ? null : rc;
+  }
+
+  /** Every interface of this network namespace (any state, with or without addresses). */
+  links(): Array<{ name: string; ifindex: number }> {
+    // 64 KiB holds ~3,000 interfaces; a node with more gets a bigger buffer.
+    for (let size = 64 << 10; ; size *= 4) {
+      const buf = Buffer.alloc(size);
+      const rc = this.raw.weir_links(buf, size);
+      if (rc === -osConstants.errno.ENOSPC && size < 64 << 20) continue;
+      if (rc < 0) throw new BpfError('links', -rc);
+      return buf
+        .toString('utf8', 0, rc)
+        .split('\n')
+        .filter(Boolean)
+        .map((line) => {
+          const sp = line.indexOf(' ');
+          return { ifindex: Number(line.slice(0, sp)), name: line.slice(sp + 1) };
+        });
+    }
   }
 
   progTestRun(progFd: number, data: Buffer, outSize: number, repeat = 1): TestRunResult {

@@ -146,7 +146,7 @@ export async function startAgent(opts: RunOptions, log: Logger): Promise<Agent> 
   void runner.synced.then(() => log.info('ready', { services: store.services.size, slices: store.slices.size, nodeIPs: nodeIPs.join(','), atMs: sinceStart() }));
 
   const devices = dp ? attachDevices(dp, opts, log) : null;
-  await devices?.start();
+  devices?.start();
   if (dp && opts.cgroupRoot) {
     dp.attachCgroup(opts.cgroupRoot);
     log.info('socket hooks attached', { cgroup: opts.cgroupRoot });
@@ -155,14 +155,16 @@ export async function startAgent(opts: RunOptions, log: Logger): Promise<Agent> 
   }
   if (dp) {
     // Rules an iptables-mode agent left behind keep serving until the
-    // programs above take over, so they go only now (and not on the way to
-    // the first sync: reading them is a child process or two).
-    try {
-      const removed = cleanupIptables();
-      if (removed.length) log.info('removed iptables-mode rules', { chains: removed.length });
-    } catch (e) {
-      log.error('could not remove iptables-mode rules; `weir cleanup` removes them', { error: errorText(e) });
-    }
+    // programs above take over, so they go only now, and after "ready":
+    // reading them is a child process, whose fork stalls a large agent.
+    setImmediate(() => {
+      try {
+        const removed = cleanupIptables();
+        if (removed.length) log.info('removed iptables-mode rules', { chains: removed.length });
+      } catch (e) {
+        log.error('could not remove iptables-mode rules; `weir cleanup` removes them', { error: errorText(e) });
+      }
+    });
   }
   let health: HealthServer | null = null;
   if (opts.healthAddr) {
@@ -254,7 +256,9 @@ async function chooseMode(opts: RunOptions, log: Logger, loading: Promise<BpfDat
 }
 
 function attachDevices(dp: BpfDatapath, opts: RunOptions, log: Logger): DeviceWatcher<DeviceRole> {
+  const shim = loadShim();
   return new DeviceWatcher<DeviceRole>({
+    list: () => shim.links(),
     // External first: a device named in --external-devices is never a pod device.
     roles: [
       ['ext', opts.externalDevices],
