@@ -65,6 +65,7 @@ const SIGNATURES = {
   weir_map_delete_many: ['int', ['int', 'pointer', 'uint32', 'uint32']],
   weir_writer_submit: ['int', ['int', 'pointer', 'pointer', 'uint32', 'uint32', 'uint32', 'int']],
   weir_writer_drain: ['int', []],
+  weir_malloc_keep: ['int', ['int']],
   weir_map_dump: ['int', ['int', 'pointer', 'pointer', 'uint32', 'uint32', 'uint32']],
   weir_map_count: ['int', ['int', 'uint32', 'uint32']],
   weir_tc_attach: ['int', ['int', 'int', 'int', 'uint32', 'uint32']],
@@ -281,6 +282,16 @@ export class Shim {
   /** Wait for every queued write; throws the first failure since the last drain (later writes were skipped). */
   writerDrain(): void {
     this.call('weir_writer_drain');
+  }
+
+  /**
+   * Keep freed memory for reuse instead of returning it to the system
+   * (true), or return what is free now (false). Where touching fresh memory
+   * is slow (page faults through a hypervisor), a start-up that frees and
+   * reallocates large buffers pays for the same pages again otherwise.
+   */
+  mallocKeep(keep: boolean): void {
+    this.call('weir_malloc_keep', keep ? 1 : 0);
   }
 
   mapCount(fd: number, keySize: number, valueSize: number): number {

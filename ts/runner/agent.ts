@@ -15,7 +15,7 @@ import { usableEndpoints } from '../plan/plan';
 import { Reconciler } from '../reconcile/reconciler';
 import { BpfDatapath, DEFAULT_SIZES, DeviceRole } from '../datapath/loader';
 import { DeviceWatcher, listLinks, upDeviceAddrs } from '../datapath/devices';
-import { loadShim } from '../datapath/ffi';
+import { Shim, loadShim } from '../datapath/ffi';
 import { FileSource } from '../source/file';
 import { Source } from '../source/source';
 import { HealthServer, startHealthServer } from '../health/health';
@@ -47,7 +47,11 @@ export async function startAgent(opts: RunOptions, log: Logger): Promise<Agent> 
   // verifying programs) while the node's addresses and the manifests are read.
   const loading = opts.mode === 'iptables' ? null : startLoading(opts);
   const settleLoading = async (): Promise<void> => void (await loading?.then((dp) => dp.close(), () => undefined));
-  // `ip addr` runs as a child process while the sources are read.
+  // Start-up frees and reallocates large buffers (manifest reads, write
+  // batches): freed memory is kept for reuse until the first sync is
+  // written, then what is free goes back (Shim.mallocKeep).
+  const memory = opts.mode === 'iptables' ? null : keepFreedMemory();
+  // Node IPs: at once for devices that are up, else `ip addr` runs as a child process while the sources are read.
   const resolvingIPs = resolveNodeIPs(opts);
   resolvingIPs.catch(() => undefined); // read below, after the sources
 
@@ -143,7 +147,10 @@ export async function startAgent(opts: RunOptions, log: Logger): Promise<Agent> 
   runner.syncNow();
   // "ready" means programmed: after the first sync that succeeded (a failed
   // one is retried with backoff; health and metrics are up meanwhile).
-  void runner.synced.then(() => log.info('ready', { services: store.services.size, slices: store.slices.size, nodeIPs: nodeIPs.join(','), atMs: sinceStart() }));
+  void runner.synced.then(() => {
+    log.info('ready', { services: store.services.size, slices: store.slices.size, nodeIPs: nodeIPs.join(','), atMs: sinceStart() });
+    memory?.mallocKeep(false);
+  });
 
   const devices = dp ? attachDevices(dp, opts, log) : null;
   devices?.start();
@@ -205,6 +212,17 @@ export async function startAgent(opts: RunOptions, log: Logger): Promise<Agent> 
     return done;
   };
   return { done, stop };
+}
+
+/** The shim with the keep-freed-memory policy set, or null where the shim does not load (the caller then runs without it). */
+function keepFreedMemory(): Shim | null {
+  try {
+    const shim = loadShim();
+    shim.mallocKeep(true);
+    return shim;
+  } catch {
+    return null;
+  }
 }
 
 /** Start loading the BPF objects (settles to the datapath or the reason it cannot load). */
