@@ -476,41 +476,63 @@ static bool batch_unsupported(int err)
 }
 
 /*
- * Read entries with BPF_MAP_LOOKUP_BATCH (5.6+): one syscall per up to max
- * entries, where walking the keys costs two per entry (a 320k-entry service
- * map is a million syscalls). Returns the number read, max when the buffers
+ * A walk over a map with BPF_MAP_LOOKUP_BATCH (5.6+): one syscall per up to
+ * a buffer's worth of entries, where walking the keys costs two per entry (a
+ * 320k-entry service map is a million syscalls). The position is the
+ * kernel's opaque token: a bucket index for hash maps, a key for arrays.
+ */
+struct batch_walk {
+	uint64_t in[32], out[32];
+	bool started;
+};
+
+/*
+ * Read up to *count entries into k/v, continuing the walk; *count is set to
+ * the number read. Returns 0 when there may be more, 1 at the end of the
+ * map, -EOPNOTSUPP when the map has no batch lookups (known on the first
+ * call only), else -errno (-ENOSPC: a whole bucket did not fit).
+ */
+static int batch_next(int fd, struct batch_walk *w, void *k, void *v, uint32_t *count)
+{
+	LIBBPF_OPTS(bpf_map_batch_opts, opts);
+	int err = bpf_map_lookup_batch(fd, w->started ? w->in : NULL, w->out, k, v, count, &opts);
+	int e = err ? errno : 0;
+
+	if (!err) {
+		memcpy(w->in, w->out, sizeof(w->in));
+		w->started = true;
+		return 0;
+	}
+	if (e == ENOENT)
+		return 1;
+	if (!w->started && *count == 0 && batch_unsupported(e))
+		return -EOPNOTSUPP;
+	return -e;
+}
+
+/*
+ * Read up to max entries. Returns the number read, max when the buffers
  * filled before the map ended (the caller retries with more room), -errno,
  * or -EOPNOTSUPP when the map has no batch lookups.
  */
 static int lookup_batch(int fd, char *k, char *v, uint32_t max, uint32_t key_size, uint32_t value_size)
 {
-	LIBBPF_OPTS(bpf_map_batch_opts, opts);
-	/* The opaque position: a bucket index for hash maps, a key for arrays. */
-	uint64_t in_tok[32], out_tok[32];
-	void *in = NULL;
+	struct batch_walk w = { .started = false };
 	uint32_t n = 0;
 
-	if (key_size > sizeof(in_tok))
+	if (key_size > sizeof(w.in))
 		return -EOPNOTSUPP;
 	while (n < max) {
 		uint32_t count = max - n;
-		int err = bpf_map_lookup_batch(fd, in, out_tok, k + (size_t)n * key_size, v + (size_t)n * value_size,
-					       &count, &opts);
-		int e = err ? errno : 0;
+		int rc = batch_next(fd, &w, k + (size_t)n * key_size, v + (size_t)n * value_size, &count);
 
 		n += count;
-		if (!err) {
-			memcpy(in_tok, out_tok, sizeof(in_tok));
-			in = in_tok;
-			continue;
-		}
-		if (e == ENOENT)
+		if (rc == 1)
 			return (int)n; /* the end of the map */
-		if (e == ENOSPC)
-			return (int)max; /* a whole bucket did not fit */
-		if (n == 0 && !in && batch_unsupported(e))
-			return -EOPNOTSUPP;
-		return -e;
+		if (rc == -ENOSPC)
+			return (int)max;
+		if (rc < 0)
+			return rc;
 	}
 	return (int)max;
 }
@@ -519,13 +541,11 @@ static int lookup_batch(int fd, char *k, char *v, uint32_t max, uint32_t key_siz
 static int count_batch(int fd, uint32_t key_size, uint32_t value_size)
 {
 	enum { CHUNK = 4096 };
-	LIBBPF_OPTS(bpf_map_batch_opts, opts);
-	uint64_t in_tok[32], out_tok[32];
+	struct batch_walk w = { .started = false };
 	char *keys = NULL, *values = NULL;
-	void *in = NULL;
 	int n = 0, rc;
 
-	if (key_size > sizeof(in_tok))
+	if (key_size > sizeof(w.in))
 		return -EOPNOTSUPP;
 	keys = malloc((size_t)CHUNK * key_size);
 	values = malloc((size_t)CHUNK * value_size);
@@ -533,25 +553,14 @@ static int count_batch(int fd, uint32_t key_size, uint32_t value_size)
 		rc = -ENOMEM;
 		goto out;
 	}
-	for (;;) {
+	do {
 		uint32_t count = CHUNK;
-		int err = bpf_map_lookup_batch(fd, in, out_tok, keys, values, &count, &opts);
-		int e = err ? errno : 0;
 
+		rc = batch_next(fd, &w, keys, values, &count);
 		n += (int)count;
-		if (!err) {
-			memcpy(in_tok, out_tok, sizeof(in_tok));
-			in = in_tok;
-			continue;
-		}
-		if (e == ENOENT)
-			rc = n;
-		else if (n == 0 && !in && batch_unsupported(e))
-			rc = -EOPNOTSUPP;
-		else
-			rc = -e;
-		break;
-	}
+	} while (rc == 0);
+	if (rc == 1)
+		rc = n;
 out:
 	free(keys);
 	free(values);
