@@ -6,8 +6,9 @@
  * misses events on some filesystems and for editors that replace files.
  *
  * Bad input never loses state: a file that does not parse keeps every object
- * it held before (the good documents of it still apply), and an object that
- * fails validation keeps its last good version in the store.
+ * it held before (its good documents still apply, and so do the good items
+ * of a JSON List whose brackets balance), and an object that fails
+ * validation keeps its last good version in the store.
  */
 import * as fs from 'node:fs';
 import { isAscii } from 'node:buffer';
@@ -18,6 +19,7 @@ import { ClusterStore } from '../model/store';
 import { objectKey } from '../model/types';
 import { Logger } from '../util/log';
 import { ChangeListener, Source } from './source';
+import { jsonListLayout } from './jsonlist';
 
 type Kind = 'Service' | 'EndpointSlice' | 'Node';
 const KINDS: Record<string, { apiVersion: string; kind: Kind }> = {
@@ -108,7 +110,7 @@ export class FileSource implements Source {
       const file = path.join(this.dir, name);
       present.add(file);
       let stamp: string;
-      let text: string;
+      let bytes: Buffer;
       try {
         const st = fs.statSync(file);
         if (!st.isFile()) continue;
@@ -117,11 +119,11 @@ export class FileSource implements Source {
         if (prev && prev.stamp === stamp) continue;
         // A new stamp with the same content (a touch, an editor's save) is
         // read again; the store tells that nothing changed.
-        text = readText(file);
+        bytes = readBytes(file);
       } catch {
         continue; // vanished between readdir and read: the next scan sees it gone
       }
-      changed = this.load(file, stamp, text) || changed;
+      changed = this.load(file, stamp, bytes) || changed;
     }
     for (const file of [...this.files.keys()]) {
       if (present.has(file)) continue;
@@ -136,58 +138,44 @@ export class FileSource implements Source {
   }
 
   /** Parse one file and apply the objects that changed. Returns true if any did. */
-  private load(file: string, stamp: string, text: string): boolean {
+  private load(file: string, stamp: string, bytes: Buffer): boolean {
     const prev = this.files.get(file);
     const objects = new Map<string, Kind>();
     let changed = false;
     let broken = false;
-    // The YAML parser is loaded on first use: JSON-only directories never pay for it.
-    const list = path.extname(file) === '.json' ? jsonDocuments(text) : (require('yaml') as typeof Yaml).parseAllDocuments(text);
-    list.forEach((doc, i) => {
-      if (doc.errors.length > 0) {
+    for (const entry of fileObjects(file, bytes)) {
+      if ('error' in entry) {
         broken = true;
-        const e = doc.errors[0]!;
-        const line = e.linePos?.[0]?.line;
-        this.log.error('malformed document; keeping what this file held before', {
-          file,
-          document: i,
-          line,
-          error: e.message.split('\n')[0],
-        });
-        return;
+        this.log.error('malformed document; keeping what this file held before', { file, document: entry.where, line: entry.line, error: entry.error });
+        continue;
       }
-      const value: unknown = doc.toJS();
-      if (value === null || value === undefined) return; // empty document
-      const items = isList(value) ? value.items : [value];
-      items.forEach((item, j) => {
-        const where = isList(value) ? `document ${i} items[${j}]` : `document ${i}`;
-        if (typeof item !== 'object' || item === null || Array.isArray(item)) {
-          this.log.error('not a Kubernetes object', { file, document: where });
-          return;
-        }
-        const obj = item as K8sObject;
-        const type = KINDS[`${String(obj.apiVersion)}/${String(obj.kind)}`];
-        const name = typeof obj.metadata?.name === 'string' ? obj.metadata.name : '';
-        const ns = typeof obj.metadata?.namespace === 'string' && obj.metadata.namespace ? obj.metadata.namespace : 'default';
-        if (!type) {
-          this.log.error('unknown kind; ignored', {
-            file,
-            document: where,
-            object: `${String(obj.kind)} ${ns}/${name}`,
-            field: 'apiVersion/kind',
-            error: `expected v1 Service, discovery.k8s.io/v1 EndpointSlice or v1 Node, got ${String(obj.apiVersion)} ${String(obj.kind)}`,
-          });
-          return;
-        }
-        if (!name) {
-          this.log.error('invalid object', { file, document: where, object: `${type.kind} ${ns}/(unnamed)`, field: 'metadata.name', error: 'is required' });
-          return;
-        }
-        const id = type.kind === 'Node' ? `Node/${name}` : `${type.kind}/${ns}/${name}`;
-        objects.set(id, type.kind);
-        changed = this.upsert(file, type.kind, obj) || changed;
-      });
-    });
+      const { item, where } = entry;
+      if (typeof item !== 'object' || item === null || Array.isArray(item)) {
+        this.log.error('not a Kubernetes object', { file, document: where });
+        continue;
+      }
+      const obj = item as K8sObject;
+      const type = KINDS[`${String(obj.apiVersion)}/${String(obj.kind)}`];
+      const name = typeof obj.metadata?.name === 'string' ? obj.metadata.name : '';
+      const ns = typeof obj.metadata?.namespace === 'string' && obj.metadata.namespace ? obj.metadata.namespace : 'default';
+      if (!type) {
+        this.log.error('unknown kind; ignored', {
+          file,
+          document: where,
+          object: `${String(obj.kind)} ${ns}/${name}`,
+          field: 'apiVersion/kind',
+          error: `expected v1 Service, discovery.k8s.io/v1 EndpointSlice or v1 Node, got ${String(obj.apiVersion)} ${String(obj.kind)}`,
+        });
+        continue;
+      }
+      if (!name) {
+        this.log.error('invalid object', { file, document: where, object: `${type.kind} ${ns}/(unnamed)`, field: 'metadata.name', error: 'is required' });
+        continue;
+      }
+      const id = type.kind === 'Node' ? `Node/${name}` : `${type.kind}/${ns}/${name}`;
+      objects.set(id, type.kind);
+      changed = this.upsert(file, type.kind, obj) || changed;
+    }
     if (broken && prev) {
       // Keep every object of the previous version that the good documents do not replace.
       for (const [id, o] of prev.objects) if (!objects.has(id)) objects.set(id, o);
@@ -230,14 +218,12 @@ function releaseReadBuffer(): void {
 }
 
 /**
- * A file's text. The bytes go into one reused buffer: a fresh buffer per
- * file is fresh memory, and first-touch page faults are a large part of a
- * cold start on some virtual machines (15 µs per 4 KiB page measured here).
- * Generated manifests are plain ASCII, where decoding as latin1 gives the
- * same string as UTF-8 without validating every byte, and a one-byte string
- * that JSON.parse reads faster.
+ * A file's bytes, in the read buffer shared by the scan (valid until the
+ * next read). A fresh buffer per file is fresh memory, and first-touch page
+ * faults are a large part of a cold start on some virtual machines (15 µs
+ * per 4 KiB page measured here).
  */
-function readText(file: string): string {
+function readBytes(file: string): Buffer {
   const fd = fs.openSync(file, 'r');
   let n = 0;
   try {
@@ -254,22 +240,83 @@ function readText(file: string): string {
   } finally {
     fs.closeSync(fd);
   }
-  const bytes = readBuf.subarray(0, n);
-  return bytes.toString(isAscii(bytes) ? 'latin1' : 'utf8');
+  return readBuf.subarray(0, n);
+}
+
+/** One object of a file with where it is ("document 0 items[3]"), or a part that does not parse. */
+type FileEntry = { item: unknown; where: string } | { error: string; where: string; line?: number };
+
+/**
+ * The objects of a file in order: each document, or each item of a document
+ * that is a List. Generated manifests are plain ASCII, where decoding as
+ * latin1 gives the same string as UTF-8 without validating every byte, and
+ * a one-byte string that JSON.parse reads faster.
+ */
+function* fileObjects(file: string, bytes: Buffer): Generator<FileEntry> {
+  const encoding = isAscii(bytes) ? 'latin1' : 'utf8';
+  if (path.extname(file) === '.json') {
+    yield* jsonObjects(bytes, encoding);
+    return;
+  }
+  // The YAML parser is loaded on first use: JSON-only directories never pay for it.
+  const docs = (require('yaml') as typeof Yaml).parseAllDocuments(bytes.toString(encoding));
+  for (let i = 0; i < docs.length; i++) {
+    const doc = docs[i]!;
+    if (doc.errors.length > 0) {
+      const e = doc.errors[0]!;
+      yield { error: e.message.split('\n')[0]!, where: `document ${i}`, line: e.linePos?.[0]?.line };
+      continue;
+    }
+    yield* documentObjects(doc.toJS(), `document ${i}`);
+  }
+}
+
+function* documentObjects(value: unknown, where: string): Generator<FileEntry> {
+  if (value === null || value === undefined) return; // empty document
+  if (!isList(value)) {
+    yield { item: value, where };
+    return;
+  }
+  for (let j = 0; j < value.items.length; j++) yield { item: value.items[j], where: `${where} items[${j}]` };
 }
 
 /**
- * A .json file as one document, in the shape the YAML path yields. JSON.parse
- * is an order of magnitude faster than a YAML parser on large generated
- * manifests (ten thousand services).
+ * A .json file: one document. JSON.parse is an order of magnitude faster
+ * than a YAML parser on large generated manifests. A List is parsed one
+ * item at a time where its layout allows (jsonlist.ts): the same objects,
+ * but each raw item is garbage before the next one is built.
  */
-function jsonDocuments(text: string): Array<{ errors: Array<{ message: string; linePos?: Array<{ line: number }> }>; toJS(): unknown }> {
-  try {
-    const value: unknown = JSON.parse(text);
-    return [{ errors: [], toJS: () => value }];
-  } catch (e) {
-    return [{ errors: [{ message: e instanceof Error ? e.message : String(e) }], toJS: () => null }];
+function* jsonObjects(bytes: Buffer, encoding: 'latin1' | 'utf8'): Generator<FileEntry> {
+  const layout = jsonListLayout(bytes);
+  const envelope = layout ? parseJson(bytes.toString(encoding, 0, layout.open + 1) + bytes.toString(encoding, layout.close)) : null;
+  if (!layout || !envelope || 'error' in envelope || !isList(envelope.value)) {
+    const whole = parseJson(bytes.toString(encoding));
+    if ('error' in whole) yield { error: whole.error, where: 'document 0' };
+    else yield* documentObjects(whole.value, 'document 0');
+    return;
   }
+  const items = layout.items;
+  for (let j = 0; j < items.length; j += 2) {
+    const item = parseJson(bytes.toString(encoding, items[j], items[j + 1]));
+    const where = `document 0 items[${j >> 1}]`;
+    if ('error' in item) yield { error: item.error, where, line: lineAt(bytes, items[j]!) };
+    else yield { item: item.value, where };
+  }
+}
+
+function parseJson(text: string): { value: unknown } | { error: string } {
+  try {
+    return { value: JSON.parse(text) as unknown };
+  } catch (e) {
+    return { error: e instanceof Error ? e.message : String(e) };
+  }
+}
+
+/** 1-based line of a byte offset. */
+function lineAt(bytes: Buffer, offset: number): number {
+  let line = 1;
+  for (let i = bytes.indexOf(0x0a); i >= 0 && i < offset; i = bytes.indexOf(0x0a, i + 1)) line++;
+  return line;
 }
 
 function isList(v: unknown): v is { items: unknown[] } {
