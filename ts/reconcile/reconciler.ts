@@ -92,6 +92,11 @@ class Writes {
   readonly beUps = new Packed(C.u32Key.size, C.backend.size);
   readonly beDels = new Packed(C.u32Key.size, 0);
 
+  /** Empty, keeping the buffers' capacity. */
+  clear(): void {
+    for (const p of [...this.ups, ...this.dels, this.beUps, this.beDels]) p.clear();
+  }
+
   /** Keys one service drops and another takes in the same commit stay. */
   dropRewritten(): void {
     SECTIONS.forEach((_, s) => {
@@ -129,6 +134,12 @@ export class Reconciler implements Dataplane {
   private pendingReplaced = 0;
   /** Writes flush() queued since the last commit, counted into its stats. */
   private flushed: CommitStats = NO_WRITES;
+  /**
+   * The buffers of flush()'s last writes, reused by the next flush once the
+   * queue has drained: a cold start flushes twenty times, and fresh buffers
+   * each time were fresh memory to fault in.
+   */
+  private flushWrites: Writes | null = null;
   private readonly be = new BackendTable();
   /** Backend rows whose references or value changed since the last commit. */
   private readonly pendingBackends = new Set<number>();
@@ -249,10 +260,14 @@ export class Reconciler implements Dataplane {
    */
   flush(): void {
     if (this.full || this.resync || this.pendingReplaced > 0 || this.pending.size === 0) return;
-    const w = new Writes();
-    this.diffPending(w);
     let stats: CommitStats;
     try {
+      // The previous flush's writes are done by now in the usual case: the
+      // kernel inserts a part faster than the next part is planned.
+      this.writes.drain();
+      const w = this.flushWrites ?? (this.flushWrites = new Writes());
+      w.clear();
+      this.diffPending(w);
       stats = w.submit(this.maps, this.writes);
     } catch (e) {
       this.resync = true;
