@@ -349,7 +349,8 @@ class HeldWrites implements WriteQueue {
   drain(): void {
     const held = this.held;
     this.held = [];
-    if (this.failNextDrain) {
+    // A write can fail only where there is one.
+    if (this.failNextDrain && held.length > 0) {
       this.failNextDrain = false;
       held[0]?.();
       throw new Error('ENOSPC');
@@ -396,7 +397,10 @@ test('a large first sync on empty maps hands batches over while planning; the co
   const seen = heldAtCommit(reconciler, q);
   fill(store, 1300);
   const res = syncer.sync();
-  assert.ok(seen[0]! >= 2 * 5, `batches queued before the commit: ${seen[0]}`);
+  // Two flushes: the second waits for the first's batches before it reuses
+  // their buffers (the maps would differ below if it did not), and its own
+  // batches are still queued when the commit starts.
+  assert.ok(seen[0]! >= 5, `batches queued before the commit: ${seen[0]}`);
   assert.is(q.held.length, 0, 'drained');
   assert.is(formatServices(readServices(maps)), unflushed(1300, [0]));
   assert.is(res.upserts, Object.values(maps).reduce((n, m) => n + m.entries.size, 0), 'flushed writes are counted');
@@ -424,16 +428,34 @@ test('no early writes when services replace earlier versions, or when the kernel
   assert.is(formatServices(readServices(maps)), expected);
 });
 
-test('a queued batch that fails makes the commit throw; the retry compares with the kernel and converges', () => {
+test('a part that fails to land mid-sync: the same sync compares everything with the kernel and converges', () => {
   const maps = memoryMaps();
   const q = new HeldWrites();
   const { store, syncer } = setup(maps, q);
   fill(store, 1300);
-  q.failNextDrain = true;
-  assert.throws(() => syncer.sync(), /ENOSPC/);
-  assert.ok(maps.be.entries.size > 0 && maps.svc.entries.size === 0, 'only the first batch landed');
+  q.failNextDrain = true; // the second flush finds the first one's writes failed
   syncer.sync();
+  assert.is(q.failNextDrain, false, 'a write failed');
   assert.is(formatServices(readServices(maps)), unflushed(1300, [0]));
+});
+
+test('a last part that fails makes the commit throw; the retry compares with the kernel and converges', () => {
+  const maps = memoryMaps();
+  const q = new HeldWrites();
+  const { store, reconciler, syncer } = setup(maps, q);
+  const commit = reconciler.commit.bind(reconciler);
+  reconciler.commit = () => {
+    q.failNextDrain = true;
+    reconciler.commit = commit;
+    return commit();
+  };
+  fill(store, 1300);
+  const expected = unflushed(1300, [0]);
+  assert.throws(() => syncer.sync(), /ENOSPC/);
+  assert.ok(maps.svc.entries.size > 0, 'the flushed parts landed');
+  assert.is.not(formatServices(readServices(maps)), expected, 'the last part did not');
+  syncer.sync();
+  assert.is(formatServices(readServices(maps)), expected);
 });
 
 test.run();

@@ -269,13 +269,18 @@ export class Reconciler implements Dataplane {
       w.clear();
       this.diffPending(w);
       stats = w.submit(this.maps, this.writes);
-    } catch (e) {
+    } catch {
+      // A part did not land. Throwing here would end the sync half-planned;
+      // instead no more parts are handed over, and this sync's commit
+      // compares everything with the kernel (what a retry after a failed
+      // write does), which throws if the failure persists.
       this.resync = true;
-      throw e;
+      this.flushed = NO_WRITES;
+      return;
     }
     this.flushed = { upserts: this.flushed.upserts + stats.upserts, deletes: this.flushed.deletes + stats.deletes };
-    // Settled as if written: should a queued write fail, commit() throws
-    // and the retry compares everything with the kernel.
+    // Settled as if written: should a queued write fail, the next flush or
+    // the commit sees it, and everything is compared with the kernel.
     this.settleBackends();
     this.pendingBackends.clear();
     this.clearPending();
