@@ -66,4 +66,28 @@ test('adopted backends keep their ids, and new ones are numbered after them', ()
   assert.is(t.id[t.rowFor(0x0af40101, 8080, 17)], 43, 'the protocol is part of the identity');
 });
 
+test('reserving room keeps every backend at its row with its id and value', () => {
+  const t = new BackendTable();
+  const rows: number[] = [];
+  for (let i = 0; i < 3000; i++) {
+    const r = t.rowFor((0x0af40000 + i) >>> 0, 8080, 6);
+    t.refs[r] = 1;
+    t.v0[r] = i;
+    rows.push(r);
+  }
+  t.reserve(100_000);
+  assert.ok(t.id.length >= 100_000, 'columns sized at once');
+  for (let i = 0; i < 3000; i++) {
+    const r = t.rowFor((0x0af40000 + i) >>> 0, 8080, 6);
+    assert.is(r, rows[i]);
+    assert.is(t.id[r], i + 1);
+    assert.is(t.v0[r], i);
+    assert.is(t.refs[r], 1);
+  }
+  assert.is(t.id[t.rowFor(0x0af50000, 8080, 6)], 3001, 'new ids follow');
+  assert.is(t.rows().length, 3001);
+  t.reserve(10); // never shrinks
+  assert.ok(t.id.length >= 100_000);
+});
+
 test.run();

@@ -13,12 +13,11 @@
  * program within milliseconds; the periodic poll is the fallback if the
  * monitor dies.
  */
-import { ChildProcess, execFile, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import * as os from 'node:os';
 import { promisify } from 'node:util';
+import { childProcess } from '../util/lazy';
 import { Logger, errorText } from '../util/log';
-
-const run = promisify(execFile);
 
 export interface Link {
   readonly name: string;
@@ -27,7 +26,7 @@ export interface Link {
 }
 
 export async function listLinks(): Promise<Link[]> {
-  const { stdout } = await run('ip', ['-j', 'addr', 'show'], { timeout: 5000 });
+  const { stdout } = await promisify(childProcess().execFile)('ip', ['-j', 'addr', 'show'], { timeout: 5000 });
   const raw = JSON.parse(stdout) as Array<{ ifname: string; ifindex: number; addr_info?: Array<{ family: string; local: string }> }>;
   return raw.map((l) => ({
     name: l.ifname,
@@ -116,7 +115,7 @@ export class DeviceWatcher<R extends string> {
   private startMonitor(): void {
     if (this.stopped) return;
     try {
-      this.monitor = spawn('ip', ['-o', 'monitor', 'link'], { stdio: ['ignore', 'pipe', 'ignore'] });
+      this.monitor = childProcess().spawn('ip', ['-o', 'monitor', 'link'], { stdio: ['ignore', 'pipe', 'ignore'] });
       this.monitor.stdout!.on('data', () => this.poll());
       this.monitor.on('error', (e) => this.log.warn('ip monitor unavailable; polling only', { error: e.message }));
     } catch (e) {

@@ -7,13 +7,13 @@
  * loads first creates the pins, the other reuses them, so both programs
  * share one set of maps.
  */
-import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as C from './codecs';
 import { Shim } from './ffi';
 import { KernelWriteQueue, PinnedMap, ServiceMaps, WriteQueue, keyString } from './maps';
 import { listLinks } from './devices';
+import { childProcess } from '../util/lazy';
 
 /** Map names as in bpf/shared/weir.h (layout version 1). */
 export const MAP_NAMES = {
@@ -68,7 +68,7 @@ export function ensureBpffs(pinRoot: string): void {
   if (!abs.startsWith('/sys/fs/bpf/')) {
     throw new Error(`${pinRoot} is not on a bpf filesystem: mount one or choose --bpffs-root under it`);
   }
-  execFileSync('mount', ['-t', 'bpf', 'bpf', '/sys/fs/bpf']);
+  childProcess().execFileSync('mount', ['-t', 'bpf', 'bpf', '/sys/fs/bpf']);
   fs.mkdirSync(abs, { recursive: true });
 }
 

@@ -12,11 +12,11 @@
  *    conntrack entries would keep sending clients to it, so they are
  *    deleted with conntrack(8), as kube-proxy does.
  */
-import { spawnSync } from 'node:child_process';
 import { ObjectKey } from '../model/types';
 import { ServicePlan, backendKey, frontendKey } from '../plan/plan';
 import { CommitStats, FrontendConflict } from '../reconcile/reconciler';
 import { Dataplane } from '../reconcile/dataplane';
+import { childProcess } from '../util/lazy';
 import { Logger } from '../util/log';
 import { HOOKS, PREFIX, RenderContext, ServiceRules, fixedRules, renderService, restoreText } from './render';
 
@@ -32,7 +32,7 @@ export interface CommandRunner {
  * the nf_tables backend, hence the generous limit.
  */
 export const runCommand: CommandRunner = (argv, input) => {
-  const r = spawnSync(argv[0]!, argv.slice(1), { input, encoding: 'utf8', timeout: 15 * 60_000, maxBuffer: 256 << 20 });
+  const r = childProcess().spawnSync(argv[0]!, argv.slice(1), { input, encoding: 'utf8', timeout: 15 * 60_000, maxBuffer: 256 << 20 });
   const killed = r.signal ? `killed by ${r.signal}${r.error ? ` (${r.error.message})` : ''}` : '';
   return { code: r.status ?? 1, stdout: r.stdout ?? '', stderr: (r.stderr ?? '') + killed };
 };

@@ -13,6 +13,8 @@ export interface Dataplane {
   commit(): CommitStats;
   /** Optionally start writing part of the next commit now (it may do nothing); commit() completes it. */
   flush?(): void;
+  /** A hint before a large sync: about this many backends will exist once it is planned. */
+  expectBackends?(n: number): void;
   /** Frontends another service already claimed, reported (and drained) by the Syncer. */
   readonly conflicts: FrontendConflict[];
   /** The service a frontend ("addr:port/PROTO") belongs to, if any. */

@@ -80,13 +80,18 @@ export class Packed {
 
   /** Append every entry of `from`, two copies whatever its size. */
   pushAll(from: PackedView): void {
-    if (from.count === 0) return;
-    this.reserve(from.count);
+    this.pushWords(from.words, from.keyOff >> 2, from.valOff >> 2, from.count);
+  }
+
+  /** Append `count` entries whose keys start at word `keyAt` of `words` and values at `valAt`. */
+  pushWords(words: Int32Array, keyAt: number, valAt: number, count: number): void {
+    if (count === 0) return;
+    this.reserve(count);
     const kw = this.keySize >> 2;
     const vw = this.valueSize >> 2;
-    copyWords(from.words, from.keyOff >> 2, from.count * kw, this.keyWords, this.count * kw);
-    if (vw > 0) copyWords(from.words, from.valOff >> 2, from.count * vw, this.valueWords, this.count * vw);
-    this.count += from.count;
+    copyWords(words, keyAt, count * kw, this.keyWords, this.count * kw);
+    if (vw > 0) copyWords(words, valAt, count * vw, this.valueWords, this.count * vw);
+    this.count += count;
   }
 
   /** Append a key given as a latin1 string (deletes: no value). */

@@ -32,7 +32,8 @@ import { L4Proto, ServicePlan, frontendKey } from '../plan/plan';
 import { BackendTable } from './backends';
 import { IdTable } from './ids';
 import { Dataplane } from './dataplane';
-import { Packed, PackedView, copyWords, viewKey, viewValue, wordsOf } from './packed';
+import { Packed, PackedView, viewKey, viewValue } from './packed';
+import { ServiceRecord, entryCount, forEachBackendRow, freezeRecord, pushSection, recordBytes, sectionView } from './record';
 
 type MapName = keyof ServiceMaps;
 
@@ -51,15 +52,6 @@ const SECTIONS: ReadonlyArray<{ map: MapName; keySize: number; valueSize: number
 ];
 /** Offset of the slot number (u16 LE) in a weir_svc_key; the bytes before it name the frontend. */
 const SLOT_OFF = 8;
-
-/** One service's map entries, packed, plus what it holds references on. */
-interface ServiceRecord {
-  readonly sections: readonly PackedView[];
-  /** Rows in the backend table this service holds a reference on. */
-  readonly backends: readonly number[];
-  /** frontendKeys this service owns (one rev_nat id each). */
-  readonly frontends: readonly string[];
-}
 
 export interface CommitStats {
   readonly upserts: number;
@@ -141,8 +133,6 @@ export class Reconciler implements Dataplane {
    */
   private flushWrites: Writes | null = null;
   private readonly be = new BackendTable();
-  /** Backend rows whose references or value changed since the last commit. */
-  private readonly pendingBackends = new Set<number>();
   private markEpoch = 0;
   private readonly frontendIds = new IdTable();
   private readonly owners = new Map<string, ObjectKey>();
@@ -196,7 +186,11 @@ export class Reconciler implements Dataplane {
   setClusterCidrs(cidrs: readonly Cidr[]): void {
     for (const p of this.scratch) p.clear();
     for (const c of cidrs) this.pushCidr(CLUSTER_CIDR_OWNER, c);
-    this.setRecord(STATIC_OWNER, this.records.get(STATIC_OWNER) ?? null, this.freeze([], []));
+    this.setRecord(STATIC_OWNER, this.records.get(STATIC_OWNER) ?? null, freezeRecord(this.scratch, [], []));
+  }
+
+  expectBackends(n: number): void {
+    this.be.reserve(n);
   }
 
   /** Replace one service's contribution (null: the service is gone). */
@@ -237,7 +231,7 @@ export class Reconciler implements Dataplane {
       throw e;
     }
     if (!full) this.settleBackends();
-    this.pendingBackends.clear();
+    this.be.clearPending();
     this.clearPending();
     this.full = false;
     this.kernelSvc = null;
@@ -282,14 +276,14 @@ export class Reconciler implements Dataplane {
     // Settled as if written: should a queued write fail, the next flush or
     // the commit sees it, and everything is compared with the kernel.
     this.settleBackends();
-    this.pendingBackends.clear();
+    this.be.clearPending();
     this.clearPending();
   }
 
   /** Pending backends are now as desired in the kernel (or gone from it). */
   private settleBackends(): void {
     const be = this.be;
-    for (const r of this.pendingBackends) {
+    for (const r of be.pendingRows()) {
       if (be.refs[r]! > 0) {
         be.applied[r] = 1;
         be.a0[r] = be.v0[r]!;
@@ -319,7 +313,7 @@ export class Reconciler implements Dataplane {
   /** Entries currently desired, per map (for gauges and tests). */
   sizes(): Record<MapName, number> {
     const out: Record<MapName, number> = { svc: 0, be: this.be.live, revnat: 0, member: 0, cidr: 0 };
-    for (const r of this.records.values()) r.sections.forEach((v, s) => (out[SECTIONS[s]!.map] += v.count));
+    for (const r of this.records.values()) SECTIONS.forEach((sec, s) => (out[sec.map] += entryCount(r, s)));
     return out;
   }
 
@@ -342,7 +336,7 @@ export class Reconciler implements Dataplane {
         // Shared backends take the flags of the service planned last.
         be.v0[r] = v0;
         be.v1[r] = v1;
-        if (!this.full) this.pendingBackends.add(r);
+        if (!this.full) this.be.markPending(r);
       }
       backends[i] = r;
     }
@@ -420,7 +414,7 @@ export class Reconciler implements Dataplane {
       writeSvcVal(masters.values, mi * masters.valueSize, 0, slots.length, fe.flags, revId, fe.affinityTimeout);
     }
     endGroup();
-    return this.freeze(backends, frontends);
+    return freezeRecord(this.scratch, backends, frontends);
   }
 
   private pushCidr(owner: number, c: Cidr): void {
@@ -430,44 +424,25 @@ export class Reconciler implements Dataplane {
     p.values.writeUInt32LE(1, i * p.valueSize);
   }
 
-  /** Copy the scratch sections into one buffer of exactly their size. */
-  private freeze(backends: number[], frontends: string[]): ServiceRecord {
-    let size = 0;
-    for (const p of this.scratch) size += p.count * (p.keySize + p.valueSize);
-    const buf = Buffer.allocUnsafe(size);
-    const words = wordsOf(buf);
-    let off = 0;
-    const sections = this.scratch.map((p): PackedView => {
-      const keyOff = off;
-      copyWords(p.keyWords, 0, (p.count * p.keySize) >> 2, words, off >> 2);
-      off += p.count * p.keySize;
-      const valOff = off;
-      copyWords(p.valueWords, 0, (p.count * p.valueSize) >> 2, words, off >> 2);
-      off += p.count * p.valueSize;
-      return { buf, words, keyOff, valOff, count: p.count, keySize: p.keySize, valueSize: p.valueSize };
-    });
-    return { sections, backends, frontends };
-  }
-
   private backendRef(addr: number, port: number, proto: number): number {
     const be = this.be;
     const r = be.rowFor(addr, port, proto);
     if (be.refs[r]!++ === 0) {
       be.live++;
       // While a full comparison is pending, commit() looks at every backend anyway.
-      if (!this.full) this.pendingBackends.add(r);
+      if (!this.full) this.be.markPending(r);
     }
     return r;
   }
 
   private release(service: ObjectKey, old: ServiceRecord, next: ServiceRecord | null): void {
     const be = this.be;
-    for (const r of old.backends) {
+    forEachBackendRow(old, SECTIONS, (r) => {
       if (--be.refs[r]! === 0) {
         be.live--;
-        this.pendingBackends.add(r);
+        this.be.markPending(r);
       }
-    }
+    });
     const keep = new Set(next?.frontends ?? []);
     for (const fk of old.frontends) {
       this.frontendIds.release(fk);
@@ -519,7 +494,7 @@ export class Reconciler implements Dataplane {
     const prefix = masterKey.slice(0, SLOT_OFF);
     const tail = masterKey.slice(SLOT_OFF + 2);
     if (old) {
-      const slots = old.sections[S_SLOTS]!;
+      const slots = sectionView(old, SECTIONS, S_SLOTS, recordBytes(old));
       const out: number[] = [];
       for (let i = 0; i < slots.count; i++) {
         const k = viewKey(slots, i);
@@ -546,11 +521,20 @@ export class Reconciler implements Dataplane {
   private diffPending(w: Writes): void {
     for (const [service, old] of this.pending) {
       const next = this.records.get(service) ?? null;
-      for (let s = 0; s < SECTIONS.length; s++) diffSection(w, s, old?.sections[s], next?.sections[s]);
+      if (!old && next) {
+        // A new service (every service of a cold start): all of it is written.
+        for (let s = 0; s < SECTIONS.length; s++) pushSection(next, SECTIONS, s, w.ups[s]!);
+        continue;
+      }
+      const oldBytes = old && recordBytes(old);
+      const nextBytes = next && recordBytes(next);
+      for (let s = 0; s < SECTIONS.length; s++) {
+        diffSection(w, s, old ? sectionView(old, SECTIONS, s, oldBytes!) : undefined, next ? sectionView(next, SECTIONS, s, nextBytes!) : undefined);
+      }
     }
     w.dropRewritten();
     const be = this.be;
-    for (const r of this.pendingBackends) {
+    for (const r of be.pendingRows()) {
       if (be.refs[r]! > 0) {
         if (!be.applied[r] || be.a0[r] !== be.v0[r] || be.a1[r] !== be.v1[r]) pushBackend(w.beUps, be, r);
       } else if (be.applied[r]) w.beDels.keys.writeUInt32LE(be.id[r]!, w.beDels.push() * w.beDels.keySize);
@@ -566,19 +550,20 @@ export class Reconciler implements Dataplane {
    */
   private diffAll(w: Writes): void {
     const total = SECTIONS.map(() => 0);
-    for (const r of this.records.values()) r.sections.forEach((v, s) => (total[s]! += v.count));
+    for (const r of this.records.values()) SECTIONS.forEach((_, s) => (total[s]! += entryCount(r, s)));
     total.forEach((n, s) => w.ups[s]!.reserve(n));
     for (const m of ['revnat', 'member', 'cidr', 'svc'] as const) {
       const have = m === 'svc' && this.kernelSvc ? this.kernelSvc : this.dumpOne(m);
       const sections = SECTIONS.map((sec, s) => (sec.map === m ? s : -1)).filter((s) => s >= 0);
       for (const r of this.records.values()) {
+        const bytes = have.size === 0 ? null : recordBytes(r);
         for (const s of sections) {
-          const v = r.sections[s]!;
           const out = w.ups[s]!;
-          if (have.size === 0) {
-            out.pushAll(v); // cold start: nothing to compare
+          if (!bytes) {
+            pushSection(r, SECTIONS, s, out); // nothing in the kernel to compare with
             continue;
           }
+          const v = sectionView(r, SECTIONS, s, bytes);
           for (let i = 0; i < v.count; i++) {
             const k = viewKey(v, i);
             if (have.get(k) !== viewValue(v, i)) out.pushFrom(v, i);

@@ -62,6 +62,7 @@ export class Syncer {
     };
     // A large sync hands its writes over in parts, so the kernel inserts one
     // part while the next is planned (see Reconciler.flush).
+    if (dirty.length > FLUSH_EVERY) this.reconciler.expectBackends?.(this.endpointPorts());
     dirty.forEach((key, i) => {
       plan(key);
       if ((i + 1) % FLUSH_EVERY === 0) this.reconciler.flush?.();
@@ -89,6 +90,13 @@ export class Syncer {
     const now = Date.now();
     const programmingMs = [...changed.values()].map((t) => now - t);
     return { ...stats, services: dirty.length, ms: Number(process.hrtime.bigint() - t0) / 1e6, programmingMs };
+  }
+
+  /** Endpoints times slice ports over every slice: what the backend table holds when all is planned. */
+  private endpointPorts(): number {
+    let n = 0;
+    for (const slice of this.store.slices.values()) n += slice.endpoints.length * slice.ports.length;
+    return n;
   }
 
   private lost(service: ObjectKey, frontend: string): void {
