@@ -10,7 +10,7 @@
  * targetPort (number or container port name) into that port's number.
  */
 import type { V1EndpointSlice } from '@kubernetes/client-node';
-import { FieldError, IPv4, ObjectKey, Port, Protocol, Result, ipToInt, objectKey, parseIPv4, parsePort } from './types';
+import { FieldError, IPv4, ObjectKey, Port, Protocol, Result, ipToInt, kept, objectKey, parseIPv4, parsePort } from './types';
 
 export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
 
@@ -91,7 +91,7 @@ export function parseEndpointSlice(slice: V1EndpointSlice): SliceParse {
   });
 
   if (errors.length) return { ok: false, errors };
-  return { ok: true, value: { key, service: objectKey(namespace, svcName!), ports, endpoints } };
+  return { ok: true, value: { key, service: objectKey(namespace, svcName!), ports: kept(ports), endpoints: kept(endpoints) } };
 }
 
 /** One endpoint of one service port, after merging every slice. */

@@ -65,6 +65,18 @@ export function objectKey(namespace: string, name: string): ObjectKey {
   return flatKey(namespace, '/', name) as ObjectKey;
 }
 
+const EMPTY: readonly never[] = Object.freeze([]);
+
+/**
+ * A list as the store keeps it. The store holds every object's lists for as
+ * long as the object lives (ten thousand services hold fifty thousand), so
+ * an empty list is one shared array, and a filled one has no spare room
+ * (an array grown by push() keeps room for 16 more).
+ */
+export function kept<T>(list: readonly T[]): readonly T[] {
+  return list.length === 0 ? EMPTY : list.slice();
+}
+
 /**
  * A problem with one field of one object. Bad input is reported with exactly
  * this much context and never stops the rest of the state from applying.

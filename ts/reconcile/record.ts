@@ -40,7 +40,8 @@ function carve(n: number): Int32Array {
     slab = new Int32Array(SLAB_WORDS);
     slabUsed = 0;
   }
-  const out = slab.subarray(slabUsed, slabUsed + n);
+  // The constructor, not subarray(): subarray looks up a species constructor first, ~3x slower before it is optimised.
+  const out = new Int32Array(slab.buffer, slabUsed * 4, n);
   slabUsed += n;
   return out;
 }

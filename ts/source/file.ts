@@ -17,6 +17,7 @@ import type * as Yaml from 'yaml';
 import type { V1EndpointSlice, V1Node, V1Service } from '@kubernetes/client-node';
 import { ClusterStore } from '../model/store';
 import { objectKey } from '../model/types';
+import { flatKey } from '../util/keys';
 import { Logger } from '../util/log';
 import { ChangeListener, Source } from './source';
 import { jsonListLayout } from './jsonlist';
@@ -172,7 +173,7 @@ export class FileSource implements Source {
         this.log.error('invalid object', { file, document: where, object: `${type.kind} ${ns}/(unnamed)`, field: 'metadata.name', error: 'is required' });
         continue;
       }
-      const id = type.kind === 'Node' ? `Node/${name}` : `${type.kind}/${ns}/${name}`;
+      const id = type.kind === 'Node' ? flatKey('Node/', name) : flatKey(type.kind, '/', ns, '/', name);
       objects.set(id, type.kind);
       changed = this.upsert(file, type.kind, obj) || changed;
     }
