@@ -93,6 +93,17 @@ test('endpoints join service ports by name and protocol across slices, deduplica
   assert.equal(endpointsForPort([a, b], 'dns', 'TCP'), [], 'a UDP slice port does not serve TCP');
 });
 
+test('endpoints of a port come sorted by address and port; of two copies, the first ready one, else the first', () => {
+  const a = slice([{ name: 'http', port: 8080 }], [{ ip: '10.244.1.9' }, { ip: '10.244.1.5', ready: false, node: 'a' }, { ip: '10.244.1.7', ready: false, node: 'a' }], 'a');
+  const b = slice([{ name: 'http', port: 8080 }], [{ ip: '10.244.1.7', ready: false, node: 'b' }, { ip: '10.244.1.5', node: 'b' }, { ip: '10.244.1.10' }], 'b');
+  const c = slice([{ name: 'http', port: 9090 }], [{ ip: '10.244.1.5', node: 'c' }], 'c');
+  const http = endpointsForPort([a, b, c], 'http', 'TCP');
+  assert.equal(
+    http.map((e) => `${e.addr}:${e.port} ${e.nodeName} ${e.ready}`),
+    ['10.244.1.5:8080 b true', '10.244.1.5:9090 c true', '10.244.1.7:8080 a false', '10.244.1.9:8080  true', '10.244.1.10:8080  true'],
+  );
+});
+
 test('conditions: nil ready is ready, nil serving follows ready, nil terminating is false', () => {
   const s = slice([{ port: 80 }], [{ ip: '10.244.1.1' }, { ip: '10.244.1.2', ready: false }]);
   assert.equal(

@@ -102,31 +102,41 @@ export interface PortEndpoint extends EndpointModel {
 }
 
 /**
- * Endpoints of a service port across all of the service's slices. The same
- * address:port in two slices (as during a slice split) counts once; if the
- * copies disagree, the ready one wins so a transient duplicate never removes a
- * serving backend.
+ * Endpoints of a service port across all of the service's slices, sorted by
+ * address and port. The same address:port in two slices (as during a slice
+ * split) counts once; if the copies disagree, the ready one wins so a
+ * transient duplicate never removes a serving backend.
+ *
+ * Copies are found by sorting rather than with a Map keyed by address: the
+ * caller wants the sorted order anyway, and a Map per service port was an
+ * allocation per service in every plan. The sort is stable, so copies stay
+ * in slice order and "the first ready copy, else the first" is kept.
  */
-export function endpointsForPort(
-  slices: Iterable<SliceModel>,
-  portName: string,
-  protocol: Protocol,
-): PortEndpoint[] {
-  const byAddr = new Map<string, PortEndpoint>();
-  let onePort: number | null = null;
+export function endpointsForPort(slices: Iterable<SliceModel>, portName: string, protocol: Protocol): PortEndpoint[] {
+  const out: PortEndpoint[] = [];
   for (const slice of slices) {
     const sp = slice.ports.find((p) => p.name === portName && p.protocol === protocol);
     if (!sp) continue;
-    // Keyed by address alone while every slice agrees on the port (the usual case): no string building.
-    if (onePort === null) onePort = sp.port;
-    const samePort = onePort === sp.port;
     for (const ep of slice.endpoints) {
-      const id = samePort ? ep.addr : `${ep.addr}:${sp.port}`;
-      const prev = byAddr.get(id);
-      if (!prev || (!prev.ready && ep.ready)) {
-        byAddr.set(id, { addr: ep.addr, nodeName: ep.nodeName, ready: ep.ready, serving: ep.serving, terminating: ep.terminating, port: sp.port, ip: ipToInt(ep.addr) });
-      }
+      out.push({ addr: ep.addr, nodeName: ep.nodeName, ready: ep.ready, serving: ep.serving, terminating: ep.terminating, port: sp.port, ip: ipToInt(ep.addr) });
     }
   }
-  return [...byAddr.values()];
+  if (out.length < 2) return out;
+  out.sort(byAddrPort);
+  let n = 1;
+  for (let i = 1; i < out.length; i++) {
+    const ep = out[i]!;
+    const kept = out[n - 1]!;
+    if (kept.ip === ep.ip && kept.port === ep.port) {
+      if (!kept.ready && ep.ready) out[n - 1] = ep;
+      continue;
+    }
+    out[n++] = ep;
+  }
+  out.length = n;
+  return out;
+}
+
+function byAddrPort(a: PortEndpoint, b: PortEndpoint): number {
+  return a.ip - b.ip || a.port - b.port;
 }

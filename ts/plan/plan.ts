@@ -11,7 +11,7 @@
  *  - every endpoint listed in a slice stays a known backend (even not ready or
  *    terminating) so established flows to it keep working until it is removed.
  */
-import { PortEndpoint, SliceModel, endpointsForPort } from '../model/endpoints';
+import { SliceModel, endpointsForPort } from '../model/endpoints';
 import { ServiceModel } from '../model/service';
 import { Cidr, IPv4, ObjectKey, Port } from '../model/types';
 import { SCOPE_ALL, SCOPE_LOCAL, SVC_F } from '../datapath/codecs';
@@ -85,10 +85,6 @@ export function usableEndpoints<T extends { ready: boolean; serving: boolean; te
   return eps.filter((e) => e.serving && e.terminating);
 }
 
-function byAddrPort(a: PortEndpoint, b: PortEndpoint): number {
-  return a.ip - b.ip || a.port - b.port;
-}
-
 /** (address, port, protocol) as one exact number (< 2^49), for finding a backend two service ports share. */
 function identity(ip: number, port: number, proto: L4Proto): number {
   return ip * 0x20000 + port * 2 + (proto === 'UDP' ? 1 : 0);
@@ -107,7 +103,7 @@ export function planService(svc: ServiceModel, slices: readonly SliceModel[], ct
     if (sp.protocol === 'SCTP') continue;
     const proto: L4Proto = sp.protocol;
     const servicePort = `${sp.name}/${proto}`;
-    const eps = endpointsForPort(slices, sp.name, sp.protocol).sort(byAddrPort);
+    const eps = endpointsForPort(slices, sp.name, sp.protocol); // sorted by address and port
     const isLocal = (i: number): boolean => eps[i]!.nodeName !== '' && eps[i]!.nodeName === ctx.nodeName;
     // members[i]: the plan-wide index of eps[i].
     const members = eps.map((e, i): number => {

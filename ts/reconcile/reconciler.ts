@@ -32,7 +32,7 @@ import { L4Proto, ServicePlan, frontendKey } from '../plan/plan';
 import { BackendTable } from './backends';
 import { IdTable } from './ids';
 import { Dataplane } from './dataplane';
-import { Packed, PackedView, viewKey, viewValue } from './packed';
+import { Packed, PackedView, viewKey, viewValue, wordsOf } from './packed';
 import { ServiceRecord, entryCount, forEachBackendRow, freezeRecord, pushSection, recordBytes, sectionView } from './record';
 
 type MapName = keyof ServiceMaps;
@@ -148,7 +148,11 @@ export class Reconciler implements Dataplane {
   private adoptedIdsPending = false;
   /** Reused while building a record. */
   private readonly scratch = SECTIONS.map((s) => new Packed(s.keySize, s.valueSize));
+  private readonly scratchRevIds = new Map<string, number>();
+  private readonly scratchMasterKeys = new Set<string>();
   private readonly beValue = Buffer.alloc(C.backend.size);
+  /** beValue as the two words the backend table keeps (no Buffer.readInt32LE call per backend). */
+  private readonly beWords = wordsOf(this.beValue);
   readonly conflicts: FrontendConflict[] = [];
 
   /** writes: where flush() hands its batches (a KernelWriteQueue lets the kernel insert while the next ones are built). */
@@ -330,8 +334,8 @@ export class Reconciler implements Dataplane {
       const proto = PROTO_NUM[b.proto];
       writeBackend(bv, 0, b.ip, b.port, proto, (b.local ? C.BE_F.LOCAL : 0) | (b.terminating ? C.BE_F.TERMINATING : 0));
       const r = this.backendRef(b.ip, b.port, proto);
-      const v0 = bv.readInt32LE(0);
-      const v1 = bv.readInt32LE(4);
+      const v0 = this.beWords[0]!;
+      const v1 = this.beWords[1]!;
       if (be.v0[r] !== v0 || be.v1[r] !== v1) {
         // Shared backends take the flags of the service planned last.
         be.v0[r] = v0;
@@ -342,26 +346,15 @@ export class Reconciler implements Dataplane {
     }
 
     const frontends: string[] = [];
-    const revIds = new Map<string, number>();
-    const masterKeys = new Set<string>();
+    const revIds = this.scratchRevIds;
+    const masterKeys = this.scratchMasterKeys;
+    revIds.clear();
+    masterKeys.clear();
     // Membership is per frontend (both scopes share the rev_nat id): every
     // endpoint of the port, active if some scope may choose it. The scopes of
     // one frontend are consecutive in the plan; a group's choosable backends
     // carry its mark.
-    const mem = this.scratch[S_MEMBER]!;
     let group = null as { fk: string; revId: number; members: readonly number[]; mark: number } | null;
-    const endGroup = (): void => {
-      if (!group) return;
-      mem.reserve(group.members.length);
-      for (const bi of group.members) {
-        const r = backends[bi]!;
-        const i = mem.push();
-        mem.keys.writeUInt32LE(group.revId, i * mem.keySize + C.memberKey.at.rev_nat_id);
-        mem.keys.writeUInt32LE(be.id[r]!, i * mem.keySize + C.memberKey.at.backend_id);
-        mem.values.writeUInt32LE(be.mark[r] === group.mark ? C.MEMBER_F.ACTIVE : 0, i * mem.valueSize);
-      }
-      group = null;
-    };
     const masters = this.scratch[S_MASTERS]!;
     const slotsOut = this.scratch[S_SLOTS]!;
     for (const fe of plan.frontends) {
@@ -395,7 +388,7 @@ export class Reconciler implements Dataplane {
         for (const c of fe.sourceRanges) this.pushCidr(revId, c);
       }
       if (group?.fk !== fk) {
-        endGroup();
+        if (group) this.pushMembers(group.revId, group.members, group.mark, backends);
         group = { fk, revId, members: fe.members, mark: ++this.markEpoch };
       }
       const ids: number[] = [];
@@ -413,8 +406,22 @@ export class Reconciler implements Dataplane {
       }
       writeSvcVal(masters.values, mi * masters.valueSize, 0, slots.length, fe.flags, revId, fe.affinityTimeout);
     }
-    endGroup();
+    if (group) this.pushMembers(group.revId, group.members, group.mark, backends);
     return freezeRecord(this.scratch, backends, frontends);
+  }
+
+  /** Member entries of one frontend: its endpoints (plan indices into `rows`), active where they carry the group's mark. */
+  private pushMembers(revId: number, members: readonly number[], mark: number, rows: readonly number[]): void {
+    const mem = this.scratch[S_MEMBER]!;
+    const be = this.be;
+    mem.reserve(members.length);
+    for (const bi of members) {
+      const r = rows[bi]!;
+      const i = mem.push();
+      mem.keys.writeUInt32LE(revId, i * mem.keySize + C.memberKey.at.rev_nat_id);
+      mem.keys.writeUInt32LE(be.id[r]!, i * mem.keySize + C.memberKey.at.backend_id);
+      mem.values.writeUInt32LE(be.mark[r] === mark ? C.MEMBER_F.ACTIVE : 0, i * mem.valueSize);
+    }
   }
 
   private pushCidr(owner: number, c: Cidr): void {
@@ -491,6 +498,7 @@ export class Reconciler implements Dataplane {
 
   /** Backend ids by slot (index 0 = slot 1) this frontend had: in the service's record, else in the kernel. */
   private previousSlots(old: ServiceRecord | null, masterKey: string): number[] {
+    if (!old && !this.kernelSvc?.size) return []; // a new service on a fresh node: every cold-start frontend
     const prefix = masterKey.slice(0, SLOT_OFF);
     const tail = masterKey.slice(SLOT_OFF + 2);
     if (old) {
