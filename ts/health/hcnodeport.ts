@@ -5,7 +5,8 @@
  * endpoint. Same contract as kube-proxy: any path, 200 or 503, JSON body
  * {"service":{"namespace","name"},"localEndpoints":N,"serviceProxyHealthy":bool}.
  */
-import * as http from 'node:http';
+import type * as Http from 'node:http';
+import { http } from '../util/lazy';
 import { Logger, errorText } from '../util/log';
 
 export interface HealthCheckTarget {
@@ -16,7 +17,7 @@ export interface HealthCheckTarget {
 }
 
 interface Entry {
-  server: http.Server;
+  server: Http.Server;
   target: HealthCheckTarget;
 }
 
@@ -47,7 +48,7 @@ export class HealthCheckNodePorts {
         cur.target = t;
         continue;
       }
-      const entry: Entry = { target: t, server: http.createServer((_req, res) => this.answer(entry, res)) };
+      const entry: Entry = { target: t, server: http().createServer((_req, res) => this.answer(entry, res)) };
       entry.server.on('error', (e) => {
         this.log.error('healthCheckNodePort unavailable', { object: `Service ${t.namespace}/${t.name}`, field: 'spec.healthCheckNodePort', port, error: errorText(e) });
         this.servers.delete(port);
@@ -62,7 +63,7 @@ export class HealthCheckNodePorts {
     this.servers.clear();
   }
 
-  private answer(entry: Entry, res: http.ServerResponse): void {
+  private answer(entry: Entry, res: Http.ServerResponse): void {
     const t = entry.target;
     const body = JSON.stringify({
       service: { namespace: t.namespace, name: t.name },

@@ -4,8 +4,8 @@
  * update has waited longer than the health timeout (a stuck agent should be
  * restarted, and a node with a stuck proxy should not get new traffic).
  */
-import * as http from 'node:http';
-import { AddressInfo } from 'node:net';
+import type { AddressInfo } from 'node:net';
+import { http } from '../util/lazy';
 
 export interface HealthState {
   /** ms timestamp since which an update waits, 0 when none. */
@@ -19,7 +19,7 @@ export interface HealthServer {
 }
 
 export function startHealthServer(opts: { host: string; port: number; timeoutMs: number; state: HealthState }): Promise<HealthServer> {
-  const server = http.createServer((req, res) => {
+  const server = http().createServer((req, res) => {
     const url = (req.url ?? '/').split('?')[0];
     if (url !== '/healthz' && url !== '/livez') {
       res.writeHead(404).end();

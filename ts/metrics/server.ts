@@ -1,10 +1,10 @@
 /** `--metrics-addr`: GET /metrics in the Prometheus text format. */
-import * as http from 'node:http';
-import { AddressInfo } from 'node:net';
+import type { AddressInfo } from 'node:net';
+import { http } from '../util/lazy';
 import { Registry } from './registry';
 
 export function startMetricsServer(opts: { host: string; port: number; registry: Registry }): Promise<{ port: number; close(): Promise<void> }> {
-  const server = http.createServer((req, res) => {
+  const server = http().createServer((req, res) => {
     if ((req.url ?? '').split('?')[0] !== '/metrics') {
       res.writeHead(404).end();
       return;

@@ -173,6 +173,10 @@ export async function startAgent(opts: RunOptions, log: Logger): Promise<Agent> 
       }
     });
   }
+  // One turn of the event loop first: "ready" (above, on the first sync's
+  // success) is reported when the dataplane is programmed, not after the
+  // servers below have loaded node:http.
+  await new Promise<void>((resolve) => setImmediate(resolve));
   let health: HealthServer | null = null;
   if (opts.healthAddr) {
     const { host, port } = parseHostPort('health-addr', opts.healthAddr);
