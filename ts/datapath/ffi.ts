@@ -95,12 +95,30 @@ function libraryPath(): string {
   return candidates.find((p) => fs.existsSync(p)) ?? candidates[0]!;
 }
 
+interface KoffiApi {
+  load(p: string): { func(name: string, ret: string, args: string[]): RawFn };
+}
+
+/**
+ * koffi's native module, required directly where it is: the package entry
+ * (index.js) also loads node:https, node:zlib and node:crypto for its
+ * download tooling, ~30 ms of a cold start on the machine of BENCHMARKS.md,
+ * spent before the BPF objects can start loading. The entry adds only
+ * deprecated aliases to the native module's API. Another layout (musl, a
+ * bundler) or a version mismatch falls back to the package entry.
+ */
+function koffiModule(): KoffiApi {
+  try {
+    const native = require(`koffi/build/koffi/${process.platform}_${process.arch}/koffi.node`) as KoffiApi & { version?: string };
+    if (native.version === (require('koffi/package.json') as { version: string }).version) return native;
+  } catch {
+    // not there, or not loadable here
+  }
+  return require('koffi') as KoffiApi;
+}
+
 function bindKoffi(lib: string): RawShim {
-  // eslint-disable-next-line @typescript-eslint/no-var-requires
-  const koffi = require('koffi') as {
-    load(p: string): { func(name: string, ret: string, args: string[]): RawFn };
-  };
-  const handle = koffi.load(lib);
+  const handle = koffiModule().load(lib);
   const kType = (t: CType): string =>
     ({ int: 'int', uint32: 'uint32_t', uint64: 'uint64_t', string: 'const char *', pointer: 'void *' })[t];
   const out = {} as RawShim;
