@@ -10,6 +10,7 @@ import { ServicePlan, backendKey, planService, usableEndpoints } from '../../ts/
 import { ServiceModel } from '../../ts/model/service';
 import { IPv4 } from '../../ts/model/types';
 import { SCOPE_LOCAL, SVC_F } from '../../ts/datapath/codecs';
+import { ClusterStore } from '../../ts/model/store';
 
 function svc(spec: V1Service['spec'], extra: Partial<V1Service> = {}): V1Service {
   return { apiVersion: 'v1', kind: 'Service', metadata: { name: 's', namespace: 'ns' }, spec, ...extra };
@@ -102,6 +103,28 @@ test('endpoints of a port come sorted by address and port; of two copies, the fi
     http.map((e) => `${e.addr}:${e.port} ${e.nodeName} ${e.ready}`),
     ['10.244.1.5:8080 b true', '10.244.1.5:9090 c true', '10.244.1.7:8080 a false', '10.244.1.9:8080  true', '10.244.1.10:8080  true'],
   );
+});
+
+test("the store's slices of a service follow updates, moves to another service and deletions", () => {
+  const store = new ClusterStore(() => undefined);
+  const raw = (name: string, service: string, ip: string): V1EndpointSlice => ({
+    metadata: { name, namespace: 'ns', labels: { 'kubernetes.io/service-name': service } },
+    addressType: 'IPv4',
+    ports: [{ port: 80 }],
+    endpoints: [{ addresses: [ip] }],
+  });
+  const ips = (service: string): string[] => store.slicesOf(`ns/${service}` as never).map((sl) => `${sl.key} ${sl.endpoints[0]!.addr}`);
+  store.upsertSlice(raw('a', 'x', '10.244.0.1'), 't');
+  store.upsertSlice(raw('b', 'x', '10.244.0.2'), 't');
+  store.upsertSlice(raw('a', 'x', '10.244.0.3'), 't');
+  assert.equal(ips('x'), ['ns/a 10.244.0.3', 'ns/b 10.244.0.2'], 'an update replaces the slice in place');
+  store.upsertSlice(raw('a', 'y', '10.244.0.3'), 't');
+  assert.equal(ips('x'), ['ns/b 10.244.0.2']);
+  assert.equal(ips('y'), ['ns/a 10.244.0.3'], 'moved to the service it names now');
+  store.deleteSlice('ns/b' as never);
+  assert.equal(ips('x'), []);
+  assert.equal(store.takeDirty().sort(), ['ns/x', 'ns/y']);
+  assert.equal(store.takeDirty(), [], 'taken');
 });
 
 test('conditions: nil ready is ready, nil serving follows ready, nil terminating is false', () => {

@@ -25,7 +25,7 @@ export type ErrorSink = (origin: Origin, errors: readonly FieldError[]) => void;
 
 /** A set of service keys that remembers when each was first added. */
 export class DirtySet {
-  readonly since = new Map<ObjectKey, number>();
+  private since = new Map<ObjectKey, number>();
   add(k: ObjectKey): void {
     if (!this.since.has(k)) this.since.set(k, Date.now());
   }
@@ -38,7 +38,15 @@ export class DirtySet {
   get size(): number {
     return this.since.size;
   }
+  /** Every key with the time it was first added, leaving the set empty (no copy: a cold start takes ten thousand). */
+  take(): Map<ObjectKey, number> {
+    const out = this.since;
+    this.since = new Map();
+    return out;
+  }
 }
+
+const NO_SLICES: readonly SliceModel[] = Object.freeze([]);
 
 export class ClusterStore {
   readonly services = new Map<ObjectKey, ServiceModel>();
@@ -48,8 +56,13 @@ export class ClusterStore {
   readonly dirty = new DirtySet();
   /** Bumped on every change to nodes (node IPs feed NodePort frontends). */
   nodesVersion = 0;
-  /** Slice keys by the service they name: an array, since nearly every service has one slice (a Set each was ~150 bytes more). */
-  private readonly slicesByService = new Map<ObjectKey, ObjectKey[]>();
+  /**
+   * Slices by the service they name, for planning: an array, since nearly
+   * every service has one slice (a Set each was ~150 bytes more), holding
+   * the models themselves so that slicesOf() neither allocates nor looks
+   * each one up.
+   */
+  private readonly slicesByService = new Map<ObjectKey, SliceModel[]>();
   private readonly report: ErrorSink;
   private readonly rules: ServiceRules;
 
@@ -98,9 +111,11 @@ export class ClusterStore {
     if (prev && sameData(prev, slice)) return false;
     if (prev && prev.service !== slice.service) this.unindex(prev);
     this.slices.set(slice.key, slice);
-    const keys = this.slicesByService.get(slice.service);
-    if (!keys) this.slicesByService.set(slice.service, [slice.key]);
-    else if (!keys.includes(slice.key)) keys.push(slice.key);
+    const list = this.slicesByService.get(slice.service);
+    const at = list ? list.findIndex((s) => s.key === slice.key) : -1;
+    if (!list) this.slicesByService.set(slice.service, [slice]);
+    else if (at >= 0) list[at] = slice;
+    else list.push(slice);
     this.dirty.add(slice.service);
     return true;
   }
@@ -142,13 +157,9 @@ export class ClusterStore {
     return true;
   }
 
-  slicesOf(service: ObjectKey): SliceModel[] {
-    const out: SliceModel[] = [];
-    for (const k of this.slicesByService.get(service) ?? []) {
-      const s = this.slices.get(k);
-      if (s) out.push(s);
-    }
-    return out;
+  /** The slices naming a service (the store's own list: read it before the store changes again). */
+  slicesOf(service: ObjectKey): readonly SliceModel[] {
+    return this.slicesByService.get(service) ?? NO_SLICES;
   }
 
   /** Take the set of changed services, leaving it empty. */
@@ -158,16 +169,14 @@ export class ClusterStore {
 
   /** Changed services and the time (ms) each first changed since the last take. */
   takeDirtyWithTimes(): Map<ObjectKey, number> {
-    const out = new Map(this.dirty.since);
-    this.dirty.clear();
-    return out;
+    return this.dirty.take();
   }
 
   private unindex(slice: SliceModel): void {
-    const keys = this.slicesByService.get(slice.service);
-    const at = keys?.indexOf(slice.key) ?? -1;
+    const list = this.slicesByService.get(slice.service);
+    const at = list ? list.findIndex((s) => s.key === slice.key) : -1;
     if (at < 0) return;
-    keys!.splice(at, 1);
-    if (keys!.length === 0) this.slicesByService.delete(slice.service);
+    list!.splice(at, 1);
+    if (list!.length === 0) this.slicesByService.delete(slice.service);
   }
 }
