@@ -105,6 +105,34 @@ test('endpoints of a port come sorted by address and port; of two copies, the fi
   );
 });
 
+test('endpoints of a port match a reference merge over random slices (both sort paths)', () => {
+  let seed = 5;
+  const rand = (): number => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
+  for (let round = 0; round < 200; round++) {
+    const n = 1 + Math.floor(rand() * (round % 2 ? 20 : 70)); // under and over 32
+    const slices = [0, 1, 2].map((k) =>
+      slice(
+        [{ name: 'p', port: rand() < 0.8 ? 80 : 81 }],
+        Array.from({ length: n }, () => ({ ip: `10.244.0.${1 + Math.floor(rand() * 40)}`, node: `n${k}`, ready: rand() < 0.5 })),
+        `s${k}`,
+      ),
+    );
+    // Reference: first copy, replaced by a later ready one if it is not ready; then sorted.
+    const ref = new Map<string, { addr: string; port: number; nodeName: string; ready: boolean; ip: number }>();
+    for (const sl of slices) {
+      const port = sl.ports[0]!.port;
+      for (const ep of sl.endpoints) {
+        const k = `${ep.addr}:${port}`;
+        const prev = ref.get(k);
+        const ip = ep.addr.split('.').reduce((a, o) => a * 256 + Number(o), 0);
+        if (!prev || (!prev.ready && ep.ready)) ref.set(k, { addr: ep.addr, port, nodeName: ep.nodeName, ready: ep.ready, ip });
+      }
+    }
+    const want = [...ref.values()].sort((a, b) => a.ip - b.ip || a.port - b.port).map((e) => `${e.addr}:${e.port} ${e.nodeName} ${e.ready}`);
+    assert.equal(endpointsForPort(slices, 'p', 'TCP').map((e) => `${e.addr}:${e.port} ${e.nodeName} ${e.ready}`), want, `round ${round}`);
+  }
+});
+
 test("the store's slices of a service follow updates, moves to another service and deletions", () => {
   const store = new ClusterStore(() => undefined);
   const raw = (name: string, service: string, ip: string): V1EndpointSlice => ({

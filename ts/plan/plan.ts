@@ -90,79 +90,109 @@ function identity(ip: number, port: number, proto: L4Proto): number {
   return ip * 0x20000 + port * 2 + (proto === 'UDP' ? 1 : 0);
 }
 
+/** What the frontends of one service port share. */
+interface PortPlan {
+  readonly servicePort: string;
+  readonly proto: L4Proto;
+  /** Every endpoint of the port, as plan indices. */
+  readonly members: readonly number[];
+  /** usableEndpoints() of all endpoints, and of the node-local ones. */
+  readonly cluster: readonly number[];
+  readonly local: readonly number[];
+}
+
+/*
+ * planService runs for every service of a sync (ten thousand at a cold
+ * start), so it is written without closures or intermediate arrays per
+ * port: in the code V8 runs before it optimises, each of those is an
+ * allocation, and the plan was the largest source of garbage in a sync.
+ */
 export function planService(svc: ServiceModel, slices: readonly SliceModel[], ctx: PlanContext): ServicePlan {
   const frontends: PlannedFrontend[] = [];
   const backends: PlannedBackend[] = [];
   // Two service ports can reach the same endpoint port (TCP and UDP differ):
   // with one service port (the usual case) every endpoint is new.
   const indexOf = svc.ports.length > 1 ? new Map<number, number>() : null;
-  const affinityFlag = svc.affinityTimeout > 0 ? SVC_F.AFFINITY : 0;
 
-  for (const sp of svc.ports) {
+  for (let p = 0; p < svc.ports.length; p++) {
+    const sp = svc.ports[p]!;
     // SCTP is valid Kubernetes but not served by this dataplane.
     if (sp.protocol === 'SCTP') continue;
     const proto: L4Proto = sp.protocol;
-    const servicePort = `${sp.name}/${proto}`;
     const eps = endpointsForPort(slices, sp.name, sp.protocol); // sorted by address and port
-    const isLocal = (i: number): boolean => eps[i]!.nodeName !== '' && eps[i]!.nodeName === ctx.nodeName;
-    // members[i]: the plan-wide index of eps[i].
-    const members = eps.map((e, i): number => {
-      const b: PlannedBackend = { addr: e.addr, ip: e.ip, port: e.port, proto, local: isLocal(i), terminating: e.terminating };
+    const members: number[] = new Array(eps.length);
+    let anyReady = false;
+    let anyLocalReady = false;
+    for (let i = 0; i < eps.length; i++) {
+      const e = eps[i]!;
+      const local = isLocal(e.nodeName, ctx);
+      anyReady ||= e.ready;
+      anyLocalReady ||= local && e.ready;
+      const b: PlannedBackend = { addr: e.addr, ip: e.ip, port: e.port, proto, local, terminating: e.terminating };
       const id = indexOf ? identity(e.ip, e.port, proto) : 0;
       const at = indexOf?.get(id);
       if (at !== undefined) {
         backends[at] = b; // shared with an earlier port: the last port's copy stands
-        return at;
+        members[i] = at;
+        continue;
       }
       indexOf?.set(id, backends.length);
-      return backends.push(b) - 1;
-    });
-    // usableEndpoints() on indices, so the lists share the plan's backends.
-    const usable = (idx: number[]): number[] => {
-      const ready = idx.filter((i) => eps[i]!.ready);
-      return (ready.length > 0 ? ready : idx.filter((i) => eps[i]!.serving && eps[i]!.terminating)).map((i) => members[i]!);
-    };
-    const all = eps.map((_, i) => i);
-    const cluster = usable(all);
-    const local = usable(all.filter(isLocal));
-
-    // kube-proxy: no endpoints at all -> REJECT; endpoints, but none the
-    // policy allows here -> DROP.
-    const dropIfEmpty = cluster.length > 0 ? SVC_F.DROP_EMPTY : 0;
-    const add = (addr: IPv4, port: Port, kind: number, ext: boolean): void => {
-      const itpLocal = !ext && svc.internalTrafficPolicy === 'Local';
-      const etpLocal = ext && svc.externalTrafficPolicy === 'Local';
-      const sourceRanges = kind === SVC_F.LOAD_BALANCER ? svc.loadBalancerSourceRanges : [];
-      const srcFlag = sourceRanges.length > 0 ? SVC_F.SRC_RANGES : 0;
-      const flags = kind | affinityFlag | srcFlag | (itpLocal ? SVC_F.ITP_LOCAL | dropIfEmpty : 0) | (etpLocal ? SVC_F.ETP_LOCAL : 0);
-      // Scope ALL is what pods and the node itself get: for internal frontends
-      // the internal policy decides; external frontends short-circuit to every
-      // endpoint for in-cluster clients, as kube-proxy does.
-      frontends.push({
-        servicePort,
-        addr,
-        port,
-        proto,
-        scope: SCOPE_ALL,
-        flags,
-        affinityTimeout: svc.affinityTimeout,
-        backends: itpLocal ? local : cluster,
-        members,
-        sourceRanges,
-      });
-      // Scope LOCAL: what traffic from outside the node gets under eTP=Local.
-      if (etpLocal) {
-        frontends.push({ servicePort, addr, port, proto, scope: SCOPE_LOCAL, flags: flags | dropIfEmpty, affinityTimeout: svc.affinityTimeout, backends: local, members, sourceRanges });
-      }
-    };
-
-    for (const ip of svc.clusterIPs) add(ip, sp.port, SVC_F.CLUSTER_IP, false);
-    for (const ip of svc.externalIPs) add(ip, sp.port, SVC_F.EXTERNAL_IP, true);
-    for (const ip of svc.loadBalancerIPs) add(ip, sp.port, SVC_F.LOAD_BALANCER, true);
+      members[i] = backends.push(b) - 1;
+    }
+    // usableEndpoints(), for all endpoints and for the local ones, on plan indices.
+    const cluster: number[] = [];
+    const local: number[] = [];
+    for (let i = 0; i < eps.length; i++) {
+      const e = eps[i]!;
+      const fallback = e.serving && e.terminating;
+      if (anyReady ? e.ready : fallback) cluster.push(members[i]!);
+      if (isLocal(e.nodeName, ctx) && (anyLocalReady ? e.ready : fallback)) local.push(members[i]!);
+    }
+    const port: PortPlan = { servicePort: `${sp.name}/${proto}`, proto, members, cluster, local };
+    for (let i = 0; i < svc.clusterIPs.length; i++) addFrontend(frontends, svc, port, svc.clusterIPs[i]!, sp.port, SVC_F.CLUSTER_IP, false);
+    for (let i = 0; i < svc.externalIPs.length; i++) addFrontend(frontends, svc, port, svc.externalIPs[i]!, sp.port, SVC_F.EXTERNAL_IP, true);
+    for (let i = 0; i < svc.loadBalancerIPs.length; i++) addFrontend(frontends, svc, port, svc.loadBalancerIPs[i]!, sp.port, SVC_F.LOAD_BALANCER, true);
     if (sp.nodePort > 0) {
-      for (const ip of ctx.nodePortAddrs) add(ip, sp.nodePort as Port, SVC_F.NODE_PORT, true);
+      for (let i = 0; i < ctx.nodePortAddrs.length; i++) addFrontend(frontends, svc, port, ctx.nodePortAddrs[i]!, sp.nodePort as Port, SVC_F.NODE_PORT, true);
     }
   }
   return { service: svc.key, frontends, backends };
 }
 
+function isLocal(nodeName: string, ctx: PlanContext): boolean {
+  return nodeName !== '' && nodeName === ctx.nodeName;
+}
+
+function addFrontend(out: PlannedFrontend[], svc: ServiceModel, port: PortPlan, addr: IPv4, portNum: Port, kind: number, ext: boolean): void {
+  const itpLocal = !ext && svc.internalTrafficPolicy === 'Local';
+  const etpLocal = ext && svc.externalTrafficPolicy === 'Local';
+  const sourceRanges = kind === SVC_F.LOAD_BALANCER ? svc.loadBalancerSourceRanges : NO_RANGES;
+  const srcFlag = sourceRanges.length > 0 ? SVC_F.SRC_RANGES : 0;
+  // kube-proxy: no endpoints at all -> REJECT; endpoints, but none the
+  // policy allows here -> DROP.
+  const dropIfEmpty = port.cluster.length > 0 ? SVC_F.DROP_EMPTY : 0;
+  const affinityFlag = svc.affinityTimeout > 0 ? SVC_F.AFFINITY : 0;
+  const flags = kind | affinityFlag | srcFlag | (itpLocal ? SVC_F.ITP_LOCAL | dropIfEmpty : 0) | (etpLocal ? SVC_F.ETP_LOCAL : 0);
+  const { servicePort, proto, members } = port;
+  // Scope ALL is what pods and the node itself get: for internal frontends
+  // the internal policy decides; external frontends short-circuit to every
+  // endpoint for in-cluster clients, as kube-proxy does.
+  out.push({
+    servicePort,
+    addr,
+    port: portNum,
+    proto,
+    scope: SCOPE_ALL,
+    flags,
+    affinityTimeout: svc.affinityTimeout,
+    backends: itpLocal ? port.local : port.cluster,
+    members,
+    sourceRanges,
+  });
+  // Scope LOCAL: what traffic from outside the node gets under eTP=Local.
+  if (etpLocal) {
+    out.push({ servicePort, addr, port: portNum, proto, scope: SCOPE_LOCAL, flags: flags | dropIfEmpty, affinityTimeout: svc.affinityTimeout, backends: port.local, members, sourceRanges });
+  }
+}
+
+const NO_RANGES: readonly Cidr[] = Object.freeze([]);

@@ -60,7 +60,8 @@ export class BackendTable {
   }
 
   clearPending(): void {
-    for (const r of this.pending) this.pendingFlag[r] = 0;
+    const rows = this.pending;
+    for (let i = 0; i < rows.length; i++) this.pendingFlag[rows[i]!] = 0;
     this.pending = [];
   }
 

@@ -37,7 +37,9 @@ export class IdTable {
 
   /** Forget adopted ids nobody took a reference on (after the first full sync). */
   dropUnreferenced(): void {
-    for (const [key, e] of this.byKey) if (e.refs <= 0) this.byKey.delete(key);
+    this.byKey.forEach((e, key) => {
+      if (e.refs <= 0) this.byKey.delete(key);
+    });
   }
 
   get size(): number {

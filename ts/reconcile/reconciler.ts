@@ -287,7 +287,9 @@ export class Reconciler implements Dataplane {
   /** Pending backends are now as desired in the kernel (or gone from it). */
   private settleBackends(): void {
     const be = this.be;
-    for (const r of be.pendingRows()) {
+    const rows = be.pendingRows();
+    for (let i = 0; i < rows.length; i++) {
+      const r = rows[i]!;
       if (be.refs[r]! > 0) {
         be.applied[r] = 1;
         be.a0[r] = be.v0[r]!;
@@ -391,11 +393,12 @@ export class Reconciler implements Dataplane {
         if (group) this.pushMembers(group.revId, group.members, group.mark, backends);
         group = { fk, revId, members: fe.members, mark: ++this.markEpoch };
       }
-      const ids: number[] = [];
-      for (const bi of fe.backends) {
-        const r = backends[bi]!;
+      const chosen = fe.backends;
+      const ids: number[] = new Array(chosen.length);
+      for (let i = 0; i < chosen.length; i++) {
+        const r = backends[chosen[i]!]!;
         be.mark[r] = group.mark;
-        ids.push(be.id[r]!);
+        ids[i] = be.id[r]!;
       }
       const slots = this.layout(old, masterKey, ids);
       slotsOut.reserve(slots.length);
@@ -415,8 +418,8 @@ export class Reconciler implements Dataplane {
     const mem = this.scratch[S_MEMBER]!;
     const be = this.be;
     mem.reserve(members.length);
-    for (const bi of members) {
-      const r = rows[bi]!;
+    for (let m = 0; m < members.length; m++) {
+      const r = rows[members[m]!]!;
       const i = mem.push();
       mem.keys.writeUInt32LE(revId, i * mem.keySize + C.memberKey.at.rev_nat_id);
       mem.keys.writeUInt32LE(be.id[r]!, i * mem.keySize + C.memberKey.at.backend_id);
@@ -527,22 +530,25 @@ export class Reconciler implements Dataplane {
 
   /** Only the services and backends changed since the last commit. */
   private diffPending(w: Writes): void {
-    for (const [service, old] of this.pending) {
+    // forEach, not for-of: destructured entries allocate until the loop is optimised.
+    this.pending.forEach((old, service) => {
       const next = this.records.get(service) ?? null;
       if (!old && next) {
         // A new service (every service of a cold start): all of it is written.
         for (let s = 0; s < SECTIONS.length; s++) pushSection(next, SECTIONS, s, w.ups[s]!);
-        continue;
+        return;
       }
       const oldBytes = old && recordBytes(old);
       const nextBytes = next && recordBytes(next);
       for (let s = 0; s < SECTIONS.length; s++) {
         diffSection(w, s, old ? sectionView(old, SECTIONS, s, oldBytes!) : undefined, next ? sectionView(next, SECTIONS, s, nextBytes!) : undefined);
       }
-    }
+    });
     w.dropRewritten();
     const be = this.be;
-    for (const r of be.pendingRows()) {
+    const rows = be.pendingRows();
+    for (let i = 0; i < rows.length; i++) {
+      const r = rows[i]!;
       if (be.refs[r]! > 0) {
         if (!be.applied[r] || be.a0[r] !== be.v0[r] || be.a1[r] !== be.v1[r]) pushBackend(w.beUps, be, r);
       } else if (be.applied[r]) w.beDels.keys.writeUInt32LE(be.id[r]!, w.beDels.push() * w.beDels.keySize);

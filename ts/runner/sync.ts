@@ -112,7 +112,11 @@ export class Syncer {
    */
   private reportOrphans(services: readonly ObjectKey[]): void {
     for (const svc of services) {
-      const slices = this.store.services.has(svc) ? [] : this.store.slicesOf(svc);
+      if (this.store.services.has(svc)) {
+        this.warnedOrphans.delete(svc); // its slices are no orphans (the usual case: nothing to build)
+        continue;
+      }
+      const slices = this.store.slicesOf(svc);
       const warned = this.warnedOrphans.get(svc) ?? new Set<ObjectKey>();
       const now = new Set(slices.map((sl) => sl.key));
       for (const sl of slices) {
