@@ -71,27 +71,31 @@ export function parseEndpointSlice(slice: V1EndpointSlice): SliceParse {
     ports.push({ name: p.name ?? '', protocol, port });
   });
 
-  const endpoints: EndpointModel[] = [];
-  (slice.endpoints ?? []).forEach((ep, i) => {
+  // Sized up front and filled by index: the store keeps this array, and a
+  // slice is read for every endpoint of a cluster at start-up.
+  const rawEndpoints = slice.endpoints ?? [];
+  const endpoints: EndpointModel[] = new Array(rawEndpoints.length);
+  for (let i = 0; i < rawEndpoints.length; i++) {
+    const ep = rawEndpoints[i]!;
     // kube-proxy programs only the first address of an endpoint.
     const raw = ep.addresses?.[0];
     const addr = parseIPv4(raw);
     if (!addr) {
       err(`endpoints[${i}].addresses[0]`, `invalid IPv4 address ${JSON.stringify(raw)}`);
-      return;
+      continue;
     }
     const ready = ep.conditions?.ready ?? true;
-    endpoints.push({
+    endpoints[i] = {
       addr,
       nodeName: ep.nodeName ?? '',
       ready,
       serving: ep.conditions?.serving ?? ready,
       terminating: ep.conditions?.terminating ?? false,
-    });
-  });
+    };
+  }
 
   if (errors.length) return { ok: false, errors };
-  return { ok: true, value: { key, service: objectKey(namespace, svcName!), ports: kept(ports), endpoints: kept(endpoints) } };
+  return { ok: true, value: { key, service: objectKey(namespace, svcName!), ports: kept(ports), endpoints: endpoints.length ? endpoints : kept(endpoints) } };
 }
 
 /** One endpoint of one service port, after merging every slice. */

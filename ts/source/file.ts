@@ -45,8 +45,17 @@ interface K8sObject {
  */
 interface FileState {
   stamp: string;
-  /** identity ("Kind/ns/name") -> kind */
-  objects: Map<string, Kind>;
+  /**
+   * Identities ("Kind/ns/name", "Node/name"). A list, not a Map: a cold
+   * start reads every file once, and a Map of a thousand entries per file
+   * was megabytes of tables grown and thrown away; a set is built only
+   * when a file is read again and there is something to compare.
+   */
+  objects: readonly string[];
+}
+
+function kindOf(id: string): Kind {
+  return id.startsWith('Service/') ? 'Service' : id.startsWith('Node/') ? 'Node' : 'EndpointSlice';
 }
 
 export class FileSource implements Source {
@@ -130,7 +139,7 @@ export class FileSource implements Source {
       if (present.has(file)) continue;
       const prev = this.files.get(file)!;
       this.files.delete(file);
-      for (const [id, kind] of prev.objects) this.remove(id, kind);
+      for (const id of prev.objects) this.remove(id);
       changed = true;
       this.log.info('file removed', { file });
     }
@@ -141,7 +150,7 @@ export class FileSource implements Source {
   /** Parse one file and apply the objects that changed. Returns true if any did. */
   private load(file: string, stamp: string, bytes: Buffer): boolean {
     const prev = this.files.get(file);
-    const objects = new Map<string, Kind>();
+    const objects: string[] = [];
     let changed = false;
     let broken = false;
     for (const entry of fileObjects(file, bytes)) {
@@ -174,16 +183,17 @@ export class FileSource implements Source {
         continue;
       }
       const id = type.kind === 'Node' ? flatKey('Node/', name) : flatKey(type.kind, '/', ns, '/', name);
-      objects.set(id, type.kind);
+      objects.push(id);
       changed = this.upsert(file, type.kind, obj) || changed;
     }
-    if (broken && prev) {
-      // Keep every object of the previous version that the good documents do not replace.
-      for (const [id, o] of prev.objects) if (!objects.has(id)) objects.set(id, o);
-    }
-    for (const [id, kind] of prev?.objects ?? []) {
-      if (objects.has(id)) continue;
-      changed = this.remove(id, kind) || changed;
+    if (prev) {
+      const now = new Set(objects);
+      for (const id of prev.objects) {
+        if (now.has(id)) continue;
+        // A broken file keeps every object of its previous version that the good documents do not replace.
+        if (broken) objects.push(id);
+        else changed = this.remove(id) || changed;
+      }
     }
     this.files.set(file, { stamp, objects });
     return changed;
@@ -201,7 +211,8 @@ export class FileSource implements Source {
     }
   }
 
-  private remove(id: string, kind: Kind): boolean {
+  private remove(id: string): boolean {
+    const kind = kindOf(id);
     const parts = id.split('/');
     if (kind === 'Node') return this.store.deleteNode(parts[1]!);
     if (kind === 'Service') return this.store.deleteService(objectKey(parts[1]!, parts[2]!));
