@@ -105,6 +105,17 @@ export interface PortEndpoint extends EndpointModel {
   readonly ip: number;
 }
 
+/** What the merge of endpointsForPort reads of each endpoint it built. */
+export interface Mergeable {
+  readonly ip: number;
+  readonly port: number;
+  readonly ready: boolean;
+}
+
+function toPortEndpoint(ep: EndpointModel, port: Port, ip: number): PortEndpoint {
+  return { addr: ep.addr, nodeName: ep.nodeName, ready: ep.ready, serving: ep.serving, terminating: ep.terminating, port, ip };
+}
+
 /**
  * Endpoints of a service port across all of the service's slices, sorted by
  * address and port. The same address:port in two slices (as during a slice
@@ -116,15 +127,23 @@ export interface PortEndpoint extends EndpointModel {
  * allocation per service in every plan. The sort is stable, so copies stay
  * in slice order and "the first ready copy, else the first" is kept.
  */
-export function endpointsForPort(slices: Iterable<SliceModel>, portName: string, protocol: Protocol): PortEndpoint[] {
-  const out: PortEndpoint[] = [];
+export function endpointsForPort(slices: Iterable<SliceModel>, portName: string, protocol: Protocol): PortEndpoint[];
+/** With `make`, each endpoint is built as the caller needs it (the plan builds its backends here, not a copy of each). */
+export function endpointsForPort<T extends Mergeable>(slices: Iterable<SliceModel>, portName: string, protocol: Protocol, make: (ep: EndpointModel, port: Port, ip: number) => T): T[];
+export function endpointsForPort(
+  slices: Iterable<SliceModel>,
+  portName: string,
+  protocol: Protocol,
+  make: (ep: EndpointModel, port: Port, ip: number) => Mergeable = toPortEndpoint,
+): Mergeable[] {
+  const out: Mergeable[] = [];
   for (const slice of slices) {
     const sp = slice.ports.find((p) => p.name === portName && p.protocol === protocol);
     if (!sp) continue;
     const eps = slice.endpoints;
     for (let i = 0; i < eps.length; i++) {
       const ep = eps[i]!;
-      out.push({ addr: ep.addr, nodeName: ep.nodeName, ready: ep.ready, serving: ep.serving, terminating: ep.terminating, port: sp.port, ip: ipToInt(ep.addr) });
+      out.push(make(ep, sp.port, ipToInt(ep.addr)));
     }
   }
   if (out.length < 2) return out;
@@ -143,7 +162,7 @@ export function endpointsForPort(slices: Iterable<SliceModel>, portName: string,
   return out;
 }
 
-function byAddrPort(a: PortEndpoint, b: PortEndpoint): number {
+function byAddrPort(a: Mergeable, b: Mergeable): number {
   return a.ip - b.ip || a.port - b.port;
 }
 
@@ -153,7 +172,7 @@ function byAddrPort(a: PortEndpoint, b: PortEndpoint): number {
  * call, about 0.9 kB for ten endpoints, which at ten thousand services was
  * a tenth of everything a sync allocates.
  */
-function sortByAddrPort(eps: PortEndpoint[]): void {
+function sortByAddrPort(eps: Mergeable[]): void {
   if (eps.length > 32) {
     eps.sort(byAddrPort);
     return;

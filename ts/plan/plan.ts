@@ -90,6 +90,12 @@ function identity(ip: number, port: number, proto: L4Proto): number {
   return ip * 0x20000 + port * 2 + (proto === 'UDP' ? 1 : 0);
 }
 
+/** A planned backend with the conditions it is chosen by (the plan's backends are these). */
+interface Candidate extends PlannedBackend {
+  readonly ready: boolean;
+  readonly serving: boolean;
+}
+
 /** What the frontends of one service port share. */
 interface PortPlan {
   readonly servicePort: string;
@@ -119,17 +125,25 @@ export function planService(svc: ServiceModel, slices: readonly SliceModel[], ct
     // SCTP is valid Kubernetes but not served by this dataplane.
     if (sp.protocol === 'SCTP') continue;
     const proto: L4Proto = sp.protocol;
-    const eps = endpointsForPort(slices, sp.name, sp.protocol); // sorted by address and port
+    // Sorted by address and port; each one built once, as the backend it becomes.
+    const eps = endpointsForPort(slices, sp.name, sp.protocol, (ep, port, ip): Candidate => ({
+      addr: ep.addr,
+      ip,
+      port,
+      proto,
+      local: isLocal(ep.nodeName, ctx),
+      terminating: ep.terminating,
+      ready: ep.ready,
+      serving: ep.serving,
+    }));
     const members: number[] = new Array(eps.length);
     let anyReady = false;
     let anyLocalReady = false;
     for (let i = 0; i < eps.length; i++) {
-      const e = eps[i]!;
-      const local = isLocal(e.nodeName, ctx);
-      anyReady ||= e.ready;
-      anyLocalReady ||= local && e.ready;
-      const b: PlannedBackend = { addr: e.addr, ip: e.ip, port: e.port, proto, local, terminating: e.terminating };
-      const id = indexOf ? identity(e.ip, e.port, proto) : 0;
+      const b = eps[i]!;
+      anyReady ||= b.ready;
+      anyLocalReady ||= b.local && b.ready;
+      const id = indexOf ? identity(b.ip, b.port, proto) : 0;
       const at = indexOf?.get(id);
       if (at !== undefined) {
         backends[at] = b; // shared with an earlier port: the last port's copy stands
@@ -146,7 +160,7 @@ export function planService(svc: ServiceModel, slices: readonly SliceModel[], ct
       const e = eps[i]!;
       const fallback = e.serving && e.terminating;
       if (anyReady ? e.ready : fallback) cluster.push(members[i]!);
-      if (isLocal(e.nodeName, ctx) && (anyLocalReady ? e.ready : fallback)) local.push(members[i]!);
+      if (e.local && (anyLocalReady ? e.ready : fallback)) local.push(members[i]!);
     }
     const port: PortPlan = { servicePort: `${sp.name}/${proto}`, proto, members, cluster, local };
     for (let i = 0; i < svc.clusterIPs.length; i++) addFrontend(frontends, svc, port, svc.clusterIPs[i]!, sp.port, SVC_F.CLUSTER_IP, false);

@@ -348,10 +348,17 @@ export class Reconciler implements Dataplane {
     }
 
     const frontends: string[] = [];
+    // Frontends repeated within the service and scopes sharing a rev_nat id
+    // need lookups only with several frontends; most services have one.
+    const several = plan.frontends.length > 1;
     const revIds = this.scratchRevIds;
     const masterKeys = this.scratchMasterKeys;
-    revIds.clear();
-    masterKeys.clear();
+    if (several) {
+      revIds.clear();
+      masterKeys.clear();
+    }
+    // The master key as a string serves those lookups and the slot layout of a service seen before.
+    const keyed = several || old !== null || (this.kernelSvc?.size ?? 0) > 0;
     // Membership is per frontend (both scopes share the rev_nat id): every
     // endpoint of the port, active if some scope may choose it. The scopes of
     // one frontend are consecutive in the plan; a group's choosable backends
@@ -371,17 +378,19 @@ export class Reconciler implements Dataplane {
       const mi = masters.push();
       const mOff = mi * masters.keySize;
       writeSvcKey(masters.keys, mOff, addr, fe.port, proto, fe.scope, 0);
-      const masterKey = masters.key(mi);
-      if (masterKeys.has(masterKey)) {
-        masters.count--; // the same frontend twice in one service: the first one stands
-        continue;
+      const masterKey = keyed ? masters.key(mi) : '';
+      if (several) {
+        if (masterKeys.has(masterKey)) {
+          masters.count--; // the same frontend twice in one service: the first one stands
+          continue;
+        }
+        masterKeys.add(masterKey);
       }
-      masterKeys.add(masterKey);
-      let revId = revIds.get(fk);
+      let revId = several ? revIds.get(fk) : undefined;
       if (revId === undefined) {
         this.owners.set(fk, service);
         revId = this.frontendIds.acquire(fk);
-        revIds.set(fk, revId);
+        if (several) revIds.set(fk, revId);
         frontends.push(fk);
         const r = this.scratch[S_REVNAT]!;
         const ri = r.push();
