@@ -5,7 +5,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { V1EndpointSlice, V1Service } from '@kubernetes/client-node';
 import { parseService } from '../../ts/model/service';
-import { SliceModel, endpointsForPort, parseEndpointSlice } from '../../ts/model/endpoints';
+import { SliceModel, endpointsForPort, parseEndpointSlice, sliceEndpoints } from '../../ts/model/endpoints';
 import { ServicePlan, backendKey, planService, usableEndpoints } from '../../ts/plan/plan';
 import { ServiceModel } from '../../ts/model/service';
 import { IPv4 } from '../../ts/model/types';
@@ -121,7 +121,7 @@ test('endpoints of a port match a reference merge over random slices (both sort 
     const ref = new Map<string, { addr: string; port: number; nodeName: string; ready: boolean; ip: number }>();
     for (const sl of slices) {
       const port = sl.ports[0]!.port;
-      for (const ep of sl.endpoints) {
+      for (const ep of sliceEndpoints(sl)) {
         const k = `${ep.addr}:${port}`;
         const prev = ref.get(k);
         const ip = ep.addr.split('.').reduce((a, o) => a * 256 + Number(o), 0);
@@ -141,7 +141,7 @@ test("the store's slices of a service follow updates, moves to another service a
     ports: [{ port: 80 }],
     endpoints: [{ addresses: [ip] }],
   });
-  const ips = (service: string): string[] => store.slicesOf(`ns/${service}` as never).map((sl) => `${sl.key} ${sl.endpoints[0]!.addr}`);
+  const ips = (service: string): string[] => store.slicesOf(`ns/${service}` as never).map((sl) => `${sl.key} ${sliceEndpoints(sl)[0]!.addr}`);
   store.upsertSlice(raw('a', 'x', '10.244.0.1'), 't');
   store.upsertSlice(raw('b', 'x', '10.244.0.2'), 't');
   store.upsertSlice(raw('a', 'x', '10.244.0.3'), 't');
@@ -155,10 +155,18 @@ test("the store's slices of a service follow updates, moves to another service a
   assert.equal(store.takeDirty(), [], 'taken');
 });
 
+test('addresses survive the trip through the numeric columns, high ones too', () => {
+  const ips = ['0.0.0.1', '10.244.1.2', '127.255.255.255', '128.0.0.0', '192.168.77.10', '255.255.255.254'];
+  const s = slice([{ name: 'p', port: 80 }], ips.map((ip) => ({ ip })));
+  assert.equal(sliceEndpoints(s).map((e) => e.addr), ips);
+  const plan = planService(ok(svc({ clusterIP: '10.96.0.1', ports: [{ name: 'p', port: 80 }] })), [s], ctx);
+  assert.equal(plan.backends.map(backendKey), ips.map((ip) => `${ip}:80/TCP`), 'sorted as unsigned numbers');
+});
+
 test('conditions: nil ready is ready, nil serving follows ready, nil terminating is false', () => {
   const s = slice([{ port: 80 }], [{ ip: '10.244.1.1' }, { ip: '10.244.1.2', ready: false }]);
   assert.equal(
-    s.endpoints.map((e) => [e.ready, e.serving, e.terminating]),
+    sliceEndpoints(s).map((e) => [e.ready, e.serving, e.terminating]),
     [
       [true, true, false],
       [false, false, false],

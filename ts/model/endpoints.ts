@@ -10,7 +10,7 @@
  * targetPort (number or container port name) into that port's number.
  */
 import type { V1EndpointSlice } from '@kubernetes/client-node';
-import { FieldError, IPv4, ObjectKey, Port, Protocol, Result, ipToInt, kept, objectKey, parseIPv4, parsePort } from './types';
+import { FieldError, IPv4, ObjectKey, Port, Protocol, Result, intToIp, ipToInt, kept, objectKey, parseIPv4, parsePort } from './types';
 
 export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
 
@@ -28,11 +28,38 @@ export interface SlicePortModel {
   readonly port: Port;
 }
 
+/** Bits of SliceModel.conditions. */
+export const EP_READY = 1;
+export const EP_SERVING = 2;
+export const EP_TERMINATING = 4;
+
+/**
+ * A slice's endpoints are kept column by column: endpoint i is ips[i],
+ * nodeNames[i] and conditions[i]. The store keeps every slice for the
+ * agent's life, and an object and an address string per endpoint were
+ * two hundred thousand objects at ten thousand services, each copied twice
+ * by the young-generation collector before it settled (reading the
+ * manifests spent more time collecting than parsing JSON). sliceEndpoints()
+ * gives them as objects where that is easier to read.
+ */
 export interface SliceModel {
   readonly key: ObjectKey;
   readonly service: ObjectKey;
   readonly ports: readonly SlicePortModel[];
-  readonly endpoints: readonly EndpointModel[];
+  /** The first address of each endpoint, as a host-order u32. */
+  readonly ips: readonly number[];
+  readonly nodeNames: readonly string[];
+  /** EP_READY | EP_SERVING | EP_TERMINATING, after kube-proxy's reading of nil. */
+  readonly conditions: readonly number[];
+}
+
+/** A slice's endpoints as objects. */
+export function sliceEndpoints(slice: SliceModel): EndpointModel[] {
+  return slice.ips.map((ip, i) => endpointModel(ip, slice.nodeNames[i]!, slice.conditions[i]!));
+}
+
+function endpointModel(ip: number, nodeName: string, cond: number): EndpointModel {
+  return { addr: intToIp(ip), nodeName, ready: (cond & EP_READY) !== 0, serving: (cond & EP_SERVING) !== 0, terminating: (cond & EP_TERMINATING) !== 0 };
 }
 
 export type SliceParse = Result<SliceModel> | { ok: 'skip'; key: ObjectKey; reason: string };
@@ -71,11 +98,13 @@ export function parseEndpointSlice(slice: V1EndpointSlice): SliceParse {
     ports.push({ name: p.name ?? '', protocol, port });
   });
 
-  // Sized up front and filled by index: the store keeps this array, and a
-  // slice is read for every endpoint of a cluster at start-up.
+  // Columns sized up front and filled by index: the store keeps them.
   const rawEndpoints = slice.endpoints ?? [];
-  const endpoints: EndpointModel[] = new Array(rawEndpoints.length);
-  for (let i = 0; i < rawEndpoints.length; i++) {
+  const n = rawEndpoints.length;
+  const ips: number[] = new Array(n);
+  const nodeNames: string[] = new Array(n);
+  const conditions: number[] = new Array(n);
+  for (let i = 0; i < n; i++) {
     const ep = rawEndpoints[i]!;
     // kube-proxy programs only the first address of an endpoint.
     const raw = ep.addresses?.[0];
@@ -85,17 +114,18 @@ export function parseEndpointSlice(slice: V1EndpointSlice): SliceParse {
       continue;
     }
     const ready = ep.conditions?.ready ?? true;
-    endpoints[i] = {
-      addr,
-      nodeName: ep.nodeName ?? '',
-      ready,
-      serving: ep.conditions?.serving ?? ready,
-      terminating: ep.conditions?.terminating ?? false,
-    };
+    const serving = ep.conditions?.serving ?? ready;
+    const terminating = ep.conditions?.terminating ?? false;
+    ips[i] = ipToInt(addr);
+    nodeNames[i] = ep.nodeName ?? '';
+    conditions[i] = (ready ? EP_READY : 0) | (serving ? EP_SERVING : 0) | (terminating ? EP_TERMINATING : 0);
   }
 
   if (errors.length) return { ok: false, errors };
-  return { ok: true, value: { key, service: objectKey(namespace, svcName!), ports: kept(ports), endpoints: endpoints.length ? endpoints : kept(endpoints) } };
+  const service = objectKey(namespace, svcName!);
+  return n === 0
+    ? { ok: true, value: { key, service, ports: kept(ports), ips: kept(ips), nodeNames: kept(nodeNames), conditions: kept(conditions) } }
+    : { ok: true, value: { key, service, ports: kept(ports), ips, nodeNames, conditions } };
 }
 
 /** One endpoint of one service port, after merging every slice. */
@@ -112,8 +142,8 @@ export interface Mergeable {
   readonly ready: boolean;
 }
 
-function toPortEndpoint(ep: EndpointModel, port: Port, ip: number): PortEndpoint {
-  return { addr: ep.addr, nodeName: ep.nodeName, ready: ep.ready, serving: ep.serving, terminating: ep.terminating, port, ip };
+function toPortEndpoint(ip: number, nodeName: string, cond: number, port: Port): PortEndpoint {
+  return { ...endpointModel(ip, nodeName, cond), port, ip };
 }
 
 /**
@@ -129,22 +159,23 @@ function toPortEndpoint(ep: EndpointModel, port: Port, ip: number): PortEndpoint
  */
 export function endpointsForPort(slices: Iterable<SliceModel>, portName: string, protocol: Protocol): PortEndpoint[];
 /** With `make`, each endpoint is built as the caller needs it (the plan builds its backends here, not a copy of each). */
-export function endpointsForPort<T extends Mergeable>(slices: Iterable<SliceModel>, portName: string, protocol: Protocol, make: (ep: EndpointModel, port: Port, ip: number) => T): T[];
+export function endpointsForPort<T extends Mergeable>(
+  slices: Iterable<SliceModel>,
+  portName: string,
+  protocol: Protocol,
+  make: (ip: number, nodeName: string, cond: number, port: Port) => T,
+): T[];
 export function endpointsForPort(
   slices: Iterable<SliceModel>,
   portName: string,
   protocol: Protocol,
-  make: (ep: EndpointModel, port: Port, ip: number) => Mergeable = toPortEndpoint,
+  make: (ip: number, nodeName: string, cond: number, port: Port) => Mergeable = toPortEndpoint,
 ): Mergeable[] {
   const out: Mergeable[] = [];
   for (const slice of slices) {
     const sp = slice.ports.find((p) => p.name === portName && p.protocol === protocol);
     if (!sp) continue;
-    const eps = slice.endpoints;
-    for (let i = 0; i < eps.length; i++) {
-      const ep = eps[i]!;
-      out.push(make(ep, sp.port, ipToInt(ep.addr)));
-    }
+    for (let i = 0; i < slice.ips.length; i++) out.push(make(slice.ips[i]!, slice.nodeNames[i]!, slice.conditions[i]!, sp.port));
   }
   if (out.length < 2) return out;
   sortByAddrPort(out);

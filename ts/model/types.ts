@@ -43,6 +43,11 @@ export function ipToInt(ip: IPv4): number {
   return acc * 256 + octet;
 }
 
+/** A host-order u32 as a dotted quad. */
+export function intToIp(n: number): IPv4 {
+  return `${(n >>> 24) & 255}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}` as IPv4;
+}
+
 export function parseCidr(s: unknown): Cidr | null {
   if (typeof s !== 'string') return null;
   const [addr, bitsText, extra] = s.trim().split('/');

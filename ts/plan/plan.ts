@@ -11,9 +11,9 @@
  *  - every endpoint listed in a slice stays a known backend (even not ready or
  *    terminating) so established flows to it keep working until it is removed.
  */
-import { SliceModel, endpointsForPort } from '../model/endpoints';
+import { EP_READY, EP_SERVING, EP_TERMINATING, SliceModel, endpointsForPort } from '../model/endpoints';
 import { ServiceModel } from '../model/service';
-import { Cidr, IPv4, ObjectKey, Port } from '../model/types';
+import { Cidr, IPv4, ObjectKey, Port, intToIp } from '../model/types';
 import { SCOPE_ALL, SCOPE_LOCAL, SVC_F } from '../datapath/codecs';
 import { flatKey } from '../util/keys';
 
@@ -90,10 +90,25 @@ function identity(ip: number, port: number, proto: L4Proto): number {
   return ip * 0x20000 + port * 2 + (proto === 'UDP' ? 1 : 0);
 }
 
-/** A planned backend with the conditions it is chosen by (the plan's backends are these). */
-interface Candidate extends PlannedBackend {
-  readonly ready: boolean;
-  readonly serving: boolean;
+/**
+ * A planned backend with the conditions it is chosen by (the plan's
+ * backends are these). The dotted address is made when read (iptables
+ * mode, tests); the maps take `ip`.
+ */
+class Candidate implements PlannedBackend {
+  constructor(
+    readonly ip: number,
+    readonly port: Port,
+    readonly proto: L4Proto,
+    readonly local: boolean,
+    readonly terminating: boolean,
+    readonly ready: boolean,
+    readonly serving: boolean,
+  ) {}
+
+  get addr(): IPv4 {
+    return intToIp(this.ip);
+  }
 }
 
 /** What the frontends of one service port share. */
@@ -126,16 +141,13 @@ export function planService(svc: ServiceModel, slices: readonly SliceModel[], ct
     if (sp.protocol === 'SCTP') continue;
     const proto: L4Proto = sp.protocol;
     // Sorted by address and port; each one built once, as the backend it becomes.
-    const eps = endpointsForPort(slices, sp.name, sp.protocol, (ep, port, ip): Candidate => ({
-      addr: ep.addr,
-      ip,
-      port,
-      proto,
-      local: isLocal(ep.nodeName, ctx),
-      terminating: ep.terminating,
-      ready: ep.ready,
-      serving: ep.serving,
-    }));
+    const eps = endpointsForPort(
+      slices,
+      sp.name,
+      sp.protocol,
+      (ip, nodeName, cond, port) =>
+        new Candidate(ip, port, proto, isLocal(nodeName, ctx), (cond & EP_TERMINATING) !== 0, (cond & EP_READY) !== 0, (cond & EP_SERVING) !== 0),
+    );
     const members: number[] = new Array(eps.length);
     let anyReady = false;
     let anyLocalReady = false;

@@ -12,6 +12,7 @@ import * as fs from 'node:fs';
 import { ClusterStore } from '../model/store';
 import { IPv4, cidrContains } from '../model/types';
 import { usableEndpoints } from '../plan/plan';
+import { sliceEndpoints } from '../model/endpoints';
 import { Reconciler } from '../reconcile/reconciler';
 import { BpfDatapath, DEFAULT_SIZES, DeviceRole } from '../datapath/loader';
 import { DeviceWatcher, listLinks, upDeviceAddrs } from '../datapath/devices';
@@ -325,7 +326,7 @@ function healthCheckTargets(store: ClusterStore, nodeName: string): HealthCheckT
     if (svc.type !== 'LoadBalancer' || svc.externalTrafficPolicy !== 'Local' || !svc.healthCheckNodePort) continue;
     const local = new Set<string>();
     for (const slice of store.slicesOf(svc.key)) {
-      for (const ep of usableEndpoints(slice.endpoints)) if (ep.nodeName === nodeName && ep.ready) local.add(ep.addr);
+      for (const ep of usableEndpoints(sliceEndpoints(slice))) if (ep.nodeName === nodeName && ep.ready) local.add(ep.addr);
     }
     out.push({ namespace: svc.namespace, name: svc.name, port: svc.healthCheckNodePort, localEndpoints: local.size });
   }
