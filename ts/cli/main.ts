@@ -14,15 +14,11 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { MAP_NAMES, cleanupBpf, openPinned } from '../datapath/loader';
-import { cleanupIptables } from '../fallback/iptables';
-import { iptablesServices } from '../fallback/view';
-import { loadShim } from '../datapath/ffi';
-import { formatServices, readServices } from '../datapath/dump';
-import { startAgent } from '../runner/agent';
 import { createLogger, errorText } from '../util/log';
 import { UsageError, parseFlags, parseRunOptions } from './options';
-import { backendsView, ctView, formatBackends, formatCt, trace } from './inspect';
+
+// Each command loads what it uses when it runs (`await import`): an agent's
+// start does not load the inspection commands, and the other way round.
 
 const USAGE = `usage: weir <command> [flags]
 
@@ -53,18 +49,24 @@ async function main(argv: string[]): Promise<number> {
       return cleanup(rest);
     case 'backends': {
       const { flags } = parseFlags(rest, ['json', 'bpffs-root']);
+      const { backendsView, formatBackends } = await import('./inspect');
+      const { loadShim } = await import('../datapath/ffi');
       const list = backendsView(loadShim(), flags.get('bpffs-root') ?? DEFAULT_ROOT);
       process.stdout.write(flags.has('json') ? JSON.stringify(list, null, 2) + '\n' : formatBackends(list));
       return 0;
     }
     case 'ct': {
       const { flags } = parseFlags(rest, ['json', 'bpffs-root']);
+      const { ctView, formatCt } = await import('./inspect');
+      const { loadShim } = await import('../datapath/ffi');
       const list = ctView(loadShim(), flags.get('bpffs-root') ?? DEFAULT_ROOT);
       process.stdout.write(flags.has('json') ? JSON.stringify(list, null, 2) + '\n' : formatCt(list));
       return 0;
     }
     case 'trace': {
       const { flags } = parseFlags(rest, ['json', 'bpffs-root', 'src', 'dst', 'proto', 'from']);
+      const { trace } = await import('./inspect');
+      const { loadShim } = await import('../datapath/ffi');
       const r = trace(loadShim(), flags.get('bpffs-root') ?? DEFAULT_ROOT, {
         src: flags.get('src'),
         dst: flags.get('dst'),
@@ -93,6 +95,7 @@ async function run(argv: string[]): Promise<number> {
     log.error('uncaught exception', { error: errorText(e), stack: e.stack ?? '' });
     process.exit(1);
   });
+  const { startAgent } = await import('../runner/agent');
   const agent = await startAgent(opts, log);
   const onSignal = (sig: string): void => {
     log.info('signal received', { signal: sig });
@@ -107,6 +110,10 @@ async function run(argv: string[]): Promise<number> {
 async function services(argv: string[]): Promise<number> {
   const { flags } = parseFlags(argv, ['json', 'bpffs-root']);
   const root = flags.get('bpffs-root') ?? DEFAULT_ROOT;
+  const { MAP_NAMES, openPinned } = await import('../datapath/loader');
+  const { loadShim } = await import('../datapath/ffi');
+  const { formatServices, readServices } = await import('../datapath/dump');
+  const { iptablesServices } = await import('../fallback/view');
   // BPF mode's maps if they are pinned, else iptables mode's chains.
   const view = fs.existsSync(path.join(root, MAP_NAMES.svc)) ? readServices(openPinned(loadShim(), root, ['svc', 'be'])) : iptablesServices();
   if (!view) throw new Error(`no weir state here: no maps under ${root} and no WEIR- iptables chains`);
@@ -117,6 +124,9 @@ async function services(argv: string[]): Promise<number> {
 async function cleanup(argv: string[]): Promise<number> {
   const { flags } = parseFlags(argv, ['bpffs-root']);
   const root = flags.get('bpffs-root') ?? DEFAULT_ROOT;
+  const { cleanupBpf } = await import('../datapath/loader');
+  const { loadShim } = await import('../datapath/ffi');
+  const { cleanupIptables } = await import('../fallback/iptables');
   const res = await cleanupBpf(loadShim(), root);
   const chains = cleanupIptables();
   process.stdout.write(

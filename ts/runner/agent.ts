@@ -25,7 +25,8 @@ import { Logger, errorText } from '../util/log';
 import { RunOptions, conntrackEntries, parseHostPort } from '../cli/options';
 import { Runner } from './runner';
 import { Dataplane } from '../reconcile/dataplane';
-import { IptablesDataplane, cleanupIptables, iptablesAvailable } from '../fallback/iptables';
+// The iptables fallback (../fallback/iptables) is imported where it is used:
+// a BPF-mode agent needs it only after "ready", to remove leftover rules.
 import { cleanupBpf } from '../datapath/loader';
 import { agentMetrics } from '../metrics/agent-metrics';
 import { startMetricsServer } from '../metrics/server';
@@ -114,6 +115,7 @@ export async function startAgent(opts: RunOptions, log: Logger): Promise<Agent> 
     log.info('adopted pinned state', { frontends: adopted.frontends, backends: adopted.backends });
     reconciler = r;
   } else {
+    const { IptablesDataplane } = await import('../fallback/iptables');
     reconciler = new IptablesDataplane({ ctx: { clusterCIDRs: opts.clusterCIDRs, masqueradeAll: opts.masqueradeAll }, log });
   }
 
@@ -166,12 +168,14 @@ export async function startAgent(opts: RunOptions, log: Logger): Promise<Agent> 
     // programs above take over, so they go only now, and after "ready":
     // reading them is a child process, whose fork stalls a large agent.
     setImmediate(() => {
-      try {
-        const removed = cleanupIptables();
-        if (removed.length) log.info('removed iptables-mode rules', { chains: removed.length });
-      } catch (e) {
-        log.error('could not remove iptables-mode rules; `weir cleanup` removes them', { error: errorText(e) });
-      }
+      void import('../fallback/iptables').then(({ cleanupIptables }) => {
+        try {
+          const removed = cleanupIptables();
+          if (removed.length) log.info('removed iptables-mode rules', { chains: removed.length });
+        } catch (e) {
+          log.error('could not remove iptables-mode rules; `weir cleanup` removes them', { error: errorText(e) });
+        }
+      });
     });
   }
   // One turn of the event loop first: "ready" (above, on the first sync's
@@ -266,6 +270,7 @@ async function chooseMode(opts: RunOptions, log: Logger, loading: Promise<BpfDat
       why = `auto: BPF unavailable (${errorText(e).split('\n')[0]})`;
     }
   }
+  const { iptablesAvailable } = await import('../fallback/iptables');
   const problem = iptablesAvailable();
   if (problem) throw new Error(`iptables mode: ${problem}`);
   log.info('starting', { node: opts.nodeName, mode: 'iptables', reason: why });
