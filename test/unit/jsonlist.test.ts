@@ -6,18 +6,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { jsonListLayout } from '../../ts/source/jsonlist';
-
-/** Deterministic PRNG (mulberry32), so a failure reproduces. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { rng } from './rng';
 
 /** Strings made of what confuses a naive scanner: quotes, backslashes, brackets, commas, "items", non-ASCII. */
 const NASTY = ['"', '\\', '\\"', '{', '}', '[', ']', ',', ':', 'items', '"items":[', 'é', '→', ' ', '\n', 'x'];
