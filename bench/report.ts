@@ -73,7 +73,7 @@ export function report(r: Results, repo: string): void {
     '# weir benchmarks',
     '',
     `Machine: ${r.machine.cpu}, ${r.machine.memory}, Linux ${r.machine.kernel}, Node ${r.machine.node}.${r.machine.firstTouch ? ` Writing fresh memory costs ${r.machine.firstTouch} here, writing it again ${r.machine.retouch} (page faults; see the cold-start notes).` : ''}`,
-    `Command: \`make bench\` (\`${r.command}\`). Sizes: ${r.params.services} services × ${r.params.endpoints} endpoints, ${r.params.changes} changes, ${r.params.ct} conntrack entries, ${r.params.conns} connections per point. Medians of ${r.params.runs} run(s) where stated; BPF and iptables are measured side by side in the same run. Raw numbers: \`bench/results.json\`.`,
+    `Command: \`make bench\` (\`${r.command}\`). Sizes: ${r.params.services} services × ${r.params.endpoints} endpoints, ${r.params.changes} changes, ${r.params.ct} conntrack entries, ${r.params.conns} connections per point. Medians of ${r.params.runs} run(s) where stated; BPF and iptables are measured side by side in the same run.${/--sections (\S+)/.test(r.command) ? ` This run re-measured only: ${/--sections (\S+)/.exec(r.command)![1]}; the other sections keep the figures of the run before it (same code paths).` : ''} Raw numbers: \`bench/results.json\`.`,
     '',
     '## Control plane',
     '',
