@@ -9,7 +9,7 @@
 import type { V1EndpointSlice, V1Node, V1Service } from '@kubernetes/client-node';
 import { SliceModel, parseEndpointSlice } from './endpoints';
 import { DEFAULT_RULES, ServiceModel, ServiceRules, parseService } from './service';
-import { FieldError, IPv4, ObjectKey, parseIPv4 } from './types';
+import { EMPTY, FieldError, IPv4, ObjectKey, parseIPv4 } from './types';
 import { sameData } from '../util/equal';
 
 export interface NodeModel {
@@ -45,8 +45,6 @@ export class DirtySet {
     return out;
   }
 }
-
-const NO_SLICES: readonly SliceModel[] = Object.freeze([]);
 
 export class ClusterStore {
   readonly services = new Map<ObjectKey, ServiceModel>();
@@ -159,7 +157,7 @@ export class ClusterStore {
 
   /** The slices naming a service (the store's own list: read it before the store changes again). */
   slicesOf(service: ObjectKey): readonly SliceModel[] {
-    return this.slicesByService.get(service) ?? NO_SLICES;
+    return this.slicesByService.get(service) ?? EMPTY;
   }
 
   /** Take the set of changed services, leaving it empty. */

@@ -70,7 +70,8 @@ export function objectKey(namespace: string, name: string): ObjectKey {
   return flatKey(namespace, '/', name) as ObjectKey;
 }
 
-const EMPTY: readonly never[] = Object.freeze([]);
+/** One shared empty list, for models and plans that keep one. */
+export const EMPTY: readonly never[] = Object.freeze([]);
 
 /**
  * A list as the store keeps it. The store holds every object's lists for as

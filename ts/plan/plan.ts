@@ -13,7 +13,7 @@
  */
 import { EP_READY, EP_SERVING, EP_TERMINATING, SliceModel, endpointsForPort } from '../model/endpoints';
 import { ServiceModel } from '../model/service';
-import { Cidr, IPv4, ObjectKey, Port, intToIp } from '../model/types';
+import { Cidr, EMPTY, IPv4, ObjectKey, Port, intToIp } from '../model/types';
 import { SCOPE_ALL, SCOPE_LOCAL, SVC_F } from '../datapath/codecs';
 import { flatKey } from '../util/keys';
 
@@ -192,7 +192,7 @@ function isLocal(nodeName: string, ctx: PlanContext): boolean {
 function addFrontend(out: PlannedFrontend[], svc: ServiceModel, port: PortPlan, addr: IPv4, portNum: Port, kind: number, ext: boolean): void {
   const itpLocal = !ext && svc.internalTrafficPolicy === 'Local';
   const etpLocal = ext && svc.externalTrafficPolicy === 'Local';
-  const sourceRanges = kind === SVC_F.LOAD_BALANCER ? svc.loadBalancerSourceRanges : NO_RANGES;
+  const sourceRanges = kind === SVC_F.LOAD_BALANCER ? svc.loadBalancerSourceRanges : EMPTY;
   const srcFlag = sourceRanges.length > 0 ? SVC_F.SRC_RANGES : 0;
   // kube-proxy: no endpoints at all -> REJECT; endpoints, but none the
   // policy allows here -> DROP.
@@ -220,5 +220,3 @@ function addFrontend(out: PlannedFrontend[], svc: ServiceModel, port: PortPlan, 
     out.push({ servicePort, addr, port: portNum, proto, scope: SCOPE_LOCAL, flags: flags | dropIfEmpty, affinityTimeout: svc.affinityTimeout, backends: port.local, members, sourceRanges });
   }
 }
-
-const NO_RANGES: readonly Cidr[] = Object.freeze([]);

@@ -62,7 +62,7 @@ export function jsonListLayout(b: Uint8Array): JsonListLayout | null {
     const c = b[i]!;
     if (c === QUOTE) {
       const s = i;
-      for (i++; i < n && b[i] !== QUOTE; i++) if (b[i] === BACKSLASH) i++;
+      i = closingQuote(b, i);
       if (i >= n) return null; // unterminated string
       if (depth === 1) lastWasItemsKey = i - s === 6 && ITEMS.every((ch, k) => b[s + 1 + k] === ch);
       else if (depth === 2 && open >= 0 && close < 0) return null; // a string item
@@ -113,6 +113,17 @@ export function jsonListLayout(b: Uint8Array): JsonListLayout | null {
   return { open, close, items };
 }
 
+/** Index of the quote that ends the string opening at b[i], or b.length if none does. */
+function closingQuote(b: Uint8Array, i: number): number {
+  const n = b.length;
+  for (i++; i < n; i++) {
+    const d = b[i]!;
+    if (d === QUOTE) return i;
+    if (d === BACKSLASH) i++;
+  }
+  return n;
+}
+
 /**
  * The end (exclusive) of the object or array opening at b[i], or -1 if the
  * file ends first. Only brackets and strings matter here; whether the item
@@ -124,13 +135,8 @@ function skipNested(b: Uint8Array, i: number): number {
   let depth = 0;
   for (; i < n; i++) {
     const c = b[i]!;
-    if (c === QUOTE) {
-      for (i++; i < n; i++) {
-        const d = b[i]!;
-        if (d === QUOTE) break;
-        if (d === BACKSLASH) i++;
-      }
-    } else if (c === OPEN_BRACE || c === OPEN_BRACKET) depth++;
+    if (c === QUOTE) i = closingQuote(b, i);
+    else if (c === OPEN_BRACE || c === OPEN_BRACKET) depth++;
     else if ((c === CLOSE_BRACE || c === CLOSE_BRACKET) && --depth === 0) return i + 1;
   }
   return -1;
