@@ -167,12 +167,27 @@ function benchFfi(): Results['ffi'] {
   return out;
 }
 
+/**
+ * Service map entries these sizes need: one per frontend plus one per
+ * endpoint, with room for the path section's extra services. The agent's
+ * default holds 10,000 services of 10 to 20 endpoints; larger runs size it.
+ */
+function lbMapEntries(p: Params): number {
+  return Math.max(DEFAULT_SIZES.svc, Math.ceil(p.services * (p.endpoints + 1) * 1.25));
+}
+
+/** `weir run` flags for an agent of this run: the mode, and the service map size when the default is too small. */
+function agentArgs(p: Params, mode: 'bpf' | 'iptables'): string[] {
+  const lb = lbMapEntries(p);
+  return ['--mode', mode, ...(lb > DEFAULT_SIZES.svc ? ['--lb-map-entries', String(lb)] : [])];
+}
+
 /** Per-packet cost of the real program with P services x M backends and `ct` conntrack entries loaded. */
 function benchPacket(p: Params): Results['packet'] {
   const shim = loadShim();
   const root = `/sys/fs/bpf/weir-bench-${process.pid}`;
   // Conntrack sized for the entries this test loads (the agent's default is smaller).
-  const dp = BpfDatapath.load(shim, root, { ...DEFAULT_SIZES, ct: p.ct + (1 << 16) });
+  const dp = BpfDatapath.load(shim, root, { ...DEFAULT_SIZES, ct: p.ct + (1 << 16), svc: lbMapEntries(p), member: lbMapEntries(p) });
   try {
     dp.writeConfig({ hairpinAddr: '169.254.42.1', snatAddr: '192.168.77.10', masqueradeAll: false, haveClusterCidrs: false });
     const store = new ClusterStore(() => undefined);
@@ -329,7 +344,7 @@ async function measureMode(
     const t0 = Date.now();
     let agent: Agent;
     try {
-      agent = await box.startAgent('n1', ['--mode', mode], { readyTimeoutMs: p.deadlineMs });
+      agent = await box.startAgent('n1', agentArgs(p, mode), { readyTimeoutMs: p.deadlineMs });
     } catch {
       // Not programmed within the deadline: report that, and stop measuring this mode here.
       timedOut = true;
@@ -384,7 +399,7 @@ async function measureMode(
   if (mode === 'bpf' && !timedOut) {
     // The last agent left its dataplane pinned (and one service fewer than it had): start over it.
     const t0 = Date.now();
-    const agent = await box.startAgent('n1', ['--mode', mode], { readyTimeoutMs: p.deadlineMs });
+    const agent = await box.startAgent('n1', agentArgs(p, mode), { readyTimeoutMs: p.deadlineMs });
     const ms = Date.now() - t0;
     const synced = /"msg":"synced","services":\d+,"upserts":(\d+),"deletes":(\d+)/.exec(agent.logs());
     restart = { services, ms, peakRssMb: peakRssMb(agent.proc.child.pid!), upserts: Number(synced?.[1] ?? NaN), deletes: Number(synced?.[2] ?? NaN) };
@@ -412,7 +427,7 @@ async function benchPath(p: Params): Promise<Results['path']> {
         await box.weir('n1', ['cleanup']);
         let agent: Agent;
         try {
-          agent = await box.startAgent('n1', ['--mode', mode], { readyTimeoutMs: p.deadlineMs });
+          agent = await box.startAgent('n1', agentArgs(p, mode), { readyTimeoutMs: p.deadlineMs });
         } catch {
           out.push({ mode, services: n, latencyUs: { p50: NaN, p99: NaN, n: 0 }, connPerSec: 0, timedOut: true });
           log(`  ${mode} ${n} services: not programmed within ${p.deadlineMs} ms`);

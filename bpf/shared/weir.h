@@ -33,7 +33,11 @@
 #define WEIR_MAP_SK_REVNAT "weir1_skrevnat"
 
 /* Map sizes. Conntrack and affinity are LRU: when full, the oldest goes. */
-#define WEIR_MAX_SERVICE_ENTRIES 1048576 /* master entries + backend slots */
+/* Service and membership maps: one entry per frontend plus one per endpoint
+ * of each frontend. The loader sizes both (`weir run --lb-map-entries`); this
+ * is the default. Their bucket arrays are allocated and zeroed when the map is
+ * created, empty or not: 16 MiB each at a million entries. */
+#define WEIR_MAX_SERVICE_ENTRIES 262144
 #define WEIR_MAX_BACKENDS 262144
 #define WEIR_MAX_REVNAT 131072
 /* The three maps that scale with traffic, not with services (ct, affinity,

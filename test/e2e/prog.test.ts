@@ -15,6 +15,12 @@ import { BpfDatapath } from '../../ts/datapath/loader';
 import { loadShim } from '../../ts/datapath/ffi';
 import { VERDICTS } from '../../ts/datapath/verdicts';
 import { keyString } from '../../ts/datapath/maps';
+import { readServices } from '../../ts/datapath/dump';
+import { ClusterStore } from '../../ts/model/store';
+import { ObjectKey } from '../../ts/model/types';
+import { MapFullError, Reconciler } from '../../ts/reconcile/reconciler';
+import { Syncer } from '../../ts/runner/sync';
+import { createLogger } from '../../ts/util/log';
 import { readIp4 } from '../../ts/datapath/codecs';
 import { buildPacket, checksumsValid, csum16, readHeaders } from '../../ts/datapath/packet';
 
@@ -155,18 +161,61 @@ s('bpftool prints the pinned maps with named fields (BTF)', (ctx) => {
   assert.is(master!.value.count, 1);
 });
 
-s('conntrack is created at the requested size; a pinned one keeps its size', (ctx) => {
+s('maps are created at the requested sizes; a pinned one keeps its size', (ctx) => {
   const root = `${ctx.root}-sized`;
   try {
-    const first = BpfDatapath.load(loadShim(), root, { ct: 4096, aff: 1024, skrevnat: 1024 });
+    const first = BpfDatapath.load(loadShim(), root, { ct: 4096, aff: 1024, skrevnat: 1024, svc: 2048, member: 2048 });
     assert.is(first.maps.ct.maxEntries, 4096);
     assert.is(first.maps.aff.maxEntries, 1024);
+    assert.is(first.maps.svc.maxEntries, 2048);
+    assert.is(first.maps.member.maxEntries, 2048);
     first.close();
-    // A restart asking for another size adopts the pin (and its flows) as it is.
-    const again = BpfDatapath.load(loadShim(), root, { ct: 8192, aff: 1024, skrevnat: 1024 });
+    // A restart asking for other sizes adopts the pins (and their entries) as they are.
+    const again = BpfDatapath.load(loadShim(), root, { ct: 8192, aff: 1024, skrevnat: 1024, svc: 4096, member: 4096 });
     assert.is(again.maps.ct.maxEntries, 4096);
-    assert.equal(again.sizes, { ct: 4096, aff: 1024, skrevnat: 1024 });
+    assert.equal(again.sizes, { ct: 4096, aff: 1024, skrevnat: 1024, svc: 2048, member: 2048 });
     again.close();
+  } finally {
+    fs.rmSync(root, { recursive: true, force: true });
+  }
+});
+
+s('a service map too small: the error names the maps and counts, and the state lands once it fits', (ctx) => {
+  const root = `${ctx.root}-full`;
+  try {
+    const dp = BpfDatapath.load(loadShim(), root, { ct: 1024, aff: 1024, skrevnat: 1024, svc: 64, member: 64 });
+    const store = new ClusterStore(() => assert.unreachable('valid objects'));
+    const syncer = new Syncer({ store, reconciler: new Reconciler(dp.maps, dp.writes), log: createLogger('error', () => undefined), ctx: { nodeName: 'n1', nodePortAddrs: [] } });
+    // Four services of 20 endpoints: 4 x (1 + 20) svc entries and 4 x 20 members, in maps of 64.
+    for (let i = 0; i < 4; i++) {
+      store.upsertService({ metadata: { name: `s${i}`, namespace: 'full' }, spec: { clusterIP: `10.96.7.${i}`, ports: [{ port: 80 }] } }, 'test');
+      const endpoints = Array.from({ length: 20 }, (_, j) => ({ addresses: [`10.244.7.${i * 20 + j}`] }));
+      store.upsertSlice({ metadata: { name: `s${i}-1`, namespace: 'full', labels: { 'kubernetes.io/service-name': `s${i}` } }, addressType: 'IPv4', ports: [{ port: 8080 }], endpoints }, 'test');
+    }
+    const err = (() => {
+      try {
+        syncer.sync();
+      } catch (e) {
+        return e;
+      }
+      return null;
+    })();
+    assert.instance(err, MapFullError);
+    assert.equal((err as MapFullError).maps, [
+      { map: 'weir1_svc', wanted: 84, max: 64 },
+      { map: 'weir1_member', wanted: 80, max: 64 },
+    ]);
+    assert.match((err as Error).message, /map weir1_svc is full: 84 entries wanted, max_entries 64/);
+    // Two services go: the retry writes everything that is wanted, and nothing else is left behind.
+    store.deleteService('full/s2' as ObjectKey);
+    store.deleteService('full/s3' as ObjectKey);
+    syncer.sync();
+    const { frontends, backends } = readServices(dp.maps);
+    assert.equal(frontends.map((f) => `${f.addr}:${f.port}/${f.proto} ${f.backends.filter((b) => b !== null).length}`).sort(), ['10.96.7.0:80/TCP 20', '10.96.7.1:80/TCP 20']);
+    assert.is(backends.length, 40);
+    assert.is(dp.maps.svc.dump().length, 42);
+    assert.is(dp.maps.member.dump().length, 40);
+    dp.close();
   } finally {
     fs.rmSync(root, { recursive: true, force: true });
   }

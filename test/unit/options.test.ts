@@ -57,6 +57,12 @@ test('conntrack is sized like kube-proxy sizes Linux conntrack, two entries per 
   assert.throws(() => parseRunOptions(['--conntrack-max-per-core', 'lots']), /--conntrack-max-per-core: expected an integer/);
 });
 
+test('the service maps hold 262144 entries unless --lb-map-entries says otherwise', () => {
+  assert.is(parseRunOptions([]).lbMapEntries, 262144);
+  assert.is(parseRunOptions(['--lb-map-entries', '1048576']).lbMapEntries, 1048576);
+  assert.throws(() => parseRunOptions(['--lb-map-entries', '100']), /--lb-map-entries: expected an integer from 1024/);
+});
+
 test('bad values name the flag', () => {
   assert.throws(() => parseRunOptions(['--mode', 'ipvs']), /--mode: expected bpf, iptables or auto/);
   assert.throws(() => parseRunOptions(['--source', 'http://x']), /--source: expected file:DIR or kube/);

@@ -39,6 +39,8 @@ export interface RunOptions {
   /** Conntrack capacity in flows, sized as kube-proxy sizes Linux conntrack: max(min, per-core × CPUs). */
   conntrackMaxPerCore: number;
   conntrackMin: number;
+  /** max_entries of the service and membership maps. */
+  lbMapEntries: number;
 }
 
 /** Flag name -> whether it takes a value. */
@@ -64,6 +66,7 @@ const FLAGS = {
   kubeconfig: true,
   'conntrack-max-per-core': true,
   'conntrack-min': true,
+  'lb-map-entries': true,
   config: true,
 } as const;
 type Flag = keyof typeof FLAGS;
@@ -196,6 +199,7 @@ export function parseRunOptions(argv: readonly string[]): RunOptions {
     // kube-proxy's defaults for --conntrack-max-per-core and --conntrack-min.
     conntrackMaxPerCore: count('conntrack-max-per-core', 32768, 0),
     conntrackMin: count('conntrack-min', 131072, 1),
+    lbMapEntries: count('lb-map-entries', 262144, 1024),
   };
 }
 

@@ -81,19 +81,24 @@ export interface AllMaps extends ServiceMaps {
 }
 
 /**
- * max_entries of the maps that scale with traffic rather than with services
- * (everything else is fixed in bpf/shared/weir.h). Preallocated LRU maps:
- * start-up time and kernel memory are paid for the whole size.
+ * max_entries of the maps sized at load (everything else is fixed in
+ * bpf/shared/weir.h). Both kinds cost start-up time and kernel memory for
+ * their whole size, filled or not: the LRU maps (traffic) preallocate their
+ * elements, the service and membership hashes zero a bucket array.
  */
 export interface MapSizes {
   /** Conntrack entries (two per flow). */
   ct: number;
   aff: number;
   skrevnat: number;
+  /** Frontends plus the endpoints of each frontend. */
+  svc: number;
+  /** Same count as svc: one entry per endpoint of each frontend. */
+  member: number;
 }
 
 /** The sizes weir.h compiles in (kube-proxy's minimum conntrack: 131072 flows). */
-export const DEFAULT_SIZES: MapSizes = { ct: 262144, aff: 65536, skrevnat: 65536 };
+export const DEFAULT_SIZES: MapSizes = { ct: 262144, aff: 65536, skrevnat: 65536, svc: 262144, member: 262144 };
 
 /**
  * The sizes to load with: a map already pinned keeps its size, since libbpf
@@ -116,7 +121,7 @@ function effectiveSizes(shim: Shim, pinRoot: string, want: MapSizes): MapSizes {
 }
 
 function sizeArgs(s: MapSizes): Record<string, number> {
-  return { [MAP_NAMES.ct]: s.ct, [MAP_NAMES.aff]: s.aff, [MAP_NAMES.skrevnat]: s.skrevnat };
+  return { [MAP_NAMES.ct]: s.ct, [MAP_NAMES.aff]: s.aff, [MAP_NAMES.skrevnat]: s.skrevnat, [MAP_NAMES.svc]: s.svc, [MAP_NAMES.member]: s.member };
 }
 
 export interface DatapathConfig {

@@ -11,6 +11,8 @@ export interface MapIO {
   readonly name: string;
   readonly keySize: number;
   readonly valueSize: number;
+  /** How many entries fit (the in-memory twin has no limit). */
+  readonly maxEntries?: number;
   /**
    * Insert or replace `count` entries packed back to back (keys at keySize,
    * values at valueSize), in order, in one kernel call where it can. The

@@ -73,6 +73,21 @@ export function protoName(n: number): L4Proto | `proto${number}` {
 
 const NO_WRITES: CommitStats = { upserts: 0, deletes: 0 };
 
+/**
+ * The desired state needs more entries than maps hold. Nothing is lost: the
+ * agent keeps it and every retry writes what changed, so the state lands as
+ * soon as the maps are large enough (or the cluster smaller).
+ */
+export class MapFullError extends Error {
+  constructor(
+    readonly maps: ReadonlyArray<{ readonly map: string; readonly wanted: number; readonly max: number }>,
+    cause: unknown,
+  ) {
+    super(maps.map((m) => `map ${m.map} is full: ${m.wanted} entries wanted, max_entries ${m.max}`).join('; '), { cause });
+    this.name = 'MapFullError';
+  }
+}
+
 /** Owner of the cluster CIDRs in the cidr map (frontends own theirs by rev_nat id). */
 const CLUSTER_CIDR_OWNER = 0;
 const STATIC_OWNER = '' as ObjectKey;
@@ -232,7 +247,7 @@ export class Reconciler implements Dataplane {
       // kernel: read the maps back and compare everything on the retry.
       this.resync = true;
       this.flushed = NO_WRITES;
-      throw e;
+      throw this.fullMapError(e) ?? e;
     }
     if (!full) this.settleBackends();
     this.be.clearPending();
@@ -284,6 +299,23 @@ export class Reconciler implements Dataplane {
     this.settleBackends();
     this.be.clearPending();
     this.clearPending();
+  }
+
+  /**
+   * A write the kernel refused with E2BIG (a hash map holds max_entries at
+   * most) as the maps the desired state does not fit in, or null if it fits
+   * in every map (then the error was something else, or a transient peak:
+   * upserts are written before deletes).
+   */
+  private fullMapError(e: unknown): MapFullError | null {
+    if ((e as { code?: unknown }).code !== 'E2BIG') return null;
+    const wanted = this.sizes();
+    const full: MapFullError['maps'][number][] = [];
+    for (const m of Object.keys(wanted) as MapName[]) {
+      const max = this.maps[m].maxEntries;
+      if (max !== undefined && wanted[m] > max) full.push({ map: this.maps[m].name, wanted: wanted[m], max });
+    }
+    return full.length ? new MapFullError(full, e) : null;
   }
 
   /** Pending backends are now as desired in the kernel (or gone from it). */

@@ -13,8 +13,8 @@ import { ClusterStore } from '../model/store';
 import { IPv4, cidrContains } from '../model/types';
 import { usableEndpoints } from '../plan/plan';
 import { sliceEndpoints } from '../model/endpoints';
-import { Reconciler } from '../reconcile/reconciler';
-import { BpfDatapath, DEFAULT_SIZES, DeviceRole } from '../datapath/loader';
+import { MapFullError, Reconciler } from '../reconcile/reconciler';
+import { BpfDatapath, DEFAULT_SIZES, DeviceRole, MAP_NAMES } from '../datapath/loader';
 import { DeviceWatcher, listLinks, upDeviceAddrs } from '../datapath/devices';
 import { Shim, loadShim } from '../datapath/ffi';
 import { FileSource } from '../source/file';
@@ -126,7 +126,18 @@ export async function startAgent(opts: RunOptions, log: Logger): Promise<Agent> 
   const sync = (): void => {
     // Nothing is written before every source has delivered its first full view.
     if (!synced) return;
-    const r = syncer.sync();
+    let r: ReturnType<Syncer['sync']>;
+    try {
+      r = syncer.sync();
+    } catch (e) {
+      if (e instanceof MapFullError) {
+        log.error('a BPF map is full: services that do not fit are not programmed until it has room', {
+          maps: e.maps.map((m) => `${m.map} ${m.wanted}/${m.max}`).join(','),
+          hint: `--lb-map-entries sizes ${MAP_NAMES.svc} and ${MAP_NAMES.member} (now ${dp?.sizes.svc}); a pinned map keeps its size until \`weir cleanup\``,
+        });
+      }
+      throw e;
+    }
     metrics.syncDuration.observe(r.ms / 1000);
     for (const ms of r.programmingMs) metrics.programming.observe(ms / 1000);
     if (r.upserts || r.deletes || r.services) {
@@ -240,7 +251,7 @@ function startLoading(opts: RunOptions): Promise<BpfDatapath> {
   try {
     const shim = loadShim();
     shim.setLogLevel(1);
-    loading = BpfDatapath.loadAsync(shim, opts.bpffsRoot, { ...DEFAULT_SIZES, ct: conntrackEntries(opts) });
+    loading = BpfDatapath.loadAsync(shim, opts.bpffsRoot, { ...DEFAULT_SIZES, ct: conntrackEntries(opts), svc: opts.lbMapEntries, member: opts.lbMapEntries });
   } catch (e) {
     loading = Promise.reject(e);
   }
@@ -260,9 +271,12 @@ async function chooseMode(opts: RunOptions, log: Logger, loading: Promise<BpfDat
   if (loading) {
     try {
       const dp = await loading;
-      log.info('starting', { node: opts.nodeName, mode: 'bpf', reason: opts.mode === 'auto' ? 'auto: BPF programs load on this kernel' : 'requested', pinRoot: opts.bpffsRoot, ffi: loadShim().backend, conntrackEntries: dp.sizes.ct, loadedAtMs: dp.loadedAtMs });
+      log.info('starting', { node: opts.nodeName, mode: 'bpf', reason: opts.mode === 'auto' ? 'auto: BPF programs load on this kernel' : 'requested', pinRoot: opts.bpffsRoot, ffi: loadShim().backend, conntrackEntries: dp.sizes.ct, lbMapEntries: dp.sizes.svc, loadedAtMs: dp.loadedAtMs });
       if (dp.sizes.ct !== conntrackEntries(opts)) {
         log.warn('the pinned conntrack map keeps its size; `weir cleanup` and a restart resize it (established connections are then reset)', { entries: dp.sizes.ct, requested: conntrackEntries(opts) });
+      }
+      if (dp.sizes.svc !== opts.lbMapEntries || dp.sizes.member !== opts.lbMapEntries) {
+        log.warn('the pinned service maps keep their size; `weir cleanup` and a restart resize them', { entries: dp.sizes.svc, requested: opts.lbMapEntries });
       }
       return { dp, mode: 'bpf' };
     } catch (e) {
