@@ -167,6 +167,9 @@ function benchFfi(): Results['ffi'] {
   return out;
 }
 
+/** Quiet time between `weir cleanup` and a measured cold start. */
+const SETTLE_MS = 1000;
+
 /**
  * Service map entries these sizes need: one per frontend plus one per
  * endpoint, with room for the path section's extra services. The agent's
@@ -341,6 +344,10 @@ async function measureMode(
   let change: Results['oneChange'][number] = { mode, services, programmingMs: { p50: NaN, p99: NaN, n: 0 }, syncMs: { p50: NaN, p99: NaN, n: 0 } };
   for (let r = 0; r < runs; r++) {
     await box.weir('n1', ['cleanup']);
+    // The kernel frees the maps cleanup unpinned on a workqueue after it
+    // returns (~100 ms of a core here, with the last agent's exit), which
+    // would be charged to this start. A node's cold start has nothing to free.
+    await new Promise((r) => setTimeout(r, SETTLE_MS));
     const t0 = Date.now();
     let agent: Agent;
     try {
