@@ -153,16 +153,14 @@ export class FileSource implements Source {
     const objects: string[] = [];
     let changed = false;
     let broken = false;
-    for (const entry of fileObjects(file, bytes)) {
-      if ('error' in entry) {
-        broken = true;
-        this.log.error('malformed document; keeping what this file held before', { file, document: entry.where, line: entry.line, error: entry.error });
-        continue;
-      }
-      const { item, where } = entry;
+    const malformed = (doc: number, index: number, line: number | undefined, error: string): void => {
+      broken = true;
+      this.log.error('malformed document; keeping what this file held before', { file, document: whereText(doc, index), line, error });
+    };
+    forEachObject(file, bytes, malformed, (item, doc, index) => {
       if (typeof item !== 'object' || item === null || Array.isArray(item)) {
-        this.log.error('not a Kubernetes object', { file, document: where });
-        continue;
+        this.log.error('not a Kubernetes object', { file, document: whereText(doc, index) });
+        return;
       }
       const obj = item as K8sObject;
       const type = KINDS[`${String(obj.apiVersion)}/${String(obj.kind)}`];
@@ -171,21 +169,21 @@ export class FileSource implements Source {
       if (!type) {
         this.log.error('unknown kind; ignored', {
           file,
-          document: where,
+          document: whereText(doc, index),
           object: `${String(obj.kind)} ${ns}/${name}`,
           field: 'apiVersion/kind',
           error: `expected v1 Service, discovery.k8s.io/v1 EndpointSlice or v1 Node, got ${String(obj.apiVersion)} ${String(obj.kind)}`,
         });
-        continue;
+        return;
       }
       if (!name) {
-        this.log.error('invalid object', { file, document: where, object: `${type.kind} ${ns}/(unnamed)`, field: 'metadata.name', error: 'is required' });
-        continue;
+        this.log.error('invalid object', { file, document: whereText(doc, index), object: `${type.kind} ${ns}/(unnamed)`, field: 'metadata.name', error: 'is required' });
+        return;
       }
       const id = type.kind === 'Node' ? flatKey('Node/', name) : flatKey(type.kind, '/', ns, '/', name);
       objects.push(id);
       changed = this.upsert(file, type.kind, obj) || changed;
-    }
+    });
     if (prev) {
       const now = new Set(objects);
       for (const id of prev.objects) {
@@ -255,19 +253,32 @@ function readBytes(file: string): Buffer {
   return readBuf.subarray(0, n);
 }
 
-/** One object of a file with where it is ("document 0 items[3]"), or a part that does not parse. */
-type FileEntry = { item: unknown; where: string } | { error: string; where: string; line?: number };
+/**
+ * Where an object is in its file: document `doc` and, in a List, item
+ * `index` (-1: the document itself). Made into text only for a message.
+ */
+function whereText(doc: number, index: number): string {
+  return index < 0 ? `document ${doc}` : `document ${doc} items[${index}]`;
+}
+
+type OnObject = (value: unknown, doc: number, index: number) => void;
+type OnMalformed = (doc: number, index: number, line: number | undefined, error: string) => void;
 
 /**
- * The objects of a file in order: each document, or each item of a document
- * that is a List. Generated manifests are plain ASCII, where decoding as
- * latin1 gives the same string as UTF-8 without validating every byte, and
- * a one-byte string that JSON.parse reads faster.
+ * Every object of a file in order: each document, or each item of a
+ * document that is a List; `malformed` gets each part that does not parse.
+ * Generated manifests are plain ASCII, where decoding as latin1 gives the
+ * same string as UTF-8 without validating every byte, and a one-byte string
+ * that JSON.parse reads faster.
+ *
+ * Callbacks rather than a generator of entries: a cold start reads twenty
+ * thousand objects, and an entry object each, whose `item` field held a
+ * Service's shape and then an EndpointSlice's, cost V8 a recompilation.
  */
-function* fileObjects(file: string, bytes: Buffer): Generator<FileEntry> {
+function forEachObject(file: string, bytes: Buffer, malformed: OnMalformed, onObject: OnObject): void {
   const encoding = isAscii(bytes) ? 'latin1' : 'utf8';
   if (path.extname(file) === '.json') {
-    yield* jsonObjects(bytes, encoding);
+    jsonObjects(bytes, encoding, malformed, onObject);
     return;
   }
   // The YAML parser is loaded on first use: JSON-only directories never pay for it.
@@ -276,20 +287,20 @@ function* fileObjects(file: string, bytes: Buffer): Generator<FileEntry> {
     const doc = docs[i]!;
     if (doc.errors.length > 0) {
       const e = doc.errors[0]!;
-      yield { error: e.message.split('\n')[0]!, where: `document ${i}`, line: e.linePos?.[0]?.line };
+      malformed(i, -1, e.linePos?.[0]?.line, e.message.split('\n')[0]!);
       continue;
     }
-    yield* documentObjects(doc.toJS(), `document ${i}`);
+    documentObjects(doc.toJS(), i, onObject);
   }
 }
 
-function* documentObjects(value: unknown, where: string): Generator<FileEntry> {
+function documentObjects(value: unknown, doc: number, onObject: OnObject): void {
   if (value === null || value === undefined) return; // empty document
   if (!isList(value)) {
-    yield { item: value, where };
+    onObject(value, doc, -1);
     return;
   }
-  for (let j = 0; j < value.items.length; j++) yield { item: value.items[j], where: `${where} items[${j}]` };
+  for (let j = 0; j < value.items.length; j++) onObject(value.items[j], doc, j);
 }
 
 /**
@@ -298,21 +309,26 @@ function* documentObjects(value: unknown, where: string): Generator<FileEntry> {
  * item at a time where its layout allows (jsonlist.ts): the same objects,
  * but each raw item is garbage before the next one is built.
  */
-function* jsonObjects(bytes: Buffer, encoding: 'latin1' | 'utf8'): Generator<FileEntry> {
+function jsonObjects(bytes: Buffer, encoding: 'latin1' | 'utf8', malformed: OnMalformed, onObject: OnObject): void {
   const layout = jsonListLayout(bytes);
   const envelope = layout ? parseJson(bytes.toString(encoding, 0, layout.open + 1) + bytes.toString(encoding, layout.close)) : null;
   if (!layout || !envelope || 'error' in envelope || !isList(envelope.value)) {
     const whole = parseJson(bytes.toString(encoding));
-    if ('error' in whole) yield { error: whole.error, where: 'document 0' };
-    else yield* documentObjects(whole.value, 'document 0');
+    if ('error' in whole) malformed(0, -1, undefined, whole.error);
+    else documentObjects(whole.value, 0, onObject);
     return;
   }
   const items = layout.items;
   for (let j = 0; j < items.length; j += 2) {
-    const item = parseJson(bytes.toString(encoding, items[j], items[j + 1]));
-    const where = `document 0 items[${j >> 1}]`;
-    if ('error' in item) yield { error: item.error, where, line: lineAt(bytes, items[j]!) };
-    else yield { item: item.value, where };
+    // Parsed here, not through parseJson: no wrapper object per item.
+    let item: unknown;
+    try {
+      item = JSON.parse(bytes.toString(encoding, items[j], items[j + 1]));
+    } catch (e) {
+      malformed(0, j >> 1, lineAt(bytes, items[j]!), errorMessage(e));
+      continue;
+    }
+    onObject(item, 0, j >> 1);
   }
 }
 
@@ -320,8 +336,12 @@ function parseJson(text: string): { value: unknown } | { error: string } {
   try {
     return { value: JSON.parse(text) as unknown };
   } catch (e) {
-    return { error: e instanceof Error ? e.message : String(e) };
+    return { error: errorMessage(e) };
   }
+}
+
+function errorMessage(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
 }
 
 /** 1-based line of a byte offset. */
