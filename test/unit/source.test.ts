@@ -135,4 +135,19 @@ test('a JSON List with one malformed item: the other items apply, that item keep
   });
 });
 
+test('an object of another apiVersion is reported with where it is and ignored', async () => {
+  await withSource(async ({ dir, store, logs }) => {
+    const item = (apiVersion: string, name: string): string =>
+      JSON.stringify({ apiVersion, kind: 'EndpointSlice', metadata: { name, labels: { 'kubernetes.io/service-name': 'web' } }, addressType: 'IPv4', endpoints: [{ addresses: ['10.244.0.5'] }] });
+    fs.writeFileSync(path.join(dir, 'slices.json'), `{"apiVersion":"v1","kind":"List","items":[${item('discovery.k8s.io/v1beta1', 'old')},${item('discovery.k8s.io/v1', 'new')}]}`);
+    await until(() => store.slices.has('default/new' as never));
+    assert.not.ok(store.slices.has('default/old' as never));
+    const err = logs.filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.msg === 'unknown kind; ignored');
+    assert.ok(err, 'reported');
+    assert.is(err.document, 'document 0 items[0]');
+    assert.is(err.object, 'EndpointSlice default/old');
+    assert.match(String(err.error), /got discovery\.k8s\.io\/v1beta1 EndpointSlice/);
+  });
+});
+
 test.run();

@@ -23,11 +23,24 @@ import { ChangeListener, Source } from './source';
 import { jsonListLayout } from './jsonlist';
 
 type Kind = 'Service' | 'EndpointSlice' | 'Node';
-const KINDS: Record<string, { apiVersion: string; kind: Kind }> = {
-  'v1/Service': { apiVersion: 'v1', kind: 'Service' },
-  'discovery.k8s.io/v1/EndpointSlice': { apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice' },
-  'v1/Node': { apiVersion: 'v1', kind: 'Node' },
-};
+
+/**
+ * The kind of an object this source reads, or null. Compared field by
+ * field: a "apiVersion/kind" string per object was a string to build and
+ * then to look up in V8's string table, twenty thousand times a cold start.
+ */
+function supportedKind(apiVersion: unknown, kind: unknown): Kind | null {
+  switch (kind) {
+    case 'Service':
+      return apiVersion === 'v1' ? 'Service' : null;
+    case 'EndpointSlice':
+      return apiVersion === 'discovery.k8s.io/v1' ? 'EndpointSlice' : null;
+    case 'Node':
+      return apiVersion === 'v1' ? 'Node' : null;
+    default:
+      return null;
+  }
+}
 const EXTENSIONS = new Set(['.yaml', '.yml', '.json']);
 const RESCAN_MS = 500;
 
@@ -163,10 +176,10 @@ export class FileSource implements Source {
         return;
       }
       const obj = item as K8sObject;
-      const type = KINDS[`${String(obj.apiVersion)}/${String(obj.kind)}`];
+      const kind = supportedKind(obj.apiVersion, obj.kind);
       const name = typeof obj.metadata?.name === 'string' ? obj.metadata.name : '';
       const ns = typeof obj.metadata?.namespace === 'string' && obj.metadata.namespace ? obj.metadata.namespace : 'default';
-      if (!type) {
+      if (!kind) {
         this.log.error('unknown kind; ignored', {
           file,
           document: whereText(doc, index),
@@ -177,12 +190,12 @@ export class FileSource implements Source {
         return;
       }
       if (!name) {
-        this.log.error('invalid object', { file, document: whereText(doc, index), object: `${type.kind} ${ns}/(unnamed)`, field: 'metadata.name', error: 'is required' });
+        this.log.error('invalid object', { file, document: whereText(doc, index), object: `${kind} ${ns}/(unnamed)`, field: 'metadata.name', error: 'is required' });
         return;
       }
-      const id = type.kind === 'Node' ? flatKey('Node/', name) : flatKey(type.kind, '/', ns, '/', name);
+      const id = kind === 'Node' ? flatKey('Node/', name) : flatKey(kind, '/', ns, '/', name);
       objects.push(id);
-      changed = this.upsert(file, type.kind, obj) || changed;
+      changed = this.upsert(file, kind, obj) || changed;
     });
     if (prev) {
       const now = new Set(objects);
