@@ -390,6 +390,28 @@ function heldAtCommit(reconciler: Reconciler, q: HeldWrites): number[] {
   return seen;
 }
 
+test('a frontend with more endpoints than slots: 65535 serve, all stay members, and the service is named in a warning', () => {
+  const maps = memoryMaps();
+  const logs: Array<Record<string, unknown>> = [];
+  const store = new ClusterStore(() => undefined);
+  const reconciler = new Reconciler(maps);
+  reconciler.adopt();
+  const syncer = new Syncer({ store, reconciler, log: createLogger('warn', (l) => logs.push(JSON.parse(l) as Record<string, unknown>)), ctx: { nodeName: 'n1', nodePortAddrs: [] } });
+  const n = 65540;
+  store.upsertService(service('huge', '10.96.9.9'), 'test');
+  store.upsertSlice(slice('huge', Array.from({ length: n }, (_, i) => `10.${100 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`)), 'test');
+  syncer.sync();
+  const svc = readServices(maps).frontends.find((f) => f.addr === '10.96.9.9')!;
+  assert.is(svc.backends.length, 65535, 'count');
+  assert.ok(svc.backends.every((b) => b !== null), 'every counted slot is written');
+  assert.is(maps.svc.entries.size, 1 + 65535, 'no slot beyond the count');
+  assert.is(maps.member.entries.size, n);
+  const warn = logs.find((l) => String(l.msg).startsWith('frontend has more endpoints'));
+  assert.ok(warn, 'warned');
+  assert.is(warn.object, 'Service default/huge');
+  assert.is(warn.endpoints, n);
+});
+
 test('a large first sync on empty maps hands batches over while planning; the commit waits for them', () => {
   const maps = memoryMaps();
   const q = new HeldWrites();

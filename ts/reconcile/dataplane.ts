@@ -4,7 +4,7 @@
  */
 import { ObjectKey } from '../model/types';
 import { ServicePlan } from '../plan/plan';
-import { CommitStats, FrontendConflict } from './reconciler';
+import { CommitStats, FrontendConflict, TruncatedFrontend } from './reconciler';
 
 export interface Dataplane {
   /** Replace one service's plan (null: the service is gone). Nothing is written yet. */
@@ -17,6 +17,8 @@ export interface Dataplane {
   expectBackends?(n: number): void;
   /** Frontends another service already claimed, reported (and drained) by the Syncer. */
   readonly conflicts: FrontendConflict[];
+  /** Frontends with more backends than the dataplane holds for one, reported (and drained) by the Syncer. */
+  readonly truncated?: TruncatedFrontend[];
   /** The service a frontend ("addr:port/PROTO") belongs to, if any. */
   frontendOwner(frontend: string): ObjectKey | undefined;
   frontendCount(): number;

@@ -5,7 +5,7 @@
  */
 import { ClusterStore } from '../model/store';
 import { PlanContext, planService } from '../plan/plan';
-import { CommitStats } from '../reconcile/reconciler';
+import { CommitStats, MAX_SLOTS } from '../reconcile/reconciler';
 import { Dataplane } from '../reconcile/dataplane';
 import { Logger } from '../util/log';
 import { ObjectKey } from '../model/types';
@@ -84,6 +84,13 @@ export class Syncer {
         field: conflictField(c.flags),
         frontend: c.frontend,
         owner: `Service ${c.owner}`,
+      });
+    }
+    for (const t of this.reconciler.truncated?.splice(0) ?? []) {
+      this.log.warn(`frontend has more endpoints than one service entry holds; ${MAX_SLOTS} of them serve`, {
+        object: `Service ${t.service}`,
+        frontend: t.frontend,
+        endpoints: t.backends,
       });
     }
     this.reportOrphans(dirty);
