@@ -161,4 +161,39 @@ s('--log-level error keeps info lines out', async (ctx) => {
   assert.ok(ctx.agent.proc.running);
 });
 
+s('a service map too small: the agent names it and keeps running, and is ready once the services fit', async (ctx) => {
+  await ctx.agent.stop();
+  await ctx.box.weir('n1', ['cleanup']); // a pinned map keeps its size
+  const many = (n: number): string => {
+    const items: object[] = [];
+    for (let i = 0; i < n; i++) {
+      items.push({ apiVersion: 'v1', kind: 'Service', metadata: { name: `m${i}`, namespace: 'o' }, spec: { clusterIP: `10.96.8.${i}`, ports: [{ port: 80 }] } });
+      items.push({
+        apiVersion: 'discovery.k8s.io/v1',
+        kind: 'EndpointSlice',
+        metadata: { name: `m${i}-1`, namespace: 'o', labels: { 'kubernetes.io/service-name': `m${i}` } },
+        addressType: 'IPv4',
+        ports: [{ port: 8080 }],
+        endpoints: Array.from({ length: 10 }, (_, j) => ({ addresses: [`10.245.${i}.${j + 1}`], nodeName: 'n1' })),
+      });
+    }
+    return JSON.stringify({ apiVersion: 'v1', kind: 'List', items });
+  };
+  // web (1 + 2 entries), empty (1) and 100 services of 1 + 10: 1104 entries for a map of 1024.
+  ctx.box.writeManifest('many.json', many(100));
+  ctx.agent = await ctx.box.startAgent('n1', ['--lb-map-entries', '1024'], { waitReady: false });
+  await ctx.agent.proc.waitFor(/"msg":"a BPF map is full/, 15000);
+  const full = ctx.agent.logs().split('\n').map((l) => (l.startsWith('{') ? (JSON.parse(l) as Record<string, unknown>) : {})).find((l) => String(l.msg).startsWith('a BPF map is full'))!;
+  assert.is(full.maps, 'weir1_svc 1104/1024');
+  assert.match(String(full.hint), /--lb-map-entries sizes weir1_svc and weir1_member \(now 1024\)/);
+  assert.not.match(ctx.agent.logs(), /"msg":"ready"/);
+  assert.ok(ctx.agent.proc.running);
+  // Half of them go: the retry programs everything that is left.
+  ctx.box.writeManifest('many.json', many(50));
+  await ctx.agent.proc.waitFor(/"msg":"ready"/, 40000);
+  const services = await ctx.box.weir('n1', ['services']);
+  assert.ok(services.includes('10.96.8.49:80/TCP'), 'the last service that fits');
+  assert.not.ok(services.includes('10.96.8.50:80/TCP'), 'a removed one');
+});
+
 s.run();

@@ -206,12 +206,15 @@ s('a service map too small: the error names the maps and counts, and the state l
       { map: 'weir1_member', wanted: 80, max: 64 },
     ]);
     assert.match((err as Error).message, /map weir1_svc is full: 84 entries wanted, max_entries 64/);
-    // Two services go: the retry writes everything that is wanted, and nothing else is left behind.
-    store.deleteService('full/s2' as ObjectKey);
-    store.deleteService('full/s3' as ObjectKey);
+    // The first failed write filled the membership map with s0's, s1's and
+    // part of s2's entries. s0 and s1 go: the retry must delete theirs before
+    // it has room for the rest of s2's and s3's (make-before-break order
+    // would fail the same way forever), and nothing else is left behind.
+    store.deleteService('full/s0' as ObjectKey);
+    store.deleteService('full/s1' as ObjectKey);
     syncer.sync();
     const { frontends, backends } = readServices(dp.maps);
-    assert.equal(frontends.map((f) => `${f.addr}:${f.port}/${f.proto} ${f.backends.filter((b) => b !== null).length}`).sort(), ['10.96.7.0:80/TCP 20', '10.96.7.1:80/TCP 20']);
+    assert.equal(frontends.map((f) => `${f.addr}:${f.port}/${f.proto} ${f.backends.filter((b) => b !== null).length}`).sort(), ['10.96.7.2:80/TCP 20', '10.96.7.3:80/TCP 20']);
     assert.is(backends.length, 40);
     assert.is(dp.maps.svc.dump().length, 42);
     assert.is(dp.maps.member.dump().length, 40);

@@ -85,8 +85,9 @@ const NO_WRITES: CommitStats = { upserts: 0, deletes: 0 };
 
 /**
  * The desired state needs more entries than maps hold. Nothing is lost: the
- * agent keeps it and every retry writes what changed, so the state lands as
- * soon as the maps are large enough (or the cluster smaller).
+ * agent keeps it, and each retry compares everything with the kernel, so it
+ * lands once it fits: when the cluster shrinks, or after a restart with
+ * larger maps (a pinned map keeps its size until it is removed).
  */
 export class MapFullError extends Error {
   constructor(
@@ -108,10 +109,13 @@ class Writes {
   readonly dels = SECTIONS.map((s) => new Packed(s.keySize, 0));
   readonly beUps = new Packed(C.u32Key.size, C.backend.size);
   readonly beDels = new Packed(C.u32Key.size, 0);
+  /** Maps whose deletes go first: too full for their new keys otherwise (Reconciler.roomFirst). */
+  readonly roomFirst = new Set<MapName>();
 
   /** Empty, keeping the buffers' capacity. */
   clear(): void {
     for (const p of [...this.ups, ...this.dels, this.beUps, this.beDels]) p.clear();
+    this.roomFirst.clear();
   }
 
   /** Keys one service drops and another takes in the same commit stay. */
@@ -130,12 +134,15 @@ class Writes {
     });
   }
 
-  /** Queue every write in the order of DESIGN.md §2 (the queue keeps it). */
+  /** Queue every write in the order of DESIGN.md §2 (the queue keeps it), but a roomFirst map's deletes before everything. */
   submit(maps: ServiceMaps, q: WriteQueue): CommitStats {
+    const first = (m: MapName): boolean => this.roomFirst.has(m);
+    for (let s = SECTIONS.length - 1; s >= 0; s--) if (first(SECTIONS[s]!.map)) this.dels[s]!.removeFrom(maps[SECTIONS[s]!.map], q);
+    if (first('be')) this.beDels.removeFrom(maps.be, q);
     this.beUps.writeTo(maps.be, q);
     SECTIONS.forEach((sec, s) => this.ups[s]!.writeTo(maps[sec.map], q));
-    for (let s = SECTIONS.length - 1; s >= 0; s--) this.dels[s]!.removeFrom(maps[SECTIONS[s]!.map], q);
-    this.beDels.removeFrom(maps.be, q);
+    for (let s = SECTIONS.length - 1; s >= 0; s--) if (!first(SECTIONS[s]!.map)) this.dels[s]!.removeFrom(maps[SECTIONS[s]!.map], q);
+    if (!first('be')) this.beDels.removeFrom(maps.be, q);
     const sum = (ps: Packed[]): number => ps.reduce((n, p) => n + p.count, 0);
     return { upserts: sum(this.ups) + this.beUps.count, deletes: sum(this.dels) + this.beDels.count };
   }
@@ -256,8 +263,7 @@ export class Reconciler implements Dataplane {
     } catch (e) {
       // Some of the batches (this commit's or a flush's) may be in the
       // kernel: read the maps back and compare everything on the retry.
-      this.resync = true;
-      this.flushed = NO_WRITES;
+      this.writeFailed();
       throw this.fullMapError(e) ?? e;
     }
     if (!full) this.settleBackends();
@@ -300,8 +306,7 @@ export class Reconciler implements Dataplane {
       // instead no more parts are handed over, and this sync's commit
       // compares everything with the kernel (what a retry after a failed
       // write does), which throws if the failure persists.
-      this.resync = true;
-      this.flushed = NO_WRITES;
+      this.writeFailed();
       return;
     }
     this.flushed = { upserts: this.flushed.upserts + stats.upserts, deletes: this.flushed.deletes + stats.deletes };
@@ -310,6 +315,19 @@ export class Reconciler implements Dataplane {
     this.settleBackends();
     this.be.clearPending();
     this.clearPending();
+  }
+
+  /**
+   * After a failed write the kernel holds an unknown part of it: the next
+   * commit reads every map back and compares everything. That includes the
+   * service map, whose snapshot from adopt() no longer says what it holds
+   * (comparing against it left the entries of a half-written commit in
+   * place for good).
+   */
+  private writeFailed(): void {
+    this.resync = true;
+    this.kernelSvc = null;
+    this.flushed = NO_WRITES;
   }
 
   /**
@@ -624,27 +642,35 @@ export class Reconciler implements Dataplane {
     total.forEach((n, s) => w.ups[s]!.reserve(n));
     for (const m of ['revnat', 'member', 'cidr', 'svc'] as const) {
       const have = m === 'svc' && this.kernelSvc ? this.kernelSvc : this.dumpOne(m);
+      const held = have.size;
+      let added = 0;
       const sections = SECTIONS.map((sec, s) => (sec.map === m ? s : -1)).filter((s) => s >= 0);
       for (const r of this.records.values()) {
         const bytes = have.size === 0 ? null : recordBytes(r);
         for (const s of sections) {
           const out = w.ups[s]!;
           if (!bytes) {
+            added += entryCount(r, s);
             pushSection(r, SECTIONS, s, out); // nothing in the kernel to compare with
             continue;
           }
           const v = sectionView(r, SECTIONS, s, bytes);
           for (let i = 0; i < v.count; i++) {
             const k = viewKey(v, i);
-            if (have.get(k) !== viewValue(v, i)) out.pushFrom(v, i);
-            have.delete(k);
+            const cur = have.get(k);
+            if (cur !== viewValue(v, i)) out.pushFrom(v, i);
+            if (cur === undefined) added++;
+            else have.delete(k);
           }
         }
       }
       // Whatever is left, no service claims.
       for (const k of have.keys()) w.dels[m === 'svc' ? (slotOf(k) ? S_SLOTS : S_MASTERS) : sections[0]!]!.pushKey(k);
+      this.roomFirst(w, m, held, added);
     }
     const have = this.dumpOne('be');
+    const held = have.size;
+    let added = 0;
     const key = Buffer.alloc(C.u32Key.size);
     const be = this.be;
     w.beUps.reserve(be.live);
@@ -658,13 +684,29 @@ export class Reconciler implements Dataplane {
         const k = key.toString('latin1');
         const cur = have.get(k);
         if (cur === undefined || i32At(cur, 0) !== be.v0[r] || i32At(cur, 4) !== be.v1[r]) pushBackend(w.beUps, be, r);
-        have.delete(k);
-      } else pushBackend(w.beUps, be, r);
+        if (cur === undefined) added++;
+        else have.delete(k);
+      } else {
+        added++;
+        pushBackend(w.beUps, be, r);
+      }
       be.applied[r] = 1;
       be.a0[r] = be.v0[r]!;
       be.a1[r] = be.v1[r]!;
     }
     for (const k of have.keys()) w.beDels.pushKey(k);
+    this.roomFirst(w, 'be', held, added);
+  }
+
+  /**
+   * A map that cannot take its new keys while it still holds the stale ones
+   * (a write that failed on a full map left it so) has its deletes written
+   * first. Otherwise the order stays make-before-break, and a retry would
+   * fail the same way forever.
+   */
+  private roomFirst(w: Writes, m: MapName, held: number, added: number): void {
+    const max = this.maps[m].maxEntries;
+    if (max !== undefined && held + added > max) w.roomFirst.add(m);
   }
 
   /** One map's entries as latin1 key -> latin1 value. */
@@ -734,7 +776,9 @@ function writeSvcVal(buf: Buffer, off: number, backendId: number, count: number,
  * a hundred thousand slots and as many members, and a Buffer method call
  * per field was a tenth of its planning. Host-order fields of 32 bits (or a
  * u16 whose other half is padding) are written as words of the packed
- * buffers' Int32Array views, which are host order, as the kernel reads them.
+ * buffers' Int32Array views, which are host order, as the kernel reads them
+ * (the u16 is the word's low half: little-endian, as every host-order field
+ * written here with a Buffer's ...LE methods assumes).
  * The layout is the codecs' (checked against the BTF); these checks make a
  * layout change fail at load instead of writing wrong entries.
  */

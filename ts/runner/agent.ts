@@ -131,9 +131,11 @@ export async function startAgent(opts: RunOptions, log: Logger): Promise<Agent> 
       r = syncer.sync();
     } catch (e) {
       if (e instanceof MapFullError) {
-        log.error('a BPF map is full: services that do not fit are not programmed until it has room', {
+        // The service and membership maps are sized at load; the others are fixed in bpf/shared/weir.h.
+        const sized = e.maps.some((m) => m.map === MAP_NAMES.svc || m.map === MAP_NAMES.member);
+        log.error('a BPF map is full: what does not fit is not programmed until it has room', {
           maps: e.maps.map((m) => `${m.map} ${m.wanted}/${m.max}`).join(','),
-          hint: `--lb-map-entries sizes ${MAP_NAMES.svc} and ${MAP_NAMES.member} (now ${dp?.sizes.svc}); a pinned map keeps its size until \`weir cleanup\``,
+          ...(sized ? { hint: `--lb-map-entries sizes ${MAP_NAMES.svc} and ${MAP_NAMES.member} (now ${dp?.sizes.svc}); a pinned map keeps its size until \`weir cleanup\`` } : {}),
         });
       }
       throw e;
