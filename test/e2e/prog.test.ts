@@ -224,6 +224,38 @@ s('a service map too small: the error names the maps and counts, and the state l
   }
 });
 
+s('the load off the main thread runs at idle priority until boosted, and its pool thread is restored', async (ctx) => {
+  const root = `${ctx.root}-idle`;
+  /** Scheduling policy of each of this process's threads (field 41 of /proc/.../stat). */
+  const policies = (): Map<number, number> => {
+    const out = new Map<number, number>();
+    for (const t of fs.readdirSync('/proc/self/task')) {
+      const st = fs.readFileSync(`/proc/self/task/${t}/stat`, 'utf8');
+      out.set(Number(t), Number(st.slice(st.lastIndexOf(')') + 2).split(' ')[38]));
+    }
+    return out;
+  };
+  const SCHED_IDLE = 5;
+  try {
+    const shim = loadShim();
+    let settled = false;
+    const loading = BpfDatapath.loadAsync(shim, root, { ct: 65536, aff: 1024, skrevnat: 1024, svc: 65536, member: 65536 }).finally(() => (settled = true));
+    let idle: number | undefined;
+    // Creating a 65536-entry LRU map alone takes tens of milliseconds: long enough to see the policy.
+    while (!settled && idle === undefined) {
+      idle = [...policies()].find(([, p]) => p === SCHED_IDLE)?.[0];
+      if (idle === undefined) await new Promise((r) => setImmediate(r));
+    }
+    assert.ok(idle !== undefined, 'a thread loads at SCHED_IDLE');
+    shim.objLoadBoost();
+    assert.is(policies().get(idle!), 0, 'SCHED_OTHER once boosted');
+    (await loading).close();
+    assert.not.ok([...policies().values()].includes(SCHED_IDLE), 'no thread left at idle priority');
+  } finally {
+    fs.rmSync(root, { recursive: true, force: true });
+  }
+});
+
 s('verdicts are counted per reason', (ctx) => {
   const dump = ctx.dp.maps.verdicts.dump();
   const cpus = loadShim().numPossibleCpus();

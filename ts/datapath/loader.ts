@@ -174,7 +174,7 @@ export class BpfDatapath {
     return BpfDatapath.assemble(shim, pinRoot, actual, tc, shim.objLoad(bpfObjectPath('sock.o'), pinRoot, sizeArgs(actual)));
   }
 
-  /** load() with the kernel's part (map creation, verification) off the main thread. */
+  /** load() with the kernel's part (map creation, verification) off the main thread, at idle priority until Shim.objLoadBoost(). */
   static async loadAsync(shim: Shim, pinRoot: string, sizes: MapSizes = DEFAULT_SIZES): Promise<BpfDatapath> {
     ensureBpffs(pinRoot);
     const actual = effectiveSizes(shim, pinRoot, sizes);

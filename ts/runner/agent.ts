@@ -80,6 +80,8 @@ export async function startAgent(opts: RunOptions, log: Logger): Promise<Agent> 
     }
     await source.start();
     log.info('sources synced', { services: store.services.size, slices: store.slices.size, atMs: sinceStart() });
+    // The BPF load ran at idle priority while the sources were read; from here on the agent waits for it.
+    if (loading) boostLoading();
   } catch (e) {
     await settleLoading();
     throw e;
@@ -244,6 +246,15 @@ function keepFreedMemory(): Shim | null {
     return shim;
   } catch {
     return null;
+  }
+}
+
+/** A load still running gets normal priority (a shim that did not load: chooseMode reports why). */
+function boostLoading(): void {
+  try {
+    loadShim().objLoadBoost();
+  } catch {
+    // nothing is loading
   }
 }
 
