@@ -52,6 +52,8 @@ export interface Results {
     mode: string;
     services: number;
     ms: number;
+    /** Every run's cold start, in the order run (ms is their median). */
+    allMs?: number[];
     syncMs: number;
     /** From the agent's own log, ms since its process started (medians): manifests read, BPF objects loaded, ready. */
     phases?: { sourcesAtMs: number; loadedAtMs: number; readyAtMs: number };
@@ -395,6 +397,7 @@ async function measureMode(
     mode,
     services,
     ms: median(starts),
+    allMs: starts,
     syncMs: median(syncs),
     ...(mode === 'bpf' && phases.ready.length ? { phases: { sourcesAtMs: median(phases.sources), loadedAtMs: median(phases.loaded), readyAtMs: median(phases.ready) } } : {}),
     peakRssMb: rss.length ? Math.max(...rss) : NaN,
