@@ -236,10 +236,11 @@ s('the load off the main thread runs at idle priority until boosted, and its poo
     return out;
   };
   const SCHED_IDLE = 5;
+  let loading: Promise<BpfDatapath> | undefined;
   try {
     const shim = loadShim();
     let settled = false;
-    const loading = BpfDatapath.loadAsync(shim, root, { ct: 65536, aff: 1024, skrevnat: 1024, svc: 65536, member: 65536 }).finally(() => (settled = true));
+    loading = BpfDatapath.loadAsync(shim, root, { ct: 65536, aff: 1024, skrevnat: 1024, svc: 65536, member: 65536 }).finally(() => (settled = true));
     let idle: number | undefined;
     // Creating a 65536-entry LRU map alone takes tens of milliseconds: long enough to see the policy.
     while (!settled && idle === undefined) {
@@ -249,9 +250,11 @@ s('the load off the main thread runs at idle priority until boosted, and its poo
     assert.ok(idle !== undefined, 'a thread loads at SCHED_IDLE');
     shim.objLoadBoost();
     assert.is(policies().get(idle!), 0, 'SCHED_OTHER once boosted');
-    (await loading).close();
+    await loading;
     assert.not.ok([...policies().values()].includes(SCHED_IDLE), 'no thread left at idle priority');
   } finally {
+    // A failed assertion must not leave the load to pin maps after the directory is gone.
+    await loading?.then((dp) => dp.close(), () => undefined);
     fs.rmSync(root, { recursive: true, force: true });
   }
 });
