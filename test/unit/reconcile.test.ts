@@ -168,8 +168,11 @@ test('the first sync after restart prunes services that vanished while the agent
   assert.is(maps.revnat.entries.size, 1);
 });
 
-test('a failed write is retried and converges; nothing half-applied stays behind', () => {
-  const maps = memoryMaps();
+/**
+ * web (two endpoints) synced through a service map whose write lands one
+ * entry and then fails: the sync threw, and the map holds that one slot.
+ */
+function halfWritten(maps: ReturnType<typeof memoryMaps>): ReturnType<typeof setup> {
   let failNext = false;
   const flaky: MapIO = {
     ...maps.svc,
@@ -191,43 +194,24 @@ test('a failed write is retried and converges; nothing half-applied stays behind
     dumpPacked: () => maps.svc.dumpPacked(),
     lookup: (k) => maps.svc.lookup(k),
   };
-  const { store, syncer } = setup({ ...maps, svc: flaky });
-  store.upsertService(service('web', '10.96.0.10'), 't');
-  store.upsertSlice(slice('web', ['10.244.1.10', '10.244.1.11']), 't');
+  const ctx = setup({ ...maps, svc: flaky });
+  ctx.store.upsertService(service('web', '10.96.0.10'), 't');
+  ctx.store.upsertSlice(slice('web', ['10.244.1.10', '10.244.1.11']), 't');
   failNext = true;
-  assert.throws(() => syncer.sync(), /ENOMEM/);
+  assert.throws(() => ctx.syncer.sync(), /ENOMEM/);
+  return ctx;
+}
+
+test('a failed write is retried and converges; nothing half-applied stays behind', () => {
+  const maps = memoryMaps();
+  const { syncer } = halfWritten(maps);
   syncer.sync();
   assert.match(formatServices(readServices(maps)), /10\.96\.0\.10:80\/TCP .* 2 backends\n  slot 1: be 1 10\.244\.1\.10:8080\/TCP\n  slot 2: be 2/);
 });
 
 test('a service removed after a half-applied write: the retry removes what landed of it', () => {
   const maps = memoryMaps();
-  let failNext = false;
-  const flaky: MapIO = {
-    ...maps.svc,
-    name: maps.svc.name,
-    keySize: maps.svc.keySize,
-    valueSize: maps.svc.valueSize,
-    updateBatch(keys, values, n) {
-      if (failNext) {
-        failNext = false;
-        maps.svc.updateBatch(keys, values, 1); // partial write, then failure
-        throw new Error('ENOMEM');
-      }
-      maps.svc.updateBatch(keys, values, n);
-    },
-    removeBatch: (k, n) => maps.svc.removeBatch(k, n),
-    upsert: (e) => maps.svc.upsert(e),
-    remove: (k) => maps.svc.remove(k),
-    dump: () => maps.svc.dump(),
-    dumpPacked: () => maps.svc.dumpPacked(),
-    lookup: (k) => maps.svc.lookup(k),
-  };
-  const { store, syncer } = setup({ ...maps, svc: flaky });
-  store.upsertService(service('web', '10.96.0.10'), 't');
-  store.upsertSlice(slice('web', ['10.244.1.10', '10.244.1.11']), 't');
-  failNext = true;
-  assert.throws(() => syncer.sync(), /ENOMEM/);
+  const { store, syncer } = halfWritten(maps);
   assert.is(maps.svc.entries.size, 1, 'one slot landed');
   store.deleteService('default/web' as never);
   syncer.sync();
