@@ -21,6 +21,7 @@ import { ObjectKey } from '../../ts/model/types';
 import { MapFullError, Reconciler } from '../../ts/reconcile/reconciler';
 import { Syncer } from '../../ts/runner/sync';
 import { createLogger } from '../../ts/util/log';
+import { thrown } from '../unit/thrown';
 import { readIp4 } from '../../ts/datapath/codecs';
 import { buildPacket, checksumsValid, csum16, readHeaders } from '../../ts/datapath/packet';
 
@@ -192,14 +193,7 @@ s('a service map too small: the error names the maps and counts, and the state l
       const endpoints = Array.from({ length: 20 }, (_, j) => ({ addresses: [`10.244.7.${i * 20 + j}`] }));
       store.upsertSlice({ metadata: { name: `s${i}-1`, namespace: 'full', labels: { 'kubernetes.io/service-name': `s${i}` } }, addressType: 'IPv4', ports: [{ port: 8080 }], endpoints }, 'test');
     }
-    const err = (() => {
-      try {
-        syncer.sync();
-      } catch (e) {
-        return e;
-      }
-      return null;
-    })();
+    const err = thrown(() => syncer.sync());
     assert.instance(err, MapFullError);
     assert.equal((err as MapFullError).maps, [
       { map: 'weir1_svc', wanted: 84, max: 64 },

@@ -11,6 +11,7 @@ import * as assert from 'uvu/assert';
 import { listLinks } from '../../ts/datapath/devices';
 import { BpfError, loadShim, selectedBackend } from '../../ts/datapath/ffi';
 import { KernelWriteQueue, PinnedMap } from '../../ts/datapath/maps';
+import { thrown } from './thrown';
 
 const BPF_MAP_TYPE_HASH = 1;
 const shim = loadShim();
@@ -148,14 +149,7 @@ test('writer thread: queued batches land in order at drain; a failure skips the 
     // b holds 4 entries: 8 fail with E2BIG; the write to a queued after it is skipped.
     q.update(b, ...packed(0, 8, 1), 8);
     q.update(a, ...packed(5000, 1, 7), 1);
-    const err = (() => {
-      try {
-        q.drain();
-      } catch (e) {
-        return e;
-      }
-      return null;
-    })();
+    const err = thrown(() => q.drain());
     assert.instance(err, BpfError);
     assert.is((err as BpfError).code, 'E2BIG');
     assert.is(a.lookup(packed(5000, 1, 0)[0].toString('latin1')), null, 'skipped after the failure');
