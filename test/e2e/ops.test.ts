@@ -117,6 +117,11 @@ s('/metrics: sync and programming latency, gauges, verdicts, errors', async ({ b
   assert.ok(value(/^weir_packets_total\{verdict="forward"\} (\d+)/m) >= 4);
   assert.ok(value(/^weir_packets_total\{verdict="reject_no_endpoints"\} (\d+)/m) >= 2);
   assert.is(value(/^weir_sync_errors_total (\d+)/m), 0);
+  // web (master + 2 slots) and empty (master): 4 service entries; members and backends of web's 2 endpoints.
+  assert.is(value(/^weir_map_entries\{map="weir1_svc"\} (\d+)/m), 4);
+  assert.is(value(/^weir_map_entries\{map="weir1_member"\} (\d+)/m), 2);
+  assert.is(value(/^weir_map_entries\{map="weir1_be"\} (\d+)/m), 2);
+  assert.is(value(/^weir_map_max_entries\{map="weir1_svc"\} (\d+)/m), 262144);
 });
 
 s('node IPs of --external-devices: up devices without a child process, a down one through ip, in kernel order', async ({ box }) => {

@@ -15,8 +15,21 @@ export interface AgentMetrics {
   readonly programming: Histogram;
 }
 
-/** ct / verdicts: the BPF maps, absent in iptables mode. */
-export function agentMetrics(opts: { reconciler: Dataplane; runner: () => Runner | undefined; ct?: PinnedMap; verdicts?: PinnedMap }): AgentMetrics {
+/** Entries the agent keeps in one of the maps it writes, and how many fit. */
+export interface MapFill {
+  readonly map: string;
+  readonly entries: number;
+  readonly max: number;
+}
+
+/** ct / verdicts / mapFill: the BPF maps, absent in iptables mode. */
+export function agentMetrics(opts: {
+  reconciler: Dataplane;
+  runner: () => Runner | undefined;
+  ct?: PinnedMap;
+  verdicts?: PinnedMap;
+  mapFill?: () => readonly MapFill[];
+}): AgentMetrics {
   const registry = new Registry();
   const syncDuration = registry.add(new Histogram('weir_sync_proxy_rules_duration_seconds', 'Time to plan and write one sync to the maps.', LATENCY_BUCKETS));
   const programming = registry.add(
@@ -26,7 +39,12 @@ export function agentMetrics(opts: { reconciler: Dataplane; runner: () => Runner
   registry.add(new Collected('weir_sync_errors_total', 'Failed syncs (each is retried).', 'counter', () => [{ value: opts.runner()?.errors ?? 0 }]));
   registry.add(new Collected('weir_frontends', 'Programmed frontends (service address, port, protocol).', 'gauge', () => [{ value: opts.reconciler.frontendCount() }]));
   registry.add(new Collected('weir_backends', 'Programmed backends.', 'gauge', () => [{ value: opts.reconciler.backendCount() }]));
-  const { ct, verdicts } = opts;
+  const { ct, verdicts, mapFill } = opts;
+  if (mapFill) {
+    // Both from the agent's own state (no map walk per scrape): an alert on their ratio comes before a full map's error.
+    registry.add(new Collected('weir_map_entries', 'Entries the agent keeps in each map it writes.', 'gauge', () => mapFill().map((f) => ({ labels: { map: f.map }, value: f.entries }))));
+    registry.add(new Collected('weir_map_max_entries', 'How many entries each map the agent writes holds (--lb-map-entries for the service maps).', 'gauge', () => mapFill().map((f) => ({ labels: { map: f.map }, value: f.max }))));
+  }
   if (!ct || !verdicts) return { registry, syncDuration, programming };
   registry.add(new Collected('weir_conntrack_entries', 'Entries in the BPF conntrack map (two per flow).', 'gauge', () => [{ value: ct.count() }]));
   registry.add(

@@ -28,7 +28,7 @@ import { Dataplane } from '../reconcile/dataplane';
 // The iptables fallback (../fallback/iptables) is imported where it is used:
 // a BPF-mode agent needs it only after "ready", to remove leftover rules.
 import { cleanupBpf } from '../datapath/loader';
-import { agentMetrics } from '../metrics/agent-metrics';
+import { MapFill, agentMetrics } from '../metrics/agent-metrics';
 import { startMetricsServer } from '../metrics/server';
 import { Syncer } from './sync';
 
@@ -109,6 +109,7 @@ export async function startAgent(opts: RunOptions, log: Logger): Promise<Agent> 
   const writeConfig = (): void =>
     dp?.writeConfig({ hairpinAddr: opts.hairpinAddr, snatAddr: nodeIPs[0] ?? '', masqueradeAll: opts.masqueradeAll, haveClusterCidrs: opts.clusterCIDRs.length > 0 });
   let reconciler: Dataplane;
+  let mapFill: (() => MapFill[]) | undefined;
   if (dp) {
     writeConfig();
     const r = new Reconciler(dp.maps, dp.writes);
@@ -116,13 +117,14 @@ export async function startAgent(opts: RunOptions, log: Logger): Promise<Agent> 
     r.setClusterCidrs(opts.clusterCIDRs);
     log.info('adopted pinned state', { frontends: adopted.frontends, backends: adopted.backends });
     reconciler = r;
+    mapFill = () => Object.entries(r.sizes()).map(([m, entries]) => ({ map: dp.maps[m as keyof typeof dp.maps].name, entries, max: dp.maps[m as keyof typeof dp.maps].maxEntries ?? 0 }));
   } else {
     const { IptablesDataplane } = await import('../fallback/iptables');
     reconciler = new IptablesDataplane({ ctx: { clusterCIDRs: opts.clusterCIDRs, masqueradeAll: opts.masqueradeAll }, log });
   }
 
   const syncer = new Syncer({ store, reconciler, log, ctx: { nodeName: opts.nodeName, nodePortAddrs: nodePortAddrs(nodeIPs, opts, mode) } });
-  const metrics = agentMetrics({ reconciler, runner: () => runnerRef.runner, ...(dp ? { ct: dp.maps.ct, verdicts: dp.maps.verdicts } : {}) });
+  const metrics = agentMetrics({ reconciler, runner: () => runnerRef.runner, ...(dp ? { ct: dp.maps.ct, verdicts: dp.maps.verdicts, mapFill } : {}) });
   const hcNodePorts = new HealthCheckNodePorts({ log, proxyHealthy: () => (runnerRef.runner?.pendingSince ?? 0) === 0 || Date.now() - runnerRef.runner!.pendingSince < HEALTH_TIMEOUT_MS });
   let synced = false;
   const sync = (): void => {
