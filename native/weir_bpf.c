@@ -12,6 +12,8 @@
 #include <net/if.h>
 #include <pthread.h>
 #include <sched.h>
+#include <linux/capability.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -147,6 +149,23 @@ int weir_obj_load(const char *obj_path, const char *pin_root, const char *sizes)
  */
 static pid_t idle_load;
 
+/*
+ * Whether a thread may go from SCHED_IDLE back to SCHED_OTHER: it takes
+ * CAP_SYS_NICE, or an RLIMIT_NICE that allows nice 0. Without either, a pool
+ * thread sent to idle priority would stay there, so the load runs at normal
+ * priority instead.
+ */
+static bool can_leave_idle(void)
+{
+	struct __user_cap_header_struct hdr = { .version = _LINUX_CAPABILITY_VERSION_3 };
+	struct __user_cap_data_struct caps[_LINUX_CAPABILITY_U32S_3] = {};
+	struct rlimit nice;
+
+	if (syscall(SYS_capget, &hdr, caps) == 0 && (caps[CAP_SYS_NICE / 32].effective & (1u << (CAP_SYS_NICE % 32))))
+		return true;
+	return getrlimit(RLIMIT_NICE, &nice) == 0 && (nice.rlim_cur == RLIM_INFINITY || nice.rlim_cur >= 20);
+}
+
 int weir_obj_load_idle(const char *obj_path, const char *pin_root, const char *sizes)
 {
 	struct sched_param sp = { 0 };
@@ -154,6 +173,8 @@ int weir_obj_load_idle(const char *obj_path, const char *pin_root, const char *s
 	pid_t none = 0;
 	int rc;
 
+	if (!can_leave_idle())
+		return obj_load(obj_path, pin_root, sizes, NULL, 0);
 	if (__atomic_compare_exchange_n(&idle_load, &none, tid, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
 		/* Best effort: without the policy the load competes as any thread does. */
 		if (sched_setscheduler(tid, SCHED_IDLE, &sp) < 0)

@@ -33,6 +33,8 @@ int weir_obj_load(const char *obj_path, const char *pin_root, const char *sizes)
  * on a worker thread while the agent reads its sources, and the kernel's part
  * (zeroing bucket arrays, linking the LRU maps' preallocated elements) then
  * takes only CPU time nothing else wants, until weir_obj_load_boost().
+ * Without CAP_SYS_NICE (or an RLIMIT_NICE allowing nice 0) a thread could
+ * not return from idle priority: the load then runs at normal priority.
  */
 int weir_obj_load_idle(const char *obj_path, const char *pin_root, const char *sizes);
 /*

@@ -8,6 +8,7 @@
 import { execFileSync } from 'node:child_process';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as C from '../../ts/datapath/codecs';
@@ -249,6 +250,16 @@ s('the load off the main thread runs at idle priority until boosted, and its poo
   } finally {
     // A failed assertion must not leave the load to pin maps after the directory is gone.
     await loading?.then((dp) => dp.close(), () => undefined);
+    fs.rmSync(root, { recursive: true, force: true });
+  }
+});
+
+s('without CAP_SYS_NICE the load stays at normal priority (a pool thread could not come back from idle)', (ctx) => {
+  const root = `${ctx.root}-nonice`;
+  try {
+    const out = execFileSync('setpriv', ['--bounding-set=-sys_nice', process.execPath, path.join(__dirname, 'load-policy.js'), root], { encoding: 'utf8' });
+    assert.equal(JSON.parse(out), { idleSeen: false, idleAfter: false });
+  } finally {
     fs.rmSync(root, { recursive: true, force: true });
   }
 });
