@@ -85,6 +85,7 @@ test('ConfigMap: weir accepts its config as is', () => {
     assert.equal(o.source, { kind: 'kube' });
     assert.is(o.cgroupRoot, '/sys/fs/cgroup');
     assert.is(o.healthAddr, '0.0.0.0:10256');
+    assert.is(o.lbMapEntries, 262144);
   } finally {
     fs.rmSync(dir, { recursive: true });
   }
