@@ -2,20 +2,27 @@
  * Loads the BPF objects the way the agent does (BpfDatapath.loadAsync) under
  * argv[2] and prints, as JSON, whether any thread of this process was at
  * SCHED_IDLE while loading and after. prog.test.ts runs it without
- * CAP_SYS_NICE, where a thread could not come back from idle priority.
+ * CAP_SYS_NICE, where a thread could not come back from idle priority, and
+ * reads thread policies with threadPolicies() itself.
  */
 import * as fs from 'node:fs';
 import { BpfDatapath } from '../../ts/datapath/loader';
 import { loadShim } from '../../ts/datapath/ffi';
 
-const SCHED_IDLE = 5;
+export const SCHED_IDLE = 5;
 
-/** Whether a thread of this process runs at SCHED_IDLE (field 41 of /proc/.../stat). */
-function anyIdle(): boolean {
-  return fs.readdirSync('/proc/self/task').some((t) => {
+/** Scheduling policy of each of this process's threads, by thread id (field 41 of /proc/.../stat). */
+export function threadPolicies(): Map<number, number> {
+  const out = new Map<number, number>();
+  for (const t of fs.readdirSync('/proc/self/task')) {
     const st = fs.readFileSync(`/proc/self/task/${t}/stat`, 'utf8');
-    return Number(st.slice(st.lastIndexOf(')') + 2).split(' ')[38]) === SCHED_IDLE;
-  });
+    out.set(Number(t), Number(st.slice(st.lastIndexOf(')') + 2).split(' ')[38]));
+  }
+  return out;
+}
+
+function anyIdle(): boolean {
+  return [...threadPolicies().values()].includes(SCHED_IDLE);
 }
 
 async function main(): Promise<void> {
@@ -31,4 +38,4 @@ async function main(): Promise<void> {
   process.stdout.write(JSON.stringify({ idleSeen, idleAfter: anyIdle() }));
 }
 
-void main();
+if (require.main === module) void main();

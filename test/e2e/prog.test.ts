@@ -23,6 +23,7 @@ import { MapFullError, Reconciler } from '../../ts/reconcile/reconciler';
 import { Syncer } from '../../ts/runner/sync';
 import { createLogger } from '../../ts/util/log';
 import { thrown } from '../unit/thrown';
+import { SCHED_IDLE, threadPolicies } from './load-policy';
 import { readIp4 } from '../../ts/datapath/codecs';
 import { buildPacket, checksumsValid, csum16, readHeaders } from '../../ts/datapath/packet';
 
@@ -221,16 +222,7 @@ s('a service map too small: the error names the maps and counts, and the state l
 
 s('the load off the main thread runs at idle priority until boosted, and its pool thread is restored', async (ctx) => {
   const root = `${ctx.root}-idle`;
-  /** Scheduling policy of each of this process's threads (field 41 of /proc/.../stat). */
-  const policies = (): Map<number, number> => {
-    const out = new Map<number, number>();
-    for (const t of fs.readdirSync('/proc/self/task')) {
-      const st = fs.readFileSync(`/proc/self/task/${t}/stat`, 'utf8');
-      out.set(Number(t), Number(st.slice(st.lastIndexOf(')') + 2).split(' ')[38]));
-    }
-    return out;
-  };
-  const SCHED_IDLE = 5;
+  const policies = threadPolicies;
   let loading: Promise<BpfDatapath> | undefined;
   try {
     const shim = loadShim();

@@ -6,6 +6,7 @@
 import { PinnedMap } from '../datapath/maps';
 import { VERDICTS } from '../datapath/verdicts';
 import { Dataplane } from '../reconcile/dataplane';
+import type { MapFill } from '../reconcile/reconciler';
 import { Runner } from '../runner/runner';
 import { Collected, Histogram, LATENCY_BUCKETS, Registry } from './registry';
 
@@ -13,13 +14,6 @@ export interface AgentMetrics {
   readonly registry: Registry;
   readonly syncDuration: Histogram;
   readonly programming: Histogram;
-}
-
-/** Entries the agent keeps in one of the maps it writes, and how many fit. */
-export interface MapFill {
-  readonly map: string;
-  readonly entries: number;
-  readonly max: number;
 }
 
 /** ct / verdicts / mapFill: the BPF maps, absent in iptables mode. */

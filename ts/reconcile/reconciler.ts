@@ -58,6 +58,13 @@ export interface CommitStats {
   readonly deletes: number;
 }
 
+/** Entries the agent keeps in one of the maps it writes, and how many fit. */
+export interface MapFill {
+  readonly map: string;
+  readonly entries: number;
+  readonly max: number;
+}
+
 /** A frontend with more backends than its entry's count (u16) can name. */
 export interface TruncatedFrontend {
   readonly service: ObjectKey;
@@ -338,13 +345,8 @@ export class Reconciler implements Dataplane {
    */
   private fullMapError(e: unknown): MapFullError | null {
     if ((e as { code?: unknown }).code !== 'E2BIG') return null;
-    const wanted = this.sizes();
-    const full: MapFullError['maps'][number][] = [];
-    for (const m of Object.keys(wanted) as MapName[]) {
-      const max = this.maps[m].maxEntries;
-      if (max !== undefined && wanted[m] > max) full.push({ map: this.maps[m].name, wanted: wanted[m], max });
-    }
-    return full.length ? new MapFullError(full, e) : null;
+    const full = this.fill().filter((f) => f.entries > f.max);
+    return full.length ? new MapFullError(full.map((f) => ({ map: f.map, wanted: f.entries, max: f.max })), e) : null;
   }
 
   /** Pending backends are now as desired in the kernel (or gone from it). */
@@ -383,6 +385,17 @@ export class Reconciler implements Dataplane {
   sizes(): Record<MapName, number> {
     const out: Record<MapName, number> = { svc: 0, be: this.be.live, revnat: 0, member: 0, cidr: 0 };
     for (const r of this.records.values()) SECTIONS.forEach((sec, s) => (out[sec.map] += entryCount(r, s)));
+    return out;
+  }
+
+  /** Desired entries against room, for each map that has a limit (kernel maps; the in-memory twin has none). */
+  fill(): MapFill[] {
+    const wanted = this.sizes();
+    const out: MapFill[] = [];
+    for (const m of Object.keys(wanted) as MapName[]) {
+      const max = this.maps[m].maxEntries;
+      if (max !== undefined) out.push({ map: this.maps[m].name, entries: wanted[m], max });
+    }
     return out;
   }
 

@@ -13,7 +13,7 @@ import { ClusterStore } from '../model/store';
 import { IPv4, cidrContains } from '../model/types';
 import { usableEndpoints } from '../plan/plan';
 import { sliceEndpoints } from '../model/endpoints';
-import { MapFullError, Reconciler } from '../reconcile/reconciler';
+import { MapFill, MapFullError, Reconciler } from '../reconcile/reconciler';
 import { BpfDatapath, DEFAULT_SIZES, DeviceRole, MAP_NAMES } from '../datapath/loader';
 import { DeviceWatcher, listLinks, upDeviceAddrs } from '../datapath/devices';
 import { Shim, loadShim } from '../datapath/ffi';
@@ -28,7 +28,7 @@ import { Dataplane } from '../reconcile/dataplane';
 // The iptables fallback (../fallback/iptables) is imported where it is used:
 // a BPF-mode agent needs it only after "ready", to remove leftover rules.
 import { cleanupBpf } from '../datapath/loader';
-import { MapFill, agentMetrics } from '../metrics/agent-metrics';
+import { agentMetrics } from '../metrics/agent-metrics';
 import { startMetricsServer } from '../metrics/server';
 import { Syncer } from './sync';
 
@@ -109,7 +109,7 @@ export async function startAgent(opts: RunOptions, log: Logger): Promise<Agent> 
   const writeConfig = (): void =>
     dp?.writeConfig({ hairpinAddr: opts.hairpinAddr, snatAddr: nodeIPs[0] ?? '', masqueradeAll: opts.masqueradeAll, haveClusterCidrs: opts.clusterCIDRs.length > 0 });
   let reconciler: Dataplane;
-  let mapFill: (() => MapFill[]) | undefined;
+  let mapFill: (() => readonly MapFill[]) | undefined;
   if (dp) {
     writeConfig();
     const r = new Reconciler(dp.maps, dp.writes);
@@ -117,7 +117,7 @@ export async function startAgent(opts: RunOptions, log: Logger): Promise<Agent> 
     r.setClusterCidrs(opts.clusterCIDRs);
     log.info('adopted pinned state', { frontends: adopted.frontends, backends: adopted.backends });
     reconciler = r;
-    mapFill = () => Object.entries(r.sizes()).map(([m, entries]) => ({ map: dp.maps[m as keyof typeof dp.maps].name, entries, max: dp.maps[m as keyof typeof dp.maps].maxEntries ?? 0 }));
+    mapFill = () => r.fill();
   } else {
     const { IptablesDataplane } = await import('../fallback/iptables');
     reconciler = new IptablesDataplane({ ctx: { clusterCIDRs: opts.clusterCIDRs, masqueradeAll: opts.masqueradeAll }, log });
