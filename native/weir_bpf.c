@@ -13,6 +13,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <linux/capability.h>
+#include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <stdarg.h>
@@ -336,6 +337,21 @@ int weir_pin(int fd, const char *path)
 int weir_close(int fd)
 {
 	return close(fd) ? -errno : 0;
+}
+
+int weir_dir_lock(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int err;
+
+	if (fd < 0)
+		return -errno;
+	if (flock(fd, LOCK_EX | LOCK_NB)) {
+		err = errno;
+		close(fd);
+		return -err;
+	}
+	return fd;
 }
 
 int weir_map_create(uint32_t type, uint32_t key_size, uint32_t value_size, uint32_t max_entries)

@@ -60,6 +60,17 @@ int weir_pin_open(const char *path);
 int weir_pin(int fd, const char *path);
 int weir_close(int fd);
 
+/*
+ * Exclusive, advisory lock on a directory (the pin root): flock(2) with
+ * LOCK_EX | LOCK_NB on an O_RDONLY | O_DIRECTORY | O_CLOEXEC descriptor.
+ * Returns that descriptor, which holds the lock until it is closed or the
+ * process exits (a SIGKILLed agent releases it too; O_CLOEXEC keeps child
+ * processes from inheriting it), or -EWOULDBLOCK while another holds it.
+ * flock works on bpffs, so agents in different containers that share the
+ * host's /sys/fs/bpf exclude each other.
+ */
+int weir_dir_lock(const char *path);
+
 /* A new unpinned map (for tests and benchmarks of the binding). Returns its fd. */
 int weir_map_create(uint32_t type, uint32_t key_size, uint32_t value_size, uint32_t max_entries);
 

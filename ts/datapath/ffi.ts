@@ -42,6 +42,7 @@ function errnoName(errno: number): string {
 
 export const ENOENT = osConstants.errno.ENOENT;
 export const EEXIST = osConstants.errno.EEXIST;
+export const EWOULDBLOCK = osConstants.errno.EWOULDBLOCK;
 
 /** The raw C signatures, one per exported shim function. */
 const SIGNATURES = {
@@ -57,6 +58,7 @@ const SIGNATURES = {
   weir_pin_open: ['int', ['string']],
   weir_pin: ['int', ['int', 'string']],
   weir_close: ['int', ['int']],
+  weir_dir_lock: ['int', ['string']],
   weir_map_create: ['int', ['uint32', 'uint32', 'uint32', 'uint32']],
   weir_map_info: ['int', ['int', 'pointer']],
   weir_num_possible_cpus: ['int', []],
@@ -243,6 +245,14 @@ export class Shim {
 
   close(fd: number): void {
     this.call('weir_close', fd);
+  }
+
+  /** An exclusive flock on a directory: the fd that holds it, or null while another process holds it. */
+  dirLock(dir: string): number | null {
+    const rc = this.raw.weir_dir_lock(dir);
+    if (rc === -EWOULDBLOCK) return null;
+    if (rc < 0) throw new BpfError('dir_lock', -rc, dir);
+    return rc;
   }
 
   /** A new unpinned map; the caller closes the fd. */
