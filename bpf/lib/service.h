@@ -159,8 +159,17 @@ static __always_inline int handle_reply(struct __sk_buff *skb, struct pkt *p, __
 		return WEIR_PASS;
 	id = ct->rev_nat_id;
 	rn = bpf_map_lookup_elem(&weir1_revnat, &id);
+	/*
+	 * The flow is ours but its frontend is unknown (the entry was deleted,
+	 * or is missing for a moment while a writer replaces it). Passed on, the
+	 * reply would reach the client from the backend's address, which its
+	 * socket does not know: a TCP client answers with a RST that kills the
+	 * backend's side of a flow that might have recovered, a UDP client
+	 * drops it or, unconnected, takes it for another peer's. Dropped, the
+	 * backend retransmits, and the drop is counted under its own name.
+	 */
 	if (!rn)
-		return WEIR_PASS; /* the service is gone: nothing to restore */
+		return WEIR_V_DROP_REVNAT_MISSING;
 	if (ct->flags & WEIR_CT_F_SNAT) {
 		orig_addr = ct->nat_addr;
 		orig_port = ct->nat_port;

@@ -106,6 +106,7 @@ enum weir_verdict {
 	WEIR_V_DROP_NO_LOCAL_ENDPOINTS, /* traffic policy Local and no endpoint on this node */
 	WEIR_V_DROP_SOURCE_RANGE, /* source outside the LoadBalancer's loadBalancerSourceRanges */
 	WEIR_V_DROP_NO_SNAT_PORT, /* masquerade needed and no free source port found */
+	WEIR_V_DROP_REVNAT_MISSING, /* reply of a NATed flow whose rev_nat id has no revnat entry */
 	WEIR_V__MAX,
 };
 

@@ -28,6 +28,7 @@ import { readIp4 } from '../../ts/datapath/codecs';
 import { buildPacket, checksumsValid, csum16, readHeaders } from '../../ts/datapath/packet';
 
 const TC_ACT_OK = 0;
+const TC_ACT_SHOT = 2;
 const TC_ACT_REDIRECT = 7;
 const CLIENT = '10.244.1.20';
 const VIP = '10.96.0.10';
@@ -48,6 +49,15 @@ const hdr = readHeaders;
 function run(ctx: Ctx, pkt: Buffer): { retval: number; out: Buffer } {
   const r = loadShim().progTestRun(ctx.dp.progFds.pod, pkt, pkt.length + 256);
   return { retval: r.retval, out: r.data };
+}
+
+/** Packets counted under verdict `name`, summed over CPUs. */
+function verdictCount(ctx: Ctx, name: (typeof VERDICTS)[number]): bigint {
+  const idx = VERDICTS.indexOf(name);
+  const v = ctx.dp.maps.verdicts.dump().find(([k]) => Buffer.from(k, 'latin1').readUInt32LE(0) === idx)![1];
+  let n = 0n;
+  for (let c = 0; c < ctx.dp.maps.verdicts.cpus; c++) n += v.readBigUInt64LE(c * 8);
+  return n;
 }
 
 s.before((ctx) => {
@@ -90,6 +100,31 @@ s('the reply is reverse-NATed to come from the ClusterIP', (ctx) => {
   assert.is(retval, TC_ACT_OK);
   assert.equal(hdr(out), { src: VIP, dst: CLIENT, sport: 80, dport: 40001, proto: 6 });
   assert.equal(checksumsValid(out), { ip: true, l4: true });
+});
+
+s('a reply whose revnat entry is missing is dropped and counted as drop_revnat_missing', (ctx) => {
+  // Its own frontend (VIP:81, rev_nat id 5), so deleting its revnat entry touches no other test.
+  const m = ctx.dp.maps;
+  const revKey = keyString(C.u32Key.encode({ value: 5 }));
+  m.be.upsert([[keyString(C.u32Key.encode({ value: 3 })), C.backend.encode({ addr: BACKEND, port: 8181, proto: 6, flags: 0 })]]);
+  m.svc.upsert([[keyString(C.svcKey.encode({ addr: VIP, port: 81, proto: 6, slot: 1 })), C.svcVal.encode({ backend_id: 3 })]]);
+  m.member.upsert([[keyString(C.memberKey.encode({ rev_nat_id: 5, backend_id: 3 })), C.u32Key.encode({ value: 1 })]]);
+  m.revnat.upsert([[revKey, C.revnat.encode({ addr: VIP, port: 81 })]]);
+  m.svc.upsert([[keyString(C.svcKey.encode({ addr: VIP, port: 81, proto: 6, slot: 0 })), C.svcVal.encode({ count: 1, rev_nat_id: 5, flags: C.SVC_F.CLUSTER_IP })]]);
+  const syn = run(ctx, packet({ proto: 'tcp', src: CLIENT, dst: VIP, sport: 40010, dport: 81 }));
+  assert.equal(hdr(syn.out), { src: CLIENT, dst: BACKEND, sport: 40010, dport: 8181, proto: 6 });
+  const reply = packet({ proto: 'tcp', src: BACKEND, dst: CLIENT, sport: 8181, dport: 40010, flags: 0x12 });
+
+  const ok = run(ctx, reply);
+  assert.is(ok.retval, TC_ACT_OK);
+  assert.equal(hdr(ok.out), { src: VIP, dst: CLIENT, sport: 81, dport: 40010, proto: 6 }, 'translated while the entry is there');
+
+  m.revnat.remove([revKey]);
+  const before = { missing: verdictCount(ctx, 'drop_revnat_missing'), revnat: verdictCount(ctx, 'revnat') };
+  const dropped = run(ctx, reply);
+  assert.is(dropped.retval, TC_ACT_SHOT);
+  assert.is(verdictCount(ctx, 'drop_revnat_missing'), before.missing + 1n);
+  assert.is(verdictCount(ctx, 'revnat'), before.revnat);
 });
 
 s('UDP: checksum updated; a zero (absent) checksum stays zero', (ctx) => {
@@ -257,17 +292,9 @@ s('without CAP_SYS_NICE the load stays at normal priority (a pool thread could n
 });
 
 s('verdicts are counted per reason', (ctx) => {
-  const dump = ctx.dp.maps.verdicts.dump();
-  const cpus = loadShim().numPossibleCpus();
-  const total = (idx: number): bigint => {
-    const v = dump.find(([k]) => Buffer.from(k, 'latin1').readUInt32LE(0) === idx)![1];
-    let n = 0n;
-    for (let c = 0; c < cpus; c++) n += v.readBigUInt64LE(c * 8);
-    return n;
-  };
-  assert.ok(total(VERDICTS.indexOf('forward')) >= 3n, 'forward');
-  assert.ok(total(VERDICTS.indexOf('revnat')) >= 1n, 'revnat');
-  assert.ok(total(VERDICTS.indexOf('reject_no_endpoints')) >= 3n, 'reject_no_endpoints');
+  assert.ok(verdictCount(ctx, 'forward') >= 3n, 'forward');
+  assert.ok(verdictCount(ctx, 'revnat') >= 1n, 'revnat');
+  assert.ok(verdictCount(ctx, 'reject_no_endpoints') >= 3n, 'reject_no_endpoints');
 });
 
 s.run();

@@ -16,6 +16,7 @@ export const VERDICTS = [
   'drop_no_local_endpoints',
   'drop_source_range',
   'drop_no_snat_port',
+  'drop_revnat_missing',
 ] as const;
 
 export type Verdict = (typeof VERDICTS)[number];
