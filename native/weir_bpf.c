@@ -409,10 +409,18 @@ int weir_map_update_many(int fd, const void *keys, const void *values, uint32_t 
 	if (!count)
 		return 0;
 	/* One syscall for the lot where the kernel supports batches (hash, array,
-	 * LRU since 5.6); `done` then says how far it got before any error. */
+	 * LRU since 5.6). */
 	if (!bpf_map_update_batch(fd, keys, values, &done, &opts) && done == count)
 		return (int)count;
-	if (done > count)
+	/*
+	 * Once the kernel's batch loop has started, `done` is the number of
+	 * elements it wrote before the one that failed. A batch rejected before
+	 * that loop leaves `done` at its input, count, with nothing written:
+	 * elem_flags other than BPF_F_LOCK (-EINVAL: batches take no
+	 * BPF_NOEXIST or BPF_EXIST), a map type without batch ops (devmap,
+	 * sockmap: -ENOTSUPP), a map opened read-only (-EPERM).
+	 */
+	if (done >= count)
 		done = 0;
 	/* Per-element in C for the rest: keeps the FFI call count at one and
 	 * reports the first failing element's errno. */

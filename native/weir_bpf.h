@@ -85,8 +85,10 @@ int weir_map_delete(int fd, const void *key);
 
 /*
  * Bulk operations over packed arrays of keys / values. Use the kernel's batch
- * ops where the map supports them and fall back to a loop in C otherwise.
- * Return the number of elements processed.
+ * ops where the map supports them and fall back to a loop in C otherwise
+ * (for the elements a batch did not write, whatever made it fail). Return
+ * count once every element is done, or the -errno of the first element that
+ * could not be: never success with an element left unwritten.
  */
 int weir_map_update_many(int fd, const void *keys, const void *values, uint32_t count,
 			 uint32_t key_size, uint32_t value_size, uint64_t flags);

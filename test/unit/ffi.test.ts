@@ -115,6 +115,52 @@ test('bulk update past max_entries fails with the errno named', () => {
   }
 });
 
+test('bulk update writes every element or fails, also when the kernel rejects the batch before its first element', () => {
+  const BPF_NOEXIST = 1;
+  const BPF_EXIST = 2;
+  const BPF_MAP_TYPE_DEVMAP = 14; // no batch ops: the batch fails with ENOTSUPP, count untouched
+  const n = 8;
+  const keys = Buffer.alloc(n * 4);
+  const values = Buffer.alloc(n * 4);
+  for (let i = 0; i < n; i++) {
+    keys.writeUInt32LE(i, i * 4);
+    values.writeUInt32LE(1, i * 4); // ifindex of lo: a devmap value the kernel accepts
+  }
+  const everyKey = (fd: number): number[] => {
+    const out = Buffer.alloc(4);
+    return Array.from({ length: n }, (_, i) => (shim.mapLookup(fd, keys.subarray(i * 4, i * 4 + 4), out) ? out.readUInt32LE(0) : -1));
+  };
+  const errCode = (fn: () => void): string | null => {
+    const e = thrown(fn);
+    return e instanceof BpfError ? e.code : e === null ? null : String(e);
+  };
+  const hash = shim.mapCreate(BPF_MAP_TYPE_HASH, 4, 4, 64);
+  const devmap = shim.mapCreate(BPF_MAP_TYPE_DEVMAP, 4, 4, n);
+  const devmapQueued = shim.mapCreate(BPF_MAP_TYPE_DEVMAP, 4, 4, n);
+  try {
+    // The batch op takes no BPF_NOEXIST / BPF_EXIST (EINVAL before any element): one by one instead.
+    assert.is(errCode(() => shim.mapUpdateMany(hash, keys, values, n, 4, 4, BPF_EXIST)), 'ENOENT', 'BPF_EXIST on absent keys');
+    assert.equal(everyKey(hash), Array(n).fill(-1));
+    shim.mapUpdateMany(hash, keys, values, n, 4, 4, BPF_NOEXIST);
+    assert.equal(everyKey(hash), Array(n).fill(1), 'BPF_NOEXIST on absent keys writes them all');
+    assert.is(errCode(() => shim.mapUpdateMany(hash, keys, values, n, 4, 4, BPF_NOEXIST)), 'EEXIST', 'BPF_NOEXIST on present keys');
+    shim.mapUpdateMany(hash, keys, Buffer.alloc(n * 4, 2), n, 4, 4, BPF_EXIST);
+    assert.equal(everyKey(hash), Array(n).fill(0x02020202), 'BPF_EXIST on present keys rewrites them all');
+    assert.is(errCode(() => shim.mapUpdateMany(hash, keys, values, n, 4, 4, 1 << 10)), 'EINVAL', 'a flag no update takes');
+    // A map type without batch ops, directly and through the writer thread.
+    shim.mapUpdateMany(devmap, keys, values, n, 4, 4);
+    assert.equal(everyKey(devmap), Array(n).fill(1));
+    const q = new KernelWriteQueue(shim);
+    q.update(new PinnedMap(shim, 'writer-devmap', devmapQueued), keys, values, n);
+    q.drain();
+    assert.equal(everyKey(devmapQueued), Array(n).fill(1));
+  } finally {
+    shim.close(hash);
+    shim.close(devmap);
+    shim.close(devmapQueued);
+  }
+});
+
 test('writer thread: queued batches land in order at drain; a failure skips the rest and is reported once', () => {
   const fdA = shim.mapCreate(BPF_MAP_TYPE_HASH, 4, 4, 4096);
   const fdB = shim.mapCreate(BPF_MAP_TYPE_HASH, 4, 4, 4);

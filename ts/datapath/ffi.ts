@@ -296,9 +296,10 @@ export class Shim {
     return true;
   }
 
-  mapUpdateMany(fd: number, keys: Buffer, values: Buffer, count: number, keySize: number, valueSize: number): void {
+  /** Writes every element, or throws the errno of the first one that could not be written. flags: BPF_ANY, BPF_NOEXIST, BPF_EXIST. */
+  mapUpdateMany(fd: number, keys: Buffer, values: Buffer, count: number, keySize: number, valueSize: number, flags = 0): void {
     if (count === 0) return;
-    this.call('weir_map_update_many', fd, keys, values, count, keySize, valueSize, 0);
+    this.call('weir_map_update_many', fd, keys, values, count, keySize, valueSize, flags);
   }
 
   mapDeleteMany(fd: number, keys: Buffer, count: number, keySize: number): void {
