@@ -42,6 +42,7 @@ commands:
              [--from pod|external] [--json] [--bpffs-root PATH]
              (runs the loaded program on a crafted packet; no effect on live state)
   cleanup    remove everything weir installed in this network namespace [--bpffs-root PATH]
+             (refuses while an agent runs on that pin root; --force removes it anyway)
 `;
 
 const DEFAULT_ROOT = '/sys/fs/bpf/weir';
@@ -104,7 +105,15 @@ async function run(argv: string[]): Promise<number> {
     process.exit(1);
   });
   const { startAgent } = await import('../runner/agent');
-  const agent = await startAgent(opts, log);
+  let agent: Awaited<ReturnType<typeof startAgent>>;
+  try {
+    agent = await startAgent(opts, log);
+  } catch (e) {
+    // startAgent stopped what it had started; exit rather than wait for
+    // whatever handle a library may still hold open.
+    log.error('start failed', { error: errorText(e) });
+    process.exit(1);
+  }
   const onSignal = (sig: string): void => {
     log.info('signal received', { signal: sig });
     void agent.stop();
@@ -130,12 +139,26 @@ async function services(argv: string[]): Promise<number> {
 }
 
 async function cleanup(argv: string[]): Promise<number> {
-  const { flags } = parseFlags(argv, ['bpffs-root']);
+  const { flags } = parseFlags(argv, ['bpffs-root', 'force']);
   const root = flags.get('bpffs-root') ?? DEFAULT_ROOT;
   const { cleanupBpf } = await import('../datapath/loader');
   const { loadShim } = await import('../datapath/ffi');
   const { cleanupIptables } = await import('../fallback/iptables');
-  const res = await cleanupBpf(loadShim(), root);
+  const { lockHolder, tryLockPinRoot } = await import('../datapath/pinlock');
+  // A running agent holds its pin root's lock; removing its state under it
+  // leaves it writing maps nobody reads. Held while cleaning, so no agent starts meanwhile.
+  const lock = fs.existsSync(root) ? tryLockPinRoot(loadShim(), root) : null;
+  if (fs.existsSync(root) && !lock && !flags.has('force')) {
+    const pid = lockHolder(root);
+    process.stderr.write(`weir cleanup: an agent${pid ? ` (pid ${pid})` : ''} is running on ${root}; stop it first, or pass --force to remove its state anyway\n`);
+    return 1;
+  }
+  let res: Awaited<ReturnType<typeof cleanupBpf>>;
+  try {
+    res = await cleanupBpf(loadShim(), root);
+  } finally {
+    lock?.release();
+  }
   const chains = cleanupIptables();
   process.stdout.write(
     `removed ${res.detached.length} tc filter(s)${res.detached.length ? ` (${res.detached.join(', ')})` : ''}; ` +

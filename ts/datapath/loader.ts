@@ -249,7 +249,7 @@ export function openPinned<N extends keyof typeof MAP_NAMES>(shim: Shim, pinRoot
  * Remove every filter weir attached in this namespace and every pin under
  * pinRoot (removing a link's pin detaches its cgroup programs).
  */
-export async function cleanupBpf(shim: Shim, pinRoot: string): Promise<{ detached: string[]; pinsRemoved: boolean }> {
+export async function cleanupBpf(shim: Shim, pinRoot: string, opts: { keepRoot?: boolean } = {}): Promise<{ detached: string[]; pinsRemoved: boolean }> {
   const detached: string[] = [];
   // Querying a device without clsact makes libbpf print a kernel error; expected here.
   shim.setLogLevel(0);
@@ -262,7 +262,8 @@ export async function cleanupBpf(shim: Shim, pinRoot: string): Promise<{ detache
     }
   }
   shim.setLogLevel(1);
-  const pinsRemoved = fs.existsSync(pinRoot);
-  if (pinsRemoved) fs.rmSync(pinRoot, { recursive: true, force: true });
+  const pinsRemoved = fs.existsSync(pinRoot) && (!opts.keepRoot || fs.readdirSync(pinRoot).length > 0);
+  if (pinsRemoved && opts.keepRoot) for (const name of fs.readdirSync(pinRoot)) fs.rmSync(path.join(pinRoot, name), { recursive: true, force: true });
+  else if (pinsRemoved) fs.rmSync(pinRoot, { recursive: true, force: true });
   return { detached, pinsRemoved };
 }

@@ -27,7 +27,8 @@ import { Runner } from './runner';
 import { Dataplane } from '../reconcile/dataplane';
 // The iptables fallback (../fallback/iptables) is imported where it is used:
 // a BPF-mode agent needs it only after "ready", to remove leftover rules.
-import { cleanupBpf } from '../datapath/loader';
+import { cleanupBpf, ensureBpffs } from '../datapath/loader';
+import { PinRootLock, lockPinRoot } from '../datapath/pinlock';
 import { agentMetrics } from '../metrics/agent-metrics';
 import { startMetricsServer } from '../metrics/server';
 import { Syncer } from './sync';
@@ -45,9 +46,37 @@ const LOCALHOST = '127.0.0.1' as IPv4;
 const sinceStart = (): number => Math.round(process.uptime() * 1000);
 
 export async function startAgent(opts: RunOptions, log: Logger): Promise<Agent> {
+  // A start that fails stops what it started, in reverse order, and the
+  // caller exits non-zero: no half-started agent goes on writing maps.
+  const undo: Array<() => void | Promise<void>> = [];
+  try {
+    return await start(opts, log, undo);
+  } catch (e) {
+    for (const fn of undo.reverse()) {
+      try {
+        await fn();
+      } catch (err) {
+        log.warn('while stopping a failed start', { error: errorText(err) });
+      }
+    }
+    throw e;
+  }
+}
+
+async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Promise<void>>): Promise<Agent> {
+  // One writer per pin root: a second agent (a rollout's surge, a restart
+  // whose predecessor is still exiting) waits here until the first exits.
+  const rootExisted = fs.existsSync(opts.bpffsRoot);
+  const lock = await lockIfPossible(opts, log);
+  if (lock) undo.push(() => lock.release());
+  // Pins this start creates are removed if it fails before its first sync.
+  const pinsBefore = lock ? new Set(fs.readdirSync(opts.bpffsRoot)) : null;
+  let wrote = false;
+  if (pinsBefore) undo.push(() => (wrote ? undefined : removeNewPins(opts.bpffsRoot, pinsBefore, !rootExisted)));
   // BPF objects load on a worker thread (the kernel creating maps and
   // verifying programs) while the node's addresses and the manifests are read.
   const loading = opts.mode === 'iptables' ? null : startLoading(opts);
+  // Whatever the load gives is closed again if the start fails (chooseMode's caller adds the datapath's own close).
   const settleLoading = async (): Promise<void> => void (await loading?.then((dp) => dp.close(), () => undefined));
   // Start-up frees and reallocates large buffers (manifest reads, write
   // batches): freed memory is kept for reuse until the first sync is
@@ -70,40 +99,26 @@ export async function startAgent(opts: RunOptions, log: Logger): Promise<Agent> 
   const runnerRef: { runner?: Runner } = {};
   const onChange = (): void => runnerRef.runner?.request();
   let source: Source;
-  try {
-    if (opts.source.kind === 'file') {
-      source = new FileSource({ dir: opts.source.dir, store, onChange, log });
-    } else {
-      // @kubernetes/client-node takes half a second to load: only when it is used.
-      const { KubeSource } = await import('../source/kube');
-      source = new KubeSource({ store, onChange, log, nodeName: opts.nodeName, kubeconfig: opts.kubeconfig });
-    }
-    await source.start();
-    log.info('sources synced', { services: store.services.size, slices: store.slices.size, atMs: sinceStart() });
-    // The BPF load ran at idle priority while the sources were read; from here on the agent waits for it.
-    if (loading) boostLoading();
-  } catch (e) {
-    await settleLoading();
-    throw e;
+  let loadSettled = false;
+  undo.push(() => (loadSettled ? undefined : settleLoading()));
+  if (opts.source.kind === 'file') {
+    source = new FileSource({ dir: opts.source.dir, store, onChange, log });
+  } else {
+    // @kubernetes/client-node takes half a second to load: only when it is used.
+    const { KubeSource } = await import('../source/kube');
+    source = new KubeSource({ store, onChange, log, nodeName: opts.nodeName, kubeconfig: opts.kubeconfig });
   }
-  let nodeIPs: IPv4[];
-  try {
-    nodeIPs = await resolvingIPs;
-  } catch (e) {
-    source.stop();
-    await settleLoading();
-    throw e;
-  }
+  undo.push(() => source.stop());
+  await source.start();
+  log.info('sources synced', { services: store.services.size, slices: store.slices.size, atMs: sinceStart() });
+  // The BPF load ran at idle priority while the sources were read; from here on the agent waits for it.
+  if (loading) boostLoading();
+  const nodeIPs = await resolvingIPs;
   if (nodeIPs.length === 0) log.warn('no node IP known: NodePorts are not served and nothing can be masqueraded', { hint: '--node-ips or --external-devices' });
 
-  let chosen: { dp: BpfDatapath | null; mode: 'bpf' | 'iptables' };
-  try {
-    chosen = await chooseMode(opts, log, loading);
-  } catch (e) {
-    source.stop();
-    throw e;
-  }
-  const { dp, mode } = chosen;
+  const { dp, mode } = await chooseMode(opts, log, loading);
+  loadSettled = true;
+  if (dp) undo.push(() => dp.close());
   // NodePorts on 127.0.0.1 in iptables mode are a nat OUTPUT rule, which needs route_localnet (as kube-proxy sets it).
   if (mode === 'iptables' && opts.localhostNodePorts) fs.writeFileSync('/proc/sys/net/ipv4/conf/all/route_localnet', '1');
   const writeConfig = (): void =>
@@ -154,6 +169,8 @@ export async function startAgent(opts: RunOptions, log: Logger): Promise<Agent> 
   };
   const runner = new Runner({ minSyncPeriodMs: opts.minSyncPeriodMs, sync, log });
   runnerRef.runner = runner;
+  undo.push(() => runner.stop());
+  undo.push(() => hcNodePorts.close());
 
   // No --node-ips and no external device addresses: the Node object knows.
   const node = store.nodes.get(opts.nodeName);
@@ -164,6 +181,9 @@ export async function startAgent(opts: RunOptions, log: Logger): Promise<Agent> 
     log.info('node IPs from the Node object', { nodeIPs: nodeIPs.join(','), zone: node.zone });
   }
   synced = true;
+  // From the first sync on, the maps may hold this agent's writes: a failed
+  // start leaves them programmed, as a stopped agent does, for the next one.
+  wrote = true;
   runner.syncNow();
   // "ready" means programmed: after the first sync that succeeded (a failed
   // one is retried with backoff; health and metrics are up meanwhile).
@@ -174,6 +194,7 @@ export async function startAgent(opts: RunOptions, log: Logger): Promise<Agent> 
 
   const devices = dp ? attachDevices(dp, opts, log) : null;
   devices?.start();
+  if (devices) undo.push(() => devices.stop());
   if (dp && opts.cgroupRoot) {
     dp.attachCgroup(opts.cgroupRoot);
     log.info('socket hooks attached', { cgroup: opts.cgroupRoot });
@@ -208,6 +229,8 @@ export async function startAgent(opts: RunOptions, log: Logger): Promise<Agent> 
       timeoutMs: HEALTH_TIMEOUT_MS,
       state: { pendingSince: () => runner.pendingSince, lastSuccessAt: () => runner.lastSuccessAt },
     });
+    const h = health;
+    undo.push(() => h.close());
     log.info('health server listening', { addr: `${host}:${health.port}` });
   }
 
@@ -215,6 +238,8 @@ export async function startAgent(opts: RunOptions, log: Logger): Promise<Agent> 
   if (opts.metricsAddr) {
     const { host, port } = parseHostPort('metrics-addr', opts.metricsAddr);
     metricsServer = await startMetricsServer({ host, port, registry: metrics.registry });
+    const m = metricsServer;
+    undo.push(() => m.close());
     log.info('metrics server listening', { addr: `${host}:${metricsServer.port}` });
   }
 
@@ -233,11 +258,40 @@ export async function startAgent(opts: RunOptions, log: Logger): Promise<Agent> 
     // The dataplane stays programmed: filters, links and pinned maps outlive
     // us, so traffic keeps flowing until the next agent adopts them.
     dp?.close();
+    lock?.release();
     log.info('stopped; dataplane left programmed');
     resolveDone();
     return done;
   };
   return { done, stop };
+}
+
+function waiting(log: Logger, root: string, pid: number | null): void {
+  log.warn('another weir agent holds the pin root; waiting for it to exit', { pinRoot: root, pid: pid ?? 'not visible from this pid namespace' });
+}
+
+/**
+ * The pin root's lock, once no other agent holds it. iptables mode takes it
+ * too where there is a pin root (it removes BPF mode's pins, and two
+ * iptables writers fight over the chains), but a node without bpffs still
+ * runs iptables mode, unlocked.
+ */
+async function lockIfPossible(opts: RunOptions, log: Logger): Promise<PinRootLock | null> {
+  try {
+    ensureBpffs(opts.bpffsRoot);
+  } catch (e) {
+    if (opts.mode !== 'iptables') throw e;
+    log.warn('no pin root to lock: nothing keeps a second agent from running here', { pinRoot: opts.bpffsRoot, error: errorText(e) });
+    return null;
+  }
+  return lockPinRoot(loadShim(), opts.bpffsRoot, { onWait: (pid) => waiting(log, opts.bpffsRoot, pid) });
+}
+
+/** Remove what a failed start pinned under root: entries that were not there before it, and root itself if it made it. */
+function removeNewPins(root: string, before: ReadonlySet<string>, rootToo: boolean): void {
+  if (!fs.existsSync(root)) return;
+  for (const name of fs.readdirSync(root)) if (!before.has(name)) fs.rmSync(`${root}/${name}`, { recursive: true, force: true });
+  if (rootToo) fs.rmdirSync(root);
 }
 
 /** The shim with the keep-freed-memory policy set, or null where the shim does not load (the caller then runs without it). */
@@ -304,7 +358,8 @@ async function chooseMode(opts: RunOptions, log: Logger, loading: Promise<BpfDat
   if (problem) throw new Error(`iptables mode: ${problem}`);
   log.info('starting', { node: opts.nodeName, mode: 'iptables', reason: why });
   try {
-    const res = await cleanupBpf(loadShim(), opts.bpffsRoot);
+    // The pin root stays: this agent's lock is on it.
+    const res = await cleanupBpf(loadShim(), opts.bpffsRoot, { keepRoot: true });
     if (res.detached.length || res.pinsRemoved) log.info('removed BPF-mode state', { filters: res.detached.length, pins: opts.bpffsRoot });
   } catch (e) {
     log.warn('could not remove BPF-mode state', { error: errorText(e) });
