@@ -47,6 +47,8 @@ test('DaemonSet: host network, node name, privileges, mounts, tolerations, prior
   assert.ok(list(pod, 'tolerations').some((t) => t.operator === 'Exists' && !t.key), 'tolerates every taint');
   assert.is(at(pod, 'serviceAccountName'), 'weir');
   assert.is(at(ds, 'spec.updateStrategy.type'), 'RollingUpdate');
+  // A surge pod waits for the pin root's lock: the old agent goes only after the new pod runs.
+  assert.equal(at(ds, 'spec.updateStrategy.rollingUpdate'), { maxSurge: 1, maxUnavailable: 0 });
   assert.is(at(list(c, 'env').find((e) => e.name === 'NODE_NAME'), 'valueFrom.fieldRef.fieldPath'), 'spec.nodeName');
   assert.is(at(c, 'securityContext.privileged'), true);
   const mount = (p: string): Doc => list(c, 'volumeMounts').find((m) => m.mountPath === p)!;
