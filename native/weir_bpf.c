@@ -242,6 +242,41 @@ static int apply_sizes(struct bpf_object *obj, const char *sizes)
 	return 0;
 }
 
+/*
+ * max_entries of every map with a pin there, from the pin: libbpf reuses a
+ * pin only when the definition matches, size included, and the agent that
+ * pinned them sized them (--lb-map-entries, the conntrack flags) without
+ * leaving a note of it anywhere else.
+ */
+static int adopt_pinned_sizes(struct bpf_object *obj)
+{
+	struct bpf_map *map;
+
+	bpf_object__for_each_map(map, obj) {
+		const char *pin = bpf_map__pin_path(map);
+		struct bpf_map_info info;
+		uint32_t len = sizeof(info);
+		int fd, err;
+
+		if (!pin)
+			continue;
+		fd = bpf_obj_get(pin);
+		if (fd < 0) {
+			if (errno == ENOENT)
+				continue; /* created and pinned at the object's size */
+			return -errno;
+		}
+		memset(&info, 0, sizeof(info));
+		err = bpf_obj_get_info_by_fd(fd, &info, &len) ? -errno : 0;
+		close(fd);
+		if (!err)
+			err = bpf_map__set_max_entries(map, info.max_entries);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
 static int obj_load(const char *obj_path, const char *pin_root, const char *sizes, const char *private_maps,
 		    uint32_t lru_max)
 {
@@ -276,6 +311,12 @@ static int obj_load(const char *obj_path, const char *pin_root, const char *size
 				bpf_object__close(obj);
 				return err;
 			}
+		}
+		/* The maps left shared are the pinned ones, whatever their size. */
+		err = adopt_pinned_sizes(obj);
+		if (err) {
+			bpf_object__close(obj);
+			return err;
 		}
 	}
 	err = set_rodata_u32(obj, "weir_coarse_clock", have_coarse_clock());

@@ -47,7 +47,8 @@ int weir_obj_load_boost(void);
  * Like weir_obj_load, but the maps named in private_maps (comma-separated)
  * are created fresh and unpinned, LRU ones with at most lru_max entries:
  * `weir trace` runs the real program against the real service maps without
- * touching the live conntrack, affinity or counters.
+ * touching the live conntrack, affinity or counters. The shared maps take
+ * the size of their pins, whatever the agent sized them to.
  */
 int weir_obj_load_private(const char *obj_path, const char *pin_root, const char *private_maps, uint32_t lru_max);
 int weir_obj_close(int obj);

@@ -1,0 +1,66 @@
+/**
+ * An agent over pins it did not size by default, and a second agent over
+ * the first one's pins: `weir trace` loads its private copy of the programs
+ * against service maps of whatever size they were pinned with, and a
+ * restarted agent replaces its own tc filters quietly, in place.
+ */
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { Agent, Box, MODE } from '../box/box';
+import type { TraceResult } from '../../ts/cli/inspect';
+
+const s = suite<{ box: Box; agent: Agent }>('restart');
+
+const MANIFEST = (a: string, b: string): string => `apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: r}
+spec:
+  clusterIP: 10.96.9.1
+  ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-1, namespace: r, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+ports: [{port: 8080}]
+endpoints: [{addresses: [${a}], nodeName: n1}, {addresses: [${b}], nodeName: n1}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: empty, namespace: r}
+spec:
+  clusterIP: 10.96.9.2
+  ports: [{port: 80}]
+`;
+
+s.before(async (ctx) => {
+  ctx.box = await Box.create({ nodes: 1 });
+  for (const p of ['a', 'b']) {
+    await ctx.box.addPod('n1', p);
+    await ctx.box.startEcho(p, { tcp: [8080] });
+  }
+  await ctx.box.addPod('n1', 'client');
+  ctx.box.writeManifest('web.yaml', MANIFEST(ctx.box.pod('a').ip, ctx.box.pod('b').ip));
+  ctx.agent = await ctx.box.startAgent('n1', ['--lb-map-entries', '4096']);
+});
+
+s.after(async (ctx) => {
+  await ctx.box?.destroy();
+});
+
+async function traceTo(box: Box, dst: string): Promise<TraceResult> {
+  return JSON.parse(await box.weir('n1', ['trace', '--src', box.pod('client').ip, '--dst', dst, '--json'])) as TraceResult;
+}
+
+s('weir trace over service maps pinned with --lb-map-entries 4096', async ({ box }) => {
+  if (MODE !== 'bpf') return;
+  const svc = (await box.exec(box.node('n1').ns, ['bpftool', 'map', 'show', 'pinned', `${box.node('n1').pinRoot}/weir1_svc`])).stdout;
+  assert.match(svc, /max_entries 4096 /, 'the pinned map has the size asked for, not the default');
+  const web = await traceTo(box, '10.96.9.1:80');
+  assert.is(web.verdict, 'forward');
+  assert.equal(web.possibleBackends.sort(), [`${box.pod('a').ip}:8080`, `${box.pod('b').ip}:8080`]);
+  assert.ok(web.possibleBackends.includes(web.out!.dst));
+  assert.is((await traceTo(box, '10.96.9.2:80')).verdict, 'reject_no_endpoints');
+});
+
+s.run();
