@@ -5,9 +5,9 @@
  */
 import { ClusterStore } from '../model/store';
 import { PlanContext, planService } from '../plan/plan';
-import { CommitStats, MAX_SLOTS } from '../reconcile/reconciler';
+import { CommitStats, FrontendConflict, MAX_SLOTS } from '../reconcile/reconciler';
 import { Dataplane } from '../reconcile/dataplane';
-import { Logger } from '../util/log';
+import { Logger, errorText } from '../util/log';
 import { ObjectKey } from '../model/types';
 import { SVC_F } from '../datapath/codecs';
 
@@ -26,6 +26,8 @@ export interface SyncResult extends CommitStats {
   readonly ms: number;
   /** For each changed service: ms from the change arriving to its maps being written. */
   readonly programmingMs: readonly number[];
+  /** Services whose plan or setService threw: reported, kept as last programmed, planned again next sync. */
+  readonly failed: readonly ObjectKey[];
 }
 
 export class Syncer {
@@ -33,6 +35,14 @@ export class Syncer {
   private readonly warnedOrphans = new Map<ObjectKey, Set<ObjectKey>>();
   /** Services that lost frontends to another service, and which. */
   private readonly losers = new Map<ObjectKey, Set<string>>();
+  /**
+   * Services taken from the store's dirty set but not committed (their plan
+   * threw, or the commit did), with when each first changed: the next sync
+   * plans them with the store's dirty ones. The store's set cannot hold
+   * them: taking it is what leaves it empty for the changes that arrive
+   * during a sync.
+   */
+  private readonly uncommitted = new Map<ObjectKey, number>();
   private readonly store: ClusterStore;
   private readonly reconciler: Dataplane;
   private readonly log: Logger;
@@ -51,33 +61,72 @@ export class Syncer {
     for (const key of this.store.services.keys()) this.store.dirty.add(key);
   }
 
+  /** Services a sync took but did not commit; the next sync plans them again. */
+  get pending(): number {
+    return this.uncommitted.size;
+  }
+
+  /**
+   * Plan the changed services into the dataplane and commit. A service whose
+   * plan (or setService) throws is reported and left as last programmed
+   * while the others commit; it is in `failed` and planned again next sync.
+   * When the commit throws, every service of this sync is planned again by
+   * the next one, and the error propagates (the runner retries).
+   */
   sync(): SyncResult {
     const t0 = process.hrtime.bigint();
     const changed = this.store.takeDirtyWithTimes();
+    for (const [key, since] of this.uncommitted) {
+      const t = changed.get(key);
+      if (t === undefined || since < t) changed.set(key, since);
+    }
+    this.uncommitted.clear();
     const dirty = [...changed.keys()].sort();
+    const failed = new Map<ObjectKey, unknown>();
     const plan = (key: ObjectKey): void => {
       const svc = this.store.services.get(key);
       this.losers.delete(key);
-      this.reconciler.setService(key, svc ? planService(svc, this.store.slicesOf(key), this.ctx) : null);
+      try {
+        this.reconciler.setService(key, svc ? planService(svc, this.store.slicesOf(key), this.ctx) : null);
+      } catch (e) {
+        // One service's failure must not end the sync: the services after it
+        // in this sync were taken from the store and would be lost with it.
+        failed.set(key, e);
+      }
     };
-    // A large sync hands its writes over in parts, so the kernel inserts one
-    // part while the next is planned (see Reconciler.flush).
-    if (dirty.length > FLUSH_EVERY) this.reconciler.expectBackends?.(this.endpointPorts());
-    dirty.forEach((key, i) => {
-      plan(key);
-      if ((i + 1) % FLUSH_EVERY === 0) this.reconciler.flush?.();
-    });
-    // A service that lost a frontend to another one gets it once the owner
-    // lets go (changes or goes away), in the same sync: as with kube-proxy,
-    // where the second rule for an address matches once the first is gone.
-    const first = this.reconciler.conflicts.splice(0);
-    for (const c of first) this.lost(c.service, c.frontend);
-    const retry = new Set([...this.losers].filter(([, fks]) => [...fks].some((fk) => this.reconciler.frontendOwner(fk) === undefined)).map(([key]) => key));
-    for (const key of retry) plan(key);
-    const again = this.reconciler.conflicts.splice(0);
-    for (const c of again) this.lost(c.service, c.frontend);
-    const conflicts = [...first.filter((c) => !retry.has(c.service)), ...again];
-    const stats = this.reconciler.commit();
+    let stats: CommitStats;
+    let conflicts: FrontendConflict[];
+    try {
+      // A large sync hands its writes over in parts, so the kernel inserts one
+      // part while the next is planned (see Reconciler.flush).
+      if (dirty.length > FLUSH_EVERY) this.reconciler.expectBackends?.(this.endpointPorts());
+      dirty.forEach((key, i) => {
+        plan(key);
+        if ((i + 1) % FLUSH_EVERY === 0) this.reconciler.flush?.();
+      });
+      // A service that lost a frontend to another one gets it once the owner
+      // lets go (changes or goes away), in the same sync: as with kube-proxy,
+      // where the second rule for an address matches once the first is gone.
+      const first = this.reconciler.conflicts.splice(0);
+      for (const c of first) this.lost(c.service, c.frontend);
+      const retry = new Set([...this.losers].filter(([, fks]) => [...fks].some((fk) => this.reconciler.frontendOwner(fk) === undefined)).map(([key]) => key));
+      for (const key of retry) plan(key);
+      const again = this.reconciler.conflicts.splice(0);
+      for (const c of again) this.lost(c.service, c.frontend);
+      conflicts = [...first.filter((c) => !retry.has(c.service)), ...again];
+      stats = this.reconciler.commit();
+    } catch (e) {
+      for (const [key, since] of changed) this.uncommitted.set(key, since);
+      for (const key of failed.keys()) if (!this.uncommitted.has(key)) this.uncommitted.set(key, Date.now());
+      throw e;
+    }
+    for (const [key, e] of failed) {
+      this.uncommitted.set(key, changed.get(key) ?? Date.now());
+      this.log.error('service not programmed; it keeps what was programmed before and is planned again next sync', {
+        object: `Service ${key}`,
+        error: errorText(e),
+      });
+    }
     for (const c of conflicts) {
       this.log.error('frontend already served by another service; skipped', {
         object: `Service ${c.service}`,
@@ -95,8 +144,9 @@ export class Syncer {
     }
     this.reportOrphans(dirty);
     const now = Date.now();
-    const programmingMs = [...changed.values()].map((t) => now - t);
-    return { ...stats, services: dirty.length, ms: Number(process.hrtime.bigint() - t0) / 1e6, programmingMs };
+    const programmingMs: number[] = [];
+    for (const [key, since] of changed) if (!failed.has(key)) programmingMs.push(now - since);
+    return { ...stats, services: dirty.length, ms: Number(process.hrtime.bigint() - t0) / 1e6, programmingMs, failed: [...failed.keys()] };
   }
 
   /** Endpoints times slice ports over every slice: what the backend table holds when all is planned. */
