@@ -54,4 +54,61 @@ test('a failed sync is retried, and pendingSince survives until success', async 
   r.stop();
 });
 
+test('a sync that left work (returned false) counts as synced and is retried with backoff', async () => {
+  const times: number[] = [];
+  let left = 3;
+  const r = new Runner({
+    minSyncPeriodMs: 0,
+    retryMs: 20,
+    sync: () => {
+      times.push(Date.now());
+      return --left <= 0;
+    },
+    log: quiet,
+  });
+  let ready = false;
+  void r.synced.then(() => (ready = true));
+  r.request();
+  await sleep(5);
+  assert.ok(ready, 'the node is synced');
+  assert.is(r.pendingSince, 0, 'nothing reported as waiting');
+  await sleep(150);
+  assert.is(times.length, 3, 'retried until the sync left nothing');
+  assert.ok(times[2]! - times[1]! >= 35, `backoff doubles: ${times[2]! - times[1]!} ms`);
+  assert.is(r.errors, 0);
+  await sleep(100);
+  assert.is(times.length, 3, 'no sync after a complete one');
+  r.stop();
+});
+
+test('a change during the backoff of a sync that left work syncs at the usual pace', async () => {
+  let n = 0;
+  const r = new Runner({ minSyncPeriodMs: 0, retryMs: 10_000, sync: () => ++n > 1, log: quiet });
+  r.request();
+  await sleep(10);
+  assert.is(n, 1);
+  r.request();
+  await sleep(20);
+  assert.is(n, 2, 'the change did not wait for the 10 s retry');
+  r.stop();
+});
+
+test('a change during the backoff of a failed sync waits for the retry', async () => {
+  let n = 0;
+  const r = new Runner({
+    minSyncPeriodMs: 0,
+    retryMs: 10_000,
+    sync: () => {
+      if (++n === 1) throw new Error('EPERM');
+    },
+    log: quiet,
+  });
+  r.request();
+  await sleep(10);
+  r.request();
+  await sleep(20);
+  assert.is(n, 1);
+  r.stop();
+});
+
 test.run();

@@ -4,12 +4,18 @@
  * `minSyncPeriodMs`, and a failed sync is retried with backoff. It also
  * remembers since when an update has been waiting, which is what /healthz
  * reports on.
+ *
+ * A sync that programmed everything but a few services (their plan threw;
+ * see Syncer) is not a failure: the node is synced, and changes keep
+ * syncing at the usual pace. Only the retry for what it left is on the
+ * backoff, so a service that always fails costs one sync per backoff.
  */
 import { Logger, errorText } from '../util/log';
 
 export interface RunnerOptions {
   readonly minSyncPeriodMs: number;
-  readonly sync: () => void;
+  /** One sync. Throws when it failed; returns false when it completed but left work to retry. */
+  readonly sync: () => boolean | void;
   readonly log: Logger;
   /** First retry delay after a failure; doubles up to maxRetryMs. */
   readonly retryMs?: number;
@@ -19,6 +25,10 @@ export interface RunnerOptions {
 export class Runner {
   private readonly opts: RunnerOptions;
   private timer: NodeJS.Timeout | null = null;
+  /** When the timer fires (ms timestamp). */
+  private timerAt = 0;
+  /** The timer retries what an incomplete sync left: a change may sync sooner. */
+  private timerYields = false;
   private lastSyncAt = 0;
   private failures = 0;
   private stopped = false;
@@ -39,8 +49,11 @@ export class Runner {
   request(): void {
     if (this.stopped) return;
     if (this.pendingSince === 0) this.pendingSince = Date.now();
-    if (this.timer) return;
     const wait = Math.max(0, this.lastSyncAt + this.opts.minSyncPeriodMs - Date.now());
+    if (this.timer) {
+      if (!this.timerYields || this.timerAt <= Date.now() + wait) return;
+      clearTimeout(this.timer);
+    }
     this.schedule(wait);
   }
 
@@ -58,8 +71,17 @@ export class Runner {
     this.timer = null;
   }
 
-  private schedule(ms: number): void {
+  private schedule(ms: number, yields = false): void {
+    this.timerAt = Date.now() + ms;
+    this.timerYields = yields;
     this.timer = setTimeout(() => this.run(), ms);
+  }
+
+  /** The next retry delay: doubles with each failure in a row, up to maxRetryMs. */
+  private backoff(): number {
+    this.failures++;
+    const base = this.opts.retryMs ?? 1000;
+    return Math.min(base * 2 ** (this.failures - 1), this.opts.maxRetryMs ?? 30000);
   }
 
   private run(): void {
@@ -68,21 +90,27 @@ export class Runner {
     this.lastSyncAt = Date.now();
     const waitingSince = this.pendingSince;
     this.pendingSince = 0;
+    let complete: boolean;
     try {
-      this.opts.sync();
-      this.syncs++;
-      this.failures = 0;
-      this.lastSuccessAt = Date.now();
-      this.firstSuccess?.();
-      this.firstSuccess = null;
+      complete = this.opts.sync() !== false;
     } catch (e) {
       this.errors++;
-      this.failures++;
       this.pendingSince = waitingSince || Date.now();
-      const base = this.opts.retryMs ?? 1000;
-      const delay = Math.min(base * 2 ** (this.failures - 1), this.opts.maxRetryMs ?? 30000);
+      const delay = this.backoff();
       this.opts.log.error('sync failed; will retry', { error: errorText(e), retryInMs: delay, attempt: this.failures });
       if (!this.timer) this.schedule(delay);
+      return;
     }
+    this.syncs++;
+    this.lastSuccessAt = Date.now();
+    this.firstSuccess?.();
+    this.firstSuccess = null;
+    if (complete) {
+      this.failures = 0;
+      return;
+    }
+    const delay = this.backoff();
+    this.opts.log.debug('sync left services to retry', { retryInMs: delay, attempt: this.failures });
+    if (!this.timer) this.schedule(delay, true);
   }
 }
