@@ -110,4 +110,13 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } weir1_cfg SEC(".maps");
 
+/* ids: 0 -> the agent's id high-water marks (never read by the programs). Agent writes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct weir_ids);
+	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} weir1_ids SEC(".maps");
+
 #endif

@@ -31,6 +31,7 @@
 #define WEIR_MAP_CONFIG "weir1_cfg"
 #define WEIR_MAP_CIDR "weir1_cidr"
 #define WEIR_MAP_SK_REVNAT "weir1_skrevnat"
+#define WEIR_MAP_IDS "weir1_ids"
 
 /* Map sizes. Conntrack and affinity are LRU: when full, the oldest goes. */
 /* Service and membership maps: one entry per frontend plus one per endpoint
@@ -228,6 +229,16 @@ struct weir_sk_val {
 	__be16 port; /* frontend port */
 	__u16 pad; /* zero */
 	__u32 rev_nat_id; /* frontend */
+};
+
+/*
+ * ids: a single entry (key 0), the agent's high-water marks. Ids below them
+ * may still be named by conntrack, affinity or socket rev-NAT entries, so an
+ * agent never hands them out again, across restarts too. Written by the agent.
+ */
+struct weir_ids {
+	__u32 next_rev_nat_id; /* every rev_nat id handed out is below this */
+	__u32 next_backend_id; /* every backend id handed out is below this */
 };
 
 #endif /* WEIR_SHARED_H */

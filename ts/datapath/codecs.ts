@@ -227,6 +227,11 @@ export const skVal = new StructCodec('weir_sk_val', [
   ['rev_nat_id', 'u32'],
 ] as const);
 
+export const ids = new StructCodec('weir_ids', [
+  ['next_rev_nat_id', 'u32'],
+  ['next_backend_id', 'u32'],
+] as const);
+
 export type SvcKey = Decoded<typeof svcKey extends StructCodec<infer F> ? F : never>;
 export type SvcVal = Decoded<typeof svcVal extends StructCodec<infer F> ? F : never>;
 export type BackendVal = Decoded<typeof backend extends StructCodec<infer F> ? F : never>;
@@ -236,7 +241,7 @@ export type CtVal = Decoded<typeof ctVal extends StructCodec<infer F> ? F : neve
 export type MemberKey = Decoded<typeof memberKey extends StructCodec<infer F> ? F : never>;
 
 /** Every struct codec that mirrors weir.h, for the BTF check. */
-export const SHARED_STRUCTS = [svcKey, svcVal, backend, revnat, ctKey, ctVal, affKey, affVal, memberKey, config, cidrKey, skKey, skVal];
+export const SHARED_STRUCTS = [svcKey, svcVal, backend, revnat, ctKey, ctVal, affKey, affVal, memberKey, config, cidrKey, skKey, skVal, ids];
 
 /** Constants mirrored from weir.h (checked against the header by a unit test). */
 export const SCOPE_ALL = 0;

@@ -27,6 +27,7 @@ export const MAP_NAMES = {
   cfg: 'weir1_cfg',
   cidr: 'weir1_cidr',
   skrevnat: 'weir1_skrevnat',
+  ids: 'weir1_ids',
 } as const;
 
 /** tc programs: which devices get which. */
@@ -78,6 +79,7 @@ export interface AllMaps extends ServiceMaps {
   readonly verdicts: PinnedMap;
   readonly cfg: PinnedMap;
   readonly skrevnat: PinnedMap;
+  readonly ids: PinnedMap;
 }
 
 /**
@@ -196,6 +198,7 @@ export class BpfDatapath {
       verdicts: map(MAP_NAMES.verdicts),
       cfg: map(MAP_NAMES.cfg),
       skrevnat: map(MAP_NAMES.skrevnat),
+      ids: map(MAP_NAMES.ids),
     };
     const pin = (obj: number, prog: string): number => {
       const fd = shim.objProgFd(obj, prog);

@@ -263,4 +263,10 @@ export interface ServiceMaps {
   readonly revnat: MapIO;
   readonly member: MapIO;
   readonly cidr: MapIO;
+  /** The id high-water marks (weir1_ids, one entry); the in-memory twin may leave it out. */
+  readonly ids?: MapIO;
+  /** Maps the programs write whose entries name ids; read when adopting, so no id they hold is handed out again. */
+  readonly ct?: MapIO;
+  readonly aff?: MapIO;
+  readonly skrevnat?: MapIO;
 }

@@ -81,6 +81,12 @@ export class BackendTable {
 
   /** Row of a backend, allocating a row and a new id if it is new. */
   rowFor(addr: number, port: number, proto: number): number {
+    const r = this.find(addr, port, proto);
+    return r >= 0 ? r : this.insert(addr, (port << 8) | proto, this.nextId++);
+  }
+
+  /** Row of a backend, or -1. */
+  find(addr: number, port: number, proto: number): number {
     const pp = (port << 8) | proto;
     const mask = this.index.length - 1;
     let i = hash(addr, pp) & mask;
@@ -88,16 +94,32 @@ export class BackendTable {
       if (this.addr[s - 1] === addr && this.portProto[s - 1] === pp) return s - 1;
       i = (i + 1) & mask;
     }
-    return this.insert(addr, pp, this.nextId++);
+    return -1;
   }
 
-  /** A backend found in the pinned map: its id and value, as applied. */
-  adopt(addr: number, port: number, proto: number, id: number, v0: number, v1: number): void {
+  /**
+   * A backend found in the pinned map: its id and value, as applied. Returns
+   * false for a second id of a backend already adopted (the entry is then
+   * claimed by nobody, and the first full comparison removes it).
+   */
+  adopt(addr: number, port: number, proto: number, id: number, v0: number, v1: number): boolean {
+    if (id >= this.nextId) this.nextId = id + 1;
+    if (this.find(addr, port, proto) >= 0) return false;
     const r = this.insert(addr, (port << 8) | proto, id);
     this.v0[r] = this.a0[r] = v0;
     this.v1[r] = this.a1[r] = v1;
     this.applied[r] = 1;
-    if (id >= this.nextId) this.nextId = id + 1;
+    return true;
+  }
+
+  /** The next new backend gets an id of at least `id` (ids below it may still be named somewhere). */
+  floor(id: number): void {
+    if (id > this.nextId) this.nextId = id;
+  }
+
+  /** Every id handed out so far is below this. */
+  get highWater(): number {
+    return this.nextId;
   }
 
   remove(row: number): void {

@@ -1,10 +1,13 @@
 /**
- * Stable numeric ids for backends and frontends (rev_nat ids).
+ * Stable numeric ids for frontends (rev_nat ids); backends keep theirs in
+ * the backend table, by the same rules.
  *
- * Ids are never reused while the agent runs: a conntrack entry that still
- * names a removed backend id must miss (and reselect) rather than land on a
- * different endpoint that inherited the number. After a restart the table is
- * re-seeded from the pinned maps, so existing flows keep their meaning.
+ * Ids are never reused: a conntrack or affinity entry that still names a
+ * removed id must miss (and reselect) rather than land on a different
+ * frontend or endpoint that inherited the number. The high-water mark is
+ * kept in the pinned weir1_ids map, and a restarted agent seeds it from that
+ * and from every map that names ids, so this holds across restarts too.
+ * (u32 ids: at a hundred new ones a second, they last over a year.)
  */
 export class IdTable {
   /** key -> id and the number of references taken on it (0: adopted, not yet claimed). */
@@ -15,6 +18,16 @@ export class IdTable {
   adopt(key: string, id: number): void {
     this.byKey.set(key, { id, refs: 0 });
     if (id >= this.next) this.next = id + 1;
+  }
+
+  /** The next new id is at least `id` (ids below it may still be named somewhere). */
+  floor(id: number): void {
+    if (id > this.next) this.next = id;
+  }
+
+  /** Every id handed out so far is below this. */
+  get highWater(): number {
+    return this.next;
   }
 
   peek(key: string): number | undefined {
@@ -33,6 +46,11 @@ export class IdTable {
   release(key: string): void {
     const e = this.byKey.get(key);
     if (e && --e.refs <= 0) this.byKey.delete(key);
+  }
+
+  /** Forget an adopted id (it was found held by another frontend too). */
+  forget(key: string): void {
+    this.byKey.delete(key);
   }
 
   /** Forget adopted ids nobody took a reference on (after the first full sync). */

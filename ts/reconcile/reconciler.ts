@@ -26,7 +26,7 @@
  * prunes what no service claims), and after a write failed half-way.
  */
 import * as C from '../datapath/codecs';
-import { IMMEDIATE_WRITES, ServiceMaps, WriteQueue, keyBuffer } from '../datapath/maps';
+import { IMMEDIATE_WRITES, MapIO, ServiceMaps, WriteQueue, keyBuffer } from '../datapath/maps';
 import { Cidr, IPv4, ObjectKey, ipToInt } from '../model/types';
 import { L4Proto, ServicePlan, frontendKey } from '../plan/plan';
 import { BackendTable } from './backends';
@@ -35,7 +35,8 @@ import { Dataplane } from './dataplane';
 import { Packed, PackedView, copyWords, viewKey, viewValue, wordsOf } from './packed';
 import { ServiceRecord, entryCount, forEachBackendRow, freezeRecord, pushSection, recordBytes, sectionView } from './record';
 
-type MapName = keyof ServiceMaps;
+/** The maps the reconciler writes entries of (ids holds only its marks). */
+type MapName = 'svc' | 'be' | 'revnat' | 'member' | 'cidr';
 
 /** The sections of a service record, in write order (deletes go in reverse). */
 const S_REVNAT = 0;
@@ -52,6 +53,13 @@ const SECTIONS: ReadonlyArray<{ map: MapName; keySize: number; valueSize: number
 ];
 /** Offset of the slot number (u16 LE) in a weir_svc_key; the bytes before it name the frontend. */
 const SLOT_OFF = 8;
+
+export interface AdoptReport {
+  readonly frontends: number;
+  readonly backends: number;
+  /** Inconsistencies found in the pinned maps and how the first commit repairs them, one line each. */
+  readonly repaired: readonly string[];
+}
 
 export interface CommitStats {
   readonly upserts: number;
@@ -185,6 +193,8 @@ export class Reconciler implements Dataplane {
   private kernelSvc: Map<string, string> | null = null;
   private resync = false;
   private adoptedIdsPending = false;
+  /** The high-water marks as last written to the ids map. */
+  private savedIds = { rev: 1, be: 1 };
   /** Reused while building a record. */
   private readonly scratch = SECTIONS.map((s) => new Packed(s.keySize, s.valueSize));
   private readonly scratchRevIds = new Map<string, number>();
@@ -201,29 +211,106 @@ export class Reconciler implements Dataplane {
     this.writes = writes;
   }
 
-  /** Read what the pinned maps hold: ids, slot layouts, and what to prune later. */
-  adopt(): { frontends: number; backends: number } {
+  /**
+   * Read what the pinned maps hold: ids, slot layouts, and what to prune
+   * later. New ids start above every id any map still names and above the
+   * pinned high-water marks. A rev_nat id held by two frontends (two
+   * writers once shared these maps) stays with the one its revnat entry
+   * names; the others get new ids at the first commit, which also rewrites
+   * revnat entries that are missing or name another frontend. Each such
+   * repair is returned, naming the frontends.
+   */
+  adopt(): AdoptReport {
+    const repaired: string[] = [];
+    const revnat = this.dumpOne('revnat');
     const svc = this.dumpOne('svc');
+    const idOwner = new Map<number, string>();
     let frontends = 0;
     for (const [k, v] of svc) {
       if (slotOf(k) !== 0) continue;
       const key = C.svcKey.decode(keyBuffer(k));
       const fk = frontendKey({ addr: key.addr as IPv4, port: key.port, proto: protoName(key.proto) as L4Proto });
-      this.frontendIds.adopt(fk, u32At(v, SV.rev_nat_id));
+      const id = u32At(v, SV.rev_nat_id);
+      this.frontendIds.floor(id + 1);
+      const holder = idOwner.get(id);
+      const rn = revnat.get(u32Key(id));
+      const named = rn === undefined ? null : `${intToIp(be32At(rn, C.revnat.at.addr))}:${be16At(rn, C.revnat.at.port)}`;
+      const mine = named !== null && fk.startsWith(`${named}/`);
+      if (holder !== undefined && holder !== fk) {
+        // The id stays with the frontend its revnat entry names.
+        const [keep, lose] = mine ? [fk, holder] : [holder, fk];
+        repaired.push(`rev_nat id ${id} was held by ${keep} and ${lose}: ${lose} gets a new id`);
+        if (lose === holder) this.frontendIds.forget(holder);
+        if (lose === fk) continue;
+      } else if (holder === undefined && !mine) {
+        repaired.push(`${fk}: its revnat entry (id ${id}) ${named === null ? 'is missing' : `names ${named}`}; rewritten`);
+      }
+      idOwner.set(id, fk);
+      this.frontendIds.adopt(fk, id);
       frontends++;
     }
     const be = this.dumpOne('be');
     for (const [k, v] of be) {
       // The identity straight from the value bytes: no dotted address to build and parse again.
       const BE = C.backend.at;
-      this.be.adopt(be32At(v, BE.addr), be16At(v, BE.port), v.charCodeAt(BE.proto), u32At(k, 0), i32At(v, 0), i32At(v, 4));
+      const id = u32At(k, 0);
+      if (!this.be.adopt(be32At(v, BE.addr), be16At(v, BE.port), v.charCodeAt(BE.proto), id, i32At(v, 0), i32At(v, 4))) {
+        repaired.push(`backend id ${id} duplicates another id's ${intToIp(be32At(v, BE.addr))}:${be16At(v, BE.port)}: removed`);
+      }
     }
+    this.seedIds();
     this.kernelSvc = svc;
     // Empty maps (a fresh node) hold nothing to compare or prune: the first
     // commit then writes only what changed, and flush() may start early.
-    this.full = svc.size > 0 || be.size > 0 || (['revnat', 'member', 'cidr'] as const).some((m) => this.maps[m].dumpPacked().count > 0);
+    this.full = svc.size > 0 || be.size > 0 || revnat.size > 0 || (['member', 'cidr'] as const).some((m) => this.maps[m].dumpPacked().count > 0);
     this.adoptedIdsPending = true;
-    return { frontends, backends: be.size };
+    return { frontends, backends: be.size, repaired };
+  }
+
+  /**
+   * Raise both id tables above every id the maps still name: the pinned
+   * high-water marks, and conntrack, affinity, socket rev-NAT, membership
+   * and source-range entries (a flow may outlive its frontend's entries;
+   * its id must not come back as someone else's).
+   */
+  private seedIds(): void {
+    let rev = 0;
+    let bid = 0;
+    const scan = (m: MapIO | undefined, fields: ReadonlyArray<readonly ['k' | 'v', number, 'rev' | 'be']>): void => {
+      if (!m) return;
+      const { keys, values, count } = m.dumpPacked();
+      for (let i = 0; i < count; i++) {
+        for (const [where, off, kind] of fields) {
+          const n = where === 'k' ? keys.readUInt32LE(i * m.keySize + off) : values.readUInt32LE(i * m.valueSize + off);
+          if (kind === 'rev') rev = Math.max(rev, n);
+          else bid = Math.max(bid, n);
+        }
+      }
+    };
+    scan(this.maps.ct, [['v', C.ctVal.at.rev_nat_id, 'rev'], ['v', C.ctVal.at.backend_id, 'be']]);
+    scan(this.maps.aff, [['k', C.affKey.at.rev_nat_id, 'rev'], ['v', C.affVal.at.backend_id, 'be']]);
+    scan(this.maps.skrevnat, [['v', C.skVal.at.rev_nat_id, 'rev']]);
+    scan(this.maps.member, [['k', C.memberKey.at.rev_nat_id, 'rev'], ['k', C.memberKey.at.backend_id, 'be']]);
+    scan(this.maps.cidr, [['k', C.cidrKey.at.owner, 'rev']]);
+    scan(this.maps.revnat, [['k', 0, 'rev']]);
+    const saved = this.maps.ids?.lookup(u32Key(0));
+    if (saved) {
+      const hw = C.ids.decode(saved);
+      rev = Math.max(rev, hw.next_rev_nat_id - 1);
+      bid = Math.max(bid, hw.next_backend_id - 1);
+    }
+    this.frontendIds.floor(rev + 1);
+    this.be.floor(bid + 1);
+    this.savedIds = { rev: this.frontendIds.highWater, be: this.be.highWater };
+  }
+
+  /** Persist the high-water marks when ids were handed out since the last time (before the writes that use them). */
+  private saveIds(): void {
+    const rev = this.frontendIds.highWater;
+    const be = this.be.highWater;
+    if (!this.maps.ids || (rev === this.savedIds.rev && be === this.savedIds.be)) return;
+    this.maps.ids.upsert([[u32Key(0), C.ids.encode({ next_rev_nat_id: rev, next_backend_id: be })]]);
+    this.savedIds = { rev, be };
   }
 
   /** The cluster CIDRs the programs use to tell pods from outside clients. */
@@ -266,6 +353,7 @@ export class Reconciler implements Dataplane {
       // then go on this thread: a small sync (one endpoint) pays no thread
       // hand-off, which on a busy 2-vCPU machine added milliseconds to its p99.
       this.writes.drain();
+      this.saveIds();
       stats = w.submit(this.maps, IMMEDIATE_WRITES);
     } catch (e) {
       // Some of the batches (this commit's or a flush's) may be in the
@@ -307,6 +395,7 @@ export class Reconciler implements Dataplane {
       const w = this.flushWrites ?? (this.flushWrites = new Writes());
       w.clear();
       this.diffPending(w);
+      this.saveIds();
       stats = w.submit(this.maps, this.writes);
     } catch {
       // A part did not land. Throwing here would end the sync half-planned;
@@ -754,6 +843,15 @@ function be32At(s: string, off: number): number {
 
 function u32At(s: string, off: number): number {
   return i32At(s, off) >>> 0;
+}
+
+/** A u32 map key (host order) as a latin1 string. */
+function u32Key(n: number): string {
+  return String.fromCharCode(n & 0xff, (n >>> 8) & 0xff, (n >>> 16) & 0xff, n >>> 24);
+}
+
+function intToIp(n: number): string {
+  return `${n >>> 24}.${(n >>> 16) & 0xff}.${(n >>> 8) & 0xff}.${n & 0xff}`;
 }
 
 /** Slot number of an encoded weir_svc_key given as a latin1 string. */

@@ -131,6 +131,7 @@ async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Pro
     const adopted = r.adopt();
     r.setClusterCidrs(opts.clusterCIDRs);
     log.info('adopted pinned state', { frontends: adopted.frontends, backends: adopted.backends });
+    for (const what of adopted.repaired) log.warn('pinned state inconsistent; repaired at the first sync', { repair: what });
     reconciler = r;
     mapFill = () => r.fill();
   } else {
