@@ -31,6 +31,12 @@
 static struct bpf_object *objs[MAX_OBJS];
 static int log_level = 1;
 static char last_log[4096];
+/*
+ * > 0 while this thread makes a libbpf call whose failure is expected and
+ * handled: its warnings (a netlink request's error text from the kernel)
+ * are kept in last_log but not printed.
+ */
+static __thread int quiet;
 
 static int print_fn(enum libbpf_print_level level, const char *fmt, va_list ap)
 {
@@ -41,7 +47,7 @@ static int print_fn(enum libbpf_print_level level, const char *fmt, va_list ap)
 	if (level == LIBBPF_WARN)
 		vsnprintf(last_log, sizeof(last_log), fmt, copy);
 	va_end(copy);
-	if ((int)level < log_level)
+	if ((int)level < log_level && !quiet)
 		return vfprintf(stderr, fmt, ap);
 	return 0;
 }
@@ -771,9 +777,23 @@ int weir_tc_attach(int ifindex, int prog_fd, int ingress, uint32_t handle, uint3
 	int err;
 
 	tc_hook_init(&hook, ifindex, ingress);
+	/*
+	 * clsact first, where there is none yet. libbpf creates it with
+	 * NLM_F_EXCL, so on a device that has one (every device a restarted
+	 * agent re-attaches to) the kernel refuses with -EEXIST and "Exclusivity
+	 * flag on, cannot modify", which libbpf prints: expected, so not shown.
+	 */
+	last_log[0] = '\0';
+	quiet++;
 	err = bpf_tc_hook_create(&hook);
-	if (err && err != -EEXIST) /* libbpf 1.1 reports an existing clsact as -EEXIST */
+	quiet--;
+	if (err && err != -EEXIST) {
+		if (log_level > LIBBPF_WARN)
+			fputs(last_log, stderr);
 		return err;
+	}
+	/* BPF_TC_F_REPLACE: our filter (same handle and priority) already there
+	 * gets the new program in place, one request, never a moment without it. */
 	return bpf_tc_attach(&hook, &opts);
 }
 
