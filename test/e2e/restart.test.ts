@@ -67,24 +67,26 @@ s('a restarted agent replaces its own tc filters in place, without a kernel erro
   if (MODE !== 'bpf') return;
   const { box } = ctx;
   const ns = box.node('n1').ns;
-  // The devices weir attaches to: how many weir filters (handle TC_HANDLE) each has at ingress.
+  // The devices weir attaches to: the program ids of the weir filters (handle TC_HANDLE) each has at ingress.
   const devs = ['eth0', box.pod('a').hostDev, box.pod('b').hostDev, box.pod('client').hostDev];
-  const filters = async (): Promise<number[]> => {
-    const out: number[] = [];
+  const filters = async (): Promise<string[][]> => {
+    const out: string[][] = [];
     for (const dev of devs) {
       const r = await box.exec(ns, ['tc', 'filter', 'show', 'dev', dev, 'ingress']);
       assert.is(r.code, 0, r.stderr);
-      out.push((r.stdout.match(/ handle 0x7765 .*weir_tc_(pod|ext)/g) ?? []).length);
+      out.push([...r.stdout.matchAll(/ handle 0x7765 .*weir_tc_(?:pod|ext).* id (\d+) /g)].map((m) => m[1]!));
     }
     return out;
   };
-  const once = devs.map(() => 1);
-  assert.equal(await filters(), once);
+  const before = await filters();
+  assert.equal(before.map((ids) => ids.length), devs.map(() => 1), JSON.stringify(before));
   assert.is(await ctx.agent.stop(), 0);
   ctx.agent = await box.startAgent('n1', ['--lb-map-entries', '4096']);
   assert.match(ctx.agent.logs(), /"msg":"adopted pinned state"/);
   assert.not.match(ctx.agent.logs(), /Exclusivity flag on|libbpf: Kernel error/, ctx.agent.logs());
-  assert.equal(await filters(), once, 'replaced, not stacked');
+  const after = await filters();
+  assert.equal(after.map((ids) => ids.length), devs.map(() => 1), `replaced, not stacked: ${JSON.stringify(after)}`);
+  after.forEach((ids, i) => assert.is.not(ids[0], before[i]![0], `${devs[i]} runs the new agent's program`));
   const r = await box.tcp('client', '10.96.9.1:80', { count: 6 });
   assert.is(r.attempts.filter((a) => a.ok).length, 6, JSON.stringify(r.attempts));
   assert.is((await traceTo(box, '10.96.9.1:80')).verdict, 'forward');
