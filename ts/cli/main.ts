@@ -41,6 +41,9 @@ commands:
   trace      where a packet goes: --src IP[:PORT] --dst IP:PORT [--proto tcp|udp]
              [--from pod|external] [--json] [--bpffs-root PATH]
              (runs the loaded program on a crafted packet; no effect on live state)
+  check      verify the invariants of the pinned maps (rev-NAT ids, slots, members,
+             owners, id high-water marks); exit 1 and one line per violation
+             [--json] [--bpffs-root PATH]
   cleanup    remove everything weir installed in this network namespace [--bpffs-root PATH]
              (refuses while an agent runs on that pin root; --force removes it anyway)
 `;
@@ -71,6 +74,16 @@ async function main(argv: string[]): Promise<number> {
       const list = ctView(loadShim(), flags.get('bpffs-root') ?? DEFAULT_ROOT);
       process.stdout.write(flags.has('json') ? JSON.stringify(list, null, 2) + '\n' : formatCt(list));
       return 0;
+    }
+    case 'check': {
+      const { flags } = parseFlags(rest, ['json', 'bpffs-root']);
+      const root = flags.get('bpffs-root') ?? DEFAULT_ROOT;
+      const { openPinned } = await import('../datapath/loader');
+      const { loadShim } = await import('../datapath/ffi');
+      const { checkMaps, formatViolations } = await import('../check/invariants');
+      const found = checkMaps(openPinned(loadShim(), root, ['svc', 'be', 'revnat', 'member', 'cidr', 'ids', 'ct', 'aff']));
+      process.stdout.write(flags.has('json') ? JSON.stringify(found, null, 2) + '\n' : found.length ? formatViolations(found) : `consistent: every invariant holds under ${root}\n`);
+      return found.length ? 1 : 0;
     }
     case 'trace': {
       const { flags } = parseFlags(rest, ['json', 'bpffs-root', 'src', 'dst', 'proto', 'from']);

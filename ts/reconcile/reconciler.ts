@@ -294,14 +294,14 @@ export class Reconciler implements Dataplane {
     scan(this.maps.cidr, [['k', C.cidrKey.at.owner, 'rev']]);
     scan(this.maps.revnat, [['k', 0, 'rev']]);
     const saved = this.maps.ids?.lookup(u32Key(0));
-    if (saved) {
-      const hw = C.ids.decode(saved);
-      rev = Math.max(rev, hw.next_rev_nat_id - 1);
-      bid = Math.max(bid, hw.next_backend_id - 1);
-    }
+    // An array map's one entry always exists: zeros until an agent writes it.
+    const hw = saved ? C.ids.decode(saved) : { next_rev_nat_id: 0, next_backend_id: 0 };
+    rev = Math.max(rev, hw.next_rev_nat_id - 1);
+    bid = Math.max(bid, hw.next_backend_id - 1);
     this.frontendIds.floor(rev + 1);
     this.be.floor(bid + 1);
-    this.savedIds = { rev: this.frontendIds.highWater, be: this.be.highWater };
+    // What the map holds: the first commit writes the marks if they moved.
+    this.savedIds = { rev: hw.next_rev_nat_id, be: hw.next_backend_id };
   }
 
   /** Persist the high-water marks when ids were handed out since the last time (before the writes that use them). */

@@ -1,0 +1,147 @@
+/**
+ * `weir check`: the invariants that make every packet correct, verified
+ * over what the maps hold at one instant, without knowing how an agent got
+ * there (DESIGN.md §8). They hold between syncs; a check taken while an
+ * agent writes may see one service half-way (make-before-break keeps that
+ * safe for packets, not for this check), so callers check a settled agent.
+ *
+ *  - each master entry's rev_nat id names that frontend alone (the scopes
+ *    of one frontend share it), and its revnat entry holds the frontend's
+ *    address and port, so a reply is rewritten to what the client used;
+ *  - slots 1..count exist and name backends that exist and are active
+ *    members of the frontend, so a new flow never lands on a stranger;
+ *  - nothing without an owner: no slot beyond its master's count, no
+ *    member, cidr or revnat entry of a rev_nat id no master holds, no
+ *    member naming a missing backend, no backend nothing names;
+ *  - every id any map names is below the pinned high-water marks, so none
+ *    is handed out twice while conntrack or affinity may hold it.
+ */
+import * as C from '../datapath/codecs';
+import { MapIO, keyBuffer } from '../datapath/maps';
+
+export interface Violation {
+  /** The map the offending entry is in (weir1_svc, ...). */
+  readonly map: string;
+  /** The entry's key, readable. */
+  readonly key: string;
+  /** Which invariant it breaks, and how. */
+  readonly rule: string;
+}
+
+export interface CheckedMaps {
+  readonly svc: MapIO;
+  readonly be: MapIO;
+  readonly revnat: MapIO;
+  readonly member: MapIO;
+  readonly cidr: MapIO;
+  readonly ids?: MapIO;
+  readonly ct?: MapIO;
+  readonly aff?: MapIO;
+}
+
+const proto = (n: number): string => (n === C.IPPROTO.TCP ? 'TCP' : n === C.IPPROTO.UDP ? 'UDP' : `proto${n}`);
+const scope = (n: number): string => (n === C.SCOPE_LOCAL ? 'local' : 'all');
+
+export function checkMaps(maps: CheckedMaps): Violation[] {
+  const out: Violation[] = [];
+  const bad = (map: MapIO, key: string, rule: string): void => void out.push({ map: map.name, key, rule });
+
+  const backends = new Map<number, C.BackendVal>();
+  for (const [k, v] of maps.be.dump()) backends.set(C.u32Key.decode(keyBuffer(k)).value, C.backend.decode(v));
+  const revnat = new Map<number, C.RevNatVal>();
+  for (const [k, v] of maps.revnat.dump()) revnat.set(C.u32Key.decode(keyBuffer(k)).value, C.revnat.decode(v));
+  const members = new Map<string, number>();
+  for (const [k, v] of maps.member.dump()) {
+    const m = C.memberKey.decode(keyBuffer(k));
+    members.set(`${m.rev_nat_id}/${m.backend_id}`, v.readUInt32LE(0));
+  }
+
+  // Masters and slots, by frontend and scope.
+  type Entry = { key: C.SvcKey; val: C.SvcVal };
+  const masters = new Map<string, Entry>();
+  const slots = new Map<string, Map<number, Entry>>();
+  for (const [k, v] of maps.svc.dump()) {
+    const key = C.svcKey.decode(keyBuffer(k));
+    const val = C.svcVal.decode(v);
+    const fe = `${key.addr}:${key.port}/${proto(key.proto)} ${scope(key.scope)}`;
+    if (key.slot === 0) masters.set(fe, { key, val });
+    else {
+      let m = slots.get(fe);
+      if (!m) slots.set(fe, (m = new Map()));
+      m.set(key.slot, { key, val });
+    }
+  }
+
+  const revOwner = new Map<number, string>();
+  const named = new Set<number>(); // backend ids some slot or member names
+  for (const [fe, { key, val }] of masters) {
+    const frontend = `${key.addr}:${key.port}/${proto(key.proto)}`;
+    const id = val.rev_nat_id;
+    const other = revOwner.get(id);
+    if (other !== undefined && other !== frontend) bad(maps.svc, `${fe} slot 0`, `rev_nat id ${id} is also held by ${other}`);
+    else revOwner.set(id, frontend);
+    const rn = revnat.get(id);
+    if (!rn) bad(maps.svc, `${fe} slot 0`, `revnat entry for its rev_nat id ${id} is missing`);
+    else if (rn.addr !== key.addr || rn.port !== key.port) bad(maps.revnat, `${id}`, `holds ${rn.addr}:${rn.port}, but rev_nat id ${id} names ${frontend}`);
+    const mine = slots.get(fe) ?? new Map<number, Entry>();
+    for (let slot = 1; slot <= val.count; slot++) {
+      const s = mine.get(slot);
+      if (!s) {
+        bad(maps.svc, `${fe} slot ${slot}`, `missing (count ${val.count})`);
+        continue;
+      }
+      const b = s.val.backend_id;
+      named.add(b);
+      if (!backends.has(b)) bad(maps.svc, `${fe} slot ${slot}`, `names backend ${b}, which does not exist`);
+      const flags = members.get(`${id}/${b}`);
+      if (flags === undefined) bad(maps.svc, `${fe} slot ${slot}`, `backend ${b} is not a member of rev_nat id ${id}`);
+      else if (!(flags & C.MEMBER_F.ACTIVE)) bad(maps.member, `${id}/${b}`, `backend ${b} is in a slot of ${fe} but not active`);
+    }
+    for (const slot of mine.keys()) if (slot > val.count) bad(maps.svc, `${fe} slot ${slot}`, `beyond its master's count ${val.count}`);
+  }
+  for (const [fe, mine] of slots) {
+    if (!masters.has(fe)) for (const slot of mine.keys()) bad(maps.svc, `${fe} slot ${slot}`, 'no master entry (slot 0) owns it');
+  }
+
+  for (const id of revnat.keys()) if (!revOwner.has(id)) bad(maps.revnat, `${id}`, 'no master entry holds this rev_nat id');
+  for (const [k] of members) {
+    const [rev, b] = k.split('/').map(Number) as [number, number];
+    named.add(b);
+    if (!revOwner.has(rev)) bad(maps.member, k, `no master entry holds rev_nat id ${rev}`);
+    if (!backends.has(b)) bad(maps.member, k, `backend ${b} does not exist`);
+  }
+  for (const [k] of maps.cidr.dump()) {
+    const c = C.cidrKey.decode(keyBuffer(k));
+    if (c.owner !== 0 && !revOwner.has(c.owner)) bad(maps.cidr, `${c.owner} ${c.addr}/${c.prefixlen - 32}`, `no master entry holds rev_nat id ${c.owner}`);
+  }
+  for (const id of backends.keys()) if (!named.has(id)) bad(maps.be, `${id}`, 'no slot or member names this backend');
+
+  const hwEntry = maps.ids?.dump()[0]?.[1];
+  const hw = hwEntry ? C.ids.decode(hwEntry) : null;
+  // Zeros: no agent has written the marks yet (an array map's entry always exists).
+  if (hw && (hw.next_rev_nat_id > 0 || hw.next_backend_id > 0)) {
+    const { next_rev_nat_id: rev, next_backend_id: be } = hw;
+    const above = (map: MapIO, key: string, kind: string, id: number, limit: number): void => {
+      if (id >= limit) bad(map, key, `${kind} id ${id} is not below the high-water mark ${limit}`);
+    };
+    for (const id of revOwner.keys()) above(maps.svc, `rev_nat id ${id}`, 'rev_nat', id, rev);
+    for (const id of backends.keys()) above(maps.be, `${id}`, 'backend', id, be);
+    for (const [k, v] of maps.ct?.dump() ?? []) {
+      const val = C.ctVal.decode(v);
+      const key = C.ctKey.decode(keyBuffer(k));
+      const name = `${key.saddr}:${key.sport} -> ${key.daddr}:${key.dport}/${proto(key.proto)} ${key.dir === C.CT_DIR.REV ? 'rev' : 'fwd'}`;
+      above(maps.ct!, name, 'rev_nat', val.rev_nat_id, rev);
+      above(maps.ct!, name, 'backend', val.backend_id, be);
+    }
+    for (const [k, v] of maps.aff?.dump() ?? []) {
+      const key = C.affKey.decode(keyBuffer(k));
+      above(maps.aff!, `${key.client} rev_nat ${key.rev_nat_id}`, 'rev_nat', key.rev_nat_id, rev);
+      above(maps.aff!, `${key.client} rev_nat ${key.rev_nat_id}`, 'backend', C.affVal.decode(v).backend_id, be);
+    }
+  }
+  return out;
+}
+
+export function formatViolations(vs: readonly Violation[]): string {
+  return vs.map((v) => `${v.map} ${v.key}: ${v.rule}\n`).join('');
+}
