@@ -33,6 +33,8 @@ export interface RunOptions {
   metricsAddr: string;
   logLevel: Level;
   minSyncPeriodMs: number;
+  /** BPF mode: how often every map is compared with the desired state and drift repaired (kube-proxy's syncPeriod); 0 = never. */
+  syncPeriodMs: number;
   /** Source address for hairpin traffic (a pod reaching itself via a service). */
   hairpinAddr: IPv4;
   kubeconfig: string;
@@ -62,6 +64,7 @@ const FLAGS = {
   'metrics-addr': true,
   'log-level': true,
   'min-sync-period': true,
+  'sync-period': true,
   'hairpin-addr': true,
   kubeconfig: true,
   'conntrack-max-per-core': true,
@@ -194,6 +197,7 @@ export function parseRunOptions(argv: readonly string[]): RunOptions {
     metricsAddr: get('metrics-addr') ?? '127.0.0.1:10249',
     logLevel: parseLevel(get('log-level') ?? 'info'),
     minSyncPeriodMs: parseDuration('min-sync-period', get('min-sync-period') ?? '0'),
+    syncPeriodMs: parseDuration('sync-period', get('sync-period') ?? '30s'),
     hairpinAddr: hairpin,
     kubeconfig: get('kubeconfig') ?? process.env.KUBECONFIG ?? '',
     // kube-proxy's defaults for --conntrack-max-per-core and --conntrack-min.

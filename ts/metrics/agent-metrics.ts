@@ -8,12 +8,14 @@ import { VERDICTS } from '../datapath/verdicts';
 import { Dataplane } from '../reconcile/dataplane';
 import type { MapFill } from '../reconcile/reconciler';
 import { Runner } from '../runner/runner';
-import { Collected, Histogram, LATENCY_BUCKETS, Registry } from './registry';
+import { Collected, Counter, Histogram, LATENCY_BUCKETS, Registry } from './registry';
 
 export interface AgentMetrics {
   readonly registry: Registry;
   readonly syncDuration: Histogram;
   readonly programming: Histogram;
+  /** Map entries the periodic comparison with the desired state found different and rewrote or removed. */
+  readonly driftRepairs: Counter;
 }
 
 /** ct / verdicts / mapFill: the BPF maps, absent in iptables mode. */
@@ -29,6 +31,7 @@ export function agentMetrics(opts: {
   const programming = registry.add(
     new Histogram('weir_network_programming_duration_seconds', 'Time from a Service or EndpointSlice change reaching weir to its maps being written.', LATENCY_BUCKETS),
   );
+  const driftRepairs = registry.add(new Counter('weir_drift_repaired_entries_total', 'Map entries found different from the desired state by the periodic full comparison (--sync-period) and repaired, by map.'));
   registry.add(new Collected('weir_syncs_total', 'Successful syncs.', 'counter', () => [{ value: opts.runner()?.syncs ?? 0 }]));
   registry.add(new Collected('weir_sync_errors_total', 'Failed syncs (each is retried).', 'counter', () => [{ value: opts.runner()?.errors ?? 0 }]));
   registry.add(new Collected('weir_frontends', 'Programmed frontends (service address, port, protocol).', 'gauge', () => [{ value: opts.reconciler.frontendCount() }]));
@@ -39,7 +42,7 @@ export function agentMetrics(opts: {
     registry.add(new Collected('weir_map_entries', 'Entries the agent keeps in each map it writes.', 'gauge', () => mapFill().map((f) => ({ labels: { map: f.map }, value: f.entries }))));
     registry.add(new Collected('weir_map_max_entries', 'How many entries each map the agent writes holds (--lb-map-entries for the service maps).', 'gauge', () => mapFill().map((f) => ({ labels: { map: f.map }, value: f.max }))));
   }
-  if (!ct || !verdicts) return { registry, syncDuration, programming };
+  if (!ct || !verdicts) return { registry, syncDuration, programming, driftRepairs };
   registry.add(new Collected('weir_conntrack_entries', 'Entries in the BPF conntrack map (two per flow).', 'gauge', () => [{ value: ct.count() }]));
   registry.add(
     new Collected('weir_packets_total', 'Packets the BPF programs did not pass on untouched, by verdict (forward, revnat, reject_*, drop_*).', 'counter', () => {
@@ -52,5 +55,5 @@ export function agentMetrics(opts: {
       return VERDICTS.map((name, i) => ({ labels: { verdict: name }, value: totals.get(i) ?? 0 }));
     }),
   );
-  return { registry, syncDuration, programming };
+  return { registry, syncDuration, programming, driftRepairs };
 }

@@ -66,6 +66,9 @@ export interface CommitStats {
   readonly deletes: number;
 }
 
+/** Entries a full comparison with the kernel wrote or removed, by map name (only maps that differed). */
+export type Repairs = Readonly<Record<string, number>>;
+
 /** Entries the agent keeps in one of the maps it writes, and how many fit. */
 export interface MapFill {
   readonly map: string;
@@ -149,6 +152,17 @@ class Writes {
     });
   }
 
+  /** Writes and deletes per map name (for the drift counts of a full comparison). */
+  byMap(maps: ServiceMaps): Record<string, number> {
+    const out: Record<string, number> = {};
+    const add = (m: MapName, n: number): void => {
+      if (n > 0) out[maps[m].name] = (out[maps[m].name] ?? 0) + n;
+    };
+    SECTIONS.forEach((sec, s) => add(sec.map, this.ups[s]!.count + this.dels[s]!.count));
+    add('be', this.beUps.count + this.beDels.count);
+    return out;
+  }
+
   /** Queue every write in the order of DESIGN.md §2 (the queue keeps it), but a roomFirst map's deletes before everything. */
   submit(maps: ServiceMaps, q: WriteQueue): CommitStats {
     const first = (m: MapName): boolean => this.roomFirst.has(m);
@@ -193,6 +207,8 @@ export class Reconciler implements Dataplane {
   private kernelSvc: Map<string, string> | null = null;
   private resync = false;
   private adoptedIdsPending = false;
+  /** What the last full comparison wrote, by map (read by repairDrift). */
+  private lastRepairs: Record<string, number> = {};
   /** The high-water marks as last written to the ids map. */
   private savedIds = { rev: 1, be: 1 };
   /** Reused while building a record. */
@@ -347,6 +363,7 @@ export class Reconciler implements Dataplane {
     const full = this.full;
     if (full) this.diffAll(w);
     else this.diffPending(w);
+    if (full) this.lastRepairs = w.byMap(this.maps);
     let stats: CommitStats;
     try {
       // The parts flush() handed over land first; this commit's own writes
@@ -373,6 +390,22 @@ export class Reconciler implements Dataplane {
     stats = { upserts: stats.upserts + this.flushed.upserts, deletes: stats.deletes + this.flushed.deletes };
     this.flushed = NO_WRITES;
     return stats;
+  }
+
+  /**
+   * Compare every map with the desired state and write what differs: drift
+   * from another writer, a hand edit with bpftool, or a write whose failure
+   * went unseen. Call it between syncs (with nothing pending, everything
+   * written is drift). Returns what was repaired, by map; throws like
+   * commit() if a write fails (the next commit then compares everything again).
+   */
+  repairDrift(): Repairs {
+    if (this.pending.size > 0) throw new Error('repairDrift: changes are pending; commit them first');
+    this.full = true;
+    this.commit();
+    const repairs = this.lastRepairs;
+    this.lastRepairs = {};
+    return repairs;
   }
 
   /**

@@ -143,9 +143,23 @@ async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Pro
   const metrics = agentMetrics({ reconciler, runner: () => runnerRef.runner, ...(dp ? { ct: dp.maps.ct, verdicts: dp.maps.verdicts, mapFill } : {}) });
   const hcNodePorts = new HealthCheckNodePorts({ log, proxyHealthy: () => (runnerRef.runner?.pendingSince ?? 0) === 0 || Date.now() - runnerRef.runner!.pendingSince < HEALTH_TIMEOUT_MS });
   let synced = false;
-  const sync = (): void => {
+  // BPF mode compares every map with the desired state on a period
+  // (kube-proxy's syncPeriod) and repairs what differs: another writer, a
+  // hand edit, a write whose failure went unseen. After a failed write the
+  // retry compares everything anyway.
+  let verifyDue = false;
+  const repairDrift = (): void => {
+    if (!verifyDue || !(reconciler instanceof Reconciler)) return;
+    const repairs = reconciler.repairDrift();
+    verifyDue = false;
+    const maps = Object.keys(repairs);
+    if (maps.length === 0) return;
+    for (const m of maps) metrics.driftRepairs.inc(repairs[m], { map: m });
+    log.warn('the maps differed from the desired state; repaired', { entries: maps.map((m) => `${m} ${repairs[m]}`).join(',') });
+  };
+  const sync = (): boolean => {
     // Nothing is written before every source has delivered its first full view.
-    if (!synced) return;
+    if (!synced) return true;
     let r: ReturnType<Syncer['sync']>;
     try {
       r = syncer.sync();
@@ -167,10 +181,20 @@ async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Pro
       log.info('synced', { services: r.services, upserts: r.upserts, deletes: r.deletes, ms: Math.round(r.ms * 100) / 100, programmingMs });
     }
     hcNodePorts.update(healthCheckTargets(store, opts.nodeName));
+    repairDrift();
+    return r.failed.length === 0;
   };
   const runner = new Runner({ minSyncPeriodMs: opts.minSyncPeriodMs, sync, log });
   runnerRef.runner = runner;
   undo.push(() => runner.stop());
+  const verifyTimer =
+    dp && opts.syncPeriodMs > 0
+      ? setInterval(() => {
+          verifyDue = true;
+          runner.request();
+        }, opts.syncPeriodMs).unref()
+      : null;
+  undo.push(() => void (verifyTimer && clearInterval(verifyTimer)));
   undo.push(() => hcNodePorts.close());
 
   // No --node-ips and no external device addresses: the Node object knows.
@@ -252,6 +276,7 @@ async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Pro
     stopping = true;
     source.stop();
     runner.stop();
+    if (verifyTimer) clearInterval(verifyTimer);
     devices?.stop();
     hcNodePorts.close();
     await health?.close();
