@@ -10,6 +10,7 @@ import * as assert from 'uvu/assert';
 import { ClusterStore } from '../../ts/model/store';
 import { FileSource } from '../../ts/source/file';
 import { createLogger } from '../../ts/util/log';
+import { rng } from './rng';
 
 const SVC = (ip: string, port = 80) => `apiVersion: v1
 kind: Service
@@ -148,6 +149,263 @@ test('an object of another apiVersion is reported with where it is and ignored',
     assert.is(err.object, 'EndpointSlice default/old');
     assert.match(String(err.error), /got discovery\.k8s\.io\/v1beta1 EndpointSlice/);
   });
+});
+
+// --- the store holds the union of what the files hold ---------------------------
+
+/** Objects the tests move between files: three Services, and slices of two of them. */
+const OBJECTS = [
+  { kind: 'Service', name: 'a' },
+  { kind: 'Service', name: 'b' },
+  { kind: 'Service', name: 'c' },
+  { kind: 'EndpointSlice', name: 'a-1', service: 'a' },
+  { kind: 'EndpointSlice', name: 'b-1', service: 'b' },
+] as const;
+
+/** Object `o` at version `v` (its address says which). */
+function objectText(o: number, v: number): string {
+  const obj = OBJECTS[o]!;
+  if (obj.kind === 'Service') return `apiVersion: v1\nkind: Service\nmetadata: {name: ${obj.name}, namespace: default}\nspec:\n  clusterIP: 10.96.${v}.${o + 1}\n  ports: [{port: 80}]\n`;
+  return (
+    `apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n` +
+    `metadata: {name: ${obj.name}, namespace: default, labels: {kubernetes.io/service-name: ${obj.service}}}\n` +
+    `addressType: IPv4\nports: [{port: 8080}]\nendpoints: [{addresses: [10.244.${v}.${o + 1}]}]\n`
+  );
+}
+
+/** What a file holds: object index -> version. */
+type Content = Map<number, number>;
+const fileText = (c: Content): string => [...c].map(([o, v]) => objectText(o, v)).join('---\n');
+
+/** The store's Services and EndpointSlices, one sorted line each. */
+function storeView(store: ClusterStore): string {
+  const dotted = (n: number): string => [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
+  const lines = [...store.services.values()].map((s) => `Service ${s.key} ${s.clusterIPs.join(',')}`);
+  for (const sl of store.slices.values()) lines.push(`EndpointSlice ${sl.key} ${sl.ips.map(dotted).join(',')}`);
+  return lines.sort().join('\n');
+}
+
+/** What the store must hold for these files: every object some file holds, in the version of the first file by name. */
+function unionView(files: ReadonlyMap<string, Content>): string {
+  const version = new Map<number, number>();
+  for (const name of [...files.keys()].sort()) for (const [o, v] of files.get(name)!) if (!version.has(o)) version.set(o, v);
+  return [...version]
+    .map(([o, v]) => {
+      const obj = OBJECTS[o]!;
+      return obj.kind === 'Service' ? `Service default/${obj.name} 10.96.${v}.${o + 1}` : `EndpointSlice default/${obj.name} 10.244.${v}.${o + 1}`;
+    })
+    .sort()
+    .join('\n');
+}
+
+interface Disk {
+  dir: string;
+  store: ClusterStore;
+  logs: string[];
+  /** What each file holds, as the test wrote it. */
+  files: Map<string, Content>;
+  write(name: string, c: Content): void;
+  rm(name: string): void;
+  rename(from: string, to: string): void;
+  /** Truncate in place, as a shell's `>` does before the command writes. */
+  truncate(name: string): void;
+  /** Until the store is the union of the files, and still is a scan later. */
+  settled(why: string): Promise<void>;
+}
+
+async function withFiles(initial: Record<string, Content>, fn: (d: Disk) => Promise<void>): Promise<void> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'weir-src-'));
+  const logs: string[] = [];
+  const store = new ClusterStore((origin, errors) => errors.forEach((e) => logs.push(`${origin} ${e.kind} ${e.object} ${e.field}`)));
+  const files = new Map<string, Content>();
+  const d: Disk = {
+    dir,
+    store,
+    logs,
+    files,
+    write(name, c) {
+      fs.writeFileSync(path.join(dir, name), fileText(c));
+      files.set(name, new Map(c));
+    },
+    rm(name) {
+      fs.rmSync(path.join(dir, name));
+      files.delete(name);
+    },
+    rename(from, to) {
+      fs.renameSync(path.join(dir, from), path.join(dir, to));
+      files.set(to, files.get(from)!);
+      files.delete(from);
+    },
+    truncate(name) {
+      fs.truncateSync(path.join(dir, name), 0);
+      files.set(name, new Map());
+    },
+    async settled(why) {
+      const want = unionView(files);
+      try {
+        await until(() => storeView(store) === want, 2000);
+        await new Promise((r) => setTimeout(r, 40));
+      } catch {
+        // fall through to the comparison, which shows the difference
+      }
+      assert.fixture(storeView(store), want, why);
+    },
+  };
+  for (const [name, c] of Object.entries(initial)) d.write(name, c);
+  const src = new FileSource({ dir, store, onChange: () => undefined, log: createLogger('debug', (l) => logs.push(l)) });
+  await src.start();
+  try {
+    assert.fixture(storeView(store), unionView(files), 'first read');
+    await fn(d);
+  } finally {
+    src.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const holding = (...pairs: Array<[number, number]>): Content => new Map(pairs);
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+for (const [from, to] of [
+  ['b.yaml', 'a.yaml'],
+  ['a.yaml', 'b.yaml'],
+]) {
+  // Service a and its slice move; Service b stays where it is.
+  const before = { [from]: holding([0, 1], [3, 1], [1, 1]), [to]: holding([2, 1]) };
+  const after = { [from]: holding([1, 1]), [to]: holding([2, 1], [0, 1], [3, 1]) };
+
+  test(`a Service and its EndpointSlice moved from ${from} to ${to}, both files written at once, stay`, async () => {
+    for (const first of [from, to]) {
+      await withFiles(before, async (d) => {
+        const second = first === from ? to : from;
+        d.write(first, after[first]!);
+        d.write(second, after[second]!);
+        await d.settled(`${first} written first`);
+      });
+    }
+  });
+
+  test(`a Service and its EndpointSlice moved from ${from} to ${to}: ${to} gains them, then ${from} loses them`, async () => {
+    await withFiles(before, async (d) => {
+      d.write(to, after[to]!);
+      await d.settled('held twice');
+      d.write(from, after[from]!);
+      await d.settled('moved');
+    });
+  });
+
+  test(`a Service and its EndpointSlice moved from ${from} to ${to}: ${from} loses them, then ${to} gains them`, async () => {
+    await withFiles(before, async (d) => {
+      d.write(from, after[from]!);
+      await d.settled('gone for a while');
+      d.write(to, after[to]!);
+      await d.settled('moved');
+    });
+  });
+}
+
+test('an object in two files takes the version of the first by name, reported with both files; it stays when either lets go', async () => {
+  await withFiles({ 'b.yaml': holding([0, 2]) }, async (d) => {
+    d.write('a.yaml', holding([0, 1]));
+    await d.settled('a.yaml applies');
+    const warn = d.logs.filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.msg === 'object in more than one file; the first file by name applies');
+    assert.ok(warn, 'reported');
+    assert.is(warn.object, 'Service default/a');
+    assert.is(warn.file, path.join(d.dir, 'a.yaml'));
+    assert.is(warn.duplicate, path.join(d.dir, 'b.yaml'));
+    d.write('a.yaml', holding([1, 1]));
+    await d.settled("b.yaml's version once a.yaml lets go");
+    d.write('a.yaml', holding([1, 1], [0, 3]));
+    await d.settled('a.yaml again');
+    d.rm('a.yaml');
+    await d.settled('a.yaml removed');
+    d.write('c.yaml', holding([0, 4]));
+    d.rm('b.yaml');
+    await d.settled('c.yaml');
+  });
+});
+
+test('a renamed file keeps its objects, whichever name sorts first, also over an existing file', async () => {
+  await withFiles({ 'b.yaml': holding([0, 1], [3, 1]), 'x.yaml': holding([1, 1]) }, async (d) => {
+    d.rename('b.yaml', 'a.yaml');
+    await d.settled('b.yaml -> a.yaml');
+    d.rename('a.yaml', 'c.yaml');
+    await d.settled('a.yaml -> c.yaml');
+    d.rename('c.yaml', 'x.yaml');
+    await d.settled('c.yaml -> x.yaml, replacing it');
+    const dup = d.logs.some((l) => l.includes('object in more than one file'));
+    assert.not.ok(dup, 'a rename is no duplicate');
+  });
+});
+
+test('a file truncated, then written (a shell redirect), holds its objects again', async () => {
+  await withFiles({ 'a.yaml': holding([0, 1], [3, 1]), 'b.yaml': holding([1, 1]) }, async (d) => {
+    d.truncate('a.yaml');
+    await d.settled('empty for a while');
+    d.write('a.yaml', holding([0, 2], [3, 2]));
+    await d.settled('written');
+    // Moved in the rewrite: b.yaml's objects come to a.yaml by a redirect while b.yaml is rewritten without them.
+    d.truncate('a.yaml');
+    d.write('b.yaml', holding());
+    await sleep(40);
+    d.write('a.yaml', holding([0, 2], [3, 2], [1, 1]));
+    await d.settled('moved by a redirect');
+  });
+});
+
+test('random writes, moves, renames, truncations and deletions: after each, the store holds what the files hold', async () => {
+  const names = ['a.yaml', 'b.yaml', 'c.yaml'];
+  for (const seed of [1, 2]) {
+    const rand = rng(seed);
+    const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)]!;
+    const randomContent = (): Content => {
+      const c: Content = new Map();
+      for (let o = 0; o < OBJECTS.length; o++) if (rand() < 0.4) c.set(o, 1 + Math.floor(rand() * 3));
+      return c;
+    };
+    await withFiles({ 'a.yaml': randomContent(), 'b.yaml': randomContent() }, async (d) => {
+      for (let step = 0; step < 30; step++) {
+        const existing = names.filter((n) => d.files.has(n));
+        const op = existing.length === 0 ? 'write' : pick(['write', 'move', 'move', 'rename', 'truncate', 'delete']);
+        const pause = async (): Promise<void> => void (rand() < 0.5 ? await sleep(40) : undefined);
+        let what: string = op;
+        if (op === 'write') {
+          const name = pick(names);
+          d.write(name, randomContent());
+          what = `write ${name}`;
+        } else if (op === 'move') {
+          const from = pick(existing);
+          const to = pick(names.filter((n) => n !== from));
+          const objs = [...d.files.get(from)!.keys()];
+          const moved = objs.filter(() => rand() < 0.6);
+          const left = new Map([...d.files.get(from)!].filter(([o]) => !moved.includes(o)));
+          const gained = new Map(d.files.get(to) ?? []);
+          for (const o of moved) gained.set(o, d.files.get(from)!.get(o)!);
+          const [first, second] = rand() < 0.5 ? [from, to] : [to, from];
+          d.write(first!, first === from ? left : gained);
+          await pause();
+          d.write(second!, second === from ? left : gained);
+          what = `move ${moved.join(',')} ${from} -> ${to}, ${first} first`;
+        } else if (op === 'rename') {
+          const from = pick(existing);
+          const to = pick(names.filter((n) => n !== from));
+          d.rename(from, to);
+          what = `rename ${from} -> ${to}`;
+        } else if (op === 'truncate') {
+          const name = pick(existing);
+          d.truncate(name);
+          await pause();
+          d.write(name, randomContent());
+          what = `truncate and write ${name}`;
+        } else {
+          const name = pick(existing);
+          d.rm(name);
+          what = `delete ${name}`;
+        }
+        await d.settled(`seed ${seed} step ${step}: ${what}`);
+      }
+    });
+  }
 });
 
 test.run();
