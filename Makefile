@@ -16,7 +16,7 @@ DEBIAN_PKGS := clang llvm libbpf-dev libelf-dev zlib1g-dev bpftool iproute2 ipta
 	conntrack curl netcat-openbsd socat iperf3 util-linux procps gcc make
 
 # tsc needs node_modules; everything that runs needs the system packages.
-.PHONY: all deps system-deps bpf native ts test test-unit test-e2e demo bench clean bpffs
+.PHONY: all deps system-deps bpf native ts test test-unit test-e2e demo bench soak clean bpffs
 
 all: deps bpf native ts
 
@@ -70,6 +70,14 @@ test-e2e: all bpffs
 
 demo: all bpffs
 	node dist/test/box/demo.js
+
+# The generative test (test/soak/soak.ts) for seeds SEED .. SEED+SEEDS-1,
+# STEPS steps each; a failure prints its seed and steps, and this replays it.
+SEED ?= 1
+STEPS ?= 200
+SEEDS ?= 1
+soak: all bpffs
+	SEED=$(SEED) STEPS=$(STEPS) SEEDS=$(SEEDS) node dist/test/soak/main.js
 
 # Benchmarks (not tests): writes bench/results.json, BENCHMARKS.md, bench/latency.svg.
 # BENCH_ARGS=--quick for a smoke run under two minutes.

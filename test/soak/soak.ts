@@ -1,0 +1,365 @@
+/**
+ * The generative test: a seeded random sequence of what an operator's node
+ * lives through, applied to the real agent in a cluster in a box, with the
+ * oracle checked after every step (DESIGN.md §8):
+ *
+ *  - `weir check` finds no violated invariant in the kernel's maps;
+ *  - `weir services --json` equals what the pure plan makes of the
+ *    manifests on disk (ids aside: each frontend's flags, affinity and
+ *    backend set);
+ *  - real connections from a pod to a sample of live ClusterIPs reach a
+ *    backend of that frontend; connections to deleted ones do not.
+ *
+ * Steps: Services and EndpointSlices created, changed and deleted (every
+ * kind weir serves), files rewritten in place (truncated, then written, as
+ * `kubectl get -o yaml > f` does), renamed, objects moved between files, a
+ * bad object added and removed, the agent restarted (SIGTERM), killed
+ * (SIGKILL) right after a change, a second agent started on the same pin
+ * root, a hand edit of a map with bpftool, and an agent on maps too small
+ * for the state (its writes fail) followed by one on the right size. Part
+ * of the run keeps both cores busy with other processes.
+ *
+ * A failure throws with the seed and the steps so far: `make soak SEED=n
+ * STEPS=m` replays it.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Agent, Box, CLI, cliNodeFlags, waitFor } from '../box/box';
+import type { NsProcess } from '../box/exec';
+import { FrontendView, ServicesView, readServices } from '../../ts/datapath/dump';
+import { runPipeline } from '../unit/pipeline';
+import { loadShim } from '../../ts/datapath/ffi';
+import { openPinned } from '../../ts/datapath/loader';
+import { rng } from '../unit/rng';
+import type { IPv4 } from '../../ts/model/types';
+
+export interface SoakOptions {
+  readonly seed: number;
+  readonly steps: number;
+  /** Progress lines (one per step). */
+  readonly log?: (line: string) => void;
+}
+
+const PODS = ['p0', 'p1', 'p2', 'p3'];
+const SERVICES = 6;
+const SYNC_PERIOD = '1s';
+
+type Kind = 'svc' | 'slice' | 'bad';
+interface Obj {
+  readonly id: string;
+  readonly kind: Kind;
+  text: string;
+}
+
+class Random {
+  private readonly next: () => number;
+  constructor(seed: number) {
+    this.next = rng(seed);
+  }
+  float(): number {
+    return this.next();
+  }
+  int(n: number): number {
+    return Math.floor(this.next() * n);
+  }
+  pick<T>(xs: readonly T[]): T {
+    return xs[this.int(xs.length)]!;
+  }
+  chance(p: number): boolean {
+    return this.next() < p;
+  }
+}
+
+/** The manifests: objects and which file holds each. */
+class Manifests {
+  readonly objects = new Map<string, Obj>();
+  readonly fileOf = new Map<string, string>();
+  private fileSeq = 0;
+  constructor(readonly dir: string) {}
+
+  files(): string[] {
+    return [...new Set(this.fileOf.values())].sort();
+  }
+
+  newFile(): string {
+    return `m${this.fileSeq++}.yaml`;
+  }
+
+  text(file: string): string {
+    return [...this.fileOf].filter(([, f]) => f === file).map(([id]) => this.objects.get(id)!.text).join('---\n');
+  }
+
+  /** Write one file atomically (a temp file renamed over it). */
+  write(file: string): void {
+    const body = this.text(file);
+    const p = path.join(this.dir, file);
+    if (!body) return void fs.rmSync(p, { force: true });
+    fs.writeFileSync(path.join(this.dir, `.${file}.tmp`), body);
+    fs.renameSync(path.join(this.dir, `.${file}.tmp`), p);
+  }
+
+  /** Truncate, pause, write: what a shell redirection does. */
+  async rewriteInPlace(file: string, pauseMs: number): Promise<void> {
+    const p = path.join(this.dir, file);
+    fs.writeFileSync(p, '');
+    await sleep(pauseMs);
+    fs.writeFileSync(p, this.text(file));
+  }
+
+  put(o: Obj, file?: string): string {
+    this.objects.set(o.id, o);
+    const f = file ?? this.fileOf.get(o.id) ?? this.newFile();
+    this.fileOf.set(o.id, f);
+    return f;
+  }
+
+  remove(id: string): string | undefined {
+    const f = this.fileOf.get(id);
+    this.objects.delete(id);
+    this.fileOf.delete(id);
+    return f;
+  }
+}
+
+function serviceYaml(r: Random, i: number): string {
+  const type = r.pick(['ClusterIP', 'ClusterIP', 'NodePort', 'LoadBalancer'] as const);
+  const lines = [
+    'apiVersion: v1',
+    'kind: Service',
+    `metadata: {name: s${i}, namespace: soak}`,
+    'spec:',
+    `  type: ${type}`,
+    `  clusterIP: 10.96.100.${i + 1}`,
+    `  ports: [{name: http, port: 80, targetPort: 8080${type === 'ClusterIP' ? '' : `, nodePort: ${30100 + i}`}}]`,
+  ];
+  if (r.chance(0.3)) lines.push('  sessionAffinity: ClientIP', `  sessionAffinityConfig: {clientIP: {timeoutSeconds: ${r.pick([30, 10800])}}}`);
+  if (r.chance(0.2)) lines.push('  internalTrafficPolicy: Local');
+  if (type !== 'ClusterIP' && r.chance(0.4)) lines.push('  externalTrafficPolicy: Local');
+  if (r.chance(0.25)) lines.push(`  externalIPs: [172.31.0.${i + 1}]`);
+  if (type === 'LoadBalancer') {
+    if (r.chance(0.4)) lines.push('  loadBalancerSourceRanges: [10.244.0.0/16, 192.168.0.0/16]');
+    lines.push('status:', `  loadBalancer: {ingress: [{ip: 172.30.0.${i + 1}}]}`);
+  }
+  return lines.join('\n') + '\n';
+}
+
+function sliceYaml(r: Random, i: number, podIPs: ReadonlyMap<string, string>): string {
+  const eps = PODS.filter(() => r.chance(0.5)).map((p) => {
+    const c = r.float();
+    // Mostly ready; sometimes terminating but serving (kube-proxy's fallback), sometimes neither.
+    const cond = c < 0.75 ? '{ready: true}' : c < 0.9 ? '{ready: false, serving: true, terminating: true}' : '{ready: false, serving: false}';
+    return `{addresses: [${podIPs.get(p)}], nodeName: n1, conditions: ${cond}}`;
+  });
+  return [
+    'apiVersion: discovery.k8s.io/v1',
+    'kind: EndpointSlice',
+    `metadata: {name: s${i}-a, namespace: soak, labels: {kubernetes.io/service-name: s${i}}}`,
+    'addressType: IPv4',
+    'ports: [{name: http, port: 8080}]',
+    `endpoints: [${eps.join(', ')}]`,
+  ].join('\n') + '\n';
+}
+
+/** A frontend as a line with no ids in it: what must be equal between the kernel and the plan. */
+function frontendLine(f: FrontendView): string {
+  const bes = f.backends.map((b) => (b ? `${b.addr}:${b.port}` : 'MISSING')).sort();
+  return `${f.addr}:${f.port}/${f.proto} ${f.scope} [${f.flags.join(',')}] aff=${f.affinityTimeout} -> ${bes.join(' ') || '(none)'}`;
+}
+
+function viewLines(v: ServicesView): string[] {
+  return v.frontends.map(frontendLine).sort();
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+export async function soak(opts: SoakOptions): Promise<void> {
+  const r = new Random(opts.seed);
+  const log = opts.log ?? ((): void => undefined);
+  const steps: string[] = [];
+  const box = await Box.create({ nodes: 1 });
+  const busy: NsProcess[] = [];
+  try {
+    const podIPs = new Map<string, string>();
+    for (const p of PODS) {
+      podIPs.set(p, (await box.addPod('n1', p)).ip);
+      await box.startEcho(p, { tcp: [8080] });
+    }
+    await box.addPod('n1', 'client');
+    const m = new Manifests(box.manifestDir);
+    const node = box.node('n1');
+    const flags = ['--sync-period', SYNC_PERIOD, '--log-level', 'warn'];
+    const start = (extra: string[] = [], waitReady = true): Promise<Agent> => box.startAgent('n1', [...flags, ...extra], { waitReady, readyTimeoutMs: 30_000 });
+    // --log-level warn hides "ready": wait for the pins and a clean check instead.
+    let agent = await start([], false);
+    const everDeleted = new Set<number>();
+
+    const weir = async (args: string[]): Promise<{ code: number; stdout: string }> => {
+      const res = await box.exec(node.ns, ['node', ...cliNodeFlags(), CLI, ...args, '--bpffs-root', box.pinRoot('n1')], { timeoutMs: 20_000 });
+      return { code: res.code, stdout: res.stdout + res.stderr };
+    };
+    // The pure plan of what is on disk, through the in-memory twin, read the way `weir services` reads the kernel.
+    const expected = async (): Promise<string[]> => {
+      const p = await runPipeline(box.manifestDir, { nodeName: 'n1', nodePortAddrs: [node.ip as IPv4, '127.0.0.1' as IPv4] });
+      return viewLines(readServices(p.maps));
+    };
+    // Polled in process, through the code behind `weir services` (a CLI process per poll would be most of a step's time).
+    const shim = loadShim();
+    const kernel = async (): Promise<string[] | null> => {
+      let maps: ReturnType<typeof openPinned<'svc' | 'be'>>;
+      try {
+        maps = openPinned(shim, box.pinRoot('n1'), ['svc', 'be']);
+      } catch {
+        return null; // not pinned yet
+      }
+      try {
+        return viewLines(readServices(maps));
+      } finally {
+        maps.svc.close();
+        maps.be.close();
+      }
+    };
+
+    const converge = async (what: string): Promise<void> => {
+      const want = await expected();
+      let have: string[] | null = null;
+      try {
+        await waitFor(
+          async () => {
+            have = await kernel();
+            return have !== null && have.join('\n') === want.join('\n');
+          },
+          { timeoutMs: 20_000, intervalMs: 150, what },
+        );
+      } catch {
+        throw new Error(`${what}: the kernel did not converge to the plan\nwant:\n${want.join('\n')}\nhave:\n${(have ?? ['(unreadable)']).join('\n')}`);
+      }
+      // A hand edit invisible to `weir services` (a revnat entry) is repaired on the sync period.
+      let check = await weir(['check']);
+      for (let n = 0; check.code !== 0 && n < 20; n++) {
+        await sleep(250);
+        check = await weir(['check']);
+      }
+      if (check.code !== 0) throw new Error(`${what}: weir check failed:\n${check.stdout}`);
+      // Real connections: live ClusterIPs reach one of their backends; deleted ones do not answer.
+      const live = new Map<string, Set<string>>();
+      for (const line of want) {
+        const mm = /^10\.96\.100\.(\d+):80\/TCP all .* -> (.*)$/.exec(line);
+        if (!mm || mm[2] === '(none)') continue;
+        const names = new Set(mm[2]!.split(' ').map((ep) => [...podIPs].find(([, ip]) => ep === `${ip}:8080`)?.[0] ?? ep));
+        live.set(`10.96.100.${mm[1]}`, names);
+      }
+      const sample = [...live.keys()].sort(() => r.float() - 0.5).slice(0, 2);
+      for (const vip of sample) {
+        const res = await box.tcp('client', `${vip}:80`, { count: 1, timeoutMs: 1500 });
+        const a = res.attempts[0]!;
+        if (!a.ok || !live.get(vip)!.has(a.backend ?? '')) throw new Error(`${what}: ${vip}:80 answered ${JSON.stringify(a)}; backends: ${[...live.get(vip)!].join(',')}`);
+      }
+      const gone = [...everDeleted].filter((i) => !m.objects.has(`svc${i}`));
+      if (gone.length) {
+        const i = r.pick(gone);
+        const res = await box.tcp('client', `10.96.100.${i + 1}:80`, { count: 1, timeoutMs: 300 });
+        if (res.attempts[0]!.ok) throw new Error(`${what}: deleted service 10.96.100.${i + 1}:80 still answered`);
+      }
+    };
+
+    await converge('start');
+    for (let step = 0; step < opts.steps; step++) {
+      // Busy cores for a third of the run, in stretches.
+      if (step % 30 === 10) for (let c = 0; c < 2; c++) busy.push(box.spawnArgv(['timeout', '600', 'sh', '-c', 'while :; do :; done']));
+      if (step % 30 === 20) for (const b of busy.splice(0)) await box.stopProc(b, 500);
+      const kind = r.float();
+      let what: string;
+      const i = r.int(SERVICES);
+      const touch = (file: string | undefined): void => void (file && m.write(file));
+      if (kind < 0.22) {
+        what = `service s${i}: create or change`;
+        touch(m.put({ id: `svc${i}`, kind: 'svc', text: serviceYaml(r, i) }));
+      } else if (kind < 0.44) {
+        what = `slice of s${i}: create or change`;
+        touch(m.put({ id: `slice${i}`, kind: 'slice', text: sliceYaml(r, i, podIPs) }));
+      } else if (kind < 0.52) {
+        what = `service s${i} and its slice: delete`;
+        if (m.objects.has(`svc${i}`)) everDeleted.add(i);
+        for (const id of [`svc${i}`, `slice${i}`]) touch(m.remove(id));
+      } else if (kind < 0.58 && m.files().length) {
+        const f = r.pick(m.files());
+        what = `rewrite ${f} in place`;
+        await m.rewriteInPlace(f, r.int(300));
+      } else if (kind < 0.62 && m.files().length) {
+        const f = r.pick(m.files());
+        const to = m.newFile();
+        what = `rename ${f} to ${to}`;
+        for (const [id, file] of m.fileOf) if (file === f) m.fileOf.set(id, to);
+        fs.renameSync(path.join(m.dir, f), path.join(m.dir, to));
+      } else if (kind < 0.68 && m.objects.size) {
+        const id = r.pick([...m.objects.keys()].sort());
+        const from = m.fileOf.get(id)!;
+        const files = m.files().filter((f) => f !== from);
+        const to = files.length && r.chance(0.7) ? r.pick(files) : m.newFile();
+        what = `move ${id} from ${from} to ${to}`;
+        m.fileOf.set(id, to);
+        // Either order: the object is briefly in both files, or in neither.
+        if (r.chance(0.5)) {
+          m.write(to);
+          m.write(from);
+        } else {
+          m.write(from);
+          m.write(to);
+        }
+      } else if (kind < 0.72) {
+        const has = m.objects.has('bad');
+        what = has ? 'remove the bad object' : 'add a bad object';
+        if (has) touch(m.remove('bad'));
+        else touch(m.put({ id: 'bad', kind: 'bad', text: 'apiVersion: v1\nkind: Service\nmetadata: {name: bad, namespace: soak}\nspec:\n  clusterIP: 10.96.100.300\n  ports: [{port: 80}]\n' }, r.pick([...m.files(), m.newFile()])));
+      } else if (kind < 0.77) {
+        what = 'restart the agent (SIGTERM)';
+        await agent.stop();
+        agent = await start([], false);
+      } else if (kind < 0.82) {
+        what = `service s${i}: change, then SIGKILL the agent mid-sync`;
+        touch(m.put({ id: `svc${i}`, kind: 'svc', text: serviceYaml(r, i) }));
+        await sleep(r.int(250));
+        await agent.kill();
+        agent = await start([], false);
+      } else if (kind < 0.86) {
+        what = 'a second agent on the same pin root, then the first stops';
+        const second = await start([], false);
+        await second.proc.waitFor(/another weir agent holds the pin root; waiting/, 20_000);
+        touch(m.put({ id: `slice${i}`, kind: 'slice', text: sliceYaml(r, i, podIPs) }));
+        await sleep(r.int(500));
+        await agent.stop();
+        agent = second;
+      } else if (kind < 0.92) {
+        what = 'a hand edit with bpftool: a revnat entry deleted';
+        const res = await weir(['services', '--json']);
+        const fronts = res.code === 0 ? (JSON.parse(res.stdout) as ServicesView).frontends : [];
+        if (fronts.length) {
+          const id = r.pick(fronts).revNatId;
+          const hex = [id & 0xff, (id >> 8) & 0xff, (id >> 16) & 0xff, id >>> 24].map((b) => b.toString(16).padStart(2, '0'));
+          await box.exec(node.ns, ['bpftool', 'map', 'delete', 'pinned', `${box.pinRoot('n1')}/weir1_revnat`, 'key', 'hex', ...hex]);
+        }
+      } else if (kind < 0.95) {
+        what = 'maps too small for the state (writes fail), then the right size';
+        await agent.stop();
+        await weir(['cleanup']);
+        const small = await start(['--lb-map-entries', '4'], false);
+        await small.proc.waitFor(/a BPF map is full|"msg":"(ready|synced)"/, 20_000).catch(() => undefined);
+        await small.stop();
+        await weir(['cleanup']);
+        agent = await start([], false);
+      } else {
+        what = 'nothing (a sync period passes)';
+        await sleep(1100);
+      }
+      steps.push(what);
+      log(`seed ${opts.seed} step ${step + 1}/${opts.steps}: ${what}${busy.length ? ' (busy cores)' : ''}`);
+      if (!agent.proc.running) throw new Error(`${what}: the agent exited:\n${agent.logs().slice(-3000)}`);
+      await converge(what);
+    }
+  } catch (e) {
+    const list = steps.map((s, n) => `  ${n + 1}. ${s}`).join('\n');
+    throw new Error(`soak failed: seed ${opts.seed}, after ${steps.length} steps (replay: make soak SEED=${opts.seed} STEPS=${steps.length + 1})\n${list}\n${(e as Error).message}\n--- processes:\n${box.logs(3000)}`);
+  } finally {
+    await box.destroy();
+  }
+}
