@@ -213,7 +213,8 @@ s('--mode auto falls back to iptables with the reason; each mode removes the oth
   const { box } = ctx;
   const ns = box.node('n1').ns;
   const state = async (): Promise<{ pins: boolean; filters: boolean; chains: boolean }> => ({
-    pins: (await box.exec(ns, ['ls', box.node('n1').pinRoot])).code === 0,
+    // The pin root itself stays in iptables mode: the agent's lock is on it.
+    pins: (await box.exec(ns, ['ls', '-A', box.node('n1').pinRoot])).stdout.trim() !== '',
     filters: (await box.exec(ns, ['tc', 'filter', 'show', 'dev', box.pod('a').hostDev, 'ingress'])).stdout.includes('weir_tc_pod'),
     chains: (await box.exec(ns, ['iptables-save'])).stdout.includes(':WEIR-SERVICES'),
   });
