@@ -150,12 +150,14 @@ async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Pro
   let verifyDue = false;
   const repairDrift = (): void => {
     if (!verifyDue || !(reconciler instanceof Reconciler)) return;
+    const t0 = process.hrtime.bigint();
     const repairs = reconciler.repairDrift();
+    const ms = Math.round(Number(process.hrtime.bigint() - t0) / 1e4) / 100;
     verifyDue = false;
     const maps = Object.keys(repairs);
-    if (maps.length === 0) return;
+    if (maps.length === 0) return log.debug('compared the maps with the desired state: no drift', { ms });
     for (const m of maps) metrics.driftRepairs.inc(repairs[m], { map: m });
-    log.warn('the maps differed from the desired state; repaired', { entries: maps.map((m) => `${m} ${repairs[m]}`).join(',') });
+    log.warn('the maps differed from the desired state; repaired', { entries: maps.map((m) => `${m} ${repairs[m]}`).join(','), ms });
   };
   const sync = (): boolean => {
     // Nothing is written before every source has delivered its first full view.
