@@ -62,7 +62,7 @@ export interface Results {
     timedOut?: boolean;
   }>;
   /** driftMs: BPF mode's full comparisons with the desired state (--sync-period 1s) while the changes were measured. */
-  oneChange: Array<{ mode: string; services: number; programmingMs: Stats; syncMs: Stats; driftMs?: Stats }>;
+  oneChange: Array<{ mode: string; services: number; programmingMs: Stats; syncMs: Stats; driftMs?: Stats; driftSliceMs?: Stats }>;
   /** BPF: an agent restarted over its pinned dataplane (adopts it, writes only what changed meanwhile). */
   restart?: Array<{ services: number; ms: number; peakRssMb: number; upserts: number; deletes: number }>;
   path: Array<{ mode: string; services: number; latencyUs: Stats; connPerSec: number; timedOut?: boolean }>;
@@ -390,10 +390,12 @@ async function measureMode(
       prog.push(Number(/"programmingMs":(\d+)/.exec(line)![1]));
       sync.push(Number(/"ms":([\d.]+)/.exec(line)![1]));
     }
-    const drift = [...agent.logs().matchAll(/"msg":"compared the maps with the desired state: no drift","ms":([\d.]+)/g)].map((m) => Number(m[1]));
-    change = { mode, services, programmingMs: stats(prog), syncMs: stats(sync), ...(drift.length ? { driftMs: stats(drift) } : {}) };
+    const scans = [...agent.logs().matchAll(/"msg":"compared the maps with the desired state: no drift","ms":(\d+),"slices":\d+,"longestSliceMs":([\d.]+)/g)];
+    const drift = scans.map((m) => Number(m[1]));
+    const stall = scans.map((m) => Number(m[2]));
+    change = { mode, services, programmingMs: stats(prog), syncMs: stats(sync), ...(drift.length ? { driftMs: stats(drift), driftSliceMs: stats(stall) } : {}) };
     rss.push(peakRssMb(agent.proc.child.pid!));
-    log(`  ${mode} ${services} services: one change p50 ${stats(prog).p50} ms / p99 ${stats(prog).p99} ms (sync p99 ${stats(sync).p99} ms)${drift.length ? `; drift comparison p50 ${stats(drift).p50} ms / p99 ${stats(drift).p99} ms (${drift.length})` : ''}`);
+    log(`  ${mode} ${services} services: one change p50 ${stats(prog).p50} ms / p99 ${stats(prog).p99} ms (sync p99 ${stats(sync).p99} ms)${drift.length ? `; drift scan p50 ${stats(drift).p50} ms, longest slice p99 ${stats(stall).p99} ms (${drift.length} scans)` : ''}`);
     await agent.stop();
     box.removeManifest('churn.json');
   }

@@ -33,7 +33,8 @@ import { BackendTable } from './backends';
 import { IdTable } from './ids';
 import { Dataplane } from './dataplane';
 import { Packed, PackedView, copyWords, viewKey, viewValue, wordsOf } from './packed';
-import { ServiceRecord, entryCount, forEachBackendRow, freezeRecord, pushSection, recordBytes, sectionView } from './record';
+import { ServiceRecord, entryCount, forEachBackendRow, freezeRecord, pushSection, recordBytes, sectionStart, sectionView } from './record';
+import { Digest } from './digest';
 
 /** The maps the reconciler writes entries of (ids holds only its marks). */
 type MapName = 'svc' | 'be' | 'revnat' | 'member' | 'cidr';
@@ -207,6 +208,10 @@ export class Reconciler implements Dataplane {
   private kernelSvc: Map<string, string> | null = null;
   private resync = false;
   private adoptedIdsPending = false;
+  /** Commits so far (successful or not): a drift scan that sees this move gives up. */
+  private commits = 0;
+  /** Per-section digests of records, for the drift scan. */
+  private readonly digests = new WeakMap<ServiceRecord, Digest[]>();
   /** What the last full comparison wrote, by map (read by repairDrift). */
   private lastRepairs: Record<string, number> = {};
   /** The high-water marks as last written to the ids map. */
@@ -355,6 +360,7 @@ export class Reconciler implements Dataplane {
    * which prunes entries of services that vanished while no agent ran.
    */
   commit(): CommitStats {
+    this.commits++;
     if (this.resync) {
       this.full = true;
       this.resync = false;
@@ -406,6 +412,68 @@ export class Reconciler implements Dataplane {
     const repairs = this.lastRepairs;
     this.lastRepairs = {};
     return repairs;
+  }
+
+  /**
+   * Whether the maps hold exactly the desired entries, compared by digest
+   * (./digest.ts) in slices: each next() of this generator does a bounded
+   * part (a thousand services' entries, or one map's dump), so the agent
+   * serves changes between them. Returns the maps that differ (then
+   * repairDrift() finds and writes the entries), or null when a sync ran
+   * meanwhile: the kernel and the desired state were then read at
+   * different moments, so the scan says nothing.
+   */
+  *driftScan(recordsPerSlice = 1000): Generator<void, string[] | null, void> {
+    const commits = this.commits;
+    const changed = (): boolean => this.commits !== commits || this.pending.size > 0 || this.full || this.resync;
+    if (changed()) return null;
+    const want = new Map<MapName, Digest>(MAP_ORDER.map((m) => [m, new Digest()]));
+    let n = 0;
+    for (const r of this.records.values()) {
+      const per = this.recordDigests(r);
+      for (let s = 0; s < SECTIONS.length; s++) want.get(SECTIONS[s]!.map)!.addAll(per[s]!);
+      if (++n % recordsPerSlice === 0) {
+        yield;
+        if (changed()) return null;
+      }
+    }
+    const be = this.be;
+    const w = new Int32Array(3);
+    const beWant = want.get('be')!;
+    for (const r of be.rows()) {
+      if (be.refs[r] === 0) continue;
+      w[0] = be.id[r]!;
+      w[1] = be.v0[r]!;
+      w[2] = be.v1[r]!;
+      beWant.add(w, 0, 1, w, 1, 2);
+    }
+    const differ: string[] = [];
+    for (const m of MAP_ORDER) {
+      yield;
+      if (changed()) return null;
+      const map = this.maps[m];
+      const { keys, values, count } = map.dumpPacked();
+      const have = new Digest();
+      have.addPacked(alignedWords(keys), 0, alignedWords(values), 0, count, map.keySize, map.valueSize);
+      if (!have.equals(want.get(m)!)) differ.push(map.name);
+    }
+    return differ;
+  }
+
+  /** Per-section digests of a record (records never change once frozen, so computed once). */
+  private recordDigests(r: ServiceRecord): Digest[] {
+    let d = this.digests.get(r);
+    if (!d) {
+      d = SECTIONS.map((sec, s) => {
+        const g = new Digest();
+        const count = entryCount(r, s);
+        const keyAt = sectionStart(r, SECTIONS, s);
+        g.addPacked(r.slab, keyAt, r.slab, keyAt + ((count * sec.keySize) >> 2), count, sec.keySize, sec.valueSize);
+        return g;
+      });
+      this.digests.set(r, d);
+    }
+    return d;
   }
 
   /**
@@ -876,6 +944,17 @@ function be32At(s: string, off: number): number {
 
 function u32At(s: string, off: number): number {
   return i32At(s, off) >>> 0;
+}
+
+/** The maps in the order a drift scan reads them. */
+const MAP_ORDER: readonly MapName[] = ['revnat', 'member', 'cidr', 'svc', 'be'];
+
+/** A buffer's 32-bit words (copied when it is not 4-byte aligned). */
+function alignedWords(b: Buffer): Int32Array {
+  if ((b.byteOffset & 3) === 0) return wordsOf(b);
+  const copy = Buffer.alloc(b.length); // not from the pool: aligned
+  b.copy(copy);
+  return wordsOf(copy);
 }
 
 /** A u32 map key (host order) as a latin1 string. */

@@ -82,7 +82,7 @@ export function forEachBackendRow(r: ServiceRecord, sizes: SectionSizes, fn: (ro
 }
 
 /** Slab word offset of section s's keys; its values follow the keys. */
-function sectionStart(r: ServiceRecord, sizes: SectionSizes, s: number): number {
+export function sectionStart(r: ServiceRecord, sizes: SectionSizes, s: number): number {
   const w = r.slab;
   let at = r.at + sizes.length + 1 + w[r.at + sizes.length]!;
   for (let i = 0; i < s; i++) at += (w[r.at + i]! * (sizes[i]!.keySize + sizes[i]!.valueSize)) >> 2;

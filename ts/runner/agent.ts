@@ -145,8 +145,10 @@ async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Pro
   let synced = false;
   // BPF mode compares every map with the desired state on a period
   // (kube-proxy's syncPeriod) and repairs what differs: another writer, a
-  // hand edit, a write whose failure went unseen. After a failed write the
-  // retry compares everything anyway.
+  // hand edit, a write whose failure went unseen. The comparison is by
+  // digest, in slices between which the agent goes on serving changes; only
+  // a map that differs gets the full comparison, which writes the repair.
+  // After a failed write the retry compares everything anyway.
   let verifyDue = false;
   const repairDrift = (): void => {
     if (!verifyDue || !(reconciler instanceof Reconciler)) return;
@@ -155,9 +157,48 @@ async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Pro
     const ms = Math.round(Number(process.hrtime.bigint() - t0) / 1e4) / 100;
     verifyDue = false;
     const maps = Object.keys(repairs);
-    if (maps.length === 0) return log.debug('compared the maps with the desired state: no drift', { ms });
+    if (maps.length === 0) return log.debug('full comparison with the desired state: nothing to repair', { ms });
     for (const m of maps) metrics.driftRepairs.inc(repairs[m], { map: m });
     log.warn('the maps differed from the desired state; repaired', { entries: maps.map((m) => `${m} ${repairs[m]}`).join(','), ms });
+  };
+  let scanning = false;
+  let abandoned = 0;
+  const scanForDrift = (): void => {
+    if (scanning || !(reconciler instanceof Reconciler)) return;
+    scanning = true;
+    const scan = reconciler.driftScan();
+    const t0 = Date.now();
+    let slices = 0;
+    let longest = 0;
+    const step = (): void => {
+      let r: IteratorResult<void, string[] | null>;
+      const s0 = process.hrtime.bigint();
+      try {
+        r = scan.next();
+      } catch (e) {
+        scanning = false;
+        log.warn('could not compare the maps with the desired state', { error: errorText(e) });
+        return;
+      }
+      longest = Math.max(longest, Number(process.hrtime.bigint() - s0) / 1e6);
+      slices++;
+      if (!r.done) return void setImmediate(step);
+      scanning = false;
+      if (r.value === null) {
+        // Syncs kept coming: after three scans spoiled in a row, compare in one go.
+        if (++abandoned < 3) return;
+        log.debug('changes kept interrupting the drift scan; comparing in one go');
+      } else if (r.value.length === 0) {
+        abandoned = 0;
+        return log.debug('compared the maps with the desired state: no drift', { ms: Date.now() - t0, slices, longestSliceMs: Math.round(longest * 100) / 100 });
+      } else {
+        log.debug('maps differ from the desired state', { maps: r.value.join(',') });
+      }
+      abandoned = 0;
+      verifyDue = true;
+      runner.request();
+    };
+    setImmediate(step);
   };
   const sync = (): boolean => {
     // Nothing is written before every source has delivered its first full view.
@@ -191,10 +232,7 @@ async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Pro
   undo.push(() => runner.stop());
   const verifyTimer =
     dp && opts.syncPeriodMs > 0
-      ? setInterval(() => {
-          verifyDue = true;
-          runner.request();
-        }, opts.syncPeriodMs).unref()
+      ? setInterval(scanForDrift, opts.syncPeriodMs).unref()
       : null;
   undo.push(() => void (verifyTimer && clearInterval(verifyTimer)));
   undo.push(() => hcNodePorts.close());

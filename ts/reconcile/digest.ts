@@ -1,0 +1,66 @@
+/**
+ * Order-independent digests of sets of map entries: the count and two sums
+ * of 32-bit hashes of each entry's words (key, then value). Two sets with
+ * the same digest are equal but for a 2^-64 chance; the digest of a union
+ * is the sum of the digests. The periodic drift check compares the digest
+ * of what a map holds with the digest of what the agent wants there, which
+ * needs no index of either side: a full comparison at ten thousand services
+ * builds a string map of a hundred thousand entries per map and stalls the
+ * agent for ~0.4 s, so it runs only once a digest says something differs.
+ */
+export class Digest {
+  count = 0;
+  a = 0;
+  b = 0;
+
+  /** Add one entry: kw key words at keyAt of `keys`, and vw value words at valAt of `values`. */
+  add(keys: Int32Array, keyAt: number, kw: number, values: Int32Array, valAt: number, vw: number): void {
+    let h1 = 0x9747b28c;
+    let h2 = 0x2545f491;
+    for (let i = 0; i < kw; i++) {
+      h1 = mix(h1, keys[keyAt + i]!);
+      h2 = mix(h2, ~keys[keyAt + i]!);
+    }
+    for (let i = 0; i < vw; i++) {
+      h1 = mix(h1, values[valAt + i]!);
+      h2 = mix(h2, ~values[valAt + i]!);
+    }
+    this.count++;
+    this.a = (this.a + fmix(h1)) | 0;
+    this.b = (this.b + fmix(h2)) | 0;
+  }
+
+  /** Add count entries packed back to back: keys from keyAt of `keys`, values from valAt of `values`. */
+  addPacked(keys: Int32Array, keyAt: number, values: Int32Array, valAt: number, count: number, keySize: number, valueSize: number): void {
+    const kw = keySize >> 2;
+    const vw = valueSize >> 2;
+    for (let i = 0; i < count; i++) this.add(keys, keyAt + i * kw, kw, values, valAt + i * vw, vw);
+  }
+
+  addAll(d: Digest): void {
+    this.count += d.count;
+    this.a = (this.a + d.a) | 0;
+    this.b = (this.b + d.b) | 0;
+  }
+
+  equals(d: Digest): boolean {
+    return this.count === d.count && this.a === d.a && this.b === d.b;
+  }
+}
+
+function mix(h: number, w: number): number {
+  let k = Math.imul(w, 0xcc9e2d51);
+  k = (k << 15) | (k >>> 17);
+  k = Math.imul(k, 0x1b873593);
+  h ^= k;
+  h = (h << 13) | (h >>> 19);
+  return (Math.imul(h, 5) + 0xe6546b64) | 0;
+}
+
+function fmix(h: number): number {
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  return h ^ (h >>> 16);
+}
