@@ -312,8 +312,6 @@ async function benchControlPlane(p: Params): Promise<{ coldStart: Results['coldS
   try {
     const scales = [
       { services: p.compareServices, iptablesRuns: p.runs, iptablesChanges: Math.min(p.changes, 50), bpfChanges: Math.min(p.changes, 50) },
-      // Full scale last: an iptables agent that misses the deadline is still
-      // restoring rules (a child process) until the box goes.
       { services: p.services, iptablesRuns: p.quick ? p.runs : 1, iptablesChanges: p.quick ? p.changes : Math.min(p.changes, 5), bpfChanges: p.changes },
     ];
     for (const scale of scales) {
@@ -362,6 +360,9 @@ async function measureMode(
       timedOut = true;
       starts.push(p.deadlineMs);
       log(`  ${mode} ${services} services: not programmed within ${p.deadlineMs} ms`);
+      // Stop the agent that missed it: it holds the pin root's lock and would go on writing beside the next one.
+      const late = box.processes.at(-1);
+      if (late) await box.stopProc(late, 2000);
       await box.weir('n1', ['cleanup']).catch(() => undefined);
       break;
     }
