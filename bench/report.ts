@@ -94,6 +94,8 @@ export function report(r: Results, repo: string): void {
     `| one endpoint change → written, p50 (${oc('bpf').programmingMs.n} / ${oc('iptables').programmingMs.n} changes) | ${msText(oc('bpf').programmingMs.p50)} | ${msText(oc('iptables').programmingMs.p50)} | ${ratio(oc('iptables').programmingMs.p50, oc('bpf').programmingMs.p50)} | | |`,
     `| one endpoint change → written, p99 | ${msText(oc('bpf').programmingMs.p99)} | ${msText(oc('iptables').programmingMs.p99)} | ${ratio(oc('iptables').programmingMs.p99, oc('bpf').programmingMs.p99)} | ≤ 10 ms | ${ok(oc('bpf').programmingMs.p99 <= 10)} |`,
     `| of which the sync itself, p99 | ${msText(oc('bpf').syncMs.p99)} | ${msText(oc('iptables').syncMs.p99)} | ${ratio(oc('iptables').syncMs.p99, oc('bpf').syncMs.p99)} | | |`,
+    `| file written → synced (wall, with the file source's 20 ms settle), p99 | ${msText(oc('bpf').wallMs?.p99 ?? NaN)} | ${msText(oc('iptables').wallMs?.p99 ?? NaN)} | | | |`,
+    `| drift scan (digest of every map vs the desired state, every 1 s during the changes), p50 whole / longest slice p99 | ${msText(oc('bpf').driftMs?.p50 ?? NaN)} / ${msText(oc('bpf').driftSliceMs?.p99 ?? NaN)} (${oc('bpf').driftMs?.n ?? 0} scans) | | | | |`,
     `| agent peak RSS | ${cs('bpf').peakRssMb} MB | ${Number.isNaN(cs('iptables').peakRssMb) || cs('iptables').timedOut ? '—' : `${cs('iptables').peakRssMb} MB`} | | ≤ 200 MB | ${ok(cs('bpf').peakRssMb <= 200)} |`,
     ...(rs
       ? [

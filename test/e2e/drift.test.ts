@@ -8,23 +8,10 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { Agent, Box, CLI, cliNodeFlags, waitFor } from '../box/box';
 import type { ServicesView } from '../../ts/datapath/dump';
+import { webService } from '../box/manifests';
 
 const s = suite<{ box: Box; agent?: Agent }>('drift');
 
-const MANIFEST = (a: string, b: string): string => `apiVersion: v1
-kind: Service
-metadata: {name: web, namespace: d}
-spec:
-  clusterIP: 10.96.8.1
-  ports: [{port: 80, targetPort: 8080}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: web-1, namespace: d, labels: {kubernetes.io/service-name: web}}
-addressType: IPv4
-ports: [{port: 8080}]
-endpoints: [{addresses: [${a}], nodeName: n1}, {addresses: [${b}], nodeName: n1}]
-`;
 
 s.before(async (ctx) => {
   ctx.box = await Box.create({ nodes: 1 });
@@ -33,7 +20,7 @@ s.before(async (ctx) => {
     await ctx.box.startEcho(p, { tcp: [8080] });
   }
   await ctx.box.addPod('n1', 'client');
-  ctx.box.writeManifest('web.yaml', MANIFEST(ctx.box.pod('a').ip, ctx.box.pod('b').ip));
+  ctx.box.writeManifest('web.yaml', webService({ namespace: 'd', clusterIP: '10.96.8.1', endpoints: [ctx.box.pod('a').ip, ctx.box.pod('b').ip] }));
 });
 
 s.after(async (ctx) => {

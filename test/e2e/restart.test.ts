@@ -7,31 +7,11 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { Agent, Box, MODE } from '../box/box';
+import { emptyService, webService } from '../box/manifests';
 import type { TraceResult } from '../../ts/cli/inspect';
 
 const s = suite<{ box: Box; agent: Agent }>('restart');
 
-const MANIFEST = (a: string, b: string): string => `apiVersion: v1
-kind: Service
-metadata: {name: web, namespace: r}
-spec:
-  clusterIP: 10.96.9.1
-  ports: [{port: 80, targetPort: 8080}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: web-1, namespace: r, labels: {kubernetes.io/service-name: web}}
-addressType: IPv4
-ports: [{port: 8080}]
-endpoints: [{addresses: [${a}], nodeName: n1}, {addresses: [${b}], nodeName: n1}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: empty, namespace: r}
-spec:
-  clusterIP: 10.96.9.2
-  ports: [{port: 80}]
-`;
 
 s.before(async (ctx) => {
   ctx.box = await Box.create({ nodes: 1 });
@@ -40,7 +20,7 @@ s.before(async (ctx) => {
     await ctx.box.startEcho(p, { tcp: [8080] });
   }
   await ctx.box.addPod('n1', 'client');
-  ctx.box.writeManifest('web.yaml', MANIFEST(ctx.box.pod('a').ip, ctx.box.pod('b').ip));
+  ctx.box.writeManifest('web.yaml', webService({ namespace: 'r', clusterIP: '10.96.9.1', endpoints: [ctx.box.pod('a').ip, ctx.box.pod('b').ip] }) + '---\n' + emptyService({ namespace: 'r', clusterIP: '10.96.9.2' }));
   ctx.agent = await ctx.box.startAgent('n1', ['--lb-map-entries', '4096']);
 });
 

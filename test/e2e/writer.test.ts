@@ -9,30 +9,17 @@ import * as path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { Box, CLI, cliNodeFlags, waitFor } from '../box/box';
+import { webService } from '../box/manifests';
 
 const s = suite<{ box: Box }>('single writer');
 
-const MANIFEST = (ip: string): string => `apiVersion: v1
-kind: Service
-metadata: {name: web, namespace: w}
-spec:
-  clusterIP: 10.96.9.1
-  ports: [{port: 80, targetPort: 8080}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: web-1, namespace: w, labels: {kubernetes.io/service-name: web}}
-addressType: IPv4
-ports: [{port: 8080}]
-endpoints: [{addresses: [${ip}], nodeName: n1}]
-`;
 
 s.before(async (ctx) => {
   ctx.box = await Box.create({ nodes: 1 });
   await ctx.box.addPod('n1', 'a');
   await ctx.box.startEcho('a', { tcp: [8080] });
   await ctx.box.addPod('n1', 'client');
-  ctx.box.writeManifest('web.yaml', MANIFEST(ctx.box.pod('a').ip));
+  ctx.box.writeManifest('web.yaml', webService({ namespace: 'w', clusterIP: '10.96.9.1', endpoints: [ctx.box.pod('a').ip] }));
 });
 
 s.after(async (ctx) => {

@@ -208,8 +208,6 @@ export class Reconciler implements Dataplane {
   private kernelSvc: Map<string, string> | null = null;
   private resync = false;
   private adoptedIdsPending = false;
-  /** Commits so far (successful or not): a drift scan that sees this move gives up. */
-  private commits = 0;
   /** Per-section digests of records, for the drift scan. */
   private readonly digests = new WeakMap<ServiceRecord, Digest[]>();
   /** What the last full comparison wrote, by map (read by repairDrift). */
@@ -360,7 +358,6 @@ export class Reconciler implements Dataplane {
    * which prunes entries of services that vanished while no agent ran.
    */
   commit(): CommitStats {
-    this.commits++;
     if (this.resync) {
       this.full = true;
       this.resync = false;
@@ -417,47 +414,53 @@ export class Reconciler implements Dataplane {
   /**
    * Whether the maps hold exactly the desired entries, compared by digest
    * (./digest.ts) in slices: each next() of this generator does a bounded
-   * part (a thousand services' entries, or one map's dump), so the agent
-   * serves changes between them. Returns the maps that differ (then
-   * repairDrift() finds and writes the entries), or null when a sync ran
-   * meanwhile: the kernel and the desired state were then read at
-   * different moments, so the scan says nothing.
+   * part, so the agent serves changes between them. First the records'
+   * digests are computed, a thousand services per slice (each record's
+   * once: records never change once built); then each map in one slice of
+   * its own: the sum of the desired digests and the digest of the map's
+   * dump, taken together, so a sync between slices cannot make the two
+   * sides disagree. Returns the maps that differ (repairDrift() then finds
+   * and writes the entries), or null while a failed write awaits its retry
+   * (which compares everything anyway).
    */
   *driftScan(recordsPerSlice = 1000): Generator<void, string[] | null, void> {
-    const commits = this.commits;
-    const changed = (): boolean => this.commits !== commits || this.pending.size > 0 || this.full || this.resync;
-    if (changed()) return null;
-    const want = new Map<MapName, Digest>(MAP_ORDER.map((m) => [m, new Digest()]));
     let n = 0;
     for (const r of this.records.values()) {
-      const per = this.recordDigests(r);
-      for (let s = 0; s < SECTIONS.length; s++) want.get(SECTIONS[s]!.map)!.addAll(per[s]!);
-      if (++n % recordsPerSlice === 0) {
-        yield;
-        if (changed()) return null;
-      }
+      this.recordDigests(r);
+      if (++n % recordsPerSlice === 0) yield;
     }
+    const differ: string[] = [];
+    for (const m of MAP_ORDER) {
+      yield;
+      if (this.pending.size > 0 || this.full || this.resync) return null;
+      const want = new Digest();
+      if (m === 'be') this.backendDigest(want);
+      else {
+        for (const r of this.records.values()) {
+          const per = this.recordDigests(r);
+          for (let s = 0; s < SECTIONS.length; s++) if (SECTIONS[s]!.map === m) want.addAll(per[s]!);
+        }
+      }
+      const map = this.maps[m];
+      const { keys, values, count } = map.dumpPacked();
+      const have = new Digest();
+      have.addPacked(alignedWords(keys), 0, alignedWords(values), 0, count, map.keySize, map.valueSize);
+      if (!have.equals(want)) differ.push(map.name);
+    }
+    return differ;
+  }
+
+  /** Digest of the backend entries the kernel should hold: id -> (v0, v1) of every referenced backend. */
+  private backendDigest(into: Digest): void {
     const be = this.be;
     const w = new Int32Array(3);
-    const beWant = want.get('be')!;
     for (const r of be.rows()) {
       if (be.refs[r] === 0) continue;
       w[0] = be.id[r]!;
       w[1] = be.v0[r]!;
       w[2] = be.v1[r]!;
-      beWant.add(w, 0, 1, w, 1, 2);
+      into.add(w, 0, 1, w, 1, 2);
     }
-    const differ: string[] = [];
-    for (const m of MAP_ORDER) {
-      yield;
-      if (changed()) return null;
-      const map = this.maps[m];
-      const { keys, values, count } = map.dumpPacked();
-      const have = new Digest();
-      have.addPacked(alignedWords(keys), 0, alignedWords(values), 0, count, map.keySize, map.valueSize);
-      if (!have.equals(want.get(m)!)) differ.push(map.name);
-    }
-    return differ;
   }
 
   /** Per-section digests of a record (records never change once frozen, so computed once). */

@@ -162,7 +162,6 @@ async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Pro
     log.warn('the maps differed from the desired state; repaired', { entries: maps.map((m) => `${m} ${repairs[m]}`).join(','), ms });
   };
   let scanning = false;
-  let abandoned = 0;
   const scanForDrift = (): void => {
     if (scanning || !(reconciler instanceof Reconciler)) return;
     scanning = true;
@@ -184,17 +183,10 @@ async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Pro
       slices++;
       if (!r.done) return void setImmediate(step);
       scanning = false;
-      if (r.value === null) {
-        // Syncs kept coming: after three scans spoiled in a row, compare in one go.
-        if (++abandoned < 3) return;
-        log.debug('changes kept interrupting the drift scan; comparing in one go');
-      } else if (r.value.length === 0) {
-        abandoned = 0;
-        return log.debug('compared the maps with the desired state: no drift', { ms: Date.now() - t0, slices, longestSliceMs: Math.round(longest * 100) / 100 });
-      } else {
-        log.debug('maps differ from the desired state', { maps: r.value.join(',') });
-      }
-      abandoned = 0;
+      // null: a failed write's retry is due, and compares everything itself.
+      if (r.value === null) return;
+      if (r.value.length === 0) return log.debug('compared the maps with the desired state: no drift', { ms: Date.now() - t0, slices, longestSliceMs: Math.round(longest * 100) / 100 });
+      log.debug('maps differ from the desired state', { maps: r.value.join(',') });
       verifyDue = true;
       runner.request();
     };
