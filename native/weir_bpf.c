@@ -730,6 +730,67 @@ int weir_map_count(int fd, uint32_t key_size, uint32_t value_size)
 	return errno == ENOENT ? n : -errno;
 }
 
+/* The state behind weir_map_walk's opaque buffer. */
+struct map_walk {
+	struct batch_walk batch;
+	bool keywalk; /* the map has no batch lookups: walk its keys */
+	bool done;
+	char prev[256]; /* key walk: the last key read */
+};
+
+_Static_assert(sizeof(struct map_walk) <= WEIR_WALK_SIZE, "WEIR_WALK_SIZE too small");
+
+int weir_map_walk(int fd, void *walk, void *keys, void *values, uint32_t max, uint32_t key_size,
+		  uint32_t value_size, uint32_t *done)
+{
+	struct map_walk *w = walk;
+	char *k = keys, *v = values;
+	uint32_t n = 0;
+
+	*done = 0;
+	if (key_size > sizeof(w->prev) || key_size > sizeof(w->batch.in))
+		return -EINVAL;
+	if (w->done) {
+		*done = 1;
+		return 0;
+	}
+	if (!w->keywalk) {
+		uint32_t count = max;
+		int rc = batch_next(fd, &w->batch, k, v, &count);
+
+		if (rc == -EOPNOTSUPP) {
+			w->keywalk = true;
+		} else if (rc < 0) {
+			return rc;
+		} else {
+			w->done = rc == 1;
+			*done = w->done;
+			return (int)count;
+		}
+	}
+	while (n < max) {
+		char *key = k + (size_t)n * key_size;
+
+		if (bpf_map_get_next_key(fd, w->batch.started ? w->prev : NULL, key)) {
+			if (errno != ENOENT)
+				return -errno;
+			w->done = true;
+			break;
+		}
+		memcpy(w->prev, key, key_size);
+		w->batch.started = true;
+		/* An entry deleted between next_key and lookup is skipped, not an error. */
+		if (bpf_map_lookup_elem(fd, key, v + (size_t)n * value_size)) {
+			if (errno != ENOENT)
+				return -errno;
+			continue;
+		}
+		n++;
+	}
+	*done = w->done;
+	return (int)n;
+}
+
 int weir_map_dump(int fd, void *keys, void *values, uint32_t max, uint32_t key_size,
 		  uint32_t value_size)
 {

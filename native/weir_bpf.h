@@ -128,6 +128,20 @@ int weir_map_dump(int fd, void *keys, void *values, uint32_t max, uint32_t key_s
 		  uint32_t value_size);
 
 /*
+ * One step of a walk over a map: up to max entries into keys/values, from
+ * where the previous step of this walk ended. walk is the caller's
+ * WEIR_WALK_SIZE bytes, zeroed before the first step; *done is set to 1
+ * once the map has ended (the entries of that step included). Batched
+ * lookups where the kernel has them (max must hold a hash bucket: 4096 is
+ * plenty), else a key walk. A map changed during a walk may show a changed
+ * entry in either state, or not at all; the caller accounts for its own
+ * writes. Returns the number of entries read.
+ */
+#define WEIR_WALK_SIZE 1024
+int weir_map_walk(int fd, void *walk, void *keys, void *values, uint32_t max, uint32_t key_size,
+		  uint32_t value_size, uint32_t *done);
+
+/*
  * tc (clsact) attach at ingress (ingress = 1) or egress (0) of ifindex, with
  * a fixed handle and priority so a restarted agent replaces its own filter
  * atomically instead of stacking a second one.

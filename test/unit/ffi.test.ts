@@ -9,7 +9,7 @@ import * as crypto from 'node:crypto';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { listLinks } from '../../ts/datapath/devices';
-import { BpfError, loadShim, selectedBackend } from '../../ts/datapath/ffi';
+import { BpfError, WALK_STATE_SIZE, loadShim, selectedBackend } from '../../ts/datapath/ffi';
 import { KernelWriteQueue, PinnedMap } from '../../ts/datapath/maps';
 import { thrown } from './thrown';
 
@@ -89,6 +89,48 @@ test('count and dump read every entry past one batch; a short buffer says so; LP
     shim.mapUpdate(lpm, k, Buffer.from([1, 0, 0, 0]));
     assert.is(shim.mapCount(lpm, 8, 4), 1);
     assert.is(shim.mapDump(lpm, 16, 8, 4).count, 1);
+  } finally {
+    shim.close(fd);
+    shim.close(lpm);
+  }
+});
+
+test('a walk reads every entry once, a step at a time, in batches or by keys', () => {
+  const n = 10_000;
+  const fd = shim.mapCreate(BPF_MAP_TYPE_HASH, 4, 8, n);
+  const lpm = shim.mapCreate(11 /* BPF_MAP_TYPE_LPM_TRIE, no batch lookups */, 8, 4, 16);
+  try {
+    const keys = Buffer.alloc(n * 4);
+    const values = Buffer.alloc(n * 8);
+    for (let i = 0; i < n; i++) {
+      keys.writeUInt32LE(i, i * 4);
+      values.writeUInt32LE(i + 7, i * 8);
+    }
+    shim.mapUpdateMany(fd, keys, values, n, 4, 8);
+    const walk = (map: number, ks: number, vs: number, max: number): Array<[number, number]> => {
+      const state = Buffer.alloc(WALK_STATE_SIZE);
+      const k = Buffer.alloc(max * ks);
+      const v = Buffer.alloc(max * vs);
+      const out: Array<[number, number]> = [];
+      for (let steps = 0; steps < 1000; steps++) {
+        const r = shim.mapWalk(map, state, k, v, max, ks, vs);
+        assert.ok(r.count <= max);
+        for (let i = 0; i < r.count; i++) out.push([k.readUInt32LE(i * ks + ks - 4), v.readUInt32LE(i * vs)]);
+        if (r.done) return out;
+      }
+      throw new Error('walk did not end');
+    };
+    const got = walk(fd, 4, 8, 1000);
+    assert.is(got.length, n);
+    assert.is(new Set(got.map(([key]) => key)).size, n, 'no entry twice, none missing');
+    assert.ok(got.every(([key, value]) => value === key + 7));
+    for (let i = 0; i < 3; i++) {
+      const k = Buffer.alloc(8);
+      k.writeUInt32LE(24, 0);
+      k.writeUInt32LE(0x0a + i, 4);
+      shim.mapUpdate(lpm, k, Buffer.from([i, 0, 0, 0]));
+    }
+    assert.equal(walk(lpm, 8, 4, 2).map(([, v]) => v).sort(), [0, 1, 2], 'key walk over two steps');
   } finally {
     shim.close(fd);
     shim.close(lpm);

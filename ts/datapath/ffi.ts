@@ -43,6 +43,8 @@ function errnoName(errno: number): string {
 export const ENOENT = osConstants.errno.ENOENT;
 export const EEXIST = osConstants.errno.EEXIST;
 export const EWOULDBLOCK = osConstants.errno.EWOULDBLOCK;
+/** WEIR_WALK_SIZE in weir_bpf.h. */
+export const WALK_STATE_SIZE = 1024;
 
 /** The raw C signatures, one per exported shim function. */
 const SIGNATURES = {
@@ -72,6 +74,7 @@ const SIGNATURES = {
   weir_malloc_keep: ['int', ['int']],
   weir_map_dump: ['int', ['int', 'pointer', 'pointer', 'uint32', 'uint32', 'uint32']],
   weir_map_count: ['int', ['int', 'uint32', 'uint32']],
+  weir_map_walk: ['int', ['int', 'pointer', 'pointer', 'pointer', 'uint32', 'uint32', 'uint32', 'pointer']],
   weir_tc_attach: ['int', ['int', 'int', 'int', 'uint32', 'uint32']],
   weir_tc_detach: ['int', ['int', 'int', 'uint32', 'uint32']],
   weir_tc_query: ['int', ['int', 'int', 'uint32', 'uint32']],
@@ -341,6 +344,16 @@ export class Shim {
     const values = Buffer.alloc(Math.max(1, max * valueSize));
     const count = this.call('weir_map_dump', fd, keys, values, max, keySize, valueSize);
     return { keys, values, count };
+  }
+
+  /**
+   * One step of a walk over a map (weir_map_walk): up to `max` entries into
+   * the given buffers, continuing `walk` (WALK_STATE_SIZE bytes, zeroed to start).
+   */
+  mapWalk(fd: number, walk: Buffer, keys: Buffer, values: Buffer, max: number, keySize: number, valueSize: number): { count: number; done: boolean } {
+    const done = Buffer.alloc(4);
+    const count = this.call('weir_map_walk', fd, walk, keys, values, max, keySize, valueSize, done);
+    return { count, done: done.readUInt32LE(0) === 1 };
   }
 
   tcAttach(ifindex: number, progFd: number, ingress: boolean, handle: number, priority: number): void {

@@ -5,7 +5,7 @@
  * byte) so they can key JavaScript Maps without copying.
  */
 import * as path from 'node:path';
-import { Shim } from './ffi';
+import { Shim, WALK_STATE_SIZE } from './ffi';
 
 export interface MapIO {
   readonly name: string;
@@ -29,6 +29,18 @@ export interface MapIO {
   /** Every entry, packed (keys at keySize, values at valueSize): no object per entry. */
   dumpPacked(): PackedDump;
   lookup(key: string): Buffer | null;
+  /**
+   * A walk over the map in steps of at most `max` entries (each step one
+   * kernel call): what a long read does so the agent can serve changes
+   * between steps. An entry written during the walk may appear in either
+   * state, or not at all.
+   */
+  walk?(max: number): MapWalk;
+}
+
+/** Steps of a map walk: each next() gives the following entries, done on the last. */
+export interface MapWalk {
+  next(): PackedDump & { readonly done: boolean };
 }
 
 export interface PackedDump {
@@ -105,6 +117,24 @@ export class MemoryMap implements MapIO {
     return { keys, values, count: this.entries.size };
   }
 
+  walk(max: number): MapWalk {
+    // A Map's iterator goes on over entries added later and skips deleted ones, like the kernel's walk.
+    const it = this.entries.entries();
+    return {
+      next: () => {
+        const batch: Array<[string, Buffer]> = [];
+        let r = it.next();
+        while (!r.done) {
+          batch.push(r.value);
+          if (batch.length === max) break;
+          r = it.next();
+        }
+        const [keys, values] = packEntries(this, batch);
+        return { keys, values, count: batch.length, done: r.done === true || batch.length < max };
+      },
+    };
+  }
+
   lookup(key: string): Buffer | null {
     const v = this.entries.get(key);
     return v ? Buffer.from(v) : null;
@@ -167,6 +197,21 @@ export class PinnedMap implements MapIO {
       d = this.shim.mapDump(this.fd, cap, this.keySize, this.valueSize);
     }
     return d;
+  }
+
+  walk(max: number): MapWalk {
+    const state = Buffer.alloc(WALK_STATE_SIZE);
+    const keys = Buffer.alloc(max * this.keySize);
+    const values = Buffer.alloc(max * this.valueSize);
+    let done = false;
+    return {
+      next: () => {
+        if (done) return { keys, values, count: 0, done };
+        const r = this.shim.mapWalk(this.fd, state, keys, values, max, this.keySize, this.valueSize);
+        done = r.done;
+        return { keys, values, count: r.count, done };
+      },
+    };
   }
 
   dump(): Array<[string, Buffer]> {

@@ -64,3 +64,91 @@ function fmix(h: number): number {
   h = Math.imul(h, 0xc2b2ae35);
   return h ^ (h >>> 16);
 }
+
+/**
+ * A digest that remembers each entry's contribution by key, so that what a
+ * walk read of a key that was written meanwhile can be taken back out (the
+ * walk may have read it before or after the write). Keys are identified by
+ * two 32-bit hashes of their words: numbers, not strings, so remembering a
+ * hundred thousand entries costs a few milliseconds spread over a walk.
+ */
+export class KeyedDigest extends Digest {
+  /** First key hash -> slot + 1 of the newest entry with it; slots with the same first hash are chained. */
+  private readonly slots = new Map<number, number>();
+  private k2: Int32Array = new Int32Array(1024);
+  private ea: Int32Array = new Int32Array(1024);
+  private eb: Int32Array = new Int32Array(1024);
+  private chain: Int32Array = new Int32Array(1024);
+  private used = 0;
+
+  override add(keys: Int32Array, keyAt: number, kw: number, values: Int32Array, valAt: number, vw: number): void {
+    const a0 = this.a;
+    const b0 = this.b;
+    super.add(keys, keyAt, kw, values, valAt, vw);
+    const [h1, h2] = keyHashes(keys, keyAt, kw);
+    if (this.used === this.k2.length) this.grow();
+    const s = this.used++;
+    this.k2[s] = h2;
+    this.ea[s] = (this.a - a0) | 0;
+    this.eb[s] = (this.b - b0) | 0;
+    this.chain[s] = this.slots.get(h1) ?? 0;
+    this.slots.set(h1, s + 1);
+  }
+
+  /** Take out every entry read under this key (none, or one per time the walk met it). */
+  takeBack(keys: Int32Array, keyAt: number, kw: number): void {
+    const [h1, h2] = keyHashes(keys, keyAt, kw);
+    let keep = 0;
+    for (let s1 = this.slots.get(h1) ?? 0; s1 !== 0; s1 = this.chain[s1 - 1]!) {
+      const s = s1 - 1;
+      if (this.k2[s] !== h2) {
+        keep = keep || s1;
+        continue;
+      }
+      this.count--;
+      this.a = (this.a - this.ea[s]!) | 0;
+      this.b = (this.b - this.eb[s]!) | 0;
+    }
+    // Entries of other keys that share the first hash stay reachable; those of this key are gone.
+    if (keep) this.relink(h1, h2);
+    else this.slots.delete(h1);
+  }
+
+  private relink(h1: number, h2: number): void {
+    let head = 0;
+    let tail = -1;
+    for (let s1 = this.slots.get(h1) ?? 0; s1 !== 0; ) {
+      const next = this.chain[s1 - 1]!;
+      if (this.k2[s1 - 1] !== h2) {
+        if (tail < 0) head = s1;
+        else this.chain[tail] = s1;
+        tail = s1 - 1;
+        this.chain[tail] = 0;
+      }
+      s1 = next;
+    }
+    this.slots.set(h1, head);
+  }
+
+  private grow(): void {
+    const more = (a: Int32Array): Int32Array => {
+      const b = new Int32Array(a.length * 2);
+      b.set(a);
+      return b;
+    };
+    this.k2 = more(this.k2);
+    this.ea = more(this.ea);
+    this.eb = more(this.eb);
+    this.chain = more(this.chain);
+  }
+}
+
+function keyHashes(keys: Int32Array, keyAt: number, kw: number): [number, number] {
+  let h1 = 0x3c6ef372;
+  let h2 = 0x510e527f;
+  for (let i = 0; i < kw; i++) {
+    h1 = mix(h1, keys[keyAt + i]!);
+    h2 = mix(h2, ~keys[keyAt + i]!);
+  }
+  return [fmix(h1), fmix(h2)];
+}

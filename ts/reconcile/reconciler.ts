@@ -26,7 +26,7 @@
  * prunes what no service claims), and after a write failed half-way.
  */
 import * as C from '../datapath/codecs';
-import { IMMEDIATE_WRITES, MapIO, ServiceMaps, WriteQueue, keyBuffer } from '../datapath/maps';
+import { IMMEDIATE_WRITES, MapIO, PackedDump, ServiceMaps, WriteQueue, keyBuffer } from '../datapath/maps';
 import { Cidr, IPv4, ObjectKey, ipToInt } from '../model/types';
 import { L4Proto, ServicePlan, frontendKey } from '../plan/plan';
 import { BackendTable } from './backends';
@@ -34,7 +34,7 @@ import { IdTable } from './ids';
 import { Dataplane } from './dataplane';
 import { Packed, PackedView, copyWords, viewKey, viewValue, wordsOf } from './packed';
 import { ServiceRecord, entryCount, forEachBackendRow, freezeRecord, pushSection, recordBytes, sectionStart, sectionView } from './record';
-import { Digest } from './digest';
+import { Digest, KeyedDigest } from './digest';
 
 /** The maps the reconciler writes entries of (ids holds only its marks). */
 type MapName = 'svc' | 'be' | 'revnat' | 'member' | 'cidr';
@@ -208,6 +208,8 @@ export class Reconciler implements Dataplane {
   private kernelSvc: Map<string, string> | null = null;
   private resync = false;
   private adoptedIdsPending = false;
+  /** Keys written to each map while a drift scan walks it. */
+  private readonly touched = new Map<MapName, Set<string>>();
   /** Per-section digests of records, for the drift scan. */
   private readonly digests = new WeakMap<ServiceRecord, Digest[]>();
   /** What the last full comparison wrote, by map (read by repairDrift). */
@@ -375,6 +377,7 @@ export class Reconciler implements Dataplane {
       this.writes.drain();
       this.saveIds();
       stats = w.submit(this.maps, IMMEDIATE_WRITES);
+      this.noteWrites(w);
     } catch (e) {
       // Some of the batches (this commit's or a flush's) may be in the
       // kernel: read the maps back and compare everything on the retry.
@@ -413,41 +416,74 @@ export class Reconciler implements Dataplane {
 
   /**
    * Whether the maps hold exactly the desired entries, compared by digest
-   * (./digest.ts) in slices: each next() of this generator does a bounded
+   * (./digest.ts) in steps: each next() of this generator does a bounded
    * part, so the agent serves changes between them. First the records'
-   * digests are computed, a thousand services per slice (each record's
-   * once: records never change once built); then each map in one slice of
-   * its own: the sum of the desired digests and the digest of the map's
-   * dump, taken together, so a sync between slices cannot make the two
-   * sides disagree. Returns the maps that differ (repairDrift() then finds
-   * and writes the entries), or null while a failed write awaits its retry
-   * (which compares everything anyway).
+   * digests are computed, a thousand services per step (each record's once:
+   * records never change once built); then each map is walked, a few
+   * thousand entries per step. A key this agent writes while a map is walked
+   * may be read in either state, so what the walk read of it is taken back
+   * out and its entry read again, with the desired digest, in the walk's
+   * last step: the two sides then describe one moment. Returns the names of the maps that differ
+   * (repairDrift() then finds and writes the entries), or null while a
+   * failed write awaits its retry (which compares everything anyway).
    */
-  *driftScan(recordsPerSlice = 1000): Generator<void, string[] | null, void> {
+  *driftScan(recordsPerStep = 1000, entriesPerStep = 4096): Generator<void, string[] | null, void> {
     let n = 0;
     for (const r of this.records.values()) {
       this.recordDigests(r);
-      if (++n % recordsPerSlice === 0) yield;
+      if (++n % recordsPerStep === 0) yield;
     }
+    const spoiled = (): boolean => this.pending.size > 0 || this.full || this.resync;
     const differ: string[] = [];
-    for (const m of MAP_ORDER) {
-      yield;
-      if (this.pending.size > 0 || this.full || this.resync) return null;
-      const want = new Digest();
-      if (m === 'be') this.backendDigest(want);
-      else {
-        for (const r of this.records.values()) {
-          const per = this.recordDigests(r);
-          for (let s = 0; s < SECTIONS.length; s++) if (SECTIONS[s]!.map === m) want.addAll(per[s]!);
+    try {
+      for (const m of MAP_ORDER) {
+        const map = this.maps[m];
+        const touched = new Set<string>();
+        this.touched.set(m, touched);
+        const have = new KeyedDigest();
+        // The LPM trie has no batched lookups, and a key walk restarts when
+        // its last key is deleted under it: it is small, read in one step.
+        const walk = m === 'cidr' ? undefined : map.walk?.(entriesPerStep);
+        for (let done = false; !done; ) {
+          yield;
+          if (spoiled()) return null;
+          const step = walk ? walk.next() : { ...map.dumpPacked(), done: true };
+          digestEntries(have, map, step);
+          done = step.done;
         }
+        // Keys written during the walk: whatever it read of them goes, what they hold now comes in.
+        for (const k of touched) {
+          const key = Buffer.from(k, 'latin1');
+          have.takeBack(alignedWords(key), 0, map.keySize >> 2);
+          const v = map.lookup(k);
+          if (v) digestEntries(have, map, { keys: key, values: v, count: 1 });
+        }
+        const want = new Digest();
+        if (m === 'be') this.backendDigest(want);
+        else {
+          for (const r of this.records.values()) {
+            const per = this.recordDigests(r);
+            for (let s = 0; s < SECTIONS.length; s++) if (SECTIONS[s]!.map === m) want.addAll(per[s]!);
+          }
+        }
+        if (!have.equals(want)) differ.push(map.name);
+        this.touched.delete(m);
       }
-      const map = this.maps[m];
-      const { keys, values, count } = map.dumpPacked();
-      const have = new Digest();
-      have.addPacked(alignedWords(keys), 0, alignedWords(values), 0, count, map.keySize, map.valueSize);
-      if (!have.equals(want)) differ.push(map.name);
+    } finally {
+      this.touched.clear();
     }
     return differ;
+  }
+
+  /** Remember the keys of these writes for drift scans walking their maps. */
+  private noteWrites(w: Writes): void {
+    if (this.touched.size === 0) return;
+    const note = (m: MapName, ps: readonly Packed[]): void => {
+      const t = this.touched.get(m);
+      if (t) for (const p of ps) for (let i = 0; i < p.count; i++) t.add(p.key(i));
+    };
+    SECTIONS.forEach((sec, s) => note(sec.map, [w.ups[s]!, w.dels[s]!]));
+    note('be', [w.beUps, w.beDels]);
   }
 
   /** Digest of the backend entries the kernel should hold: id -> (v0, v1) of every referenced backend. */
@@ -501,6 +537,7 @@ export class Reconciler implements Dataplane {
       this.diffPending(w);
       this.saveIds();
       stats = w.submit(this.maps, this.writes);
+      this.noteWrites(w);
     } catch {
       // A part did not land. Throwing here would end the sync half-planned;
       // instead no more parts are handed over, and this sync's commit
@@ -951,6 +988,11 @@ function u32At(s: string, off: number): number {
 
 /** The maps in the order a drift scan reads them. */
 const MAP_ORDER: readonly MapName[] = ['revnat', 'member', 'cidr', 'svc', 'be'];
+
+/** Add packed entries to a digest. */
+function digestEntries(d: Digest, map: MapIO, e: PackedDump): void {
+  d.addPacked(alignedWords(e.keys), 0, alignedWords(e.values), 0, e.count, map.keySize, map.valueSize);
+}
 
 /** A buffer's 32-bit words (copied when it is not 4-byte aligned). */
 function alignedWords(b: Buffer): Int32Array {
