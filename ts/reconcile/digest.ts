@@ -66,68 +66,50 @@ function fmix(h: number): number {
 }
 
 /**
- * A digest that remembers each entry's contribution by key, so that what a
- * walk read of a key that was written meanwhile can be taken back out (the
- * walk may have read it before or after the write). Keys are identified by
- * two 32-bit hashes of their words: numbers, not strings, so remembering a
- * hundred thousand entries costs a few milliseconds spread over a walk.
+ * A digest that remembers each entry's contribution with two hashes of its
+ * key, so that what a walk read of keys written meanwhile can be taken back
+ * out (the walk may have read them before or after the write). Typed
+ * arrays, no object per entry: a hundred thousand entries are 1.6 MB.
  */
 export class KeyedDigest extends Digest {
-  /** First key hash -> slot + 1 of the newest entry with it; slots with the same first hash are chained. */
-  private readonly slots = new Map<number, number>();
+  private k1: Int32Array = new Int32Array(1024);
   private k2: Int32Array = new Int32Array(1024);
   private ea: Int32Array = new Int32Array(1024);
   private eb: Int32Array = new Int32Array(1024);
-  private chain: Int32Array = new Int32Array(1024);
   private used = 0;
 
   override add(keys: Int32Array, keyAt: number, kw: number, values: Int32Array, valAt: number, vw: number): void {
     const a0 = this.a;
     const b0 = this.b;
     super.add(keys, keyAt, kw, values, valAt, vw);
-    const [h1, h2] = keyHashes(keys, keyAt, kw);
-    if (this.used === this.k2.length) this.grow();
+    if (this.used === this.k1.length) this.grow();
     const s = this.used++;
-    this.k2[s] = h2;
+    keyHashes(keys, keyAt, kw, this.k1, this.k2, s);
     this.ea[s] = (this.a - a0) | 0;
     this.eb[s] = (this.b - b0) | 0;
-    this.chain[s] = this.slots.get(h1) ?? 0;
-    this.slots.set(h1, s + 1);
   }
 
-  /** Take out every entry read under this key (none, or one per time the walk met it). */
-  takeBack(keys: Int32Array, keyAt: number, kw: number): void {
-    const [h1, h2] = keyHashes(keys, keyAt, kw);
-    let keep = 0;
-    for (let s1 = this.slots.get(h1) ?? 0; s1 !== 0; s1 = this.chain[s1 - 1]!) {
-      const s = s1 - 1;
-      if (this.k2[s] !== h2) {
-        keep = keep || s1;
-        continue;
-      }
+  /** Take out every entry read under these keys (given as latin1 strings of kw words): one pass over what was read. */
+  takeBack(keys: Iterable<string>, kw: number): void {
+    const want = new Map<number, number[]>();
+    const h1 = new Int32Array(1);
+    const h2 = new Int32Array(1);
+    for (const k of keys) {
+      const b = Buffer.alloc(kw * 4);
+      b.write(k, 'latin1');
+      keyHashes(new Int32Array(b.buffer, b.byteOffset, kw), 0, kw, h1, h2, 0);
+      const l = want.get(h1[0]!);
+      if (l) l.push(h2[0]!);
+      else want.set(h1[0]!, [h2[0]!]);
+    }
+    if (want.size === 0) return;
+    for (let s = 0; s < this.used; s++) {
+      const l = want.get(this.k1[s]!);
+      if (!l || !l.includes(this.k2[s]!)) continue;
       this.count--;
       this.a = (this.a - this.ea[s]!) | 0;
       this.b = (this.b - this.eb[s]!) | 0;
     }
-    // Entries of other keys that share the first hash stay reachable; those of this key are gone.
-    if (keep) this.relink(h1, h2);
-    else this.slots.delete(h1);
-  }
-
-  private relink(h1: number, h2: number): void {
-    let head = 0;
-    let tail = -1;
-    for (let s1 = this.slots.get(h1) ?? 0; s1 !== 0; ) {
-      const next = this.chain[s1 - 1]!;
-      if (this.k2[s1 - 1] !== h2) {
-        if (tail < 0) head = s1;
-        else this.chain[tail] = s1;
-        tail = s1 - 1;
-        this.chain[tail] = 0;
-      }
-      s1 = next;
-    }
-    this.slots.set(h1, head);
   }
 
   private grow(): void {
@@ -136,19 +118,20 @@ export class KeyedDigest extends Digest {
       b.set(a);
       return b;
     };
+    this.k1 = more(this.k1);
     this.k2 = more(this.k2);
     this.ea = more(this.ea);
     this.eb = more(this.eb);
-    this.chain = more(this.chain);
   }
 }
 
-function keyHashes(keys: Int32Array, keyAt: number, kw: number): [number, number] {
+function keyHashes(keys: Int32Array, keyAt: number, kw: number, out1: Int32Array, out2: Int32Array, at: number): void {
   let h1 = 0x3c6ef372;
   let h2 = 0x510e527f;
   for (let i = 0; i < kw; i++) {
     h1 = mix(h1, keys[keyAt + i]!);
     h2 = mix(h2, ~keys[keyAt + i]!);
   }
-  return [fmix(h1), fmix(h2)];
+  out1[at] = fmix(h1);
+  out2[at] = fmix(h2);
 }

@@ -452,11 +452,10 @@ export class Reconciler implements Dataplane {
           done = step.done;
         }
         // Keys written during the walk: whatever it read of them goes, what they hold now comes in.
+        have.takeBack(touched, map.keySize >> 2);
         for (const k of touched) {
-          const key = Buffer.from(k, 'latin1');
-          have.takeBack(alignedWords(key), 0, map.keySize >> 2);
           const v = map.lookup(k);
-          if (v) digestEntries(have, map, { keys: key, values: v, count: 1 });
+          if (v) digestEntries(have, map, { keys: Buffer.from(k, 'latin1'), values: v, count: 1 });
         }
         const want = new Digest();
         if (m === 'be') this.backendDigest(want);
