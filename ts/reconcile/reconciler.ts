@@ -32,28 +32,15 @@ import { L4Proto, ServicePlan, frontendKey } from '../plan/plan';
 import { BackendTable } from './backends';
 import { IdTable } from './ids';
 import { Dataplane } from './dataplane';
-import { Packed, PackedView, copyWords, viewKey, viewValue, wordsOf } from './packed';
+import { Packed, viewKey, viewValue, wordsOf } from './packed';
 import { ServiceRecord, entryCount, forEachBackendRow, freezeRecord, pushSection, recordBytes, sectionStart, sectionView } from './record';
 import { Digest, KeyedDigest } from './digest';
+import { MAP_ORDER, MapName, S_CIDR, S_MASTERS, S_MEMBER, S_REVNAT, S_SLOTS, SECTIONS, SLOT_OFF, alignedWords, be16At, be32At, i32At, intToIp, slotOf, u16At, u32At, u32Key } from './layout';
+import { MK_BACKEND, MK_REV, SV, pushBackend, pushSlots, writeBackend, writeRevNat, writeSvcKey, writeSvcVal } from './entries';
+import { CommitStats, NO_WRITES, Writes, diffSection } from './writes';
 
-/** The maps the reconciler writes entries of (ids holds only its marks). */
-type MapName = 'svc' | 'be' | 'revnat' | 'member' | 'cidr';
+export type { CommitStats } from './writes';
 
-/** The sections of a service record, in write order (deletes go in reverse). */
-const S_REVNAT = 0;
-const S_MEMBER = 1;
-const S_CIDR = 2;
-const S_SLOTS = 3;
-const S_MASTERS = 4;
-const SECTIONS: ReadonlyArray<{ map: MapName; keySize: number; valueSize: number }> = [
-  { map: 'revnat', keySize: C.u32Key.size, valueSize: C.revnat.size },
-  { map: 'member', keySize: C.memberKey.size, valueSize: C.u32Key.size },
-  { map: 'cidr', keySize: C.cidrKey.size, valueSize: C.u32Key.size },
-  { map: 'svc', keySize: C.svcKey.size, valueSize: C.svcVal.size },
-  { map: 'svc', keySize: C.svcKey.size, valueSize: C.svcVal.size },
-];
-/** Offset of the slot number (u16 LE) in a weir_svc_key; the bytes before it name the frontend. */
-const SLOT_OFF = 8;
 
 export interface AdoptReport {
   readonly frontends: number;
@@ -62,10 +49,6 @@ export interface AdoptReport {
   readonly repaired: readonly string[];
 }
 
-export interface CommitStats {
-  readonly upserts: number;
-  readonly deletes: number;
-}
 
 /** Entries a full comparison with the kernel wrote or removed, by map name (only maps that differed). */
 export type Repairs = Readonly<Record<string, number>>;
@@ -100,7 +83,6 @@ export function protoName(n: number): L4Proto | `proto${number}` {
   return n === C.IPPROTO.TCP ? 'TCP' : n === C.IPPROTO.UDP ? 'UDP' : `proto${n}`;
 }
 
-const NO_WRITES: CommitStats = { upserts: 0, deletes: 0 };
 
 /**
  * The desired state needs more entries than maps hold. Nothing is lost: the
@@ -122,61 +104,6 @@ export class MapFullError extends Error {
 const CLUSTER_CIDR_OWNER = 0;
 const STATIC_OWNER = '' as ObjectKey;
 
-/** Writes of one commit, per record section plus the backend map. */
-class Writes {
-  readonly ups = SECTIONS.map((s) => new Packed(s.keySize, s.valueSize));
-  readonly dels = SECTIONS.map((s) => new Packed(s.keySize, 0));
-  readonly beUps = new Packed(C.u32Key.size, C.backend.size);
-  readonly beDels = new Packed(C.u32Key.size, 0);
-  /** Maps whose deletes go first: too full for their new keys otherwise (Reconciler.roomFirst). */
-  readonly roomFirst = new Set<MapName>();
-
-  /** Empty, keeping the buffers' capacity. */
-  clear(): void {
-    for (const p of [...this.ups, ...this.dels, this.beUps, this.beDels]) p.clear();
-    this.roomFirst.clear();
-  }
-
-  /** Keys one service drops and another takes in the same commit stay. */
-  dropRewritten(): void {
-    SECTIONS.forEach((_, s) => {
-      const dels = this.dels[s]!;
-      const ups = this.ups[s]!;
-      if (dels.count === 0 || ups.count === 0) return;
-      const written = new Set<string>();
-      for (let i = 0; i < ups.count; i++) written.add(ups.key(i));
-      const keep = new Packed(dels.keySize, 0, dels.count);
-      for (let i = 0; i < dels.count; i++) {
-        if (!written.has(dels.key(i))) keep.pushKey(dels.key(i));
-      }
-      this.dels[s] = keep;
-    });
-  }
-
-  /** Writes and deletes per map name (for the drift counts of a full comparison). */
-  byMap(maps: ServiceMaps): Record<string, number> {
-    const out: Record<string, number> = {};
-    const add = (m: MapName, n: number): void => {
-      if (n > 0) out[maps[m].name] = (out[maps[m].name] ?? 0) + n;
-    };
-    SECTIONS.forEach((sec, s) => add(sec.map, this.ups[s]!.count + this.dels[s]!.count));
-    add('be', this.beUps.count + this.beDels.count);
-    return out;
-  }
-
-  /** Queue every write in the order of DESIGN.md §2 (the queue keeps it), but a roomFirst map's deletes before everything. */
-  submit(maps: ServiceMaps, q: WriteQueue): CommitStats {
-    const first = (m: MapName): boolean => this.roomFirst.has(m);
-    for (let s = SECTIONS.length - 1; s >= 0; s--) if (first(SECTIONS[s]!.map)) this.dels[s]!.removeFrom(maps[SECTIONS[s]!.map], q);
-    if (first('be')) this.beDels.removeFrom(maps.be, q);
-    this.beUps.writeTo(maps.be, q);
-    SECTIONS.forEach((sec, s) => this.ups[s]!.writeTo(maps[sec.map], q));
-    for (let s = SECTIONS.length - 1; s >= 0; s--) if (!first(SECTIONS[s]!.map)) this.dels[s]!.removeFrom(maps[SECTIONS[s]!.map], q);
-    if (!first('be')) this.beDels.removeFrom(maps.be, q);
-    const sum = (ps: Packed[]): number => ps.reduce((n, p) => n + p.count, 0);
-    return { upserts: sum(this.ups) + this.beUps.count, deletes: sum(this.dels) + this.beDels.count };
-  }
-}
 
 export class Reconciler implements Dataplane {
   private readonly maps: ServiceMaps;
@@ -963,165 +890,12 @@ export class Reconciler implements Dataplane {
   }
 }
 
-/** Little-endian integers inside a latin1 string (one char per byte), as the kernel snapshot holds them. */
-function u16At(s: string, off: number): number {
-  return s.charCodeAt(off) | (s.charCodeAt(off + 1) << 8);
-}
 
-function i32At(s: string, off: number): number {
-  return s.charCodeAt(off) | (s.charCodeAt(off + 1) << 8) | (s.charCodeAt(off + 2) << 16) | (s.charCodeAt(off + 3) << 24);
-}
-
-/** Network-order (big-endian) fields, as addresses and ports are stored. */
-function be16At(s: string, off: number): number {
-  return (s.charCodeAt(off) << 8) | s.charCodeAt(off + 1);
-}
-
-function be32At(s: string, off: number): number {
-  return ((s.charCodeAt(off) << 24) | (s.charCodeAt(off + 1) << 16) | (s.charCodeAt(off + 2) << 8) | s.charCodeAt(off + 3)) >>> 0;
-}
-
-function u32At(s: string, off: number): number {
-  return i32At(s, off) >>> 0;
-}
-
-/** The maps in the order a drift scan reads them. */
-const MAP_ORDER: readonly MapName[] = ['revnat', 'member', 'cidr', 'svc', 'be'];
 
 /** Add packed entries to a digest. */
 function digestEntries(d: Digest, map: MapIO, e: PackedDump): void {
   d.addPacked(alignedWords(e.keys), 0, alignedWords(e.values), 0, e.count, map.keySize, map.valueSize);
 }
 
-/** A buffer's 32-bit words (copied when it is not 4-byte aligned). */
-function alignedWords(b: Buffer): Int32Array {
-  if ((b.byteOffset & 3) === 0) return wordsOf(b);
-  const copy = Buffer.alloc(b.length); // not from the pool: aligned
-  b.copy(copy);
-  return wordsOf(copy);
-}
 
-/** A u32 map key (host order) as a latin1 string. */
-function u32Key(n: number): string {
-  return String.fromCharCode(n & 0xff, (n >>> 8) & 0xff, (n >>> 16) & 0xff, n >>> 24);
-}
 
-function intToIp(n: number): string {
-  return `${n >>> 24}.${(n >>> 16) & 0xff}.${(n >>> 8) & 0xff}.${n & 0xff}`;
-}
-
-/** Slot number of an encoded weir_svc_key given as a latin1 string. */
-function slotOf(key: string): number {
-  return u16At(key, SLOT_OFF);
-}
-
-// Direct writers for the entries a full sync makes by the hundred thousand:
-// field offsets come from the codecs (checked against the BTF), and every
-// byte of the struct is written, so reused buffers need no clearing.
-const SK = C.svcKey.at;
-const SV = C.svcVal.at;
-
-function writeSvcKey(buf: Buffer, off: number, addr: number, port: number, proto: number, scope: number, slot: number): void {
-  buf.writeUInt32BE(addr, off + SK.addr);
-  buf.writeUInt16BE(port, off + SK.port);
-  buf[off + SK.proto] = proto;
-  buf[off + SK.scope] = scope;
-  buf.writeUInt16LE(slot, off + SK.slot);
-  buf.writeUInt16LE(0, off + SK.pad);
-}
-
-function writeSvcVal(buf: Buffer, off: number, backendId: number, count: number, flags: number, revNatId: number, affinityTimeout: number): void {
-  buf.writeUInt32LE(backendId, off + SV.backend_id);
-  buf.writeUInt16LE(count, off + SV.count);
-  buf.writeUInt16LE(flags, off + SV.flags);
-  buf.writeUInt32LE(revNatId, off + SV.rev_nat_id);
-  buf.writeUInt32LE(affinityTimeout, off + SV.affinity_timeout);
-}
-
-/**
- * Word offsets for the hot entries: a sync at ten thousand services writes
- * a hundred thousand slots and as many members, and a Buffer method call
- * per field was a tenth of its planning. Host-order fields of 32 bits (or a
- * u16 whose other half is padding) are written as words of the packed
- * buffers' Int32Array views, which are host order, as the kernel reads them
- * (the u16 is the word's low half: little-endian, as every host-order field
- * written here with a Buffer's ...LE methods assumes).
- * The layout is the codecs' (checked against the BTF); these checks make a
- * layout change fail at load instead of writing wrong entries.
- */
-const SLOT_WORD = wordOf(C.svcKey.at.slot, 'weir_svc_key.slot');
-const SV_BACKEND_WORD = wordOf(C.svcVal.at.backend_id, 'weir_svc_val.backend_id');
-const MK_REV = wordOf(C.memberKey.at.rev_nat_id, 'weir_member_key.rev_nat_id');
-const MK_BACKEND = wordOf(C.memberKey.at.backend_id, 'weir_member_key.backend_id');
-if (C.svcKey.at.pad !== C.svcKey.at.slot + 2) throw new Error('weir_svc_key: slot is expected to share its word with pad');
-
-function wordOf(byteOffset: number, field: string): number {
-  if (byteOffset % 4 !== 0) throw new Error(`${field} is not word-aligned (offset ${byteOffset})`);
-  return byteOffset / 4;
-}
-
-/**
- * The slot entries of one frontend: slot i + 1 names backend ids[i]. The
- * first is written field by field; the others copy its words and change
- * the slot number and the backend id.
- */
-function pushSlots(out: Packed, addr: number, port: number, proto: number, scope: number, ids: readonly number[]): void {
-  if (ids.length === 0) return;
-  out.reserve(ids.length);
-  const first = out.push();
-  writeSvcKey(out.keys, first * out.keySize, addr, port, proto, scope, 1);
-  writeSvcVal(out.values, first * out.valueSize, ids[0]!, 0, 0, 0, 0);
-  const kw = out.keySize >> 2;
-  const vw = out.valueSize >> 2;
-  const keys = out.keyWords;
-  const values = out.valueWords;
-  for (let i = 1; i < ids.length; i++) {
-    const at = out.push();
-    copyWords(keys, first * kw, kw, keys, at * kw);
-    keys[at * kw + SLOT_WORD] = i + 1; // slot (u16) and pad (0)
-    copyWords(values, first * vw, vw, values, at * vw);
-    values[at * vw + SV_BACKEND_WORD] = ids[i]!;
-  }
-}
-
-function writeBackend(buf: Buffer, off: number, addr: number, port: number, proto: number, flags: number): void {
-  buf.writeUInt32BE(addr, off + C.backend.at.addr);
-  buf.writeUInt16BE(port, off + C.backend.at.port);
-  buf[off + C.backend.at.proto] = proto;
-  buf[off + C.backend.at.flags] = flags;
-}
-
-function writeRevNat(buf: Buffer, off: number, addr: number, port: number): void {
-  buf.writeUInt32BE(addr, off + C.revnat.at.addr);
-  buf.writeUInt16BE(port, off + C.revnat.at.port);
-  buf.writeUInt16LE(0, off + C.revnat.at.pad);
-}
-
-function pushBackend(p: Packed, be: BackendTable, r: number): void {
-  const i = p.push();
-  p.keys.writeUInt32LE(be.id[r]!, i * p.keySize);
-  p.values.writeInt32LE(be.v0[r]!, i * p.valueSize);
-  p.values.writeInt32LE(be.v1[r]!, i * p.valueSize + 4);
-}
-
-/** One section of one service: what to write and what to remove between two records. */
-function diffSection(w: Writes, s: number, old: PackedView | undefined, next: PackedView | undefined): void {
-  const ups = w.ups[s]!;
-  const dels = w.dels[s]!;
-  if (!old || old.count === 0) {
-    if (next) ups.pushAll(next);
-    return;
-  }
-  if (!next || next.count === 0) {
-    dels.pushAll(old);
-    return;
-  }
-  const before = new Map<string, string>();
-  for (let i = 0; i < old.count; i++) before.set(viewKey(old, i), viewValue(old, i));
-  for (let i = 0; i < next.count; i++) {
-    const k = viewKey(next, i);
-    if (before.get(k) !== viewValue(next, i)) ups.pushFrom(next, i);
-    before.delete(k);
-  }
-  for (const k of before.keys()) dels.pushKey(k);
-}

@@ -1,0 +1,74 @@
+/**
+ * The byte layout the reconciler works in: which map each section of a
+ * service record goes to (in write order), and readers for fields of
+ * entries held as latin1 strings (one char per byte), as map dumps are kept
+ * for comparison.
+ */
+import * as C from '../datapath/codecs';
+import { wordsOf } from './packed';
+
+/** The maps the reconciler writes entries of (ids holds only its marks). */
+export type MapName = 'svc' | 'be' | 'revnat' | 'member' | 'cidr';
+
+/** The sections of a service record, in write order (deletes go in reverse). */
+export const S_REVNAT = 0;
+export const S_MEMBER = 1;
+export const S_CIDR = 2;
+export const S_SLOTS = 3;
+export const S_MASTERS = 4;
+export const SECTIONS: ReadonlyArray<{ map: MapName; keySize: number; valueSize: number }> = [
+  { map: 'revnat', keySize: C.u32Key.size, valueSize: C.revnat.size },
+  { map: 'member', keySize: C.memberKey.size, valueSize: C.u32Key.size },
+  { map: 'cidr', keySize: C.cidrKey.size, valueSize: C.u32Key.size },
+  { map: 'svc', keySize: C.svcKey.size, valueSize: C.svcVal.size },
+  { map: 'svc', keySize: C.svcKey.size, valueSize: C.svcVal.size },
+];
+/** Offset of the slot number (u16 LE) in a weir_svc_key; the bytes before it name the frontend. */
+export const SLOT_OFF = 8;
+
+/** Little-endian integers inside a latin1 string (one char per byte), as the kernel snapshot holds them. */
+export function u16At(s: string, off: number): number {
+  return s.charCodeAt(off) | (s.charCodeAt(off + 1) << 8);
+}
+
+export function i32At(s: string, off: number): number {
+  return s.charCodeAt(off) | (s.charCodeAt(off + 1) << 8) | (s.charCodeAt(off + 2) << 16) | (s.charCodeAt(off + 3) << 24);
+}
+
+/** Network-order (big-endian) fields, as addresses and ports are stored. */
+export function be16At(s: string, off: number): number {
+  return (s.charCodeAt(off) << 8) | s.charCodeAt(off + 1);
+}
+
+export function be32At(s: string, off: number): number {
+  return ((s.charCodeAt(off) << 24) | (s.charCodeAt(off + 1) << 16) | (s.charCodeAt(off + 2) << 8) | s.charCodeAt(off + 3)) >>> 0;
+}
+
+export function u32At(s: string, off: number): number {
+  return i32At(s, off) >>> 0;
+}
+
+/** The maps in the order a drift scan reads them. */
+export const MAP_ORDER: readonly MapName[] = ['revnat', 'member', 'cidr', 'svc', 'be'];
+
+/** A buffer's 32-bit words (copied when it is not 4-byte aligned). */
+export function alignedWords(b: Buffer): Int32Array {
+  if ((b.byteOffset & 3) === 0) return wordsOf(b);
+  const copy = Buffer.alloc(b.length); // not from the pool: aligned
+  b.copy(copy);
+  return wordsOf(copy);
+}
+
+/** A u32 map key (host order) as a latin1 string. */
+export function u32Key(n: number): string {
+  return String.fromCharCode(n & 0xff, (n >>> 8) & 0xff, (n >>> 16) & 0xff, n >>> 24);
+}
+
+export function intToIp(n: number): string {
+  return `${n >>> 24}.${(n >>> 16) & 0xff}.${(n >>> 8) & 0xff}.${n & 0xff}`;
+}
+
+/** Slot number of an encoded weir_svc_key given as a latin1 string. */
+export function slotOf(key: string): number {
+  return u16At(key, SLOT_OFF);
+}
