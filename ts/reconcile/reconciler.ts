@@ -26,16 +26,16 @@
  * prunes what no service claims), and after a write failed half-way.
  */
 import * as C from '../datapath/codecs';
-import { IMMEDIATE_WRITES, MapIO, PackedDump, ServiceMaps, WriteQueue, keyBuffer } from '../datapath/maps';
+import { IMMEDIATE_WRITES, MapIO, ServiceMaps, WriteQueue, keyBuffer } from '../datapath/maps';
 import { Cidr, IPv4, ObjectKey, ipToInt } from '../model/types';
 import { L4Proto, ServicePlan, frontendKey } from '../plan/plan';
 import { BackendTable } from './backends';
 import { IdTable } from './ids';
 import { Dataplane } from './dataplane';
 import { Packed, viewKey, viewValue, wordsOf } from './packed';
-import { ServiceRecord, entryCount, forEachBackendRow, freezeRecord, pushSection, recordBytes, sectionStart, sectionView } from './record';
-import { Digest, KeyedDigest } from './digest';
-import { MAP_ORDER, MapName, S_CIDR, S_MASTERS, S_MEMBER, S_REVNAT, S_SLOTS, SECTIONS, SLOT_OFF, alignedWords, be16At, be32At, i32At, intToIp, slotOf, u16At, u32At, u32Key } from './layout';
+import { ServiceRecord, entryCount, forEachBackendRow, freezeRecord, pushSection, recordBytes, sectionView } from './record';
+import { DriftScanner } from './drift';
+import { MapName, S_CIDR, S_MASTERS, S_MEMBER, S_REVNAT, S_SLOTS, SECTIONS, SLOT_OFF, be16At, be32At, i32At, intToIp, slotOf, u16At, u32At, u32Key } from './layout';
 import { MK_BACKEND, MK_REV, SV, pushBackend, pushSlots, writeBackend, writeRevNat, writeSvcKey, writeSvcVal } from './entries';
 import { CommitStats, NO_WRITES, Writes, diffSection } from './writes';
 
@@ -135,10 +135,13 @@ export class Reconciler implements Dataplane {
   private kernelSvc: Map<string, string> | null = null;
   private resync = false;
   private adoptedIdsPending = false;
-  /** Keys written to each map while a drift scan walks it. */
-  private readonly touched = new Map<MapName, Set<string>>();
-  /** Per-section digests of records, for the drift scan. */
-  private readonly digests = new WeakMap<ServiceRecord, Digest[]>();
+  private readonly drift = new DriftScanner({
+    maps: () => this.maps,
+    records: () => this.records.values(),
+    backends: () => this.be,
+    // A failed write's retry is due: it compares everything itself.
+    unsettled: () => this.pending.size > 0 || this.full || this.resync,
+  });
   /** What the last full comparison wrote, by map (read by repairDrift). */
   private lastRepairs: Record<string, number> = {};
   /** The high-water marks as last written to the ids map. */
@@ -304,7 +307,7 @@ export class Reconciler implements Dataplane {
       this.writes.drain();
       this.saveIds();
       stats = w.submit(this.maps, IMMEDIATE_WRITES);
-      this.noteWrites(w);
+      this.drift.noteWrites(w);
     } catch (e) {
       // Some of the batches (this commit's or a flush's) may be in the
       // kernel: read the maps back and compare everything on the retry.
@@ -341,104 +344,9 @@ export class Reconciler implements Dataplane {
     return repairs;
   }
 
-  /**
-   * Whether the maps hold exactly the desired entries, compared by digest
-   * (./digest.ts) in steps: each next() of this generator does a bounded
-   * part, so the agent serves changes between them. First the records'
-   * digests are computed, a thousand services per step (each record's once:
-   * records never change once built); then each map is walked, a few
-   * thousand entries per step. A key this agent writes while a map is walked
-   * may be read in either state, so what the walk read of it is taken back
-   * out and its entry read again, with the desired digest, in the walk's
-   * last step: the two sides then describe one moment. Returns the names of the maps that differ
-   * (repairDrift() then finds and writes the entries), or null while a
-   * failed write awaits its retry (which compares everything anyway).
-   */
-  *driftScan(recordsPerStep = 1000, entriesPerStep = 4096): Generator<void, string[] | null, void> {
-    let n = 0;
-    for (const r of this.records.values()) {
-      this.recordDigests(r);
-      if (++n % recordsPerStep === 0) yield;
-    }
-    const spoiled = (): boolean => this.pending.size > 0 || this.full || this.resync;
-    const differ: string[] = [];
-    try {
-      for (const m of MAP_ORDER) {
-        const map = this.maps[m];
-        const touched = new Set<string>();
-        this.touched.set(m, touched);
-        const have = new KeyedDigest();
-        // The LPM trie has no batched lookups, and a key walk restarts when
-        // its last key is deleted under it: it is small, read in one step.
-        const walk = m === 'cidr' ? undefined : map.walk?.(entriesPerStep);
-        for (let done = false; !done; ) {
-          yield;
-          if (spoiled()) return null;
-          const step = walk ? walk.next() : { ...map.dumpPacked(), done: true };
-          digestEntries(have, map, step);
-          done = step.done;
-        }
-        // Keys written during the walk: whatever it read of them goes, what they hold now comes in.
-        have.takeBack(touched, map.keySize >> 2);
-        for (const k of touched) {
-          const v = map.lookup(k);
-          if (v) digestEntries(have, map, { keys: Buffer.from(k, 'latin1'), values: v, count: 1 });
-        }
-        const want = new Digest();
-        if (m === 'be') this.backendDigest(want);
-        else {
-          for (const r of this.records.values()) {
-            const per = this.recordDigests(r);
-            for (let s = 0; s < SECTIONS.length; s++) if (SECTIONS[s]!.map === m) want.addAll(per[s]!);
-          }
-        }
-        if (!have.equals(want)) differ.push(map.name);
-        this.touched.delete(m);
-      }
-    } finally {
-      this.touched.clear();
-    }
-    return differ;
-  }
-
-  /** Remember the keys of these writes for drift scans walking their maps. */
-  private noteWrites(w: Writes): void {
-    if (this.touched.size === 0) return;
-    const note = (m: MapName, ps: readonly Packed[]): void => {
-      const t = this.touched.get(m);
-      if (t) for (const p of ps) for (let i = 0; i < p.count; i++) t.add(p.key(i));
-    };
-    SECTIONS.forEach((sec, s) => note(sec.map, [w.ups[s]!, w.dels[s]!]));
-    note('be', [w.beUps, w.beDels]);
-  }
-
-  /** Digest of the backend entries the kernel should hold: id -> (v0, v1) of every referenced backend. */
-  private backendDigest(into: Digest): void {
-    const be = this.be;
-    const w = new Int32Array(3);
-    for (const r of be.rows()) {
-      if (be.refs[r] === 0) continue;
-      w[0] = be.id[r]!;
-      w[1] = be.v0[r]!;
-      w[2] = be.v1[r]!;
-      into.add(w, 0, 1, w, 1, 2);
-    }
-  }
-
-  /** Per-section digests of a record (records never change once frozen, so computed once). */
-  private recordDigests(r: ServiceRecord): Digest[] {
-    let d = this.digests.get(r);
-    if (!d) {
-      d = SECTIONS.map((sec, s) => {
-        const g = new Digest();
-        const count = entryCount(r, s);
-        const keyAt = sectionStart(r, SECTIONS, s);
-        g.addPacked(r.slab, keyAt, r.slab, keyAt + ((count * sec.keySize) >> 2), count, sec.keySize, sec.valueSize);
-        return g;
-      });
-      this.digests.set(r, d);
-    }
-    return d;
+  /** See DriftScanner.scan. */
+  driftScan(recordsPerStep?: number, entriesPerStep?: number): Generator<void, string[] | null, void> {
+    return this.drift.scan(recordsPerStep, entriesPerStep);
   }
 
   /**
@@ -463,7 +371,7 @@ export class Reconciler implements Dataplane {
       this.diffPending(w);
       this.saveIds();
       stats = w.submit(this.maps, this.writes);
-      this.noteWrites(w);
+      this.drift.noteWrites(w);
     } catch {
       // A part did not land. Throwing here would end the sync half-planned;
       // instead no more parts are handed over, and this sync's commit
@@ -892,10 +800,6 @@ export class Reconciler implements Dataplane {
 
 
 
-/** Add packed entries to a digest. */
-function digestEntries(d: Digest, map: MapIO, e: PackedDump): void {
-  d.addPacked(alignedWords(e.keys), 0, alignedWords(e.values), 0, e.count, map.keySize, map.valueSize);
-}
 
 
 

@@ -1,0 +1,137 @@
+/**
+ * The periodic drift check: do the maps hold exactly what the agent wants
+ * there? Compared by digest (./digest.ts), in steps between which the agent
+ * goes on serving changes; only a map found different gets the full
+ * comparison (Reconciler.repairDrift) that writes the repair.
+ */
+import { MapIO, PackedDump, ServiceMaps } from '../datapath/maps';
+import { BackendTable } from './backends';
+import { Digest, KeyedDigest } from './digest';
+import { MAP_ORDER, MapName, SECTIONS, alignedWords } from './layout';
+import { Packed } from './packed';
+import { ServiceRecord, entryCount, sectionStart } from './record';
+import { Writes } from './writes';
+
+/** What the scanner reads of the reconciler. */
+export interface DriftHost {
+  maps(): ServiceMaps;
+  records(): Iterable<ServiceRecord>;
+  backends(): BackendTable;
+  /** True while the kernel may hold an unknown part of a write. */
+  unsettled(): boolean;
+}
+
+export class DriftScanner {
+  /** Keys written to each map while a scan walks it. */
+  private readonly touched = new Map<MapName, Set<string>>();
+  /** Per-section digests of records (records never change once built). */
+  private readonly digests = new WeakMap<ServiceRecord, Digest[]>();
+
+  constructor(private readonly host: DriftHost) {}
+
+  /**
+   * Whether the maps hold exactly the desired entries, compared by digest
+   * (./digest.ts) in steps: each next() of this generator does a bounded
+   * part, so the agent serves changes between them. First the records'
+   * digests are computed, a thousand services per step (each record's once:
+   * records never change once built); then each map is walked, a few
+   * thousand entries per step. A key this agent writes while a map is walked
+   * may be read in either state, so what the walk read of it is taken back
+   * out and its entry read again, with the desired digest, in the walk's
+   * last step: the two sides then describe one moment. Returns the names of the maps that differ
+   * (Reconciler.repairDrift() then finds and writes the entries), or null
+   * while the host is unsettled (a failed write awaits its retry, which
+   * compares everything anyway).
+   */
+  *scan(recordsPerStep = 1000, entriesPerStep = 4096): Generator<void, string[] | null, void> {
+    let n = 0;
+    for (const r of this.host.records()) {
+      this.recordDigests(r);
+      if (++n % recordsPerStep === 0) yield;
+    }
+    const differ: string[] = [];
+    try {
+      for (const m of MAP_ORDER) {
+        const map = this.host.maps()[m];
+        const touched = new Set<string>();
+        this.touched.set(m, touched);
+        const have = new KeyedDigest();
+        // The LPM trie has no batched lookups, and a key walk restarts when
+        // its last key is deleted under it: it is small, read in one step.
+        const walk = m === 'cidr' ? undefined : map.walk?.(entriesPerStep);
+        for (let done = false; !done; ) {
+          yield;
+          if (this.host.unsettled()) return null;
+          const step = walk ? walk.next() : { ...map.dumpPacked(), done: true };
+          digestEntries(have, map, step);
+          done = step.done;
+        }
+        // Keys written during the walk: whatever it read of them goes, what they hold now comes in.
+        have.takeBack(touched, map.keySize >> 2);
+        for (const k of touched) {
+          const v = map.lookup(k);
+          if (v) digestEntries(have, map, { keys: Buffer.from(k, 'latin1'), values: v, count: 1 });
+        }
+        const want = new Digest();
+        if (m === 'be') this.backendDigest(want);
+        else {
+          for (const r of this.host.records()) {
+            const per = this.recordDigests(r);
+            for (let s = 0; s < SECTIONS.length; s++) if (SECTIONS[s]!.map === m) want.addAll(per[s]!);
+          }
+        }
+        if (!have.equals(want)) differ.push(map.name);
+        this.touched.delete(m);
+      }
+    } finally {
+      this.touched.clear();
+    }
+    return differ;
+  }
+
+  /** Remember the keys of these writes for drift scans walking their maps. */
+  noteWrites(w: Writes): void {
+    if (this.touched.size === 0) return;
+    const note = (m: MapName, ps: readonly Packed[]): void => {
+      const t = this.touched.get(m);
+      if (t) for (const p of ps) for (let i = 0; i < p.count; i++) t.add(p.key(i));
+    };
+    SECTIONS.forEach((sec, s) => note(sec.map, [w.ups[s]!, w.dels[s]!]));
+    note('be', [w.beUps, w.beDels]);
+  }
+
+  /** Digest of the backend entries the kernel should hold: id -> (v0, v1) of every referenced backend. */
+  private backendDigest(into: Digest): void {
+    const be = this.host.backends();
+    const w = new Int32Array(3);
+    for (const r of be.rows()) {
+      if (be.refs[r] === 0) continue;
+      w[0] = be.id[r]!;
+      w[1] = be.v0[r]!;
+      w[2] = be.v1[r]!;
+      into.add(w, 0, 1, w, 1, 2);
+    }
+  }
+
+  /** Per-section digests of a record (records never change once frozen, so computed once). */
+  private recordDigests(r: ServiceRecord): Digest[] {
+    let d = this.digests.get(r);
+    if (!d) {
+      d = SECTIONS.map((sec, s) => {
+        const g = new Digest();
+        const count = entryCount(r, s);
+        const keyAt = sectionStart(r, SECTIONS, s);
+        g.addPacked(r.slab, keyAt, r.slab, keyAt + ((count * sec.keySize) >> 2), count, sec.keySize, sec.valueSize);
+        return g;
+      });
+      this.digests.set(r, d);
+    }
+    return d;
+  }
+
+}
+
+/** Add packed entries to a digest. */
+function digestEntries(d: Digest, map: MapIO, e: PackedDump): void {
+  d.addPacked(alignedWords(e.keys), 0, alignedWords(e.values), 0, e.count, map.keySize, map.valueSize);
+}
