@@ -5,6 +5,8 @@
  * for comparison.
  */
 import * as C from '../datapath/codecs';
+import type { MapIO } from '../datapath/maps';
+import type { L4Proto } from '../plan/plan';
 import { wordsOf } from './packed';
 
 /** The maps the reconciler writes entries of (ids holds only its marks). */
@@ -71,4 +73,18 @@ export function intToIp(n: number): string {
 /** Slot number of an encoded weir_svc_key given as a latin1 string. */
 export function slotOf(key: string): number {
   return u16At(key, SLOT_OFF);
+}
+
+/** One map's entries as latin1 key -> latin1 value. */
+export function dumpStrings(map: MapIO): Map<string, string> {
+  const { keys, values, count } = map.dumpPacked();
+  const out = new Map<string, string>();
+  for (let i = 0; i < count; i++) {
+    out.set(keys.toString('latin1', i * map.keySize, (i + 1) * map.keySize), values.toString('latin1', i * map.valueSize, (i + 1) * map.valueSize));
+  }
+  return out;
+}
+
+export function protoName(n: number): L4Proto | `proto${number}` {
+  return n === C.IPPROTO.TCP ? 'TCP' : n === C.IPPROTO.UDP ? 'UDP' : `proto${n}`;
 }

@@ -26,8 +26,8 @@
  * prunes what no service claims), and after a write failed half-way.
  */
 import * as C from '../datapath/codecs';
-import { IMMEDIATE_WRITES, MapIO, ServiceMaps, WriteQueue, keyBuffer } from '../datapath/maps';
-import { Cidr, IPv4, ObjectKey, ipToInt } from '../model/types';
+import { IMMEDIATE_WRITES, ServiceMaps, WriteQueue } from '../datapath/maps';
+import { Cidr, ObjectKey, ipToInt } from '../model/types';
 import { L4Proto, ServicePlan, frontendKey } from '../plan/plan';
 import { BackendTable } from './backends';
 import { IdTable } from './ids';
@@ -35,20 +35,13 @@ import { Dataplane } from './dataplane';
 import { Packed, viewKey, viewValue, wordsOf } from './packed';
 import { ServiceRecord, entryCount, forEachBackendRow, freezeRecord, pushSection, recordBytes, sectionView } from './record';
 import { DriftScanner } from './drift';
-import { MapName, S_CIDR, S_MASTERS, S_MEMBER, S_REVNAT, S_SLOTS, SECTIONS, SLOT_OFF, be16At, be32At, i32At, intToIp, slotOf, u16At, u32At, u32Key } from './layout';
+import { AdoptReport, adoptPinned } from './adopt';
+import { MapName, S_CIDR, S_MASTERS, S_MEMBER, S_REVNAT, S_SLOTS, SECTIONS, SLOT_OFF, dumpStrings, i32At, slotOf, u16At, u32At, u32Key } from './layout';
 import { MK_BACKEND, MK_REV, SV, pushBackend, pushSlots, writeBackend, writeRevNat, writeSvcKey, writeSvcVal } from './entries';
 import { CommitStats, NO_WRITES, Writes, diffSection } from './writes';
 
+export type { AdoptReport } from './adopt';
 export type { CommitStats } from './writes';
-
-
-export interface AdoptReport {
-  readonly frontends: number;
-  readonly backends: number;
-  /** Inconsistencies found in the pinned maps and how the first commit repairs them, one line each. */
-  readonly repaired: readonly string[];
-}
-
 
 /** Entries a full comparison with the kernel wrote or removed, by map name (only maps that differed). */
 export type Repairs = Readonly<Record<string, number>>;
@@ -79,9 +72,7 @@ export interface FrontendConflict {
 }
 
 const PROTO_NUM: Record<L4Proto, number> = { TCP: C.IPPROTO.TCP, UDP: C.IPPROTO.UDP };
-export function protoName(n: number): L4Proto | `proto${number}` {
-  return n === C.IPPROTO.TCP ? 'TCP' : n === C.IPPROTO.UDP ? 'UDP' : `proto${n}`;
-}
+export { protoName } from './layout';
 
 
 /**
@@ -164,95 +155,16 @@ export class Reconciler implements Dataplane {
 
   /**
    * Read what the pinned maps hold: ids, slot layouts, and what to prune
-   * later. New ids start above every id any map still names and above the
-   * pinned high-water marks. A rev_nat id held by two frontends (two
-   * writers once shared these maps) stays with the one its revnat entry
-   * names; the others get new ids at the first commit, which also rewrites
-   * revnat entries that are missing or name another frontend. Each such
-   * repair is returned, naming the frontends.
+   * later (./adopt.ts). The first commit then compares everything, unless
+   * the maps are empty (a fresh node).
    */
   adopt(): AdoptReport {
-    const repaired: string[] = [];
-    const revnat = this.dumpOne('revnat');
-    const svc = this.dumpOne('svc');
-    const idOwner = new Map<number, string>();
-    let frontends = 0;
-    for (const [k, v] of svc) {
-      if (slotOf(k) !== 0) continue;
-      const key = C.svcKey.decode(keyBuffer(k));
-      const fk = frontendKey({ addr: key.addr as IPv4, port: key.port, proto: protoName(key.proto) as L4Proto });
-      const id = u32At(v, SV.rev_nat_id);
-      this.frontendIds.floor(id + 1);
-      const holder = idOwner.get(id);
-      const rn = revnat.get(u32Key(id));
-      const named = rn === undefined ? null : `${intToIp(be32At(rn, C.revnat.at.addr))}:${be16At(rn, C.revnat.at.port)}`;
-      const mine = named !== null && fk.startsWith(`${named}/`);
-      if (holder !== undefined && holder !== fk) {
-        // The id stays with the frontend its revnat entry names.
-        const [keep, lose] = mine ? [fk, holder] : [holder, fk];
-        repaired.push(`rev_nat id ${id} was held by ${keep} and ${lose}: ${lose} gets a new id`);
-        if (lose === holder) this.frontendIds.forget(holder);
-        if (lose === fk) continue;
-      } else if (holder === undefined && !mine) {
-        repaired.push(`${fk}: its revnat entry (id ${id}) ${named === null ? 'is missing' : `names ${named}`}; rewritten`);
-      }
-      idOwner.set(id, fk);
-      this.frontendIds.adopt(fk, id);
-      frontends++;
-    }
-    const be = this.dumpOne('be');
-    for (const [k, v] of be) {
-      // The identity straight from the value bytes: no dotted address to build and parse again.
-      const BE = C.backend.at;
-      const id = u32At(k, 0);
-      if (!this.be.adopt(be32At(v, BE.addr), be16At(v, BE.port), v.charCodeAt(BE.proto), id, i32At(v, 0), i32At(v, 4))) {
-        repaired.push(`backend id ${id} duplicates another id's ${intToIp(be32At(v, BE.addr))}:${be16At(v, BE.port)}: removed`);
-      }
-    }
-    this.seedIds();
-    this.kernelSvc = svc;
-    // Empty maps (a fresh node) hold nothing to compare or prune: the first
-    // commit then writes only what changed, and flush() may start early.
-    this.full = svc.size > 0 || be.size > 0 || revnat.size > 0 || (['member', 'cidr'] as const).some((m) => this.maps[m].dumpPacked().count > 0);
+    const a = adoptPinned(this.maps, this.frontendIds, this.be);
+    this.kernelSvc = a.kernelSvc;
+    this.full = a.nonEmpty;
+    this.savedIds = a.savedIds;
     this.adoptedIdsPending = true;
-    return { frontends, backends: be.size, repaired };
-  }
-
-  /**
-   * Raise both id tables above every id the maps still name: the pinned
-   * high-water marks, and conntrack, affinity, socket rev-NAT, membership
-   * and source-range entries (a flow may outlive its frontend's entries;
-   * its id must not come back as someone else's).
-   */
-  private seedIds(): void {
-    let rev = 0;
-    let bid = 0;
-    const scan = (m: MapIO | undefined, fields: ReadonlyArray<readonly ['k' | 'v', number, 'rev' | 'be']>): void => {
-      if (!m) return;
-      const { keys, values, count } = m.dumpPacked();
-      for (let i = 0; i < count; i++) {
-        for (const [where, off, kind] of fields) {
-          const n = where === 'k' ? keys.readUInt32LE(i * m.keySize + off) : values.readUInt32LE(i * m.valueSize + off);
-          if (kind === 'rev') rev = Math.max(rev, n);
-          else bid = Math.max(bid, n);
-        }
-      }
-    };
-    scan(this.maps.ct, [['v', C.ctVal.at.rev_nat_id, 'rev'], ['v', C.ctVal.at.backend_id, 'be']]);
-    scan(this.maps.aff, [['k', C.affKey.at.rev_nat_id, 'rev'], ['v', C.affVal.at.backend_id, 'be']]);
-    scan(this.maps.skrevnat, [['v', C.skVal.at.rev_nat_id, 'rev']]);
-    scan(this.maps.member, [['k', C.memberKey.at.rev_nat_id, 'rev'], ['k', C.memberKey.at.backend_id, 'be']]);
-    scan(this.maps.cidr, [['k', C.cidrKey.at.owner, 'rev']]);
-    scan(this.maps.revnat, [['k', 0, 'rev']]);
-    const saved = this.maps.ids?.lookup(u32Key(0));
-    // An array map's one entry always exists: zeros until an agent writes it.
-    const hw = saved ? C.ids.decode(saved) : { next_rev_nat_id: 0, next_backend_id: 0 };
-    rev = Math.max(rev, hw.next_rev_nat_id - 1);
-    bid = Math.max(bid, hw.next_backend_id - 1);
-    this.frontendIds.floor(rev + 1);
-    this.be.floor(bid + 1);
-    // What the map holds: the first commit writes the marks if they moved.
-    this.savedIds = { rev: hw.next_rev_nat_id, be: hw.next_backend_id };
+    return a.report;
   }
 
   /** Persist the high-water marks when ids were handed out since the last time (before the writes that use them). */
@@ -718,7 +630,7 @@ export class Reconciler implements Dataplane {
     for (const r of this.records.values()) SECTIONS.forEach((_, s) => (total[s]! += entryCount(r, s)));
     total.forEach((n, s) => w.ups[s]!.reserve(n));
     for (const m of ['revnat', 'member', 'cidr', 'svc'] as const) {
-      const have = m === 'svc' && this.kernelSvc ? this.kernelSvc : this.dumpOne(m);
+      const have = m === 'svc' && this.kernelSvc ? this.kernelSvc : dumpStrings(this.maps[m]);
       const held = have.size;
       let added = 0;
       const sections = SECTIONS.map((sec, s) => (sec.map === m ? s : -1)).filter((s) => s >= 0);
@@ -745,7 +657,7 @@ export class Reconciler implements Dataplane {
       for (const k of have.keys()) w.dels[m === 'svc' ? (slotOf(k) ? S_SLOTS : S_MASTERS) : sections[0]!]!.pushKey(k);
       this.roomFirst(w, m, held, added);
     }
-    const have = this.dumpOne('be');
+    const have = dumpStrings(this.maps.be);
     const held = have.size;
     let added = 0;
     const key = Buffer.alloc(C.u32Key.size);
@@ -787,15 +699,7 @@ export class Reconciler implements Dataplane {
   }
 
   /** One map's entries as latin1 key -> latin1 value. */
-  private dumpOne(m: MapName): Map<string, string> {
-    const map = this.maps[m];
-    const { keys, values, count } = map.dumpPacked();
-    const out = new Map<string, string>();
-    for (let i = 0; i < count; i++) {
-      out.set(keys.toString('latin1', i * map.keySize, (i + 1) * map.keySize), values.toString('latin1', i * map.valueSize, (i + 1) * map.valueSize));
-    }
-    return out;
-  }
+
 }
 
 
