@@ -27,18 +27,19 @@
  */
 import * as C from '../datapath/codecs';
 import { IMMEDIATE_WRITES, ServiceMaps, WriteQueue } from '../datapath/maps';
-import { Cidr, ObjectKey, ipToInt } from '../model/types';
-import { L4Proto, ServicePlan, frontendKey } from '../plan/plan';
+import { Cidr, ObjectKey } from '../model/types';
+import { ServicePlan } from '../plan/plan';
 import { BackendTable } from './backends';
 import { IdTable } from './ids';
 import { Dataplane } from './dataplane';
-import { Packed, viewKey, viewValue, wordsOf } from './packed';
-import { ServiceRecord, entryCount, forEachBackendRow, freezeRecord, pushSection, recordBytes, sectionView } from './record';
+import { viewKey, viewValue } from './packed';
+import { ServiceRecord, entryCount, forEachBackendRow, pushSection, recordBytes, sectionView } from './record';
 import { DriftScanner } from './drift';
 import { AdoptReport, adoptPinned } from './adopt';
-import { MapName, S_CIDR, S_MASTERS, S_MEMBER, S_REVNAT, S_SLOTS, SECTIONS, SLOT_OFF, dumpStrings, i32At, slotOf, u16At, u32At, u32Key } from './layout';
-import { MK_BACKEND, MK_REV, SV, pushBackend, pushSlots, writeBackend, writeRevNat, writeSvcKey, writeSvcVal } from './entries';
+import { MapName, S_MASTERS, S_SLOTS, SECTIONS, dumpStrings, i32At, slotOf, u32Key } from './layout';
+import { pushBackend } from './entries';
 import { CommitStats, NO_WRITES, Writes, diffSection } from './writes';
+import { RecordBuilder } from './builder';
 
 export type { AdoptReport } from './adopt';
 export type { CommitStats } from './writes';
@@ -60,8 +61,7 @@ export interface TruncatedFrontend {
   readonly backends: number;
 }
 
-/** weir_svc_val.count and weir_svc_key.slot are 16-bit. */
-export const MAX_SLOTS = 0xffff;
+export { MAX_SLOTS } from './builder';
 
 export interface FrontendConflict {
   readonly service: ObjectKey;
@@ -71,7 +71,6 @@ export interface FrontendConflict {
   readonly owner: ObjectKey;
 }
 
-const PROTO_NUM: Record<L4Proto, number> = { TCP: C.IPPROTO.TCP, UDP: C.IPPROTO.UDP };
 export { protoName } from './layout';
 
 
@@ -91,8 +90,7 @@ export class MapFullError extends Error {
   }
 }
 
-/** Owner of the cluster CIDRs in the cidr map (frontends own theirs by rev_nat id). */
-const CLUSTER_CIDR_OWNER = 0;
+/** The record of the entries no service owns (the cluster CIDRs). */
 const STATIC_OWNER = '' as ObjectKey;
 
 
@@ -113,7 +111,6 @@ export class Reconciler implements Dataplane {
    */
   private flushWrites: Writes | null = null;
   private readonly be = new BackendTable();
-  private markEpoch = 0;
   private readonly frontendIds = new IdTable();
   private readonly owners = new Map<string, ObjectKey>();
   /** The next commit compares everything with the kernel (after adopt() or a failed write). */
@@ -137,15 +134,17 @@ export class Reconciler implements Dataplane {
   private lastRepairs: Record<string, number> = {};
   /** The high-water marks as last written to the ids map. */
   private savedIds = { rev: 1, be: 1 };
-  /** Reused while building a record. */
-  private readonly scratch = SECTIONS.map((s) => new Packed(s.keySize, s.valueSize));
-  private readonly scratchRevIds = new Map<string, number>();
-  private readonly scratchMasterKeys = new Set<string>();
-  private readonly beValue = Buffer.alloc(C.backend.size);
-  /** beValue as the two words the backend table keeps (no Buffer.readInt32LE call per backend). */
-  private readonly beWords = wordsOf(this.beValue);
   readonly conflicts: FrontendConflict[] = [];
   readonly truncated: TruncatedFrontend[] = [];
+  private readonly builder = new RecordBuilder({
+    be: this.be,
+    frontendIds: this.frontendIds,
+    owners: this.owners,
+    conflicts: this.conflicts,
+    truncated: this.truncated,
+    fullDue: () => this.full,
+    kernelSvc: () => this.kernelSvc,
+  });
 
   /** writes: where flush() hands its batches (a KernelWriteQueue lets the kernel insert while the next ones are built). */
   constructor(maps: ServiceMaps, writes: WriteQueue = IMMEDIATE_WRITES) {
@@ -178,9 +177,7 @@ export class Reconciler implements Dataplane {
 
   /** The cluster CIDRs the programs use to tell pods from outside clients. */
   setClusterCidrs(cidrs: readonly Cidr[]): void {
-    for (const p of this.scratch) p.clear();
-    for (const c of cidrs) this.pushCidr(CLUSTER_CIDR_OWNER, c);
-    this.setRecord(STATIC_OWNER, this.records.get(STATIC_OWNER) ?? null, freezeRecord(this.scratch, [], []));
+    this.setRecord(STATIC_OWNER, this.records.get(STATIC_OWNER) ?? null, this.builder.clusterCidrs(cidrs));
   }
 
   expectBackends(n: number): void {
@@ -192,7 +189,7 @@ export class Reconciler implements Dataplane {
     // Take the new references before dropping the old ones, so ids of
     // backends and frontends that stay are never released and reallocated.
     const old = this.records.get(service) ?? null;
-    const next = plan ? this.build(service, plan, old) : null;
+    const next = plan ? this.builder.build(service, plan, old) : null;
     if (old) this.release(service, old, next);
     this.setRecord(service, old, next);
   }
@@ -375,139 +372,6 @@ export class Reconciler implements Dataplane {
     return out;
   }
 
-  // --- building records ---------------------------------------------------------
-
-  private build(service: ObjectKey, plan: ServicePlan, old: ServiceRecord | null): ServiceRecord {
-    for (const p of this.scratch) p.clear();
-    const be = this.be;
-    /** Backend row of each plan backend, by its index in the plan. */
-    const backends: number[] = new Array(plan.backends.length);
-    const bv = this.beValue;
-    for (let i = 0; i < plan.backends.length; i++) {
-      const b = plan.backends[i]!;
-      const proto = PROTO_NUM[b.proto];
-      writeBackend(bv, 0, b.ip, b.port, proto, (b.local ? C.BE_F.LOCAL : 0) | (b.terminating ? C.BE_F.TERMINATING : 0));
-      const r = this.backendRef(b.ip, b.port, proto);
-      const v0 = this.beWords[0]!;
-      const v1 = this.beWords[1]!;
-      if (be.v0[r] !== v0 || be.v1[r] !== v1) {
-        // Shared backends take the flags of the service planned last.
-        be.v0[r] = v0;
-        be.v1[r] = v1;
-        if (!this.full) this.be.markPending(r);
-      }
-      backends[i] = r;
-    }
-
-    const frontends: string[] = [];
-    // Frontends repeated within the service and scopes sharing a rev_nat id
-    // need lookups only with several frontends; most services have one.
-    const several = plan.frontends.length > 1;
-    const revIds = this.scratchRevIds;
-    const masterKeys = this.scratchMasterKeys;
-    if (several) {
-      revIds.clear();
-      masterKeys.clear();
-    }
-    // The master key as a string serves those lookups and the slot layout of a service seen before.
-    const keyed = several || old !== null || (this.kernelSvc?.size ?? 0) > 0;
-    // Membership is per frontend (both scopes share the rev_nat id): every
-    // endpoint of the port, active if some scope may choose it. The scopes of
-    // one frontend are consecutive in the plan; a group's choosable backends
-    // carry its mark.
-    let group = null as { fk: string; revId: number; members: readonly number[]; mark: number } | null;
-    const masters = this.scratch[S_MASTERS]!;
-    const slotsOut = this.scratch[S_SLOTS]!;
-    for (const fe of plan.frontends) {
-      const fk = frontendKey(fe);
-      const owner = this.owners.get(fk);
-      if (owner !== undefined && owner !== service) {
-        if (fe.scope === C.SCOPE_ALL) this.conflicts.push({ service, frontend: fk, flags: fe.flags, owner });
-        continue;
-      }
-      const addr = ipToInt(fe.addr);
-      const proto = PROTO_NUM[fe.proto];
-      const mi = masters.push();
-      const mOff = mi * masters.keySize;
-      writeSvcKey(masters.keys, mOff, addr, fe.port, proto, fe.scope, 0);
-      const masterKey = keyed ? masters.key(mi) : '';
-      if (several) {
-        if (masterKeys.has(masterKey)) {
-          masters.count--; // the same frontend twice in one service: the first one stands
-          continue;
-        }
-        masterKeys.add(masterKey);
-      }
-      let revId = several ? revIds.get(fk) : undefined;
-      if (revId === undefined) {
-        this.owners.set(fk, service);
-        revId = this.frontendIds.acquire(fk);
-        if (several) revIds.set(fk, revId);
-        frontends.push(fk);
-        const r = this.scratch[S_REVNAT]!;
-        const ri = r.push();
-        r.keys.writeUInt32LE(revId, ri * r.keySize);
-        writeRevNat(r.values, ri * r.valueSize, addr, fe.port);
-        for (const c of fe.sourceRanges) this.pushCidr(revId, c);
-      }
-      if (group?.fk !== fk) {
-        if (group) this.pushMembers(group.revId, group.members, group.mark, backends);
-        group = { fk, revId, members: fe.members, mark: ++this.markEpoch };
-      }
-      const chosen = fe.backends;
-      const ids: number[] = new Array(chosen.length);
-      for (let i = 0; i < chosen.length; i++) {
-        const r = backends[chosen[i]!]!;
-        be.mark[r] = group.mark;
-        ids[i] = be.id[r]!;
-      }
-      const slots = this.layout(old, masterKey, ids);
-      if (slots.length > MAX_SLOTS) {
-        // The first MAX_SLOTS slots serve; every endpoint stays a member (established flows keep theirs).
-        this.truncated.push({ service, frontend: fk, backends: slots.length });
-        slots.length = MAX_SLOTS;
-      }
-      pushSlots(slotsOut, addr, fe.port, proto, fe.scope, slots);
-      writeSvcVal(masters.values, mi * masters.valueSize, 0, slots.length, fe.flags, revId, fe.affinityTimeout);
-    }
-    if (group) this.pushMembers(group.revId, group.members, group.mark, backends);
-    return freezeRecord(this.scratch, backends, frontends);
-  }
-
-  /** Member entries of one frontend: its endpoints (plan indices into `rows`), active where they carry the group's mark. */
-  private pushMembers(revId: number, members: readonly number[], mark: number, rows: readonly number[]): void {
-    const mem = this.scratch[S_MEMBER]!;
-    const be = this.be;
-    mem.reserve(members.length);
-    // Host-order u32 fields, written as words (see pushSlots).
-    const kw = mem.keySize >> 2;
-    for (let m = 0; m < members.length; m++) {
-      const r = rows[members[m]!]!;
-      const i = mem.push();
-      mem.keyWords[i * kw + MK_REV] = revId;
-      mem.keyWords[i * kw + MK_BACKEND] = be.id[r]!;
-      mem.valueWords[i] = be.mark[r] === mark ? C.MEMBER_F.ACTIVE : 0;
-    }
-  }
-
-  private pushCidr(owner: number, c: Cidr): void {
-    const p = this.scratch[S_CIDR]!;
-    const i = p.push();
-    C.cidrKey.encode({ prefixlen: 32 + c.bits, owner, addr: c.base }, p.keys, i * p.keySize);
-    p.values.writeUInt32LE(1, i * p.valueSize);
-  }
-
-  private backendRef(addr: number, port: number, proto: number): number {
-    const be = this.be;
-    const r = be.rowFor(addr, port, proto);
-    if (be.refs[r]!++ === 0) {
-      be.live++;
-      // While a full comparison is pending, commit() looks at every backend anyway.
-      if (!this.full) this.be.markPending(r);
-    }
-    return r;
-  }
-
   private release(service: ObjectKey, old: ServiceRecord, next: ServiceRecord | null): void {
     const be = this.be;
     forEachBackendRow(old, SECTIONS, (r) => {
@@ -530,63 +394,6 @@ export class Reconciler implements Dataplane {
     }
     if (next) this.records.set(service, next);
     else this.records.delete(service);
-  }
-
-  /**
-   * Slot layout for a frontend: keep every surviving backend in the slot it
-   * had, put new backends into freed slots, then close remaining holes by
-   * moving the last slot into them. One endpoint change therefore rewrites
-   * at most two slots, not every slot after it.
-   */
-  private layout(old: ServiceRecord | null, masterKey: string, ids: readonly number[]): number[] {
-    const prev = this.previousSlots(old, masterKey);
-    if (prev.length === 0) return ids as number[];
-    const want = new Set(ids);
-    const placed = new Set<number>();
-    const out: Array<number | undefined> = prev.map((id) => {
-      if (!want.has(id) || placed.has(id)) return undefined;
-      placed.add(id);
-      return id;
-    });
-    const fresh = ids.filter((id) => !placed.has(id));
-    let f = 0;
-    for (let i = 0; i < out.length && f < fresh.length; i++) if (out[i] === undefined) out[i] = fresh[f++];
-    for (let i = 0; i < out.length; ) {
-      if (out[i] !== undefined) {
-        i++;
-        continue;
-      }
-      const last = out.pop();
-      if (i < out.length) out[i] = last;
-    }
-    return [...(out as number[]), ...fresh.slice(f)];
-  }
-
-  /** Backend ids by slot (index 0 = slot 1) this frontend had: in the service's record, else in the kernel. */
-  private previousSlots(old: ServiceRecord | null, masterKey: string): number[] {
-    if (!old && !this.kernelSvc?.size) return []; // a new service on a fresh node: every cold-start frontend
-    const prefix = masterKey.slice(0, SLOT_OFF);
-    const tail = masterKey.slice(SLOT_OFF + 2);
-    if (old) {
-      const slots = sectionView(old, SECTIONS, S_SLOTS, recordBytes(old));
-      const out: number[] = [];
-      for (let i = 0; i < slots.count; i++) {
-        const k = viewKey(slots, i);
-        if (!k.startsWith(prefix)) continue;
-        const slot = k.charCodeAt(SLOT_OFF) | (k.charCodeAt(SLOT_OFF + 1) << 8);
-        out[slot - 1] = slots.buf.readUInt32LE(slots.valOff + i * slots.valueSize);
-      }
-      if (out.length > 0) return out.filter((id) => id !== undefined);
-    }
-    const master = this.kernelSvc?.get(masterKey);
-    if (!master) return [];
-    const count = u16At(master, SV.count);
-    const out: number[] = [];
-    for (let slot = 1; slot <= count; slot++) {
-      const v = this.kernelSvc!.get(prefix + String.fromCharCode(slot & 0xff, slot >> 8) + tail);
-      if (v) out.push(u32At(v, SV.backend_id));
-    }
-    return out;
   }
 
   // --- diffs ------------------------------------------------------------------

@@ -1,0 +1,254 @@
+/**
+ * The builder: one service's plan -> its record, the entries it owns in
+ * every map, packed as the kernel takes them (./record.ts). Ids come from
+ * the allocators (./ids.ts for rev_nat ids, ./backends.ts for backends);
+ * slot positions are kept from the service's previous record, or from the
+ * kernel for a service a restarted agent has not built yet, so one
+ * endpoint change rewrites at most two slots.
+ */
+import * as C from '../datapath/codecs';
+import { Cidr, ObjectKey, ipToInt } from '../model/types';
+import { L4Proto, ServicePlan, frontendKey } from '../plan/plan';
+import { BackendTable } from './backends';
+import { IdTable } from './ids';
+import { MK_BACKEND, MK_REV, SV, pushSlots, writeBackend, writeRevNat, writeSvcKey, writeSvcVal } from './entries';
+import { S_CIDR, S_MASTERS, S_MEMBER, S_REVNAT, S_SLOTS, SECTIONS, SLOT_OFF, u16At, u32At } from './layout';
+import { Packed, viewKey, wordsOf } from './packed';
+import { ServiceRecord, freezeRecord, recordBytes, sectionView } from './record';
+import type { FrontendConflict, TruncatedFrontend } from './reconciler';
+
+/** weir_svc_val.count and weir_svc_key.slot are 16-bit. */
+export const MAX_SLOTS = 0xffff;
+
+/** Owner of the cluster CIDRs in the cidr map (frontends own theirs by rev_nat id). */
+const CLUSTER_CIDR_OWNER = 0;
+
+const PROTO_NUM: Record<L4Proto, number> = { TCP: C.IPPROTO.TCP, UDP: C.IPPROTO.UDP };
+
+/** What the builder takes from, and reports to, the reconciler. */
+export interface BuildContext {
+  readonly be: BackendTable;
+  readonly frontendIds: IdTable;
+  /** Frontend ("addr:port/PROTO") -> the service that owns it. */
+  readonly owners: Map<string, ObjectKey>;
+  readonly conflicts: FrontendConflict[];
+  readonly truncated: TruncatedFrontend[];
+  /** A full comparison with the kernel is due: it looks at every backend, so none needs marking. */
+  fullDue(): boolean;
+  /** The svc map as adopted, for the slot layouts of frontends no record has yet. */
+  kernelSvc(): Map<string, string> | null;
+}
+
+export class RecordBuilder {
+  /** Reused while building a record. */
+  private readonly scratch = SECTIONS.map((s) => new Packed(s.keySize, s.valueSize));
+  private readonly scratchRevIds = new Map<string, number>();
+  private readonly scratchMasterKeys = new Set<string>();
+  private readonly beValue = Buffer.alloc(C.backend.size);
+  /** beValue as the two words the backend table keeps (no Buffer.readInt32LE call per backend). */
+  private readonly beWords = wordsOf(this.beValue);
+  private markEpoch = 0;
+
+  constructor(private readonly ctx: BuildContext) {}
+
+  /** The record of the cluster CIDRs (owner 0 in the cidr map). */
+  clusterCidrs(cidrs: readonly Cidr[]): ServiceRecord {
+    for (const p of this.scratch) p.clear();
+    for (const c of cidrs) this.pushCidr(CLUSTER_CIDR_OWNER, c);
+    return freezeRecord(this.scratch, [], []);
+  }
+
+  /**
+   * The record of one service: its entries for every map, packed, with
+   * ids taken from the allocators (new references before old ones are
+   * released, so ids that stay are never reallocated).
+   */
+  build(service: ObjectKey, plan: ServicePlan, old: ServiceRecord | null): ServiceRecord {
+    for (const p of this.scratch) p.clear();
+    const be = this.ctx.be;
+    /** Backend row of each plan backend, by its index in the plan. */
+    const backends: number[] = new Array(plan.backends.length);
+    const bv = this.beValue;
+    for (let i = 0; i < plan.backends.length; i++) {
+      const b = plan.backends[i]!;
+      const proto = PROTO_NUM[b.proto];
+      writeBackend(bv, 0, b.ip, b.port, proto, (b.local ? C.BE_F.LOCAL : 0) | (b.terminating ? C.BE_F.TERMINATING : 0));
+      const r = this.backendRef(b.ip, b.port, proto);
+      const v0 = this.beWords[0]!;
+      const v1 = this.beWords[1]!;
+      if (be.v0[r] !== v0 || be.v1[r] !== v1) {
+        // Shared backends take the flags of the service planned last.
+        be.v0[r] = v0;
+        be.v1[r] = v1;
+        if (!this.ctx.fullDue()) be.markPending(r);
+      }
+      backends[i] = r;
+    }
+
+    const frontends: string[] = [];
+    // Frontends repeated within the service and scopes sharing a rev_nat id
+    // need lookups only with several frontends; most services have one.
+    const several = plan.frontends.length > 1;
+    const revIds = this.scratchRevIds;
+    const masterKeys = this.scratchMasterKeys;
+    if (several) {
+      revIds.clear();
+      masterKeys.clear();
+    }
+    // The master key as a string serves those lookups and the slot layout of a service seen before.
+    const keyed = several || old !== null || (this.ctx.kernelSvc()?.size ?? 0) > 0;
+    // Membership is per frontend (both scopes share the rev_nat id): every
+    // endpoint of the port, active if some scope may choose it. The scopes of
+    // one frontend are consecutive in the plan; a group's choosable backends
+    // carry its mark.
+    let group = null as { fk: string; revId: number; members: readonly number[]; mark: number } | null;
+    const masters = this.scratch[S_MASTERS]!;
+    const slotsOut = this.scratch[S_SLOTS]!;
+    for (const fe of plan.frontends) {
+      const fk = frontendKey(fe);
+      const owner = this.ctx.owners.get(fk);
+      if (owner !== undefined && owner !== service) {
+        if (fe.scope === C.SCOPE_ALL) this.ctx.conflicts.push({ service, frontend: fk, flags: fe.flags, owner });
+        continue;
+      }
+      const addr = ipToInt(fe.addr);
+      const proto = PROTO_NUM[fe.proto];
+      const mi = masters.push();
+      const mOff = mi * masters.keySize;
+      writeSvcKey(masters.keys, mOff, addr, fe.port, proto, fe.scope, 0);
+      const masterKey = keyed ? masters.key(mi) : '';
+      if (several) {
+        if (masterKeys.has(masterKey)) {
+          masters.count--; // the same frontend twice in one service: the first one stands
+          continue;
+        }
+        masterKeys.add(masterKey);
+      }
+      let revId = several ? revIds.get(fk) : undefined;
+      if (revId === undefined) {
+        this.ctx.owners.set(fk, service);
+        revId = this.ctx.frontendIds.acquire(fk);
+        if (several) revIds.set(fk, revId);
+        frontends.push(fk);
+        const r = this.scratch[S_REVNAT]!;
+        const ri = r.push();
+        r.keys.writeUInt32LE(revId, ri * r.keySize);
+        writeRevNat(r.values, ri * r.valueSize, addr, fe.port);
+        for (const c of fe.sourceRanges) this.pushCidr(revId, c);
+      }
+      if (group?.fk !== fk) {
+        if (group) this.pushMembers(group.revId, group.members, group.mark, backends);
+        group = { fk, revId, members: fe.members, mark: ++this.markEpoch };
+      }
+      const chosen = fe.backends;
+      const ids: number[] = new Array(chosen.length);
+      for (let i = 0; i < chosen.length; i++) {
+        const r = backends[chosen[i]!]!;
+        be.mark[r] = group.mark;
+        ids[i] = be.id[r]!;
+      }
+      const slots = this.layout(old, masterKey, ids);
+      if (slots.length > MAX_SLOTS) {
+        // The first MAX_SLOTS slots serve; every endpoint stays a member (established flows keep theirs).
+        this.ctx.truncated.push({ service, frontend: fk, backends: slots.length });
+        slots.length = MAX_SLOTS;
+      }
+      pushSlots(slotsOut, addr, fe.port, proto, fe.scope, slots);
+      writeSvcVal(masters.values, mi * masters.valueSize, 0, slots.length, fe.flags, revId, fe.affinityTimeout);
+    }
+    if (group) this.pushMembers(group.revId, group.members, group.mark, backends);
+    return freezeRecord(this.scratch, backends, frontends);
+  }
+
+  /** Member entries of one frontend: its endpoints (plan indices into `rows`), active where they carry the group's mark. */
+  private pushMembers(revId: number, members: readonly number[], mark: number, rows: readonly number[]): void {
+    const mem = this.scratch[S_MEMBER]!;
+    const be = this.ctx.be;
+    mem.reserve(members.length);
+    // Host-order u32 fields, written as words (see pushSlots).
+    const kw = mem.keySize >> 2;
+    for (let m = 0; m < members.length; m++) {
+      const r = rows[members[m]!]!;
+      const i = mem.push();
+      mem.keyWords[i * kw + MK_REV] = revId;
+      mem.keyWords[i * kw + MK_BACKEND] = be.id[r]!;
+      mem.valueWords[i] = be.mark[r] === mark ? C.MEMBER_F.ACTIVE : 0;
+    }
+  }
+
+  private pushCidr(owner: number, c: Cidr): void {
+    const p = this.scratch[S_CIDR]!;
+    const i = p.push();
+    C.cidrKey.encode({ prefixlen: 32 + c.bits, owner, addr: c.base }, p.keys, i * p.keySize);
+    p.values.writeUInt32LE(1, i * p.valueSize);
+  }
+
+  private backendRef(addr: number, port: number, proto: number): number {
+    const be = this.ctx.be;
+    const r = be.rowFor(addr, port, proto);
+    if (be.refs[r]!++ === 0) {
+      be.live++;
+      // While a full comparison is pending, commit() looks at every backend anyway.
+      if (!this.ctx.fullDue()) be.markPending(r);
+    }
+    return r;
+  }
+
+  /**
+   * Slot layout for a frontend: keep every surviving backend in the slot it
+   * had, put new backends into freed slots, then close remaining holes by
+   * moving the last slot into them. One endpoint change therefore rewrites
+   * at most two slots, not every slot after it.
+   */
+  private layout(old: ServiceRecord | null, masterKey: string, ids: readonly number[]): number[] {
+    const prev = this.previousSlots(old, masterKey);
+    if (prev.length === 0) return ids as number[];
+    const want = new Set(ids);
+    const placed = new Set<number>();
+    const out: Array<number | undefined> = prev.map((id) => {
+      if (!want.has(id) || placed.has(id)) return undefined;
+      placed.add(id);
+      return id;
+    });
+    const fresh = ids.filter((id) => !placed.has(id));
+    let f = 0;
+    for (let i = 0; i < out.length && f < fresh.length; i++) if (out[i] === undefined) out[i] = fresh[f++];
+    for (let i = 0; i < out.length; ) {
+      if (out[i] !== undefined) {
+        i++;
+        continue;
+      }
+      const last = out.pop();
+      if (i < out.length) out[i] = last;
+    }
+    return [...(out as number[]), ...fresh.slice(f)];
+  }
+
+  /** Backend ids by slot (index 0 = slot 1) this frontend had: in the service's record, else in the kernel. */
+  private previousSlots(old: ServiceRecord | null, masterKey: string): number[] {
+    const kernelSvc = this.ctx.kernelSvc();
+    if (!old && !kernelSvc?.size) return []; // a new service on a fresh node: every cold-start frontend
+    const prefix = masterKey.slice(0, SLOT_OFF);
+    const tail = masterKey.slice(SLOT_OFF + 2);
+    if (old) {
+      const slots = sectionView(old, SECTIONS, S_SLOTS, recordBytes(old));
+      const out: number[] = [];
+      for (let i = 0; i < slots.count; i++) {
+        const k = viewKey(slots, i);
+        if (!k.startsWith(prefix)) continue;
+        const slot = k.charCodeAt(SLOT_OFF) | (k.charCodeAt(SLOT_OFF + 1) << 8);
+        out[slot - 1] = slots.buf.readUInt32LE(slots.valOff + i * slots.valueSize);
+      }
+      if (out.length > 0) return out.filter((id) => id !== undefined);
+    }
+    const master = kernelSvc?.get(masterKey);
+    if (!master) return [];
+    const count = u16At(master, SV.count);
+    const out: number[] = [];
+    for (let slot = 1; slot <= count; slot++) {
+      const v = kernelSvc!.get(prefix + String.fromCharCode(slot & 0xff, slot >> 8) + tail);
+      if (v) out.push(u32At(v, SV.backend_id));
+    }
+    return out;
+  }
+}
