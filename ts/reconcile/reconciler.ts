@@ -23,7 +23,15 @@
  *
  * What the kernel holds is read back (a dump) only when it is unknown: at
  * start, where a restarted agent adopts it (keeps ids and slot positions and
- * prunes what no service claims), and after a write failed half-way.
+ * prunes what no service claims), after a write failed half-way, and when
+ * the periodic drift scan finds a map that differs.
+ *
+ * The parts, each its own module: adopt.ts reads the pinned maps back;
+ * builder.ts turns a plan into a service's record, with ids from the
+ * allocators (ids.ts, backends.ts); differ.ts finds what to write, record
+ * against record or records against the kernel; writes.ts puts the writes
+ * in order and submits them; drift.ts is the periodic check by digest.
+ * This file holds the state between them and the commit protocol.
  */
 import * as C from '../datapath/codecs';
 import { IMMEDIATE_WRITES, ServiceMaps, WriteQueue } from '../datapath/maps';
@@ -32,14 +40,13 @@ import { ServicePlan } from '../plan/plan';
 import { BackendTable } from './backends';
 import { IdTable } from './ids';
 import { Dataplane } from './dataplane';
-import { viewKey, viewValue } from './packed';
-import { ServiceRecord, entryCount, forEachBackendRow, pushSection, recordBytes, sectionView } from './record';
+import { ServiceRecord, entryCount, forEachBackendRow } from './record';
 import { DriftScanner } from './drift';
 import { AdoptReport, adoptPinned } from './adopt';
-import { MapName, S_MASTERS, S_SLOTS, SECTIONS, dumpStrings, i32At, slotOf, u32Key } from './layout';
-import { pushBackend } from './entries';
-import { CommitStats, NO_WRITES, Writes, diffSection } from './writes';
+import { MapName, SECTIONS, u32Key } from './layout';
+import { CommitStats, NO_WRITES, Writes } from './writes';
 import { RecordBuilder } from './builder';
+import { diffAll, diffPending } from './differ';
 
 export type { AdoptReport } from './adopt';
 export type { CommitStats } from './writes';
@@ -205,8 +212,8 @@ export class Reconciler implements Dataplane {
     }
     const w = new Writes();
     const full = this.full;
-    if (full) this.diffAll(w);
-    else this.diffPending(w);
+    if (full) diffAll(w, { records: this.records, be: this.be, maps: this.maps, kernelSvc: this.kernelSvc });
+    else diffPending(w, { pending: this.pending, records: this.records, be: this.be });
     if (full) this.lastRepairs = w.byMap(this.maps);
     let stats: CommitStats;
     try {
@@ -277,7 +284,7 @@ export class Reconciler implements Dataplane {
       this.writes.drain();
       const w = this.flushWrites ?? (this.flushWrites = new Writes());
       w.clear();
-      this.diffPending(w);
+      diffPending(w, { pending: this.pending, records: this.records, be: this.be });
       this.saveIds();
       stats = w.submit(this.maps, this.writes);
       this.drift.noteWrites(w);
@@ -395,122 +402,4 @@ export class Reconciler implements Dataplane {
     if (next) this.records.set(service, next);
     else this.records.delete(service);
   }
-
-  // --- diffs ------------------------------------------------------------------
-
-  /** Only the services and backends changed since the last commit. */
-  private diffPending(w: Writes): void {
-    // forEach, not for-of: destructured entries allocate until the loop is optimised.
-    this.pending.forEach((old, service) => {
-      const next = this.records.get(service) ?? null;
-      if (!old && next) {
-        // A new service (every service of a cold start): all of it is written.
-        for (let s = 0; s < SECTIONS.length; s++) pushSection(next, SECTIONS, s, w.ups[s]!);
-        return;
-      }
-      const oldBytes = old && recordBytes(old);
-      const nextBytes = next && recordBytes(next);
-      for (let s = 0; s < SECTIONS.length; s++) {
-        diffSection(w, s, old ? sectionView(old, SECTIONS, s, oldBytes!) : undefined, next ? sectionView(next, SECTIONS, s, nextBytes!) : undefined);
-      }
-    });
-    w.dropRewritten();
-    const be = this.be;
-    const rows = be.pendingRows();
-    for (let i = 0; i < rows.length; i++) {
-      const r = rows[i]!;
-      if (be.refs[r]! > 0) {
-        if (!be.applied[r] || be.a0[r] !== be.v0[r] || be.a1[r] !== be.v1[r]) pushBackend(w.beUps, be, r);
-      } else if (be.applied[r]) w.beDels.keys.writeUInt32LE(be.id[r]!, w.beDels.push() * w.beDels.keySize);
-    }
-  }
-
-  /**
-   * Everything desired against everything the kernel holds, one map at a
-   * time (only one map's contents are in memory at once). Backends are
-   * settled here as they are compared: if the write fails, the retry
-   * compares everything against the kernel again, so nothing relies on what
-   * this pass marked applied.
-   */
-  private diffAll(w: Writes): void {
-    const total = SECTIONS.map(() => 0);
-    for (const r of this.records.values()) SECTIONS.forEach((_, s) => (total[s]! += entryCount(r, s)));
-    total.forEach((n, s) => w.ups[s]!.reserve(n));
-    for (const m of ['revnat', 'member', 'cidr', 'svc'] as const) {
-      const have = m === 'svc' && this.kernelSvc ? this.kernelSvc : dumpStrings(this.maps[m]);
-      const held = have.size;
-      let added = 0;
-      const sections = SECTIONS.map((sec, s) => (sec.map === m ? s : -1)).filter((s) => s >= 0);
-      for (const r of this.records.values()) {
-        const bytes = have.size === 0 ? null : recordBytes(r);
-        for (const s of sections) {
-          const out = w.ups[s]!;
-          if (!bytes) {
-            added += entryCount(r, s);
-            pushSection(r, SECTIONS, s, out); // nothing in the kernel to compare with
-            continue;
-          }
-          const v = sectionView(r, SECTIONS, s, bytes);
-          for (let i = 0; i < v.count; i++) {
-            const k = viewKey(v, i);
-            const cur = have.get(k);
-            if (cur !== viewValue(v, i)) out.pushFrom(v, i);
-            if (cur === undefined) added++;
-            else have.delete(k);
-          }
-        }
-      }
-      // Whatever is left, no service claims.
-      for (const k of have.keys()) w.dels[m === 'svc' ? (slotOf(k) ? S_SLOTS : S_MASTERS) : sections[0]!]!.pushKey(k);
-      this.roomFirst(w, m, held, added);
-    }
-    const have = dumpStrings(this.maps.be);
-    const held = have.size;
-    let added = 0;
-    const key = Buffer.alloc(C.u32Key.size);
-    const be = this.be;
-    w.beUps.reserve(be.live);
-    for (const r of be.rows()) {
-      if (be.refs[r] === 0) {
-        be.remove(r); // adopted or released, claimed by no service
-        continue;
-      }
-      if (have.size > 0) {
-        key.writeUInt32LE(be.id[r]!);
-        const k = key.toString('latin1');
-        const cur = have.get(k);
-        if (cur === undefined || i32At(cur, 0) !== be.v0[r] || i32At(cur, 4) !== be.v1[r]) pushBackend(w.beUps, be, r);
-        if (cur === undefined) added++;
-        else have.delete(k);
-      } else {
-        added++;
-        pushBackend(w.beUps, be, r);
-      }
-      be.applied[r] = 1;
-      be.a0[r] = be.v0[r]!;
-      be.a1[r] = be.v1[r]!;
-    }
-    for (const k of have.keys()) w.beDels.pushKey(k);
-    this.roomFirst(w, 'be', held, added);
-  }
-
-  /**
-   * A map that cannot take its new keys while it still holds the stale ones
-   * (a write that failed on a full map left it so) has its deletes written
-   * first. Otherwise the order stays make-before-break, and a retry would
-   * fail the same way forever.
-   */
-  private roomFirst(w: Writes, m: MapName, held: number, added: number): void {
-    const max = this.maps[m].maxEntries;
-    if (max !== undefined && held + added > max) w.roomFirst.add(m);
-  }
-
-  /** One map's entries as latin1 key -> latin1 value. */
-
 }
-
-
-
-
-
-
