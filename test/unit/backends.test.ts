@@ -5,6 +5,7 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import type { BackendId } from '../../ts/reconcile/ids';
 import { BackendTable } from '../../ts/reconcile/backends';
 import { rng } from './rng';
 
@@ -46,7 +47,7 @@ test('rows and ids follow a reference Map through inserts and removals', () => {
 
 test('adopted backends keep their ids, and new ones are numbered after them', () => {
   const t = new BackendTable();
-  t.adopt(0x0af40101, 8080, 6, 41, 1, 2);
+  t.adopt(0x0af40101, 8080, 6, 41 as BackendId, 1, 2);
   const r = t.rowFor(0x0af40101, 8080, 6);
   assert.is(t.id[r], 41);
   assert.is(t.applied[r], 1);

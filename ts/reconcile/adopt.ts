@@ -9,7 +9,7 @@ import { MapIO, ServiceMaps, keyBuffer } from '../datapath/maps';
 import { IPv4 } from '../model/types';
 import { L4Proto, frontendKey } from '../plan/plan';
 import { BackendTable } from './backends';
-import { IdTable } from './ids';
+import { BackendId, IdTable, RevNatId } from './ids';
 import { be16At, be32At, dumpStrings, i32At, intToIp, protoName, slotOf, u32At, u32Key } from './layout';
 import { SV } from './entries';
 
@@ -49,7 +49,7 @@ export function adoptPinned(maps: ServiceMaps, frontendIds: IdTable, backends: B
     if (slotOf(k) !== 0) continue;
     const key = C.svcKey.decode(keyBuffer(k));
     const fk = frontendKey({ addr: key.addr as IPv4, port: key.port, proto: protoName(key.proto) as L4Proto });
-    const id = u32At(v, SV.rev_nat_id);
+    const id = u32At(v, SV.rev_nat_id) as RevNatId;
     frontendIds.floor(id + 1);
     const holder = idOwner.get(id);
     const rn = revnat.get(u32Key(id));
@@ -72,7 +72,7 @@ export function adoptPinned(maps: ServiceMaps, frontendIds: IdTable, backends: B
   for (const [k, v] of be) {
     // The identity straight from the value bytes: no dotted address to build and parse again.
     const BE = C.backend.at;
-    const id = u32At(k, 0);
+    const id = u32At(k, 0) as BackendId;
     if (!backends.adopt(be32At(v, BE.addr), be16At(v, BE.port), v.charCodeAt(BE.proto), id, i32At(v, 0), i32At(v, 4))) {
       repaired.push(`backend id ${id} duplicates another id's ${intToIp(be32At(v, BE.addr))}:${be16At(v, BE.port)}: removed`);
     }

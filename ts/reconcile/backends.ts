@@ -13,6 +13,8 @@
  * The value of a backend's map entry (struct weir_backend, 8 bytes) is kept
  * as two int32 words: desired (v0, v1) and what the kernel holds (a0, a1).
  */
+import type { BackendId } from './ids';
+
 export class BackendTable {
   /** Open addressing with linear probing: row + 1 per slot, 0 = empty. Kept at most half full. */
   private index = new Int32Array(1024);
@@ -102,7 +104,7 @@ export class BackendTable {
    * false for a second id of a backend already adopted (the entry is then
    * claimed by nobody, and the first full comparison removes it).
    */
-  adopt(addr: number, port: number, proto: number, id: number, v0: number, v1: number): boolean {
+  adopt(addr: number, port: number, proto: number, id: BackendId, v0: number, v1: number): boolean {
     if (id >= this.nextId) this.nextId = id + 1;
     if (this.find(addr, port, proto) >= 0) return false;
     const r = this.insert(addr, (port << 8) | proto, id);
@@ -110,6 +112,11 @@ export class BackendTable {
     this.v1[r] = this.a1[r] = v1;
     this.applied[r] = 1;
     return true;
+  }
+
+  /** The id of the backend in a row. */
+  idOf(row: number): BackendId {
+    return this.id[row]! as BackendId;
   }
 
   /** The next new backend gets an id of at least `id` (ids below it may still be named somewhere). */

@@ -10,7 +10,7 @@ import * as C from '../datapath/codecs';
 import { Cidr, ObjectKey, ipToInt } from '../model/types';
 import { L4Proto, ServicePlan, frontendKey } from '../plan/plan';
 import { BackendTable } from './backends';
-import { IdTable } from './ids';
+import { BackendId, IdTable, RevNatId } from './ids';
 import { MK_BACKEND, MK_REV, SV, pushSlots, writeBackend, writeRevNat, writeSvcKey, writeSvcVal } from './entries';
 import { S_CIDR, S_MASTERS, S_MEMBER, S_REVNAT, S_SLOTS, SECTIONS, SLOT_OFF, u16At, u32At } from './layout';
 import { Packed, viewKey, wordsOf } from './packed';
@@ -21,7 +21,7 @@ import type { FrontendConflict, TruncatedFrontend } from './reconciler';
 export const MAX_SLOTS = 0xffff;
 
 /** Owner of the cluster CIDRs in the cidr map (frontends own theirs by rev_nat id). */
-const CLUSTER_CIDR_OWNER = 0;
+const CLUSTER_CIDR_OWNER = 0 as const;
 
 const PROTO_NUM: Record<L4Proto, number> = { TCP: C.IPPROTO.TCP, UDP: C.IPPROTO.UDP };
 
@@ -42,7 +42,7 @@ export interface BuildContext {
 export class RecordBuilder {
   /** Reused while building a record. */
   private readonly scratch = SECTIONS.map((s) => new Packed(s.keySize, s.valueSize));
-  private readonly scratchRevIds = new Map<string, number>();
+  private readonly scratchRevIds = new Map<string, RevNatId>();
   private readonly scratchMasterKeys = new Set<string>();
   private readonly beValue = Buffer.alloc(C.backend.size);
   /** beValue as the two words the backend table keeps (no Buffer.readInt32LE call per backend). */
@@ -101,7 +101,7 @@ export class RecordBuilder {
     // endpoint of the port, active if some scope may choose it. The scopes of
     // one frontend are consecutive in the plan; a group's choosable backends
     // carry its mark.
-    let group = null as { fk: string; revId: number; members: readonly number[]; mark: number } | null;
+    let group = null as { fk: string; revId: RevNatId; members: readonly number[]; mark: number } | null;
     const masters = this.scratch[S_MASTERS]!;
     const slotsOut = this.scratch[S_SLOTS]!;
     for (const fe of plan.frontends) {
@@ -141,11 +141,11 @@ export class RecordBuilder {
         group = { fk, revId, members: fe.members, mark: ++this.markEpoch };
       }
       const chosen = fe.backends;
-      const ids: number[] = new Array(chosen.length);
+      const ids: BackendId[] = new Array(chosen.length);
       for (let i = 0; i < chosen.length; i++) {
         const r = backends[chosen[i]!]!;
         be.mark[r] = group.mark;
-        ids[i] = be.id[r]!;
+        ids[i] = be.idOf(r);
       }
       const slots = this.layout(old, masterKey, ids);
       if (slots.length > MAX_SLOTS) {
@@ -161,7 +161,7 @@ export class RecordBuilder {
   }
 
   /** Member entries of one frontend: its endpoints (plan indices into `rows`), active where they carry the group's mark. */
-  private pushMembers(revId: number, members: readonly number[], mark: number, rows: readonly number[]): void {
+  private pushMembers(revId: RevNatId, members: readonly number[], mark: number, rows: readonly number[]): void {
     const mem = this.scratch[S_MEMBER]!;
     const be = this.ctx.be;
     mem.reserve(members.length);
@@ -171,12 +171,12 @@ export class RecordBuilder {
       const r = rows[members[m]!]!;
       const i = mem.push();
       mem.keyWords[i * kw + MK_REV] = revId;
-      mem.keyWords[i * kw + MK_BACKEND] = be.id[r]!;
+      mem.keyWords[i * kw + MK_BACKEND] = be.idOf(r);
       mem.valueWords[i] = be.mark[r] === mark ? C.MEMBER_F.ACTIVE : 0;
     }
   }
 
-  private pushCidr(owner: number, c: Cidr): void {
+  private pushCidr(owner: RevNatId | typeof CLUSTER_CIDR_OWNER, c: Cidr): void {
     const p = this.scratch[S_CIDR]!;
     const i = p.push();
     C.cidrKey.encode({ prefixlen: 32 + c.bits, owner, addr: c.base }, p.keys, i * p.keySize);
@@ -200,12 +200,12 @@ export class RecordBuilder {
    * moving the last slot into them. One endpoint change therefore rewrites
    * at most two slots, not every slot after it.
    */
-  private layout(old: ServiceRecord | null, masterKey: string, ids: readonly number[]): number[] {
+  private layout(old: ServiceRecord | null, masterKey: string, ids: readonly BackendId[]): BackendId[] {
     const prev = this.previousSlots(old, masterKey);
-    if (prev.length === 0) return ids as number[];
+    if (prev.length === 0) return ids as BackendId[];
     const want = new Set(ids);
-    const placed = new Set<number>();
-    const out: Array<number | undefined> = prev.map((id) => {
+    const placed = new Set<BackendId>();
+    const out: Array<BackendId | undefined> = prev.map((id) => {
       if (!want.has(id) || placed.has(id)) return undefined;
       placed.add(id);
       return id;
@@ -221,33 +221,33 @@ export class RecordBuilder {
       const last = out.pop();
       if (i < out.length) out[i] = last;
     }
-    return [...(out as number[]), ...fresh.slice(f)];
+    return [...(out as BackendId[]), ...fresh.slice(f)];
   }
 
   /** Backend ids by slot (index 0 = slot 1) this frontend had: in the service's record, else in the kernel. */
-  private previousSlots(old: ServiceRecord | null, masterKey: string): number[] {
+  private previousSlots(old: ServiceRecord | null, masterKey: string): BackendId[] {
     const kernelSvc = this.ctx.kernelSvc();
     if (!old && !kernelSvc?.size) return []; // a new service on a fresh node: every cold-start frontend
     const prefix = masterKey.slice(0, SLOT_OFF);
     const tail = masterKey.slice(SLOT_OFF + 2);
     if (old) {
       const slots = sectionView(old, SECTIONS, S_SLOTS, recordBytes(old));
-      const out: number[] = [];
+      const out: BackendId[] = [];
       for (let i = 0; i < slots.count; i++) {
         const k = viewKey(slots, i);
         if (!k.startsWith(prefix)) continue;
         const slot = k.charCodeAt(SLOT_OFF) | (k.charCodeAt(SLOT_OFF + 1) << 8);
-        out[slot - 1] = slots.buf.readUInt32LE(slots.valOff + i * slots.valueSize);
+        out[slot - 1] = slots.buf.readUInt32LE(slots.valOff + i * slots.valueSize) as BackendId;
       }
       if (out.length > 0) return out.filter((id) => id !== undefined);
     }
     const master = kernelSvc?.get(masterKey);
     if (!master) return [];
     const count = u16At(master, SV.count);
-    const out: number[] = [];
+    const out: BackendId[] = [];
     for (let slot = 1; slot <= count; slot++) {
       const v = kernelSvc!.get(prefix + String.fromCharCode(slot & 0xff, slot >> 8) + tail);
-      if (v) out.push(u32At(v, SV.backend_id));
+      if (v) out.push(u32At(v, SV.backend_id) as BackendId);
     }
     return out;
   }

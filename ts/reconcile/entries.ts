@@ -5,6 +5,7 @@
  */
 import * as C from '../datapath/codecs';
 import { BackendTable } from './backends';
+import type { BackendId, RevNatId } from './ids';
 import { Packed, copyWords } from './packed';
 
 // Direct writers for the entries a full sync makes by the hundred thousand:
@@ -22,7 +23,7 @@ export function writeSvcKey(buf: Buffer, off: number, addr: number, port: number
   buf.writeUInt16LE(0, off + SK.pad);
 }
 
-export function writeSvcVal(buf: Buffer, off: number, backendId: number, count: number, flags: number, revNatId: number, affinityTimeout: number): void {
+export function writeSvcVal(buf: Buffer, off: number, backendId: BackendId | 0, count: number, flags: number, revNatId: RevNatId | 0, affinityTimeout: number): void {
   buf.writeUInt32LE(backendId, off + SV.backend_id);
   buf.writeUInt16LE(count, off + SV.count);
   buf.writeUInt16LE(flags, off + SV.flags);
@@ -57,7 +58,7 @@ function wordOf(byteOffset: number, field: string): number {
  * first is written field by field; the others copy its words and change
  * the slot number and the backend id.
  */
-export function pushSlots(out: Packed, addr: number, port: number, proto: number, scope: number, ids: readonly number[]): void {
+export function pushSlots(out: Packed, addr: number, port: number, proto: number, scope: number, ids: readonly BackendId[]): void {
   if (ids.length === 0) return;
   out.reserve(ids.length);
   const first = out.push();

@@ -9,13 +9,21 @@
  * and from every map that names ids, so this holds across restarts too.
  * (u32 ids: at a hundred new ones a second, they last over a year.)
  */
+/**
+ * A frontend's rev_nat id, as the svc, revnat, member, cidr, conntrack and
+ * affinity maps name it. Branded: an id is not a row index or a count.
+ */
+export type RevNatId = number & { readonly __brand: 'RevNatId' };
+/** A backend's id, as the be, svc (slots), member, conntrack and affinity maps name it. */
+export type BackendId = number & { readonly __brand: 'BackendId' };
+
 export class IdTable {
   /** key -> id and the number of references taken on it (0: adopted, not yet claimed). */
-  private readonly byKey = new Map<string, { id: number; refs: number }>();
+  private readonly byKey = new Map<string, { id: RevNatId; refs: number }>();
   private next = 1;
 
   /** Record an id found in a pinned map. */
-  adopt(key: string, id: number): void {
+  adopt(key: string, id: RevNatId): void {
     this.byKey.set(key, { id, refs: 0 });
     if (id >= this.next) this.next = id + 1;
   }
@@ -30,14 +38,14 @@ export class IdTable {
     return this.next;
   }
 
-  peek(key: string): number | undefined {
+  peek(key: string): RevNatId | undefined {
     return this.byKey.get(key)?.id;
   }
 
   /** Take a reference on key, allocating an id on first use. */
-  acquire(key: string): number {
+  acquire(key: string): RevNatId {
     let e = this.byKey.get(key);
-    if (!e) this.byKey.set(key, (e = { id: this.next++, refs: 0 }));
+    if (!e) this.byKey.set(key, (e = { id: this.next++ as RevNatId, refs: 0 }));
     e.refs++;
     return e.id;
   }
