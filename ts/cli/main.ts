@@ -34,7 +34,7 @@ commands:
   run        run the agent (see README for flags: --source file:DIR|kube, --node-name,
              --mode bpf|iptables|auto, --pod-devices, --external-devices, --node-ips,
              --cluster-cidr, --bpffs-root, --cgroup-root, --health-addr, --metrics-addr,
-             --min-sync-period, --log-level, --config FILE)
+             --min-sync-period, --sync-period, --log-level, --config FILE)
   services   list programmed frontends and their backends   [--json] [--bpffs-root PATH]
   backends   list programmed backends                        [--json] [--bpffs-root PATH]
   ct         list conntrack entries                          [--json] [--bpffs-root PATH]

@@ -32,6 +32,7 @@ import { PinRootLock, lockPinRoot } from '../datapath/pinlock';
 import { agentMetrics } from '../metrics/agent-metrics';
 import { startMetricsServer } from '../metrics/server';
 import { Syncer } from './sync';
+import { DriftCheck } from './drift';
 
 export interface Agent {
   readonly done: Promise<void>;
@@ -143,55 +144,9 @@ async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Pro
   const metrics = agentMetrics({ reconciler, runner: () => runnerRef.runner, ...(dp ? { ct: dp.maps.ct, verdicts: dp.maps.verdicts, mapFill } : {}) });
   const hcNodePorts = new HealthCheckNodePorts({ log, proxyHealthy: () => (runnerRef.runner?.pendingSince ?? 0) === 0 || Date.now() - runnerRef.runner!.pendingSince < HEALTH_TIMEOUT_MS });
   let synced = false;
-  // BPF mode compares every map with the desired state on a period
-  // (kube-proxy's syncPeriod) and repairs what differs: another writer, a
-  // hand edit, a write whose failure went unseen. The comparison is by
-  // digest, in slices between which the agent goes on serving changes; only
-  // a map that differs gets the full comparison, which writes the repair.
-  // After a failed write the retry compares everything anyway.
-  let verifyDue = false;
-  const repairDrift = (): void => {
-    if (!verifyDue || !(reconciler instanceof Reconciler)) return;
-    const t0 = process.hrtime.bigint();
-    const repairs = reconciler.repairDrift();
-    const ms = Math.round(Number(process.hrtime.bigint() - t0) / 1e4) / 100;
-    verifyDue = false;
-    const maps = Object.keys(repairs);
-    if (maps.length === 0) return log.debug('full comparison with the desired state: nothing to repair', { ms });
-    for (const m of maps) metrics.driftRepairs.inc(repairs[m], { map: m });
-    log.warn('the maps differed from the desired state; repaired', { entries: maps.map((m) => `${m} ${repairs[m]}`).join(','), ms });
-  };
-  let scanning = false;
-  const scanForDrift = (): void => {
-    if (scanning || !(reconciler instanceof Reconciler)) return;
-    scanning = true;
-    const scan = reconciler.driftScan();
-    const t0 = Date.now();
-    let slices = 0;
-    let longest = 0;
-    const step = (): void => {
-      let r: IteratorResult<void, string[] | null>;
-      const s0 = process.hrtime.bigint();
-      try {
-        r = scan.next();
-      } catch (e) {
-        scanning = false;
-        log.warn('could not compare the maps with the desired state', { error: errorText(e) });
-        return;
-      }
-      longest = Math.max(longest, Number(process.hrtime.bigint() - s0) / 1e6);
-      slices++;
-      if (!r.done) return void setImmediate(step);
-      scanning = false;
-      // null: a failed write's retry is due, and compares everything itself.
-      if (r.value === null) return;
-      if (r.value.length === 0) return log.debug('compared the maps with the desired state: no drift', { ms: Date.now() - t0, slices, longestSliceMs: Math.round(longest * 100) / 100 });
-      log.debug('maps differ from the desired state', { maps: r.value.join(',') });
-      verifyDue = true;
-      runner.request();
-    };
-    setImmediate(step);
-  };
+  // BPF mode compares the maps with the desired state every --sync-period
+  // (kube-proxy's syncPeriod) and repairs what differs (./drift.ts).
+  const drift = reconciler instanceof Reconciler ? new DriftCheck({ reconciler, log, repaired: metrics.driftRepairs, requestSync: () => runnerRef.runner?.request() }) : null;
   const sync = (): boolean => {
     // Nothing is written before every source has delivered its first full view.
     if (!synced) return true;
@@ -216,16 +171,13 @@ async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Pro
       log.info('synced', { services: r.services, upserts: r.upserts, deletes: r.deletes, ms: Math.round(r.ms * 100) / 100, programmingMs });
     }
     hcNodePorts.update(healthCheckTargets(store, opts.nodeName));
-    repairDrift();
+    drift?.afterSync();
     return r.failed.length === 0;
   };
   const runner = new Runner({ minSyncPeriodMs: opts.minSyncPeriodMs, sync, log });
   runnerRef.runner = runner;
   undo.push(() => runner.stop());
-  const verifyTimer =
-    dp && opts.syncPeriodMs > 0
-      ? setInterval(scanForDrift, opts.syncPeriodMs).unref()
-      : null;
+  const verifyTimer = drift && opts.syncPeriodMs > 0 ? setInterval(() => drift.scan(), opts.syncPeriodMs).unref() : null;
   undo.push(() => void (verifyTimer && clearInterval(verifyTimer)));
   undo.push(() => hcNodePorts.close());
 
