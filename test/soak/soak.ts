@@ -264,8 +264,9 @@ export async function soak(opts: SoakOptions): Promise<void> {
 
     await converge('start');
     for (let step = 0; step < opts.steps; step++) {
-      // Busy cores for a third of the run, in stretches.
-      if (step % 30 === 10) for (let c = 0; c < 2; c++) busy.push(box.spawnArgv(['timeout', '600', 'sh', '-c', 'while :; do :; done']));
+      // Busy cores for a third of the run, in stretches. The loop bounds
+      // itself and is the process spawned, so a SIGKILL on teardown ends it.
+      if (step % 30 === 10) for (let c = 0; c < 2; c++) busy.push(box.spawnArgv(['bash', '-c', 'end=$((SECONDS + 600)); while ((SECONDS < end)); do :; done']));
       if (step % 30 === 20) for (const b of busy.splice(0)) await box.stopProc(b, 500);
       const kind = r.float();
       let what: string;
