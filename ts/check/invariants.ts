@@ -17,7 +17,7 @@
  *    is handed out twice while conntrack or affinity may hold it.
  */
 import * as C from '../datapath/codecs';
-import { MapIO, keyBuffer } from '../datapath/maps';
+import { MapIO, ServiceMaps, keyBuffer } from '../datapath/maps';
 
 export interface Violation {
   /** The map the offending entry is in (weir1_svc, ...). */
@@ -28,16 +28,8 @@ export interface Violation {
   readonly rule: string;
 }
 
-export interface CheckedMaps {
-  readonly svc: MapIO;
-  readonly be: MapIO;
-  readonly revnat: MapIO;
-  readonly member: MapIO;
-  readonly cidr: MapIO;
-  readonly ids?: MapIO;
-  readonly ct?: MapIO;
-  readonly aff?: MapIO;
-}
+/** The maps checked: the ones the agent writes, the id marks, and conntrack and affinity (ids they name). */
+export type CheckedMaps = ServiceMaps;
 
 const proto = (n: number): string => (n === C.IPPROTO.TCP ? 'TCP' : n === C.IPPROTO.UDP ? 'UDP' : `proto${n}`);
 const scope = (n: number): string => (n === C.SCOPE_LOCAL ? 'local' : 'all');
