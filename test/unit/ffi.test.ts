@@ -61,18 +61,23 @@ test('bulk update, dump and delete of 5000 entries in one call each', () => {
   }
 });
 
+/** Keys 0..n-1 (u32) with value key + 7 (u64), in one bulk update. */
+function fillKeyPlus7(fd: number, n: number): void {
+  const keys = Buffer.alloc(n * 4);
+  const values = Buffer.alloc(n * 8);
+  for (let i = 0; i < n; i++) {
+    keys.writeUInt32LE(i, i * 4);
+    values.writeUInt32LE(i + 7, i * 8);
+  }
+  shim.mapUpdateMany(fd, keys, values, n, 4, 8);
+}
+
 test('count and dump read every entry past one batch; a short buffer says so; LPM tries fall back', () => {
   const n = 10_000; // more than the count's 4096-entry chunk
   const fd = shim.mapCreate(BPF_MAP_TYPE_HASH, 4, 8, n);
   const lpm = shim.mapCreate(11 /* BPF_MAP_TYPE_LPM_TRIE, no batch lookups */, 8, 4, 16);
   try {
-    const keys = Buffer.alloc(n * 4);
-    const values = Buffer.alloc(n * 8);
-    for (let i = 0; i < n; i++) {
-      keys.writeUInt32LE(i, i * 4);
-      values.writeUInt32LE(i + 7, i * 8);
-    }
-    shim.mapUpdateMany(fd, keys, values, n, 4, 8);
+    fillKeyPlus7(fd, n);
     assert.is(shim.mapCount(fd, 4, 8), n);
     const d = shim.mapDump(fd, n, 4, 8);
     assert.is(d.count, n);
@@ -100,13 +105,7 @@ test('a walk reads every entry once, a step at a time, in batches or by keys', (
   const fd = shim.mapCreate(BPF_MAP_TYPE_HASH, 4, 8, n);
   const lpm = shim.mapCreate(11 /* BPF_MAP_TYPE_LPM_TRIE, no batch lookups */, 8, 4, 16);
   try {
-    const keys = Buffer.alloc(n * 4);
-    const values = Buffer.alloc(n * 8);
-    for (let i = 0; i < n; i++) {
-      keys.writeUInt32LE(i, i * 4);
-      values.writeUInt32LE(i + 7, i * 8);
-    }
-    shim.mapUpdateMany(fd, keys, values, n, 4, 8);
+    fillKeyPlus7(fd, n);
     const walk = (map: number, ks: number, vs: number, max: number): Array<[number, number]> => {
       const state = Buffer.alloc(WALK_STATE_SIZE);
       const k = Buffer.alloc(max * ks);

@@ -5,7 +5,6 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import type { V1EndpointSlice, V1Service } from '@kubernetes/client-node';
 import * as C from '../../ts/datapath/codecs';
 import { MemoryMap, keyString } from '../../ts/datapath/maps';
 import { ClusterStore } from '../../ts/model/store';
@@ -13,16 +12,7 @@ import { Reconciler } from '../../ts/reconcile/reconciler';
 import { Syncer } from '../../ts/runner/sync';
 import { createLogger } from '../../ts/util/log';
 import { memoryMaps } from './pipeline';
-
-const service = (name: string, ip: string): V1Service => ({ apiVersion: 'v1', kind: 'Service', metadata: { name, namespace: 'default' }, spec: { clusterIP: ip, ports: [{ port: 80 }] } });
-const slice = (svc: string, addrs: string[]): V1EndpointSlice => ({
-  apiVersion: 'discovery.k8s.io/v1',
-  kind: 'EndpointSlice',
-  metadata: { name: `${svc}-1`, namespace: 'default', labels: { 'kubernetes.io/service-name': svc } },
-  addressType: 'IPv4',
-  ports: [{ port: 8080 }],
-  endpoints: addrs.map((a) => ({ addresses: [a] })),
-});
+import { putService } from './objects';
 
 type Maps = ReturnType<typeof allMaps>;
 function allMaps() {
@@ -64,8 +54,7 @@ test('ids still named by conntrack, affinity and socket rev-NAT entries are not 
   maps.aff.upsert([[keyString(C.affKey.encode({ client: '10.244.9.9', rev_nat_id: 60 })), C.affVal.encode({ backend_id: 90 })]]);
   maps.skrevnat.upsert([[keyString(C.skKey.encode({ cookie: 1n, addr: '10.244.9.8', port: 1 })), C.skVal.encode({ addr: '10.96.0.8', port: 80, rev_nat_id: 65 })]]);
   const a = agent(maps);
-  a.store.upsertService(service('a', '10.96.0.1'), 't');
-  a.store.upsertSlice(slice('a', ['10.244.1.10']), 't');
+  putService(a.store, 'a', '10.96.0.1', ['10.244.1.10']);
   a.sync();
   const got = ids(maps, '10.96.0.1');
   assert.ok(got.rev > 65, `rev_nat id ${got.rev}`);
@@ -76,18 +65,15 @@ test('a restart does not reuse the ids of services deleted before it (the pinned
   const maps = allMaps();
   const a = agent(maps);
   for (let i = 1; i <= 5; i++) {
-    a.store.upsertService(service(`s${i}`, `10.96.0.${i}`), 't');
-    a.store.upsertSlice(slice(`s${i}`, [`10.244.1.${i}`]), 't');
+    putService(a.store, `s${i}`, `10.96.0.${i}`, [`10.244.1.${i}`]);
   }
   a.sync();
   const used = [1, 2, 3, 4, 5].map((i) => ids(maps, `10.96.0.${i}`));
   for (let i = 2; i <= 5; i++) a.store.deleteService(a.store.services.get(`default/s${i}` as never)!.key);
   a.sync();
   const b = agent(maps);
-  b.store.upsertService(service('s1', '10.96.0.1'), 't');
-  b.store.upsertSlice(slice('s1', ['10.244.1.1']), 't');
-  b.store.upsertService(service('new', '10.96.0.77'), 't');
-  b.store.upsertSlice(slice('new', ['10.244.1.77']), 't');
+  putService(b.store, 's1', '10.96.0.1', ['10.244.1.1']);
+  putService(b.store, 'new', '10.96.0.77', ['10.244.1.77']);
   b.sync();
   const fresh = ids(maps, '10.96.0.77');
   assert.ok(!used.some((u) => u.rev === fresh.rev), `rev_nat id ${fresh.rev} was held by a deleted service`);
@@ -98,10 +84,8 @@ test('a restart does not reuse the ids of services deleted before it (the pinned
 test('a rev_nat id two frontends share stays with the one its revnat entry names; the other gets a new id', () => {
   const maps = allMaps();
   const a = agent(maps);
-  a.store.upsertService(service('a', '10.96.0.1'), 't');
-  a.store.upsertSlice(slice('a', ['10.244.1.10']), 't');
-  a.store.upsertService(service('b', '10.96.0.2'), 't');
-  a.store.upsertSlice(slice('b', ['10.244.1.20']), 't');
+  putService(a.store, 'a', '10.96.0.1', ['10.244.1.10']);
+  putService(a.store, 'b', '10.96.0.2', ['10.244.1.20']);
   a.sync();
   // What two writers left: b's master names a's rev_nat id.
   const aRev = ids(maps, '10.96.0.1').rev;
@@ -115,8 +99,7 @@ test('a rev_nat id two frontends share stays with the one its revnat entry names
   const b = agent(maps);
   assert.equal(b.report.repaired, [`rev_nat id ${aRev} was held by 10.96.0.1:80/TCP and 10.96.0.2:80/TCP: 10.96.0.2:80/TCP gets a new id`]);
   for (const s of ['a', 'b']) {
-    b.store.upsertService(service(s, s === 'a' ? '10.96.0.1' : '10.96.0.2'), 't');
-    b.store.upsertSlice(slice(s, [s === 'a' ? '10.244.1.10' : '10.244.1.20']), 't');
+    putService(b.store, s, s === 'a' ? '10.96.0.1' : '10.96.0.2', [s === 'a' ? '10.244.1.10' : '10.244.1.20']);
   }
   b.sync();
   const after = { a: ids(maps, '10.96.0.1').rev, b: ids(maps, '10.96.0.2').rev };
@@ -133,15 +116,13 @@ test('a rev_nat id two frontends share stays with the one its revnat entry names
 test('a master whose revnat entry is missing is reported and rewritten', () => {
   const maps = allMaps();
   const a = agent(maps);
-  a.store.upsertService(service('a', '10.96.0.1'), 't');
-  a.store.upsertSlice(slice('a', ['10.244.1.10']), 't');
+  putService(a.store, 'a', '10.96.0.1', ['10.244.1.10']);
   a.sync();
   const rev = ids(maps, '10.96.0.1').rev;
   maps.revnat.remove([keyString(C.u32Key.encode({ value: rev }))]);
   const b = agent(maps);
   assert.equal(b.report.repaired, [`10.96.0.1:80/TCP: its revnat entry (id ${rev}) is missing; rewritten`]);
-  b.store.upsertService(service('a', '10.96.0.1'), 't');
-  b.store.upsertSlice(slice('a', ['10.244.1.10']), 't');
+  putService(b.store, 'a', '10.96.0.1', ['10.244.1.10']);
   b.sync();
   assert.ok(maps.revnat.lookup(keyString(C.u32Key.encode({ value: rev }))));
 });

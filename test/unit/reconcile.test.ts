@@ -5,7 +5,6 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import type { V1EndpointSlice, V1Service } from '@kubernetes/client-node';
 import { MapIO, MemoryMap, WriteQueue } from '../../ts/datapath/maps';
 import { formatServices, readServices } from '../../ts/datapath/dump';
 import { ClusterStore } from '../../ts/model/store';
@@ -13,22 +12,8 @@ import { Reconciler } from '../../ts/reconcile/reconciler';
 import { Syncer } from '../../ts/runner/sync';
 import { createLogger } from '../../ts/util/log';
 import { memoryMaps } from './pipeline';
+import { service, slice } from './objects';
 import * as C from '../../ts/datapath/codecs';
-
-function service(name: string, ip: string, port = 80): V1Service {
-  return { apiVersion: 'v1', kind: 'Service', metadata: { name, namespace: 'default' }, spec: { clusterIP: ip, ports: [{ port }] } };
-}
-
-function slice(svc: string, addrs: string[], port = 8080): V1EndpointSlice {
-  return {
-    apiVersion: 'discovery.k8s.io/v1',
-    kind: 'EndpointSlice',
-    metadata: { name: `${svc}-1`, namespace: 'default', labels: { 'kubernetes.io/service-name': svc } },
-    addressType: 'IPv4',
-    ports: [{ port }],
-    endpoints: addrs.map((a) => ({ addresses: [a] })),
-  };
-}
 
 type Op = { map: string; op: 'upsert' | 'remove'; slot?: number; n: number };
 

@@ -16,22 +16,8 @@ import { CommitStats, Reconciler } from '../../ts/reconcile/reconciler';
 import { Syncer } from '../../ts/runner/sync';
 import { createLogger } from '../../ts/util/log';
 import { memoryMaps } from './pipeline';
+import { service, slice } from './objects';
 import { thrown } from './thrown';
-
-function service(name: string, ip: string): V1Service {
-  return { apiVersion: 'v1', kind: 'Service', metadata: { name, namespace: 'default' }, spec: { clusterIP: ip, ports: [{ port: 80 }] } };
-}
-
-function slice(svc: string, addrs: string[]): V1EndpointSlice {
-  return {
-    apiVersion: 'discovery.k8s.io/v1',
-    kind: 'EndpointSlice',
-    metadata: { name: `${svc}-1`, namespace: 'default', labels: { 'kubernetes.io/service-name': svc } },
-    addressType: 'IPv4',
-    ports: [{ port: 8080 }],
-    endpoints: addrs.map((a) => ({ addresses: [a] })),
-  };
-}
 
 const key = (name: string): ObjectKey => `default/${name}` as ObjectKey;
 
