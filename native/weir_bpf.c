@@ -1,6 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
 /* weir_bpf: libbpf shim for the TypeScript control plane. See weir_bpf.h. */
-#define _GNU_SOURCE /* SCHED_IDLE */
 #include "weir_bpf.h"
 
 #include <errno.h>
@@ -11,11 +10,7 @@
 #endif
 #include <net/if.h>
 #include <pthread.h>
-#include <sched.h>
-#include <linux/capability.h>
 #include <sys/file.h>
-#include <sys/resource.h>
-#include <sys/syscall.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -146,70 +141,6 @@ static uint32_t have_coarse_clock(void)
 int weir_obj_load(const char *obj_path, const char *pin_root, const char *sizes)
 {
 	return obj_load(obj_path, pin_root, sizes, NULL, 0);
-}
-
-/*
- * The idle load's state: 0 none, > 0 the thread id of a load running at idle
- * priority, -1 boosted before a load started (it then runs at normal
- * priority: the agent may find its sources read before the pool thread has
- * even picked the load up).
- */
-static pid_t idle_load;
-
-/*
- * Whether a thread may go from SCHED_IDLE back to SCHED_OTHER: it takes
- * CAP_SYS_NICE, or an RLIMIT_NICE that allows nice 0. Without either, a pool
- * thread sent to idle priority would stay there, so the load runs at normal
- * priority instead.
- */
-static bool can_leave_idle(void)
-{
-	struct __user_cap_header_struct hdr = { .version = _LINUX_CAPABILITY_VERSION_3 };
-	struct __user_cap_data_struct caps[_LINUX_CAPABILITY_U32S_3] = {};
-	struct rlimit nice;
-
-	if (syscall(SYS_capget, &hdr, caps) == 0 && (caps[CAP_SYS_NICE / 32].effective & (1u << (CAP_SYS_NICE % 32))))
-		return true;
-	return getrlimit(RLIMIT_NICE, &nice) == 0 && (nice.rlim_cur == RLIM_INFINITY || nice.rlim_cur >= 20);
-}
-
-int weir_obj_load_idle(const char *obj_path, const char *pin_root, const char *sizes)
-{
-	struct sched_param sp = { 0 };
-	pid_t tid = (pid_t)syscall(SYS_gettid);
-	pid_t none = 0;
-	int rc;
-
-	if (!can_leave_idle())
-		return obj_load(obj_path, pin_root, sizes, NULL, 0);
-	if (__atomic_compare_exchange_n(&idle_load, &none, tid, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
-		/* Best effort: without the policy the load competes as any thread does. */
-		if (sched_setscheduler(tid, SCHED_IDLE, &sp) < 0)
-			__atomic_store_n(&idle_load, 0, __ATOMIC_SEQ_CST);
-	} else {
-		__atomic_store_n(&idle_load, 0, __ATOMIC_SEQ_CST); /* boosted already */
-	}
-	rc = obj_load(obj_path, pin_root, sizes, NULL, 0);
-	/* The thread belongs to a pool and goes on to other work: restore it unless a boost did. */
-	if (__atomic_compare_exchange_n(&idle_load, &tid, 0, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
-		sched_setscheduler(tid, SCHED_OTHER, &sp);
-	return rc;
-}
-
-int weir_obj_load_boost(void)
-{
-	struct sched_param sp = { 0 };
-	pid_t cur = __atomic_load_n(&idle_load, __ATOMIC_SEQ_CST);
-
-	for (;;) {
-		pid_t next = cur > 0 ? 0 : -1;
-
-		if (__atomic_compare_exchange_n(&idle_load, &cur, next, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
-			break;
-	}
-	if (cur > 0 && sched_setscheduler(cur, SCHED_OTHER, &sp) < 0)
-		return -errno;
-	return 0;
 }
 
 int weir_obj_load_private(const char *obj_path, const char *pin_root, const char *private_maps, uint32_t lru_max)

@@ -29,21 +29,6 @@ int weir_last_log(char *buf, uint32_t size);
  */
 int weir_obj_load(const char *obj_path, const char *pin_root, const char *sizes);
 /*
- * weir_obj_load at idle scheduling priority (SCHED_IDLE): the caller runs it
- * on a worker thread while the agent reads its sources, and the kernel's part
- * (zeroing bucket arrays, linking the LRU maps' preallocated elements) then
- * takes only CPU time nothing else wants, until weir_obj_load_boost().
- * Without CAP_SYS_NICE (or an RLIMIT_NICE allowing nice 0) a thread could
- * not return from idle priority: the load then runs at normal priority.
- */
-int weir_obj_load_idle(const char *obj_path, const char *pin_root, const char *sizes);
-/*
- * Back to normal priority for a weir_obj_load_idle still running (the agent
- * now waits for it); called before that load has started, the load runs at
- * normal priority. One idle load at a time.
- */
-int weir_obj_load_boost(void);
-/*
  * Like weir_obj_load, but the maps named in private_maps (comma-separated)
  * are created fresh and unpinned, LRU ones with at most lru_max entries:
  * `weir trace` runs the real program against the real service maps without

@@ -8,7 +8,6 @@
 import { execFileSync } from 'node:child_process';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
-import * as path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as C from '../../ts/datapath/codecs';
@@ -23,7 +22,6 @@ import { MapFullError, Reconciler } from '../../ts/reconcile/reconciler';
 import { Syncer } from '../../ts/runner/sync';
 import { createLogger } from '../../ts/util/log';
 import { thrown } from '../unit/thrown';
-import { SCHED_IDLE, threadPolicies } from './load-policy';
 import { readIp4 } from '../../ts/datapath/codecs';
 import { buildPacket, checksumsValid, csum16, readHeaders } from '../../ts/datapath/packet';
 
@@ -250,42 +248,6 @@ s('a service map too small: the error names the maps and counts, and the state l
     assert.is(dp.maps.svc.dump().length, 42);
     assert.is(dp.maps.member.dump().length, 40);
     dp.close();
-  } finally {
-    fs.rmSync(root, { recursive: true, force: true });
-  }
-});
-
-s('the load off the main thread runs at idle priority until boosted, and its pool thread is restored', async (ctx) => {
-  const root = `${ctx.root}-idle`;
-  const policies = threadPolicies;
-  let loading: Promise<BpfDatapath> | undefined;
-  try {
-    const shim = loadShim();
-    let settled = false;
-    loading = BpfDatapath.loadAsync(shim, root, { ct: 65536, aff: 1024, skrevnat: 1024, svc: 65536, member: 65536 }).finally(() => (settled = true));
-    let idle: number | undefined;
-    // Creating a 65536-entry LRU map alone takes tens of milliseconds: long enough to see the policy.
-    while (!settled && idle === undefined) {
-      idle = [...policies()].find(([, p]) => p === SCHED_IDLE)?.[0];
-      if (idle === undefined) await new Promise((r) => setImmediate(r));
-    }
-    assert.ok(idle !== undefined, 'a thread loads at SCHED_IDLE');
-    shim.objLoadBoost();
-    assert.is(policies().get(idle!), 0, 'SCHED_OTHER once boosted');
-    await loading;
-    assert.not.ok([...policies().values()].includes(SCHED_IDLE), 'no thread left at idle priority');
-  } finally {
-    // A failed assertion must not leave the load to pin maps after the directory is gone.
-    await loading?.then((dp) => dp.close(), () => undefined);
-    fs.rmSync(root, { recursive: true, force: true });
-  }
-});
-
-s('without CAP_SYS_NICE the load stays at normal priority (a pool thread could not come back from idle)', (ctx) => {
-  const root = `${ctx.root}-nonice`;
-  try {
-    const out = execFileSync('setpriv', ['--bounding-set=-sys_nice', process.execPath, path.join(__dirname, 'load-policy.js'), root], { encoding: 'utf8' });
-    assert.equal(JSON.parse(out), { idleSeen: false, idleAfter: false });
   } finally {
     fs.rmSync(root, { recursive: true, force: true });
   }

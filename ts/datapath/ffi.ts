@@ -51,8 +51,6 @@ const SIGNATURES = {
   weir_set_log_level: ['int', ['int']],
   weir_last_log: ['int', ['pointer', 'uint32']],
   weir_obj_load: ['int', ['string', 'string', 'string']],
-  weir_obj_load_idle: ['int', ['string', 'string', 'string']],
-  weir_obj_load_boost: ['int', []],
   weir_obj_load_private: ['int', ['string', 'string', 'string', 'uint32']],
   weir_obj_close: ['int', ['int']],
   weir_obj_map_fd: ['int', ['int', 'string']],
@@ -197,26 +195,19 @@ export class Shim {
   }
 
   /**
-   * objLoad on a libuv worker thread, at idle priority until objLoadBoost().
-   * Loading is the kernel creating maps (preallocating the LRU maps takes a
-   * few hundred milliseconds of CPU) and verifying programs; the agent reads
-   * its sources meanwhile, and on two cores the two compete: at idle
-   * priority the load takes only CPU the reading leaves. No other shim call
-   * but objLoadBoost may run until it settles: libbpf's log buffer is shared.
+   * objLoad on a libuv worker thread. Loading is the kernel creating maps
+   * (preallocating the LRU maps takes a few hundred milliseconds of CPU) and
+   * verifying programs; the agent reads its sources meanwhile. No other shim
+   * call may run until it settles: libbpf's log buffer is shared.
    */
   objLoadAsync(objPath: string, pinRoot: string, sizes: Readonly<Record<string, number>> = {}): Promise<number> {
     return new Promise((resolve, reject) => {
-      this.raw.weir_obj_load_idle.async(objPath, pinRoot, sizeSpec(sizes), (err: unknown, rc: number) => {
+      this.raw.weir_obj_load.async(objPath, pinRoot, sizeSpec(sizes), (err: unknown, rc: number) => {
         if (err) reject(err instanceof Error ? err : new Error(String(err)));
         else if (rc < 0) reject(new BpfError('obj_load', -rc, `${objPath}: ${this.lastLog()}`));
         else resolve(rc);
       });
     });
-  }
-
-  /** An objLoadAsync still running goes on at normal priority: the caller now waits for it. */
-  objLoadBoost(): void {
-    this.call('weir_obj_load_boost');
   }
 
   /** Load with some maps private (fresh, unpinned; LRU ones capped at lruMax). */

@@ -112,8 +112,6 @@ async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Pro
   undo.push(() => source.stop());
   await source.start();
   log.info('sources synced', { services: store.services.size, slices: store.slices.size, atMs: sinceStart() });
-  // The BPF load ran at idle priority while the sources were read; from here on the agent waits for it.
-  if (loading) boostLoading();
   const nodeIPs = await resolvingIPs;
   if (nodeIPs.length === 0) log.warn('no node IP known: NodePorts are not served and nothing can be masqueraded', { hint: '--node-ips or --external-devices' });
 
@@ -312,15 +310,6 @@ function keepFreedMemory(): Shim | null {
     return shim;
   } catch {
     return null;
-  }
-}
-
-/** A load still running gets normal priority (a shim that did not load: chooseMode reports why). */
-function boostLoading(): void {
-  try {
-    loadShim().objLoadBoost();
-  } catch {
-    // nothing is loading
   }
 }
 
