@@ -5,9 +5,6 @@
 #include <errno.h>
 #include <stdbool.h>
 #include <fcntl.h>
-#ifdef __GLIBC__
-#include <malloc.h>
-#endif
 #include <net/if.h>
 #include <pthread.h>
 #include <sys/file.h>
@@ -513,27 +510,6 @@ int weir_writer_drain(void)
 	writer_err = 0;
 	pthread_mutex_unlock(&writer_mu);
 	return rc;
-}
-
-int weir_malloc_keep(int keep)
-{
-#ifdef __GLIBC__
-	if (!keep) {
-		malloc_trim(0);
-		return 0;
-	}
-	/*
-	 * Both, or neither helps: a high mmap threshold alone puts large blocks
-	 * in the heap, whose top the default 128 KiB trim threshold returns to
-	 * the system as soon as they are freed. (Setting either also ends glibc's
-	 * dynamic threshold, which only rises after a large block was freed.)
-	 */
-	if (!mallopt(M_TRIM_THRESHOLD, 256 << 20) || !mallopt(M_MMAP_THRESHOLD, 32 << 20))
-		return -EINVAL;
-#else
-	(void)keep;
-#endif
-	return 0;
 }
 
 #ifndef ENOTSUPP

@@ -93,15 +93,6 @@ int weir_map_delete_many(int fd, const void *keys, uint32_t count, uint32_t key_
 int weir_writer_submit(int fd, const void *keys, const void *values, uint32_t count,
 		       uint32_t key_size, uint32_t value_size, int del);
 int weir_writer_drain(void);
-/*
- * The process's malloc policy (glibc; elsewhere a no-op returning 0).
- * keep = 1: freed memory stays in the heap for reuse (no trimming, and
- * blocks up to 32 MiB come from the heap rather than a mapping of their
- * own), so a start-up that frees and reallocates large buffers reuses pages
- * it has already faulted in. keep = 0: hand what is free back to the system
- * once (malloc_trim); the keep policy itself stays.
- */
-int weir_malloc_keep(int keep);
 /* Number of entries (batched lookups where the kernel has them, else a key walk). */
 int weir_map_count(int fd, uint32_t key_size, uint32_t value_size);
 /*

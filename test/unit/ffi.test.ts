@@ -274,13 +274,6 @@ test('links: every interface of this namespace, as ip lists them, without a chil
   assert.ok(mine.some((l) => l.name === 'lo' && l.ifindex === 1));
 });
 
-test('malloc policy: keep freed memory, then hand it back (bound and accepted by glibc)', () => {
-  shim.mallocKeep(true);
-  const b = Buffer.alloc(8 << 20, 1); // from the heap now, not a mapping of its own
-  assert.is(b[b.length - 1], 1);
-  shim.mallocKeep(false);
-});
-
 test('errors carry the operation and errno name', () => {
   try {
     shim.pinOpen('/sys/fs/bpf/weir-does-not-exist');

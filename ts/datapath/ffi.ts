@@ -69,7 +69,6 @@ const SIGNATURES = {
   weir_map_delete_many: ['int', ['int', 'pointer', 'uint32', 'uint32']],
   weir_writer_submit: ['int', ['int', 'pointer', 'pointer', 'uint32', 'uint32', 'uint32', 'int']],
   weir_writer_drain: ['int', []],
-  weir_malloc_keep: ['int', ['int']],
   weir_map_dump: ['int', ['int', 'pointer', 'pointer', 'uint32', 'uint32', 'uint32']],
   weir_map_count: ['int', ['int', 'uint32', 'uint32']],
   weir_map_walk: ['int', ['int', 'pointer', 'pointer', 'pointer', 'uint32', 'uint32', 'uint32', 'pointer']],
@@ -322,10 +321,6 @@ export class Shim {
    * is slow (page faults through a hypervisor), a start-up that frees and
    * reallocates large buffers pays for the same pages again otherwise.
    */
-  mallocKeep(keep: boolean): void {
-    this.call('weir_malloc_keep', keep ? 1 : 0);
-  }
-
   mapCount(fd: number, keySize: number, valueSize: number): number {
     return this.call('weir_map_count', fd, keySize, valueSize);
   }

@@ -16,7 +16,7 @@ import { sliceEndpoints } from '../model/endpoints';
 import { MapFill, MapFullError, Reconciler } from '../reconcile/reconciler';
 import { BpfDatapath, DEFAULT_SIZES, DeviceRole, MAP_NAMES } from '../datapath/loader';
 import { DeviceWatcher, listLinks, upDeviceAddrs } from '../datapath/devices';
-import { Shim, loadShim } from '../datapath/ffi';
+import { loadShim } from '../datapath/ffi';
 import { FileSource } from '../source/file';
 import { Source } from '../source/source';
 import { HealthServer, startHealthServer } from '../health/health';
@@ -79,10 +79,6 @@ async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Pro
   const loading = opts.mode === 'iptables' ? null : startLoading(opts);
   // Whatever the load gives is closed again if the start fails (chooseMode's caller adds the datapath's own close).
   const settleLoading = async (): Promise<void> => void (await loading?.then((dp) => dp.close(), () => undefined));
-  // Start-up frees and reallocates large buffers (manifest reads, write
-  // batches): freed memory is kept for reuse until the first sync is
-  // written, then what is free goes back (Shim.mallocKeep).
-  const memory = opts.mode === 'iptables' ? null : keepFreedMemory();
   // Node IPs: at once for devices that are up, else `ip addr` runs as a child process while the sources are read.
   const resolvingIPs = resolveNodeIPs(opts);
   resolvingIPs.catch(() => undefined); // read below, after the sources
@@ -196,7 +192,6 @@ async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Pro
   // one is retried with backoff; health and metrics are up meanwhile).
   void runner.synced.then(() => {
     log.info('ready', { services: store.services.size, slices: store.slices.size, nodeIPs: nodeIPs.join(','), atMs: sinceStart() });
-    memory?.mallocKeep(false);
   });
 
   const devices = dp ? attachDevices(dp, opts, log) : null;
@@ -300,17 +295,6 @@ function removeNewPins(root: string, before: ReadonlySet<string>, rootToo: boole
   if (!fs.existsSync(root)) return;
   for (const name of fs.readdirSync(root)) if (!before.has(name)) fs.rmSync(`${root}/${name}`, { recursive: true, force: true });
   if (rootToo) fs.rmdirSync(root);
-}
-
-/** The shim with the keep-freed-memory policy set, or null where the shim does not load (the caller then runs without it). */
-function keepFreedMemory(): Shim | null {
-  try {
-    const shim = loadShim();
-    shim.mallocKeep(true);
-    return shim;
-  } catch {
-    return null;
-  }
 }
 
 /** Start loading the BPF objects (settles to the datapath or the reason it cannot load). */
