@@ -46,17 +46,6 @@ import { NETNS_DIR, delNetnsSync, netnsInode, pidsInNetns } from './netns';
 export const REPO = path.resolve(__dirname, '../../..');
 export const CLI = path.join(REPO, 'dist/ts/cli/main.js');
 
-/**
- * The node flags of the CLI's `#!/usr/bin/env -S node ...` line: `weir` in
- * the image runs with them, so agents started here do too (the benchmarks
- * measure what is shipped).
- */
-export function cliNodeFlags(): string[] {
-  const first = fs.readFileSync(CLI, 'utf8').split('\n', 1)[0]!;
-  const m = /^#!\/usr\/bin\/env -S node(?: (.*))?$/.exec(first);
-  if (!m) throw new Error(`${CLI}: unexpected first line ${JSON.stringify(first)}`);
-  return (m[1] ?? '').split(' ').filter(Boolean);
-}
 const ECHO = path.join(REPO, 'dist/test/box/echo.js');
 const CLIENT = path.join(REPO, 'dist/test/box/client.js');
 /** The pods' gateway (link-local, on every node's lo). */
@@ -578,7 +567,6 @@ export class Box {
     if (!fs.existsSync(CLI)) throw new Error(`${CLI} is missing: build the CLI first`);
     const argv = [
       'node',
-      ...cliNodeFlags(),
       CLI,
       'run',
       '--source',
@@ -609,7 +597,7 @@ export class Box {
   /** `weir <args> --bpffs-root <pin root>` in a node namespace; its stdout (throws on failure). */
   async weir(nodeName: string, args: string[], timeoutMs = 20_000): Promise<string> {
     const node = this.node(nodeName);
-    return this.must(nsArgv(node.ns, ['node', ...cliNodeFlags(), CLI, ...args, '--bpffs-root', node.pinRoot]), timeoutMs);
+    return this.must(nsArgv(node.ns, ['node', CLI, ...args, '--bpffs-root', node.pinRoot]), timeoutMs);
   }
 
   // --- teardown ------------------------------------------------------------------

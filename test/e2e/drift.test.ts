@@ -6,7 +6,7 @@
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { Agent, Box, CLI, cliNodeFlags, waitFor } from '../box/box';
+import { Agent, Box, CLI, waitFor } from '../box/box';
 import type { ServicesView } from '../../ts/datapath/dump';
 import { webService } from '../box/manifests';
 
@@ -28,7 +28,7 @@ s.after(async (ctx) => {
 });
 
 async function check(box: Box): Promise<{ code: number; lines: string[] }> {
-  const r = await box.exec(box.node('n1').ns, ['node', ...cliNodeFlags(), CLI, 'check', '--bpffs-root', box.pinRoot('n1')], { timeoutMs: 20_000 });
+  const r = await box.exec(box.node('n1').ns, ['node', CLI, 'check', '--bpffs-root', box.pinRoot('n1')], { timeoutMs: 20_000 });
   return { code: r.code, lines: r.stdout.trim().split('\n') };
 }
 

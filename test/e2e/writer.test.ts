@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { Box, CLI, cliNodeFlags, waitFor } from '../box/box';
+import { Box, CLI, waitFor } from '../box/box';
 import { webService } from '../box/manifests';
 
 const s = suite<{ box: Box }>('single writer');
@@ -45,7 +45,7 @@ s('a second agent on the same pin root waits for the first, says for which pid, 
 s('weir cleanup refuses while an agent runs on the pin root; --force removes it anyway', async ({ box }) => {
   const agent = await box.startAgent('n1');
   const cleanup = (extra: string[]): ReturnType<Box['exec']> =>
-    box.exec(box.node('n1').ns, ['node', ...cliNodeFlags(), CLI, 'cleanup', '--bpffs-root', box.pinRoot('n1'), ...extra], { timeoutMs: 20_000 });
+    box.exec(box.node('n1').ns, ['node', CLI, 'cleanup', '--bpffs-root', box.pinRoot('n1'), ...extra], { timeoutMs: 20_000 });
   const refused = await cleanup([]);
   assert.is(refused.code, 1);
   assert.match(refused.stderr, new RegExp(`an agent \\(pid ${agent.proc.pid}\\) is running on ${box.pinRoot('n1')}`));

@@ -24,7 +24,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Agent, Box, CLI, cliNodeFlags, waitFor } from '../box/box';
+import { Agent, Box, CLI, waitFor } from '../box/box';
 import type { NsProcess } from '../box/exec';
 import { FrontendView, ServicesView, readServices } from '../../ts/datapath/dump';
 import { runPipeline } from '../unit/pipeline';
@@ -194,7 +194,7 @@ export async function soak(opts: SoakOptions): Promise<void> {
     const everDeleted = new Set<number>();
 
     const weir = async (args: string[]): Promise<{ code: number; stdout: string }> => {
-      const res = await box.exec(node.ns, ['node', ...cliNodeFlags(), CLI, ...args, '--bpffs-root', box.pinRoot('n1')], { timeoutMs: 20_000 });
+      const res = await box.exec(node.ns, ['node', CLI, ...args, '--bpffs-root', box.pinRoot('n1')], { timeoutMs: 20_000 });
       return { code: res.code, stdout: res.stdout + res.stderr };
     };
     // The pure plan of what is on disk, through the in-memory twin, read the way `weir services` reads the kernel.

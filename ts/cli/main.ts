@@ -1,24 +1,7 @@
-#!/usr/bin/env -S node --max-semi-space-size=4 --no-allocation-site-pretenuring
+#!/usr/bin/env node
 /**
  * weir command line. `weir run` is the agent; the other commands read or
  * remove what an agent installed in this network namespace.
- *
- * Two V8 flags, both for the start-up of a large agent, measured at 10k
- * services × 10 endpoints on the 2-vCPU machine of BENCHMARKS.md. They must
- * be on the command line (V8 reads them when it starts), hence here, where
- * the image's `weir` runs it.
- *  - The young generation is capped at 4 MiB per semi-space (V8's default
- *    grows to 16): an agent's start-up keeps most of what it allocates (the
- *    store, the service records), so a larger nursery only means more fresh
- *    memory to fault in and more survivors to copy. Interleaved: cold start
- *    ~1570 -> ~1470 ms and ~6k fewer page faults; 2 MiB and 8 MiB were both
- *    slower than 4.
- *  - No allocation-site pretenuring: when V8 decides that the objects of an
- *    allocation site survive (every store model does), it throws away the
- *    optimised code that allocates them and compiles it again, on the same
- *    two cores that read the manifests; half the recompilations of a cold
- *    start were these. Paired against the flag's absence: -47 ms (9 of 10
- *    pairs) and -29 ms (8 of 10).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
