@@ -4,10 +4,9 @@
  * returns into BpfError values:
  *
  *  - koffi (default): ~1 µs per call, maintained, ships prebuilt binaries.
- *  - ffi-napi + ref-napi (WEIR_FFI=ffi-napi): the packages the design card
- *    names; ~20x slower per call, unmaintained since 2021 and needs
- *    CXXFLAGS=-fpermissive to build on Node >= 20.12. Kept working and tested
- *    so the choice stays a measured one (see README "FFI").
+ *  - ffi-napi + ref-napi (WEIR_FFI=ffi-napi): ~20x slower per call,
+ *    unmaintained since 2021, and needs CXXFLAGS=-fpermissive to build on
+ *    Node >= 20.12. Selectable and tested, so either backend can serve.
  *
  * Only ints, strings and Buffers cross the boundary; the shim does bulk work
  * in C so hot paths make one call per map, not one per entry.
@@ -103,26 +102,9 @@ interface KoffiApi {
   load(p: string): { func(name: string, ret: string, args: string[]): RawFn };
 }
 
-/**
- * koffi's native module, required directly where it is: the package entry
- * (index.js) also loads node:https, node:zlib and node:crypto for its
- * download tooling, ~30 ms of a cold start on the machine of BENCHMARKS.md,
- * spent before the BPF objects can start loading. The entry adds only
- * deprecated aliases to the native module's API. Another layout (musl, a
- * bundler) or a version mismatch falls back to the package entry.
- */
-function koffiModule(): KoffiApi {
-  try {
-    const native = require(`koffi/build/koffi/${process.platform}_${process.arch}/koffi.node`) as KoffiApi & { version?: string };
-    if (native.version === (require('koffi/package.json') as { version: string }).version) return native;
-  } catch {
-    // not there, or not loadable here
-  }
-  return require('koffi') as KoffiApi;
-}
-
 function bindKoffi(lib: string): RawShim {
-  const handle = koffiModule().load(lib);
+  // Required here, not at the top: the ffi-napi backend does not load koffi.
+  const handle = (require('koffi') as KoffiApi).load(lib);
   const kType = (t: CType): string =>
     ({ int: 'int', uint32: 'uint32_t', uint64: 'uint64_t', string: 'const char *', pointer: 'void *' })[t];
   const out = {} as RawShim;
