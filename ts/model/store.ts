@@ -6,11 +6,11 @@
  * previous valid version of that object stays in force, and nothing else is
  * affected. A deletion always applies.
  */
+import { isDeepStrictEqual } from 'node:util';
 import type { V1EndpointSlice, V1Node, V1Service } from '@kubernetes/client-node';
 import { SliceModel, parseEndpointSlice } from './endpoints';
 import { DEFAULT_RULES, ServiceModel, ServiceRules, parseService } from './service';
 import { EMPTY, FieldError, IPv4, ObjectKey, parseIPv4 } from './types';
-import { sameData } from '../util/equal';
 
 export interface NodeModel {
   readonly name: string;
@@ -84,7 +84,7 @@ export class ClusterStore {
       return this.deleteService(parsed.key);
     }
     const prev = this.services.get(parsed.value.key);
-    if (prev && sameData(prev, parsed.value)) return false;
+    if (prev && isDeepStrictEqual(prev, parsed.value)) return false;
     this.services.set(parsed.value.key, parsed.value);
     this.dirty.add(parsed.value.key);
     return true;
@@ -106,7 +106,7 @@ export class ClusterStore {
     if (parsed.ok === 'skip') return this.deleteSlice(parsed.key);
     const slice = parsed.value;
     const prev = this.slices.get(slice.key);
-    if (prev && sameData(prev, slice)) return false;
+    if (prev && isDeepStrictEqual(prev, slice)) return false;
     if (prev && prev.service !== slice.service) this.unindex(prev);
     this.slices.set(slice.key, slice);
     const list = this.slicesByService.get(slice.service);
@@ -143,7 +143,7 @@ export class ClusterStore {
     }
     const zone = raw.metadata?.labels?.['topology.kubernetes.io/zone'] ?? '';
     const node = { name, internalIPs, externalIPs, zone };
-    if (sameData(this.nodes.get(name), node)) return false;
+    if (isDeepStrictEqual(this.nodes.get(name), node)) return false;
     this.nodes.set(name, node);
     this.nodesVersion++;
     return true;
