@@ -1,7 +1,7 @@
 /**
- * The backend table's index (open addressing with backward-shift deletion)
- * against a plain Map, over a seeded random mix of inserts and removals that
- * makes long probe runs: many backends on few addresses and ports.
+ * The backend table against a plain Map keyed by strings, over a seeded
+ * random mix of inserts and removals (rows are reused, ids never are): many
+ * backends on few addresses and ports.
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -54,6 +54,14 @@ test('adopted backends keep their ids, and new ones are numbered after them', ()
   assert.equal([t.a0[r], t.a1[r]], [1, 2]);
   assert.is(t.id[t.rowFor(0x0af40102, 8080, 6)], 42);
   assert.is(t.id[t.rowFor(0x0af40101, 8080, 17)], 43, 'the protocol is part of the identity');
+});
+
+test('a pinned backend of a protocol weir does not program is left unclaimed (the full comparison removes it)', () => {
+  const t = new BackendTable();
+  assert.not.ok(t.adopt(0x0af40101, 8080, 132, 7 as BackendId, 1, 2), 'SCTP is not adopted');
+  assert.is(t.rows().length, 0);
+  assert.is(t.rowFor(0x0af40101, 8080, 6), 0);
+  assert.is(t.id[0], 8, 'its id is not handed out again');
 });
 
 test('reserving room keeps every backend at its row with its id and value', () => {

@@ -17,7 +17,7 @@ import { RecordBuilder } from '../../ts/reconcile/builder';
 import { diffPending } from '../../ts/reconcile/differ';
 import { IdTable } from '../../ts/reconcile/ids';
 import { S_MASTERS, S_MEMBER, S_SLOTS, SECTIONS } from '../../ts/reconcile/layout';
-import { ServiceRecord, entryCount, recordBytes, sectionView } from '../../ts/reconcile/record';
+import { ServiceRecord, entryCount, sectionView } from '../../ts/reconcile/record';
 import { IMMEDIATE_WRITES } from '../../ts/datapath/maps';
 import { Writes } from '../../ts/reconcile/writes';
 import type { FrontendConflict, TruncatedFrontend } from '../../ts/reconcile/reconciler';
@@ -43,7 +43,7 @@ function builder() {
 
 /** Backend addresses by slot, from a record's slot section. */
 function slots(r: ServiceRecord, be: BackendTable): string[] {
-  const v = sectionView(r, SECTIONS, S_SLOTS, recordBytes(r));
+  const v = sectionView(r, SECTIONS, S_SLOTS);
   const out: string[] = [];
   for (let i = 0; i < v.count; i++) {
     const slot = v.buf.readUInt16LE(v.keyOff + i * v.keySize + C.svcKey.at.slot);

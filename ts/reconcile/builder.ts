@@ -11,10 +11,10 @@ import { Cidr, ObjectKey, ipToInt } from '../model/types';
 import { L4Proto, ServicePlan, frontendKey } from '../plan/plan';
 import { BackendTable } from './backends';
 import { BackendId, IdTable, RevNatId } from './ids';
-import { MK_BACKEND, MK_REV, SV, pushSlots, writeBackend, writeRevNat, writeSvcKey, writeSvcVal } from './entries';
+import { SV, pushMember, pushSlots, writeBackend, writeRevNat, writeSvcKey, writeSvcVal } from './entries';
 import { S_CIDR, S_MASTERS, S_MEMBER, S_REVNAT, S_SLOTS, SECTIONS, SLOT_OFF, u16At, u32At } from './layout';
-import { Packed, viewKey, wordsOf } from './packed';
-import { ServiceRecord, freezeRecord, recordBytes, sectionView } from './record';
+import { Packed, viewKey } from './packed';
+import { ServiceRecord, freezeRecord, sectionView } from './record';
 import type { FrontendConflict, TruncatedFrontend } from './reconciler';
 
 /** weir_svc_val.count and weir_svc_key.slot are 16-bit. */
@@ -45,8 +45,6 @@ export class RecordBuilder {
   private readonly scratchRevIds = new Map<string, RevNatId>();
   private readonly scratchMasterKeys = new Set<string>();
   private readonly beValue = Buffer.alloc(C.backend.size);
-  /** beValue as the two words the backend table keeps (no Buffer.readInt32LE call per backend). */
-  private readonly beWords = wordsOf(this.beValue);
   private markEpoch = 0;
 
   constructor(private readonly ctx: BuildContext) {}
@@ -74,8 +72,8 @@ export class RecordBuilder {
       const proto = PROTO_NUM[b.proto];
       writeBackend(bv, 0, b.ip, b.port, proto, (b.local ? C.BE_F.LOCAL : 0) | (b.terminating ? C.BE_F.TERMINATING : 0));
       const r = this.backendRef(b.ip, b.port, proto);
-      const v0 = this.beWords[0]!;
-      const v1 = this.beWords[1]!;
+      const v0 = bv.readInt32LE(0);
+      const v1 = bv.readInt32LE(4);
       if (be.v0[r] !== v0 || be.v1[r] !== v1) {
         // Shared backends take the flags of the service planned last.
         be.v0[r] = v0;
@@ -165,14 +163,9 @@ export class RecordBuilder {
     const mem = this.scratch[S_MEMBER]!;
     const be = this.ctx.be;
     mem.reserve(members.length);
-    // Host-order u32 fields, written as words (see pushSlots).
-    const kw = mem.keySize >> 2;
-    for (let m = 0; m < members.length; m++) {
-      const r = rows[members[m]!]!;
-      const i = mem.push();
-      mem.keyWords[i * kw + MK_REV] = revId;
-      mem.keyWords[i * kw + MK_BACKEND] = be.idOf(r);
-      mem.valueWords[i] = be.mark[r] === mark ? C.MEMBER_F.ACTIVE : 0;
+    for (const m of members) {
+      const r = rows[m]!;
+      pushMember(mem, revId, be.idOf(r), be.mark[r] === mark);
     }
   }
 
@@ -231,7 +224,7 @@ export class RecordBuilder {
     const prefix = masterKey.slice(0, SLOT_OFF);
     const tail = masterKey.slice(SLOT_OFF + 2);
     if (old) {
-      const slots = sectionView(old, SECTIONS, S_SLOTS, recordBytes(old));
+      const slots = sectionView(old, SECTIONS, S_SLOTS);
       const out: BackendId[] = [];
       for (let i = 0; i < slots.count; i++) {
         const k = viewKey(slots, i);

@@ -11,7 +11,7 @@ import { BackendTable } from './backends';
 import { pushBackend } from './entries';
 import { MapName, S_MASTERS, S_SLOTS, SECTIONS, dumpStrings, i32At, slotOf } from './layout';
 import { viewKey, viewValue } from './packed';
-import { ServiceRecord, entryCount, pushSection, recordBytes, sectionView } from './record';
+import { ServiceRecord, entryCount, sectionView } from './record';
 import { Writes, diffSection } from './writes';
 
 /** Only the services and backends changed since the last commit. */
@@ -21,13 +21,11 @@ export function diffPending(w: Writes, st: { pending: ReadonlyMap<ObjectKey, Ser
     const next = st.records.get(service) ?? null;
     if (!old && next) {
       // A new service (every service of a cold start): all of it is written.
-      for (let s = 0; s < SECTIONS.length; s++) pushSection(next, SECTIONS, s, w.ups[s]!);
+      for (let s = 0; s < SECTIONS.length; s++) w.ups[s]!.pushAll(sectionView(next, SECTIONS, s));
       return;
     }
-    const oldBytes = old && recordBytes(old);
-    const nextBytes = next && recordBytes(next);
     for (let s = 0; s < SECTIONS.length; s++) {
-      diffSection(w, s, old ? sectionView(old, SECTIONS, s, oldBytes!) : undefined, next ? sectionView(next, SECTIONS, s, nextBytes!) : undefined);
+      diffSection(w, s, old ? sectionView(old, SECTIONS, s) : undefined, next ? sectionView(next, SECTIONS, s) : undefined);
     }
   });
   w.dropRewritten();
@@ -59,15 +57,14 @@ export function diffAll(w: Writes, st: { records: ReadonlyMap<ObjectKey, Service
     let added = 0;
     const sections = SECTIONS.map((sec, s) => (sec.map === m ? s : -1)).filter((s) => s >= 0);
     for (const r of st.records.values()) {
-      const bytes = have.size === 0 ? null : recordBytes(r);
       for (const s of sections) {
         const out = w.ups[s]!;
-        if (!bytes) {
-          added += entryCount(r, s);
-          pushSection(r, SECTIONS, s, out); // nothing in the kernel to compare with
+        const v = sectionView(r, SECTIONS, s);
+        if (have.size === 0) {
+          added += v.count;
+          out.pushAll(v); // nothing in the kernel to compare with
           continue;
         }
-        const v = sectionView(r, SECTIONS, s, bytes);
         for (let i = 0; i < v.count; i++) {
           const k = viewKey(v, i);
           const cur = have.get(k);

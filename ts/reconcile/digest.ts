@@ -1,6 +1,6 @@
 /**
  * Order-independent digests of sets of map entries: the count and two sums
- * of 32-bit hashes of each entry's words (key, then value). Two sets with
+ * of 32-bit hashes of each entry's 32-bit words (key, then value). Two sets with
  * the same digest are equal but for a 2^-64 chance; the digest of a union
  * is the sum of the digests. The periodic drift check compares the digest
  * of what a map holds with the digest of what the agent wants there, which
@@ -13,28 +13,28 @@ export class Digest {
   a = 0;
   b = 0;
 
-  /** Add one entry: kw key words at keyAt of `keys`, and vw value words at valAt of `values`. */
-  add(keys: Int32Array, keyAt: number, kw: number, values: Int32Array, valAt: number, vw: number): void {
+  /** Add one entry: keySize bytes at keyOff of `keys`, and valueSize bytes at valOff of `values` (both multiples of 4). */
+  add(keys: Buffer, keyOff: number, keySize: number, values: Buffer, valOff: number, valueSize: number): void {
     let h1 = 0x9747b28c;
     let h2 = 0x2545f491;
-    for (let i = 0; i < kw; i++) {
-      h1 = mix(h1, keys[keyAt + i]!);
-      h2 = mix(h2, ~keys[keyAt + i]!);
+    for (let i = 0; i < keySize; i += 4) {
+      const w = keys.readInt32LE(keyOff + i);
+      h1 = mix(h1, w);
+      h2 = mix(h2, ~w);
     }
-    for (let i = 0; i < vw; i++) {
-      h1 = mix(h1, values[valAt + i]!);
-      h2 = mix(h2, ~values[valAt + i]!);
+    for (let i = 0; i < valueSize; i += 4) {
+      const w = values.readInt32LE(valOff + i);
+      h1 = mix(h1, w);
+      h2 = mix(h2, ~w);
     }
     this.count++;
     this.a = (this.a + fmix(h1)) | 0;
     this.b = (this.b + fmix(h2)) | 0;
   }
 
-  /** Add count entries packed back to back: keys from keyAt of `keys`, values from valAt of `values`. */
-  addPacked(keys: Int32Array, keyAt: number, values: Int32Array, valAt: number, count: number, keySize: number, valueSize: number): void {
-    const kw = keySize >> 2;
-    const vw = valueSize >> 2;
-    for (let i = 0; i < count; i++) this.add(keys, keyAt + i * kw, kw, values, valAt + i * vw, vw);
+  /** Add count entries packed back to back: keys from keyOff of `keys`, values from valOff of `values`. */
+  addPacked(keys: Buffer, keyOff: number, values: Buffer, valOff: number, count: number, keySize: number, valueSize: number): void {
+    for (let i = 0; i < count; i++) this.add(keys, keyOff + i * keySize, keySize, values, valOff + i * valueSize, valueSize);
   }
 
   addAll(d: Digest): void {
@@ -78,26 +78,24 @@ export class KeyedDigest extends Digest {
   private eb: Int32Array = new Int32Array(1024);
   private used = 0;
 
-  override add(keys: Int32Array, keyAt: number, kw: number, values: Int32Array, valAt: number, vw: number): void {
+  override add(keys: Buffer, keyOff: number, keySize: number, values: Buffer, valOff: number, valueSize: number): void {
     const a0 = this.a;
     const b0 = this.b;
-    super.add(keys, keyAt, kw, values, valAt, vw);
+    super.add(keys, keyOff, keySize, values, valOff, valueSize);
     if (this.used === this.k1.length) this.grow();
     const s = this.used++;
-    keyHashes(keys, keyAt, kw, this.k1, this.k2, s);
+    keyHashes(keys, keyOff, keySize, this.k1, this.k2, s);
     this.ea[s] = (this.a - a0) | 0;
     this.eb[s] = (this.b - b0) | 0;
   }
 
-  /** Take out every entry read under these keys (given as latin1 strings of kw words): one pass over what was read. */
-  takeBack(keys: Iterable<string>, kw: number): void {
+  /** Take out every entry read under these keys (latin1 strings of keySize bytes): one pass over what was read. */
+  takeBack(keys: Iterable<string>, keySize: number): void {
     const want = new Map<number, number[]>();
     const h1 = new Int32Array(1);
     const h2 = new Int32Array(1);
     for (const k of keys) {
-      const b = Buffer.alloc(kw * 4);
-      b.write(k, 'latin1');
-      keyHashes(new Int32Array(b.buffer, b.byteOffset, kw), 0, kw, h1, h2, 0);
+      keyHashes(Buffer.from(k, 'latin1'), 0, keySize, h1, h2, 0);
       const l = want.get(h1[0]!);
       if (l) l.push(h2[0]!);
       else want.set(h1[0]!, [h2[0]!]);
@@ -125,12 +123,13 @@ export class KeyedDigest extends Digest {
   }
 }
 
-function keyHashes(keys: Int32Array, keyAt: number, kw: number, out1: Int32Array, out2: Int32Array, at: number): void {
+function keyHashes(keys: Buffer, keyOff: number, keySize: number, out1: Int32Array, out2: Int32Array, at: number): void {
   let h1 = 0x3c6ef372;
   let h2 = 0x510e527f;
-  for (let i = 0; i < kw; i++) {
-    h1 = mix(h1, keys[keyAt + i]!);
-    h2 = mix(h2, ~keys[keyAt + i]!);
+  for (let i = 0; i < keySize; i += 4) {
+    const w = keys.readInt32LE(keyOff + i);
+    h1 = mix(h1, w);
+    h2 = mix(h2, ~w);
   }
   out1[at] = fmix(h1);
   out2[at] = fmix(h2);

@@ -7,9 +7,9 @@
 import { MapIO, PackedDump, ServiceMaps } from '../datapath/maps';
 import { BackendTable } from './backends';
 import { Digest, KeyedDigest } from './digest';
-import { MAP_ORDER, MapName, SECTIONS, alignedWords } from './layout';
+import { MAP_ORDER, MapName, SECTIONS } from './layout';
 import { Packed } from './packed';
-import { ServiceRecord, entryCount, sectionStart } from './record';
+import { ServiceRecord, sectionView } from './record';
 import { Writes } from './writes';
 
 /** What the scanner reads of the reconciler. */
@@ -67,7 +67,7 @@ export class DriftScanner {
           done = step.done;
         }
         // Keys written during the walk: whatever it read of them goes, what they hold now comes in.
-        have.takeBack(touched, map.keySize >> 2);
+        have.takeBack(touched, map.keySize);
         for (const k of touched) {
           const v = map.lookup(k);
           if (v) digestEntries(have, map, { keys: Buffer.from(k, 'latin1'), values: v, count: 1 });
@@ -103,13 +103,14 @@ export class DriftScanner {
   /** Digest of the backend entries the kernel should hold: id -> (v0, v1) of every referenced backend. */
   private backendDigest(into: Digest): void {
     const be = this.host.backends();
-    const w = new Int32Array(3);
+    // Key (the id, host order) then value (the two words the table keeps), as the kernel's entry.
+    const entry = Buffer.alloc(12);
     for (const r of be.rows()) {
       if (be.refs[r] === 0) continue;
-      w[0] = be.id[r]!;
-      w[1] = be.v0[r]!;
-      w[2] = be.v1[r]!;
-      into.add(w, 0, 1, w, 1, 2);
+      entry.writeUInt32LE(be.id[r]!, 0);
+      entry.writeInt32LE(be.v0[r]!, 4);
+      entry.writeInt32LE(be.v1[r]!, 8);
+      into.add(entry, 0, 4, entry, 4, 8);
     }
   }
 
@@ -119,9 +120,8 @@ export class DriftScanner {
     if (!d) {
       d = SECTIONS.map((sec, s) => {
         const g = new Digest();
-        const count = entryCount(r, s);
-        const keyAt = sectionStart(r, SECTIONS, s);
-        g.addPacked(r.slab, keyAt, r.slab, keyAt + ((count * sec.keySize) >> 2), count, sec.keySize, sec.valueSize);
+        const v = sectionView(r, SECTIONS, s);
+        g.addPacked(v.buf, v.keyOff, v.buf, v.valOff, v.count, sec.keySize, sec.valueSize);
         return g;
       });
       this.digests.set(r, d);
@@ -133,5 +133,5 @@ export class DriftScanner {
 
 /** Add packed entries to a digest. */
 function digestEntries(d: Digest, map: MapIO, e: PackedDump): void {
-  d.addPacked(alignedWords(e.keys), 0, alignedWords(e.values), 0, e.count, map.keySize, map.valueSize);
+  d.addPacked(e.keys, 0, e.values, 0, e.count, map.keySize, map.valueSize);
 }

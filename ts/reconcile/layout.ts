@@ -7,7 +7,6 @@
 import * as C from '../datapath/codecs';
 import type { MapIO } from '../datapath/maps';
 import type { L4Proto } from '../plan/plan';
-import { wordsOf } from './packed';
 
 /** The maps the reconciler writes entries of (ids holds only its marks). */
 export type MapName = 'svc' | 'be' | 'revnat' | 'member' | 'cidr';
@@ -52,14 +51,6 @@ export function u32At(s: string, off: number): number {
 
 /** The maps in the order a drift scan reads them. */
 export const MAP_ORDER: readonly MapName[] = ['revnat', 'member', 'cidr', 'svc', 'be'];
-
-/** A buffer's 32-bit words (copied when it is not 4-byte aligned). */
-export function alignedWords(b: Buffer): Int32Array {
-  if ((b.byteOffset & 3) === 0) return wordsOf(b);
-  const copy = Buffer.alloc(b.length); // not from the pool: aligned
-  b.copy(copy);
-  return wordsOf(copy);
-}
 
 /** A u32 map key (host order) as a latin1 string. */
 export function u32Key(n: number): string {
