@@ -562,12 +562,18 @@ export class Box {
    * `weir run` in a node namespace on the box's manifests, with the node's
    * own pin root and cgroup. Waits for its "ready" log line unless told not to.
    */
-  async startAgent(nodeName: string, extra: string[] = [], opts: { waitReady?: boolean; env?: Record<string, string>; readyTimeoutMs?: number } = {}): Promise<Agent> {
+  async startAgent(
+    nodeName: string,
+    extra: string[] = [],
+    opts: { waitReady?: boolean; env?: Record<string, string>; readyTimeoutMs?: number; /** Another build's CLI, and node flags to run it with (bench/paired.ts). */ cli?: string; nodeFlags?: string[] } = {},
+  ): Promise<Agent> {
     const node = this.node(nodeName);
-    if (!fs.existsSync(CLI)) throw new Error(`${CLI} is missing: build the CLI first`);
+    const cli = opts.cli ?? CLI;
+    if (!fs.existsSync(cli)) throw new Error(`${cli} is missing: build the CLI first`);
     const argv = [
       'node',
-      CLI,
+      ...(opts.nodeFlags ?? []),
+      cli,
       'run',
       '--source',
       `file:${this.manifestDir}`,
