@@ -1,22 +1,25 @@
 /** `--metrics-addr`: GET /metrics in the Prometheus text format. */
 import type { AddressInfo } from 'node:net';
+import type { Registry } from 'prom-client';
 import { http } from '../util/lazy';
-import { Registry } from './registry';
 
-export function startMetricsServer(opts: { host: string; port: number; registry: Registry }): Promise<{ port: number; close(): Promise<void> }> {
+export interface MetricsServerOptions {
+  readonly host: string;
+  readonly port: number;
+  readonly registry: Registry;
+}
+
+export function startMetricsServer(opts: MetricsServerOptions): Promise<{ port: number; close(): Promise<void> }> {
+  const { registry } = opts;
   const server = http().createServer((req, res) => {
     if ((req.url ?? '').split('?')[0] !== '/metrics') {
       res.writeHead(404).end();
       return;
     }
-    let body: string;
-    try {
-      body = opts.registry.render();
-    } catch (e) {
-      res.writeHead(500, { 'content-type': 'text/plain' }).end(String(e));
-      return;
-    }
-    res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(body);
+    registry.metrics().then(
+      (body) => res.writeHead(200, { 'content-type': registry.contentType }).end(body),
+      (e: unknown) => res.writeHead(500, { 'content-type': 'text/plain' }).end(String(e)),
+    );
   });
   return new Promise((resolve, reject) => {
     server.once('error', reject);

@@ -135,12 +135,13 @@ async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Pro
   }
 
   const syncer = new Syncer({ store, reconciler, log, ctx: { nodeName: opts.nodeName, nodePortAddrs: nodePortAddrs(nodeIPs, opts, mode) } });
-  const metrics = agentMetrics({ reconciler, runner: () => runnerRef.runner, ...(dp ? { ct: dp.maps.ct, verdicts: dp.maps.verdicts, mapFill } : {}) });
+  // Only an agent that serves metrics records them (see ../metrics/agent-metrics).
+  const metrics = opts.metricsAddr ? agentMetrics({ reconciler, runner: () => runnerRef.runner, ...(dp ? { ct: dp.maps.ct, verdicts: dp.maps.verdicts, mapFill } : {}) }) : null;
   const hcNodePorts = new HealthCheckNodePorts({ log, proxyHealthy: () => (runnerRef.runner?.pendingSince ?? 0) === 0 || Date.now() - runnerRef.runner!.pendingSince < HEALTH_TIMEOUT_MS });
   let synced = false;
   // BPF mode compares the maps with the desired state every --sync-period
   // (kube-proxy's syncPeriod) and repairs what differs (./drift.ts).
-  const drift = reconciler instanceof Reconciler ? new DriftCheck({ reconciler, log, repaired: metrics.driftRepairs, requestSync: () => runnerRef.runner?.request() }) : null;
+  const drift = reconciler instanceof Reconciler ? new DriftCheck({ reconciler, log, ...(metrics ? { repaired: metrics.driftRepairs } : {}), requestSync: () => runnerRef.runner?.request() }) : null;
   const sync = (): boolean => {
     // Nothing is written before every source has delivered its first full view.
     if (!synced) return true;
@@ -158,8 +159,8 @@ async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Pro
       }
       throw e;
     }
-    metrics.syncDuration.observe(r.ms / 1000);
-    for (const ms of r.programmingMs) metrics.programming.observe(ms / 1000);
+    metrics?.syncDuration.observe(r.ms / 1000);
+    if (metrics) for (const ms of r.programmingMs) metrics.programming.observe(ms / 1000);
     if (r.upserts || r.deletes || r.services) {
       const programmingMs = r.programmingMs.length ? Math.max(...r.programmingMs) : 0;
       log.info('synced', { services: r.services, upserts: r.upserts, deletes: r.deletes, ms: Math.round(r.ms * 100) / 100, programmingMs });
@@ -237,9 +238,9 @@ async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Pro
   }
 
   let metricsServer: { port: number; close(): Promise<void> } | null = null;
-  if (opts.metricsAddr) {
+  if (opts.metricsAddr && metrics) {
     const { host, port } = parseHostPort('metrics-addr', opts.metricsAddr);
-    metricsServer = await startMetricsServer({ host, port, registry: metrics.registry });
+    metricsServer = await startMetricsServer({ host, port, registry: metrics.registry() });
     const m = metricsServer;
     undo.push(() => m.close());
     log.info('metrics server listening', { addr: `${host}:${metricsServer.port}` });

@@ -5,14 +5,15 @@
  * (a full comparison that writes what differs), with a warning naming the
  * maps and weir_drift_repaired_entries_total counting the entries.
  */
-import type { Counter } from '../metrics/registry';
+import type { DriftRepairs } from '../metrics/agent-metrics';
 import type { Reconciler } from '../reconcile/reconciler';
 import { Logger, errorText } from '../util/log';
 
 export interface DriftCheckOptions {
   readonly reconciler: Reconciler;
   readonly log: Logger;
-  readonly repaired: Counter;
+  /** Absent when the agent serves no metrics. */
+  readonly repaired?: DriftRepairs;
   /** Ask for a sync (the repair runs at its end, see afterSync). */
   readonly requestSync: () => void;
 }
@@ -69,7 +70,7 @@ export class DriftCheck {
     this.repairDue = false;
     const maps = Object.keys(repairs);
     if (maps.length === 0) return log.debug('full comparison with the desired state: nothing to repair', { ms });
-    for (const m of maps) this.opts.repaired.inc(repairs[m], { map: m });
+    for (const [map, entries] of Object.entries(repairs)) this.opts.repaired?.inc({ map }, entries);
     log.warn('the maps differed from the desired state; repaired', { entries: maps.map((m) => `${m} ${repairs[m]}`).join(','), ms });
   }
 }
