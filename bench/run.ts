@@ -32,6 +32,8 @@ export interface Stats {
 
 export interface Results {
   machine: Record<string, string>;
+  /** When the run was made (ISO 8601); older results lack it. */
+  date?: string;
   command: string;
   params: Params;
   ffi: Array<{ backend: string; singleNsPerOp: number; batchNsPerElem: number }>;
