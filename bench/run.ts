@@ -496,7 +496,7 @@ async function main(): Promise<void> {
   const sectionsArg = process.argv.indexOf('--sections');
   const sections = new Set(sectionsArg >= 0 ? process.argv[sectionsArg + 1]!.split(',') : ['ffi', 'packet', 'control', 'path']);
   const prev = sections.size < 4 && fs.existsSync(outFile) ? (JSON.parse(fs.readFileSync(outFile, 'utf8')) as Results) : null;
-  const results = { ...(prev ?? {}), machine: machine(), command, params: p } as Results;
+  const results = { ...(prev ?? {}), machine: machine(), date: new Date().toISOString().slice(0, 10), command, params: p } as Results;
   if (sections.has('ffi')) {
     log('FFI cost per map operation');
     results.ffi = benchFfi();
