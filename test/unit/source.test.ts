@@ -267,7 +267,7 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 for (const [from, to] of [
   ['b.yaml', 'a.yaml'],
   ['a.yaml', 'b.yaml'],
-]) {
+] as const) {
   // Service a and its slice move; Service b stays where it is.
   const before = { [from]: holding([0, 1], [3, 1], [1, 1]), [to]: holding([2, 1]) };
   const after = { [from]: holding([1, 1]), [to]: holding([2, 1], [0, 1], [3, 1]) };

@@ -118,17 +118,20 @@ export function checkMaps(maps: CheckedMaps): Violation[] {
     };
     for (const id of revOwner.keys()) above(maps.svc, `rev_nat id ${id}`, 'rev_nat', id, rev);
     for (const id of backends.keys()) above(maps.be, `${id}`, 'backend', id, be);
-    for (const [k, v] of maps.ct?.dump() ?? []) {
+    const { ct, aff } = maps;
+    if (ct)
+      for (const [k, v] of ct.dump()) {
       const val = C.ctVal.decode(v);
       const key = C.ctKey.decode(keyBuffer(k));
       const name = `${key.saddr}:${key.sport} -> ${key.daddr}:${key.dport}/${proto(key.proto)} ${key.dir === C.CT_DIR.REV ? 'rev' : 'fwd'}`;
-      above(maps.ct!, name, 'rev_nat', val.rev_nat_id, rev);
-      above(maps.ct!, name, 'backend', val.backend_id, be);
+      above(ct, name, 'rev_nat', val.rev_nat_id, rev);
+      above(ct, name, 'backend', val.backend_id, be);
     }
-    for (const [k, v] of maps.aff?.dump() ?? []) {
+    if (aff)
+      for (const [k, v] of aff.dump()) {
       const key = C.affKey.decode(keyBuffer(k));
-      above(maps.aff!, `${key.client} rev_nat ${key.rev_nat_id}`, 'rev_nat', key.rev_nat_id, rev);
-      above(maps.aff!, `${key.client} rev_nat ${key.rev_nat_id}`, 'backend', C.affVal.decode(v).backend_id, be);
+      above(aff, `${key.client} rev_nat ${key.rev_nat_id}`, 'rev_nat', key.rev_nat_id, rev);
+      above(aff, `${key.client} rev_nat ${key.rev_nat_id}`, 'backend', C.affVal.decode(v).backend_id, be);
     }
   }
   return out;

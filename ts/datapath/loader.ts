@@ -228,7 +228,9 @@ export class BpfDatapath {
    */
   attachCgroup(cgroupPath: string): void {
     for (const p of SOCK_PROGS) {
-      this.shim.cgroupLink(cgroupPath, this.sockFds.get(p.name)!, p.attachType, linkPin(this.pinRoot, p.name));
+      const fd = this.sockFds.get(p.name);
+      if (fd === undefined) throw new Error(`socket program ${p.name} is not loaded`);
+      this.shim.cgroupLink(cgroupPath, fd, p.attachType, linkPin(this.pinRoot, p.name));
     }
   }
 

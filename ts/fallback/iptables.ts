@@ -18,7 +18,7 @@ import { CommitStats, FrontendConflict } from '../reconcile/reconciler';
 import { Dataplane } from '../reconcile/dataplane';
 import { childProcess } from '../util/lazy';
 import { Logger } from '../util/log';
-import { HOOKS, PREFIX, RenderContext, ServiceRules, fixedRules, renderService, restoreText } from './render';
+import { HOOKS, PREFIX, RenderContext, ServiceRules, Tables, renderService, restoreText } from './render';
 
 type Table = 'nat' | 'filter';
 
@@ -122,16 +122,11 @@ export class IptablesDataplane implements Dataplane {
       else this.rendered.delete(key);
     }
     const full = this.needFull || Date.now() - this.lastFull > this.fullSyncMs;
-    const fixed = fixedRules(this.ctx);
-    const nat = new Map<string, string[]>([['WEIR-SERVICES', []], ['WEIR-NODEPORTS', []], ...fixed.nat]);
-    const filter = new Map<string, string[]>([['WEIR-SERVICES', []], ['WEIR-PROXY-FIREWALL', []], ...fixed.filter]);
+    const t = new Tables(this.ctx);
+    const { nat, filter } = t;
     const current: Record<Table, Set<string>> = { nat: new Set(nat.keys()), filter: new Set(filter.keys()) };
-    for (const key of [...this.rendered.keys()].sort()) {
-      const r = this.rendered.get(key)!;
-      nat.get('WEIR-SERVICES')!.push(...r.natServices);
-      nat.get('WEIR-NODEPORTS')!.push(...r.natNodePorts);
-      filter.get('WEIR-SERVICES')!.push(...r.filterServices);
-      filter.get('WEIR-PROXY-FIREWALL')!.push(...r.filterFirewall);
+    for (const [key, r] of [...this.rendered].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
+      t.addJumps(r);
       const write = full || this.dirty.has(key);
       for (const [c, rules] of r.natChains) {
         current.nat.add(c);
@@ -142,7 +137,7 @@ export class IptablesDataplane implements Dataplane {
         if (write || !this.owned.filter.has(c)) filter.set(c, rules);
       }
     }
-    nat.get('WEIR-SERVICES')!.push(`-m comment --comment "weir service nodeports; NOTE: this must be the last rule in this chain" -m addrtype --dst-type LOCAL -j WEIR-NODEPORTS`);
+    t.finish();
     const stale: Record<Table, string[]> = {
       nat: [...this.owned.nat].filter((c) => !current.nat.has(c)),
       filter: [...this.owned.filter].filter((c) => !current.filter.has(c)),

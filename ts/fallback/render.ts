@@ -186,7 +186,7 @@ export function renderService(plan: ServicePlan, ctx: RenderContext): ServiceRul
 }
 
 /** The shared chains' fixed rules. */
-export function fixedRules(ctx: RenderContext): { nat: Map<string, string[]>; filter: Map<string, string[]> } {
+function fixedRules(ctx: RenderContext): { nat: Map<string, string[]>; filter: Map<string, string[]> } {
   return {
     nat: new Map([
       ['WEIR-MARK-MASQ', [`-j MARK --or-mark ${MASQ_MARK}`]],
@@ -211,20 +211,47 @@ export function restoreText(table: 'nat' | 'filter', chains: ReadonlyMap<string,
   return lines.join('\n') + '\n';
 }
 
+/**
+ * The tables of one sync: the top-level chains with the fixed rules, to
+ * which each service's rules are added in service order, then `finish()`
+ * appends the NodePort jump, which must be the last rule of WEIR-SERVICES.
+ */
+export class Tables {
+  readonly nat: Map<string, string[]>;
+  readonly filter: Map<string, string[]>;
+  private readonly natServices: string[] = [];
+  private readonly natNodePorts: string[] = [];
+  private readonly filterServices: string[] = [];
+  private readonly filterFirewall: string[] = [];
+
+  constructor(ctx: RenderContext) {
+    const fixed = fixedRules(ctx);
+    this.nat = new Map([['WEIR-SERVICES', this.natServices], ['WEIR-NODEPORTS', this.natNodePorts], ...fixed.nat]);
+    this.filter = new Map([['WEIR-SERVICES', this.filterServices], ['WEIR-PROXY-FIREWALL', this.filterFirewall], ...fixed.filter]);
+  }
+
+  /** A service's jump rules; its own chains are the caller's to add (a partial sync writes only changed ones). */
+  addJumps(r: ServiceRules): void {
+    this.natServices.push(...r.natServices);
+    this.natNodePorts.push(...r.natNodePorts);
+    this.filterServices.push(...r.filterServices);
+    this.filterFirewall.push(...r.filterFirewall);
+  }
+
+  finish(): void {
+    this.natServices.push(`${comment('weir service nodeports; NOTE: this must be the last rule in this chain')} -m addrtype --dst-type LOCAL -j WEIR-NODEPORTS`);
+  }
+}
+
 /** Every rule of every service, in one full-sync text per table (what the golden test prints). */
 export function renderAll(plans: readonly ServicePlan[], ctx: RenderContext): { nat: string; filter: string } {
-  const fixed = fixedRules(ctx);
-  const nat = new Map<string, string[]>([['WEIR-SERVICES', []], ['WEIR-NODEPORTS', []], ...fixed.nat]);
-  const filter = new Map<string, string[]>([['WEIR-SERVICES', []], ['WEIR-PROXY-FIREWALL', []], ...fixed.filter]);
+  const t = new Tables(ctx);
   for (const plan of [...plans].sort((a, b) => a.service.localeCompare(b.service))) {
     const r = renderService(plan, ctx);
-    nat.get('WEIR-SERVICES')!.push(...r.natServices);
-    nat.get('WEIR-NODEPORTS')!.push(...r.natNodePorts);
-    filter.get('WEIR-SERVICES')!.push(...r.filterServices);
-    filter.get('WEIR-PROXY-FIREWALL')!.push(...r.filterFirewall);
-    for (const [c, rules] of r.natChains) nat.set(c, rules);
-    for (const [c, rules] of r.filterChains) filter.set(c, rules);
+    t.addJumps(r);
+    for (const [c, rules] of r.natChains) t.nat.set(c, rules);
+    for (const [c, rules] of r.filterChains) t.filter.set(c, rules);
   }
-  nat.get('WEIR-SERVICES')!.push(`${comment('weir service nodeports; NOTE: this must be the last rule in this chain')} -m addrtype --dst-type LOCAL -j WEIR-NODEPORTS`);
-  return { nat: restoreText('nat', nat), filter: restoreText('filter', filter) };
+  t.finish();
+  return { nat: restoreText('nat', t.nat), filter: restoreText('filter', t.filter) };
 }

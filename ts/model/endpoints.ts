@@ -121,8 +121,8 @@ export function parseEndpointSlice(slice: V1EndpointSlice): SliceParse {
     conditions[i] = (ready ? EP_READY : 0) | (serving ? EP_SERVING : 0) | (terminating ? EP_TERMINATING : 0);
   }
 
-  if (errors.length) return { ok: false, errors };
-  const service = objectKey(namespace, svcName!);
+  if (errors.length || !svcName) return { ok: false, errors };
+  const service = objectKey(namespace, svcName);
   return n === 0
     ? { ok: true, value: { key, service, ports: kept(ports), ips: kept(ips), nodeNames: kept(nodeNames), conditions: kept(conditions) } }
     : { ok: true, value: { key, service, ports: kept(ports), ips, nodeNames, conditions } };

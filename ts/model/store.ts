@@ -172,9 +172,9 @@ export class ClusterStore {
 
   private unindex(slice: SliceModel): void {
     const list = this.slicesByService.get(slice.service);
-    const at = list ? list.findIndex((s) => s.key === slice.key) : -1;
-    if (at < 0) return;
-    list!.splice(at, 1);
-    if (list!.length === 0) this.slicesByService.delete(slice.service);
+    const at = list?.findIndex((s) => s.key === slice.key) ?? -1;
+    if (!list || at < 0) return;
+    list.splice(at, 1);
+    if (list.length === 0) this.slicesByService.delete(slice.service);
   }
 }

@@ -235,11 +235,11 @@ export class RecordBuilder {
       if (out.length > 0) return out.filter((id) => id !== undefined);
     }
     const master = kernelSvc?.get(masterKey);
-    if (!master) return [];
+    if (!kernelSvc || !master) return [];
     const count = u16At(master, SV.count);
     const out: BackendId[] = [];
     for (let slot = 1; slot <= count; slot++) {
-      const v = kernelSvc!.get(prefix + String.fromCharCode(slot & 0xff, slot >> 8) + tail);
+      const v = kernelSvc.get(prefix + String.fromCharCode(slot & 0xff, slot >> 8) + tail);
       if (v) out.push(u32At(v, SV.backend_id) as BackendId);
     }
     return out;

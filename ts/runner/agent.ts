@@ -137,7 +137,11 @@ async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Pro
   const syncer = new Syncer({ store, reconciler, log, ctx: { nodeName: opts.nodeName, nodePortAddrs: nodePortAddrs(nodeIPs, opts, mode) } });
   // Only an agent that serves metrics records them (see ../metrics/agent-metrics).
   const metrics = opts.metricsAddr ? agentMetrics({ reconciler, runner: () => runnerRef.runner, ...(dp ? { ct: dp.maps.ct, verdicts: dp.maps.verdicts, mapFill } : {}) }) : null;
-  const hcNodePorts = new HealthCheckNodePorts({ log, proxyHealthy: () => (runnerRef.runner?.pendingSince ?? 0) === 0 || Date.now() - runnerRef.runner!.pendingSince < HEALTH_TIMEOUT_MS });
+  const proxyHealthy = (): boolean => {
+    const since = runnerRef.runner?.pendingSince ?? 0;
+    return since === 0 || Date.now() - since < HEALTH_TIMEOUT_MS;
+  };
+  const hcNodePorts = new HealthCheckNodePorts({ log, proxyHealthy });
   let synced = false;
   // BPF mode compares the maps with the desired state every --sync-period
   // (kube-proxy's syncPeriod) and repairs what differs (./drift.ts).

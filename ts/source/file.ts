@@ -215,7 +215,7 @@ export class FileSource implements Source {
       insertSorted(others, owner);
     } else insertSorted(others, file);
     this.alsoIn.set(id, others);
-    const first = this.owners.get(id)!;
+    const first = file < owner ? file : owner;
     this.log.warn('object in more than one file; the first file by name applies', {
       object: describe(id),
       file: first,
@@ -228,17 +228,17 @@ export class FileSource implements Source {
   private release(file: string, id: string): void {
     const others = this.alsoIn.get(id);
     if (this.owners.get(id) !== file) {
-      const at = others ? others.indexOf(file) : -1;
-      if (at >= 0) others!.splice(at, 1);
+      const at = others?.indexOf(file) ?? -1;
+      if (others && at >= 0) others.splice(at, 1);
       if (others?.length === 0) this.alsoIn.delete(id);
       return;
     }
-    if (!others) {
+    const next = others?.shift();
+    if (!others || next === undefined) {
       this.owners.delete(id);
       this.orphans.add(id);
       return;
     }
-    const next = others.shift()!;
     if (others.length === 0) this.alsoIn.delete(id);
     this.owners.set(id, next);
     this.reread.add(next);
