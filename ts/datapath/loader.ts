@@ -149,23 +149,15 @@ export class BpfDatapath {
   /** The sizes the traffic-scaled maps have (a reused pin keeps its own). */
   readonly sizes: MapSizes;
 
-  private constructor(
-    shim: Shim,
-    pinRoot: string,
-    objs: number[],
-    maps: AllMaps,
-    progFds: Record<DeviceRole, number>,
-    sockFds: Map<string, number>,
-    sizes: MapSizes,
-  ) {
-    this.sizes = sizes;
-    this.shim = shim;
-    this.pinRoot = pinRoot;
-    this.objs = objs;
-    this.maps = maps;
-    this.writes = new KernelWriteQueue(shim);
-    this.progFds = progFds;
-    this.sockFds = sockFds;
+  private constructor(d: { shim: Shim; pinRoot: string; objs: number[]; maps: AllMaps; progFds: Record<DeviceRole, number>; sockFds: Map<string, number>; sizes: MapSizes }) {
+    this.sizes = d.sizes;
+    this.shim = d.shim;
+    this.pinRoot = d.pinRoot;
+    this.objs = d.objs;
+    this.maps = d.maps;
+    this.writes = new KernelWriteQueue(d.shim);
+    this.progFds = d.progFds;
+    this.sockFds = d.sockFds;
   }
 
   /** Load tc.o and sock.o with their maps pinned under pinRoot (reusing compatible pins). */
@@ -208,7 +200,7 @@ export class BpfDatapath {
     };
     const progFds = { pod: pin(tc, TC_PROGS.pod), ext: pin(tc, TC_PROGS.ext) };
     const sockFds = new Map(SOCK_PROGS.map((p) => [p.name, pin(sock, p.name)] as const));
-    return new BpfDatapath(shim, pinRoot, [tc, sock], maps, progFds, sockFds, sizes);
+    return new BpfDatapath({ shim, pinRoot, objs: [tc, sock], maps, progFds, sockFds, sizes });
   }
 
   writeConfig(cfg: DatapathConfig): void {

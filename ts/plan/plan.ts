@@ -96,15 +96,23 @@ function identity(ip: number, port: number, proto: L4Proto): number {
  * mode, tests); the maps take `ip`.
  */
 class Candidate implements PlannedBackend {
-  constructor(
-    readonly ip: number,
-    readonly port: Port,
-    readonly proto: L4Proto,
-    readonly local: boolean,
-    readonly terminating: boolean,
-    readonly ready: boolean,
-    readonly serving: boolean,
-  ) {}
+  readonly ip: number;
+  readonly port: Port;
+  readonly proto: L4Proto;
+  readonly local: boolean;
+  readonly terminating: boolean;
+  readonly ready: boolean;
+  readonly serving: boolean;
+
+  constructor(c: Omit<PlannedBackend, 'addr'> & { readonly ready: boolean; readonly serving: boolean }) {
+    this.ip = c.ip;
+    this.port = c.port;
+    this.proto = c.proto;
+    this.local = c.local;
+    this.terminating = c.terminating;
+    this.ready = c.ready;
+    this.serving = c.serving;
+  }
 
   get addr(): IPv4 {
     return intToIp(this.ip);
@@ -146,7 +154,15 @@ export function planService(svc: ServiceModel, slices: readonly SliceModel[], ct
       sp.name,
       sp.protocol,
       (ip, nodeName, cond, port) =>
-        new Candidate(ip, port, proto, isLocal(nodeName, ctx), (cond & EP_TERMINATING) !== 0, (cond & EP_READY) !== 0, (cond & EP_SERVING) !== 0),
+        new Candidate({
+          ip,
+          port,
+          proto,
+          local: isLocal(nodeName, ctx),
+          terminating: (cond & EP_TERMINATING) !== 0,
+          ready: (cond & EP_READY) !== 0,
+          serving: (cond & EP_SERVING) !== 0,
+        }),
     );
     const members: number[] = new Array(eps.length);
     let anyReady = false;
