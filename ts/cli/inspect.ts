@@ -18,8 +18,7 @@ import { buildPacket, readHeaders } from '../datapath/packet';
 import { VERDICTS } from '../datapath/verdicts';
 import { BackendView, FrontendView, readServices } from '../datapath/dump';
 import { protoName } from '../reconcile/reconciler';
-import { IPv4, parseIPv4 } from '../model/types';
-import { UsageError } from './options';
+import type { TraceOptions } from './commands';
 
 export function backendsView(shim: Shim, root: string): BackendView[] {
   return readServices(openPinned(shim, root, ['svc', 'be'])).backends;
@@ -87,22 +86,10 @@ export interface TraceResult {
   description: string;
 }
 
-function endpoint(flag: string, v: string | undefined, needPort: boolean): { addr: IPv4; port: number } {
-  if (!v) throw new UsageError(`--${flag} is required`);
-  const [a, p] = v.split(':');
-  const addr = parseIPv4(a);
-  const port = p === undefined ? (needPort ? NaN : 40000 + Math.floor(Math.random() * 20000)) : Number(p);
-  if (!addr || !Number.isInteger(port) || port < 1 || port > 65535) throw new UsageError(`--${flag}: expected IP${needPort ? ':PORT' : '[:PORT]'}, got ${JSON.stringify(v)}`);
-  return { addr, port };
-}
-
-export function trace(shim: Shim, root: string, args: { src?: string; dst?: string; proto?: string; from?: string }): TraceResult {
-  const src = endpoint('src', args.src, false);
-  const dst = endpoint('dst', args.dst, true);
-  const proto = (args.proto ?? 'tcp').toLowerCase();
-  if (proto !== 'tcp' && proto !== 'udp') throw new UsageError(`--proto: expected tcp or udp, got ${JSON.stringify(args.proto)}`);
-  const from = args.from ?? 'pod';
-  if (from !== 'pod' && from !== 'external') throw new UsageError(`--from: expected pod or external, got ${JSON.stringify(args.from)}`);
+/** One crafted packet through the loaded program under opts.bpffsRoot; opts are checked by trace's flag table (commands.ts). */
+export function trace(shim: Shim, opts: TraceOptions): TraceResult {
+  const { src, dst, proto, from } = opts;
+  const root = opts.bpffsRoot;
   const protoNum = proto === 'tcp' ? C.IPPROTO.TCP : C.IPPROTO.UDP;
 
   const obj = shim.objLoadPrivate(bpfObjectPath('tc.o'), root, [MAP_NAMES.ct, MAP_NAMES.aff, MAP_NAMES.verdicts, MAP_NAMES.skrevnat], 1024);

@@ -6,94 +6,72 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { createLogger, errorText } from '../util/log';
-import { UsageError, parseFlags, parseRunOptions } from './options';
+import { BACKENDS, CHECK, CLEANUP, COMMANDS, CT, ReadOptions, SERVICES, TRACE, TraceOptions } from './commands';
+import { Command, Given, UsageError, formatHelp, formatUsage, readArgs, resolveFlags } from './flags';
+import { RUN, RunOptions, runOptions } from './options';
 
 // Each command loads what it uses when it runs (`await import`): an agent's
 // start does not load the inspection commands, and the other way round.
 
-const USAGE = `usage: weir <command> [flags]
+/** Reads a command's flags; prints its help instead of running it when asked. */
+async function withArgs<R>(command: Command<R>, argv: readonly string[], runCommand: (given: Given<R>) => Promise<number>): Promise<number> {
+  const args = readArgs(command, argv);
+  if (args.help) {
+    process.stdout.write(formatHelp(command));
+    return 0;
+  }
+  return runCommand(args.given);
+}
 
-commands:
-  run        run the agent (see README for flags: --source file:DIR|kube, --node-name,
-             --mode bpf|iptables|auto, --pod-devices, --external-devices, --node-ips,
-             --cluster-cidr, --bpffs-root, --cgroup-root, --health-addr, --metrics-addr,
-             --min-sync-period, --sync-period, --log-level, --config FILE)
-  services   list programmed frontends and their backends   [--json] [--bpffs-root PATH]
-  backends   list programmed backends                        [--json] [--bpffs-root PATH]
-  ct         list conntrack entries                          [--json] [--bpffs-root PATH]
-  trace      where a packet goes: --src IP[:PORT] --dst IP:PORT [--proto tcp|udp]
-             [--from pod|external] [--json] [--bpffs-root PATH]
-             (runs the loaded program on a crafted packet; no effect on live state)
-  check      verify the invariants of the pinned maps (rev-NAT ids, slots, members,
-             owners, id high-water marks); exit 1 and one line per violation
-             [--json] [--bpffs-root PATH]
-  cleanup    remove everything weir installed in this network namespace [--bpffs-root PATH]
-             (refuses while an agent runs on that pin root; --force removes it anyway)
-`;
+/** For commands whose options are their flags' values, without a config file. */
+function withOptions<R>(command: Command<R>, argv: readonly string[], runCommand: (opts: R) => Promise<number>): Promise<number> {
+  return withArgs(command, argv, (given) => runCommand(resolveFlags(command.flags, given)));
+}
 
-const DEFAULT_ROOT = '/sys/fs/bpf/weir';
+/** `weir help [COMMAND]`. */
+function help(argv: readonly string[]): number {
+  const [name, ...extra] = argv;
+  if (extra.length) throw new UsageError(`unexpected argument ${JSON.stringify(extra[0])}`);
+  if (name === undefined) {
+    process.stdout.write(formatUsage(COMMANDS));
+    return 0;
+  }
+  const command = COMMANDS.find((c) => c.name === name);
+  if (!command) throw new UsageError(`unknown command ${JSON.stringify(name)}`);
+  process.stdout.write(formatHelp(command));
+  return 0;
+}
 
-async function main(argv: string[]): Promise<number> {
+async function main(argv: readonly string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   switch (cmd) {
     case 'run':
-      return run(rest);
+      return withArgs(RUN, rest, (given) => run(runOptions(given)));
     case 'services':
-      return services(rest);
+      return withOptions(SERVICES, rest, services);
+    case 'backends':
+      return withOptions(BACKENDS, rest, backends);
+    case 'ct':
+      return withOptions(CT, rest, ct);
+    case 'check':
+      return withOptions(CHECK, rest, check);
+    case 'trace':
+      return withOptions(TRACE, rest, trace);
     case 'cleanup':
-      return cleanup(rest);
-    case 'backends': {
-      const { flags } = parseFlags(rest, ['json', 'bpffs-root']);
-      const { backendsView, formatBackends } = await import('./inspect');
-      const { loadShim } = await import('../datapath/ffi');
-      const list = backendsView(loadShim(), flags.get('bpffs-root') ?? DEFAULT_ROOT);
-      process.stdout.write(flags.has('json') ? JSON.stringify(list, null, 2) + '\n' : formatBackends(list));
-      return 0;
-    }
-    case 'ct': {
-      const { flags } = parseFlags(rest, ['json', 'bpffs-root']);
-      const { ctView, formatCt } = await import('./inspect');
-      const { loadShim } = await import('../datapath/ffi');
-      const list = ctView(loadShim(), flags.get('bpffs-root') ?? DEFAULT_ROOT);
-      process.stdout.write(flags.has('json') ? JSON.stringify(list, null, 2) + '\n' : formatCt(list));
-      return 0;
-    }
-    case 'check': {
-      const { flags } = parseFlags(rest, ['json', 'bpffs-root']);
-      const root = flags.get('bpffs-root') ?? DEFAULT_ROOT;
-      const { openPinned } = await import('../datapath/loader');
-      const { loadShim } = await import('../datapath/ffi');
-      const { checkMaps, formatViolations } = await import('../check/invariants');
-      const found = checkMaps(openPinned(loadShim(), root, ['svc', 'be', 'revnat', 'member', 'cidr', 'ids', 'ct', 'aff']));
-      process.stdout.write(flags.has('json') ? JSON.stringify(found, null, 2) + '\n' : found.length ? formatViolations(found) : `consistent: every invariant holds under ${root}\n`);
-      return found.length ? 1 : 0;
-    }
-    case 'trace': {
-      const { flags } = parseFlags(rest, ['json', 'bpffs-root', 'src', 'dst', 'proto', 'from']);
-      const { trace } = await import('./inspect');
-      const { loadShim } = await import('../datapath/ffi');
-      const r = trace(loadShim(), flags.get('bpffs-root') ?? DEFAULT_ROOT, {
-        src: flags.get('src'),
-        dst: flags.get('dst'),
-        proto: flags.get('proto'),
-        from: flags.get('from'),
-      });
-      process.stdout.write(flags.has('json') ? JSON.stringify(r, null, 2) + '\n' : r.description + '\n');
-      return 0;
-    }
-    case undefined:
+      return withOptions(CLEANUP, rest, cleanup);
     case 'help':
     case '--help':
     case '-h':
-      process.stdout.write(USAGE);
-      return cmd === undefined ? 2 : 0;
+      return help(rest);
+    case undefined:
+      process.stderr.write(formatUsage(COMMANDS));
+      return 2;
     default:
       throw new UsageError(`unknown command ${JSON.stringify(cmd)}`);
   }
 }
 
-async function run(argv: string[]): Promise<number> {
-  const opts = parseRunOptions(argv);
+async function run(opts: RunOptions): Promise<number> {
   const log = createLogger(opts.logLevel);
   process.on('uncaughtException', (e) => {
     // Bad cluster data never gets here (it is validated); this is a bug.
@@ -120,9 +98,12 @@ async function run(argv: string[]): Promise<number> {
   return 0;
 }
 
-async function services(argv: string[]): Promise<number> {
-  const { flags } = parseFlags(argv, ['json', 'bpffs-root']);
-  const root = flags.get('bpffs-root') ?? DEFAULT_ROOT;
+function print(opts: { json: boolean }, value: unknown, text: string): void {
+  process.stdout.write(opts.json ? JSON.stringify(value, null, 2) + '\n' : text);
+}
+
+async function services(opts: ReadOptions): Promise<number> {
+  const root = opts.bpffsRoot;
   const { MAP_NAMES, openPinned } = await import('../datapath/loader');
   const { loadShim } = await import('../datapath/ffi');
   const { formatServices, readServices } = await import('../datapath/dump');
@@ -130,13 +111,46 @@ async function services(argv: string[]): Promise<number> {
   // BPF mode's maps if they are pinned, else iptables mode's chains.
   const view = fs.existsSync(path.join(root, MAP_NAMES.svc)) ? readServices(openPinned(loadShim(), root, ['svc', 'be'])) : iptablesServices();
   if (!view) throw new Error(`no weir state here: no maps under ${root} and no WEIR- iptables chains`);
-  process.stdout.write(flags.has('json') ? JSON.stringify(view, null, 2) + '\n' : formatServices(view));
+  print(opts, view, formatServices(view));
   return 0;
 }
 
-async function cleanup(argv: string[]): Promise<number> {
-  const { flags } = parseFlags(argv, ['bpffs-root', 'force']);
-  const root = flags.get('bpffs-root') ?? DEFAULT_ROOT;
+async function backends(opts: ReadOptions): Promise<number> {
+  const { backendsView, formatBackends } = await import('./inspect');
+  const { loadShim } = await import('../datapath/ffi');
+  const list = backendsView(loadShim(), opts.bpffsRoot);
+  print(opts, list, formatBackends(list));
+  return 0;
+}
+
+async function ct(opts: ReadOptions): Promise<number> {
+  const { ctView, formatCt } = await import('./inspect');
+  const { loadShim } = await import('../datapath/ffi');
+  const list = ctView(loadShim(), opts.bpffsRoot);
+  print(opts, list, formatCt(list));
+  return 0;
+}
+
+async function check(opts: ReadOptions): Promise<number> {
+  const root = opts.bpffsRoot;
+  const { openPinned } = await import('../datapath/loader');
+  const { loadShim } = await import('../datapath/ffi');
+  const { checkMaps, formatViolations } = await import('../check/invariants');
+  const found = checkMaps(openPinned(loadShim(), root, ['svc', 'be', 'revnat', 'member', 'cidr', 'ids', 'ct', 'aff']));
+  print(opts, found, found.length ? formatViolations(found) : `consistent: every invariant holds under ${root}\n`);
+  return found.length ? 1 : 0;
+}
+
+async function trace(opts: TraceOptions & { json: boolean }): Promise<number> {
+  const inspect = await import('./inspect');
+  const { loadShim } = await import('../datapath/ffi');
+  const r = inspect.trace(loadShim(), opts);
+  print(opts, r, r.description + '\n');
+  return 0;
+}
+
+async function cleanup(opts: { bpffsRoot: string; force: boolean }): Promise<number> {
+  const root = opts.bpffsRoot;
   const { cleanupBpf } = await import('../datapath/loader');
   const { loadShim } = await import('../datapath/ffi');
   const { cleanupIptables } = await import('../fallback/iptables');
@@ -144,7 +158,7 @@ async function cleanup(argv: string[]): Promise<number> {
   // A running agent holds its pin root's lock; removing its state under it
   // leaves it writing maps nobody reads. Held while cleaning, so no agent starts meanwhile.
   const lock = fs.existsSync(root) ? tryLockPinRoot(loadShim(), root) : null;
-  if (fs.existsSync(root) && !lock && !flags.has('force')) {
+  if (fs.existsSync(root) && !lock && !opts.force) {
     const pid = lockHolder(root);
     process.stderr.write(`weir cleanup: an agent${pid ? ` (pid ${pid})` : ''} is running on ${root}; stop it first, or pass --force to remove its state anyway\n`);
     return 1;
@@ -164,13 +178,20 @@ async function cleanup(argv: string[]): Promise<number> {
   return 0;
 }
 
-main(process.argv.slice(2)).then(
+/** Where a usage mistake points: the command's help, or the list of commands. */
+function helpHint(argv: readonly string[]): string {
+  const command = COMMANDS.find((c) => c.name === argv[0]);
+  return command ? `weir ${command.name} --help` : 'weir --help';
+}
+
+const argv = process.argv.slice(2);
+main(argv).then(
   (code) => {
     process.exitCode = code;
   },
   (e: unknown) => {
     if (e instanceof UsageError) {
-      process.stderr.write(`weir: ${e.message}\n${USAGE}`);
+      process.stderr.write(`weir: ${e.message}\nsee '${helpHint(argv)}'\n`);
       process.exitCode = 2;
     } else {
       process.stderr.write(`weir: ${errorText(e)}\n`);

@@ -8,6 +8,7 @@ import * as os from 'node:os';
 import type * as Yaml from 'yaml';
 import { Cidr, IPv4, parseCidr, parseIPv4 } from '../model/types';
 import { Level, parseLevel } from '../util/log';
+import { Command, FlagTable, Given, UsageError, boolean, flagEntries, integer, list, oneOf, readArgs, resolveFlags, text } from './flags';
 
 export type Mode = 'bpf' | 'iptables' | 'auto';
 export type SourceSpec = { kind: 'file'; dir: string } | { kind: 'kube' };
@@ -45,166 +46,344 @@ export interface RunOptions {
   lbMapEntries: number;
 }
 
-/** Flag name -> whether it takes a value. */
-const FLAGS = {
-  source: true,
-  'node-name': true,
-  mode: true,
-  'pod-devices': true,
-  'external-devices': true,
-  'node-ips': true,
-  'cluster-cidr': true,
-  'nodeport-addresses': true,
-  'localhost-nodeports': true,
-  'masquerade-all': true,
-  'service-node-port-range': true,
-  'bpffs-root': true,
-  'cgroup-root': true,
-  'health-addr': true,
-  'metrics-addr': true,
-  'log-level': true,
-  'min-sync-period': true,
-  'sync-period': true,
-  'hairpin-addr': true,
-  kubeconfig: true,
-  'conntrack-max-per-core': true,
-  'conntrack-min': true,
-  'lb-map-entries': true,
-  config: true,
-} as const;
-type Flag = keyof typeof FLAGS;
-
-export class UsageError extends Error {}
-
-/** Parse `--flag value` / `--flag=value` pairs; positional arguments are returned apart. */
-export function parseFlags(argv: readonly string[], allowed: readonly string[]): { flags: Map<string, string>; rest: string[] } {
-  const flags = new Map<string, string>();
-  const rest: string[] = [];
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    if (!a.startsWith('--')) {
-      rest.push(a);
-      continue;
-    }
-    const eq = a.indexOf('=');
-    const name = a.slice(2, eq < 0 ? undefined : eq);
-    if (!allowed.includes(name)) throw new UsageError(`unknown flag --${name}`);
-    if (eq >= 0) flags.set(name, a.slice(eq + 1));
-    else if (i + 1 < argv.length && !argv[i + 1]!.startsWith('--')) flags.set(name, argv[++i]!);
-    else flags.set(name, 'true');
-  }
-  return { flags, rest };
-}
-
-function list(v: string): string[] {
-  return v
-    .split(',')
-    .map((s) => s.trim())
-    .filter(Boolean);
-}
+/** Where an agent pins its maps, and where the inspection commands look for them. */
+export const DEFAULT_BPFFS_ROOT = '/sys/fs/bpf/weir';
 
 /** Durations as kube-proxy writes them: "0", "1s", "250ms", "1m". */
 export function parseDuration(flag: string, v: string): number {
   const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(v.trim());
   if (!m) throw new UsageError(`--${flag}: expected a duration like 0, 500ms, 1s, got ${JSON.stringify(v)}`);
   const n = Number(m[1]);
-  return m[2] === 'ms' ? n : m[2] === 'm' ? n * 60000 : m[2] === 's' ? n * 1000 : n * 1000;
+  return m[2] === 'ms' ? n : m[2] === 'm' ? n * 60000 : n * 1000;
 }
 
+function ipv4(flag: string, v: string): IPv4 {
+  const ip = parseIPv4(v);
+  if (!ip) throw new UsageError(`--${flag}: invalid IPv4 address ${JSON.stringify(v)}`);
+  return ip;
+}
+
+function ipList(flag: string, v: string): IPv4[] {
+  return list(flag, v).map((s) => ipv4(flag, s));
+}
+
+function cidrList(flag: string, v: string): Cidr[] {
+  return list(flag, v).map((s) => {
+    const c = parseCidr(s);
+    if (!c) throw new UsageError(`--${flag}: invalid CIDR ${JSON.stringify(s)}`);
+    return c;
+  });
+}
+
+function source(flag: string, v: string): SourceSpec {
+  if (v === 'kube') return { kind: 'kube' };
+  if (v.startsWith('file:') && v.length > 5) return { kind: 'file', dir: v.slice(5) };
+  throw new UsageError(`--${flag}: expected file:DIR or kube, got ${JSON.stringify(v)}`);
+}
+
+function portRange(flag: string, v: string): { min: number; max: number } {
+  const m = /^(\d+)-(\d+)$/.exec(v);
+  const range = m ? { min: Number(m[1]), max: Number(m[2]) } : null;
+  if (!range || range.min < 1 || range.max > 65535 || range.min > range.max) {
+    throw new UsageError(`--${flag}: expected MIN-MAX within 1-65535, got ${JSON.stringify(v)}`);
+  }
+  return range;
+}
+
+function logLevel(_flag: string, v: string): Level {
+  try {
+    return parseLevel(v);
+  } catch (e) {
+    // parseLevel's message names the flag; a bad level is a usage mistake.
+    throw new UsageError(e instanceof Error ? e.message : String(e));
+  }
+}
+
+/** HOST:PORT, checked here so a typo fails before the agent starts; the agent splits it with parseHostPort. */
+function hostPort(flag: string, v: string): string {
+  parseHostPort(flag, v);
+  return v;
+}
+
+function defaultNodeName(): string {
+  return process.env.NODE_NAME || os.hostname();
+}
+
+/** The largest count a map-size flag takes. */
+const MAX_COUNT = 1 << 23;
+
+/**
+ * `weir run`'s flags, one per option. The YAML key of each is its flag name.
+ * Where kube-proxy has the same setting, the default is kube-proxy's.
+ */
+export const RUN_FLAGS: FlagTable<RunOptions> = {
+  source: {
+    flag: 'source',
+    yaml: 'source',
+    kind: 'value',
+    placeholder: 'file:DIR|kube',
+    default: 'kube',
+    description: 'where Services, EndpointSlices and Nodes come from: manifests in DIR, or the API server',
+    parse: source,
+  },
+  nodeName: {
+    flag: 'node-name',
+    yaml: 'node-name',
+    kind: 'value',
+    placeholder: 'NAME',
+    default: defaultNodeName,
+    defaultHelp: '$NODE_NAME, else the host name',
+    description: "this node's name: which endpoints are local",
+    parse: (_flag, v) => v || defaultNodeName(),
+  },
+  mode: {
+    flag: 'mode',
+    yaml: 'mode',
+    kind: 'value',
+    placeholder: 'bpf|iptables|auto',
+    default: 'auto',
+    description: 'dataplane; auto: BPF if the programs load, else iptables, logged with the reason',
+    parse: oneOf<Mode>(['bpf', 'iptables', 'auto']),
+  },
+  podDevices: {
+    flag: 'pod-devices',
+    yaml: 'pod-devices',
+    kind: 'value',
+    placeholder: 'GLOBS',
+    default: 'veth*,cali*,lxc*,cni0',
+    description: 'devices for the pod-side program, also those that appear later',
+    parse: list,
+  },
+  externalDevices: {
+    flag: 'external-devices',
+    yaml: 'external-devices',
+    kind: 'value',
+    placeholder: 'DEVICES',
+    defaultHelp: 'none',
+    description: 'devices for the external-side program; their addresses are the node IPs by default',
+    parse: list,
+  },
+  nodeIPs: {
+    flag: 'node-ips',
+    yaml: 'node-ips',
+    kind: 'value',
+    placeholder: 'IPS',
+    defaultHelp: "the external devices' addresses",
+    description: 'NodePort addresses; the first is the masquerade source',
+    parse: ipList,
+  },
+  clusterCIDRs: {
+    flag: 'cluster-cidr',
+    yaml: 'cluster-cidr',
+    kind: 'value',
+    placeholder: 'CIDRS',
+    defaultHelp: 'none',
+    description: 'pod CIDRs: tell pods from outside clients, for masquerading and externalTrafficPolicy Local',
+    parse: cidrList,
+  },
+  nodePortAddresses: {
+    flag: 'nodeport-addresses',
+    yaml: 'nodeport-addresses',
+    kind: 'value',
+    placeholder: 'CIDRS',
+    defaultHelp: 'all node IPs',
+    description: 'only node IPs inside these CIDRs answer NodePorts',
+    parse: cidrList,
+  },
+  localhostNodePorts: {
+    flag: 'localhost-nodeports',
+    yaml: 'localhost-nodeports',
+    kind: 'bool',
+    placeholder: '[true|false]',
+    default: 'true',
+    description: 'NodePorts also answer on 127.0.0.1 for node processes',
+    parse: boolean,
+  },
+  masqueradeAll: {
+    flag: 'masquerade-all',
+    yaml: 'masquerade-all',
+    kind: 'bool',
+    placeholder: '[true|false]',
+    default: 'false',
+    description: 'SNAT every service flow',
+    parse: boolean,
+  },
+  nodePortRange: {
+    flag: 'service-node-port-range',
+    yaml: 'service-node-port-range',
+    kind: 'value',
+    placeholder: 'MIN-MAX',
+    default: '30000-32767',
+    description: 'NodePorts outside this range are rejected as invalid',
+    parse: portRange,
+  },
+  bpffsRoot: {
+    flag: 'bpffs-root',
+    yaml: 'bpffs-root',
+    kind: 'value',
+    placeholder: 'PATH',
+    default: DEFAULT_BPFFS_ROOT,
+    description: 'bpffs directory of the pinned maps and links, locked while the agent runs',
+    parse: text,
+  },
+  cgroupRoot: {
+    flag: 'cgroup-root',
+    yaml: 'cgroup-root',
+    kind: 'value',
+    placeholder: 'PATH',
+    defaultHelp: 'none, so no socket hooks',
+    description: "cgroup v2 directory for the socket hooks; a DaemonSet gives the host's root",
+    parse: text,
+  },
+  healthAddr: {
+    flag: 'health-addr',
+    yaml: 'health-addr',
+    kind: 'value',
+    placeholder: 'HOST:PORT',
+    default: '0.0.0.0:10256',
+    description: 'where /healthz and /livez are served',
+    parse: hostPort,
+  },
+  metricsAddr: {
+    flag: 'metrics-addr',
+    yaml: 'metrics-addr',
+    kind: 'value',
+    placeholder: 'HOST:PORT',
+    default: '127.0.0.1:10249',
+    description: 'where Prometheus /metrics is served',
+    parse: hostPort,
+  },
+  logLevel: {
+    flag: 'log-level',
+    yaml: 'log-level',
+    kind: 'value',
+    placeholder: 'debug|info|warn|error',
+    default: 'info',
+    description: 'the least severe log lines written',
+    parse: logLevel,
+  },
+  minSyncPeriodMs: {
+    flag: 'min-sync-period',
+    yaml: 'min-sync-period',
+    kind: 'value',
+    placeholder: 'DURATION',
+    default: '0',
+    description: "coalesce bursts of changes over this long, e.g. 250ms; kube-proxy's minSyncPeriod",
+    parse: parseDuration,
+  },
+  syncPeriodMs: {
+    flag: 'sync-period',
+    yaml: 'sync-period',
+    kind: 'value',
+    placeholder: 'DURATION',
+    default: '30s',
+    description: "BPF mode: how often every map is compared with the desired state and repaired; 0: never",
+    parse: parseDuration,
+  },
+  hairpinAddr: {
+    flag: 'hairpin-addr',
+    yaml: 'hairpin-addr',
+    kind: 'value',
+    placeholder: 'IP',
+    default: '169.254.42.1',
+    description: 'source address of a pod reaching itself through a service',
+    parse: ipv4,
+  },
+  kubeconfig: {
+    flag: 'kubeconfig',
+    yaml: 'kubeconfig',
+    kind: 'value',
+    placeholder: 'FILE',
+    default: () => process.env.KUBECONFIG ?? '',
+    defaultHelp: '$KUBECONFIG, else in-cluster config, else ~/.kube/config',
+    description: 'API server credentials for --source kube',
+    parse: text,
+  },
+  conntrackMaxPerCore: {
+    flag: 'conntrack-max-per-core',
+    yaml: 'conntrack-max-per-core',
+    kind: 'value',
+    placeholder: 'N',
+    default: '32768',
+    description: 'conntrack flows per CPU: the capacity is this times the CPUs or --conntrack-min, whichever is more',
+    parse: integer({ min: 0, max: MAX_COUNT }),
+  },
+  conntrackMin: {
+    flag: 'conntrack-min',
+    yaml: 'conntrack-min',
+    kind: 'value',
+    placeholder: 'N',
+    default: '131072',
+    description: 'least conntrack capacity in flows; a pinned map keeps its size until weir cleanup',
+    parse: integer({ min: 1, max: MAX_COUNT }),
+  },
+  lbMapEntries: {
+    flag: 'lb-map-entries',
+    yaml: 'lb-map-entries',
+    kind: 'value',
+    placeholder: 'N',
+    default: '262144',
+    description: 'entries in the service and membership maps: one per frontend plus one per endpoint; a pinned map keeps its size until weir cleanup',
+    parse: integer({ min: 1024, max: MAX_COUNT }),
+  },
+};
+
+/** What `weir run` reads from its command line: the options, and the file that may hold them. */
+export type RunArgs = RunOptions & { config: string };
+
+export const RUN: Command<RunArgs> = {
+  name: 'run',
+  summary: 'run the agent: program the services of this node until SIGTERM or SIGINT',
+  notes: ['A --config file is a YAML mapping of flag names (or their camelCase, e.g. nodeName) to values; a list may be a YAML list.'],
+  flags: {
+    ...RUN_FLAGS,
+    config: {
+      flag: 'config',
+      kind: 'value',
+      placeholder: 'FILE',
+      description: 'read options from this YAML file; flags win',
+      parse: text,
+    },
+  },
+};
+
+/** A YAML key as a flag name: camelCase keys are read as the kebab-case flag (nodeName is node-name). */
+function kebab(key: string): string {
+  return key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+}
+
+/** The option texts a --config file gives, checked against the YAML keys of RUN_FLAGS. */
+function readConfigFile(file: string): Given<RunOptions> {
+  let doc: unknown;
+  try {
+    // Loaded here only: the YAML parser costs start-up time every run otherwise.
+    doc = (require('yaml') as typeof Yaml).parse(fs.readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw new UsageError(`--config ${file}: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}`);
+  }
+  if (doc !== null && doc !== undefined && (typeof doc !== 'object' || Array.isArray(doc))) {
+    throw new UsageError(`--config ${file}: expected a mapping of option names to values`);
+  }
+  const fields = flagEntries(RUN_FLAGS).flatMap(([field, f]) => (f.yaml === undefined ? [] : [{ field, yaml: f.yaml }]));
+  const out: Given<RunOptions> = {};
+  for (const [k, v] of Object.entries((doc ?? {}) as Record<string, unknown>)) {
+    const found = fields.find((e) => e.yaml === k) ?? fields.find((e) => e.yaml === kebab(k));
+    if (!found) throw new UsageError(`--config ${file}: unknown key ${JSON.stringify(k)}`);
+    out[found.field] = Array.isArray(v) ? v.join(',') : String(v);
+  }
+  return out;
+}
+
+/** The run options from what the command line gave: the --config file's values, overridden by the flags, then defaults. */
+export function runOptions(given: Given<RunArgs>): RunOptions {
+  const { config, ...flags } = given;
+  const file = config ? readConfigFile(config) : {};
+  return resolveFlags(RUN_FLAGS, { ...file, ...flags });
+}
+
+/** `weir run`'s command line as options. --help is the caller's to act on. */
 export function parseRunOptions(argv: readonly string[]): RunOptions {
-  const { flags, rest } = parseFlags(argv, Object.keys(FLAGS));
-  if (rest.length) throw new UsageError(`unexpected argument ${JSON.stringify(rest[0])}`);
-  const merged = new Map<string, string>();
-  const configPath = flags.get('config');
-  if (configPath) {
-    let doc: unknown;
-    try {
-      // Loaded here only: the YAML parser costs start-up time every run otherwise.
-      doc = (require('yaml') as typeof Yaml).parse(fs.readFileSync(configPath, 'utf8'));
-    } catch (e) {
-      throw new UsageError(`--config ${configPath}: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}`);
-    }
-    if (doc !== null && doc !== undefined && (typeof doc !== 'object' || Array.isArray(doc))) {
-      throw new UsageError(`--config ${configPath}: expected a mapping of option names to values`);
-    }
-    for (const [k, v] of Object.entries((doc ?? {}) as Record<string, unknown>)) {
-      const name = k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
-      if (!(name in FLAGS) || name === 'config') throw new UsageError(`--config ${configPath}: unknown key ${JSON.stringify(k)}`);
-      merged.set(name, Array.isArray(v) ? v.join(',') : String(v));
-    }
-  }
-  for (const [k, v] of flags) merged.set(k, v);
-  const get = (f: Flag): string | undefined => merged.get(f);
-
-  const sourceText = get('source') ?? 'kube';
-  let source: SourceSpec;
-  if (sourceText === 'kube') source = { kind: 'kube' };
-  else if (sourceText.startsWith('file:') && sourceText.length > 5) source = { kind: 'file', dir: sourceText.slice(5) };
-  else throw new UsageError(`--source: expected file:DIR or kube, got ${JSON.stringify(sourceText)}`);
-
-  const mode = get('mode') ?? 'auto';
-  if (mode !== 'bpf' && mode !== 'iptables' && mode !== 'auto') throw new UsageError(`--mode: expected bpf, iptables or auto, got ${JSON.stringify(mode)}`);
-
-  const ips = (flag: Flag): IPv4[] =>
-    list(get(flag) ?? '').map((s) => {
-      const ip = parseIPv4(s);
-      if (!ip) throw new UsageError(`--${flag}: invalid IPv4 address ${JSON.stringify(s)}`);
-      return ip;
-    });
-  const cidrList = (flag: Flag): Cidr[] =>
-    list(get(flag) ?? '').map((s) => {
-      const c = parseCidr(s);
-      if (!c) throw new UsageError(`--${flag}: invalid CIDR ${JSON.stringify(s)}`);
-      return c;
-    });
-  const bool = (flag: Flag, def: boolean): boolean => {
-    const v = get(flag);
-    if (v === undefined) return def;
-    if (v === 'true' || v === '1') return true;
-    if (v === 'false' || v === '0') return false;
-    throw new UsageError(`--${flag}: expected true or false, got ${JSON.stringify(v)}`);
-  };
-  const range = /^(\d+)-(\d+)$/.exec(get('service-node-port-range') ?? '30000-32767');
-  const nodePortRange = range ? { min: Number(range[1]), max: Number(range[2]) } : null;
-  if (!nodePortRange || nodePortRange.min < 1 || nodePortRange.max > 65535 || nodePortRange.min > nodePortRange.max) {
-    throw new UsageError(`--service-node-port-range: expected MIN-MAX within 1-65535, got ${JSON.stringify(get('service-node-port-range'))}`);
-  }
-  const count = (flag: Flag, def: number, min: number): number => {
-    const v = get(flag);
-    if (v === undefined) return def;
-    const n = Number(v);
-    if (!/^\d+$/.test(v.trim()) || n < min || n > 1 << 23) throw new UsageError(`--${flag}: expected an integer from ${min} to ${1 << 23}, got ${JSON.stringify(v)}`);
-    return n;
-  };
-  const hairpin = parseIPv4(get('hairpin-addr') ?? '169.254.42.1');
-  if (!hairpin) throw new UsageError(`--hairpin-addr: invalid IPv4 address ${JSON.stringify(get('hairpin-addr'))}`);
-
-  return {
-    source,
-    nodeName: get('node-name') || process.env.NODE_NAME || os.hostname(),
-    mode,
-    podDevices: list(get('pod-devices') ?? 'veth*,cali*,lxc*,cni0'),
-    externalDevices: list(get('external-devices') ?? ''),
-    nodeIPs: ips('node-ips'),
-    clusterCIDRs: cidrList('cluster-cidr'),
-    nodePortAddresses: cidrList('nodeport-addresses'),
-    localhostNodePorts: bool('localhost-nodeports', true),
-    masqueradeAll: bool('masquerade-all', false),
-    nodePortRange,
-    bpffsRoot: get('bpffs-root') ?? '/sys/fs/bpf/weir',
-    cgroupRoot: get('cgroup-root') ?? '',
-    healthAddr: get('health-addr') ?? '0.0.0.0:10256',
-    metricsAddr: get('metrics-addr') ?? '127.0.0.1:10249',
-    logLevel: parseLevel(get('log-level') ?? 'info'),
-    minSyncPeriodMs: parseDuration('min-sync-period', get('min-sync-period') ?? '0'),
-    syncPeriodMs: parseDuration('sync-period', get('sync-period') ?? '30s'),
-    hairpinAddr: hairpin,
-    kubeconfig: get('kubeconfig') ?? process.env.KUBECONFIG ?? '',
-    // kube-proxy's defaults for --conntrack-max-per-core and --conntrack-min.
-    conntrackMaxPerCore: count('conntrack-max-per-core', 32768, 0),
-    conntrackMin: count('conntrack-min', 131072, 1),
-    lbMapEntries: count('lb-map-entries', 262144, 1024),
-  };
+  return runOptions(readArgs(RUN, argv).given);
 }
 
 /** Conntrack map entries for these options on this machine (two per flow). */

@@ -1,0 +1,94 @@
+/**
+ * The weir command as an operator runs it (`node dist/ts/cli/main.js`):
+ * every command's --help lists every flag of its table and exits 0; usage
+ * mistakes exit 2, name the flag and point at --help. Nothing here gets as
+ * far as touching the machine: every invocation ends in help or a usage error.
+ */
+import { spawnSync } from 'node:child_process';
+import * as path from 'node:path';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { COMMANDS } from '../../ts/cli/commands';
+import { HELP_FLAG, flagEntries } from '../../ts/cli/flags';
+import { RUN_FLAGS, RunOptions, parseRunOptions } from '../../ts/cli/options';
+
+const MAIN = path.resolve(__dirname, '../../ts/cli/main.js');
+
+function weir(...args: string[]): { code: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [MAIN, ...args], { encoding: 'utf8', timeout: 20_000 });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+test('weir --help, weir help and weir -h list every command, on stdout, exit 0', () => {
+  for (const args of [['--help'], ['help'], ['-h']]) {
+    const r = weir(...args);
+    assert.is(r.code, 0, args.join(' '));
+    assert.is(r.stderr, '');
+    for (const c of COMMANDS) assert.ok(r.stdout.includes(`\n  ${c.name} `), `weir ${args.join(' ')} lists ${c.name}`);
+  }
+});
+
+test('weir alone prints the commands on stderr and exits 2', () => {
+  const r = weir();
+  assert.is(r.code, 2);
+  assert.is(r.stdout, '');
+  assert.ok(r.stderr.includes('usage: weir <command>'));
+});
+
+for (const command of COMMANDS) {
+  test(`weir ${command.name} --help lists every flag of its table, exit 0`, () => {
+    for (const args of [[command.name, '--help'], [command.name, '-h'], ['help', command.name]]) {
+      const r = weir(...args);
+      assert.is(r.code, 0, args.join(' '));
+      assert.is(r.stderr, '', args.join(' '));
+      assert.ok(r.stdout.startsWith(`usage: weir ${command.name} `), r.stdout);
+      for (const [, f] of [...flagEntries(command.flags), ['help', HELP_FLAG] as const]) {
+        const label = f.placeholder === undefined ? `--${f.flag}` : `--${f.flag} ${f.placeholder}`;
+        assert.ok(r.stdout.includes(label), `weir ${args.join(' ')} is missing ${label}`);
+      }
+    }
+  });
+
+  test(`weir ${command.name} with an unknown flag exits 2, names it and points at --help`, () => {
+    const r = weir(command.name, '--frobnicate');
+    assert.is(r.code, 2);
+    assert.is(r.stdout, '');
+    assert.is(r.stderr, `weir: unknown flag --frobnicate\nsee 'weir ${command.name} --help'\n`);
+  });
+}
+
+test('weir run --help lists the flag of every run option', () => {
+  const help = weir('run', '--help').stdout;
+  const fields = Object.keys(parseRunOptions([])) as Array<keyof RunOptions>;
+  assert.ok(fields.length >= 20);
+  for (const field of fields) assert.ok(help.includes(`  --${RUN_FLAGS[field].flag} `), `${field}: --${RUN_FLAGS[field].flag}`);
+});
+
+test('bad values exit 2 naming the flag, before anything runs', () => {
+  const cases: Array<[string[], string]> = [
+    [['run', '--mode', 'ipvs'], 'weir: --mode: expected bpf, iptables or auto, got "ipvs"'],
+    [['run', '--lb-map-entries=100'], 'weir: --lb-map-entries: expected an integer from 1024'],
+    [['run', '--log-level', 'loud'], 'weir: --log-level: expected debug, info, warn or error'],
+    [['run', '--mode'], 'weir: --mode: missing its value'],
+    [['services', '--json=yes'], 'weir: --json: takes no value'],
+    [['cleanup', 'now'], 'weir: unexpected argument "now"'],
+    [['trace', '--dst', '10.96.7.1'], 'weir: --src is required'],
+    [['trace', '--src', '10.244.1.5', '--dst', '10.96.7.1'], 'weir: --dst: expected IP:PORT, got "10.96.7.1"'],
+  ];
+  for (const [args, message] of cases) {
+    const r = weir(...args);
+    assert.is(r.code, 2, args.join(' '));
+    assert.ok(r.stderr.startsWith(message), `${args.join(' ')}: ${r.stderr}`);
+    assert.ok(r.stderr.endsWith(`see 'weir ${args[0]} --help'\n`), r.stderr);
+  }
+});
+
+test('an unknown command exits 2 and points at weir --help', () => {
+  for (const args of [['frobnicate'], ['help', 'frobnicate']]) {
+    const r = weir(...args);
+    assert.is(r.code, 2);
+    assert.is(r.stderr, `weir: unknown command "frobnicate"\nsee 'weir --help'\n`);
+  }
+});
+
+test.run();

@@ -1,0 +1,150 @@
+/**
+ * The commands and their flag tables. Loading this loads no command's code:
+ * main.ts imports what a command runs only when that command is run.
+ */
+import { IPv4, parseIPv4 } from '../model/types';
+import { AnyCommand, Command, Flag, UsageError, present, text } from './flags';
+import { DEFAULT_BPFFS_ROOT, RUN } from './options';
+
+const json: Flag<boolean> = {
+  flag: 'json',
+  kind: 'switch',
+  description: 'print JSON instead of text',
+  parse: present,
+};
+
+const bpffsRoot: Flag<string> = {
+  flag: 'bpffs-root',
+  kind: 'value',
+  placeholder: 'PATH',
+  default: DEFAULT_BPFFS_ROOT,
+  description: 'the pin root, as given to weir run',
+  parse: text,
+};
+
+/** Options of the commands that print what an agent programmed. */
+export interface ReadOptions {
+  json: boolean;
+  bpffsRoot: string;
+}
+
+export const SERVICES: Command<ReadOptions> = {
+  name: 'services',
+  summary: 'list programmed frontends and their backends',
+  notes: ["Reads the BPF maps when they are pinned under --bpffs-root, else weir's iptables chains."],
+  flags: { json, bpffsRoot },
+};
+
+export const BACKENDS: Command<ReadOptions> = {
+  name: 'backends',
+  summary: 'list programmed backends',
+  flags: { json, bpffsRoot },
+};
+
+export const CT: Command<ReadOptions> = {
+  name: 'ct',
+  summary: 'list conntrack entries: both directions of each flow, NAT, age',
+  flags: { json, bpffsRoot },
+};
+
+export const CHECK: Command<ReadOptions> = {
+  name: 'check',
+  summary: 'verify the invariants of the pinned maps; exit 1 and one line per violation',
+  notes: ['Checks rev-NAT ids, slots, members, owners and id high-water marks. Exit 0 when every invariant holds.'],
+  flags: { json, bpffsRoot },
+};
+
+export interface Endpoint {
+  addr: IPv4;
+  port: number;
+}
+
+export interface TraceOptions {
+  src: Endpoint;
+  dst: Endpoint;
+  proto: 'tcp' | 'udp';
+  from: 'pod' | 'external';
+  bpffsRoot: string;
+}
+
+/** IP:PORT, or IP alone when the port may be any (a random client port). */
+function endpoint(needPort: boolean): (flag: string, v: string) => Endpoint {
+  return (flag, v) => {
+    const [a, p] = v.split(':');
+    const addr = parseIPv4(a);
+    const port = p === undefined ? (needPort ? NaN : 40000 + Math.floor(Math.random() * 20000)) : Number(p);
+    if (!addr || !Number.isInteger(port) || port < 1 || port > 65535) throw new UsageError(`--${flag}: expected IP${needPort ? ':PORT' : '[:PORT]'}, got ${JSON.stringify(v)}`);
+    return { addr, port };
+  };
+}
+
+function proto(flag: string, v: string): 'tcp' | 'udp' {
+  const p = v.toLowerCase();
+  if (p === 'tcp' || p === 'udp') return p;
+  throw new UsageError(`--${flag}: expected tcp or udp, got ${JSON.stringify(v)}`);
+}
+
+function from(flag: string, v: string): 'pod' | 'external' {
+  if (v === 'pod' || v === 'external') return v;
+  throw new UsageError(`--${flag}: expected pod or external, got ${JSON.stringify(v)}`);
+}
+
+export const TRACE: Command<TraceOptions & { json: boolean }> = {
+  name: 'trace',
+  summary: 'where a packet goes: runs the loaded program on a crafted packet, with no effect on live state',
+  notes: ["The flow's live conntrack entries and the client's affinity are copied in, so an established flow is traced as established."],
+  flags: {
+    src: {
+      flag: 'src',
+      kind: 'value',
+      placeholder: 'IP[:PORT]',
+      required: true,
+      description: 'the packet\'s source; without a port, a random client port',
+      parse: endpoint(false),
+    },
+    dst: {
+      flag: 'dst',
+      kind: 'value',
+      placeholder: 'IP:PORT',
+      required: true,
+      description: "the packet's destination, e.g. a ClusterIP and port",
+      parse: endpoint(true),
+    },
+    proto: {
+      flag: 'proto',
+      kind: 'value',
+      placeholder: 'tcp|udp',
+      default: 'tcp',
+      description: "the packet's protocol",
+      parse: proto,
+    },
+    from: {
+      flag: 'from',
+      kind: 'value',
+      placeholder: 'pod|external',
+      default: 'pod',
+      description: 'where the packet arrives: on a pod device, or on an external device',
+      parse: from,
+    },
+    json,
+    bpffsRoot,
+  },
+};
+
+export const CLEANUP: Command<{ bpffsRoot: string; force: boolean }> = {
+  name: 'cleanup',
+  summary: 'remove everything weir installed in this network namespace',
+  notes: ['Removes tc filters, socket hook links, pins and iptables chains. Refuses while an agent runs on that pin root.'],
+  flags: {
+    bpffsRoot,
+    force: {
+      flag: 'force',
+      kind: 'switch',
+      description: "remove a running agent's state anyway",
+      parse: present,
+    },
+  },
+};
+
+/** Every command, in the order `weir --help` lists them. */
+export const COMMANDS: readonly AnyCommand[] = [RUN, SERVICES, BACKENDS, CT, TRACE, CHECK, CLEANUP];
