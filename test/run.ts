@@ -43,6 +43,8 @@ function runOne(r: Run): Promise<{ passed: number; failed: number; skipped: numb
       process.stdout.write(d);
     });
     child.on('close', (code) => {
+      // uvu colours its summary: ANSI escapes (ESC [ ... m) are stripped before the counts are read.
+      // eslint-disable-next-line no-control-regex
       const plain = out.replace(/\x1b\[[0-9;]*m/g, '');
       const num = (label: string): number | null => {
         const m = new RegExp(`${label}:\\s+(\\d+)`).exec(plain);

@@ -190,7 +190,7 @@ server.listen(Number(arg('port') || '0'), '127.0.0.1', () => {
   process.stdout.write(JSON.stringify({ listening: (server.address() as AddressInfo).port }) + '\n');
   readline.createInterface({ input: process.stdin }).on('line', (line) => {
     try {
-      process.stdout.write(JSON.stringify({ ok: true, result: handle(JSON.parse(line)) }) + '\n');
+      process.stdout.write(JSON.stringify({ ok: true, result: handle(JSON.parse(line) as Parameters<typeof handle>[0]) }) + '\n');
     } catch (e) {
       process.stdout.write(JSON.stringify({ ok: false, error: String(e) }) + '\n');
     }

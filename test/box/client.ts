@@ -153,7 +153,7 @@ function udpRequest(sock: dgram.Socket, connected: boolean, host: string, port: 
     sock.on('message', onMsg);
     sock.on('error', onErr);
     const cb = (err: Error | null): void => {
-      if (err) onErr(err as NodeJS.ErrnoException);
+      if (err) onErr(err);
     };
     if (connected) sock.send('ping', cb);
     else sock.send('ping', port, host, cb);

@@ -72,9 +72,9 @@ s('weir ct shows both directions of a live flow; trace follows it without touchi
   const ct = JSON.parse(await box.weir('n1', ['ct', '--json'])) as CtEntry[];
   const fwd = ct.find((e) => e.dir === 'fwd' && e.dst === '10.96.7.1:80' && e.src.startsWith(`${box.pod('client').ip}:`));
   assert.ok(fwd, JSON.stringify(ct));
-  assert.ok(ct.some((e) => e.dir === 'rev' && e.dst === fwd!.src), 'reply entry');
+  assert.ok(ct.some((e) => e.dir === 'rev' && e.dst === fwd.src), 'reply entry');
 
-  const est = JSON.parse(await box.weir('n1', ['trace', '--src', fwd!.src, '--dst', '10.96.7.1:80', '--json'])) as TraceResult;
+  const est = JSON.parse(await box.weir('n1', ['trace', '--src', fwd.src, '--dst', '10.96.7.1:80', '--json'])) as TraceResult;
   assert.is(est.verdict, 'forward');
   assert.is(est.established, true);
   const backend = (await hold.result()).attempts[0]!.backend!;

@@ -192,9 +192,9 @@ s('bpftool prints the pinned maps with named fields (BTF)', (ctx) => {
   const vip = Buffer.from([10, 96, 0, 10]).readUInt32LE(0); // 10.96.0.10 as bpftool prints a __be32
   const master = entries.find((e) => e.key.addr === vip && e.key.slot === 0 && e.key.port === 0x5000 && e.key.proto === 6);
   assert.ok(master, out.slice(0, 400));
-  assert.equal(Object.keys(master!.key), ['addr', 'port', 'proto', 'scope', 'slot', 'pad']);
-  assert.equal(Object.keys(master!.value), ['backend_id', 'count', 'flags', 'rev_nat_id', 'affinity_timeout']);
-  assert.is(master!.value.count, 1);
+  assert.equal(Object.keys(master.key), ['addr', 'port', 'proto', 'scope', 'slot', 'pad']);
+  assert.equal(Object.keys(master.value), ['backend_id', 'count', 'flags', 'rev_nat_id', 'affinity_timeout']);
+  assert.is(master.value.count, 1);
 });
 
 s('maps are created at the requested sizes; a pinned one keeps its size', (ctx) => {

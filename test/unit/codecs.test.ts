@@ -41,10 +41,10 @@ for (const codec of C.SHARED_STRUCTS) {
   test(`${codec.cName} matches BTF`, () => {
     const t = btf.find((x) => x.kind === 'STRUCT' && x.name === codec.cName);
     assert.ok(t, `struct ${codec.cName} in ${OBJ}`);
-    assert.is(codec.size, t!.size, 'struct size');
+    assert.is(codec.size, t.size, 'struct size');
     assert.equal(
       codec.fields.map((f) => `${f.name}@${f.offset}:${f.size}`),
-      t!.members!.map((m) => `${m.name}@${m.bits_offset / 8}:${sizeOf(m.type_id)}`),
+      t.members!.map((m) => `${m.name}@${m.bits_offset / 8}:${sizeOf(m.type_id)}`),
     );
   });
 }

@@ -173,7 +173,7 @@ test('bulk update writes every element or fails, also when the kernel rejects th
   };
   const errCode = (fn: () => void): string | null => {
     const e = thrown(fn);
-    return e instanceof BpfError ? e.code : e === null ? null : String(e);
+    return e instanceof BpfError ? e.code : e === null ? null : e instanceof Error ? e.message : JSON.stringify(e);
   };
   const hash = shim.mapCreate(BPF_MAP_TYPE_HASH, 4, 4, 64);
   const devmap = shim.mapCreate(BPF_MAP_TYPE_DEVMAP, 4, 4, n);

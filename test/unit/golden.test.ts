@@ -25,13 +25,13 @@ test('bad input: each error names the file, object and field; good objects still
   const find = (pred: (l: Record<string, unknown>) => boolean): Record<string, unknown> | undefined => errs.find(pred);
   const badIp = find((l) => l.object === 'Service default/bad-ip');
   assert.ok(badIp, 'bad clusterIP reported');
-  assert.is(badIp!.field, 'spec.clusterIP');
-  assert.match(String(badIp!.file), /bad\.yaml$/);
+  assert.is(badIp.field, 'spec.clusterIP');
+  assert.match(String(badIp.file), /bad\.yaml$/);
   assert.is(find((l) => l.object === 'Service default/bad-port')?.field, 'spec.ports[0].port');
   assert.match(String(find((l) => String(l.object).startsWith('ConfigMap'))?.msg), /unknown kind/);
   const malformed = find((l) => String(l.file).endsWith('malformed.yaml'));
   assert.ok(malformed, 'malformed YAML reported');
-  assert.match(String(malformed!.msg), /malformed/);
+  assert.match(String(malformed.msg), /malformed/);
   const orphan = find((l) => l.object === 'EndpointSlice default/orphan-1');
   assert.is(orphan?.field, 'metadata.labels[kubernetes.io/service-name]');
   assert.match(res.text, /10\.96\.1\.1:80\/TCP .* 1 backend/);

@@ -29,7 +29,7 @@ test('200 when idle or recently queued, 503 when a queued update is older than t
     pending = Date.now() - 1500;
     const r = await get(server.port, '/healthz');
     assert.is(r.status, 503);
-    assert.ok(JSON.parse(r.body).pendingSince);
+    assert.ok((JSON.parse(r.body) as { pendingSince?: unknown }).pendingSince);
     assert.is((await get(server.port, '/other')).status, 404);
   } finally {
     await server.close();

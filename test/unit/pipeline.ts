@@ -4,7 +4,7 @@
  */
 import * as path from 'node:path';
 import * as C from '../../ts/datapath/codecs';
-import { MemoryMap, ServiceMaps } from '../../ts/datapath/maps';
+import { MemoryMap } from '../../ts/datapath/maps';
 import { formatServices, readServices } from '../../ts/datapath/dump';
 import { ClusterStore } from '../../ts/model/store';
 import { IPv4 } from '../../ts/model/types';
@@ -16,7 +16,7 @@ import { createLogger } from '../../ts/util/log';
 /** test/ in the source tree (tests run from dist/test/...). */
 export const TEST_SRC = path.resolve(__dirname, '../../../test');
 
-export function memoryMaps(): ServiceMaps & Record<'svc' | 'be' | 'revnat' | 'member' | 'cidr', MemoryMap> {
+export function memoryMaps(): Record<'svc' | 'be' | 'revnat' | 'member' | 'cidr', MemoryMap> {
   return {
     svc: new MemoryMap('weir1_svc', C.svcKey.size, C.svcVal.size),
     be: new MemoryMap('weir1_be', 4, C.backend.size),

@@ -191,7 +191,7 @@ test('a failed write is retried and converges; nothing half-applied stays behind
   const maps = memoryMaps();
   const { syncer } = halfWritten(maps);
   syncer.sync();
-  assert.match(formatServices(readServices(maps)), /10\.96\.0\.10:80\/TCP .* 2 backends\n  slot 1: be 1 10\.244\.1\.10:8080\/TCP\n  slot 2: be 2/);
+  assert.match(formatServices(readServices(maps)), /10\.96\.0\.10:80\/TCP .* 2 backends\n {2}slot 1: be 1 10\.244\.1\.10:8080\/TCP\n {2}slot 2: be 2/);
 });
 
 test('a service removed after a half-applied write: the retry removes what landed of it', () => {
@@ -251,7 +251,7 @@ test('a frontend handed from one service to another in one sync stays programmed
   store.upsertService(service('b', '10.96.0.1'), 't');
   store.upsertSlice(slice('b', ['10.244.1.20']), 't');
   syncer.sync();
-  assert.match(formatServices(readServices(maps)), /10\.96\.0\.1:80\/TCP .* 1 backend\n  slot 1: be \d+ 10\.244\.1\.20/);
+  assert.match(formatServices(readServices(maps)), /10\.96\.0\.1:80\/TCP .* 1 backend\n {2}slot 1: be \d+ 10\.244\.1\.20/);
   assert.is(maps.svc.entries.size, 2);
 });
 
@@ -270,15 +270,15 @@ test('a service that lost a frontend takes it over when the owner lets go', () =
   store.upsertService(service('z-owner', '10.96.0.2'), 't');
   syncer.sync();
   const text = formatServices(readServices(maps));
-  assert.match(text, /10\.96\.0\.1:80\/TCP .* 1 backend\n  slot 1: be \d+ 10\.244\.1\.20/);
-  assert.match(text, /10\.96\.0\.2:80\/TCP .* 1 backend\n  slot 1: be \d+ 10\.244\.1\.10/);
+  assert.match(text, /10\.96\.0\.1:80\/TCP .* 1 backend\n {2}slot 1: be \d+ 10\.244\.1\.20/);
+  assert.match(text, /10\.96\.0\.2:80\/TCP .* 1 backend\n {2}slot 1: be \d+ 10\.244\.1\.10/);
   // And when an owner is deleted outright.
   store.upsertService(service('c-loser', '10.96.0.2'), 't');
   store.upsertSlice(slice('c-loser', ['10.244.1.30']), 't');
   syncer.sync();
   store.deleteService(store.services.get('default/z-owner' as never)!.key);
   syncer.sync();
-  assert.match(formatServices(readServices(maps)), /10\.96\.0\.2:80\/TCP .* 1 backend\n  slot 1: be \d+ 10\.244\.1\.30/);
+  assert.match(formatServices(readServices(maps)), /10\.96\.0\.2:80\/TCP .* 1 backend\n {2}slot 1: be \d+ 10\.244\.1\.30/);
 });
 
 test('a slice whose Service does not exist is reported once, and again if the Service goes away later', () => {

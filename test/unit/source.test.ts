@@ -380,9 +380,9 @@ test('random writes, moves, renames, truncations and deletions: after each, the 
           const gained = new Map(d.files.get(to) ?? []);
           for (const o of moved) gained.set(o, d.files.get(from)!.get(o)!);
           const [first, second] = rand() < 0.5 ? [from, to] : [to, from];
-          d.write(first!, first === from ? left : gained);
+          d.write(first, first === from ? left : gained);
           await pause();
-          d.write(second!, second === from ? left : gained);
+          d.write(second, second === from ? left : gained);
           what = `move ${moved.join(',')} ${from} -> ${to}, ${first} first`;
         } else if (op === 'rename') {
           const from = pick(existing);

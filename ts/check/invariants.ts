@@ -59,7 +59,7 @@ export function checkMaps(maps: CheckedMaps): Violation[] {
     if (key.slot === 0) masters.set(fe, { key, val });
     else {
       let m = slots.get(fe);
-      if (!m) slots.set(fe, (m = new Map()));
+      if (!m) slots.set(fe, (m = new Map<number, Entry>()));
       m.set(key.slot, { key, val });
     }
   }

@@ -184,7 +184,7 @@ export class Shim {
   objLoadAsync(objPath: string, pinRoot: string, sizes: Readonly<Record<string, number>> = {}): Promise<number> {
     return new Promise((resolve, reject) => {
       this.raw.weir_obj_load.async(objPath, pinRoot, sizeSpec(sizes), (err: unknown, rc: number) => {
-        if (err) reject(err instanceof Error ? err : new Error(String(err)));
+        if (err) reject(err instanceof Error ? err : new Error(`obj_load: ${JSON.stringify(err)}`));
         else if (rc < 0) reject(new BpfError('obj_load', -rc, `${objPath}: ${this.lastLog()}`));
         else resolve(rc);
       });

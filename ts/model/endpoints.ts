@@ -83,7 +83,7 @@ export function parseEndpointSlice(slice: V1EndpointSlice): SliceParse {
 
   const ports: SlicePortModel[] = [];
   (slice.ports ?? []).forEach((p, i) => {
-    const protocol = (p.protocol ?? 'TCP') as string;
+    const protocol = (p.protocol ?? 'TCP');
     if (protocol !== 'TCP' && protocol !== 'UDP' && protocol !== 'SCTP') {
       err(`ports[${i}].protocol`, `unsupported value ${JSON.stringify(protocol)}`);
       return;
@@ -101,9 +101,9 @@ export function parseEndpointSlice(slice: V1EndpointSlice): SliceParse {
   // Columns sized up front and filled by index: the store keeps them.
   const rawEndpoints = slice.endpoints ?? [];
   const n = rawEndpoints.length;
-  const ips: number[] = new Array(n);
-  const nodeNames: string[] = new Array(n);
-  const conditions: number[] = new Array(n);
+  const ips = new Array<number>(n);
+  const nodeNames = new Array<string>(n);
+  const conditions = new Array<number>(n);
   for (let i = 0; i < n; i++) {
     const ep = rawEndpoints[i]!;
     // kube-proxy programs only the first address of an endpoint.

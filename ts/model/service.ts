@@ -139,7 +139,7 @@ export function parseService(svc: V1Service, rules: ServiceRules = DEFAULT_RULES
     const field = `spec.ports[${i}]`;
     const portName = p.name ?? '';
     if (rawPorts.length > 1 && !portName) err(`${field}.name`, 'is required when a service has more than one port');
-    const protocol = (p.protocol ?? 'TCP') as string;
+    const protocol = (p.protocol ?? 'TCP');
     if (protocol !== 'TCP' && protocol !== 'UDP' && protocol !== 'SCTP') {
       err(`${field}.protocol`, `unsupported value ${JSON.stringify(protocol)}`);
       return;

@@ -164,7 +164,7 @@ export function planService(svc: ServiceModel, slices: readonly SliceModel[], ct
           serving: (cond & EP_SERVING) !== 0,
         }),
     );
-    const members: number[] = new Array(eps.length);
+    const members = new Array<number>(eps.length);
     let anyReady = false;
     let anyLocalReady = false;
     for (let i = 0; i < eps.length; i++) {

@@ -65,7 +65,7 @@ export class RecordBuilder {
     for (const p of this.scratch) p.clear();
     const be = this.ctx.be;
     /** Backend row of each plan backend, by its index in the plan. */
-    const backends: number[] = new Array(plan.backends.length);
+    const backends = new Array<number>(plan.backends.length);
     const bv = this.beValue;
     for (let i = 0; i < plan.backends.length; i++) {
       const b = plan.backends[i]!;
@@ -139,7 +139,7 @@ export class RecordBuilder {
         group = { fk, revId, members: fe.members, mark: ++this.markEpoch };
       }
       const chosen = fe.backends;
-      const ids: BackendId[] = new Array(chosen.length);
+      const ids = new Array<BackendId>(chosen.length);
       for (let i = 0; i < chosen.length; i++) {
         const r = backends[chosen[i]!]!;
         be.mark[r] = group.mark;

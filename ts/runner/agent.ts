@@ -310,7 +310,7 @@ function startLoading(opts: RunOptions): Promise<BpfDatapath> {
     shim.setLogLevel(1);
     loading = BpfDatapath.loadAsync(shim, opts.bpffsRoot, { ...DEFAULT_SIZES, ct: conntrackEntries(opts), svc: opts.lbMapEntries, member: opts.lbMapEntries });
   } catch (e) {
-    loading = Promise.reject(e);
+    loading = Promise.reject(e instanceof Error ? e : new Error(String(e)));
   }
   // A failure is read when the mode is chosen (auto falls back), which may be
   // after it happened: mark it handled so it is not an unhandled rejection.

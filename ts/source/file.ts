@@ -421,5 +421,7 @@ function errorMessage(e: unknown): string {
 }
 
 function isList(v: unknown): v is { items: unknown[] } {
-  return typeof v === 'object' && v !== null && Array.isArray((v as { items?: unknown }).items) && String((v as { kind?: unknown }).kind ?? '').endsWith('List');
+  if (typeof v !== 'object' || v === null) return false;
+  const { items, kind } = v as { items?: unknown; kind?: unknown };
+  return Array.isArray(items) && typeof kind === 'string' && kind.endsWith('List');
 }

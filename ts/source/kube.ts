@@ -19,7 +19,7 @@
  * service.kubernetes.io/headless are not even listed.
  */
 import * as k8s from '@kubernetes/client-node';
-import type { V1EndpointSlice, V1Node, V1Service } from '@kubernetes/client-node';
+import type { V1EndpointSlice } from '@kubernetes/client-node';
 import { ClusterStore } from '../model/store';
 import { objectKey } from '../model/types';
 import { Logger, errorText } from '../util/log';
@@ -80,7 +80,7 @@ export class KubeSource implements Source {
       LABEL_SELECTOR,
       undefined,
       {
-        upsert: (o) => store.upsertService(o as V1Service, ORIGIN),
+        upsert: (o) => store.upsertService(o, ORIGIN),
         remove: (o) => store.deleteService(objectKey(o.metadata?.namespace ?? 'default', o.metadata?.name ?? '')),
       },
     );
@@ -98,7 +98,7 @@ export class KubeSource implements Source {
     );
     const nodeField = `metadata.name=${this.opts.nodeName}`;
     this.track('node', kc, '/api/v1/nodes', () => core.listNode({ fieldSelector: nodeField }), undefined, nodeField, {
-      upsert: (o) => store.upsertNode(o as V1Node, ORIGIN),
+      upsert: (o) => store.upsertNode(o, ORIGIN),
       remove: (o) => store.deleteNode(o.metadata?.name ?? ''),
     });
     for (const t of this.tracked) this.run(t);
