@@ -30,4 +30,3 @@ export function writeManifests(dir: string, count: number, endpoints: (i: number
     fs.writeFileSync(path.join(dir, `gen-${String(f).padStart(3, '0')}.json`), JSON.stringify({ apiVersion: 'v1', kind: 'List', items }));
   }
 }
-

@@ -227,8 +227,7 @@ export function latencyChart(r: Results): string {
   const lo = Math.log10(sizes[0] ?? 1);
   const hi = Math.log10(sizes[sizes.length - 1] ?? 1);
   const span = W - m.l - m.r;
-  const x = (s: number, i: number): number =>
-    Math.round(m.l + (sizes.length < 2 ? span / 2 : logAxis && hi > lo ? ((Math.log10(s) - lo) / (hi - lo)) * span : (i / (sizes.length - 1)) * span));
+  const x = (s: number, i: number): number => Math.round(m.l + (sizes.length < 2 ? span / 2 : logAxis && hi > lo ? ((Math.log10(s) - lo) / (hi - lo)) * span : (i / (sizes.length - 1)) * span));
   const y = (val: number): number => Math.round((H - m.b - (val / maxY) * (H - m.t - m.b)) * 10) / 10;
   const colors: Record<Mode, string> = { bpf: '#1f77b4', iptables: '#d62728' };
   const parts: string[] = [
@@ -366,8 +365,18 @@ function controlSection(v: View, bars: Bar[]): string[] {
         ratio(oi?.programmingMs.p99, ob?.programmingMs.p99),
         barCell(bars, 'changeP99', n),
       ),
-      r('of which the sync itself, p99', v.changeCell(ob, cb, (c) => c.syncMs.p99), v.changeCell(oi, ci, (c) => c.syncMs.p99), ratio(oi?.syncMs.p99, ob?.syncMs.p99)),
-      r('file written → synced (harness wall time), p99', v.changeCell(ob, cb, (c) => c.wallMs?.p99), v.changeCell(oi, ci, (c) => c.wallMs?.p99), ratio(oi?.wallMs?.p99, ob?.wallMs?.p99)),
+      r(
+        'of which the sync itself, p99',
+        v.changeCell(ob, cb, (c) => c.syncMs.p99),
+        v.changeCell(oi, ci, (c) => c.syncMs.p99),
+        ratio(oi?.syncMs.p99, ob?.syncMs.p99),
+      ),
+      r(
+        'file written → synced (harness wall time), p99',
+        v.changeCell(ob, cb, (c) => c.wallMs?.p99),
+        v.changeCell(oi, ci, (c) => c.wallMs?.p99),
+        ratio(oi?.wallMs?.p99, ob?.wallMs?.p99),
+      ),
     );
     if (ob?.driftMs && !cb?.timedOut) {
       lines.push(r(`drift scan, p50 whole / p99 longest slice (${count(ob.driftMs.n)} scan${ob.driftMs.n === 1 ? '' : 's'})`, `${msText(ob.driftMs.p50)} / ${msText(ob.driftSliceMs?.p99)}`, '', ''));
@@ -439,10 +448,7 @@ function pathSection(v: View, bars: Bar[]): string[] {
   const gi = v.growth('iptables');
   if (gb) {
     const g = (x: { pct: number } | undefined): string => (x && measured(x.pct) ? pct(x.pct) : 'not measured');
-    lines.push(
-      `p50 at ${count(gb.large)} services against ${count(gb.small)}: BPF ${g(gb)}, iptables ${g(gi)}. Bar (BPF): ${barCell(bars, 'growth')}.`,
-      '',
-    );
+    lines.push(`p50 at ${count(gb.large)} services against ${count(gb.small)}: BPF ${g(gb)}, iptables ${g(gi)}. Bar (BPF): ${barCell(bars, 'growth')}.`, '');
   }
   lines.push('![latency vs services](bench/latency.svg)', '');
   return lines;
@@ -472,19 +478,19 @@ const METHODS = [
   '',
   '**Common.** Control-plane and path figures come from a cluster in a box (test/box): network namespaces on this machine, one node, the agent (`weir run`) reading generated manifests from a directory through its file source. Each generated service has one port and one EndpointSlice of ready endpoints. BPF-mode agents run with `--sync-period 1s`, so drift scans run while changes are measured, and with a larger `--lb-map-entries` when the sizes need it. A median of an even count is the lower middle value; a p-th percentile of n values is the one at rank ⌈p·n⌉, so below 100 values p99 is the largest.',
   '',
-  '**Cold start.** Each run: `weir cleanup`, a settle pause (the kernel frees the maps cleanup unpinned after it returns, which a node\'s first start does not pay), then wall time from spawning the agent to its `ready` log line. The agent logs `ready` after its first sync that succeeded, with every service programmed, so the figure includes Node.js start-up, reading the manifests, loading the BPF objects and the first sync. The figure is the median of the runs; every run is listed. An agent not ready within the deadline is reported as such, and that mode is not measured further at that scale. The first sync is the duration the agent logs for it. The log row gives the agent\'s own marks (medians): manifests read, BPF objects loaded, ready.',
+  "**Cold start.** Each run: `weir cleanup`, a settle pause (the kernel frees the maps cleanup unpinned after it returns, which a node's first start does not pay), then wall time from spawning the agent to its `ready` log line. The agent logs `ready` after its first sync that succeeded, with every service programmed, so the figure includes Node.js start-up, reading the manifests, loading the BPF objects and the first sync. The figure is the median of the runs; every run is listed. An agent not ready within the deadline is reported as such, and that mode is not measured further at that scale. The first sync is the duration the agent logs for it. The log row gives the agent's own marks (medians): manifests read, BPF objects loaded, ready.",
   '',
   '**One change.** With the last cold-start run\'s agent still running, a manifest of its own with one service is rewritten, alternately with one and two endpoints, each write waiting for the agent\'s sync of it; the first write creates the service and is not counted. "Change → written" is the programming time the agent logs: from its store receiving the changed object to the end of the sync that wrote it (millisecond clock). "Sync itself" is that sync\'s duration. "File written → synced" is timed by the harness from writing the file to reading the agent\'s log line, so it includes the file source\'s debounce.',
   '',
-  '**Drift scan.** The scans the agent logged during the changes as finding no drift: each scan\'s whole duration and its longest slice (a scan runs in slices between which the agent keeps syncing).',
+  "**Drift scan.** The scans the agent logged during the changes as finding no drift: each scan's whole duration and its longest slice (a scan runs in slices between which the agent keeps syncing).",
   '',
-  '**Peak RSS.** The agent\'s VmHWM, read when it is ready in each run and after the changes; the largest.',
+  "**Peak RSS.** The agent's VmHWM, read when it is ready in each run and after the changes; the largest.",
   '',
   '**Restart.** After the BPF runs at a scale, with the one-service manifest removed, a new agent is started over the dataplane the last one left pinned (no cleanup): wall time from spawn to `ready`, its peak RSS, and what its first sync wrote and deleted.',
   '',
-  '**Per packet.** BPF_PROG_TEST_RUN of the program weir attaches to pod interfaces, loaded by the agent\'s loader, its maps written by the agent\'s sync code, and conntrack filled with unrelated flows (the setup line counts conntrack after the measurement, flows it created included). Hot: a ping-pong pair of services, each backed by the other\'s address, so that each repeated run processes the packet the run before rewrote: an established flow with a real DNAT; the kernel\'s time per run. The other rows are medians of many single runs, each on a fresh copy of the packet, and include the harness\'s own cost, shown as the floor (a frame the program ignores). A new flow is a packet from a source address and port not seen before; "not a service" is TCP to an address no service has.',
+  "**Per packet.** BPF_PROG_TEST_RUN of the program weir attaches to pod interfaces, loaded by the agent's loader, its maps written by the agent's sync code, and conntrack filled with unrelated flows (the setup line counts conntrack after the measurement, flows it created included). Hot: a ping-pong pair of services, each backed by the other's address, so that each repeated run processes the packet the run before rewrote: an established flow with a real DNAT; the kernel's time per run. The other rows are medians of many single runs, each on a fresh copy of the packet, and include the harness's own cost, shown as the floor (a frame the program ignores). A new flow is a packet from a source address and port not seen before; \"not a service\" is TCP to an address no service has.",
   '',
-  '**Path.** A client pod and a backend pod (an echo server) on one node; n − 1 generated services and the measured one, whose name sorts last (the worst case for iptables\' walk of its services chain), all backed by the backend pod. For each size and mode: `weir cleanup`, the agent started and ready, a pause for device attachment, unmeasured warm-up connections, then sequential connections from the client pod to the ClusterIP, each timed in the client from before connect to the HTTP response. conn/s is the connection count over the series\' wall time.',
+  "**Path.** A client pod and a backend pod (an echo server) on one node; n − 1 generated services and the measured one, whose name sorts last (the worst case for iptables' walk of its services chain), all backed by the backend pod. For each size and mode: `weir cleanup`, the agent started and ready, a pause for device attachment, unmeasured warm-up connections, then sequential connections from the client pod to the ClusterIP, each timed in the client from before connect to the HTTP response. conn/s is the connection count over the series' wall time.",
   '',
   '**FFI.** Per backend, a BPF hash map created through the native library: single is a series of one-element update calls, time per call; batched is one call updating many elements, time per element.',
   '',
@@ -494,17 +500,7 @@ const METHODS = [
 export function render(r: Results, source = 'bench/results.json'): string {
   const v = new View(r);
   const bars = v.bars();
-  const lines = [
-    '# weir benchmarks',
-    '',
-    ...runSection(v, source),
-    ...barsSection(bars),
-    ...controlSection(v, bars),
-    ...packetSection(v, bars),
-    ...pathSection(v, bars),
-    ...ffiSection(v),
-    ...METHODS,
-  ];
+  const lines = ['# weir benchmarks', '', ...runSection(v, source), ...barsSection(bars), ...controlSection(v, bars), ...packetSection(v, bars), ...pathSection(v, bars), ...ffiSection(v), ...METHODS];
   return lines.join('\n');
 }
 

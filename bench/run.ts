@@ -175,7 +175,13 @@ function benchPacket(p: Params): Results['packet'] {
     const store = new ClusterStore(() => undefined);
     for (let i = 0; i < p.services; i++) {
       store.upsertService(serviceObj(i), 'bench');
-      store.upsertSlice(sliceObj(i, Array.from({ length: p.endpoints }, (_, j) => epAddr(i * p.endpoints + j))), 'bench');
+      store.upsertSlice(
+        sliceObj(
+          i,
+          Array.from({ length: p.endpoints }, (_, j) => epAddr(i * p.endpoints + j)),
+        ),
+        'bench',
+      );
     }
     // The ping-pong pair: two services whose only backend is the other's
     // address (same port). A packet to the first is rewritten to the second,
@@ -364,7 +370,12 @@ async function measureMode(
       await next;
       // From the file written to the agent's "synced" line: includes the file source's 20 ms settle, and any stall of the agent's loop.
       if (c > 0) wall.push(Math.round(performance.now() - t0));
-      const line = agent.logs().trim().split('\n').reverse().find((l) => l.includes('"services":1,'))!;
+      const line = agent
+        .logs()
+        .trim()
+        .split('\n')
+        .reverse()
+        .find((l) => l.includes('"services":1,'))!;
       if (c === 0) continue; // the first one creates the service
       prog.push(Number(/"programmingMs":(\d+)/.exec(line)![1]));
       sync.push(Number(/"ms":([\d.]+)/.exec(line)![1]));
@@ -374,7 +385,9 @@ async function measureMode(
     const stall = scans.map((m) => Number(m[2]));
     change = { mode, services, programmingMs: stats(prog), syncMs: stats(sync), wallMs: stats(wall), ...(drift.length ? { driftMs: stats(drift), driftSliceMs: stats(stall) } : {}) };
     rss.push(peakRssMb(agent.proc.child.pid!));
-    log(`  ${mode} ${services} services: one change p50 ${stats(prog).p50} ms / p99 ${stats(prog).p99} ms (sync p99 ${stats(sync).p99} ms; file written → synced p99 ${stats(wall).p99} ms)${drift.length ? `; drift scan p50 ${stats(drift).p50} ms, longest slice p99 ${stats(stall).p99} ms (${drift.length} scans)` : ''}`);
+    log(
+      `  ${mode} ${services} services: one change p50 ${stats(prog).p50} ms / p99 ${stats(prog).p99} ms (sync p99 ${stats(sync).p99} ms; file written → synced p99 ${stats(wall).p99} ms)${drift.length ? `; drift scan p50 ${stats(drift).p50} ms, longest slice p99 ${stats(stall).p99} ms (${drift.length} scans)` : ''}`,
+    );
     await agent.stop();
     box.removeManifest('churn.json');
   }
@@ -504,7 +517,9 @@ async function main(): Promise<void> {
   if (sections.has('packet')) {
     log('Dataplane per packet (BPF_PROG_TEST_RUN)');
     results.packet = benchPacket(p);
-    log(`  established ${results.packet.establishedNs} ns hot (single run ${results.packet.establishedSingleNs} ns), new flow ${results.packet.newFlowNs} ns, not a service ${results.packet.passNs} ns, floor ${results.packet.floorNs} ns`);
+    log(
+      `  established ${results.packet.establishedNs} ns hot (single run ${results.packet.establishedSingleNs} ns), new flow ${results.packet.newFlowNs} ns, not a service ${results.packet.passNs} ns, floor ${results.packet.floorNs} ns`,
+    );
   }
   if (sections.has('control')) {
     log('Control plane');

@@ -55,7 +55,7 @@ const ROUTES: Array<{ re: RegExp; kind: Kind; apiVersion: string; list: string }
 
 function arg(name: string): string {
   const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? process.argv[i + 1] ?? '' : '';
+  return i >= 0 ? (process.argv[i + 1] ?? '') : '';
 }
 
 let rv = Number(arg('rv-base') || '1000');
@@ -75,7 +75,10 @@ const keyOf = (o: { kind: string; metadata: { namespace?: string; name: string }
 /** Label selectors as kube-proxy uses them: `k`, `!k`, `k=v`, `k!=v`, comma-separated (AND). */
 function labelMatcher(sel: string | null): (o: Obj) => boolean {
   if (!sel) return () => true;
-  const terms = sel.split(',').map((t) => t.trim()).filter(Boolean);
+  const terms = sel
+    .split(',')
+    .map((t) => t.trim())
+    .filter(Boolean);
   return (o) => {
     const l = o.metadata.labels ?? {};
     return terms.every((t) => {

@@ -159,7 +159,11 @@ function installExitHooks(): void {
     for (const b of [...live]) b.destroySync();
   };
   process.on('exit', destroyAll);
-  for (const [sig, num] of [['SIGINT', 2], ['SIGTERM', 15], ['SIGHUP', 1]] as const) {
+  for (const [sig, num] of [
+    ['SIGINT', 2],
+    ['SIGTERM', 15],
+    ['SIGHUP', 1],
+  ] as const) {
     process.on(sig, () => {
       destroyAll();
       process.exit(128 + num);
@@ -425,7 +429,7 @@ export class Box {
 
   /** One-shot command in namespace `ns` (never throws; code 124 on timeout). */
   exec(ns: string, argv: readonly string[], opts: number | { timeoutMs?: number } = {}): Promise<ExecResult> {
-    const timeoutMs = typeof opts === 'number' ? opts : opts.timeoutMs ?? 10_000;
+    const timeoutMs = typeof opts === 'number' ? opts : (opts.timeoutMs ?? 10_000);
     return this.run(nsArgv(ns, argv), timeoutMs);
   }
 
@@ -565,7 +569,13 @@ export class Box {
   async startAgent(
     nodeName: string,
     extra: string[] = [],
-    opts: { waitReady?: boolean; env?: Record<string, string>; readyTimeoutMs?: number; /** Another build's CLI, and node flags to run it with (bench/paired.ts). */ cli?: string; nodeFlags?: string[] } = {},
+    opts: {
+      waitReady?: boolean;
+      env?: Record<string, string>;
+      readyTimeoutMs?: number;
+      /** Another build's CLI, and node flags to run it with (bench/paired.ts). */ cli?: string;
+      nodeFlags?: string[];
+    } = {},
   ): Promise<Agent> {
     const node = this.node(nodeName);
     const cli = opts.cli ?? CLI;
@@ -747,10 +757,7 @@ export async function withBox<T>(spec: BoxSpec, fn: (box: Box) => Promise<T>): P
 }
 
 /** Poll until fn returns a truthy value (returned) or timeoutMs passes (throws). */
-export async function waitFor<T>(
-  fn: () => Promise<T | null | undefined | false> | T | null | undefined | false,
-  opts: { timeoutMs?: number; intervalMs?: number; what?: string } = {},
-): Promise<T> {
+export async function waitFor<T>(fn: () => Promise<T | null | undefined | false> | T | null | undefined | false, opts: { timeoutMs?: number; intervalMs?: number; what?: string } = {}): Promise<T> {
   const deadline = Date.now() + (opts.timeoutMs ?? 5000);
   for (;;) {
     const v = await fn();

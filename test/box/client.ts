@@ -41,7 +41,7 @@ const MAX_DURATION_MS = 120_000;
 
 function arg(name: string, def = ''): string {
   const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? process.argv[i + 1] ?? def : def;
+  return i >= 0 ? (process.argv[i + 1] ?? def) : def;
 }
 
 function num(name: string, def: number, min: number, max: number): number {
@@ -138,8 +138,7 @@ function udpRequest(sock: dgram.Socket, connected: boolean, host: string, port: 
   const t0 = Date.now();
   return new Promise((resolve) => {
     const t = setTimeout(() => finish({ ok: false, error: 'timeout', ms: Date.now() - t0 }), timeoutMs);
-    const onMsg = (msg: Buffer, rinfo: dgram.RemoteInfo): void =>
-      finish({ ok: true, ...parseBody(msg.toString()), from: `${rinfo.address}:${rinfo.port}`, ms: Date.now() - t0 });
+    const onMsg = (msg: Buffer, rinfo: dgram.RemoteInfo): void => finish({ ok: true, ...parseBody(msg.toString()), from: `${rinfo.address}:${rinfo.port}`, ms: Date.now() - t0 });
     const onErr = (e: NodeJS.ErrnoException): void => finish({ ok: false, error: e.code ?? e.message, ms: Date.now() - t0 });
     let finished = false;
     function finish(a: Attempt): void {

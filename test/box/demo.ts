@@ -29,7 +29,11 @@ async function main(): Promise<void> {
   await withBox({ nodes: 2 }, async (box) => {
     const [n1, n2] = [box.node('n1'), box.node('n2')];
     say(`== cluster in a box ${box.prefix}*: nodes n1 (${n1.ip}) and n2 (${n2.ip}), an outside client (192.168.77.200)`);
-    for (const [node, name] of [['n1', 'hello-a'], ['n1', 'hello-b'], ['n2', 'hello-c']] as const) {
+    for (const [node, name] of [
+      ['n1', 'hello-a'],
+      ['n1', 'hello-b'],
+      ['n2', 'hello-c'],
+    ] as const) {
       await box.addPod(node, name);
       await box.startEcho(name, { tcp: [8080], udp: [5353] });
     }

@@ -13,7 +13,7 @@ import * as http from 'node:http';
 
 function arg(name: string): string {
   const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? process.argv[i + 1] ?? '' : '';
+  return i >= 0 ? (process.argv[i + 1] ?? '') : '';
 }
 
 function ports(name: string): number[] {

@@ -81,7 +81,10 @@ s('topology: addresses, names, devices, routes', async ({ box }) => {
       ['n2', '192.168.77.11', '10.244.2.0/24'],
     ],
   );
-  assert.equal(['a1', 'a2', 'b1'].map((p) => box.pod(p).ip), ['10.244.1.10', '10.244.1.11', '10.244.2.10']);
+  assert.equal(
+    ['a1', 'a2', 'b1'].map((p) => box.pod(p).ip),
+    ['10.244.1.10', '10.244.1.11', '10.244.2.10'],
+  );
   const a1 = box.pod('a1');
   assert.match(a1.hostDev, /^veth[0-9a-z]{1,11}$/);
   const n1 = box.node('n1');
@@ -140,7 +143,10 @@ s('refused is ECONNREFUSED at once, TCP and UDP; curl exit 7', async ({ box }) =
   assert.is(t.attempts[0]!.error, 'ECONNREFUSED');
   assert.ok(t.attempts[0]!.ms < 500, `refused in ${t.attempts[0]!.ms} ms`);
   const u = await box.udp('a1', to, { count: 2, sameSocket: true, timeoutMs: 500 });
-  assert.ok(u.attempts.every((a) => a.error === 'ECONNREFUSED'), JSON.stringify(u));
+  assert.ok(
+    u.attempts.every((a) => a.error === 'ECONNREFUSED'),
+    JSON.stringify(u),
+  );
   const c = await box.udp('b1', to, { connect: true, timeoutMs: 500 });
   assert.is(c.attempts[0]!.error, 'ECONNREFUSED');
   assert.is((await box.curl('a1', `http://${to}/`)).exitCode, 7);
@@ -244,10 +250,13 @@ for (const mode of ['throw', 'reject', 'withbox', 'SIGTERM', 'SIGINT']) {
     }
     const st = state;
     // Reparented strays are reaped by init shortly after they die.
-    const left = await waitFor(async () => {
-      const l = await leftovers(st.prefix, [st.pinBase, st.cgroupBase], st.pids);
-      return l.length === 0 ? l : null;
-    }, { timeoutMs: 2000, what: 'cleanup' }).catch(async () => leftovers(st.prefix, [st.pinBase, st.cgroupBase], st.pids));
+    const left = await waitFor(
+      async () => {
+        const l = await leftovers(st.prefix, [st.pinBase, st.cgroupBase], st.pids);
+        return l.length === 0 ? l : null;
+      },
+      { timeoutMs: 2000, what: 'cleanup' },
+    ).catch(async () => leftovers(st.prefix, [st.pinBase, st.cgroupBase], st.pids));
     assert.equal(left, [], out);
   });
 }

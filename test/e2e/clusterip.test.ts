@@ -80,7 +80,15 @@ s('multi-port service with named targetPorts; a TCP-only port does not catch UDP
     service('multi', '10.96.1.3', [
       { name: 'web', port: 80, targetPort: 'http' },
       { name: 'admin', port: 81, targetPort: 'admin' },
-    ]) + slice('multi', [box.pod('c').ip], [{ name: 'web', port: 8080 }, { name: 'admin', port: 9090 }]),
+    ]) +
+      slice(
+        'multi',
+        [box.pod('c').ip],
+        [
+          { name: 'web', port: 8080 },
+          { name: 'admin', port: 9090 },
+        ],
+      ),
   );
   await programmed(box, /10\.96\.1\.3:81\/TCP .* 1 backend/);
   const web = await box.tcp('client', '10.96.1.3:80', { count: 3 });
@@ -94,7 +102,13 @@ s('multi-port service with named targetPorts; a TCP-only port does not catch UDP
 });
 
 s('no endpoints: TCP refused at once, connected UDP gets ECONNREFUSED', async ({ box }) => {
-  box.writeManifest('empty.yaml', service('empty', '10.96.1.4', [{ name: 't', port: 80 }, { name: 'u', port: 53, protocol: 'UDP' }]));
+  box.writeManifest(
+    'empty.yaml',
+    service('empty', '10.96.1.4', [
+      { name: 't', port: 80 },
+      { name: 'u', port: 53, protocol: 'UDP' },
+    ]),
+  );
   await programmed(box, /10\.96\.1\.4:80\/TCP .* no endpoints: reject/);
   const t = await box.tcp('client', '10.96.1.4:80', { count: 3, timeoutMs: 2000 });
   for (const a of t.attempts) {
@@ -104,10 +118,25 @@ s('no endpoints: TCP refused at once, connected UDP gets ECONNREFUSED', async ({
   const curl = await box.curl('client', 'http://10.96.1.4/');
   assert.is(curl.code, 7, 'curl: connection refused');
   const u = await box.udp('client', '10.96.1.4:53', { count: 3, sameSocket: true, timeoutMs: 1000, intervalMs: 50 });
-  assert.ok(u.attempts.some((a) => a.error === 'ECONNREFUSED'), JSON.stringify(u.attempts));
+  assert.ok(
+    u.attempts.some((a) => a.error === 'ECONNREFUSED'),
+    JSON.stringify(u.attempts),
+  );
   if (MODE === 'bpf') {
     // The REJECTs were counted under their name (per-CPU counters summed).
-    const out = await box.exec(box.node('n1').ns, ['bpftool', '-j', 'map', 'lookup', 'pinned', `${box.node('n1').pinRoot}/weir1_verdicts`, 'key', String(VERDICTS.indexOf('reject_no_endpoints')), '0', '0', '0']);
+    const out = await box.exec(box.node('n1').ns, [
+      'bpftool',
+      '-j',
+      'map',
+      'lookup',
+      'pinned',
+      `${box.node('n1').pinRoot}/weir1_verdicts`,
+      'key',
+      String(VERDICTS.indexOf('reject_no_endpoints')),
+      '0',
+      '0',
+      '0',
+    ]);
     const entry = JSON.parse(out.stdout) as { formatted: { values: Array<{ value: number }> } };
     assert.ok(entry.formatted.values.reduce((n, v) => n + v.value, 0) >= 3, out.stdout);
   }
@@ -121,7 +150,10 @@ s('hairpin: a pod reaches itself through its service', async ({ box }) => {
   // Like kube-proxy's hairpin masquerade, the backend sees another source:
   // --hairpin-addr in BPF mode, the node's address with iptables MASQUERADE.
   const hairpinSrc = MODE === 'bpf' ? '169.254.42.1' : box.node('n1').ip;
-  assert.ok(r.attempts.every((a) => a.seenSrc!.startsWith(`${hairpinSrc}:`)), JSON.stringify(r.attempts[0]));
+  assert.ok(
+    r.attempts.every((a) => a.seenSrc!.startsWith(`${hairpinSrc}:`)),
+    JSON.stringify(r.attempts[0]),
+  );
   const u = await box.exec(box.pod('a').ns, ['curl', '-s', '-m', '2', 'http://10.96.1.5/']);
   assert.match(u.stdout, /^a /);
 });
@@ -162,7 +194,20 @@ s('UDP: a client on one socket moves to a live backend within 1 s of its backend
   const b = box.pod('b').ip;
   box.writeManifest('stale.yaml', service('stale', '10.96.1.8', [{ port: 53, targetPort: 5353, protocol: 'UDP' }]) + slice('stale', [a], [{ port: 5353, protocol: 'UDP' }]));
   await programmed(box, /10\.96\.1\.8:53\/UDP .* 1 backend/);
-  const sender = box.spawn(box.pod('client').ns, ['node', `${__dirname}/../box/client.js`, 'udp', '--to', '10.96.1.8:53', '--count', '60', '--same-socket', '--interval-ms', '50', '--timeout-ms', '300']);
+  const sender = box.spawn(box.pod('client').ns, [
+    'node',
+    `${__dirname}/../box/client.js`,
+    'udp',
+    '--to',
+    '10.96.1.8:53',
+    '--count',
+    '60',
+    '--same-socket',
+    '--interval-ms',
+    '50',
+    '--timeout-ms',
+    '300',
+  ]);
   await new Promise((r) => setTimeout(r, 600));
   box.writeManifest('stale.yaml', service('stale', '10.96.1.8', [{ port: 53, targetPort: 5353, protocol: 'UDP' }]) + slice('stale', [b], [{ port: 5353, protocol: 'UDP' }]));
   await sender.wait();
@@ -191,7 +236,10 @@ s('an established TCP connection survives unrelated updates and an agent restart
   if (MODE === 'bpf') assert.match(ctx.agent.logs(), /"msg":"adopted pinned state","frontends":\d+/);
   const res = await hold.result();
   assert.ok(res.attempts.length >= 30, `${res.attempts.length} requests`);
-  assert.ok(res.attempts.every((a) => a.ok), JSON.stringify(res.attempts.filter((a) => !a.ok)));
+  assert.ok(
+    res.attempts.every((a) => a.ok),
+    JSON.stringify(res.attempts.filter((a) => !a.ok)),
+  );
   assert.is(new Set(res.attempts.map((a) => a.backend)).size, 1, 'one backend for the whole connection');
 });
 
@@ -208,7 +256,7 @@ s('bad input while running: one clear line, everything else keeps working', asyn
   box.removeManifest('invalid.yaml');
 });
 
-s('--mode auto falls back to iptables with the reason; each mode removes the other\'s state', async (ctx) => {
+s("--mode auto falls back to iptables with the reason; each mode removes the other's state", async (ctx) => {
   if (MODE !== 'bpf') return; // one pass covers both directions
   const { box } = ctx;
   const ns = box.node('n1').ns;
@@ -229,7 +277,13 @@ s('--mode auto falls back to iptables with the reason; each mode removes the oth
   ctx.agent = await box.startAgent('n1', ['--mode', 'auto']);
   assert.match(ctx.agent.logs(), /"mode":"bpf","reason":"auto: BPF programs load on this kernel"/);
   // Programs attach and the iptables rules go right after "ready" (the rules serve until the programs take over).
-  await waitFor(async () => { const st = await state(); return st.filters && !st.chains; }, { timeoutMs: 2000, what: 'filters re-attached, iptables rules removed' });
+  await waitFor(
+    async () => {
+      const st = await state();
+      return st.filters && !st.chains;
+    },
+    { timeoutMs: 2000, what: 'filters re-attached, iptables rules removed' },
+  );
   assert.equal(await state(), { pins: true, filters: true, chains: false });
   assert.is((await box.tcp('client', '10.96.1.1:80', { count: 6 })).attempts.filter((a) => a.ok).length, 6);
 });

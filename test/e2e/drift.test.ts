@@ -12,7 +12,6 @@ import { webService } from '../box/manifests';
 
 const s = suite<{ box: Box; agent?: Agent }>('drift');
 
-
 s.before(async (ctx) => {
   ctx.box = await Box.create({ nodes: 1 });
   for (const p of ['a', 'b']) {
@@ -73,7 +72,10 @@ s('a running agent repairs a hand edit on its sync period, counts it by map, and
   const metrics = await box.exec(box.node('n1').ns, ['curl', '-s', '-m', '3', `http://${metricsAddr}/metrics`]);
   assert.match(metrics.stdout, /weir_drift_repaired_entries_total\{map="weir1_revnat"\} 1\n/);
   const r = await box.tcp('client', '10.96.8.1:80', { count: 4 });
-  assert.ok(r.attempts.every((x) => x.ok && (x.backend === 'a' || x.backend === 'b')), JSON.stringify(r));
+  assert.ok(
+    r.attempts.every((x) => x.ok && (x.backend === 'a' || x.backend === 'b')),
+    JSON.stringify(r),
+  );
   // A stray backend and a removed slot: both put right, nothing else written.
   const m2 = agent.proc.mark();
   await bpftool(box, ['map', 'update', 'pinned', `${box.pinRoot('n1')}/weir1_be`, 'key', 'hex', 'ff', 'ff', '00', '00', 'value', 'hex', '0a', 'f4', '09', '09', '1f', '90', '06', '00']);

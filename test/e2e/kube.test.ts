@@ -54,7 +54,10 @@ s('the first list is programmed before the agent reports ready', async ({ box, a
   assert.match(agent.logs(), /"msg":"kube source synced"/);
   assert.match(await services(box), /10\.96\.5\.1:80\/TCP .* 1 backend/);
   const r = await box.tcp('client', '10.96.5.1:80', { count: 4 });
-  assert.ok(r.attempts.every((a) => a.ok && a.backend === 'a'), JSON.stringify(r.attempts));
+  assert.ok(
+    r.attempts.every((a) => a.ok && a.backend === 'a'),
+    JSON.stringify(r.attempts),
+  );
 });
 
 s('created, changed and deleted objects reach the maps within 1 s', async ({ box, api }) => {
@@ -75,7 +78,7 @@ s('created, changed and deleted objects reach the maps within 1 s', async ({ box
   assert.ok(Math.max(created, changed, deleted) <= 1000, `${created}/${changed}/${deleted} ms`);
 });
 
-s('kube-proxy filters: another proxy\'s services and headless slices are not programmed', async ({ box, api }) => {
+s("kube-proxy filters: another proxy's services and headless slices are not programmed", async ({ box, api }) => {
   await api.apply(service('other', '10.96.5.3', { 'service.kubernetes.io/service-proxy-name': 'someone-else' }));
   await api.apply(slice('other', [box.pod('a').ip]));
   await api.apply(service('mine', '10.96.5.4'));
@@ -84,7 +87,7 @@ s('kube-proxy filters: another proxy\'s services and headless slices are not pro
   assert.not.match(await services(box), /10\.96\.5\.3/);
 });
 
-s('bookmarks: a re-opened watch resumes from the bookmark\'s resourceVersion', async ({ api }) => {
+s("bookmarks: a re-opened watch resumes from the bookmark's resourceVersion", async ({ api }) => {
   await api.apply(service('bm', '10.96.5.5'));
   const { rv } = await api.bookmark();
   await new Promise((r) => setTimeout(r, 200));
@@ -114,7 +117,10 @@ s('403 Forbidden: a clear error, the last state is kept, and it recovers', async
   await api.closeWatches();
   await agent.proc.waitFor(/not allowed to list\/watch \w+ \(403 Forbidden\)/, 5000);
   const r = await box.tcp('client', '10.96.5.1:80', { count: 4 });
-  assert.ok(r.attempts.every((a) => a.ok), 'traffic still served');
+  assert.ok(
+    r.attempts.every((a) => a.ok),
+    'traffic still served',
+  );
   assert.match(await services(box), /10\.96\.5\.1:80\/TCP .* 2 backends/);
   await api.forbid(false);
   await api.apply(service('back', '10.96.5.7'));
@@ -129,7 +135,10 @@ s('401 Unauthorized: a clear error, and a restarted agent keeps serving the pinn
   await agent.proc.waitFor(/API server rejected our credentials \(401 Unauthorized\)/, 8000);
   assert.ok(agent.proc.running, 'agent keeps running');
   const r = await box.tcp('client', '10.96.5.1:80', { count: 4 });
-  assert.ok(r.attempts.every((a) => a.ok), 'pinned state still serves');
+  assert.ok(
+    r.attempts.every((a) => a.ok),
+    'pinned state still serves',
+  );
   await agent.stop();
   ctx.agent = await box.startAgent('n1', ['--source', 'kube', '--kubeconfig', api.kubeconfig]);
 });

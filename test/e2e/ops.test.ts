@@ -53,7 +53,7 @@ s.after(async (ctx) => {
   await ctx.box?.destroy();
 });
 
-s('/healthz and /livez answer 200 with kube-proxy\'s fields', async ({ box }) => {
+s("/healthz and /livez answer 200 with kube-proxy's fields", async ({ box }) => {
   for (const p of ['/healthz', '/livez']) {
     const r = await http(box, `http://127.0.0.1:10256${p}`);
     assert.is(r.status, '200');
@@ -72,7 +72,10 @@ s('weir ct shows both directions of a live flow; trace follows it without touchi
   const ct = JSON.parse(await box.weir('n1', ['ct', '--json'])) as CtEntry[];
   const fwd = ct.find((e) => e.dir === 'fwd' && e.dst === '10.96.7.1:80' && e.src.startsWith(`${box.pod('client').ip}:`));
   assert.ok(fwd, JSON.stringify(ct));
-  assert.ok(ct.some((e) => e.dir === 'rev' && e.dst === fwd.src), 'reply entry');
+  assert.ok(
+    ct.some((e) => e.dir === 'rev' && e.dst === fwd.src),
+    'reply entry',
+  );
 
   const est = JSON.parse(await box.weir('n1', ['trace', '--src', fwd.src, '--dst', '10.96.7.1:80', '--json'])) as TraceResult;
   assert.is(est.verdict, 'forward');
@@ -154,7 +157,7 @@ s('node IPs of --external-devices: up devices without a child process, a down on
   const got = JSON.parse(r.stdout) as Record<string, string[] | null>;
   assert.equal(got.up, ['10.77.0.1', '10.77.0.2'], 'the labelled address counts for its device');
   assert.is(got.withDown, null, 'a device that is down is not listed: the caller must ask ip');
-  assert.equal(got.resolved, ['10.77.0.1', '10.77.0.2', '10.78.0.1'], 'the down device still contributes; order is the kernel\'s, not the flag\'s');
+  assert.equal(got.resolved, ['10.77.0.1', '10.77.0.2', '10.78.0.1'], "the down device still contributes; order is the kernel's, not the flag's");
   assert.equal(got.viaIp, got.resolved);
 });
 
@@ -188,7 +191,11 @@ s('a service map too small: the agent names it and keeps running, and is ready o
   ctx.box.writeManifest('many.json', many(100));
   ctx.agent = await ctx.box.startAgent('n1', ['--lb-map-entries', '1024'], { waitReady: false });
   await ctx.agent.proc.waitFor(/"msg":"a BPF map is full/, 15000);
-  const full = ctx.agent.logs().split('\n').map((l) => (l.startsWith('{') ? (JSON.parse(l) as Record<string, unknown>) : {})).find((l) => String(l.msg).startsWith('a BPF map is full'))!;
+  const full = ctx.agent
+    .logs()
+    .split('\n')
+    .map((l) => (l.startsWith('{') ? (JSON.parse(l) as Record<string, unknown>) : {}))
+    .find((l) => String(l.msg).startsWith('a BPF map is full'))!;
   assert.is(full.maps, 'weir1_svc 1104/1024');
   assert.match(String(full.hint), /--lb-map-entries sizes weir1_svc and weir1_member \(now 1024\)/);
   assert.not.match(ctx.agent.logs(), /"msg":"ready"/);

@@ -65,8 +65,7 @@ s.before((ctx) => {
   ctx.dp = BpfDatapath.load(loadShim(), ctx.root);
   ctx.dp.writeConfig({ hairpinAddr: '169.254.42.1', snatAddr: '192.168.77.10', masqueradeAll: false, haveClusterCidrs: false });
   const m = ctx.dp.maps;
-  const be = (id: number, addr: string, port: number, proto: number): void =>
-    m.be.upsert([[keyString(C.u32Key.encode({ value: id })), C.backend.encode({ addr, port, proto, flags: 0 })]]);
+  const be = (id: number, addr: string, port: number, proto: number): void => m.be.upsert([[keyString(C.u32Key.encode({ value: id })), C.backend.encode({ addr, port, proto, flags: 0 })]]);
   const svc = (addr: string, port: number, proto: number, rev: number, ids: number[]): void => {
     ids.forEach((id, i) => m.svc.upsert([[keyString(C.svcKey.encode({ addr, port, proto, slot: i + 1 })), C.svcVal.encode({ backend_id: id })]]));
     ids.forEach((id) => m.member.upsert([[keyString(C.memberKey.encode({ rev_nat_id: rev, backend_id: id })), C.u32Key.encode({ value: 1 })]]));

@@ -12,7 +12,6 @@ import type { TraceResult } from '../../ts/cli/inspect';
 
 const s = suite<{ box: Box; agent: Agent }>('restart');
 
-
 s.before(async (ctx) => {
   ctx.box = await Box.create({ nodes: 1 });
   for (const p of ['a', 'b']) {
@@ -20,7 +19,10 @@ s.before(async (ctx) => {
     await ctx.box.startEcho(p, { tcp: [8080] });
   }
   await ctx.box.addPod('n1', 'client');
-  ctx.box.writeManifest('web.yaml', webService({ namespace: 'r', clusterIP: '10.96.9.1', endpoints: [ctx.box.pod('a').ip, ctx.box.pod('b').ip] }) + '---\n' + emptyService({ namespace: 'r', clusterIP: '10.96.9.2' }));
+  ctx.box.writeManifest(
+    'web.yaml',
+    webService({ namespace: 'r', clusterIP: '10.96.9.1', endpoints: [ctx.box.pod('a').ip, ctx.box.pod('b').ip] }) + '---\n' + emptyService({ namespace: 'r', clusterIP: '10.96.9.2' }),
+  );
   ctx.agent = await ctx.box.startAgent('n1', ['--lb-map-entries', '4096']);
 });
 
@@ -59,13 +61,21 @@ s('a restarted agent replaces its own tc filters in place, without a kernel erro
     return out;
   };
   const before = await filters();
-  assert.equal(before.map((ids) => ids.length), devs.map(() => 1), JSON.stringify(before));
+  assert.equal(
+    before.map((ids) => ids.length),
+    devs.map(() => 1),
+    JSON.stringify(before),
+  );
   assert.is(await ctx.agent.stop(), 0);
   ctx.agent = await box.startAgent('n1', ['--lb-map-entries', '4096']);
   assert.match(ctx.agent.logs(), /"msg":"adopted pinned state"/);
   assert.not.match(ctx.agent.logs(), /Exclusivity flag on|libbpf: Kernel error/, ctx.agent.logs());
   const after = await filters();
-  assert.equal(after.map((ids) => ids.length), devs.map(() => 1), `replaced, not stacked: ${JSON.stringify(after)}`);
+  assert.equal(
+    after.map((ids) => ids.length),
+    devs.map(() => 1),
+    `replaced, not stacked: ${JSON.stringify(after)}`,
+  );
   after.forEach((ids, i) => assert.is.not(ids[0], before[i]![0], `${devs[i]} runs the new agent's program`));
   const r = await box.tcp('client', '10.96.9.1:80', { count: 6 });
   assert.is(r.attempts.filter((a) => a.ok).length, 6, JSON.stringify(r.attempts));

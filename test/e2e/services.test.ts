@@ -31,9 +31,7 @@ interface PortSpec {
 }
 
 function svcYaml(name: string, o: { ip: string; ports: PortSpec[]; type?: string; extra?: string; status?: string }): string {
-  const ports = o.ports
-    .map((p) => `    - {name: ${p.name}, port: ${p.port}, targetPort: ${p.target}, protocol: ${p.proto ?? 'TCP'}${p.nodePort ? `, nodePort: ${p.nodePort}` : ''}}`)
-    .join('\n');
+  const ports = o.ports.map((p) => `    - {name: ${p.name}, port: ${p.port}, targetPort: ${p.target}, protocol: ${p.proto ?? 'TCP'}${p.nodePort ? `, nodePort: ${p.nodePort}` : ''}}`).join('\n');
   return `---\napiVersion: v1\nkind: Service\nmetadata: {name: ${name}, namespace: t}\nspec:\n  type: ${o.type ?? 'ClusterIP'}\n  clusterIP: ${o.ip}\n${o.extra ?? ''}  ports:\n${ports}\n${o.status ?? ''}`;
 }
 
@@ -48,10 +46,7 @@ interface Ep {
 function sliceYaml(svc: string, eps: Ep[], ports: PortSpec[]): string {
   const p = ports.map((x) => `  - {name: ${x.name}, port: ${x.target}, protocol: ${x.proto ?? 'TCP'}}`).join('\n');
   const e = eps
-    .map(
-      (x) =>
-        `  - addresses: [${x.ip}]\n    nodeName: ${x.node}\n    conditions: {ready: ${x.ready ?? true}, serving: ${x.serving ?? x.ready ?? true}, terminating: ${x.terminating ?? false}}`,
-    )
+    .map((x) => `  - addresses: [${x.ip}]\n    nodeName: ${x.node}\n    conditions: {ready: ${x.ready ?? true}, serving: ${x.serving ?? x.ready ?? true}, terminating: ${x.terminating ?? false}}`)
     .join('\n');
   return `---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: ${svc}-1\n  namespace: t\n  labels: {kubernetes.io/service-name: ${svc}}\naddressType: IPv4\nports:\n${p}\nendpoints:\n${e}\n`;
 }
@@ -140,20 +135,20 @@ const FLOWS: Flow[] = [
   { from: 'outside', to: `${N1}:30080`, expect: ['a1', 'b1'], src: N1, why: 'NodePort eTP=Cluster: local and remote backends, masqueraded' },
   { from: 'outside', to: `${N2}:30080`, expect: ['a1', 'b1'], src: N2, why: 'NodePort on the other node' },
   { from: 'outside', to: `${N1}:30053`, proto: 'udp', expect: ['a1', 'b1'], src: N1, why: 'UDP NodePort' },
-  { from: 'c1', to: `${N1}:30080`, expect: ['a1', 'b1'], src: N1, why: 'pod to its own node\'s NodePort (KUBE-EXT masquerades)' },
-  { from: 'c2', to: `${N1}:30080`, expect: ['a1', 'b1'], src: N1, why: 'pod to another node\'s NodePort' },
+  { from: 'c1', to: `${N1}:30080`, expect: ['a1', 'b1'], src: N1, why: "pod to its own node's NodePort (KUBE-EXT masquerades)" },
+  { from: 'c2', to: `${N1}:30080`, expect: ['a1', 'b1'], src: N1, why: "pod to another node's NodePort" },
   { from: 'n1', to: '10.96.3.1:80', expect: ['a1', 'b1'], src: 'any', why: 'node process to a ClusterIP (socket hook)' },
   { from: 'n1', to: '10.96.3.1:53', proto: 'udp', expect: ['a1', 'b1'], src: 'any', why: 'node process, UDP ClusterIP' },
   { from: 'n1', to: `${N1}:30080`, expect: ['a1', 'b1'], src: 'any', why: 'node process to its own NodePort' },
   { from: 'n1', to: '127.0.0.1:30080', expect: ['a1', 'b1'], src: 'any', why: 'NodePort on localhost (--localhost-nodeports default)' },
-  { from: 'n1', to: `${N2}:30080`, expect: ['a1', 'b1'], src: N2, why: 'node process to another node\'s NodePort' },
+  { from: 'n1', to: `${N2}:30080`, expect: ['a1', 'b1'], src: N2, why: "node process to another node's NodePort" },
   { from: 'outside', to: `${N1}:30081`, expect: ['a1'], src: 'client', why: 'NodePort eTP=Local: local endpoint, client IP kept' },
   { from: 'outside', to: `${N2}:30081`, expect: 'DROP', why: 'eTP=Local on a node without local endpoints drops' },
   { from: 'c2', to: `${N2}:30081`, expect: ['a1'], src: 'client', why: 'pods short-circuit eTP=Local to all endpoints' },
   { from: 'n2', to: `${N2}:30081`, expect: ['a1'], src: 'any', why: 'node processes short-circuit eTP=Local too' },
   { from: 'outside', bind: OUT2, to: '203.0.113.10:80', expect: ['a1', 'b1'], src: N1, why: 'LoadBalancer IP from an allowed source range' },
   { from: 'outside', bind: OUT, to: '203.0.113.10:80', expect: 'DROP', why: 'LoadBalancer IP from outside loadBalancerSourceRanges' },
-  { from: 'outside', bind: OUT, to: `${N1}:30082`, expect: ['a1', 'b1'], src: N1, why: 'the same service\'s NodePort is not filtered' },
+  { from: 'outside', bind: OUT, to: `${N1}:30082`, expect: ['a1', 'b1'], src: N1, why: "the same service's NodePort is not filtered" },
   { from: 'outside', to: '203.0.113.11:80', expect: ['b1'], src: 'client', why: 'eTP=Local LoadBalancer at the node with the endpoint' },
   { from: 'outside', to: `${N1}:30083`, expect: 'DROP', why: 'eTP=Local LoadBalancer NodePort without local endpoint' },
   { from: 'outside', to: '203.0.113.20:80', expect: ['b1'], src: N1, why: 'externalIP to a remote backend, masqueraded' },
@@ -163,7 +158,7 @@ const FLOWS: Flow[] = [
   // the BPF socket hooks do not (README: known differences).
   { from: 'n1', to: '203.0.113.10:80', expect: MODE === 'bpf' ? ['a1', 'b1'] : 'DROP', src: 'any', why: 'LoadBalancer IP (with source ranges) from a node process' },
   { from: 'n2', to: `${N2}:30053`, proto: 'udp', expect: ['a1', 'b1'], src: 'any', why: 'node process, UDP NodePort' },
-  { from: 'c1', to: '10.96.3.6:80', expect: ['a1'], src: 'client', why: 'internalTrafficPolicy Local: this node\'s endpoint' },
+  { from: 'c1', to: '10.96.3.6:80', expect: ['a1'], src: 'client', why: "internalTrafficPolicy Local: this node's endpoint" },
   { from: 'c2', to: '10.96.3.6:80', expect: ['b1'], src: 'client', why: 'internalTrafficPolicy Local on the other node' },
   { from: 'c1', to: '10.96.3.7:80', expect: 'DROP', why: 'iTP=Local without local endpoints drops (not rejects)' },
   { from: 'c1', to: '10.96.3.8:80', expect: 'REJECT', why: 'no endpoints: REJECT' },
@@ -212,10 +207,13 @@ s('flow table: backends, REJECT/DROP and masquerade as kube-proxy', async ({ box
 
 s('node process, unconnected UDP: replies appear to come from the ClusterIP', async ({ box }) => {
   const r = await box.udp('n1', '10.96.3.1:53', { count: 6 });
-  assert.ok(r.attempts.every((a) => a.ok && a.from === '10.96.3.1:53'), JSON.stringify(r.attempts));
+  assert.ok(
+    r.attempts.every((a) => a.ok && a.from === '10.96.3.1:53'),
+    JSON.stringify(r.attempts),
+  );
 });
 
-s('healthCheckNodePort: 200 where a local endpoint is ready, else 503, kube-proxy\'s body', async ({ box }) => {
+s("healthCheckNodePort: 200 where a local endpoint is ready, else 503, kube-proxy's body", async ({ box }) => {
   const n2 = await box.curl('outside', `http://${N2}:32001/healthz`);
   assert.is(n2.code, 0);
   assert.equal(JSON.parse(n2.body), { service: { namespace: 't', name: 'lbl' }, localEndpoints: 1, serviceProxyHealthy: true });
@@ -277,7 +275,13 @@ s('readiness: only ready endpoints get new connections; terminating ones serve w
   assert.ok(held.attempts.length > 10 && held.attempts.every((a) => a.ok && a.backend === 'a1'), JSON.stringify(held.attempts.slice(-3)));
 
   // Nothing ready: serving+terminating endpoints take new connections.
-  box.writeManifest('rdy.yaml', yaml([{ ...A1, ready: false, serving: true, terminating: true }, { ...A2, ready: false, serving: false, terminating: true }]));
+  box.writeManifest(
+    'rdy.yaml',
+    yaml([
+      { ...A1, ready: false, serving: true, terminating: true },
+      { ...A2, ready: false, serving: false, terminating: true },
+    ]),
+  );
   await programmed(/10\.96\.3\.10:80\/TCP .* 1 backend\n {2}slot 1: be \d+ 10\.244\.1\.10/);
   r = await box.tcp('c1', '10.96.3.10:80', { count: 8 });
   assert.equal([...new Set(r.attempts.map((a) => a.backend))], ['a1']);
@@ -296,7 +300,10 @@ s('duplicate NodePort: a clear error naming the object and field; the first serv
   box.writeManifest('dup.yaml', svcYaml('dup', { ip: '10.96.3.11', type: 'NodePort', ports: [{ ...HTTP, nodePort: 30080 }] }) + sliceYaml('dup', [A2], [HTTP]));
   await agents.n1!.proc.waitFor(/"object":"Service t\/dup","field":"spec.ports\[\].nodePort"/, 3000);
   const r = await box.tcp('outside', `${N1}:30080`, { count: 8 });
-  assert.ok(r.attempts.every((a) => a.ok && (a.backend === 'a1' || a.backend === 'b1')), JSON.stringify(r.attempts));
+  assert.ok(
+    r.attempts.every((a) => a.ok && (a.backend === 'a1' || a.backend === 'b1')),
+    JSON.stringify(r.attempts),
+  );
   box.writeManifest('range.yaml', svcYaml('range', { ip: '10.96.3.12', type: 'NodePort', ports: [{ ...HTTP, nodePort: 40000 }] }));
   await agents.n1!.proc.waitFor(/"object":"Service t\/range","field":"spec.ports\[0\].nodePort"/, 3000);
   box.removeManifest('dup.yaml');
@@ -323,11 +330,17 @@ s('--masquerade-all: even pod-to-ClusterIP traffic is masqueraded', async (ctx) 
   await ctx.agents.n1!.stop();
   ctx.agents.n1 = await box.startAgent('n1', ['--masquerade-all']);
   const r = await box.tcp('c1', '10.96.3.1:80', { count: 6 });
-  assert.ok(r.attempts.every((a) => a.ok && a.seenSrc!.startsWith(`${N1}:`)), JSON.stringify(r.attempts));
+  assert.ok(
+    r.attempts.every((a) => a.ok && a.seenSrc!.startsWith(`${N1}:`)),
+    JSON.stringify(r.attempts),
+  );
   await ctx.agents.n1.stop();
   ctx.agents.n1 = await box.startAgent('n1');
   const back = await box.tcp('c1', '10.96.3.1:80', { count: 6 });
-  assert.ok(back.attempts.every((a) => a.ok && a.seenSrc!.startsWith('10.244.1.12:')), JSON.stringify(back.attempts));
+  assert.ok(
+    back.attempts.every((a) => a.ok && a.seenSrc!.startsWith('10.244.1.12:')),
+    JSON.stringify(back.attempts),
+  );
 });
 
 s.run();

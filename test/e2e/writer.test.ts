@@ -13,7 +13,6 @@ import { webService } from '../box/manifests';
 
 const s = suite<{ box: Box }>('single writer');
 
-
 s.before(async (ctx) => {
   ctx.box = await Box.create({ nodes: 1 });
   await ctx.box.addPod('n1', 'a');
@@ -44,8 +43,7 @@ s('a second agent on the same pin root waits for the first, says for which pid, 
 
 s('weir cleanup refuses while an agent runs on the pin root; --force removes it anyway', async ({ box }) => {
   const agent = await box.startAgent('n1');
-  const cleanup = (extra: string[]): ReturnType<Box['exec']> =>
-    box.exec(box.node('n1').ns, ['node', CLI, 'cleanup', '--bpffs-root', box.pinRoot('n1'), ...extra], { timeoutMs: 20_000 });
+  const cleanup = (extra: string[]): ReturnType<Box['exec']> => box.exec(box.node('n1').ns, ['node', CLI, 'cleanup', '--bpffs-root', box.pinRoot('n1'), ...extra], { timeoutMs: 20_000 });
   const refused = await cleanup([]);
   assert.is(refused.code, 1);
   assert.match(refused.stderr, new RegExp(`an agent \\(pid ${agent.proc.pid}\\) is running on ${box.pinRoot('n1')}`));
@@ -67,7 +65,10 @@ s('a taken health port: the agent exits non-zero with one message and stops writ
   const agent = await box.startAgent('n1', ['--health-addr', '127.0.0.1:10256'], { waitReady: false });
   const code = await Promise.race([agent.proc.wait(), new Promise<string>((r) => setTimeout(() => r('still running'), 15_000))]);
   assert.is(code, 1, agent.logs());
-  const failures = agent.logs().split('\n').filter((l) => /"msg":"start failed"/.test(l));
+  const failures = agent
+    .logs()
+    .split('\n')
+    .filter((l) => /"msg":"start failed"/.test(l));
   assert.is(failures.length, 1, agent.logs());
   assert.match(failures[0]!, /EADDRINUSE/);
   await box.stopProc(holder);

@@ -86,7 +86,10 @@ class Manifests {
   }
 
   text(file: string): string {
-    return [...this.fileOf].filter(([, f]) => f === file).map(([id]) => this.objects.get(id)!.text).join('---\n');
+    return [...this.fileOf]
+      .filter(([, f]) => f === file)
+      .map(([id]) => this.objects.get(id)!.text)
+      .join('---\n');
   }
 
   /** Write one file atomically (a temp file renamed over it). */
@@ -150,14 +153,16 @@ function sliceYaml(r: Random, i: number, podIPs: ReadonlyMap<string, string>): s
     const cond = c < 0.75 ? '{ready: true}' : c < 0.9 ? '{ready: false, serving: true, terminating: true}' : '{ready: false, serving: false}';
     return `{addresses: [${podIPs.get(p)}], nodeName: n1, conditions: ${cond}}`;
   });
-  return [
-    'apiVersion: discovery.k8s.io/v1',
-    'kind: EndpointSlice',
-    `metadata: {name: s${i}-a, namespace: soak, labels: {kubernetes.io/service-name: s${i}}}`,
-    'addressType: IPv4',
-    'ports: [{name: http, port: 8080}]',
-    `endpoints: [${eps.join(', ')}]`,
-  ].join('\n') + '\n';
+  return (
+    [
+      'apiVersion: discovery.k8s.io/v1',
+      'kind: EndpointSlice',
+      `metadata: {name: s${i}-a, namespace: soak, labels: {kubernetes.io/service-name: s${i}}}`,
+      'addressType: IPv4',
+      'ports: [{name: http, port: 8080}]',
+      `endpoints: [${eps.join(', ')}]`,
+    ].join('\n') + '\n'
+  );
 }
 
 /** A frontend as a line with no ids in it: what must be equal between the kernel and the plan. */
@@ -311,7 +316,13 @@ export async function soak(opts: SoakOptions): Promise<void> {
         const has = m.objects.has('bad');
         what = has ? 'remove the bad object' : 'add a bad object';
         if (has) touch(m.remove('bad'));
-        else touch(m.put({ id: 'bad', kind: 'bad', text: 'apiVersion: v1\nkind: Service\nmetadata: {name: bad, namespace: soak}\nspec:\n  clusterIP: 10.96.100.300\n  ports: [{port: 80}]\n' }, r.pick([...m.files(), m.newFile()])));
+        else
+          touch(
+            m.put(
+              { id: 'bad', kind: 'bad', text: 'apiVersion: v1\nkind: Service\nmetadata: {name: bad, namespace: soak}\nspec:\n  clusterIP: 10.96.100.300\n  ports: [{port: 80}]\n' },
+              r.pick([...m.files(), m.newFile()]),
+            ),
+          );
       } else if (kind < 0.77) {
         what = 'restart the agent (SIGTERM)';
         await agent.stop();
@@ -359,7 +370,9 @@ export async function soak(opts: SoakOptions): Promise<void> {
     }
   } catch (e) {
     const list = steps.map((s, n) => `  ${n + 1}. ${s}`).join('\n');
-    throw new Error(`soak failed: seed ${opts.seed}, after ${steps.length} steps (replay: make soak SEED=${opts.seed} STEPS=${steps.length + 1})\n${list}\n${(e as Error).message}\n--- processes:\n${box.logs(3000)}`);
+    throw new Error(
+      `soak failed: seed ${opts.seed}, after ${steps.length} steps (replay: make soak SEED=${opts.seed} STEPS=${steps.length + 1})\n${list}\n${(e as Error).message}\n--- processes:\n${box.logs(3000)}`,
+    );
   } finally {
     await box.destroy();
   }

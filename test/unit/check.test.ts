@@ -65,10 +65,19 @@ test('clean after every step of random service changes', () => {
           't',
         );
         if (type === 'LoadBalancer') {
-          w.store.upsertService({ ...service(name, `10.96.0.${i + 1}`, { type, loadBalancerSourceRanges: ['10.0.0.0/8'] }), status: { loadBalancer: { ingress: [{ ip: `172.17.0.${i + 1}` }] } } }, 't');
+          w.store.upsertService(
+            { ...service(name, `10.96.0.${i + 1}`, { type, loadBalancerSourceRanges: ['10.0.0.0/8'] }), status: { loadBalancer: { ingress: [{ ip: `172.17.0.${i + 1}` }] } } },
+            't',
+          );
         }
         const n = r.int(5);
-        w.store.upsertSlice(slice(name, Array.from({ length: n }, (_, e) => ({ ip: `10.244.${r.int(3)}.${e + 1}`, node: r.next() < 0.5 ? 'n1' : 'n2', ready: r.next() < 0.8, terminating: r.next() < 0.2 }))), 't');
+        w.store.upsertSlice(
+          slice(
+            name,
+            Array.from({ length: n }, (_, e) => ({ ip: `10.244.${r.int(3)}.${e + 1}`, node: r.next() < 0.5 ? 'n1' : 'n2', ready: r.next() < 0.8, terminating: r.next() < 0.2 })),
+          ),
+          't',
+        );
       }
       w.sync();
       const found = checkMaps(w.maps);
@@ -124,7 +133,7 @@ test('a missing slot, a slot beyond the count, a stranger in a slot, a missing b
   const strangerId = w2.entry('10.96.0.2', 1)[1].backend_id;
   w2.maps.svc.upsert([[s1k, C.svcVal.encode({ backend_id: strangerId })]]);
   text = formatViolations(checkMaps(w2.maps));
-  assert.match(text, 'weir1_svc 10.96.0.1:80/TCP all slot 2: beyond its master\'s count 1');
+  assert.match(text, "weir1_svc 10.96.0.1:80/TCP all slot 2: beyond its master's count 1");
   assert.match(text, `weir1_svc 10.96.0.1:80/TCP all slot 1: backend ${strangerId} is not a member of rev_nat id ${m2.rev_nat_id}`);
 
   const w3 = programmed();

@@ -37,7 +37,11 @@ test('weir alone prints the commands on stderr and exits 2', () => {
 
 for (const command of COMMANDS) {
   test(`weir ${command.name} --help lists every flag of its table, exit 0`, () => {
-    for (const args of [[command.name, '--help'], [command.name, '-h'], ['help', command.name]]) {
+    for (const args of [
+      [command.name, '--help'],
+      [command.name, '-h'],
+      ['help', command.name],
+    ]) {
       const r = weir(...args);
       assert.is(r.code, 0, args.join(' '));
       assert.is(r.stderr, '', args.join(' '));

@@ -44,12 +44,21 @@ test('DaemonSet: host network, node name, privileges, mounts, tolerations, prior
   const c = list(pod, 'containers')[0]!;
   assert.is(at(pod, 'hostNetwork'), true);
   assert.is(at(pod, 'priorityClassName'), 'system-node-critical');
-  assert.ok(list(pod, 'tolerations').some((t) => t.operator === 'Exists' && !t.key), 'tolerates every taint');
+  assert.ok(
+    list(pod, 'tolerations').some((t) => t.operator === 'Exists' && !t.key),
+    'tolerates every taint',
+  );
   assert.is(at(pod, 'serviceAccountName'), 'weir');
   assert.is(at(ds, 'spec.updateStrategy.type'), 'RollingUpdate');
   // A surge pod waits for the pin root's lock: the old agent goes only after the new pod runs.
   assert.equal(at(ds, 'spec.updateStrategy.rollingUpdate'), { maxSurge: 1, maxUnavailable: 0 });
-  assert.is(at(list(c, 'env').find((e) => e.name === 'NODE_NAME'), 'valueFrom.fieldRef.fieldPath'), 'spec.nodeName');
+  assert.is(
+    at(
+      list(c, 'env').find((e) => e.name === 'NODE_NAME'),
+      'valueFrom.fieldRef.fieldPath',
+    ),
+    'spec.nodeName',
+  );
   assert.is(at(c, 'securityContext.privileged'), true);
   const mount = (p: string): Doc => list(c, 'volumeMounts').find((m) => m.mountPath === p)!;
   const volume = (name: unknown): Doc => list(pod, 'volumes').find((v) => v.name === name)!;
@@ -62,7 +71,7 @@ test('DaemonSet: host network, node name, privileges, mounts, tolerations, prior
   assert.is(at(volume(mount('/etc/weir').name), 'configMap.name'), str(find('ConfigMap'), 'metadata.name'));
 });
 
-test('RBAC: read services, endpointslices and nodes; write events; bound to the DaemonSet\'s account', () => {
+test("RBAC: read services, endpointslices and nodes; write events; bound to the DaemonSet's account", () => {
   const role = find('ClusterRole');
   const can = (group: string, resource: string, verb: string): boolean =>
     list(role, 'rules').some((r) => (r.apiGroups as string[]).includes(group) && (r.resources as string[]).includes(resource) && (r.verbs as string[]).includes(verb));

@@ -22,8 +22,21 @@ function world(services: number) {
   reconciler.setClusterCidrs([{ base: '10.244.0.0', bits: 16 } as never]);
   const syncer = new Syncer({ store, reconciler, log: createLogger('error', () => undefined), ctx: { nodeName: 'n1', nodePortAddrs: [] } });
   for (let i = 0; i < services; i++) {
-    const svc: V1Service = { apiVersion: 'v1', kind: 'Service', metadata: { name: `s${i}`, namespace: 'd' }, spec: { type: 'LoadBalancer', clusterIP: `10.96.1.${i + 1}`, ports: [{ port: 80, nodePort: 30000 + i }], loadBalancerSourceRanges: ['10.0.0.0/8'] }, status: { loadBalancer: { ingress: [{ ip: `172.30.0.${i + 1}` }] } } };
-    const slice: V1EndpointSlice = { apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', metadata: { name: `s${i}-1`, namespace: 'd', labels: { 'kubernetes.io/service-name': `s${i}` } }, addressType: 'IPv4', ports: [{ port: 8080 }], endpoints: [{ addresses: [`10.244.1.${i + 1}`] }, { addresses: [`10.244.2.${i + 1}`] }] };
+    const svc: V1Service = {
+      apiVersion: 'v1',
+      kind: 'Service',
+      metadata: { name: `s${i}`, namespace: 'd' },
+      spec: { type: 'LoadBalancer', clusterIP: `10.96.1.${i + 1}`, ports: [{ port: 80, nodePort: 30000 + i }], loadBalancerSourceRanges: ['10.0.0.0/8'] },
+      status: { loadBalancer: { ingress: [{ ip: `172.30.0.${i + 1}` }] } },
+    };
+    const slice: V1EndpointSlice = {
+      apiVersion: 'discovery.k8s.io/v1',
+      kind: 'EndpointSlice',
+      metadata: { name: `s${i}-1`, namespace: 'd', labels: { 'kubernetes.io/service-name': `s${i}` } },
+      addressType: 'IPv4',
+      ports: [{ port: 8080 }],
+      endpoints: [{ addresses: [`10.244.1.${i + 1}`] }, { addresses: [`10.244.2.${i + 1}`] }],
+    };
     store.upsertService(svc, 't');
     store.upsertSlice(slice, 't');
   }
@@ -74,7 +87,18 @@ test('syncs between the steps of a walk do not make the two sides disagree', () 
     // A service goes, or its endpoints change, between every two steps.
     const svc = w.store.services.get(`d/s${step % 10}` as never);
     if (svc && step % 3 === 0) w.store.deleteService(svc.key);
-    else w.store.upsertSlice({ apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', metadata: { name: `s${step % 10}-1`, namespace: 'd', labels: { 'kubernetes.io/service-name': `s${step % 10}` } }, addressType: 'IPv4', ports: [{ port: 8080 }], endpoints: [{ addresses: [`10.244.3.${step % 250}`] }] }, 't');
+    else
+      w.store.upsertSlice(
+        {
+          apiVersion: 'discovery.k8s.io/v1',
+          kind: 'EndpointSlice',
+          metadata: { name: `s${step % 10}-1`, namespace: 'd', labels: { 'kubernetes.io/service-name': `s${step % 10}` } },
+          addressType: 'IPv4',
+          ports: [{ port: 8080 }],
+          endpoints: [{ addresses: [`10.244.3.${step % 250}`] }],
+        },
+        't',
+      );
     w.sync();
     s = it.next();
   }

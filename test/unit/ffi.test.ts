@@ -129,7 +129,13 @@ test('a walk reads every entry once, a step at a time, in batches or by keys', (
       k.writeUInt32LE(0x0a + i, 4);
       shim.mapUpdate(lpm, k, Buffer.from([i, 0, 0, 0]));
     }
-    assert.equal(walk(lpm, 8, 4, 2).map(([, v]) => v).sort(), [0, 1, 2], 'key walk over two steps');
+    assert.equal(
+      walk(lpm, 8, 4, 2)
+        .map(([, v]) => v)
+        .sort(),
+      [0, 1, 2],
+      'key walk over two steps',
+    );
   } finally {
     shim.close(fd);
     shim.close(lpm);
@@ -180,14 +186,26 @@ test('bulk update writes every element or fails, also when the kernel rejects th
   const devmapQueued = shim.mapCreate(BPF_MAP_TYPE_DEVMAP, 4, 4, n);
   try {
     // The batch op takes no BPF_NOEXIST / BPF_EXIST (EINVAL before any element): one by one instead.
-    assert.is(errCode(() => shim.mapUpdateMany(hash, keys, values, n, 4, 4, BPF_EXIST)), 'ENOENT', 'BPF_EXIST on absent keys');
+    assert.is(
+      errCode(() => shim.mapUpdateMany(hash, keys, values, n, 4, 4, BPF_EXIST)),
+      'ENOENT',
+      'BPF_EXIST on absent keys',
+    );
     assert.equal(everyKey(hash), Array(n).fill(-1));
     shim.mapUpdateMany(hash, keys, values, n, 4, 4, BPF_NOEXIST);
     assert.equal(everyKey(hash), Array(n).fill(1), 'BPF_NOEXIST on absent keys writes them all');
-    assert.is(errCode(() => shim.mapUpdateMany(hash, keys, values, n, 4, 4, BPF_NOEXIST)), 'EEXIST', 'BPF_NOEXIST on present keys');
+    assert.is(
+      errCode(() => shim.mapUpdateMany(hash, keys, values, n, 4, 4, BPF_NOEXIST)),
+      'EEXIST',
+      'BPF_NOEXIST on present keys',
+    );
     shim.mapUpdateMany(hash, keys, Buffer.alloc(n * 4, 2), n, 4, 4, BPF_EXIST);
     assert.equal(everyKey(hash), Array(n).fill(0x02020202), 'BPF_EXIST on present keys rewrites them all');
-    assert.is(errCode(() => shim.mapUpdateMany(hash, keys, values, n, 4, 4, 1 << 10)), 'EINVAL', 'a flag no update takes');
+    assert.is(
+      errCode(() => shim.mapUpdateMany(hash, keys, values, n, 4, 4, 1 << 10)),
+      'EINVAL',
+      'a flag no update takes',
+    );
     // A map type without batch ops, directly and through the writer thread.
     shim.mapUpdateMany(devmap, keys, values, n, 4, 4);
     assert.equal(everyKey(devmap), Array(n).fill(1));

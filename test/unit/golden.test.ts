@@ -10,7 +10,10 @@ import * as assert from 'uvu/assert';
 import { TEST_SRC, runPipeline } from './pipeline';
 
 const dir = path.join(TEST_SRC, 'golden');
-for (const name of fs.readdirSync(dir).filter((n) => fs.statSync(path.join(dir, n)).isDirectory()).sort()) {
+for (const name of fs
+  .readdirSync(dir)
+  .filter((n) => fs.statSync(path.join(dir, n)).isDirectory())
+  .sort()) {
   test(`golden: ${name}`, async () => {
     const res = await runPipeline(path.join(dir, name));
     const file = path.join(dir, `${name}.golden`);

@@ -58,7 +58,10 @@ test('ids still named by conntrack, affinity and socket rev-NAT entries are not 
   a.sync();
   const got = ids(maps, '10.96.0.1');
   assert.ok(got.rev > 65, `rev_nat id ${got.rev}`);
-  assert.ok(got.backends.every((b) => b > 90), `backend ids ${got.backends.join(',')}`);
+  assert.ok(
+    got.backends.every((b) => b > 90),
+    `backend ids ${got.backends.join(',')}`,
+  );
 });
 
 test('a restart does not reuse the ids of services deleted before it (the pinned high-water marks)', () => {

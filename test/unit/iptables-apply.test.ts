@@ -43,7 +43,7 @@ function setup(failRestore = () => false) {
 
 const chainsDeclared = (text: string): string[] => [...text.matchAll(/^:(WEIR-\S+)/gm)].map((m) => m[1]!);
 
-test('a change to one service rewrites the shared chains and that service\'s chains only', () => {
+test("a change to one service rewrites the shared chains and that service's chains only", () => {
   const { store, syncer, restores } = setup();
   store.upsertService(service('a', '10.96.0.1'), 't');
   store.upsertSlice(slice('a', ['10.244.1.1']), 't');
@@ -56,13 +56,13 @@ test('a change to one service rewrites the shared chains and that service\'s cha
   syncer.sync();
   const second = restores()[1]!;
   const svcChains = chainsDeclared(second).filter((c) => c.startsWith('WEIR-SVC-') || c.startsWith('WEIR-SEP-'));
-  assert.is(svcChains.filter((c) => c.startsWith('WEIR-SVC-')).length, 1, 'only b\'s service chain');
+  assert.is(svcChains.filter((c) => c.startsWith('WEIR-SVC-')).length, 1, "only b's service chain");
   assert.ok(chainsDeclared(second).includes('WEIR-SERVICES'));
   assert.match(second, /10\.244\.1\.3:8080/);
   assert.not.match(second, /10\.244\.1\.1/);
 });
 
-test('a removed endpoint\'s chain is deleted, and its UDP conntrack entries flushed', () => {
+test("a removed endpoint's chain is deleted, and its UDP conntrack entries flushed", () => {
   const { store, syncer, restores, calls } = setup();
   store.upsertService(service('a', '10.96.0.1'), 't');
   store.upsertSlice(slice('a', ['10.244.1.1', '10.244.1.2']), 't');

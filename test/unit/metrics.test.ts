@@ -17,7 +17,17 @@ import type { MapFill } from '../../ts/reconcile/reconciler';
 
 /** An agent's state as the collected series read it; tests change it between scrapes. */
 function world() {
-  const state = { frontends: 3, backends: 5, syncs: 7, errors: 1, ct: 4, fill: [{ map: 'weir1_svc', entries: 4, max: 262144 }, { map: 'weir1_be', entries: 2, max: 65536 }] as MapFill[] };
+  const state = {
+    frontends: 3,
+    backends: 5,
+    syncs: 7,
+    errors: 1,
+    ct: 4,
+    fill: [
+      { map: 'weir1_svc', entries: 4, max: 262144 },
+      { map: 'weir1_be', entries: 2, max: 65536 },
+    ] as MapFill[],
+  };
   const key = (i: number): string => {
     const b = Buffer.alloc(4);
     b.writeUInt32LE(i);
@@ -85,7 +95,10 @@ test('BPF mode: every series with its type, help, labels and values', async () =
   m.driftRepairs.inc({ map: 'weir1_be' }, 1);
   const text = await registry.metrics();
 
-  const names = text.split('\n').filter((l) => l.startsWith('# TYPE ')).map((l) => l.slice('# TYPE '.length));
+  const names = text
+    .split('\n')
+    .filter((l) => l.startsWith('# TYPE '))
+    .map((l) => l.slice('# TYPE '.length));
   assert.equal(names, [
     'weir_sync_proxy_rules_duration_seconds histogram',
     'weir_network_programming_duration_seconds histogram',
@@ -131,7 +144,11 @@ test('BPF mode: every series with its type, help, labels and values', async () =
     'weir_map_max_entries{map="weir1_svc"} 262144',
     'weir_map_max_entries{map="weir1_be"} 65536',
   ]);
-  assert.equal(family(text, 'weir_conntrack_entries'), ['# HELP weir_conntrack_entries Entries in the BPF conntrack map (two per flow).', '# TYPE weir_conntrack_entries gauge', 'weir_conntrack_entries 4']);
+  assert.equal(family(text, 'weir_conntrack_entries'), [
+    '# HELP weir_conntrack_entries Entries in the BPF conntrack map (two per flow).',
+    '# TYPE weir_conntrack_entries gauge',
+    'weir_conntrack_entries 4',
+  ]);
   // Every verdict, summed over CPUs; one the map has no entry for is 0.
   assert.equal(family(text, 'weir_packets_total'), [
     '# HELP weir_packets_total Packets the BPF programs did not pass on untouched, by verdict (forward, revnat, reject_*, drop_*).',
@@ -189,7 +206,7 @@ test('collected series are read at each scrape; a map no longer reported leaves'
   assert.ok(text.includes('\nweir_packets_total{verdict="forward"} 15\n'), 'a counter set from the map is not added up across scrapes');
 });
 
-test('several agents in one process: separate registries, none on prom-client\'s global one', async () => {
+test("several agents in one process: separate registries, none on prom-client's global one", async () => {
   const { bpf } = world();
   const a = agentMetrics(bpf);
   const b = agentMetrics(bpf);
@@ -227,7 +244,7 @@ function get(port: number, urlPath: string): Promise<{ status: number; type: str
   });
 }
 
-test('server: GET /metrics is the registry\'s exposition in its content type; other paths 404; a failing collect 500', async () => {
+test("server: GET /metrics is the registry's exposition in its content type; other paths 404; a failing collect 500", async () => {
   const { state, bpf } = world();
   let failing = false;
   const m = agentMetrics({

@@ -27,7 +27,11 @@ function fieldsOf(s: V1Service): string[] {
   return r.ok === false ? r.errors.map((e) => e.field) : [];
 }
 
-function slice(ports: Array<{ name?: string; port: number; protocol?: string }>, eps: Array<{ ip: string; node?: string; ready?: boolean; serving?: boolean; terminating?: boolean }>, name = 'sl'): SliceModel {
+function slice(
+  ports: Array<{ name?: string; port: number; protocol?: string }>,
+  eps: Array<{ ip: string; node?: string; ready?: boolean; serving?: boolean; terminating?: boolean }>,
+  name = 'sl',
+): SliceModel {
   const raw: V1EndpointSlice = {
     metadata: { name, namespace: 'ns', labels: { 'kubernetes.io/service-name': 's' } },
     addressType: 'IPv4',
@@ -59,10 +63,9 @@ test('defaults: ClusterIP type, TCP, no affinity, Cluster policies', () => {
 
 test('ClientIP affinity defaults to 10800 s and validates the range', () => {
   assert.is(ok(svc({ clusterIP: '10.96.0.1', sessionAffinity: 'ClientIP', ports: [{ port: 80 }] })).affinityTimeout, 10800);
-  assert.equal(
-    fieldsOf(svc({ clusterIP: '10.96.0.1', sessionAffinity: 'ClientIP', sessionAffinityConfig: { clientIP: { timeoutSeconds: 0 } }, ports: [{ port: 80 }] })),
-    ['spec.sessionAffinityConfig.clientIP.timeoutSeconds'],
-  );
+  assert.equal(fieldsOf(svc({ clusterIP: '10.96.0.1', sessionAffinity: 'ClientIP', sessionAffinityConfig: { clientIP: { timeoutSeconds: 0 } }, ports: [{ port: 80 }] })), [
+    'spec.sessionAffinityConfig.clientIP.timeoutSeconds',
+  ]);
 });
 
 test('invalid fields are named', () => {
@@ -86,11 +89,21 @@ test('headless, ExternalName, service-proxy-name and IP-less services are skippe
 });
 
 test('endpoints join service ports by name and protocol across slices, deduplicated', () => {
-  const a = slice([{ name: 'http', port: 8080 }, { name: 'dns', port: 53, protocol: 'UDP' }], [{ ip: '10.244.1.1' }, { ip: '10.244.1.2', ready: false }], 'a');
+  const a = slice(
+    [
+      { name: 'http', port: 8080 },
+      { name: 'dns', port: 53, protocol: 'UDP' },
+    ],
+    [{ ip: '10.244.1.1' }, { ip: '10.244.1.2', ready: false }],
+    'a',
+  );
   const b = slice([{ name: 'http', port: 8080 }], [{ ip: '10.244.1.2' }, { ip: '10.244.1.3' }], 'b');
   const http = endpointsForPort([a, b], 'http', 'TCP');
   assert.equal(http.map((e) => `${e.addr}:${e.port}:${e.ready}`).sort(), ['10.244.1.1:8080:true', '10.244.1.2:8080:true', '10.244.1.3:8080:true']);
-  assert.equal(endpointsForPort([a, b], 'dns', 'UDP').map((e) => `${e.addr}:${e.port}`), ['10.244.1.1:53', '10.244.1.2:53']);
+  assert.equal(
+    endpointsForPort([a, b], 'dns', 'UDP').map((e) => `${e.addr}:${e.port}`),
+    ['10.244.1.1:53', '10.244.1.2:53'],
+  );
   assert.equal(endpointsForPort([a, b], 'dns', 'TCP'), [], 'a UDP slice port does not serve TCP');
 });
 
@@ -107,7 +120,7 @@ test('endpoints of a port come sorted by address and port; of two copies, the fi
 
 test('endpoints of a port match a reference merge over random slices (both sort paths)', () => {
   let seed = 5;
-  const rand = (): number => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
+  const rand = (): number => (seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff;
   for (let round = 0; round < 200; round++) {
     const n = 1 + Math.floor(rand() * (round % 2 ? 20 : 70)); // under and over 32
     const slices = [0, 1, 2].map((k) =>
@@ -129,7 +142,11 @@ test('endpoints of a port match a reference merge over random slices (both sort 
       }
     }
     const want = [...ref.values()].sort((a, b) => a.ip - b.ip || a.port - b.port).map((e) => `${e.addr}:${e.port} ${e.nodeName} ${e.ready}`);
-    assert.equal(endpointsForPort(slices, 'p', 'TCP').map((e) => `${e.addr}:${e.port} ${e.nodeName} ${e.ready}`), want, `round ${round}`);
+    assert.equal(
+      endpointsForPort(slices, 'p', 'TCP').map((e) => `${e.addr}:${e.port} ${e.nodeName} ${e.ready}`),
+      want,
+      `round ${round}`,
+    );
   }
 });
 
@@ -157,10 +174,20 @@ test("the store's slices of a service follow updates, moves to another service a
 
 test('addresses survive the trip through the numeric columns, high ones too', () => {
   const ips = ['0.0.0.1', '10.244.1.2', '127.255.255.255', '128.0.0.0', '192.168.77.10', '255.255.255.254'];
-  const s = slice([{ name: 'p', port: 80 }], ips.map((ip) => ({ ip })));
-  assert.equal(sliceEndpoints(s).map((e) => e.addr), ips);
+  const s = slice(
+    [{ name: 'p', port: 80 }],
+    ips.map((ip) => ({ ip })),
+  );
+  assert.equal(
+    sliceEndpoints(s).map((e) => e.addr),
+    ips,
+  );
   const plan = planService(ok(svc({ clusterIP: '10.96.0.1', ports: [{ name: 'p', port: 80 }] })), [s], ctx);
-  assert.equal(plan.backends.map(backendKey), ips.map((ip) => `${ip}:80/TCP`), 'sorted as unsigned numbers');
+  assert.equal(
+    plan.backends.map(backendKey),
+    ips.map((ip) => `${ip}:80/TCP`),
+    'sorted as unsigned numbers',
+  );
 });
 
 test('conditions: nil ready is ready, nil serving follows ready, nil terminating is false', () => {
@@ -176,17 +203,35 @@ test('conditions: nil ready is ready, nil serving follows ready, nil terminating
 
 test('usable endpoints: ready ones; with none ready, serving+terminating ones', () => {
   const e = (ready: boolean, serving: boolean, terminating: boolean, id: string) => ({ ready, serving, terminating, id });
-  assert.equal(usableEndpoints([e(true, true, false, 'a'), e(false, true, true, 'b')]).map((x) => x.id), ['a']);
-  assert.equal(usableEndpoints([e(false, true, true, 'b'), e(false, false, true, 'c'), e(false, false, false, 'd')]).map((x) => x.id), ['b']);
+  assert.equal(
+    usableEndpoints([e(true, true, false, 'a'), e(false, true, true, 'b')]).map((x) => x.id),
+    ['a'],
+  );
+  assert.equal(
+    usableEndpoints([e(false, true, true, 'b'), e(false, false, true, 'c'), e(false, false, false, 'd')]).map((x) => x.id),
+    ['b'],
+  );
   assert.equal(usableEndpoints([e(false, false, false, 'd')]), []);
 });
 
 /** A frontend's backends (plan indices) as "addr:port/PROTO". */
 const keysOf = (p: ServicePlan, idx: readonly number[]): string[] => idx.map((i) => backendKey(p.backends[i]!));
 
-test('internalTrafficPolicy Local: ClusterIP slots hold only this node\'s endpoints', () => {
+test("internalTrafficPolicy Local: ClusterIP slots hold only this node's endpoints", () => {
   const m = ok(svc({ clusterIP: '10.96.0.1', internalTrafficPolicy: 'Local', ports: [{ port: 80 }] }));
-  const p = planService(m, [slice([{ port: 8080 }], [{ ip: '10.244.1.1', node: 'n1' }, { ip: '10.244.2.1', node: 'n2' }])], ctx);
+  const p = planService(
+    m,
+    [
+      slice(
+        [{ port: 8080 }],
+        [
+          { ip: '10.244.1.1', node: 'n1' },
+          { ip: '10.244.2.1', node: 'n2' },
+        ],
+      ),
+    ],
+    ctx,
+  );
   assert.is(p.frontends.length, 1);
   assert.equal(keysOf(p, p.frontends[0]!.backends), ['10.244.1.1:8080/TCP']);
   assert.ok(p.frontends[0]!.flags & SVC_F.ITP_LOCAL);
@@ -199,7 +244,19 @@ test('externalTrafficPolicy Local: external frontends get a local-scope entry; i
       { status: { loadBalancer: { ingress: [{ ip: '203.0.113.9' }] } } },
     ),
   );
-  const p = planService(m, [slice([{ port: 8080 }], [{ ip: '10.244.1.1', node: 'n1' }, { ip: '10.244.2.1', node: 'n2' }])], ctx);
+  const p = planService(
+    m,
+    [
+      slice(
+        [{ port: 8080 }],
+        [
+          { ip: '10.244.1.1', node: 'n1' },
+          { ip: '10.244.2.1', node: 'n2' },
+        ],
+      ),
+    ],
+    ctx,
+  );
   const byKey = (addr: string, scope: number) => p.frontends.find((f) => f.addr === addr && f.scope === scope);
   assert.equal(byKey('10.96.0.1', 0)?.backends.length, 2, 'ClusterIP: every endpoint');
   assert.not.ok(byKey('10.96.0.1', SCOPE_LOCAL), 'no local scope for ClusterIP');
@@ -222,8 +279,15 @@ test('service ports that reach the same endpoint port share one backend; TCP and
     }),
   );
   const sl = slice(
-    [{ name: 'http', port: 8080 }, { name: 'alt', port: 8080 }, { name: 'dns', port: 8080, protocol: 'UDP' }],
-    [{ ip: '10.244.1.2', node: 'n1' }, { ip: '10.244.1.1', node: 'n2' }],
+    [
+      { name: 'http', port: 8080 },
+      { name: 'alt', port: 8080 },
+      { name: 'dns', port: 8080, protocol: 'UDP' },
+    ],
+    [
+      { ip: '10.244.1.2', node: 'n1' },
+      { ip: '10.244.1.1', node: 'n2' },
+    ],
   );
   const p = planService(m, [sl], ctx);
   assert.equal(p.backends.map(backendKey), ['10.244.1.1:8080/TCP', '10.244.1.2:8080/TCP', '10.244.1.1:8080/UDP', '10.244.1.2:8080/UDP'], 'each endpoint once, sorted by address within a port');
@@ -235,9 +299,20 @@ test('service ports that reach the same endpoint port share one backend; TCP and
 });
 
 test('SCTP ports are valid but not programmed', () => {
-  const m = ok(svc({ clusterIP: '10.96.0.1', ports: [{ name: 'a', port: 80, protocol: 'SCTP' }, { name: 'b', port: 81 }] }));
+  const m = ok(
+    svc({
+      clusterIP: '10.96.0.1',
+      ports: [
+        { name: 'a', port: 80, protocol: 'SCTP' },
+        { name: 'b', port: 81 },
+      ],
+    }),
+  );
   const p = planService(m, [], ctx);
-  assert.equal(p.frontends.map((f) => `${f.port}/${f.proto}`), ['81/TCP']);
+  assert.equal(
+    p.frontends.map((f) => `${f.port}/${f.proto}`),
+    ['81/TCP'],
+  );
 });
 
 test.run();

@@ -41,7 +41,10 @@ test('--config YAML with the same keys; flags win', () => {
     const o = parseRunOptions(['--config', file, '--node-name=flag']);
     assert.is(o.nodeName, 'flag');
     assert.equal(o.podDevices, ['veth*', 'eth9']);
-    assert.equal(o.clusterCIDRs.map((c) => c.text), ['10.244.0.0/16']);
+    assert.equal(
+      o.clusterCIDRs.map((c) => c.text),
+      ['10.244.0.0/16'],
+    );
     assert.is(o.minSyncPeriodMs, 250);
     fs.writeFileSync(file, 'nodename: x\n');
     assert.throws(() => parseRunOptions(['--config', file]), /unknown key "nodename"/);
@@ -133,9 +136,17 @@ test('every run flag takes its default as a value, on the command line and as a 
   const argv = entries.flatMap(([, f]) => [`--${f.flag}=${defaultOf(f)}`]);
   assert.equal(parseRunOptions(argv), defaults, 'flags with their default values');
   const kebab = entries.map(([, f]) => `${f.yaml}: ${JSON.stringify(defaultOf(f))}`).join('\n');
-  assert.equal(withConfig(kebab, (file) => parseRunOptions(['--config', file])), defaults, 'file with kebab-case keys');
+  assert.equal(
+    withConfig(kebab, (file) => parseRunOptions(['--config', file])),
+    defaults,
+    'file with kebab-case keys',
+  );
   const camelCase = entries.map(([, f]) => `${camel(f.yaml ?? '')}: ${JSON.stringify(defaultOf(f))}`).join('\n');
-  assert.equal(withConfig(camelCase, (file) => parseRunOptions(['--config', file])), defaults, 'file with camelCase keys');
+  assert.equal(
+    withConfig(camelCase, (file) => parseRunOptions(['--config', file])),
+    defaults,
+    'file with camelCase keys',
+  );
 });
 
 test('a value in a --config file is validated as the same value on the command line', () => {
@@ -182,7 +193,10 @@ test('the parser: last value wins; missing values, stray arguments and values fo
   assert.throws(() => parseRunOptions(['--toString']), /^unknown flag --toString$/);
   assert.throws(() => parseRunOptions(['--help=yes']), /^--help: takes no value, got "yes"$/);
   assert.throws(() => parseRunOptions(['--health-addr', 'localhost']), /^--health-addr: expected HOST:PORT/);
-  assert.throws(() => parseRunOptions(['--log-level', 'loud']), (e: unknown) => e instanceof UsageError && /^--log-level: expected debug/.test(e.message));
+  assert.throws(
+    () => parseRunOptions(['--log-level', 'loud']),
+    (e: unknown) => e instanceof UsageError && /^--log-level: expected debug/.test(e.message),
+  );
 });
 
 test('--help is read before values are validated', () => {
@@ -212,7 +226,11 @@ test('trace: endpoints, protocol and origin are checked before anything runs', (
 test("each command's help is generated from its table: every flag with its value, description and default", () => {
   for (const c of COMMANDS) assertHelpCovers(formatHelp(c), c);
   const usage = formatUsage(COMMANDS);
-  for (const c of COMMANDS) assert.ok(usage.split('\n').some((l) => l.trim().startsWith(`${c.name} `) && l.includes(c.summary)), `weir --help lists ${c.name}`);
+  for (const c of COMMANDS)
+    assert.ok(
+      usage.split('\n').some((l) => l.trim().startsWith(`${c.name} `) && l.includes(c.summary)),
+      `weir --help lists ${c.name}`,
+    );
 });
 
 test('a flag added to a table is parsed, defaulted, validated and in the help', () => {

@@ -27,7 +27,14 @@ const KEY = 'default/web' as ObjectKey;
 function plan(addrs: string[]): ServicePlan {
   const store = new ClusterStore(() => undefined);
   const svc: V1Service = { apiVersion: 'v1', kind: 'Service', metadata: { name: 'web', namespace: 'default' }, spec: { clusterIP: '10.96.0.1', ports: [{ port: 80, targetPort: 8080 }] } };
-  const slice: V1EndpointSlice = { apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', metadata: { name: 'web-1', namespace: 'default', labels: { 'kubernetes.io/service-name': 'web' } }, addressType: 'IPv4', ports: [{ port: 8080 }], endpoints: addrs.map((a) => ({ addresses: [a] })) };
+  const slice: V1EndpointSlice = {
+    apiVersion: 'discovery.k8s.io/v1',
+    kind: 'EndpointSlice',
+    metadata: { name: 'web-1', namespace: 'default', labels: { 'kubernetes.io/service-name': 'web' } },
+    addressType: 'IPv4',
+    ports: [{ port: 8080 }],
+    endpoints: addrs.map((a) => ({ addresses: [a] })),
+  };
   store.upsertService(svc, 't');
   store.upsertSlice(slice, 't');
   return planService(store.services.get(KEY)!, store.slicesOf(KEY), { nodeName: 'n1', nodePortAddrs: [] });
@@ -86,9 +93,27 @@ test('writes: make before break, and a full map has its deletes first', () => {
   const ops: string[] = [];
   const rec = (name: string, keySize: number, valueSize: number): MapIO => {
     const m = new MemoryMap(name, keySize, valueSize);
-    return { ...m, name, keySize, valueSize, updateBatch: (_k, _v, n) => void ops.push(`${name}+${n}`), removeBatch: (_k, n) => void ops.push(`${name}-${n}`), upsert: () => undefined, remove: () => undefined, dump: () => [], dumpPacked: () => m.dumpPacked(), lookup: () => null };
+    return {
+      ...m,
+      name,
+      keySize,
+      valueSize,
+      updateBatch: (_k, _v, n) => void ops.push(`${name}+${n}`),
+      removeBatch: (_k, n) => void ops.push(`${name}-${n}`),
+      upsert: () => undefined,
+      remove: () => undefined,
+      dump: () => [],
+      dumpPacked: () => m.dumpPacked(),
+      lookup: () => null,
+    };
   };
-  const maps: ServiceMaps = { svc: rec('svc', C.svcKey.size, C.svcVal.size), be: rec('be', 4, C.backend.size), revnat: rec('revnat', 4, C.revnat.size), member: rec('member', C.memberKey.size, 4), cidr: rec('cidr', C.cidrKey.size, 4) };
+  const maps: ServiceMaps = {
+    svc: rec('svc', C.svcKey.size, C.svcVal.size),
+    be: rec('be', 4, C.backend.size),
+    revnat: rec('revnat', 4, C.revnat.size),
+    member: rec('member', C.memberKey.size, 4),
+    cidr: rec('cidr', C.cidrKey.size, 4),
+  };
   const fill = (w: Writes): void => {
     for (let s = 0; s < SECTIONS.length; s++) {
       w.ups[s]!.push();

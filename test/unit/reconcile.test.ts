@@ -130,7 +130,11 @@ test('a restarted agent adopts pinned state: no writes, same ids and slots', () 
   second.store.upsertSlice(slice('web', ['10.244.1.10', '10.244.1.11', '10.244.1.12']), 't');
   second.store.upsertSlice(slice('api', ['10.244.1.20']), 't');
   second.syncer.sync();
-  assert.is(Object.values(maps).reduce((n, m) => n + m.writes, 0), writesBefore, 'no map writes');
+  assert.is(
+    Object.values(maps).reduce((n, m) => n + m.writes, 0),
+    writesBefore,
+    'no map writes',
+  );
   assert.fixture(formatServices(readServices(maps)), before);
 });
 
@@ -317,10 +321,7 @@ test('source ranges and cluster CIDRs reach the cidr map, before the master that
   );
   syncer.sync();
   const keys = [...r.maps.cidr.entries.keys()].map((k) => C.cidrKey.decode(Buffer.from(k, 'latin1')));
-  assert.equal(
-    keys.map((k) => `${k.owner}:${k.addr}/${k.prefixlen - 32}`).sort(),
-    ['0:10.244.0.0/16', `${keys.find((k) => k.owner !== 0)!.owner}:192.168.1.0/24`],
-  );
+  assert.equal(keys.map((k) => `${k.owner}:${k.addr}/${k.prefixlen - 32}`).sort(), ['0:10.244.0.0/16', `${keys.find((k) => k.owner !== 0)!.owner}:192.168.1.0/24`]);
   const order = r.ops.map((o) => `${o.map}${o.slot !== undefined ? o.slot : ''}`);
   assert.ok(order.indexOf('cidr') < order.indexOf('svc0'), order.join(' '));
 });
@@ -404,11 +405,20 @@ test('a frontend with more endpoints than slots: 65535 serve, all stay members, 
   const syncer = new Syncer({ store, reconciler, log: createLogger('warn', (l) => logs.push(JSON.parse(l) as Record<string, unknown>)), ctx: { nodeName: 'n1', nodePortAddrs: [] } });
   const n = 65540;
   store.upsertService(service('huge', '10.96.9.9'), 'test');
-  store.upsertSlice(slice('huge', Array.from({ length: n }, (_, i) => `10.${100 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`)), 'test');
+  store.upsertSlice(
+    slice(
+      'huge',
+      Array.from({ length: n }, (_, i) => `10.${100 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`),
+    ),
+    'test',
+  );
   syncer.sync();
   const svc = readServices(maps).frontends.find((f) => f.addr === '10.96.9.9')!;
   assert.is(svc.backends.length, 65535, 'count');
-  assert.ok(svc.backends.every((b) => b !== null), 'every counted slot is written');
+  assert.ok(
+    svc.backends.every((b) => b !== null),
+    'every counted slot is written',
+  );
   assert.is(maps.svc.entries.size, 1 + 65535, 'no slot beyond the count');
   assert.is(maps.member.entries.size, n);
   const warn = logs.find((l) => String(l.msg).startsWith('frontend has more endpoints'));
@@ -430,7 +440,11 @@ test('a large first sync on empty maps hands batches over while planning; the co
   assert.ok(seen[0]! >= 5, `batches queued before the commit: ${seen[0]}`);
   assert.is(q.held.length, 0, 'drained');
   assert.is(formatServices(readServices(maps)), unflushed(1300, [0]));
-  assert.is(res.upserts, Object.values(maps).reduce((n, m) => n + m.entries.size, 0), 'flushed writes are counted');
+  assert.is(
+    res.upserts,
+    Object.values(maps).reduce((n, m) => n + m.entries.size, 0),
+    'flushed writes are counted',
+  );
 });
 
 test('no early writes when services replace earlier versions, or when the kernel held state at start', () => {

@@ -112,8 +112,7 @@ test('JSON files and List objects are read too', async () => {
 
 test('a JSON file that does not parse applies nothing: its objects keep their last good version, and the error names the file', async () => {
   await withSource(async ({ dir, store, logs }) => {
-    const svc = (name: string, ip: string): string =>
-      JSON.stringify({ apiVersion: 'v1', kind: 'Service', metadata: { name }, spec: { clusterIP: ip, ports: [{ port: 80 }] } });
+    const svc = (name: string, ip: string): string => JSON.stringify({ apiVersion: 'v1', kind: 'Service', metadata: { name }, spec: { clusterIP: ip, ports: [{ port: 80 }] } });
     const list = (items: string[]): string => `{"apiVersion":"v1","kind":"List","items":[\n${items.join(',\n')}\n]}`;
     const file = path.join(dir, 'list.json');
     fs.writeFileSync(file, list([svc('a', '10.96.1.1'), svc('b', '10.96.1.2')]));
@@ -121,7 +120,10 @@ test('a JSON file that does not parse applies nothing: its objects keep their la
     // b's address loses its quotes: the file is not JSON, so neither a nor b changes.
     fs.writeFileSync(file, list([svc('a', '10.96.2.1'), svc('b', '10.96.2.2').replace('"10.96.2.2"', '10.96.2.2')]));
     await until(() => logs.some((l) => l.includes('malformed document')));
-    const err = logs.filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.msg === 'malformed document; keeping what this file held before');
+    const err = logs
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+      .find((l) => l.msg === 'malformed document; keeping what this file held before');
     assert.ok(err, 'reported');
     assert.is(err.file, file);
     assert.match(String(err.error), /JSON/);
@@ -141,7 +143,10 @@ test('an object of another apiVersion is reported with where it is and ignored',
     fs.writeFileSync(path.join(dir, 'slices.json'), `{"apiVersion":"v1","kind":"List","items":[${item('discovery.k8s.io/v1beta1', 'old')},${item('discovery.k8s.io/v1', 'new')}]}`);
     await until(() => store.slices.has('default/new' as never));
     assert.not.ok(store.slices.has('default/old' as never));
-    const err = logs.filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.msg === 'unknown kind; ignored');
+    const err = logs
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+      .find((l) => l.msg === 'unknown kind; ignored');
     assert.ok(err, 'reported');
     assert.is(err.document, 'document 0 items[0]');
     assert.is(err.object, 'EndpointSlice default/old');
@@ -306,7 +311,10 @@ test('an object in two files takes the version of the first by name, reported wi
   await withFiles({ 'b.yaml': holding([0, 2]) }, async (d) => {
     d.write('a.yaml', holding([0, 1]));
     await d.settled('a.yaml applies');
-    const warn = d.logs.filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.msg === 'object in more than one file; the first file by name applies');
+    const warn = d.logs
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+      .find((l) => l.msg === 'object in more than one file; the first file by name applies');
     assert.ok(warn, 'reported');
     assert.is(warn.object, 'Service default/a');
     assert.is(warn.file, path.join(d.dir, 'a.yaml'));

@@ -121,18 +121,18 @@ export function checkMaps(maps: CheckedMaps): Violation[] {
     const { ct, aff } = maps;
     if (ct)
       for (const [k, v] of ct.dump()) {
-      const val = C.ctVal.decode(v);
-      const key = C.ctKey.decode(keyBuffer(k));
-      const name = `${key.saddr}:${key.sport} -> ${key.daddr}:${key.dport}/${proto(key.proto)} ${key.dir === C.CT_DIR.REV ? 'rev' : 'fwd'}`;
-      above(ct, name, 'rev_nat', val.rev_nat_id, rev);
-      above(ct, name, 'backend', val.backend_id, be);
-    }
+        const val = C.ctVal.decode(v);
+        const key = C.ctKey.decode(keyBuffer(k));
+        const name = `${key.saddr}:${key.sport} -> ${key.daddr}:${key.dport}/${proto(key.proto)} ${key.dir === C.CT_DIR.REV ? 'rev' : 'fwd'}`;
+        above(ct, name, 'rev_nat', val.rev_nat_id, rev);
+        above(ct, name, 'backend', val.backend_id, be);
+      }
     if (aff)
       for (const [k, v] of aff.dump()) {
-      const key = C.affKey.decode(keyBuffer(k));
-      above(aff, `${key.client} rev_nat ${key.rev_nat_id}`, 'rev_nat', key.rev_nat_id, rev);
-      above(aff, `${key.client} rev_nat ${key.rev_nat_id}`, 'backend', C.affVal.decode(v).backend_id, be);
-    }
+        const key = C.affKey.decode(keyBuffer(k));
+        above(aff, `${key.client} rev_nat ${key.rev_nat_id}`, 'rev_nat', key.rev_nat_id, rev);
+        above(aff, `${key.client} rev_nat ${key.rev_nat_id}`, 'backend', C.affVal.decode(v).backend_id, be);
+      }
   }
   return out;
 }

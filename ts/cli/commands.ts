@@ -99,7 +99,7 @@ export const TRACE: Command<TraceOptions & { json: boolean }> = {
       kind: 'value',
       placeholder: 'IP[:PORT]',
       required: true,
-      description: 'the packet\'s source; without a port, a random client port',
+      description: "the packet's source; without a port, a random client port",
       parse: endpoint(false),
     },
     dst: {

@@ -140,9 +140,7 @@ export function trace(shim: Shim, opts: TraceOptions): TraceResult {
     switch (verdict) {
       case 'forward': {
         const snat = out && !out.src.startsWith(`${src.addr}:`) ? `, source NATed to ${out.src}` : '';
-        description = established
-          ? `${flow}: established flow, stays on ${out!.dst}${snat}`
-          : `${flow}: new flow to one of ${possibleBackends.join(', ')} (this run: ${out!.dst})${snat}`;
+        description = established ? `${flow}: established flow, stays on ${out!.dst}${snat}` : `${flow}: new flow to one of ${possibleBackends.join(', ')} (this run: ${out!.dst})${snat}`;
         break;
       }
       case 'revnat':

@@ -277,7 +277,7 @@ export const RUN_FLAGS: FlagTable<RunOptions> = {
     kind: 'value',
     placeholder: 'DURATION',
     default: '30s',
-    description: "BPF mode: how often every map is compared with the desired state and repaired; 0: never",
+    description: 'BPF mode: how often every map is compared with the desired state and repaired; 0: never',
     parse: parseDuration,
   },
   hairpinAddr: {

@@ -70,7 +70,7 @@ export function readServices(maps: { svc: MapIO; be: MapIO }): ServicesView {
       const list: Array<BackendView | null> = [];
       for (let s = 1; s <= val.count; s++) {
         const id = slots.get(`${feId(key)}|${s}`);
-        list.push(id === undefined ? null : backends.get(id) ?? { id, addr: '?', port: 0, proto: '?', flags: ['missing'] });
+        list.push(id === undefined ? null : (backends.get(id) ?? { id, addr: '?', port: 0, proto: '?', flags: ['missing'] }));
       }
       return {
         addr: key.addr,
@@ -83,10 +83,7 @@ export function readServices(maps: { svc: MapIO; be: MapIO }): ServicesView {
         backends: list,
       };
     })
-    .sort(
-      (a, b) =>
-        ipToInt(a.addr as IPv4) - ipToInt(b.addr as IPv4) || a.port - b.port || a.proto.localeCompare(b.proto) || a.scope.localeCompare(b.scope),
-    );
+    .sort((a, b) => ipToInt(a.addr as IPv4) - ipToInt(b.addr as IPv4) || a.port - b.port || a.proto.localeCompare(b.proto) || a.scope.localeCompare(b.scope));
   return { frontends, backends: [...backends.values()].sort((a, b) => a.id - b.id) };
 }
 

@@ -32,9 +32,7 @@ export class BpfError extends Error {
   }
 }
 
-const errnoNames = new Map<number, string>(
-  Object.entries(osConstants.errno).map(([name, n]) => [n, name]),
-);
+const errnoNames = new Map<number, string>(Object.entries(osConstants.errno).map(([name, n]) => [n, name]));
 function errnoName(errno: number): string {
   return errnoNames.get(errno) ?? `errno ${errno}`;
 }
@@ -91,10 +89,7 @@ function libraryPath(): string {
   const override = process.env.WEIR_NATIVE_LIB;
   if (override) return override;
   // dist/ts/datapath/ffi.js -> repository root, or /opt/weir in the image.
-  const candidates = [
-    path.resolve(__dirname, '../../../build/native/libweirbpf.so'),
-    path.resolve(__dirname, '../../build/native/libweirbpf.so'),
-  ];
+  const candidates = [path.resolve(__dirname, '../../../build/native/libweirbpf.so'), path.resolve(__dirname, '../../build/native/libweirbpf.so')];
   return candidates.find((p) => fs.existsSync(p)) ?? candidates[0]!;
 }
 
@@ -105,8 +100,7 @@ interface KoffiApi {
 function bindKoffi(lib: string): RawShim {
   // Required here, not at the top: the ffi-napi backend does not load koffi.
   const handle = (require('koffi') as KoffiApi).load(lib);
-  const kType = (t: CType): string =>
-    ({ int: 'int', uint32: 'uint32_t', uint64: 'uint64_t', string: 'const char *', pointer: 'void *' })[t];
+  const kType = (t: CType): string => ({ int: 'int', uint32: 'uint32_t', uint64: 'uint64_t', string: 'const char *', pointer: 'void *' })[t];
   const out = {} as RawShim;
   for (const [name, [ret, args]] of Object.entries(SIGNATURES) as [FnName, (typeof SIGNATURES)[FnName]][]) {
     out[name] = handle.func(name, kType(ret), (args as readonly CType[]).map(kType));
@@ -119,8 +113,7 @@ function bindFfiNapi(lib: string): RawShim {
   const ffi = require('ffi-napi') as {
     Library(p: string, fns: Record<string, [string, string[]]>): Record<string, RawFn>;
   };
-  const fType = (t: CType): string =>
-    ({ int: 'int', uint32: 'uint32', uint64: 'uint64', string: 'string', pointer: 'pointer' })[t];
+  const fType = (t: CType): string => ({ int: 'int', uint32: 'uint32', uint64: 'uint64', string: 'string', pointer: 'pointer' })[t];
   const decl: Record<string, [string, string[]]> = {};
   for (const [name, [ret, args]] of Object.entries(SIGNATURES)) {
     decl[name] = [fType(ret), (args as readonly CType[]).map(fType)];

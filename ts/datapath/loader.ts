@@ -57,7 +57,10 @@ export function bpfObjectPath(name: string): string {
 
 /** Mount bpffs if the pin root's filesystem is not one (fresh nodes, some containers). */
 export function ensureBpffs(pinRoot: string): void {
-  const mounts = fs.readFileSync('/proc/mounts', 'utf8').split('\n').map((l) => l.split(' '));
+  const mounts = fs
+    .readFileSync('/proc/mounts', 'utf8')
+    .split('\n')
+    .map((l) => l.split(' '));
   const bpfMounts = mounts.filter((m) => m[2] === 'bpf').map((m) => m[1]!);
   const abs = path.resolve(pinRoot);
   if (bpfMounts.some((m) => abs === m || abs.startsWith(m.endsWith('/') ? m : m + '/'))) {

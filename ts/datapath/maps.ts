@@ -218,10 +218,7 @@ export class PinnedMap implements MapIO {
     const { keys, values, count } = this.dumpPacked();
     const out: Array<[string, Buffer]> = [];
     for (let i = 0; i < count; i++) {
-      out.push([
-        keys.toString('latin1', i * this.keySize, (i + 1) * this.keySize),
-        Buffer.from(values.subarray(i * this.valueSize, (i + 1) * this.valueSize)),
-      ]);
+      out.push([keys.toString('latin1', i * this.keySize, (i + 1) * this.keySize), Buffer.from(values.subarray(i * this.valueSize, (i + 1) * this.valueSize))]);
     }
     return out;
   }

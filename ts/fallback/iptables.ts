@@ -214,4 +214,3 @@ export function iptablesAvailable(run: CommandRunner = runCommand): string | nul
   const r = run(['iptables', '-w', '5', '-t', 'nat', '-S', 'PREROUTING']);
   return r.code === 0 ? null : r.stderr.trim() || 'iptables not usable';
 }
-

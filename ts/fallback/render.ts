@@ -132,10 +132,7 @@ export function renderService(plan: ServicePlan, ctx: RenderContext): ServiceRul
     const masqAll = ctx.masqueradeAll ? [`${comment(`${name} masquerade all`)} -j WEIR-MARK-MASQ`] : [];
     if (clusterSet && clusterSet.length > 0) out.natChains.set(svc, [...masqAll, ...endpointRules(clusterSet, sep, affinity, name)]);
     if (itpLocal || etpLocal) {
-      out.natChains.set(
-        svl,
-        localSet.length > 0 ? [...masqAll, ...endpointRules(localSet, sep, affinity, name)] : [`${comment(`${name} has no local endpoints`)} -j MARK --or-mark ${DROP_MARK}`],
-      );
+      out.natChains.set(svl, localSet.length > 0 ? [...masqAll, ...endpointRules(localSet, sep, affinity, name)] : [`${comment(`${name} has no local endpoints`)} -j MARK --or-mark ${DROP_MARK}`]);
     }
 
     // ClusterIPs.

@@ -37,7 +37,10 @@ export function iptablesServices(run: CommandRunner = runCommand): ServicesView 
   const nat = run(['iptables-save', '-t', 'nat']);
   const filter = run(['iptables-save', '-t', 'filter']);
   if (nat.code !== 0 || !nat.stdout.includes(':WEIR-SERVICES')) return null;
-  const rules = nat.stdout.split('\n').map(parseRule).filter((r): r is Rule => r !== null);
+  const rules = nat.stdout
+    .split('\n')
+    .map(parseRule)
+    .filter((r): r is Rule => r !== null);
   const chainRules = new Map<string, Rule[]>();
   for (const r of rules) chainRules.set(r.chain, [...(chainRules.get(r.chain) ?? []), r]);
   const backends = new Map<string, BackendView>();

@@ -23,8 +23,6 @@ export function startMetricsServer(opts: MetricsServerOptions): Promise<{ port: 
   });
   return new Promise((resolve, reject) => {
     server.once('error', reject);
-    server.listen(opts.port, opts.host, () =>
-      resolve({ port: (server.address() as AddressInfo).port, close: () => new Promise((r) => server.close(() => r())) }),
-    );
+    server.listen(opts.port, opts.host, () => resolve({ port: (server.address() as AddressInfo).port, close: () => new Promise((r) => server.close(() => r())) }));
   });
 }

@@ -83,7 +83,7 @@ export function parseEndpointSlice(slice: V1EndpointSlice): SliceParse {
 
   const ports: SlicePortModel[] = [];
   (slice.ports ?? []).forEach((p, i) => {
-    const protocol = (p.protocol ?? 'TCP');
+    const protocol = p.protocol ?? 'TCP';
     if (protocol !== 'TCP' && protocol !== 'UDP' && protocol !== 'SCTP') {
       err(`ports[${i}].protocol`, `unsupported value ${JSON.stringify(protocol)}`);
       return;
@@ -159,12 +159,7 @@ function toPortEndpoint(ip: number, nodeName: string, cond: number, port: Port):
  */
 export function endpointsForPort(slices: Iterable<SliceModel>, portName: string, protocol: Protocol): PortEndpoint[];
 /** With `make`, each endpoint is built as the caller needs it (the plan builds its backends here, not a copy of each). */
-export function endpointsForPort<T extends Mergeable>(
-  slices: Iterable<SliceModel>,
-  portName: string,
-  protocol: Protocol,
-  make: (ip: number, nodeName: string, cond: number, port: Port) => T,
-): T[];
+export function endpointsForPort<T extends Mergeable>(slices: Iterable<SliceModel>, portName: string, protocol: Protocol, make: (ip: number, nodeName: string, cond: number, port: Port) => T): T[];
 export function endpointsForPort(
   slices: Iterable<SliceModel>,
   portName: string,

@@ -5,21 +5,7 @@
  * version of the object.
  */
 import type { V1Service } from '@kubernetes/client-node';
-import {
-  Cidr,
-  FieldError,
-  IPv4,
-  ObjectKey,
-  Port,
-  Protocol,
-  Result,
-  isIPv6,
-  objectKey,
-  parseCidr,
-  kept,
-  parseIPv4,
-  parsePort,
-} from './types';
+import { Cidr, FieldError, IPv4, ObjectKey, Port, Protocol, Result, isIPv6, objectKey, parseCidr, kept, parseIPv4, parsePort } from './types';
 
 export type TrafficPolicy = 'Cluster' | 'Local';
 export type ServiceType = 'ClusterIP' | 'NodePort' | 'LoadBalancer';
@@ -139,7 +125,7 @@ export function parseService(svc: V1Service, rules: ServiceRules = DEFAULT_RULES
     const field = `spec.ports[${i}]`;
     const portName = p.name ?? '';
     if (rawPorts.length > 1 && !portName) err(`${field}.name`, 'is required when a service has more than one port');
-    const protocol = (p.protocol ?? 'TCP');
+    const protocol = p.protocol ?? 'TCP';
     if (protocol !== 'TCP' && protocol !== 'UDP' && protocol !== 'SCTP') {
       err(`${field}.protocol`, `unsupported value ${JSON.stringify(protocol)}`);
       return;

@@ -104,10 +104,19 @@ function seedIds(maps: ServiceMaps, frontendIds: IdTable, backends: BackendTable
       }
     }
   };
-  scan(maps.ct, [['v', C.ctVal.at.rev_nat_id, 'rev'], ['v', C.ctVal.at.backend_id, 'be']]);
-  scan(maps.aff, [['k', C.affKey.at.rev_nat_id, 'rev'], ['v', C.affVal.at.backend_id, 'be']]);
+  scan(maps.ct, [
+    ['v', C.ctVal.at.rev_nat_id, 'rev'],
+    ['v', C.ctVal.at.backend_id, 'be'],
+  ]);
+  scan(maps.aff, [
+    ['k', C.affKey.at.rev_nat_id, 'rev'],
+    ['v', C.affVal.at.backend_id, 'be'],
+  ]);
   scan(maps.skrevnat, [['v', C.skVal.at.rev_nat_id, 'rev']]);
-  scan(maps.member, [['k', C.memberKey.at.rev_nat_id, 'rev'], ['k', C.memberKey.at.backend_id, 'be']]);
+  scan(maps.member, [
+    ['k', C.memberKey.at.rev_nat_id, 'rev'],
+    ['k', C.memberKey.at.backend_id, 'be'],
+  ]);
   scan(maps.cidr, [['k', C.cidrKey.at.owner, 'rev']]);
   scan(maps.revnat, [['k', 0, 'rev']]);
   const saved = maps.ids?.lookup(u32Key(0));
@@ -120,4 +129,3 @@ function seedIds(maps: ServiceMaps, frontendIds: IdTable, backends: BackendTable
   // What the map holds: the first commit writes the marks if they moved.
   return { rev: hw.next_rev_nat_id, be: hw.next_backend_id };
 }
-

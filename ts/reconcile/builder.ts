@@ -206,7 +206,7 @@ export class RecordBuilder {
     const fresh = ids.filter((id) => !placed.has(id));
     let f = 0;
     for (let i = 0; i < out.length && f < fresh.length; i++) if (out[i] === undefined) out[i] = fresh[f++];
-    for (let i = 0; i < out.length; ) {
+    for (let i = 0; i < out.length;) {
       if (out[i] !== undefined) {
         i++;
         continue;

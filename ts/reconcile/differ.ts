@@ -115,6 +115,6 @@ export function diffAll(w: Writes, st: { records: ReadonlyMap<ObjectKey, Service
  * fail the same way forever.
  */
 function roomFirst(w: Writes, maps: ServiceMaps, m: MapName, held: number, added: number): void {
-const max = maps[m].maxEntries;
+  const max = maps[m].maxEntries;
   if (max !== undefined && held + added > max) w.roomFirst.add(m);
 }

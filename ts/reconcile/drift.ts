@@ -59,7 +59,7 @@ export class DriftScanner {
         // The LPM trie has no batched lookups, and a key walk restarts when
         // its last key is deleted under it: it is small, read in one step.
         const walk = m === 'cidr' ? undefined : map.walk?.(entriesPerStep);
-        for (let done = false; !done; ) {
+        for (let done = false; !done;) {
           yield;
           if (this.host.unsettled()) return null;
           const step = walk ? walk.next() : { ...map.dumpPacked(), done: true };
@@ -128,7 +128,6 @@ export class DriftScanner {
     }
     return d;
   }
-
 }
 
 /** Add packed entries to a digest. */

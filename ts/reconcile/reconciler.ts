@@ -80,7 +80,6 @@ export interface FrontendConflict {
 
 export { protoName } from './layout';
 
-
 /**
  * The desired state needs more entries than maps hold. Nothing is lost: the
  * agent keeps it, and each retry compares everything with the kernel, so it
@@ -99,7 +98,6 @@ export class MapFullError extends Error {
 
 /** The record of the entries no service owns (the cluster CIDRs). */
 const STATIC_OWNER = '' as ObjectKey;
-
 
 export class Reconciler implements Dataplane {
   private readonly maps: ServiceMaps;
@@ -326,7 +324,12 @@ export class Reconciler implements Dataplane {
   private fullMapError(e: unknown): MapFullError | null {
     if ((e as { code?: unknown }).code !== 'E2BIG') return null;
     const full = this.fill().filter((f) => f.entries > f.max);
-    return full.length ? new MapFullError(full.map((f) => ({ map: f.map, wanted: f.entries, max: f.max })), e) : null;
+    return full.length
+      ? new MapFullError(
+          full.map((f) => ({ map: f.map, wanted: f.entries, max: f.max })),
+          e,
+        )
+      : null;
   }
 
   /** Pending backends are now as desired in the kernel (or gone from it). */

@@ -78,7 +78,11 @@ async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Pro
   // verifying programs) while the node's addresses and the manifests are read.
   const loading = opts.mode === 'iptables' ? null : startLoading(opts);
   // Whatever the load gives is closed again if the start fails (chooseMode's caller adds the datapath's own close).
-  const settleLoading = async (): Promise<void> => void (await loading?.then((dp) => dp.close(), () => undefined));
+  const settleLoading = async (): Promise<void> =>
+    void (await loading?.then(
+      (dp) => dp.close(),
+      () => undefined,
+    ));
   // Node IPs: at once for devices that are up, else `ip addr` runs as a child process while the sources are read.
   const resolvingIPs = resolveNodeIPs(opts);
   resolvingIPs.catch(() => undefined); // read below, after the sources
@@ -116,8 +120,7 @@ async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Pro
   if (dp) undo.push(() => dp.close());
   // NodePorts on 127.0.0.1 in iptables mode are a nat OUTPUT rule, which needs route_localnet (as kube-proxy sets it).
   if (mode === 'iptables' && opts.localhostNodePorts) fs.writeFileSync('/proc/sys/net/ipv4/conf/all/route_localnet', '1');
-  const writeConfig = (): void =>
-    dp?.writeConfig({ hairpinAddr: opts.hairpinAddr, snatAddr: nodeIPs[0] ?? '', masqueradeAll: opts.masqueradeAll, haveClusterCidrs: opts.clusterCIDRs.length > 0 });
+  const writeConfig = (): void => dp?.writeConfig({ hairpinAddr: opts.hairpinAddr, snatAddr: nodeIPs[0] ?? '', masqueradeAll: opts.masqueradeAll, haveClusterCidrs: opts.clusterCIDRs.length > 0 });
   let reconciler: Dataplane;
   let mapFill: (() => readonly MapFill[]) | undefined;
   if (dp) {
@@ -328,9 +331,21 @@ async function chooseMode(opts: RunOptions, log: Logger, loading: Promise<BpfDat
   if (loading) {
     try {
       const dp = await loading;
-      log.info('starting', { node: opts.nodeName, mode: 'bpf', reason: opts.mode === 'auto' ? 'auto: BPF programs load on this kernel' : 'requested', pinRoot: opts.bpffsRoot, ffi: loadShim().backend, conntrackEntries: dp.sizes.ct, lbMapEntries: dp.sizes.svc, loadedAtMs: dp.loadedAtMs });
+      log.info('starting', {
+        node: opts.nodeName,
+        mode: 'bpf',
+        reason: opts.mode === 'auto' ? 'auto: BPF programs load on this kernel' : 'requested',
+        pinRoot: opts.bpffsRoot,
+        ffi: loadShim().backend,
+        conntrackEntries: dp.sizes.ct,
+        lbMapEntries: dp.sizes.svc,
+        loadedAtMs: dp.loadedAtMs,
+      });
       if (dp.sizes.ct !== conntrackEntries(opts)) {
-        log.warn('the pinned conntrack map keeps its size; `weir cleanup` and a restart resize it (established connections are then reset)', { entries: dp.sizes.ct, requested: conntrackEntries(opts) });
+        log.warn('the pinned conntrack map keeps its size; `weir cleanup` and a restart resize it (established connections are then reset)', {
+          entries: dp.sizes.ct,
+          requested: conntrackEntries(opts),
+        });
       }
       if (dp.sizes.svc !== opts.lbMapEntries || dp.sizes.member !== opts.lbMapEntries) {
         log.warn('the pinned service maps keep their size; `weir cleanup` and a restart resize them', { entries: dp.sizes.svc, requested: opts.lbMapEntries });

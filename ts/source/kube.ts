@@ -72,30 +72,14 @@ export class KubeSource implements Source {
     const synced = new Promise<void>((r) => (this.resolveSynced = r));
     const { store } = this.opts;
 
-    this.track(
-      'services',
-      kc,
-      '/api/v1/services',
-      () => core.listServiceForAllNamespaces({ labelSelector: LABEL_SELECTOR }),
-      LABEL_SELECTOR,
-      undefined,
-      {
-        upsert: (o) => store.upsertService(o, ORIGIN),
-        remove: (o) => store.deleteService(objectKey(o.metadata?.namespace ?? 'default', o.metadata?.name ?? '')),
-      },
-    );
-    this.track(
-      'endpointslices',
-      kc,
-      '/apis/discovery.k8s.io/v1/endpointslices',
-      () => discovery.listEndpointSliceForAllNamespaces({ labelSelector: LABEL_SELECTOR }),
-      LABEL_SELECTOR,
-      undefined,
-      {
-        upsert: (o) => store.upsertSlice(o as V1EndpointSlice, ORIGIN),
-        remove: (o) => store.deleteSlice(objectKey(o.metadata?.namespace ?? 'default', o.metadata?.name ?? '')),
-      },
-    );
+    this.track('services', kc, '/api/v1/services', () => core.listServiceForAllNamespaces({ labelSelector: LABEL_SELECTOR }), LABEL_SELECTOR, undefined, {
+      upsert: (o) => store.upsertService(o, ORIGIN),
+      remove: (o) => store.deleteService(objectKey(o.metadata?.namespace ?? 'default', o.metadata?.name ?? '')),
+    });
+    this.track('endpointslices', kc, '/apis/discovery.k8s.io/v1/endpointslices', () => discovery.listEndpointSliceForAllNamespaces({ labelSelector: LABEL_SELECTOR }), LABEL_SELECTOR, undefined, {
+      upsert: (o) => store.upsertSlice(o as V1EndpointSlice, ORIGIN),
+      remove: (o) => store.deleteSlice(objectKey(o.metadata?.namespace ?? 'default', o.metadata?.name ?? '')),
+    });
     const nodeField = `metadata.name=${this.opts.nodeName}`;
     this.track('node', kc, '/api/v1/nodes', () => core.listNode({ fieldSelector: nodeField }), undefined, nodeField, {
       upsert: (o) => store.upsertNode(o, ORIGIN),
