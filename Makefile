@@ -13,10 +13,10 @@ BPF_CFLAGS := -O2 -g -target bpf -Wall -Werror -Wno-unused-function \
 	-Ibpf/include -Ibpf/shared -Ibpf/lib -I/usr/include/$(ARCH)-linux-gnu
 NATIVE_LIB := $(BUILD)/native/libweirbpf.so
 DEBIAN_PKGS := clang llvm libbpf-dev libelf-dev zlib1g-dev bpftool iproute2 iptables \
-	conntrack curl netcat-openbsd socat iperf3 util-linux procps gcc make
+	conntrack curl netcat-openbsd socat iperf3 util-linux procps gcc make clang-format
 
 # tsc needs node_modules; everything that runs needs the system packages.
-.PHONY: all deps system-deps bpf native ts test test-unit test-e2e demo bench soak clean bpffs
+.PHONY: all deps system-deps bpf native ts lint format test test-unit test-e2e demo bench soak clean bpffs
 
 all: deps bpf native ts
 
@@ -54,12 +54,24 @@ $(NATIVE_LIB): native/weir_bpf.c native/weir_bpf.h | system-deps
 ts: node_modules/.weir-stamp
 	node_modules/.bin/tsc -p tsconfig.json
 
+C_SRC := $(wildcard bpf/progs/*.c bpf/lib/*.h bpf/shared/*.h native/*.c native/*.h)
+
+# Type-checked ESLint, Prettier and clang-format, checking only; `make format` rewrites.
+lint: deps
+	node_modules/.bin/eslint ts test bench
+	node_modules/.bin/prettier --check --log-level warn "ts/**/*.ts" "test/**/*.ts" "bench/**/*.ts"
+	clang-format --dry-run --Werror $(C_SRC)
+
+format: deps
+	node_modules/.bin/prettier --write --log-level warn "ts/**/*.ts" "test/**/*.ts" "bench/**/*.ts"
+	clang-format -i $(C_SRC)
+
 # Pinned maps need a bpf filesystem; a fresh machine may not have one mounted.
 bpffs:
 	@grep -qs ' /sys/fs/bpf bpf ' /proc/mounts || mount -t bpf bpf /sys/fs/bpf
 
 # Unit suites need no root; binding and cluster-in-a-box suites need root.
-test: all bpffs
+test: all lint bpffs
 	node dist/test/run.js
 
 test-unit: deps ts

@@ -374,8 +374,8 @@ int weir_map_delete(int fd, const void *key)
 	return bpf_map_delete_elem(fd, key) ? -errno : 0;
 }
 
-int weir_map_update_many(int fd, const void *keys, const void *values, uint32_t count,
-			 uint32_t key_size, uint32_t value_size, uint64_t flags)
+int weir_map_update_many(int fd, const void *keys, const void *values, uint32_t count, uint32_t key_size,
+			 uint32_t value_size, uint64_t flags)
 {
 	LIBBPF_OPTS(bpf_map_batch_opts, opts, .elem_flags = flags);
 	const char *k = keys, *v = values;
@@ -400,8 +400,7 @@ int weir_map_update_many(int fd, const void *keys, const void *values, uint32_t 
 	/* Per-element in C for the rest: keeps the FFI call count at one and
 	 * reports the first failing element's errno. */
 	for (i = done; i < count; i++)
-		if (bpf_map_update_elem(fd, k + (size_t)i * key_size, v + (size_t)i * value_size,
-					flags))
+		if (bpf_map_update_elem(fd, k + (size_t)i * key_size, v + (size_t)i * value_size, flags))
 			return -errno;
 	return (int)count;
 }
@@ -454,8 +453,7 @@ static void *writer_main(void *arg)
 		pthread_mutex_unlock(&writer_mu);
 		if (!skip)
 			rc = j.del ? weir_map_delete_many(j.fd, j.keys, j.count, j.key_size)
-				   : weir_map_update_many(j.fd, j.keys, j.values, j.count, j.key_size,
-							  j.value_size, 0);
+				   : weir_map_update_many(j.fd, j.keys, j.values, j.count, j.key_size, j.value_size, 0);
 		pthread_mutex_lock(&writer_mu);
 		if (rc < 0 && !writer_err)
 			writer_err = rc;
@@ -466,8 +464,8 @@ static void *writer_main(void *arg)
 	return NULL;
 }
 
-int weir_writer_submit(int fd, const void *keys, const void *values, uint32_t count,
-		       uint32_t key_size, uint32_t value_size, int del)
+int weir_writer_submit(int fd, const void *keys, const void *values, uint32_t count, uint32_t key_size,
+		       uint32_t value_size, int del)
 {
 	int rc = 0;
 
@@ -489,8 +487,13 @@ int weir_writer_submit(int fd, const void *keys, const void *values, uint32_t co
 	while (writer_tail - writer_head == WRITER_CAP)
 		pthread_cond_wait(&writer_cv, &writer_mu);
 	writer_ring[writer_tail % WRITER_CAP] = (struct write_job){
-		.fd = fd, .keys = keys, .values = values, .count = count,
-		.key_size = key_size, .value_size = value_size, .del = del,
+		.fd = fd,
+		.keys = keys,
+		.values = values,
+		.count = count,
+		.key_size = key_size,
+		.value_size = value_size,
+		.del = del,
 	};
 	writer_tail++;
 	pthread_cond_broadcast(&writer_cv);
@@ -647,8 +650,8 @@ struct map_walk {
 
 _Static_assert(sizeof(struct map_walk) <= WEIR_WALK_SIZE, "WEIR_WALK_SIZE too small");
 
-int weir_map_walk(int fd, void *walk, void *keys, void *values, uint32_t max, uint32_t key_size,
-		  uint32_t value_size, uint32_t *done)
+int weir_map_walk(int fd, void *walk, void *keys, void *values, uint32_t max, uint32_t key_size, uint32_t value_size,
+		  uint32_t *done)
 {
 	struct map_walk *w = walk;
 	char *k = keys, *v = values;
@@ -698,8 +701,7 @@ int weir_map_walk(int fd, void *walk, void *keys, void *values, uint32_t max, ui
 	return (int)n;
 }
 
-int weir_map_dump(int fd, void *keys, void *values, uint32_t max, uint32_t key_size,
-		  uint32_t value_size)
+int weir_map_dump(int fd, void *keys, void *values, uint32_t max, uint32_t key_size, uint32_t value_size)
 {
 	char *k = keys, *v = values;
 	uint32_t n = 0;
@@ -836,11 +838,11 @@ int weir_links(char *buf, uint32_t len)
 	return (int)off;
 }
 
-int weir_prog_test_run(int prog_fd, const void *data_in, uint32_t size_in, void *data_out,
-		       uint32_t size_out, uint32_t repeat, uint32_t *out)
+int weir_prog_test_run(int prog_fd, const void *data_in, uint32_t size_in, void *data_out, uint32_t size_out,
+		       uint32_t repeat, uint32_t *out)
 {
-	LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = data_in, .data_size_in = size_in,
-		    .data_out = data_out, .data_size_out = size_out, .repeat = repeat);
+	LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = data_in, .data_size_in = size_in, .data_out = data_out,
+		    .data_size_out = size_out, .repeat = repeat);
 
 	if (bpf_prog_test_run_opts(prog_fd, &opts))
 		return -errno;

@@ -76,8 +76,8 @@ int weir_map_delete(int fd, const void *key);
  * count once every element is done, or the -errno of the first element that
  * could not be: never success with an element left unwritten.
  */
-int weir_map_update_many(int fd, const void *keys, const void *values, uint32_t count,
-			 uint32_t key_size, uint32_t value_size, uint64_t flags);
+int weir_map_update_many(int fd, const void *keys, const void *values, uint32_t count, uint32_t key_size,
+			 uint32_t value_size, uint64_t flags);
 /* Deleting a key that is already gone is not an error. */
 int weir_map_delete_many(int fd, const void *keys, uint32_t count, uint32_t key_size);
 /*
@@ -90,8 +90,8 @@ int weir_map_delete_many(int fd, const void *keys, uint32_t count, uint32_t key_
  * weir_writer_drain waits for the queue to empty and returns 0 or the first
  * failure's -errno since the previous drain.
  */
-int weir_writer_submit(int fd, const void *keys, const void *values, uint32_t count,
-		       uint32_t key_size, uint32_t value_size, int del);
+int weir_writer_submit(int fd, const void *keys, const void *values, uint32_t count, uint32_t key_size,
+		       uint32_t value_size, int del);
 int weir_writer_drain(void);
 /* Number of entries (batched lookups where the kernel has them, else a key walk). */
 int weir_map_count(int fd, uint32_t key_size, uint32_t value_size);
@@ -100,8 +100,7 @@ int weir_map_count(int fd, uint32_t key_size, uint32_t value_size);
  * where the kernel has them). Returns the count; max means the buffers may
  * have been too small: retry larger.
  */
-int weir_map_dump(int fd, void *keys, void *values, uint32_t max, uint32_t key_size,
-		  uint32_t value_size);
+int weir_map_dump(int fd, void *keys, void *values, uint32_t max, uint32_t key_size, uint32_t value_size);
 
 /*
  * One step of a walk over a map: up to max entries into keys/values, from
@@ -114,8 +113,8 @@ int weir_map_dump(int fd, void *keys, void *values, uint32_t max, uint32_t key_s
  * writes. Returns the number of entries read.
  */
 #define WEIR_WALK_SIZE 1024
-int weir_map_walk(int fd, void *walk, void *keys, void *values, uint32_t max, uint32_t key_size,
-		  uint32_t value_size, uint32_t *done);
+int weir_map_walk(int fd, void *walk, void *keys, void *values, uint32_t max, uint32_t key_size, uint32_t value_size,
+		  uint32_t *done);
 
 /*
  * tc (clsact) attach at ingress (ingress = 1) or egress (0) of ifindex, with
@@ -135,7 +134,6 @@ int weir_tc_query(int ifindex, int ingress, uint32_t handle, uint32_t priority);
  */
 int weir_cgroup_link(const char *cgroup_path, int prog_fd, int attach_type, const char *pin_path);
 
-
 /* Interface index in the caller's network namespace (0 > result: -ENODEV). */
 int weir_ifindex(const char *name);
 /*
@@ -152,7 +150,7 @@ int weir_links(char *buf, uint32_t len);
  * Run a program once on a crafted packet (BPF_PROG_TEST_RUN).
  * out[0] = retval, out[1] = data_out length, out[2] = duration (ns).
  */
-int weir_prog_test_run(int prog_fd, const void *data_in, uint32_t size_in, void *data_out,
-		       uint32_t size_out, uint32_t repeat, uint32_t *out);
+int weir_prog_test_run(int prog_fd, const void *data_in, uint32_t size_in, void *data_out, uint32_t size_out,
+		       uint32_t repeat, uint32_t *out);
 
 #endif

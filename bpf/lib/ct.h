@@ -33,9 +33,9 @@ static __always_inline void ct_key_of(struct weir_ct_key *k, const struct pkt *p
 
 static __always_inline bool ct_expired(const struct weir_ct_val *v, __u8 proto, __u64 now)
 {
-	__u64 life = proto == IPPROTO_UDP ? CT_LIFETIME_UDP
+	__u64 life = proto == IPPROTO_UDP             ? CT_LIFETIME_UDP
 		     : (v->flags & WEIR_CT_F_CLOSING) ? CT_LIFETIME_TCP_CLOSING
-						       : CT_LIFETIME_TCP;
+						      : CT_LIFETIME_TCP;
 	return weir_age(now, v->last_seen) > life;
 }
 

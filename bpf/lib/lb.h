@@ -63,7 +63,7 @@ static __always_inline struct weir_backend *lb_random(struct weir_svc_key *key, 
  * refreshes the entry, as kube-proxy's `--set` does.
  */
 static __always_inline struct weir_backend *lb_affinity(struct weir_svc_key *key, const struct weir_svc_val *svc,
-							 __be32 client, __u32 *backend_id, __u64 now)
+							__be32 client, __u32 *backend_id, __u64 now)
 {
 	struct weir_aff_key ak = { .client = client, .rev_nat_id = svc->rev_nat_id };
 	struct weir_aff_val av = {};

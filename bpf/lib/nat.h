@@ -27,8 +27,7 @@ static __always_inline __u32 l4_csum_off(const struct pkt *p)
  * step. Three helper calls for a DNAT instead of five: this runs for every
  * packet of every NATed flow.
  */
-static __always_inline int nat_rewrite(struct __sk_buff *skb, struct pkt *p, bool is_src, __be32 addr,
-				       __be16 port)
+static __always_inline int nat_rewrite(struct __sk_buff *skb, struct pkt *p, bool is_src, __be32 addr, __be16 port)
 {
 	__be32 old_addr = is_src ? p->saddr : p->daddr;
 	__be16 old_port = is_src ? p->sport : p->dport;

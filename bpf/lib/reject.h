@@ -181,7 +181,7 @@ static __always_inline int reject(struct __sk_buff *skb, const struct pkt *p)
 {
 	int r = p->proto == IPPROTO_TCP ? reject_tcp(skb, p) : reject_udp(skb, p);
 
-	return r == REJECT_SENT ? WEIR_V_REJECT_NO_ENDPOINTS
+	return r == REJECT_SENT     ? WEIR_V_REJECT_NO_ENDPOINTS
 	       : r == REJECT_SILENT ? WEIR_V_DROP_NO_ENDPOINTS
 				    : WEIR_V_DROP_REJECT_FAILED;
 }

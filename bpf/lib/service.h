@@ -45,7 +45,7 @@ static __always_inline bool from_cluster(const struct pkt *p, enum origin origin
 }
 
 static __always_inline bool needs_masquerade(const struct pkt *p, const struct weir_svc_val *svc, enum origin origin,
-					      const struct weir_config *cfg)
+					     const struct weir_config *cfg)
 {
 	if (!cfg || !cfg->snat_addr)
 		return false;
@@ -132,7 +132,9 @@ static __always_inline int handle_frontend(struct __sk_buff *skb, struct pkt *p,
 		/* Masquerade puts the node's address in the source, and a NodePort's
 		 * replies leave with the node's address: both would be martians on
 		 * the input route, so those flows are forwarded by FIB redirect. */
-		ct_flags = (snat && snat != (cfg ? cfg->hairpin_addr : 0)) || (svc->flags & WEIR_SVC_F_NODE_PORT) ? WEIR_CT_F_REDIRECT : 0;
+		ct_flags = (snat && snat != (cfg ? cfg->hairpin_addr : 0)) || (svc->flags & WEIR_SVC_F_NODE_PORT)
+				   ? WEIR_CT_F_REDIRECT
+				   : 0;
 		n.flags = ct_flags;
 		ct_create(p, &n, now);
 	} else {

@@ -68,8 +68,8 @@
 #define WEIR_SVC_F_ETP_LOCAL (1 << 5) /* externalTrafficPolicy: Local */
 #define WEIR_SVC_F_ITP_LOCAL (1 << 6) /* internalTrafficPolicy: Local */
 #define WEIR_SVC_F_SRC_RANGES (1 << 7) /* loadBalancerSourceRanges apply */
-#define WEIR_SVC_F_DROP_EMPTY (1 << 8) /* count 0 means DROP, not REJECT: a Local policy
-					* with no local endpoint while the service has others */
+/* count 0 means DROP, not REJECT: a Local policy with no local endpoint while the service has others */
+#define WEIR_SVC_F_DROP_EMPTY (1 << 8)
 
 /* member value: flags of a backend in a frontend's endpoint set. */
 #define WEIR_MEMBER_F_ACTIVE (1 << 0) /* usable for new connections (in the slots) */
@@ -85,8 +85,9 @@
 /* weir_ct_val.flags. */
 #define WEIR_CT_F_SNAT (1 << 0) /* the source was rewritten (hairpin / masquerade) */
 #define WEIR_CT_F_CLOSING (1 << 1) /* a FIN or RST was seen */
-#define WEIR_CT_F_REDIRECT (1 << 2) /* NATed packets of this flow carry a local source address:
-				     * forward them with a FIB redirect, not through the input route */
+/* NATed packets of this flow carry a local source address: forward them
+ * with a FIB redirect, not through the input route */
+#define WEIR_CT_F_REDIRECT (1 << 2)
 
 /*
  * Verdict reasons, the index of the per-CPU counter array. Every packet that
