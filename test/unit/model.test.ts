@@ -214,24 +214,22 @@ test('usable endpoints: ready ones; with none ready, serving+terminating ones', 
   assert.equal(usableEndpoints([e(false, false, false, 'd')]), []);
 });
 
+/** One endpoint of port 8080 on n1 (this node) and one on n2. */
+const endpointsOnTwoNodes = () =>
+  slice(
+    [{ port: 8080 }],
+    [
+      { ip: '10.244.1.1', node: 'n1' },
+      { ip: '10.244.2.1', node: 'n2' },
+    ],
+  );
+
 /** A frontend's backends (plan indices) as "addr:port/PROTO". */
 const keysOf = (p: ServicePlan, idx: readonly number[]): string[] => idx.map((i) => backendKey(p.backends[i]!));
 
 test("internalTrafficPolicy Local: ClusterIP slots hold only this node's endpoints", () => {
   const m = ok(svc({ clusterIP: '10.96.0.1', internalTrafficPolicy: 'Local', ports: [{ port: 80 }] }));
-  const p = planService(
-    m,
-    [
-      slice(
-        [{ port: 8080 }],
-        [
-          { ip: '10.244.1.1', node: 'n1' },
-          { ip: '10.244.2.1', node: 'n2' },
-        ],
-      ),
-    ],
-    ctx,
-  );
+  const p = planService(m, [endpointsOnTwoNodes()], ctx);
   assert.is(p.frontends.length, 1);
   assert.equal(keysOf(p, p.frontends[0]!.backends), ['10.244.1.1:8080/TCP']);
   assert.ok(p.frontends[0]!.flags & SVC_F.ITP_LOCAL);
@@ -244,19 +242,7 @@ test('externalTrafficPolicy Local: external frontends get a local-scope entry; i
       { status: { loadBalancer: { ingress: [{ ip: '203.0.113.9' }] } } },
     ),
   );
-  const p = planService(
-    m,
-    [
-      slice(
-        [{ port: 8080 }],
-        [
-          { ip: '10.244.1.1', node: 'n1' },
-          { ip: '10.244.2.1', node: 'n2' },
-        ],
-      ),
-    ],
-    ctx,
-  );
+  const p = planService(m, [endpointsOnTwoNodes()], ctx);
   const byKey = (addr: string, scope: number) => p.frontends.find((f) => f.addr === addr && f.scope === scope);
   assert.equal(byKey('10.96.0.1', 0)?.backends.length, 2, 'ClusterIP: every endpoint');
   assert.not.ok(byKey('10.96.0.1', SCOPE_LOCAL), 'no local scope for ClusterIP');
