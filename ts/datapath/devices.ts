@@ -5,10 +5,9 @@
  *
  * The watcher lists devices with a netlink dump in process (the caller
  * passes the shim's links(): this namespace, unlike /sys/class/net, which
- * shows the namespace that mounted sysfs). It used to run `ip -j addr`
- * twice a second; forking an agent of ~150 MB stalled it for 15-50 ms each
- * time on a VM with slow page faults, and every page it wrote afterwards
- * faulted once more. `ip monitor link`, one child for the agent's life, wakes
+ * shows the namespace that mounted sysfs) rather than running `ip` each
+ * time: forking an agent of ~150 MB stalls it for tens of milliseconds on
+ * a VM with slow page faults. `ip monitor link`, one child for the agent's life, wakes
  * the watcher as soon as a device appears, so a new pod's veth gets the
  * program within milliseconds; the periodic poll is the fallback if the
  * monitor dies.

@@ -4,8 +4,8 @@
  * prefixed weir_.
  *
  * prom-client is loaded on the first call of registry(), which the agent
- * makes when it starts the metrics server, after "ready": loading it (~23 ms
- * on this project's 2-vCPU machine) stays off the path to the first sync.
+ * makes when it starts the metrics server, after "ready": loading it (tens
+ * of milliseconds) stays off the path to the first sync.
  * That sync's duration and programming latencies are observed before then,
  * so until the registry exists each observation is queued as a call and
  * replayed into the prom-client metric when the registry is made; from then
