@@ -304,10 +304,27 @@ s('duplicate NodePort: a clear error naming the object and field; the first serv
     r.attempts.every((a) => a.ok && (a.backend === 'a1' || a.backend === 'b1')),
     JSON.stringify(r.attempts),
   );
-  box.writeManifest('range.yaml', svcYaml('range', { ip: '10.96.3.12', type: 'NodePort', ports: [{ ...HTTP, nodePort: 40000 }] }));
-  await agents.n1!.proc.waitFor(/"object":"Service t\/range","field":"spec.ports\[0\].nodePort"/, 3000);
   box.removeManifest('dup.yaml');
-  box.removeManifest('range.yaml');
+});
+
+s("a nodePort outside 30000-32767 is served: the API server's range is its own", async ({ box }) => {
+  box.writeManifest('range.yaml', svcYaml('range', { ip: '10.96.3.12', type: 'NodePort', ports: [{ ...HTTP, nodePort: 40000 }] }) + sliceYaml('range', [A2], [HTTP]));
+  try {
+    // Until it is programmed the node refuses the port; then every connection reaches a2.
+    const r = await waitFor(
+      async () => {
+        const res = await box.tcp('outside', `${N1}:40000`, { count: 4, timeoutMs: 1000 });
+        return res.attempts.every((a) => a.ok) ? res : null;
+      },
+      { timeoutMs: 5000, what: 'nodePort 40000 served' },
+    );
+    assert.ok(
+      r.attempts.every((a) => a.backend === 'a2'),
+      JSON.stringify(r.attempts),
+    );
+  } finally {
+    box.removeManifest('range.yaml');
+  }
 });
 
 s('--nodeport-addresses and --localhost-nodeports=false narrow where NodePorts answer', async (ctx) => {

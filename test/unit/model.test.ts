@@ -284,6 +284,22 @@ test('service ports that reach the same endpoint port share one backend; TCP and
   assert.is(p.backends[fe(80).members[1]!]!.local, true, '10.244.1.2 is on this node');
 });
 
+test('every nodePort 1-65535 is accepted, whatever range the API server used; others name the field', () => {
+  for (const nodePort of [1, 80, 8080, 29999, 30000, 32767, 32768, 40000, 65535]) {
+    const m = ok(svc({ type: 'NodePort', clusterIP: '10.96.0.1', ports: [{ port: 80, nodePort }] }));
+    assert.is(m.ports[0]?.nodePort, nodePort, String(nodePort));
+  }
+  for (const nodePort of [65536, -1, 1.5]) {
+    const r = parseService(svc({ type: 'NodePort', clusterIP: '10.96.0.1', ports: [{ port: 80, nodePort }] }));
+    assert.is(r.ok, false, String(nodePort));
+    if (r.ok === false)
+      assert.equal(
+        r.errors.map((e) => e.field),
+        ['spec.ports[0].nodePort'],
+      );
+  }
+});
+
 test('SCTP ports are valid but not programmed', () => {
   const m = ok(
     svc({

@@ -27,7 +27,8 @@ export interface RunOptions {
   /** NodePorts answer on 127.0.0.1 for node processes (kube-proxy's iptables default). */
   localhostNodePorts: boolean;
   masqueradeAll: boolean;
-  nodePortRange: { min: number; max: number };
+  /** Accepted for configs written for older weir; it has no effect (empty: not given). */
+  nodePortRange: string;
   bpffsRoot: string;
   cgroupRoot: string;
   healthAddr: string;
@@ -81,13 +82,15 @@ function source(flag: string, v: string): SourceSpec {
   throw new UsageError(`--${flag}: expected file:DIR or kube, got ${JSON.stringify(v)}`);
 }
 
-function portRange(flag: string, v: string): { min: number; max: number } {
+/** A MIN-MAX port range, kept as given ('' when absent). */
+function portRange(flag: string, v: string): string {
+  if (v === '') return v;
   const m = /^(\d+)-(\d+)$/.exec(v);
   const range = m ? { min: Number(m[1]), max: Number(m[2]) } : null;
   if (!range || range.min < 1 || range.max > 65535 || range.min > range.max) {
     throw new UsageError(`--${flag}: expected MIN-MAX within 1-65535, got ${JSON.stringify(v)}`);
   }
-  return range;
+  return v;
 }
 
 function logLevel(_flag: string, v: string): Level {
@@ -213,8 +216,8 @@ export const RUN_FLAGS: FlagTable<RunOptions> = {
     yaml: 'service-node-port-range',
     kind: 'value',
     placeholder: 'MIN-MAX',
-    default: '30000-32767',
-    description: 'NodePorts outside this range are rejected as invalid',
+    defaultHelp: 'none',
+    description: 'no effect (logged): every nodePort the API server accepted is programmed, whatever its range',
     parse: portRange,
   },
   bpffsRoot: {

@@ -47,14 +47,7 @@ export const DEFAULT_AFFINITY_TIMEOUT = 10800;
 const MAX_AFFINITY_TIMEOUT = 86400;
 export const SERVICE_PROXY_NAME_LABEL = 'service.kubernetes.io/service-proxy-name';
 
-export interface ServiceRules {
-  /** --service-node-port-range */
-  readonly nodePortRange: { readonly min: number; readonly max: number };
-}
-
-export const DEFAULT_RULES: ServiceRules = { nodePortRange: { min: 30000, max: 32767 } };
-
-export function parseService(svc: V1Service, rules: ServiceRules = DEFAULT_RULES): ServiceParse {
+export function parseService(svc: V1Service): ServiceParse {
   const namespace = svc.metadata?.namespace || 'default';
   const name = svc.metadata?.name ?? '';
   const objName = `${namespace}/${name}`;
@@ -137,9 +130,9 @@ export function parseService(svc: V1Service, rules: ServiceRules = DEFAULT_RULES
     }
     let nodePort = 0;
     if (p.nodePort !== undefined && p.nodePort !== null && p.nodePort !== 0) {
+      // Any port: the API server checked it against its own --service-node-port-range, which weir does not know.
       const np = parsePort(p.nodePort);
-      const { min, max } = rules.nodePortRange;
-      if (!np || np < min || np > max) err(`${field}.nodePort`, `must be in the node port range ${min}-${max}, got ${JSON.stringify(p.nodePort)}`);
+      if (!np) err(`${field}.nodePort`, `must be 1-65535, got ${JSON.stringify(p.nodePort)}`);
       else nodePort = np;
     }
     const tp = p.targetPort as unknown;

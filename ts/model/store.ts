@@ -9,7 +9,7 @@
 import { isDeepStrictEqual } from 'node:util';
 import type { V1EndpointSlice, V1Node, V1Service } from '@kubernetes/client-node';
 import { SliceModel, parseEndpointSlice } from './endpoints';
-import { DEFAULT_RULES, ServiceModel, ServiceRules, parseService } from './service';
+import { ServiceModel, parseService } from './service';
 import { EMPTY, FieldError, IPv4, ObjectKey, parseIPv4 } from './types';
 
 export interface NodeModel {
@@ -62,11 +62,9 @@ export class ClusterStore {
    */
   private readonly slicesByService = new Map<ObjectKey, SliceModel[]>();
   private readonly report: ErrorSink;
-  private readonly rules: ServiceRules;
 
-  constructor(report: ErrorSink, rules: ServiceRules = DEFAULT_RULES) {
+  constructor(report: ErrorSink) {
     this.report = report;
-    this.rules = rules;
   }
 
   /**
@@ -74,7 +72,7 @@ export class ClusterStore {
    * again unchanged (relist, file saved again) marks nothing dirty.
    */
   upsertService(raw: V1Service, origin: Origin): boolean {
-    const parsed = parseService(raw, this.rules);
+    const parsed = parseService(raw);
     if (parsed.ok === false) {
       this.report(origin, parsed.errors);
       return false;

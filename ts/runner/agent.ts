@@ -87,14 +87,14 @@ async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Pro
   const resolvingIPs = resolveNodeIPs(opts);
   resolvingIPs.catch(() => undefined); // read below, after the sources
 
-  const store = new ClusterStore(
-    (origin, errors) => {
-      for (const e of errors) {
-        log.error('invalid object; keeping its last good version', { file: origin, object: `${e.kind} ${e.object}`, field: e.field, error: e.message });
-      }
-    },
-    { nodePortRange: opts.nodePortRange },
-  );
+  const store = new ClusterStore((origin, errors) => {
+    for (const e of errors) {
+      log.error('invalid object; keeping its last good version', { file: origin, object: `${e.kind} ${e.object}`, field: e.field, error: e.message });
+    }
+  });
+  if (opts.nodePortRange) {
+    log.warn('--service-node-port-range has no effect: every nodePort the API server accepted is programmed', { serviceNodePortRange: opts.nodePortRange });
+  }
   // Changes that arrive before the runner exists only mark services dirty:
   // the first sync takes them all.
   const runnerRef: { runner?: Runner } = {};
