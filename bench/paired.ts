@@ -14,11 +14,9 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
-import { DEFAULT_SIZES } from '../ts/datapath/loader';
 import { Box } from '../test/box/box';
+import { cleanupAndSettle, firstSyncMs, lbMapArgs, lbMapEntries } from './coldstart';
 import { epAddr, writeManifests } from './manifests';
-
-const SETTLE_MS = 1000;
 
 interface Start {
   ms: number;
@@ -32,16 +30,16 @@ function shebangFlags(cli: string): string[] {
 }
 
 async function coldStart(box: Box, cli: string, lbMapEntries: number): Promise<Start> {
-  await box.weir('n1', ['cleanup']);
-  await new Promise((r) => setTimeout(r, SETTLE_MS)); // the kernel frees the unpinned maps meanwhile
+  await cleanupAndSettle(box);
   const t0 = Date.now();
-  const agent = await box.startAgent('n1', lbMapEntries > DEFAULT_SIZES.svc ? ['--lb-map-entries', String(lbMapEntries)] : [], { cli, nodeFlags: shebangFlags(cli), readyTimeoutMs: 120_000 });
+  const agent = await box.startAgent('n1', lbMapArgs(lbMapEntries), { cli, nodeFlags: shebangFlags(cli), readyTimeoutMs: 120_000 });
   const ms = Date.now() - t0;
-  const synced = /"msg":"synced","services":\d+,"upserts":\d+,"deletes":\d+,"ms":([\d.]+)/.exec(agent.logs());
+  const syncMs = firstSyncMs(agent.logs());
   await agent.stop();
-  return { ms, firstSyncMs: Number(synced?.[1] ?? NaN) };
+  return { ms, firstSyncMs: syncMs };
 }
 
+/** For an even count, the mean of the two middle values (pairs are few and even). */
 const median = (xs: readonly number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length === 0 ? NaN : ((s[(s.length - 1) >> 1] ?? NaN) + (s[s.length >> 1] ?? NaN)) / 2;
@@ -63,7 +61,7 @@ async function main(): Promise<void> {
   const services = Number(values.services);
   const endpoints = Number(values.endpoints);
   const pairs = Number(values.pairs);
-  const lb = Math.ceil(services * (endpoints + 1) * 1.25);
+  const lb = lbMapEntries(services, endpoints);
   const box = await Box.create({ nodes: 1 });
   try {
     writeManifests(box.manifestDir, services, (i) => Array.from({ length: endpoints }, (_, j) => epAddr(i * endpoints + j)));

@@ -21,6 +21,7 @@ import { Reconciler } from '../ts/reconcile/reconciler';
 import { Syncer } from '../ts/runner/sync';
 import { createLogger } from '../ts/util/log';
 import { Agent, Box, REPO } from '../test/box/box';
+import { cleanupAndSettle, firstSyncMs, lbMapArgs, lbMapEntries as lbMapEntriesFor } from './coldstart';
 import { epAddr, serviceObj, sliceObj, vip, writeManifests } from './manifests';
 import { report } from './report';
 
@@ -144,24 +145,16 @@ function benchFfi(): Results['ffi'] {
   return out;
 }
 
-/** Quiet time between `weir cleanup` and a measured cold start. */
-const SETTLE_MS = 1000;
-
-/**
- * Service map entries these sizes need: one per frontend plus one per
- * endpoint, with room for the path section's extra services. The agent's
- * default holds 10,000 services of 10 to 20 endpoints; larger runs size it.
- */
+/** The service map size of this run's largest scale (the spare quarter holds the path section's extra services). */
 function lbMapEntries(p: Params): number {
-  return Math.max(DEFAULT_SIZES.svc, Math.ceil(p.services * (p.endpoints + 1) * 1.25));
+  return lbMapEntriesFor(p.services, p.endpoints);
 }
 
 /** `weir run` flags for an agent of this run: the mode, and the service map size when the default is too small. */
 function agentArgs(p: Params, mode: 'bpf' | 'iptables'): string[] {
-  const lb = lbMapEntries(p);
   // The drift comparison every second (30 s by default), so the one-change figures are measured while it runs; debug logs give its duration.
   const drift = mode === 'bpf' ? ['--sync-period', '1s', '--log-level', 'debug'] : [];
-  return ['--mode', mode, ...(lb > DEFAULT_SIZES.svc ? ['--lb-map-entries', String(lb)] : []), ...drift];
+  return ['--mode', mode, ...lbMapArgs(lbMapEntries(p)), ...drift];
 }
 
 /** Per-packet cost of the real program with P services x M backends and `ct` conntrack entries loaded. */
@@ -326,11 +319,7 @@ async function measureMode(
   let timedOut = false;
   let change: Results['oneChange'][number] = { mode, services, programmingMs: { p50: NaN, p99: NaN, n: 0 }, syncMs: { p50: NaN, p99: NaN, n: 0 } };
   for (let r = 0; r < runs; r++) {
-    await box.weir('n1', ['cleanup']);
-    // The kernel frees the maps cleanup unpinned on a workqueue after it
-    // returns (~100 ms of a core here, with the last agent's exit), which
-    // would be charged to this start. A node's cold start has nothing to free.
-    await new Promise((r) => setTimeout(r, SETTLE_MS));
+    await cleanupAndSettle(box);
     const t0 = Date.now();
     let agent: Agent;
     try {
@@ -347,8 +336,7 @@ async function measureMode(
       break;
     }
     starts.push(Date.now() - t0);
-    const synced = /"msg":"synced","services":\d+,"upserts":\d+,"deletes":\d+,"ms":([\d.]+)/.exec(agent.logs());
-    syncs.push(Number(synced?.[1] ?? NaN));
+    syncs.push(firstSyncMs(agent.logs()));
     const at = (re: RegExp): number => Number(re.exec(agent.logs())?.[1] ?? NaN);
     phases.sources.push(at(/"msg":"sources synced"[^\n]*"atMs":(\d+)/));
     phases.loaded.push(at(/"loadedAtMs":(\d+)/));
