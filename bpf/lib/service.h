@@ -7,11 +7,13 @@
  *    externalTrafficPolicy Cluster are masqueraded to the node IP, so
  *    replies come back through this node (KUBE-EXT -> KUBE-MARK-MASQ);
  *  - with externalTrafficPolicy Local, clients from outside the cluster get
- *    this node's endpoints only and keep their source address; pods (and,
- *    through the socket hooks, node processes) short-circuit to every
- *    endpoint (the KUBE-EXT "pod traffic" rule);
+ *    this node's endpoints only and keep their source address; pods (when
+ *    the cluster CIDRs tell them apart) and, through the socket hooks, node
+ *    processes short-circuit to every endpoint (the KUBE-EXT "pod traffic"
+ *    and "route LOCAL traffic" rules);
  *  - ClusterIP traffic is masqueraded when it comes from outside the
- *    cluster CIDRs (when those are known) or with masqueradeAll;
+ *    cluster CIDRs (when those are known) or with masqueradeAll, which
+ *    applies to ClusterIP traffic only;
  *  - loadBalancerSourceRanges filter LoadBalancer IPs only; blocked -> DROP;
  *  - no endpoints at all -> REJECT; endpoints, but none local under a Local
  *    policy -> DROP.
@@ -36,25 +38,35 @@ enum origin {
 
 #define SVC_F_EXTERNAL (WEIR_SVC_F_NODE_PORT | WEIR_SVC_F_EXTERNAL_IP | WEIR_SVC_F_LOAD_BALANCER)
 
-/* Is the sender part of the cluster (kube-proxy's "local traffic detector")? */
-static __always_inline bool from_cluster(const struct pkt *p, enum origin origin, const struct weir_config *cfg)
+/*
+ * Is the sender a pod (kube-proxy's "local traffic detector")? Sources in
+ * the cluster CIDRs are. Without cluster CIDRs there is no detector, and, as
+ * with kube-proxy, pods are treated like any other client: an eTP=Local
+ * frontend gives them this node's endpoints only.
+ */
+static __always_inline bool from_cluster(const struct pkt *p, const struct weir_config *cfg)
 {
-	if (origin == FROM_POD)
-		return true; /* like detect-local-mode=InterfaceNamePrefix */
 	return cfg && (cfg->flags & WEIR_CFG_F_CLUSTER_CIDR) && cidr_match(0, p->saddr);
 }
 
-static __always_inline bool needs_masquerade(const struct pkt *p, const struct weir_svc_val *svc, enum origin origin,
+/*
+ * kube-proxy masquerades external frontends by their traffic policy alone
+ * (eTP=Cluster always, eTP=Local never for the traffic that reaches this
+ * point), and ClusterIP traffic with masqueradeAll or from off-cluster
+ * sources. masqueradeAll does not reach external frontends: its rule
+ * matches the ClusterIP as destination.
+ */
+static __always_inline bool needs_masquerade(const struct pkt *p, const struct weir_svc_val *svc,
 					     const struct weir_config *cfg)
 {
 	if (!cfg || !cfg->snat_addr)
 		return false;
-	if (cfg->flags & WEIR_CFG_F_MASQUERADE_ALL)
-		return true;
 	if (svc->flags & SVC_F_EXTERNAL)
 		return !(svc->flags & WEIR_SVC_F_ETP_LOCAL);
+	if (cfg->flags & WEIR_CFG_F_MASQUERADE_ALL)
+		return true;
 	/* ClusterIP: only off-cluster sources, and only when we can tell. */
-	return (cfg->flags & WEIR_CFG_F_CLUSTER_CIDR) && !from_cluster(p, origin, cfg);
+	return (cfg->flags & WEIR_CFG_F_CLUSTER_CIDR) && !from_cluster(p, cfg);
 }
 
 /*
@@ -79,7 +91,7 @@ static __always_inline int handle_frontend(struct __sk_buff *skb, struct pkt *p,
 
 	if ((svc->flags & WEIR_SVC_F_SRC_RANGES) && !cidr_match(svc->rev_nat_id, p->saddr))
 		return WEIR_V_DROP_SOURCE_RANGE;
-	if ((svc->flags & WEIR_SVC_F_ETP_LOCAL) && !from_cluster(p, origin, (cfg = cfg_get()))) {
+	if ((svc->flags & WEIR_SVC_F_ETP_LOCAL) && !from_cluster(p, (cfg = cfg_get()))) {
 		svc = lb_frontend(key, p, WEIR_SCOPE_LOCAL);
 		if (!svc)
 			return WEIR_V_DROP_NO_LOCAL_ENDPOINTS;
@@ -115,7 +127,7 @@ static __always_inline int handle_frontend(struct __sk_buff *skb, struct pkt *p,
 			 * own address as sender the pod would drop the packet as a
 			 * martian; kube-proxy masquerades here too. */
 			snat = cfg ? cfg->hairpin_addr : 0;
-		} else if (needs_masquerade(p, svc, origin, cfg)) {
+		} else if (needs_masquerade(p, svc, cfg)) {
 			snat = cfg->snat_addr;
 		}
 		if (snat) {

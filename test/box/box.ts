@@ -575,6 +575,8 @@ export class Box {
       readyTimeoutMs?: number;
       /** Another build's CLI, and node flags to run it with (bench/paired.ts). */ cli?: string;
       nodeFlags?: string[];
+      /** false: no --cluster-cidr, as kube-proxy without a local-traffic detector. */
+      clusterCidr?: boolean;
     } = {},
   ): Promise<Agent> {
     const node = this.node(nodeName);
@@ -601,8 +603,7 @@ export class Box {
       MODE,
       '--external-devices',
       'eth0',
-      '--cluster-cidr',
-      CLUSTER_CIDR,
+      ...(opts.clusterCidr === false ? [] : ['--cluster-cidr', CLUSTER_CIDR]),
       ...extra,
     ];
     const proc = this.track(new NsProcess(node.ns, argv, opts.env ? { env: { ...process.env, ...opts.env } } : {}));

@@ -82,6 +82,27 @@ function manifests(): string {
     svcYaml('itl', { ip: '10.96.3.6', extra: '  internalTrafficPolicy: Local\n', ports: [HTTP] }) + sliceYaml('itl', [A1, B1], [HTTP]),
     svcYaml('itl2', { ip: '10.96.3.7', extra: '  internalTrafficPolicy: Local\n', ports: [HTTP] }) + sliceYaml('itl2', [B1], [HTTP]),
     svcYaml('none', { ip: '10.96.3.8', ports: [HTTP] }),
+    svcYaml('extl', { ip: '10.96.3.13', extra: '  externalIPs: [203.0.113.21]\n  externalTrafficPolicy: Local\n', ports: [HTTP] }) + sliceYaml('extl', [A1, B1], [HTTP]),
+    svcYaml('lbl2', {
+      ip: '10.96.3.14',
+      type: 'LoadBalancer',
+      extra: '  externalTrafficPolicy: Local\n  healthCheckNodePort: 32002\n',
+      ports: [{ ...HTTP, nodePort: 30084 }],
+      status: 'status:\n  loadBalancer:\n    ingress: [{ip: 203.0.113.12}]\n',
+    }) + sliceYaml('lbl2', [A1, B1], [HTTP]),
+    svcYaml('lbc', {
+      ip: '10.96.3.15',
+      type: 'LoadBalancer',
+      ports: [{ ...HTTP, nodePort: 30085 }],
+      status: 'status:\n  loadBalancer:\n    ingress: [{ip: 203.0.113.13}]\n',
+    }) + sliceYaml('lbc', [A1, B1], [HTTP]),
+    svcYaml('lbsr', {
+      ip: '10.96.3.16',
+      type: 'LoadBalancer',
+      extra: `  loadBalancerSourceRanges: [${N1}/32, ${OUT2}/32]\n`,
+      ports: [{ ...HTTP, nodePort: 30086 }],
+      status: 'status:\n  loadBalancer:\n    ingress: [{ip: 203.0.113.14}]\n',
+    }) + sliceYaml('lbsr', [A1, B1], [HTTP]),
   ].join('');
 }
 
@@ -125,6 +146,8 @@ interface Flow {
   /** Source the backend must see: 'client' (unchanged), an IP (masquerade), or 'any'. */
   src?: string;
   why: string;
+  /** The kube-proxy unit test (pkg/proxy/iptables/proxier_test.go) and case this row comes from. */
+  ref?: string;
 }
 
 const FLOWS: Flow[] = [
@@ -166,19 +189,33 @@ const FLOWS: Flow[] = [
   // BPF: the socket hook fails connect() at once; iptables: REJECT in OUTPUT.
   { from: 'n1', to: '10.96.3.8:80', expect: MODE === 'bpf' ? 'EPERM' : 'REJECT', why: 'no endpoints, node process: refused at once' },
   { from: 'c1', to: '10.96.3.1:8080', expect: 'DROP', why: 'a port the service does not expose is not NATed (and goes nowhere)' },
+  { from: 'c1', to: '203.0.113.21:80', expect: ['a1', 'b1'], src: 'client', why: 'externalIP eTP=Local from a pod: every endpoint', ref: 'TestExternalTrafficPolicyLocal / pod to external IP' },
+  { from: 'c2', to: '203.0.113.21:80', expect: ['a1', 'b1'], src: 'client', why: 'externalIP eTP=Local from a pod on the other node', ref: 'TestExternalTrafficPolicyLocal / pod to external IP' },
+  { from: 'outside', to: '203.0.113.21:80', expect: ['a1'], src: 'client', why: 'externalIP eTP=Local from outside: local endpoint, client kept', ref: 'TestExternalTrafficPolicyLocal / external to external IP' },
+  { from: 'c1', to: `${N1}:30084`, expect: ['a1', 'b1'], src: 'client', why: 'NodePort eTP=Local from a pod: every endpoint', ref: 'TestInternalExternalMasquerade / pod to NodePort with eTP:Local' },
+  { from: 'c1', to: '203.0.113.12:80', expect: ['a1', 'b1'], src: 'client', why: 'LoadBalancer eTP=Local from a pod: every endpoint', ref: 'TestInternalExternalMasquerade / pod to LB with eTP:Local' },
+  { from: 'outside', to: `${N1}:30084`, expect: ['a1'], src: 'client', why: 'NodePort eTP=Local from outside', ref: 'TestInternalExternalMasquerade / external to NodePort with eTP:Local' },
+  { from: 'outside', to: '203.0.113.12:80', expect: ['a1'], src: 'client', why: 'LoadBalancer eTP=Local from outside', ref: 'TestInternalExternalMasquerade / external to LB with eTP:Local' },
+  { from: 'c1', to: '203.0.113.13:80', expect: ['a1', 'b1'], src: N1, why: 'LoadBalancer eTP=Cluster from a pod is masqueraded', ref: 'TestInternalExternalMasquerade / pod to LB' },
+  // Node processes whose socket is bound before it connects.
+  { from: 'n1', bind: N1, to: '10.96.3.1:80', expect: ['a1', 'b1'], src: N1, why: 'node process bound to the node IP, to a ClusterIP' },
+  { from: 'n1', bind: N1, to: `${N1}:30080`, expect: ['a1', 'b1'], src: N1, why: 'node process bound to the node IP, to its NodePort' },
+  { from: 'n1', bind: '127.0.0.1', to: '127.0.0.1:30080', expect: ['a1', 'b1'], src: N1, why: 'node process bound to 127.0.0.1, to a localhost NodePort: masqueraded', ref: 'TestNodePorts / localhost to NodePort' },
 ];
 
 const COUNT = 16; // two backends: P(one never chosen) = 2^-15
 
 function clientIP(box: Box, f: Flow): string {
-  if (f.from === 'outside') return f.bind ?? OUT;
+  if (f.bind) return f.bind;
+  if (f.from === 'outside') return OUT;
   return box.pod(f.from).ip;
 }
 
-s('flow table: backends, REJECT/DROP and masquerade as kube-proxy', async ({ box }) => {
+/** Every flow of a table against the running agents; one line per flow that differs from its expectation. */
+async function runFlows(box: Box, flows: readonly Flow[]): Promise<string[]> {
   const failures: string[] = [];
-  for (const f of FLOWS) {
-    const fail = (msg: string): void => void failures.push(`${f.from}${f.bind ? `(${f.bind})` : ''} -> ${f.to}/${f.proto ?? 'tcp'} [${f.why}]: ${msg}`);
+  for (const f of flows) {
+    const fail = (msg: string): void => void failures.push(`${f.from}${f.bind ? `(${f.bind})` : ''} -> ${f.to}/${f.proto ?? 'tcp'} [${f.why}${f.ref ? `; kube-proxy ${f.ref}` : ''}]: ${msg}`);
     const blocked = typeof f.expect === 'string';
     const opts = { count: blocked ? 2 : COUNT, timeoutMs: blocked ? 700 : 2000, ...(f.bind ? { bind: f.bind } : {}) };
     const r: Results = f.proto === 'udp' ? await box.udp(f.from, f.to, { ...opts, connect: true }) : await box.tcp(f.from, f.to, opts);
@@ -202,6 +239,94 @@ s('flow table: backends, REJECT/DROP and masquerade as kube-proxy', async ({ box
       if (srcs.length !== 1 || srcs[0] !== want) fail(`backend saw ${srcs.join(',')}, want ${want}`);
     }
   }
+  return failures;
+}
+
+/** Restart n1's agent with other flags for one table, then restore the usual agent (also on failure). */
+async function withAgent(ctx: { box: Box; agents: Record<string, Agent> }, flags: string[], fn: () => Promise<void>, opts: { clusterCidr?: boolean } = {}): Promise<void> {
+  await ctx.agents.n1!.stop();
+  ctx.agents.n1 = await ctx.box.startAgent('n1', flags, opts.clusterCidr === false ? { clusterCidr: false } : {});
+  try {
+    await fn();
+  } finally {
+    await ctx.agents.n1.stop();
+    ctx.agents.n1 = await ctx.box.startAgent('n1');
+  }
+}
+
+s('flow table: backends, REJECT/DROP and masquerade as kube-proxy', async ({ box }) => {
+  const failures = await runFlows(box, FLOWS);
+  assert.equal(failures, [], failures.join('\n'));
+});
+
+s('flow table with --masquerade-all: ClusterIP traffic masqueraded, external traffic by its policy', async (ctx) => {
+  const flows: Flow[] = [
+    { from: 'c1', to: '10.96.3.1:80', expect: ['a1', 'b1'], src: N1, why: 'pod to ClusterIP', ref: 'TestInternalExternalMasquerade masqueradeAll / pod to ClusterIP' },
+    { from: 'c1', to: `${N1}:30080`, expect: ['a1', 'b1'], src: N1, why: 'pod to NodePort eTP=Cluster', ref: 'TestInternalExternalMasquerade masqueradeAll / pod to NodePort' },
+    { from: 'c1', to: '203.0.113.13:80', expect: ['a1', 'b1'], src: N1, why: 'pod to LB eTP=Cluster', ref: 'TestInternalExternalMasquerade masqueradeAll / pod to LB' },
+    { from: 'c1', to: `${N1}:30084`, expect: ['a1', 'b1'], src: 'client', why: 'pod to NodePort eTP=Local: every endpoint, not masqueraded', ref: 'TestInternalExternalMasquerade masqueradeAll / pod to NodePort with eTP:Local' },
+    { from: 'c1', to: '203.0.113.12:80', expect: ['a1', 'b1'], src: 'client', why: 'pod to LB eTP=Local: every endpoint, not masqueraded', ref: 'TestInternalExternalMasquerade masqueradeAll / pod to LB with eTP:Local' },
+    { from: 'outside', to: `${N1}:30084`, expect: ['a1'], src: 'client', why: 'outside to NodePort eTP=Local: local endpoint, not masqueraded', ref: 'TestInternalExternalMasquerade masqueradeAll / external to NodePort with eTP:Local' },
+    { from: 'outside', to: '203.0.113.12:80', expect: ['a1'], src: 'client', why: 'outside to LB eTP=Local: local endpoint, not masqueraded', ref: 'TestInternalExternalMasquerade masqueradeAll / external to LB with eTP:Local' },
+  ];
+  let failures: string[] = [];
+  await withAgent(ctx, ['--masquerade-all'], async () => {
+    failures = await runFlows(ctx.box, flows);
+  });
+  assert.equal(failures, [], failures.join('\n'));
+});
+
+s('flow table without --cluster-cidr: no local-traffic detector, so pods are external clients of eTP=Local', async (ctx) => {
+  const flows: Flow[] = [
+    { from: 'c1', to: `${N1}:30084`, expect: ['a1'], src: 'client', why: 'pod to NodePort eTP=Local: local endpoint only', ref: 'TestInternalExternalMasquerade no LocalTrafficDetector / pod to NodePort with eTP:Local; TestOnlyLocalNodePortsNoClusterCIDR' },
+    { from: 'c1', to: '203.0.113.12:80', expect: ['a1'], src: 'client', why: 'pod to LB eTP=Local: local endpoint only', ref: 'TestInternalExternalMasquerade no LocalTrafficDetector / pod to LB with eTP:Local' },
+    { from: 'outside', to: `${N1}:30084`, expect: ['a1'], src: 'client', why: 'outside to NodePort eTP=Local', ref: 'TestOnlyLocalNodePortsNoClusterCIDR / external to NodePort' },
+    { from: 'c1', to: '10.96.3.1:80', expect: ['a1', 'b1'], src: 'client', why: 'pod to ClusterIP: unchanged', ref: 'TestInternalExternalMasquerade no LocalTrafficDetector / pod to ClusterIP' },
+  ];
+  let failures: string[] = [];
+  await withAgent(
+    ctx,
+    [],
+    async () => {
+      failures = await runFlows(ctx.box, flows);
+    },
+    { clusterCidr: false },
+  );
+  assert.equal(failures, [], failures.join('\n'));
+});
+
+s('flow table: loadBalancerSourceRanges that admit the node also admit the LB IP as source', async ({ box }) => {
+  const flows: Flow[] = [
+    { from: 'n1', to: '203.0.113.14:80', expect: ['a1', 'b1'], src: N1, why: 'node process to an LB IP whose source ranges hold the node IP', ref: 'TestLoadBalancer / node to LB1 (allowed by LoadBalancerSourceRanges)' },
+    { from: 'n1', bind: '203.0.113.14', to: '203.0.113.14:80', expect: ['a1', 'b1'], src: N1, why: 'a VIP-like LB loops the request back with the LB IP as source: served, masqueraded', ref: 'TestLoadBalancer / same node to LB1, SNATted to LB1' },
+    { from: 'outside', bind: OUT2, to: '203.0.113.14:80', expect: ['a1', 'b1'], src: N1, why: 'an allowed outside source', ref: 'TestLoadBalancer / accepted external to LB1' },
+    { from: 'outside', bind: OUT, to: '203.0.113.14:80', expect: 'DROP', why: 'a source outside the ranges', ref: 'TestLoadBalancer / blocked external to LB1' },
+  ];
+  // The LB IP is a local address of n1, as a VIP-like load balancer makes it (host scope, so the kernel
+  // never picks it as the source of other traffic).
+  await box.exec(box.node('n1').ns, ['ip', 'addr', 'add', '203.0.113.14/32', 'dev', 'lo', 'scope', 'host']);
+  try {
+    const failures = await runFlows(box, flows);
+    assert.equal(failures, [], failures.join('\n'));
+  } finally {
+    await box.exec(box.node('n1').ns, ['ip', 'addr', 'del', '203.0.113.14/32', 'dev', 'lo']);
+  }
+});
+
+s('flow table with --localhost-nodeports=false: 127.0.0.1 is not a NodePort address', async (ctx) => {
+  const flows: Flow[] = [
+    { from: 'n1', to: '127.0.0.1:30080', expect: 'REJECT', why: 'nothing listens there: refused', ref: 'TestNodePorts localhost-nodeports disabled / localhost to NodePort' },
+    { from: 'n1', bind: '127.0.0.1', to: '127.0.0.1:30080', expect: 'REJECT', why: 'bound to 127.0.0.1: refused too', ref: 'TestNodePorts localhost-nodeports disabled / localhost to NodePort' },
+    { from: 'outside', to: `${N1}:30080`, expect: ['a1', 'b1'], src: N1, why: 'node IPs still answer, masqueraded', ref: 'TestNodePorts localhost-nodeports disabled / external to NodePort' },
+  ];
+  let failures: string[] = [];
+  await withAgent(ctx, ['--localhost-nodeports=false'], async () => {
+    failures = await runFlows(ctx.box, flows);
+  });
+  // 127.0.0.1 among --nodeport-addresses does not bring it back (kube-proxy ignores it, with a warning).
+  await withAgent(ctx, ['--localhost-nodeports=false', '--nodeport-addresses', '192.168.77.0/24,127.0.0.1/32'], async () => {
+    failures.push(...(await runFlows(ctx.box, flows)));
+  });
   assert.equal(failures, [], failures.join('\n'));
 });
 

@@ -129,10 +129,16 @@ export function renderService(plan: ServicePlan, ctx: RenderContext): ServiceRul
       else rules.push(`${comment(name)} -p ${p} -j DNAT --to-destination ${be.addr}:${be.port}`);
       out.natChains.set(sep(bk), rules);
     }
-    const masqAll = ctx.masqueradeAll ? [`${comment(`${name} masquerade all`)} -j WEIR-MARK-MASQ`] : [];
-    if (clusterSet && clusterSet.length > 0) out.natChains.set(svc, [...masqAll, ...endpointRules(clusterSet, sep, affinity, name)]);
+    // masqueradeAll matches the ClusterIP as destination (as kube-proxy's
+    // rule does): external traffic that continues into these chains keeps
+    // its traffic policy's masquerade decision.
+    const masqAll = ctx.masqueradeAll ? clusterIPs.map((f) => `${comment(`${name} cluster IP`)} -d ${f.addr}/32 -p ${p} -m ${p} --dport ${f.port} -j WEIR-MARK-MASQ`) : [];
+    if (clusterSet && clusterSet.length > 0) out.natChains.set(svc, [...(itpLocal ? [] : masqAll), ...endpointRules(clusterSet, sep, affinity, name)]);
     if (itpLocal || etpLocal) {
-      out.natChains.set(svl, localSet.length > 0 ? [...masqAll, ...endpointRules(localSet, sep, affinity, name)] : [`${comment(`${name} has no local endpoints`)} -j MARK --or-mark ${DROP_MARK}`]);
+      out.natChains.set(
+        svl,
+        localSet.length > 0 ? [...(itpLocal ? masqAll : []), ...endpointRules(localSet, sep, affinity, name)] : [`${comment(`${name} has no local endpoints`)} -j MARK --or-mark ${DROP_MARK}`],
+      );
     }
 
     // ClusterIPs.

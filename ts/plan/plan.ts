@@ -13,7 +13,7 @@
  */
 import { EP_READY, EP_SERVING, EP_TERMINATING, SliceModel, endpointsForPort } from '../model/endpoints';
 import { ServiceModel } from '../model/service';
-import { Cidr, EMPTY, IPv4, ObjectKey, Port, intToIp } from '../model/types';
+import { Cidr, EMPTY, IPv4, ObjectKey, Port, cidrContains, intToIp, parseCidr } from '../model/types';
 import { SCOPE_ALL, SCOPE_LOCAL, SVC_F } from '../datapath/codecs';
 import { flatKey } from '../util/keys';
 
@@ -24,6 +24,8 @@ export interface PlanContext {
   readonly nodeName: string;
   /** Addresses NodePorts answer on (empty: no NodePort frontends). */
   readonly nodePortAddrs: readonly IPv4[];
+  /** This node's own addresses (default none): loadBalancerSourceRanges that hold one also admit the LB IPs themselves. */
+  readonly nodeIPs?: readonly IPv4[];
 }
 
 export interface PlannedBackend {
@@ -128,6 +130,8 @@ interface PortPlan {
   /** usableEndpoints() of all endpoints, and of the node-local ones. */
   readonly cluster: readonly number[];
   readonly local: readonly number[];
+  /** loadBalancerSourceRanges as the LoadBalancer frontends apply them. */
+  readonly sourceRanges: readonly Cidr[];
 }
 
 /*
@@ -142,6 +146,8 @@ export function planService(svc: ServiceModel, slices: readonly SliceModel[], ct
   // Two service ports can reach the same endpoint port (TCP and UDP differ):
   // with one service port (the usual case) every endpoint is new.
   const indexOf = svc.ports.length > 1 ? new Map<number, number>() : null;
+
+  const sourceRanges = lbSourceRanges(svc, ctx);
 
   for (let p = 0; p < svc.ports.length; p++) {
     const sp = svc.ports[p]!;
@@ -190,7 +196,7 @@ export function planService(svc: ServiceModel, slices: readonly SliceModel[], ct
       if (anyReady ? e.ready : fallback) cluster.push(members[i]!);
       if (e.local && (anyLocalReady ? e.ready : fallback)) local.push(members[i]!);
     }
-    const port: PortPlan = { servicePort: `${sp.name}/${proto}`, proto, members, cluster, local };
+    const port: PortPlan = { servicePort: `${sp.name}/${proto}`, proto, members, cluster, local, sourceRanges };
     for (let i = 0; i < svc.clusterIPs.length; i++) addFrontend(frontends, svc, port, svc.clusterIPs[i]!, sp.port, SVC_F.CLUSTER_IP, false);
     for (let i = 0; i < svc.externalIPs.length; i++) addFrontend(frontends, svc, port, svc.externalIPs[i]!, sp.port, SVC_F.EXTERNAL_IP, true);
     for (let i = 0; i < svc.loadBalancerIPs.length; i++) addFrontend(frontends, svc, port, svc.loadBalancerIPs[i]!, sp.port, SVC_F.LOAD_BALANCER, true);
@@ -201,6 +207,20 @@ export function planService(svc: ServiceModel, slices: readonly SliceModel[], ct
   return { service: svc.key, frontends, backends };
 }
 
+/*
+ * A VIP-like load balancer whose IP is also a local address loops a node's
+ * own request back with the LB IP as source. When the source ranges admit
+ * this node, kube-proxy admits the LB IPs as sources too, so that request
+ * is served.
+ */
+function lbSourceRanges(svc: ServiceModel, ctx: PlanContext): readonly Cidr[] {
+  const ranges = svc.loadBalancerSourceRanges;
+  const nodeIPs = ctx.nodeIPs ?? EMPTY;
+  if (ranges.length === 0 || !ranges.some((c) => nodeIPs.some((ip) => cidrContains(c, ip)))) return ranges;
+  const extra = svc.loadBalancerIPs.map((ip) => parseCidr(ip)!).filter((c) => !ranges.some((r) => r.text === c.text));
+  return extra.length === 0 ? ranges : [...ranges, ...extra];
+}
+
 function isLocal(nodeName: string, ctx: PlanContext): boolean {
   return nodeName !== '' && nodeName === ctx.nodeName;
 }
@@ -208,7 +228,7 @@ function isLocal(nodeName: string, ctx: PlanContext): boolean {
 function addFrontend(out: PlannedFrontend[], svc: ServiceModel, port: PortPlan, addr: IPv4, portNum: Port, kind: number, ext: boolean): void {
   const itpLocal = !ext && svc.internalTrafficPolicy === 'Local';
   const etpLocal = ext && svc.externalTrafficPolicy === 'Local';
-  const sourceRanges = kind === SVC_F.LOAD_BALANCER ? svc.loadBalancerSourceRanges : EMPTY;
+  const sourceRanges = kind === SVC_F.LOAD_BALANCER ? port.sourceRanges : EMPTY;
   const srcFlag = sourceRanges.length > 0 ? SVC_F.SRC_RANGES : 0;
   // kube-proxy: no endpoints at all -> REJECT; endpoints, but none the
   // policy allows here -> DROP.

@@ -137,7 +137,7 @@ async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Pro
     reconciler = new IptablesDataplane({ ctx: { clusterCIDRs: opts.clusterCIDRs, masqueradeAll: opts.masqueradeAll }, log });
   }
 
-  const syncer = new Syncer({ store, reconciler, log, ctx: { nodeName: opts.nodeName, nodePortAddrs: nodePortAddrs(nodeIPs, opts, mode) } });
+  const syncer = new Syncer({ store, reconciler, log, ctx: { nodeName: opts.nodeName, nodePortAddrs: nodePortAddrs(nodeIPs, opts, mode), nodeIPs } });
   // Only an agent that serves metrics records them (see ../metrics/agent-metrics).
   const metrics = opts.metricsAddr ? agentMetrics({ reconciler, runner: () => runnerRef.runner, ...(dp ? { ct: dp.maps.ct, verdicts: dp.maps.verdicts, mapFill } : {}) }) : null;
   const proxyHealthy = (): boolean => {
@@ -187,7 +187,7 @@ async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Pro
   const node = store.nodes.get(opts.nodeName);
   if (nodeIPs.length === 0 && node && node.internalIPs.length > 0) {
     nodeIPs.push(...node.internalIPs);
-    syncer.setContext({ nodeName: opts.nodeName, nodePortAddrs: nodePortAddrs(nodeIPs, opts, mode) });
+    syncer.setContext({ nodeName: opts.nodeName, nodePortAddrs: nodePortAddrs(nodeIPs, opts, mode), nodeIPs });
     writeConfig();
     log.info('node IPs from the Node object', { nodeIPs: nodeIPs.join(','), zone: node.zone });
   }
