@@ -6,9 +6,13 @@
  * reverse NAT of a NodePort reply (source = node IP) the packet arrives on
  * ingress with a local source address, and the IPv4 input route drops it as
  * a martian. A FIB lookup plus redirect sends it where the routing table
- * says without that check (and skips the rest of the input path). When the
- * FIB says the destination is this host, or has no route, the stack gets
- * the packet as usual.
+ * says without that check (and skips the rest of the input path).
+ *
+ * When the FIB says the destination is this host, the packet is a reply to
+ * a node process that reached a service through the loopback path
+ * (weir_tc_host): it goes to loopback ingress, the one device where the
+ * agent lets local and 127/8 sources in (accept_local and route_localnet on
+ * lo only). With no route, the stack gets the packet as usual.
  */
 #ifndef WEIR_FIB_H
 #define WEIR_FIB_H
@@ -18,6 +22,8 @@
 #ifndef AF_INET
 #define AF_INET 2
 #endif
+
+#define LOOPBACK_IFINDEX 1 /* lo is always ifindex 1 in its namespace */
 
 static __always_inline int fib_redirect(struct __sk_buff *skb, const struct pkt *p)
 {
@@ -41,6 +47,14 @@ static __always_inline int fib_redirect(struct __sk_buff *skb, const struct pkt 
 	}
 	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
 		return bpf_redirect_neigh(fib.ifindex, NULL, 0, 0); /* the kernel resolves the next hop */
+	if (rc == BPF_FIB_LKUP_RET_NOT_FWDED && skb->ingress_ifindex != LOOPBACK_IFINDEX) {
+		/* lo takes only frames addressed to its all-zero MAC as "for this host". */
+		__u8 zero[2 * ETH_ALEN] = {};
+
+		if (bpf_skb_store_bytes(skb, 0, zero, sizeof(zero), 0))
+			return TC_ACT_SHOT;
+		return bpf_redirect(LOOPBACK_IFINDEX, BPF_F_INGRESS);
+	}
 	return TC_ACT_OK;
 }
 

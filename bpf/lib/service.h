@@ -34,6 +34,7 @@
 enum origin {
 	FROM_POD, /* a pod-facing device: the sender is a pod on this node */
 	FROM_EXTERNAL, /* an external device: outside clients and other nodes */
+	FROM_HOST, /* lo: a node process, with a local (often 127/8) source */
 };
 
 #define SVC_F_EXTERNAL (WEIR_SVC_F_NODE_PORT | WEIR_SVC_F_EXTERNAL_IP | WEIR_SVC_F_LOAD_BALANCER)
@@ -91,7 +92,7 @@ static __always_inline int handle_frontend(struct __sk_buff *skb, struct pkt *p,
 
 	if ((svc->flags & WEIR_SVC_F_SRC_RANGES) && !cidr_match(svc->rev_nat_id, p->saddr))
 		return WEIR_V_DROP_SOURCE_RANGE;
-	if ((svc->flags & WEIR_SVC_F_ETP_LOCAL) && !from_cluster(p, (cfg = cfg_get()))) {
+	if ((svc->flags & WEIR_SVC_F_ETP_LOCAL) && origin != FROM_HOST && !from_cluster(p, (cfg = cfg_get()))) {
 		svc = lb_frontend(key, p, WEIR_SCOPE_LOCAL);
 		if (!svc)
 			return WEIR_V_DROP_NO_LOCAL_ENDPOINTS;
@@ -127,8 +128,11 @@ static __always_inline int handle_frontend(struct __sk_buff *skb, struct pkt *p,
 			 * own address as sender the pod would drop the packet as a
 			 * martian; kube-proxy masquerades here too. */
 			snat = cfg ? cfg->hairpin_addr : 0;
-		} else if (needs_masquerade(p, svc, cfg)) {
-			snat = cfg->snat_addr;
+		} else if (origin == FROM_HOST || needs_masquerade(p, svc, cfg)) {
+			/* A node process's local source (127.0.0.1, an LB IP on lo) is
+			 * no address a backend can answer: kube-proxy masquerades
+			 * src-type LOCAL traffic for the same reason. */
+			snat = cfg ? cfg->snat_addr : 0;
 		}
 		if (snat) {
 			snat_port = ct_snat_port(p, snat, be_addr, be_port, now);

@@ -12,6 +12,26 @@
 #include "cfg.h"
 #include "lb.h"
 
+/*
+ * A socket bound to 127/8, or to the very address it sends to (a VIP-like
+ * load balancer's IP on lo), cannot talk to a backend from that source:
+ * the kernel refuses a 127/8 source off lo (EINVAL), and no backend can
+ * answer an LB IP. kube-proxy masquerades such traffic; a socket hook
+ * cannot change the source, so these sockets keep the service address and
+ * their packets take the loopback path, where weir_tc_host NATs them with
+ * the node IP as source.
+ */
+static __always_inline bool sock_needs_masquerade(const struct bpf_sock_addr *ctx)
+{
+	struct bpf_sock *sk = ctx->sk;
+	__be32 src;
+
+	if (!sk)
+		return false;
+	src = sk->src_ip4;
+	return src && ((bpf_ntohl(src) >> 24) == 127 || src == ctx->user_ip4);
+}
+
 /* Rewrite the destination of a connect/sendmsg to a chosen backend. 1 = allow. */
 static __always_inline int sock_forward(struct bpf_sock_addr *ctx)
 {
@@ -30,7 +50,7 @@ static __always_inline int sock_forward(struct bpf_sock_addr *ctx)
 	p.dport = (__be16)ctx->user_port; /* network order in the low 16 bits */
 	p.proto = ctx->protocol;
 	svc = lb_frontend(&key, &p, WEIR_SCOPE_ALL);
-	if (!svc)
+	if (!svc || sock_needs_masquerade(ctx))
 		return 1;
 	/* No endpoints: fail the call at once (EPERM) rather than let the
 	 * application time out; REJECT and DROP are not expressible here. */

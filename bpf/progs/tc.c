@@ -3,9 +3,11 @@
  * tc ingress programs. Parse, dispatch, and leave through the single exit
  * that counts the verdict; the logic lives in bpf/lib/service.h.
  *
- * Two entry points because kube-proxy's rules depend on where a packet
- * comes from: weir_tc_pod on pod-facing devices (senders are this node's
- * pods), weir_tc_ext on external devices (outside clients, other nodes).
+ * Entry points by where a packet comes from, because kube-proxy's rules
+ * depend on it: weir_tc_pod on pod-facing devices (senders are this node's
+ * pods), weir_tc_ext on external devices (outside clients, other nodes),
+ * weir_tc_host on lo (node processes whose socket the socket hooks leave
+ * alone: bound to 127.0.0.1, or to the local service address itself).
  */
 #include "common.h"
 #include "parse.h"
@@ -31,6 +33,12 @@ SEC("tc")
 int weir_tc_ext(struct __sk_buff *skb)
 {
 	return tc_ingress(skb, FROM_EXTERNAL);
+}
+
+SEC("tc")
+int weir_tc_host(struct __sk_buff *skb)
+{
+	return tc_ingress(skb, FROM_HOST);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -31,7 +31,7 @@ export const MAP_NAMES = {
 } as const;
 
 /** tc programs: which devices get which. */
-export const TC_PROGS = { pod: 'weir_tc_pod', ext: 'weir_tc_ext' } as const;
+export const TC_PROGS = { pod: 'weir_tc_pod', ext: 'weir_tc_ext', host: 'weir_tc_host' } as const;
 export type DeviceRole = keyof typeof TC_PROGS;
 /** Our tc filter's identity on every device: a restart replaces it in place. */
 export const TC_HANDLE = 0x7765;
@@ -201,7 +201,7 @@ export class BpfDatapath {
       shim.pin(fd, progPin(pinRoot, prog));
       return fd;
     };
-    const progFds = { pod: pin(tc, TC_PROGS.pod), ext: pin(tc, TC_PROGS.ext) };
+    const progFds = { pod: pin(tc, TC_PROGS.pod), ext: pin(tc, TC_PROGS.ext), host: pin(tc, TC_PROGS.host) };
     const sockFds = new Map(SOCK_PROGS.map((p) => [p.name, pin(sock, p.name)] as const));
     return new BpfDatapath({ shim, pinRoot, objs: [tc, sock], maps, progFds, sockFds, sizes });
   }

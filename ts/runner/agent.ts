@@ -120,6 +120,11 @@ async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Pro
   if (dp) undo.push(() => dp.close());
   // NodePorts on 127.0.0.1 in iptables mode are a nat OUTPUT rule, which needs route_localnet (as kube-proxy sets it).
   if (mode === 'iptables' && opts.localhostNodePorts) fs.writeFileSync('/proc/sys/net/ipv4/conf/all/route_localnet', '1');
+  // BPF mode's loopback path (weir_tc_host) hands replies to loopback ingress with a local or 127/8
+  // source: lo alone is told to accept them. Packets from any other device are checked as before.
+  if (mode === 'bpf' && opts.cgroupRoot) {
+    for (const knob of ['route_localnet', 'accept_local']) fs.writeFileSync(`/proc/sys/net/ipv4/conf/lo/${knob}`, '1');
+  }
   const writeConfig = (): void => dp?.writeConfig({ hairpinAddr: opts.hairpinAddr, snatAddr: nodeIPs[0] ?? '', masqueradeAll: opts.masqueradeAll, haveClusterCidrs: opts.clusterCIDRs.length > 0 });
   let reconciler: Dataplane;
   let mapFill: (() => readonly MapFill[]) | undefined;
@@ -376,6 +381,8 @@ function attachDevices(dp: BpfDatapath, opts: RunOptions, log: Logger): DeviceWa
     list: () => shim.links(),
     // External first: a device named in --external-devices is never a pod device.
     roles: [
+      // lo carries node processes' traffic that the socket hooks leave to the packet path (bound to 127/8 or to the service address).
+      ['host', opts.cgroupRoot ? ['lo'] : []],
       ['ext', opts.externalDevices],
       ['pod', opts.podDevices],
     ],
