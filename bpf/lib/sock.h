@@ -56,6 +56,12 @@ static __always_inline int sock_forward(struct bpf_sock_addr *ctx)
 	 * application time out; REJECT and DROP are not expressible here. */
 	if (svc->count == 0)
 		return 0;
+	/* loadBalancerSourceRanges hold for node processes too (kube-proxy
+	 * filters them in OUTPUT): the source is the socket's bound address,
+	 * else the node IP the kernel will choose. Refused, not dropped. */
+	if ((svc->flags & WEIR_SVC_F_SRC_RANGES) &&
+	    !cidr_match(svc->rev_nat_id, ctx->sk && ctx->sk->src_ip4 ? ctx->sk->src_ip4 : (cfg ? cfg->snat_addr : 0)))
+		return 0;
 	/* The node is the client; its IP keys ClientIP affinity. */
 	be = lb_select(&key, svc, cfg ? cfg->snat_addr : 0, &backend_id, weir_now());
 	if (!be)

@@ -177,9 +177,8 @@ const FLOWS: Flow[] = [
   { from: 'outside', to: '203.0.113.20:80', expect: ['b1'], src: N1, why: 'externalIP to a remote backend, masqueraded' },
   { from: 'c1', to: '203.0.113.20:80', expect: ['b1'], src: N1, why: 'externalIP from a pod (KUBE-EXT masquerades)' },
   { from: 'n1', to: '203.0.113.20:80', expect: ['b1'], src: 'any', why: 'externalIP from a node process' },
-  // kube-proxy (and the iptables fallback) filter node processes by loadBalancerSourceRanges too;
-  // the BPF socket hooks do not (README: known differences).
-  { from: 'n1', to: '203.0.113.10:80', expect: MODE === 'bpf' ? ['a1', 'b1'] : 'DROP', src: 'any', why: 'LoadBalancer IP (with source ranges) from a node process' },
+  // kube-proxy drops; the BPF socket hook can only fail the call (EPERM).
+  { from: 'n1', to: '203.0.113.10:80', expect: MODE === 'bpf' ? 'EPERM' : 'DROP', why: 'LoadBalancer IP from a node process outside the source ranges' },
   { from: 'n2', to: `${N2}:30053`, proto: 'udp', expect: ['a1', 'b1'], src: 'any', why: 'node process, UDP NodePort' },
   { from: 'c1', to: '10.96.3.6:80', expect: ['a1'], src: 'client', why: "internalTrafficPolicy Local: this node's endpoint" },
   { from: 'c2', to: '10.96.3.6:80', expect: ['b1'], src: 'client', why: 'internalTrafficPolicy Local on the other node' },
