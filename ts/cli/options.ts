@@ -208,7 +208,7 @@ export const RUN_FLAGS: FlagTable<RunOptions> = {
     kind: 'bool',
     placeholder: '[true|false]',
     default: 'false',
-    description: 'SNAT every service flow',
+    description: 'SNAT every ClusterIP flow (external frontends follow their traffic policy)',
     parse: boolean,
   },
   nodePortRange: {
