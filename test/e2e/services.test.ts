@@ -190,16 +190,38 @@ const FLOWS: Flow[] = [
   { from: 'c1', to: '10.96.3.1:8080', expect: 'DROP', why: 'a port the service does not expose is not NATed (and goes nowhere)' },
   { from: 'c1', to: '203.0.113.21:80', expect: ['a1', 'b1'], src: 'client', why: 'externalIP eTP=Local from a pod: every endpoint', ref: 'TestExternalTrafficPolicyLocal / pod to external IP' },
   { from: 'c2', to: '203.0.113.21:80', expect: ['a1', 'b1'], src: 'client', why: 'externalIP eTP=Local from a pod on the other node', ref: 'TestExternalTrafficPolicyLocal / pod to external IP' },
-  { from: 'outside', to: '203.0.113.21:80', expect: ['a1'], src: 'client', why: 'externalIP eTP=Local from outside: local endpoint, client kept', ref: 'TestExternalTrafficPolicyLocal / external to external IP' },
+  {
+    from: 'outside',
+    to: '203.0.113.21:80',
+    expect: ['a1'],
+    src: 'client',
+    why: 'externalIP eTP=Local from outside: local endpoint, client kept',
+    ref: 'TestExternalTrafficPolicyLocal / external to external IP',
+  },
   { from: 'c1', to: `${N1}:30084`, expect: ['a1', 'b1'], src: 'client', why: 'NodePort eTP=Local from a pod: every endpoint', ref: 'TestInternalExternalMasquerade / pod to NodePort with eTP:Local' },
-  { from: 'c1', to: '203.0.113.12:80', expect: ['a1', 'b1'], src: 'client', why: 'LoadBalancer eTP=Local from a pod: every endpoint', ref: 'TestInternalExternalMasquerade / pod to LB with eTP:Local' },
+  {
+    from: 'c1',
+    to: '203.0.113.12:80',
+    expect: ['a1', 'b1'],
+    src: 'client',
+    why: 'LoadBalancer eTP=Local from a pod: every endpoint',
+    ref: 'TestInternalExternalMasquerade / pod to LB with eTP:Local',
+  },
   { from: 'outside', to: `${N1}:30084`, expect: ['a1'], src: 'client', why: 'NodePort eTP=Local from outside', ref: 'TestInternalExternalMasquerade / external to NodePort with eTP:Local' },
   { from: 'outside', to: '203.0.113.12:80', expect: ['a1'], src: 'client', why: 'LoadBalancer eTP=Local from outside', ref: 'TestInternalExternalMasquerade / external to LB with eTP:Local' },
   { from: 'c1', to: '203.0.113.13:80', expect: ['a1', 'b1'], src: N1, why: 'LoadBalancer eTP=Cluster from a pod is masqueraded', ref: 'TestInternalExternalMasquerade / pod to LB' },
   // Node processes whose socket is bound before it connects.
   { from: 'n1', bind: N1, to: '10.96.3.1:80', expect: ['a1', 'b1'], src: N1, why: 'node process bound to the node IP, to a ClusterIP' },
   { from: 'n1', bind: N1, to: `${N1}:30080`, expect: ['a1', 'b1'], src: N1, why: 'node process bound to the node IP, to its NodePort' },
-  { from: 'n1', bind: '127.0.0.1', to: '127.0.0.1:30080', expect: ['a1', 'b1'], src: N1, why: 'node process bound to 127.0.0.1, to a localhost NodePort: masqueraded', ref: 'TestNodePorts / localhost to NodePort' },
+  {
+    from: 'n1',
+    bind: '127.0.0.1',
+    to: '127.0.0.1:30080',
+    expect: ['a1', 'b1'],
+    src: N1,
+    why: 'node process bound to 127.0.0.1, to a localhost NodePort: masqueraded',
+    ref: 'TestNodePorts / localhost to NodePort',
+  },
 ];
 
 const COUNT = 16; // two backends: P(one never chosen) = 2^-15
@@ -263,10 +285,38 @@ s('flow table with --masquerade-all: ClusterIP traffic masqueraded, external tra
     { from: 'c1', to: '10.96.3.1:80', expect: ['a1', 'b1'], src: N1, why: 'pod to ClusterIP', ref: 'TestInternalExternalMasquerade masqueradeAll / pod to ClusterIP' },
     { from: 'c1', to: `${N1}:30080`, expect: ['a1', 'b1'], src: N1, why: 'pod to NodePort eTP=Cluster', ref: 'TestInternalExternalMasquerade masqueradeAll / pod to NodePort' },
     { from: 'c1', to: '203.0.113.13:80', expect: ['a1', 'b1'], src: N1, why: 'pod to LB eTP=Cluster', ref: 'TestInternalExternalMasquerade masqueradeAll / pod to LB' },
-    { from: 'c1', to: `${N1}:30084`, expect: ['a1', 'b1'], src: 'client', why: 'pod to NodePort eTP=Local: every endpoint, not masqueraded', ref: 'TestInternalExternalMasquerade masqueradeAll / pod to NodePort with eTP:Local' },
-    { from: 'c1', to: '203.0.113.12:80', expect: ['a1', 'b1'], src: 'client', why: 'pod to LB eTP=Local: every endpoint, not masqueraded', ref: 'TestInternalExternalMasquerade masqueradeAll / pod to LB with eTP:Local' },
-    { from: 'outside', to: `${N1}:30084`, expect: ['a1'], src: 'client', why: 'outside to NodePort eTP=Local: local endpoint, not masqueraded', ref: 'TestInternalExternalMasquerade masqueradeAll / external to NodePort with eTP:Local' },
-    { from: 'outside', to: '203.0.113.12:80', expect: ['a1'], src: 'client', why: 'outside to LB eTP=Local: local endpoint, not masqueraded', ref: 'TestInternalExternalMasquerade masqueradeAll / external to LB with eTP:Local' },
+    {
+      from: 'c1',
+      to: `${N1}:30084`,
+      expect: ['a1', 'b1'],
+      src: 'client',
+      why: 'pod to NodePort eTP=Local: every endpoint, not masqueraded',
+      ref: 'TestInternalExternalMasquerade masqueradeAll / pod to NodePort with eTP:Local',
+    },
+    {
+      from: 'c1',
+      to: '203.0.113.12:80',
+      expect: ['a1', 'b1'],
+      src: 'client',
+      why: 'pod to LB eTP=Local: every endpoint, not masqueraded',
+      ref: 'TestInternalExternalMasquerade masqueradeAll / pod to LB with eTP:Local',
+    },
+    {
+      from: 'outside',
+      to: `${N1}:30084`,
+      expect: ['a1'],
+      src: 'client',
+      why: 'outside to NodePort eTP=Local: local endpoint, not masqueraded',
+      ref: 'TestInternalExternalMasquerade masqueradeAll / external to NodePort with eTP:Local',
+    },
+    {
+      from: 'outside',
+      to: '203.0.113.12:80',
+      expect: ['a1'],
+      src: 'client',
+      why: 'outside to LB eTP=Local: local endpoint, not masqueraded',
+      ref: 'TestInternalExternalMasquerade masqueradeAll / external to LB with eTP:Local',
+    },
   ];
   let failures: string[] = [];
   await withAgent(ctx, ['--masquerade-all'], async () => {
@@ -277,8 +327,22 @@ s('flow table with --masquerade-all: ClusterIP traffic masqueraded, external tra
 
 s('flow table without --cluster-cidr: no local-traffic detector, so pods are external clients of eTP=Local', async (ctx) => {
   const flows: Flow[] = [
-    { from: 'c1', to: `${N1}:30084`, expect: ['a1'], src: 'client', why: 'pod to NodePort eTP=Local: local endpoint only', ref: 'TestInternalExternalMasquerade no LocalTrafficDetector / pod to NodePort with eTP:Local; TestOnlyLocalNodePortsNoClusterCIDR' },
-    { from: 'c1', to: '203.0.113.12:80', expect: ['a1'], src: 'client', why: 'pod to LB eTP=Local: local endpoint only', ref: 'TestInternalExternalMasquerade no LocalTrafficDetector / pod to LB with eTP:Local' },
+    {
+      from: 'c1',
+      to: `${N1}:30084`,
+      expect: ['a1'],
+      src: 'client',
+      why: 'pod to NodePort eTP=Local: local endpoint only',
+      ref: 'TestInternalExternalMasquerade no LocalTrafficDetector / pod to NodePort with eTP:Local; TestOnlyLocalNodePortsNoClusterCIDR',
+    },
+    {
+      from: 'c1',
+      to: '203.0.113.12:80',
+      expect: ['a1'],
+      src: 'client',
+      why: 'pod to LB eTP=Local: local endpoint only',
+      ref: 'TestInternalExternalMasquerade no LocalTrafficDetector / pod to LB with eTP:Local',
+    },
     { from: 'outside', to: `${N1}:30084`, expect: ['a1'], src: 'client', why: 'outside to NodePort eTP=Local', ref: 'TestOnlyLocalNodePortsNoClusterCIDR / external to NodePort' },
     { from: 'c1', to: '10.96.3.1:80', expect: ['a1', 'b1'], src: 'client', why: 'pod to ClusterIP: unchanged', ref: 'TestInternalExternalMasquerade no LocalTrafficDetector / pod to ClusterIP' },
   ];
@@ -296,8 +360,23 @@ s('flow table without --cluster-cidr: no local-traffic detector, so pods are ext
 
 s('flow table: loadBalancerSourceRanges that admit the node also admit the LB IP as source', async ({ box }) => {
   const flows: Flow[] = [
-    { from: 'n1', to: '203.0.113.14:80', expect: ['a1', 'b1'], src: N1, why: 'node process to an LB IP whose source ranges hold the node IP', ref: 'TestLoadBalancer / node to LB1 (allowed by LoadBalancerSourceRanges)' },
-    { from: 'n1', bind: '203.0.113.14', to: '203.0.113.14:80', expect: ['a1', 'b1'], src: N1, why: 'a VIP-like LB loops the request back with the LB IP as source: served, masqueraded', ref: 'TestLoadBalancer / same node to LB1, SNATted to LB1' },
+    {
+      from: 'n1',
+      to: '203.0.113.14:80',
+      expect: ['a1', 'b1'],
+      src: N1,
+      why: 'node process to an LB IP whose source ranges hold the node IP',
+      ref: 'TestLoadBalancer / node to LB1 (allowed by LoadBalancerSourceRanges)',
+    },
+    {
+      from: 'n1',
+      bind: '203.0.113.14',
+      to: '203.0.113.14:80',
+      expect: ['a1', 'b1'],
+      src: N1,
+      why: 'a VIP-like LB loops the request back with the LB IP as source: served, masqueraded',
+      ref: 'TestLoadBalancer / same node to LB1, SNATted to LB1',
+    },
     { from: 'outside', bind: OUT2, to: '203.0.113.14:80', expect: ['a1', 'b1'], src: N1, why: 'an allowed outside source', ref: 'TestLoadBalancer / accepted external to LB1' },
     { from: 'outside', bind: OUT, to: '203.0.113.14:80', expect: 'DROP', why: 'a source outside the ranges', ref: 'TestLoadBalancer / blocked external to LB1' },
   ];
