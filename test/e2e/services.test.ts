@@ -222,6 +222,8 @@ const FLOWS: Flow[] = [
     why: 'node process bound to 127.0.0.1, to a localhost NodePort: masqueraded',
     ref: 'TestNodePorts / localhost to NodePort',
   },
+  { from: 'n1', bind: '127.0.0.1', to: '127.0.0.1:30053', proto: 'udp', expect: ['a1', 'b1'], src: N1, why: 'the same over UDP', ref: 'TestNodePorts / localhost to NodePort' },
+  { from: 'n1', bind: N1, to: '10.96.3.1:53', proto: 'udp', expect: ['a1', 'b1'], src: N1, why: 'node process bound to the node IP, UDP ClusterIP' },
 ];
 
 const COUNT = 16; // two backends: P(one never chosen) = 2^-15
