@@ -179,7 +179,13 @@ static __always_inline int reject_udp(struct __sk_buff *skb, const struct pkt *p
 
 static __always_inline int reject(struct __sk_buff *skb, const struct pkt *p)
 {
-	int r = p->proto == IPPROTO_TCP ? reject_tcp(skb, p) : reject_udp(skb, p);
+	int r;
+
+	/* One answer per datagram, to its first fragment (whose quote names the
+	 * ports): the REJECT target never answers a later fragment either. */
+	if (p->frag == PKT_FRAG_LATER)
+		return WEIR_V_DROP_NO_ENDPOINTS;
+	r = p->proto == IPPROTO_TCP ? reject_tcp(skb, p) : reject_udp(skb, p);
 
 	return r == REJECT_SENT     ? WEIR_V_REJECT_NO_ENDPOINTS
 	       : r == REJECT_SILENT ? WEIR_V_DROP_NO_ENDPOINTS

@@ -47,6 +47,13 @@ export const CT: Command<ReadOptions> = {
   flags: { json, bpffsRoot },
 };
 
+export const VERDICTS: Command<ReadOptions> = {
+  name: 'verdicts',
+  summary: 'packets the BPF programs counted, by verdict (forward, revnat, reject, each drop reason, frag_unmatched)',
+  notes: ['The counters weir_packets_total{verdict} exports, summed over CPUs since the maps were created.'],
+  flags: { json, bpffsRoot },
+};
+
 export const CHECK: Command<ReadOptions> = {
   name: 'check',
   summary: 'verify the invariants of the pinned maps; exit 1 and one line per violation',
@@ -147,4 +154,4 @@ export const CLEANUP: Command<{ bpffsRoot: string; force: boolean }> = {
 };
 
 /** Every command, in the order `weir --help` lists them. */
-export const COMMANDS: readonly AnyCommand[] = [RUN, SERVICES, BACKENDS, CT, TRACE, CHECK, CLEANUP];
+export const COMMANDS: readonly AnyCommand[] = [RUN, SERVICES, BACKENDS, CT, VERDICTS, TRACE, CHECK, CLEANUP];
