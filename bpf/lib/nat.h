@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * Address and port rewrites with incremental checksum updates.
+ * Address and port rewrites with incremental checksum updates (SCTP's
+ * CRC32c: sctp.h).
  *
  * The L4 checksum covers a pseudo header with both addresses, so address
  * changes use BPF_F_PSEUDO_HDR (which also keeps CHECKSUM_PARTIAL packets
@@ -11,6 +12,7 @@
 #define WEIR_NAT_H
 
 #include "parse.h"
+#include "sctp.h"
 
 static __always_inline __u32 l4_csum_off(const struct pkt *p)
 {
@@ -74,6 +76,10 @@ static __always_inline int nat_rewrite(struct __sk_buff *skb, struct pkt *p, boo
 
 	if (p->frag == PKT_FRAG_LATER)
 		return nat_rewrite_l3(skb, p, is_src, addr, port);
+	/* SCTP's CRC covers no address: the address is an IPv4 header change, the port sctp.h's. */
+	if (p->proto == IPPROTO_SCTP)
+		return nat_rewrite_l3(skb, p, is_src, addr, port) || sctp_set_port(skb, p, is_src, old_port, port) ? -1
+														   : 0;
 	/* parse_packet checked these bounds; a helper call since may have moved the data. */
 	if (l4_off > L3_OFF + 60)
 		return -1;

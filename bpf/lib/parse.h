@@ -13,6 +13,7 @@
 
 #define L3_OFF ETH_HLEN
 #define IP_CSUM_OFF (L3_OFF + offsetof(struct iphdr, check))
+#define IP_TOT_LEN_OFF (L3_OFF + offsetof(struct iphdr, tot_len))
 #define IP_SRC_OFF (L3_OFF + offsetof(struct iphdr, saddr))
 #define IP_DST_OFF (L3_OFF + offsetof(struct iphdr, daddr))
 
@@ -32,7 +33,7 @@ struct pkt {
 	__be32 daddr;
 	__be16 sport;
 	__be16 dport;
-	__u8 proto; /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 proto; /* IPPROTO_TCP, IPPROTO_UDP or IPPROTO_SCTP */
 	__u8 tcp_flags; /* TCP_FLAG_*; 0 for UDP and later fragments */
 	__u8 ihl; /* IPv4 header length, bytes */
 	__u8 frag; /* PKT_WHOLE, PKT_FRAG_FIRST or PKT_FRAG_LATER */
@@ -48,7 +49,8 @@ enum parse_result {
 };
 
 /*
- * Fill p for an IPv4 TCP/UDP packet. PARSE_SKIP for everything weir leaves
+ * Fill p for an IPv4 TCP/UDP/SCTP packet (all three start with the two
+ * ports). PARSE_SKIP for everything weir leaves
  * alone: other L3/L4 protocols and truncated headers (the stack drops those
  * itself). A first fragment is parsed like any packet and records its ports
  * (frag.h); a later fragment gets them back, so both reach the same
@@ -77,7 +79,12 @@ static __always_inline enum parse_result parse_packet(struct __sk_buff *skb, str
 		return PARSE_SKIP;
 	if (ip->version != 4 || ip->ihl < 5)
 		return PARSE_SKIP;
-	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
+	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP && ip->protocol != IPPROTO_SCTP)
+		return PARSE_SKIP;
+	/* SCTP fragments its own messages into chunks; an IP-fragmented SCTP
+	 * packet is left alone (a port change needs its whole length for the
+	 * CRC update, which its first fragment does not carry). */
+	if (ip->protocol == IPPROTO_SCTP && (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET)))
 		return PARSE_SKIP;
 	ihl = ip->ihl * 4;
 	p->ihl = ihl;

@@ -2,8 +2,9 @@
 /*
  * kube-proxy REJECTs traffic to a service without endpoints so clients fail
  * at once instead of timing out. weir answers from the frontend address:
- * a TCP segment gets a RST (connect() -> ECONNREFUSED), a UDP datagram gets
- * ICMP port unreachable (a connected socket's next call -> ECONNREFUSED).
+ * a TCP segment gets a RST (connect() -> ECONNREFUSED), a UDP datagram or an
+ * SCTP packet gets ICMP port unreachable (a connected socket's next call ->
+ * ECONNREFUSED), as the REJECT target answers anything that is not TCP.
  * The reply is built in place and sent back out of the device the packet
  * came in on (bpf_redirect to its egress reaches the pod's end of the veth).
  *

@@ -124,7 +124,7 @@ enum weir_verdict {
 struct weir_svc_key {
 	__be32 addr; /* frontend IPv4 address */
 	__be16 port; /* frontend port */
-	__u8 proto; /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 proto; /* IPPROTO_TCP, IPPROTO_UDP or IPPROTO_SCTP */
 	__u8 scope; /* WEIR_SCOPE_* */
 	__u16 slot; /* 0: master entry; 1..count: backend slot */
 	__u16 pad; /* zero */
@@ -142,7 +142,7 @@ struct weir_svc_val {
 struct weir_backend {
 	__be32 addr; /* endpoint (pod) IPv4 address */
 	__be16 port; /* endpoint port (the resolved targetPort) */
-	__u8 proto; /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 proto; /* IPPROTO_TCP, IPPROTO_UDP or IPPROTO_SCTP */
 	__u8 flags; /* WEIR_BE_F_* */
 };
 
@@ -159,7 +159,7 @@ struct weir_ct_key {
 	__be32 daddr; /* destination address of this direction */
 	__be16 sport; /* source port */
 	__be16 dport; /* destination port */
-	__u8 proto; /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 proto; /* IPPROTO_TCP, IPPROTO_UDP or IPPROTO_SCTP */
 	__u8 dir; /* WEIR_CT_FWD or WEIR_CT_REV */
 	__u16 pad; /* zero */
 };
@@ -260,7 +260,7 @@ struct weir_frag_key {
 	__be32 saddr; /* source address */
 	__be32 daddr; /* destination address */
 	__be16 id; /* IPv4 identification: one datagram of this pair */
-	__u8 proto; /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 proto; /* IPPROTO_TCP, IPPROTO_UDP or IPPROTO_SCTP */
 	__u8 pad; /* zero */
 };
 

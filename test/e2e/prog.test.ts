@@ -78,6 +78,10 @@ s.before((ctx) => {
   svc(VIP, 53, 17, 2, [2]);
   svc(EMPTY_VIP, 80, 6, 3, []);
   svc(EMPTY_VIP, 53, 17, 4, []);
+  // SCTP (132), port 36412 -> targetPort 38412: the port change moves the CRC32c.
+  be(4, BACKEND, 38412, 132);
+  svc(VIP, 36412, 132, 6, [4]);
+  svc(EMPTY_VIP, 36412, 132, 7, []);
 });
 
 s.after((ctx) => {
@@ -286,6 +290,39 @@ s('no endpoints, fragmented UDP: one ICMP port unreachable for the first fragmen
   const before = verdictCount(ctx, 'drop_no_endpoints');
   for (const f of frags.slice(1)) assert.is(run(ctx, f).retval, TC_ACT_SHOT);
   assert.is(verdictCount(ctx, 'drop_no_endpoints'), before + 2n);
+});
+
+s('SCTP INIT to a ClusterIP: DNAT to the backend port, CRC32c updated (valid from scratch) at every packet length', (ctx) => {
+  // kube-proxy: the same DNAT (netfilter recomputes the CRC32c when a NAT changes an SCTP port).
+  for (const [i, len] of [0, 3, 100, 1403].entries()) {
+    const sport = 40030 + i;
+    const init = packet({ proto: 'sctp', src: CLIENT, dst: VIP, sport, dport: 36412, payload: 'x'.repeat(len) });
+    const fwd = run(ctx, init);
+    assert.is(fwd.retval, TC_ACT_OK);
+    assert.equal(hdr(fwd.out), { src: CLIENT, dst: BACKEND, sport, dport: 38412, proto: 132 });
+    assert.equal(checksumsValid(fwd.out), { ip: true, l4: true }, `length ${len}`);
+    const ack = run(ctx, packet({ proto: 'sctp', src: BACKEND, dst: CLIENT, sport: 38412, dport: sport, payload: 'y'.repeat(len) }));
+    assert.is(ack.retval, TC_ACT_OK);
+    assert.equal(hdr(ack.out), { src: VIP, dst: CLIENT, sport: 36412, dport: sport, proto: 132 });
+    assert.equal(checksumsValid(ack.out), { ip: true, l4: true }, `reply length ${len}`);
+  }
+});
+
+s('SCTP with a zero checksum field (CRC offloaded, computed later) keeps it zero', (ctx) => {
+  const init = packet({ proto: 'sctp', src: CLIENT, dst: VIP, sport: 40040, dport: 36412 });
+  init.writeUInt32LE(0, 42);
+  const { out } = run(ctx, init);
+  assert.equal(hdr(out), { src: CLIENT, dst: BACKEND, sport: 40040, dport: 38412, proto: 132 });
+  assert.is(out.readUInt32LE(42), 0);
+});
+
+s('no endpoints, SCTP: ICMP port unreachable from the ClusterIP (the REJECT target answers SCTP so)', (ctx) => {
+  const orig = packet({ proto: 'sctp', src: CLIENT, dst: EMPTY_VIP, sport: 40041, dport: 36412 });
+  const { retval, out } = run(ctx, orig);
+  assert.is(retval, TC_ACT_REDIRECT);
+  assert.equal({ src: readIp4(out, 26), dst: readIp4(out, 30), proto: out[23] }, { src: EMPTY_VIP, dst: CLIENT, proto: 1 });
+  assert.equal([out[34], out[35]], [3, 3]);
+  assert.equal(out.subarray(42, 70), orig.subarray(14, 42), 'quotes IP header + 8 bytes (the ports and verification tag)');
 });
 
 s('bpftool prints the pinned maps with named fields (BTF)', (ctx) => {

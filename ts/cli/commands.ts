@@ -69,7 +69,7 @@ export interface Endpoint {
 export interface TraceOptions {
   src: Endpoint;
   dst: Endpoint;
-  proto: 'tcp' | 'udp';
+  proto: 'tcp' | 'udp' | 'sctp';
   from: 'pod' | 'external';
   bpffsRoot: string;
 }
@@ -85,10 +85,10 @@ function endpoint(needPort: boolean): (flag: string, v: string) => Endpoint {
   };
 }
 
-function proto(flag: string, v: string): 'tcp' | 'udp' {
+function proto(flag: string, v: string): 'tcp' | 'udp' | 'sctp' {
   const p = v.toLowerCase();
-  if (p === 'tcp' || p === 'udp') return p;
-  throw new UsageError(`--${flag}: expected tcp or udp, got ${JSON.stringify(v)}`);
+  if (p === 'tcp' || p === 'udp' || p === 'sctp') return p;
+  throw new UsageError(`--${flag}: expected tcp, udp or sctp, got ${JSON.stringify(v)}`);
 }
 
 function from(flag: string, v: string): 'pod' | 'external' {
@@ -120,7 +120,7 @@ export const TRACE: Command<TraceOptions & { json: boolean }> = {
     proto: {
       flag: 'proto',
       kind: 'value',
-      placeholder: 'tcp|udp',
+      placeholder: 'tcp|udp|sctp',
       default: 'tcp',
       description: "the packet's protocol",
       parse: proto,

@@ -113,7 +113,7 @@ export interface TraceResult {
 export function trace(shim: Shim, opts: TraceOptions): TraceResult {
   const { src, dst, proto, from } = opts;
   const root = opts.bpffsRoot;
-  const protoNum = proto === 'tcp' ? C.IPPROTO.TCP : C.IPPROTO.UDP;
+  const protoNum = proto === 'tcp' ? C.IPPROTO.TCP : proto === 'udp' ? C.IPPROTO.UDP : C.IPPROTO.SCTP;
 
   const obj = shim.objLoadPrivate(bpfObjectPath('tc.o'), root, [MAP_NAMES.ct, MAP_NAMES.aff, MAP_NAMES.verdicts, MAP_NAMES.skrevnat, MAP_NAMES.frag], 1024);
   try {

@@ -275,4 +275,4 @@ export const MEMBER_F = { ACTIVE: 1 << 0 } as const;
 export const BE_F = { LOCAL: 1 << 0, TERMINATING: 1 << 1 } as const;
 export const CT_DIR = { FWD: 0, REV: 1 } as const;
 export const CT_F = { SNAT: 1 << 0, CLOSING: 1 << 1, REDIRECT: 1 << 2 } as const;
-export const IPPROTO = { TCP: 6, UDP: 17 } as const;
+export const IPPROTO = { TCP: 6, UDP: 17, SCTP: 132 } as const;
