@@ -13,7 +13,7 @@ BPF_CFLAGS := -O2 -g -target bpf -Wall -Werror -Wno-unused-function \
 	-Ibpf/include -Ibpf/shared -Ibpf/lib -I/usr/include/$(ARCH)-linux-gnu
 NATIVE_LIB := $(BUILD)/native/libweirbpf.so
 DEBIAN_PKGS := clang llvm libbpf-dev libelf-dev zlib1g-dev bpftool iproute2 iptables \
-	conntrack curl netcat-openbsd socat iperf3 util-linux procps gcc make clang-format
+	conntrack curl netcat-openbsd socat iperf3 util-linux procps gcc make clang-format python3
 
 # tsc needs node_modules; everything that runs needs the system packages.
 .PHONY: all deps system-deps bpf native ts lint format test test-unit test-e2e demo bench soak clean bpffs

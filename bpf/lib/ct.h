@@ -18,6 +18,10 @@
 #define CT_LIFETIME_TCP (6ULL * 3600 * NSEC_PER_SEC)
 #define CT_LIFETIME_TCP_CLOSING (10ULL * NSEC_PER_SEC)
 #define CT_LIFETIME_UDP (60ULL * NSEC_PER_SEC)
+/* SCTP: an association sends HEARTBEATs (every 30 s by default) while idle,
+ * so a live one refreshes its entry long before this; weir does not follow
+ * SHUTDOWN/ABORT, so this is also how long a closed one lingers. */
+#define CT_LIFETIME_SCTP (210ULL * NSEC_PER_SEC)
 #define CT_REFRESH_NS NSEC_PER_SEC
 
 static __always_inline void ct_key_of(struct weir_ct_key *k, const struct pkt *p, __u8 dir)
@@ -34,6 +38,7 @@ static __always_inline void ct_key_of(struct weir_ct_key *k, const struct pkt *p
 static __always_inline bool ct_expired(const struct weir_ct_val *v, __u8 proto, __u64 now)
 {
 	__u64 life = proto == IPPROTO_UDP             ? CT_LIFETIME_UDP
+		     : proto == IPPROTO_SCTP          ? CT_LIFETIME_SCTP
 		     : (v->flags & WEIR_CT_F_CLOSING) ? CT_LIFETIME_TCP_CLOSING
 						      : CT_LIFETIME_TCP;
 	return weir_age(now, v->last_seen) > life;

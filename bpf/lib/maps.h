@@ -119,4 +119,13 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } weir1_ids SEC(".maps");
 
+/* frag: {saddr, daddr, IP id, proto} -> ports of the datagram, from its first fragment. tc programs write. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct weir_frag_key);
+	__type(value, struct weir_frag_ports);
+	__uint(max_entries, WEIR_MAX_FRAGS);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} weir1_frag SEC(".maps");
+
 #endif

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * Address and port rewrites with incremental checksum updates.
+ * Address and port rewrites with incremental checksum updates (SCTP's
+ * CRC32c: sctp.h).
  *
  * The L4 checksum covers a pseudo header with both addresses, so address
  * changes use BPF_F_PSEUDO_HDR (which also keeps CHECKSUM_PARTIAL packets
@@ -11,10 +12,43 @@
 #define WEIR_NAT_H
 
 #include "parse.h"
+#include "sctp.h"
 
 static __always_inline __u32 l4_csum_off(const struct pkt *p)
 {
 	return p->l4_off + (p->proto == IPPROTO_TCP ? offsetof(struct tcphdr, check) : offsetof(struct udphdr, check));
+}
+
+/*
+ * A later fragment has no L4 header: only its address changes, and with it
+ * only the IPv4 header checksum. The L4 checksum lives in the first
+ * fragment, whose incremental update (new addresses in the pseudo header,
+ * new port) is right for the whole datagram. p takes the translated port
+ * too, so the caller sees the same tuple as for the first fragment.
+ */
+static __always_inline int nat_rewrite_l3(struct __sk_buff *skb, struct pkt *p, bool is_src, __be32 addr, __be16 port)
+{
+	__be32 old_addr = is_src ? p->saddr : p->daddr;
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct iphdr *ip = data + L3_OFF;
+
+	if ((void *)(ip + 1) > data_end)
+		return -1;
+	if (is_src)
+		ip->saddr = addr;
+	else
+		ip->daddr = addr;
+	if (old_addr != addr && bpf_l3_csum_replace(skb, IP_CSUM_OFF, old_addr, addr, sizeof(addr)))
+		return -1;
+	if (is_src) {
+		p->saddr = addr;
+		p->sport = port;
+	} else {
+		p->daddr = addr;
+		p->dport = port;
+	}
+	return 0;
 }
 
 /*
@@ -40,6 +74,12 @@ static __always_inline int nat_rewrite(struct __sk_buff *skb, struct pkt *p, boo
 	struct iphdr *ip = data + L3_OFF;
 	__be16 *ports;
 
+	if (p->frag == PKT_FRAG_LATER)
+		return nat_rewrite_l3(skb, p, is_src, addr, port);
+	/* SCTP's CRC covers no address: the address is an IPv4 header change, the port sctp.h's. */
+	if (p->proto == IPPROTO_SCTP)
+		return nat_rewrite_l3(skb, p, is_src, addr, port) || sctp_set_port(skb, p, is_src, old_port, port) ? -1
+														   : 0;
 	/* parse_packet checked these bounds; a helper call since may have moved the data. */
 	if (l4_off > L3_OFF + 60)
 		return -1;

@@ -9,9 +9,11 @@
 #define WEIR_PARSE_H
 
 #include "common.h"
+#include "frag.h"
 
 #define L3_OFF ETH_HLEN
 #define IP_CSUM_OFF (L3_OFF + offsetof(struct iphdr, check))
+#define IP_TOT_LEN_OFF (L3_OFF + offsetof(struct iphdr, tot_len))
 #define IP_SRC_OFF (L3_OFF + offsetof(struct iphdr, saddr))
 #define IP_DST_OFF (L3_OFF + offsetof(struct iphdr, daddr))
 
@@ -20,35 +22,42 @@
 #define TCP_FLAG_RST 0x04
 #define TCP_FLAG_ACK 0x10
 
+/* pkt.frag: where the packet stands in its datagram. */
+#define PKT_WHOLE 0 /* not a fragment */
+#define PKT_FRAG_FIRST 1 /* first fragment: L4 header present, more follow */
+#define PKT_FRAG_LATER 2 /* later fragment: no L4 header; ports from frag.h */
+
 struct pkt {
-	__u32 l4_off; /* offset of the TCP/UDP header */
+	__u32 l4_off; /* offset of the TCP/UDP header (later fragment: of its payload) */
 	__be32 saddr;
 	__be32 daddr;
 	__be16 sport;
 	__be16 dport;
-	__u8 proto; /* IPPROTO_TCP or IPPROTO_UDP */
-	__u8 tcp_flags; /* TCP_FLAG_*; 0 for UDP */
+	__u8 proto; /* IPPROTO_TCP, IPPROTO_UDP or IPPROTO_SCTP */
+	__u8 tcp_flags; /* TCP_FLAG_*; 0 for UDP and later fragments */
 	__u8 ihl; /* IPv4 header length, bytes */
-	__u8 pad;
+	__u8 frag; /* PKT_WHOLE, PKT_FRAG_FIRST or PKT_FRAG_LATER */
 };
 
 /* Ethernet + the longest IPv4 header + the TCP bytes we read (through the flags). */
 #define PARSE_PULL (ETH_HLEN + 60 + 14)
 
+enum parse_result {
+	PARSE_SKIP = 0, /* not ours: pass untouched */
+	PARSE_OK, /* p describes an IPv4 TCP/UDP packet with its ports */
+	PARSE_FRAG_UNMATCHED, /* a later fragment whose first fragment was not seen */
+};
+
 /*
- * Fill p for an IPv4 TCP/UDP packet that carries ports. Returns false for
- * everything weir leaves alone: other L3/L4 protocols, truncated headers
- * (the stack will drop those itself), and non-first fragments. Those carry
- * no L4 header, so there are no ports to find a frontend or a conntrack
- * entry with; tc ingress runs before the stack's defragmentation, and a
- * tc program cannot reassemble. A first fragment is handled like any
- * packet (its L4 checksum update is incremental, so it stays right for the
- * whole datagram). Known limit: a datagram fragmented on its way to a
- * frontend, or a fragmented reply, does not survive NAT (the other
- * fragments keep the old addresses); fixing it needs a {saddr, daddr, IP
- * id, proto} -> ports map filled from first fragments, as Cilium does.
+ * Fill p for an IPv4 TCP/UDP/SCTP packet (all three start with the two
+ * ports). PARSE_SKIP for everything weir leaves
+ * alone: other L3/L4 protocols and truncated headers (the stack drops those
+ * itself). A first fragment is parsed like any packet and records its ports
+ * (frag.h); a later fragment gets them back, so both reach the same
+ * frontend or conntrack entry and are translated alike (nat.h rewrites only
+ * the IPv4 header of a later fragment).
  */
-static __always_inline bool parse_packet(struct __sk_buff *skb, struct pkt *p)
+static __always_inline enum parse_result parse_packet(struct __sk_buff *skb, struct pkt *p)
 {
 	void *data, *data_end;
 	struct iphdr *ip;
@@ -56,7 +65,7 @@ static __always_inline bool parse_packet(struct __sk_buff *skb, struct pkt *p)
 	__u32 ihl;
 
 	if (skb->protocol != bpf_htons(ETH_P_IP))
-		return false;
+		return PARSE_SKIP;
 	data = (void *)(long)skb->data;
 	data_end = (void *)(long)skb->data_end;
 	if (data + PARSE_PULL > data_end) {
@@ -67,31 +76,41 @@ static __always_inline bool parse_packet(struct __sk_buff *skb, struct pkt *p)
 	}
 	ip = data + ETH_HLEN;
 	if ((void *)(ip + 1) > data_end)
-		return false;
+		return PARSE_SKIP;
 	if (ip->version != 4 || ip->ihl < 5)
-		return false;
-	if (ip->frag_off & bpf_htons(0x1fff))
-		return false;
-	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
-		return false;
+		return PARSE_SKIP;
+	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP && ip->protocol != IPPROTO_SCTP)
+		return PARSE_SKIP;
+	/* SCTP fragments its own messages into chunks; an IP-fragmented SCTP
+	 * packet is left alone (a port change needs its whole length for the
+	 * CRC update, which its first fragment does not carry). */
+	if (ip->protocol == IPPROTO_SCTP && (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET)))
+		return PARSE_SKIP;
 	ihl = ip->ihl * 4;
-	l4 = (__u8 *)ip + ihl;
-	if ((void *)(l4 + 4) > data_end)
-		return false;
 	p->ihl = ihl;
 	p->l4_off = L3_OFF + ihl;
 	p->saddr = ip->saddr;
 	p->daddr = ip->daddr;
 	p->proto = ip->protocol;
+	p->tcp_flags = 0;
+	if (ip->frag_off & bpf_htons(IP_OFFSET)) {
+		p->frag = PKT_FRAG_LATER;
+		return frag_recall(ip, &p->sport, &p->dport) ? PARSE_OK : PARSE_FRAG_UNMATCHED;
+	}
+	p->frag = ip->frag_off & bpf_htons(IP_MF) ? PKT_FRAG_FIRST : PKT_WHOLE;
+	l4 = (__u8 *)ip + ihl;
+	if ((void *)(l4 + 4) > data_end)
+		return PARSE_SKIP;
 	p->sport = *(__be16 *)l4;
 	p->dport = *(__be16 *)(l4 + 2);
-	p->tcp_flags = 0;
 	if (p->proto == IPPROTO_TCP) {
 		if ((void *)(l4 + 14) > data_end)
-			return false;
+			return PARSE_SKIP;
 		p->tcp_flags = l4[13];
 	}
-	return true;
+	if (p->frag == PKT_FRAG_FIRST)
+		frag_remember(ip, p->sport, p->dport);
+	return PARSE_OK;
 }
 
 static __always_inline bool tcp_syn_only(const struct pkt *p)

@@ -2,8 +2,9 @@
 /*
  * kube-proxy REJECTs traffic to a service without endpoints so clients fail
  * at once instead of timing out. weir answers from the frontend address:
- * a TCP segment gets a RST (connect() -> ECONNREFUSED), a UDP datagram gets
- * ICMP port unreachable (a connected socket's next call -> ECONNREFUSED).
+ * a TCP segment gets a RST (connect() -> ECONNREFUSED), a UDP datagram or an
+ * SCTP packet gets ICMP port unreachable (a connected socket's next call ->
+ * ECONNREFUSED), as the REJECT target answers anything that is not TCP.
  * The reply is built in place and sent back out of the device the packet
  * came in on (bpf_redirect to its egress reaches the pod's end of the veth).
  *
@@ -179,7 +180,13 @@ static __always_inline int reject_udp(struct __sk_buff *skb, const struct pkt *p
 
 static __always_inline int reject(struct __sk_buff *skb, const struct pkt *p)
 {
-	int r = p->proto == IPPROTO_TCP ? reject_tcp(skb, p) : reject_udp(skb, p);
+	int r;
+
+	/* One answer per datagram, to its first fragment (whose quote names the
+	 * ports): the REJECT target never answers a later fragment either. */
+	if (p->frag == PKT_FRAG_LATER)
+		return WEIR_V_DROP_NO_ENDPOINTS;
+	r = p->proto == IPPROTO_TCP ? reject_tcp(skb, p) : reject_udp(skb, p);
 
 	return r == REJECT_SENT     ? WEIR_V_REJECT_NO_ENDPOINTS
 	       : r == REJECT_SILENT ? WEIR_V_DROP_NO_ENDPOINTS

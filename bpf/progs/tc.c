@@ -18,9 +18,14 @@ static __always_inline int tc_ingress(struct __sk_buff *skb, enum origin origin)
 {
 	struct pkt p;
 
-	if (!parse_packet(skb, &p))
+	switch (parse_packet(skb, &p)) {
+	case PARSE_OK:
+		return verdict_exit(skb, &p, handle_packet(skb, &p, origin));
+	case PARSE_FRAG_UNMATCHED:
+		return verdict_exit(skb, &p, WEIR_V_FRAG_UNMATCHED);
+	default:
 		return TC_ACT_OK;
-	return verdict_exit(skb, &p, handle_packet(skb, &p, origin));
+	}
 }
 
 SEC("tc")

@@ -32,6 +32,7 @@
 #define WEIR_MAP_CIDR "weir1_cidr"
 #define WEIR_MAP_SK_REVNAT "weir1_skrevnat"
 #define WEIR_MAP_IDS "weir1_ids"
+#define WEIR_MAP_FRAG "weir1_frag"
 
 /* Map sizes. Conntrack and affinity are LRU: when full, the oldest goes. */
 /* Service and membership maps: one entry per frontend plus one per endpoint
@@ -54,6 +55,9 @@
  * shape (a restarted agent could not adopt it), so the size is fixed. */
 #define WEIR_MAX_VERDICTS 64
 #define WEIR_MAX_SK_REVNAT 65536
+/* Datagrams in flight as fragments (Cilium's default too): an entry is
+ * needed only from a datagram's first fragment to its last, a few ms. */
+#define WEIR_MAX_FRAGS 8192
 
 /* weir_svc_key.scope: which endpoint set a frontend entry describes. */
 #define WEIR_SCOPE_ALL 0 /* every usable endpoint of the service */
@@ -91,7 +95,8 @@
 
 /*
  * Verdict reasons, the index of the per-CPU counter array. Every packet that
- * weir does not pass on unchanged ends in exactly one of these; the CLI and
+ * weir does not pass on unchanged ends in exactly one of these (and so does
+ * an unmatched fragment, passed on unchanged but worth counting); the CLI and
  * the metrics endpoint print them by name (keep ts/datapath/verdicts.ts in
  * the same order: a unit test checks it against this list).
  */
@@ -109,6 +114,9 @@ enum weir_verdict {
 	WEIR_V_DROP_SOURCE_RANGE, /* source outside the LoadBalancer's loadBalancerSourceRanges */
 	WEIR_V_DROP_NO_SNAT_PORT, /* masquerade needed and no free source port found */
 	WEIR_V_DROP_REVNAT_MISSING, /* reply of a NATed flow whose rev_nat id has no revnat entry */
+	/* a later IPv4 fragment whose first fragment was not seen (out of
+	 * order, or its entry evicted): ports unknown, passed on unchanged */
+	WEIR_V_FRAG_UNMATCHED,
 	WEIR_V__MAX,
 };
 
@@ -116,7 +124,7 @@ enum weir_verdict {
 struct weir_svc_key {
 	__be32 addr; /* frontend IPv4 address */
 	__be16 port; /* frontend port */
-	__u8 proto; /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 proto; /* IPPROTO_TCP, IPPROTO_UDP or IPPROTO_SCTP */
 	__u8 scope; /* WEIR_SCOPE_* */
 	__u16 slot; /* 0: master entry; 1..count: backend slot */
 	__u16 pad; /* zero */
@@ -134,7 +142,7 @@ struct weir_svc_val {
 struct weir_backend {
 	__be32 addr; /* endpoint (pod) IPv4 address */
 	__be16 port; /* endpoint port (the resolved targetPort) */
-	__u8 proto; /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 proto; /* IPPROTO_TCP, IPPROTO_UDP or IPPROTO_SCTP */
 	__u8 flags; /* WEIR_BE_F_* */
 };
 
@@ -151,7 +159,7 @@ struct weir_ct_key {
 	__be32 daddr; /* destination address of this direction */
 	__be16 sport; /* source port */
 	__be16 dport; /* destination port */
-	__u8 proto; /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 proto; /* IPPROTO_TCP, IPPROTO_UDP or IPPROTO_SCTP */
 	__u8 dir; /* WEIR_CT_FWD or WEIR_CT_REV */
 	__u16 pad; /* zero */
 };
@@ -240,6 +248,25 @@ struct weir_sk_val {
 struct weir_ids {
 	__u32 next_rev_nat_id; /* every rev_nat id handed out is below this */
 	__u32 next_backend_id; /* every backend id handed out is below this */
+};
+
+/*
+ * frag: the ports of a fragmented datagram, remembered from its first
+ * fragment, so its later fragments (which carry no L4 header) find the same
+ * frontend or conntrack entry and are translated alike. Keyed as the
+ * fragments arrive (before NAT). Written by the tc programs.
+ */
+struct weir_frag_key {
+	__be32 saddr; /* source address */
+	__be32 daddr; /* destination address */
+	__be16 id; /* IPv4 identification: one datagram of this pair */
+	__u8 proto; /* IPPROTO_TCP, IPPROTO_UDP or IPPROTO_SCTP */
+	__u8 pad; /* zero */
+};
+
+struct weir_frag_ports {
+	__be16 sport; /* source port of the datagram */
+	__be16 dport; /* destination port of the datagram */
 };
 
 #endif /* WEIR_SHARED_H */

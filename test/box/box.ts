@@ -117,6 +117,8 @@ export interface UdpOptions {
   /** Pause between requests (default 50 with sameSocket, else 0). */
   intervalMs?: number;
   bind?: string;
+  /** Send a datagram of this many bytes (to a udpMirror port) and require it back intact. */
+  size?: number;
 }
 
 export interface HoldHandle {
@@ -480,9 +482,11 @@ export class Box {
   }
 
   /** Start test/box/echo.js in a pod; resolves once every port listens. */
-  async startEcho(podName: string, ports: { tcp?: number[]; udp?: number[] } = { tcp: [8080], udp: [5353] }): Promise<NsProcess> {
+  async startEcho(podName: string, ports: { tcp?: number[]; udp?: number[]; udpMirror?: number[] } = { tcp: [8080], udp: [5353] }): Promise<NsProcess> {
     const pod = this.pod(podName);
-    const p = this.spawn(pod.ns, ['node', ECHO, '--name', podName, '--tcp', (ports.tcp ?? []).join(','), '--udp', (ports.udp ?? []).join(',')]);
+    const argv = ['node', ECHO, '--name', podName, '--tcp', (ports.tcp ?? []).join(','), '--udp', (ports.udp ?? []).join(',')];
+    if (ports.udpMirror?.length) argv.push('--udp-mirror', ports.udpMirror.join(','));
+    const p = this.spawn(pod.ns, argv);
     await p.waitFor(/^ready$/m, 10_000);
     return p;
   }
@@ -513,6 +517,7 @@ export class Box {
     if (opts.sameSocket) args.push('--same-socket');
     if (opts.connect) args.push('--connect');
     if (opts.bind) args.push('--bind', opts.bind);
+    if (opts.size) args.push('--size', String(opts.size));
     return this.client(from, args, count * (t + interval + 200) + 5000);
   }
 

@@ -4,9 +4,11 @@
  *
  *   tcp  --to IP:PORT --count N [--timeout-ms T] [--hold-ms H]
  *        N sequential connections, one HTTP request each (then held open H ms).
- *   udp  --to IP:PORT --count N [--timeout-ms T] [--interval-ms I] [--same-socket | --connect]
+ *   udp  --to IP:PORT --count N [--timeout-ms T] [--interval-ms I] [--same-socket | --connect] [--size B]
  *        N requests, each on a new socket (connected with --connect), or all
  *        on one connected socket (--same-socket; every I ms, default 50).
+ *        --size: a B-byte datagram, for a --udp-mirror echo port; the
+ *        attempt is ok only if the reply carries those bytes back intact.
  *   hold --to IP:PORT --duration-ms D --interval-ms I [--timeout-ms T]
  *        one TCP connection, a request every I ms for D ms; prints
  *        `connected` first, so a test running it in the background knows
@@ -34,6 +36,8 @@ export interface Attempt {
   ms: number;
   /** TCP: microseconds from connect() to the response read (connect, one request, close). */
   us?: number;
+  /** UDP --size: bytes the mirror sent back (equal to what was sent when ok). */
+  echoed?: number;
 }
 
 const MAX_COUNT = 10_000;
@@ -134,11 +138,19 @@ async function tcpOnce(host: string, port: number, timeoutMs: number, holdMs: nu
  * One datagram and its reply. On a connected socket an ICMP port unreachable
  * comes back as an 'error' event with ECONNREFUSED (on this or the next send).
  */
-function udpRequest(sock: dgram.Socket, connected: boolean, host: string, port: number, timeoutMs: number): Promise<Attempt> {
+function udpRequest(sock: dgram.Socket, connected: boolean, host: string, port: number, timeoutMs: number, payload: Buffer | null): Promise<Attempt> {
   const t0 = Date.now();
   return new Promise((resolve) => {
     const t = setTimeout(() => finish({ ok: false, error: 'timeout', ms: Date.now() - t0 }), timeoutMs);
-    const onMsg = (msg: Buffer, rinfo: dgram.RemoteInfo): void => finish({ ok: true, ...parseBody(msg.toString()), from: `${rinfo.address}:${rinfo.port}`, ms: Date.now() - t0 });
+    const onMsg = (msg: Buffer, rinfo: dgram.RemoteInfo): void => {
+      const from = `${rinfo.address}:${rinfo.port}`;
+      if (!payload) return finish({ ok: true, ...parseBody(msg.toString()), from, ms: Date.now() - t0 });
+      // A mirror's reply: its line, a newline, then our datagram.
+      const nl = msg.indexOf(10);
+      const back = nl < 0 ? Buffer.alloc(0) : msg.subarray(nl + 1);
+      const intact = back.equals(payload);
+      finish({ ok: intact, ...parseBody(msg.subarray(0, Math.max(nl, 0)).toString()), from, echoed: back.length, ...(intact ? {} : { error: 'corrupt' }), ms: Date.now() - t0 });
+    };
     const onErr = (e: NodeJS.ErrnoException): void => finish({ ok: false, error: e.code ?? e.message, ms: Date.now() - t0 });
     let finished = false;
     function finish(a: Attempt): void {
@@ -154,8 +166,9 @@ function udpRequest(sock: dgram.Socket, connected: boolean, host: string, port: 
     const cb = (err: Error | null): void => {
       if (err) onErr(err);
     };
-    if (connected) sock.send('ping', cb);
-    else sock.send('ping', port, host, cb);
+    const data = payload ?? 'ping';
+    if (connected) sock.send(data, cb);
+    else sock.send(data, port, host, cb);
   });
 }
 
@@ -193,11 +206,14 @@ async function udpCmd(host: string, port: number, timeoutMs: number): Promise<At
   const same = process.argv.includes('--same-socket');
   const connected = same || process.argv.includes('--connect');
   const interval = num('interval-ms', same ? 50 : 0, 0, 10_000);
+  const size = num('size', 0, 0, 65_507);
+  // Bytes that differ along the datagram, so a fragment put in the wrong place shows.
+  const payload = size ? Buffer.from(Array.from({ length: size }, (_, i) => (i * 7 + (i >> 8)) & 0xff)) : null;
   const attempts: Attempt[] = [];
   const shared = same ? await openUdp(host, port, true) : null;
   for (let i = 0; i < count; i++) {
     const sock = shared ?? (await openUdp(host, port, connected));
-    attempts.push(await udpRequest(sock, connected, host, port, timeoutMs));
+    attempts.push(await udpRequest(sock, connected, host, port, timeoutMs, payload));
     if (!shared) sock.close();
     if (interval && i < count - 1) await sleep(interval);
   }

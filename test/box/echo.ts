@@ -1,9 +1,11 @@
 /**
  * Backend server run inside a pod namespace:
- *   node echo.js --name NAME --tcp 8080,9090 --udp 5353
+ *   node echo.js --name NAME --tcp 8080,9090 --udp 5353 [--udp-mirror 7777]
  * TCP ports answer any HTTP/1.1 request with the body
  * `NAME <peer ip>:<peer port>\n` and header `x-backend: NAME`; UDP ports
- * answer every datagram with `NAME <peer ip>:<peer port>`. The peer is the
+ * answer every datagram with `NAME <peer ip>:<peer port>`; --udp-mirror
+ * ports answer with that line, a newline and the datagram itself (large
+ * datagrams come back as large: fragmented replies). The peer is the
  * source the backend saw: what tests check for masquerade. Listens on
  * 0.0.0.0 (plain IPv4 peers, no ::ffff: prefix). Prints `ready` once every
  * port listens; exits non-zero if any port cannot be bound.
@@ -30,7 +32,8 @@ function fail(msg: string): never {
 const name = arg('name') || 'echo';
 const tcp = ports('tcp');
 const udp = ports('udp');
-let pending = tcp.length + udp.length;
+const mirror = new Set(ports('udp-mirror'));
+let pending = tcp.length + udp.length + mirror.size;
 const ready = (): void => {
   if (--pending === 0) process.stdout.write('ready\n');
 };
@@ -48,11 +51,13 @@ for (const port of tcp) {
   server.listen(port, '0.0.0.0', ready);
 }
 
-for (const port of udp) {
+for (const port of [...udp, ...mirror]) {
   const sock = dgram.createSocket('udp4');
-  sock.on('message', (_msg, rinfo) => {
+  sock.on('message', (msg, rinfo) => {
+    const line = `${name} ${rinfo.address}:${rinfo.port}`;
+    const reply = mirror.has(port) ? Buffer.concat([Buffer.from(`${line}\n`), msg]) : line;
     // A reply that cannot be sent (no route back) is the test's finding, not a reason to die.
-    sock.send(`${name} ${rinfo.address}:${rinfo.port}`, rinfo.port, rinfo.address, () => undefined);
+    sock.send(reply, rinfo.port, rinfo.address, () => undefined);
   });
   const onBindError = (e: Error): void => fail(`udp ${port}: ${e.message}`);
   sock.once('error', onBindError);

@@ -78,6 +78,10 @@ s.before((ctx) => {
   svc(VIP, 53, 17, 2, [2]);
   svc(EMPTY_VIP, 80, 6, 3, []);
   svc(EMPTY_VIP, 53, 17, 4, []);
+  // SCTP (132), port 36412 -> targetPort 38412: the port change moves the CRC32c.
+  be(4, BACKEND, 38412, 132);
+  svc(VIP, 36412, 132, 6, [4]);
+  svc(EMPTY_VIP, 36412, 132, 7, []);
 });
 
 s.after((ctx) => {
@@ -181,6 +185,144 @@ s('packets that are not ours pass untouched', (ctx) => {
     assert.is(retval, TC_ACT_OK);
     assert.equal(out, pkt);
   }
+});
+
+/**
+ * Split an Ethernet/IPv4 packet (20-byte header) into IPv4 fragments of
+ * `chunk` payload bytes (a multiple of 8), all with IP id `id`, as a
+ * sender's kernel does for a datagram larger than the MTU.
+ */
+function fragments(pkt: Buffer, id: number, chunk: number): Buffer[] {
+  const data = pkt.subarray(34);
+  const out: Buffer[] = [];
+  for (let off = 0; off < data.length; off += chunk) {
+    const part = data.subarray(off, off + chunk);
+    const f = Buffer.concat([pkt.subarray(0, 34), part]);
+    f.writeUInt16BE(20 + part.length, 16);
+    f.writeUInt16BE(id, 18);
+    f.writeUInt16BE((off + chunk < data.length ? 0x2000 : 0) | (off / 8), 20);
+    f.writeUInt16BE(0, 24);
+    f.writeUInt16BE(~csum(f, 14, 34) & 0xffff, 24);
+    out.push(f);
+  }
+  return out;
+}
+
+/** The datagram the receiver's kernel reassembles from fragments (given in offset order). */
+function reassemble(frags: Buffer[]): Buffer {
+  const data = Buffer.concat(frags.map((f) => f.subarray(34)));
+  const pkt = Buffer.concat([frags[0]!.subarray(0, 34), data]);
+  pkt.writeUInt16BE(20 + data.length, 16);
+  pkt.writeUInt16BE(0, 20);
+  pkt.writeUInt16BE(0, 24);
+  pkt.writeUInt16BE(~csum(pkt, 14, 34) & 0xffff, 24);
+  return pkt;
+}
+
+const ipHeaderValid = (f: Buffer): boolean => csum(f, 14, 34) === 0xffff;
+const PAYLOAD = 'a datagram too large for one packet, sent in three fragments';
+
+s('a fragmented UDP datagram to a ClusterIP: every fragment is DNATed, and the datagram reassembles with a valid checksum', (ctx) => {
+  // kube-proxy: conntrack defragments before the nat table, so the whole datagram is DNATed.
+  const frags = fragments(packet({ proto: 'udp', src: CLIENT, dst: VIP, sport: 40020, dport: 53, payload: PAYLOAD }), 0x1234, 24);
+  assert.is(frags.length, 3);
+  const before = verdictCount(ctx, 'forward');
+  // The first, then the last before the middle one: once the first was seen, order does not matter.
+  const out = [frags[0]!, frags[2]!, frags[1]!].map((f) => run(ctx, f));
+  for (const r of out) assert.is(r.retval, TC_ACT_OK);
+  const [first, last, middle] = out.map((r) => r.out);
+  assert.equal(hdr(first!), { src: CLIENT, dst: BACKEND, sport: 40020, dport: 5353, proto: 17 });
+  for (const f of [middle!, last!]) {
+    assert.is(readIp4(f, 30), BACKEND, 'later fragment DNATed');
+    assert.ok(ipHeaderValid(f), 'IPv4 header checksum');
+  }
+  // Only the destination address and the IPv4 checksum change in a later fragment: its bytes after the header are payload.
+  const unchanged = (f: Buffer): Buffer => Buffer.concat([f.subarray(0, 24), f.subarray(26, 30), f.subarray(34)]);
+  assert.equal(unchanged(middle!), unchanged(frags[1]!));
+  const whole = reassemble([first!, middle!, last!]);
+  assert.equal(hdr(whole), { src: CLIENT, dst: BACKEND, sport: 40020, dport: 5353, proto: 17 });
+  assert.equal(checksumsValid(whole), { ip: true, l4: true });
+  assert.is(whole.subarray(42).toString(), PAYLOAD);
+  assert.is(verdictCount(ctx, 'forward'), before + 3n);
+
+  // The backend's fragmented reply: every fragment comes back from the ClusterIP.
+  const reply = fragments(packet({ proto: 'udp', src: BACKEND, dst: CLIENT, sport: 5353, dport: 40020, payload: PAYLOAD }), 0x4321, 24);
+  const back = reply.map((f) => run(ctx, f));
+  for (const r of back) {
+    assert.is(r.retval, TC_ACT_OK);
+    assert.is(readIp4(r.out, 26), VIP, 'reply fragment reverse-NATed');
+    assert.ok(ipHeaderValid(r.out));
+  }
+  const answer = reassemble(back.map((r) => r.out));
+  assert.equal(hdr(answer), { src: VIP, dst: CLIENT, sport: 53, dport: 40020, proto: 17 });
+  assert.equal(checksumsValid(answer), { ip: true, l4: true });
+});
+
+s('a later fragment whose first fragment was not seen passes unchanged and is counted as frag_unmatched', (ctx) => {
+  const frags = fragments(packet({ proto: 'udp', src: CLIENT, dst: VIP, sport: 40021, dport: 53, payload: PAYLOAD }), 0x2345, 24);
+  const before = verdictCount(ctx, 'frag_unmatched');
+  const r = run(ctx, frags[1]!);
+  assert.is(r.retval, TC_ACT_OK);
+  assert.equal(r.out, frags[1]!);
+  assert.is(verdictCount(ctx, 'frag_unmatched'), before + 1n);
+});
+
+s('fragments of a datagram that is no service traffic pass untouched and count nowhere', (ctx) => {
+  const frags = fragments(packet({ proto: 'udp', src: CLIENT, dst: BACKEND, sport: 40022, dport: 5353, payload: PAYLOAD }), 0x3456, 24);
+  const before = VERDICTS.map((v) => verdictCount(ctx, v));
+  for (const f of frags) {
+    const r = run(ctx, f);
+    assert.is(r.retval, TC_ACT_OK);
+    assert.equal(r.out, f);
+  }
+  assert.equal(
+    VERDICTS.map((v) => verdictCount(ctx, v)),
+    before,
+  );
+});
+
+s('no endpoints, fragmented UDP: one ICMP port unreachable for the first fragment, the later ones dropped', (ctx) => {
+  // Like the REJECT target, which answers the (defragmented) datagram once.
+  const frags = fragments(packet({ proto: 'udp', src: CLIENT, dst: EMPTY_VIP, sport: 40023, dport: 53, payload: PAYLOAD }), 0x4567, 24);
+  const first = run(ctx, frags[0]!);
+  assert.is(first.retval, TC_ACT_REDIRECT);
+  assert.equal([first.out[23], first.out[34], first.out[35]], [1, 3, 3], 'ICMP port unreachable');
+  const before = verdictCount(ctx, 'drop_no_endpoints');
+  for (const f of frags.slice(1)) assert.is(run(ctx, f).retval, TC_ACT_SHOT);
+  assert.is(verdictCount(ctx, 'drop_no_endpoints'), before + 2n);
+});
+
+s('SCTP INIT to a ClusterIP: DNAT to the backend port, CRC32c updated (valid from scratch) at every packet length', (ctx) => {
+  // kube-proxy: the same DNAT (netfilter recomputes the CRC32c when a NAT changes an SCTP port).
+  for (const [i, len] of [0, 3, 100, 1403].entries()) {
+    const sport = 40030 + i;
+    const init = packet({ proto: 'sctp', src: CLIENT, dst: VIP, sport, dport: 36412, payload: 'x'.repeat(len) });
+    const fwd = run(ctx, init);
+    assert.is(fwd.retval, TC_ACT_OK);
+    assert.equal(hdr(fwd.out), { src: CLIENT, dst: BACKEND, sport, dport: 38412, proto: 132 });
+    assert.equal(checksumsValid(fwd.out), { ip: true, l4: true }, `length ${len}`);
+    const ack = run(ctx, packet({ proto: 'sctp', src: BACKEND, dst: CLIENT, sport: 38412, dport: sport, payload: 'y'.repeat(len) }));
+    assert.is(ack.retval, TC_ACT_OK);
+    assert.equal(hdr(ack.out), { src: VIP, dst: CLIENT, sport: 36412, dport: sport, proto: 132 });
+    assert.equal(checksumsValid(ack.out), { ip: true, l4: true }, `reply length ${len}`);
+  }
+});
+
+s('SCTP with a zero checksum field (CRC offloaded, computed later) keeps it zero', (ctx) => {
+  const init = packet({ proto: 'sctp', src: CLIENT, dst: VIP, sport: 40040, dport: 36412 });
+  init.writeUInt32LE(0, 42);
+  const { out } = run(ctx, init);
+  assert.equal(hdr(out), { src: CLIENT, dst: BACKEND, sport: 40040, dport: 38412, proto: 132 });
+  assert.is(out.readUInt32LE(42), 0);
+});
+
+s('no endpoints, SCTP: ICMP port unreachable from the ClusterIP (the REJECT target answers SCTP so)', (ctx) => {
+  const orig = packet({ proto: 'sctp', src: CLIENT, dst: EMPTY_VIP, sport: 40041, dport: 36412 });
+  const { retval, out } = run(ctx, orig);
+  assert.is(retval, TC_ACT_REDIRECT);
+  assert.equal({ src: readIp4(out, 26), dst: readIp4(out, 30), proto: out[23] }, { src: EMPTY_VIP, dst: CLIENT, proto: 1 });
+  assert.equal([out[34], out[35]], [3, 3]);
+  assert.equal(out.subarray(42, 70), orig.subarray(14, 42), 'quotes IP header + 8 bytes (the ports and verification tag)');
 });
 
 s('bpftool prints the pinned maps with named fields (BTF)', (ctx) => {

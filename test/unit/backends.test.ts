@@ -54,11 +54,12 @@ test('adopted backends keep their ids, and new ones are numbered after them', ()
   assert.equal([t.a0[r], t.a1[r]], [1, 2]);
   assert.is(t.id[t.rowFor(0x0af40102, 8080, 6)], 42);
   assert.is(t.id[t.rowFor(0x0af40101, 8080, 17)], 43, 'the protocol is part of the identity');
+  assert.is(t.id[t.rowFor(0x0af40101, 8080, 132)], 44, 'SCTP too');
 });
 
 test('a pinned backend of a protocol weir does not program is left unclaimed (the full comparison removes it)', () => {
   const t = new BackendTable();
-  assert.not.ok(t.adopt(0x0af40101, 8080, 132, 7 as BackendId, 1, 2), 'SCTP is not adopted');
+  assert.not.ok(t.adopt(0x0af40101, 8080, 136, 7 as BackendId, 1, 2), 'UDP-Lite (136) is not adopted');
   assert.is(t.rows().length, 0);
   assert.is(t.rowFor(0x0af40101, 8080, 6), 0);
   assert.is(t.id[0], 8, 'its id is not handed out again');

@@ -151,7 +151,7 @@ test('BPF mode: every series with its type, help, labels and values', async () =
   ]);
   // Every verdict, summed over CPUs; one the map has no entry for is 0.
   assert.equal(family(text, 'weir_packets_total'), [
-    '# HELP weir_packets_total Packets the BPF programs did not pass on untouched, by verdict (forward, revnat, reject_*, drop_*).',
+    '# HELP weir_packets_total Packets the BPF programs did not pass on untouched, by verdict (forward, revnat, reject_*, drop_*; frag_unmatched is passed on unchanged).',
     '# TYPE weir_packets_total counter',
     ...VERDICTS.map((v) => `weir_packets_total{verdict="${v}"} ${v === 'forward' ? 15 : v === 'reject_no_endpoints' ? 2 : 0}`),
   ]);

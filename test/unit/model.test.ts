@@ -300,7 +300,7 @@ test('every nodePort 1-65535 is accepted, whatever range the API server used; ot
   }
 });
 
-test('SCTP ports are valid but not programmed', () => {
+test('SCTP ports are programmed like TCP and UDP ones', () => {
   const m = ok(
     svc({
       clusterIP: '10.96.0.1',
@@ -313,7 +313,7 @@ test('SCTP ports are valid but not programmed', () => {
   const p = planService(m, [], ctx);
   assert.equal(
     p.frontends.map((f) => `${f.port}/${f.proto}`),
-    ['81/TCP'],
+    ['80/SCTP', '81/TCP'],
   );
 });
 

@@ -219,7 +219,8 @@ test('trace: endpoints, protocol and origin are checked before anything runs', (
   assert.throws(() => parse(['--dst', '10.96.0.10:80']), /^--src is required$/);
   assert.throws(() => parse(['--src', '10.244.1.5', '--dst', '10.96.0.10']), /^--dst: expected IP:PORT, got "10.96.0.10"$/);
   assert.throws(() => parse(['--src', '10.244.1.5:0', '--dst', '10.96.0.10:80']), /^--src: expected IP\[:PORT\]/);
-  assert.throws(() => parse(['--src', '10.244.1.5', '--dst', '10.96.0.10:80', '--proto', 'sctp']), /^--proto: expected tcp or udp, got "sctp"$/);
+  assert.is(parse(['--src', '10.244.1.5', '--dst', '10.96.0.10:80', '--proto', 'SCTP']).proto, 'sctp');
+  assert.throws(() => parse(['--src', '10.244.1.5', '--dst', '10.96.0.10:80', '--proto', 'icmp']), /^--proto: expected tcp, udp or sctp, got "icmp"$/);
   assert.throws(() => parse(['--src', '10.244.1.5', '--dst', '10.96.0.10:80', '--from', 'node']), /^--from: expected pod or external, got "node"$/);
 });
 

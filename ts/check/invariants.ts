@@ -31,7 +31,7 @@ export interface Violation {
 /** The maps checked: the ones the agent writes, the id marks, and conntrack and affinity (ids they name). */
 export type CheckedMaps = ServiceMaps;
 
-const proto = (n: number): string => (n === C.IPPROTO.TCP ? 'TCP' : n === C.IPPROTO.UDP ? 'UDP' : `proto${n}`);
+const proto = (n: number): string => (n === C.IPPROTO.TCP ? 'TCP' : n === C.IPPROTO.UDP ? 'UDP' : n === C.IPPROTO.SCTP ? 'SCTP' : `proto${n}`);
 const scope = (n: number): string => (n === C.SCOPE_LOCAL ? 'local' : 'all');
 
 export function checkMaps(maps: CheckedMaps): Violation[] {

@@ -47,6 +47,13 @@ export const CT: Command<ReadOptions> = {
   flags: { json, bpffsRoot },
 };
 
+export const VERDICTS: Command<ReadOptions> = {
+  name: 'verdicts',
+  summary: 'packets the BPF programs counted, by verdict (forward, revnat, reject, each drop reason, frag_unmatched)',
+  notes: ['The counters weir_packets_total{verdict} exports, summed over CPUs since the maps were created.'],
+  flags: { json, bpffsRoot },
+};
+
 export const CHECK: Command<ReadOptions> = {
   name: 'check',
   summary: 'verify the invariants of the pinned maps; exit 1 and one line per violation',
@@ -62,7 +69,7 @@ export interface Endpoint {
 export interface TraceOptions {
   src: Endpoint;
   dst: Endpoint;
-  proto: 'tcp' | 'udp';
+  proto: 'tcp' | 'udp' | 'sctp';
   from: 'pod' | 'external';
   bpffsRoot: string;
 }
@@ -78,10 +85,10 @@ function endpoint(needPort: boolean): (flag: string, v: string) => Endpoint {
   };
 }
 
-function proto(flag: string, v: string): 'tcp' | 'udp' {
+function proto(flag: string, v: string): 'tcp' | 'udp' | 'sctp' {
   const p = v.toLowerCase();
-  if (p === 'tcp' || p === 'udp') return p;
-  throw new UsageError(`--${flag}: expected tcp or udp, got ${JSON.stringify(v)}`);
+  if (p === 'tcp' || p === 'udp' || p === 'sctp') return p;
+  throw new UsageError(`--${flag}: expected tcp, udp or sctp, got ${JSON.stringify(v)}`);
 }
 
 function from(flag: string, v: string): 'pod' | 'external' {
@@ -113,7 +120,7 @@ export const TRACE: Command<TraceOptions & { json: boolean }> = {
     proto: {
       flag: 'proto',
       kind: 'value',
-      placeholder: 'tcp|udp',
+      placeholder: 'tcp|udp|sctp',
       default: 'tcp',
       description: "the packet's protocol",
       parse: proto,
@@ -147,4 +154,4 @@ export const CLEANUP: Command<{ bpffsRoot: string; force: boolean }> = {
 };
 
 /** Every command, in the order `weir --help` lists them. */
-export const COMMANDS: readonly AnyCommand[] = [RUN, SERVICES, BACKENDS, CT, TRACE, CHECK, CLEANUP];
+export const COMMANDS: readonly AnyCommand[] = [RUN, SERVICES, BACKENDS, CT, VERDICTS, TRACE, CHECK, CLEANUP];

@@ -74,6 +74,29 @@ export function formatCt(list: CtEntry[]): string {
   );
 }
 
+export interface VerdictCount {
+  verdict: string;
+  packets: number;
+}
+
+/** Every verdict's counter, summed over CPUs, in enum order (zeros included: a missing name reads as "never"). */
+export function verdictsView(shim: Shim, root: string): VerdictCount[] {
+  const { verdicts } = openPinned(shim, root, ['verdicts']);
+  const totals = new Map<number, bigint>();
+  for (const [k, v] of verdicts.dump()) {
+    let n = 0n;
+    for (let c = 0; c < verdicts.cpus; c++) n += v.readBigUInt64LE(c * 8);
+    totals.set(keyBuffer(k).readUInt32LE(0), n);
+  }
+  verdicts.close();
+  return VERDICTS.map((verdict, i) => ({ verdict, packets: Number(totals.get(i) ?? 0n) }));
+}
+
+export function formatVerdicts(list: VerdictCount[]): string {
+  const width = Math.max(...list.map((v) => v.verdict.length));
+  return list.map((v) => `${v.verdict.padEnd(width)} ${v.packets}`).join('\n') + '\n';
+}
+
 export interface TraceResult {
   packet: { proto: string; src: string; dst: string; from: 'pod' | 'external' };
   verdict: string;
@@ -90,9 +113,9 @@ export interface TraceResult {
 export function trace(shim: Shim, opts: TraceOptions): TraceResult {
   const { src, dst, proto, from } = opts;
   const root = opts.bpffsRoot;
-  const protoNum = proto === 'tcp' ? C.IPPROTO.TCP : C.IPPROTO.UDP;
+  const protoNum = proto === 'tcp' ? C.IPPROTO.TCP : proto === 'udp' ? C.IPPROTO.UDP : C.IPPROTO.SCTP;
 
-  const obj = shim.objLoadPrivate(bpfObjectPath('tc.o'), root, [MAP_NAMES.ct, MAP_NAMES.aff, MAP_NAMES.verdicts, MAP_NAMES.skrevnat], 1024);
+  const obj = shim.objLoadPrivate(bpfObjectPath('tc.o'), root, [MAP_NAMES.ct, MAP_NAMES.aff, MAP_NAMES.verdicts, MAP_NAMES.skrevnat, MAP_NAMES.frag], 1024);
   try {
     const priv = (name: string): PinnedMap => new PinnedMap(shim, name, shim.objMapFd(obj, name));
     const liveCt = new PinnedMap(shim, path.join(root, MAP_NAMES.ct));

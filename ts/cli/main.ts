@@ -6,7 +6,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { createLogger, errorText } from '../util/log';
-import { BACKENDS, CHECK, CLEANUP, COMMANDS, CT, ReadOptions, SERVICES, TRACE, TraceOptions } from './commands';
+import { BACKENDS, CHECK, CLEANUP, COMMANDS, CT, ReadOptions, SERVICES, TRACE, TraceOptions, VERDICTS } from './commands';
 import { Command, Given, UsageError, formatHelp, formatUsage, readArgs, resolveFlags } from './flags';
 import { RUN, RunOptions, runOptions } from './options';
 
@@ -53,6 +53,8 @@ async function main(argv: readonly string[]): Promise<number> {
       return withOptions(BACKENDS, rest, backends);
     case 'ct':
       return withOptions(CT, rest, ct);
+    case 'verdicts':
+      return withOptions(VERDICTS, rest, verdicts);
     case 'check':
       return withOptions(CHECK, rest, check);
     case 'trace':
@@ -128,6 +130,14 @@ async function ct(opts: ReadOptions): Promise<number> {
   const { loadShim } = await import('../datapath/ffi');
   const list = ctView(loadShim(), opts.bpffsRoot);
   print(opts, list, formatCt(list));
+  return 0;
+}
+
+async function verdicts(opts: ReadOptions): Promise<number> {
+  const { verdictsView, formatVerdicts } = await import('./inspect');
+  const { loadShim } = await import('../datapath/ffi');
+  const list = verdictsView(loadShim(), opts.bpffsRoot);
+  print(opts, list, formatVerdicts(list));
   return 0;
 }
 

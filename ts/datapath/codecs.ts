@@ -232,6 +232,19 @@ export const ids = new StructCodec('weir_ids', [
   ['next_backend_id', 'u32'],
 ] as const);
 
+export const fragKey = new StructCodec('weir_frag_key', [
+  ['saddr', 'ip4'],
+  ['daddr', 'ip4'],
+  ['id', 'be16'],
+  ['proto', 'u8'],
+  ['pad', 'u8'],
+] as const);
+
+export const fragPorts = new StructCodec('weir_frag_ports', [
+  ['sport', 'be16'],
+  ['dport', 'be16'],
+] as const);
+
 export type SvcKey = Decoded<typeof svcKey extends StructCodec<infer F> ? F : never>;
 export type SvcVal = Decoded<typeof svcVal extends StructCodec<infer F> ? F : never>;
 export type BackendVal = Decoded<typeof backend extends StructCodec<infer F> ? F : never>;
@@ -241,7 +254,7 @@ export type CtVal = Decoded<typeof ctVal extends StructCodec<infer F> ? F : neve
 export type MemberKey = Decoded<typeof memberKey extends StructCodec<infer F> ? F : never>;
 
 /** Every struct codec that mirrors weir.h, for the BTF check. */
-export const SHARED_STRUCTS = [svcKey, svcVal, backend, revnat, ctKey, ctVal, affKey, affVal, memberKey, config, cidrKey, skKey, skVal, ids];
+export const SHARED_STRUCTS = [svcKey, svcVal, backend, revnat, ctKey, ctVal, affKey, affVal, memberKey, config, cidrKey, skKey, skVal, ids, fragKey, fragPorts];
 
 /** Constants mirrored from weir.h (checked against the header by a unit test). */
 export const SCOPE_ALL = 0;
@@ -262,4 +275,4 @@ export const MEMBER_F = { ACTIVE: 1 << 0 } as const;
 export const BE_F = { LOCAL: 1 << 0, TERMINATING: 1 << 1 } as const;
 export const CT_DIR = { FWD: 0, REV: 1 } as const;
 export const CT_F = { SNAT: 1 << 0, CLOSING: 1 << 1, REDIRECT: 1 << 2 } as const;
-export const IPPROTO = { TCP: 6, UDP: 17 } as const;
+export const IPPROTO = { TCP: 6, UDP: 17, SCTP: 132 } as const;

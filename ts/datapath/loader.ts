@@ -28,6 +28,7 @@ export const MAP_NAMES = {
   cidr: 'weir1_cidr',
   skrevnat: 'weir1_skrevnat',
   ids: 'weir1_ids',
+  frag: 'weir1_frag',
 } as const;
 
 /** tc programs: which devices get which. */

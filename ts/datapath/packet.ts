@@ -1,13 +1,14 @@
 /**
  * Crafted packets for running the real programs (BPF_PROG_TEST_RUN): build
- * an Ethernet/IPv4/TCP|UDP|ICMP frame with valid checksums, read its
+ * an Ethernet/IPv4/TCP|UDP|SCTP|ICMP frame with valid checksums, read its
  * headers back, verify checksums from scratch. Used by `weir trace` and by
- * the program tests.
+ * the program tests. An SCTP packet carries one INIT chunk (the payload, if
+ * any, after it) and SCTP's CRC32c.
  */
 import { readIp4, writeIp4 } from './codecs';
 
 export interface PacketSpec {
-  proto: 'tcp' | 'udp' | 'icmp';
+  proto: 'tcp' | 'udp' | 'sctp' | 'icmp';
   src: string;
   dst: string;
   sport?: number;
@@ -36,6 +37,26 @@ export function csum16(buf: Buffer, start = 0, end = buf.length, seed = 0): numb
   return sum;
 }
 
+const CRC32C_TABLE = Int32Array.from({ length: 256 }, (_, n) => {
+  let c = n;
+  for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ 0x82f63b78 : c >>> 1;
+  return c;
+});
+
+/** CRC32c (Castagnoli), as SCTP uses it: reflected, initial and final value ~0. */
+export function crc32c(buf: Buffer, start = 0, end = buf.length): number {
+  let c = ~0;
+  for (let i = start; i < end; i++) c = CRC32C_TABLE[(c ^ buf[i]!) & 0xff]! ^ (c >>> 8);
+  return ~c >>> 0;
+}
+
+/** SCTP's checksum of the SCTP packet at buf[start, end), with its checksum field taken as zero. */
+export function sctpChecksum(buf: Buffer, start = 0, end = buf.length): number {
+  const copy = Buffer.from(buf.subarray(start, end));
+  copy.writeUInt32LE(0, 8);
+  return crc32c(copy);
+}
+
 function pseudoHeader(pkt: Buffer, proto: number, l4len: number): number {
   const ph = Buffer.alloc(12);
   pkt.copy(ph, 0, 26, 34);
@@ -46,8 +67,8 @@ function pseudoHeader(pkt: Buffer, proto: number, l4len: number): number {
 
 export function buildPacket(spec: PacketSpec): Buffer {
   const payload = Buffer.from(spec.payload ?? '');
-  const proto = spec.proto === 'tcp' ? 6 : spec.proto === 'udp' ? 17 : 1;
-  const l4len = (spec.proto === 'tcp' ? 20 : 8) + payload.length;
+  const proto = spec.proto === 'tcp' ? 6 : spec.proto === 'udp' ? 17 : spec.proto === 'sctp' ? 132 : 1;
+  const l4len = (spec.proto === 'tcp' ? 20 : spec.proto === 'sctp' ? 32 : 8) + payload.length;
   const pkt = Buffer.alloc(14 + 20 + l4len);
   Buffer.from('020000000001020000000002', 'hex').copy(pkt, 0); // dst MAC, src MAC
   pkt.writeUInt16BE(0x0800, 12);
@@ -67,6 +88,20 @@ export function buildPacket(spec: PacketSpec): Buffer {
   }
   pkt.writeUInt16BE(spec.sport ?? 40000, l4);
   pkt.writeUInt16BE(spec.dport ?? 80, l4 + 2);
+  if (spec.proto === 'sctp') {
+    // Verification tag 0 (an INIT's), then an INIT chunk: type 1, length 20,
+    // initiate tag, a_rwnd, outbound/inbound streams, initial TSN.
+    pkt[l4 + 12] = 1;
+    pkt.writeUInt16BE(20, l4 + 14);
+    pkt.writeUInt32BE(spec.seq ?? 1000, l4 + 16);
+    pkt.writeUInt32BE(65536, l4 + 20);
+    pkt.writeUInt16BE(1, l4 + 24);
+    pkt.writeUInt16BE(1, l4 + 26);
+    pkt.writeUInt32BE(spec.seq ?? 1000, l4 + 28);
+    payload.copy(pkt, l4 + 32);
+    pkt.writeUInt32LE(sctpChecksum(pkt, l4), l4 + 8);
+    return pkt;
+  }
   if (spec.proto === 'tcp') {
     pkt.writeUInt32BE(spec.seq ?? 1000, l4 + 4);
     pkt[l4 + 12] = 0x50;
@@ -96,6 +131,7 @@ export function checksumsValid(pkt: Buffer): { ip: boolean; l4: boolean } {
   const proto = pkt[23]!;
   const l4 = pkt.subarray(14 + ihl, 14 + pkt.readUInt16BE(16));
   if (proto === 1) return { ip, l4: csum16(l4) === 0xffff };
+  if (proto === 132) return { ip, l4: l4.readUInt32LE(8) === sctpChecksum(l4) };
   if (proto === 17 && l4.readUInt16BE(6) === 0) return { ip, l4: true };
   return { ip, l4: csum16(l4, 0, l4.length, pseudoHeader(pkt, proto, l4.length)) === 0xffff };
 }

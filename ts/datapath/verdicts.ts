@@ -17,6 +17,7 @@ export const VERDICTS = [
   'drop_source_range',
   'drop_no_snat_port',
   'drop_revnat_missing',
+  'frag_unmatched',
 ] as const;
 
 export type Verdict = (typeof VERDICTS)[number];

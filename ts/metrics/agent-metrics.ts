@@ -172,7 +172,7 @@ function register(opts: AgentMetricsOptions): Live {
     });
     new pc.Counter({
       name: 'weir_packets_total',
-      help: 'Packets the BPF programs did not pass on untouched, by verdict (forward, revnat, reject_*, drop_*).',
+      help: 'Packets the BPF programs did not pass on untouched, by verdict (forward, revnat, reject_*, drop_*; frag_unmatched is passed on unchanged).',
       labelNames: ['verdict'] as const,
       registers,
       collect() {

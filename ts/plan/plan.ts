@@ -17,7 +17,7 @@ import { Cidr, EMPTY, IPv4, ObjectKey, Port, cidrContains, intToIp, parseCidr } 
 import { SCOPE_ALL, SCOPE_LOCAL, SVC_F } from '../datapath/codecs';
 import { flatKey } from '../util/keys';
 
-export type L4Proto = 'TCP' | 'UDP';
+export type L4Proto = 'TCP' | 'UDP' | 'SCTP';
 
 export interface PlanContext {
   /** This node's name, to tell local endpoints from remote ones. */
@@ -87,9 +87,9 @@ export function usableEndpoints<T extends { ready: boolean; serving: boolean; te
   return eps.filter((e) => e.serving && e.terminating);
 }
 
-/** (address, port, protocol) as one exact number (< 2^49), for finding a backend two service ports share. */
+/** (address, port, protocol) as one exact number (< 2^50), for finding a backend two service ports share. */
 function identity(ip: number, port: number, proto: L4Proto): number {
-  return ip * 0x20000 + port * 2 + (proto === 'UDP' ? 1 : 0);
+  return ip * 0x40000 + port * 4 + (proto === 'TCP' ? 0 : proto === 'UDP' ? 1 : 2);
 }
 
 /**
@@ -143,7 +143,7 @@ interface PortPlan {
 export function planService(svc: ServiceModel, slices: readonly SliceModel[], ctx: PlanContext): ServicePlan {
   const frontends: PlannedFrontend[] = [];
   const backends: PlannedBackend[] = [];
-  // Two service ports can reach the same endpoint port (TCP and UDP differ):
+  // Two service ports can reach the same endpoint port (TCP, UDP and SCTP differ):
   // with one service port (the usual case) every endpoint is new.
   const indexOf = svc.ports.length > 1 ? new Map<number, number>() : null;
 
@@ -151,8 +151,6 @@ export function planService(svc: ServiceModel, slices: readonly SliceModel[], ct
 
   for (let p = 0; p < svc.ports.length; p++) {
     const sp = svc.ports[p]!;
-    // SCTP is valid Kubernetes but not served by this dataplane.
-    if (sp.protocol === 'SCTP') continue;
     const proto: L4Proto = sp.protocol;
     // Sorted by address and port; each one built once, as the backend it becomes.
     const eps = endpointsForPort(

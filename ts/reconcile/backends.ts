@@ -170,11 +170,12 @@ export class BackendTable {
 const PROTO_CODE = new Map<number, number>([
   [C.IPPROTO.TCP, 0],
   [C.IPPROTO.UDP, 1],
+  [C.IPPROTO.SCTP, 2],
 ]);
 
-/** (address, port, protocol) as one exact number (< 2^49). */
+/** (address, port, protocol) as one exact number (< 2^50). */
 function identity(addr: number, port: number, proto: number): number {
   const code = PROTO_CODE.get(proto);
-  if (code === undefined) throw new Error(`backend protocol ${proto} is not TCP or UDP`);
-  return addr * 0x20000 + port * 2 + code;
+  if (code === undefined) throw new Error(`backend protocol ${proto} is not TCP, UDP or SCTP`);
+  return addr * 0x40000 + port * 4 + code;
 }

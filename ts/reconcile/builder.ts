@@ -23,7 +23,7 @@ export const MAX_SLOTS = 0xffff;
 /** Owner of the cluster CIDRs in the cidr map (frontends own theirs by rev_nat id). */
 const CLUSTER_CIDR_OWNER = 0 as const;
 
-const PROTO_NUM: Record<L4Proto, number> = { TCP: C.IPPROTO.TCP, UDP: C.IPPROTO.UDP };
+const PROTO_NUM: Record<L4Proto, number> = { TCP: C.IPPROTO.TCP, UDP: C.IPPROTO.UDP, SCTP: C.IPPROTO.SCTP };
 
 /** What the builder takes from, and reports to, the reconciler. */
 export interface BuildContext {

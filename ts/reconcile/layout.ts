@@ -77,5 +77,5 @@ export function dumpStrings(map: MapIO): Map<string, string> {
 }
 
 export function protoName(n: number): L4Proto | `proto${number}` {
-  return n === C.IPPROTO.TCP ? 'TCP' : n === C.IPPROTO.UDP ? 'UDP' : `proto${n}`;
+  return n === C.IPPROTO.TCP ? 'TCP' : n === C.IPPROTO.UDP ? 'UDP' : n === C.IPPROTO.SCTP ? 'SCTP' : `proto${n}`;
 }
