@@ -9,9 +9,11 @@
  *  - that choice is made separately for the cluster-wide and the node-local
  *    set;
  *  - every endpoint listed in a slice stays a known backend (even not ready or
- *    terminating) so established flows to it keep working until it is removed.
+ *    terminating) so established flows to it keep working until it is removed;
+ *  - topology hints narrow the cluster-wide set (./topology.ts).
  */
-import { EP_READY, EP_SERVING, EP_TERMINATING, SliceModel, endpointsForPort } from '../model/endpoints';
+import { EP_READY, EP_SERVING, EP_TERMINATING, EndpointHints, SliceModel, endpointsForPort } from '../model/endpoints';
+import { TOPOLOGY_NODE, TOPOLOGY_ZONE, TopologyMode, availableForTopology, topologyMode } from './topology';
 import { ServiceModel } from '../model/service';
 import { Cidr, EMPTY, IPv4, ObjectKey, Port, intToIp } from '../model/types';
 import { SCOPE_ALL, SCOPE_LOCAL, SVC_F } from '../datapath/codecs';
@@ -24,6 +26,8 @@ export interface PlanContext {
   readonly nodeName: string;
   /** Addresses NodePorts answer on (empty: no NodePort frontends). */
   readonly nodePortAddrs: readonly IPv4[];
+  /** This node's topology.kubernetes.io/zone label ('' or absent: none), for zone hints. */
+  readonly zone?: string;
 }
 
 export interface PlannedBackend {
@@ -103,8 +107,9 @@ class Candidate implements PlannedBackend {
   readonly terminating: boolean;
   readonly ready: boolean;
   readonly serving: boolean;
+  readonly hints: EndpointHints | null;
 
-  constructor(c: Omit<PlannedBackend, 'addr'> & { readonly ready: boolean; readonly serving: boolean }) {
+  constructor(c: Omit<PlannedBackend, 'addr'> & { readonly ready: boolean; readonly serving: boolean; readonly hints: EndpointHints | null }) {
     this.ip = c.ip;
     this.port = c.port;
     this.proto = c.proto;
@@ -112,6 +117,7 @@ class Candidate implements PlannedBackend {
     this.terminating = c.terminating;
     this.ready = c.ready;
     this.serving = c.serving;
+    this.hints = c.hints;
   }
 
   get addr(): IPv4 {
@@ -125,9 +131,11 @@ interface PortPlan {
   readonly proto: L4Proto;
   /** Every endpoint of the port, as plan indices. */
   readonly members: readonly number[];
-  /** usableEndpoints() of all endpoints, and of the node-local ones. */
+  /** usableEndpoints() of all endpoints (narrowed by topology), and of the node-local ones. */
   readonly cluster: readonly number[];
   readonly local: readonly number[];
+  /** SVC_F.TOPO_ZONE or SVC_F.TOPO_NODE when hints narrowed `cluster`, else 0. */
+  readonly topology: number;
 }
 
 /*
@@ -142,6 +150,7 @@ export function planService(svc: ServiceModel, slices: readonly SliceModel[], ct
   // Two service ports can reach the same endpoint port (TCP and UDP differ):
   // with one service port (the usual case) every endpoint is new.
   const indexOf = svc.ports.length > 1 ? new Map<number, number>() : null;
+  const topo = { nodeName: ctx.nodeName, zone: ctx.zone ?? '' };
 
   for (let p = 0; p < svc.ports.length; p++) {
     const sp = svc.ports[p]!;
@@ -153,7 +162,7 @@ export function planService(svc: ServiceModel, slices: readonly SliceModel[], ct
       slices,
       sp.name,
       sp.protocol,
-      (ip, nodeName, cond, port) =>
+      (ip, nodeName, cond, port, hints) =>
         new Candidate({
           ip,
           port,
@@ -162,6 +171,7 @@ export function planService(svc: ServiceModel, slices: readonly SliceModel[], ct
           terminating: (cond & EP_TERMINATING) !== 0,
           ready: (cond & EP_READY) !== 0,
           serving: (cond & EP_SERVING) !== 0,
+          hints,
         }),
     );
     const members = new Array<number>(eps.length);
@@ -181,16 +191,21 @@ export function planService(svc: ServiceModel, slices: readonly SliceModel[], ct
       indexOf?.set(id, backends.length);
       members[i] = backends.push(b) - 1;
     }
-    // usableEndpoints(), for all endpoints and for the local ones, on plan indices.
+    // usableEndpoints(), for all endpoints and for the local ones, on plan
+    // indices. Topology narrows the ready cluster-wide ones; a mode is only
+    // chosen when it leaves a ready endpoint, so the terminating fallback
+    // never applies topology (as kube-proxy's CategorizeEndpoints).
+    const mode: TopologyMode = topologyMode(eps, topo);
     const cluster: number[] = [];
     const local: number[] = [];
     for (let i = 0; i < eps.length; i++) {
       const e = eps[i]!;
       const fallback = e.serving && e.terminating;
-      if (anyReady ? e.ready : fallback) cluster.push(members[i]!);
+      if (anyReady ? e.ready && availableForTopology(e.hints, mode, topo) : fallback) cluster.push(members[i]!);
       if (e.local && (anyLocalReady ? e.ready : fallback)) local.push(members[i]!);
     }
-    const port: PortPlan = { servicePort: `${sp.name}/${proto}`, proto, members, cluster, local };
+    const topology = mode === TOPOLOGY_NODE ? SVC_F.TOPO_NODE : mode === TOPOLOGY_ZONE ? SVC_F.TOPO_ZONE : 0;
+    const port: PortPlan = { servicePort: `${sp.name}/${proto}`, proto, members, cluster, local, topology };
     for (let i = 0; i < svc.clusterIPs.length; i++) addFrontend(frontends, svc, port, svc.clusterIPs[i]!, sp.port, SVC_F.CLUSTER_IP, false);
     for (let i = 0; i < svc.externalIPs.length; i++) addFrontend(frontends, svc, port, svc.externalIPs[i]!, sp.port, SVC_F.EXTERNAL_IP, true);
     for (let i = 0; i < svc.loadBalancerIPs.length; i++) addFrontend(frontends, svc, port, svc.loadBalancerIPs[i]!, sp.port, SVC_F.LOAD_BALANCER, true);
@@ -225,7 +240,7 @@ function addFrontend(out: PlannedFrontend[], svc: ServiceModel, port: PortPlan, 
     port: portNum,
     proto,
     scope: SCOPE_ALL,
-    flags,
+    flags: itpLocal ? flags : flags | port.topology,
     affinityTimeout: svc.affinityTimeout,
     backends: itpLocal ? port.local : port.cluster,
     members,
