@@ -95,6 +95,44 @@ s("bookmarks: a re-opened watch resumes from the bookmark's resourceVersion", as
   await waitFor(async () => (await api.stats()).watches.includes(`Service@${rv}`), { timeoutMs: 3000, what: `a Service watch from ${rv}` });
 });
 
+s('Node changes from the API server: a zone relabel re-plans topology hints; a deletionTimestamp turns /healthz 503', async ({ box, api, agent }) => {
+  const node = (labels: Record<string, string>, meta: Record<string, unknown> = {}): K8sObject => ({
+    apiVersion: 'v1',
+    kind: 'Node',
+    metadata: { name: 'n1', labels, ...meta },
+    status: { addresses: [{ type: 'InternalIP', address: box.node('n1').ip }] },
+  });
+  const zoned: K8sObject = {
+    ...slice('zoned', []),
+    endpoints: [
+      { addresses: [box.pod('a').ip], nodeName: 'n1', conditions: { ready: true }, hints: { forZones: [{ name: 'zone-a' }] } },
+      { addresses: [box.pod('b').ip], nodeName: 'n1', conditions: { ready: true }, hints: { forZones: [{ name: 'zone-b' }] } },
+    ],
+  };
+  const backends = async (): Promise<string[]> => [...new Set((await box.tcp('client', '10.96.5.8:80', { count: 12 })).attempts.map((a) => (a.ok ? a.backend! : a.error!)))].sort();
+  const port = /"msg":"health server listening","addr":"127\.0\.0\.1:(\d+)"/.exec(agent.logs())?.[1];
+  assert.ok(port, 'health port in the log');
+  const healthz = async (): Promise<string> => (await box.exec(box.node('n1').ns, ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', `http://127.0.0.1:${port}/healthz`])).stdout;
+  try {
+    await api.apply(node({ 'topology.kubernetes.io/zone': 'zone-a' }));
+    await api.apply(service('zoned', '10.96.5.8'));
+    await api.apply(zoned);
+    await waitFor(async () => /10\.96\.5\.8:80\/TCP .*topology-zone\] 1 backend/.test(await services(box)), { timeoutMs: 3000, what: 'zoned programmed for zone-a' });
+    assert.equal(await backends(), ['a'], "zone-a: the endpoint hinted for zone-a (kube-proxy TestCategorizeEndpoints 'normal endpoint filtering')");
+    await api.apply(node({ 'topology.kubernetes.io/zone': 'zone-b' }));
+    await agent.waitForNext(/"msg":"node changed; re-planning every service".*"zone":"zone-b"/, 3000);
+    await waitFor(async () => (await backends()).join() === 'b', { timeoutMs: 3000, what: 'zone-b endpoint after the relabel' });
+    assert.is(await healthz(), '200');
+    await api.apply(node({ 'topology.kubernetes.io/zone': 'zone-b' }, { deletionTimestamp: new Date().toISOString() }));
+    await waitFor(async () => (await healthz()) === '503', { timeoutMs: 3000, what: '/healthz 503 while the Node is being deleted' });
+  } finally {
+    await api.apply(node({}));
+    await api.delete('Service', 'k', 'zoned');
+    await api.delete('EndpointSlice', 'k', 'zoned-1');
+  }
+  await waitFor(async () => (await healthz()) === '200', { timeoutMs: 3000, what: '/healthz 200 again' });
+});
+
 s('410 Gone and a server restart relist without flushing; a live connection is not disturbed', async ({ box, api, agent }) => {
   const hold = await box.hold('client', '10.96.5.1:80', { durationMs: 5000, intervalMs: 100 });
   const lists = (await api.stats()).lists.length;

@@ -113,7 +113,6 @@ async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Pro
   await source.start();
   log.info('sources synced', { services: store.services.size, slices: store.slices.size, atMs: sinceStart() });
   const nodeIPs = await resolvingIPs;
-  if (nodeIPs.length === 0) log.warn('no node IP known: NodePorts are not served and nothing can be masqueraded', { hint: '--node-ips or --external-devices' });
 
   const { dp, mode } = await chooseMode(opts, log, loading);
   loadSettled = true;
@@ -213,6 +212,7 @@ async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Pro
 
   // No --node-ips and no external device addresses: the Node object knows.
   applyNode();
+  if (nodeIPs.length === 0) log.warn('no node IP known: NodePorts are not served and nothing can be masqueraded', { hint: '--node-ips, --external-devices or a Node with InternalIPs' });
   synced = true;
   // From the first sync on, the maps may hold this agent's writes: a failed
   // start leaves them programmed, as a stopped agent does, for the next one.
