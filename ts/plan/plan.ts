@@ -13,7 +13,7 @@
  *  - topology hints narrow the cluster-wide set (./topology.ts).
  */
 import { EP_READY, EP_SERVING, EP_TERMINATING, EndpointHints, SliceModel, endpointsForPort } from '../model/endpoints';
-import { TOPOLOGY_NODE, TOPOLOGY_ZONE, TopologyMode, availableForTopology, topologyMode } from './topology';
+import { TOPOLOGY_NODE, TOPOLOGY_NONE, TOPOLOGY_ZONE, TopologyMode, availableForTopology, topologyMode } from './topology';
 import { ServiceModel } from '../model/service';
 import { Cidr, EMPTY, IPv4, ObjectKey, Port, intToIp } from '../model/types';
 import { SCOPE_ALL, SCOPE_LOCAL, SVC_F } from '../datapath/codecs';
@@ -151,6 +151,9 @@ export function planService(svc: ServiceModel, slices: readonly SliceModel[], ct
   // with one service port (the usual case) every endpoint is new.
   const indexOf = svc.ports.length > 1 ? new Map<number, number>() : null;
   const topo = { nodeName: ctx.nodeName, zone: ctx.zone ?? '' };
+  // Most services have no hints at all: then topology has nothing to decide.
+  let hinted = false;
+  for (let i = 0; i < slices.length && !hinted; i++) hinted = slices[i]!.hints !== undefined;
 
   for (let p = 0; p < svc.ports.length; p++) {
     const sp = svc.ports[p]!;
@@ -195,7 +198,7 @@ export function planService(svc: ServiceModel, slices: readonly SliceModel[], ct
     // indices. Topology narrows the ready cluster-wide ones; a mode is only
     // chosen when it leaves a ready endpoint, so the terminating fallback
     // never applies topology (as kube-proxy's CategorizeEndpoints).
-    const mode: TopologyMode = topologyMode(eps, topo);
+    const mode: TopologyMode = hinted ? topologyMode(eps, topo) : TOPOLOGY_NONE;
     const cluster: number[] = [];
     const local: number[] = [];
     for (let i = 0; i < eps.length; i++) {
