@@ -218,7 +218,10 @@ s('flow table: topology hints and ipMode as kube-proxy', async ({ box }) => {
   assert.equal(failures, [], failures.join('\n'));
 });
 
-s('weir services shows the topology mode in force (BPF maps)', async ({ box }) => {
+s('the topology in force is shown: logged per service, and in BPF mode by weir services', async ({ box, agents }) => {
+  const logs = agents.n1!.logs();
+  assert.match(logs, /"msg":"topology","object":"Service f\/zoned","trafficDistribution":"PreferSameZone","topology":"same-zone"/);
+  assert.match(logs, /"msg":"topology","object":"Service f\/partial","trafficDistribution":"PreferClose","topology":"none"/);
   if (MODE !== 'bpf') return; // iptables mode reads its chains back, which carry no flags
   const out = await box.weir('n1', ['services']);
   assert.match(out, /10\.96\.4\.1:80\/TCP scope=all .*\[cluster-ip,topology-zone\]/);

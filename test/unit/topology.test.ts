@@ -14,6 +14,8 @@ import { ClusterStore } from '../../ts/model/store';
 import { backendKey, PlanContext, planService } from '../../ts/plan/plan';
 import { IPv4 } from '../../ts/model/types';
 import { SCOPE_LOCAL, SVC_F } from '../../ts/datapath/codecs';
+import * as path from 'node:path';
+import { TEST_SRC, runPipeline } from './pipeline';
 
 interface Ep {
   ip: string;
@@ -259,6 +261,21 @@ test('Node: zone label, InternalIPs and draining (deletionTimestamp or the autos
   store.deleteNode('n1');
   assert.not.ok(store.nodeEligible('n1'), 'deleted');
   assert.ok(store.nodeEligible('n2'), 'another node never seen');
+});
+
+test('the topology in force is logged for services that ask for one or are narrowed, once per change', async () => {
+  const res = await runPipeline(path.join(TEST_SRC, 'golden', 'topology'));
+  const said = (): string[] =>
+    res.logs
+      .filter((l) => l.msg === 'topology')
+      .map((l) => `${String(l.object)} ${String(l.trafficDistribution)} ${String(l.topology)}`)
+      .sort();
+  const want = ['Service topo/noded PreferSameNode same-node', 'Service topo/partial PreferClose none', 'Service topo/zoned PreferSameZone same-zone'];
+  assert.equal(said(), want);
+  assert.match(String(res.logs.find((l) => l.object === 'Service topo/partial')?.why), /not every ready endpoint has a hint/);
+  for (const k of res.store.services.keys()) res.store.dirty.add(k);
+  res.sync();
+  assert.equal(said(), want, 'a re-plan without change says nothing again');
 });
 
 test.run();
