@@ -7,7 +7,7 @@
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { Agent, Box, waitFor } from '../box/box';
+import { Agent, Box, MODE, waitFor } from '../box/box';
 import { ApiServer, K8sObject } from '../apiserver/harness';
 
 const s = suite<{ box: Box; api: ApiServer; agent: Agent }>('kube source');
@@ -179,6 +179,35 @@ s('401 Unauthorized: a clear error, and a restarted agent keeps serving the pinn
   );
   await agent.stop();
   ctx.agent = await box.startAgent('n1', ['--source', 'kube', '--kubeconfig', api.kubeconfig]);
+});
+
+s('node IPs from the Node object: an InternalIP changed on the API server moves the NodePort and the masquerade source', async (ctx) => {
+  const { box, api } = ctx;
+  const n1 = box.node('n1').ip;
+  const other = '192.168.77.50';
+  const node = (ip: string): K8sObject => ({ apiVersion: 'v1', kind: 'Node', metadata: { name: 'n1' }, status: { addresses: [{ type: 'InternalIP', address: ip }] } });
+  await box.exec(box.node('n1').ns, ['ip', 'addr', 'add', `${other}/24`, 'dev', 'eth0']);
+  await api.apply({ ...service('np', '10.96.5.9'), spec: { type: 'NodePort', clusterIP: '10.96.5.9', ports: [{ name: 'http', port: 80, targetPort: 8080, nodePort: 30200 }] } });
+  await api.apply(slice('np', [box.pod('a').ip]));
+  await ctx.agent.stop();
+  // No --node-ips and no external device: the node IPs are the Node's InternalIPs.
+  ctx.agent = await box.startAgent('n1', ['--source', 'kube', '--kubeconfig', api.kubeconfig, '--external-devices=']);
+  const reach = async (ip: string): Promise<string[]> => [
+    ...new Set((await box.tcp('client', `${ip}:30200`, { count: 4, timeoutMs: 1000 })).attempts.map((a) => (a.ok ? `${a.backend!} saw ${a.seenSrc!.split(':')[0]!}` : a.error!))),
+  ];
+  const masq = (ip: string): string => (MODE === 'bpf' ? ip : n1); // iptables: MASQUERADE picks the route's source
+  try {
+    assert.equal(await reach(n1), [`a saw ${masq(n1)}`]);
+    assert.equal(await reach(other), ['ECONNREFUSED'], 'not a node IP yet');
+    await api.apply(node(other));
+    await ctx.agent.waitForNext(/"msg":"node changed; re-planning every service".*"nodeIPs":"192\.168\.77\.50"/, 3000);
+    await waitFor(async () => (await reach(other)).join() === `a saw ${masq(other)}`, { timeoutMs: 3000, what: 'NodePort on the new InternalIP' });
+    assert.equal(await reach(n1), ['ECONNREFUSED'], 'the old InternalIP is no NodePort address any more');
+  } finally {
+    await api.apply(node(n1));
+    await ctx.agent.stop();
+    ctx.agent = await box.startAgent('n1', ['--source', 'kube', '--kubeconfig', api.kubeconfig]);
+  }
 });
 
 s.run();
