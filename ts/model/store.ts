@@ -63,7 +63,7 @@ export class ClusterStore {
   readonly nodes = new Map<string, NodeModel>();
   /** Services whose plan must be recomputed (changed service or slices), with when they first changed. */
   readonly dirty = new DirtySet();
-  /** Bumped on every change to nodes (node IPs feed NodePort frontends). */
+  /** Bumped on every change to nodes (their IPs feed NodePort frontends, their zone topology, draining /healthz). */
   nodesVersion = 0;
   /** Nodes that were known and then deleted (a deleted Node is draining too). */
   readonly deletedNodes = new Set<string>();
