@@ -74,6 +74,9 @@
 #define WEIR_SVC_F_SRC_RANGES (1 << 7) /* loadBalancerSourceRanges apply */
 /* count 0 means DROP, not REJECT: a Local policy with no local endpoint while the service has others */
 #define WEIR_SVC_F_DROP_EMPTY (1 << 8)
+/* Shown, not acted on: topology hints narrowed the slots to this node's zone / to this node */
+#define WEIR_SVC_F_TOPO_ZONE (1 << 9)
+#define WEIR_SVC_F_TOPO_NODE (1 << 10)
 
 /* member value: flags of a backend in a frontend's endpoint set. */
 #define WEIR_MEMBER_F_ACTIVE (1 << 0) /* usable for new connections (in the slots) */

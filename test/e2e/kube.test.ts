@@ -7,7 +7,7 @@
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { Agent, Box, waitFor } from '../box/box';
+import { Agent, Box, MODE, waitFor } from '../box/box';
 import { ApiServer, K8sObject } from '../apiserver/harness';
 
 const s = suite<{ box: Box; api: ApiServer; agent: Agent }>('kube source');
@@ -95,6 +95,44 @@ s("bookmarks: a re-opened watch resumes from the bookmark's resourceVersion", as
   await waitFor(async () => (await api.stats()).watches.includes(`Service@${rv}`), { timeoutMs: 3000, what: `a Service watch from ${rv}` });
 });
 
+s('Node changes from the API server: a zone relabel re-plans topology hints; a deletionTimestamp turns /healthz 503', async ({ box, api, agent }) => {
+  const node = (labels: Record<string, string>, meta: Record<string, unknown> = {}): K8sObject => ({
+    apiVersion: 'v1',
+    kind: 'Node',
+    metadata: { name: 'n1', labels, ...meta },
+    status: { addresses: [{ type: 'InternalIP', address: box.node('n1').ip }] },
+  });
+  const zoned: K8sObject = {
+    ...slice('zoned', []),
+    endpoints: [
+      { addresses: [box.pod('a').ip], nodeName: 'n1', conditions: { ready: true }, hints: { forZones: [{ name: 'zone-a' }] } },
+      { addresses: [box.pod('b').ip], nodeName: 'n1', conditions: { ready: true }, hints: { forZones: [{ name: 'zone-b' }] } },
+    ],
+  };
+  const backends = async (): Promise<string[]> => [...new Set((await box.tcp('client', '10.96.5.8:80', { count: 12 })).attempts.map((a) => (a.ok ? a.backend! : a.error!)))].sort();
+  const port = /"msg":"health server listening","addr":"127\.0\.0\.1:(\d+)"/.exec(agent.logs())?.[1];
+  assert.ok(port, 'health port in the log');
+  const healthz = async (): Promise<string> => (await box.exec(box.node('n1').ns, ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', `http://127.0.0.1:${port}/healthz`])).stdout;
+  try {
+    await api.apply(node({ 'topology.kubernetes.io/zone': 'zone-a' }));
+    await api.apply(service('zoned', '10.96.5.8'));
+    await api.apply(zoned);
+    await waitFor(async () => /10\.96\.5\.8:80\/TCP .*topology-zone\] 1 backend/.test(await services(box)), { timeoutMs: 3000, what: 'zoned programmed for zone-a' });
+    assert.equal(await backends(), ['a'], "zone-a: the endpoint hinted for zone-a (kube-proxy TestCategorizeEndpoints 'normal endpoint filtering')");
+    await api.apply(node({ 'topology.kubernetes.io/zone': 'zone-b' }));
+    await agent.waitForNext(/"msg":"node changed; re-planning every service".*"zone":"zone-b"/, 3000);
+    await waitFor(async () => (await backends()).join() === 'b', { timeoutMs: 3000, what: 'zone-b endpoint after the relabel' });
+    assert.is(await healthz(), '200');
+    await api.apply(node({ 'topology.kubernetes.io/zone': 'zone-b' }, { deletionTimestamp: new Date().toISOString() }));
+    await waitFor(async () => (await healthz()) === '503', { timeoutMs: 3000, what: '/healthz 503 while the Node is being deleted' });
+  } finally {
+    await api.apply(node({}));
+    await api.delete('Service', 'k', 'zoned');
+    await api.delete('EndpointSlice', 'k', 'zoned-1');
+  }
+  await waitFor(async () => (await healthz()) === '200', { timeoutMs: 3000, what: '/healthz 200 again' });
+});
+
 s('410 Gone and a server restart relist without flushing; a live connection is not disturbed', async ({ box, api, agent }) => {
   const hold = await box.hold('client', '10.96.5.1:80', { durationMs: 5000, intervalMs: 100 });
   const lists = (await api.stats()).lists.length;
@@ -141,6 +179,35 @@ s('401 Unauthorized: a clear error, and a restarted agent keeps serving the pinn
   );
   await agent.stop();
   ctx.agent = await box.startAgent('n1', ['--source', 'kube', '--kubeconfig', api.kubeconfig]);
+});
+
+s('node IPs from the Node object: an InternalIP changed on the API server moves the NodePort and the masquerade source', async (ctx) => {
+  const { box, api } = ctx;
+  const n1 = box.node('n1').ip;
+  const other = '192.168.77.50';
+  const node = (ip: string): K8sObject => ({ apiVersion: 'v1', kind: 'Node', metadata: { name: 'n1' }, status: { addresses: [{ type: 'InternalIP', address: ip }] } });
+  await box.exec(box.node('n1').ns, ['ip', 'addr', 'add', `${other}/24`, 'dev', 'eth0']);
+  await api.apply({ ...service('np', '10.96.5.9'), spec: { type: 'NodePort', clusterIP: '10.96.5.9', ports: [{ name: 'http', port: 80, targetPort: 8080, nodePort: 30200 }] } });
+  await api.apply(slice('np', [box.pod('a').ip]));
+  await ctx.agent.stop();
+  // No --node-ips and no external device: the node IPs are the Node's InternalIPs.
+  ctx.agent = await box.startAgent('n1', ['--source', 'kube', '--kubeconfig', api.kubeconfig, '--external-devices=']);
+  const reach = async (ip: string): Promise<string[]> => [
+    ...new Set((await box.tcp('client', `${ip}:30200`, { count: 4, timeoutMs: 1000 })).attempts.map((a) => (a.ok ? `${a.backend!} saw ${a.seenSrc!.split(':')[0]!}` : a.error!))),
+  ];
+  const masq = (ip: string): string => (MODE === 'bpf' ? ip : n1); // iptables: MASQUERADE picks the route's source
+  try {
+    assert.equal(await reach(n1), [`a saw ${masq(n1)}`]);
+    assert.equal(await reach(other), ['ECONNREFUSED'], 'not a node IP yet');
+    await api.apply(node(other));
+    await ctx.agent.waitForNext(/"msg":"node changed; re-planning every service".*"nodeIPs":"192\.168\.77\.50"/, 3000);
+    await waitFor(async () => (await reach(other)).join() === `a saw ${masq(other)}`, { timeoutMs: 3000, what: 'NodePort on the new InternalIP' });
+    assert.equal(await reach(n1), ['ECONNREFUSED'], 'the old InternalIP is no NodePort address any more');
+  } finally {
+    await api.apply(node(n1));
+    await ctx.agent.stop();
+    ctx.agent = await box.startAgent('n1', ['--source', 'kube', '--kubeconfig', api.kubeconfig]);
+  }
 });
 
 s.run();

@@ -66,7 +66,8 @@ test('DaemonSet: host network, node name, privileges, mounts, tolerations, prior
   assert.is(at(volume(mount('/sys/fs/bpf').name), 'hostPath.path'), '/sys/fs/bpf');
   assert.is(at(volume(mount('/sys/fs/cgroup').name), 'hostPath.path'), '/sys/fs/cgroup');
   assert.is(at(volume(mount('/run/xtables.lock').name), 'hostPath.type'), 'FileOrCreate');
-  for (const probe of ['livenessProbe', 'readinessProbe']) assert.equal(at(c, `${probe}.httpGet`), { path: '/healthz', port: 10256 });
+  // /healthz is 503 on a draining node (for load balancers): the probes use /livez, or the agent would be restarted while it drains.
+  for (const probe of ['livenessProbe', 'readinessProbe']) assert.equal(at(c, `${probe}.httpGet`), { path: '/livez', port: 10256 });
   assert.equal(at(c, 'args'), ['run', '--config', '/etc/weir/config.yaml']);
   assert.is(at(volume(mount('/etc/weir').name), 'configMap.name'), str(find('ConfigMap'), 'metadata.name'));
 });

@@ -21,7 +21,7 @@ function get(port: number, path: string): Promise<{ status: number; body: string
 
 test('200 when idle or recently queued, 503 when a queued update is older than the timeout', async () => {
   let pending = 0;
-  const server = await startHealthServer({ host: '127.0.0.1', port: 0, timeoutMs: 1000, state: { pendingSince: () => pending, lastSuccessAt: () => Date.now() - 5000 } });
+  const server = await startHealthServer({ host: '127.0.0.1', port: 0, timeoutMs: 1000, state: { pendingSince: () => pending, lastSuccessAt: () => Date.now() - 5000, nodeEligible: () => true } });
   try {
     assert.is((await get(server.port, '/healthz')).status, 200);
     pending = Date.now() - 500;
@@ -31,6 +31,26 @@ test('200 when idle or recently queued, 503 when a queued update is older than t
     assert.is(r.status, 503);
     assert.ok((JSON.parse(r.body) as { pendingSince?: unknown }).pendingSince);
     assert.is((await get(server.port, '/other')).status, 404);
+  } finally {
+    await server.close();
+  }
+});
+
+// kube-proxy's proxy_health_test.go: "node is being deleted" / "node has ToBeDeleted taint" cases.
+test('a draining node: /healthz 503 with nodeEligible false, /livez still 200', async () => {
+  let eligible = true;
+  const server = await startHealthServer({ host: '127.0.0.1', port: 0, timeoutMs: 1000, state: { pendingSince: () => 0, lastSuccessAt: () => Date.now(), nodeEligible: () => eligible } });
+  try {
+    let r = await get(server.port, '/healthz');
+    assert.is(r.status, 200);
+    assert.is((JSON.parse(r.body) as { nodeEligible?: unknown }).nodeEligible, true);
+    eligible = false;
+    r = await get(server.port, '/healthz');
+    assert.is(r.status, 503);
+    assert.is((JSON.parse(r.body) as { nodeEligible?: unknown }).nodeEligible, false);
+    r = await get(server.port, '/livez');
+    assert.is(r.status, 200, 'liveness ignores the Node: a draining proxy is not restarted');
+    assert.is((JSON.parse(r.body) as { nodeEligible?: unknown }).nodeEligible, undefined);
   } finally {
     await server.close();
   }

@@ -24,7 +24,7 @@ async function render(caseDir: string): Promise<string> {
   const src = new FileSource({ dir: caseDir, store, onChange: () => undefined, log: createLogger('error', () => undefined) });
   await src.start();
   src.stop();
-  const ctx = { nodeName: 'n1', nodePortAddrs: ['192.168.77.10' as IPv4] };
+  const ctx = { nodeName: 'n1', nodePortAddrs: ['192.168.77.10' as IPv4], zone: store.nodes.get('n1')?.zone ?? '' };
   const plans = [...store.services.values()].map((s) => planService(s, store.slicesOf(s.key), ctx));
   const out = renderAll(plans, { clusterCIDRs: [parseCidr('10.244.0.0/16')!], masqueradeAll: false });
   return out.nat + out.filter;

@@ -48,7 +48,9 @@ export async function runPipeline(dir: string, opts: { nodeName?: string; nodePo
   const source = new FileSource({ dir, store, onChange: () => undefined, log });
   await source.start();
   source.stop();
-  const syncer = new Syncer({ store, reconciler, log, ctx: { nodeName: opts.nodeName ?? 'n1', nodePortAddrs: opts.nodePortAddrs ?? [] } });
+  // The node's zone comes from its Node object, as the agent takes it.
+  const nodeName = opts.nodeName ?? 'n1';
+  const syncer = new Syncer({ store, reconciler, log, ctx: { nodeName, nodePortAddrs: opts.nodePortAddrs ?? [], zone: store.nodes.get(nodeName)?.zone ?? '' } });
   const sync = (): void => void syncer.sync();
   sync();
   return {

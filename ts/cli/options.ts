@@ -171,7 +171,7 @@ export const RUN_FLAGS: FlagTable<RunOptions> = {
     yaml: 'node-ips',
     kind: 'value',
     placeholder: 'IPS',
-    defaultHelp: "the external devices' addresses",
+    defaultHelp: "the external devices' addresses, else the Node's InternalIPs as they change",
     description: 'NodePort addresses; the first is the masquerade source',
     parse: ipList,
   },

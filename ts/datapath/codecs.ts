@@ -269,6 +269,8 @@ export const SVC_F = {
   ITP_LOCAL: 1 << 6,
   SRC_RANGES: 1 << 7,
   DROP_EMPTY: 1 << 8,
+  TOPO_ZONE: 1 << 9,
+  TOPO_NODE: 1 << 10,
 } as const;
 export const CFG_F = { MASQUERADE_ALL: 1 << 0, CLUSTER_CIDR: 1 << 1 } as const;
 export const MEMBER_F = { ACTIVE: 1 << 0 } as const;

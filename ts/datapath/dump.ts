@@ -43,6 +43,8 @@ const SVC_FLAG_NAMES: Array<[number, string]> = [
   [C.SVC_F.ITP_LOCAL, 'itp-local'],
   [C.SVC_F.SRC_RANGES, 'source-ranges'],
   [C.SVC_F.DROP_EMPTY, 'drop-empty'],
+  [C.SVC_F.TOPO_ZONE, 'topology-zone'],
+  [C.SVC_F.TOPO_NODE, 'topology-node'],
 ];
 const BE_FLAG_NAMES: Array<[number, string]> = [
   [C.BE_F.LOCAL, 'local'],

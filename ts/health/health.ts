@@ -3,6 +3,13 @@
  * /livez answer 200 while updates are being applied, and 503 once a queued
  * update has waited longer than the health timeout (a stuck agent should be
  * restarted, and a node with a stuck proxy should not get new traffic).
+ *
+ * /healthz also answers 503 while this node is not eligible for traffic:
+ * its Node is being deleted (deletionTimestamp set, or gone), or carries the
+ * cluster autoscaler's ToBeDeletedByClusterAutoscaler taint. Load balancers
+ * that probe it (eTP=Cluster services) then drain the node before it goes
+ * (KEP-3836, kube-proxy's ProxyHealthServer.SyncNode). /livez ignores the
+ * Node: a draining node's proxy is alive and must not be restarted.
  */
 import type { AddressInfo } from 'node:net';
 import { http } from '../util/lazy';
@@ -11,6 +18,8 @@ export interface HealthState {
   /** ms timestamp since which an update waits, 0 when none. */
   pendingSince(): number;
   lastSuccessAt(): number;
+  /** false while this node is draining (see above); true until its Node says otherwise. */
+  nodeEligible(): boolean;
 }
 
 export interface HealthServer {
@@ -27,12 +36,18 @@ export function startHealthServer(opts: { host: string; port: number; timeoutMs:
     }
     const now = Date.now();
     const pending = opts.state.pendingSince();
-    const healthy = pending === 0 || now - pending <= opts.timeoutMs;
-    const body = {
+    const proxyHealthy = pending === 0 || now - pending <= opts.timeoutMs;
+    const body: Record<string, unknown> = {
       lastUpdated: opts.state.lastSuccessAt() ? new Date(opts.state.lastSuccessAt()).toISOString() : null,
       currentTime: new Date(now).toISOString(),
       pendingSince: pending ? new Date(pending).toISOString() : null,
     };
+    let healthy = proxyHealthy;
+    if (url === '/healthz') {
+      const eligible = opts.state.nodeEligible();
+      body.nodeEligible = eligible;
+      healthy &&= eligible;
+    }
     res.writeHead(healthy ? 200 : 503, { 'content-type': 'application/json' }).end(JSON.stringify(body));
   });
   return new Promise((resolve, reject) => {

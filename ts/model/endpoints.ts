@@ -9,7 +9,7 @@
  * protocol: the EndpointSlice controller has already resolved the service's
  * targetPort (number or container port name) into that port's number.
  */
-import type { V1EndpointSlice } from '@kubernetes/client-node';
+import type { V1EndpointHints, V1EndpointSlice } from '@kubernetes/client-node';
 import { FieldError, IPv4, ObjectKey, Port, Protocol, Result, intToIp, ipToInt, kept, objectKey, parseIPv4, parsePort } from './types';
 
 export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
@@ -20,6 +20,18 @@ export interface EndpointModel {
   readonly ready: boolean;
   readonly serving: boolean;
   readonly terminating: boolean;
+  /** hints.forZones / hints.forNodes, or null when the endpoint has none. */
+  readonly hints: EndpointHints | null;
+}
+
+/**
+ * An endpoint's topology hints, set by the EndpointSlice controller from the
+ * Service's trafficDistribution: the zones and nodes whose proxies should
+ * send this endpoint traffic (../plan/topology.ts).
+ */
+export interface EndpointHints {
+  readonly forZones: readonly string[];
+  readonly forNodes: readonly string[];
 }
 
 export interface SlicePortModel {
@@ -51,15 +63,17 @@ export interface SliceModel {
   readonly nodeNames: readonly string[];
   /** EP_READY | EP_SERVING | EP_TERMINATING, after kube-proxy's reading of nil. */
   readonly conditions: readonly number[];
+  /** Each endpoint's hints (null: none); the column is absent when no endpoint of the slice has any (the usual case). */
+  readonly hints?: readonly (EndpointHints | null)[];
 }
 
 /** A slice's endpoints as objects. */
 export function sliceEndpoints(slice: SliceModel): EndpointModel[] {
-  return slice.ips.map((ip, i) => endpointModel(ip, slice.nodeNames[i]!, slice.conditions[i]!));
+  return slice.ips.map((ip, i) => endpointModel(ip, slice.nodeNames[i]!, slice.conditions[i]!, slice.hints?.[i] ?? null));
 }
 
-function endpointModel(ip: number, nodeName: string, cond: number): EndpointModel {
-  return { addr: intToIp(ip), nodeName, ready: (cond & EP_READY) !== 0, serving: (cond & EP_SERVING) !== 0, terminating: (cond & EP_TERMINATING) !== 0 };
+function endpointModel(ip: number, nodeName: string, cond: number, hints: EndpointHints | null): EndpointModel {
+  return { addr: intToIp(ip), nodeName, ready: (cond & EP_READY) !== 0, serving: (cond & EP_SERVING) !== 0, terminating: (cond & EP_TERMINATING) !== 0, hints };
 }
 
 export type SliceParse = Result<SliceModel> | { ok: 'skip'; key: ObjectKey; reason: string };
@@ -104,6 +118,7 @@ export function parseEndpointSlice(slice: V1EndpointSlice): SliceParse {
   const ips = new Array<number>(n);
   const nodeNames = new Array<string>(n);
   const conditions = new Array<number>(n);
+  let hints: (EndpointHints | null)[] | undefined;
   for (let i = 0; i < n; i++) {
     const ep = rawEndpoints[i]!;
     // kube-proxy programs only the first address of an endpoint.
@@ -119,13 +134,31 @@ export function parseEndpointSlice(slice: V1EndpointSlice): SliceParse {
     ips[i] = ipToInt(addr);
     nodeNames[i] = ep.nodeName ?? '';
     conditions[i] = (ready ? EP_READY : 0) | (serving ? EP_SERVING : 0) | (terminating ? EP_TERMINATING : 0);
+    if (ep.hints) {
+      const h = parseHints(ep.hints, `endpoints[${i}].hints`, err);
+      if (h) (hints ??= new Array<EndpointHints | null>(n).fill(null))[i] = h;
+    }
   }
 
   if (errors.length || !svcName) return { ok: false, errors };
   const service = objectKey(namespace, svcName);
-  return n === 0
-    ? { ok: true, value: { key, service, ports: kept(ports), ips: kept(ips), nodeNames: kept(nodeNames), conditions: kept(conditions) } }
-    : { ok: true, value: { key, service, ports: kept(ports), ips, nodeNames, conditions } };
+  if (n === 0) return { ok: true, value: { key, service, ports: kept(ports), ips: kept(ips), nodeNames: kept(nodeNames), conditions: kept(conditions) } };
+  return { ok: true, value: hints ? { key, service, ports: kept(ports), ips, nodeNames, conditions, hints } : { key, service, ports: kept(ports), ips, nodeNames, conditions } };
+}
+
+/** hints.forZones[].name and hints.forNodes[].name; null when both are empty (the same as no hints). */
+function parseHints(raw: V1EndpointHints, field: string, err: (field: string, message: string) => void): EndpointHints | null {
+  const names = (list: ReadonlyArray<{ name?: unknown }> | undefined, what: string): string[] => {
+    const out: string[] = [];
+    (list ?? []).forEach((e, j) => {
+      if (typeof e?.name === 'string' && e.name !== '') out.push(e.name);
+      else err(`${field}.${what}[${j}].name`, `must be a non-empty string, got ${JSON.stringify(e?.name)}`);
+    });
+    return out;
+  };
+  const forZones = names(raw.forZones, 'forZones');
+  const forNodes = names(raw.forNodes, 'forNodes');
+  return forZones.length || forNodes.length ? { forZones: kept(forZones), forNodes: kept(forNodes) } : null;
 }
 
 /** One endpoint of one service port, after merging every slice. */
@@ -142,9 +175,12 @@ export interface Mergeable {
   readonly ready: boolean;
 }
 
-function toPortEndpoint(ip: number, nodeName: string, cond: number, port: Port): PortEndpoint {
-  return { ...endpointModel(ip, nodeName, cond), port, ip };
+function toPortEndpoint(ip: number, nodeName: string, cond: number, port: Port, hints: EndpointHints | null): PortEndpoint {
+  return { ...endpointModel(ip, nodeName, cond, hints), port, ip };
 }
+
+/** Builds one endpoint of a service port (the plan makes its backends this way). */
+export type MakeEndpoint<T> = (ip: number, nodeName: string, cond: number, port: Port, hints: EndpointHints | null) => T;
 
 /**
  * Endpoints of a service port across all of the service's slices, sorted by
@@ -159,18 +195,14 @@ function toPortEndpoint(ip: number, nodeName: string, cond: number, port: Port):
  */
 export function endpointsForPort(slices: Iterable<SliceModel>, portName: string, protocol: Protocol): PortEndpoint[];
 /** With `make`, each endpoint is built as the caller needs it (the plan builds its backends here, not a copy of each). */
-export function endpointsForPort<T extends Mergeable>(slices: Iterable<SliceModel>, portName: string, protocol: Protocol, make: (ip: number, nodeName: string, cond: number, port: Port) => T): T[];
-export function endpointsForPort(
-  slices: Iterable<SliceModel>,
-  portName: string,
-  protocol: Protocol,
-  make: (ip: number, nodeName: string, cond: number, port: Port) => Mergeable = toPortEndpoint,
-): Mergeable[] {
+export function endpointsForPort<T extends Mergeable>(slices: Iterable<SliceModel>, portName: string, protocol: Protocol, make: MakeEndpoint<T>): T[];
+export function endpointsForPort(slices: Iterable<SliceModel>, portName: string, protocol: Protocol, make: MakeEndpoint<Mergeable> = toPortEndpoint): Mergeable[] {
   const out: Mergeable[] = [];
   for (const slice of slices) {
     const sp = slice.ports.find((p) => p.name === portName && p.protocol === protocol);
     if (!sp) continue;
-    for (let i = 0; i < slice.ips.length; i++) out.push(make(slice.ips[i]!, slice.nodeNames[i]!, slice.conditions[i]!, sp.port));
+    const hints = slice.hints;
+    for (let i = 0; i < slice.ips.length; i++) out.push(make(slice.ips[i]!, slice.nodeNames[i]!, slice.conditions[i]!, sp.port, hints ? hints[i]! : null));
   }
   if (out.length < 2) return out;
   sortByAddrPort(out);

@@ -8,6 +8,13 @@ import type { V1Service } from '@kubernetes/client-node';
 import { Cidr, FieldError, IPv4, ObjectKey, Port, Protocol, Result, isIPv6, objectKey, parseCidr, kept, parseIPv4, parsePort } from './types';
 
 export type TrafficPolicy = 'Cluster' | 'Local';
+/**
+ * spec.trafficDistribution. kube-proxy does not act on it: the EndpointSlice
+ * controller turns it into endpoint hints, and the proxy follows the hints
+ * (../plan/topology.ts). weir does the same; the field is validated and kept.
+ */
+export type TrafficDistribution = '' | 'PreferClose' | 'PreferSameZone' | 'PreferSameNode';
+const TRAFFIC_DISTRIBUTIONS: readonly string[] = ['PreferClose', 'PreferSameZone', 'PreferSameNode'];
 export type ServiceType = 'ClusterIP' | 'NodePort' | 'LoadBalancer';
 
 export interface ServicePortModel {
@@ -35,6 +42,8 @@ export interface ServiceModel {
   readonly externalTrafficPolicy: TrafficPolicy;
   readonly internalTrafficPolicy: TrafficPolicy;
   readonly healthCheckNodePort: number;
+  /** '' when unset. Informational: routing follows the EndpointSlices' hints. */
+  readonly trafficDistribution: TrafficDistribution;
 }
 
 /** Why a valid Service is nevertheless not programmed (kube-proxy skips these). */
@@ -96,9 +105,14 @@ export function parseService(svc: V1Service): ServiceParse {
   for (let i = 0; i < ingress.length; i++) {
     const ing = ingress[i]!;
     if (ing.ip === undefined) continue; // hostname-only ingress: nothing to program
+    // ipMode Proxy: the load balancer proxies and must see the traffic, so
+    // the node does not short-circuit this IP (kube-proxy's IsVIPMode).
+    const ipMode = ing.ipMode ?? 'VIP';
+    if (ipMode !== 'VIP' && ipMode !== 'Proxy') err(`status.loadBalancer.ingress[${i}].ipMode`, `unsupported value ${JSON.stringify(ipMode)} (expected VIP or Proxy)`);
     const v4 = parseIPv4(ing.ip);
-    if (v4) loadBalancerIPs.push(v4);
-    else if (!isIPv6(ing.ip)) err(`status.loadBalancer.ingress[${i}].ip`, `invalid IP ${JSON.stringify(ing.ip)}`);
+    if (v4) {
+      if (ipMode === 'VIP') loadBalancerIPs.push(v4);
+    } else if (!isIPv6(ing.ip)) err(`status.loadBalancer.ingress[${i}].ip`, `invalid IP ${JSON.stringify(ing.ip)}`);
   }
 
   const loadBalancerSourceRanges: Cidr[] = [];
@@ -166,6 +180,8 @@ export function parseService(svc: V1Service): ServiceParse {
   };
   const externalTrafficPolicy = policy('spec.externalTrafficPolicy', spec.externalTrafficPolicy);
   const internalTrafficPolicy = policy('spec.internalTrafficPolicy', spec.internalTrafficPolicy);
+  const td = spec.trafficDistribution ?? '';
+  if (td !== '' && !TRAFFIC_DISTRIBUTIONS.includes(td)) err('spec.trafficDistribution', `unsupported value ${JSON.stringify(td)} (expected ${TRAFFIC_DISTRIBUTIONS.join(', ')})`);
   let healthCheckNodePort = 0;
   if (spec.healthCheckNodePort !== undefined && spec.healthCheckNodePort !== null && spec.healthCheckNodePort !== 0) {
     const hc = parsePort(spec.healthCheckNodePort);
@@ -191,6 +207,7 @@ export function parseService(svc: V1Service): ServiceParse {
       externalTrafficPolicy,
       internalTrafficPolicy,
       healthCheckNodePort,
+      trafficDistribution: td as TrafficDistribution,
     },
   };
 }

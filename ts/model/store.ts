@@ -17,7 +17,18 @@ export interface NodeModel {
   readonly internalIPs: readonly IPv4[];
   readonly externalIPs: readonly IPv4[];
   readonly zone: string;
+  /**
+   * The node is on its way out: metadata.deletionTimestamp is set, or the
+   * cluster autoscaler's ToBeDeletedByClusterAutoscaler taint is on it.
+   * kube-proxy's /healthz then answers 503 so load balancers drain the node
+   * (KEP-3836); see ../health/health.ts.
+   */
+  readonly draining: boolean;
 }
+
+export const ZONE_LABEL = 'topology.kubernetes.io/zone';
+/** The taint the cluster autoscaler puts on a node it is about to delete. */
+export const TO_BE_DELETED_TAINT = 'ToBeDeletedByClusterAutoscaler';
 
 /** Where an object came from, for error messages: a file path, or "kube". */
 export type Origin = string;
@@ -52,8 +63,10 @@ export class ClusterStore {
   readonly nodes = new Map<string, NodeModel>();
   /** Services whose plan must be recomputed (changed service or slices), with when they first changed. */
   readonly dirty = new DirtySet();
-  /** Bumped on every change to nodes (node IPs feed NodePort frontends). */
+  /** Bumped on every change to nodes (their IPs feed NodePort frontends, their zone topology, draining /healthz). */
   nodesVersion = 0;
+  /** Nodes that were known and then deleted (a deleted Node is draining too). */
+  readonly deletedNodes = new Set<string>();
   /**
    * Slices by the service they name, for planning: an array, since nearly
    * every service has one slice (a Set each was ~150 bytes more), holding
@@ -139,8 +152,10 @@ export class ClusterStore {
       if (a.type === 'InternalIP') internalIPs.push(ip);
       else if (a.type === 'ExternalIP') externalIPs.push(ip);
     }
-    const zone = raw.metadata?.labels?.['topology.kubernetes.io/zone'] ?? '';
-    const node = { name, internalIPs, externalIPs, zone };
+    const zone = raw.metadata?.labels?.[ZONE_LABEL] ?? '';
+    const draining = !!raw.metadata?.deletionTimestamp || (raw.spec?.taints ?? []).some((t) => t.key === TO_BE_DELETED_TAINT);
+    const node: NodeModel = { name, internalIPs, externalIPs, zone, draining };
+    this.deletedNodes.delete(name);
     if (isDeepStrictEqual(this.nodes.get(name), node)) return false;
     this.nodes.set(name, node);
     this.nodesVersion++;
@@ -149,8 +164,19 @@ export class ClusterStore {
 
   deleteNode(name: string): boolean {
     if (!this.nodes.delete(name)) return false;
+    this.deletedNodes.add(name);
     this.nodesVersion++;
     return true;
+  }
+
+  /**
+   * kube-proxy's NodeEligible: true until the Node says otherwise (before it
+   * is listed, or with a file source that has none); false while it drains
+   * and once it was deleted.
+   */
+  nodeEligible(name: string): boolean {
+    const node = this.nodes.get(name);
+    return node ? !node.draining : !this.deletedNodes.has(name);
   }
 
   /** The slices naming a service (the store's own list: read it before the store changes again). */

@@ -9,9 +9,11 @@
  *  - that choice is made separately for the cluster-wide and the node-local
  *    set;
  *  - every endpoint listed in a slice stays a known backend (even not ready or
- *    terminating) so established flows to it keep working until it is removed.
+ *    terminating) so established flows to it keep working until it is removed;
+ *  - topology hints narrow the cluster-wide set (./topology.ts).
  */
-import { EP_READY, EP_SERVING, EP_TERMINATING, SliceModel, endpointsForPort } from '../model/endpoints';
+import { EP_READY, EP_SERVING, EP_TERMINATING, EndpointHints, SliceModel, endpointsForPort } from '../model/endpoints';
+import { TOPOLOGY_NODE, TOPOLOGY_NONE, TOPOLOGY_ZONE, TopologyMode, availableForTopology, topologyMode } from './topology';
 import { ServiceModel } from '../model/service';
 import { Cidr, EMPTY, IPv4, ObjectKey, Port, cidrContains, intToIp, parseCidr } from '../model/types';
 import { SCOPE_ALL, SCOPE_LOCAL, SVC_F } from '../datapath/codecs';
@@ -26,6 +28,8 @@ export interface PlanContext {
   readonly nodePortAddrs: readonly IPv4[];
   /** This node's own addresses (default none): loadBalancerSourceRanges that hold one also admit the LB IPs themselves. */
   readonly nodeIPs?: readonly IPv4[];
+  /** This node's topology.kubernetes.io/zone label ('' or absent: none), for zone hints. */
+  readonly zone?: string;
 }
 
 export interface PlannedBackend {
@@ -105,8 +109,9 @@ class Candidate implements PlannedBackend {
   readonly terminating: boolean;
   readonly ready: boolean;
   readonly serving: boolean;
+  readonly hints: EndpointHints | null;
 
-  constructor(c: Omit<PlannedBackend, 'addr'> & { readonly ready: boolean; readonly serving: boolean }) {
+  constructor(c: Omit<PlannedBackend, 'addr'> & { readonly ready: boolean; readonly serving: boolean; readonly hints: EndpointHints | null }) {
     this.ip = c.ip;
     this.port = c.port;
     this.proto = c.proto;
@@ -114,6 +119,7 @@ class Candidate implements PlannedBackend {
     this.terminating = c.terminating;
     this.ready = c.ready;
     this.serving = c.serving;
+    this.hints = c.hints;
   }
 
   get addr(): IPv4 {
@@ -127,11 +133,13 @@ interface PortPlan {
   readonly proto: L4Proto;
   /** Every endpoint of the port, as plan indices. */
   readonly members: readonly number[];
-  /** usableEndpoints() of all endpoints, and of the node-local ones. */
+  /** usableEndpoints() of all endpoints (narrowed by topology), and of the node-local ones. */
   readonly cluster: readonly number[];
   readonly local: readonly number[];
   /** loadBalancerSourceRanges as the LoadBalancer frontends apply them. */
   readonly sourceRanges: readonly Cidr[];
+  /** SVC_F.TOPO_ZONE or SVC_F.TOPO_NODE when hints narrowed `cluster`, else 0. */
+  readonly topology: number;
 }
 
 /*
@@ -146,6 +154,10 @@ export function planService(svc: ServiceModel, slices: readonly SliceModel[], ct
   // Two service ports can reach the same endpoint port (TCP, UDP and SCTP differ):
   // with one service port (the usual case) every endpoint is new.
   const indexOf = svc.ports.length > 1 ? new Map<number, number>() : null;
+  const topo = { nodeName: ctx.nodeName, zone: ctx.zone ?? '' };
+  // Most services have no hints at all: then topology has nothing to decide.
+  let hinted = false;
+  for (let i = 0; i < slices.length && !hinted; i++) hinted = slices[i]!.hints !== undefined;
 
   const sourceRanges = lbSourceRanges(svc, ctx);
 
@@ -157,7 +169,7 @@ export function planService(svc: ServiceModel, slices: readonly SliceModel[], ct
       slices,
       sp.name,
       sp.protocol,
-      (ip, nodeName, cond, port) =>
+      (ip, nodeName, cond, port, hints) =>
         new Candidate({
           ip,
           port,
@@ -166,6 +178,7 @@ export function planService(svc: ServiceModel, slices: readonly SliceModel[], ct
           terminating: (cond & EP_TERMINATING) !== 0,
           ready: (cond & EP_READY) !== 0,
           serving: (cond & EP_SERVING) !== 0,
+          hints,
         }),
     );
     const members = new Array<number>(eps.length);
@@ -185,16 +198,21 @@ export function planService(svc: ServiceModel, slices: readonly SliceModel[], ct
       indexOf?.set(id, backends.length);
       members[i] = backends.push(b) - 1;
     }
-    // usableEndpoints(), for all endpoints and for the local ones, on plan indices.
+    // usableEndpoints(), for all endpoints and for the local ones, on plan
+    // indices. Topology narrows the ready cluster-wide ones; a mode is only
+    // chosen when it leaves a ready endpoint, so the terminating fallback
+    // never applies topology (as kube-proxy's CategorizeEndpoints).
+    const mode: TopologyMode = hinted ? topologyMode(eps, topo) : TOPOLOGY_NONE;
     const cluster: number[] = [];
     const local: number[] = [];
     for (let i = 0; i < eps.length; i++) {
       const e = eps[i]!;
       const fallback = e.serving && e.terminating;
-      if (anyReady ? e.ready : fallback) cluster.push(members[i]!);
+      if (anyReady ? e.ready && availableForTopology(e.hints, mode, topo) : fallback) cluster.push(members[i]!);
       if (e.local && (anyLocalReady ? e.ready : fallback)) local.push(members[i]!);
     }
-    const port: PortPlan = { servicePort: `${sp.name}/${proto}`, proto, members, cluster, local, sourceRanges };
+    const topology = mode === TOPOLOGY_NODE ? SVC_F.TOPO_NODE : mode === TOPOLOGY_ZONE ? SVC_F.TOPO_ZONE : 0;
+    const port: PortPlan = { servicePort: `${sp.name}/${proto}`, proto, members, cluster, local, sourceRanges, topology };
     for (let i = 0; i < svc.clusterIPs.length; i++) addFrontend(frontends, svc, port, svc.clusterIPs[i]!, sp.port, SVC_F.CLUSTER_IP, false);
     for (let i = 0; i < svc.externalIPs.length; i++) addFrontend(frontends, svc, port, svc.externalIPs[i]!, sp.port, SVC_F.EXTERNAL_IP, true);
     for (let i = 0; i < svc.loadBalancerIPs.length; i++) addFrontend(frontends, svc, port, svc.loadBalancerIPs[i]!, sp.port, SVC_F.LOAD_BALANCER, true);
@@ -243,7 +261,7 @@ function addFrontend(out: PlannedFrontend[], svc: ServiceModel, port: PortPlan, 
     port: portNum,
     proto,
     scope: SCOPE_ALL,
-    flags,
+    flags: itpLocal ? flags : flags | port.topology,
     affinityTimeout: svc.affinityTimeout,
     backends: itpLocal ? port.local : port.cluster,
     members,

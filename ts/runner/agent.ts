@@ -11,7 +11,7 @@
 import * as fs from 'node:fs';
 import { ClusterStore } from '../model/store';
 import { IPv4, cidrContains } from '../model/types';
-import { usableEndpoints } from '../plan/plan';
+import { PlanContext, usableEndpoints } from '../plan/plan';
 import { sliceEndpoints } from '../model/endpoints';
 import { MapFill, MapFullError, Reconciler } from '../reconcile/reconciler';
 import { BpfDatapath, DEFAULT_SIZES, DeviceRole, MAP_NAMES } from '../datapath/loader';
@@ -113,7 +113,6 @@ async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Pro
   await source.start();
   log.info('sources synced', { services: store.services.size, slices: store.slices.size, atMs: sinceStart() });
   const nodeIPs = await resolvingIPs;
-  if (nodeIPs.length === 0) log.warn('no node IP known: NodePorts are not served and nothing can be masqueraded', { hint: '--node-ips or --external-devices' });
 
   const { dp, mode } = await chooseMode(opts, log, loading);
   loadSettled = true;
@@ -142,7 +141,14 @@ async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Pro
     reconciler = new IptablesDataplane({ ctx: { clusterCIDRs: opts.clusterCIDRs, masqueradeAll: opts.masqueradeAll }, log });
   }
 
-  const syncer = new Syncer({ store, reconciler, log, ctx: { nodeName: opts.nodeName, nodePortAddrs: nodePortAddrs(nodeIPs, opts, mode), nodeIPs } });
+  // This node as the plan sees it: its IPs (NodePort frontends, masquerade
+  // source) and its zone label (topology hints). Without --node-ips and
+  // external-device addresses the IPs are the Node's InternalIPs; both follow
+  // the Node object while the agent runs (applyNode below).
+  const ipsFromNode = nodeIPs.length === 0;
+  let zone = '';
+  const planContext = (): PlanContext => ({ nodeName: opts.nodeName, nodePortAddrs: nodePortAddrs(nodeIPs, opts, mode), nodeIPs, zone });
+  const syncer = new Syncer({ store, reconciler, log, ctx: planContext() });
   // Only an agent that serves metrics records them (see ../metrics/agent-metrics).
   const metrics = opts.metricsAddr ? agentMetrics({ reconciler, runner: () => runnerRef.runner, ...(dp ? { ct: dp.maps.ct, verdicts: dp.maps.verdicts, mapFill } : {}) }) : null;
   const proxyHealthy = (): boolean => {
@@ -154,9 +160,30 @@ async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Pro
   // BPF mode compares the maps with the desired state every --sync-period
   // (kube-proxy's syncPeriod) and repairs what differs (./drift.ts).
   const drift = reconciler instanceof Reconciler ? new DriftCheck({ reconciler, log, ...(metrics ? { repaired: metrics.driftRepairs } : {}), requestSync: () => runnerRef.runner?.request() }) : null;
+  let nodesVersion = -1;
+  /** Take this node's IPs and zone from its Node object when it changed; re-plan everything when they did. */
+  const applyNode = (): void => {
+    if (store.nodesVersion === nodesVersion) return;
+    nodesVersion = store.nodesVersion;
+    const node = store.nodes.get(opts.nodeName);
+    if (!node) return; // gone or never listed: keep what we have (a deleted node keeps serving until it is gone)
+    const ips = ipsFromNode && node.internalIPs.length > 0 && node.internalIPs.join() !== nodeIPs.join() ? node.internalIPs : null;
+    if (ips === null && node.zone === zone) return;
+    if (ips) nodeIPs.splice(0, nodeIPs.length, ...ips);
+    const first = !synced;
+    zone = node.zone;
+    syncer.setContext(planContext());
+    if (ips) writeConfig();
+    log.info(first ? 'node from the Node object' : 'node changed; re-planning every service', {
+      node: opts.nodeName,
+      zone: zone || '(none)',
+      ...(ipsFromNode ? { nodeIPs: nodeIPs.join(',') } : {}),
+    });
+  };
   const sync = (): boolean => {
     // Nothing is written before every source has delivered its first full view.
     if (!synced) return true;
+    applyNode();
     let r: ReturnType<Syncer['sync']>;
     try {
       r = syncer.sync();
@@ -189,13 +216,8 @@ async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Pro
   undo.push(() => hcNodePorts.close());
 
   // No --node-ips and no external device addresses: the Node object knows.
-  const node = store.nodes.get(opts.nodeName);
-  if (nodeIPs.length === 0 && node && node.internalIPs.length > 0) {
-    nodeIPs.push(...node.internalIPs);
-    syncer.setContext({ nodeName: opts.nodeName, nodePortAddrs: nodePortAddrs(nodeIPs, opts, mode), nodeIPs });
-    writeConfig();
-    log.info('node IPs from the Node object', { nodeIPs: nodeIPs.join(','), zone: node.zone });
-  }
+  applyNode();
+  if (nodeIPs.length === 0) log.warn('no node IP known: NodePorts are not served and nothing can be masqueraded', { hint: '--node-ips, --external-devices or a Node with InternalIPs' });
   synced = true;
   // From the first sync on, the maps may hold this agent's writes: a failed
   // start leaves them programmed, as a stopped agent does, for the next one.
@@ -242,7 +264,7 @@ async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Pro
       host,
       port,
       timeoutMs: HEALTH_TIMEOUT_MS,
-      state: { pendingSince: () => runner.pendingSince, lastSuccessAt: () => runner.lastSuccessAt },
+      state: { pendingSince: () => runner.pendingSince, lastSuccessAt: () => runner.lastSuccessAt, nodeEligible: () => store.nodeEligible(opts.nodeName) },
     });
     const h = health;
     undo.push(() => h.close());

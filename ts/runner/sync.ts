@@ -4,7 +4,7 @@
  * whose Service does not exist). Shared by the agent and the tests.
  */
 import { ClusterStore } from '../model/store';
-import { PlanContext, planService } from '../plan/plan';
+import { PlanContext, ServicePlan, planService } from '../plan/plan';
 import { CommitStats, FrontendConflict, MAX_SLOTS } from '../reconcile/reconciler';
 import { Dataplane } from '../reconcile/dataplane';
 import { Logger, errorText } from '../util/log';
@@ -33,6 +33,8 @@ export interface SyncResult extends CommitStats {
 export class Syncer {
   /** Orphan slices already reported, by the Service they name. */
   private readonly warnedOrphans = new Map<ObjectKey, Set<ObjectKey>>();
+  /** What was last said of each service's topology ("trafficDistribution/mode"), to say it again only when it changes. */
+  private readonly topologyShown = new Map<ObjectKey, string>();
   /** Services that lost frontends to another service, and which. */
   private readonly losers = new Map<ObjectKey, Set<string>>();
   /**
@@ -87,7 +89,9 @@ export class Syncer {
       const svc = this.store.services.get(key);
       this.losers.delete(key);
       try {
-        this.reconciler.setService(key, svc ? planService(svc, this.store.slicesOf(key), this.ctx) : null);
+        const planned = svc ? planService(svc, this.store.slicesOf(key), this.ctx) : null;
+        this.reconciler.setService(key, planned);
+        this.showTopology(key, svc?.trafficDistribution ?? '', planned);
       } catch (e) {
         // One service's failure must not end the sync: the services after it
         // in this sync were taken from the store and would be lost with it.
@@ -147,6 +151,33 @@ export class Syncer {
     const programmingMs: number[] = [];
     for (const [key, since] of changed) if (!failed.has(key)) programmingMs.push(now - since);
     return { ...stats, services: dirty.length, ms: Number(process.hrtime.bigint() - t0) / 1e6, programmingMs, failed: [...failed.keys()] };
+  }
+
+  /**
+   * Say which topology is in force for a service that asks for one
+   * (spec.trafficDistribution) or whose hints narrow its endpoints, when
+   * that changes: the field itself decides nothing (the EndpointSlice
+   * controller's hints do, as with kube-proxy), so an operator needs to
+   * see what came of it.
+   */
+  private showTopology(key: ObjectKey, trafficDistribution: string, plan: ServicePlan | null): void {
+    let flags = 0;
+    for (const f of plan?.frontends ?? []) flags |= f.flags;
+    const topology = flags & SVC_F.TOPO_NODE ? 'same-node' : flags & SVC_F.TOPO_ZONE ? 'same-zone' : 'none';
+    const said = this.topologyShown.get(key);
+    if (!plan || (trafficDistribution === '' && topology === 'none')) {
+      if (said !== undefined) this.topologyShown.delete(key);
+      return;
+    }
+    const now = `${trafficDistribution}/${topology}`;
+    if (said === now) return;
+    this.topologyShown.set(key, now);
+    this.log.info('topology', {
+      object: `Service ${key}`,
+      trafficDistribution: trafficDistribution || '(unset)',
+      topology,
+      ...(topology === 'none' ? { why: 'every endpoint serves: not every ready endpoint has a hint, or none is hinted for this node or its zone' } : {}),
+    });
   }
 
   /** Endpoints times slice ports over every slice: what the backend table holds when all is planned. */
