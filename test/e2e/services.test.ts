@@ -103,6 +103,13 @@ function manifests(): string {
       ports: [{ ...HTTP, nodePort: 30086 }],
       status: 'status:\n  loadBalancer:\n    ingress: [{ip: 203.0.113.14}]\n',
     }) + sliceYaml('lbsr', [A1, B1], [HTTP]),
+    svcYaml('lbi', {
+      ip: '10.96.3.17',
+      type: 'LoadBalancer',
+      extra: '  internalTrafficPolicy: Local\n',
+      ports: [{ ...HTTP, nodePort: 30087 }],
+      status: 'status:\n  loadBalancer:\n    ingress: [{ip: 203.0.113.15}]\n',
+    }) + sliceYaml('lbi', [A1, B1], [HTTP]),
   ].join('');
 }
 
@@ -357,6 +364,140 @@ s('flow table without --cluster-cidr: no local-traffic detector, so pods are ext
     },
     { clusterCidr: false },
   );
+  assert.equal(failures, [], failures.join('\n'));
+});
+
+/*
+ * kube-proxy's TestInternalExternalMasquerade, case by case: three
+ * LoadBalancer services with one endpoint on this node (a1) and one
+ * elsewhere (b1) — traffic policies Cluster (lbc), eTP=Local (lbl2) and
+ * iTP=Local (lbi) — reached from a pod, the node, 127.0.0.1 and outside,
+ * at the ClusterIP, the NodePort and the LB IP. "all" is both endpoints,
+ * "local" a1 alone; masq means the backend sees the node IP.
+ */
+const IEM_SERVICES = [
+  { name: 'Cluster', suffix: '', cip: '10.96.3.15', np: 30085, lb: '203.0.113.13' },
+  { name: 'eTP:Local', suffix: ' with eTP:Local', cip: '10.96.3.14', np: 30084, lb: '203.0.113.12' },
+  { name: 'iTP:Local', suffix: ' with iTP:Local', cip: '10.96.3.17', np: 30087, lb: '203.0.113.15' },
+] as const;
+type Reach = 'all' | 'local';
+/** [client, destination] -> per service (Cluster, eTP:Local, iTP:Local): endpoints and masquerade, as kube-proxy's table states. */
+const IEM_CASES: ReadonlyArray<readonly [string, 'ClusterIP' | 'NodePort' | 'LB', readonly (readonly [Reach, boolean])[]]> = [
+  [
+    'pod',
+    'ClusterIP',
+    [
+      ['all', false],
+      ['all', false],
+      ['local', false],
+    ],
+  ],
+  [
+    'pod',
+    'NodePort',
+    [
+      ['all', true],
+      ['all', false],
+      ['all', true],
+    ],
+  ],
+  [
+    'pod',
+    'LB',
+    [
+      ['all', true],
+      ['all', false],
+      ['all', true],
+    ],
+  ],
+  [
+    'node',
+    'ClusterIP',
+    [
+      ['all', true],
+      ['all', true],
+      ['local', true],
+    ],
+  ],
+  [
+    'node',
+    'NodePort',
+    [
+      ['all', true],
+      ['all', true],
+      ['all', true],
+    ],
+  ],
+  [
+    'localhost',
+    'NodePort',
+    [
+      ['all', true],
+      ['all', true],
+      ['all', true],
+    ],
+  ],
+  [
+    'node',
+    'LB',
+    [
+      ['all', true],
+      ['all', true],
+      ['all', true],
+    ],
+  ],
+  [
+    'external',
+    'ClusterIP',
+    [
+      ['all', true],
+      ['all', true],
+      ['local', true],
+    ],
+  ],
+  [
+    'external',
+    'NodePort',
+    [
+      ['all', true],
+      ['local', false],
+      ['all', true],
+    ],
+  ],
+  [
+    'external',
+    'LB',
+    [
+      ['all', true],
+      ['local', false],
+      ['all', true],
+    ],
+  ],
+];
+
+function internalExternalMasquerade(): Flow[] {
+  const flows: Flow[] = [];
+  for (const [client, dest, expects] of IEM_CASES) {
+    IEM_SERVICES.forEach((svc, i) => {
+      const [reach, masq] = expects[i]!;
+      const to = dest === 'ClusterIP' ? `${svc.cip}:80` : dest === 'LB' ? `${svc.lb}:80` : `${client === 'localhost' ? '127.0.0.1' : N1}:${svc.np}`;
+      const from = client === 'pod' ? 'c1' : client === 'external' ? 'outside' : 'n1';
+      flows.push({
+        from,
+        ...(client === 'localhost' ? { bind: '127.0.0.1' } : {}),
+        to,
+        expect: reach === 'all' ? ['a1', 'b1'] : ['a1'],
+        src: masq ? N1 : 'client',
+        why: `${client} to ${dest}${svc.suffix}`,
+        ref: `TestInternalExternalMasquerade / ${client} to ${dest}${svc.suffix}`,
+      });
+    });
+  }
+  return flows;
+}
+
+s("flow table: kube-proxy's TestInternalExternalMasquerade, every case", async ({ box }) => {
+  const failures = await runFlows(box, internalExternalMasquerade());
   assert.equal(failures, [], failures.join('\n'));
 });
 
