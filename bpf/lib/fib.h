@@ -8,11 +8,8 @@
  * a martian. A FIB lookup plus redirect sends it where the routing table
  * says without that check (and skips the rest of the input path).
  *
- * When the FIB says the destination is this host, the packet is a reply to
- * a node process that reached a service through the loopback path
- * (weir_tc_host): it goes to loopback ingress, the one device where the
- * agent lets local and 127/8 sources in (accept_local and route_localnet on
- * lo only). With no route, the stack gets the packet as usual.
+ * When the FIB says the destination is this host, or has no route, the stack
+ * gets the packet as usual.
  */
 #ifndef WEIR_FIB_H
 #define WEIR_FIB_H
@@ -47,15 +44,23 @@ static __always_inline int fib_redirect(struct __sk_buff *skb, const struct pkt 
 	}
 	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
 		return bpf_redirect_neigh(fib.ifindex, NULL, 0, 0); /* the kernel resolves the next hop */
-	if (rc == BPF_FIB_LKUP_RET_NOT_FWDED && skb->ingress_ifindex != LOOPBACK_IFINDEX) {
-		/* lo takes only frames addressed to its all-zero MAC as "for this host". */
-		__u8 zero[2 * ETH_ALEN] = {};
-
-		if (bpf_skb_store_bytes(skb, 0, zero, sizeof(zero), 0))
-			return TC_ACT_SHOT;
-		return bpf_redirect(LOOPBACK_IFINDEX, BPF_F_INGRESS);
-	}
 	return TC_ACT_OK;
+}
+
+/*
+ * A reply to a node process that came through the loopback path: its
+ * destination (127.0.0.1, or a local service address) is this host, and it
+ * now carries a local source, which every device but lo refuses as a
+ * martian. lo takes it (the agent sets accept_local and route_localnet on
+ * lo alone) when the frame is addressed to lo's all-zero MAC.
+ */
+static __always_inline int host_deliver(struct __sk_buff *skb)
+{
+	__u8 zero[2 * ETH_ALEN] = {};
+
+	if (bpf_skb_store_bytes(skb, 0, zero, sizeof(zero), 0))
+		return TC_ACT_SHOT;
+	return bpf_redirect(LOOPBACK_IFINDEX, BPF_F_INGRESS);
 }
 
 #endif

@@ -90,6 +90,9 @@ static __always_inline int handle_frontend(struct __sk_buff *skb, struct pkt *p,
 	__be32 be_addr;
 	__be16 be_port;
 
+	/* Only lo carries 127/8 sources; from anywhere else they are forged. */
+	if (origin != FROM_HOST && (bpf_ntohl(p->saddr) >> 24) == 127)
+		return WEIR_V_DROP_LOOPBACK_SOURCE;
 	if ((svc->flags & WEIR_SVC_F_SRC_RANGES) && !cidr_match(svc->rev_nat_id, p->saddr))
 		return WEIR_V_DROP_SOURCE_RANGE;
 	if ((svc->flags & WEIR_SVC_F_ETP_LOCAL) && origin != FROM_HOST && !from_cluster(p, (cfg = cfg_get()))) {
@@ -151,6 +154,8 @@ static __always_inline int handle_frontend(struct __sk_buff *skb, struct pkt *p,
 		ct_flags = (snat && snat != (cfg ? cfg->hairpin_addr : 0)) || (svc->flags & WEIR_SVC_F_NODE_PORT)
 				   ? WEIR_CT_F_REDIRECT
 				   : 0;
+		if (origin == FROM_HOST)
+			ct_flags |= WEIR_CT_F_HOST;
 		n.flags = ct_flags;
 		ct_create(p, &n, now);
 	} else {
@@ -196,7 +201,30 @@ static __always_inline int handle_reply(struct __sk_buff *skb, struct pkt *p, __
 	}
 	if (nat_rewrite(skb, p, true, rn->addr, rn->port))
 		return WEIR_V_DROP_NAT_FAILED;
+	if (ct->flags & WEIR_CT_F_HOST)
+		return WEIR_V_REVNAT_HOST;
 	return ct->flags & WEIR_CT_F_REDIRECT ? WEIR_V_REVNAT_REDIRECT : WEIR_V_REVNAT;
+}
+
+/*
+ * A reply handed to lo (WEIR_V_REVNAT_HOST) passes weir_tc_host once more,
+ * now from the service address to the client. If the client's port happens
+ * to be a frontend port on that address, it must not be taken for a new
+ * connection: its flow's forward entry, seen from the client, says so.
+ */
+static __always_inline bool host_reply(const struct pkt *p)
+{
+	struct weir_ct_key k = {
+		.saddr = p->daddr,
+		.daddr = p->saddr,
+		.sport = p->dport,
+		.dport = p->sport,
+		.proto = p->proto,
+		.dir = WEIR_CT_FWD,
+	};
+	struct weir_ct_val *v = bpf_map_lookup_elem(&weir1_ct, &k);
+
+	return v && (v->flags & WEIR_CT_F_HOST);
 }
 
 /*
@@ -211,8 +239,13 @@ static __always_inline int handle_packet(struct __sk_buff *skb, struct pkt *p, e
 	struct weir_svc_key key;
 	struct weir_svc_val *svc = lb_frontend(&key, p, WEIR_SCOPE_ALL);
 
-	if (svc)
+	if (svc && !(origin == FROM_HOST && host_reply(p)))
 		return handle_frontend(skb, p, &key, svc, origin, now);
+	/* On lo, the only replies weir translates are those of masqueraded
+	 * flows, addressed to a masquerade port: the rest of the node's
+	 * loopback traffic pays one service lookup and no conntrack lookup. */
+	if (origin == FROM_HOST && bpf_ntohs(p->dport) < SNAT_PORT_MIN)
+		return WEIR_PASS;
 	return handle_reply(skb, p, now);
 }
 

@@ -13,6 +13,18 @@
 #include "lb.h"
 
 /*
+ * The source the socket has chosen, if any: its bound address, or for a
+ * datagram an IP_PKTINFO source (msg_src_ip4 is readable in sendmsg only,
+ * hence the compile-time flag). 0: the kernel picks it by the route.
+ */
+static __always_inline __be32 sock_source(const struct bpf_sock_addr *ctx, bool sendmsg)
+{
+	if (sendmsg && ctx->msg_src_ip4)
+		return ctx->msg_src_ip4;
+	return ctx->sk ? ctx->sk->src_ip4 : 0;
+}
+
+/*
  * A socket bound to 127/8, or to the very address it sends to (a VIP-like
  * load balancer's IP on lo), cannot talk to a backend from that source:
  * the kernel refuses a 127/8 source off lo (EINVAL), and no backend can
@@ -21,19 +33,13 @@
  * their packets take the loopback path, where weir_tc_host NATs them with
  * the node IP as source.
  */
-static __always_inline bool sock_needs_masquerade(const struct bpf_sock_addr *ctx)
+static __always_inline bool sock_needs_masquerade(__be32 src, __be32 dst)
 {
-	struct bpf_sock *sk = ctx->sk;
-	__be32 src;
-
-	if (!sk)
-		return false;
-	src = sk->src_ip4;
-	return src && ((bpf_ntohl(src) >> 24) == 127 || src == ctx->user_ip4);
+	return src && ((bpf_ntohl(src) >> 24) == 127 || src == dst);
 }
 
 /* Rewrite the destination of a connect/sendmsg to a chosen backend. 1 = allow. */
-static __always_inline int sock_forward(struct bpf_sock_addr *ctx)
+static __always_inline int sock_forward(struct bpf_sock_addr *ctx, bool sendmsg)
 {
 	struct weir_config *cfg = cfg_get();
 	struct weir_svc_key key;
@@ -43,6 +49,7 @@ static __always_inline int sock_forward(struct bpf_sock_addr *ctx)
 	struct weir_sk_val sv = {};
 	struct pkt p = {};
 	__u32 backend_id = 0;
+	__be32 src;
 
 	if (ctx->protocol != IPPROTO_TCP && ctx->protocol != IPPROTO_UDP)
 		return 1;
@@ -50,17 +57,22 @@ static __always_inline int sock_forward(struct bpf_sock_addr *ctx)
 	p.dport = (__be16)ctx->user_port; /* network order in the low 16 bits */
 	p.proto = ctx->protocol;
 	svc = lb_frontend(&key, &p, WEIR_SCOPE_ALL);
-	if (!svc || sock_needs_masquerade(ctx))
+	if (!svc)
+		return 1;
+	src = sock_source(ctx, sendmsg);
+	if (sock_needs_masquerade(src, p.daddr))
 		return 1;
 	/* No endpoints: fail the call at once (EPERM) rather than let the
 	 * application time out; REJECT and DROP are not expressible here. */
 	if (svc->count == 0)
 		return 0;
 	/* loadBalancerSourceRanges hold for node processes too (kube-proxy
-	 * filters them in OUTPUT): the source is the socket's bound address,
-	 * else the node IP the kernel will choose. Refused, not dropped. */
+	 * filters them in OUTPUT): the source is the one the socket chose, else
+	 * the node IP. An unbound socket's source is picked later, by the route
+	 * to the backend, so the node IP stands in for it (they differ only
+	 * where that route has an address of its own). Refused, not dropped. */
 	if ((svc->flags & WEIR_SVC_F_SRC_RANGES) &&
-	    !cidr_match(svc->rev_nat_id, ctx->sk && ctx->sk->src_ip4 ? ctx->sk->src_ip4 : (cfg ? cfg->snat_addr : 0)))
+	    !cidr_match(svc->rev_nat_id, src ? src : (cfg ? cfg->snat_addr : 0)))
 		return 0;
 	/* The node is the client; its IP keys ClientIP affinity. */
 	be = lb_select(&key, svc, cfg ? cfg->snat_addr : 0, &backend_id, weir_now());

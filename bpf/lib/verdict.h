@@ -33,6 +33,8 @@ static __always_inline int verdict_exit(struct __sk_buff *skb, const struct pkt 
 	case WEIR_V_FORWARD_REDIRECT:
 	case WEIR_V_REVNAT_REDIRECT:
 		return fib_redirect(skb, p);
+	case WEIR_V_REVNAT_HOST:
+		return host_deliver(skb);
 	case WEIR_V_REJECT_NO_ENDPOINTS:
 		return TC_ACT_REDIRECT; /* reject.h already called bpf_redirect() */
 	default:

@@ -10,13 +10,13 @@
 SEC("cgroup/connect4")
 int weir_sock_connect4(struct bpf_sock_addr *ctx)
 {
-	return sock_forward(ctx);
+	return sock_forward(ctx, false);
 }
 
 SEC("cgroup/sendmsg4")
 int weir_sock_sendmsg4(struct bpf_sock_addr *ctx)
 {
-	return sock_forward(ctx);
+	return sock_forward(ctx, true);
 }
 
 SEC("cgroup/recvmsg4")

@@ -95,6 +95,9 @@
 /* NATed packets of this flow carry a local source address: forward them
  * with a FIB redirect, not through the input route */
 #define WEIR_CT_F_REDIRECT (1 << 2)
+/* the client is a node process on the loopback path (weir_tc_host): replies
+ * are handed to loopback ingress, the only device that takes them */
+#define WEIR_CT_F_HOST (1 << 3)
 
 /*
  * Verdict reasons, the index of the per-CPU counter array. Every packet that
@@ -120,6 +123,10 @@ enum weir_verdict {
 	/* a later IPv4 fragment whose first fragment was not seen (out of
 	 * order, or its entry evicted): ports unknown, passed on unchanged */
 	WEIR_V_FRAG_UNMATCHED,
+	WEIR_V_REVNAT_HOST, /* reply NATed back to a node process, handed to loopback ingress */
+	/* a 127/8 source on a pod or external device: a martian the stack would
+	 * drop, and a flow from it would get its replies handed to lo */
+	WEIR_V_DROP_LOOPBACK_SOURCE,
 	WEIR_V__MAX,
 };
 

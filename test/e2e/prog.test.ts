@@ -325,6 +325,52 @@ s('no endpoints, SCTP: ICMP port unreachable from the ClusterIP (the REJECT targ
   assert.equal(out.subarray(42, 70), orig.subarray(14, 42), 'quotes IP header + 8 bytes (the ports and verification tag)');
 });
 
+function runHost(ctx: Ctx, pkt: Buffer): { retval: number; out: Buffer } {
+  const r = loadShim().progTestRun(ctx.dp.progFds.host, pkt, pkt.length + 256);
+  return { retval: r.retval, out: r.data };
+}
+
+s('a 127/8 source on a pod or external device is dropped as drop_loopback_source, never NATed', (ctx) => {
+  const before = verdictCount(ctx, 'drop_loopback_source');
+  const spoofed = packet({ proto: 'udp', src: '127.0.0.1', dst: VIP, sport: 53000, dport: 53, payload: 'x' });
+  assert.is(run(ctx, spoofed).retval, TC_ACT_SHOT);
+  assert.is(loadShim().progTestRun(ctx.dp.progFds.ext, spoofed, spoofed.length + 256).retval, TC_ACT_SHOT);
+  assert.is(verdictCount(ctx, 'drop_loopback_source') - before, 2n);
+});
+
+s('loopback path: a node socket bound to 127.0.0.1 is masqueraded to the node IP; its reply goes back to lo', (ctx) => {
+  const m = ctx.dp.maps;
+  // NodePorts on 127.0.0.1: 30080 (rev_nat id 8) and 30081 (id 9), both to the TCP backend.
+  for (const [port, rev] of [
+    [30080, 8],
+    [30081, 9],
+  ] as const) {
+    m.svc.upsert([[keyString(C.svcKey.encode({ addr: '127.0.0.1', port, proto: 6, slot: 1 })), C.svcVal.encode({ backend_id: 1 })]]);
+    m.member.upsert([[keyString(C.memberKey.encode({ rev_nat_id: rev, backend_id: 1 })), C.u32Key.encode({ value: 1 })]]);
+    m.revnat.upsert([[keyString(C.u32Key.encode({ value: rev })), C.revnat.encode({ addr: '127.0.0.1', port })]]);
+    m.svc.upsert([[keyString(C.svcKey.encode({ addr: '127.0.0.1', port, proto: 6, slot: 0 })), C.svcVal.encode({ count: 1, rev_nat_id: rev, flags: C.SVC_F.NODE_PORT })]]);
+  }
+  // The client's own port (30081) is a frontend port too: its reply must not be taken for a new connection.
+  const fwd = runHost(ctx, packet({ proto: 'tcp', src: '127.0.0.1', dst: '127.0.0.1', sport: 30081, dport: 30080 }));
+  const h = hdr(fwd.out);
+  assert.equal({ ...h, sport: 0 }, { src: '192.168.77.10', dst: BACKEND, sport: 0, dport: 8080, proto: 6 });
+  assert.ok(h.sport >= 61000, `masquerade port ${h.sport}`);
+  assert.equal(checksumsValid(fwd.out), { ip: true, l4: true });
+
+  const before = verdictCount(ctx, 'revnat_host');
+  const reply = run(ctx, packet({ proto: 'tcp', src: BACKEND, dst: '192.168.77.10', sport: 8080, dport: h.sport, flags: 0x12 }));
+  assert.is(reply.retval, TC_ACT_REDIRECT, 'handed to loopback ingress');
+  assert.equal(hdr(reply.out), { src: '127.0.0.1', dst: '127.0.0.1', sport: 30080, dport: 30081, proto: 6 });
+  assert.equal(checksumsValid(reply.out), { ip: true, l4: true });
+  assert.equal([...reply.out.subarray(0, 12)], new Array<number>(12).fill(0), "lo's all-zero MACs");
+  assert.is(verdictCount(ctx, 'revnat_host') - before, 1n);
+
+  // On lo the reply passes weir_tc_host once more, untouched.
+  const again = runHost(ctx, reply.out.subarray(0, fwd.out.length));
+  assert.is(again.retval, TC_ACT_OK);
+  assert.equal(hdr(again.out), hdr(reply.out));
+});
+
 s('bpftool prints the pinned maps with named fields (BTF)', (ctx) => {
   const out = execFileSync('bpftool', ['-j', 'map', 'dump', 'pinned', `${ctx.root}/weir1_svc`], { encoding: 'utf8' });
   type Named = { key: Record<string, number>; value: Record<string, number> };

@@ -18,6 +18,8 @@ export const VERDICTS = [
   'drop_no_snat_port',
   'drop_revnat_missing',
   'frag_unmatched',
+  'revnat_host',
+  'drop_loopback_source',
 ] as const;
 
 export type Verdict = (typeof VERDICTS)[number];
