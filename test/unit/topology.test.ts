@@ -210,21 +210,20 @@ test('hints: a nameless zone or node hint names the field; empty hints are no hi
   assert.is(slice([{ ip: '10.0.0.1', zones: [] }]).hints, undefined, 'no hints column when no endpoint has one');
 });
 
-test('trafficDistribution: the four values are kept; others name the field', () => {
+test('trafficDistribution: the known values are kept; another (a later API version) counts as unset, and the Service is served', () => {
   assert.is(service().trafficDistribution, '');
   for (const v of ['PreferClose', 'PreferSameZone', 'PreferSameNode']) assert.is(service({ trafficDistribution: v }).trafficDistribution, v);
   const r = parseService({ metadata: { name: 's', namespace: 'ns' }, spec: { clusterIP: '10.96.0.1', ports: [{ port: 80 }], trafficDistribution: 'Nearby' } });
-  assert.equal(r.ok === false ? r.errors.map((e) => e.field) : r, ['spec.trafficDistribution']);
+  assert.is(r.ok === true ? r.value.trafficDistribution : r, '');
 });
 
 // kube-proxy service.go: ingress IPs are used only when proxyutil.IsVIPMode (ipMode nil or VIP).
-test('LoadBalancer ipMode: VIP or absent is programmed, Proxy is not (the LB must see the traffic); others name the field', () => {
+test('LoadBalancer ipMode: VIP or absent is programmed; Proxy, or a mode weir does not know, is not (the LB must see the traffic)', () => {
   const lb = (ingress: Array<{ ip: string; ipMode?: string }>): ReturnType<typeof parseService> =>
     parseService({ metadata: { name: 's', namespace: 'ns' }, spec: { type: 'LoadBalancer', clusterIP: '10.96.0.1', ports: [{ port: 80, nodePort: 30080 }] }, status: { loadBalancer: { ingress } } });
   const ips = (r: ReturnType<typeof parseService>): string[] => (r.ok === true ? [...r.value.loadBalancerIPs] : []);
   assert.equal(ips(lb([{ ip: '203.0.113.1' }, { ip: '203.0.113.2', ipMode: 'VIP' }, { ip: '203.0.113.3', ipMode: 'Proxy' }])), ['203.0.113.1', '203.0.113.2']);
-  const bad = lb([{ ip: '203.0.113.1', ipMode: 'Tunnel' }]);
-  assert.equal(bad.ok === false ? bad.errors.map((e) => e.field) : bad, ['status.loadBalancer.ingress[0].ipMode']);
+  assert.equal(ips(lb([{ ip: '203.0.113.1', ipMode: 'Tunnel' }, { ip: '203.0.113.2' }])), ['203.0.113.2'], 'the Service is served, without that IP');
   const m = service({ type: 'LoadBalancer', ports: [{ port: 80, nodePort: 30080 }] }, { loadBalancer: { ingress: [{ ip: '203.0.113.3', ipMode: 'Proxy' }] } });
   const p = planService(m, [slice([{ ip: '10.0.0.1' }])], ctx(''));
   assert.not.ok(

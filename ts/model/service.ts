@@ -11,7 +11,8 @@ export type TrafficPolicy = 'Cluster' | 'Local';
 /**
  * spec.trafficDistribution. kube-proxy does not act on it: the EndpointSlice
  * controller turns it into endpoint hints, and the proxy follows the hints
- * (../plan/topology.ts). weir does the same; the field is validated and kept.
+ * (../plan/topology.ts). weir does the same; the field is kept for the logs,
+ * and a value it does not know counts as unset.
  */
 export type TrafficDistribution = '' | 'PreferClose' | 'PreferSameZone' | 'PreferSameNode';
 const TRAFFIC_DISTRIBUTIONS: readonly string[] = ['PreferClose', 'PreferSameZone', 'PreferSameNode'];
@@ -105,13 +106,14 @@ export function parseService(svc: V1Service): ServiceParse {
   for (let i = 0; i < ingress.length; i++) {
     const ing = ingress[i]!;
     if (ing.ip === undefined) continue; // hostname-only ingress: nothing to program
-    // ipMode Proxy: the load balancer proxies and must see the traffic, so
-    // the node does not short-circuit this IP (kube-proxy's IsVIPMode).
-    const ipMode = ing.ipMode ?? 'VIP';
-    if (ipMode !== 'VIP' && ipMode !== 'Proxy') err(`status.loadBalancer.ingress[${i}].ipMode`, `unsupported value ${JSON.stringify(ipMode)} (expected VIP or Proxy)`);
+    // Only ipMode VIP (or none) is short-circuited on the node, as
+    // kube-proxy's IsVIPMode decides: with Proxy the load balancer must see
+    // the traffic, and a mode added by a later API version is treated the
+    // same way rather than rejecting the Service.
+    const vip = (ing.ipMode ?? 'VIP') === 'VIP';
     const v4 = parseIPv4(ing.ip);
     if (v4) {
-      if (ipMode === 'VIP') loadBalancerIPs.push(v4);
+      if (vip) loadBalancerIPs.push(v4);
     } else if (!isIPv6(ing.ip)) err(`status.loadBalancer.ingress[${i}].ip`, `invalid IP ${JSON.stringify(ing.ip)}`);
   }
 
@@ -180,8 +182,9 @@ export function parseService(svc: V1Service): ServiceParse {
   };
   const externalTrafficPolicy = policy('spec.externalTrafficPolicy', spec.externalTrafficPolicy);
   const internalTrafficPolicy = policy('spec.internalTrafficPolicy', spec.internalTrafficPolicy);
-  const td = spec.trafficDistribution ?? '';
-  if (td !== '' && !TRAFFIC_DISTRIBUTIONS.includes(td)) err('spec.trafficDistribution', `unsupported value ${JSON.stringify(td)} (expected ${TRAFFIC_DISTRIBUTIONS.join(', ')})`);
+  // Routing follows the hints whatever this says, so a value weir does not
+  // know (a later API version's) is kept as unset instead of rejecting the Service.
+  const td = TRAFFIC_DISTRIBUTIONS.includes(spec.trafficDistribution ?? '') ? spec.trafficDistribution! : '';
   let healthCheckNodePort = 0;
   if (spec.healthCheckNodePort !== undefined && spec.healthCheckNodePort !== null && spec.healthCheckNodePort !== 0) {
     const hc = parsePort(spec.healthCheckNodePort);
