@@ -8,7 +8,10 @@
  * proto}, which every fragment of the datagram shares, and the later
  * fragments read them back (the idea of Cilium's ipv4_handle_fragmentation
  * and its fragment map). The entry is not deleted at the last fragment:
- * fragments may arrive out of order, and the LRU map recycles it.
+ * fragments may arrive out of order, and the LRU map recycles it. It is
+ * trusted for FRAG_LIFETIME only, as the stack keeps a datagram's fragments
+ * no longer: the IP id of a busy pair of hosts wraps, and a later fragment
+ * of a new datagram must not take an old one's ports.
  *
  * A later fragment that arrives before its first one (or after its entry
  * was evicted) cannot be matched: it is counted (WEIR_V_FRAG_UNMATCHED) and
@@ -25,42 +28,48 @@
 #ifndef WEIR_FRAG_H
 #define WEIR_FRAG_H
 
+#include "clock.h"
 #include "maps.h"
+#include "parse.h"
 
-#define IP_MF 0x2000 /* more fragments follow */
-#define IP_OFFSET 0x1fff /* fragment offset, in 8-byte units */
+#define FRAG_LIFETIME (30ULL * NSEC_PER_SEC) /* Linux's ipfrag_time default */
 
-static __always_inline void frag_key(struct weir_frag_key *k, const struct iphdr *ip)
+static __always_inline void frag_key(struct weir_frag_key *k, const struct pkt *p)
 {
-	k->saddr = ip->saddr;
-	k->daddr = ip->daddr;
-	k->id = ip->id;
-	k->proto = ip->protocol;
+	k->saddr = p->saddr;
+	k->daddr = p->daddr;
+	k->id = p->ip_id;
+	k->proto = p->proto;
 	k->pad = 0;
 }
 
-/* First fragment: remember the datagram's ports. A failed update only costs the later fragments their match. */
-static __always_inline void frag_remember(const struct iphdr *ip, __be16 sport, __be16 dport)
-{
-	struct weir_frag_key k;
-	struct weir_frag_ports v = { .sport = sport, .dport = dport };
-
-	frag_key(&k, ip);
-	bpf_map_update_elem(&weir1_frag, &k, &v, BPF_ANY);
-}
-
-/* Later fragment: the ports its first fragment recorded; false if none was seen. */
-static __always_inline bool frag_recall(const struct iphdr *ip, __be16 *sport, __be16 *dport)
+/*
+ * First fragment: remember the datagram's ports (a failed update only costs
+ * the later fragments their match). Later fragment: take the ports its
+ * first fragment recorded; false when there is none to trust. Whole
+ * packets: nothing to do.
+ */
+static __always_inline bool frag_track(struct pkt *p)
 {
 	struct weir_frag_key k;
 	struct weir_frag_ports *v;
+	__u64 now;
 
-	frag_key(&k, ip);
+	if (p->frag == PKT_WHOLE)
+		return true;
+	frag_key(&k, p);
+	now = weir_now();
+	if (p->frag == PKT_FRAG_FIRST) {
+		struct weir_frag_ports n = { .first_seen = now, .sport = p->sport, .dport = p->dport };
+
+		bpf_map_update_elem(&weir1_frag, &k, &n, BPF_ANY);
+		return true;
+	}
 	v = bpf_map_lookup_elem(&weir1_frag, &k);
-	if (!v)
+	if (!v || weir_age(now, v->first_seen) > FRAG_LIFETIME)
 		return false;
-	*sport = v->sport;
-	*dport = v->dport;
+	p->sport = v->sport;
+	p->dport = v->dport;
 	return true;
 }
 

@@ -9,7 +9,9 @@
 #define WEIR_PARSE_H
 
 #include "common.h"
-#include "frag.h"
+
+#define IP_MF 0x2000 /* more fragments follow */
+#define IP_OFFSET 0x1fff /* fragment offset, in 8-byte units */
 
 #define L3_OFF ETH_HLEN
 #define IP_CSUM_OFF (L3_OFF + offsetof(struct iphdr, check))
@@ -25,7 +27,7 @@
 /* pkt.frag: where the packet stands in its datagram. */
 #define PKT_WHOLE 0 /* not a fragment */
 #define PKT_FRAG_FIRST 1 /* first fragment: L4 header present, more follow */
-#define PKT_FRAG_LATER 2 /* later fragment: no L4 header; ports from frag.h */
+#define PKT_FRAG_LATER 2 /* later fragment: no L4 header; frag.h finds its ports */
 
 struct pkt {
 	__u32 l4_off; /* offset of the TCP/UDP header (later fragment: of its payload) */
@@ -37,27 +39,20 @@ struct pkt {
 	__u8 tcp_flags; /* TCP_FLAG_*; 0 for UDP and later fragments */
 	__u8 ihl; /* IPv4 header length, bytes */
 	__u8 frag; /* PKT_WHOLE, PKT_FRAG_FIRST or PKT_FRAG_LATER */
+	__be16 ip_id; /* IPv4 identification: names the datagram of a fragment */
+	__u16 pad;
 };
 
 /* Ethernet + the longest IPv4 header + the TCP bytes we read (through the flags). */
 #define PARSE_PULL (ETH_HLEN + 60 + 14)
 
-enum parse_result {
-	PARSE_SKIP = 0, /* not ours: pass untouched */
-	PARSE_OK, /* p describes an IPv4 TCP/UDP packet with its ports */
-	PARSE_FRAG_UNMATCHED, /* a later fragment whose first fragment was not seen */
-};
-
 /*
  * Fill p for an IPv4 TCP/UDP/SCTP packet (all three start with the two
- * ports). PARSE_SKIP for everything weir leaves
- * alone: other L3/L4 protocols and truncated headers (the stack drops those
- * itself). A first fragment is parsed like any packet and records its ports
- * (frag.h); a later fragment gets them back, so both reach the same
- * frontend or conntrack entry and are translated alike (nat.h rewrites only
- * the IPv4 header of a later fragment).
+ * ports); false for everything weir leaves alone: other L3/L4 protocols and
+ * truncated headers (the stack drops those itself). A later fragment has
+ * no L4 header: its ports are left zero for frag.h to find.
  */
-static __always_inline enum parse_result parse_packet(struct __sk_buff *skb, struct pkt *p)
+static __always_inline bool parse_packet(struct __sk_buff *skb, struct pkt *p)
 {
 	void *data, *data_end;
 	struct iphdr *ip;
@@ -65,7 +60,7 @@ static __always_inline enum parse_result parse_packet(struct __sk_buff *skb, str
 	__u32 ihl;
 
 	if (skb->protocol != bpf_htons(ETH_P_IP))
-		return PARSE_SKIP;
+		return false;
 	data = (void *)(long)skb->data;
 	data_end = (void *)(long)skb->data_end;
 	if (data + PARSE_PULL > data_end) {
@@ -76,16 +71,16 @@ static __always_inline enum parse_result parse_packet(struct __sk_buff *skb, str
 	}
 	ip = data + ETH_HLEN;
 	if ((void *)(ip + 1) > data_end)
-		return PARSE_SKIP;
+		return false;
 	if (ip->version != 4 || ip->ihl < 5)
-		return PARSE_SKIP;
+		return false;
 	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP && ip->protocol != IPPROTO_SCTP)
-		return PARSE_SKIP;
+		return false;
 	/* SCTP fragments its own messages into chunks; an IP-fragmented SCTP
 	 * packet is left alone (a port change needs its whole length for the
 	 * CRC update, which its first fragment does not carry). */
 	if (ip->protocol == IPPROTO_SCTP && (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET)))
-		return PARSE_SKIP;
+		return false;
 	ihl = ip->ihl * 4;
 	p->ihl = ihl;
 	p->l4_off = L3_OFF + ihl;
@@ -93,24 +88,25 @@ static __always_inline enum parse_result parse_packet(struct __sk_buff *skb, str
 	p->daddr = ip->daddr;
 	p->proto = ip->protocol;
 	p->tcp_flags = 0;
+	p->ip_id = ip->id;
+	p->sport = 0;
+	p->dport = 0;
 	if (ip->frag_off & bpf_htons(IP_OFFSET)) {
 		p->frag = PKT_FRAG_LATER;
-		return frag_recall(ip, &p->sport, &p->dport) ? PARSE_OK : PARSE_FRAG_UNMATCHED;
+		return true;
 	}
 	p->frag = ip->frag_off & bpf_htons(IP_MF) ? PKT_FRAG_FIRST : PKT_WHOLE;
 	l4 = (__u8 *)ip + ihl;
 	if ((void *)(l4 + 4) > data_end)
-		return PARSE_SKIP;
+		return false;
 	p->sport = *(__be16 *)l4;
 	p->dport = *(__be16 *)(l4 + 2);
 	if (p->proto == IPPROTO_TCP) {
 		if ((void *)(l4 + 14) > data_end)
-			return PARSE_SKIP;
+			return false;
 		p->tcp_flags = l4[13];
 	}
-	if (p->frag == PKT_FRAG_FIRST)
-		frag_remember(ip, p->sport, p->dport);
-	return PARSE_OK;
+	return true;
 }
 
 static __always_inline bool tcp_syn_only(const struct pkt *p)

@@ -10,6 +10,7 @@
  * alone: bound to 127.0.0.1, or to the local service address itself).
  */
 #include "common.h"
+#include "frag.h"
 #include "parse.h"
 #include "service.h"
 #include "verdict.h"
@@ -18,14 +19,11 @@ static __always_inline int tc_ingress(struct __sk_buff *skb, enum origin origin)
 {
 	struct pkt p;
 
-	switch (parse_packet(skb, &p)) {
-	case PARSE_OK:
-		return verdict_exit(skb, &p, handle_packet(skb, &p, origin));
-	case PARSE_FRAG_UNMATCHED:
-		return verdict_exit(skb, &p, WEIR_V_FRAG_UNMATCHED);
-	default:
+	if (!parse_packet(skb, &p))
 		return TC_ACT_OK;
-	}
+	if (!frag_track(&p))
+		return verdict_exit(skb, &p, WEIR_V_FRAG_UNMATCHED);
+	return verdict_exit(skb, &p, handle_packet(skb, &p, origin));
 }
 
 SEC("tc")

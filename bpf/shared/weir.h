@@ -275,8 +275,10 @@ struct weir_frag_key {
 };
 
 struct weir_frag_ports {
+	__u64 first_seen; /* weir_now() when the first fragment passed, ns */
 	__be16 sport; /* source port of the datagram */
 	__be16 dport; /* destination port of the datagram */
+	__u32 pad; /* zero */
 };
 
 #endif /* WEIR_SHARED_H */

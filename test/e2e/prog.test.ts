@@ -11,7 +11,7 @@ import * as fs from 'node:fs';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as C from '../../ts/datapath/codecs';
-import { BpfDatapath } from '../../ts/datapath/loader';
+import { BpfDatapath, openPinned } from '../../ts/datapath/loader';
 import { loadShim } from '../../ts/datapath/ffi';
 import { VERDICTS } from '../../ts/datapath/verdicts';
 import { keyString } from '../../ts/datapath/maps';
@@ -265,6 +265,22 @@ s('a later fragment whose first fragment was not seen passes unchanged and is co
   assert.is(r.retval, TC_ACT_OK);
   assert.equal(r.out, frags[1]!);
   assert.is(verdictCount(ctx, 'frag_unmatched'), before + 1n);
+});
+
+s("a later fragment does not take the ports of an older datagram that had the same IP id (the entry's lifetime is the stack's ipfrag_time)", (ctx) => {
+  const frags = fragments(packet({ proto: 'udp', src: CLIENT, dst: VIP, sport: 40024, dport: 53, payload: PAYLOAD }), 0x2346, 24);
+  const key = keyString(C.fragKey.encode({ saddr: CLIENT, daddr: VIP, id: 0x2346, proto: 17, pad: 0 }));
+  // What a datagram with this id left behind a minute ago (timestamps are CLOCK_MONOTONIC ns).
+  const minuteAgo = process.hrtime.bigint() - 60_000_000_000n;
+  const frag = openPinned(loadShim(), ctx.root, ['frag']).frag;
+  frag.upsert([[key, C.fragPorts.encode({ first_seen: minuteAgo, sport: 40999, dport: 53, pad: 0 })]]);
+  const before = verdictCount(ctx, 'frag_unmatched');
+  const r = run(ctx, frags[1]!);
+  assert.equal(r.out, frags[1]!, 'passed unchanged');
+  assert.is(verdictCount(ctx, 'frag_unmatched'), before + 1n);
+  // Recorded now, the same entry matches.
+  frag.upsert([[key, C.fragPorts.encode({ first_seen: process.hrtime.bigint(), sport: 40024, dport: 53, pad: 0 })]]);
+  assert.equal(hdr(run(ctx, frags[1]!).out).dst, BACKEND);
 });
 
 s('fragments of a datagram that is no service traffic pass untouched and count nowhere', (ctx) => {

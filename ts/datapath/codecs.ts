@@ -241,8 +241,10 @@ export const fragKey = new StructCodec('weir_frag_key', [
 ] as const);
 
 export const fragPorts = new StructCodec('weir_frag_ports', [
+  ['first_seen', 'u64'],
   ['sport', 'be16'],
   ['dport', 'be16'],
+  ['pad', 'u32'],
 ] as const);
 
 export type SvcKey = Decoded<typeof svcKey extends StructCodec<infer F> ? F : never>;
