@@ -22,11 +22,40 @@
 
 #define LOOPBACK_IFINDEX 1 /* lo is always ifindex 1 in its namespace */
 
+/*
+ * A node process's datagram on the loopback path is sized for lo's 64 KiB
+ * MTU, not for the device it leaves by. Had the socket sent it to the
+ * backend directly, the kernel would have fragmented it there (a socket
+ * that allows fragmentation sets DF but ignores it for its own packets),
+ * as it does after kube-proxy's OUTPUT DNAT. A tc program cannot fragment,
+ * and a redirect would drop what does not fit: the datagram goes to the
+ * stack instead, which forwards it from lo (the one device that takes a
+ * local source) and fragments it on the way out, DF cleared first. TCP
+ * needs none of this: its segments are sized for the backend's MSS.
+ */
+static __always_inline int host_fragment(struct __sk_buff *skb)
+{
+	__be16 old, new;
+
+	if (bpf_skb_load_bytes(skb, L3_OFF + offsetof(struct iphdr, frag_off), &old, sizeof(old)))
+		return TC_ACT_SHOT;
+	new = old & ~bpf_htons(IP_DF);
+	if (new != old && (bpf_skb_store_bytes(skb, L3_OFF + offsetof(struct iphdr, frag_off), &new, sizeof(new), 0) ||
+			   bpf_l3_csum_replace(skb, IP_CSUM_OFF, old, new, sizeof(new))))
+		return TC_ACT_SHOT;
+	/* Through lo again rather than on: the packet still carries the route
+	 * it was looped back with (to this host), and only a fresh pass through
+	 * the input path routes it by its new destination. */
+	return bpf_redirect(LOOPBACK_IFINDEX, BPF_F_INGRESS);
+}
+
 static __always_inline int fib_redirect(struct __sk_buff *skb, const struct pkt *p)
 {
 	struct bpf_fib_lookup fib = {};
 	long rc;
 
+	if (skb->ingress_ifindex == LOOPBACK_IFINDEX && p->proto != IPPROTO_TCP)
+		return host_fragment(skb);
 	fib.family = AF_INET;
 	fib.l4_protocol = p->proto;
 	fib.sport = p->sport;

@@ -10,6 +10,7 @@
 
 #include "common.h"
 
+#define IP_DF 0x4000 /* don't fragment */
 #define IP_MF 0x2000 /* more fragments follow */
 #define IP_OFFSET 0x1fff /* fragment offset, in 8-byte units */
 

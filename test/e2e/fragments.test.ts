@@ -9,6 +9,9 @@
  *   n1 (192.168.77.10): a 10.244.1.10 (mirror backend), c 10.244.1.11 (client)
  *   n2 (192.168.77.11): b 10.244.2.10 (mirror backend)
  *   outside 192.168.77.200: routes 10.96/16 via n1
+ *
+ * A node process whose socket is bound to 127.0.0.1 sends its datagram
+ * whole over lo (MTU 64 KiB): it must be fragmented where it leaves the node.
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -52,6 +55,8 @@ s.after(async (ctx) => {
 
 interface Row {
   from: string;
+  /** The client socket's bound address. */
+  bind?: string;
   to: string;
   backend: string;
   /** Source the backend saw: the client's own address, or the node's (masquerade). */
@@ -94,11 +99,29 @@ const ROWS: Row[] = [
     why: 'outside -> NodePort (masqueraded), backend on the other node: the fragmented reply enters n1 from outside',
     kubeProxy: 'delivered: reassembled, DNAT + masquerade, the reply is de-NATed whole',
   },
+  {
+    from: 'n1',
+    bind: '127.0.0.1',
+    to: '127.0.0.1:30701',
+    backend: 'a',
+    src: N1,
+    why: 'node socket bound to 127.0.0.1 -> localhost NodePort, backend on this node: the datagram leaves lo (64 KiB MTU) for a 1500-byte link',
+    kubeProxy: 'delivered: DNAT in OUTPUT, masquerade, fragmented on the way out',
+  },
+  {
+    from: 'n1',
+    bind: '127.0.0.1',
+    to: '127.0.0.1:30702',
+    backend: 'b',
+    src: N1,
+    why: 'node socket bound to 127.0.0.1 -> localhost NodePort, backend on the other node',
+    kubeProxy: 'delivered: DNAT in OUTPUT, masquerade, fragmented on the way out',
+  },
 ];
 
 for (const row of ROWS) {
   s(`${row.why}: a ${SIZE}-byte datagram and its ${SIZE}-byte reply arrive whole (kube-proxy: ${row.kubeProxy})`, async ({ box }) => {
-    const r = await box.udp(row.from, row.to, { count: 3, connect: true, size: SIZE, timeoutMs: 2000 });
+    const r = await box.udp(row.from, row.to, { count: 3, connect: true, size: SIZE, timeoutMs: 2000, ...(row.bind ? { bind: row.bind } : {}) });
     for (const a of r.attempts) {
       assert.ok(a.ok, JSON.stringify(a));
       assert.is(a.echoed, SIZE);
