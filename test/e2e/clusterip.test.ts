@@ -291,8 +291,16 @@ s("--mode auto falls back to iptables with the reason; each mode removes the oth
 s('weir cleanup removes every filter and pin', async (ctx) => {
   const { box } = ctx;
   await ctx.agent.stop();
+  const ns = box.node('n1').ns;
+  const loKnobs = async (): Promise<string> => (await box.exec(ns, ['cat', '/proc/sys/net/ipv4/conf/lo/route_localnet', '/proc/sys/net/ipv4/conf/lo/accept_local'])).stdout.replace(/\n/g, ' ').trim();
+  if (MODE === 'bpf') assert.is(await loKnobs(), '1 1', 'the loopback path set its sysctls on lo');
   const out = await box.weir('n1', ['cleanup']);
   assert.match(out, /removed \d+ tc filter/);
+  if (MODE === 'bpf') {
+    assert.match(out, /lo\/ingress/);
+    assert.match(out, /reset net\.ipv4\.conf\.lo\.route_localnet, net\.ipv4\.conf\.lo\.accept_local to 0/);
+    assert.is(await loKnobs(), '0 0', 'and cleanup takes them back');
+  }
   const filters = await box.exec(box.node('n1').ns, ['tc', 'filter', 'show', 'dev', box.pod('a').hostDev, 'ingress']);
   assert.is(filters.stdout.trim(), '');
   const pins = await box.exec(box.node('n1').ns, ['ls', box.node('n1').pinRoot]);

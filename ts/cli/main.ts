@@ -183,7 +183,9 @@ async function cleanup(opts: { bpffsRoot: string; force: boolean }): Promise<num
   process.stdout.write(
     `removed ${res.detached.length} tc filter(s)${res.detached.length ? ` (${res.detached.join(', ')})` : ''}; ` +
       `${res.pinsRemoved ? `removed pins under ${root}` : `no pins under ${root}`}; ` +
-      `removed ${chains.length} iptables chain(s)\n`,
+      `removed ${chains.length} iptables chain(s)` +
+      (res.sysctls.length ? `; reset ${res.sysctls.join(', ')} to 0` : '') +
+      '\n',
   );
   return 0;
 }

@@ -13,6 +13,7 @@ import * as C from './codecs';
 import { Shim } from './ffi';
 import { KernelWriteQueue, PinnedMap, ServiceMaps, WriteQueue, keyString } from './maps';
 import { listLinks } from './devices';
+import { disableLoopbackPath } from './loopback';
 import { childProcess } from '../util/lazy';
 
 /** Map names as in bpf/shared/weir.h (layout version 1). */
@@ -250,8 +251,9 @@ export function openPinned<N extends keyof typeof MAP_NAMES>(shim: Shim, pinRoot
  * Remove every filter weir attached in this namespace and every pin under
  * pinRoot (removing a link's pin detaches its cgroup programs).
  */
-export async function cleanupBpf(shim: Shim, pinRoot: string, opts: { keepRoot?: boolean } = {}): Promise<{ detached: string[]; pinsRemoved: boolean }> {
+export async function cleanupBpf(shim: Shim, pinRoot: string, opts: { keepRoot?: boolean } = {}): Promise<{ detached: string[]; pinsRemoved: boolean; sysctls: string[] }> {
   const detached: string[] = [];
+  let loopbackPath = false;
   // Querying a device without clsact makes libbpf print a kernel error; expected here.
   shim.setLogLevel(0);
   for (const link of await listLinks()) {
@@ -259,6 +261,7 @@ export async function cleanupBpf(shim: Shim, pinRoot: string, opts: { keepRoot?:
       if (shim.tcQuery(link.ifindex, ingress, TC_HANDLE, TC_PRIORITY) !== null) {
         shim.tcDetach(link.ifindex, ingress, TC_HANDLE, TC_PRIORITY);
         detached.push(`${link.name}/${ingress ? 'ingress' : 'egress'}`);
+        loopbackPath ||= link.name === 'lo';
       }
     }
   }
@@ -266,5 +269,7 @@ export async function cleanupBpf(shim: Shim, pinRoot: string, opts: { keepRoot?:
   const pinsRemoved = fs.existsSync(pinRoot) && (!opts.keepRoot || fs.readdirSync(pinRoot).length > 0);
   if (pinsRemoved && opts.keepRoot) for (const name of fs.readdirSync(pinRoot)) fs.rmSync(path.join(pinRoot, name), { recursive: true, force: true });
   else if (pinsRemoved) fs.rmSync(pinRoot, { recursive: true, force: true });
-  return { detached, pinsRemoved };
+  // The loopback path's sysctls go with its filter (never touched where weir had none on lo).
+  const sysctls = loopbackPath ? disableLoopbackPath() : [];
+  return { detached, pinsRemoved, sysctls };
 }

@@ -28,6 +28,7 @@ import { Dataplane } from '../reconcile/dataplane';
 // The iptables fallback (../fallback/iptables) is imported where it is used:
 // a BPF-mode agent needs it only after "ready", to remove leftover rules.
 import { cleanupBpf, ensureBpffs } from '../datapath/loader';
+import { enableLoopbackPath } from '../datapath/loopback';
 import { PinRootLock, lockPinRoot } from '../datapath/pinlock';
 import { agentMetrics } from '../metrics/agent-metrics';
 import { startMetricsServer } from '../metrics/server';
@@ -122,7 +123,8 @@ async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Pro
   // BPF mode's loopback path (weir_tc_host) hands replies to loopback ingress with a local or 127/8
   // source: lo alone is told to accept them. Packets from any other device are checked as before.
   if (mode === 'bpf' && opts.cgroupRoot) {
-    for (const knob of ['route_localnet', 'accept_local']) fs.writeFileSync(`/proc/sys/net/ipv4/conf/lo/${knob}`, '1');
+    const changed = enableLoopbackPath();
+    if (changed.length) log.info('loopback path: set on lo', { sysctls: changed.map((k) => `${k}=1`).join(',') });
   }
   const writeConfig = (): void => dp?.writeConfig({ hairpinAddr: opts.hairpinAddr, snatAddr: nodeIPs[0] ?? '', masqueradeAll: opts.masqueradeAll, haveClusterCidrs: opts.clusterCIDRs.length > 0 });
   let reconciler: Dataplane;
