@@ -99,6 +99,11 @@ s('weir trace explains rejects, drops and packets that are not for a service', a
   assert.match(udp, /not a service packet/);
   const other = await box.weir('n1', ['trace', '--src', box.pod('client').ip, '--dst', `${box.pod('a').ip}:8080`]);
   assert.match(other, /not a service packet, passed on untouched/);
+  // The loopback path: a node socket bound to 127.0.0.1 is masqueraded to the node IP; the same source from a pod is forged.
+  const host = await box.weir('n1', ['trace', '--from', 'host', '--src', '127.0.0.1', '--dst', '10.96.7.1:80']);
+  assert.match(host, /from a node socket on lo: new flow to one of .*, source NATed to 192\.168\.77\.10:6\d{4}/);
+  const forged = await box.weir('n1', ['trace', '--src', '127.0.0.1', '--dst', '10.96.7.1:80']);
+  assert.match(forged, /from a pod: DROP \(drop_loopback_source\)/);
   const bad = await box.exec(box.node('n1').ns, ['node', `${__dirname}/../../ts/cli/main.js`, 'trace', '--dst', '10.96.7.1', '--bpffs-root', box.node('n1').pinRoot]);
   assert.is(bad.code, 2);
   assert.match(bad.stderr, /--src is required|--dst: expected IP:PORT/);

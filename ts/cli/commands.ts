@@ -70,7 +70,7 @@ export interface TraceOptions {
   src: Endpoint;
   dst: Endpoint;
   proto: 'tcp' | 'udp' | 'sctp';
-  from: 'pod' | 'external';
+  from: TraceOrigin;
   bpffsRoot: string;
 }
 
@@ -91,9 +91,12 @@ function proto(flag: string, v: string): 'tcp' | 'udp' | 'sctp' {
   throw new UsageError(`--${flag}: expected tcp, udp or sctp, got ${JSON.stringify(v)}`);
 }
 
-function from(flag: string, v: string): 'pod' | 'external' {
-  if (v === 'pod' || v === 'external') return v;
-  throw new UsageError(`--${flag}: expected pod or external, got ${JSON.stringify(v)}`);
+/** Where a traced packet arrives, as the tc program attached there sees it (host: lo, a node socket bound to 127/8 or to the service address). */
+export type TraceOrigin = 'pod' | 'external' | 'host';
+
+function from(flag: string, v: string): TraceOrigin {
+  if (v === 'pod' || v === 'external' || v === 'host') return v;
+  throw new UsageError(`--${flag}: expected pod, external or host, got ${JSON.stringify(v)}`);
 }
 
 export const TRACE: Command<TraceOptions & { json: boolean }> = {
@@ -128,9 +131,9 @@ export const TRACE: Command<TraceOptions & { json: boolean }> = {
     from: {
       flag: 'from',
       kind: 'value',
-      placeholder: 'pod|external',
+      placeholder: 'pod|external|host',
       default: 'pod',
-      description: 'where the packet arrives: on a pod device, or on an external device',
+      description: 'where the packet arrives: on a pod device, on an external device, or on lo from a node socket bound to 127.0.0.1 or to the service address',
       parse: from,
     },
     json,

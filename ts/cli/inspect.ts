@@ -18,7 +18,7 @@ import { buildPacket, readHeaders } from '../datapath/packet';
 import { VERDICTS } from '../datapath/verdicts';
 import { BackendView, FrontendView, readServices } from '../datapath/dump';
 import { protoName } from '../reconcile/reconciler';
-import type { TraceOptions } from './commands';
+import type { TraceOptions, TraceOrigin } from './commands';
 
 export function backendsView(shim: Shim, root: string): BackendView[] {
   return readServices(openPinned(shim, root, ['svc', 'be'])).backends;
@@ -98,7 +98,7 @@ export function formatVerdicts(list: VerdictCount[]): string {
 }
 
 export interface TraceResult {
-  packet: { proto: string; src: string; dst: string; from: 'pod' | 'external' };
+  packet: { proto: string; src: string; dst: string; from: TraceOrigin };
   verdict: string;
   frontend: FrontendView | null;
   /** Backends a new flow may reach (the frontend's slots); empty when rejected/dropped. */
@@ -108,6 +108,8 @@ export interface TraceResult {
   out: { src: string; dst: string } | null;
   description: string;
 }
+
+const FROM_WORDS: Record<TraceOrigin, string> = { pod: 'a pod', external: 'outside', host: 'a node socket on lo' };
 
 /** One crafted packet through the loaded program under opts.bpffsRoot; opts are checked by trace's flag table (commands.ts). */
 export function trace(shim: Shim, opts: TraceOptions): TraceResult {
@@ -139,7 +141,7 @@ export function trace(shim: Shim, opts: TraceOptions): TraceResult {
     liveAff.close();
 
     const pkt = buildPacket({ proto, src: src.addr, dst: dst.addr, sport: src.port, dport: dst.port, payload: 'weir trace' });
-    const progFd = shim.objProgFd(obj, from === 'pod' ? TC_PROGS.pod : TC_PROGS.ext);
+    const progFd = shim.objProgFd(obj, TC_PROGS[from === 'external' ? 'ext' : from]);
     const run = shim.progTestRun(progFd, pkt, pkt.length + 256);
     const verdicts = priv(MAP_NAMES.verdicts);
     let verdict = 'pass';
@@ -158,7 +160,7 @@ export function trace(shim: Shim, opts: TraceOptions): TraceResult {
     const possibleBackends = verdict === 'forward' && eligible ? eligible.backends.filter((b): b is BackendView => b !== null).map((b) => `${b.addr}:${b.port}`) : [];
     const outHdr = verdict === 'forward' || verdict === 'revnat' ? readHeaders(run.data) : null;
     const out = outHdr ? { src: `${outHdr.src}:${outHdr.sport}`, dst: `${outHdr.dst}:${outHdr.dport}` } : null;
-    const flow = `${proto} ${src.addr}:${src.port} -> ${dst.addr}:${dst.port} from ${from === 'pod' ? 'a pod' : 'outside'}`;
+    const flow = `${proto} ${src.addr}:${src.port} -> ${dst.addr}:${dst.port} from ${FROM_WORDS[from]}`;
     let description: string;
     switch (verdict) {
       case 'forward': {
