@@ -77,9 +77,11 @@ static __always_inline int nat_rewrite(struct __sk_buff *skb, struct pkt *p, boo
 	if (p->frag == PKT_FRAG_LATER)
 		return nat_rewrite_l3(skb, p, is_src, addr, port);
 	/* SCTP's CRC covers no address: the address is an IPv4 header change, the port sctp.h's. */
-	if (p->proto == IPPROTO_SCTP)
-		return nat_rewrite_l3(skb, p, is_src, addr, port) || sctp_set_port(skb, p, is_src, old_port, port) ? -1
-														   : 0;
+	if (p->proto == IPPROTO_SCTP) {
+		if (nat_rewrite_l3(skb, p, is_src, addr, port))
+			return -1;
+		return sctp_set_port(skb, p, is_src, old_port, port);
+	}
 	/* parse_packet checked these bounds; a helper call since may have moved the data. */
 	if (l4_off > L3_OFF + 60)
 		return -1;

@@ -85,6 +85,9 @@ static __always_inline int reject_tcp(struct __sk_buff *skb, const struct pkt *p
 	if (bpf_skb_load_bytes(skb, L3_OFF, &hdr.ip, sizeof(hdr.ip)) ||
 	    bpf_skb_load_bytes(skb, p->l4_off, &in, sizeof(in)))
 		return REJECT_FAILED;
+	/* For a first fragment this is its share of the segment, not the whole:
+	 * the RST's ACK is then short of the sender's, which only a SYN with
+	 * data (never fragmented in practice) would notice. */
 	payload = bpf_ntohs(hdr.ip.tot_len) - ihl - in.doff * 4;
 	if (payload > 0xffff)
 		payload = 0;
