@@ -409,6 +409,16 @@ function packetSection(v: View, bars: Bar[]): string[] {
     row(['established flow, single run', unit(pk.establishedSingleNs, 'ns'), unit(measured(pk.establishedSingleNs) && measured(pk.floorNs) ? pk.establishedSingleNs - pk.floorNs : NaN, 'ns'), '']),
     row(['first packet of a new flow, single run', unit(pk.newFlowNs, 'ns'), unit(measured(pk.newFlowNs) && measured(pk.floorNs) ? pk.newFlowNs - pk.floorNs : NaN, 'ns'), '']),
     row(['not a service packet, single run', unit(pk.passNs, 'ns'), unit(measured(pk.passNs) && measured(pk.floorNs) ? pk.passNs - pk.floorNs : NaN, 'ns'), '']),
+    ...(pk.loopbackPassNs === undefined
+      ? []
+      : [
+          row([
+            "the node's own loopback packet, no service's (weir_tc_host on lo), single run",
+            unit(pk.loopbackPassNs, 'ns'),
+            unit(measured(pk.loopbackPassNs) && measured(pk.floorNs) ? pk.loopbackPassNs - pk.floorNs : NaN, 'ns'),
+            '',
+          ]),
+        ]),
     row(['harness floor, single run: a non-IPv4 frame', unit(pk.floorNs, 'ns'), '', '']),
     '',
   ];
