@@ -204,7 +204,7 @@ export async function soak(opts: SoakOptions): Promise<void> {
     };
     // The pure plan of what is on disk, through the in-memory twin, read the way `weir services` reads the kernel.
     const expected = async (): Promise<string[]> => {
-      const p = await runPipeline(box.manifestDir, { nodeName: 'n1', nodePortAddrs: [node.ip as IPv4, '127.0.0.1' as IPv4] });
+      const p = await runPipeline(box.manifestDir, { nodeName: 'n1', nodePortAddrs: [node.ip as IPv4, '127.0.0.1' as IPv4], nodeIPs: [node.ip as IPv4] });
       return viewLines(readServices(p.maps));
     };
     // Polled in process, through the code behind `weir services` (a CLI process per poll would be most of a step's time).

@@ -19,14 +19,14 @@ import { TEST_SRC } from './pipeline';
 
 const dir = path.join(TEST_SRC, 'golden-iptables');
 
-async function render(caseDir: string): Promise<string> {
+async function render(caseDir: string, masqueradeAll = false): Promise<string> {
   const store = new ClusterStore(() => undefined);
   const src = new FileSource({ dir: caseDir, store, onChange: () => undefined, log: createLogger('error', () => undefined) });
   await src.start();
   src.stop();
   const ctx = { nodeName: 'n1', nodePortAddrs: ['192.168.77.10' as IPv4], zone: store.nodes.get('n1')?.zone ?? '' };
   const plans = [...store.services.values()].map((s) => planService(s, store.slicesOf(s.key), ctx));
-  const out = renderAll(plans, { clusterCIDRs: [parseCidr('10.244.0.0/16')!], masqueradeAll: false });
+  const out = renderAll(plans, { clusterCIDRs: [parseCidr('10.244.0.0/16')!], masqueradeAll });
   return out.nat + out.filter;
 }
 
@@ -46,6 +46,20 @@ test('random choice: probabilities 1/(n-i), the last rule unconditional', async 
   assert.match(svc[0]!, /--probability 0\.3333333333/);
   assert.match(svc[1]!, /--probability 0\.5000000000/);
   assert.not.match(svc[2]!, /statistic/);
+});
+
+// kube-proxy TestInternalExternalMasquerade "masqueradeAll": only traffic to a ClusterIP is masqueraded for it.
+test('--masquerade-all adds masquerade rules that match a ClusterIP as destination, and nothing else', async () => {
+  const base = (await render(path.join(dir, 'kube-proxy-shapes'))).split('\n');
+  const all = (await render(path.join(dir, 'kube-proxy-shapes'), true)).split('\n');
+  const added = all.filter((l) => !base.includes(l));
+  assert.ok(added.length > 0);
+  for (const l of added) assert.match(l, /^-A WEIR-SV[CL]-\w+ .* -d 10\.96\.\d+\.\d+\/32 -p \w+ -m \w+ --dport \d+ -j WEIR-MARK-MASQ$/);
+  assert.equal(
+    base.filter((l) => !all.includes(l)),
+    [],
+    'no rule of the default rendering changes',
+  );
 });
 
 test.run();

@@ -253,6 +253,30 @@ test('externalTrafficPolicy Local: external frontends get a local-scope entry; i
   assert.is(byKey('192.168.77.10', 0)?.port, 30080);
 });
 
+// kube-proxy TestLoadBalancer "same node to LB1, SNATted to LB1": source ranges that hold a node IP admit the LB IPs as sources.
+test('loadBalancerSourceRanges that hold a node IP also admit the LB IPs themselves; others stay as written', () => {
+  const lb = (ranges: string[]) =>
+    ok(
+      svc(
+        { type: 'LoadBalancer', clusterIP: '10.96.0.1', loadBalancerSourceRanges: ranges, ports: [{ port: 80, nodePort: 30080 }] },
+        { status: { loadBalancer: { ingress: [{ ip: '203.0.113.9' }, { ip: '203.0.113.10' }] } } },
+      ),
+    );
+  const ranges = (ranges: string[], nodeIPs: IPv4[]): string[][] =>
+    planService(lb(ranges), [endpointsOnTwoNodes()], { ...ctx, nodeIPs })
+      .frontends.filter((f) => f.flags & SVC_F.LOAD_BALANCER)
+      .map((f) => f.sourceRanges.map((c) => c.text));
+  const node = ['192.168.77.10' as IPv4];
+  assert.equal(ranges(['192.168.0.0/16'], node), [
+    ['192.168.0.0/16', '203.0.113.9/32', '203.0.113.10/32'],
+    ['192.168.0.0/16', '203.0.113.9/32', '203.0.113.10/32'],
+  ]);
+  assert.equal(ranges(['10.0.0.0/8'], node), [['10.0.0.0/8'], ['10.0.0.0/8']], 'the node is not admitted: nothing added');
+  assert.equal(ranges(['192.168.0.0/16'], []), [['192.168.0.0/16'], ['192.168.0.0/16']], 'no node IP known: nothing added');
+  const nodePort = planService(lb(['192.168.0.0/16']), [endpointsOnTwoNodes()], { ...ctx, nodeIPs: node }).frontends.find((f) => f.flags & SVC_F.NODE_PORT);
+  assert.equal(nodePort?.sourceRanges, [], 'NodePorts are not filtered');
+});
+
 test('service ports that reach the same endpoint port share one backend; TCP and UDP of one port do not', () => {
   const m = ok(
     svc({

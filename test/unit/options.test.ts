@@ -221,7 +221,7 @@ test('trace: endpoints, protocol and origin are checked before anything runs', (
   assert.throws(() => parse(['--src', '10.244.1.5:0', '--dst', '10.96.0.10:80']), /^--src: expected IP\[:PORT\]/);
   assert.is(parse(['--src', '10.244.1.5', '--dst', '10.96.0.10:80', '--proto', 'SCTP']).proto, 'sctp');
   assert.throws(() => parse(['--src', '10.244.1.5', '--dst', '10.96.0.10:80', '--proto', 'icmp']), /^--proto: expected tcp, udp or sctp, got "icmp"$/);
-  assert.throws(() => parse(['--src', '10.244.1.5', '--dst', '10.96.0.10:80', '--from', 'node']), /^--from: expected pod or external, got "node"$/);
+  assert.throws(() => parse(['--src', '10.244.1.5', '--dst', '10.96.0.10:80', '--from', 'node']), /^--from: expected pod, external or host, got "node"$/);
 });
 
 test("each command's help is generated from its table: every flag with its value, description and default", () => {

@@ -36,7 +36,7 @@ export interface PipelineResult {
   sync(): void;
 }
 
-export async function runPipeline(dir: string, opts: { nodeName?: string; nodePortAddrs?: IPv4[]; maps?: ReturnType<typeof memoryMaps> } = {}): Promise<PipelineResult> {
+export async function runPipeline(dir: string, opts: { nodeName?: string; nodePortAddrs?: IPv4[]; nodeIPs?: IPv4[]; maps?: ReturnType<typeof memoryMaps> } = {}): Promise<PipelineResult> {
   const logs: Array<Record<string, unknown>> = [];
   const log = createLogger('debug', (line) => logs.push(JSON.parse(line) as Record<string, unknown>));
   const store = new ClusterStore((origin, errors) => {
@@ -50,7 +50,7 @@ export async function runPipeline(dir: string, opts: { nodeName?: string; nodePo
   source.stop();
   // The node's zone comes from its Node object, as the agent takes it.
   const nodeName = opts.nodeName ?? 'n1';
-  const syncer = new Syncer({ store, reconciler, log, ctx: { nodeName, nodePortAddrs: opts.nodePortAddrs ?? [], zone: store.nodes.get(nodeName)?.zone ?? '' } });
+  const syncer = new Syncer({ store, reconciler, log, ctx: { nodeName, nodePortAddrs: opts.nodePortAddrs ?? [], nodeIPs: opts.nodeIPs ?? [], zone: store.nodes.get(nodeName)?.zone ?? '' } });
   const sync = (): void => void syncer.sync();
   sync();
   return {
