@@ -12,6 +12,29 @@
 #include "cfg.h"
 #include "lb.h"
 
+#define ECONNREFUSED 111
+
+/*
+ * Set by the loader (native/weir_bpf.c) when the kernel has
+ * bpf_set_retval() for socket hooks (5.18+); read-only data, so on older
+ * kernels the verifier never sees the call (as weir_coarse_clock).
+ */
+const volatile __u32 weir_sock_retval = 0;
+
+/*
+ * Fail the call. A socket hook can only let it through or fail it. What
+ * kube-proxy's REJECT rule in OUTPUT does to a node process: its RST fails
+ * a TCP connect with ECONNREFUSED (set here where the kernel lets us, else
+ * EPERM), and the rule's own drop fails a UDP send with EPERM. A DROP
+ * fails at once with EPERM instead of timing out.
+ */
+static __always_inline int sock_refuse(const struct bpf_sock_addr *ctx, bool reject)
+{
+	if (reject && ctx->protocol == IPPROTO_TCP && weir_sock_retval)
+		bpf_set_retval(-ECONNREFUSED);
+	return 0;
+}
+
 /*
  * The source the socket has chosen, if any: its bound address, or for a
  * datagram an IP_PKTINFO source (msg_src_ip4 is readable in sendmsg only,
@@ -62,10 +85,9 @@ static __always_inline int sock_forward(struct bpf_sock_addr *ctx, bool sendmsg)
 	src = sock_source(ctx, sendmsg);
 	if (sock_needs_masquerade(src, p.daddr))
 		return 1;
-	/* No endpoints: fail the call at once (EPERM) rather than let the
-	 * application time out; REJECT and DROP are not expressible here. */
+	/* No endpoints at all: REJECT; endpoints, but none the policy allows here: DROP. */
 	if (svc->count == 0)
-		return 0;
+		return sock_refuse(ctx, !(svc->flags & WEIR_SVC_F_DROP_EMPTY));
 	/* loadBalancerSourceRanges hold for node processes too (kube-proxy
 	 * filters them in OUTPUT): the source is the one the socket chose, else
 	 * the node IP. An unbound socket's source is picked later, by the route
@@ -73,7 +95,7 @@ static __always_inline int sock_forward(struct bpf_sock_addr *ctx, bool sendmsg)
 	 * where that route has an address of its own). Refused, not dropped. */
 	if ((svc->flags & WEIR_SVC_F_SRC_RANGES) &&
 	    !cidr_match(svc->rev_nat_id, src ? src : (cfg ? cfg->snat_addr : 0)))
-		return 0;
+		return sock_refuse(ctx, false);
 	/* The node is the client; its IP keys ClientIP affinity. */
 	be = lb_select(&key, svc, cfg ? cfg->snat_addr : 0, &backend_id, weir_now());
 	if (!be)

@@ -183,9 +183,12 @@ function openUdp(host: string, port: number, connect: boolean): Promise<dgram.So
         resolve(sock);
         return;
       }
-      sock.connect(port, host, () => {
+      sock.connect(port, host, (err?: Error) => {
         sock.off('error', reject);
-        resolve(sock);
+        if (err) {
+          sock.close();
+          reject(err);
+        } else resolve(sock);
       });
     });
   });
@@ -212,7 +215,13 @@ async function udpCmd(host: string, port: number, timeoutMs: number): Promise<At
   const attempts: Attempt[] = [];
   const shared = same ? await openUdp(host, port, true) : null;
   for (let i = 0; i < count; i++) {
-    const sock = shared ?? (await openUdp(host, port, connected));
+    const t0 = Date.now();
+    // connect() itself may be refused (a socket hook's verdict on a UDP socket).
+    const sock = shared ?? (await openUdp(host, port, connected).catch((e: NodeJS.ErrnoException) => ({ refused: e.code ?? e.message })));
+    if ('refused' in sock) {
+      attempts.push({ ok: false, error: sock.refused, ms: Date.now() - t0 });
+      continue;
+    }
     attempts.push(await udpRequest(sock, connected, host, port, timeoutMs, payload));
     if (!shared) sock.close();
     if (interval && i < count - 1) await sleep(interval);

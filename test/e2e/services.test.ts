@@ -81,7 +81,7 @@ function manifests(): string {
     svcYaml('ext', { ip: '10.96.3.5', extra: '  externalIPs: [203.0.113.20]\n', ports: [HTTP] }) + sliceYaml('ext', [B1], [HTTP]),
     svcYaml('itl', { ip: '10.96.3.6', extra: '  internalTrafficPolicy: Local\n', ports: [HTTP] }) + sliceYaml('itl', [A1, B1], [HTTP]),
     svcYaml('itl2', { ip: '10.96.3.7', extra: '  internalTrafficPolicy: Local\n', ports: [HTTP] }) + sliceYaml('itl2', [B1], [HTTP]),
-    svcYaml('none', { ip: '10.96.3.8', ports: [HTTP] }),
+    svcYaml('none', { ip: '10.96.3.8', ports: [HTTP, { name: 'dns', port: 53, target: 5353, proto: 'UDP' }] }),
     svcYaml('extl', { ip: '10.96.3.13', extra: '  externalIPs: [203.0.113.21]\n  externalTrafficPolicy: Local\n', ports: [HTTP] }) + sliceYaml('extl', [A1, B1], [HTTP]),
     svcYaml('lbl2', {
       ip: '10.96.3.14',
@@ -192,8 +192,13 @@ const FLOWS: Flow[] = [
   { from: 'c1', to: '10.96.3.7:80', expect: 'DROP', why: 'iTP=Local without local endpoints drops (not rejects)' },
   { from: 'c1', to: '10.96.3.8:80', expect: 'REJECT', why: 'no endpoints: REJECT' },
   { from: 'outside', to: '10.96.3.8:80', expect: 'REJECT', why: 'no endpoints, from outside: REJECT' },
-  // BPF: the socket hook fails connect() at once; iptables: REJECT in OUTPUT.
-  { from: 'n1', to: '10.96.3.8:80', expect: MODE === 'bpf' ? 'EPERM' : 'REJECT', why: 'no endpoints, node process: refused at once' },
+  // BPF: the socket hook fails connect() with ECONNREFUSED; iptables: REJECT in OUTPUT.
+  { from: 'n1', to: '10.96.3.8:80', expect: 'REJECT', why: 'no endpoints, node process: refused at once' },
+  // kube-proxy's REJECT rule in OUTPUT drops the datagram itself: the send fails with EPERM.
+  { from: 'n1', to: '10.96.3.8:53', proto: 'udp', expect: 'EPERM', why: 'no endpoints, node process, UDP: refused' },
+  { from: 'c1', to: '10.96.3.8:53', proto: 'udp', expect: 'REJECT', why: 'no endpoints, UDP from a pod: ICMP port unreachable' },
+  // kube-proxy drops; the BPF socket hook fails the call at once instead.
+  { from: 'n1', to: '10.96.3.7:80', expect: MODE === 'bpf' ? 'EPERM' : 'DROP', why: 'iTP=Local without local endpoints, node process' },
   { from: 'c1', to: '10.96.3.1:8080', expect: 'DROP', why: 'a port the service does not expose is not NATed (and goes nowhere)' },
   { from: 'c1', to: '203.0.113.21:80', expect: ['a1', 'b1'], src: 'client', why: 'externalIP eTP=Local from a pod: every endpoint', ref: 'TestExternalTrafficPolicyLocal / pod to external IP' },
   { from: 'c2', to: '203.0.113.21:80', expect: ['a1', 'b1'], src: 'client', why: 'externalIP eTP=Local from a pod on the other node', ref: 'TestExternalTrafficPolicyLocal / pod to external IP' },
