@@ -19,6 +19,18 @@ static __always_inline __u32 l4_csum_off(const struct pkt *p)
 	return p->l4_off + (p->proto == IPPROTO_TCP ? offsetof(struct tcphdr, check) : offsetof(struct udphdr, check));
 }
 
+/* The summary follows the packet: later steps see the translated tuple. */
+static __always_inline void pkt_set(struct pkt *p, bool is_src, __be32 addr, __be16 port)
+{
+	if (is_src) {
+		p->saddr = addr;
+		p->sport = port;
+	} else {
+		p->daddr = addr;
+		p->dport = port;
+	}
+}
+
 /*
  * A later fragment has no L4 header: only its address changes, and with it
  * only the IPv4 header checksum. The L4 checksum lives in the first
@@ -41,13 +53,7 @@ static __always_inline int nat_rewrite_l3(struct __sk_buff *skb, struct pkt *p, 
 		ip->daddr = addr;
 	if (old_addr != addr && bpf_l3_csum_replace(skb, IP_CSUM_OFF, old_addr, addr, sizeof(addr)))
 		return -1;
-	if (is_src) {
-		p->saddr = addr;
-		p->sport = port;
-	} else {
-		p->daddr = addr;
-		p->dport = port;
-	}
+	pkt_set(p, is_src, addr, port);
 	return 0;
 }
 
@@ -111,13 +117,7 @@ static __always_inline int nat_rewrite(struct __sk_buff *skb, struct pkt *p, boo
 	}
 	if (old_port != port && l4_csum && bpf_l4_csum_replace(skb, csum_off, old_port, port, l4_flags | sizeof(port)))
 		return -1;
-	if (is_src) {
-		p->saddr = addr;
-		p->sport = port;
-	} else {
-		p->daddr = addr;
-		p->dport = port;
-	}
+	pkt_set(p, is_src, addr, port);
 	return 0;
 }
 

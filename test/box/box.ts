@@ -616,6 +616,25 @@ export class Box {
     return new Agent(this, node, proc);
   }
 
+  /**
+   * An agent on every node of the box, each ready to serve: `programmed`
+   * shows in its `weir services`, and in BPF mode its external device and
+   * (on pod-bearing nodes) pod devices are attached.
+   */
+  async startAgentsServing(programmed: RegExp): Promise<Agent[]> {
+    const agents: Agent[] = [];
+    for (const node of this.nodes) agents.push(await this.startAgent(node.name));
+    for (const [i, node] of this.nodes.entries()) {
+      await waitFor(async () => programmed.test(await this.weir(node.name, ['services'])), { timeoutMs: 5000, what: `${node.name} programmed` });
+      if (MODE !== 'bpf') continue;
+      await agents[i]!.proc.waitFor(/"device":"eth0"/, 3000);
+      // Pod devices are attached by the watcher within its poll interval: one "attached" line each.
+      const pods = [...this.pods.values()].filter((p) => p.node.name === node.name).length;
+      if (pods > 0) await agents[i]!.proc.waitFor(new RegExp(`("role":"pod"[\\s\\S]*){${pods}}`), 5000);
+    }
+    return agents;
+  }
+
   /** `weir <args> --bpffs-root <pin root>` in a node namespace; its stdout (throws on failure). */
   async weir(nodeName: string, args: string[], timeoutMs = 20_000): Promise<string> {
     const node = this.node(nodeName);

@@ -15,7 +15,7 @@
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { Agent, Box, MODE, waitFor } from '../box/box';
+import { Agent, Box, MODE } from '../box/box';
 
 const s = suite<{ box: Box; agents: Agent[] }>(`fragments (${MODE})`);
 const N1 = '192.168.77.10';
@@ -40,13 +40,7 @@ s.before(async (ctx) => {
   for (const p of ['a', 'b']) await box.startEcho(p, { udpMirror: [MIRROR] });
   await box.routeFromOutside('10.96.0.0/16', 'n1');
   box.writeManifest('frag.yaml', service('local', '10.96.5.1', 30701, { ip: a.ip, node: 'n1' }) + service('remote', '10.96.5.2', 30702, { ip: b.ip, node: 'n2' }));
-  ctx.agents = [await box.startAgent('n1'), await box.startAgent('n2')];
-  for (const [i, n] of ['n1', 'n2'].entries()) {
-    await waitFor(async () => /10\.96\.5\.2:7\/UDP/.test(await box.weir(n, ['services'])), { timeoutMs: 5000, what: `${n} programmed` });
-    if (MODE === 'bpf') await ctx.agents[i]!.proc.waitFor(/"device":"eth0"/, 3000);
-  }
-  // Pod devices are attached by the watcher within its poll interval.
-  if (MODE === 'bpf') await ctx.agents[0]!.proc.waitFor(/"device":"veth[^"]*"[\s\S]*"device":"veth/, 5000);
+  ctx.agents = await box.startAgentsServing(/10\.96\.5\.2:7\/UDP/);
 });
 
 s.after(async (ctx) => {

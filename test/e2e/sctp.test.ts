@@ -13,7 +13,7 @@
 import * as path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { Agent, Box, MODE, REPO, waitFor } from '../box/box';
+import { Agent, Box, MODE, REPO } from '../box/box';
 import type { Attempt } from '../box/client';
 
 const s = suite<{ box: Box; agents: Agent[] }>(`sctp (${MODE})`);
@@ -48,12 +48,7 @@ s.before(async (ctx) => {
   for (const p of [a, b]) await box.spawn(p.ns, ['python3', SCTP, 'server', '--name', p.name, '--port', String(TARGET)]).waitFor(/^ready$/m, 10_000);
   await box.routeFromOutside('10.96.0.0/16', 'n1');
   box.writeManifest('sctp.yaml', service('local', '10.96.6.1', 30412, { ip: a.ip, node: 'n1' }) + service('remote', '10.96.6.2', 30413, { ip: b.ip, node: 'n2' }));
-  ctx.agents = [await box.startAgent('n1'), await box.startAgent('n2')];
-  for (const [i, n] of ['n1', 'n2'].entries()) {
-    await waitFor(async () => /10\.96\.6\.2:36412\/SCTP/.test(await box.weir(n, ['services'])), { timeoutMs: 5000, what: `${n} programmed` });
-    if (MODE === 'bpf') await ctx.agents[i]!.proc.waitFor(/"device":"eth0"/, 3000);
-  }
-  if (MODE === 'bpf') await ctx.agents[0]!.proc.waitFor(/"device":"veth[^"]*"[\s\S]*"device":"veth/, 5000);
+  ctx.agents = await box.startAgentsServing(/10\.96\.6\.2:36412\/SCTP/);
 });
 
 s.after(async (ctx) => {
