@@ -47,7 +47,17 @@ test('--config YAML with the same keys; flags win', () => {
     );
     assert.is(o.minSyncPeriodMs, 250);
     fs.writeFileSync(file, 'nodename: x\n');
-    assert.throws(() => parseRunOptions(['--config', file]), /unknown key "nodename"/);
+    assert.throws(
+      () => parseRunOptions(['--config', file]),
+      (e: unknown) => e instanceof UsageError && e.message === `config ${file}: unknown key "nodename"`,
+    );
+    fs.writeFileSync(file, 'minSyncPeriod: 1h\n');
+    assert.throws(
+      () => parseRunOptions(['--config', file]),
+      (e: unknown) => e instanceof UsageError && e.message === `config ${file}: minSyncPeriod: expected a duration like 0, 500ms, 1s, got "1h"`,
+      'a bad value names the file and the key as written',
+    );
+    assert.throws(() => parseRunOptions(['--config', file, '--min-sync-period', '1s']), /minSyncPeriod: expected a duration/, 'also where a flag overrides it');
   } finally {
     fs.rmSync(dir, { recursive: true });
   }
@@ -161,7 +171,8 @@ test('a value in a --config file is validated as the same value on the command l
   for (const [, f] of flagEntries(RUN_FLAGS)) {
     const bad = 'not valid: x';
     const fromFlag = outcome([`--${f.flag}=${bad}`]);
-    const fromFile = withConfig(`${f.yaml}: ${JSON.stringify(bad)}\n`, (file) => outcome(['--config', file]));
+    // The same verdict, naming the file and key where the flag named itself.
+    const fromFile = withConfig(`${f.yaml}: ${JSON.stringify(bad)}\n`, (file) => outcome(['--config', file]).replace(`config ${file}: ${f.yaml}: `, `--${f.flag}: `));
     assert.is(fromFile, fromFlag, `--${f.flag}`);
     if (fromFlag.startsWith(`UsageError: --${f.flag}: `)) rejected++;
   }

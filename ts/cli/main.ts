@@ -8,7 +8,8 @@ import * as path from 'node:path';
 import { createLogger, errorText } from '../util/log';
 import { BACKENDS, CHECK, CLEANUP, COMMANDS, CT, ReadOptions, SERVICES, TRACE, TraceOptions, VERDICTS } from './commands';
 import { Command, Given, UsageError, formatHelp, formatUsage, readArgs, resolveFlags } from './flags';
-import { RUN, RunOptions, runOptions } from './options';
+import { ConfigNote } from './kubeproxy-config';
+import { RUN, RunArgs, RunOptions, runConfig } from './options';
 
 // Each command loads what it uses when it runs (`await import`): an agent's
 // start does not load the inspection commands, and the other way round.
@@ -46,7 +47,7 @@ async function main(argv: readonly string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   switch (cmd) {
     case 'run':
-      return withArgs(RUN, rest, (given) => run(runOptions(given)));
+      return withArgs(RUN, rest, runOrPrint);
     case 'services':
       return withOptions(SERVICES, rest, services);
     case 'backends':
@@ -73,8 +74,24 @@ async function main(argv: readonly string[]): Promise<number> {
   }
 }
 
-async function run(opts: RunOptions): Promise<number> {
+/** `weir run`: the agent, or with --print-config the options it would run with. */
+async function runOrPrint(given: Given<RunArgs>): Promise<number> {
+  const { options, notes } = runConfig(given);
+  if (given.printConfig !== 'true') return run(options, notes);
+  logNotes(createLogger(options.logLevel), notes);
+  // CIDRs as written, not as parsed structures.
+  const printable = (_key: string, v: unknown): unknown => (typeof v === 'object' && v !== null && 'text' in v && 'bits' in v ? v.text : v);
+  process.stdout.write(JSON.stringify(options, printable, 2) + '\n');
+  return 0;
+}
+
+function logNotes(log: ReturnType<typeof createLogger>, notes: readonly ConfigNote[]): void {
+  for (const n of notes) log[n.level](n.msg, n.fields);
+}
+
+async function run(opts: RunOptions, notes: readonly ConfigNote[]): Promise<number> {
   const log = createLogger(opts.logLevel);
+  logNotes(log, notes);
   process.on('uncaughtException', (e) => {
     // Bad cluster data never gets here (it is validated); this is a bug.
     log.error('uncaught exception', { error: errorText(e), stack: e.stack ?? '' });

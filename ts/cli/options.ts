@@ -1,14 +1,16 @@
 /**
- * `weir run` options: flags, or the same keys in a YAML file given with
- * --config (flags win). Every value is validated here, with the flag's name
- * in the error, before anything touches the machine.
+ * `weir run` options: flags, or the same keys (or kube-proxy's
+ * KubeProxyConfiguration) in a YAML file given with --config (flags win).
+ * Every value is validated here, naming the flag, or the file and key,
+ * before anything touches the machine.
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import type * as Yaml from 'yaml';
 import { Cidr, IPv4, parseCidr, parseIPv4 } from '../model/types';
 import { Level, parseLevel } from '../util/log';
-import { Command, FlagTable, Given, UsageError, boolean, flagEntries, integer, list, oneOf, readArgs, resolveFlags, text } from './flags';
+import { Command, Flag, FlagTable, Given, UsageError, boolean, flagEntries, integer, list, oneOf, present, readArgs, resolveFlags, text } from './flags';
+import { ConfigNote, KeyedText, OptionTexts, isKubeProxyDocument, kubeProxyOptions } from './kubeproxy-config';
 
 export type Mode = 'bpf' | 'iptables' | 'auto';
 export type SourceSpec = { kind: 'file'; dir: string } | { kind: 'kube' };
@@ -331,21 +333,30 @@ export const RUN_FLAGS: FlagTable<RunOptions> = {
   },
 };
 
-/** What `weir run` reads from its command line: the options, and the file that may hold them. */
-export type RunArgs = RunOptions & { config: string };
+/** What `weir run` reads from its command line: the options, the file that may hold them, and whether to print them instead of running. */
+export type RunArgs = RunOptions & { config: string; printConfig: boolean };
 
 export const RUN: Command<RunArgs> = {
   name: 'run',
   summary: 'run the agent: program the services of this node until SIGTERM or SIGINT',
-  notes: ['A --config file is a YAML mapping of flag names (or their camelCase, e.g. nodeName) to values; a list may be a YAML list.'],
+  notes: [
+    'A --config file is a YAML mapping of flag names (or their camelCase, e.g. nodeName) to values; a list may be a YAML list.',
+    "It may instead be kube-proxy's KubeProxyConfiguration (kubeproxy.config.k8s.io/v1alpha1), bare or in the kube-proxy ConfigMap under config.conf; fields without a meaning for weir are named in a warning.",
+  ],
   flags: {
     ...RUN_FLAGS,
     config: {
       flag: 'config',
       kind: 'value',
       placeholder: 'FILE',
-      description: 'read options from this YAML file; flags win',
+      description: "read options from this YAML file, weir's keys or kube-proxy's KubeProxyConfiguration; flags win",
       parse: text,
+    },
+    printConfig: {
+      flag: 'print-config',
+      kind: 'switch',
+      description: 'print the options the agent would run with as JSON, and exit',
+      parse: present,
     },
   },
 };
@@ -355,33 +366,84 @@ function kebab(key: string): string {
   return key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
 }
 
-/** The option texts a --config file gives, checked against the YAML keys of RUN_FLAGS. */
-function readConfigFile(file: string): Given<RunOptions> {
+/** The option texts of a document in weir's own keys, each with the key it came from. */
+function weirOptions(doc: Record<string, unknown>): OptionTexts {
+  const fields = flagEntries(RUN_FLAGS).flatMap(([field, f]) => (f.yaml === undefined ? [] : [{ field, yaml: f.yaml }]));
+  const out: OptionTexts = {};
+  for (const [k, v] of Object.entries(doc)) {
+    const found = fields.find((e) => e.yaml === k) ?? fields.find((e) => e.yaml === kebab(k));
+    if (!found) throw new UsageError(`unknown key ${JSON.stringify(k)}`);
+    out[found.field] = { text: Array.isArray(v) ? v.join(',') : String(v), key: k };
+  }
+  return out;
+}
+
+interface FileOptions {
+  values: OptionTexts;
+  notes: ConfigNote[];
+}
+
+/** The option texts a --config file gives, in weir's keys or kube-proxy's. Errors name the file, then the key. */
+function readConfigFile(file: string): FileOptions {
+  const where = `config ${file}`;
   let doc: unknown;
   try {
     // Loaded here only: the YAML parser costs start-up time every run otherwise.
     doc = (require('yaml') as typeof Yaml).parse(fs.readFileSync(file, 'utf8'));
   } catch (e) {
-    throw new UsageError(`--config ${file}: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}`);
+    throw new UsageError(`${where}: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}`);
   }
   if (doc !== null && doc !== undefined && (typeof doc !== 'object' || Array.isArray(doc))) {
-    throw new UsageError(`--config ${file}: expected a mapping of option names to values`);
+    throw new UsageError(`${where}: expected a mapping of option names to values`);
   }
-  const fields = flagEntries(RUN_FLAGS).flatMap(([field, f]) => (f.yaml === undefined ? [] : [{ field, yaml: f.yaml }]));
-  const out: Given<RunOptions> = {};
-  for (const [k, v] of Object.entries((doc ?? {}) as Record<string, unknown>)) {
-    const found = fields.find((e) => e.yaml === k) ?? fields.find((e) => e.yaml === kebab(k));
-    if (!found) throw new UsageError(`--config ${file}: unknown key ${JSON.stringify(k)}`);
-    out[found.field] = Array.isArray(v) ? v.join(',') : String(v);
+  try {
+    if (isKubeProxyDocument(doc)) {
+      const kp = kubeProxyOptions(doc);
+      return { values: kp.values, notes: kp.notes.map((n) => ({ ...n, fields: { file, ...n.fields } })) };
+    }
+    return { values: weirOptions((doc ?? {}) as Record<string, unknown>), notes: [] };
+  } catch (e) {
+    if (e instanceof UsageError) throw new UsageError(`${where}: ${e.message}`);
+    throw e;
   }
-  return out;
+}
+
+/** Validates a value from the file as its flag would, naming the file and key instead of the flag. */
+function checkFileValue<T>(file: string, f: Flag<T>, value: KeyedText): void {
+  try {
+    f.parse(f.flag, value.text);
+  } catch (e) {
+    if (!(e instanceof UsageError)) throw e;
+    const own = `--${f.flag}: `;
+    const msg = e.message.startsWith(own) ? e.message.slice(own.length) : e.message;
+    throw new UsageError(`config ${file}: ${value.key}: ${msg}`);
+  }
+}
+
+/** The run options and what the agent logs about its config file once it has a logger. */
+export interface RunConfig {
+  options: RunOptions;
+  notes: ConfigNote[];
 }
 
 /** The run options from what the command line gave: the --config file's values, overridden by the flags, then defaults. */
+export function runConfig(given: Given<RunArgs>): RunConfig {
+  const { config, printConfig: _printConfig, ...flags } = given;
+  const file = config ? readConfigFile(config) : { values: {}, notes: [] };
+  const fromFile: Given<RunOptions> = {};
+  for (const [field, f] of flagEntries(RUN_FLAGS)) {
+    const value = file.values[field];
+    if (value === undefined) continue;
+    // Checked even where a flag overrides it: a mistake in the file is reported, not hidden until the flag goes.
+    checkFileValue(config ?? '', f, value);
+    fromFile[field] = value.text;
+  }
+  return { options: resolveFlags(RUN_FLAGS, { ...fromFile, ...flags }), notes: file.notes };
+}
+
+/** The run options (see runConfig). */
 export function runOptions(given: Given<RunArgs>): RunOptions {
-  const { config, ...flags } = given;
-  const file = config ? readConfigFile(config) : {};
-  return resolveFlags(RUN_FLAGS, { ...file, ...flags });
+  return runConfig(given).options;
 }
 
 /** `weir run`'s command line as options. --help is the caller's to act on. */
