@@ -94,9 +94,11 @@ test('zero values are kube-proxy defaults: weir keeps its own', () => {
   assert.equal(kp('bindAddress: "::"\n').options.nodeIPs, [], 'the IPv6 unspecified address: detect the node IP too');
 });
 
-test('nodePortAddresses "primary": NodePorts on weir\'s node IPs, narrowed no further; it stands alone', () => {
+test('nodePortAddresses keywords: "primary" and "all" leave weir\'s node IPs unnarrowed; "localhost" is loopback', () => {
   assert.equal(kp('nodePortAddresses: [primary]\n').options.nodePortAddresses, []);
-  assert.throws(() => kp('nodePortAddresses: [primary, 10.0.0.0/8]\n'), /: nodePortAddresses: "primary" is given alone/);
+  assert.equal(kp('nodePortAddresses: [10.0.0.0/8, primary]\n').options.nodePortAddresses, [], 'with primary, every node IP answers');
+  assert.equal(kp('nodePortAddresses: [all]\n').options.nodePortAddresses, []);
+  assert.equal(cidrs(kp('nodePortAddresses: [localhost, 10.0.0.0/8]\n').options, 'nodePortAddresses'), ['127.0.0.0/8', '10.0.0.0/8']);
 });
 
 test('mode: iptables is weir iptables mode; ipvs, nftables and unset run BPF (auto), and a line says so', () => {

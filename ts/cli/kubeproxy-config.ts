@@ -236,14 +236,14 @@ export function kubeProxyOptions(doc: Doc): KubeProxyOptions {
   set('conntrackMaxPerCore', 'conntrack.maxPerCore', r.int('conntrack.maxPerCore'));
   set('conntrackMin', 'conntrack.min', r.int('conntrack.min'));
 
-  // "primary": the node's primary IPs. weir's node IPs are already the
-  // node's own (--node-ips, the external devices' addresses, or the Node's
-  // InternalIPs), so NodePorts answer on those, narrowed no further.
+  // CIDRs and kube-proxy's keywords. "primary" (the Node's primary IPs) and
+  // "all" leave weir's node IPs unnarrowed: they are already the node's own
+  // addresses (--node-ips, the external devices' addresses, or the Node's
+  // InternalIPs). "localhost" is loopback, which no node IP is in; NodePorts
+  // on 127.0.0.1 follow iptables.localhostNodePorts.
   const nodePortAddresses = r.strings('nodePortAddresses');
-  if (nodePortAddresses?.includes('primary')) {
-    if (nodePortAddresses.length > 1) r.fail('nodePortAddresses', `"primary" is given alone or not at all, got ${JSON.stringify(nodePortAddresses)}`);
-  } else {
-    set('nodePortAddresses', 'nodePortAddresses', nodePortAddresses?.join(','));
+  if (nodePortAddresses && !nodePortAddresses.includes('primary') && !nodePortAddresses.includes('all')) {
+    set('nodePortAddresses', 'nodePortAddresses', nodePortAddresses.map((a) => (a === 'localhost' ? '127.0.0.0/8' : a)).join(','));
   }
 
   const detectLocalMode = r.str('detectLocalMode') ?? '';
