@@ -137,6 +137,28 @@ test('detectLocalMode: ClusterCIDR is what weir does; another mode is warned abo
   );
 });
 
+test("a kubeadm configuration file's KubeProxyConfiguration is read among its other documents", () => {
+  const kubeadm = 'apiVersion: kubeadm.k8s.io/v1beta4\nkind: InitConfiguration\n---\napiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\nnetworking:\n  podSubnet: 10.244.0.0/16\n---\n';
+  withFile(kubeadm + HEAD + 'clusterCIDR: 10.32.0.0/12\nmode: iptables\n', (file) => {
+    const { options } = configOf(['--config', file]);
+    assert.equal(cidrs(options, 'clusterCIDRs'), ['10.32.0.0/12']);
+    assert.is(options.mode, 'iptables');
+  });
+  withFile(kubeadm, (file) =>
+    assert.throws(
+      () => configOf(['--config', file]),
+      (e: unknown) => e instanceof UsageError && e.message === `config ${file}: 2 YAML documents, and none is a KubeProxyConfiguration`,
+    ),
+  );
+  withFile('node-name: n1\n---\n', (file) => assert.is(configOf(['--config', file]).options.nodeName, 'n1', "an empty document after weir's own is no second document"));
+  withFile('a: [\n', (file) =>
+    assert.throws(
+      () => configOf(['--config', file]),
+      (e: unknown) => e instanceof UsageError && e.message.startsWith(`config ${file}: Flow sequence`),
+    ),
+  );
+});
+
 test('flags win over the file', () => {
   const o = kp(
     'hostnameOverride: from-file\nclusterCIDR: 10.244.0.0/16\nmode: iptables\niptables:\n  syncPeriod: 10s\n',

@@ -10,7 +10,7 @@ import type * as Yaml from 'yaml';
 import { Cidr, IPv4, parseCidr, parseIPv4 } from '../model/types';
 import { Level, parseLevel } from '../util/log';
 import { Command, Flag, FlagTable, Given, UsageError, boolean, flagEntries, integer, list, oneOf, present, readArgs, resolveFlags, text } from './flags';
-import { ConfigNote, KeyedText, OptionTexts, isKubeProxyDocument, kubeProxyOptions } from './kubeproxy-config';
+import { ConfigNote, KUBE_PROXY_KIND, KeyedText, OptionTexts, isKubeProxyDocument, kubeProxyOptions } from './kubeproxy-config';
 
 export type Mode = 'bpf' | 'iptables' | 'auto';
 export type SourceSpec = { kind: 'file'; dir: string } | { kind: 'kube' };
@@ -386,13 +386,18 @@ interface FileOptions {
 /** The option texts a --config file gives, in weir's keys or kube-proxy's. Errors name the file, then the key. */
 function readConfigFile(file: string): FileOptions {
   const where = `config ${file}`;
-  let doc: unknown;
+  let docs: unknown[];
   try {
     // Loaded here only: the YAML parser costs start-up time every run otherwise.
-    doc = (require('yaml') as typeof Yaml).parse(fs.readFileSync(file, 'utf8'));
+    const parsed = Array.from((require('yaml') as typeof Yaml).parseAllDocuments(fs.readFileSync(file, 'utf8')));
+    for (const d of parsed) if (d.errors[0]) throw d.errors[0];
+    docs = parsed.map((d) => d.toJS() as unknown).filter((d) => d !== null && d !== undefined);
   } catch (e) {
     throw new UsageError(`${where}: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}`);
   }
+  // A kubeadm configuration file holds several documents; kube-proxy's is the one weir reads.
+  const doc = docs.length > 1 ? docs.find((d) => isKubeProxyDocument(d) && d.kind === KUBE_PROXY_KIND) : docs[0];
+  if (docs.length > 1 && doc === undefined) throw new UsageError(`${where}: ${docs.length} YAML documents, and none is a ${KUBE_PROXY_KIND}`);
   if (doc !== null && doc !== undefined && (typeof doc !== 'object' || Array.isArray(doc))) {
     throw new UsageError(`${where}: expected a mapping of option names to values`);
   }
