@@ -93,6 +93,31 @@ test('a slice delivered again with only a new trigger time changes nothing and i
   assert.equal(r.triggerLatenciesMs, []);
 });
 
+test('a service whose sync failed keeps its trigger times: measured when it is programmed, up to then', () => {
+  const store = new ClusterStore(() => undefined, Date.now() - 60_000);
+  let failFor: string | null = 'default/a';
+  const reconciler = new (class extends Reconciler {
+    override setService(...args: Parameters<Reconciler['setService']>): void {
+      if (args[0] === failFor) {
+        failFor = null;
+        throw new Error('injected');
+      }
+      super.setService(...args);
+    }
+  })(memoryMaps());
+  reconciler.adopt();
+  const syncer = new Syncer({ store, reconciler, log: createLogger('error', () => undefined), ctx: { nodeName: 'n1', nodePortAddrs: [] } });
+  store.upsertService(service('a', '10.96.0.1'), 't');
+  store.upsertSlice(annotated('a', ['10.244.0.1'], Date.now() - 2000), 't');
+  const first = syncer.sync();
+  assert.equal(first.failed, [key('a')]);
+  assert.equal(first.triggerLatenciesMs, []);
+  const retry = syncer.sync();
+  assert.equal(retry.failed, []);
+  assert.is(retry.triggerLatenciesMs.length, 1);
+  assert.ok(retry.triggerLatenciesMs[0]! >= 2000);
+});
+
 test("change counts: every event in the totals, the changing ones pending until a sync takes them (kube-proxy's *_changes_total / *_pending)", () => {
   const { store, syncer } = setup();
   store.upsertService(service('a', '10.96.0.1'), 't');
