@@ -7,7 +7,7 @@ import * as assert from 'uvu/assert';
 import { Agent, Box, REPO, waitFor } from '../box/box';
 import type { CtEntry, TraceResult } from '../../ts/cli/inspect';
 
-const s = suite<{ box: Box; agent: Agent }>('operations');
+const s = suite<{ box: Box; agent: Agent; servingAt: number }>('operations');
 
 const MANIFEST = (a: string, b: string): string => `apiVersion: v1
 kind: Service
@@ -47,6 +47,7 @@ s.before(async (ctx) => {
   ctx.box.writeManifest('web.yaml', MANIFEST(ctx.box.pod('a').ip, ctx.box.pod('b').ip));
   ctx.agent = await ctx.box.startAgent('n1', ['--health-addr', '127.0.0.1:10256', '--metrics-addr', '127.0.0.1:10249']);
   await ctx.agent.proc.waitFor(/"msg":"metrics server listening"/, 5000);
+  ctx.servingAt = Date.now();
 });
 
 s.after(async (ctx) => {
@@ -130,6 +131,88 @@ s('/metrics: sync and programming latency, gauges, verdicts, errors', async ({ b
   assert.is(value(/^weir_map_entries\{map="weir1_member"\} (\d+)/m), 2);
   assert.is(value(/^weir_map_entries\{map="weir1_be"\} (\d+)/m), 2);
   assert.is(value(/^weir_map_max_entries\{map="weir1_svc"\} (\d+)/m), 262144);
+});
+
+/** kube-proxy's series weir serves: name -> [type, label names of its samples (histograms: besides le)]. */
+const KUBE_SERIES: Record<string, [string, string[]]> = {
+  kubeproxy_sync_proxy_rules_duration_seconds: ['histogram', ['ip_family']],
+  kubeproxy_network_programming_duration_seconds: ['histogram', ['ip_family']],
+  kubeproxy_sync_proxy_rules_last_timestamp_seconds: ['gauge', ['ip_family']],
+  kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds: ['gauge', ['ip_family']],
+  kubeproxy_sync_proxy_rules_endpoint_changes_pending: ['gauge', []],
+  kubeproxy_sync_proxy_rules_endpoint_changes_total: ['counter', []],
+  kubeproxy_sync_proxy_rules_service_changes_pending: ['gauge', []],
+  kubeproxy_sync_proxy_rules_service_changes_total: ['counter', []],
+  kubeproxy_sync_proxy_rules_no_local_endpoints_total: ['gauge', ['ip_family', 'traffic_policy']],
+  kubeproxy_proxy_healthz_total: ['counter', ['code']],
+  kubeproxy_proxy_livez_total: ['counter', ['code']],
+};
+
+const TRIGGERED = (ip: string, triggeredAt?: number): string => `apiVersion: v1
+kind: Service
+metadata: {name: trig, namespace: o}
+spec:
+  clusterIP: 10.96.7.3
+  ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: trig-1
+  namespace: o
+  labels: {kubernetes.io/service-name: trig}
+${triggeredAt === undefined ? '' : `  annotations: {endpoints.kubernetes.io/last-change-trigger-time: "${new Date(triggeredAt).toISOString()}"}\n`}addressType: IPv4
+ports: [{port: 8080}]
+endpoints: [{addresses: [${ip}], nodeName: n1}]
+`;
+
+s("/metrics: kube-proxy's series, with kube-proxy's types and labels; programming latency measured from a slice's trigger time", async ({ box, servingAt }) => {
+  const scrape = async (): Promise<string> => (await http(box, 'http://127.0.0.1:10249/metrics')).body;
+  const value = (m: string, series: string): number => Number(new RegExp(`^${series.replace(/[{}]/g, '\\$&')} (\\S+)$`, 'm').exec(m)?.[1] ?? NaN);
+  for (const p of ['/healthz', '/livez']) assert.is((await http(box, `http://127.0.0.1:10256${p}`)).status, '200');
+  const m = await scrape();
+  for (const [name, [type, labels]] of Object.entries(KUBE_SERIES)) {
+    assert.ok(m.includes(`\n# TYPE ${name} ${type}\n`), `${name} ${type}`);
+    const samples = m.split('\n').filter((l) => l.startsWith(`${name}{`) || l.startsWith(`${name} `) || (type === 'histogram' && /^\w+_(bucket|sum|count)[{ ]/.test(l) && l.startsWith(`${name}_`)));
+    assert.ok(samples.length > 0, `${name} has samples`);
+    for (const l of samples) {
+      const keys = [...(/\{(.*)\}/.exec(l)?.[1] ?? '').matchAll(/(\w+)="/g)].map((k) => k[1]!).filter((k) => k !== 'le');
+      assert.equal(keys.sort(), [...labels].sort(), l);
+    }
+  }
+  assert.ok(value(m, 'kubeproxy_sync_proxy_rules_duration_seconds_count{ip_family="IPv4"}') >= 1);
+  assert.ok(value(m, 'kubeproxy_sync_proxy_rules_last_timestamp_seconds{ip_family="IPv4"}') * 1000 <= Date.now());
+  assert.ok(value(m, 'kubeproxy_sync_proxy_rules_service_changes_total') >= 2);
+  assert.ok(value(m, 'kubeproxy_proxy_healthz_total{code="200"}') >= 1);
+  assert.ok(value(m, 'kubeproxy_proxy_livez_total{code="200"}') >= 1);
+  assert.is(value(m, 'kubeproxy_sync_proxy_rules_no_local_endpoints_total{ip_family="IPv4",traffic_policy="internal"}'), 0);
+
+  // Trigger times from before the agent made its store are not measured: let a second and a half pass since it serves.
+  await waitFor(() => Promise.resolve(Date.now() > servingAt + 1500), { timeoutMs: 3000, what: 'agent up for 1.5 s' });
+  const count = 'kubeproxy_network_programming_duration_seconds_count{ip_family="IPv4"}';
+  const sum = 'kubeproxy_network_programming_duration_seconds_sum{ip_family="IPv4"}';
+  const programmed = (ip: string) => waitFor(async () => (await box.weir('n1', ['services'])).includes(ip), { timeoutMs: 3000, what: `${ip} programmed` });
+  try {
+    const before = await scrape();
+    box.writeManifest('trig.yaml', TRIGGERED(box.pod('a').ip));
+    await programmed(box.pod('a').ip);
+    const unannotated = await scrape();
+    assert.is(value(unannotated, count), value(before, count), 'a slice without the annotation is not measured');
+    assert.is(value(unannotated, sum), value(before, sum));
+    const triggeredAt = Date.now() - 1000;
+    box.writeManifest('trig.yaml', TRIGGERED(box.pod('b').ip, triggeredAt));
+    await programmed(box.pod('b').ip);
+    const after = await scrape();
+    assert.is(value(after, count), value(before, count) + 1, after);
+    const observed = value(after, sum) - value(before, sum);
+    assert.ok(observed >= 1 && observed < 1 + (Date.now() - triggeredAt - 1000) / 1000 + 0.01, String(observed));
+    assert.ok(
+      value(after, 'kubeproxy_network_programming_duration_seconds_bucket{le="1",ip_family="IPv4"}') ===
+        value(before, 'kubeproxy_network_programming_duration_seconds_bucket{le="1",ip_family="IPv4"}'),
+    );
+  } finally {
+    box.removeManifest('trig.yaml');
+  }
 });
 
 s('node IPs of --external-devices: up devices without a child process, a down one through ip, in kernel order', async ({ box }) => {

@@ -36,6 +36,29 @@ test('200 when idle or recently queued, 503 when a queued update is older than t
   }
 });
 
+test('every /healthz and /livez answer is told with its path and code (kubeproxy_proxy_{healthz,livez}_total); other paths are not', async () => {
+  let pending = 0;
+  const told: string[] = [];
+  const server = await startHealthServer({
+    host: '127.0.0.1',
+    port: 0,
+    timeoutMs: 1000,
+    state: { pendingSince: () => pending, lastSuccessAt: () => Date.now(), nodeEligible: () => true },
+    answered: (path, code) => told.push(`${path} ${code}`),
+  });
+  try {
+    await get(server.port, '/healthz');
+    await get(server.port, '/livez');
+    pending = Date.now() - 1500;
+    await get(server.port, '/healthz');
+    await get(server.port, '/livez?verbose');
+    await get(server.port, '/metrics');
+    assert.equal(told, ['healthz 200', 'livez 200', 'healthz 503', 'livez 503']);
+  } finally {
+    await server.close();
+  }
+});
+
 // kube-proxy's proxy_health_test.go: "node is being deleted" / "node has ToBeDeleted taint" cases.
 test('a draining node: /healthz 503 with nodeEligible false, /livez still 200', async () => {
   let eligible = true;

@@ -23,6 +23,10 @@ function world() {
     syncs: 7,
     errors: 1,
     ct: 4,
+    lastSuccessAt: 1_700_000_000_500,
+    lastQueuedAt: 1_700_000_001_250,
+    changes: { services: 12, endpoints: 30, servicesPending: 1, endpointsPending: 2 },
+    noLocal: { internal: 3, external: 1 },
     fill: [
       { map: 'weir1_svc', entries: 4, max: 262144 },
       { map: 'weir1_be', entries: 2, max: 65536 },
@@ -42,7 +46,9 @@ function world() {
   };
   const bpf: AgentMetricsOptions = {
     reconciler: { frontendCount: () => state.frontends, backendCount: () => state.backends },
-    runner: () => ({ syncs: state.syncs, errors: state.errors }),
+    runner: () => ({ syncs: state.syncs, errors: state.errors, lastSuccessAt: state.lastSuccessAt, lastQueuedAt: state.lastQueuedAt }),
+    changes: () => state.changes,
+    noLocalEndpoints: () => state.noLocal,
     ct: { count: () => state.ct },
     verdicts: {
       cpus: 2,
@@ -53,7 +59,7 @@ function world() {
     },
     mapFill: () => state.fill,
   };
-  const iptables: AgentMetricsOptions = { reconciler: bpf.reconciler, runner: bpf.runner };
+  const iptables: AgentMetricsOptions = { reconciler: bpf.reconciler, runner: bpf.runner, changes: bpf.changes, noLocalEndpoints: bpf.noLocalEndpoints };
   return { state, bpf, iptables };
 }
 
@@ -78,6 +84,21 @@ function histogram(name: string, help: string, observations: number[]): string[]
     `${name}_count ${observations.length}`,
   ];
 }
+
+/** kube-proxy's series (pkg/proxy/metrics/metrics.go) that weir serves, with their types, in exposition order. */
+const KUBE_TYPES = [
+  'kubeproxy_sync_proxy_rules_duration_seconds histogram',
+  'kubeproxy_network_programming_duration_seconds histogram',
+  'kubeproxy_sync_proxy_rules_last_timestamp_seconds gauge',
+  'kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds gauge',
+  'kubeproxy_sync_proxy_rules_endpoint_changes_pending gauge',
+  'kubeproxy_sync_proxy_rules_endpoint_changes_total counter',
+  'kubeproxy_sync_proxy_rules_service_changes_pending gauge',
+  'kubeproxy_sync_proxy_rules_service_changes_total counter',
+  'kubeproxy_sync_proxy_rules_no_local_endpoints_total gauge',
+  'kubeproxy_proxy_healthz_total counter',
+  'kubeproxy_proxy_livez_total counter',
+];
 
 const SYNC_HELP = 'Time to plan and write one sync to the maps.';
 const PROG_HELP = 'Time from a Service or EndpointSlice change reaching weir to its maps being written.';
@@ -111,6 +132,7 @@ test('BPF mode: every series with its type, help, labels and values', async () =
     'weir_map_max_entries gauge',
     'weir_conntrack_entries gauge',
     'weir_packets_total counter',
+    ...KUBE_TYPES,
   ]);
   // The bounds themselves, spelled out: both histograms, from 0.5 ms to 60 s.
   for (const name of ['weir_sync_proxy_rules_duration_seconds', 'weir_network_programming_duration_seconds']) {
@@ -155,6 +177,102 @@ test('BPF mode: every series with its type, help, labels and values', async () =
     '# TYPE weir_packets_total counter',
     ...VERDICTS.map((v) => `weir_packets_total{verdict="${v}"} ${v === 'forward' ? 15 : v === 'reject_no_endpoints' ? 2 : 0}`),
   ]);
+});
+
+test("kube-proxy's series: kube-proxy's help, buckets and labels; values from the agent's state", async () => {
+  const { state, iptables } = world();
+  const m = agentMetrics(iptables);
+  // Before the registry: replayed like the others.
+  m.syncDuration.observe(0.003);
+  m.triggerLatency.observe(2.5);
+  m.answered('healthz', 200);
+  const registry = m.registry();
+  m.syncDuration.observe(20);
+  m.triggerLatency.observe(0.1);
+  m.answered('healthz', 200);
+  m.answered('healthz', 503);
+  m.answered('livez', 200);
+  const text = await registry.metrics();
+  const types = text.split('\n').filter((l) => l.startsWith('# TYPE kubeproxy_'));
+  assert.equal(
+    types.map((l) => l.slice('# TYPE '.length)),
+    KUBE_TYPES,
+  );
+  // kube-proxy's buckets: ExponentialBuckets(0.001, 2, 15), and MergeBuckets(0; 0.25, 0.5; 1..59; 60..115 by 5; 120..300 by 30).
+  const sync = family(text, 'kubeproxy_sync_proxy_rules_duration_seconds');
+  assert.is(sync[0], '# HELP kubeproxy_sync_proxy_rules_duration_seconds SyncProxyRules latency in seconds');
+  assert.equal(
+    sync.flatMap((l) => /_bucket\{le="([^"]+)",ip_family="IPv4"\}/.exec(l)?.[1] ?? []),
+    ['0.001', '0.002', '0.004', '0.008', '0.016', '0.032', '0.064', '0.128', '0.256', '0.512', '1.024', '2.048', '4.096', '8.192', '16.384', '+Inf'],
+  );
+  assert.ok(sync.includes('kubeproxy_sync_proxy_rules_duration_seconds_bucket{le="0.004",ip_family="IPv4"} 1'), sync.join('\n'));
+  assert.ok(sync.includes('kubeproxy_sync_proxy_rules_duration_seconds_bucket{le="16.384",ip_family="IPv4"} 1'));
+  assert.ok(sync.includes('kubeproxy_sync_proxy_rules_duration_seconds_sum{ip_family="IPv4"} 20.003'));
+  assert.ok(sync.includes('kubeproxy_sync_proxy_rules_duration_seconds_count{ip_family="IPv4"} 2'));
+  const prog = family(text, 'kubeproxy_network_programming_duration_seconds');
+  assert.is(prog[0], '# HELP kubeproxy_network_programming_duration_seconds In Cluster Network Programming Latency in seconds');
+  const le = prog.flatMap((l) => /_bucket\{le="([^"]+)",ip_family="IPv4"\}/.exec(l)?.[1] ?? []);
+  const want = ['0', '0.25', '0.5'];
+  for (let s = 1; s <= 59; s++) want.push(String(s));
+  for (let s = 60; s <= 115; s += 5) want.push(String(s));
+  for (let s = 120; s <= 300; s += 30) want.push(String(s));
+  assert.equal(le, [...want, '+Inf']);
+  assert.ok(prog.includes('kubeproxy_network_programming_duration_seconds_bucket{le="0.25",ip_family="IPv4"} 1'));
+  assert.ok(prog.includes('kubeproxy_network_programming_duration_seconds_bucket{le="2",ip_family="IPv4"} 1'));
+  assert.ok(prog.includes('kubeproxy_network_programming_duration_seconds_bucket{le="3",ip_family="IPv4"} 2'));
+  assert.ok(prog.includes('kubeproxy_network_programming_duration_seconds_sum{ip_family="IPv4"} 2.6'));
+  assert.ok(prog.includes('kubeproxy_network_programming_duration_seconds_count{ip_family="IPv4"} 2'));
+  assert.equal(family(text, 'kubeproxy_sync_proxy_rules_last_timestamp_seconds').slice(1), [
+    '# TYPE kubeproxy_sync_proxy_rules_last_timestamp_seconds gauge',
+    'kubeproxy_sync_proxy_rules_last_timestamp_seconds{ip_family="IPv4"} 1700000000.5',
+  ]);
+  assert.equal(family(text, 'kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds'), [
+    '# HELP kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds The last time a sync of proxy rules was queued',
+    '# TYPE kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds gauge',
+    'kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds{ip_family="IPv4"} 1700000001.25',
+  ]);
+  assert.equal(family(text, 'kubeproxy_sync_proxy_rules_endpoint_changes_pending'), [
+    '# HELP kubeproxy_sync_proxy_rules_endpoint_changes_pending Pending proxy rules Endpoint changes',
+    '# TYPE kubeproxy_sync_proxy_rules_endpoint_changes_pending gauge',
+    'kubeproxy_sync_proxy_rules_endpoint_changes_pending 2',
+  ]);
+  assert.equal(family(text, 'kubeproxy_sync_proxy_rules_endpoint_changes_total'), [
+    '# HELP kubeproxy_sync_proxy_rules_endpoint_changes_total Cumulative proxy rules Endpoint changes',
+    '# TYPE kubeproxy_sync_proxy_rules_endpoint_changes_total counter',
+    'kubeproxy_sync_proxy_rules_endpoint_changes_total 30',
+  ]);
+  assert.equal(family(text, 'kubeproxy_sync_proxy_rules_service_changes_pending').slice(1), [
+    '# TYPE kubeproxy_sync_proxy_rules_service_changes_pending gauge',
+    'kubeproxy_sync_proxy_rules_service_changes_pending 1',
+  ]);
+  assert.equal(family(text, 'kubeproxy_sync_proxy_rules_service_changes_total').slice(1), [
+    '# TYPE kubeproxy_sync_proxy_rules_service_changes_total counter',
+    'kubeproxy_sync_proxy_rules_service_changes_total 12',
+  ]);
+  assert.equal(family(text, 'kubeproxy_sync_proxy_rules_no_local_endpoints_total'), [
+    '# HELP kubeproxy_sync_proxy_rules_no_local_endpoints_total Number of services with a Local traffic policy and no endpoints',
+    '# TYPE kubeproxy_sync_proxy_rules_no_local_endpoints_total gauge',
+    'kubeproxy_sync_proxy_rules_no_local_endpoints_total{ip_family="IPv4",traffic_policy="internal"} 3',
+    'kubeproxy_sync_proxy_rules_no_local_endpoints_total{ip_family="IPv4",traffic_policy="external"} 1',
+  ]);
+  assert.equal(family(text, 'kubeproxy_proxy_healthz_total'), [
+    '# HELP kubeproxy_proxy_healthz_total Cumulative proxy healthz HTTP status',
+    '# TYPE kubeproxy_proxy_healthz_total counter',
+    'kubeproxy_proxy_healthz_total{code="200"} 2',
+    'kubeproxy_proxy_healthz_total{code="503"} 1',
+  ]);
+  assert.equal(family(text, 'kubeproxy_proxy_livez_total'), [
+    '# HELP kubeproxy_proxy_livez_total Cumulative proxy livez HTTP status',
+    '# TYPE kubeproxy_proxy_livez_total counter',
+    'kubeproxy_proxy_livez_total{code="200"} 1',
+  ]);
+  // Read at each scrape; a runner that never synced has no timestamps.
+  state.changes = { services: 13, endpoints: 30, servicesPending: 0, endpointsPending: 0 };
+  state.lastSuccessAt = 0;
+  const again = await registry.metrics();
+  assert.ok(again.includes('\nkubeproxy_sync_proxy_rules_service_changes_total 13\n'));
+  assert.ok(again.includes('\nkubeproxy_sync_proxy_rules_endpoint_changes_pending 0\n'));
+  assert.equal(family(again, 'kubeproxy_sync_proxy_rules_last_timestamp_seconds').slice(2), []);
 });
 
 test('an observation made before the registry exists is in the first scrape', async () => {

@@ -27,7 +27,10 @@ export interface HealthServer {
   close(): Promise<void>;
 }
 
-export function startHealthServer(opts: { host: string; port: number; timeoutMs: number; state: HealthState }): Promise<HealthServer> {
+/** Told of every answer: kubeproxy_proxy_healthz_total / kubeproxy_proxy_livez_total{code} count them. */
+export type AnswerSink = (path: 'healthz' | 'livez', code: number) => void;
+
+export function startHealthServer(opts: { host: string; port: number; timeoutMs: number; state: HealthState; answered?: AnswerSink }): Promise<HealthServer> {
   const server = http().createServer((req, res) => {
     const url = (req.url ?? '/').split('?')[0];
     if (url !== '/healthz' && url !== '/livez') {
@@ -48,7 +51,9 @@ export function startHealthServer(opts: { host: string; port: number; timeoutMs:
       body.nodeEligible = eligible;
       healthy &&= eligible;
     }
-    res.writeHead(healthy ? 200 : 503, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+    const code = healthy ? 200 : 503;
+    opts.answered?.(url === '/healthz' ? 'healthz' : 'livez', code);
+    res.writeHead(code, { 'content-type': 'application/json' }).end(JSON.stringify(body));
   });
   return new Promise((resolve, reject) => {
     server.once('error', reject);

@@ -13,6 +13,8 @@ import type { V1EndpointHints, V1EndpointSlice } from '@kubernetes/client-node';
 import { FieldError, IPv4, ObjectKey, Port, Protocol, Result, intToIp, ipToInt, kept, objectKey, parseIPv4, parsePort } from './types';
 
 export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
+/** Set by the EndpointSlice controller: when the change this slice carries was triggered (RFC 3339). */
+export const TRIGGER_TIME_ANNOTATION = 'endpoints.kubernetes.io/last-change-trigger-time';
 
 export interface EndpointModel {
   readonly addr: IPv4;
@@ -65,6 +67,12 @@ export interface SliceModel {
   readonly conditions: readonly number[];
   /** Each endpoint's hints (null: none); the column is absent when no endpoint of the slice has any (the usual case). */
   readonly hints?: readonly (EndpointHints | null)[];
+  /**
+   * The TRIGGER_TIME_ANNOTATION as ms since the epoch; absent when the slice
+   * has none (or one that does not parse, which kube-proxy ignores too). It
+   * is what kubeproxy_network_programming_duration_seconds measures from.
+   */
+  readonly triggerTime?: number;
 }
 
 /** A slice's endpoints as objects. */
@@ -142,8 +150,29 @@ export function parseEndpointSlice(slice: V1EndpointSlice): SliceParse {
 
   if (errors.length || !svcName) return { ok: false, errors };
   const service = objectKey(namespace, svcName);
-  if (n === 0) return { ok: true, value: { key, service, ports: kept(ports), ips: kept(ips), nodeNames: kept(nodeNames), conditions: kept(conditions) } };
-  return { ok: true, value: hints ? { key, service, ports: kept(ports), ips, nodeNames, conditions, hints } : { key, service, ports: kept(ports), ips, nodeNames, conditions } };
+  const trigger = slice.metadata?.annotations?.[TRIGGER_TIME_ANNOTATION];
+  const triggerTime = trigger === undefined ? NaN : Date.parse(trigger);
+  if (n === 0) return { ok: true, value: sliceModel(key, service, kept(ports), kept(ips), kept(nodeNames), kept(conditions), undefined, triggerTime) };
+  return { ok: true, value: sliceModel(key, service, kept(ports), ips, nodeNames, conditions, hints, triggerTime) };
+}
+
+/**
+ * The model with only the fields it has: each combination a literal, since
+ * a spread to add one (triggerTime) cost 0.9 µs per slice, a third of
+ * parsing a ten-endpoint slice.
+ */
+function sliceModel(
+  key: ObjectKey,
+  service: ObjectKey,
+  ports: readonly SlicePortModel[],
+  ips: readonly number[],
+  nodeNames: readonly string[],
+  conditions: readonly number[],
+  hints: readonly (EndpointHints | null)[] | undefined,
+  triggerTime: number,
+): SliceModel {
+  if (Number.isNaN(triggerTime)) return hints ? { key, service, ports, ips, nodeNames, conditions, hints } : { key, service, ports, ips, nodeNames, conditions };
+  return hints ? { key, service, ports, ips, nodeNames, conditions, hints, triggerTime } : { key, service, ports, ips, nodeNames, conditions, triggerTime };
 }
 
 /** hints.forZones[].name and hints.forNodes[].name; null when both are empty (the same as no hints). */

@@ -57,6 +57,31 @@ export class DirtySet {
   }
 }
 
+/**
+ * kube-proxy's change counters (kubeproxy_sync_proxy_rules_{service,endpoint}_changes_{total,pending}):
+ * every Service and EndpointSlice event the sources delivered, and the events
+ * that changed something since the last sync took the changes. (kube-proxy's
+ * service_changes_pending counts services rather than events; a sync takes
+ * both back to 0 either way.)
+ */
+export interface ChangeCounts {
+  services: number;
+  endpoints: number;
+  servicesPending: number;
+  endpointsPending: number;
+}
+
+/** Two versions of a slice that differ at most in their trigger time: nothing to program (as kube-proxy's slice cache sees it). */
+function sameSlice(a: SliceModel, b: SliceModel): boolean {
+  if (a.triggerTime === b.triggerTime) return isDeepStrictEqual(a, b);
+  // Field by field without copying either (a copy cost more than the comparison).
+  const fields = (m: SliceModel): string[] => Object.keys(m).filter((k) => k !== 'triggerTime');
+  const fa = fields(a);
+  const ra = a as unknown as Record<string, unknown>;
+  const rb = b as unknown as Record<string, unknown>;
+  return fa.length === fields(b).length && fa.every((k) => k in rb && isDeepStrictEqual(ra[k], rb[k]));
+}
+
 export class ClusterStore {
   readonly services = new Map<ObjectKey, ServiceModel>();
   readonly slices = new Map<ObjectKey, SliceModel>();
@@ -75,9 +100,20 @@ export class ClusterStore {
    */
   private readonly slicesByService = new Map<ObjectKey, SliceModel[]>();
   private readonly report: ErrorSink;
+  readonly changes: ChangeCounts = { services: 0, endpoints: 0, servicesPending: 0, endpointsPending: 0 };
+  /**
+   * Trigger times (SliceModel.triggerTime) of the slice changes not yet
+   * taken, by service. Only those after the store was made count, as with
+   * kube-proxy's trackerStartTime: a starting agent would otherwise report
+   * the age of every slice in the cluster as programming latency.
+   */
+  private triggerTimes = new Map<ObjectKey, number[]>();
+  readonly startedAt: number;
 
-  constructor(report: ErrorSink) {
+  /** startedAt: ms timestamp from which trigger times count (tests set it; the agent's is when it made the store). */
+  constructor(report: ErrorSink, startedAt = Date.now()) {
     this.report = report;
+    this.startedAt = startedAt;
   }
 
   /**
@@ -85,6 +121,7 @@ export class ClusterStore {
    * again unchanged (relist, file saved again) marks nothing dirty.
    */
   upsertService(raw: V1Service, origin: Origin): boolean {
+    this.changes.services++;
     const parsed = parseService(raw);
     if (parsed.ok === false) {
       this.report(origin, parsed.errors);
@@ -92,32 +129,40 @@ export class ClusterStore {
     }
     if (parsed.ok === 'skip') {
       // Valid but not ours to program (headless, ExternalName, ...): remove any older version.
-      return this.deleteService(parsed.key);
+      return this.removeService(parsed.key);
     }
     const prev = this.services.get(parsed.value.key);
     if (prev && isDeepStrictEqual(prev, parsed.value)) return false;
     this.services.set(parsed.value.key, parsed.value);
     this.dirty.add(parsed.value.key);
+    this.changes.servicesPending++;
     return true;
   }
 
   deleteService(key: ObjectKey): boolean {
+    this.changes.services++;
+    return this.removeService(key);
+  }
+
+  private removeService(key: ObjectKey): boolean {
     if (!this.services.delete(key)) return false;
     this.dirty.add(key);
+    this.changes.servicesPending++;
     return true;
   }
 
   /** Apply an EndpointSlice; returns whether anything changed (see upsertService). */
   upsertSlice(raw: V1EndpointSlice, origin: Origin): boolean {
+    this.changes.endpoints++;
     const parsed = parseEndpointSlice(raw);
     if (parsed.ok === false) {
       this.report(origin, parsed.errors);
       return false;
     }
-    if (parsed.ok === 'skip') return this.deleteSlice(parsed.key);
+    if (parsed.ok === 'skip') return this.removeSlice(parsed.key);
     const slice = parsed.value;
     const prev = this.slices.get(slice.key);
-    if (prev && isDeepStrictEqual(prev, slice)) return false;
+    if (prev && sameSlice(prev, slice)) return false;
     if (prev && prev.service !== slice.service) this.unindex(prev);
     this.slices.set(slice.key, slice);
     const list = this.slicesByService.get(slice.service);
@@ -126,15 +171,31 @@ export class ClusterStore {
     else if (at >= 0) list[at] = slice;
     else list.push(slice);
     this.dirty.add(slice.service);
+    this.changes.endpointsPending++;
+    const t = slice.triggerTime;
+    if (t !== undefined && t > this.startedAt) {
+      const times = this.triggerTimes.get(slice.service);
+      if (times) times.push(t);
+      else this.triggerTimes.set(slice.service, [t]);
+    }
     return true;
   }
 
   deleteSlice(key: ObjectKey): boolean {
+    this.changes.endpoints++;
+    return this.removeSlice(key);
+  }
+
+  private removeSlice(key: ObjectKey): boolean {
     const prev = this.slices.get(key);
     if (!prev) return false;
     this.slices.delete(key);
     this.unindex(prev);
     this.dirty.add(prev.service);
+    this.changes.endpointsPending++;
+    // A deleted slice's annotation dates its last update, not the deletion:
+    // kube-proxy measures nothing for the service's pending changes then.
+    this.triggerTimes.delete(prev.service);
     return true;
   }
 
@@ -191,7 +252,16 @@ export class ClusterStore {
 
   /** Changed services and the time (ms) each first changed since the last take. */
   takeDirtyWithTimes(): Map<ObjectKey, number> {
+    this.changes.servicesPending = 0;
+    this.changes.endpointsPending = 0;
     return this.dirty.take();
+  }
+
+  /** The trigger times of the slice changes since the last take, by service, leaving none. */
+  takeTriggerTimes(): Map<ObjectKey, number[]> {
+    const out = this.triggerTimes;
+    if (out.size > 0) this.triggerTimes = new Map();
+    return out;
   }
 
   private unindex(slice: SliceModel): void {

@@ -152,7 +152,15 @@ async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Pro
   const planContext = (): PlanContext => ({ nodeName: opts.nodeName, nodePortAddrs: nodePortAddrs(nodeIPs, opts, mode), nodeIPs, zone });
   const syncer = new Syncer({ store, reconciler, log, ctx: planContext() });
   // Only an agent that serves metrics records them (see ../metrics/agent-metrics).
-  const metrics = opts.metricsAddr ? agentMetrics({ reconciler, runner: () => runnerRef.runner, ...(dp ? { ct: dp.maps.ct, verdicts: dp.maps.verdicts, mapFill } : {}) }) : null;
+  const metrics = opts.metricsAddr
+    ? agentMetrics({
+        reconciler,
+        runner: () => runnerRef.runner,
+        changes: () => store.changes,
+        noLocalEndpoints: () => syncer.noLocalEndpoints,
+        ...(dp ? { ct: dp.maps.ct, verdicts: dp.maps.verdicts, mapFill } : {}),
+      })
+    : null;
   const proxyHealthy = (): boolean => {
     const since = runnerRef.runner?.pendingSince ?? 0;
     return since === 0 || Date.now() - since < HEALTH_TIMEOUT_MS;
@@ -202,6 +210,7 @@ async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Pro
     }
     metrics?.syncDuration.observe(r.ms / 1000);
     if (metrics) for (const ms of r.programmingMs) metrics.programming.observe(ms / 1000);
+    if (metrics) for (const ms of r.triggerLatenciesMs) metrics.triggerLatency.observe(ms / 1000);
     if (r.upserts || r.deletes || r.services) {
       const programmingMs = r.programmingMs.length ? Math.max(...r.programmingMs) : 0;
       log.info('synced', { services: r.services, upserts: r.upserts, deletes: r.deletes, ms: Math.round(r.ms * 100) / 100, programmingMs });
@@ -267,6 +276,7 @@ async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Pro
       port,
       timeoutMs: HEALTH_TIMEOUT_MS,
       state: { pendingSince: () => runner.pendingSince, lastSuccessAt: () => runner.lastSuccessAt, nodeEligible: () => store.nodeEligible(opts.nodeName) },
+      ...(metrics ? { answered: metrics.answered } : {}),
     });
     const h = health;
     undo.push(() => h.close());

@@ -34,6 +34,8 @@ export class Runner {
   private stopped = false;
   /** ms timestamp of the oldest request not yet synced; 0 when idle. */
   pendingSince = 0;
+  /** ms timestamp of the last request for a sync (kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds). */
+  lastQueuedAt = 0;
   lastSuccessAt = 0;
   syncs = 0;
   errors = 0;
@@ -48,7 +50,8 @@ export class Runner {
   /** Something changed: sync soon. */
   request(): void {
     if (this.stopped) return;
-    if (this.pendingSince === 0) this.pendingSince = Date.now();
+    this.lastQueuedAt = Date.now();
+    if (this.pendingSince === 0) this.pendingSince = this.lastQueuedAt;
     const wait = Math.max(0, this.lastSyncAt + this.opts.minSyncPeriodMs - Date.now());
     if (this.timer) {
       if (!this.timerYields || this.timerAt <= Date.now() + wait) return;
@@ -61,7 +64,8 @@ export class Runner {
   syncNow(): void {
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
-    if (this.pendingSince === 0) this.pendingSince = Date.now();
+    this.lastQueuedAt = Date.now();
+    if (this.pendingSince === 0) this.pendingSince = this.lastQueuedAt;
     this.run();
   }
 

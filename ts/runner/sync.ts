@@ -9,7 +9,7 @@ import { CommitStats, FrontendConflict, MAX_SLOTS } from '../reconcile/reconcile
 import { Dataplane } from '../reconcile/dataplane';
 import { Logger, errorText } from '../util/log';
 import { ObjectKey } from '../model/types';
-import { SVC_F } from '../datapath/codecs';
+import { SCOPE_LOCAL, SVC_F } from '../datapath/codecs';
 
 function conflictField(flags: number): string {
   if (flags & SVC_F.NODE_PORT) return 'spec.ports[].nodePort';
@@ -26,6 +26,8 @@ export interface SyncResult extends CommitStats {
   readonly ms: number;
   /** For each changed service: ms from the change arriving to its maps being written. */
   readonly programmingMs: readonly number[];
+  /** For each programmed slice change with a trigger time: ms from that time (the API server's clock) to now. */
+  readonly triggerLatenciesMs: readonly number[];
   /** Services whose plan or setService threw: reported, kept as last programmed, planned again next sync. */
   readonly failed: readonly ObjectKey[];
 }
@@ -45,6 +47,17 @@ export class Syncer {
    * during a sync.
    */
   private readonly uncommitted = new Map<ObjectKey, number>();
+  /** Trigger times of slice changes not yet programmed, by service (ClusterStore.takeTriggerTimes): a failed service keeps its own. */
+  private readonly triggers = new Map<ObjectKey, number[]>();
+  /**
+   * Service ports with a Local traffic policy whose endpoints are all on
+   * other nodes (traffic to them is dropped here), by service, as
+   * [internal, external]; services with none are absent. Kept per service
+   * because a sync plans only the changed ones.
+   */
+  private readonly noLocal = new Map<ObjectKey, readonly [number, number]>();
+  /** The sums over noLocal: kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy}. */
+  readonly noLocalEndpoints = { internal: 0, external: 0 };
   private readonly store: ClusterStore;
   private readonly reconciler: Dataplane;
   private readonly log: Logger;
@@ -83,6 +96,11 @@ export class Syncer {
       if (t === undefined || since < t) changed.set(key, since);
     }
     this.uncommitted.clear();
+    for (const [key, times] of this.store.takeTriggerTimes()) {
+      const have = this.triggers.get(key);
+      if (have) have.push(...times);
+      else this.triggers.set(key, times);
+    }
     const dirty = [...changed.keys()].sort();
     const failed = new Map<ObjectKey, unknown>();
     const plan = (key: ObjectKey): void => {
@@ -91,6 +109,7 @@ export class Syncer {
       try {
         const planned = svc ? planService(svc, this.store.slicesOf(key), this.ctx) : null;
         this.reconciler.setService(key, planned);
+        this.countNoLocal(key, planned);
         this.showTopology(key, svc?.trafficDistribution ?? '', planned);
       } catch (e) {
         // One service's failure must not end the sync: the services after it
@@ -149,8 +168,44 @@ export class Syncer {
     this.reportOrphans(dirty);
     const now = Date.now();
     const programmingMs: number[] = [];
-    for (const [key, since] of changed) if (!failed.has(key)) programmingMs.push(now - since);
-    return { ...stats, services: dirty.length, ms: Number(process.hrtime.bigint() - t0) / 1e6, programmingMs, failed: [...failed.keys()] };
+    const triggerLatenciesMs: number[] = [];
+    for (const [key, since] of changed) {
+      if (failed.has(key)) continue;
+      programmingMs.push(now - since);
+      const times = this.triggers.get(key);
+      if (!times) continue;
+      for (const t of times) triggerLatenciesMs.push(now - t);
+      this.triggers.delete(key);
+    }
+    return { ...stats, services: dirty.length, ms: Number(process.hrtime.bigint() - t0) / 1e6, programmingMs, triggerLatenciesMs, failed: [...failed.keys()] };
+  }
+
+  /**
+   * kube-proxy counts, per service port, an internal frontend under
+   * internalTrafficPolicy=Local and the node-local side of an external one
+   * under externalTrafficPolicy=Local that have endpoints, none of them
+   * here: the plan marks those DROP_EMPTY and leaves them no backends.
+   */
+  private countNoLocal(key: ObjectKey, plan: ServicePlan | null): void {
+    let internal = 0;
+    let external = 0;
+    let lastInternal = '';
+    let lastExternal = '';
+    for (const f of plan?.frontends ?? []) {
+      if (f.backends.length > 0 || !(f.flags & SVC_F.DROP_EMPTY)) continue;
+      if (f.flags & SVC_F.ITP_LOCAL && f.servicePort !== lastInternal) {
+        internal++;
+        lastInternal = f.servicePort;
+      } else if (f.flags & SVC_F.ETP_LOCAL && f.scope === SCOPE_LOCAL && f.servicePort !== lastExternal) {
+        external++;
+        lastExternal = f.servicePort;
+      }
+    }
+    const was = this.noLocal.get(key);
+    this.noLocalEndpoints.internal += internal - (was?.[0] ?? 0);
+    this.noLocalEndpoints.external += external - (was?.[1] ?? 0);
+    if (internal || external) this.noLocal.set(key, [internal, external]);
+    else if (was) this.noLocal.delete(key);
   }
 
   /**
