@@ -5,6 +5,8 @@
  * far as touching the machine: every invocation ends in help or a usage error.
  */
 import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -13,6 +15,8 @@ import { HELP_FLAG, flagEntries } from '../../ts/cli/flags';
 import { RUN_FLAGS, RunOptions, parseRunOptions } from '../../ts/cli/options';
 
 const MAIN = path.resolve(__dirname, '../../ts/cli/main.js');
+const CHECKOUT = path.resolve(__dirname, '../../..');
+const PACKAGE = JSON.parse(fs.readFileSync(path.join(CHECKOUT, 'package.json'), 'utf8')) as { version: string };
 
 function weir(...args: string[]): { code: number | null; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, [MAIN, ...args], { encoding: 'utf8', timeout: 20_000 });
@@ -84,6 +88,33 @@ test('bad values exit 2 naming the flag, before anything runs', () => {
     assert.is(r.code, 2, args.join(' '));
     assert.ok(r.stderr.startsWith(message), `${args.join(' ')}: ${r.stderr}`);
     assert.ok(r.stderr.endsWith(`see 'weir ${args[0]} --help'\n`), r.stderr);
+  }
+});
+
+test("weir --version and weir version print package.json's version, exit 0", () => {
+  assert.match(PACKAGE.version, /^\d+\.\d+\.\d+/);
+  for (const args of [['--version'], ['version']]) {
+    const r = weir(...args);
+    assert.is(r.code, 0, args.join(' '));
+    assert.is(r.stdout, `weir ${PACKAGE.version}\n`);
+    assert.is(r.stderr, '');
+  }
+  assert.ok(weir('--help').stdout.includes('\n  version '), 'weir --help lists version');
+});
+
+test('make install PREFIX=DIR puts a weir on DIR/bin that runs this checkout', () => {
+  const prefix = fs.mkdtempSync(path.join(os.tmpdir(), 'weir-install-'));
+  try {
+    const make = spawnSync('make', ['--no-print-directory', '-C', CHECKOUT, 'install', `PREFIX=${prefix}`], { encoding: 'utf8', timeout: 20_000 });
+    assert.is(make.status, 0, make.stderr);
+    const bin = path.join(prefix, 'bin', 'weir');
+    assert.ok(fs.statSync(bin).mode & 0o111, 'executable');
+    // Run from elsewhere with only DIR/bin and the system dirs on the PATH, as an operator would.
+    const r = spawnSync('weir', ['--version'], { encoding: 'utf8', timeout: 20_000, cwd: prefix, env: { PATH: `${path.join(prefix, 'bin')}:/usr/bin:/bin` } });
+    assert.is(r.status, 0, r.stderr);
+    assert.is(r.stdout, `weir ${PACKAGE.version}\n`);
+  } finally {
+    fs.rmSync(prefix, { recursive: true, force: true });
   }
 });
 

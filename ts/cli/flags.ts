@@ -193,7 +193,7 @@ export type AnyCommand = Command<Record<string, unknown>>;
 
 /** `weir --help`: every command with its summary. */
 export function formatUsage(commands: readonly AnyCommand[]): string {
-  const width = Math.max(...commands.map((c) => c.name.length), 'help'.length);
+  const width = Math.max(...commands.map((c) => c.name.length), 'version'.length);
   const line = (name: string, summary: string): string => `  ${name.padEnd(width)}  ${summary}`;
   return [
     'usage: weir <command> [flags]',
@@ -201,6 +201,7 @@ export function formatUsage(commands: readonly AnyCommand[]): string {
     'commands:',
     ...commands.map((c) => line(c.name, c.summary)),
     line('help', "this text; 'weir help COMMAND' is 'weir COMMAND --help'"),
+    line('version', 'print the version (also --version)'),
     '',
     "'weir COMMAND --help' lists the command's flags with their defaults.",
     '',

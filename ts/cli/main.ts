@@ -28,6 +28,16 @@ function withOptions<R>(command: Command<R>, argv: readonly string[], runCommand
   return withArgs(command, argv, (given) => runCommand(resolveFlags(command.flags, given)));
 }
 
+/**
+ * The version in package.json. It sits three levels above this file in the
+ * checkout (dist/ts/cli/main.js) and in the image (/opt/weir); node resolves
+ * the symlink or wrapper that put `weir` on the PATH to this real path.
+ */
+function version(): string {
+  const pkg = JSON.parse(fs.readFileSync(path.resolve(__dirname, '../../../package.json'), 'utf8')) as { version?: unknown };
+  return String(pkg.version);
+}
+
 /** `weir help [COMMAND]`. */
 function help(argv: readonly string[]): number {
   const [name, ...extra] = argv;
@@ -65,6 +75,11 @@ async function main(argv: readonly string[]): Promise<number> {
     case '--help':
     case '-h':
       return help(rest);
+    case 'version':
+    case '--version':
+      if (rest.length) throw new UsageError(`unexpected argument ${JSON.stringify(rest[0])}`);
+      process.stdout.write(`weir ${version()}\n`);
+      return 0;
     case undefined:
       process.stderr.write(formatUsage(COMMANDS));
       return 2;
