@@ -118,6 +118,35 @@ test('make install PREFIX=DIR puts a weir on DIR/bin that runs this checkout', (
   }
 });
 
+test('commands that read the pins say no agent runs there, in one line, exit 1, and leave the pin root as it was', () => {
+  const trace = ['trace', '--src', '10.244.1.5', '--dst', '10.96.7.1:80'];
+  const commands = [['backends'], ['ct'], ['verdicts'], ['check'], trace];
+  const roots = [path.join(os.tmpdir(), `weir-no-such-root-${process.pid}`)];
+  // An empty pin root on bpffs too, where loading an object would pin new maps (needs root to make).
+  const bpffs = `/sys/fs/bpf/weir-cli-${process.pid}-${Date.now().toString(36)}`;
+  let made = false;
+  try {
+    fs.mkdirSync(bpffs);
+    made = true;
+    roots.push(bpffs);
+  } catch {
+    // Not root or no bpffs: the missing root alone.
+  }
+  try {
+    for (const root of roots) {
+      for (const args of commands) {
+        const r = weir(...args, '--bpffs-root', root);
+        assert.is(r.code, 1, args.join(' '));
+        assert.is(r.stdout, '');
+        assert.is(r.stderr, `weir: no weir maps under ${root}: is an agent running with --bpffs-root ${root}?\n`, `${args.join(' ')}: ${r.stderr}`);
+      }
+    }
+    if (made) assert.equal(fs.readdirSync(bpffs), [], 'nothing pinned under the empty root');
+  } finally {
+    if (made) fs.rmSync(bpffs, { recursive: true, force: true });
+  }
+});
+
 test('an unknown command exits 2 and points at weir --help', () => {
   for (const args of [['frobnicate'], ['help', 'frobnicate']]) {
     const r = weir(...args);
