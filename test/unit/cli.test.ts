@@ -13,6 +13,7 @@ import * as assert from 'uvu/assert';
 import { COMMANDS } from '../../ts/cli/commands';
 import { HELP_FLAG, flagEntries } from '../../ts/cli/flags';
 import { RUN_FLAGS, RunOptions, parseRunOptions } from '../../ts/cli/options';
+import { SERVICE_ACCOUNT_TOKEN, kubeConfigOrigin } from '../../ts/source/kubeconfig';
 
 const MAIN = path.resolve(__dirname, '../../ts/cli/main.js');
 const CHECKOUT = path.resolve(__dirname, '../../..');
@@ -145,6 +146,40 @@ test('commands that read the pins say no agent runs there, in one line, exit 1, 
   } finally {
     if (made) fs.rmSync(bpffs, { recursive: true, force: true });
   }
+});
+
+test('weir run --source kube with no kubeconfig and no in-cluster config says so in one line and exits 1 at once', () => {
+  const home = fs.mkdtempSync(path.join(os.tmpdir(), 'weir-home-'));
+  try {
+    // iptables mode, a pin root that is not there and no cgroup: should the check be missing, nothing is attached while the source retries.
+    const args = ['run', '--source', 'kube', '--mode', 'iptables', '--node-name', 'n1', '--bpffs-root', path.join(home, 'pins'), '--cgroup-root=', '--external-devices='];
+    const started = Date.now();
+    const r = spawnSync(process.execPath, [MAIN, ...args], { encoding: 'utf8', timeout: 10_000, env: { PATH: process.env.PATH, HOME: home } });
+    assert.ok(Date.now() - started < 5_000, `took ${Date.now() - started} ms`);
+    assert.is(r.status, 1, r.stderr);
+    const lines = r.stderr.trim().split('\n');
+    assert.is(lines.length, 1, r.stderr);
+    const line = JSON.parse(lines[0]!) as { level: string; error: string };
+    assert.is(line.level, 'error');
+    for (const word of ['--kubeconfig', 'KUBECONFIG', 'KUBERNETES_SERVICE_HOST', path.join(home, '.kube/config')]) assert.ok(line.error.includes(word), `names ${word}: ${line.error}`);
+    assert.not.ok(r.stderr.includes('localhost:8080'));
+  } finally {
+    fs.rmSync(home, { recursive: true, force: true });
+  }
+});
+
+test("--source kube finds its cluster where client-node's loaders look, never its localhost:8080 fallback", () => {
+  const files =
+    (...present: string[]) =>
+    (p: string) =>
+      present.includes(p);
+  assert.is(kubeConfigOrigin('/etc/weir/kubeconfig', {}, files()), '/etc/weir/kubeconfig');
+  assert.is(kubeConfigOrigin('', { KUBERNETES_SERVICE_HOST: '10.96.0.1' }, files()), 'in-cluster');
+  assert.is(kubeConfigOrigin('', { KUBECONFIG: '/k/a:/k/b', HOME: '/h' }, files('/h/.kube/config')), '/k/a:/k/b');
+  assert.is(kubeConfigOrigin('', { HOME: '/h' }, files('/h/.kube/config')), '/h/.kube/config');
+  assert.is(kubeConfigOrigin('', { HOME: '/h' }, files(SERVICE_ACCOUNT_TOKEN)), 'in-cluster');
+  assert.is(kubeConfigOrigin('', { HOME: '/h', KUBECONFIG: '' }, files()), null);
+  assert.is(kubeConfigOrigin('', {}, files()), null);
 });
 
 test('an unknown command exits 2 and points at weir --help', () => {
