@@ -55,6 +55,12 @@ for (const command of COMMANDS) {
         const label = f.placeholder === undefined ? `--${f.flag}` : `--${f.flag} ${f.placeholder}`;
         assert.ok(r.stdout.includes(label), `weir ${args.join(' ')} is missing ${label}`);
       }
+      // Every flag but --help says its default, or that it is required; a fixed default verbatim.
+      for (const [, f] of flagEntries(command.flags)) {
+        const line = r.stdout.split('\n').find((l) => l.startsWith(`  --${f.flag} `)) ?? '';
+        const expected = f.required ? '(required)' : typeof f.default === 'string' && f.default !== '' && f.defaultHelp === undefined ? `(default: ${f.default})` : '(default: ';
+        assert.ok(line.includes(expected), `--${f.flag}: ${JSON.stringify(line)} lacks ${expected}`);
+      }
     }
   });
 

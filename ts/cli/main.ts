@@ -6,7 +6,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { createLogger, errorText } from '../util/log';
-import { BACKENDS, CHECK, CLEANUP, COMMANDS, CT, ReadOptions, SERVICES, TRACE, TraceOptions, VERDICTS } from './commands';
+import { BACKENDS, CHECK, CLEANUP, COMMANDS, CT, ReadOptions, SERVICES, TRACE, TraceOptions, VERDICTS, VERSION } from './commands';
 import { Command, Given, UsageError, formatHelp, formatUsage, readArgs, resolveFlags } from './flags';
 import { RUN, RunOptions, runOptions } from './options';
 
@@ -77,9 +77,10 @@ async function main(argv: readonly string[]): Promise<number> {
       return help(rest);
     case 'version':
     case '--version':
-      if (rest.length) throw new UsageError(`unexpected argument ${JSON.stringify(rest[0])}`);
-      process.stdout.write(`weir ${version()}\n`);
-      return 0;
+      return withArgs(VERSION, rest, () => {
+        process.stdout.write(`weir ${version()}\n`);
+        return Promise.resolve(0);
+      });
     case undefined:
       process.stderr.write(formatUsage(COMMANDS));
       return 2;
