@@ -24,7 +24,7 @@ export function backendsView(shim: Shim, root: string): BackendView[] {
 }
 
 export function formatBackends(list: BackendView[]): string {
-  return list.map((b) => `be ${b.id} ${b.addr}:${b.port}/${b.proto}${b.flags.length ? ` (${b.flags.join(',')})` : ''}`).join('\n') + '\n';
+  return list.map((b) => `backend ${b.id} ${b.addr}:${b.port}/${b.proto}${b.flags.length ? ` (${b.flags.join(',')})` : ''}`).join('\n') + '\n';
 }
 
 export interface CtEntry {
