@@ -125,6 +125,17 @@ test('make install PREFIX=DIR puts a weir on DIR/bin that runs this checkout', (
   }
 });
 
+test('the image puts weir on the PATH, with the package.json --version reads three levels above main.js', () => {
+  const dockerfile = fs.readFileSync(path.join(CHECKOUT, 'deploy/Dockerfile'), 'utf8');
+  const runtime = dockerfile.slice(dockerfile.lastIndexOf('\nFROM '));
+  const workdir = /^WORKDIR (\S+)$/m.exec(runtime)?.[1];
+  assert.ok(workdir, 'the runtime stage has a WORKDIR');
+  assert.match(runtime, new RegExp(`ln -s ${workdir}/dist/ts/cli/main\\.js /usr/local/bin/weir`));
+  assert.match(runtime, /^COPY --from=build \S+\/package\.json \.\/$/m);
+  assert.match(runtime, /^COPY --from=build \S+\/dist\/ts dist\/ts$/m);
+  assert.match(runtime, /^ENTRYPOINT \["weir"\]$/m);
+});
+
 test('commands that read the pins say no agent runs there, in one line, exit 1, and leave the pin root as it was', () => {
   const trace = ['trace', '--src', '10.244.1.5', '--dst', '10.96.7.1:80'];
   const commands = [['backends'], ['ct'], ['verdicts'], ['check'], trace];
