@@ -16,7 +16,7 @@ DEBIAN_PKGS := clang llvm libbpf-dev libelf-dev zlib1g-dev bpftool iproute2 ipta
 	conntrack curl netcat-openbsd socat iperf3 util-linux procps gcc make clang-format python3
 
 # tsc needs node_modules; everything that runs needs the system packages.
-.PHONY: all deps system-deps bpf native ts lint format test test-unit test-e2e demo bench soak clean bpffs
+.PHONY: all deps system-deps bpf native ts lint format test test-unit test-e2e demo bench soak clean bpffs install
 
 all: deps bpf native ts
 
@@ -95,6 +95,22 @@ soak: all bpffs
 # BENCH_ARGS=--quick for a smoke run under two minutes.
 bench: all bpffs
 	node dist/bench/run.js $(BENCH_ARGS)
+
+# `make install [PREFIX=/usr/local]`: puts `weir` on the PATH as a two-line
+# script that runs this checkout's dist/ts/cli/main.js with the node found
+# now. A wrapper rather than a copy: the agent finds its BPF objects, its
+# libbpf shim and node_modules next to dist/, so the checkout stays the one
+# install, and `make` after a pull updates what `weir` runs. Node by absolute
+# path, since sudo's PATH often lacks it. Builds nothing: run `make` first.
+PREFIX ?= /usr/local
+NODE ?= $(shell command -v node)
+install:
+	@for f in dist/ts/cli/main.js $(BPF_OBJ) $(NATIVE_LIB); do \
+	  [ -e "$$f" ] || { echo "make install: $$f is missing; run make first" >&2; exit 1; }; done
+	@[ -n "$(NODE)" ] || { echo "make install: no node on the PATH (or pass NODE=...)" >&2; exit 1; }
+	install -d "$(DESTDIR)$(PREFIX)/bin"
+	printf '#!/bin/sh\nexec "%s" "%s" "$$@"\n' "$(NODE)" "$(CURDIR)/dist/ts/cli/main.js" > "$(DESTDIR)$(PREFIX)/bin/weir"
+	chmod 755 "$(DESTDIR)$(PREFIX)/bin/weir"
 
 clean:
 	rm -rf $(BUILD) dist

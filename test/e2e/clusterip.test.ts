@@ -169,7 +169,7 @@ s('endpoint added: new connections within 1 s; removed: none', async ({ box }) =
   const added = Date.now() - t0;
   assert.ok(added <= 1000, `added endpoint served after ${added} ms`);
   box.writeManifest('churn.yaml', service('churn', '10.96.1.6', [{ port: 80, targetPort: 8080 }]) + slice('churn', [b], [{ port: 8080 }]));
-  await programmed(box, /10\.96\.1\.6:80\/TCP .* 1 backend\n {2}slot 1: be \d+ 10\.244\.1\.11/);
+  await programmed(box, /10\.96\.1\.6:80\/TCP .* 1 backend\n {2}#1 backend \d+ 10\.244\.1\.11/);
   const r = await box.tcp('client', '10.96.1.6:80', { count: 30 });
   assert.equal(distinct(r), ['b']);
 });

@@ -268,7 +268,7 @@ s('draining: /healthz answers 503 once the Node has a deletionTimestamp (or the 
 s("a Node's zone label changing while the agent runs re-plans topology", async ({ box }) => {
   try {
     box.writeManifest('nodes.yaml', nodes({ n1Zone: 'zone-b' }));
-    await waitFor(async () => /10\.96\.4\.1:80\/TCP .* 1 backend\n {2}slot 1: be \d+ 10\.244\.2\.11/.test(await box.weir('n1', ['services'])), { timeoutMs: 5000, what: 'n1 re-planned for zone-b' });
+    await waitFor(async () => /10\.96\.4\.1:80\/TCP .* 1 backend\n {2}#1 backend \d+ 10\.244\.2\.11/.test(await box.weir('n1', ['services'])), { timeoutMs: 5000, what: 'n1 re-planned for zone-b' });
     const failures = await check(box, [
       { from: 'c1', to: '10.96.4.1:80', expect: ['b2'], src: 'client', kp: `${TOPO} "normal endpoint filtering"`, why: 'n1 relabelled zone-b: zone-b endpoint' },
       { from: 'c1', to: '10.96.4.4:80', expect: ['a1', 'b2'], src: 'client', kp: `${TOPO} "normal endpoint filtering"`, why: 'n1 relabelled zone-b: both are zone-b' },

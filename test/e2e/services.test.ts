@@ -611,7 +611,7 @@ s('readiness: only ready endpoints get new connections; terminating ones serve w
     await waitFor(async () => re.test(await box.weir('n1', ['services'])), { timeoutMs: 3000, what: String(re) });
   };
   box.writeManifest('rdy.yaml', yaml([A1, { ...A2, ready: false, serving: false }]));
-  await programmed(/10\.96\.3\.10:80\/TCP .* 1 backend\n {2}slot 1: be \d+ 10\.244\.1\.10/);
+  await programmed(/10\.96\.3\.10:80\/TCP .* 1 backend\n {2}#1 backend \d+ 10\.244\.1\.10/);
   let r = await box.tcp('c1', '10.96.3.10:80', { count: 12 });
   assert.equal([...new Set(r.attempts.map((a) => a.backend))], ['a1'], 'not-ready a2 gets nothing');
 
@@ -619,7 +619,7 @@ s('readiness: only ready endpoints get new connections; terminating ones serve w
   // a1 starts terminating while a2 becomes ready: new flows go to a2 only,
   // the established flow stays on a1.
   box.writeManifest('rdy.yaml', yaml([{ ...A1, ready: false, serving: true, terminating: true }, A2]));
-  await programmed(/10\.96\.3\.10:80\/TCP .* 1 backend\n {2}slot 1: be \d+ 10\.244\.1\.11/);
+  await programmed(/10\.96\.3\.10:80\/TCP .* 1 backend\n {2}#1 backend \d+ 10\.244\.1\.11/);
   r = await box.tcp('c1', '10.96.3.10:80', { count: 12 });
   assert.equal([...new Set(r.attempts.map((a) => a.backend))], ['a2']);
   const held = await hold.result();
@@ -633,7 +633,7 @@ s('readiness: only ready endpoints get new connections; terminating ones serve w
       { ...A2, ready: false, serving: false, terminating: true },
     ]),
   );
-  await programmed(/10\.96\.3\.10:80\/TCP .* 1 backend\n {2}slot 1: be \d+ 10\.244\.1\.10/);
+  await programmed(/10\.96\.3\.10:80\/TCP .* 1 backend\n {2}#1 backend \d+ 10\.244\.1\.10/);
   r = await box.tcp('c1', '10.96.3.10:80', { count: 8 });
   assert.equal([...new Set(r.attempts.map((a) => a.backend))], ['a1']);
   box.removeManifest('rdy.yaml');

@@ -88,8 +88,8 @@ test('shrinking lowers the count before deleting the slot, and the backend goes 
     ['upsert svc slot1', 'upsert svc slot0', 'remove svc slot3', 'remove member', 'remove be'],
   );
   const text = formatServices(readServices(r.maps));
-  assert.match(text, /slot 1: be 3 10\.244\.1\.12/);
-  assert.match(text, /slot 2: be 2 10\.244\.1\.11/);
+  assert.match(text, /#1 backend 3 10\.244\.1\.12/);
+  assert.match(text, /#2 backend 2 10\.244\.1\.11/);
 });
 
 test('one endpoint change among 1000 services costs a handful of map writes', () => {
@@ -195,7 +195,7 @@ test('a failed write is retried and converges; nothing half-applied stays behind
   const maps = memoryMaps();
   const { syncer } = halfWritten(maps);
   syncer.sync();
-  assert.match(formatServices(readServices(maps)), /10\.96\.0\.10:80\/TCP .* 2 backends\n {2}slot 1: be 1 10\.244\.1\.10:8080\/TCP\n {2}slot 2: be 2/);
+  assert.match(formatServices(readServices(maps)), /10\.96\.0\.10:80\/TCP .* 2 backends\n {2}#1 backend 1 10\.244\.1\.10:8080\/TCP\n {2}#2 backend 2/);
 });
 
 test('a service removed after a half-applied write: the retry removes what landed of it', () => {
@@ -239,7 +239,7 @@ test('two services claiming one frontend: the first keeps it, the second is repo
   store.upsertSlice(slice('a', ['10.244.1.10']), 't');
   store.upsertSlice(slice('b', ['10.244.1.20']), 't');
   syncer.sync();
-  assert.match(formatServices(readServices(maps)), /slot 1: be \d+ 10\.244\.1\.10/);
+  assert.match(formatServices(readServices(maps)), /#1 backend \d+ 10\.244\.1\.10/);
   assert.ok(logs.some((l) => l.includes('"object":"Service default/b"') && l.includes('10.96.0.1:80/TCP')));
 });
 
@@ -255,7 +255,7 @@ test('a frontend handed from one service to another in one sync stays programmed
   store.upsertService(service('b', '10.96.0.1'), 't');
   store.upsertSlice(slice('b', ['10.244.1.20']), 't');
   syncer.sync();
-  assert.match(formatServices(readServices(maps)), /10\.96\.0\.1:80\/TCP .* 1 backend\n {2}slot 1: be \d+ 10\.244\.1\.20/);
+  assert.match(formatServices(readServices(maps)), /10\.96\.0\.1:80\/TCP .* 1 backend\n {2}#1 backend \d+ 10\.244\.1\.20/);
   assert.is(maps.svc.entries.size, 2);
 });
 
@@ -268,21 +268,21 @@ test('a service that lost a frontend takes it over when the owner lets go', () =
   store.upsertService(service('b-loser', '10.96.0.1'), 't');
   store.upsertSlice(slice('b-loser', ['10.244.1.20']), 't');
   syncer.sync();
-  assert.match(formatServices(readServices(maps)), /slot 1: be \d+ 10\.244\.1\.10/);
+  assert.match(formatServices(readServices(maps)), /#1 backend \d+ 10\.244\.1\.10/);
   // The owner moves to another address; the loser is not touched and still
   // gets the frontend in the same sync.
   store.upsertService(service('z-owner', '10.96.0.2'), 't');
   syncer.sync();
   const text = formatServices(readServices(maps));
-  assert.match(text, /10\.96\.0\.1:80\/TCP .* 1 backend\n {2}slot 1: be \d+ 10\.244\.1\.20/);
-  assert.match(text, /10\.96\.0\.2:80\/TCP .* 1 backend\n {2}slot 1: be \d+ 10\.244\.1\.10/);
+  assert.match(text, /10\.96\.0\.1:80\/TCP .* 1 backend\n {2}#1 backend \d+ 10\.244\.1\.20/);
+  assert.match(text, /10\.96\.0\.2:80\/TCP .* 1 backend\n {2}#1 backend \d+ 10\.244\.1\.10/);
   // And when an owner is deleted outright.
   store.upsertService(service('c-loser', '10.96.0.2'), 't');
   store.upsertSlice(slice('c-loser', ['10.244.1.30']), 't');
   syncer.sync();
   store.deleteService(store.services.get('default/z-owner' as never)!.key);
   syncer.sync();
-  assert.match(formatServices(readServices(maps)), /10\.96\.0\.2:80\/TCP .* 1 backend\n {2}slot 1: be \d+ 10\.244\.1\.30/);
+  assert.match(formatServices(readServices(maps)), /10\.96\.0\.2:80\/TCP .* 1 backend\n {2}#1 backend \d+ 10\.244\.1\.30/);
 });
 
 test('a slice whose Service does not exist is reported once, and again if the Service goes away later', () => {

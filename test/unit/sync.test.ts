@@ -72,7 +72,7 @@ class FaultyDataplane implements Dataplane {
  * is programmed.
  */
 function programmed(maps: FaultyDataplane['maps']): string {
-  const text = formatServices(readServices(maps)).replace(/\b(be|rev=) ?\d+/g, '$1#');
+  const text = formatServices(readServices(maps)).replace(/\b(backend|frontend=) ?\d+/g, '$1#');
   const [frontends, backends] = text.split('backends:\n');
   return `${frontends}backends:\n${backends!.split('\n').filter(Boolean).sort().join('\n')}\n`;
 }

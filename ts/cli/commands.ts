@@ -156,5 +156,11 @@ export const CLEANUP: Command<{ bpffsRoot: string; force: boolean }> = {
   },
 };
 
+export const VERSION: Command<Record<string, never>> = {
+  name: 'version',
+  summary: "print weir's version (also weir --version)",
+  flags: {},
+};
+
 /** Every command, in the order `weir --help` lists them. */
-export const COMMANDS: readonly AnyCommand[] = [RUN, SERVICES, BACKENDS, CT, VERDICTS, TRACE, CHECK, CLEANUP];
+export const COMMANDS: readonly AnyCommand[] = [RUN, SERVICES, BACKENDS, CT, VERDICTS, TRACE, CHECK, CLEANUP, VERSION];

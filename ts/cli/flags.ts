@@ -163,11 +163,17 @@ function flagLabel<T>(f: Flag<T>): string {
   return f.placeholder === undefined ? name : `${name} ${f.placeholder}`;
 }
 
-/** What help says about the default: defaultHelp, else a fixed non-empty default, else nothing. */
+/**
+ * What help says after a flag's description: "(required)", or its default:
+ * defaultHelp, else a fixed non-empty default, else "off" for a switch and
+ * "none" for a value left empty. --help alone has none.
+ */
 function defaultDescription<T>(f: Flag<T>): string | undefined {
-  if (f.defaultHelp !== undefined) return f.defaultHelp;
-  if (typeof f.default === 'string' && f.default !== '') return f.default;
-  return undefined;
+  if (f.required) return 'required';
+  if (f.defaultHelp !== undefined) return `default: ${f.defaultHelp}`;
+  if (typeof f.default === 'string' && f.default !== '') return `default: ${f.default}`;
+  if (f === HELP_FLAG) return undefined;
+  return f.kind === 'switch' ? 'default: off' : 'default: none';
 }
 
 /** `weir NAME --src IP[:PORT] [flags]`: the required flags, then the rest. */
@@ -182,7 +188,7 @@ export function formatHelp<R>(command: Command<R>): string {
   const width = Math.max(...flags.map((f) => flagLabel(f).length));
   const lines = flags.map((f) => {
     const def = defaultDescription(f);
-    return `  ${flagLabel(f).padEnd(width)}  ${f.description}${def === undefined ? '' : ` (default: ${def})`}`;
+    return `  ${flagLabel(f).padEnd(width)}  ${f.description}${def === undefined ? '' : ` (${def})`}`;
   });
   const notes = (command.notes ?? []).map((n) => `${n}\n\n`).join('');
   return `${usageLine(command)}\n\n${command.summary}\n\n${notes}flags:\n${lines.join('\n')}\n`;

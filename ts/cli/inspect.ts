@@ -9,7 +9,6 @@
  * entries for the traced flow and client, so an established flow is traced
  * as established.
  */
-import * as path from 'node:path';
 import * as C from '../datapath/codecs';
 import { MAP_NAMES, TC_PROGS, bpfObjectPath, openPinned } from '../datapath/loader';
 import { Shim } from '../datapath/ffi';
@@ -25,7 +24,7 @@ export function backendsView(shim: Shim, root: string): BackendView[] {
 }
 
 export function formatBackends(list: BackendView[]): string {
-  return list.map((b) => `be ${b.id} ${b.addr}:${b.port}/${b.proto}${b.flags.length ? ` (${b.flags.join(',')})` : ''}`).join('\n') + '\n';
+  return list.map((b) => `backend ${b.id} ${b.addr}:${b.port}/${b.proto}${b.flags.length ? ` (${b.flags.join(',')})` : ''}`).join('\n') + '\n';
 }
 
 export interface CtEntry {
@@ -41,7 +40,7 @@ export interface CtEntry {
 }
 
 export function ctView(shim: Shim, root: string): CtEntry[] {
-  const ct = new PinnedMap(shim, path.join(root, MAP_NAMES.ct));
+  const { ct } = openPinned(shim, root, ['ct']);
   const now = process.hrtime.bigint(); // CLOCK_MONOTONIC, like bpf_ktime_get_ns
   const out = ct.dump().map(([k, v]): CtEntry => {
     const key = C.ctKey.decode(keyBuffer(k));
@@ -116,18 +115,19 @@ export function trace(shim: Shim, opts: TraceOptions): TraceResult {
   const { src, dst, proto, from } = opts;
   const root = opts.bpffsRoot;
   const protoNum = proto === 'tcp' ? C.IPPROTO.TCP : proto === 'udp' ? C.IPPROTO.UDP : C.IPPROTO.SCTP;
-
-  const obj = shim.objLoadPrivate(bpfObjectPath('tc.o'), root, [MAP_NAMES.ct, MAP_NAMES.aff, MAP_NAMES.verdicts, MAP_NAMES.skrevnat, MAP_NAMES.frag], 1024);
+  // The live maps first: loading the object over a pin root without them would create and pin them there.
+  const live = openPinned(shim, root, ['svc', 'be', 'ct', 'aff']);
+  let obj: number | undefined;
   try {
-    const priv = (name: string): PinnedMap => new PinnedMap(shim, name, shim.objMapFd(obj, name));
-    const liveCt = new PinnedMap(shim, path.join(root, MAP_NAMES.ct));
-    const liveAff = new PinnedMap(shim, path.join(root, MAP_NAMES.aff));
+    obj = shim.objLoadPrivate(bpfObjectPath('tc.o'), root, [MAP_NAMES.ct, MAP_NAMES.aff, MAP_NAMES.verdicts, MAP_NAMES.skrevnat, MAP_NAMES.frag], 1024);
+    const loaded = obj;
+    const priv = (name: string): PinnedMap => new PinnedMap(shim, name, shim.objMapFd(loaded, name));
     const ct = priv(MAP_NAMES.ct);
     // Seed the flow's own conntrack entries (both directions of this tuple).
     let established = false;
     for (const dir of [C.CT_DIR.FWD, C.CT_DIR.REV]) {
       const k = keyString(C.ctKey.encode({ saddr: src.addr, daddr: dst.addr, sport: src.port, dport: dst.port, proto: protoNum, dir }));
-      const v = liveCt.lookup(k);
+      const v = live.ct.lookup(k);
       if (v) {
         ct.upsert([[k, v]]);
         established = true;
@@ -135,13 +135,11 @@ export function trace(shim: Shim, opts: TraceOptions): TraceResult {
     }
     // Seed this client's affinity entries.
     const aff = priv(MAP_NAMES.aff);
-    const mine = liveAff.dump().filter(([k]) => C.affKey.decode(keyBuffer(k)).client === src.addr);
+    const mine = live.aff.dump().filter(([k]) => C.affKey.decode(keyBuffer(k)).client === src.addr);
     if (mine.length) aff.upsert(mine);
-    liveCt.close();
-    liveAff.close();
 
     const pkt = buildPacket({ proto, src: src.addr, dst: dst.addr, sport: src.port, dport: dst.port, payload: 'weir trace' });
-    const progFd = shim.objProgFd(obj, TC_PROGS[from === 'external' ? 'ext' : from]);
+    const progFd = shim.objProgFd(loaded, TC_PROGS[from === 'external' ? 'ext' : from]);
     const run = shim.progTestRun(progFd, pkt, pkt.length + 256);
     const verdicts = priv(MAP_NAMES.verdicts);
     let verdict = 'pass';
@@ -153,7 +151,7 @@ export function trace(shim: Shim, opts: TraceOptions): TraceResult {
     // Whether the packet leaves by FIB redirect is a detail of the same outcome.
     verdict = verdict.replace(/_redirect$/, '');
 
-    const view = readServices(openPinned(shim, root, ['svc', 'be']));
+    const view = readServices(live);
     const frontend = view.frontends.find((f) => f.addr === dst.addr && f.port === dst.port && f.proto === proto.toUpperCase() && f.scope === 'all') ?? null;
     const local = view.frontends.find((f) => f.addr === dst.addr && f.port === dst.port && f.proto === proto.toUpperCase() && f.scope === 'local') ?? null;
     const eligible = from === 'external' && local ? local : frontend;
@@ -182,6 +180,7 @@ export function trace(shim: Shim, opts: TraceOptions): TraceResult {
     }
     return { packet: { proto, src: `${src.addr}:${src.port}`, dst: `${dst.addr}:${dst.port}`, from }, verdict, frontend, possibleBackends, established, out, description };
   } finally {
-    shim.objClose(obj);
+    if (obj !== undefined) shim.objClose(obj);
+    for (const m of Object.values<PinnedMap>(live)) m.close();
   }
 }

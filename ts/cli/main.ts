@@ -6,7 +6,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { createLogger, errorText } from '../util/log';
-import { BACKENDS, CHECK, CLEANUP, COMMANDS, CT, ReadOptions, SERVICES, TRACE, TraceOptions, VERDICTS } from './commands';
+import { BACKENDS, CHECK, CLEANUP, COMMANDS, CT, ReadOptions, SERVICES, TRACE, TraceOptions, VERDICTS, VERSION } from './commands';
 import { Command, Given, UsageError, formatHelp, formatUsage, readArgs, resolveFlags } from './flags';
 import { ConfigNote } from './kubeproxy-config';
 import { RUN, RunArgs, RunOptions, runConfig } from './options';
@@ -27,6 +27,16 @@ async function withArgs<R>(command: Command<R>, argv: readonly string[], runComm
 /** For commands whose options are their flags' values, without a config file. */
 function withOptions<R>(command: Command<R>, argv: readonly string[], runCommand: (opts: R) => Promise<number>): Promise<number> {
   return withArgs(command, argv, (given) => runCommand(resolveFlags(command.flags, given)));
+}
+
+/**
+ * The version in package.json. It sits three levels above this file in the
+ * checkout (dist/ts/cli/main.js) and in the image (/opt/weir); node resolves
+ * the symlink or wrapper that put `weir` on the PATH to this real path.
+ */
+function version(): string {
+  const pkg = JSON.parse(fs.readFileSync(path.resolve(__dirname, '../../../package.json'), 'utf8')) as { version?: unknown };
+  return String(pkg.version);
 }
 
 /** `weir help [COMMAND]`. */
@@ -66,6 +76,12 @@ async function main(argv: readonly string[]): Promise<number> {
     case '--help':
     case '-h':
       return help(rest);
+    case 'version':
+    case '--version':
+      return withArgs(VERSION, rest, () => {
+        process.stdout.write(`weir ${version()}\n`);
+        return Promise.resolve(0);
+      });
     case undefined:
       process.stderr.write(formatUsage(COMMANDS));
       return 2;
@@ -129,7 +145,7 @@ async function services(opts: ReadOptions): Promise<number> {
   const { iptablesServices } = await import('../fallback/view');
   // BPF mode's maps if they are pinned, else iptables mode's chains.
   const view = fs.existsSync(path.join(root, MAP_NAMES.svc)) ? readServices(openPinned(loadShim(), root, ['svc', 'be'])) : iptablesServices();
-  if (!view) throw new Error(`no weir state here: no maps under ${root} and no WEIR- iptables chains`);
+  if (!view) throw new Error(`no weir maps under ${root} and no WEIR- iptables chains: is an agent running with --bpffs-root ${root}?`);
   print(opts, view, formatServices(view));
   return 0;
 }

@@ -93,17 +93,28 @@ function beText(b: BackendView): string {
   return `${b.addr}:${b.port}/${b.proto}${b.flags.length ? ` (${b.flags.join(',')})` : ''}`;
 }
 
-/** Sorted text, one frontend per block. Stable: golden files compare it byte for byte. */
+/** The first line of `weir services`: what its less obvious words mean. */
+export const SERVICES_LEGEND =
+  '# scope=local: what outside clients get under externalTrafficPolicy Local, scope=all: every other client; ' +
+  'frontend=N: its id, as weir ct names it; #N: the backends a new connection picks among';
+
+/**
+ * Sorted text, one frontend per block, under SERVICES_LEGEND; then every
+ * backend by its id (the id a frontend's #N lines and weir ct name).
+ * Stable: golden files compare it byte for byte.
+ */
 export function formatServices(view: ServicesView): string {
-  const lines: string[] = [];
+  const lines: string[] = [SERVICES_LEGEND];
   for (const f of view.frontends) {
     const aff = f.affinityTimeout ? ` affinity=${f.affinityTimeout}s` : '';
     const empty = f.flags.includes('drop-empty') ? 'no local endpoints: drop' : 'no endpoints: reject';
     const count = f.backends.length === 0 ? empty : `${f.backends.length} backend${f.backends.length === 1 ? '' : 's'}`;
-    lines.push(`${f.addr}:${f.port}/${f.proto} scope=${f.scope} rev=${f.revNatId} [${f.flags.join(',')}]${aff} ${count}`);
-    f.backends.forEach((b, i) => lines.push(`  slot ${i + 1}: ${b ? `be ${b.id} ${beText(b)}` : '(missing)'}`));
+    // Id 0 is no id: iptables mode's view, read back from its chains.
+    const id = f.revNatId ? ` frontend=${f.revNatId}` : '';
+    lines.push(`${f.addr}:${f.port}/${f.proto} scope=${f.scope}${id} [${f.flags.join(',')}]${aff} ${count}`);
+    f.backends.forEach((b, i) => lines.push(`  #${i + 1} ${b ? `backend ${b.id} ${beText(b)}` : '(missing)'}`));
   }
   lines.push('backends:');
-  for (const b of view.backends) lines.push(`  be ${b.id} ${beText(b)}`);
+  for (const b of view.backends) lines.push(`  backend ${b.id} ${beText(b)}`);
   return lines.join('\n') + '\n';
 }

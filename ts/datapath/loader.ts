@@ -236,8 +236,17 @@ export class BpfDatapath {
   }
 }
 
-/** The maps a CLI command reads, opened from their pins (the agent need not run). */
+/**
+ * The maps a CLI command reads, opened from their pins (the agent need not
+ * run). A missing pin is the usual case of no agent, or another pin root:
+ * said in those words, before anything is opened, rather than as ENOENT.
+ */
 export function openPinned<N extends keyof typeof MAP_NAMES>(shim: Shim, pinRoot: string, names: readonly N[]): Record<N, PinnedMap> {
+  const missing = names.filter((n) => !fs.existsSync(path.join(pinRoot, MAP_NAMES[n])));
+  if (missing.length) {
+    const what = missing.length === names.length ? 'no weir maps' : `no ${missing.map((n) => MAP_NAMES[n]).join(', ')}`;
+    throw new Error(`${what} under ${pinRoot}: is an agent running with --bpffs-root ${pinRoot}?`);
+  }
   const out = {} as Record<N, PinnedMap>;
   try {
     for (const n of names) out[n] = new PinnedMap(shim, path.join(pinRoot, MAP_NAMES[n]));

@@ -18,6 +18,7 @@ import { BpfDatapath, DEFAULT_SIZES, DeviceRole, MAP_NAMES } from '../datapath/l
 import { DeviceWatcher, listLinks, upDeviceAddrs } from '../datapath/devices';
 import { loadShim } from '../datapath/ffi';
 import { FileSource } from '../source/file';
+import { requireKubeConfig } from '../source/kubeconfig';
 import { Source } from '../source/source';
 import { HealthServer, startHealthServer } from '../health/health';
 import { HealthCheckNodePorts, HealthCheckTarget } from '../health/hcnodeport';
@@ -66,6 +67,8 @@ export async function startAgent(opts: RunOptions, log: Logger): Promise<Agent> 
 }
 
 async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Promise<void>>): Promise<Agent> {
+  // No cluster to read is known at once: said before anything is locked, loaded or attached.
+  if (opts.source.kind === 'kube') requireKubeConfig(opts.kubeconfig);
   // One writer per pin root: a second agent (a rollout's surge, a restart
   // whose predecessor is still exiting) waits here until the first exits.
   const rootExisted = fs.existsSync(opts.bpffsRoot);

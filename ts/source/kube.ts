@@ -23,6 +23,7 @@ import type { V1EndpointSlice } from '@kubernetes/client-node';
 import { ClusterStore } from '../model/store';
 import { objectKey } from '../model/types';
 import { Logger, errorText } from '../util/log';
+import { requireKubeConfig } from './kubeconfig';
 import { ChangeListener, Source } from './source';
 
 const LABEL_SELECTOR = '!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless';
@@ -61,6 +62,8 @@ export class KubeSource implements Source {
 
   async start(): Promise<void> {
     const kc = new k8s.KubeConfig();
+    // Never client-node's last resort, http://localhost:8080.
+    requireKubeConfig(this.opts.kubeconfig);
     if (this.opts.kubeconfig) kc.loadFromFile(this.opts.kubeconfig);
     else if (process.env.KUBERNETES_SERVICE_HOST) kc.loadFromCluster();
     else kc.loadFromDefault();
