@@ -79,6 +79,14 @@ test('weir run --help lists the flag of every run option', () => {
   for (const field of fields) assert.ok(help.includes(`  --${RUN_FLAGS[field].flag} `), `${field}: --${RUN_FLAGS[field].flag}`);
 });
 
+test("README's list of weir run's flags is what weir run --help prints", () => {
+  const help = weir('run', '--help').stdout.split('\n').filter((l) => l.startsWith('  --')).map((l) => l.slice(2));
+  const readme = fs.readFileSync(path.join(CHECKOUT, 'README.md'), 'utf8');
+  const block = /```\n(--source [^]*?)```/.exec(readme);
+  assert.ok(block, 'README has the flag block');
+  assert.equal(block[1]!.trimEnd().split('\n'), help);
+});
+
 test('bad values exit 2 naming the flag, before anything runs', () => {
   const cases: Array<[string[], string]> = [
     [['run', '--mode', 'ipvs'], 'weir: --mode: expected bpf, iptables or auto, got "ipvs"'],

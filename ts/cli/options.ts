@@ -300,7 +300,7 @@ export const RUN_FLAGS: FlagTable<RunOptions> = {
     kind: 'value',
     placeholder: 'FILE',
     default: () => process.env.KUBECONFIG ?? '',
-    defaultHelp: '$KUBECONFIG, else in-cluster config, else ~/.kube/config',
+    defaultHelp: 'in-cluster when KUBERNETES_SERVICE_HOST is set, else $KUBECONFIG, else ~/.kube/config',
     description: 'API server credentials for --source kube',
     parse: text,
   },
