@@ -80,7 +80,10 @@ test('weir run --help lists the flag of every run option', () => {
 });
 
 test("README's list of weir run's flags is what weir run --help prints", () => {
-  const help = weir('run', '--help').stdout.split('\n').filter((l) => l.startsWith('  --')).map((l) => l.slice(2));
+  const help = weir('run', '--help')
+    .stdout.split('\n')
+    .filter((l) => l.startsWith('  --'))
+    .map((l) => l.slice(2));
   const readme = fs.readFileSync(path.join(CHECKOUT, 'README.md'), 'utf8');
   const block = /```\n(--source [^]*?)```/.exec(readme);
   assert.ok(block, 'README has the flag block');
