@@ -86,7 +86,7 @@ static __always_inline int nat_rewrite(struct __sk_buff *skb, struct pkt *p, boo
 	if (p->proto == IPPROTO_SCTP) {
 		if (nat_rewrite_l3(skb, p, is_src, addr, port))
 			return -1;
-		return sctp_set_port(skb, p, is_src, old_port, port);
+		return sctp_set_port(skb, p->l4_off, p->ihl, is_src, (__u32)old_port | (__u32)port << 16);
 	}
 	/* parse_packet checked these bounds; a helper call since may have moved the data. */
 	if (l4_off > L3_OFF + 60)
