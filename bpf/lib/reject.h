@@ -49,7 +49,7 @@ static __always_inline void reply_iphdr(struct iphdr *ip, const struct pkt *p, _
 	ip->version = 4;
 	ip->ihl = 5;
 	ip->tot_len = bpf_htons(tot_len);
-	ip->frag_off = bpf_htons(0x4000); /* DF */
+	ip->frag_off = bpf_htons(IP_DF);
 	ip->ttl = 64;
 	ip->protocol = proto;
 	ip->saddr = p->daddr; /* from the frontend the client addressed */

@@ -13,7 +13,8 @@
 import * as path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { Agent, Box, MODE, REPO, Results, waitFor } from '../box/box';
+import { Agent, Box, MODE, REPO, waitFor } from '../box/box';
+import { Flow, runFlows } from '../box/flows';
 
 const s = suite<{ box: Box; agents: Record<string, Agent> }>(`features (${MODE})`);
 const N1 = '192.168.77.10';
@@ -126,33 +127,22 @@ s.after(async (ctx) => {
   await ctx.box?.destroy();
 });
 
-interface Flow {
-  from: string;
-  to: string;
-  expect: string[];
-  /** Source the backend must see: 'client' (unchanged), an IP (masquerade), or 'any'. */
-  src?: string;
-  /** The kube-proxy unit test (and case) this row comes from. */
-  kp: string;
-  why: string;
-}
-
 const TOPO = 'pkg/proxy/topology_test.go TestCategorizeEndpoints';
 const FLOWS: Flow[] = [
-  { from: 'c1', to: '10.96.4.1:80', expect: ['a1', 'b1'], src: 'client', kp: `${TOPO} "normal endpoint filtering"`, why: "zone hints: zone-a's endpoints, on both nodes" },
-  { from: 'c2', to: '10.96.4.1:80', expect: ['b2'], src: 'client', kp: `${TOPO} "normal endpoint filtering"`, why: "zone hints from zone-b: zone-b's endpoint" },
-  { from: 'n1', to: '10.96.4.1:80', expect: ['a1', 'b1'], src: 'any', kp: `${TOPO} "normal endpoint filtering"`, why: 'zone hints for a node process too' },
-  { from: 'outside', to: `${N1}:30100`, expect: ['a1', 'b1'], src: N1, kp: `${TOPO} "normal endpoint filtering"`, why: 'eTP=Cluster NodePort uses the topology-filtered cluster endpoints' },
-  { from: 'c1', to: '10.96.4.2:80', expect: ['a1', 'b2'], src: 'client', kp: `${TOPO} "missing hints, no filtering applied"`, why: 'one endpoint without hints: every endpoint' },
-  { from: 'c1', to: '10.96.4.3:80', expect: ['a1'], src: 'client', kp: `${TOPO} (PreferSameNode: every endpoint has a node hint)`, why: 'node hints: the endpoint hinted for n1' },
-  { from: 'c2', to: '10.96.4.3:80', expect: ['b1'], src: 'client', kp: `${TOPO} (PreferSameNode: every endpoint has a node hint)`, why: 'node hints: the endpoint hinted for n2' },
-  { from: 'c1', to: '10.96.4.4:80', expect: ['a1', 'b2'], src: 'client', kp: `${TOPO} "node in different zone, no endpoint filtering"`, why: 'no endpoint hinted for this zone: every endpoint' },
+  { from: 'c1', to: '10.96.4.1:80', expect: ['a1', 'b1'], src: 'client', ref: `${TOPO} "normal endpoint filtering"`, why: "zone hints: zone-a's endpoints, on both nodes" },
+  { from: 'c2', to: '10.96.4.1:80', expect: ['b2'], src: 'client', ref: `${TOPO} "normal endpoint filtering"`, why: "zone hints from zone-b: zone-b's endpoint" },
+  { from: 'n1', to: '10.96.4.1:80', expect: ['a1', 'b1'], src: 'any', ref: `${TOPO} "normal endpoint filtering"`, why: 'zone hints for a node process too' },
+  { from: 'outside', to: `${N1}:30100`, expect: ['a1', 'b1'], src: N1, ref: `${TOPO} "normal endpoint filtering"`, why: 'eTP=Cluster NodePort uses the topology-filtered cluster endpoints' },
+  { from: 'c1', to: '10.96.4.2:80', expect: ['a1', 'b2'], src: 'client', ref: `${TOPO} "missing hints, no filtering applied"`, why: 'one endpoint without hints: every endpoint' },
+  { from: 'c1', to: '10.96.4.3:80', expect: ['a1'], src: 'client', ref: `${TOPO} (PreferSameNode: every endpoint has a node hint)`, why: 'node hints: the endpoint hinted for n1' },
+  { from: 'c2', to: '10.96.4.3:80', expect: ['b1'], src: 'client', ref: `${TOPO} (PreferSameNode: every endpoint has a node hint)`, why: 'node hints: the endpoint hinted for n2' },
+  { from: 'c1', to: '10.96.4.4:80', expect: ['a1', 'b2'], src: 'client', ref: `${TOPO} "node in different zone, no endpoint filtering"`, why: 'no endpoint hinted for this zone: every endpoint' },
   {
     from: 'c1',
     to: '10.96.4.5:80',
     expect: ['a2', 'b1'],
     src: 'client',
-    kp: `${TOPO} "externalTrafficPolicy: Local, topology ignored for Local endpoints"`,
+    ref: `${TOPO} "externalTrafficPolicy: Local, topology ignored for Local endpoints"`,
     why: 'ClusterIP of an eTP=Local service: zone hints apply',
   },
   {
@@ -160,7 +150,7 @@ const FLOWS: Flow[] = [
     to: `${N1}:30101`,
     expect: ['a1', 'a2'],
     src: 'client',
-    kp: `${TOPO} "externalTrafficPolicy: Local, topology ignored for Local endpoints"`,
+    ref: `${TOPO} "externalTrafficPolicy: Local, topology ignored for Local endpoints"`,
     why: 'eTP=Local NodePort: every local endpoint, hints ignored',
   },
   {
@@ -168,7 +158,7 @@ const FLOWS: Flow[] = [
     to: `${LB_PROXY}:80`,
     expect: ['lb'],
     src: 'client',
-    kp: 'pkg/proxy/service.go: ingress IPs only when proxyutil.IsVIPMode',
+    ref: 'pkg/proxy/service.go: ingress IPs only when proxyutil.IsVIPMode',
     why: 'ipMode Proxy: a pod reaches the load balancer itself',
   },
   {
@@ -176,7 +166,7 @@ const FLOWS: Flow[] = [
     to: `${LB_PROXY}:80`,
     expect: ['lb'],
     src: 'any',
-    kp: 'pkg/proxy/service.go: ingress IPs only when proxyutil.IsVIPMode',
+    ref: 'pkg/proxy/service.go: ingress IPs only when proxyutil.IsVIPMode',
     why: 'ipMode Proxy: a node process reaches the load balancer itself',
   },
   {
@@ -184,37 +174,14 @@ const FLOWS: Flow[] = [
     to: `${LB_VIP}:80`,
     expect: ['a1', 'b1'],
     src: N1,
-    kp: 'pkg/proxy/service.go: ingress IPs only when proxyutil.IsVIPMode',
+    ref: 'pkg/proxy/service.go: ingress IPs only when proxyutil.IsVIPMode',
     why: 'ipMode VIP: short-circuited to the endpoints (KUBE-EXT masquerades)',
   },
-  { from: 'n1', to: `${LB_VIP}:80`, expect: ['a1', 'b1'], src: 'any', kp: 'pkg/proxy/service.go: ingress IPs only when proxyutil.IsVIPMode', why: 'ipMode VIP from a node process' },
+  { from: 'n1', to: `${LB_VIP}:80`, expect: ['a1', 'b1'], src: 'any', ref: 'pkg/proxy/service.go: ingress IPs only when proxyutil.IsVIPMode', why: 'ipMode VIP from a node process' },
 ];
 
-const COUNT = 16; // two backends: P(one never chosen) = 2^-15
-
-async function check(box: Box, flows: readonly Flow[]): Promise<string[]> {
-  const failures: string[] = [];
-  for (const f of flows) {
-    const fail = (msg: string): void => void failures.push(`${f.from} -> ${f.to} [${f.why}; ${f.kp}]: ${msg}`);
-    const r: Results = await box.tcp(f.from, f.to, { count: COUNT, timeoutMs: 2000 });
-    const bad = r.attempts.filter((a) => !a.ok);
-    if (bad.length) {
-      fail(`${bad.length} failed: ${bad.map((a) => a.error).join(',')}`);
-      continue;
-    }
-    const seen = [...new Set(r.attempts.map((a) => a.backend!))].sort();
-    if (JSON.stringify(seen) !== JSON.stringify([...f.expect].sort())) fail(`backends ${seen.join(',')}, want ${f.expect.join(',')}`);
-    if (f.src && f.src !== 'any') {
-      const want = f.src === 'client' ? (f.from === 'outside' ? '192.168.77.200' : box.pod(f.from).ip) : f.src;
-      const srcs = [...new Set(r.attempts.map((a) => a.seenSrc!.split(':')[0]))];
-      if (srcs.length !== 1 || srcs[0] !== want) fail(`backend saw ${srcs.join(',')}, want ${want}`);
-    }
-  }
-  return failures;
-}
-
 s('flow table: topology hints and ipMode as kube-proxy', async ({ box }) => {
-  const failures = await check(box, FLOWS);
+  const failures = await runFlows(box, FLOWS);
   assert.equal(failures, [], failures.join('\n'));
 });
 
@@ -269,10 +236,10 @@ s("a Node's zone label changing while the agent runs re-plans topology", async (
   try {
     box.writeManifest('nodes.yaml', nodes({ n1Zone: 'zone-b' }));
     await waitFor(async () => /10\.96\.4\.1:80\/TCP .* 1 backend\n {2}#1 backend \d+ 10\.244\.2\.11/.test(await box.weir('n1', ['services'])), { timeoutMs: 5000, what: 'n1 re-planned for zone-b' });
-    const failures = await check(box, [
-      { from: 'c1', to: '10.96.4.1:80', expect: ['b2'], src: 'client', kp: `${TOPO} "normal endpoint filtering"`, why: 'n1 relabelled zone-b: zone-b endpoint' },
-      { from: 'c1', to: '10.96.4.4:80', expect: ['a1', 'b2'], src: 'client', kp: `${TOPO} "normal endpoint filtering"`, why: 'n1 relabelled zone-b: both are zone-b' },
-      { from: 'c1', to: '10.96.4.3:80', expect: ['a1'], src: 'client', kp: `${TOPO} (PreferSameNode)`, why: 'node hints do not depend on the zone' },
+    const failures = await runFlows(box, [
+      { from: 'c1', to: '10.96.4.1:80', expect: ['b2'], src: 'client', ref: `${TOPO} "normal endpoint filtering"`, why: 'n1 relabelled zone-b: zone-b endpoint' },
+      { from: 'c1', to: '10.96.4.4:80', expect: ['a1', 'b2'], src: 'client', ref: `${TOPO} "normal endpoint filtering"`, why: 'n1 relabelled zone-b: both are zone-b' },
+      { from: 'c1', to: '10.96.4.3:80', expect: ['a1'], src: 'client', ref: `${TOPO} (PreferSameNode)`, why: 'node hints do not depend on the zone' },
     ]);
     assert.equal(failures, [], failures.join('\n'));
   } finally {
@@ -289,15 +256,15 @@ s('node IPs from the Node object: its InternalIP changing moves the NodePorts an
   const refused = async (to: string): Promise<boolean> => (await box.tcp('c1', to, { count: 1, timeoutMs: 1000 })).attempts[0]!.error === 'ECONNREFUSED';
   try {
     assert.match(ctx.agents.n1.logs(), /"msg":"node from the Node object".*"nodeIPs":"192\.168\.77\.10"/);
-    let failures = await check(box, [{ from: 'c1', to: `${N1}:30102`, expect: ['a1', 'b1'], src: MODE === 'bpf' ? N1 : 'any', kp: 'NodePort on the node IP', why: 'NodePort on the InternalIP' }]);
+    let failures = await runFlows(box, [{ from: 'c1', to: `${N1}:30102`, expect: ['a1', 'b1'], src: MODE === 'bpf' ? N1 : 'any', ref: 'NodePort on the node IP', why: 'NodePort on the InternalIP' }]);
     assert.equal(failures, [], failures.join('\n'));
     assert.ok(await refused(`${N1_OTHER}:30102`), 'not a node IP yet: the node itself refuses');
     box.writeManifest('nodes.yaml', nodes({ n1IP: N1_OTHER }));
     await ctx.agents.n1.waitForNext(/"msg":"node changed; re-planning every service".*"nodeIPs":"192\.168\.77\.50"/, 5000);
     await waitFor(async () => /192\.168\.77\.50:30102\/TCP/.test(await box.weir('n1', ['services'])), { timeoutMs: 5000, what: 'NodePort on the new IP' });
     // The masquerade source follows in BPF mode (iptables mode: MASQUERADE picks it per route).
-    failures = await check(box, [
-      { from: 'c1', to: `${N1_OTHER}:30102`, expect: ['a1', 'b1'], src: MODE === 'bpf' ? N1_OTHER : 'any', kp: 'NodePort on the node IP', why: 'NodePort on the new InternalIP' },
+    failures = await runFlows(box, [
+      { from: 'c1', to: `${N1_OTHER}:30102`, expect: ['a1', 'b1'], src: MODE === 'bpf' ? N1_OTHER : 'any', ref: 'NodePort on the node IP', why: 'NodePort on the new InternalIP' },
     ]);
     assert.equal(failures, [], failures.join('\n'));
     assert.ok(await refused(`${N1}:30102`), 'the old address is no NodePort any more');

@@ -14,12 +14,13 @@
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { Agent, Box, MODE, Results, waitFor } from '../box/box';
+import { Agent, Box, MODE, OUTSIDE_IP, waitFor } from '../box/box';
+import { Flow, runFlows } from '../box/flows';
 
 const s = suite<{ box: Box; agents: Record<string, Agent> }>(`services (${MODE})`);
 const N1 = '192.168.77.10';
 const N2 = '192.168.77.11';
-const OUT = '192.168.77.200';
+const OUT = OUTSIDE_IP;
 const OUT2 = '192.168.77.201';
 
 interface PortSpec {
@@ -142,21 +143,6 @@ s.after(async (ctx) => {
   await ctx.box?.destroy();
 });
 
-/** REJECT: refused at once; DROP: timeout; EPERM: the socket hook refused; UNROUTED: not NATed, the node has no route. */
-type Expect = string[] | 'REJECT' | 'DROP' | 'EPERM' | 'UNROUTED';
-interface Flow {
-  from: string;
-  to: string;
-  proto?: 'tcp' | 'udp';
-  bind?: string;
-  expect: Expect;
-  /** Source the backend must see: 'client' (unchanged), an IP (masquerade), or 'any'. */
-  src?: string;
-  why: string;
-  /** The kube-proxy unit test (pkg/proxy/iptables/proxier_test.go) and case this row comes from. */
-  ref?: string;
-}
-
 const FLOWS: Flow[] = [
   { from: 'c1', to: '10.96.3.1:80', expect: ['a1', 'b1'], src: 'client', why: 'ClusterIP from a pod: all endpoints, no masquerade' },
   { from: 'c2', to: '10.96.3.1:80', expect: ['a1', 'b1'], src: 'client', why: 'ClusterIP from a pod on the other node' },
@@ -237,45 +223,6 @@ const FLOWS: Flow[] = [
   { from: 'n1', bind: '127.0.0.1', to: '127.0.0.1:30053', proto: 'udp', expect: ['a1', 'b1'], src: N1, why: 'the same over UDP', ref: 'TestNodePorts / localhost to NodePort' },
   { from: 'n1', bind: N1, to: '10.96.3.1:53', proto: 'udp', expect: ['a1', 'b1'], src: N1, why: 'node process bound to the node IP, UDP ClusterIP' },
 ];
-
-const COUNT = 16; // two backends: P(one never chosen) = 2^-15
-
-function clientIP(box: Box, f: Flow): string {
-  if (f.bind) return f.bind;
-  if (f.from === 'outside') return OUT;
-  return box.pod(f.from).ip;
-}
-
-/** Every flow of a table against the running agents; one line per flow that differs from its expectation. */
-async function runFlows(box: Box, flows: readonly Flow[]): Promise<string[]> {
-  const failures: string[] = [];
-  for (const f of flows) {
-    const fail = (msg: string): void => void failures.push(`${f.from}${f.bind ? `(${f.bind})` : ''} -> ${f.to}/${f.proto ?? 'tcp'} [${f.why}${f.ref ? `; kube-proxy ${f.ref}` : ''}]: ${msg}`);
-    const blocked = typeof f.expect === 'string';
-    const opts = { count: blocked ? 2 : COUNT, timeoutMs: blocked ? 700 : 2000, ...(f.bind ? { bind: f.bind } : {}) };
-    const r: Results = f.proto === 'udp' ? await box.udp(f.from, f.to, { ...opts, connect: true }) : await box.tcp(f.from, f.to, opts);
-    if (typeof f.expect === 'string') {
-      const want = { REJECT: 'ECONNREFUSED', DROP: 'timeout', EPERM: 'EPERM', UNROUTED: 'ENETUNREACH' }[f.expect];
-      const got = r.attempts.map((a) => (a.ok ? `ok:${a.backend}` : a.error));
-      if (!got.every((g) => g === want)) fail(`want ${want}, got ${got.join(',')}`);
-      if (f.expect !== 'DROP' && r.attempts.some((a) => a.ms > 300)) fail(`not immediate: ${r.attempts.map((a) => a.ms).join(',')} ms`);
-      continue;
-    }
-    const bad = r.attempts.filter((a) => !a.ok);
-    if (bad.length) {
-      fail(`${bad.length} failed: ${bad.map((a) => a.error).join(',')}`);
-      continue;
-    }
-    const seen = [...new Set(r.attempts.map((a) => a.backend!))].sort();
-    if (JSON.stringify(seen) !== JSON.stringify([...f.expect].sort())) fail(`backends ${seen.join(',')}, want ${f.expect.join(',')}`);
-    if (f.src && f.src !== 'any') {
-      const want = f.src === 'client' ? clientIP(box, f) : f.src;
-      const srcs = [...new Set(r.attempts.map((a) => a.seenSrc!.split(':')[0]))];
-      if (srcs.length !== 1 || srcs[0] !== want) fail(`backend saw ${srcs.join(',')}, want ${want}`);
-    }
-  }
-  return failures;
-}
 
 /** Restart n1's agent with other flags for one table, then restore the usual agent (also on failure). */
 async function withAgent(ctx: { box: Box; agents: Record<string, Agent> }, flags: string[], fn: () => Promise<void>, opts: { clusterCidr?: boolean } = {}): Promise<void> {

@@ -1,0 +1,60 @@
+/**
+ * The flow tables of the service suites: each row a client, a destination
+ * and what a kube-proxy user expects there (which backends answer, REJECT /
+ * DROP, the source the backend sees), run with real clients through the box.
+ */
+import { Box, OUTSIDE_IP, Results } from './box';
+
+/** REJECT: refused at once; DROP: timeout; EPERM: the socket hook refused; UNROUTED: not NATed, the node has no route. */
+export type Expect = string[] | 'REJECT' | 'DROP' | 'EPERM' | 'UNROUTED';
+export interface Flow {
+  from: string;
+  to: string;
+  proto?: 'tcp' | 'udp';
+  bind?: string;
+  expect: Expect;
+  /** Source the backend must see: 'client' (unchanged), an IP (masquerade), or 'any'. */
+  src?: string;
+  why: string;
+  /** The kube-proxy unit test and case this row comes from (pkg/proxy/iptables/proxier_test.go unless named). */
+  ref?: string;
+}
+
+const COUNT = 16; // two backends: P(one never chosen) = 2^-15
+
+function clientIP(box: Box, f: Flow): string {
+  if (f.bind) return f.bind;
+  if (f.from === 'outside') return OUTSIDE_IP;
+  return box.pod(f.from).ip;
+}
+
+/** Every flow of a table against the running agents; one line per flow that differs from its expectation. */
+export async function runFlows(box: Box, flows: readonly Flow[]): Promise<string[]> {
+  const failures: string[] = [];
+  for (const f of flows) {
+    const fail = (msg: string): void => void failures.push(`${f.from}${f.bind ? `(${f.bind})` : ''} -> ${f.to}/${f.proto ?? 'tcp'} [${f.why}${f.ref ? `; kube-proxy ${f.ref}` : ''}]: ${msg}`);
+    const blocked = typeof f.expect === 'string';
+    const opts = { count: blocked ? 2 : COUNT, timeoutMs: blocked ? 700 : 2000, ...(f.bind ? { bind: f.bind } : {}) };
+    const r: Results = f.proto === 'udp' ? await box.udp(f.from, f.to, { ...opts, connect: true }) : await box.tcp(f.from, f.to, opts);
+    if (typeof f.expect === 'string') {
+      const want = { REJECT: 'ECONNREFUSED', DROP: 'timeout', EPERM: 'EPERM', UNROUTED: 'ENETUNREACH' }[f.expect];
+      const got = r.attempts.map((a) => (a.ok ? `ok:${a.backend}` : a.error));
+      if (!got.every((g) => g === want)) fail(`want ${want}, got ${got.join(',')}`);
+      if (f.expect !== 'DROP' && r.attempts.some((a) => a.ms > 300)) fail(`not immediate: ${r.attempts.map((a) => a.ms).join(',')} ms`);
+      continue;
+    }
+    const bad = r.attempts.filter((a) => !a.ok);
+    if (bad.length) {
+      fail(`${bad.length} failed: ${bad.map((a) => a.error).join(',')}`);
+      continue;
+    }
+    const seen = [...new Set(r.attempts.map((a) => a.backend!))].sort();
+    if (JSON.stringify(seen) !== JSON.stringify([...f.expect].sort())) fail(`backends ${seen.join(',')}, want ${f.expect.join(',')}`);
+    if (f.src && f.src !== 'any') {
+      const want = f.src === 'client' ? clientIP(box, f) : f.src;
+      const srcs = [...new Set(r.attempts.map((a) => a.seenSrc!.split(':')[0]))];
+      if (srcs.length !== 1 || srcs[0] !== want) fail(`backend saw ${srcs.join(',')}, want ${want}`);
+    }
+  }
+  return failures;
+}
