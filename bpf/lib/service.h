@@ -114,6 +114,17 @@ static __always_inline int handle_frontend(struct __sk_buff *skb, struct pkt *p,
 	if (!be) {
 		struct ct_new n;
 
+		/* A TCP segment that is no SYN, of a connection weir never saw open,
+		 * belongs to a connection another proxy (kube-proxy, before a
+		 * migration) NATed: the stack's conntrack holds its backend, and a
+		 * backend chosen here would move it to another pod mid-stream. */
+		if (!ct && p->proto == IPPROTO_TCP && !tcp_syn_only(p))
+			return WEIR_V_PASS_MIDFLOW;
+		if (!cfg)
+			cfg = cfg_get(); /* only new flows need the settings */
+		/* Handing over (weir cleanup --drain): new flows are the other proxy's. */
+		if (cfg && (cfg->flags & WEIR_CFG_F_DRAIN))
+			return WEIR_V_PASS_DRAINING;
 		if (svc->count == 0) {
 			if (svc->flags & WEIR_SVC_F_DROP_EMPTY)
 				return WEIR_V_DROP_NO_LOCAL_ENDPOINTS;
@@ -124,8 +135,6 @@ static __always_inline int handle_frontend(struct __sk_buff *skb, struct pkt *p,
 			return WEIR_V_DROP_NO_BACKEND;
 		be_addr = be->addr;
 		be_port = be->port;
-		if (!cfg)
-			cfg = cfg_get(); /* only new flows need the settings */
 		if (be_addr == p->saddr) {
 			/* Hairpin: a pod reaching itself through its service. With its
 			 * own address as sender the pod would drop the packet as a

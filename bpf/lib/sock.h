@@ -85,6 +85,9 @@ static __always_inline int sock_forward(struct bpf_sock_addr *ctx, bool sendmsg)
 	src = sock_source(ctx, sendmsg);
 	if (sock_needs_masquerade(src, p.daddr))
 		return 1;
+	/* Handing over: the other proxy's OUTPUT rules take new connections. */
+	if (cfg && (cfg->flags & WEIR_CFG_F_DRAIN))
+		return 1;
 	/* No endpoints at all: REJECT; endpoints, but none the policy allows here: DROP. */
 	if (svc->count == 0)
 		return sock_refuse(ctx, !(svc->flags & WEIR_SVC_F_DROP_EMPTY));

@@ -29,7 +29,9 @@ static __always_inline int verdict_exit(struct __sk_buff *skb, const struct pkt 
 	case WEIR_V_REVNAT:
 		return TC_ACT_OK; /* the stack routes the rewritten packet */
 	case WEIR_V_FRAG_UNMATCHED:
-		return TC_ACT_OK; /* counted, passed as it came (why: frag.h) */
+	case WEIR_V_PASS_MIDFLOW:
+	case WEIR_V_PASS_DRAINING:
+		return TC_ACT_OK; /* counted, passed on as it came */
 	case WEIR_V_FORWARD_REDIRECT:
 	case WEIR_V_REVNAT_REDIRECT:
 		return fib_redirect(skb, p);

@@ -127,6 +127,13 @@ enum weir_verdict {
 	/* a 127/8 source on a pod or external device: a martian the stack would
 	 * drop, and a flow from it would get its replies handed to lo */
 	WEIR_V_DROP_LOOPBACK_SOURCE,
+	/* a TCP segment, not a SYN, of a connection weir did not see open (one
+	 * another proxy NATed before weir started, e.g. kube-proxy's): passed on
+	 * unchanged, for the stack's conntrack to keep on its backend */
+	WEIR_V_PASS_MIDFLOW,
+	/* a new flow while weir hands over (weir cleanup --drain): passed on
+	 * unchanged, for the other proxy's rules */
+	WEIR_V_PASS_DRAINING,
 	WEIR_V__MAX,
 };
 
@@ -210,6 +217,7 @@ struct weir_member_key {
 /* weir_config.flags. */
 #define WEIR_CFG_F_MASQUERADE_ALL (1 << 0) /* kube-proxy masqueradeAll: SNAT every service flow */
 #define WEIR_CFG_F_CLUSTER_CIDR (1 << 1) /* cluster CIDRs are known (owner 0 in the cidr map) */
+#define WEIR_CFG_F_DRAIN (1 << 2) /* handing over to another proxy: only flows weir tracks are NATed */
 
 /* config: a single entry (key 0). Written by the agent. */
 struct weir_config {

@@ -4,7 +4,7 @@
  */
 import { IPv4, parseIPv4 } from '../model/types';
 import { AnyCommand, Command, Flag, UsageError, present, text } from './flags';
-import { DEFAULT_BPFFS_ROOT, RUN } from './options';
+import { DEFAULT_BPFFS_ROOT, RUN, parseDuration } from './options';
 
 const json: Flag<boolean> = {
   flag: 'json',
@@ -141,12 +141,23 @@ export const TRACE: Command<TraceOptions & { json: boolean }> = {
   },
 };
 
-export const CLEANUP: Command<{ bpffsRoot: string; force: boolean }> = {
+export const CLEANUP: Command<{ bpffsRoot: string; force: boolean; drainMs: number }> = {
   name: 'cleanup',
   summary: 'remove everything weir installed in this network namespace',
-  notes: ['Removes tc filters, socket hook links, pins and iptables chains. Refuses while an agent runs on that pin root.'],
+  notes: [
+    'Removes tc filters, socket hook links, pins and iptables chains. Refuses while an agent runs on that pin root.',
+    "With --drain, hands the node to another proxy first: weir keeps the flows it carries on their backends and passes every new one to the other proxy's rules, until none of its flows is open or the time is up.",
+  ],
   flags: {
     bpffsRoot,
+    drainMs: {
+      flag: 'drain',
+      kind: 'value',
+      placeholder: 'DURATION',
+      default: '0',
+      description: "before removing, leave new connections to another proxy (kube-proxy) and wait up to this long for weir's open flows to end, e.g. 10m; 0: remove at once",
+      parse: parseDuration,
+    },
     force: {
       flag: 'force',
       kind: 'switch',

@@ -192,7 +192,7 @@ async function trace(opts: TraceOptions & { json: boolean }): Promise<number> {
   return 0;
 }
 
-async function cleanup(opts: { bpffsRoot: string; force: boolean }): Promise<number> {
+async function cleanup(opts: { bpffsRoot: string; force: boolean; drainMs: number }): Promise<number> {
   const root = opts.bpffsRoot;
   const { cleanupBpf } = await import('../datapath/loader');
   const { loadShim } = await import('../datapath/ffi');
@@ -208,6 +208,7 @@ async function cleanup(opts: { bpffsRoot: string; force: boolean }): Promise<num
   }
   let res: Awaited<ReturnType<typeof cleanupBpf>>;
   try {
+    if (opts.drainMs > 0 && fs.existsSync(root)) await drain(root, opts.drainMs);
     res = await cleanupBpf(loadShim(), root);
   } finally {
     lock?.release();
@@ -221,6 +222,31 @@ async function cleanup(opts: { bpffsRoot: string; force: boolean }): Promise<num
       '\n',
   );
   return 0;
+}
+
+/**
+ * Hand the node to another proxy before removing weir (../datapath/handover.ts):
+ * new flows go to its rules at once; weir's own stay until they end or
+ * the time is up. Progress is one line per change of the count.
+ */
+async function drain(root: string, maxMs: number): Promise<void> {
+  const { startDrain, openFlows } = await import('../datapath/handover');
+  const { loadShim } = await import('../datapath/ffi');
+  const shim = loadShim();
+  startDrain(shim, root);
+  const deadline = Date.now() + maxMs;
+  let last = -1;
+  for (;;) {
+    const open = openFlows(shim, root);
+    if (open !== last) process.stdout.write(`draining: ${open} open flow(s) weir carries; new connections go to the other proxy's rules\n`);
+    last = open;
+    if (open === 0) return;
+    if (Date.now() >= deadline) {
+      process.stdout.write(`drain time is up: ${open} open flow(s) lose weir's translation now\n`);
+      return;
+    }
+    await new Promise((r) => setTimeout(r, Math.min(1000, Math.max(0, deadline - Date.now()))));
+  }
 }
 
 /** Where a usage mistake points: the command's help, or the list of commands. */

@@ -274,7 +274,7 @@ export const SVC_F = {
   TOPO_ZONE: 1 << 9,
   TOPO_NODE: 1 << 10,
 } as const;
-export const CFG_F = { MASQUERADE_ALL: 1 << 0, CLUSTER_CIDR: 1 << 1 } as const;
+export const CFG_F = { MASQUERADE_ALL: 1 << 0, CLUSTER_CIDR: 1 << 1, DRAIN: 1 << 2 } as const;
 export const MEMBER_F = { ACTIVE: 1 << 0 } as const;
 export const BE_F = { LOCAL: 1 << 0, TERMINATING: 1 << 1 } as const;
 export const CT_DIR = { FWD: 0, REV: 1 } as const;

@@ -20,6 +20,8 @@ export const VERDICTS = [
   'frag_unmatched',
   'revnat_host',
   'drop_loopback_source',
+  'pass_midflow',
+  'pass_draining',
 ] as const;
 
 export type Verdict = (typeof VERDICTS)[number];
