@@ -114,6 +114,11 @@ static __always_inline int handle_frontend(struct __sk_buff *skb, struct pkt *p,
 	if (!be) {
 		struct ct_new n;
 
+		if (svc->count == 0) {
+			if (svc->flags & WEIR_SVC_F_DROP_EMPTY)
+				return WEIR_V_DROP_NO_LOCAL_ENDPOINTS;
+			return reject(skb, p);
+		}
 		/* A TCP segment that is no SYN, of a connection weir never saw open,
 		 * belongs to a connection another proxy (kube-proxy, before a
 		 * migration) NATed: the stack's conntrack holds its backend, and a
@@ -125,11 +130,6 @@ static __always_inline int handle_frontend(struct __sk_buff *skb, struct pkt *p,
 		/* Handing over (weir cleanup --drain): new flows are the other proxy's. */
 		if (cfg && (cfg->flags & WEIR_CFG_F_DRAIN))
 			return WEIR_V_PASS_DRAINING;
-		if (svc->count == 0) {
-			if (svc->flags & WEIR_SVC_F_DROP_EMPTY)
-				return WEIR_V_DROP_NO_LOCAL_ENDPOINTS;
-			return reject(skb, p);
-		}
 		be = lb_select(key, svc, p->saddr, &backend_id, now);
 		if (!be)
 			return WEIR_V_DROP_NO_BACKEND;

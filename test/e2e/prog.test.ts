@@ -164,6 +164,42 @@ s('no endpoints, TCP segment with ACK: RST takes its sequence from the ACK', (ct
   assert.equal(checksumsValid(out), { ip: true, l4: true });
 });
 
+s("a TCP segment that is no SYN, of a connection weir never saw open, passes unchanged for the stack's conntrack (pass_midflow)", (ctx) => {
+  const before = { midflow: verdictCount(ctx, 'pass_midflow'), forward: verdictCount(ctx, 'forward') };
+  for (const flags of [0x10, 0x18, 0x11, 0x04]) {
+    const pkt = packet({ proto: 'tcp', src: CLIENT, dst: VIP, sport: 40020, dport: 80, flags });
+    const { retval, out } = run(ctx, pkt);
+    assert.is(retval, TC_ACT_OK);
+    assert.equal(out, pkt, `flags ${flags.toString(16)}: untouched`);
+  }
+  assert.is(verdictCount(ctx, 'pass_midflow'), before.midflow + 4n);
+  assert.is(verdictCount(ctx, 'forward'), before.forward);
+  // A connection weir opened keeps its translation for every later segment.
+  run(ctx, packet({ proto: 'tcp', src: CLIENT, dst: VIP, sport: 40021, dport: 80 }));
+  const ack = run(ctx, packet({ proto: 'tcp', src: CLIENT, dst: VIP, sport: 40021, dport: 80, flags: 0x10 }));
+  assert.is(hdr(ack.out).dst, BACKEND);
+});
+
+s('draining: new flows pass unchanged (pass_draining); flows weir carries keep their backend', (ctx) => {
+  const cfgKey = keyString(C.u32Key.encode({ value: 0 }));
+  const cfg = (flags: number): void => ctx.dp.maps.cfg.upsert([[cfgKey, C.config.encode({ hairpin_addr: '169.254.42.1', snat_addr: '192.168.77.10', flags })]]);
+  run(ctx, packet({ proto: 'tcp', src: CLIENT, dst: VIP, sport: 40030, dport: 80 }));
+  cfg(C.CFG_F.DRAIN);
+  try {
+    const before = verdictCount(ctx, 'pass_draining');
+    for (const pkt of [packet({ proto: 'tcp', src: CLIENT, dst: VIP, sport: 40031, dport: 80 }), packet({ proto: 'udp', src: CLIENT, dst: VIP, sport: 40031, dport: 53, payload: 'q' })]) {
+      const { retval, out } = run(ctx, pkt);
+      assert.is(retval, TC_ACT_OK);
+      assert.equal(out, pkt, 'new flow untouched');
+    }
+    assert.is(verdictCount(ctx, 'pass_draining'), before + 2n);
+    const carried = run(ctx, packet({ proto: 'tcp', src: CLIENT, dst: VIP, sport: 40030, dport: 80, flags: 0x10 }));
+    assert.is(hdr(carried.out).dst, BACKEND, "weir's own flow still translated");
+  } finally {
+    cfg(0);
+  }
+});
+
 s('no endpoints, UDP: ICMP port unreachable quoting the original header', (ctx) => {
   const orig = packet({ proto: 'udp', src: CLIENT, dst: EMPTY_VIP, sport: 40006, dport: 53, payload: 'some payload' });
   const { retval, out } = run(ctx, orig);
