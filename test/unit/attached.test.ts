@@ -53,7 +53,7 @@ test('root namespace with the default globs: the message says so, with the count
   const pod = Array.from({ length: 40 }, (_, i) => `veth${i}`);
   const { msg, fields } = attachedSummary({ ext: ['eth0'], pod, host: [], cgroup: null, podGlobs: DEFAULT_GLOBS, defaultPodGlobs: true, rootNetns: true });
   assert.is(msg, 'dataplane attached in the root network namespace with the default --pod-devices');
-  assert.match(String(fields['note']), /default pod-device globs veth\*,cali\*,lxc\*,cni0 matched 40 devices of this host/);
+  assert.match(String(fields['note']), /root network namespace, the default --pod-devices globs veth\*,cali\*,lxc\*,cni0 matched 40 devices of this host/);
   assert.match(String(fields['note']), /--pod-devices/);
   assert.is(fields['podDeviceCount'], 40);
 });

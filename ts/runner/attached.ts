@@ -2,11 +2,12 @@
  * The one line an agent logs once its programs are attached: which devices
  * got which tc program and which cgroup got the socket hooks.
  *
- * The default --pod-devices globs (veth*, cali*, ...) are meant for a node's
- * network namespace as a DaemonSet pod sees it. Started by hand in the
- * machine's root namespace, they match every veth there is: each of those
- * devices then carries weir's pod-side program. The line says so in words,
- * so an operator sees it without counting "attached" lines.
+ * The default --pod-devices globs (veth*, cali*, ...) match every device of
+ * those names in the namespace the agent runs in. In the machine's root
+ * namespace (a DaemonSet's hostNetwork, or weir started by hand on a host)
+ * that is every veth there is, a container runtime's and a VM's too: each
+ * carries weir's pod-side program from then on. The line says so in words,
+ * with the count, so an operator sees it without counting "attached" lines.
  */
 import * as fs from 'node:fs';
 import type { Fields } from '../util/log';
@@ -44,8 +45,8 @@ export function attachedSummary(a: Attached): { msg: string; fields: Fields } {
       fields: {
         ...fields,
         note:
-          `the default pod-device globs ${a.podGlobs.join(',')} matched ${a.pod.length} device${a.pod.length === 1 ? '' : 's'} of this host, ` +
-          "and each now runs the pod-side program; give --pod-devices the CNI's host-side devices if that is not what you want",
+          `running in the machine's root network namespace, the default --pod-devices globs ${a.podGlobs.join(',')} matched ${a.pod.length} device${a.pod.length === 1 ? '' : 's'} of this host, ` +
+          "each now running the pod-side program: on a Kubernetes node these are the pods' devices; anywhere else, name the devices with --pod-devices",
       },
     };
   }
