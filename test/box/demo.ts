@@ -13,7 +13,9 @@ import { Box, REPO, withBox } from './box';
 
 const say = (s: string): void => void process.stdout.write(`${s}\n`);
 
-async function spread(box: Box, from: string, url: string, n: number): Promise<void> {
+/** n requests from `from` to url, under a line that says what they are; then which backend answered how often. */
+async function spread(box: Box, from: string, url: string, n: number, what: string): Promise<void> {
+  say(`  -- ${what}: ${n} x curl ${url}`);
   const seen = new Map<string, number>();
   for (let i = 0; i < n; i++) {
     const r = await box.curl(from, url);
@@ -48,15 +50,17 @@ async function main(): Promise<void> {
     await box.startAgent('n2');
     await new Promise((r) => setTimeout(r, 700));
 
-    say('\n== pod "client" on n1: 9 x curl http://10.96.0.10/ (ClusterIP, port 80 -> named targetPort http = 8080)');
-    await spread(box, 'client', 'http://10.96.0.10/', 9);
+    say(
+      '\n== pod "client" on n1 -> the ClusterIP (port 80 -> named targetPort http = 8080), spread over the pods of both nodes\n   (each line below: the pod that answered, and the client address it saw)',
+    );
+    await spread(box, 'client', 'http://10.96.0.10/', 9, 'ClusterIP from a pod');
     say('\n== outside: curl NodePort on each node and the LoadBalancer IP (eTP=Cluster: the backend sees the node IP)');
-    await spread(box, 'outside', `http://${n1.ip}:30080/`, 4);
-    await spread(box, 'outside', `http://${n2.ip}:30080/`, 4);
-    await spread(box, 'outside', 'http://203.0.113.10/', 4);
+    await spread(box, 'outside', `http://${n1.ip}:30080/`, 4, 'NodePort on n1');
+    await spread(box, 'outside', `http://${n2.ip}:30080/`, 4, 'NodePort on n2');
+    await spread(box, 'outside', 'http://203.0.113.10/', 4, 'LoadBalancer IP (routed to n1)');
     say('\n== a process on node n1 (socket hooks): curl http://10.96.0.10/ and http://127.0.0.1:30080/');
-    await spread(box, 'n1', 'http://10.96.0.10/', 3);
-    await spread(box, 'n1', 'http://127.0.0.1:30080/', 3);
+    await spread(box, 'n1', 'http://10.96.0.10/', 3, 'ClusterIP from a node process (connect4 hook)');
+    await spread(box, 'n1', 'http://127.0.0.1:30080/', 3, 'NodePort on 127.0.0.1 (--localhost-nodeports)');
 
     say('\n== UDP 10.96.0.10:53 -> pods :5353, from the client pod');
     const udp = await box.udp('client', '10.96.0.10:53', { count: 3 });

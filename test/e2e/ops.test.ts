@@ -54,6 +54,25 @@ s.after(async (ctx) => {
   await ctx.box?.destroy();
 });
 
+s('the agent logs one line naming the devices and the cgroup it attached to', async ({ box, agent }) => {
+  await agent.proc.waitFor(/"msg":"dataplane attached/, 5000);
+  const line = agent
+    .logs()
+    .split('\n')
+    .find((l) => l.includes('"msg":"dataplane attached'));
+  const summary = JSON.parse(line!) as Record<string, unknown>;
+  // Its own namespace, not the machine's: no warning about the default globs.
+  assert.is(summary['level'], 'info');
+  assert.is(summary['msg'], 'dataplane attached');
+  assert.is(summary['rootNetns'], false);
+  assert.is(summary['externalDevices'], 'eth0');
+  assert.is(summary['hostDevices'], 'lo');
+  const pods = ['a', 'b', 'client'].map((p) => box.pod(p).hostDev).sort();
+  assert.is(summary['podDevices'], pods.join(','));
+  assert.is(summary['podDeviceCount'], 3);
+  assert.is(summary['cgroup'], box.cgroupDir('n1'));
+});
+
 s("/healthz and /livez answer 200 with kube-proxy's fields", async ({ box }) => {
   for (const p of ['/healthz', '/livez']) {
     const r = await http(box, `http://127.0.0.1:10256${p}`);

@@ -83,7 +83,8 @@ export class DeviceWatcher<R extends string> {
   private readonly list: () => readonly DeviceLink[];
   private readonly log: Logger;
   private readonly intervalMs: number;
-  private readonly known = new Map<string, number>();
+  /** Devices with the program attached: name → its ifindex and role. */
+  private readonly known = new Map<string, { ifindex: number; role: R }>();
   private timer: NodeJS.Timeout | null = null;
   private monitor: ChildProcess | null = null;
   private busy = false;
@@ -136,6 +137,14 @@ export class DeviceWatcher<R extends string> {
     return [...this.known.keys()];
   }
 
+  /** Names of the devices with the program attached, by role, sorted. */
+  byRole(): Map<R, string[]> {
+    const out = new Map<R, string[]>();
+    for (const [name, { role }] of this.known) out.set(role, [...(out.get(role) ?? []), name]);
+    for (const names of out.values()) names.sort();
+    return out;
+  }
+
   private poll(): void {
     if (this.busy) {
       this.again = true; // an event arrived mid-poll (from an attach callback): look once more after it
@@ -151,10 +160,10 @@ export class DeviceWatcher<R extends string> {
         if (role === undefined) continue;
         seen.add(l.name);
         // A re-created device has a new ifindex and no filter: attach again.
-        if (this.known.get(l.name) === l.ifindex) continue;
+        if (this.known.get(l.name)?.ifindex === l.ifindex) continue;
         try {
           this.onDevice(l, role);
-          this.known.set(l.name, l.ifindex);
+          this.known.set(l.name, { ifindex: l.ifindex, role });
         } catch (e) {
           this.log.error('attach failed; will retry', { device: l.name, error: errorText(e) });
         }

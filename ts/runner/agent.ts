@@ -23,7 +23,7 @@ import { Source } from '../source/source';
 import { HealthServer, startHealthServer } from '../health/health';
 import { HealthCheckNodePorts, HealthCheckTarget } from '../health/hcnodeport';
 import { Logger, errorText } from '../util/log';
-import { RunOptions, conntrackEntries, parseHostPort } from '../cli/options';
+import { RUN_FLAGS, RunOptions, conntrackEntries, parseHostPort } from '../cli/options';
 import { Runner } from './runner';
 import { Dataplane } from '../reconcile/dataplane';
 // The iptables fallback (../fallback/iptables) is imported where it is used:
@@ -35,6 +35,7 @@ import { agentMetrics } from '../metrics/agent-metrics';
 import { startMetricsServer } from '../metrics/server';
 import { Syncer } from './sync';
 import { DriftCheck } from './drift';
+import { attachedSummary, rootNetns } from './attached';
 
 export interface Agent {
   readonly done: Promise<void>;
@@ -251,6 +252,20 @@ async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Pro
     log.info('socket hooks attached', { cgroup: opts.cgroupRoot });
   } else if (dp) {
     log.warn('no --cgroup-root: node processes and hostNetwork pods reach services only through pod-facing devices');
+  }
+  // One line that says what this start attached to (devices that appear later get their own "attached" line).
+  if (devices) {
+    const byRole = devices.byRole();
+    const { msg, fields } = attachedSummary({
+      ext: byRole.get('ext') ?? [],
+      pod: byRole.get('pod') ?? [],
+      host: byRole.get('host') ?? [],
+      cgroup: opts.cgroupRoot || null,
+      podGlobs: opts.podDevices,
+      defaultPodGlobs: opts.podDevices.join(',') === RUN_FLAGS.podDevices.default,
+      rootNetns: rootNetns(),
+    });
+    log.info(msg, fields);
   }
   if (dp) {
     // Rules an iptables-mode agent left behind keep serving until the
