@@ -3,9 +3,9 @@
  * libbpf shim) through one of two FFI backends and turns the shim's -errno
  * returns into BpfError values:
  *
- *  - koffi (default): ~1 µs per call, maintained, ships prebuilt binaries.
- *  - ffi-napi + ref-napi (WEIR_FFI=ffi-napi): ~20x slower per call,
- *    unmaintained since 2021, and needs CXXFLAGS=-fpermissive to build on
+ *  - koffi (default): maintained, ships prebuilt binaries.
+ *  - ffi-napi + ref-napi (WEIR_FFI=ffi-napi): an order of magnitude slower
+ *    per call (BENCHMARKS.md, FFI section), unmaintained since 2021, and needs CXXFLAGS=-fpermissive to build on
  *    Node >= 20.12. Selectable and tested, so either backend can serve.
  *
  * Only ints, strings and Buffers cross the boundary; the shim does bulk work
