@@ -55,11 +55,19 @@ export const CLUSTER_CIDR = '10.244.0.0/16';
 export const MODE: 'bpf' | 'iptables' = process.env.WEIR_TEST_MODE === 'iptables' ? 'iptables' : 'bpf';
 export const OUTSIDE_IP = '192.168.77.200';
 const UNDERLAY = '192.168.77';
+/** Dual-stack boxes (spec.ipv6): the same layout in IPv6 (ULAs), see the file comment. */
+export const OUTSIDE_IP6 = 'fd00:77::200';
+export const CLUSTER_CIDR6 = 'fd00:244::/32';
+const UNDERLAY6 = 'fd00:77::';
+/** The pods' IPv6 gateway: a link-local address on every host veth, answered by the veth itself. */
+const GATEWAY6 = 'fe80::1';
 const MAX_NODES = 50;
 
 export interface BoxSpec {
   /** Node namespaces n1..nN (default 1). */
   nodes?: number;
+  /** Dual-stack: nodes, pods and the outside namespace get IPv6 addresses too. */
+  ipv6?: boolean;
 }
 
 export interface BoxNode {
@@ -73,6 +81,9 @@ export interface BoxNode {
   readonly index: number;
   /** 10.244.<index>.0/24 */
   readonly podCidr: string;
+  /** Dual-stack boxes: underlay IPv6 address fd00:77::<9 + index> and pod CIDR fd00:244:<index>::/64; else ''. */
+  readonly ip6: string;
+  readonly podCidr6: string;
   /** Pin directory path (box.pinRoot(name) creates it). */
   readonly pinRoot: string;
   /** cgroup v2 directory path for socket hooks and node processes (box.cgroupDir(name) creates it). */
@@ -83,6 +94,8 @@ export interface Pod {
   readonly name: string;
   readonly ns: string;
   readonly ip: string;
+  /** Dual-stack boxes: fd00:244:<node index>::<host>, the same host number as ip; else ''. */
+  readonly ip6: string;
   readonly node: BoxNode;
   /** Host side of the pod's veth, in the node namespace. */
   readonly hostDev: string;
@@ -186,6 +199,8 @@ export class Box {
   readonly underlay: string;
   readonly outside: string;
   readonly nodes: BoxNode[] = [];
+  /** Whether nodes and pods have IPv6 addresses too (spec.ipv6). */
+  ipv6 = false;
   readonly pods = new Map<string, Pod>();
   /** Manifests for `--source file:<dir>` (a temp dir, removed on destroy). */
   readonly manifestDir: string;
@@ -230,6 +245,7 @@ export class Box {
     if (!Number.isInteger(n) || n < 1 || n > MAX_NODES) throw new Error(`nodes must be 1..${MAX_NODES}, got ${n}`);
     installExitHooks();
     const box = new Box();
+    box.ipv6 = spec.ipv6 === true;
     live.add(box);
     try {
       await box.build(n);
@@ -261,6 +277,8 @@ export class Box {
         ip: `${UNDERLAY}.${9 + i}`,
         index: i,
         podCidr: `10.244.${i}.0/24`,
+        ip6: this.ipv6 ? `${UNDERLAY6}${9 + i}` : '',
+        podCidr6: this.ipv6 ? `fd00:244:${i}::/64` : '',
         pinRoot: `${this.pinBase}/${name}`,
         cgroup: this.cgroupBase && path.join(this.cgroupBase, name),
       };
@@ -274,16 +292,18 @@ export class Box {
         'net.ipv4.conf.default.rp_filter': 0,
         'net.ipv4.conf.all.send_redirects': 0,
         'net.ipv4.conf.default.send_redirects': 0,
+        ...(this.ipv6 ? { 'net.ipv6.conf.all.forwarding': 1, 'net.ipv6.conf.default.accept_dad': 0 } : {}),
       });
       // scope link: the gateway answers pods' ARP, but is never chosen as a
       // source address (MASQUERADE and node processes use the node IP).
       await this.in(ns, ['ip', 'addr', 'add', `${GATEWAY}/32`, 'dev', 'lo', 'scope', 'link']);
-      await this.underlayLink(ns, `u${i}`, node.ip);
+      await this.underlayLink(ns, `u${i}`, node.ip, node.ip6);
       await this.sysctl(ns, { 'net.ipv4.conf.eth0.rp_filter': 0, 'net.ipv4.conf.eth0.send_redirects': 0 });
       this.nodes.push(node);
     }
     await this.addNs(this.outside);
-    await this.underlayLink(this.outside, 'uout', OUTSIDE_IP);
+    if (this.ipv6) await this.sysctl(this.outside, { 'net.ipv6.conf.default.accept_dad': 0 });
+    await this.underlayLink(this.outside, 'uout', OUTSIDE_IP, this.ipv6 ? OUTSIDE_IP6 : '');
     for (const n of this.nodes) {
       // Like a real node, a default route: a node process's connect() to a
       // ClusterIP must pass the route lookup before iptables' OUTPUT DNAT
@@ -292,15 +312,20 @@ export class Box {
       await this.in(n.ns, ['ip', 'route', 'add', 'default', 'via', OUTSIDE_IP]);
       await this.in(this.outside, ['ip', 'route', 'add', n.podCidr, 'via', n.ip]);
       for (const m of this.nodes) if (m !== n) await this.in(n.ns, ['ip', 'route', 'add', m.podCidr, 'via', m.ip]);
+      if (!this.ipv6) continue;
+      await this.in(n.ns, ['ip', '-6', 'route', 'add', 'default', 'via', OUTSIDE_IP6]);
+      await this.in(this.outside, ['ip', '-6', 'route', 'add', n.podCidr6, 'via', n.ip6]);
+      for (const m of this.nodes) if (m !== n) await this.in(n.ns, ['ip', '-6', 'route', 'add', m.podCidr6, 'via', m.ip6]);
     }
   }
 
-  /** veth from `ns` (eth0, addr/24) to a port of the underlay bridge. */
-  private async underlayLink(ns: string, port: string, addr: string): Promise<void> {
+  /** veth from `ns` (eth0, addr/24, and addr6/64 in a dual-stack box) to a port of the underlay bridge. */
+  private async underlayLink(ns: string, port: string, addr: string, addr6: string): Promise<void> {
     // Both ends are created directly in their namespaces: nothing ever appears in the root namespace.
     await this.must(['ip', 'link', 'add', 'eth0', 'netns', ns, 'type', 'veth', 'peer', 'name', port, 'netns', this.underlay]);
     await this.in(this.underlay, ['ip', 'link', 'set', port, 'master', 'br0', 'up']);
     await this.in(ns, ['ip', 'addr', 'add', `${addr}/24`, 'dev', 'eth0']);
+    if (addr6) await this.in(ns, ['ip', '-6', 'addr', 'add', `${addr6}/64`, 'dev', 'eth0', 'nodad']);
     await this.in(ns, ['ip', 'link', 'set', 'eth0', 'up']);
   }
 
@@ -378,12 +403,14 @@ export class Box {
     if (!/^[a-z0-9][a-z0-9-]{0,39}$/i.test(name)) throw new Error(`bad pod name ${JSON.stringify(name)}`);
     if (this.pods.has(name)) throw new Error(`pod ${name} exists`);
     const addr = ip ?? this.nextPodIp(node);
+    const addr6 = this.ipv6 ? `fd00:244:${node.index}::${addr.split('.')[3]}` : '';
     if ([...this.pods.values()].some((p) => p.ip === addr)) throw new Error(`pod IP ${addr} is taken`);
     const ns = `${this.prefix}p-${name}`;
     // veth + box id + sequence: ≤ 15 chars, unique in the node, matches weir's `veth*`.
     const hostDev = `veth${this.id.slice(5)}${(++this.podSeq).toString(16).padStart(3, '0')}`;
     await this.addNs(ns);
     try {
+      if (addr6) await this.sysctl(ns, { 'net.ipv6.conf.default.accept_dad': 0 });
       await this.must(['ip', 'link', 'add', 'eth0', 'netns', ns, 'type', 'veth', 'peer', 'name', hostDev, 'netns', node.ns]);
       await this.sysctl(node.ns, { [`net.ipv4.conf.${hostDev}.proxy_arp`]: 1, [`net.ipv4.conf.${hostDev}.rp_filter`]: 0, [`net.ipv4.conf.${hostDev}.send_redirects`]: 0 });
       await this.in(node.ns, ['ip', 'link', 'set', hostDev, 'up']);
@@ -392,12 +419,19 @@ export class Box {
       await this.in(ns, ['ip', 'link', 'set', 'eth0', 'up']);
       await this.in(ns, ['ip', 'route', 'add', GATEWAY, 'dev', 'eth0', 'scope', 'link']);
       await this.in(ns, ['ip', 'route', 'add', 'default', 'via', GATEWAY, 'dev', 'eth0']);
+      if (addr6) {
+        // The host veth answers for fe80::1 itself: pods' IPv6 packets enter the node there too.
+        await this.in(node.ns, ['ip', '-6', 'addr', 'add', `${GATEWAY6}/64`, 'dev', hostDev, 'nodad']);
+        await this.in(node.ns, ['ip', '-6', 'route', 'add', `${addr6}/128`, 'dev', hostDev]);
+        await this.in(ns, ['ip', '-6', 'addr', 'add', `${addr6}/128`, 'dev', 'eth0', 'nodad']);
+        await this.in(ns, ['ip', '-6', 'route', 'add', 'default', 'via', GATEWAY6, 'dev', 'eth0']);
+      }
     } catch (e) {
       delNetnsSync(ns);
       this.namespaces.delete(ns);
       throw e;
     }
-    const pod: Pod = { name, ns, ip: addr, node, hostDev };
+    const pod: Pod = { name, ns, ip: addr, ip6: addr6, node, hostDev };
     this.pods.set(name, pod);
     return pod;
   }
@@ -485,6 +519,7 @@ export class Box {
   async startEcho(podName: string, ports: { tcp?: number[]; udp?: number[]; udpMirror?: number[] } = { tcp: [8080], udp: [5353] }): Promise<NsProcess> {
     const pod = this.pod(podName);
     const argv = ['node', ECHO, '--name', podName, '--tcp', (ports.tcp ?? []).join(','), '--udp', (ports.udp ?? []).join(',')];
+    if (pod.ip6) argv.push('--ipv6');
     if (ports.udpMirror?.length) argv.push('--udp-mirror', ports.udpMirror.join(','));
     const p = this.spawn(pod.ns, argv);
     await p.waitFor(/^ready$/m, 10_000);

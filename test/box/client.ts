@@ -54,10 +54,11 @@ function num(name: string, def: number, min: number, max: number): number {
   return Math.min(Math.max(v, min), max);
 }
 
+/** IPv4:PORT or [IPv6]:PORT. */
 function target(): { host: string; port: number } {
-  const m = /^(\d+\.\d+\.\d+\.\d+):(\d+)$/.exec(arg('to'));
-  if (!m) throw new Error('--to IP:PORT required');
-  return { host: m[1]!, port: Number(m[2]) };
+  const m = /^(?:(\d+\.\d+\.\d+\.\d+)|\[([0-9a-fA-F:.]+)\]):(\d+)$/.exec(arg('to'));
+  if (!m) throw new Error('--to IP:PORT or [IPv6]:PORT required');
+  return { host: (m[1] ?? m[2])!, port: Number(m[3]) };
 }
 
 /** The echo server's reply: `NAME <ip>:<port>`. */
@@ -174,7 +175,7 @@ function udpRequest(sock: dgram.Socket, connected: boolean, host: string, port: 
 
 function openUdp(host: string, port: number, connect: boolean): Promise<dgram.Socket> {
   return new Promise((resolve, reject) => {
-    const sock = dgram.createSocket('udp4');
+    const sock = dgram.createSocket(host.includes(':') ? 'udp6' : 'udp4');
     sock.once('error', reject);
     const bind = arg('bind') || undefined;
     sock.bind(0, bind, () => {

@@ -7,7 +7,8 @@
  * ports answer with that line, a newline and the datagram itself (large
  * datagrams come back as large: fragmented replies). The peer is the
  * source the backend saw: what tests check for masquerade. Listens on
- * 0.0.0.0 (plain IPv4 peers, no ::ffff: prefix). Prints `ready` once every
+ * 0.0.0.0 (plain IPv4 peers, no ::ffff: prefix) and, with --ipv6, on ::
+ * (IPv6 only; an IPv6 peer is written [ip]:port). Prints `ready` once every
  * port listens; exits non-zero if any port cannot be bound.
  */
 import * as dgram from 'node:dgram';
@@ -33,14 +34,17 @@ const name = arg('name') || 'echo';
 const tcp = ports('tcp');
 const udp = ports('udp');
 const mirror = new Set(ports('udp-mirror'));
-let pending = tcp.length + udp.length + mirror.size;
+const families = process.argv.includes('--ipv6') ? (['0.0.0.0', '::'] as const) : (['0.0.0.0'] as const);
+let pending = (tcp.length + udp.length + mirror.size) * families.length;
 const ready = (): void => {
   if (--pending === 0) process.stdout.write('ready\n');
 };
 
-for (const port of tcp) {
+const peer = (addr: string | undefined, port: number | undefined): string => (addr?.includes(':') ? `[${addr}]:${port}` : `${addr}:${port}`);
+
+for (const [port, host] of tcp.flatMap((p) => families.map((h) => [p, h] as const))) {
   const server = http.createServer((req, res) => {
-    const body = `${name} ${req.socket.remoteAddress}:${req.socket.remotePort}\n`;
+    const body = `${name} ${peer(req.socket.remoteAddress, req.socket.remotePort)}\n`;
     // Explicit length: after writeHead() Node would otherwise send chunked.
     res.writeHead(200, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body), 'x-backend': name });
     res.end(body);
@@ -48,20 +52,20 @@ for (const port of tcp) {
   // Long keep-alive: `hold` clients reuse one connection across agent restarts.
   server.keepAliveTimeout = 60_000;
   server.on('error', (e) => fail(`tcp ${port}: ${e.message}`));
-  server.listen(port, '0.0.0.0', ready);
+  server.listen({ port, host, ipv6Only: host === '::' }, ready);
 }
 
-for (const port of [...udp, ...mirror]) {
-  const sock = dgram.createSocket('udp4');
+for (const [port, host] of [...udp, ...mirror].flatMap((p) => families.map((h) => [p, h] as const))) {
+  const sock = dgram.createSocket(host === '::' ? { type: 'udp6', ipv6Only: true } : 'udp4');
   sock.on('message', (msg, rinfo) => {
-    const line = `${name} ${rinfo.address}:${rinfo.port}`;
+    const line = `${name} ${peer(rinfo.address, rinfo.port)}`;
     const reply = mirror.has(port) ? Buffer.concat([Buffer.from(`${line}\n`), msg]) : line;
     // A reply that cannot be sent (no route back) is the test's finding, not a reason to die.
     sock.send(reply, rinfo.port, rinfo.address, () => undefined);
   });
   const onBindError = (e: Error): void => fail(`udp ${port}: ${e.message}`);
   sock.once('error', onBindError);
-  sock.bind(port, '0.0.0.0', () => {
+  sock.bind(port, host, () => {
     sock.off('error', onBindError);
     sock.on('error', (e) => process.stderr.write(`echo: udp ${port}: ${e.message}\n`));
     ready();
