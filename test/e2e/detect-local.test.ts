@@ -2,12 +2,12 @@
  * kube-proxy's detectLocalMode with real clients, in both modes: which
  * senders count as this node's pods decides whether ClusterIP traffic is
  * masqueraded and whether an eTP=Local NodePort short-circuits to every
- * endpoint. Only n1 runs an agent (restarted per mode); n2's pods reach
- * n1's NodePort through the underlay, as another node's pods do.
+ * endpoint. Only n1 runs an agent (restarted per mode).
  *
- *   n1 (192.168.77.10, podCIDR 10.244.1.0/24): a1 10.244.1.10 (echo), c1 .11, c3 .12
- *   n2 (192.168.77.11, podCIDR 10.244.2.0/24): b1 10.244.2.10 (echo), c2 .11
- *   outside: 192.168.77.200, routes 10.96/16 via n1
+ *   n1 (192.168.77.10, podCIDR 10.244.1.0/24): a1 10.244.1.10 (echo), c1 .11, c3 .12,
+ *      and c9 10.244.9.10: in the cluster CIDR, not in n1's pod CIDR
+ *   n2 (192.168.77.11, podCIDR 10.244.2.0/24): b1 10.244.2.10 (echo)
+ *   outside: 192.168.77.200, routes 10.96/16 and 10.244.9.10 via n1
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -18,6 +18,7 @@ const s = suite<{ box: Box }>(`detect local (${MODE})`);
 const N1 = '192.168.77.10';
 const CLUSTER_IP = '10.96.7.1:80';
 const NODE_PORT = `${N1}:30300`;
+const C9 = '10.244.9.10';
 
 function manifests(box: Box): string {
   const node = (name: string, ip: string, cidr: string): string =>
@@ -42,12 +43,15 @@ s.before(async (ctx) => {
     ['n1', 'c1'],
     ['n1', 'c3'],
     ['n2', 'b1'],
-    ['n2', 'c2'],
   ] as const) {
     await box.addPod(node, pod);
   }
+  await box.addPod('n1', 'c9', C9);
   for (const p of ['a1', 'b1']) await box.startEcho(p, { tcp: [8080] });
   await box.routeFromOutside('10.96.0.0/16', 'n1');
+  // c9 is outside n1's pod CIDR: the others reach it through n1.
+  await box.routeFromOutside(`${C9}/32`, 'n1');
+  await box.exec(box.node('n2').ns, ['ip', 'route', 'add', `${C9}/32`, 'via', N1]);
   box.writeManifest('detect.yaml', manifests(box));
 });
 
@@ -60,7 +64,7 @@ async function withAgent<T>(box: Box, args: string[], fn: (agent: Agent) => Prom
   const agent = await box.startAgent('n1', args, { clusterCidr: false });
   try {
     await waitFor(async () => /10\.96\.7\.2:80\/TCP/.test(await box.weir('n1', ['services'])), { timeoutMs: 5000, what: 'n1 programmed' });
-    if (MODE === 'bpf') await agent.proc.waitFor(/("role":"pod"[\s\S]*){3}/, 5000);
+    if (MODE === 'bpf') await agent.proc.waitFor(/("role":"pod"[\s\S]*){4}/, 5000);
     return await fn(agent);
   } finally {
     await agent.stop();
@@ -68,8 +72,9 @@ async function withAgent<T>(box: Box, args: string[], fn: (agent: Agent) => Prom
 }
 
 // The rows every mode has, and what differs: whether the sender counts as one of n1's pods.
-function flows(local: Record<'c1' | 'c3' | 'c2' | 'outside', boolean>, why: string): Flow[] {
-  const clusterIP = (from: 'c1' | 'c3' | 'outside'): Flow => ({
+type Client = 'c1' | 'c3' | 'c9' | 'outside';
+function flows(local: Record<Client, boolean>, why: string): Flow[] {
+  const clusterIP = (from: Client): Flow => ({
     from,
     to: CLUSTER_IP,
     expect: ['a1', 'b1'],
@@ -77,7 +82,7 @@ function flows(local: Record<'c1' | 'c3' | 'c2' | 'outside', boolean>, why: stri
     why: `${why}: ${from} → ClusterIP ${local[from] ? 'is a pod: not masqueraded' : 'is not a pod: masqueraded'}`,
     ref: 'TestMasqueradeRule / localdetector_test.go',
   });
-  const nodePort = (from: 'c1' | 'c3' | 'c2' | 'outside'): Flow => ({
+  const nodePort = (from: Client): Flow => ({
     from,
     to: NODE_PORT,
     expect: local[from] ? ['a1', 'b1'] : ['a1'],
@@ -85,12 +90,12 @@ function flows(local: Record<'c1' | 'c3' | 'c2' | 'outside', boolean>, why: stri
     why: `${why}: ${from} → eTP=Local NodePort ${local[from] ? 'is a pod: every endpoint' : 'is not a pod: local endpoints only'}`,
     ref: 'TestOverallIPTablesRules "pod traffic for ... external destinations"',
   });
-  return [clusterIP('c1'), clusterIP('c3'), clusterIP('outside'), nodePort('c1'), nodePort('c3'), nodePort('c2'), nodePort('outside')];
+  return (['c1', 'c3', 'c9', 'outside'] as const).flatMap((c) => [clusterIP(c), nodePort(c)]);
 }
 
 s('ClusterCIDR (the default): every pod in the cluster CIDR is one, on any node', async ({ box }) => {
   await withAgent(box, ['--cluster-cidr', CLUSTER_CIDR], async () => {
-    const failures = await runFlows(box, flows({ c1: true, c3: true, c2: true, outside: false }, 'ClusterCIDR'));
+    const failures = await runFlows(box, flows({ c1: true, c3: true, c9: true, outside: false }, 'ClusterCIDR'));
     assert.equal(failures, [], failures.join('\n'));
   });
 });
@@ -98,15 +103,14 @@ s('ClusterCIDR (the default): every pod in the cluster CIDR is one, on any node'
 s("InterfaceNamePrefix: traffic entering on the box's pod devices (veth*) is from pods, with no cluster CIDR given", async ({ box }) => {
   await withAgent(box, ['--detect-local-mode', 'InterfaceNamePrefix', '--pod-interface-name-prefix', 'veth'], async (agent) => {
     assert.match(agent.logs(), /"msg":"local traffic detector","detectLocalMode":"InterfaceNamePrefix","pods":"entered on a device named veth\*"/);
-    // n2's pod reaches n1 on its external device: not one of n1's pods.
-    const failures = await runFlows(box, flows({ c1: true, c3: true, c2: false, outside: false }, 'InterfaceNamePrefix veth'));
+    const failures = await runFlows(box, flows({ c1: true, c3: true, c9: true, outside: false }, 'InterfaceNamePrefix veth'));
     assert.equal(failures, [], failures.join('\n'));
   });
 });
 
 s("BridgeInterface: traffic entering from that device only (here c1's host side) is from a pod", async ({ box }) => {
   await withAgent(box, ['--detect-local-mode', 'BridgeInterface', '--pod-bridge-interface', box.pod('c1').hostDev], async () => {
-    const failures = await runFlows(box, flows({ c1: true, c3: false, c2: false, outside: false }, 'BridgeInterface'));
+    const failures = await runFlows(box, flows({ c1: true, c3: false, c9: false, outside: false }, 'BridgeInterface'));
     assert.equal(failures, [], failures.join('\n'));
   });
 });
@@ -114,7 +118,7 @@ s("BridgeInterface: traffic entering from that device only (here c1's host side)
 s("NodeCIDR: only this node's pods (its Node's spec.podCIDRs) are", async ({ box }) => {
   await withAgent(box, ['--detect-local-mode', 'NodeCIDR', '--cluster-cidr', CLUSTER_CIDR], async (agent) => {
     await agent.proc.waitFor(/"msg":"local traffic detector from the Node","detectLocalMode":"NodeCIDR","pods":"source in 10\.244\.1\.0\/24"/, 5000);
-    const failures = await runFlows(box, flows({ c1: true, c3: true, c2: false, outside: false }, 'NodeCIDR'));
+    const failures = await runFlows(box, flows({ c1: true, c3: true, c9: false, outside: false }, 'NodeCIDR'));
     assert.equal(failures, [], failures.join('\n'));
   });
 });
