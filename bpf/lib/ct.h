@@ -66,7 +66,7 @@ static __always_inline bool ct_expired(const struct weir_ct_val *v, __u8 proto, 
 		return age > CT_LIFETIME_SCTP;
 	life = ct_configured_s(v, proto);
 	if (!life)
-		life = proto == IPPROTO_UDP		    ? CT_DEFAULT_UDP_S
+		life = proto == IPPROTO_UDP           ? CT_DEFAULT_UDP_S
 		       : v->flags & WEIR_CT_F_CLOSING ? CT_DEFAULT_TCP_CLOSING_S
 						      : CT_DEFAULT_TCP_S;
 	return age > life * NSEC_PER_SEC;

@@ -29,9 +29,7 @@ const A2: Ep = { pod: 'a2', ip: '10.244.1.11' };
 
 function manifests(eps: Ep[]): string {
   const svc = `---\napiVersion: v1\nkind: Service\nmetadata: {name: ct, namespace: t}\nspec:\n  clusterIP: ${VIP}\n  ports:\n  - {name: http, port: 80, targetPort: 8080, protocol: TCP}\n  - {name: dns, port: 53, targetPort: 5353, protocol: UDP}\n`;
-  const e = eps
-    .map((x) => `  - addresses: [${x.ip}]\n    nodeName: n1\n    conditions: {ready: ${!x.terminating}, serving: true, terminating: ${x.terminating ?? false}}`)
-    .join('\n');
+  const e = eps.map((x) => `  - addresses: [${x.ip}]\n    nodeName: n1\n    conditions: {ready: ${!x.terminating}, serving: true, terminating: ${x.terminating ?? false}}`).join('\n');
   const slice = `---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: ct-1\n  namespace: t\n  labels: {kubernetes.io/service-name: ct}\naddressType: IPv4\nports:\n  - {name: http, port: 8080, protocol: TCP}\n  - {name: dns, port: 5353, protocol: UDP}\nendpoints:\n${e}\n`;
   return svc + slice;
 }

@@ -149,11 +149,11 @@ test('detectLocalMode: every kube-proxy mode maps to its options, with nothing t
   assert.is(kp('detectLocalMode: ""\n').options.detectLocalMode, 'ClusterCIDR', "empty is kube-proxy's default");
 });
 
-test('conntrack timeouts: zero leaves them unset; flags take Go durations; the defaults are weir\'s', () => {
+test("conntrack timeouts: zero leaves them unset; flags take Go durations; the defaults are weir's", () => {
   assert.equal(
     [DEFAULTS.conntrackTcpEstablishedSec, DEFAULTS.conntrackTcpCloseWaitSec, DEFAULTS.conntrackUdpSec, DEFAULTS.conntrackUdpStreamSec],
     [null, null, null, null],
-    'not given: BPF mode keeps weir\'s lifetimes and iptables mode the kernel\'s',
+    "not given: BPF mode keeps weir's lifetimes and iptables mode the kernel's",
   );
   const zero = kp('conntrack:\n  tcpEstablishedTimeout: 0s\n  udpTimeout: "0"\n  udpStreamTimeout: null\n').options;
   assert.equal([zero.conntrackTcpEstablishedSec, zero.conntrackUdpSec, zero.conntrackUdpStreamSec], [null, null, null]);

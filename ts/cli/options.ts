@@ -239,8 +239,7 @@ export const RUN_FLAGS: FlagTable<RunOptions> = {
     kind: 'value',
     placeholder: 'MODE',
     default: 'ClusterCIDR',
-    description:
-      "how pods' traffic is told apart: ClusterCIDR (source in --cluster-cidr), NodeCIDR (source in the Node's podCIDRs), InterfaceNamePrefix or BridgeInterface (the device it enters on)",
+    description: "how pods' traffic is told apart: ClusterCIDR (source in --cluster-cidr), NodeCIDR (source in the Node's podCIDRs), InterfaceNamePrefix or BridgeInterface (the device it enters on)",
     parse: oneOf<DetectLocalMode>(DETECT_LOCAL_MODES),
   },
   podInterfaceNamePrefix: {
@@ -249,7 +248,7 @@ export const RUN_FLAGS: FlagTable<RunOptions> = {
     kind: 'value',
     placeholder: 'PREFIX',
     defaultHelp: 'none',
-    description: "InterfaceNamePrefix: traffic entering on a device whose name starts with this is from a pod, e.g. veth",
+    description: 'InterfaceNamePrefix: traffic entering on a device whose name starts with this is from a pod, e.g. veth',
     parse: deviceName,
   },
   podBridgeInterface: {
