@@ -90,6 +90,14 @@ s('a UDP flow idle longer than --conntrack-udp-timeout is a new flow', async ({ 
     assert.is(await entries(), 0, 'expired after 2 s idle');
     return;
   }
+  // It saw a reply: a stream (netfilter's ASSURED), both entries, as `weir ct` shows.
+  const entries = JSON.parse(await box.weir('n1', ['ct', '--json'])) as Array<{ src: string; dst: string; flags: string[] }>;
+  const flow = entries.filter((e) => e.src === `${box.pod('c1').ip}:${port}` || e.dst === `${box.pod('c1').ip}:${port}`);
+  assert.equal(
+    flow.map((e) => e.flags.includes('replied')),
+    [true, true],
+    JSON.stringify(flow),
+  );
   // a1 starts terminating, a2 is ready: new flows go to a2; a flow kept busy
   // (a datagram every 500 ms) stays on a1 meanwhile.
   const busy = box.udp('c1', `${VIP}:53`, { sport: port, sameSocket: true, count: 8, intervalMs: 500 });

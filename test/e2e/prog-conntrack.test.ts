@@ -107,4 +107,23 @@ s('no lifetimes written (0): the programs keep their defaults (UDP 60 s)', (ctx)
   assert.is(send(ctx, udp(41007)).dst, SLOT_BACKEND);
 });
 
+s('a config map pinned by a build with a shorter weir_config is replaced at load, not refused', () => {
+  const shim = loadShim();
+  const root = `/sys/fs/bpf/weir-cfgpin-${crypto.randomBytes(3).toString('hex')}`;
+  fs.mkdirSync(root);
+  try {
+    const fd = shim.mapCreate(2 /* BPF_MAP_TYPE_ARRAY */, 4, 16, 1);
+    shim.pin(fd, `${root}/weir1_cfg`);
+    shim.close(fd);
+    const dp = BpfDatapath.load(shim, root);
+    try {
+      assert.is(dp.maps.cfg.valueSize, C.config.size);
+    } finally {
+      dp.close();
+    }
+  } finally {
+    fs.rmSync(root, { recursive: true, force: true });
+  }
+});
+
 s.run();
