@@ -42,15 +42,20 @@ test("NodeCIDR: the Node's pod CIDRs, none until it has them; the cluster CIDR i
 test('InterfaceNamePrefix and BridgeInterface: by device, kube-proxy\'s "-i PREFIX+" / "-i BRIDGE"', () => {
   const prefix = localDetector(parseRunOptions(['--detect-local-mode', 'InterfaceNamePrefix', '--pod-interface-name-prefix', 'cali', '--cluster-cidr', '10.244.0.0/16']));
   assert.equal(detectorCidrs(prefix), [], 'the cluster CIDRs are not the detector then');
-  assert.ok(isLocalDevice(prefix, 'cali12ab'));
-  assert.not.ok(isLocalDevice(prefix, 'eth0'));
+  const names = (i: number): string | null => ({ 4: 'cni0', 5: 'cali-br' })[i] ?? null;
+  assert.ok(isLocalDevice(prefix, { name: 'cali12ab' }, names));
+  assert.not.ok(isLocalDevice(prefix, { name: 'eth0' }, names));
+  assert.not.ok(isLocalDevice(prefix, { name: 'cali77', master: 4 }, names), "a bridge's port is judged by the bridge's name, as kube-proxy's -i sees it");
+  assert.ok(isLocalDevice(prefix, { name: 'veth1', master: 5 }, names));
   assert.equal(detectorDeviceGlobs(prefix), ['cali*'], 'its devices get the pod-side program');
   assert.equal(iptablesLocalMatches(prefix), ['-i cali+']);
   const bridge = localDetector(parseRunOptions(['--detect-local-mode', 'BridgeInterface', '--pod-bridge-interface', 'cni0']));
-  assert.ok(isLocalDevice(bridge, 'cni0'));
-  assert.not.ok(isLocalDevice(bridge, 'cni01'), 'the bridge itself, not a prefix');
+  assert.ok(isLocalDevice(bridge, { name: 'cni0', master: 0 }, names));
+  assert.ok(isLocalDevice(bridge, { name: 'veth9f3a', master: 4 }, names), "a port of the bridge: a pod's packets enter there first");
+  assert.not.ok(isLocalDevice(bridge, { name: 'veth77b0', master: 0 }, names), 'a pod device outside the bridge');
+  assert.not.ok(isLocalDevice(bridge, { name: 'cni01' }, names), 'the bridge by name, not a prefix');
   assert.equal(iptablesLocalMatches(bridge), ['-i cni0']);
-  assert.not.ok(isLocalDevice(localDetector(parseRunOptions(['--cluster-cidr', '10.0.0.0/8'])), 'veth1'));
+  assert.not.ok(isLocalDevice(localDetector(parseRunOptions(['--cluster-cidr', '10.0.0.0/8'])), { name: 'veth1' }, names));
 });
 
 test('the Node model carries spec.podCIDRs (IPv4), else spec.podCIDR', () => {

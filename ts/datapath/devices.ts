@@ -75,6 +75,8 @@ export function matchesAny(name: string, globs: readonly RegExp[]): boolean {
 export interface DeviceLink {
   readonly name: string;
   readonly ifindex: number;
+  /** The bridge (or bond) it is a port of, 0 for none; a device enslaved after it appeared is reported again. */
+  readonly master?: number;
 }
 
 export class DeviceWatcher<R extends string> {
@@ -83,7 +85,8 @@ export class DeviceWatcher<R extends string> {
   private readonly list: () => readonly DeviceLink[];
   private readonly log: Logger;
   private readonly intervalMs: number;
-  private readonly known = new Map<string, number>();
+  /** name -> "ifindex/master" it was last reported with. */
+  private readonly known = new Map<string, string>();
   private timer: NodeJS.Timeout | null = null;
   private monitor: ChildProcess | null = null;
   private busy = false;
@@ -151,10 +154,12 @@ export class DeviceWatcher<R extends string> {
         if (role === undefined) continue;
         seen.add(l.name);
         // A re-created device has a new ifindex and no filter: attach again.
-        if (this.known.get(l.name) === l.ifindex) continue;
+        // A new master (a pod's veth joining its bridge) changes whether its senders are pods.
+        const identity = `${l.ifindex}/${l.master ?? 0}`;
+        if (this.known.get(l.name) === identity) continue;
         try {
           this.onDevice(l, role);
-          this.known.set(l.name, l.ifindex);
+          this.known.set(l.name, identity);
         } catch (e) {
           this.log.error('attach failed; will retry', { device: l.name, error: errorText(e) });
         }

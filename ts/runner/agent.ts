@@ -481,7 +481,7 @@ function attachDevices(dp: BpfDatapath, opts: RunOptions, log: Logger, detector:
     onDevice: (link, role) => {
       // Before the program: its first packet must already be told right. Every
       // device is written, so an ifindex a removed pod device had is not inherited.
-      if (byDevice) dp.setLocalDevice(link.ifindex, role === 'pod' && isLocalDevice(detector, link.name));
+      if (byDevice) dp.setLocalDevice(link.ifindex, role === 'pod' && isLocalDevice(detector, link, (i) => shim.links().find((l) => l.ifindex === i)?.name ?? null));
       dp.attach(role, link.ifindex);
       log.info('attached', { device: link.name, ifindex: link.ifindex, role });
     },

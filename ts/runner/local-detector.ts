@@ -6,7 +6,7 @@
  *  - ClusterCIDR: the source is in the cluster CIDRs (none given: no detector);
  *  - NodeCIDR: the source is in this node's spec.podCIDRs (none yet: no detector);
  *  - InterfaceNamePrefix: the packet entered on a device named PREFIX*;
- *  - BridgeInterface: the packet entered on the bridge itself.
+ *  - BridgeInterface: the packet entered on the bridge (or one of its ports).
  */
 import { Cidr } from '../model/types';
 import type { RunOptions } from '../cli/options';
@@ -34,10 +34,19 @@ export function detectorCidrs(d: LocalDetector): readonly Cidr[] {
   return d.kind === 'cidrs' ? d.cidrs : [];
 }
 
-/** Is traffic entering on this device from a pod, by a device detector? */
-export function isLocalDevice(d: LocalDetector, name: string): boolean {
+/**
+ * Is traffic entering on this device from a pod, by a device detector? The
+ * device kube-proxy's `-i` sees is the one that routes the packet: for a
+ * port of a bridge, the bridge (nameOf names it). weir's programs see a
+ * pod's packets where they enter the port, so a port is judged by its
+ * bridge's name: with BridgeInterface every port of the bridge is a pod's,
+ * and the bridge forwards replies between its ports without ever passing
+ * its own device.
+ */
+export function isLocalDevice(d: LocalDetector, link: { name: string; master?: number }, nameOf: (ifindex: number) => string | null): boolean {
   if (d.kind !== 'devices') return false;
-  return d.prefix ? name.startsWith(d.prefix) : name === d.bridge;
+  const routedBy = link.master ? (nameOf(link.master) ?? link.name) : link.name;
+  return d.prefix ? routedBy.startsWith(d.prefix) : routedBy === d.bridge;
 }
 
 /** The device glob a device detector needs the pod-side program on (pods' traffic must be translated there too). */
