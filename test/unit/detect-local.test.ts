@@ -14,6 +14,7 @@ import { ClusterStore } from '../../ts/model/store';
 import { Cidr, IPv4, parseCidr } from '../../ts/model/types';
 import { planService } from '../../ts/plan/plan';
 import { describeDetector, detectorCidrs, detectorDeviceGlobs, iptablesLocalMatches, isLocalDevice, localDetector } from '../../ts/runner/local-detector';
+import { DeviceLink, DeviceWatcher } from '../../ts/datapath/devices';
 import { FileSource } from '../../ts/source/file';
 import { createLogger } from '../../ts/util/log';
 import { TEST_SRC } from './pipeline';
@@ -85,6 +86,27 @@ test("iptables: the detector's match is where kube-proxy puts it (off-cluster ma
   assert.is(byDevice.replace(/-i veth\+/g, '-s 10.244.0.0/16'), base, 'only the match differs');
   const none = renderAll(plans, { clusterCIDRs: [], masqueradeAll: false }).nat;
   assert.not.match(none, /WEIR-MASQ-OFFCLUSTER$/m, 'no detector: no off-cluster masquerade jump');
+});
+
+test('the device watcher reports a device again when it joins a bridge (a CNI enslaves the veth after creating it)', async () => {
+  let links: DeviceLink[] = [{ name: 'veth1', ifindex: 5, master: 0 }];
+  const seen: string[] = [];
+  const w = new DeviceWatcher<'pod'>({
+    roles: [['pod', ['veth*']]],
+    list: () => links,
+    log: createLogger('error', () => undefined),
+    intervalMs: 5,
+    onDevice: (l) => seen.push(`${l.name}@${l.master}`),
+  });
+  try {
+    w.start();
+    await new Promise((r) => setTimeout(r, 30));
+    links = [{ name: 'veth1', ifindex: 5, master: 9 }];
+    await new Promise((r) => setTimeout(r, 30));
+  } finally {
+    w.stop();
+  }
+  assert.equal(seen, ['veth1@0', 'veth1@9']);
 });
 
 test.run();
