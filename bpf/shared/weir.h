@@ -216,7 +216,6 @@ struct weir_member_key {
 /* weir_config.flags. */
 #define WEIR_CFG_F_MASQUERADE_ALL (1 << 0) /* kube-proxy masqueradeAll: SNAT every service flow */
 #define WEIR_CFG_F_CLUSTER_CIDR (1 << 1) /* cluster CIDRs are known (owner 0 in the cidr map) */
-/* bit 2: WEIR_CFG_F_DRAIN */
 /* kube-proxy's detectLocalMode InterfaceNamePrefix / BridgeInterface: a
  * packet is from a pod when it entered on a device in the localdev map
  * (the cidr map's owner 0 is not consulted) */
