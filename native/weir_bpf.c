@@ -6,6 +6,9 @@
 #include <stdbool.h>
 #include <fcntl.h>
 #include <net/if.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <sys/socket.h>
 #include <pthread.h>
 #include <sys/file.h>
 #include <stdarg.h>
@@ -830,24 +833,76 @@ int weir_ifindex(const char *name)
 	return idx ? (int)idx : -ENODEV;
 }
 
+/* One RTM_GETLINK dump rather than if_nameindex(3), which does not tell a
+ * device's master: detectLocalMode BridgeInterface needs the bridge's ports. */
 int weir_links(char *buf, uint32_t len)
 {
-	struct if_nameindex *all = if_nameindex(), *i;
+	struct {
+		struct nlmsghdr nh;
+		struct ifinfomsg ifi;
+	} req = { .nh = { .nlmsg_len = sizeof(req),
+			  .nlmsg_type = RTM_GETLINK,
+			  .nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP,
+			  .nlmsg_seq = 1 },
+		  .ifi = { .ifi_family = AF_UNSPEC } };
+	char rx[32768];
 	uint32_t off = 0;
-	int n;
+	int fd, err = 0;
+	bool done = false;
 
-	if (!all)
+	fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+	if (fd < 0)
 		return -errno;
-	for (i = all; i->if_index; i++) {
-		n = snprintf(buf + off, len - off, "%u %s\n", i->if_index, i->if_name);
-		if (n < 0 || (uint32_t)n >= len - off) {
-			if_freenameindex(all);
-			return -ENOSPC;
-		}
-		off += n;
+	if (send(fd, &req, sizeof(req), 0) < 0) {
+		err = -errno;
+		goto out;
 	}
-	if_freenameindex(all);
-	return (int)off;
+	while (!done && !err) {
+		ssize_t n = recv(fd, rx, sizeof(rx), 0);
+		struct nlmsghdr *nh;
+
+		if (n < 0) {
+			err = errno == EINTR ? 0 : -errno;
+			continue;
+		}
+		for (nh = (struct nlmsghdr *)rx; NLMSG_OK(nh, (uint32_t)n); nh = NLMSG_NEXT(nh, n)) {
+			struct ifinfomsg *ifi = NLMSG_DATA(nh);
+			int alen = (int)IFLA_PAYLOAD(nh), w;
+			const char *name = NULL;
+			uint32_t master = 0;
+			struct rtattr *a;
+
+			if (nh->nlmsg_type == NLMSG_DONE) {
+				done = true;
+				break;
+			}
+			if (nh->nlmsg_type == NLMSG_ERROR) {
+				struct nlmsgerr *e = NLMSG_DATA(nh);
+
+				err = e->error ? e->error : -EIO;
+				break;
+			}
+			if (nh->nlmsg_type != RTM_NEWLINK)
+				continue;
+			for (a = IFLA_RTA(ifi); RTA_OK(a, alen); a = RTA_NEXT(a, alen)) {
+				if (a->rta_type == IFLA_IFNAME)
+					name = RTA_DATA(a);
+				else if (a->rta_type == IFLA_MASTER && RTA_PAYLOAD(a) >= sizeof(uint32_t))
+					memcpy(&master, RTA_DATA(a), sizeof(master));
+			}
+			if (!name)
+				continue;
+			w = snprintf(buf + off, len - off, "%d %u %s\n", ifi->ifi_index, master, name);
+			if (w < 0 || (uint32_t)w >= len - off) {
+				err = -ENOSPC;
+				break;
+			}
+			off += w;
+		}
+	}
+out:
+	close(fd);
+	return err ? err : (int)off;
 }
 
 int weir_prog_test_run(int prog_fd, const void *data_in, uint32_t size_in, void *data_out, uint32_t size_out,

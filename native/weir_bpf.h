@@ -137,9 +137,10 @@ int weir_cgroup_link(const char *cgroup_path, int prog_fd, int attach_type, cons
 /* Interface index in the caller's network namespace (0 > result: -ENODEV). */
 int weir_ifindex(const char *name);
 /*
- * Every interface of the caller's network namespace, as "ifindex name\n"
- * lines in buf (netlink through if_nameindex(3), whatever their state and
- * addresses). Returns the bytes written, or -ENOSPC when buf is too short.
+ * Every interface of the caller's network namespace, as "ifindex master
+ * name\n" lines in buf (one netlink dump, whatever their state and
+ * addresses; master: the bridge or bond a device is enslaved to, 0 for none).
+ * Returns the bytes written, or -ENOSPC when buf is too short.
  * The device watcher polls this: a child process (`ip link`) would fork the
  * agent, and forking a large process stalls it (page tables copied, then
  * every page it writes faults once more).

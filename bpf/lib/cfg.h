@@ -20,4 +20,10 @@ static __always_inline bool cidr_match(__u32 owner, __be32 addr)
 	return bpf_map_lookup_elem(&weir1_cidr, &k) != NULL;
 }
 
+/* Did the packet enter on a device whose senders are this node's pods? */
+static __always_inline bool local_device(__u32 ifindex)
+{
+	return bpf_map_lookup_elem(&weir1_localdev, &ifindex) != NULL;
+}
+
 #endif

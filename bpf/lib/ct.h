@@ -8,21 +8,29 @@
 #ifndef WEIR_CT_H
 #define WEIR_CT_H
 
+#include "cfg.h"
 #include "clock.h"
 #include "maps.h"
 #include "parse.h"
 
-/* Idle lifetimes. TCP established like Cilium's default (6 h); a closing TCP
- * flow lingers briefly for the final ACKs; UDP like kube-proxy's conntrack
- * "stream" timeout order of magnitude. An expired entry counts as a miss. */
-#define CT_LIFETIME_TCP (6ULL * 3600 * NSEC_PER_SEC)
-#define CT_LIFETIME_TCP_CLOSING (10ULL * NSEC_PER_SEC)
-#define CT_LIFETIME_UDP (60ULL * NSEC_PER_SEC)
+/* Idle lifetimes, seconds, where the agent's configuration gives none
+ * (weir_config.ct_*_s = 0). TCP established like Cilium's default (6 h); a
+ * closing TCP flow lingers briefly for the final ACKs; UDP like kube-proxy's
+ * conntrack "stream" timeout order of magnitude. An expired entry counts as a
+ * miss. The agent sets them with weir run --conntrack-* (kube-proxy's
+ * conntrack.* timeouts). */
+#define CT_DEFAULT_TCP_S (6 * 3600)
+#define CT_DEFAULT_TCP_CLOSING_S 10
+#define CT_DEFAULT_UDP_S 60
 /* SCTP: an association sends HEARTBEATs (every 30 s by default) while idle,
  * so a live one refreshes its entry long before this; weir does not follow
  * SHUTDOWN/ABORT, so this is also how long a closed one lingers. */
 #define CT_LIFETIME_SCTP (210ULL * NSEC_PER_SEC)
 #define CT_REFRESH_NS NSEC_PER_SEC
+/* The shortest lifetime the agent accepts. An entry younger than this is
+ * alive without reading the configuration: a busy flow refreshes its entry
+ * every CT_REFRESH_NS, so its packets skip the read nearly always. */
+#define CT_LIFETIME_MIN NSEC_PER_SEC
 
 static __always_inline void ct_key_of(struct weir_ct_key *k, const struct pkt *p, __u8 dir)
 {
@@ -35,13 +43,33 @@ static __always_inline void ct_key_of(struct weir_ct_key *k, const struct pkt *p
 	k->pad = 0;
 }
 
+/* The configured lifetime of entry v, seconds (0: weir's default). */
+static __always_inline __u32 ct_configured_s(const struct weir_ct_val *v, __u8 proto)
+{
+	const struct weir_config *cfg = cfg_get();
+
+	if (!cfg)
+		return 0;
+	if (proto == IPPROTO_UDP)
+		return v->flags & WEIR_CT_F_REPLIED ? cfg->ct_udp_stream_s : cfg->ct_udp_s;
+	return v->flags & WEIR_CT_F_CLOSING ? cfg->ct_tcp_close_wait_s : cfg->ct_tcp_established_s;
+}
+
 static __always_inline bool ct_expired(const struct weir_ct_val *v, __u8 proto, __u64 now)
 {
-	__u64 life = proto == IPPROTO_UDP             ? CT_LIFETIME_UDP
-		     : proto == IPPROTO_SCTP          ? CT_LIFETIME_SCTP
-		     : (v->flags & WEIR_CT_F_CLOSING) ? CT_LIFETIME_TCP_CLOSING
-						      : CT_LIFETIME_TCP;
-	return weir_age(now, v->last_seen) > life;
+	__u64 age = weir_age(now, v->last_seen);
+	__u64 life;
+
+	if (age <= CT_LIFETIME_MIN)
+		return false;
+	if (proto == IPPROTO_SCTP)
+		return age > CT_LIFETIME_SCTP;
+	life = ct_configured_s(v, proto);
+	if (!life)
+		life = proto == IPPROTO_UDP           ? CT_DEFAULT_UDP_S
+		       : v->flags & WEIR_CT_F_CLOSING ? CT_DEFAULT_TCP_CLOSING_S
+						      : CT_DEFAULT_TCP_S;
+	return age > life * NSEC_PER_SEC;
 }
 
 /*
@@ -78,24 +106,31 @@ static __always_inline bool ct_fwd_peer_alive(const struct weir_ct_key *k, const
 	       r->nat_port == k->sport;
 }
 
-/* Is the FWD entry of REV entry v (keyed k, as the backend sends) alive and still on this backend? */
-static __always_inline bool ct_rev_peer_alive(const struct weir_ct_key *k, const struct weir_ct_val *v, __u64 now)
+/* The FWD entry of REV entry v (keyed k, as the backend sends); NULL if its frontend or the entry is gone. */
+static __always_inline struct weir_ct_val *ct_rev_peer(const struct weir_ct_key *k, const struct weir_ct_val *v)
 {
 	__u32 id = v->rev_nat_id;
 	struct weir_revnat *rn = bpf_map_lookup_elem(&weir1_revnat, &id);
 	struct weir_ct_key fk = {};
-	struct weir_backend *be;
-	struct weir_ct_val *f;
 
 	if (!rn)
-		return false;
+		return NULL;
 	fk.saddr = v->nat_addr;
 	fk.daddr = rn->addr;
 	fk.sport = v->nat_port;
 	fk.dport = rn->port;
 	fk.proto = k->proto;
 	fk.dir = WEIR_CT_FWD;
-	f = bpf_map_lookup_elem(&weir1_ct, &fk);
+	return bpf_map_lookup_elem(&weir1_ct, &fk);
+}
+
+/* Is the FWD entry of REV entry v (keyed k, as the backend sends) alive and still on this backend? */
+static __always_inline bool ct_rev_peer_alive(const struct weir_ct_key *k, const struct weir_ct_val *v, __u64 now)
+{
+	struct weir_ct_val *f = ct_rev_peer(k, v);
+	struct weir_backend *be;
+	__u32 id;
+
 	if (!f || ct_expired(f, k->proto, now) || f->rev_nat_id != v->rev_nat_id)
 		return false;
 	/* After SNAT the REV key's destination is the flow's translated source. */
@@ -130,6 +165,16 @@ static __always_inline struct weir_ct_val *ct_lookup(const struct pkt *p, __u8 d
 		v->last_seen = now;
 	if (tcp_closing(p))
 		v->flags |= WEIR_CT_F_CLOSING;
+	/* A UDP flow's first reply makes it a stream (netfilter's ASSURED), in
+	 * both entries, so each lives by the stream lifetime from now on. Once
+	 * per flow: later replies find the flag set. */
+	if (dir == WEIR_CT_REV && p->proto == IPPROTO_UDP && !(v->flags & WEIR_CT_F_REPLIED)) {
+		struct weir_ct_val *f = ct_rev_peer(&k, v);
+
+		v->flags |= WEIR_CT_F_REPLIED;
+		if (f && f->rev_nat_id == v->rev_nat_id)
+			f->flags |= WEIR_CT_F_REPLIED;
+	}
 	return v;
 }
 

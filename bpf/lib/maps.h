@@ -128,4 +128,14 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } weir1_frag SEC(".maps");
 
+/* localdev: ifindex -> 1 for devices whose senders are this node's pods
+ * (detectLocalMode InterfaceNamePrefix / BridgeInterface). Agent writes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, WEIR_MAX_LOCAL_DEVS);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} weir1_localdev SEC(".maps");
+
 #endif

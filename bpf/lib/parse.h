@@ -42,6 +42,7 @@ struct pkt {
 	__u8 frag; /* PKT_WHOLE, PKT_FRAG_FIRST or PKT_FRAG_LATER */
 	__be16 ip_id; /* IPv4 identification: names the datagram of a fragment */
 	__u16 pad;
+	__u32 ifindex; /* device the packet entered on */
 };
 
 /* Ethernet + the longest IPv4 header + the TCP bytes we read (through the flags). */
@@ -84,6 +85,7 @@ static __always_inline bool parse_packet(struct __sk_buff *skb, struct pkt *p)
 		return false;
 	ihl = ip->ihl * 4;
 	p->ihl = ihl;
+	p->ifindex = skb->ingress_ifindex;
 	p->l4_off = L3_OFF + ihl;
 	p->saddr = ip->saddr;
 	p->daddr = ip->daddr;

@@ -39,15 +39,27 @@ enum origin {
 
 #define SVC_F_EXTERNAL (WEIR_SVC_F_NODE_PORT | WEIR_SVC_F_EXTERNAL_IP | WEIR_SVC_F_LOAD_BALANCER)
 
+/* Is there a local-traffic detector (kube-proxy's detectLocalMode)? */
+static __always_inline bool have_detector(const struct weir_config *cfg)
+{
+	return cfg && (cfg->flags & (WEIR_CFG_F_CLUSTER_CIDR | WEIR_CFG_F_LOCAL_DEVICES));
+}
+
 /*
- * Is the sender a pod (kube-proxy's "local traffic detector")? Sources in
- * the cluster CIDRs are. Without cluster CIDRs there is no detector, and, as
- * with kube-proxy, pods are treated like any other client: an eTP=Local
- * frontend gives them this node's endpoints only.
+ * Is the sender a pod (kube-proxy's "local traffic detector")? By device
+ * (InterfaceNamePrefix, BridgeInterface): it entered on one of this node's
+ * pod devices. By source (ClusterCIDR, or NodeCIDR with this node's pod
+ * CIDRs as owner 0): it is inside them. Without a detector, as with
+ * kube-proxy, pods are treated like any other client: an eTP=Local frontend
+ * gives them this node's endpoints only.
  */
 static __always_inline bool from_cluster(const struct pkt *p, const struct weir_config *cfg)
 {
-	return cfg && (cfg->flags & WEIR_CFG_F_CLUSTER_CIDR) && cidr_match(0, p->saddr);
+	if (!have_detector(cfg))
+		return false;
+	if (cfg->flags & WEIR_CFG_F_LOCAL_DEVICES)
+		return local_device(p->ifindex);
+	return cidr_match(0, p->saddr);
 }
 
 /*
@@ -67,7 +79,7 @@ static __always_inline bool needs_masquerade(const struct pkt *p, const struct w
 	if (cfg->flags & WEIR_CFG_F_MASQUERADE_ALL)
 		return true;
 	/* ClusterIP: only off-cluster sources, and only when we can tell. */
-	return (cfg->flags & WEIR_CFG_F_CLUSTER_CIDR) && !from_cluster(p, cfg);
+	return have_detector(cfg) && !from_cluster(p, cfg);
 }
 
 /*

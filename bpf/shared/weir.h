@@ -33,6 +33,7 @@
 #define WEIR_MAP_SK_REVNAT "weir1_skrevnat"
 #define WEIR_MAP_IDS "weir1_ids"
 #define WEIR_MAP_FRAG "weir1_frag"
+#define WEIR_MAP_LOCAL_DEV "weir1_localdev"
 
 /* Map sizes. Conntrack and affinity are LRU: when full, the oldest goes. */
 /* Service and membership maps: one entry per frontend plus one per endpoint
@@ -58,6 +59,8 @@
 /* Datagrams in flight as fragments (Cilium's default too): an entry is
  * needed only from a datagram's first fragment to its last, a few ms. */
 #define WEIR_MAX_FRAGS 8192
+/* Pod-facing devices of one node (one per pod, or a bridge). */
+#define WEIR_MAX_LOCAL_DEVS 16384
 
 /* weir_svc_key.scope: which endpoint set a frontend entry describes. */
 #define WEIR_SCOPE_ALL 0 /* every usable endpoint of the service */
@@ -98,6 +101,9 @@
 /* the client is a node process on the loopback path (weir_tc_host): replies
  * are handed to loopback ingress, the only device that takes them */
 #define WEIR_CT_F_HOST (1 << 3)
+/* UDP: a reply was seen, so the flow is a "stream" (netfilter's ASSURED)
+ * and lives by weir_config.ct_udp_stream_s instead of ct_udp_s */
+#define WEIR_CT_F_REPLIED (1 << 4)
 
 /*
  * Verdict reasons, the index of the per-CPU counter array. Every packet that
@@ -218,6 +224,10 @@ struct weir_member_key {
 #define WEIR_CFG_F_MASQUERADE_ALL (1 << 0) /* kube-proxy masqueradeAll: SNAT every service flow */
 #define WEIR_CFG_F_CLUSTER_CIDR (1 << 1) /* cluster CIDRs are known (owner 0 in the cidr map) */
 #define WEIR_CFG_F_DRAIN (1 << 2) /* handing over to another proxy: only flows weir tracks are NATed */
+/* kube-proxy's detectLocalMode InterfaceNamePrefix / BridgeInterface: a
+ * packet is from a pod when it entered on a device in the localdev map
+ * (the cidr map's owner 0 is not consulted) */
+#define WEIR_CFG_F_LOCAL_DEVICES (1 << 3)
 
 /* config: a single entry (key 0). Written by the agent. */
 struct weir_config {
@@ -225,6 +235,12 @@ struct weir_config {
 	__be32 snat_addr; /* node IP used to masquerade; 0 = none known */
 	__u32 flags; /* WEIR_CFG_F_* */
 	__u32 pad; /* zero */
+	/* Conntrack idle lifetimes, seconds (kube-proxy's conntrack.* timeouts);
+	 * 0: weir's default (bpf/lib/ct.h), as an agent that predates them writes */
+	__u32 ct_tcp_established_s; /* an established TCP flow */
+	__u32 ct_tcp_close_wait_s; /* a TCP flow that saw a FIN or RST */
+	__u32 ct_udp_s; /* a UDP flow without replies */
+	__u32 ct_udp_stream_s; /* a UDP flow that saw replies (WEIR_CT_F_REPLIED) */
 };
 
 /*

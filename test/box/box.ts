@@ -130,6 +130,8 @@ export interface UdpOptions {
   /** Pause between requests (default 50 with sameSocket, else 0). */
   intervalMs?: number;
   bind?: string;
+  /** The source port (else any free one): runs with the same port continue one flow. */
+  sport?: number;
   /** Send a datagram of this many bytes (to a udpMirror port) and require it back intact. */
   size?: number;
 }
@@ -552,6 +554,7 @@ export class Box {
     if (opts.sameSocket) args.push('--same-socket');
     if (opts.connect) args.push('--connect');
     if (opts.bind) args.push('--bind', opts.bind);
+    if (opts.sport) args.push('--sport', String(opts.sport));
     if (opts.size) args.push('--size', String(opts.size));
     return this.client(from, args, count * (t + interval + 200) + 5000);
   }

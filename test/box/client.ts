@@ -14,7 +14,8 @@
  *        `connected` first, so a test running it in the background knows
  *        when the connection exists. Stops at the first failure.
  *
- * --bind IP picks the source address.
+ * --bind IP picks the source address; --sport PORT the UDP source port (so
+ * separate runs continue one flow).
  *
  * Each attempt is {ok, backend, seenSrc, error, ms}: backend is the echo
  * server's name, seenSrc the source address it saw (masquerade shows here),
@@ -178,7 +179,7 @@ function openUdp(host: string, port: number, connect: boolean): Promise<dgram.So
     const sock = dgram.createSocket(host.includes(':') ? 'udp6' : 'udp4');
     sock.once('error', reject);
     const bind = arg('bind') || undefined;
-    sock.bind(0, bind, () => {
+    sock.bind(num('sport', 0, 0, 65535), bind, () => {
       if (!connect) {
         sock.off('error', reject);
         resolve(sock);

@@ -56,7 +56,7 @@ for (const [port, host] of tcp.flatMap((p) => families.map((h) => [p, h] as cons
 }
 
 for (const [port, host] of [...udp, ...mirror].flatMap((p) => families.map((h) => [p, h] as const))) {
-  const sock = dgram.createSocket(host === '::' ? { type: 'udp6', ipv6Only: true } : 'udp4');
+  const sock = host === '::' ? dgram.createSocket({ type: 'udp6', ipv6Only: true }) : dgram.createSocket('udp4');
   sock.on('message', (msg, rinfo) => {
     const line = `${name} ${peer(rinfo.address, rinfo.port)}`;
     const reply = mirror.has(port) ? Buffer.concat([Buffer.from(`${line}\n`), msg]) : line;

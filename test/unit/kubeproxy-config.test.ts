@@ -74,6 +74,14 @@ test('each honoured KubeProxyConfiguration field changes the option it maps to',
     ['mode: iptables\n', 'mode', 'iptables'],
     ['conntrack:\n  maxPerCore: 0\n', 'conntrackMaxPerCore', 0],
     ['conntrack:\n  min: 250000\n', 'conntrackMin', 250_000],
+    ['conntrack:\n  tcpEstablishedTimeout: 24h0m0s\n', 'conntrackTcpEstablishedSec', 86_400],
+    ['conntrack:\n  tcpCloseWaitTimeout: 1h0m0s\n', 'conntrackTcpCloseWaitSec', 3600],
+    ['conntrack:\n  udpTimeout: 30s\n', 'conntrackUdpSec', 30],
+    ['conntrack:\n  udpStreamTimeout: 2m0s\n', 'conntrackUdpStreamSec', 120],
+    ['conntrack:\n  udpTimeout: 2.9s\n', 'conntrackUdpSec', 2],
+    ['detectLocalMode: NodeCIDR\n', 'detectLocalMode', 'NodeCIDR'],
+    ['detectLocalMode: InterfaceNamePrefix\ndetectLocal:\n  interfaceNamePrefix: veth\n', 'podInterfaceNamePrefix', 'veth'],
+    ['detectLocalMode: BridgeInterface\ndetectLocal:\n  bridgeInterface: cni0\n', 'podBridgeInterface', 'cni0'],
     ['nftables:\n  masqueradeAll: true\nmode: nftables\n', 'masqueradeAll', true],
     ['nftables:\n  syncPeriod: 45s\nmode: nftables\n', 'syncPeriodMs', 45_000],
     ['ipvs:\n  minSyncPeriod: 250ms\nmode: ipvs\n', 'minSyncPeriodMs', 250],
@@ -118,23 +126,49 @@ test('mode: iptables is weir iptables mode; ipvs, nftables and unset run BPF (au
 
 test('fields without a meaning for weir are named in one warning, never fatal', () => {
   const { options, notes } = kp(
-    'clusterCIDR: 10.244.0.0/16\noomScoreAdj: -999\nipvs:\n  scheduler: lc\n  strictARP: true\nconntrack:\n  tcpEstablishedTimeout: 24h0m0s\n  udpTimeout: 30s\n  maxPerCore: 1000\nfrobnicate: yes\nfeatureGates:\n  SomeGate: true\n',
+    'clusterCIDR: 10.244.0.0/16\noomScoreAdj: -999\nipvs:\n  scheduler: lc\n  strictARP: true\nconntrack:\n  tcpBeLiberal: true\n  maxPerCore: 1000\nfrobnicate: yes\nfeatureGates:\n  SomeGate: true\n',
   );
   assert.equal(cidrs(options, 'clusterCIDRs'), ['10.244.0.0/16']);
   assert.is(options.conntrackMaxPerCore, 1000);
   const warned = warnings(notes);
   assert.is(warned.length, 1, JSON.stringify(notes));
   assert.is(warned[0]?.msg, 'kube-proxy configuration fields without a meaning for weir are ignored');
-  assert.equal(warned[0]?.fields?.ignored, ['oomScoreAdj', 'ipvs.scheduler', 'ipvs.strictARP', 'conntrack.tcpEstablishedTimeout', 'conntrack.udpTimeout', 'frobnicate', 'featureGates.SomeGate']);
+  assert.equal(warned[0]?.fields?.ignored, ['oomScoreAdj', 'ipvs.scheduler', 'ipvs.strictARP', 'conntrack.tcpBeLiberal', 'frobnicate', 'featureGates.SomeGate']);
 });
 
-test('detectLocalMode: ClusterCIDR is what weir does; another mode is warned about', () => {
+test('detectLocalMode: every kube-proxy mode maps to its options, with nothing to warn about', () => {
   assert.equal(kp('detectLocalMode: ClusterCIDR\nclusterCIDR: 10.244.0.0/16\nmode: iptables\n').notes, []);
-  const { notes } = kp('detectLocalMode: NodeCIDR\nmode: iptables\n');
+  const node = kp('detectLocalMode: NodeCIDR\nmode: iptables\n');
+  assert.equal(node.notes, []);
+  assert.is(node.options.detectLocalMode, 'NodeCIDR');
+  const prefix = kp('detectLocalMode: InterfaceNamePrefix\ndetectLocal:\n  interfaceNamePrefix: cali\n  bridgeInterface: ""\nmode: iptables\n');
+  assert.equal(prefix.notes, []);
+  assert.equal([prefix.options.detectLocalMode, prefix.options.podInterfaceNamePrefix, prefix.options.podBridgeInterface], ['InterfaceNamePrefix', 'cali', '']);
+  const bridge = kp('detectLocalMode: BridgeInterface\ndetectLocal:\n  bridgeInterface: cbr0\nmode: iptables\n');
+  assert.equal([bridge.options.detectLocalMode, bridge.options.podBridgeInterface], ['BridgeInterface', 'cbr0']);
+  assert.is(kp('detectLocalMode: ""\n').options.detectLocalMode, 'ClusterCIDR', "empty is kube-proxy's default");
+});
+
+test("conntrack timeouts: zero leaves them unset; flags take Go durations; the defaults are weir's", () => {
   assert.equal(
-    notes.map((n) => [n.level, n.msg]),
-    [['warn', 'detectLocalMode "NodeCIDR" is not yet supported: weir tells pod traffic by clusterCIDR']],
+    [DEFAULTS.conntrackTcpEstablishedSec, DEFAULTS.conntrackTcpCloseWaitSec, DEFAULTS.conntrackUdpSec, DEFAULTS.conntrackUdpStreamSec],
+    [null, null, null, null],
+    "not given: BPF mode keeps weir's lifetimes and iptables mode the kernel's",
   );
+  const zero = kp('conntrack:\n  tcpEstablishedTimeout: 0s\n  udpTimeout: "0"\n  udpStreamTimeout: null\n').options;
+  assert.equal([zero.conntrackTcpEstablishedSec, zero.conntrackUdpSec, zero.conntrackUdpStreamSec], [null, null, null]);
+  const o = parseRunOptions(['--conntrack-tcp-timeout-established', '24h0m0s', '--conntrack-tcp-timeout-close-wait=1h', '--conntrack-udp-timeout', '30s', '--conntrack-udp-timeout-stream', '2m']);
+  assert.equal([o.conntrackTcpEstablishedSec, o.conntrackTcpCloseWaitSec, o.conntrackUdpSec, o.conntrackUdpStreamSec], [86_400, 3600, 30, 120]);
+  assert.throws(() => parseRunOptions(['--conntrack-udp-timeout', '30']), /^--conntrack-udp-timeout: expected a duration like 30s or 1h0m0s, got "30"$/);
+  assert.throws(() => parseRunOptions(['--conntrack-udp-timeout-stream', '500ms']), /^--conntrack-udp-timeout-stream: expected at least 1s/);
+});
+
+test('detect-local-mode flags: a device mode needs its device', () => {
+  assert.is(parseRunOptions(['--detect-local-mode', 'InterfaceNamePrefix', '--pod-interface-name-prefix', 'veth']).podInterfaceNamePrefix, 'veth');
+  assert.throws(() => parseRunOptions(['--detect-local-mode', 'InterfaceNamePrefix']), /^--detect-local-mode InterfaceNamePrefix needs --pod-interface-name-prefix$/);
+  assert.throws(() => parseRunOptions(['--detect-local-mode', 'BridgeInterface']), /^--detect-local-mode BridgeInterface needs --pod-bridge-interface$/);
+  assert.throws(() => parseRunOptions(['--detect-local-mode', 'Magic']), /^--detect-local-mode: expected ClusterCIDR, NodeCIDR, InterfaceNamePrefix or BridgeInterface, got "Magic"$/);
+  assert.throws(() => parseRunOptions(['--pod-bridge-interface', 'a/b']), /^--pod-bridge-interface: not a device name: "a\/b"$/);
 });
 
 test("a kubeadm configuration file's KubeProxyConfiguration is read among its other documents", () => {
@@ -189,6 +223,11 @@ test('bad values name the file and the key', () => {
   expect(HEAD + 'bindAddress: 10.0.0.300\n', (f) => `config ${f}: bindAddress: invalid IPv4 address "10.0.0.300"`);
   expect(HEAD + 'conntrack:\n  min: lots\n', (f) => `config ${f}: conntrack.min: expected an integer, got "lots"`);
   expect(HEAD + 'conntrack:\n  min: 0\n', (f) => `config ${f}: conntrack.min: expected an integer from 1 to 8388608, got "0"`);
+  expect(HEAD + 'conntrack:\n  udpTimeout: soon\n', (f) => `config ${f}: conntrack.udpTimeout: invalid duration "soon"`);
+  expect(HEAD + 'conntrack:\n  tcpCloseWaitTimeout: 500ms\n', (f) => `config ${f}: conntrack.tcpCloseWaitTimeout: expected at least 1s (and at most 4294967295s), got "500ms"`);
+  expect(HEAD + 'detectLocalMode: PodLabel\n', (f) => `config ${f}: detectLocalMode: expected ClusterCIDR, NodeCIDR, InterfaceNamePrefix or BridgeInterface, got "PodLabel"`);
+  expect(HEAD + 'detectLocalMode: InterfaceNamePrefix\n', (f) => `config ${f}: detectLocal.interfaceNamePrefix: required with detectLocalMode InterfaceNamePrefix`);
+  expect(HEAD + 'detectLocalMode: BridgeInterface\ndetectLocal:\n  bridgeInterface: ""\n', (f) => `config ${f}: detectLocal.bridgeInterface: required with detectLocalMode BridgeInterface`);
   expect(HEAD + 'iptables:\n  masqueradeAll: "yes"\n', (f) => `config ${f}: iptables.masqueradeAll: expected true or false, got "yes"`);
   expect(
     'apiVersion: kubeproxy.config.k8s.io/v1beta9\nkind: KubeProxyConfiguration\n',

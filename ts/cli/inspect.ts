@@ -45,7 +45,8 @@ export function ctView(shim: Shim, root: string): CtEntry[] {
   const out = ct.dump().map(([k, v]): CtEntry => {
     const key = C.ctKey.decode(keyBuffer(k));
     const val = C.ctVal.decode(v);
-    const flags = [...(val.flags & C.CT_F.SNAT ? ['snat'] : []), ...(val.flags & C.CT_F.CLOSING ? ['closing'] : [])];
+    // replied: a UDP flow that saw a reply, which lives by --conntrack-udp-timeout-stream.
+    const flags = [...(val.flags & C.CT_F.SNAT ? ['snat'] : []), ...(val.flags & C.CT_F.CLOSING ? ['closing'] : []), ...(val.flags & C.CT_F.REPLIED ? ['replied'] : [])];
     return {
       dir: key.dir === C.CT_DIR.REV ? 'rev' : 'fwd',
       proto: protoName(key.proto),

@@ -246,14 +246,22 @@ export function kubeProxyOptions(doc: Doc): KubeProxyOptions {
     set('nodePortAddresses', 'nodePortAddresses', nodePortAddresses.map((a) => (a === 'localhost' ? '127.0.0.0/8' : a)).join(','));
   }
 
-  const detectLocalMode = r.str('detectLocalMode') ?? '';
-  if (detectLocalMode !== '' && detectLocalMode !== 'ClusterCIDR') {
-    notes.push({
-      level: 'warn',
-      msg: `detectLocalMode ${JSON.stringify(detectLocalMode)} is not yet supported: weir tells pod traffic by clusterCIDR`,
-      fields: { key: 'detectLocalMode' },
-    });
-  }
+  // Durations go on as milliseconds; the option's own check (whole seconds, at least 1s) names the key.
+  set('conntrackTcpEstablishedSec', 'conntrack.tcpEstablishedTimeout', msText(r.duration('conntrack.tcpEstablishedTimeout')));
+  set('conntrackTcpCloseWaitSec', 'conntrack.tcpCloseWaitTimeout', msText(r.duration('conntrack.tcpCloseWaitTimeout')));
+  set('conntrackUdpSec', 'conntrack.udpTimeout', msText(r.duration('conntrack.udpTimeout')));
+  set('conntrackUdpStreamSec', 'conntrack.udpStreamTimeout', msText(r.duration('conntrack.udpStreamTimeout')));
+
+  // kube-proxy's local-traffic detector; empty is its default, ClusterCIDR.
+  const detectLocalMode = r.str('detectLocalMode');
+  set('detectLocalMode', 'detectLocalMode', detectLocalMode);
+  const prefix = r.str('detectLocal.interfaceNamePrefix');
+  const bridge = r.str('detectLocal.bridgeInterface');
+  // As kube-proxy's validation: the mode's own field must be set.
+  if (detectLocalMode === 'InterfaceNamePrefix' && prefix === undefined) r.fail('detectLocal.interfaceNamePrefix', 'required with detectLocalMode InterfaceNamePrefix');
+  if (detectLocalMode === 'BridgeInterface' && bridge === undefined) r.fail('detectLocal.bridgeInterface', 'required with detectLocalMode BridgeInterface');
+  set('podInterfaceNamePrefix', 'detectLocal.interfaceNamePrefix', prefix);
+  set('podBridgeInterface', 'detectLocal.bridgeInterface', bridge);
 
   const ignored = r.unread();
   if (ignored.length) notes.push({ level: 'warn', msg: 'kube-proxy configuration fields without a meaning for weir are ignored', fields: { ignored } });

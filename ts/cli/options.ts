@@ -10,9 +10,12 @@ import type * as Yaml from 'yaml';
 import { Cidr, IPv4, parseCidr, parseIPv4 } from '../model/types';
 import { Level, parseLevel } from '../util/log';
 import { Command, Flag, FlagTable, Given, UsageError, boolean, flagEntries, integer, list, oneOf, present, readArgs, resolveFlags, text } from './flags';
-import { ConfigNote, KUBE_PROXY_KIND, KeyedText, OptionTexts, isKubeProxyDocument, kubeProxyOptions } from './kubeproxy-config';
+import { ConfigNote, KUBE_PROXY_KIND, KeyedText, OptionTexts, isKubeProxyDocument, kubeProxyOptions, parseGoDuration } from './kubeproxy-config';
 
 export type Mode = 'bpf' | 'iptables' | 'auto';
+/** kube-proxy's detectLocalMode: how traffic from this node's pods is told from other traffic. */
+export type DetectLocalMode = 'ClusterCIDR' | 'NodeCIDR' | 'InterfaceNamePrefix' | 'BridgeInterface';
+export const DETECT_LOCAL_MODES: readonly DetectLocalMode[] = ['ClusterCIDR', 'NodeCIDR', 'InterfaceNamePrefix', 'BridgeInterface'];
 export type SourceSpec = { kind: 'file'; dir: string } | { kind: 'kube' };
 
 export interface RunOptions {
@@ -47,7 +50,24 @@ export interface RunOptions {
   conntrackMin: number;
   /** max_entries of the service and membership maps. */
   lbMapEntries: number;
+  /**
+   * Conntrack idle timeouts in seconds (kube-proxy's conntrack.* timeouts);
+   * null: not given, so BPF mode keeps weir's lifetimes and iptables mode
+   * leaves the kernel's sysctls alone.
+   */
+  conntrackTcpEstablishedSec: number | null;
+  conntrackTcpCloseWaitSec: number | null;
+  conntrackUdpSec: number | null;
+  conntrackUdpStreamSec: number | null;
+  detectLocalMode: DetectLocalMode;
+  /** InterfaceNamePrefix: pods' host-side devices start with this. */
+  podInterfaceNamePrefix: string;
+  /** BridgeInterface: the bridge pods are attached to. */
+  podBridgeInterface: string;
 }
+
+/** weir's own conntrack lifetimes (bpf/lib/ct.h), in seconds: what BPF mode uses when no timeout is given. */
+export const CONNTRACK_DEFAULTS = { tcpEstablished: 6 * 3600, tcpCloseWait: 10, udp: 60, udpStream: 60 } as const;
 
 /** Where an agent pins its maps, and where the inspection commands look for them. */
 export const DEFAULT_BPFFS_ROOT = '/sys/fs/bpf/weir';
@@ -58,6 +78,33 @@ export function parseDuration(flag: string, v: string): number {
   if (!m) throw new UsageError(`--${flag}: expected a duration like 0, 500ms, 1s, got ${JSON.stringify(v)}`);
   const n = Number(m[1]);
   return m[2] === 'ms' ? n : m[2] === 'm' ? n * 60000 : n * 1000;
+}
+
+/** The longest conntrack timeout: its seconds fit the programs' 32-bit field. */
+const MAX_TIMEOUT_S = 0xffffffff;
+
+/**
+ * A conntrack timeout: a Go duration as kube-proxy takes it ("24h0m0s",
+ * "30s"), in whole seconds (the kernel's sysctls count seconds; kube-proxy
+ * drops the fraction too). "" or 0 is not given: null. Less than a second
+ * is refused rather than read as 0.
+ */
+function conntrackTimeout(flag: string, v: string): number | null {
+  const text = v.trim();
+  if (text === '') return null;
+  const ms = parseGoDuration(text);
+  if (ms === null) throw new UsageError(`--${flag}: expected a duration like 30s or 1h0m0s, got ${JSON.stringify(v)}`);
+  if (ms === 0) return null;
+  const s = Math.floor(ms / 1000);
+  if (s < 1 || s > MAX_TIMEOUT_S) throw new UsageError(`--${flag}: expected at least 1s (and at most ${MAX_TIMEOUT_S}s), got ${JSON.stringify(v)}`);
+  return s;
+}
+
+/** A network device name as the kernel takes it (IFNAMSIZ - 1 bytes, no '/' or blanks), or '' for none. */
+function deviceName(flag: string, v: string): string {
+  const name = v.trim();
+  if (name !== '' && (name.length > 15 || /[/\s:]/.test(name))) throw new UsageError(`--${flag}: not a device name: ${JSON.stringify(v)}`);
+  return name;
 }
 
 function ipv4(flag: string, v: string): IPv4 {
@@ -185,6 +232,33 @@ export const RUN_FLAGS: FlagTable<RunOptions> = {
     defaultHelp: 'none',
     description: 'pod CIDRs: tell pods from outside clients, for masquerading and externalTrafficPolicy Local',
     parse: cidrList,
+  },
+  detectLocalMode: {
+    flag: 'detect-local-mode',
+    yaml: 'detect-local-mode',
+    kind: 'value',
+    placeholder: 'MODE',
+    default: 'ClusterCIDR',
+    description: "how pods' traffic is told apart: ClusterCIDR (source in --cluster-cidr), NodeCIDR (source in the Node's podCIDRs), InterfaceNamePrefix or BridgeInterface (the device it enters on)",
+    parse: oneOf<DetectLocalMode>(DETECT_LOCAL_MODES),
+  },
+  podInterfaceNamePrefix: {
+    flag: 'pod-interface-name-prefix',
+    yaml: 'pod-interface-name-prefix',
+    kind: 'value',
+    placeholder: 'PREFIX',
+    defaultHelp: 'none',
+    description: 'InterfaceNamePrefix: traffic entering on a device whose name starts with this is from a pod, e.g. veth',
+    parse: deviceName,
+  },
+  podBridgeInterface: {
+    flag: 'pod-bridge-interface',
+    yaml: 'pod-bridge-interface',
+    kind: 'value',
+    placeholder: 'DEVICE',
+    defaultHelp: 'none',
+    description: 'BridgeInterface: traffic entering from this bridge is from a pod, e.g. cni0',
+    parse: deviceName,
   },
   nodePortAddresses: {
     flag: 'nodeport-addresses',
@@ -322,6 +396,42 @@ export const RUN_FLAGS: FlagTable<RunOptions> = {
     description: 'least conntrack capacity in flows; a pinned map keeps its size until weir cleanup',
     parse: integer({ min: 1, max: MAX_COUNT }),
   },
+  conntrackTcpEstablishedSec: {
+    flag: 'conntrack-tcp-timeout-established',
+    yaml: 'conntrack-tcp-timeout-established',
+    kind: 'value',
+    placeholder: 'DURATION',
+    defaultHelp: "BPF mode 6h0m0s; iptables mode leaves the kernel's",
+    description: 'idle timeout of an established TCP flow, e.g. 24h0m0s; iptables mode sets nf_conntrack_tcp_timeout_established',
+    parse: conntrackTimeout,
+  },
+  conntrackTcpCloseWaitSec: {
+    flag: 'conntrack-tcp-timeout-close-wait',
+    yaml: 'conntrack-tcp-timeout-close-wait',
+    kind: 'value',
+    placeholder: 'DURATION',
+    defaultHelp: "BPF mode 10s; iptables mode leaves the kernel's",
+    description: 'idle timeout of a TCP flow that saw a FIN or RST; iptables mode sets nf_conntrack_tcp_timeout_close_wait',
+    parse: conntrackTimeout,
+  },
+  conntrackUdpSec: {
+    flag: 'conntrack-udp-timeout',
+    yaml: 'conntrack-udp-timeout',
+    kind: 'value',
+    placeholder: 'DURATION',
+    defaultHelp: "BPF mode 1m0s; iptables mode leaves the kernel's",
+    description: 'idle timeout of a UDP flow without replies; iptables mode sets nf_conntrack_udp_timeout',
+    parse: conntrackTimeout,
+  },
+  conntrackUdpStreamSec: {
+    flag: 'conntrack-udp-timeout-stream',
+    yaml: 'conntrack-udp-timeout-stream',
+    kind: 'value',
+    placeholder: 'DURATION',
+    defaultHelp: "BPF mode 1m0s; iptables mode leaves the kernel's",
+    description: 'idle timeout of a UDP flow that saw replies; iptables mode sets nf_conntrack_udp_timeout_stream',
+    parse: conntrackTimeout,
+  },
   lbMapEntries: {
     flag: 'lb-map-entries',
     yaml: 'lb-map-entries',
@@ -332,6 +442,14 @@ export const RUN_FLAGS: FlagTable<RunOptions> = {
     parse: integer({ min: 1024, max: MAX_COUNT }),
   },
 };
+
+/** Options that only make sense together; the message names the flags. */
+function checkRunOptions(o: RunOptions): void {
+  if (o.detectLocalMode === 'InterfaceNamePrefix' && !o.podInterfaceNamePrefix) {
+    throw new UsageError('--detect-local-mode InterfaceNamePrefix needs --pod-interface-name-prefix');
+  }
+  if (o.detectLocalMode === 'BridgeInterface' && !o.podBridgeInterface) throw new UsageError('--detect-local-mode BridgeInterface needs --pod-bridge-interface');
+}
 
 /** What `weir run` reads from its command line: the options, the file that may hold them, and whether to print them instead of running. */
 export type RunArgs = RunOptions & { config: string; printConfig: boolean };
@@ -443,7 +561,9 @@ export function runConfig(given: Given<RunArgs>): RunConfig {
     checkFileValue(config ?? '', f, value);
     fromFile[field] = value.text;
   }
-  return { options: resolveFlags(RUN_FLAGS, { ...fromFile, ...flags }), notes: file.notes };
+  const options = resolveFlags(RUN_FLAGS, { ...fromFile, ...flags });
+  checkRunOptions(options);
+  return { options, notes: file.notes };
 }
 
 /** The run options (see runConfig). */

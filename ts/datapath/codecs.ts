@@ -205,6 +205,10 @@ export const config = new StructCodec('weir_config', [
   ['snat_addr', 'ip4'],
   ['flags', 'u32'],
   ['pad', 'u32'],
+  ['ct_tcp_established_s', 'u32'],
+  ['ct_tcp_close_wait_s', 'u32'],
+  ['ct_udp_s', 'u32'],
+  ['ct_udp_stream_s', 'u32'],
 ] as const);
 
 export const cidrKey = new StructCodec('weir_cidr_key', [
@@ -274,9 +278,9 @@ export const SVC_F = {
   TOPO_ZONE: 1 << 9,
   TOPO_NODE: 1 << 10,
 } as const;
-export const CFG_F = { MASQUERADE_ALL: 1 << 0, CLUSTER_CIDR: 1 << 1, DRAIN: 1 << 2 } as const;
+export const CFG_F = { MASQUERADE_ALL: 1 << 0, CLUSTER_CIDR: 1 << 1, DRAIN: 1 << 2, LOCAL_DEVICES: 1 << 3 } as const;
 export const MEMBER_F = { ACTIVE: 1 << 0 } as const;
 export const BE_F = { LOCAL: 1 << 0, TERMINATING: 1 << 1 } as const;
 export const CT_DIR = { FWD: 0, REV: 1 } as const;
-export const CT_F = { SNAT: 1 << 0, CLOSING: 1 << 1, REDIRECT: 1 << 2 } as const;
+export const CT_F = { SNAT: 1 << 0, CLOSING: 1 << 1, REDIRECT: 1 << 2, REPLIED: 1 << 4 } as const;
 export const IPPROTO = { TCP: 6, UDP: 17, SCTP: 132 } as const;

@@ -75,6 +75,8 @@ export function matchesAny(name: string, globs: readonly RegExp[]): boolean {
 export interface DeviceLink {
   readonly name: string;
   readonly ifindex: number;
+  /** The bridge (or bond) it is a port of, 0 for none; a device enslaved after it appeared is reported again. */
+  readonly master?: number;
 }
 
 export class DeviceWatcher<R extends string> {
@@ -83,8 +85,8 @@ export class DeviceWatcher<R extends string> {
   private readonly list: () => readonly DeviceLink[];
   private readonly log: Logger;
   private readonly intervalMs: number;
-  /** Devices with the program attached: name → its ifindex and role. */
-  private readonly known = new Map<string, { ifindex: number; role: R }>();
+  /** Devices with the program attached: name → its ifindex, master (a bridge port's bridge) and role. */
+  private readonly known = new Map<string, { ifindex: number; master: number; role: R }>();
   private timer: NodeJS.Timeout | null = null;
   private monitor: ChildProcess | null = null;
   private busy = false;
@@ -160,10 +162,12 @@ export class DeviceWatcher<R extends string> {
         if (role === undefined) continue;
         seen.add(l.name);
         // A re-created device has a new ifindex and no filter: attach again.
-        if (this.known.get(l.name)?.ifindex === l.ifindex) continue;
+        // A new master (a pod's veth joining its bridge) changes whether its senders are pods.
+        const known = this.known.get(l.name);
+        if (known?.ifindex === l.ifindex && known.master === (l.master ?? 0)) continue;
         try {
           this.onDevice(l, role);
-          this.known.set(l.name, { ifindex: l.ifindex, role });
+          this.known.set(l.name, { ifindex: l.ifindex, master: l.master ?? 0, role });
         } catch (e) {
           this.log.error('attach failed; will retry', { device: l.name, error: errorText(e) });
         }

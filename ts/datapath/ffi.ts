@@ -348,8 +348,8 @@ export class Shim {
     return rc < 0 ? null : rc;
   }
 
-  /** Every interface of this network namespace (any state, with or without addresses). */
-  links(): Array<{ name: string; ifindex: number }> {
+  /** Every interface of this network namespace (any state, with or without addresses); master: the bridge it is a port of (0: none). */
+  links(): Array<{ name: string; ifindex: number; master: number }> {
     // 64 KiB holds ~3,000 interfaces; a node with more gets a bigger buffer.
     for (let size = 64 << 10; ; size *= 4) {
       const buf = Buffer.alloc(size);
@@ -361,8 +361,9 @@ export class Shim {
         .split('\n')
         .filter(Boolean)
         .map((line) => {
-          const sp = line.indexOf(' ');
-          return { ifindex: Number(line.slice(0, sp)), name: line.slice(sp + 1) };
+          // "ifindex master name": a device name has no blanks.
+          const [ifindex, master, name] = line.split(' ');
+          return { ifindex: Number(ifindex), master: Number(master), name: name ?? '' };
         });
     }
   }

@@ -16,27 +16,33 @@ import * as C from './codecs';
 import { Shim } from './ffi';
 import { keyBuffer, keyString } from './maps';
 import { openPinned } from './loader';
+import { CONNTRACK_DEFAULTS } from '../cli/options';
 
 const NS = 1_000_000_000n;
+const CFG_KEY = keyString(C.u32Key.encode({ value: 0 }));
+
+type Config = ReturnType<typeof C.config.decode>;
 
 /**
  * Idle lifetimes of weir's conntrack entries (bpf/lib/ct.h): an entry older
- * than this is a miss to the programs, so no flow is open on it.
+ * than this is a miss to the programs, so no flow is open on it. The
+ * configured ones (kube-proxy's conntrack timeouts), 0 meaning the default.
  */
-function lifetimeNs(proto: number, closing: boolean): bigint {
-  if (proto === C.IPPROTO.UDP) return 60n * NS;
+function lifetimeNs(cfg: Config | null, proto: number, flags: number): bigint {
+  const pick = (configured: number | undefined, dflt: number): bigint => BigInt(configured || dflt) * NS;
   if (proto === C.IPPROTO.SCTP) return 210n * NS;
-  return closing ? 10n * NS : 6n * 3600n * NS;
+  if (proto === C.IPPROTO.UDP) return flags & C.CT_F.REPLIED ? pick(cfg?.ct_udp_stream_s, CONNTRACK_DEFAULTS.udpStream) : pick(cfg?.ct_udp_s, CONNTRACK_DEFAULTS.udp);
+  return flags & C.CT_F.CLOSING ? pick(cfg?.ct_tcp_close_wait_s, CONNTRACK_DEFAULTS.tcpCloseWait) : pick(cfg?.ct_tcp_established_s, CONNTRACK_DEFAULTS.tcpEstablished);
 }
 
 /** Set the drain flag in the pinned configuration under root. */
 export function startDrain(shim: Shim, root: string): void {
   const { cfg } = openPinned(shim, root, ['cfg']);
   try {
-    const key = keyString(C.u32Key.encode({ value: 0 }));
-    const old = cfg.lookup(key);
-    const value = old ? C.config.decode(old) : { hairpin_addr: '0.0.0.0', snat_addr: '0.0.0.0', flags: 0 };
-    cfg.upsert([[key, C.config.encode({ ...value, flags: value.flags | C.CFG_F.DRAIN })]]);
+    const old = cfg.lookup(CFG_KEY);
+    if (!old) throw new Error(`no configuration under ${root}: no agent ever ran there`);
+    const value = C.config.decode(old);
+    cfg.upsert([[CFG_KEY, C.config.encode({ ...value, flags: value.flags | C.CFG_F.DRAIN })]]);
   } finally {
     cfg.close();
   }
@@ -49,20 +55,22 @@ export function startDrain(shim: Shim, root: string): void {
  * over anyway).
  */
 export function openFlows(shim: Shim, root: string): number {
-  const { ct } = openPinned(shim, root, ['ct']);
+  const { ct, cfg } = openPinned(shim, root, ['ct', 'cfg']);
   try {
+    const raw = cfg.lookup(CFG_KEY);
+    const config = raw ? C.config.decode(raw) : null;
     const now = process.hrtime.bigint(); // CLOCK_MONOTONIC, like the programs' clock
     let open = 0;
     for (const [k, v] of ct.dump()) {
       const key = C.ctKey.decode(keyBuffer(k));
       const val = C.ctVal.decode(v);
       if (key.dir !== C.CT_DIR.FWD) continue;
-      const closing = (val.flags & C.CT_F.CLOSING) !== 0;
-      if (key.proto === C.IPPROTO.TCP && closing) continue;
-      if (now - BigInt(val.last_seen) < lifetimeNs(key.proto, closing)) open++;
+      if (key.proto === C.IPPROTO.TCP && val.flags & C.CT_F.CLOSING) continue;
+      if (now - BigInt(val.last_seen) < lifetimeNs(config, key.proto, val.flags)) open++;
     }
     return open;
   } finally {
     ct.close();
+    cfg.close();
   }
 }

@@ -30,6 +30,7 @@ export const MAP_NAMES = {
   skrevnat: 'weir1_skrevnat',
   ids: 'weir1_ids',
   frag: 'weir1_frag',
+  localDev: 'weir1_localdev',
 } as const;
 
 /** tc programs: which devices get which. */
@@ -85,6 +86,7 @@ export interface AllMaps extends ServiceMaps {
   readonly cfg: PinnedMap;
   readonly skrevnat: PinnedMap;
   readonly ids: PinnedMap;
+  readonly localDev: PinnedMap;
 }
 
 /**
@@ -127,8 +129,36 @@ function effectiveSizes(shim: Shim, pinRoot: string, want: MapSizes): MapSizes {
   return out;
 }
 
+/**
+ * The config map holds one entry that every start writes afresh, so a pin
+ * of it with another value size (from a build whose weir_config was
+ * shorter) is removed rather than refused: libbpf reuses a pin only when
+ * its definition matches. The programs still attached keep their own map
+ * until this start's programs replace them.
+ */
+function dropStaleConfigPin(shim: Shim, pinRoot: string): void {
+  const pin = path.join(pinRoot, MAP_NAMES.cfg);
+  if (!fs.existsSync(pin)) return;
+  const fd = shim.pinOpen(pin);
+  let stale: boolean;
+  try {
+    stale = shim.mapInfo(fd).valueSize !== C.config.size;
+  } finally {
+    shim.close(fd);
+  }
+  if (stale) fs.rmSync(pin);
+}
+
 function sizeArgs(s: MapSizes): Record<string, number> {
   return { [MAP_NAMES.ct]: s.ct, [MAP_NAMES.aff]: s.aff, [MAP_NAMES.skrevnat]: s.skrevnat, [MAP_NAMES.svc]: s.svc, [MAP_NAMES.member]: s.member };
+}
+
+/** Conntrack idle lifetimes in seconds (0: the program's default). */
+export interface ConntrackLifetimes {
+  tcpEstablished: number;
+  tcpCloseWait: number;
+  udp: number;
+  udpStream: number;
 }
 
 export interface DatapathConfig {
@@ -136,7 +166,12 @@ export interface DatapathConfig {
   /** Node IP used for masquerade ('' = none). */
   snatAddr: string;
   masqueradeAll: boolean;
+  /** Pods are told by the source address: the cluster CIDRs, or this node's pod CIDRs, in the cidr map (owner 0). */
   haveClusterCidrs: boolean;
+  /** Pods are told by the device they enter on: the localdev map (setLocalDevice). */
+  localDevices?: boolean;
+  /** Absent: the programs' defaults. */
+  conntrack?: ConntrackLifetimes;
 }
 
 export class BpfDatapath {
@@ -168,6 +203,7 @@ export class BpfDatapath {
   /** Load tc.o and sock.o with their maps pinned under pinRoot (reusing compatible pins). */
   static load(shim: Shim, pinRoot: string, sizes: MapSizes = DEFAULT_SIZES): BpfDatapath {
     ensureBpffs(pinRoot);
+    dropStaleConfigPin(shim, pinRoot);
     const actual = effectiveSizes(shim, pinRoot, sizes);
     const tc = shim.objLoad(bpfObjectPath('tc.o'), pinRoot, sizeArgs(actual));
     return BpfDatapath.assemble(shim, pinRoot, actual, tc, shim.objLoad(bpfObjectPath('sock.o'), pinRoot, sizeArgs(actual)));
@@ -176,6 +212,7 @@ export class BpfDatapath {
   /** load() with the kernel's part (map creation, verification) off the main thread, at idle priority until Shim.objLoadBoost(). */
   static async loadAsync(shim: Shim, pinRoot: string, sizes: MapSizes = DEFAULT_SIZES): Promise<BpfDatapath> {
     ensureBpffs(pinRoot);
+    dropStaleConfigPin(shim, pinRoot);
     const actual = effectiveSizes(shim, pinRoot, sizes);
     const tc = await shim.objLoadAsync(bpfObjectPath('tc.o'), pinRoot, sizeArgs(actual));
     // sock.o reuses the maps tc.o pinned: quick, and it must not race tc.o's pins.
@@ -196,6 +233,7 @@ export class BpfDatapath {
       cfg: map(MAP_NAMES.cfg),
       skrevnat: map(MAP_NAMES.skrevnat),
       ids: map(MAP_NAMES.ids),
+      localDev: map(MAP_NAMES.localDev),
     };
     const pin = (obj: number, prog: string): number => {
       const fd = shim.objProgFd(obj, prog);
@@ -209,9 +247,25 @@ export class BpfDatapath {
   }
 
   writeConfig(cfg: DatapathConfig): void {
-    const flags = (cfg.masqueradeAll ? C.CFG_F.MASQUERADE_ALL : 0) | (cfg.haveClusterCidrs ? C.CFG_F.CLUSTER_CIDR : 0);
-    const value = C.config.encode({ hairpin_addr: cfg.hairpinAddr, snat_addr: cfg.snatAddr || '0.0.0.0', flags });
+    const flags = (cfg.masqueradeAll ? C.CFG_F.MASQUERADE_ALL : 0) | (cfg.haveClusterCidrs ? C.CFG_F.CLUSTER_CIDR : 0) | (cfg.localDevices ? C.CFG_F.LOCAL_DEVICES : 0);
+    const ct = cfg.conntrack ?? { tcpEstablished: 0, tcpCloseWait: 0, udp: 0, udpStream: 0 };
+    const value = C.config.encode({
+      hairpin_addr: cfg.hairpinAddr,
+      snat_addr: cfg.snatAddr || '0.0.0.0',
+      flags,
+      ct_tcp_established_s: ct.tcpEstablished,
+      ct_tcp_close_wait_s: ct.tcpCloseWait,
+      ct_udp_s: ct.udp,
+      ct_udp_stream_s: ct.udpStream,
+    });
     this.maps.cfg.upsert([[keyString(C.u32Key.encode({ value: 0 })), value]]);
+  }
+
+  /** Whether packets entering on ifindex come from this node's pods (detectLocalMode by device). */
+  setLocalDevice(ifindex: number, local: boolean): void {
+    const key = keyString(C.u32Key.encode({ value: ifindex }));
+    if (local) this.maps.localDev.upsert([[key, C.u32Key.encode({ value: 1 })]]);
+    else this.maps.localDev.remove([key]);
   }
 
   /** Attach (or atomically replace) our filter at ingress of ifindex. */

@@ -47,7 +47,7 @@ export function ruleArgs(rule: string): string[] {
 
 export class IptablesDataplane implements Dataplane {
   readonly conflicts: FrontendConflict[] = [];
-  private readonly ctx: RenderContext;
+  private ctx: RenderContext;
   private readonly log: Logger;
   private readonly run: CommandRunner;
   private readonly fullSyncMs: number;
@@ -97,6 +97,13 @@ export class IptablesDataplane implements Dataplane {
     if (plan) this.plans.set(service, plan);
     else this.plans.delete(service);
     this.dirty.add(service);
+  }
+
+  /** A new local-traffic detector (detectLocalMode NodeCIDR follows the Node): every service is rendered again at the next commit. */
+  setLocalTraffic(matches: readonly string[]): void {
+    this.ctx = { ...this.ctx, localTraffic: matches };
+    for (const key of this.plans.keys()) this.dirty.add(key);
+    this.needFull = true;
   }
 
   frontendOwner(frontend: string): ObjectKey | undefined {

@@ -47,6 +47,16 @@ export const HOOKS: ReadonlyArray<{ table: 'nat' | 'filter'; chain: string; rule
 export interface RenderContext {
   readonly clusterCIDRs: readonly Cidr[];
   readonly masqueradeAll: boolean;
+  /**
+   * The local-traffic detector as iptables matches (`-s CIDR`, `-i PREFIX+`,
+   * `-i BRIDGE`: kube-proxy's detectLocalMode); absent: `-s` each cluster CIDR.
+   */
+  readonly localTraffic?: readonly string[];
+}
+
+/** The matches that select traffic from this node's pods (empty: no detector). */
+function localMatches(ctx: RenderContext): readonly string[] {
+  return ctx.localTraffic ?? ctx.clusterCIDRs.map((c) => `-s ${c.text}`);
 }
 
 /** One service's rules: its own chains, and its lines in the shared chains. */
@@ -149,7 +159,7 @@ export function renderService(plan: ServicePlan, ctx: RenderContext): ServiceRul
         out.filterServices.push(`${comment(`${name} has no ${hasEndpoints ? 'local ' : ''}endpoints`)} ${match} -j ${target}`);
         continue;
       }
-      if (ctx.clusterCIDRs.length > 0) out.natServices.push(`${comment(`${name} cluster IP`)} ${match} -j WEIR-MASQ-OFFCLUSTER`);
+      if (localMatches(ctx).length > 0) out.natServices.push(`${comment(`${name} cluster IP`)} ${match} -j WEIR-MASQ-OFFCLUSTER`);
       out.natServices.push(`${comment(`${name} cluster IP`)} ${match} -j ${itpLocal ? svl : svc}`);
     }
 
@@ -157,7 +167,7 @@ export function renderService(plan: ServicePlan, ctx: RenderContext): ServiceRul
     if (external.length > 0 && hasEndpoints) {
       const rules: string[] = [];
       if (etpLocal) {
-        for (const c of ctx.clusterCIDRs) rules.push(`${comment(`pod traffic for ${name} external destinations`)} -s ${c.text} -j ${clusterSet && clusterSet.length ? svc : svl}`);
+        for (const m of localMatches(ctx)) rules.push(`${comment(`pod traffic for ${name} external destinations`)} ${m} -j ${clusterSet && clusterSet.length ? svc : svl}`);
         rules.push(`${comment(`masquerade LOCAL traffic for ${name} external destinations`)} -m addrtype --src-type LOCAL -j WEIR-MARK-MASQ`);
         rules.push(`${comment(`route LOCAL traffic for ${name} external destinations`)} -m addrtype --src-type LOCAL -j ${clusterSet && clusterSet.length ? svc : svl}`);
         rules.push(`-j ${svl}`);
@@ -197,7 +207,7 @@ function fixedRules(ctx: RenderContext): { nat: Map<string, string[]>; filter: M
         'WEIR-POSTROUTING',
         [`-m mark ! --mark ${MASQ_MARK}/${MASQ_MARK} -j RETURN`, `-j MARK --xor-mark ${MASQ_MARK}`, `${comment('weir service traffic requiring SNAT')} -j MASQUERADE --random-fully`],
       ],
-      ['WEIR-MASQ-OFFCLUSTER', [...ctx.clusterCIDRs.map((c) => `-s ${c.text} -j RETURN`), `${comment('off-cluster traffic to a cluster IP')} -j WEIR-MARK-MASQ`]],
+      ['WEIR-MASQ-OFFCLUSTER', [...localMatches(ctx).map((m) => `${m} -j RETURN`), `${comment('off-cluster traffic to a cluster IP')} -j WEIR-MARK-MASQ`]],
     ]),
     filter: new Map([['WEIR-FORWARD', [`${comment('traffic to a Local service without local endpoints')} -m mark --mark ${DROP_MARK}/${DROP_MARK} -j DROP`]]]),
   };

@@ -10,13 +10,15 @@ import { isDeepStrictEqual } from 'node:util';
 import type { V1EndpointSlice, V1Node, V1Service } from '@kubernetes/client-node';
 import { SliceModel, parseEndpointSlice } from './endpoints';
 import { ServiceModel, parseService } from './service';
-import { EMPTY, FieldError, IPv4, ObjectKey, parseIPv4 } from './types';
+import { Cidr, EMPTY, FieldError, IPv4, ObjectKey, parseCidr, parseIPv4 } from './types';
 
 export interface NodeModel {
   readonly name: string;
   readonly internalIPs: readonly IPv4[];
   readonly externalIPs: readonly IPv4[];
   readonly zone: string;
+  /** IPv4 pod CIDRs of spec.podCIDRs (or spec.podCIDR): this node's pods, for detectLocalMode NodeCIDR. */
+  readonly podCIDRs: readonly Cidr[];
   /**
    * The node is on its way out: metadata.deletionTimestamp is set, or the
    * cluster autoscaler's ToBeDeletedByClusterAutoscaler taint is on it.
@@ -215,7 +217,9 @@ export class ClusterStore {
     }
     const zone = raw.metadata?.labels?.[ZONE_LABEL] ?? '';
     const draining = !!raw.metadata?.deletionTimestamp || (raw.spec?.taints ?? []).some((t) => t.key === TO_BE_DELETED_TAINT);
-    const node: NodeModel = { name, internalIPs, externalIPs, zone, draining };
+    // IPv6 CIDRs of a dual-stack node are skipped: weir serves IPv4.
+    const podCIDRs = (raw.spec?.podCIDRs ?? (raw.spec?.podCIDR ? [raw.spec.podCIDR] : [])).flatMap((c) => parseCidr(c) ?? []);
+    const node: NodeModel = { name, internalIPs, externalIPs, zone, podCIDRs, draining };
     this.deletedNodes.delete(name);
     if (isDeepStrictEqual(this.nodes.get(name), node)) return false;
     this.nodes.set(name, node);

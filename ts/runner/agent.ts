@@ -9,8 +9,9 @@
  * atomically, so there is no window without one.
  */
 import * as fs from 'node:fs';
+import { isDeepStrictEqual } from 'node:util';
 import { ClusterStore } from '../model/store';
-import { IPv4, cidrContains } from '../model/types';
+import { Cidr, IPv4, cidrContains } from '../model/types';
 import { PlanContext, usableEndpoints } from '../plan/plan';
 import { sliceEndpoints } from '../model/endpoints';
 import { MapFill, MapFullError, Reconciler } from '../reconcile/reconciler';
@@ -36,6 +37,9 @@ import { startMetricsServer } from '../metrics/server';
 import { Syncer } from './sync';
 import { DriftCheck } from './drift';
 import { attachedSummary, rootNetns } from './attached';
+import { LocalDetector, describeDetector, detectorCidrs, detectorDeviceGlobs, iptablesLocalMatches, isLocalDevice, localDetector } from './local-detector';
+import type { IptablesDataplane } from '../fallback/iptables';
+import { CONNTRACK_DEFAULTS } from '../cli/options';
 
 export interface Agent {
   readonly done: Promise<void>;
@@ -130,22 +134,51 @@ async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Pro
     const changed = enableLoopbackPath();
     if (changed.length) log.info('loopback path: set on lo', { sysctls: changed.map((k) => `${k}=1`).join(',') });
   }
-  const writeConfig = (): void => dp?.writeConfig({ hairpinAddr: opts.hairpinAddr, snatAddr: nodeIPs[0] ?? '', masqueradeAll: opts.masqueradeAll, haveClusterCidrs: opts.clusterCIDRs.length > 0 });
+  // The local-traffic detector; NodeCIDR's follows the Node (applyNode).
+  let detector: LocalDetector = localDetector(opts);
+  log.info('local traffic detector', { detectLocalMode: opts.detectLocalMode, pods: describeDetector(detector) });
+  const conntrack = {
+    tcpEstablished: opts.conntrackTcpEstablishedSec ?? CONNTRACK_DEFAULTS.tcpEstablished,
+    tcpCloseWait: opts.conntrackTcpCloseWaitSec ?? CONNTRACK_DEFAULTS.tcpCloseWait,
+    udp: opts.conntrackUdpSec ?? CONNTRACK_DEFAULTS.udp,
+    udpStream: opts.conntrackUdpStreamSec ?? CONNTRACK_DEFAULTS.udpStream,
+  };
+  const writeConfig = (): void =>
+    dp?.writeConfig({
+      hairpinAddr: opts.hairpinAddr,
+      snatAddr: nodeIPs[0] ?? '',
+      masqueradeAll: opts.masqueradeAll,
+      haveClusterCidrs: detector.kind === 'cidrs',
+      localDevices: detector.kind === 'devices',
+      conntrack,
+    });
   let reconciler: Dataplane;
+  let iptables: IptablesDataplane | null = null;
   let mapFill: (() => readonly MapFill[]) | undefined;
   if (dp) {
     writeConfig();
     const r = new Reconciler(dp.maps, dp.writes);
     const adopted = r.adopt();
-    r.setClusterCidrs(opts.clusterCIDRs);
+    r.setClusterCidrs(detectorCidrs(detector));
     log.info('adopted pinned state', { frontends: adopted.frontends, backends: adopted.backends });
     for (const what of adopted.repaired) log.warn('pinned state inconsistent; repaired at the first sync', { repair: what });
     reconciler = r;
     mapFill = () => r.fill();
   } else {
     const { IptablesDataplane } = await import('../fallback/iptables');
-    reconciler = new IptablesDataplane({ ctx: { clusterCIDRs: opts.clusterCIDRs, masqueradeAll: opts.masqueradeAll }, log });
+    iptables = new IptablesDataplane({ ctx: { clusterCIDRs: opts.clusterCIDRs, masqueradeAll: opts.masqueradeAll, localTraffic: iptablesLocalMatches(detector) }, log });
+    reconciler = iptables;
   }
+  /** NodeCIDR: the detector is the Node's pod CIDRs, as they are now. */
+  const applyPodCidrs = (podCIDRs: readonly Cidr[]): void => {
+    const next = localDetector(opts, podCIDRs);
+    if (isDeepStrictEqual(next, detector)) return;
+    detector = next;
+    if (reconciler instanceof Reconciler) reconciler.setClusterCidrs(detectorCidrs(detector));
+    writeConfig();
+    iptables?.setLocalTraffic(iptablesLocalMatches(detector));
+    log.info('local traffic detector from the Node', { detectLocalMode: opts.detectLocalMode, pods: describeDetector(detector) });
+  };
 
   // This node as the plan sees it: its IPs (NodePort frontends, masquerade
   // source) and its zone label (topology hints). Without --node-ips and
@@ -181,6 +214,7 @@ async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Pro
     nodesVersion = store.nodesVersion;
     const node = store.nodes.get(opts.nodeName);
     if (!node) return; // gone or never listed: keep what we have (a deleted node keeps serving until it is gone)
+    if (opts.detectLocalMode === 'NodeCIDR') applyPodCidrs(node.podCIDRs);
     const ips = ipsFromNode && node.internalIPs.length > 0 && node.internalIPs.join() !== nodeIPs.join() ? node.internalIPs : null;
     if (ips === null && node.zone === zone) return;
     if (ips) nodeIPs.splice(0, nodeIPs.length, ...ips);
@@ -241,10 +275,12 @@ async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Pro
   // "ready" means programmed: after the first sync that succeeded (a failed
   // one is retried with backoff; health and metrics are up meanwhile).
   void runner.synced.then(() => {
+    // Once the rules are in (they load nf_conntrack), as kube-proxy sets them: only the timeouts given.
+    if (!dp) setTimeouts(opts, log);
     log.info('ready', { services: store.services.size, slices: store.slices.size, nodeIPs: nodeIPs.join(','), atMs: sinceStart() });
   });
 
-  const devices = dp ? attachDevices(dp, opts, log) : null;
+  const devices = dp ? attachDevices(dp, opts, log, detector) : null;
   devices?.start();
   if (devices) undo.push(() => devices.stop());
   if (dp && opts.cgroupRoot) {
@@ -427,8 +463,26 @@ async function chooseMode(opts: RunOptions, log: Logger, loading: Promise<BpfDat
   return { dp: null, mode: 'iptables' };
 }
 
-function attachDevices(dp: BpfDatapath, opts: RunOptions, log: Logger): DeviceWatcher<DeviceRole> {
+/** iptables mode: the netfilter conntrack sysctls of the timeouts given. A failure is logged: the rules still serve. */
+function setTimeouts(opts: RunOptions, log: Logger): void {
+  void import('../fallback/conntrack').then(({ setConntrackTimeouts }) => {
+    try {
+      const set = setConntrackTimeouts(opts);
+      if (set.length) log.info('conntrack timeouts set', { sysctls: set.join(',') });
+    } catch (e) {
+      log.error('could not set conntrack timeouts', { error: errorText(e) });
+    }
+  });
+}
+
+/**
+ * Attach the programs as devices appear. With a device detector
+ * (InterfaceNamePrefix, BridgeInterface) its devices are pod devices too, and
+ * each pod device's entry in the localdev map says whether it matches.
+ */
+function attachDevices(dp: BpfDatapath, opts: RunOptions, log: Logger, detector: LocalDetector): DeviceWatcher<DeviceRole> {
   const shim = loadShim();
+  const byDevice = detector.kind === 'devices';
   return new DeviceWatcher<DeviceRole>({
     list: () => shim.links(),
     // External first: a device named in --external-devices is never a pod device.
@@ -436,10 +490,13 @@ function attachDevices(dp: BpfDatapath, opts: RunOptions, log: Logger): DeviceWa
       // lo carries node processes' traffic that the socket hooks leave to the packet path (bound to 127/8 or to the service address).
       ['host', opts.cgroupRoot ? ['lo'] : []],
       ['ext', opts.externalDevices],
-      ['pod', opts.podDevices],
+      ['pod', [...opts.podDevices, ...detectorDeviceGlobs(detector)]],
     ],
     log,
     onDevice: (link, role) => {
+      // Before the program: its first packet must already be told right. Every
+      // device is written, so an ifindex a removed pod device had is not inherited.
+      if (byDevice) dp.setLocalDevice(link.ifindex, role === 'pod' && isLocalDevice(detector, link, (i) => shim.links().find((l) => l.ifindex === i)?.name ?? null));
       dp.attach(role, link.ifindex);
       log.info('attached', { device: link.name, ifindex: link.ifindex, role });
     },
