@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { Box, CLI, Results, waitFor } from '../box/box';
+import { Box, CLI, OUTSIDE_IP6, Results, waitFor } from '../box/box';
 import { run } from '../box/exec';
 import type { FixtureState } from '../box/leak-fixture';
 
@@ -220,6 +220,52 @@ s('destroy removes namespaces, pins, cgroups and processes', async ({ box }) => 
 });
 
 s.run();
+
+// --- a dual-stack box --------------------------------------------------------
+
+const d = suite<{ box: Box }>('box (dual-stack)');
+
+d.before(async (ctx) => {
+  ctx.box = await Box.create({ nodes: 2, ipv6: true });
+  await ctx.box.addPod('n1', 'a');
+  await ctx.box.addPod('n2', 'b');
+  await ctx.box.addPod('n1', 'c');
+  for (const p of ['b', 'c']) await ctx.box.startEcho(p, { tcp: [8080], udp: [5353] });
+});
+
+d.after(async (ctx) => {
+  await ctx.box?.destroy();
+});
+
+d('pods, nodes and the outside have IPv6 addresses of their own; IPv4 works as before', ({ box }) => {
+  assert.match(box.pod('a').ip6, /^fd00:244:1::\d+$/);
+  assert.match(box.pod('b').ip6, /^fd00:244:2::\d+$/);
+  assert.is(box.node('n2').podCidr6, 'fd00:244:2::/64');
+  assert.is(box.node('n1').ip6, 'fd00:77::10');
+});
+
+d('IPv6 TCP and UDP: pod to pod on a node and across nodes, and from outside; the server sees the client address', async ({ box }) => {
+  for (const [from, to, src] of [
+    ['a', 'c', box.pod('a').ip6],
+    ['a', 'b', box.pod('a').ip6],
+    ['outside', 'b', OUTSIDE_IP6],
+  ] as const) {
+    const t = await box.tcp(from, `[${box.pod(to).ip6}]:8080`, { count: 2 });
+    assert.ok(
+      t.attempts.every((x) => x.ok && x.backend === to && x.seenSrc!.startsWith(`[${src}]:`)),
+      `${from} -> ${to} TCP ${JSON.stringify(t.attempts)}`,
+    );
+    const u = await box.udp(from, `[${box.pod(to).ip6}]:5353`, { count: 2 });
+    assert.ok(
+      u.attempts.every((x) => x.ok && x.backend === to),
+      `${from} -> ${to} UDP ${JSON.stringify(u.attempts)}`,
+    );
+  }
+  const v4 = await box.tcp('a', `${box.pod('b').ip}:8080`);
+  assert.is(v4.attempts[0]!.seenSrc, `${box.pod('a').ip}:${v4.attempts[0]!.seenSrc!.split(':')[1]}`, 'IPv4 peers are written without brackets');
+});
+
+d.run();
 
 // --- failures: the test process dies, the box still goes -------------------
 
