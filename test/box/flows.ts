@@ -3,7 +3,7 @@
  * and what a kube-proxy user expects there (which backends answer, REJECT /
  * DROP, the source the backend sees), run with real clients through the box.
  */
-import { Box, OUTSIDE_IP, Results } from './box';
+import { Box, OUTSIDE_IP, OUTSIDE_IP6, Results } from './box';
 
 /** REJECT: refused at once; DROP: timeout; EPERM: the socket hook refused; UNROUTED: not NATed, the node has no route. */
 export type Expect = string[] | 'REJECT' | 'DROP' | 'EPERM' | 'UNROUTED';
@@ -22,10 +22,17 @@ export interface Flow {
 
 const COUNT = 16; // two backends: P(one never chosen) = 2^-15
 
+/** The client's address in the destination's family ([IPv6]:port destinations are IPv6 rows). */
 function clientIP(box: Box, f: Flow): string {
   if (f.bind) return f.bind;
-  if (f.from === 'outside') return OUTSIDE_IP;
-  return box.pod(f.from).ip;
+  const v6 = f.to.startsWith('[');
+  if (f.from === 'outside') return v6 ? OUTSIDE_IP6 : OUTSIDE_IP;
+  return v6 ? box.pod(f.from).ip6 : box.pod(f.from).ip;
+}
+
+/** The address of `IPv4:port` or `[IPv6]:port`. */
+export function hostOf(endpoint: string): string {
+  return endpoint.startsWith('[') ? endpoint.slice(1, endpoint.indexOf(']')) : endpoint.slice(0, endpoint.lastIndexOf(':'));
 }
 
 /** Every flow of a table against the running agents; one line per flow that differs from its expectation. */
@@ -52,7 +59,7 @@ export async function runFlows(box: Box, flows: readonly Flow[]): Promise<string
     if (JSON.stringify(seen) !== JSON.stringify([...f.expect].sort())) fail(`backends ${seen.join(',')}, want ${f.expect.join(',')}`);
     if (f.src && f.src !== 'any') {
       const want = f.src === 'client' ? clientIP(box, f) : f.src;
-      const srcs = [...new Set(r.attempts.map((a) => a.seenSrc!.split(':')[0]))];
+      const srcs = [...new Set(r.attempts.map((a) => hostOf(a.seenSrc!)))];
       if (srcs.length !== 1 || srcs[0] !== want) fail(`backend saw ${srcs.join(',')}, want ${want}`);
     }
   }
