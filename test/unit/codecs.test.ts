@@ -23,6 +23,7 @@ interface BtfType {
   name: string;
   size?: number;
   type_id?: number;
+  nr_elems?: number;
   members?: Array<{ name: string; type_id: number; bits_offset: number }>;
   values?: Array<{ name: string; val: number }>;
 }
@@ -33,6 +34,7 @@ const byId = new Map(btf.map((t) => [t.id, t]));
 function sizeOf(id: number): number {
   const t = byId.get(id)!;
   if (t.size !== undefined) return t.size;
+  if (t.kind === 'ARRAY') return t.nr_elems! * sizeOf(t.type_id!); // __be32 addr[4]
   if (t.type_id !== undefined) return sizeOf(t.type_id); // typedef, const, volatile
   throw new Error(`no size for BTF type ${id} (${t.kind})`);
 }
@@ -68,6 +70,7 @@ test('flag and scope constants match weir.h', () => {
   for (const [k, v] of Object.entries(C.CT_F)) assert.is(v, define(`WEIR_CT_F_${k}`), k);
   for (const [k, v] of Object.entries(C.MEMBER_F)) assert.is(v, define(`WEIR_MEMBER_F_${k}`), k);
   for (const [k, v] of Object.entries(C.CFG_F)) assert.is(v, define(`WEIR_CFG_F_${k}`), k);
+  for (const [k, v] of Object.entries(C.CFG6_F)) assert.is(v, define(`WEIR_CFG6_F_${k}`), k);
   assert.is(C.CT_DIR.FWD, define('WEIR_CT_FWD'));
   assert.is(C.CT_DIR.REV, define('WEIR_CT_REV'));
   assert.is(C.SCOPE_ALL, define('WEIR_SCOPE_ALL'));
@@ -91,6 +94,34 @@ test('encode/decode round trip', () => {
   assert.equal(C.svcKey.decode(buf), k);
   const v = { last_seen: 123456789012345n, backend_id: 9, rev_nat_id: 3, nat_addr: '169.254.42.1', nat_port: 40000, flags: 1 };
   assert.equal(C.ctVal.decode(C.ctVal.encode(v)), v);
+});
+
+test('IPv6 addresses: every text form in, RFC 5952 out, bad text named', () => {
+  const k = { addr: 'fd00:10:96::a', port: 443, proto: 6, scope: 0, slot: 2, pad: 0 };
+  const buf = C.svc6Key.encode(k);
+  assert.equal([...buf.subarray(0, 16)], [0xfd, 0, 0, 0x10, 0, 0x96, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x0a]);
+  assert.equal([...buf.subarray(16)], [0x01, 0xbb, 6, 0, 2, 0, 0, 0]);
+  assert.equal(C.svc6Key.decode(buf), k);
+  const round = (ip: string): string => {
+    const b = Buffer.alloc(16);
+    C.writeIp6(b, 0, ip);
+    return C.readIp6(b, 0);
+  };
+  assert.is(round('2001:0DB8:0000:0000:0001:0000:0000:0001'), '2001:db8::1:0:0:1', 'first longest zero run, lower case');
+  assert.is(round('::'), '::');
+  assert.is(round('::1'), '::1');
+  assert.is(round('fe80::'), 'fe80::');
+  assert.is(round('2001:db8:0:1:1:1:1:1'), '2001:db8:0:1:1:1:1:1', 'a single zero group stays');
+  assert.is(round('::ffff:10.96.0.10'), '::ffff:a60:a', 'a trailing dotted quad');
+  for (const bad of ['1::2::3', '1:2:3', 'fd00::g', '1:2:3:4:5:6:7:8:9', '::ffff:300.1.1.1', '10.96.0.10']) {
+    assert.throws(
+      () => C.writeIp6(Buffer.alloc(16), 0, bad),
+      (e: Error) => e.message.includes(JSON.stringify(bad)),
+      bad,
+    );
+  }
+  const v = { last_seen: 5n, backend_id: 9, rev_nat_id: 3, nat_addr: 'fd00::1', nat_port: 61000, flags: 1, pad: 0 };
+  assert.equal(C.ct6Val.decode(C.ct6Val.encode(v)), v);
 });
 
 test.run();
