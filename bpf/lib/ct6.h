@@ -9,6 +9,7 @@
 
 #include "ct.h"
 #include "parse6.h"
+#include "scratch6.h"
 
 static __always_inline void ct6_key_of(struct weir_ct6_key *k, const struct pkt6 *p, __u8 dir)
 {
@@ -97,7 +98,7 @@ static __always_inline struct weir_ct6_val *ct6_lookup_key(const struct weir_ct6
 	return v;
 }
 
-static __always_inline struct weir_ct6_val *ct6_lookup(const struct pkt6 *p, __u8 dir, __u64 now)
+static __attribute__((noinline)) struct weir_ct6_val *ct6_lookup(const struct pkt6 *p, __u8 dir, __u64 now)
 {
 	struct weir_ct6_key k;
 	struct weir_ct6_val *v;
@@ -119,18 +120,27 @@ struct ct6_new {
 	__u16 flags; /* extra WEIR_CT_F_* (REDIRECT, HOST) */
 };
 
-/* A free masquerade source port toward the backend (ct_snat_port); 0: none. */
-static __always_inline __be16 ct6_snat_port(const struct pkt6 *p, const __be32 *snat_addr, const __be32 *be_addr,
-					    __be16 be_port, __u64 now)
+/*
+ * A free masquerade source port toward the backend (ct_snat_port), from
+ * snat_addr to be_addr as the scratch holds them; 0: none. A global
+ * function: verified once, not once for each way a new flow reaches it
+ * (its loop of conntrack lookups made up a good part of the IPv6 path's
+ * verification).
+ */
+__attribute__((noinline)) int ct6_snat_port(__u32 proto, __u32 be_port)
 {
-	struct weir_ct6_key k = { .sport = be_port, .proto = p->proto, .dir = WEIR_CT_REV };
-	struct weir_svc6_key fe = { .proto = p->proto, .scope = WEIR_SCOPE_ALL };
+	struct scratch6 *sc = scratch6_get();
+	struct weir_ct6_key k = { .sport = (__be16)be_port, .proto = (__u8)proto, .dir = WEIR_CT_REV };
+	struct weir_svc6_key fe = { .proto = (__u8)proto, .scope = WEIR_SCOPE_ALL };
+	__u64 now = weir_now();
 	struct weir_ct6_val *v;
 	__be16 port = bpf_htons(SNAT_PORT_MIN + bpf_get_prandom_u32() % SNAT_PORT_SPAN);
 
-	ip6_cp(k.saddr, be_addr);
-	ip6_cp(k.daddr, snat_addr);
-	ip6_cp(fe.addr, snat_addr);
+	if (!sc)
+		return 0;
+	ip6_cp(k.saddr, sc->be_addr);
+	ip6_cp(k.daddr, sc->snat_addr);
+	ip6_cp(fe.addr, sc->snat_addr);
 	for (int i = 0; i < SNAT_PORT_TRIES; i++) {
 		k.dport = port;
 		fe.port = port;
@@ -142,8 +152,23 @@ static __always_inline __be16 ct6_snat_port(const struct pkt6 *p, const __be32 *
 	return 0;
 }
 
-/* Record a new flow (p is the packet as the client sent it). */
-static __always_inline void ct6_create(const struct pkt6 *p, const struct ct6_new *n, __u64 now)
+/* ct6_snat_port with its addresses passed through the scratch. */
+static __always_inline __be16 ct6_pick_snat_port(__u8 proto, const __be32 *snat_addr, const __be32 *be_addr,
+						 __be16 be_port)
+{
+	__u32 zero = 0;
+	struct scratch6 *sc = bpf_map_lookup_elem(&weir_scratch6, &zero);
+
+	if (!sc)
+		return 0;
+	ip6_cp(sc->snat_addr, snat_addr);
+	ip6_cp(sc->be_addr, be_addr);
+	return (__be16)ct6_snat_port(proto, be_port);
+}
+
+/* Record a new flow (p is the packet as the client sent it). A subprogram: its key and value get a stack frame of their
+ * own. */
+static __attribute__((noinline)) void ct6_create(const struct pkt6 *p, const struct ct6_new *n, __u64 now)
 {
 	bool snat = !ip6_zero(n->snat_addr);
 	struct weir_ct6_key k;

@@ -13,6 +13,7 @@
 #define WEIR_NAT6_H
 
 #include "parse6.h"
+#include "scratch6.h"
 
 /* Offset of the checksum in the L4 header at p->l4_off (TCP, UDP, ICMPv6). */
 static __always_inline __u32 l4_csum_off6(__u8 proto, __u32 l4_off)
@@ -39,17 +40,30 @@ static __always_inline int nat6_addr(struct __sk_buff *skb, __u32 off, const __b
 	return bpf_l4_csum_replace(skb, csum_off, 0, (__u32)diff, flags | BPF_F_PSEUDO_HDR) ? -1 : 0;
 }
 
-/* Rewrite the source (is_src) or destination address and port of a TCP/UDP packet. 0 on success. */
-static __always_inline int nat6_rewrite(struct __sk_buff *skb, struct pkt6 *p, bool is_src, const __be32 *addr,
-					__be16 port)
+/*
+ * Rewrite the source (is_src) or destination address and port of the
+ * TCP/UDP packet whose L4 header is at l4_off to the scratch's nat_addr and
+ * port. The old values are read back from the packet. 0 on success. A
+ * global function (scratch6.h): four call sites, verified once.
+ */
+__attribute__((noinline)) int nat6_set(struct __sk_buff *skb, __u32 l4_off, __u32 proto, __u32 is_src, __u32 port32)
 {
-	__u32 csum_off = l4_csum_off6(p->proto, p->l4_off);
-	__be16 old_port = is_src ? p->sport : p->dport;
-	__be32 *old = is_src ? p->saddr : p->daddr;
+	struct scratch6 *sc = scratch6_get();
+	__u32 addr_off = is_src ? IP6_SRC_OFF : IP6_DST_OFF;
+	__u32 csum_off = l4_csum_off6((__u8)proto, l4_off);
+	__be16 port = (__be16)port32;
+	__be32 old[4], addr[4];
 	__u64 flags = 0;
 	bool csum = true;
+	__be16 old_port;
 
-	if (p->proto == IPPROTO_UDP) {
+	if (!sc || l4_off > 0xffff)
+		return -1;
+	ip6_cp(addr, sc->nat_addr);
+	if (bpf_skb_load_bytes(skb, addr_off, old, sizeof(old)) ||
+	    bpf_skb_load_bytes(skb, l4_off + (is_src ? 0 : 2), &old_port, sizeof(old_port)))
+		return -1;
+	if (proto == IPPROTO_UDP) {
 		__be16 check;
 
 		if (bpf_skb_load_bytes(skb, csum_off, &check, sizeof(check)))
@@ -57,19 +71,35 @@ static __always_inline int nat6_rewrite(struct __sk_buff *skb, struct pkt6 *p, b
 		csum = check != 0;
 		flags = BPF_F_MARK_MANGLED_0;
 	}
-	if (!ip6_eq(old, addr) && nat6_addr(skb, is_src ? IP6_SRC_OFF : IP6_DST_OFF, old, addr, csum_off, flags, csum))
+	if (!ip6_eq(old, addr) && nat6_addr(skb, addr_off, old, addr, csum_off, flags, csum))
 		return -1;
 	if (old_port != port) {
-		if (bpf_skb_store_bytes(skb, p->l4_off + (is_src ? 0 : 2), &port, sizeof(port), 0))
+		if (bpf_skb_store_bytes(skb, l4_off + (is_src ? 0 : 2), &port, sizeof(port), 0))
 			return -1;
 		if (csum && bpf_l4_csum_replace(skb, csum_off, old_port, port, flags | sizeof(port)))
 			return -1;
 	}
-	ip6_cp(old, addr);
-	if (is_src)
+	return 0;
+}
+
+/* Rewrite the source (is_src) or destination of the packet; p follows. 0 on success. */
+static __always_inline int nat6_rewrite(struct __sk_buff *skb, struct pkt6 *p, bool is_src, const __be32 *addr,
+					__be16 port)
+{
+	struct scratch6 *sc = scratch6_get();
+
+	if (!sc)
+		return -1;
+	ip6_cp(sc->nat_addr, addr);
+	if (nat6_set(skb, p->l4_off, p->proto, is_src, port))
+		return -1;
+	if (is_src) {
+		ip6_cp(p->saddr, addr);
 		p->sport = port;
-	else
+	} else {
+		ip6_cp(p->daddr, addr);
 		p->dport = port;
+	}
 	return 0;
 }
 

@@ -132,7 +132,7 @@ static __always_inline bool ip6_skip_ext(struct __sk_buff *skb, __u32 *off, __u8
  * informational messages, SCTP, other protocols, truncated headers). A
  * later fragment has no L4 header: its ports are left zero.
  */
-static __always_inline bool parse_packet6(struct __sk_buff *skb, struct pkt6 *p)
+static __attribute__((noinline)) bool parse_packet6(struct __sk_buff *skb, struct pkt6 *p)
 {
 	struct weir_ip6hdr ip6;
 	__u8 nh, frag = PKT_WHOLE;

@@ -109,7 +109,7 @@ static __attribute__((noinline)) int handle_frontend6(struct __sk_buff *skb, str
 				ip6_cp(snat, cfg6->snat_addr);
 		}
 		if (!ip6_zero(snat)) {
-			snat_port = ct6_snat_port(p, snat, be_addr, be_port, now);
+			snat_port = ct6_pick_snat_port(p->proto, snat, be_addr, be_port);
 			if (!snat_port)
 				return WEIR_V_DROP_NO_SNAT_PORT;
 		}
@@ -167,7 +167,7 @@ static __attribute__((noinline)) int handle_reply6(struct __sk_buff *skb, struct
 }
 
 /* host_reply for IPv6: a reply handed to lo passing weir_tc_host again. */
-static __always_inline bool host_reply6(const struct pkt6 *p)
+static __attribute__((noinline)) bool host_reply6(const struct pkt6 *p)
 {
 	struct weir_ct6_key k = { .sport = p->dport, .dport = p->sport, .proto = p->proto, .dir = WEIR_CT_FWD };
 	struct weir_ct6_val *v;
