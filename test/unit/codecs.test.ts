@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as C from '../../ts/datapath/codecs';
-import { VERDICTS, verdictName } from '../../ts/datapath/verdicts';
+import { VERDICTS, VERDICT_IPV6, VERDICT_SLOTS, verdictIndex, verdictName } from '../../ts/datapath/verdicts';
 import { MAP_NAMES } from '../../ts/datapath/loader';
 import { TEST_SRC } from './pipeline';
 
@@ -57,6 +57,19 @@ test('verdict names follow enum weir_verdict in weir.h', () => {
   const body = /enum weir_verdict \{([^}]*)\}/.exec(HEADER)![1]!;
   const names = [...body.matchAll(/^\s*(WEIR_V_\w+)/gm)].map((m) => m[1]!).filter((n) => n !== 'WEIR_V__MAX');
   assert.equal([...VERDICTS], names.map(verdictName));
+});
+
+test('IPv6 verdicts count at reason + WEIR_V_IPV6, named <reason>/ipv6, within the map', () => {
+  assert.is(VERDICT_IPV6, Number(/#define WEIR_V_IPV6 (\d+)/.exec(HEADER)![1]));
+  const max = Number(/#define WEIR_MAX_VERDICTS (\d+)/.exec(HEADER)![1]);
+  assert.ok(VERDICTS.length <= VERDICT_IPV6 && 2 * VERDICT_IPV6 <= max, 'both families fit the pinned map');
+  assert.is(VERDICT_SLOTS.length, 2 * VERDICTS.length);
+  assert.equal(
+    VERDICT_SLOTS.find((v) => v.name === 'forward/ipv6'),
+    { name: 'forward/ipv6', reason: 'forward', family: 6, index: VERDICT_IPV6 },
+  );
+  assert.is(verdictIndex('reject_no_endpoints', 6), VERDICTS.indexOf('reject_no_endpoints') + VERDICT_IPV6);
+  assert.is(new Set(VERDICT_SLOTS.map((v) => v.index)).size, VERDICT_SLOTS.length, 'no two names share a counter');
 });
 
 test('flag and scope constants match weir.h', () => {
