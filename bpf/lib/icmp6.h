@@ -75,13 +75,14 @@ static __attribute__((noinline)) int handle_icmp6_error(struct __sk_buff *skb, s
 	struct weir_ct6_val *ct;
 	struct weir_ip6hdr q;
 	__u8 nh, frag = PKT_WHOLE;
+	__be32 frag_id = 0;
 	__be16 ports[2];
 	bool snat;
 
 	if (bpf_skb_load_bytes(skb, q_off, &q, sizeof(q)))
 		return WEIR_PASS;
 	nh = q.nexthdr;
-	if (!ip6_skip_ext(skb, &q_l4, &nh, &frag) || frag == PKT_FRAG_LATER)
+	if (!ip6_skip_ext(skb, &q_l4, &nh, &frag, &frag_id) || frag == PKT_FRAG_LATER)
 		return WEIR_PASS;
 	if ((nh != IPPROTO_TCP && nh != IPPROTO_UDP) || bpf_skb_load_bytes(skb, q_l4, ports, sizeof(ports)))
 		return WEIR_PASS;

@@ -192,6 +192,16 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } weir1_cidr6 SEC(".maps");
 
+/* frag6: {saddr, daddr, fragment id, proto} -> ports of the IPv6 datagram, from its first fragment. tc programs write.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct weir_frag6_key);
+	__type(value, struct weir_frag_ports);
+	__uint(max_entries, WEIR_MAX_FRAGS);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} weir1_frag6 SEC(".maps");
+
 /* cfg6: 0 -> the IPv6 settings (masquerade and hairpin addresses). Agent writes. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

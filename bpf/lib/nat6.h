@@ -44,8 +44,12 @@ static __always_inline int nat6_addr(struct __sk_buff *skb, __u32 off, const __b
  * Rewrite the source (is_src) or destination address and port of the
  * TCP/UDP packet whose L4 header is at l4_off to the scratch's nat_addr and
  * port. The old values are read back from the packet. 0 on success. A
- * global function (scratch6.h): four call sites, verified once.
+ * global function (scratch6.h): four call sites, verified once. proto
+ * carries NAT6_L3_ONLY for a later fragment, which has no L4 header: only
+ * its address changes.
  */
+#define NAT6_L3_ONLY 0x100
+
 __attribute__((noinline)) int nat6_set(struct __sk_buff *skb, __u32 l4_off, __u32 proto, __u32 is_src, __u32 port32)
 {
 	struct scratch6 *sc = scratch6_get();
@@ -60,6 +64,8 @@ __attribute__((noinline)) int nat6_set(struct __sk_buff *skb, __u32 l4_off, __u3
 	if (!sc || l4_off > 0xffff)
 		return -1;
 	ip6_cp(addr, sc->nat_addr);
+	if (proto & NAT6_L3_ONLY)
+		return bpf_skb_store_bytes(skb, addr_off, addr, sizeof(addr), 0) ? -1 : 0;
 	if (bpf_skb_load_bytes(skb, addr_off, old, sizeof(old)) ||
 	    bpf_skb_load_bytes(skb, l4_off + (is_src ? 0 : 2), &old_port, sizeof(old_port)))
 		return -1;
@@ -91,7 +97,7 @@ static __always_inline int nat6_rewrite(struct __sk_buff *skb, struct pkt6 *p, b
 	if (!sc)
 		return -1;
 	ip6_cp(sc->nat_addr, addr);
-	if (nat6_set(skb, p->l4_off, p->proto, is_src, port))
+	if (nat6_set(skb, p->l4_off, p->proto | (p->frag == PKT_FRAG_LATER ? NAT6_L3_ONLY : 0), is_src, port))
 		return -1;
 	if (is_src) {
 		ip6_cp(p->saddr, addr);

@@ -63,6 +63,7 @@ struct pkt6 {
 	__u8 icmp_type; /* NEXTHDR_ICMP6: the error type */
 	__u16 payload_len; /* IPv6 payload length (extension headers included) */
 	__u16 pad;
+	__be32 frag_id; /* a fragment's identification: names its datagram */
 };
 
 static __always_inline bool ip6_eq(const __be32 *a, const __be32 *b)
@@ -91,10 +92,10 @@ static __always_inline bool ip6_loopback(const __be32 *a)
 
 /*
  * Walk the extension headers that start at *off with next header *nexthdr;
- * on return both name the upper-layer header. *frag is set from a fragment
- * header. False when the chain is longer than IP6_MAX_EXT or unreadable.
+ * on return both name the upper-layer header. *frag and *frag_id are set
+ * from a fragment header. False when the chain is longer than IP6_MAX_EXT or unreadable.
  */
-static __always_inline bool ip6_skip_ext(struct __sk_buff *skb, __u32 *off, __u8 *nexthdr, __u8 *frag)
+static __always_inline bool ip6_skip_ext(struct __sk_buff *skb, __u32 *off, __u8 *nexthdr, __u8 *frag, __be32 *frag_id)
 {
 	__u8 nh = *nexthdr;
 	__u32 o = *off;
@@ -115,6 +116,7 @@ static __always_inline bool ip6_skip_ext(struct __sk_buff *skb, __u32 *off, __u8
 
 			/* Offset in 8-byte units in the top 13 bits, M flag in bit 0. */
 			*frag = (fo & 0xfff8) ? PKT_FRAG_LATER : (fo & 1) ? PKT_FRAG_FIRST : *frag;
+			__builtin_memcpy(frag_id, ext + 4, sizeof(*frag_id));
 			o += 8;
 		} else if (nh == NEXTHDR_AUTH) {
 			o += ((__u32)ext[1] + 2) * 4;
@@ -130,7 +132,7 @@ static __always_inline bool ip6_skip_ext(struct __sk_buff *skb, __u32 *off, __u8
  * Fill p for an IPv6 TCP/UDP packet or an ICMPv6 error message; false for
  * everything weir leaves alone (neighbour discovery and other ICMPv6
  * informational messages, SCTP, other protocols, truncated headers). A
- * later fragment has no L4 header: its ports are left zero.
+ * later fragment has no L4 header: its ports are left zero for frag6.h.
  */
 static __attribute__((noinline)) bool parse_packet6(struct __sk_buff *skb, struct pkt6 *p)
 {
@@ -144,7 +146,8 @@ static __attribute__((noinline)) bool parse_packet6(struct __sk_buff *skb, struc
 	if ((ip6.vtc_flow & bpf_htonl(0xf0000000)) != bpf_htonl(0x60000000))
 		return false;
 	nh = ip6.nexthdr;
-	if (!ip6_skip_ext(skb, &off, &nh, &frag))
+	p->frag_id = 0;
+	if (!ip6_skip_ext(skb, &off, &nh, &frag, &p->frag_id))
 		return false;
 	if (nh != IPPROTO_TCP && nh != IPPROTO_UDP && nh != NEXTHDR_ICMP6)
 		return false;

@@ -190,7 +190,10 @@ static __always_inline int handle_packet6(struct __sk_buff *skb, struct pkt6 *p,
 	svc = lb6_frontend(&key, p, WEIR_SCOPE_ALL);
 	if (svc && !(origin == FROM_HOST && host_reply6(p))) {
 		v = handle_frontend6(skb, p, &key, svc, origin);
-		return v == WEIR_REJECT6 ? reject6(skb, p) : v;
+		if (v != WEIR_REJECT6)
+			return v;
+		/* One answer per datagram, to its first fragment (as reject() for IPv4). */
+		return p->frag == PKT_FRAG_LATER ? WEIR_V_DROP_NO_ENDPOINTS : reject6(skb, p);
 	}
 	if (origin == FROM_HOST && bpf_ntohs(p->dport) < SNAT_PORT_MIN)
 		return WEIR_PASS;

@@ -12,6 +12,7 @@
  */
 #include "common.h"
 #include "frag.h"
+#include "frag6.h"
 #include "parse.h"
 #include "parse6.h"
 #include "service.h"
@@ -20,9 +21,7 @@
 
 /*
  * IPv6, in a function of its own (a global one: the verifier checks it once
- * per program, apart from the IPv4 path, which pays nothing for it but the
- * protocol test its parser makes anyway). Fragments are not translated:
- * each is counted and passed on as it came (docs/ipv6.md).
+ * per program, apart from the IPv4 path).
  */
 __attribute__((noinline)) int tc_ingress6(struct __sk_buff *skb, __u32 origin)
 {
@@ -30,7 +29,7 @@ __attribute__((noinline)) int tc_ingress6(struct __sk_buff *skb, __u32 origin)
 
 	if (!parse_packet6(skb, &p))
 		return TC_ACT_OK;
-	if (p.frag != PKT_WHOLE)
+	if (!frag6_track(&p))
 		return verdict_exit6(skb, &p, WEIR_V_FRAG_UNMATCHED);
 	return verdict_exit6(skb, &p, handle_packet6(skb, &p, (enum origin)origin));
 }

@@ -42,6 +42,7 @@
 #define WEIR_MAP_AFFINITY6 "weir1_aff6"
 #define WEIR_MAP_CIDR6 "weir1_cidr6"
 #define WEIR_MAP_CONFIG6 "weir1_cfg6"
+#define WEIR_MAP_FRAG6 "weir1_frag6"
 
 /* Map sizes. Conntrack and affinity are LRU: when full, the oldest goes. */
 /* Service and membership maps: one entry per frontend plus one per endpoint
@@ -369,6 +370,20 @@ struct weir_cidr6_key {
 	__u32 prefixlen; /* 32 + CIDR bits */
 	__u32 owner; /* 0 or a rev_nat id */
 	__be32 addr[4]; /* CIDR base address */
+};
+
+/*
+ * frag6: the ports of a fragmented IPv6 datagram, from its first fragment,
+ * as weir_frag_key for IPv4 (the identification is 32 bits, in the fragment
+ * header); value struct weir_frag_ports. Written by the tc programs.
+ */
+struct weir_frag6_key {
+	__be32 saddr[4]; /* source address */
+	__be32 daddr[4]; /* destination address */
+	__be32 id; /* fragment header identification: one datagram of this pair */
+	__u8 proto; /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 pad; /* zero */
+	__u16 pad2; /* zero */
 };
 
 /* weir_config6.flags. (masqueradeAll and drain are in weir_config, for both families.) */

@@ -273,25 +273,68 @@ s('packets that are not ours pass untouched and count nowhere', (ctx) => {
   assert.equal(allCounts(ctx, 6), before);
 });
 
-s('fragments are never translated: passed on as they came, counted as frag_unmatched', (ctx) => {
-  const whole = buildPacket6({ proto: 'udp', src: CLIENT, dst: VIP, sport: 40012, dport: 53, payload: 'z'.repeat(64) });
-  const withFrag = (offset: number, more: boolean): Buffer => {
-    // Insert a fragment header (44) after the fixed header.
-    const f = Buffer.concat([whole.subarray(0, 54), Buffer.alloc(8), whole.subarray(54)]);
+/**
+ * Split an Ethernet/IPv6 packet (no extension headers) into fragments of
+ * `chunk` bytes of its payload (a multiple of 8), each with a fragment
+ * header of identification `id`, as a sender's kernel does.
+ */
+function fragments6(pkt: Buffer, id: number, chunk: number): Buffer[] {
+  const data = pkt.subarray(54);
+  const out: Buffer[] = [];
+  for (let off = 0; off < data.length; off += chunk) {
+    const part = data.subarray(off, off + chunk);
+    const fh = Buffer.alloc(8);
+    fh[0] = pkt[20]!;
+    fh.writeUInt16BE(off | (off + chunk < data.length ? 1 : 0), 2);
+    fh.writeUInt32BE(id, 4);
+    const f = Buffer.concat([pkt.subarray(0, 54), fh, part]);
     f[20] = 44;
-    f.writeUInt16BE(whole.readUInt16BE(18) + 8, 18);
-    f[54] = 17;
-    f.writeUInt16BE((offset << 3) | (more ? 1 : 0), 56);
-    f.writeUInt32BE(0xabcd, 58);
-    return f;
-  };
-  const before = verdictCount(ctx, 'frag_unmatched');
-  for (const pkt of [withFrag(0, true), withFrag(8, false)]) {
-    const { retval, out } = run(ctx, pkt);
-    assert.is(retval, TC_ACT_OK);
-    assert.equal(out, pkt);
+    f.writeUInt16BE(8 + part.length, 18);
+    out.push(f);
   }
-  assert.is(verdictCount(ctx, 'frag_unmatched'), before + 2n);
+  return out;
+}
+
+/** The datagram the receiver reassembles from fragments given in offset order. */
+function reassemble6(frags: Buffer[]): Buffer {
+  const pkt = Buffer.concat([frags[0]!.subarray(0, 54), ...frags.map((f) => f.subarray(62))]);
+  pkt[20] = frags[0]![54]!;
+  pkt.writeUInt16BE(pkt.length - 54, 18);
+  return pkt;
+}
+
+s('a fragmented UDP datagram to an IPv6 ClusterIP: every fragment DNATed, the datagram reassembles with a valid checksum', (ctx) => {
+  const whole = buildPacket6({ proto: 'udp', src: CLIENT, dst: VIP, sport: 40012, dport: 53, payload: 'z'.repeat(150) });
+  const frags = fragments6(whole, 0xabcd, 64);
+  assert.is(frags.length, 3);
+  const before = verdictCount(ctx, 'forward');
+  const out = frags.map((f) => run(ctx, f));
+  for (const o of out) {
+    assert.is(o.retval, TC_ACT_OK);
+    assert.equal({ src: readHeaders6(o.out).src, dst: readHeaders6(o.out).dst }, { src: CLIENT, dst: BACKEND });
+  }
+  const d = reassemble6(out.map((o) => o.out));
+  assert.equal(hdr(d), { src: CLIENT, dst: BACKEND, sport: 40012, dport: 5353, proto: 17 });
+  assert.equal(checksumsValid6(d), { len: true, l4: true });
+  assert.equal(d.subarray(62), whole.subarray(62), 'payload intact');
+  assert.is(verdictCount(ctx, 'forward'), before + 3n);
+
+  // The backend's fragmented answer: every fragment reverse-NATed.
+  const answer = buildPacket6({ proto: 'udp', src: BACKEND, dst: CLIENT, sport: 5353, dport: 40012, payload: 'a'.repeat(200) });
+  const back = fragments6(answer, 0x1234, 96).map((f) => run(ctx, f).out);
+  const r = reassemble6(back);
+  assert.equal(hdr(r), { src: VIP, dst: CLIENT, sport: 53, dport: 40012, proto: 17 });
+  assert.equal(checksumsValid6(r), { len: true, l4: true });
+});
+
+s('a later fragment whose first fragment was not seen passes unchanged, counted as frag_unmatched', (ctx) => {
+  const whole = buildPacket6({ proto: 'udp', src: CLIENT, dst: VIP, sport: 40016, dport: 53, payload: 'z'.repeat(100) });
+  const later = fragments6(whole, 0x7777, 64)[1]!;
+  const before = verdictCount(ctx, 'frag_unmatched');
+  const { retval, out } = run(ctx, later);
+  assert.is(retval, TC_ACT_OK);
+  assert.equal(out, later);
+  assert.is(verdictCount(ctx, 'frag_unmatched'), before + 1n);
 });
 
 s('a ::1 source from a pod is dropped as drop_loopback_source; a TCP segment weir never saw open passes (pass_midflow)', (ctx) => {

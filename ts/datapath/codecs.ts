@@ -368,6 +368,15 @@ export const cidr6Key = new StructCodec('weir_cidr6_key', [
   ['addr', 'ip6'],
 ] as const);
 
+export const frag6Key = new StructCodec('weir_frag6_key', [
+  ['saddr', 'ip6'],
+  ['daddr', 'ip6'],
+  ['id', 'u32'],
+  ['proto', 'u8'],
+  ['pad', 'u8'],
+  ['pad2', 'u16'],
+] as const);
+
 export const config6 = new StructCodec('weir_config6', [
   ['snat_addr', 'ip6'],
   ['hairpin_addr', 'ip6'],
@@ -409,6 +418,7 @@ export const SHARED_STRUCTS = [
   aff6Key,
   cidr6Key,
   config6,
+  frag6Key,
 ];
 
 /** Constants mirrored from weir.h (checked against the header by a unit test). */

@@ -37,6 +37,7 @@ export const MAP_NAMES = {
   aff6: 'weir1_aff6',
   cidr6: 'weir1_cidr6',
   cfg6: 'weir1_cfg6',
+  frag6: 'weir1_frag6',
 } as const;
 
 /** tc programs: which devices get which. */
