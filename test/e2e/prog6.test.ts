@@ -346,6 +346,92 @@ s('a ::1 source from a pod is dropped as drop_loopback_source; a TCP segment wei
   assert.is(verdictCount(ctx, 'pass_midflow'), b.mid + 1n);
 });
 
+s('sessionAffinity ClientIP: new flows of one client keep its backend (weir1_aff6); another client may get another', (ctx) => {
+  const m = ctx.dp.maps;
+  const addr = 'fd00:96::aff';
+  const backends = ['fd00:244:2::1', 'fd00:244:2::2', 'fd00:244:2::3', 'fd00:244:2::4'];
+  backends.forEach((b, i) => {
+    m.be6.upsert([[keyString(C.u32Key.encode({ value: 111 + i })), C.backend6.encode({ addr: b, port: 8080, proto: 6, flags: 0 })]]);
+    m.svc6.upsert([[keyString(C.svc6Key.encode({ addr, port: 80, proto: 6, slot: i + 1 })), C.svcVal.encode({ backend_id: 111 + i })]]);
+    m.member.upsert([[keyString(C.memberKey.encode({ rev_nat_id: 110, backend_id: 111 + i })), C.u32Key.encode({ value: 1 })]]);
+  });
+  m.revnat6.upsert([[keyString(C.u32Key.encode({ value: 110 })), C.revnat6.encode({ addr, port: 80 })]]);
+  m.svc6.upsert([
+    [keyString(C.svc6Key.encode({ addr, port: 80, proto: 6, slot: 0 })), C.svcVal.encode({ count: 4, rev_nat_id: 110, flags: C.SVC_F.CLUSTER_IP | C.SVC_F.AFFINITY, affinity_timeout: 10800 })],
+  ]);
+  const chosen = new Set<string>();
+  for (let i = 0; i < 12; i++) chosen.add(hdr(run(ctx, buildPacket6({ proto: 'tcp', src: CLIENT, dst: addr, sport: 41000 + i, dport: 80 })).out).dst);
+  assert.is(chosen.size, 1, `one backend for one client: ${[...chosen].join(', ')}`);
+  const aff = m.aff6.dump().map(([k, v]) => ({ ...C.aff6Key.decode(Buffer.from(k, 'latin1')), backend: C.affVal.decode(v).backend_id }));
+  assert.equal(aff, [{ client: CLIENT, rev_nat_id: 110, backend: 111 + backends.indexOf([...chosen][0]!) }]);
+  // Without affinity the same twelve flows spread (all on one of four backends: 1 in 4^11).
+  m.svc6.upsert([[keyString(C.svc6Key.encode({ addr, port: 80, proto: 6, slot: 0 })), C.svcVal.encode({ count: 4, rev_nat_id: 110, flags: C.SVC_F.CLUSTER_IP })]]);
+  const spread = new Set<string>();
+  for (let i = 0; i < 12; i++) spread.add(hdr(run(ctx, buildPacket6({ proto: 'tcp', src: CLIENT, dst: addr, sport: 42000 + i, dport: 80 })).out).dst);
+  assert.ok(spread.size > 1, 'random slots without affinity');
+});
+
+s('externalTrafficPolicy Local: an outside client gets a local endpoint and keeps its source; none local: drop_no_local_endpoints', (ctx) => {
+  const m = ctx.dp.maps;
+  const lb = 'fd00:99::2';
+  const local = 'fd00:244:1::40';
+  m.be6.upsert([[keyString(C.u32Key.encode({ value: 121 })), C.backend6.encode({ addr: local, port: 8080, proto: 6, flags: C.BE_F.LOCAL })]]);
+  m.be6.upsert([[keyString(C.u32Key.encode({ value: 122 })), C.backend6.encode({ addr: 'fd00:244:9::40', port: 8080, proto: 6, flags: 0 })]]);
+  for (const id of [121, 122]) m.member.upsert([[keyString(C.memberKey.encode({ rev_nat_id: 120, backend_id: id })), C.u32Key.encode({ value: 1 })]]);
+  m.revnat6.upsert([[keyString(C.u32Key.encode({ value: 120 })), C.revnat6.encode({ addr: lb, port: 80 })]]);
+  m.svc6.upsert([[keyString(C.svc6Key.encode({ addr: lb, port: 80, proto: 6, slot: 1 })), C.svcVal.encode({ backend_id: 122 })]]);
+  m.svc6.upsert([[keyString(C.svc6Key.encode({ addr: lb, port: 80, proto: 6, slot: 0 })), C.svcVal.encode({ count: 1, rev_nat_id: 120, flags: C.SVC_F.LOAD_BALANCER | C.SVC_F.ETP_LOCAL })]]);
+  const before = verdictCount(ctx, 'drop_no_local_endpoints');
+  const none = run(ctx, buildPacket6({ proto: 'tcp', src: 'fd00:5::9', dst: lb, sport: 40017, dport: 80 }), 'ext');
+  assert.is(none.retval, TC_ACT_SHOT, 'no local scope entry yet');
+  assert.is(verdictCount(ctx, 'drop_no_local_endpoints'), before + 1n);
+  m.svc6.upsert([[keyString(C.svc6Key.encode({ addr: lb, port: 80, proto: 6, scope: C.SCOPE_LOCAL, slot: 1 })), C.svcVal.encode({ backend_id: 121 })]]);
+  m.svc6.upsert([
+    [keyString(C.svc6Key.encode({ addr: lb, port: 80, proto: 6, scope: C.SCOPE_LOCAL, slot: 0 })), C.svcVal.encode({ count: 1, rev_nat_id: 120, flags: C.SVC_F.LOAD_BALANCER | C.SVC_F.ETP_LOCAL })],
+  ]);
+  const ok = run(ctx, buildPacket6({ proto: 'tcp', src: 'fd00:5::9', dst: lb, sport: 40017, dport: 80 }), 'ext');
+  assert.equal(hdr(ok.out), { src: 'fd00:5::9', dst: local, sport: 40017, dport: 8080, proto: 6 }, 'local endpoint, source kept');
+  assert.equal(checksumsValid6(ok.out), { len: true, l4: true });
+});
+
+s('loopback path: a node socket bound to ::1 is masqueraded to the node IPv6 address; its reply is handed back to lo', (ctx) => {
+  const m = ctx.dp.maps;
+  m.svc6.upsert([[keyString(C.svc6Key.encode({ addr: '::1', port: 30090, proto: 6, slot: 1 })), C.svcVal.encode({ backend_id: 101 })]]);
+  m.member.upsert([[keyString(C.memberKey.encode({ rev_nat_id: 130, backend_id: 101 })), C.u32Key.encode({ value: 1 })]]);
+  m.revnat6.upsert([[keyString(C.u32Key.encode({ value: 130 })), C.revnat6.encode({ addr: '::1', port: 30090 })]]);
+  m.svc6.upsert([[keyString(C.svc6Key.encode({ addr: '::1', port: 30090, proto: 6, slot: 0 })), C.svcVal.encode({ count: 1, rev_nat_id: 130, flags: C.SVC_F.NODE_PORT })]]);
+  const fwd = run(ctx, buildPacket6({ proto: 'tcp', src: '::1', dst: '::1', sport: 45000, dport: 30090 }), 'host');
+  const h = hdr(fwd.out);
+  assert.equal({ ...h, sport: 0 }, { src: SNAT, dst: BACKEND, sport: 0, dport: 8080, proto: 6 });
+  assert.ok(h.sport >= 61000);
+  assert.equal(checksumsValid6(fwd.out), { len: true, l4: true });
+  const before = verdictCount(ctx, 'revnat_host');
+  const reply = run(ctx, buildPacket6({ proto: 'tcp', src: BACKEND, dst: SNAT, sport: 8080, dport: h.sport, flags: 0x12 }));
+  assert.is(reply.retval, TC_ACT_REDIRECT, 'handed to loopback ingress');
+  assert.equal(hdr(reply.out), { src: '::1', dst: '::1', sport: 30090, dport: 45000, proto: 6 });
+  assert.equal([...reply.out.subarray(0, 12)], new Array<number>(12).fill(0), "lo's all-zero MACs");
+  assert.equal(checksumsValid6(reply.out), { len: true, l4: true });
+  assert.is(verdictCount(ctx, 'revnat_host'), before + 1n);
+  const again = run(ctx, reply.out, 'host');
+  assert.equal(again.out, reply.out, 'on lo the reply passes untouched');
+});
+
+s('draining: a new IPv6 flow passes unchanged (pass_draining); a flow weir carries keeps its backend', (ctx) => {
+  const cfgKey = keyString(C.u32Key.encode({ value: 0 }));
+  const cfg = (flags: number): void => ctx.dp.maps.cfg.upsert([[cfgKey, C.config.encode({ hairpin_addr: '169.254.42.1', snat_addr: '192.168.77.10', flags })]]);
+  run(ctx, buildPacket6({ proto: 'tcp', src: CLIENT, dst: VIP, sport: 40018, dport: 80 }));
+  cfg(C.CFG_F.DRAIN);
+  try {
+    const before = verdictCount(ctx, 'pass_draining');
+    const syn = buildPacket6({ proto: 'tcp', src: CLIENT, dst: VIP, sport: 40019, dport: 80 });
+    assert.equal(run(ctx, syn).out, syn);
+    assert.is(verdictCount(ctx, 'pass_draining'), before + 1n);
+    assert.is(hdr(run(ctx, buildPacket6({ proto: 'tcp', src: CLIENT, dst: VIP, sport: 40018, dport: 80, flags: 0x10 })).out).dst, BACKEND);
+  } finally {
+    cfg(0);
+  }
+});
+
 s('verdicts are counted per family: IPv6 traffic moves only the IPv6 counters, IPv4 traffic only the IPv4 ones', (ctx) => {
   const v4 = allCounts(ctx, 4);
   const v6 = allCounts(ctx, 6);
