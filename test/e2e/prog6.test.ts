@@ -230,7 +230,7 @@ s('ICMPv6 errors about a masqueraded request go to the client, quote and destina
   assert.is(sent.src, SNAT);
   // A router toward the backend could not forward it: time exceeded, to the masquerade address.
   const te = buildPacket6({ proto: 'icmp6', src: ROUTER, dst: SNAT, icmpType: 3, payload: syn.out.subarray(14) });
-  const before = verdictCount(ctx, 'revnat');
+  const before = verdictCount(ctx, 'revnat_redirect');
   const { retval, out } = run(ctx, te, 'pod');
   assert.is(retval, TC_ACT_OK);
   const h = readHeaders6(out);
@@ -238,7 +238,24 @@ s('ICMPv6 errors about a masqueraded request go to the client, quote and destina
   const q = readHeaders6(Buffer.concat([out.subarray(0, 14), out.subarray(62)]));
   assert.equal({ ...q, l4: 0 }, { src: 'fd00:5::8', dst: NODEPORT_VIP, sport: 40010, dport: 30080, proto: 6, l4: 0 }, 'the quote is the packet as the client sent it');
   assert.equal(checksumsValid6(out), { len: true, l4: true });
-  assert.is(verdictCount(ctx, 'revnat'), before + 1n);
+  assert.is(verdictCount(ctx, 'revnat_redirect'), before + 1n, 'sent on as the flow is: by FIB redirect');
+});
+
+s('an ICMPv6 error this node sent itself to a NodePort address (through lo) goes to the backend by FIB redirect', (ctx) => {
+  // The masqueraded NodePort flow: fd00:5::7:40004 -> NODEPORT_VIP:30080, sent as SNAT:port -> BACKEND:8080.
+  // Its reply leaves reverse-NATed as NODEPORT_VIP:30080 -> fd00:5::7:40004; this node's own
+  // forwarding found it too big and sent the error to the reply's source, a local address.
+  const reply = buildPacket6({ proto: 'tcp', src: NODEPORT_VIP, dst: 'fd00:5::7', sport: 30080, dport: 40004, flags: 0x10, payload: 'x'.repeat(40) });
+  const ptb = buildPacket6({ proto: 'icmp6', src: SNAT, dst: NODEPORT_VIP, icmpType: 2, icmpWord: 1280, payload: reply.subarray(14) });
+  const before = verdictCount(ctx, 'forward_redirect');
+  const { out } = run(ctx, ptb, 'host');
+  const h = readHeaders6(out);
+  assert.equal({ src: h.src, dst: h.dst }, { src: SNAT, dst: BACKEND });
+  const q = readHeaders6(Buffer.concat([out.subarray(0, 14), out.subarray(62)]));
+  assert.equal({ src: q.src, dst: q.dst, sport: q.sport, dport: q.dport }, { src: BACKEND, dst: SNAT, sport: 8080, dport: q.dport });
+  assert.ok(q.dport >= 61000, 'the masquerade port the backend knows');
+  assert.equal(checksumsValid6(out), { len: true, l4: true });
+  assert.is(verdictCount(ctx, 'forward_redirect'), before + 1n);
 });
 
 s('ICMPv6 errors about no flow of ours, neighbour discovery and echo pass untouched', (ctx) => {
