@@ -104,7 +104,8 @@ __attribute__((noinline)) int handle_icmp6_error(struct __sk_buff *skb, __u32 l4
 	nh = q.nexthdr;
 	if (!ip6_skip_ext(skb, &q_l4, &nh, &frag, &frag_id) || frag == PKT_FRAG_LATER)
 		return WEIR_PASS;
-	if ((nh != IPPROTO_TCP && nh != IPPROTO_UDP) || bpf_skb_load_bytes(skb, q_l4, ports, sizeof(ports)))
+	if ((nh != IPPROTO_TCP && nh != IPPROTO_UDP && nh != IPPROTO_SCTP) ||
+	    bpf_skb_load_bytes(skb, q_l4, ports, sizeof(ports)))
 		return WEIR_PASS;
 
 	/* Both directions' entries are keyed as the quote reversed. */

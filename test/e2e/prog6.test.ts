@@ -169,6 +169,29 @@ s('loadBalancerSourceRanges: a source inside is NATed, one outside dropped as dr
   assert.is(verdictCount(ctx, 'drop_source_range'), before + 1n);
 });
 
+s('SCTP over IPv6: DNAT to the backend port with the CRC32c updated at every length; no endpoints: ICMPv6 port unreachable', (ctx) => {
+  const m = ctx.dp.maps;
+  m.be6.upsert([[keyString(C.u32Key.encode({ value: 141 })), C.backend6.encode({ addr: BACKEND, port: 38412, proto: 132, flags: 0 })]]);
+  m.svc6.upsert([[keyString(C.svc6Key.encode({ addr: VIP, port: 36412, proto: 132, slot: 1 })), C.svcVal.encode({ backend_id: 141 })]]);
+  m.member.upsert([[keyString(C.memberKey.encode({ rev_nat_id: 140, backend_id: 141 })), C.u32Key.encode({ value: 1 })]]);
+  m.revnat6.upsert([[keyString(C.u32Key.encode({ value: 140 })), C.revnat6.encode({ addr: VIP, port: 36412 })]]);
+  m.svc6.upsert([[keyString(C.svc6Key.encode({ addr: VIP, port: 36412, proto: 132, slot: 0 })), C.svcVal.encode({ count: 1, rev_nat_id: 140, flags: C.SVC_F.CLUSTER_IP })]]);
+  m.svc6.upsert([[keyString(C.svc6Key.encode({ addr: EMPTY_VIP, port: 36412, proto: 132, slot: 0 })), C.svcVal.encode({ count: 0, rev_nat_id: 142, flags: C.SVC_F.CLUSTER_IP })]]);
+  for (const [i, len] of [0, 1, 13, 200, 1300].entries()) {
+    const { retval, out } = run(ctx, buildPacket6({ proto: 'sctp', src: CLIENT, dst: VIP, sport: 40100 + i, dport: 36412, payload: 'p'.repeat(len) }));
+    assert.is(retval, TC_ACT_OK);
+    assert.equal(hdr(out), { src: CLIENT, dst: BACKEND, sport: 40100 + i, dport: 38412, proto: 132 }, `payload ${len}`);
+    assert.equal(checksumsValid6(out), { len: true, l4: true }, `CRC32c valid, payload ${len}`);
+  }
+  const reply = run(ctx, buildPacket6({ proto: 'sctp', src: BACKEND, dst: CLIENT, sport: 38412, dport: 40100, payload: 'ack' }));
+  assert.equal(hdr(reply.out), { src: VIP, dst: CLIENT, sport: 36412, dport: 40100, proto: 132 });
+  assert.equal(checksumsValid6(reply.out), { len: true, l4: true });
+  const rej = run(ctx, buildPacket6({ proto: 'sctp', src: CLIENT, dst: EMPTY_VIP, sport: 40110, dport: 36412 }));
+  assert.is(rej.retval, TC_ACT_REDIRECT);
+  assert.equal([rej.out[20], rej.out[54], rej.out[55]], [58, 1, 4], 'ICMPv6 port unreachable');
+  assert.equal(checksumsValid6(rej.out), { len: true, l4: true });
+});
+
 s('no endpoints, TCP SYN: a RST|ACK from the ClusterIP, checksum valid, sent back out', (ctx) => {
   const before = verdictCount(ctx, 'reject_no_endpoints');
   const { retval, out } = run(ctx, buildPacket6({ proto: 'tcp', src: CLIENT, dst: EMPTY_VIP, sport: 40007, dport: 80, seq: 5000, payload: 'data' }));
