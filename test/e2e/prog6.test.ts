@@ -7,6 +7,7 @@
  * scratch. Maps are written directly; the object is loaded with its maps
  * pinned under a unique test directory and attached nowhere.
  */
+import { spawn, spawnSync } from 'node:child_process';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import { suite } from 'uvu';
@@ -495,3 +496,124 @@ s('verdicts are counted per family: IPv6 traffic moves only the IPv6 counters, I
 });
 
 s.run();
+
+/**
+ * The IPv6 socket hooks with real sockets: a network namespace and a cgroup
+ * of this test's own (never the root ones), a backend listening in the
+ * namespace, and a client process in both that connects (TCP) or sends
+ * (UDP) to an IPv6 ClusterIP.
+ */
+interface SockCtx {
+  dp: BpfDatapath;
+  root: string;
+  ns: string;
+  cgroup: string;
+}
+const sk = suite<SockCtx>('socket hooks, IPv6 (connect6, sendmsg6, recvmsg6, getpeername6)');
+
+const PY_SERVER = `
+import socket, sys
+t = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+t.bind(("${BACKEND}", 8080)); t.listen(4)
+u = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+u.bind(("${BACKEND}", 5353))
+print("ready", flush=True)
+c, a = t.accept(); c.sendall(b"tcp " + c.recv(100)); c.close()
+d, a = u.recvfrom(100); u.sendto(b"udp " + d, a)
+`;
+
+const PY_CLIENT = `
+import socket
+t = socket.create_connection(("${VIP}", 80), timeout=3)
+print("peer", t.getpeername()[0], t.getpeername()[1])
+t.sendall(b"hello"); print(t.recv(100).decode()); t.close()
+u = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); u.settimeout(3)
+u.sendto(b"query", ("${VIP}", 53))
+d, a = u.recvfrom(100)
+print(d.decode(), "from", a[0], a[1])
+`;
+
+function cgroup2(): string | null {
+  const m = fs
+    .readFileSync('/proc/mounts', 'utf8')
+    .split('\n')
+    .map((l) => l.split(' '))
+    .find((l) => l[2] === 'cgroup2');
+  return m ? m[1]! : null;
+}
+
+sk.before((ctx) => {
+  const id = crypto.randomBytes(3).toString('hex');
+  ctx.root = `/sys/fs/bpf/weir-sock6-${id}`;
+  ctx.ns = `weir-sock6-${id}`;
+  const cg = cgroup2();
+  ctx.cgroup = cg ? `${cg}/weir-sock6-${id}` : '';
+  process.on('exit', () => {
+    fs.rmSync(ctx.root, { recursive: true, force: true });
+    spawnSync('ip', ['netns', 'del', ctx.ns]);
+    if (ctx.cgroup) fs.rmSync(ctx.cgroup, { recursive: true, force: true });
+  });
+  ctx.dp = BpfDatapath.load(loadShim(), ctx.root);
+  ctx.dp.writeConfig6({ hairpinAddr: HAIRPIN, snatAddr: SNAT, haveClusterCidrs: false });
+  const m = ctx.dp.maps;
+  m.be6.upsert([[keyString(C.u32Key.encode({ value: 301 })), C.backend6.encode({ addr: BACKEND, port: 8080, proto: 6, flags: 0 })]]);
+  m.be6.upsert([[keyString(C.u32Key.encode({ value: 302 })), C.backend6.encode({ addr: BACKEND, port: 5353, proto: 17, flags: 0 })]]);
+  for (const [port, proto, rev, be] of [
+    [80, 6, 301, 301],
+    [53, 17, 302, 302],
+  ] as const) {
+    m.svc6.upsert([[keyString(C.svc6Key.encode({ addr: VIP, port, proto, slot: 1 })), C.svcVal.encode({ backend_id: be })]]);
+    m.member.upsert([[keyString(C.memberKey.encode({ rev_nat_id: rev, backend_id: be })), C.u32Key.encode({ value: 1 })]]);
+    m.revnat6.upsert([[keyString(C.u32Key.encode({ value: rev })), C.revnat6.encode({ addr: VIP, port })]]);
+    m.svc6.upsert([[keyString(C.svc6Key.encode({ addr: VIP, port, proto, slot: 0 })), C.svcVal.encode({ count: 1, rev_nat_id: rev, flags: C.SVC_F.CLUSTER_IP })]]);
+  }
+  const must = (argv: string[]): void => {
+    const r = spawnSync(argv[0]!, argv.slice(1), { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`${argv.join(' ')}: ${r.stderr}`);
+  };
+  must(['ip', 'netns', 'add', ctx.ns]);
+  must(['ip', '-n', ctx.ns, 'link', 'set', 'lo', 'up']);
+  must(['ip', '-n', ctx.ns, '-6', 'addr', 'add', `${BACKEND}/128`, 'dev', 'lo', 'nodad']);
+  if (ctx.cgroup) {
+    fs.mkdirSync(ctx.cgroup);
+    ctx.dp.attachCgroup(ctx.cgroup);
+  }
+});
+
+sk.after((ctx) => {
+  ctx.dp?.close();
+  if (ctx.root) fs.rmSync(ctx.root, { recursive: true, force: true }); // unpinning the links detaches the hooks
+  if (ctx.ns) spawnSync('ip', ['netns', 'del', ctx.ns]);
+  if (ctx.cgroup) fs.rmSync(ctx.cgroup, { recursive: true, force: true });
+});
+
+sk('a node process connects and sends to an IPv6 ClusterIP: it reaches the backend and sees the ClusterIP as its peer', async (ctx) => {
+  if (!ctx.cgroup) {
+    console.log('  (skipped: no cgroup v2)');
+    return;
+  }
+  const server = spawn('ip', ['netns', 'exec', ctx.ns, 'python3', '-c', PY_SERVER], { stdio: ['ignore', 'pipe', 'pipe'] });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error('backend did not start')), 5000);
+      server.stdout.on('data', (d: Buffer) => {
+        if (d.toString().includes('ready')) {
+          clearTimeout(t);
+          resolve();
+        }
+      });
+      server.on('exit', (code) => reject(new Error(`backend exited ${code}`)));
+    });
+    // Into the cgroup first: `ip netns exec` mounts the namespace's own /sys.
+    const client = spawnSync('sh', ['-c', 'echo $$ > "$0/cgroup.procs" && exec ip netns exec "$1" python3 -c "$2"', ctx.cgroup, ctx.ns, PY_CLIENT], { encoding: 'utf8', timeout: 10_000 });
+    assert.is(client.status, 0, client.stderr);
+    assert.equal(client.stdout.trim().split('\n'), [`peer ${VIP} 80`, 'tcp hello', `udp query from ${VIP} 53`]);
+    const entries = ctx.dp.maps.skrevnat6.dump().map(([k, v]) => ({ ...C.sk6Key.decode(Buffer.from(k, 'latin1')), cookie: 0n, ...{ to: C.sk6Val.decode(v) } }));
+    assert.equal(entries.map((e) => `${e.addr}:${e.port} -> ${e.to.addr}:${e.to.port}`).sort(), [`${BACKEND}:5353 -> ${VIP}:53`, `${BACKEND}:8080 -> ${VIP}:80`]);
+  } finally {
+    server.kill('SIGKILL');
+  }
+});
+
+sk.run();
