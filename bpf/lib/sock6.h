@@ -7,7 +7,8 @@
  * it (no backend could answer that source; weir_tc_host masquerades those
  * on lo), drain, REJECT/DROP without endpoints, loadBalancerSourceRanges
  * with the socket's source or else the node's IPv6 address, which also
- * keys ClientIP affinity.
+ * keys ClientIP affinity. An IPv4-mapped destination (::ffff:a.b.c.d) on
+ * a dual-stack socket is an IPv4 one: sock.h's rules and maps.
  */
 #ifndef WEIR_SOCK6_H
 #define WEIR_SOCK6_H
@@ -48,6 +49,33 @@ static __always_inline void sock6_source(const struct bpf_sock_addr *ctx, bool s
 	src[3] = sk->src_ip6[3];
 }
 
+/* ::ffff:a.b.c.d, an IPv4 address on an IPv6 socket. */
+static __always_inline bool ip6_v4mapped(const __be32 *a)
+{
+	return !(a[0] | a[1]) && a[2] == bpf_htonl(0xffff);
+}
+
+/*
+ * A dual-stack socket sending to an IPv4-mapped address sends IPv4: the
+ * IPv4 frontends and rev-NAT entries apply, the backend is written back
+ * mapped. Its source, if chosen, is mapped too (else it could not send to
+ * an IPv4 address at all).
+ */
+static __always_inline int sock6_forward_mapped(struct bpf_sock_addr *ctx, bool sendmsg, __be32 daddr)
+{
+	struct weir_backend *be;
+	__be32 src[4];
+	int allow;
+
+	sock6_source(ctx, sendmsg, src);
+	allow = sock_pick(ctx, daddr, (__be16)ctx->user_port, ip6_v4mapped(src) ? src[3] : 0, &be);
+	if (be) {
+		ctx->user_ip6[3] = be->addr;
+		ctx->user_port = (__u32)be->port;
+	}
+	return allow;
+}
+
 /* Rewrite the destination of a connect6/sendmsg6 to a chosen backend. 1 = allow. */
 static __always_inline int sock6_forward(struct bpf_sock_addr *ctx, bool sendmsg)
 {
@@ -66,6 +94,8 @@ static __always_inline int sock6_forward(struct bpf_sock_addr *ctx, bool sendmsg
 	if (ctx->protocol != IPPROTO_TCP && ctx->protocol != IPPROTO_UDP)
 		return 1;
 	sock6_dst(ctx, p.daddr);
+	if (ip6_v4mapped(p.daddr))
+		return sock6_forward_mapped(ctx, sendmsg, p.daddr[3]);
 	p.dport = (__be16)ctx->user_port; /* network order in the low 16 bits */
 	p.proto = ctx->protocol;
 	svc = lb6_frontend(&key, &p, WEIR_SCOPE_ALL);
@@ -109,6 +139,15 @@ static __always_inline int sock6_reverse(struct bpf_sock_addr *ctx)
 	sk.cookie = bpf_get_socket_cookie(ctx);
 	sock6_dst(ctx, sk.addr);
 	sk.port = (__be16)ctx->user_port;
+	if (ip6_v4mapped(sk.addr)) {
+		struct weir_sk_val *sv4 = sock_frontend(ctx, sk.addr[3], sk.port);
+
+		if (sv4) {
+			ctx->user_ip6[3] = sv4->addr;
+			ctx->user_port = (__u32)sv4->port;
+		}
+		return 1;
+	}
 	sv = bpf_map_lookup_elem(&weir1_skrevnat6, &sk);
 	if (sv) {
 		ctx->user_ip6[0] = sv->addr[0];

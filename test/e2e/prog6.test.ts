@@ -518,9 +518,14 @@ t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 t.bind(("${BACKEND}", 8080)); t.listen(4)
 u = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
 u.bind(("${BACKEND}", 5353))
+t4 = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+t4.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+t4.bind(("10.244.1.30", 8080)); t4.listen(4)
 print("ready", flush=True)
 c, a = t.accept(); c.sendall(b"tcp " + c.recv(100)); c.close()
 d, a = u.recvfrom(100); u.sendto(b"udp " + d, a)
+for _ in range(2):
+    c, a = t4.accept(); c.sendall(b"tcp4 " + c.recv(100)); c.close()
 `;
 
 const PY_CLIENT = `
@@ -532,6 +537,13 @@ u = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); u.settimeout(3)
 u.sendto(b"query", ("${VIP}", 53))
 d, a = u.recvfrom(100)
 print(d.decode(), "from", a[0], a[1])
+t = socket.create_connection(("10.96.0.10", 80), timeout=3)
+print("peer", t.getpeername()[0], t.getpeername()[1])
+t.sendall(b"v4"); print(t.recv(100).decode()); t.close()
+t = socket.socket(socket.AF_INET6, socket.SOCK_STREAM); t.settimeout(3)
+t.connect(("::ffff:10.96.0.10", 80))
+print("peer", t.getpeername()[0], t.getpeername()[1])
+t.sendall(b"mapped"); print(t.recv(100).decode()); t.close()
 `;
 
 function cgroup2(): string | null {
@@ -575,6 +587,13 @@ sk.before((ctx) => {
   must(['ip', 'netns', 'add', ctx.ns]);
   must(['ip', '-n', ctx.ns, 'link', 'set', 'lo', 'up']);
   must(['ip', '-n', ctx.ns, '-6', 'addr', 'add', `${BACKEND}/128`, 'dev', 'lo', 'nodad']);
+  must(['ip', '-n', ctx.ns, 'addr', 'add', '10.244.1.30/32', 'dev', 'lo']);
+  // An IPv4 ClusterIP too: reached from an IPv4 socket and, IPv4-mapped, from an IPv6 one.
+  m.be.upsert([[keyString(C.u32Key.encode({ value: 303 })), C.backend.encode({ addr: '10.244.1.30', port: 8080, proto: 6, flags: 0 })]]);
+  m.svc.upsert([[keyString(C.svcKey.encode({ addr: '10.96.0.10', port: 80, proto: 6, slot: 1 })), C.svcVal.encode({ backend_id: 303 })]]);
+  m.member.upsert([[keyString(C.memberKey.encode({ rev_nat_id: 303, backend_id: 303 })), C.u32Key.encode({ value: 1 })]]);
+  m.revnat.upsert([[keyString(C.u32Key.encode({ value: 303 })), C.revnat.encode({ addr: '10.96.0.10', port: 80 })]]);
+  m.svc.upsert([[keyString(C.svcKey.encode({ addr: '10.96.0.10', port: 80, proto: 6, slot: 0 })), C.svcVal.encode({ count: 1, rev_nat_id: 303, flags: C.SVC_F.CLUSTER_IP })]]);
   if (ctx.cgroup) {
     fs.mkdirSync(ctx.cgroup);
     ctx.dp.attachCgroup(ctx.cgroup);
@@ -588,7 +607,7 @@ sk.after((ctx) => {
   if (ctx.cgroup) fs.rmSync(ctx.cgroup, { recursive: true, force: true });
 });
 
-sk('a node process connects and sends to an IPv6 ClusterIP: it reaches the backend and sees the ClusterIP as its peer', async (ctx) => {
+sk('a node process connects and sends to an IPv6 ClusterIP, and to an IPv4 one natively and IPv4-mapped: it reaches the backend and sees the ClusterIP as its peer', async (ctx) => {
   if (!ctx.cgroup) {
     console.log('  (skipped: no cgroup v2)');
     return;
@@ -608,7 +627,7 @@ sk('a node process connects and sends to an IPv6 ClusterIP: it reaches the backe
     // Into the cgroup first: `ip netns exec` mounts the namespace's own /sys.
     const client = spawnSync('sh', ['-c', 'echo $$ > "$0/cgroup.procs" && exec ip netns exec "$1" python3 -c "$2"', ctx.cgroup, ctx.ns, PY_CLIENT], { encoding: 'utf8', timeout: 10_000 });
     assert.is(client.status, 0, client.stderr);
-    assert.equal(client.stdout.trim().split('\n'), [`peer ${VIP} 80`, 'tcp hello', `udp query from ${VIP} 53`]);
+    assert.equal(client.stdout.trim().split('\n'), [`peer ${VIP} 80`, 'tcp hello', `udp query from ${VIP} 53`, 'peer 10.96.0.10 80', 'tcp4 v4', 'peer ::ffff:10.96.0.10 80', 'tcp4 mapped']);
     const entries = ctx.dp.maps.skrevnat6.dump().map(([k, v]) => ({ ...C.sk6Key.decode(Buffer.from(k, 'latin1')), cookie: 0n, ...{ to: C.sk6Val.decode(v) } }));
     assert.equal(entries.map((e) => `${e.addr}:${e.port} -> ${e.to.addr}:${e.to.port}`).sort(), [`${BACKEND}:5353 -> ${VIP}:53`, `${BACKEND}:8080 -> ${VIP}:80`]);
   } finally {
