@@ -26,4 +26,20 @@ static __always_inline bool local_device(__u32 ifindex)
 	return bpf_map_lookup_elem(&weir1_localdev, &ifindex) != NULL;
 }
 
+static __always_inline struct weir_config6 *cfg6_get(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&weir1_cfg6, &zero);
+}
+
+/* Is the IPv6 addr inside one of owner's CIDRs (owner 0: the IPv6 cluster CIDRs)? */
+static __always_inline bool cidr6_match(__u32 owner, const __be32 *addr)
+{
+	struct weir_cidr6_key k = { .prefixlen = 160, .owner = owner };
+
+	__builtin_memcpy(k.addr, addr, 16);
+	return bpf_map_lookup_elem(&weir1_cidr6, &k) != NULL;
+}
+
 #endif

@@ -43,33 +43,49 @@ static __always_inline void ct_key_of(struct weir_ct_key *k, const struct pkt *p
 	k->pad = 0;
 }
 
-/* The configured lifetime of entry v, seconds (0: weir's default). */
-static __always_inline __u32 ct_configured_s(const struct weir_ct_val *v, __u8 proto)
+/* The configured lifetime of an entry with these flags, seconds (0: weir's default). */
+static __always_inline __u32 ct_configured_s(__u16 flags, __u8 proto)
 {
 	const struct weir_config *cfg = cfg_get();
 
 	if (!cfg)
 		return 0;
 	if (proto == IPPROTO_UDP)
-		return v->flags & WEIR_CT_F_REPLIED ? cfg->ct_udp_stream_s : cfg->ct_udp_s;
-	return v->flags & WEIR_CT_F_CLOSING ? cfg->ct_tcp_close_wait_s : cfg->ct_tcp_established_s;
+		return flags & WEIR_CT_F_REPLIED ? cfg->ct_udp_stream_s : cfg->ct_udp_s;
+	return flags & WEIR_CT_F_CLOSING ? cfg->ct_tcp_close_wait_s : cfg->ct_tcp_established_s;
 }
 
-static __always_inline bool ct_expired(const struct weir_ct_val *v, __u8 proto, __u64 now)
+/* Has an entry (of either family) last seen at last_seen outlived its lifetime? */
+static __always_inline bool ct_life_over(__u16 flags, __u8 proto, __u64 last_seen, __u64 now)
 {
-	__u64 age = weir_age(now, v->last_seen);
+	__u64 age = weir_age(now, last_seen);
 	__u64 life;
 
 	if (age <= CT_LIFETIME_MIN)
 		return false;
 	if (proto == IPPROTO_SCTP)
 		return age > CT_LIFETIME_SCTP;
-	life = ct_configured_s(v, proto);
+	life = ct_configured_s(flags, proto);
 	if (!life)
-		life = proto == IPPROTO_UDP           ? CT_DEFAULT_UDP_S
-		       : v->flags & WEIR_CT_F_CLOSING ? CT_DEFAULT_TCP_CLOSING_S
-						      : CT_DEFAULT_TCP_S;
+		life = proto == IPPROTO_UDP        ? CT_DEFAULT_UDP_S
+		       : flags & WEIR_CT_F_CLOSING ? CT_DEFAULT_TCP_CLOSING_S
+						   : CT_DEFAULT_TCP_S;
 	return age > life * NSEC_PER_SEC;
+}
+
+/*
+ * ct_life_over as a global function, for the IPv6 path: verified once, and
+ * its configuration read stays out of the frames of the IPv6 functions,
+ * whose stacks together must fit the 512 bytes a program has.
+ */
+__attribute__((noinline)) int ct_life_over_fn(__u32 flags, __u32 proto, __u64 last_seen, __u64 now)
+{
+	return ct_life_over((__u16)flags, (__u8)proto, last_seen, now);
+}
+
+static __always_inline bool ct_expired(const struct weir_ct_val *v, __u8 proto, __u64 now)
+{
+	return ct_life_over(v->flags, proto, v->last_seen, now);
 }
 
 /*

@@ -55,22 +55,20 @@ export function startDrain(shim: Shim, root: string): void {
  * over anyway).
  */
 export function openFlows(shim: Shim, root: string): number {
-  const { ct, cfg } = openPinned(shim, root, ['ct', 'cfg']);
+  const { ct, ct6, cfg } = openPinned(shim, root, ['ct', 'ct6', 'cfg']);
   try {
     const raw = cfg.lookup(CFG_KEY);
     const config = raw ? C.config.decode(raw) : null;
     const now = process.hrtime.bigint(); // CLOCK_MONOTONIC, like the programs' clock
-    let open = 0;
-    for (const [k, v] of ct.dump()) {
-      const key = C.ctKey.decode(keyBuffer(k));
-      const val = C.ctVal.decode(v);
-      if (key.dir !== C.CT_DIR.FWD) continue;
-      if (key.proto === C.IPPROTO.TCP && val.flags & C.CT_F.CLOSING) continue;
-      if (now - BigInt(val.last_seen) < lifetimeNs(config, key.proto, val.flags)) open++;
-    }
-    return open;
+    const open = (e: { dir: number; proto: number }, v: { flags: number; last_seen: bigint | number }): boolean =>
+      e.dir === C.CT_DIR.FWD && !(e.proto === C.IPPROTO.TCP && v.flags & C.CT_F.CLOSING) && now - BigInt(v.last_seen) < lifetimeNs(config, e.proto, v.flags);
+    let count = 0;
+    for (const [k, v] of ct.dump()) if (open(C.ctKey.decode(keyBuffer(k)), C.ctVal.decode(v))) count++;
+    for (const [k, v] of ct6.dump()) if (open(C.ct6Key.decode(keyBuffer(k)), C.ct6Val.decode(v))) count++;
+    return count;
   } finally {
     ct.close();
+    ct6.close();
     cfg.close();
   }
 }

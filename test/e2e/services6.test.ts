@@ -1,0 +1,190 @@
+/**
+ * The services flow table for IPv6, in a dual-stack box: every Service is
+ * dual-stack (ipFamilies [IPv4, IPv6], a ClusterIP of each family, an
+ * EndpointSlice of each address type) and the rows reach its IPv6 half with
+ * real clients over IPv6 — pods on both nodes, an outside client, node
+ * processes in the agent's cgroup. A few IPv4 rows check the same Service
+ * answers on both families at once.
+ *
+ *   n1 fd00:77::10: a1 fd00:244:1::10, a2 ::11, c1 ::12
+ *   n2 fd00:77::11: b1 fd00:244:2::10, c2 ::11
+ *   outside fd00:77::200 and ::201; routes fd00:96::/64 and 2001:db8::/64 via
+ *   n1 (2001:db8::11, the eTP=Local LoadBalancer, via n2)
+ */
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { Agent, Box, CLUSTER_CIDR, CLUSTER_CIDR6, MODE, OUTSIDE_IP6, waitFor } from '../box/box';
+import { Flow, runFlows } from '../box/flows';
+
+const s = suite<{ box: Box; agents: Record<string, Agent> }>(`services over IPv6 (${MODE})`);
+const N1 = 'fd00:77::10';
+const N2 = 'fd00:77::11';
+const N1_4 = '192.168.77.10';
+const OUT = OUTSIDE_IP6;
+const OUT2 = 'fd00:77::201';
+const at = (ip: string, port: number): string => `[${ip}]:${port}`;
+
+interface PortSpec {
+  name: string;
+  port: number;
+  target: number;
+  proto?: 'TCP' | 'UDP';
+  nodePort?: number;
+}
+
+/** A dual-stack Service: ClusterIPs [ip4, ip6]; `extra` and `status` are YAML lines under spec / at the end. */
+function svcYaml(name: string, o: { ip4: string; ip6: string; ports: PortSpec[]; type?: string; extra?: string; status?: string }): string {
+  const ports = o.ports.map((p) => `    - {name: ${p.name}, port: ${p.port}, targetPort: ${p.target}, protocol: ${p.proto ?? 'TCP'}${p.nodePort ? `, nodePort: ${p.nodePort}` : ''}}`).join('\n');
+  return (
+    `---\napiVersion: v1\nkind: Service\nmetadata: {name: ${name}, namespace: t}\nspec:\n  type: ${o.type ?? 'ClusterIP'}\n` +
+    `  ipFamilyPolicy: RequireDualStack\n  ipFamilies: [IPv4, IPv6]\n  clusterIP: ${o.ip4}\n  clusterIPs: [${o.ip4}, "${o.ip6}"]\n${o.extra ?? ''}  ports:\n${ports}\n${o.status ?? ''}`
+  );
+}
+
+type Ep = 'a1' | 'a2' | 'b1';
+const NODE_OF: Record<Ep, string> = { a1: 'n1', a2: 'n1', b1: 'n2' };
+
+/** One EndpointSlice per address type, the pods' addresses of that family. */
+function slicesYaml(box: Box, svc: string, eps: Ep[], ports: PortSpec[]): string {
+  const p = ports.map((x) => `  - {name: ${x.name}, port: ${x.target}, protocol: ${x.proto ?? 'TCP'}}`).join('\n');
+  return (['IPv4', 'IPv6'] as const)
+    .map((family) => {
+      const e = eps
+        .map((x) => `  - addresses: ["${family === 'IPv4' ? box.pod(x).ip : box.pod(x).ip6}"]\n    nodeName: ${NODE_OF[x]}\n    conditions: {ready: true, serving: true, terminating: false}`)
+        .join('\n');
+      return `---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: ${svc}-${family.toLowerCase()}\n  namespace: t\n  labels: {kubernetes.io/service-name: ${svc}}\naddressType: ${family}\nports:\n${p}\nendpoints:\n${e}\n`;
+    })
+    .join('');
+}
+
+const HTTP: PortSpec = { name: 'http', port: 80, target: 8080 };
+const DNS: PortSpec = { name: 'dns', port: 53, target: 5353, proto: 'UDP' };
+const lbStatus = (ip: string): string => `status:\n  loadBalancer:\n    ingress: [{ip: "${ip}"}]\n`;
+
+function manifests(box: Box): string {
+  const np: PortSpec[] = [
+    { ...HTTP, nodePort: 30080 },
+    { ...DNS, nodePort: 30053 },
+  ];
+  return [
+    svcYaml('np', { ip4: '10.96.3.1', ip6: 'fd00:96::3:1', type: 'NodePort', ports: np }) + slicesYaml(box, 'np', ['a1', 'b1'], np),
+    svcYaml('npl', { ip4: '10.96.3.2', ip6: 'fd00:96::3:2', type: 'NodePort', extra: '  externalTrafficPolicy: Local\n', ports: [{ ...HTTP, nodePort: 30081 }] }) +
+      slicesYaml(box, 'npl', ['a1'], [HTTP]),
+    svcYaml('lb', {
+      ip4: '10.96.3.3',
+      ip6: 'fd00:96::3:3',
+      type: 'LoadBalancer',
+      extra: `  loadBalancerSourceRanges: ["${OUT2}/128"]\n`,
+      ports: [{ ...HTTP, nodePort: 30082 }],
+      status: lbStatus('2001:db8::10'),
+    }) + slicesYaml(box, 'lb', ['a1', 'b1'], [HTTP]),
+    svcYaml('lbl', {
+      ip4: '10.96.3.4',
+      ip6: 'fd00:96::3:4',
+      type: 'LoadBalancer',
+      extra: '  externalTrafficPolicy: Local\n',
+      ports: [{ ...HTTP, nodePort: 30083 }],
+      status: lbStatus('2001:db8::11'),
+    }) + slicesYaml(box, 'lbl', ['b1'], [HTTP]),
+    svcYaml('ext', { ip4: '10.96.3.5', ip6: 'fd00:96::3:5', extra: '  externalIPs: ["2001:db8::20"]\n', ports: [HTTP] }) + slicesYaml(box, 'ext', ['b1'], [HTTP]),
+    svcYaml('itl', { ip4: '10.96.3.6', ip6: 'fd00:96::3:6', extra: '  internalTrafficPolicy: Local\n', ports: [HTTP] }) + slicesYaml(box, 'itl', ['a1', 'b1'], [HTTP]),
+    svcYaml('itl2', { ip4: '10.96.3.7', ip6: 'fd00:96::3:7', extra: '  internalTrafficPolicy: Local\n', ports: [HTTP] }) + slicesYaml(box, 'itl2', ['b1'], [HTTP]),
+    svcYaml('none', { ip4: '10.96.3.8', ip6: 'fd00:96::3:8', ports: [HTTP, DNS] }),
+    svcYaml('aff', { ip4: '10.96.3.9', ip6: 'fd00:96::3:9', extra: '  sessionAffinity: ClientIP\n', ports: [HTTP] }) + slicesYaml(box, 'aff', ['a1', 'a2', 'b1'], [HTTP]),
+  ].join('');
+}
+
+s.before(async (ctx) => {
+  const box = await Box.create({ nodes: 2, ipv6: true });
+  ctx.box = box;
+  for (const [node, pod] of [
+    ['n1', 'a1'],
+    ['n1', 'a2'],
+    ['n1', 'c1'],
+    ['n2', 'b1'],
+    ['n2', 'c2'],
+  ] as const) {
+    await box.addPod(node, pod);
+  }
+  for (const p of ['a1', 'a2', 'b1']) await box.startEcho(p, { tcp: [8080], udp: [5353] });
+  await box.exec(box.outside, ['ip', '-6', 'addr', 'add', `${OUT2}/64`, 'dev', 'eth0', 'nodad']);
+  for (const [cidr, via] of [
+    ['fd00:96::/64', N1],
+    ['2001:db8::/64', N1],
+    ['2001:db8::11/128', N2],
+  ] as const) {
+    await box.exec(box.outside, ['ip', '-6', 'route', 'replace', cidr, 'via', via]);
+  }
+  await box.routeFromOutside('10.96.0.0/16', 'n1');
+  box.writeManifest('services.yaml', manifests(box));
+  const flags = ['--cluster-cidr', `${CLUSTER_CIDR},${CLUSTER_CIDR6}`];
+  ctx.agents = { n1: await box.startAgent('n1', flags), n2: await box.startAgent('n2', flags) };
+  for (const n of ['n1', 'n2']) {
+    await waitFor(async () => /\[fd00:96::3:8\]:80\/TCP/.test(await box.weir(n, ['services'])), { timeoutMs: 5000, what: `${n} programmed` });
+    if (MODE === 'bpf') await ctx.agents[n]!.proc.waitFor(/"device":"eth0"/, 3000);
+  }
+});
+
+s.after(async (ctx) => {
+  await ctx.box?.destroy();
+});
+
+s('flow table over IPv6: backends, REJECT/DROP and masquerade as kube-proxy', async ({ box }) => {
+  const flows: Flow[] = [
+    { from: 'c1', to: at('fd00:96::3:1', 80), expect: ['a1', 'b1'], src: 'client', why: 'ClusterIP from a pod: all endpoints, no masquerade' },
+    { from: 'c2', to: at('fd00:96::3:1', 80), expect: ['a1', 'b1'], src: 'client', why: 'ClusterIP from a pod on the other node' },
+    { from: 'c1', to: at('fd00:96::3:1', 53), proto: 'udp', expect: ['a1', 'b1'], src: 'client', why: 'UDP ClusterIP' },
+    { from: 'c1', to: '10.96.3.1:80', expect: ['a1', 'b1'], src: 'client', why: "the same Service's IPv4 ClusterIP answers too" },
+    { from: 'outside', to: at('fd00:96::3:1', 80), expect: ['a1', 'b1'], src: N1, why: 'ClusterIP from outside the cluster CIDR is masqueraded to the node IPv6 address' },
+    { from: 'outside', to: at(N1, 30080), expect: ['a1', 'b1'], src: N1, why: 'NodePort on the node IPv6 address, eTP=Cluster: masqueraded' },
+    { from: 'outside', to: `${N1_4}:30080`, expect: ['a1', 'b1'], src: N1_4, why: 'and on its IPv4 address, by the IPv4 endpoints' },
+    { from: 'outside', to: at(N2, 30080), expect: ['a1', 'b1'], src: N2, why: 'NodePort on the other node' },
+    { from: 'outside', to: at(N1, 30053), proto: 'udp', expect: ['a1', 'b1'], src: N1, why: 'UDP NodePort' },
+    { from: 'c1', to: at(N1, 30080), expect: ['a1', 'b1'], src: N1, why: "pod to its own node's NodePort (KUBE-EXT masquerades)" },
+    { from: 'n1', to: at('fd00:96::3:1', 80), expect: ['a1', 'b1'], src: 'any', why: 'node process to an IPv6 ClusterIP' },
+    { from: 'n1', to: at('fd00:96::3:1', 53), proto: 'udp', expect: ['a1', 'b1'], src: 'any', why: 'node process, UDP IPv6 ClusterIP' },
+    { from: 'n1', to: at(N1, 30080), expect: ['a1', 'b1'], src: 'any', why: 'node process to its own IPv6 NodePort' },
+    { from: 'n1', to: at('::1', 30080), expect: 'REJECT', why: 'no NodePorts on ::1, as kube-proxy (nothing listens there)' },
+    { from: 'outside', to: at(N1, 30081), expect: ['a1'], src: 'client', why: 'NodePort eTP=Local: local endpoint, client IP kept' },
+    { from: 'outside', to: at(N2, 30081), expect: 'DROP', why: 'eTP=Local on a node without local endpoints drops' },
+    { from: 'c2', to: at(N2, 30081), expect: ['a1'], src: 'client', why: 'pods short-circuit eTP=Local to all endpoints' },
+    { from: 'outside', bind: OUT2, to: at('2001:db8::10', 80), expect: ['a1', 'b1'], src: N1, why: 'LoadBalancer IP from an allowed IPv6 source range' },
+    { from: 'outside', bind: OUT, to: at('2001:db8::10', 80), expect: 'DROP', why: 'LoadBalancer IP from outside loadBalancerSourceRanges' },
+    { from: 'outside', to: at('2001:db8::11', 80), expect: ['b1'], src: 'client', why: 'eTP=Local LoadBalancer at the node with the endpoint' },
+    { from: 'outside', to: at(N1, 30083), expect: 'DROP', why: 'eTP=Local LoadBalancer NodePort without local endpoint' },
+    { from: 'outside', to: at('2001:db8::20', 80), expect: ['b1'], src: N1, why: 'IPv6 externalIP to a remote backend, masqueraded' },
+    { from: 'c1', to: at('2001:db8::20', 80), expect: ['b1'], src: N1, why: 'IPv6 externalIP from a pod (KUBE-EXT masquerades)' },
+    { from: 'c1', to: at('fd00:96::3:6', 80), expect: ['a1'], src: 'client', why: "internalTrafficPolicy Local: this node's endpoint" },
+    { from: 'c2', to: at('fd00:96::3:6', 80), expect: ['b1'], src: 'client', why: 'internalTrafficPolicy Local on the other node' },
+    { from: 'c1', to: at('fd00:96::3:7', 80), expect: 'DROP', why: 'iTP=Local without local endpoints drops (not rejects)' },
+    { from: 'c1', to: at('fd00:96::3:8', 80), expect: 'REJECT', why: 'no endpoints: REJECT (TCP RST from the service address)' },
+    { from: 'outside', to: at('fd00:96::3:8', 80), expect: 'REJECT', why: 'no endpoints, from outside: REJECT' },
+    { from: 'c1', to: at('fd00:96::3:8', 53), proto: 'udp', expect: 'REJECT', why: 'no endpoints, UDP from a pod: ICMPv6 port unreachable' },
+    { from: 'n1', to: at('fd00:96::3:8', 80), expect: 'REJECT', why: 'no endpoints, node process: refused at once' },
+    { from: 'c1', to: at('fd00:96::3:1', 8080), expect: 'DROP', why: 'a port the service does not expose is not NATed (and goes nowhere)' },
+  ];
+  const failures = await runFlows(box, flows);
+  assert.equal(failures, [], failures.join('\n'));
+});
+
+s('sessionAffinity ClientIP over IPv6: one backend per client', async ({ box }) => {
+  for (const client of ['c1', 'c2']) {
+    const r = await box.tcp(client, at('fd00:96::3:9', 80), { count: 12 });
+    const seen = new Set(r.attempts.map((a) => (a.ok ? a.backend : a.error)));
+    assert.is(seen.size, 1, `${client}: ${[...seen].join(',')}`);
+    assert.ok(r.attempts.every((a) => a.ok));
+  }
+});
+
+s('hairpin over IPv6: a pod reaching itself through its service is answered', async ({ box }) => {
+  box.writeManifest('hairpin.yaml', svcYaml('self', { ip4: '10.96.3.10', ip6: 'fd00:96::3:a', ports: [HTTP] }) + slicesYaml(box, 'self', ['a1'], [HTTP]));
+  await waitFor(async () => /\[fd00:96::3:a\]:80\/TCP/.test(await box.weir('n1', ['services'])), { timeoutMs: 5000, what: 'programmed' });
+  const r = await box.tcp('a1', at('fd00:96::3:a', 80), { count: 3 });
+  assert.ok(
+    r.attempts.every((a) => a.ok && a.backend === 'a1'),
+    JSON.stringify(r.attempts),
+  );
+  box.removeManifest('hairpin.yaml');
+});
+
+s.run();
