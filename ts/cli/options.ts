@@ -7,7 +7,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import type * as Yaml from 'yaml';
-import { Cidr, IPv4, parseCidr, parseIPv4 } from '../model/types';
+import { Cidr, IP, IPv4, parseCidr, parseIP, parseIPv4 } from '../model/types';
 import { Level, parseLevel } from '../util/log';
 import { Command, Flag, FlagTable, Given, UsageError, boolean, flagEntries, integer, list, oneOf, present, readArgs, resolveFlags, text } from './flags';
 import { ConfigNote, KUBE_PROXY_KIND, KeyedText, OptionTexts, isKubeProxyDocument, kubeProxyOptions } from './kubeproxy-config';
@@ -22,7 +22,7 @@ export interface RunOptions {
   podDevices: string[];
   externalDevices: string[];
   /** Explicit node IPs; empty = the addresses of the external devices. */
-  nodeIPs: IPv4[];
+  nodeIPs: IP[];
   clusterCIDRs: Cidr[];
   /** Only node IPs inside these CIDRs answer NodePorts (empty: all). */
   nodePortAddresses: Cidr[];
@@ -66,8 +66,13 @@ function ipv4(flag: string, v: string): IPv4 {
   return ip;
 }
 
-function ipList(flag: string, v: string): IPv4[] {
-  return list(flag, v).map((s) => ipv4(flag, s));
+/** Addresses of either family. */
+function ipList(flag: string, v: string): IP[] {
+  return list(flag, v).map((s) => {
+    const ip = parseIP(s);
+    if (!ip) throw new UsageError(`--${flag}: invalid IP address ${JSON.stringify(s)}`);
+    return ip;
+  });
 }
 
 function cidrList(flag: string, v: string): Cidr[] {

@@ -7,7 +7,7 @@
  * endpoint change rewrites at most two slots.
  */
 import * as C from '../datapath/codecs';
-import { Cidr, ObjectKey, ipToInt } from '../model/types';
+import { Cidr, IPv4, ObjectKey, cidrFamily, ipToInt } from '../model/types';
 import { L4Proto, ServicePlan, frontendKey } from '../plan/plan';
 import { BackendTable } from './backends';
 import { BackendId, IdTable, RevNatId } from './ids';
@@ -52,7 +52,7 @@ export class RecordBuilder {
   /** The record of the cluster CIDRs (owner 0 in the cidr map). */
   clusterCidrs(cidrs: readonly Cidr[]): ServiceRecord {
     for (const p of this.scratch) p.clear();
-    for (const c of cidrs) this.pushCidr(CLUSTER_CIDR_OWNER, c);
+    for (const c of cidrs) if (cidrFamily(c) === 4) this.pushCidr(CLUSTER_CIDR_OWNER, c);
     return freezeRecord(this.scratch, [], []);
   }
 
@@ -109,7 +109,7 @@ export class RecordBuilder {
         if (fe.scope === C.SCOPE_ALL) this.ctx.conflicts.push({ service, frontend: fk, flags: fe.flags, owner });
         continue;
       }
-      const addr = ipToInt(fe.addr);
+      const addr = ipToInt(fe.addr as IPv4); // the reconciler gives this builder one family's plan: IPv4
       const proto = PROTO_NUM[fe.proto];
       const mi = masters.push();
       const mOff = mi * masters.keySize;

@@ -36,7 +36,7 @@
 import * as C from '../datapath/codecs';
 import { IMMEDIATE_WRITES, ServiceMaps, WriteQueue } from '../datapath/maps';
 import { Cidr, ObjectKey } from '../model/types';
-import { ServicePlan } from '../plan/plan';
+import { ServicePlan, familyPlan } from '../plan/plan';
 import { BackendTable } from './backends';
 import { IdTable } from './ids';
 import { Dataplane } from './dataplane';
@@ -194,7 +194,8 @@ export class Reconciler implements Dataplane {
     // Take the new references before dropping the old ones, so ids of
     // backends and frontends that stay are never released and reallocated.
     const old = this.records.get(service) ?? null;
-    const next = plan ? this.builder.build(service, plan, old) : null;
+    // These maps hold IPv4; a dual-stack service's IPv6 half is not programmed here.
+    const next = plan ? this.builder.build(service, familyPlan(plan, 4), old) : null;
     if (old) this.release(service, old, next);
     this.setRecord(service, old, next);
   }

@@ -10,7 +10,7 @@
  */
 import * as fs from 'node:fs';
 import { ClusterStore } from '../model/store';
-import { IPv4, cidrContains } from '../model/types';
+import { IP, IPv4, cidrContains, ipFamily } from '../model/types';
 import { PlanContext, usableEndpoints } from '../plan/plan';
 import { sliceEndpoints } from '../model/endpoints';
 import { MapFill, MapFullError, Reconciler } from '../reconcile/reconciler';
@@ -130,7 +130,8 @@ async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Pro
     const changed = enableLoopbackPath();
     if (changed.length) log.info('loopback path: set on lo', { sysctls: changed.map((k) => `${k}=1`).join(',') });
   }
-  const writeConfig = (): void => dp?.writeConfig({ hairpinAddr: opts.hairpinAddr, snatAddr: nodeIPs[0] ?? '', masqueradeAll: opts.masqueradeAll, haveClusterCidrs: opts.clusterCIDRs.length > 0 });
+  const writeConfig = (): void =>
+    dp?.writeConfig({ hairpinAddr: opts.hairpinAddr, snatAddr: nodeIPs.find((ip) => ipFamily(ip) === 4) ?? '', masqueradeAll: opts.masqueradeAll, haveClusterCidrs: opts.clusterCIDRs.length > 0 });
   let reconciler: Dataplane;
   let mapFill: (() => readonly MapFill[]) | undefined;
   if (dp) {
@@ -449,15 +450,16 @@ function attachDevices(dp: BpfDatapath, opts: RunOptions, log: Logger): DeviceWa
 /**
  * Where NodePorts answer: node IPs (narrowed by --nodeport-addresses), and
  * 127.0.0.1 for node processes (socket hooks in BPF mode, OUTPUT in iptables mode).
+ * Never ::1: IPv6 has no route_localnet, so kube-proxy serves no NodePort there either.
  */
-function nodePortAddrs(nodeIPs: readonly IPv4[], opts: RunOptions, mode: 'bpf' | 'iptables'): IPv4[] {
+function nodePortAddrs(nodeIPs: readonly IP[], opts: RunOptions, mode: 'bpf' | 'iptables'): IP[] {
   const out = nodeIPs.filter((ip) => opts.nodePortAddresses.length === 0 || opts.nodePortAddresses.some((c) => cidrContains(c, ip)));
   if (opts.localhostNodePorts && (mode === 'iptables' || opts.cgroupRoot)) out.push(LOCALHOST);
   return out;
 }
 
-/** --node-ips, or the IPv4 addresses of the external devices (exported for its test). */
-export async function resolveNodeIPs(opts: Pick<RunOptions, 'nodeIPs' | 'externalDevices'>): Promise<IPv4[]> {
+/** --node-ips (either family), or the IPv4 addresses of the external devices (exported for its test). */
+export async function resolveNodeIPs(opts: Pick<RunOptions, 'nodeIPs' | 'externalDevices'>): Promise<IP[]> {
   if (opts.nodeIPs.length) return [...opts.nodeIPs];
   if (!opts.externalDevices.length) return [];
   const up = upDeviceAddrs(opts.externalDevices);
