@@ -144,8 +144,10 @@ async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Pro
     reconciler = r;
     mapFill = () => r.fill();
   } else {
-    const { IptablesDataplane } = await import('../fallback/iptables');
-    reconciler = new IptablesDataplane({ ctx: { clusterCIDRs: opts.clusterCIDRs, masqueradeAll: opts.masqueradeAll }, log });
+    const { IptablesDataplane, ip6tablesAvailable } = await import('../fallback/iptables');
+    const v6problem = ip6tablesAvailable();
+    if (v6problem) log.warn('ip6tables not usable: IPv6 services are not served in iptables mode', { error: v6problem });
+    reconciler = new IptablesDataplane({ ctx: { clusterCIDRs: opts.clusterCIDRs, masqueradeAll: opts.masqueradeAll }, log, ipv6: v6problem === null });
   }
 
   // This node as the plan sees it: its IPs (NodePort frontends, masquerade
