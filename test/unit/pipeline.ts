@@ -7,7 +7,7 @@ import * as C from '../../ts/datapath/codecs';
 import { MemoryMap } from '../../ts/datapath/maps';
 import { formatServices, readServices } from '../../ts/datapath/dump';
 import { ClusterStore } from '../../ts/model/store';
-import { IPv4 } from '../../ts/model/types';
+import { IP } from '../../ts/model/types';
 import { Reconciler } from '../../ts/reconcile/reconciler';
 import { FileSource } from '../../ts/source/file';
 import { Syncer } from '../../ts/runner/sync';
@@ -36,7 +36,7 @@ export interface PipelineResult {
   sync(): void;
 }
 
-export async function runPipeline(dir: string, opts: { nodeName?: string; nodePortAddrs?: IPv4[]; nodeIPs?: IPv4[]; maps?: ReturnType<typeof memoryMaps> } = {}): Promise<PipelineResult> {
+export async function runPipeline(dir: string, opts: { nodeName?: string; nodePortAddrs?: IP[]; nodeIPs?: IP[]; maps?: ReturnType<typeof memoryMaps> } = {}): Promise<PipelineResult> {
   const logs: Array<Record<string, unknown>> = [];
   const log = createLogger('debug', (line) => logs.push(JSON.parse(line) as Record<string, unknown>));
   const store = new ClusterStore((origin, errors) => {
