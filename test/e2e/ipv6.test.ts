@@ -77,6 +77,34 @@ spec:
   clusterIP: 10.96.60.4
   ports: [{name: http, port: 80, targetPort: 8080}]
 ---
+apiVersion: v1
+kind: Service
+metadata: {name: hc, namespace: e2e}
+spec:
+  type: LoadBalancer
+  ipFamilies: [IPv6, IPv4]
+  clusterIP: "fd00:96::60:5"
+  clusterIPs: ["fd00:96::60:5", 10.96.60.5]
+  externalTrafficPolicy: Local
+  healthCheckNodePort: 32660
+  ports: [{name: http, port: 80, targetPort: 8080, nodePort: 30665}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: hc-v4, namespace: e2e, labels: {kubernetes.io/service-name: hc}}
+addressType: IPv4
+ports: [{name: http, port: 8080}]
+endpoints:
+  - {addresses: [${v4('p1')}], nodeName: n1}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: hc-v6, namespace: e2e, labels: {kubernetes.io/service-name: hc}}
+addressType: IPv6
+ports: [{name: http, port: 8080}]
+endpoints:
+  - {addresses: ["${v6('p1')}"], nodeName: n1}
+---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
 metadata: {name: dual-v4, namespace: e2e, labels: {kubernetes.io/service-name: dual}}
@@ -229,6 +257,11 @@ if (MODE === 'iptables') {
       // and IPv6 TCP then waits for the retransmitted SYN's error (TcpExtLockDroppedIcmps).
       assert.ok(Number(out.split(' ')[1]) < 2500, `${addr}: ${out}`);
     }
+  });
+
+  s('healthCheckNodePort of a dual-stack Service counts a local pod once, not once per family', async () => {
+    const body = await nsMust(NODE, ['curl', '-sS', '--max-time', '3', 'http://127.0.0.1:32660/healthz']);
+    assert.equal(JSON.parse(body), { service: { namespace: 'e2e', name: 'hc' }, localEndpoints: 1, serviceProxyHealthy: true });
   });
 
   s('weir services lists the IPv6 frontends read back from ip6tables', async () => {

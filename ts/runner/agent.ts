@@ -12,7 +12,7 @@ import * as fs from 'node:fs';
 import { ClusterStore } from '../model/store';
 import { IP, IPv4, cidrContains, ipFamily } from '../model/types';
 import { PlanContext, usableEndpoints } from '../plan/plan';
-import { sliceEndpoints } from '../model/endpoints';
+import { sliceEndpoints, sliceFamily } from '../model/endpoints';
 import { MapFill, MapFullError, Reconciler } from '../reconcile/reconciler';
 import { BpfDatapath, DEFAULT_SIZES, DeviceRole, MAP_NAMES } from '../datapath/loader';
 import { DeviceWatcher, listLinks, upDeviceAddrs } from '../datapath/devices';
@@ -480,7 +480,10 @@ function healthCheckTargets(store: ClusterStore, nodeName: string): HealthCheckT
   for (const svc of store.services.values()) {
     if (svc.type !== 'LoadBalancer' || svc.externalTrafficPolicy !== 'Local' || !svc.healthCheckNodePort) continue;
     const local = new Set<string>();
+    // A dual-stack pod is an endpoint in each family's slices: count one family's (the primary's), as one kube-proxy family proxier reports them.
+    const family = ipFamily(svc.clusterIPs[0]!);
     for (const slice of store.slicesOf(svc.key)) {
+      if (sliceFamily(slice) !== family) continue;
       for (const ep of usableEndpoints(sliceEndpoints(slice))) if (ep.nodeName === nodeName && ep.ready) local.add(ep.addr);
     }
     out.push({ namespace: svc.namespace, name: svc.name, port: svc.healthCheckNodePort, localEndpoints: local.size });
