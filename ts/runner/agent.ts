@@ -10,7 +10,7 @@
  */
 import * as fs from 'node:fs';
 import { ClusterStore } from '../model/store';
-import { IP, IPv4, cidrContains, ipFamily } from '../model/types';
+import { IP, IPv4, cidrContains, cidrFamily, ipFamily } from '../model/types';
 import { PlanContext, usableEndpoints } from '../plan/plan';
 import { sliceEndpoints, sliceFamily } from '../model/endpoints';
 import { MapFill, MapFullError, Reconciler } from '../reconcile/reconciler';
@@ -131,7 +131,12 @@ async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Pro
     if (changed.length) log.info('loopback path: set on lo', { sysctls: changed.map((k) => `${k}=1`).join(',') });
   }
   const writeConfig = (): void =>
-    dp?.writeConfig({ hairpinAddr: opts.hairpinAddr, snatAddr: nodeIPs.find((ip) => ipFamily(ip) === 4) ?? '', masqueradeAll: opts.masqueradeAll, haveClusterCidrs: opts.clusterCIDRs.length > 0 });
+    dp?.writeConfig({
+      hairpinAddr: opts.hairpinAddr,
+      snatAddr: nodeIPs.find((ip) => ipFamily(ip) === 4) ?? '',
+      masqueradeAll: opts.masqueradeAll,
+      haveClusterCidrs: opts.clusterCIDRs.some((c) => cidrFamily(c) === 4),
+    });
   let reconciler: Dataplane;
   let mapFill: (() => readonly MapFill[]) | undefined;
   if (dp) {
