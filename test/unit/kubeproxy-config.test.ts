@@ -84,6 +84,10 @@ test('each honoured KubeProxyConfiguration field changes the option it maps to',
   }
   assert.equal(cidrs(kp('clusterCIDR: 10.244.0.0/16,10.96.128.0/20\n').options, 'clusterCIDRs'), ['10.244.0.0/16', '10.96.128.0/20']);
   assert.equal(cidrs(kp('nodePortAddresses: [192.168.0.0/16, 10.0.0.0/8]\n').options, 'nodePortAddresses'), ['192.168.0.0/16', '10.0.0.0/8']);
+  // A dual-stack cluster's kube-proxy configuration: one pod CIDR per family, IPv6 NodePort CIDRs and bind address.
+  assert.equal(cidrs(kp('clusterCIDR: 10.244.0.0/16,fd00:10:244::/56\n').options, 'clusterCIDRs'), ['10.244.0.0/16', 'fd00:10:244::/56']);
+  assert.equal(cidrs(kp('nodePortAddresses: ["fd00:77::/64", 192.168.0.0/16]\n').options, 'nodePortAddresses'), ['fd00:77::/64', '192.168.0.0/16']);
+  assert.equal(kp('bindAddress: "fd00:77::10"\n').options.nodeIPs, ['fd00:77::10']);
 });
 
 test('zero values are kube-proxy defaults: weir keeps its own', () => {
