@@ -15,9 +15,13 @@
 #define WEIR_FIB_H
 
 #include "parse.h"
+#include "parse6.h"
 
 #ifndef AF_INET
 #define AF_INET 2
+#endif
+#ifndef AF_INET6
+#define AF_INET6 10
 #endif
 
 #define LOOPBACK_IFINDEX 1 /* lo is always ifindex 1 in its namespace */
@@ -74,6 +78,40 @@ static __always_inline int fib_redirect(struct __sk_buff *skb, const struct pkt 
 	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
 		return bpf_redirect_neigh(fib.ifindex, NULL, 0, 0); /* the kernel resolves the next hop */
 	return TC_ACT_OK;
+}
+
+/* Send a neighbour the FIB found, or have the kernel resolve it; TC_ACT_OK: the stack decides. */
+static __always_inline int fib_send(struct __sk_buff *skb, struct bpf_fib_lookup *fib, long rc)
+{
+	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
+		if (bpf_skb_store_bytes(skb, 0, fib->dmac, ETH_ALEN, 0) ||
+		    bpf_skb_store_bytes(skb, ETH_ALEN, fib->smac, ETH_ALEN, 0))
+			return TC_ACT_SHOT;
+		return bpf_redirect(fib->ifindex, 0);
+	}
+	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
+		return bpf_redirect_neigh(fib->ifindex, NULL, 0, 0);
+	return TC_ACT_OK;
+}
+
+/*
+ * fib_redirect for IPv6. IPv6 routers never fragment, so a node process's
+ * datagram from lo that does not fit the egress device is not given to the
+ * stack as IPv4's is (host_fragment): it is redirected like the rest. A
+ * subprogram: its lookup struct gets a stack frame of its own.
+ */
+static __attribute__((noinline)) int fib_redirect6(struct __sk_buff *skb, const struct pkt6 *p)
+{
+	struct bpf_fib_lookup fib = {};
+
+	fib.family = AF_INET6;
+	fib.l4_protocol = p->proto;
+	fib.sport = p->sport;
+	fib.dport = p->dport;
+	__builtin_memcpy(fib.ipv6_src, p->saddr, 16);
+	__builtin_memcpy(fib.ipv6_dst, p->daddr, 16);
+	fib.ifindex = skb->ingress_ifindex;
+	return fib_send(skb, &fib, bpf_fib_lookup(skb, &fib, sizeof(fib), 0));
 }
 
 /*

@@ -128,4 +128,87 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } weir1_frag SEC(".maps");
 
+/*
+ * IPv6 (docs/ipv6.md, "Map layout"): the maps whose structs hold an address
+ * have an IPv6 twin, sized like the IPv4 one (the loader sizes ct6 and aff6
+ * with ct and aff). weir1_member, weir1_verdicts and weir1_ids serve both.
+ */
+
+/* svc6: {IPv6 frontend, scope, slot} -> master entry (slot 0) or backend slot. Agent writes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct weir_svc6_key);
+	__type(value, struct weir_svc_val);
+	__uint(max_entries, WEIR_MAX_SERVICE_ENTRIES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} weir1_svc6 SEC(".maps");
+
+/* be6: backend id -> IPv6 endpoint. Agent writes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, struct weir_backend6);
+	__uint(max_entries, WEIR_MAX_BACKENDS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} weir1_be6 SEC(".maps");
+
+/* revnat6: rev_nat id -> IPv6 frontend a reply must come from. Agent writes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, struct weir_revnat6);
+	__uint(max_entries, WEIR_MAX_REVNAT);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} weir1_revnat6 SEC(".maps");
+
+/* ct6: IPv6 flow tuple + direction -> NAT state. BPF writes; the agent only reads. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct weir_ct6_key);
+	__type(value, struct weir_ct6_val);
+	__uint(max_entries, WEIR_MAX_CT);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} weir1_ct6 SEC(".maps");
+
+/* aff6: {IPv6 client, frontend} -> backend for sessionAffinity ClientIP. BPF writes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct weir_aff6_key);
+	__type(value, struct weir_aff_val);
+	__uint(max_entries, WEIR_MAX_AFFINITY);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} weir1_aff6 SEC(".maps");
+
+/* cidr6: {owner, IPv6 address/prefix} -> 1, as weir1_cidr. Agent writes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct weir_cidr6_key);
+	__type(value, __u32);
+	__uint(max_entries, WEIR_MAX_CIDRS);
+	__uint(map_flags, BPF_F_NO_PREALLOC); /* required for LPM tries */
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} weir1_cidr6 SEC(".maps");
+
+/* frag6: {saddr, daddr, fragment id, proto} -> ports of the IPv6 datagram, from its first fragment. tc programs write.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct weir_frag6_key);
+	__type(value, struct weir_frag_ports);
+	__uint(max_entries, WEIR_MAX_FRAGS);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} weir1_frag6 SEC(".maps");
+
+/* cfg6: 0 -> the IPv6 settings (masquerade and hairpin addresses). Agent writes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct weir_config6);
+	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} weir1_cfg6 SEC(".maps");
+
 #endif

@@ -33,6 +33,16 @@
 #define WEIR_MAP_SK_REVNAT "weir1_skrevnat"
 #define WEIR_MAP_IDS "weir1_ids"
 #define WEIR_MAP_FRAG "weir1_frag"
+/* IPv6: one map per family where a struct holds an address (docs/ipv6.md,
+ * "Map layout"); ids, membership and verdicts are shared. */
+#define WEIR_MAP_SERVICES6 "weir1_svc6"
+#define WEIR_MAP_BACKENDS6 "weir1_be6"
+#define WEIR_MAP_REVNAT6 "weir1_revnat6"
+#define WEIR_MAP_CT6 "weir1_ct6"
+#define WEIR_MAP_AFFINITY6 "weir1_aff6"
+#define WEIR_MAP_CIDR6 "weir1_cidr6"
+#define WEIR_MAP_CONFIG6 "weir1_cfg6"
+#define WEIR_MAP_FRAG6 "weir1_frag6"
 
 /* Map sizes. Conntrack and affinity are LRU: when full, the oldest goes. */
 /* Service and membership maps: one entry per frontend plus one per endpoint
@@ -136,6 +146,11 @@ enum weir_verdict {
 	WEIR_V_PASS_DRAINING,
 	WEIR_V__MAX,
 };
+
+/* The verdict map counts both families: an IPv6 packet's verdict v is
+ * counted at index v + WEIR_V_IPV6 (the map keeps WEIR_MAX_VERDICTS slots,
+ * so a pin made before IPv6 is adopted unchanged). */
+#define WEIR_V_IPV6 32
 
 /* services: frontend (and slot) -> master entry or backend slot. Written by the agent. */
 struct weir_svc_key {
@@ -286,6 +301,99 @@ struct weir_frag_ports {
 	__u64 first_seen; /* weir_now() when the first fragment passed, ns */
 	__be16 sport; /* source port of the datagram */
 	__be16 dport; /* destination port of the datagram */
+	__u32 pad; /* zero */
+};
+
+/*
+ * IPv6. Separate maps with their own structs (docs/ipv6.md, "Map layout"):
+ * the IPv4 structs above stay as they are, so an upgraded agent adopts the
+ * IPv4 pins with every flow in them. rev_nat ids and backend ids come from
+ * one id space for both families (weir_ids), so weir1_member and the values
+ * weir_svc_val and weir_aff_val serve both. Addresses are 16 bytes in
+ * network order, as on the wire.
+ */
+
+/* svc6: as weir_svc_key, for an IPv6 frontend; value struct weir_svc_val. Written by the agent. */
+struct weir_svc6_key {
+	__be32 addr[4]; /* frontend IPv6 address */
+	__be16 port; /* frontend port */
+	__u8 proto; /* IPPROTO_TCP, IPPROTO_UDP or IPPROTO_SCTP */
+	__u8 scope; /* WEIR_SCOPE_* */
+	__u16 slot; /* 0: master entry; 1..count: backend slot */
+	__u16 pad; /* zero */
+};
+
+/* be6: backend id -> IPv6 endpoint. Written by the agent. */
+struct weir_backend6 {
+	__be32 addr[4]; /* endpoint (pod) IPv6 address */
+	__be16 port; /* endpoint port (the resolved targetPort) */
+	__u8 proto; /* IPPROTO_TCP, IPPROTO_UDP or IPPROTO_SCTP */
+	__u8 flags; /* WEIR_BE_F_* */
+};
+
+/* revnat6: rev_nat id -> the IPv6 frontend a reply must come from. Written by the agent. */
+struct weir_revnat6 {
+	__be32 addr[4]; /* frontend IPv6 address */
+	__be16 port; /* frontend port */
+	__u16 pad; /* zero */
+};
+
+/* ct6: IPv6 flow tuple -> NAT state, as weir_ct_key/weir_ct_val. Written by the BPF programs only. */
+struct weir_ct6_key {
+	__be32 saddr[4]; /* source address of this direction */
+	__be32 daddr[4]; /* destination address of this direction */
+	__be16 sport; /* source port */
+	__be16 dport; /* destination port */
+	__u8 proto; /* IPPROTO_TCP, IPPROTO_UDP or IPPROTO_SCTP */
+	__u8 dir; /* WEIR_CT_FWD or WEIR_CT_REV */
+	__u16 pad; /* zero */
+};
+
+struct weir_ct6_val {
+	__u64 last_seen; /* weir_now() of the last packet, ns */
+	__u32 backend_id; /* FWD: chosen backend */
+	__u32 rev_nat_id; /* frontend the flow was sent to */
+	__be32 nat_addr[4]; /* FWD: source used after SNAT; REV: original client address */
+	__be16 nat_port; /* FWD: source port after SNAT; REV: original client port */
+	__u16 flags; /* WEIR_CT_F_* */
+	__u32 pad; /* zero */
+};
+
+/* aff6: (IPv6 client, frontend) -> backend; value struct weir_aff_val. Written by the BPF programs. */
+struct weir_aff6_key {
+	__be32 client[4]; /* client IPv6 address */
+	__u32 rev_nat_id; /* frontend */
+};
+
+/* cidr6: as weir_cidr_key, IPv6: prefixlen is 32 + CIDR bits (at most 160). Written by the agent. */
+struct weir_cidr6_key {
+	__u32 prefixlen; /* 32 + CIDR bits */
+	__u32 owner; /* 0 or a rev_nat id */
+	__be32 addr[4]; /* CIDR base address */
+};
+
+/*
+ * frag6: the ports of a fragmented IPv6 datagram, from its first fragment,
+ * as weir_frag_key for IPv4 (the identification is 32 bits, in the fragment
+ * header); value struct weir_frag_ports. Written by the tc programs.
+ */
+struct weir_frag6_key {
+	__be32 saddr[4]; /* source address */
+	__be32 daddr[4]; /* destination address */
+	__be32 id; /* fragment header identification: one datagram of this pair */
+	__u8 proto; /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 pad; /* zero */
+	__u16 pad2; /* zero */
+};
+
+/* weir_config6.flags. (masqueradeAll and drain are in weir_config, for both families.) */
+#define WEIR_CFG6_F_CLUSTER_CIDR (1 << 0) /* IPv6 cluster CIDRs are known (owner 0 in cidr6) */
+
+/* cfg6: a single entry (key 0), the IPv6 settings. Written by the agent. */
+struct weir_config6 {
+	__be32 snat_addr[4]; /* node IPv6 address used to masquerade; all zero = none known */
+	__be32 hairpin_addr[4]; /* source used when a pod reaches itself through a service */
+	__u32 flags; /* WEIR_CFG6_F_* */
 	__u32 pad; /* zero */
 };
 

@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as C from '../../ts/datapath/codecs';
-import { VERDICTS, verdictName } from '../../ts/datapath/verdicts';
+import { VERDICTS, VERDICT_IPV6, VERDICT_SLOTS, verdictIndex, verdictName } from '../../ts/datapath/verdicts';
 import { MAP_NAMES } from '../../ts/datapath/loader';
 import { TEST_SRC } from './pipeline';
 
@@ -23,6 +23,7 @@ interface BtfType {
   name: string;
   size?: number;
   type_id?: number;
+  nr_elems?: number;
   members?: Array<{ name: string; type_id: number; bits_offset: number }>;
   values?: Array<{ name: string; val: number }>;
 }
@@ -33,6 +34,7 @@ const byId = new Map(btf.map((t) => [t.id, t]));
 function sizeOf(id: number): number {
   const t = byId.get(id)!;
   if (t.size !== undefined) return t.size;
+  if (t.kind === 'ARRAY') return t.nr_elems! * sizeOf(t.type_id!); // __be32 addr[4]
   if (t.type_id !== undefined) return sizeOf(t.type_id); // typedef, const, volatile
   throw new Error(`no size for BTF type ${id} (${t.kind})`);
 }
@@ -57,6 +59,19 @@ test('verdict names follow enum weir_verdict in weir.h', () => {
   assert.equal([...VERDICTS], names.map(verdictName));
 });
 
+test('IPv6 verdicts count at reason + WEIR_V_IPV6, named <reason>/ipv6, within the map', () => {
+  assert.is(VERDICT_IPV6, Number(/#define WEIR_V_IPV6 (\d+)/.exec(HEADER)![1]));
+  const max = Number(/#define WEIR_MAX_VERDICTS (\d+)/.exec(HEADER)![1]);
+  assert.ok(VERDICTS.length <= VERDICT_IPV6 && 2 * VERDICT_IPV6 <= max, 'both families fit the pinned map');
+  assert.is(VERDICT_SLOTS.length, 2 * VERDICTS.length);
+  assert.equal(
+    VERDICT_SLOTS.find((v) => v.name === 'forward/ipv6'),
+    { name: 'forward/ipv6', reason: 'forward', family: 6, index: VERDICT_IPV6 },
+  );
+  assert.is(verdictIndex('reject_no_endpoints', 6), VERDICTS.indexOf('reject_no_endpoints') + VERDICT_IPV6);
+  assert.is(new Set(VERDICT_SLOTS.map((v) => v.index)).size, VERDICT_SLOTS.length, 'no two names share a counter');
+});
+
 test('flag and scope constants match weir.h', () => {
   const define = (name: string): number => {
     const m = new RegExp(`#define ${name}\\s+\\(?\\s*(\\d+)(?:\\s*<<\\s*(\\d+))?\\s*\\)?`).exec(HEADER);
@@ -68,6 +83,7 @@ test('flag and scope constants match weir.h', () => {
   for (const [k, v] of Object.entries(C.CT_F)) assert.is(v, define(`WEIR_CT_F_${k}`), k);
   for (const [k, v] of Object.entries(C.MEMBER_F)) assert.is(v, define(`WEIR_MEMBER_F_${k}`), k);
   for (const [k, v] of Object.entries(C.CFG_F)) assert.is(v, define(`WEIR_CFG_F_${k}`), k);
+  for (const [k, v] of Object.entries(C.CFG6_F)) assert.is(v, define(`WEIR_CFG6_F_${k}`), k);
   assert.is(C.CT_DIR.FWD, define('WEIR_CT_FWD'));
   assert.is(C.CT_DIR.REV, define('WEIR_CT_REV'));
   assert.is(C.SCOPE_ALL, define('WEIR_SCOPE_ALL'));
@@ -91,6 +107,34 @@ test('encode/decode round trip', () => {
   assert.equal(C.svcKey.decode(buf), k);
   const v = { last_seen: 123456789012345n, backend_id: 9, rev_nat_id: 3, nat_addr: '169.254.42.1', nat_port: 40000, flags: 1 };
   assert.equal(C.ctVal.decode(C.ctVal.encode(v)), v);
+});
+
+test('IPv6 addresses: every text form in, RFC 5952 out, bad text named', () => {
+  const k = { addr: 'fd00:10:96::a', port: 443, proto: 6, scope: 0, slot: 2, pad: 0 };
+  const buf = C.svc6Key.encode(k);
+  assert.equal([...buf.subarray(0, 16)], [0xfd, 0, 0, 0x10, 0, 0x96, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x0a]);
+  assert.equal([...buf.subarray(16)], [0x01, 0xbb, 6, 0, 2, 0, 0, 0]);
+  assert.equal(C.svc6Key.decode(buf), k);
+  const round = (ip: string): string => {
+    const b = Buffer.alloc(16);
+    C.writeIp6(b, 0, ip);
+    return C.readIp6(b, 0);
+  };
+  assert.is(round('2001:0DB8:0000:0000:0001:0000:0000:0001'), '2001:db8::1:0:0:1', 'first longest zero run, lower case');
+  assert.is(round('::'), '::');
+  assert.is(round('::1'), '::1');
+  assert.is(round('fe80::'), 'fe80::');
+  assert.is(round('2001:db8:0:1:1:1:1:1'), '2001:db8:0:1:1:1:1:1', 'a single zero group stays');
+  assert.is(round('::ffff:10.96.0.10'), '::ffff:a60:a', 'a trailing dotted quad');
+  for (const bad of ['1::2::3', '1:2:3', 'fd00::g', '1:2:3:4:5:6:7:8:9', '::ffff:300.1.1.1', '10.96.0.10']) {
+    assert.throws(
+      () => C.writeIp6(Buffer.alloc(16), 0, bad),
+      (e: Error) => e.message.includes(JSON.stringify(bad)),
+      bad,
+    );
+  }
+  const v = { last_seen: 5n, backend_id: 9, rev_nat_id: 3, nat_addr: 'fd00::1', nat_port: 61000, flags: 1, pad: 0 };
+  assert.equal(C.ct6Val.decode(C.ct6Val.encode(v)), v);
 });
 
 test.run();

@@ -14,7 +14,7 @@ import { MAP_NAMES, TC_PROGS, bpfObjectPath, openPinned } from '../datapath/load
 import { Shim } from '../datapath/ffi';
 import { PinnedMap, keyBuffer, keyString } from '../datapath/maps';
 import { buildPacket, readHeaders } from '../datapath/packet';
-import { VERDICTS } from '../datapath/verdicts';
+import { VERDICTS, VERDICT_SLOTS } from '../datapath/verdicts';
 import { BackendView, FrontendView, readServices } from '../datapath/dump';
 import { protoName } from '../reconcile/reconciler';
 import type { TraceOptions, TraceOrigin } from './commands';
@@ -78,7 +78,7 @@ export interface VerdictCount {
   packets: number;
 }
 
-/** Every verdict's counter, summed over CPUs, in enum order (zeros included: a missing name reads as "never"). */
+/** Every verdict's counter, summed over CPUs, in enum order, IPv4 then IPv6 (`forward/ipv6`) (zeros included: a missing name reads as "never"). */
 export function verdictsView(shim: Shim, root: string): VerdictCount[] {
   const { verdicts } = openPinned(shim, root, ['verdicts']);
   const totals = new Map<number, bigint>();
@@ -88,7 +88,7 @@ export function verdictsView(shim: Shim, root: string): VerdictCount[] {
     totals.set(keyBuffer(k).readUInt32LE(0), n);
   }
   verdicts.close();
-  return VERDICTS.map((verdict, i) => ({ verdict, packets: Number(totals.get(i) ?? 0n) }));
+  return VERDICT_SLOTS.map((slot) => ({ verdict: slot.name, packets: Number(totals.get(slot.index) ?? 0n) }));
 }
 
 export function formatVerdicts(list: VerdictCount[]): string {

@@ -30,6 +30,14 @@ export const MAP_NAMES = {
   skrevnat: 'weir1_skrevnat',
   ids: 'weir1_ids',
   frag: 'weir1_frag',
+  svc6: 'weir1_svc6',
+  be6: 'weir1_be6',
+  revnat6: 'weir1_revnat6',
+  ct6: 'weir1_ct6',
+  aff6: 'weir1_aff6',
+  cidr6: 'weir1_cidr6',
+  cfg6: 'weir1_cfg6',
+  frag6: 'weir1_frag6',
 } as const;
 
 /** tc programs: which devices get which. */
@@ -85,6 +93,14 @@ export interface AllMaps extends ServiceMaps {
   readonly cfg: PinnedMap;
   readonly skrevnat: PinnedMap;
   readonly ids: PinnedMap;
+  /** IPv6 twins of the maps whose structs hold an address (docs/ipv6.md, "Map layout"). */
+  readonly svc6: PinnedMap;
+  readonly be6: PinnedMap;
+  readonly revnat6: PinnedMap;
+  readonly ct6: PinnedMap;
+  readonly aff6: PinnedMap;
+  readonly cidr6: PinnedMap;
+  readonly cfg6: PinnedMap;
 }
 
 /**
@@ -104,17 +120,28 @@ export interface MapSizes {
   member: number;
 }
 
+function publicSizes(s: LoadSizes): MapSizes {
+  return { ct: s.ct, aff: s.aff, skrevnat: s.skrevnat, svc: s.svc, member: s.member };
+}
+
 /** The sizes weir.h compiles in (kube-proxy's minimum conntrack: 131072 flows). */
 export const DEFAULT_SIZES: MapSizes = { ct: 262144, aff: 65536, skrevnat: 65536, svc: 262144, member: 262144 };
+
+/**
+ * What the loader passes for each sized map: MapSizes plus the IPv6 twins
+ * sized at load (ct6, aff6, svc6), which take the size of their IPv4 twin:
+ * one flag sizes both families, as kube-proxy's conntrack settings do.
+ */
+type LoadSizes = Record<keyof MapSizes | 'ct6' | 'aff6' | 'svc6', number>;
 
 /**
  * The sizes to load with: a map already pinned keeps its size, since libbpf
  * reuses a pin only when its definition matches and a restart must keep
  * conntrack (`weir cleanup` and a new start resize it).
  */
-function effectiveSizes(shim: Shim, pinRoot: string, want: MapSizes): MapSizes {
-  const out = { ...want };
-  for (const k of Object.keys(want) as Array<keyof MapSizes>) {
+function effectiveSizes(shim: Shim, pinRoot: string, want: MapSizes): LoadSizes {
+  const out: LoadSizes = { ...want, ct6: want.ct, aff6: want.aff, svc6: want.svc };
+  for (const k of Object.keys(out) as Array<keyof LoadSizes>) {
     const pin = path.join(pinRoot, MAP_NAMES[k]);
     if (!fs.existsSync(pin)) continue;
     const fd = shim.pinOpen(pin);
@@ -127,8 +154,8 @@ function effectiveSizes(shim: Shim, pinRoot: string, want: MapSizes): MapSizes {
   return out;
 }
 
-function sizeArgs(s: MapSizes): Record<string, number> {
-  return { [MAP_NAMES.ct]: s.ct, [MAP_NAMES.aff]: s.aff, [MAP_NAMES.skrevnat]: s.skrevnat, [MAP_NAMES.svc]: s.svc, [MAP_NAMES.member]: s.member };
+function sizeArgs(s: LoadSizes): Record<string, number> {
+  return Object.fromEntries((Object.keys(s) as Array<keyof LoadSizes>).map((k) => [MAP_NAMES[k], s[k]]));
 }
 
 export interface DatapathConfig {
@@ -170,7 +197,7 @@ export class BpfDatapath {
     ensureBpffs(pinRoot);
     const actual = effectiveSizes(shim, pinRoot, sizes);
     const tc = shim.objLoad(bpfObjectPath('tc.o'), pinRoot, sizeArgs(actual));
-    return BpfDatapath.assemble(shim, pinRoot, actual, tc, shim.objLoad(bpfObjectPath('sock.o'), pinRoot, sizeArgs(actual)));
+    return BpfDatapath.assemble(shim, pinRoot, publicSizes(actual), tc, shim.objLoad(bpfObjectPath('sock.o'), pinRoot, sizeArgs(actual)));
   }
 
   /** load() with the kernel's part (map creation, verification) off the main thread, at idle priority until Shim.objLoadBoost(). */
@@ -179,7 +206,7 @@ export class BpfDatapath {
     const actual = effectiveSizes(shim, pinRoot, sizes);
     const tc = await shim.objLoadAsync(bpfObjectPath('tc.o'), pinRoot, sizeArgs(actual));
     // sock.o reuses the maps tc.o pinned: quick, and it must not race tc.o's pins.
-    return BpfDatapath.assemble(shim, pinRoot, actual, tc, shim.objLoad(bpfObjectPath('sock.o'), pinRoot, sizeArgs(actual)));
+    return BpfDatapath.assemble(shim, pinRoot, publicSizes(actual), tc, shim.objLoad(bpfObjectPath('sock.o'), pinRoot, sizeArgs(actual)));
   }
 
   private static assemble(shim: Shim, pinRoot: string, sizes: MapSizes, tc: number, sock: number): BpfDatapath {
@@ -196,6 +223,13 @@ export class BpfDatapath {
       cfg: map(MAP_NAMES.cfg),
       skrevnat: map(MAP_NAMES.skrevnat),
       ids: map(MAP_NAMES.ids),
+      svc6: map(MAP_NAMES.svc6),
+      be6: map(MAP_NAMES.be6),
+      revnat6: map(MAP_NAMES.revnat6),
+      ct6: map(MAP_NAMES.ct6),
+      aff6: map(MAP_NAMES.aff6),
+      cidr6: map(MAP_NAMES.cidr6),
+      cfg6: map(MAP_NAMES.cfg6),
     };
     const pin = (obj: number, prog: string): number => {
       const fd = shim.objProgFd(obj, prog);
@@ -212,6 +246,15 @@ export class BpfDatapath {
     const flags = (cfg.masqueradeAll ? C.CFG_F.MASQUERADE_ALL : 0) | (cfg.haveClusterCidrs ? C.CFG_F.CLUSTER_CIDR : 0);
     const value = C.config.encode({ hairpin_addr: cfg.hairpinAddr, snat_addr: cfg.snatAddr || '0.0.0.0', flags });
     this.maps.cfg.upsert([[keyString(C.u32Key.encode({ value: 0 })), value]]);
+  }
+
+  /**
+   * The IPv6 settings (weir1_cfg6): the node's IPv6 address to masquerade
+   * to ('' = none), the hairpin source, whether IPv6 cluster CIDRs are known.
+   */
+  writeConfig6(cfg: { hairpinAddr: string; snatAddr: string; haveClusterCidrs: boolean }): void {
+    const value = C.config6.encode({ hairpin_addr: cfg.hairpinAddr || '::', snat_addr: cfg.snatAddr || '::', flags: cfg.haveClusterCidrs ? C.CFG6_F.CLUSTER_CIDR : 0 });
+    this.maps.cfg6.upsert([[keyString(C.u32Key.encode({ value: 0 })), value]]);
   }
 
   /** Attach (or atomically replace) our filter at ingress of ifindex. */

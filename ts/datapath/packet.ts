@@ -3,9 +3,10 @@
  * an Ethernet/IPv4/TCP|UDP|SCTP|ICMP frame with valid checksums, read its
  * headers back, verify checksums from scratch. Used by `weir trace` and by
  * the program tests. An SCTP packet carries one INIT chunk (the payload, if
- * any, after it) and SCTP's CRC32c.
+ * any, after it) and SCTP's CRC32c. The IPv6 builder (buildPacket6) makes
+ * Ethernet/IPv6 frames, with extension headers if asked, and ICMPv6.
  */
-import { readIp4, writeIp4 } from './codecs';
+import { readIp4, readIp6, writeIp4, writeIp6 } from './codecs';
 
 export interface PacketSpec {
   proto: 'tcp' | 'udp' | 'sctp' | 'icmp';
@@ -134,4 +135,115 @@ export function checksumsValid(pkt: Buffer): { ip: boolean; l4: boolean } {
   if (proto === 132) return { ip, l4: l4.readUInt32LE(8) === sctpChecksum(l4) };
   if (proto === 17 && l4.readUInt16BE(6) === 0) return { ip, l4: true };
   return { ip, l4: csum16(l4, 0, l4.length, pseudoHeader(pkt, proto, l4.length)) === 0xffff };
+}
+
+export interface Packet6Spec {
+  proto: 'tcp' | 'udp' | 'icmp6';
+  src: string;
+  dst: string;
+  sport?: number;
+  dport?: number;
+  /** TCP flags byte (default SYN). */
+  flags?: number;
+  seq?: number;
+  payload?: string | Buffer;
+  /** ICMPv6 type and code (default echo request, 128/0). */
+  icmpType?: number;
+  icmpCode?: number;
+  /** ICMPv6: the header's last 4 bytes (Packet Too Big: the MTU). */
+  icmpWord?: number;
+  /** Extension headers before the L4 header, in order: each is its next-header number (0 hop-by-hop, 43 routing, 60 destination options), 8 bytes of padding options. */
+  ext?: readonly number[];
+  hopLimit?: number;
+}
+
+export interface Headers6 extends Headers {
+  /** Offset of the L4 header (after extension headers). */
+  l4: number;
+}
+
+const IP6_HDR_OFF = 14;
+const IP6_L4_OFF = 54;
+
+/** The IPv6 pseudo header's sum (RFC 8200 8.1) for an L4 length and next header, over the addresses at pkt[22, 54). */
+function pseudoHeader6(pkt: Buffer, proto: number, l4len: number, at = IP6_HDR_OFF): number {
+  const ph = Buffer.alloc(40);
+  pkt.copy(ph, 0, at + 8, at + 40);
+  ph.writeUInt32BE(l4len, 32);
+  ph[39] = proto;
+  return csum16(ph);
+}
+
+const L4_NUM = { tcp: 6, udp: 17, icmp6: 58 } as const;
+
+/** An Ethernet/IPv6 frame (optionally with extension headers) with valid L4 checksums. */
+export function buildPacket6(spec: Packet6Spec): Buffer {
+  const payload = typeof spec.payload === 'string' || spec.payload === undefined ? Buffer.from(spec.payload ?? '') : spec.payload;
+  const proto = L4_NUM[spec.proto];
+  const ext = spec.ext ?? [];
+  const l4len = (spec.proto === 'tcp' ? 20 : 8) + payload.length;
+  const l4 = IP6_L4_OFF + 8 * ext.length;
+  const pkt = Buffer.alloc(l4 + l4len);
+  Buffer.from('020000000001020000000002', 'hex').copy(pkt, 0);
+  pkt.writeUInt16BE(0x86dd, 12);
+  pkt.writeUInt32BE(0x60000000, 14);
+  pkt.writeUInt16BE(8 * ext.length + l4len, 18);
+  pkt[20] = ext.length ? ext[0]! : proto;
+  pkt[21] = spec.hopLimit ?? 64;
+  writeIp6(pkt, 22, spec.src);
+  writeIp6(pkt, 38, spec.dst);
+  ext.forEach((_, i) => {
+    const at = IP6_L4_OFF + 8 * i;
+    pkt[at] = i + 1 < ext.length ? ext[i + 1]! : proto;
+    pkt[at + 1] = 0; // 8 bytes: next header, length 0, a PadN option of 4 bytes
+    pkt[at + 2] = 1;
+    pkt[at + 3] = 4;
+  });
+  if (spec.proto === 'icmp6') {
+    pkt[l4] = spec.icmpType ?? 128;
+    pkt[l4 + 1] = spec.icmpCode ?? 0;
+    pkt.writeUInt32BE(spec.icmpWord ?? 0, l4 + 4);
+    payload.copy(pkt, l4 + 8);
+  } else {
+    pkt.writeUInt16BE(spec.sport ?? 40000, l4);
+    pkt.writeUInt16BE(spec.dport ?? 80, l4 + 2);
+    if (spec.proto === 'tcp') {
+      pkt.writeUInt32BE(spec.seq ?? 1000, l4 + 4);
+      pkt[l4 + 12] = 0x50;
+      pkt[l4 + 13] = spec.flags ?? 0x02;
+      pkt.writeUInt16BE(65535, l4 + 14);
+      payload.copy(pkt, l4 + 20);
+    } else {
+      pkt.writeUInt16BE(l4len, l4 + 4);
+      payload.copy(pkt, l4 + 8);
+    }
+  }
+  const c = ~csum16(pkt, l4, pkt.length, pseudoHeader6(pkt, proto, l4len)) & 0xffff;
+  pkt.writeUInt16BE(c === 0 && proto === 17 ? 0xffff : c, l4 + (proto === 6 ? 16 : proto === 17 ? 6 : 2));
+  return pkt;
+}
+
+/** Offset and number of the upper-layer header of the IPv6 packet at `at`, past hop-by-hop, routing and destination options headers. */
+export function ip6UpperLayer(pkt: Buffer, at = IP6_HDR_OFF): { off: number; proto: number } {
+  let nh = pkt[at + 6]!;
+  let off = at + 40;
+  while (nh === 0 || nh === 43 || nh === 60) {
+    nh = pkt[off]!;
+    off += (pkt[off + 1]! + 1) * 8;
+  }
+  return { off, proto: nh };
+}
+
+export function readHeaders6(pkt: Buffer): Headers6 {
+  const { off, proto } = ip6UpperLayer(pkt);
+  const ports = proto === 6 || proto === 17;
+  return { src: readIp6(pkt, 22), dst: readIp6(pkt, 38), sport: ports ? pkt.readUInt16BE(off) : 0, dport: ports ? pkt.readUInt16BE(off + 2) : 0, proto, l4: off };
+}
+
+/** Whether the L4 (TCP, UDP, ICMPv6) checksum of the Ethernet/IPv6 frame verifies over its pseudo header, and the payload length matches the frame. */
+export function checksumsValid6(pkt: Buffer): { len: boolean; l4: boolean } {
+  const len = pkt.readUInt16BE(18) === pkt.length - IP6_L4_OFF;
+  const { off, proto } = ip6UpperLayer(pkt);
+  const l4len = pkt.length - off;
+  return { len, l4: csum16(pkt, off, pkt.length, pseudoHeader6(pkt, proto, l4len)) === 0xffff };
 }
