@@ -86,7 +86,8 @@ test('syncs between the steps of a walk do not make the two sides disagree', () 
   for (let step = 0; !s.done; step++) {
     // A service goes, or its endpoints change, between every two steps.
     const svc = w.store.services.get(`d/s${step % 10}` as never);
-    if (svc && step % 3 === 0) w.store.deleteService(svc.key);
+    // (One service always stays, for the edit below: the IPv6 twins make the walk longer.)
+    if (svc && step % 3 === 0 && w.store.services.size > 1) w.store.deleteService(svc.key);
     else
       w.store.upsertSlice(
         {

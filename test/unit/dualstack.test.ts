@@ -13,7 +13,9 @@ import { ClusterStore } from '../../ts/model/store';
 import { IP, IPv6, cidrContains, compareIP, parseCidr, parseIP, parseIPv6 } from '../../ts/model/types';
 import { ServicePlan, backendKey, familyPlan, planService } from '../../ts/plan/plan';
 import { SCOPE_LOCAL, SVC_F } from '../../ts/datapath/codecs';
-import { TEST_SRC, runPipeline } from './pipeline';
+import { TEST_SRC, memoryMaps, runPipeline } from './pipeline';
+import * as C from '../../ts/datapath/codecs';
+import { keyBuffer } from '../../ts/datapath/maps';
 import { rng } from './rng';
 
 test('IPv6 text is kept in one canonical form (RFC 5952), whatever way it was written', () => {
@@ -303,8 +305,44 @@ test('terminating fallback per family: no ready IPv6 endpoint uses the serving+t
   assert.equal(keys(p, fe(p, '10.96.0.5')!.backends), ['10.244.1.1:8080/TCP', '10.244.2.1:8080/TCP']);
 });
 
-test('the BPF maps take the IPv4 half of dual-stack services and nothing of IPv6-only ones, without an error', async () => {
-  const res = await runPipeline(path.join(TEST_SRC, 'golden-iptables', 'dual-stack'), { nodePortAddrs: ['192.168.77.10', 'fd00:77::10'] as IP[] });
+/** What the IPv6 maps hold, one line per frontend: "addr:port/PROTO scope rev=N [slot backends]", and the member entries of its rev id. */
+function view6(maps: ReturnType<typeof memoryMaps>): string[] {
+  const masters: Array<{ k: ReturnType<typeof C.svc6Key.decode>; v: ReturnType<typeof C.svcVal.decode> }> = [];
+  const slots = new Map<string, number>();
+  for (const [k, v] of maps.svc6.entries) {
+    const key = C.svc6Key.decode(keyBuffer(k));
+    const val = C.svcVal.decode(v);
+    if (key.slot === 0) masters.push({ k: key, v: val });
+    else slots.set(`${key.addr}|${key.port}|${key.proto}|${key.scope}|${key.slot}`, val.backend_id);
+  }
+  const be = (id: number): string => {
+    const v = maps.be6.entries.get(u32(id));
+    if (!v) return `missing#${id}`;
+    const b = C.backend6.decode(v);
+    return `[${b.addr}]:${b.port}`;
+  };
+  return masters
+    .map(({ k, v }) => {
+      const chosen = Array.from({ length: v.count }, (_, i) => be(slots.get(`${k.addr}|${k.port}|${k.proto}|${k.scope}|${i + 1}`) ?? -1));
+      const rn = maps.revnat6.entries.get(u32(v.rev_nat_id));
+      const rev = rn ? C.revnat6.decode(rn) : null;
+      const members = [...maps.member.entries.keys()].map((mk) => C.memberKey.decode(keyBuffer(mk))).filter((m) => m.rev_nat_id === v.rev_nat_id).length;
+      return `[${k.addr}]:${k.port}/${k.proto} scope=${k.scope} revnat=${rev ? `[${rev.addr}]:${rev.port}` : 'missing'} members=${members} -> ${chosen.join(' ')}`;
+    })
+    .sort();
+}
+
+function u32(n: number): string {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(n);
+  return b.toString('latin1');
+}
+
+const DUAL = path.join(TEST_SRC, 'golden-iptables', 'dual-stack');
+const NODE_ADDRS = ['192.168.77.10', 'fd00:77::10'] as IP[];
+
+test('the IPv6 half of each plan lands in the IPv6 maps, the IPv4 half where it always did', async () => {
+  const res = await runPipeline(DUAL, { nodePortAddrs: NODE_ADDRS });
   assert.equal(
     res.logs.filter((l) => l.level === 'error'),
     [],
@@ -313,8 +351,111 @@ test('the BPF maps take the IPv4 half of dual-stack services and nothing of IPv6
   assert.equal(
     lines.map((l) => l.split(' ')[0]),
     ['10.96.6.1:80/TCP', '10.96.6.3:80/TCP', '192.168.77.10:30601/TCP', '192.168.77.10:30603/TCP', '192.168.77.10:30603/TCP', '203.0.113.63:80/TCP', '203.0.113.63:80/TCP'],
+    'the IPv4 maps as before',
   );
   assert.not.match(res.text, /fd00|2001:/);
+  assert.equal(view6(res.maps), [
+    '[2001:db8::63]:80/6 scope=0 revnat=[2001:db8::63]:80 members=3 -> [fd00:10:244:1::63]:8080 [fd00:10:244:2::63]:8080',
+    '[2001:db8::63]:80/6 scope=1 revnat=[2001:db8::63]:80 members=3 -> [fd00:10:244:1::63]:8080',
+    '[2001:db8:e::3]:80/6 scope=0 revnat=[2001:db8:e::3]:80 members=3 -> [fd00:10:244:1::63]:8080 [fd00:10:244:2::63]:8080',
+    '[2001:db8:e::3]:80/6 scope=1 revnat=[2001:db8:e::3]:80 members=3 -> [fd00:10:244:1::63]:8080',
+    '[fd00:77::10]:30601/6 scope=0 revnat=[fd00:77::10]:30601 members=3 -> [fd00:10:244:1::9]:8080 [fd00:10:244:1::61]:8080 [fd00:10:244:2::61]:8080',
+    '[fd00:77::10]:30603/6 scope=0 revnat=[fd00:77::10]:30603 members=3 -> [fd00:10:244:1::63]:8080 [fd00:10:244:2::63]:8080',
+    '[fd00:77::10]:30603/6 scope=1 revnat=[fd00:77::10]:30603 members=3 -> [fd00:10:244:1::63]:8080',
+    '[fd00:96::6:1]:80/6 scope=0 revnat=[fd00:96::6:1]:80 members=3 -> [fd00:10:244:1::9]:8080 [fd00:10:244:1::61]:8080 [fd00:10:244:2::61]:8080',
+    '[fd00:96::6:2]:53/17 scope=0 revnat=[fd00:96::6:2]:53 members=1 -> [fd00:10:244:1::62]:53',
+    '[fd00:96::6:3]:80/6 scope=0 revnat=[fd00:96::6:3]:80 members=3 -> [fd00:10:244:1::63]:8080 [fd00:10:244:2::63]:8080',
+    '[fd00:96::6:4]:80/6 scope=0 revnat=[fd00:96::6:4]:80 members=0 -> ',
+  ]);
+  // One id space: no backend id or rev_nat id names an entry of both families.
+  const ids = (m: { entries: Map<string, Buffer> }): number[] => [...m.entries.keys()].map((k) => keyBuffer(k).readUInt32LE(0));
+  const shared = (a: number[], b: number[]): number[] => a.filter((x) => b.includes(x));
+  assert.equal(shared(ids(res.maps.be), ids(res.maps.be6)), []);
+  assert.equal(shared(ids(res.maps.revnat), ids(res.maps.revnat6)), []);
+  // The IPv6 source range of the LoadBalancer, owned by its rev_nat id; the IPv4 frontends have none.
+  assert.equal(
+    [...res.maps.cidr6.entries.keys()].map((k) => C.cidr6Key.decode(keyBuffer(k))).map((c) => `${c.addr}/${c.prefixlen - 32}`),
+    ['2001:db8:1::/48'],
+  );
+  assert.is(res.maps.cidr.entries.size, 0);
+  const sizes = res.reconciler.sizes();
+  for (const [name, m] of Object.entries(res.maps)) assert.is(m.entries.size, sizes[name as keyof typeof sizes], name);
+});
+
+test('IPv6 changes write only what changed; slots keep their places; removal empties the IPv6 maps', async () => {
+  const res = await runPipeline(DUAL, { nodePortAddrs: NODE_ADDRS });
+  const before = view6(res.maps);
+  const slotOf = (addr: string): Map<string, number> => {
+    const out = new Map<string, number>();
+    for (const [k, v] of res.maps.svc6.entries) {
+      const key = C.svc6Key.decode(keyBuffer(k));
+      if (key.addr === addr && key.slot > 0 && key.scope === 0) out.set(String(C.svcVal.decode(v).backend_id), key.slot);
+    }
+    return out;
+  };
+  const slotsBefore = slotOf('fd00:96::6:1');
+  // One endpoint of the dual service leaves its IPv6 slice.
+  res.store.upsertSlice(
+    {
+      apiVersion: 'discovery.k8s.io/v1',
+      kind: 'EndpointSlice',
+      metadata: { name: 'dual-v6', namespace: 'ds', labels: { 'kubernetes.io/service-name': 'dual' } },
+      addressType: 'IPv6',
+      ports: [{ name: 'http', port: 8080 }],
+      endpoints: [
+        { addresses: ['fd00:10:244:2::61'], nodeName: 'n2' },
+        { addresses: ['fd00:10:244:1::9'], nodeName: 'n1' },
+      ],
+    },
+    't',
+  );
+  const writes: string[] = [];
+  for (const m of Object.values(res.maps)) {
+    const up = m.updateBatch.bind(m);
+    const rm = m.removeBatch.bind(m);
+    m.updateBatch = (k, v, n) => (writes.push(`${m.name}+${n}`), up(k, v, n));
+    m.removeBatch = (k, n) => (writes.push(`${m.name}-${n}`), rm(k, n));
+  }
+  res.sync();
+  const after = view6(res.maps);
+  assert.equal(
+    after.filter((l) => !before.includes(l)).map((l) => l.split(' ')[0]),
+    ['[fd00:77::10]:30601/6', '[fd00:96::6:1]:80/6'],
+  );
+  assert.ok(!writes.some((w) => /weir1_(svc|be|revnat|cidr)[+-]/.test(w)), `no IPv4 map written: ${writes.join(' ')}`);
+  assert.ok(writes.includes('weir1_be6-1'), writes.join(' '));
+  // Survivors keep their slots: the last slot moved into the hole, nothing else.
+  const slotsAfter = slotOf('fd00:96::6:1');
+  let moved = 0;
+  for (const [id, slot] of slotsAfter) if (slotsBefore.get(id) !== slot) moved++;
+  assert.ok(moved <= 1, `${moved} slots moved`);
+  for (const key of [...res.store.services.keys()]) res.store.deleteService(key);
+  res.sync();
+  for (const m of ['svc6', 'be6', 'revnat6', 'cidr6', 'member', 'svc', 'be', 'revnat'] as const) assert.is(res.maps[m].entries.size, 0, m);
+});
+
+test('a restarted agent adopts the IPv6 entries: same ids, same slots, nothing rewritten; stale IPv6 entries are pruned', async () => {
+  const first = await runPipeline(DUAL, { nodePortAddrs: NODE_ADDRS });
+  const snapshot = (): Record<string, string[]> =>
+    Object.fromEntries(Object.entries(first.maps).map(([n, m]) => [n, [...m.entries].map(([k, v]) => `${Buffer.from(k, 'latin1').toString('hex')}=${v.toString('hex')}`).sort()]));
+  // Slots in an order a plan would not choose (as after endpoint changes): adoption keeps them.
+  const slot = (n: number): string => C.svc6Key.encode({ addr: 'fd00:96::6:1', port: 80, proto: 6, scope: 0, slot: n }).toString('latin1');
+  const [s1, s3] = [first.maps.svc6.entries.get(slot(1))!, first.maps.svc6.entries.get(slot(3))!];
+  assert.not.equal(s1, s3);
+  first.maps.svc6.upsert([
+    [slot(1), s3],
+    [slot(3), s1],
+  ]);
+  const before = snapshot();
+  // Someone's leftover: an IPv6 frontend no service has, and a backend nobody names.
+  first.maps.svc6.upsert([[C.svc6Key.encode({ addr: 'fd00:dead::1', port: 80, proto: 6, scope: 0, slot: 0 }).toString('latin1'), C.svcVal.encode({ count: 0, rev_nat_id: 9999 })]]);
+  first.maps.be6.upsert([[u32(8888), C.backend6.encode({ addr: 'fd00:dead::2', port: 80, proto: 6 })]]);
+  const again = await runPipeline(DUAL, { nodePortAddrs: NODE_ADDRS, maps: first.maps });
+  assert.equal(
+    again.logs.filter((l) => l.level === 'error'),
+    [],
+  );
+  assert.equal(snapshot(), before, 'the same entries, ids and slots as before the restart, and the leftovers gone');
 });
 
 test.run();
