@@ -7,7 +7,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import type * as Yaml from 'yaml';
-import { Cidr, IP, IPv4, parseCidr, parseIP, parseIPv4 } from '../model/types';
+import { Cidr, IP, IPv4, IPv6, parseCidr, parseIP, parseIPv4, parseIPv6 } from '../model/types';
 import { Level, parseLevel } from '../util/log';
 import { Command, Flag, FlagTable, Given, UsageError, boolean, flagEntries, integer, list, oneOf, present, readArgs, resolveFlags, text } from './flags';
 import { ConfigNote, KUBE_PROXY_KIND, KeyedText, OptionTexts, isKubeProxyDocument, kubeProxyOptions } from './kubeproxy-config';
@@ -41,6 +41,8 @@ export interface RunOptions {
   syncPeriodMs: number;
   /** Source address for hairpin traffic (a pod reaching itself via a service). */
   hairpinAddr: IPv4;
+  /** The same for IPv6 pods (BPF mode). */
+  hairpinAddr6: IPv6;
   kubeconfig: string;
   /** Conntrack capacity in flows, sized as kube-proxy sizes Linux conntrack: max(min, per-core × CPUs). */
   conntrackMaxPerCore: number;
@@ -63,6 +65,12 @@ export function parseDuration(flag: string, v: string): number {
 function ipv4(flag: string, v: string): IPv4 {
   const ip = parseIPv4(v);
   if (!ip) throw new UsageError(`--${flag}: invalid IPv4 address ${JSON.stringify(v)}`);
+  return ip;
+}
+
+function ipv6(flag: string, v: string): IPv6 {
+  const ip = parseIPv6(v);
+  if (!ip) throw new UsageError(`--${flag}: invalid IPv6 address ${JSON.stringify(v)}`);
   return ip;
 }
 
@@ -298,6 +306,16 @@ export const RUN_FLAGS: FlagTable<RunOptions> = {
     default: '169.254.42.1',
     description: 'source address of a pod reaching itself through a service',
     parse: ipv4,
+  },
+  hairpinAddr6: {
+    flag: 'hairpin-addr6',
+    yaml: 'hairpin-addr6',
+    kind: 'value',
+    placeholder: 'IP',
+    // Groups 2-3 spell 169.254.42.1. Not link-local: a pod routes it to its gateway, the node, without neighbour discovery for it.
+    default: 'fd00:a9fe:2a01::1',
+    description: 'source address of an IPv6 pod reaching itself through a service (BPF mode)',
+    parse: ipv6,
   },
   kubeconfig: {
     flag: 'kubeconfig',

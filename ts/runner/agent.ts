@@ -130,13 +130,20 @@ async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Pro
     const changed = enableLoopbackPath();
     if (changed.length) log.info('loopback path: set on lo', { sysctls: changed.map((k) => `${k}=1`).join(',') });
   }
-  const writeConfig = (): void =>
+  // Each family masquerades to the node's first address of that family and knows its own cluster CIDRs.
+  const writeConfig = (): void => {
     dp?.writeConfig({
       hairpinAddr: opts.hairpinAddr,
       snatAddr: nodeIPs.find((ip) => ipFamily(ip) === 4) ?? '',
       masqueradeAll: opts.masqueradeAll,
       haveClusterCidrs: opts.clusterCIDRs.some((c) => cidrFamily(c) === 4),
     });
+    dp?.writeConfig6({
+      hairpinAddr: opts.hairpinAddr6,
+      snatAddr: nodeIPs.find((ip) => ipFamily(ip) === 6) ?? '',
+      haveClusterCidrs: opts.clusterCIDRs.some((c) => cidrFamily(c) === 6),
+    });
+  };
   let reconciler: Dataplane;
   let mapFill: (() => readonly MapFill[]) | undefined;
   if (dp) {
