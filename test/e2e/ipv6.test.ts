@@ -1,8 +1,9 @@
 /**
- * IPv6 and dual-stack Services end to end in iptables mode: real packets
- * from real clients (curl) in pod namespaces, through ip6tables rules an
- * agent programmed from manifests. BPF mode does not program IPv6 yet, so
- * this suite runs with WEIR_TEST_MODE=iptables only.
+ * IPv6 and dual-stack Services end to end, in both modes: real packets
+ * from real clients (curl) in pod namespaces, through ip6tables rules or
+ * the tc programs with the IPv6 maps, as an agent programmed them from
+ * manifests. (Node processes reach IPv6 services through nat OUTPUT in
+ * iptables mode; BPF mode has no IPv6 socket hooks yet.)
  *
  * A small topology of its own (the cluster in a box is IPv4-only): one node
  * namespace and three pod namespaces on veths, each pod with an IPv4 /32
@@ -142,7 +143,6 @@ s.before(async (ctx) => {
   ctx.made = [];
   ctx.dir = fs.mkdtempSync(path.join(os.tmpdir(), `weir-v6-${id}-`));
   ctx.pinRoot = `/sys/fs/bpf/weir-v6-${id}`;
-  if (MODE !== 'iptables') return;
   // DAD off before any device exists: addresses are usable at once.
   const noDad = ['sysctl', '-qw', 'net.ipv6.conf.all.accept_dad=0', 'net.ipv6.conf.default.accept_dad=0'];
   for (const ns of [NODE, ...Object.keys(PODS).map((p) => podNs(p as PodName))]) {
@@ -192,7 +192,9 @@ s.before(async (ctx) => {
     CLI,
     'run',
     '--mode',
-    'iptables',
+    MODE,
+    // BPF mode: the host-side veths are the pod devices (no external device: clients are pods).
+    ...(MODE === 'bpf' ? ['--pod-devices', 'vh*'] : []),
     '--source',
     `file:${ctx.dir}`,
     '--node-name',
@@ -210,6 +212,7 @@ s.before(async (ctx) => {
   ]);
   ctx.procs.push(agent);
   await agent.waitFor(/"msg":"ready"/, 20_000);
+  if (MODE === 'bpf') await agent.waitFor(/("role":"pod"[\s\S]*){3}/, 5000);
 });
 
 s.after(async (ctx) => {
@@ -222,15 +225,16 @@ s.after(async (ctx) => {
   fs.rmSync(ctx.pinRoot, { recursive: true, force: true });
 });
 
-if (MODE === 'iptables') {
+{
   s('a dual-stack Service answers on both its ClusterIPs at once, each family from its own endpoints, client address kept', async () => {
     const [a, b] = await Promise.all([curl(podNs('c'), 'http://10.96.60.1/'), curl(podNs('c'), 'http://[fd00:96::60:1]/')]);
     assert.is(a.text, `p1 ${v4('c')}`, 'IPv4 ClusterIP: the IPv4 endpoint, the pod address kept');
     assert.is(b.text, `p2 ${v6('c')}`, 'IPv6 ClusterIP: the IPv6 endpoint, the pod address kept');
   });
 
-  s('an IPv6-only Service is served; a node process reaches it too (nat OUTPUT)', async () => {
+  s('an IPv6-only Service is served; in iptables mode a node process reaches it too (nat OUTPUT)', async () => {
     assert.is((await curl(podNs('c'), 'http://[fd00:96::60:2]/')).text, `p1 ${v6('c')}`);
+    if (MODE !== 'iptables') return;
     const fromNode = await curl(NODE, 'http://[fd00:96::60:2]/');
     assert.ok(fromNode.ok, fromNode.text);
     assert.match(fromNode.text, /^p1 /);
@@ -245,16 +249,17 @@ if (MODE === 'iptables') {
     assert.match(r4.text, /^p1 /);
   });
 
-  s('an IPv6 Service without endpoints is refused (ICMPv6 port unreachable) as an IPv4 one is, not left to time out', async () => {
+  s('an IPv6 Service without endpoints is refused as an IPv4 one is, not left to time out', async () => {
     // The connect's own error, as the client's kernel reports it (curl prints one message for every failure).
     const connect = (addr: string): string =>
       `const t=Date.now();require('net').connect(80,'${addr}').on('connect',()=>{console.log('connected');process.exit(0)}).on('error',(e)=>{console.log(e.code+' '+(Date.now()-t));process.exit(0)});setTimeout(()=>{console.log('timeout');process.exit(0)},4000)`;
     for (const addr of ['10.96.60.4', 'fd00:96::60:3']) {
       const out = (await nsMust(podNs('c'), [process.execPath, '-e', connect(addr)], { timeoutMs: 8000 })).trim();
       assert.match(out, /^ECONNREFUSED \d+$/, `${addr}: ${out}`);
-      // Refused within a SYN retransmission (DROP would leave it to time out). Over
-      // veths the ICMPv6 error can arrive while connect() still holds the socket,
-      // and IPv6 TCP then waits for the retransmitted SYN's error (TcpExtLockDroppedIcmps).
+      // Refused within a SYN retransmission (DROP would leave it to time out). In
+      // iptables mode (ICMPv6 port unreachable) the error can arrive over veths while
+      // connect() still holds the socket, and IPv6 TCP then waits for the retransmitted
+      // SYN's error (TcpExtLockDroppedIcmps); BPF mode answers with a RST.
       assert.ok(Number(out.split(' ')[1]) < 2500, `${addr}: ${out}`);
     }
   });
@@ -264,7 +269,16 @@ if (MODE === 'iptables') {
     assert.equal(JSON.parse(body), { service: { namespace: 'e2e', name: 'hc' }, localEndpoints: 1, serviceProxyHealthy: true });
   });
 
-  s('weir services lists the IPv6 frontends read back from ip6tables', async () => {
+  s('BPF mode: the IPv6 flows went through the tc programs (IPv6 verdicts counted)', async () => {
+    if (MODE !== 'bpf') return;
+    const out = await nsMust(NODE, [process.execPath, CLI, 'verdicts', '--bpffs-root', `/sys/fs/bpf/weir-v6-${id}`]);
+    const count = (name: string): number => Number(new RegExp(`^\\s*${name.replace('/', '\\/')}\\s+(\\d+)`, 'm').exec(out)?.[1] ?? 0);
+    assert.ok(count('forward/ipv6') > 0, out);
+    assert.ok(count('reject_no_endpoints/ipv6') > 0, out);
+  });
+
+  s('weir services lists the IPv6 frontends read back from ip6tables (iptables mode)', async () => {
+    if (MODE !== 'iptables') return;
     const out = await nsMust(NODE, [process.execPath, CLI, 'services', '--bpffs-root', `/sys/fs/bpf/weir-v6-${id}`]);
     assert.match(out, /fd00:96::60:1\]?:80\/TCP .*1 backend/);
     assert.match(out, /fd00:96::60:3\]?:80\/TCP .*no endpoints: reject/);
