@@ -37,6 +37,7 @@ import * as C from '../datapath/codecs';
 import { IMMEDIATE_WRITES, WriteQueue } from '../datapath/maps';
 import { Cidr, ObjectKey } from '../model/types';
 import { ServicePlan, familyPlan } from '../plan/plan';
+import { ipFamily } from '../model/types';
 import { BackendTable } from './backends';
 import { BackendTable6 } from './backends6';
 import { IdTable } from './ids';
@@ -206,7 +207,11 @@ export class Reconciler implements Dataplane {
     // backends and frontends that stay are never released and reallocated.
     const old = this.records.get(service) ?? null;
     // Each family into its own maps; the IPv6 half only where the datapath has IPv6 maps.
-    const next = plan ? this.builder.build(service, familyPlan(plan, 4), old, this.be6 ? familyPlan(plan, 6) : null) : null;
+    let next: ServiceRecord | null = null;
+    if (plan) {
+      const v6 = hasIPv6(plan);
+      next = this.builder.build(service, v6 ? familyPlan(plan, 4) : plan, old, v6 && this.be6 ? familyPlan(plan, 6) : null);
+    }
     if (old) this.release(service, old, next);
     this.setRecord(service, old, next);
   }
@@ -437,4 +442,10 @@ export class Reconciler implements Dataplane {
     if (next) this.records.set(service, next);
     else this.records.delete(service);
   }
+}
+
+/** Whether a plan has an IPv6 frontend (nearly every plan has none: then it is used as it is). */
+function hasIPv6(plan: ServicePlan): boolean {
+  for (let i = 0; i < plan.frontends.length; i++) if (ipFamily(plan.frontends[i]!.addr) === 6) return true;
+  return false;
 }
