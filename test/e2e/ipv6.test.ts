@@ -269,12 +269,15 @@ s.after(async (ctx) => {
     assert.equal(JSON.parse(body), { service: { namespace: 'e2e', name: 'hc' }, localEndpoints: 1, serviceProxyHealthy: true });
   });
 
-  s('BPF mode: the IPv6 flows went through the tc programs (IPv6 verdicts counted)', async () => {
+  s('BPF mode: the IPv6 flows went through the tc programs (IPv6 verdicts counted), and weir check finds both families consistent', async () => {
     if (MODE !== 'bpf') return;
     const out = await nsMust(NODE, [process.execPath, CLI, 'verdicts', '--bpffs-root', `/sys/fs/bpf/weir-v6-${id}`]);
     const count = (name: string): number => Number(new RegExp(`^\\s*${name.replace('/', '\\/')}\\s+(\\d+)`, 'm').exec(out)?.[1] ?? 0);
     assert.ok(count('forward/ipv6') > 0, out);
     assert.ok(count('reject_no_endpoints/ipv6') > 0, out);
+    // And the pinned maps of both families hold every invariant.
+    const check = await nsMust(NODE, [process.execPath, CLI, 'check', '--bpffs-root', `/sys/fs/bpf/weir-v6-${id}`]);
+    assert.match(check, /^consistent/, check);
   });
 
   s('weir services lists the IPv6 frontends read back from ip6tables (iptables mode)', async () => {
