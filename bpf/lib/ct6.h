@@ -25,6 +25,7 @@ static __always_inline void ct6_key_of(struct weir_ct6_key *k, const struct pkt6
 static __always_inline bool ct6_expired(const struct weir_ct6_val *v, __u8 proto, __u64 now)
 {
 	__u64 life = proto == IPPROTO_UDP             ? CT_LIFETIME_UDP
+		     : proto == IPPROTO_SCTP          ? CT_LIFETIME_SCTP
 		     : (v->flags & WEIR_CT_F_CLOSING) ? CT_LIFETIME_TCP_CLOSING
 						      : CT_LIFETIME_TCP;
 	return weir_age(now, v->last_seen) > life;

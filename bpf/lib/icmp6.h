@@ -64,13 +64,32 @@ static __always_inline int icmp6_quote_port(struct __sk_buff *skb, __u32 off, __
 	return bpf_l4_csum_replace(skb, csum_off, old, port, sizeof(port)) ? -1 : 0;
 }
 
-/* An ICMPv6 error (p->proto NEXTHDR_ICMP6): a verdict, or WEIR_PASS when its quote is no flow of ours. */
-static __attribute__((noinline)) int handle_icmp6_error(struct __sk_buff *skb, struct pkt6 *p)
+/*
+ * An error goes on the way its flow's packets do: by FIB redirect when the
+ * flow's are (masquerade, NodePort), and always from lo, where one arrives
+ * when this node generated it toward a local address (a NodePort's node
+ * IP): the input path would not forward it from lo.
+ */
+static __always_inline int icmp6_verdict(const struct weir_ct6_val *ct, bool from_host, int v)
+{
+	if (!from_host && !(ct->flags & WEIR_CT_F_REDIRECT))
+		return v;
+	return v == WEIR_V_FORWARD ? WEIR_V_FORWARD_REDIRECT : WEIR_V_REVNAT_REDIRECT;
+}
+
+/*
+ * An ICMPv6 error whose header is at l4_off: a verdict, or WEIR_PASS when
+ * its quote is no flow of ours. A global function, verified once whatever
+ * the state of its caller (scalars only, scratch6.h): the error's
+ * destination is read from the packet, and the caller reads it back.
+ */
+__attribute__((noinline)) int handle_icmp6_error(struct __sk_buff *skb, __u32 l4_off, __u32 from_host)
 {
 	__u64 now = weir_now();
-	__u32 csum_off = p->l4_off + ICMP6_CSUM_OFF;
-	__u32 q_off = p->l4_off + ICMP6_HLEN;
+	__u32 csum_off = l4_off + ICMP6_CSUM_OFF;
+	__u32 q_off = l4_off + ICMP6_HLEN;
 	__u32 q_l4 = q_off + IP6_HLEN;
+	__be32 daddr[4];
 	struct weir_ct6_key k = {};
 	struct weir_ct6_val *ct;
 	struct weir_ip6hdr q;
@@ -79,12 +98,14 @@ static __attribute__((noinline)) int handle_icmp6_error(struct __sk_buff *skb, s
 	__be16 ports[2];
 	bool snat;
 
-	if (bpf_skb_load_bytes(skb, q_off, &q, sizeof(q)))
+	if (l4_off > 0xffff || bpf_skb_load_bytes(skb, IP6_DST_OFF, daddr, sizeof(daddr)) ||
+	    bpf_skb_load_bytes(skb, q_off, &q, sizeof(q)))
 		return WEIR_PASS;
 	nh = q.nexthdr;
 	if (!ip6_skip_ext(skb, &q_l4, &nh, &frag, &frag_id) || frag == PKT_FRAG_LATER)
 		return WEIR_PASS;
-	if ((nh != IPPROTO_TCP && nh != IPPROTO_UDP) || bpf_skb_load_bytes(skb, q_l4, ports, sizeof(ports)))
+	if ((nh != IPPROTO_TCP && nh != IPPROTO_UDP && nh != IPPROTO_SCTP) ||
+	    bpf_skb_load_bytes(skb, q_l4, ports, sizeof(ports)))
 		return WEIR_PASS;
 
 	/* Both directions' entries are keyed as the quote reversed. */
@@ -108,9 +129,9 @@ static __attribute__((noinline)) int handle_icmp6_error(struct __sk_buff *skb, s
 			return WEIR_V_DROP_NAT_FAILED;
 		if (snat && (icmp6_quote_addr(skb, q_off + 8, q.saddr, ct->nat_addr, csum_off) ||
 			     icmp6_quote_port(skb, q_l4, ports[0], ct->nat_port, csum_off) ||
-			     nat6_addr(skb, IP6_DST_OFF, p->daddr, ct->nat_addr, csum_off, 0, true)))
+			     nat6_addr(skb, IP6_DST_OFF, daddr, ct->nat_addr, csum_off, 0, true)))
 			return WEIR_V_DROP_NAT_FAILED;
-		return WEIR_V_REVNAT;
+		return icmp6_verdict(ct, from_host, WEIR_V_REVNAT);
 	}
 	k.dir = WEIR_CT_FWD;
 	ct = bpf_map_lookup_elem(&weir1_ct6, &k);
@@ -124,12 +145,12 @@ static __attribute__((noinline)) int handle_icmp6_error(struct __sk_buff *skb, s
 		snat = ct->flags & WEIR_CT_F_SNAT;
 		if (icmp6_quote_addr(skb, q_off + 8, q.saddr, be->addr, csum_off) ||
 		    icmp6_quote_port(skb, q_l4, ports[0], be->port, csum_off) ||
-		    nat6_addr(skb, IP6_DST_OFF, p->daddr, be->addr, csum_off, 0, true))
+		    nat6_addr(skb, IP6_DST_OFF, daddr, be->addr, csum_off, 0, true))
 			return WEIR_V_DROP_NAT_FAILED;
 		if (snat && (icmp6_quote_addr(skb, q_off + 24, q.daddr, ct->nat_addr, csum_off) ||
 			     icmp6_quote_port(skb, q_l4 + 2, ports[1], ct->nat_port, csum_off)))
 			return WEIR_V_DROP_NAT_FAILED;
-		return WEIR_V_FORWARD;
+		return icmp6_verdict(ct, from_host, WEIR_V_FORWARD);
 	}
 	return WEIR_PASS;
 }

@@ -202,6 +202,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } weir1_frag6 SEC(".maps");
 
+/* skrevnat6: {socket cookie, IPv6 backend} -> frontend a node process addressed. Socket programs write. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct weir_sk6_key);
+	__type(value, struct weir_sk6_val);
+	__uint(max_entries, WEIR_MAX_SK_REVNAT);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} weir1_skrevnat6 SEC(".maps");
+
 /* cfg6: 0 -> the IPv6 settings (masquerade and hairpin addresses). Agent writes. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * IPv6 address and port rewrites. IPv6 has no header checksum; the L4
+ * IPv6 address and port rewrites (SCTP's CRC32c: sctp.h). IPv6 has no header checksum; the L4
  * checksum covers a pseudo header with both 128-bit addresses, so an
  * address change is one bpf_csum_diff() over the old and new address fed to
  * bpf_l4_csum_replace() as a difference (size 0) with BPF_F_PSEUDO_HDR,
@@ -13,6 +13,7 @@
 #define WEIR_NAT6_H
 
 #include "parse6.h"
+#include "sctp.h"
 #include "scratch6.h"
 
 /* Offset of the checksum in the L4 header at p->l4_off (TCP, UDP, ICMPv6). */
@@ -66,6 +67,13 @@ __attribute__((noinline)) int nat6_set(struct __sk_buff *skb, __u32 l4_off, __u3
 	ip6_cp(addr, sc->nat_addr);
 	if (proto & NAT6_L3_ONLY)
 		return bpf_skb_store_bytes(skb, addr_off, addr, sizeof(addr), 0) ? -1 : 0;
+	/* SCTP's CRC covers no address: the address is a plain store, the port sctp.h's. */
+	if (proto == IPPROTO_SCTP) {
+		if (bpf_skb_store_bytes(skb, addr_off, addr, sizeof(addr), 0) ||
+		    bpf_skb_load_bytes(skb, l4_off + (is_src ? 0 : 2), &old_port, sizeof(old_port)))
+			return -1;
+		return sctp_set_port(skb, l4_off, l4_off - L3_OFF, is_src, (__u32)old_port | (__u32)port << 16);
+	}
 	if (bpf_skb_load_bytes(skb, addr_off, old, sizeof(old)) ||
 	    bpf_skb_load_bytes(skb, l4_off + (is_src ? 0 : 2), &old_port, sizeof(old_port)))
 		return -1;

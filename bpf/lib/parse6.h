@@ -57,7 +57,7 @@ struct pkt6 {
 	__u32 l4_off; /* offset of the TCP/UDP/ICMPv6 header */
 	__be16 sport;
 	__be16 dport;
-	__u8 proto; /* IPPROTO_TCP, IPPROTO_UDP or NEXTHDR_ICMP6 (an error message) */
+	__u8 proto; /* IPPROTO_TCP, IPPROTO_UDP, IPPROTO_SCTP or NEXTHDR_ICMP6 (an error message) */
 	__u8 tcp_flags; /* TCP_FLAG_*; 0 otherwise */
 	__u8 frag; /* PKT_WHOLE, PKT_FRAG_FIRST or PKT_FRAG_LATER */
 	__u8 icmp_type; /* NEXTHDR_ICMP6: the error type */
@@ -129,9 +129,9 @@ static __always_inline bool ip6_skip_ext(struct __sk_buff *skb, __u32 *off, __u8
 }
 
 /*
- * Fill p for an IPv6 TCP/UDP packet or an ICMPv6 error message; false for
- * everything weir leaves alone (neighbour discovery and other ICMPv6
- * informational messages, SCTP, other protocols, truncated headers). A
+ * Fill p for an IPv6 TCP/UDP/SCTP packet or an ICMPv6 error message; false
+ * for everything weir leaves alone (neighbour discovery and other ICMPv6
+ * informational messages, other protocols, truncated headers). A
  * later fragment has no L4 header: its ports are left zero for frag6.h.
  */
 static __attribute__((noinline)) bool parse_packet6(struct __sk_buff *skb, struct pkt6 *p)
@@ -149,7 +149,10 @@ static __attribute__((noinline)) bool parse_packet6(struct __sk_buff *skb, struc
 	p->frag_id = 0;
 	if (!ip6_skip_ext(skb, &off, &nh, &frag, &p->frag_id))
 		return false;
-	if (nh != IPPROTO_TCP && nh != IPPROTO_UDP && nh != NEXTHDR_ICMP6)
+	if (nh != IPPROTO_TCP && nh != IPPROTO_UDP && nh != IPPROTO_SCTP && nh != NEXTHDR_ICMP6)
+		return false;
+	/* A fragmented SCTP packet is left alone, as for IPv4 (parse.h). */
+	if (nh == IPPROTO_SCTP && frag != PKT_WHOLE)
 		return false;
 	ip6_cp(p->saddr, ip6.saddr);
 	ip6_cp(p->daddr, ip6.daddr);

@@ -31,7 +31,7 @@
 #define CRC32C_POLY 0x82f63b78 /* reflected: bit 31 is x^0 */
 #define SCTP_CSUM_OFF 8 /* struct sctphdr: source, dest, vtag, checksum */
 
-/* x^(2^k) mod P for k = 3..18: x^(8n) for any n < 2^16 (IPv4 tot_len). */
+/* x^(2^k) mod P for k = 3..18: x^(8n) for any n < 2^16 (an IPv4 total or IPv6 payload length). */
 static const __u32 crc32c_x2n[16] = {
 	0x00800000, 0x00008000, 0x82f63b78, 0x6ea2d55c, 0x18b8ea18, 0x510ac59a, 0xb82be955, 0xb8fdb1e7,
 	0x88e56f72, 0x74c360a4, 0xe4172b16, 0x0d65762a, 0x35d73a62, 0x28461564, 0xbf455269, 0xe2ea32dc,
@@ -78,6 +78,11 @@ static __always_inline __u32 crc32c_port_delta(__u32 delta, __u32 len)
  * verifier's work about fivefold and the programs' load time with it.
  * Hence scalar arguments only, besides the context, and at most five:
  * ports holds the old port in its low 16 bits and the new one above.
+ *
+ * Both families: ihl is the length of everything from the IP header to
+ * the SCTP header (IPv4 header with options; IPv6 header with extension
+ * headers), and the SCTP packet's length is the IPv4 total length, or the
+ * IPv6 payload length plus its fixed header, less that.
  */
 __attribute__((noinline)) int sctp_set_port(struct __sk_buff *skb, __u32 l4_off, __u32 ihl, __u32 is_src, __u32 ports)
 {
@@ -86,23 +91,26 @@ __attribute__((noinline)) int sctp_set_port(struct __sk_buff *skb, __u32 l4_off,
 	/* The changed bytes as the LE word the CRC reads: source port at bytes 0-1, destination at 2-3. */
 	__u32 delta = (__u16)(old_port ^ new_port);
 	__u32 sctp_len;
-	__be16 tot_len;
+	__u8 l3[6]; /* version, then the IPv4 total length at 2 or the IPv6 payload length at 4 */
 	__u32 crc;
 
 	if (old_port == new_port)
 		return 0;
 	if (!is_src)
 		delta <<= 16;
-	if (l4_off > L3_OFF + 60)
+	if (l4_off > 0xffff)
 		return -1;
-	if (bpf_skb_load_bytes(skb, IP_TOT_LEN_OFF, &tot_len, sizeof(tot_len)) ||
+	if (bpf_skb_load_bytes(skb, L3_OFF, l3, sizeof(l3)) ||
 	    bpf_skb_load_bytes(skb, l4_off + SCTP_CSUM_OFF, &crc, sizeof(crc)))
 		return -1;
 	if (bpf_skb_store_bytes(skb, l4_off + (is_src ? 0 : 2), &new_port, sizeof(new_port), BPF_F_RECOMPUTE_CSUM))
 		return -1;
 	if (!crc)
 		return 0;
-	sctp_len = bpf_ntohs(tot_len) - ihl;
+	if ((l3[0] >> 4) == 6)
+		sctp_len = ((__u32)l3[4] << 8 | l3[5]) + 40 - ihl;
+	else
+		sctp_len = ((__u32)l3[2] << 8 | l3[3]) - ihl;
 	if (sctp_len < 12 || sctp_len > 0xffff)
 		return -1; /* no SCTP common header: nothing to update */
 	crc ^= crc32c_port_delta(delta, sctp_len);

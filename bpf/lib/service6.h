@@ -185,8 +185,14 @@ static __always_inline int handle_packet6(struct __sk_buff *skb, struct pkt6 *p,
 	struct weir_svc_val *svc;
 	int v;
 
-	if (p->proto == NEXTHDR_ICMP6)
-		return handle_icmp6_error(skb, p);
+	if (p->proto == NEXTHDR_ICMP6) {
+		v = handle_icmp6_error(skb, p->l4_off, origin == FROM_HOST);
+		/* The FIB redirect routes by the error's new destination. */
+		if ((v == WEIR_V_FORWARD_REDIRECT || v == WEIR_V_REVNAT_REDIRECT) &&
+		    bpf_skb_load_bytes(skb, IP6_DST_OFF, p->daddr, sizeof(p->daddr)))
+			return WEIR_V_DROP_NAT_FAILED;
+		return v;
+	}
 	svc = lb6_frontend(&key, p, WEIR_SCOPE_ALL);
 	if (svc && !(origin == FROM_HOST && host_reply6(p))) {
 		v = handle_frontend6(skb, p, &key, svc, origin);

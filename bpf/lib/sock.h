@@ -61,8 +61,14 @@ static __always_inline bool sock_needs_masquerade(__be32 src, __be32 dst)
 	return src && ((bpf_ntohl(src) >> 24) == 127 || src == dst);
 }
 
-/* Rewrite the destination of a connect/sendmsg to a chosen backend. 1 = allow. */
-static __always_inline int sock_forward(struct bpf_sock_addr *ctx, bool sendmsg)
+/*
+ * The IPv4 frontend choice for a socket sending to daddr:dport from src:
+ * connect4/sendmsg4, and connect6/sendmsg6 to an IPv4-mapped address. 1 =
+ * allow, 0 = refuse; *be is the backend to send to instead, if any (the
+ * socket's rev-NAT entry is written).
+ */
+static __always_inline int sock_pick(struct bpf_sock_addr *ctx, __be32 daddr, __be16 dport, __be32 src,
+				     struct weir_backend **out)
 {
 	struct weir_config *cfg = cfg_get();
 	struct weir_svc_key key;
@@ -72,17 +78,14 @@ static __always_inline int sock_forward(struct bpf_sock_addr *ctx, bool sendmsg)
 	struct weir_sk_val sv = {};
 	struct pkt p = {};
 	__u32 backend_id = 0;
-	__be32 src;
 
-	if (ctx->protocol != IPPROTO_TCP && ctx->protocol != IPPROTO_UDP)
-		return 1;
-	p.daddr = ctx->user_ip4;
-	p.dport = (__be16)ctx->user_port; /* network order in the low 16 bits */
+	*out = NULL;
+	p.daddr = daddr;
+	p.dport = dport;
 	p.proto = ctx->protocol;
 	svc = lb_frontend(&key, &p, WEIR_SCOPE_ALL);
 	if (!svc)
 		return 1;
-	src = sock_source(ctx, sendmsg);
 	if (sock_needs_masquerade(src, p.daddr))
 		return 1;
 	/* Handing over: the other proxy's OUTPUT rules take new connections. */
@@ -110,21 +113,43 @@ static __always_inline int sock_forward(struct bpf_sock_addr *ctx, bool sendmsg)
 	sv.port = p.dport;
 	sv.rev_nat_id = svc->rev_nat_id;
 	bpf_map_update_elem(&weir1_skrevnat, &sk, &sv, BPF_ANY);
-	ctx->user_ip4 = be->addr;
-	ctx->user_port = (__u32)be->port;
+	*out = be;
 	return 1;
+}
+
+/* Rewrite the destination of a connect/sendmsg to a chosen backend. 1 = allow. */
+static __always_inline int sock_forward(struct bpf_sock_addr *ctx, bool sendmsg)
+{
+	struct weir_backend *be;
+	int allow;
+
+	if (ctx->protocol != IPPROTO_TCP && ctx->protocol != IPPROTO_UDP)
+		return 1;
+	allow = sock_pick(ctx, ctx->user_ip4, (__be16)ctx->user_port /* network order in the low 16 bits */,
+			  sock_source(ctx, sendmsg), &be);
+	if (be) {
+		ctx->user_ip4 = be->addr;
+		ctx->user_port = (__u32)be->port;
+	}
+	return allow;
+}
+
+/* The frontend an IPv4 backend of this socket stands for, if any (recvmsg, getpeername). */
+static __always_inline struct weir_sk_val *sock_frontend(struct bpf_sock_addr *ctx, __be32 addr, __be16 port)
+{
+	struct weir_sk_key sk = {};
+
+	sk.cookie = bpf_get_socket_cookie(ctx);
+	sk.addr = addr;
+	sk.port = port;
+	return bpf_map_lookup_elem(&weir1_skrevnat, &sk);
 }
 
 /* Show the frontend instead of the backend (recvmsg source, getpeername). Always 1. */
 static __always_inline int sock_reverse(struct bpf_sock_addr *ctx)
 {
-	struct weir_sk_key sk = {};
-	struct weir_sk_val *sv;
+	struct weir_sk_val *sv = sock_frontend(ctx, ctx->user_ip4, (__be16)ctx->user_port);
 
-	sk.cookie = bpf_get_socket_cookie(ctx);
-	sk.addr = ctx->user_ip4;
-	sk.port = (__be16)ctx->user_port;
-	sv = bpf_map_lookup_elem(&weir1_skrevnat, &sk);
 	if (sv) {
 		ctx->user_ip4 = sv->addr;
 		ctx->user_port = (__u32)sv->port;

@@ -2,10 +2,11 @@
 /*
  * cgroup socket hooks, attached to the agent's --cgroup-root: the service
  * path for processes in the node's network namespace. Entry points only;
- * the logic is in bpf/lib/sock.h.
+ * the logic is in bpf/lib/sock.h (IPv4) and bpf/lib/sock6.h (IPv6).
  */
 #include "common.h"
 #include "sock.h"
+#include "sock6.h"
 
 SEC("cgroup/connect4")
 int weir_sock_connect4(struct bpf_sock_addr *ctx)
@@ -29,6 +30,30 @@ SEC("cgroup/getpeername4")
 int weir_sock_getpeername4(struct bpf_sock_addr *ctx)
 {
 	return sock_reverse(ctx);
+}
+
+SEC("cgroup/connect6")
+int weir_sock_connect6(struct bpf_sock_addr *ctx)
+{
+	return sock6_forward(ctx, false);
+}
+
+SEC("cgroup/sendmsg6")
+int weir_sock_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	return sock6_forward(ctx, true);
+}
+
+SEC("cgroup/recvmsg6")
+int weir_sock_recvmsg6(struct bpf_sock_addr *ctx)
+{
+	return sock6_reverse(ctx);
+}
+
+SEC("cgroup/getpeername6")
+int weir_sock_getpeername6(struct bpf_sock_addr *ctx)
+{
+	return sock6_reverse(ctx);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

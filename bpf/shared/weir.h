@@ -43,6 +43,7 @@
 #define WEIR_MAP_CIDR6 "weir1_cidr6"
 #define WEIR_MAP_CONFIG6 "weir1_cfg6"
 #define WEIR_MAP_FRAG6 "weir1_frag6"
+#define WEIR_MAP_SK_REVNAT6 "weir1_skrevnat6"
 
 /* Map sizes. Conntrack and affinity are LRU: when full, the oldest goes. */
 /* Service and membership maps: one entry per frontend plus one per endpoint
@@ -384,6 +385,22 @@ struct weir_frag6_key {
 	__u8 proto; /* IPPROTO_TCP or IPPROTO_UDP */
 	__u8 pad; /* zero */
 	__u16 pad2; /* zero */
+};
+
+/* skrevnat6: as weir_sk_key/weir_sk_val, for a node process's IPv6 socket. Written by the socket programs. */
+struct weir_sk6_key {
+	__u64 cookie; /* socket cookie */
+	__be32 addr[4]; /* backend address the socket talks to */
+	__be16 port; /* backend port */
+	__u16 pad; /* zero */
+	__u32 pad2; /* zero */
+};
+
+struct weir_sk6_val {
+	__be32 addr[4]; /* frontend address the application used */
+	__be16 port; /* frontend port */
+	__u16 pad; /* zero */
+	__u32 rev_nat_id; /* frontend */
 };
 
 /* weir_config6.flags. (masqueradeAll and drain are in weir_config, for both families.) */

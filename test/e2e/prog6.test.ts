@@ -7,6 +7,7 @@
  * scratch. Maps are written directly; the object is loaded with its maps
  * pinned under a unique test directory and attached nowhere.
  */
+import { spawn, spawnSync } from 'node:child_process';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import { suite } from 'uvu';
@@ -169,6 +170,29 @@ s('loadBalancerSourceRanges: a source inside is NATed, one outside dropped as dr
   assert.is(verdictCount(ctx, 'drop_source_range'), before + 1n);
 });
 
+s('SCTP over IPv6: DNAT to the backend port with the CRC32c updated at every length; no endpoints: ICMPv6 port unreachable', (ctx) => {
+  const m = ctx.dp.maps;
+  m.be6.upsert([[keyString(C.u32Key.encode({ value: 141 })), C.backend6.encode({ addr: BACKEND, port: 38412, proto: 132, flags: 0 })]]);
+  m.svc6.upsert([[keyString(C.svc6Key.encode({ addr: VIP, port: 36412, proto: 132, slot: 1 })), C.svcVal.encode({ backend_id: 141 })]]);
+  m.member.upsert([[keyString(C.memberKey.encode({ rev_nat_id: 140, backend_id: 141 })), C.u32Key.encode({ value: 1 })]]);
+  m.revnat6.upsert([[keyString(C.u32Key.encode({ value: 140 })), C.revnat6.encode({ addr: VIP, port: 36412 })]]);
+  m.svc6.upsert([[keyString(C.svc6Key.encode({ addr: VIP, port: 36412, proto: 132, slot: 0 })), C.svcVal.encode({ count: 1, rev_nat_id: 140, flags: C.SVC_F.CLUSTER_IP })]]);
+  m.svc6.upsert([[keyString(C.svc6Key.encode({ addr: EMPTY_VIP, port: 36412, proto: 132, slot: 0 })), C.svcVal.encode({ count: 0, rev_nat_id: 142, flags: C.SVC_F.CLUSTER_IP })]]);
+  for (const [i, len] of [0, 1, 13, 200, 1300].entries()) {
+    const { retval, out } = run(ctx, buildPacket6({ proto: 'sctp', src: CLIENT, dst: VIP, sport: 40100 + i, dport: 36412, payload: 'p'.repeat(len) }));
+    assert.is(retval, TC_ACT_OK);
+    assert.equal(hdr(out), { src: CLIENT, dst: BACKEND, sport: 40100 + i, dport: 38412, proto: 132 }, `payload ${len}`);
+    assert.equal(checksumsValid6(out), { len: true, l4: true }, `CRC32c valid, payload ${len}`);
+  }
+  const reply = run(ctx, buildPacket6({ proto: 'sctp', src: BACKEND, dst: CLIENT, sport: 38412, dport: 40100, payload: 'ack' }));
+  assert.equal(hdr(reply.out), { src: VIP, dst: CLIENT, sport: 36412, dport: 40100, proto: 132 });
+  assert.equal(checksumsValid6(reply.out), { len: true, l4: true });
+  const rej = run(ctx, buildPacket6({ proto: 'sctp', src: CLIENT, dst: EMPTY_VIP, sport: 40110, dport: 36412 }));
+  assert.is(rej.retval, TC_ACT_REDIRECT);
+  assert.equal([rej.out[20], rej.out[54], rej.out[55]], [58, 1, 4], 'ICMPv6 port unreachable');
+  assert.equal(checksumsValid6(rej.out), { len: true, l4: true });
+});
+
 s('no endpoints, TCP SYN: a RST|ACK from the ClusterIP, checksum valid, sent back out', (ctx) => {
   const before = verdictCount(ctx, 'reject_no_endpoints');
   const { retval, out } = run(ctx, buildPacket6({ proto: 'tcp', src: CLIENT, dst: EMPTY_VIP, sport: 40007, dport: 80, seq: 5000, payload: 'data' }));
@@ -230,7 +254,7 @@ s('ICMPv6 errors about a masqueraded request go to the client, quote and destina
   assert.is(sent.src, SNAT);
   // A router toward the backend could not forward it: time exceeded, to the masquerade address.
   const te = buildPacket6({ proto: 'icmp6', src: ROUTER, dst: SNAT, icmpType: 3, payload: syn.out.subarray(14) });
-  const before = verdictCount(ctx, 'revnat');
+  const before = verdictCount(ctx, 'revnat_redirect');
   const { retval, out } = run(ctx, te, 'pod');
   assert.is(retval, TC_ACT_OK);
   const h = readHeaders6(out);
@@ -238,7 +262,24 @@ s('ICMPv6 errors about a masqueraded request go to the client, quote and destina
   const q = readHeaders6(Buffer.concat([out.subarray(0, 14), out.subarray(62)]));
   assert.equal({ ...q, l4: 0 }, { src: 'fd00:5::8', dst: NODEPORT_VIP, sport: 40010, dport: 30080, proto: 6, l4: 0 }, 'the quote is the packet as the client sent it');
   assert.equal(checksumsValid6(out), { len: true, l4: true });
-  assert.is(verdictCount(ctx, 'revnat'), before + 1n);
+  assert.is(verdictCount(ctx, 'revnat_redirect'), before + 1n, 'sent on as the flow is: by FIB redirect');
+});
+
+s('an ICMPv6 error this node sent itself to a NodePort address (through lo) goes to the backend by FIB redirect', (ctx) => {
+  // The masqueraded NodePort flow: fd00:5::7:40004 -> NODEPORT_VIP:30080, sent as SNAT:port -> BACKEND:8080.
+  // Its reply leaves reverse-NATed as NODEPORT_VIP:30080 -> fd00:5::7:40004; this node's own
+  // forwarding found it too big and sent the error to the reply's source, a local address.
+  const reply = buildPacket6({ proto: 'tcp', src: NODEPORT_VIP, dst: 'fd00:5::7', sport: 30080, dport: 40004, flags: 0x10, payload: 'x'.repeat(40) });
+  const ptb = buildPacket6({ proto: 'icmp6', src: SNAT, dst: NODEPORT_VIP, icmpType: 2, icmpWord: 1280, payload: reply.subarray(14) });
+  const before = verdictCount(ctx, 'forward_redirect');
+  const { out } = run(ctx, ptb, 'host');
+  const h = readHeaders6(out);
+  assert.equal({ src: h.src, dst: h.dst }, { src: SNAT, dst: BACKEND });
+  const q = readHeaders6(Buffer.concat([out.subarray(0, 14), out.subarray(62)]));
+  assert.equal({ src: q.src, dst: q.dst, sport: q.sport, dport: q.dport }, { src: BACKEND, dst: SNAT, sport: 8080, dport: q.dport });
+  assert.ok(q.dport >= 61000, 'the masquerade port the backend knows');
+  assert.equal(checksumsValid6(out), { len: true, l4: true });
+  assert.is(verdictCount(ctx, 'forward_redirect'), before + 1n);
 });
 
 s('ICMPv6 errors about no flow of ours, neighbour discovery and echo pass untouched', (ctx) => {
@@ -346,6 +387,92 @@ s('a ::1 source from a pod is dropped as drop_loopback_source; a TCP segment wei
   assert.is(verdictCount(ctx, 'pass_midflow'), b.mid + 1n);
 });
 
+s('sessionAffinity ClientIP: new flows of one client keep its backend (weir1_aff6); another client may get another', (ctx) => {
+  const m = ctx.dp.maps;
+  const addr = 'fd00:96::aff';
+  const backends = ['fd00:244:2::1', 'fd00:244:2::2', 'fd00:244:2::3', 'fd00:244:2::4'];
+  backends.forEach((b, i) => {
+    m.be6.upsert([[keyString(C.u32Key.encode({ value: 111 + i })), C.backend6.encode({ addr: b, port: 8080, proto: 6, flags: 0 })]]);
+    m.svc6.upsert([[keyString(C.svc6Key.encode({ addr, port: 80, proto: 6, slot: i + 1 })), C.svcVal.encode({ backend_id: 111 + i })]]);
+    m.member.upsert([[keyString(C.memberKey.encode({ rev_nat_id: 110, backend_id: 111 + i })), C.u32Key.encode({ value: 1 })]]);
+  });
+  m.revnat6.upsert([[keyString(C.u32Key.encode({ value: 110 })), C.revnat6.encode({ addr, port: 80 })]]);
+  m.svc6.upsert([
+    [keyString(C.svc6Key.encode({ addr, port: 80, proto: 6, slot: 0 })), C.svcVal.encode({ count: 4, rev_nat_id: 110, flags: C.SVC_F.CLUSTER_IP | C.SVC_F.AFFINITY, affinity_timeout: 10800 })],
+  ]);
+  const chosen = new Set<string>();
+  for (let i = 0; i < 12; i++) chosen.add(hdr(run(ctx, buildPacket6({ proto: 'tcp', src: CLIENT, dst: addr, sport: 41000 + i, dport: 80 })).out).dst);
+  assert.is(chosen.size, 1, `one backend for one client: ${[...chosen].join(', ')}`);
+  const aff = m.aff6.dump().map(([k, v]) => ({ ...C.aff6Key.decode(Buffer.from(k, 'latin1')), backend: C.affVal.decode(v).backend_id }));
+  assert.equal(aff, [{ client: CLIENT, rev_nat_id: 110, backend: 111 + backends.indexOf([...chosen][0]!) }]);
+  // Without affinity the same twelve flows spread (all on one of four backends: 1 in 4^11).
+  m.svc6.upsert([[keyString(C.svc6Key.encode({ addr, port: 80, proto: 6, slot: 0 })), C.svcVal.encode({ count: 4, rev_nat_id: 110, flags: C.SVC_F.CLUSTER_IP })]]);
+  const spread = new Set<string>();
+  for (let i = 0; i < 12; i++) spread.add(hdr(run(ctx, buildPacket6({ proto: 'tcp', src: CLIENT, dst: addr, sport: 42000 + i, dport: 80 })).out).dst);
+  assert.ok(spread.size > 1, 'random slots without affinity');
+});
+
+s('externalTrafficPolicy Local: an outside client gets a local endpoint and keeps its source; none local: drop_no_local_endpoints', (ctx) => {
+  const m = ctx.dp.maps;
+  const lb = 'fd00:99::2';
+  const local = 'fd00:244:1::40';
+  m.be6.upsert([[keyString(C.u32Key.encode({ value: 121 })), C.backend6.encode({ addr: local, port: 8080, proto: 6, flags: C.BE_F.LOCAL })]]);
+  m.be6.upsert([[keyString(C.u32Key.encode({ value: 122 })), C.backend6.encode({ addr: 'fd00:244:9::40', port: 8080, proto: 6, flags: 0 })]]);
+  for (const id of [121, 122]) m.member.upsert([[keyString(C.memberKey.encode({ rev_nat_id: 120, backend_id: id })), C.u32Key.encode({ value: 1 })]]);
+  m.revnat6.upsert([[keyString(C.u32Key.encode({ value: 120 })), C.revnat6.encode({ addr: lb, port: 80 })]]);
+  m.svc6.upsert([[keyString(C.svc6Key.encode({ addr: lb, port: 80, proto: 6, slot: 1 })), C.svcVal.encode({ backend_id: 122 })]]);
+  m.svc6.upsert([[keyString(C.svc6Key.encode({ addr: lb, port: 80, proto: 6, slot: 0 })), C.svcVal.encode({ count: 1, rev_nat_id: 120, flags: C.SVC_F.LOAD_BALANCER | C.SVC_F.ETP_LOCAL })]]);
+  const before = verdictCount(ctx, 'drop_no_local_endpoints');
+  const none = run(ctx, buildPacket6({ proto: 'tcp', src: 'fd00:5::9', dst: lb, sport: 40017, dport: 80 }), 'ext');
+  assert.is(none.retval, TC_ACT_SHOT, 'no local scope entry yet');
+  assert.is(verdictCount(ctx, 'drop_no_local_endpoints'), before + 1n);
+  m.svc6.upsert([[keyString(C.svc6Key.encode({ addr: lb, port: 80, proto: 6, scope: C.SCOPE_LOCAL, slot: 1 })), C.svcVal.encode({ backend_id: 121 })]]);
+  m.svc6.upsert([
+    [keyString(C.svc6Key.encode({ addr: lb, port: 80, proto: 6, scope: C.SCOPE_LOCAL, slot: 0 })), C.svcVal.encode({ count: 1, rev_nat_id: 120, flags: C.SVC_F.LOAD_BALANCER | C.SVC_F.ETP_LOCAL })],
+  ]);
+  const ok = run(ctx, buildPacket6({ proto: 'tcp', src: 'fd00:5::9', dst: lb, sport: 40017, dport: 80 }), 'ext');
+  assert.equal(hdr(ok.out), { src: 'fd00:5::9', dst: local, sport: 40017, dport: 8080, proto: 6 }, 'local endpoint, source kept');
+  assert.equal(checksumsValid6(ok.out), { len: true, l4: true });
+});
+
+s('loopback path: a node socket bound to ::1 is masqueraded to the node IPv6 address; its reply is handed back to lo', (ctx) => {
+  const m = ctx.dp.maps;
+  m.svc6.upsert([[keyString(C.svc6Key.encode({ addr: '::1', port: 30090, proto: 6, slot: 1 })), C.svcVal.encode({ backend_id: 101 })]]);
+  m.member.upsert([[keyString(C.memberKey.encode({ rev_nat_id: 130, backend_id: 101 })), C.u32Key.encode({ value: 1 })]]);
+  m.revnat6.upsert([[keyString(C.u32Key.encode({ value: 130 })), C.revnat6.encode({ addr: '::1', port: 30090 })]]);
+  m.svc6.upsert([[keyString(C.svc6Key.encode({ addr: '::1', port: 30090, proto: 6, slot: 0 })), C.svcVal.encode({ count: 1, rev_nat_id: 130, flags: C.SVC_F.NODE_PORT })]]);
+  const fwd = run(ctx, buildPacket6({ proto: 'tcp', src: '::1', dst: '::1', sport: 45000, dport: 30090 }), 'host');
+  const h = hdr(fwd.out);
+  assert.equal({ ...h, sport: 0 }, { src: SNAT, dst: BACKEND, sport: 0, dport: 8080, proto: 6 });
+  assert.ok(h.sport >= 61000);
+  assert.equal(checksumsValid6(fwd.out), { len: true, l4: true });
+  const before = verdictCount(ctx, 'revnat_host');
+  const reply = run(ctx, buildPacket6({ proto: 'tcp', src: BACKEND, dst: SNAT, sport: 8080, dport: h.sport, flags: 0x12 }));
+  assert.is(reply.retval, TC_ACT_REDIRECT, 'handed to loopback ingress');
+  assert.equal(hdr(reply.out), { src: '::1', dst: '::1', sport: 30090, dport: 45000, proto: 6 });
+  assert.equal([...reply.out.subarray(0, 12)], new Array<number>(12).fill(0), "lo's all-zero MACs");
+  assert.equal(checksumsValid6(reply.out), { len: true, l4: true });
+  assert.is(verdictCount(ctx, 'revnat_host'), before + 1n);
+  const again = run(ctx, reply.out, 'host');
+  assert.equal(again.out, reply.out, 'on lo the reply passes untouched');
+});
+
+s('draining: a new IPv6 flow passes unchanged (pass_draining); a flow weir carries keeps its backend', (ctx) => {
+  const cfgKey = keyString(C.u32Key.encode({ value: 0 }));
+  const cfg = (flags: number): void => ctx.dp.maps.cfg.upsert([[cfgKey, C.config.encode({ hairpin_addr: '169.254.42.1', snat_addr: '192.168.77.10', flags })]]);
+  run(ctx, buildPacket6({ proto: 'tcp', src: CLIENT, dst: VIP, sport: 40018, dport: 80 }));
+  cfg(C.CFG_F.DRAIN);
+  try {
+    const before = verdictCount(ctx, 'pass_draining');
+    const syn = buildPacket6({ proto: 'tcp', src: CLIENT, dst: VIP, sport: 40019, dport: 80 });
+    assert.equal(run(ctx, syn).out, syn);
+    assert.is(verdictCount(ctx, 'pass_draining'), before + 1n);
+    assert.is(hdr(run(ctx, buildPacket6({ proto: 'tcp', src: CLIENT, dst: VIP, sport: 40018, dport: 80, flags: 0x10 })).out).dst, BACKEND);
+  } finally {
+    cfg(0);
+  }
+});
+
 s('verdicts are counted per family: IPv6 traffic moves only the IPv6 counters, IPv4 traffic only the IPv4 ones', (ctx) => {
   const v4 = allCounts(ctx, 4);
   const v6 = allCounts(ctx, 6);
@@ -369,3 +496,143 @@ s('verdicts are counted per family: IPv6 traffic moves only the IPv6 counters, I
 });
 
 s.run();
+
+/**
+ * The IPv6 socket hooks with real sockets: a network namespace and a cgroup
+ * of this test's own (never the root ones), a backend listening in the
+ * namespace, and a client process in both that connects (TCP) or sends
+ * (UDP) to an IPv6 ClusterIP.
+ */
+interface SockCtx {
+  dp: BpfDatapath;
+  root: string;
+  ns: string;
+  cgroup: string;
+}
+const sk = suite<SockCtx>('socket hooks, IPv6 (connect6, sendmsg6, recvmsg6, getpeername6)');
+
+const PY_SERVER = `
+import socket, sys
+t = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+t.bind(("${BACKEND}", 8080)); t.listen(4)
+u = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+u.bind(("${BACKEND}", 5353))
+t4 = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+t4.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+t4.bind(("10.244.1.30", 8080)); t4.listen(4)
+print("ready", flush=True)
+c, a = t.accept(); c.sendall(b"tcp " + c.recv(100)); c.close()
+d, a = u.recvfrom(100); u.sendto(b"udp " + d, a)
+for _ in range(2):
+    c, a = t4.accept(); c.sendall(b"tcp4 " + c.recv(100)); c.close()
+`;
+
+const PY_CLIENT = `
+import socket
+t = socket.create_connection(("${VIP}", 80), timeout=3)
+print("peer", t.getpeername()[0], t.getpeername()[1])
+t.sendall(b"hello"); print(t.recv(100).decode()); t.close()
+u = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); u.settimeout(3)
+u.sendto(b"query", ("${VIP}", 53))
+d, a = u.recvfrom(100)
+print(d.decode(), "from", a[0], a[1])
+t = socket.create_connection(("10.96.0.10", 80), timeout=3)
+print("peer", t.getpeername()[0], t.getpeername()[1])
+t.sendall(b"v4"); print(t.recv(100).decode()); t.close()
+t = socket.socket(socket.AF_INET6, socket.SOCK_STREAM); t.settimeout(3)
+t.connect(("::ffff:10.96.0.10", 80))
+print("peer", t.getpeername()[0], t.getpeername()[1])
+t.sendall(b"mapped"); print(t.recv(100).decode()); t.close()
+`;
+
+function cgroup2(): string | null {
+  const m = fs
+    .readFileSync('/proc/mounts', 'utf8')
+    .split('\n')
+    .map((l) => l.split(' '))
+    .find((l) => l[2] === 'cgroup2');
+  return m ? m[1]! : null;
+}
+
+sk.before((ctx) => {
+  const id = crypto.randomBytes(3).toString('hex');
+  ctx.root = `/sys/fs/bpf/weir-sock6-${id}`;
+  ctx.ns = `weir-sock6-${id}`;
+  const cg = cgroup2();
+  ctx.cgroup = cg ? `${cg}/weir-sock6-${id}` : '';
+  process.on('exit', () => {
+    fs.rmSync(ctx.root, { recursive: true, force: true });
+    spawnSync('ip', ['netns', 'del', ctx.ns]);
+    if (ctx.cgroup) fs.rmSync(ctx.cgroup, { recursive: true, force: true });
+  });
+  ctx.dp = BpfDatapath.load(loadShim(), ctx.root);
+  ctx.dp.writeConfig6({ hairpinAddr: HAIRPIN, snatAddr: SNAT, haveClusterCidrs: false });
+  const m = ctx.dp.maps;
+  m.be6.upsert([[keyString(C.u32Key.encode({ value: 301 })), C.backend6.encode({ addr: BACKEND, port: 8080, proto: 6, flags: 0 })]]);
+  m.be6.upsert([[keyString(C.u32Key.encode({ value: 302 })), C.backend6.encode({ addr: BACKEND, port: 5353, proto: 17, flags: 0 })]]);
+  for (const [port, proto, rev, be] of [
+    [80, 6, 301, 301],
+    [53, 17, 302, 302],
+  ] as const) {
+    m.svc6.upsert([[keyString(C.svc6Key.encode({ addr: VIP, port, proto, slot: 1 })), C.svcVal.encode({ backend_id: be })]]);
+    m.member.upsert([[keyString(C.memberKey.encode({ rev_nat_id: rev, backend_id: be })), C.u32Key.encode({ value: 1 })]]);
+    m.revnat6.upsert([[keyString(C.u32Key.encode({ value: rev })), C.revnat6.encode({ addr: VIP, port })]]);
+    m.svc6.upsert([[keyString(C.svc6Key.encode({ addr: VIP, port, proto, slot: 0 })), C.svcVal.encode({ count: 1, rev_nat_id: rev, flags: C.SVC_F.CLUSTER_IP })]]);
+  }
+  const must = (argv: string[]): void => {
+    const r = spawnSync(argv[0]!, argv.slice(1), { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`${argv.join(' ')}: ${r.stderr}`);
+  };
+  must(['ip', 'netns', 'add', ctx.ns]);
+  must(['ip', '-n', ctx.ns, 'link', 'set', 'lo', 'up']);
+  must(['ip', '-n', ctx.ns, '-6', 'addr', 'add', `${BACKEND}/128`, 'dev', 'lo', 'nodad']);
+  must(['ip', '-n', ctx.ns, 'addr', 'add', '10.244.1.30/32', 'dev', 'lo']);
+  // An IPv4 ClusterIP too: reached from an IPv4 socket and, IPv4-mapped, from an IPv6 one.
+  m.be.upsert([[keyString(C.u32Key.encode({ value: 303 })), C.backend.encode({ addr: '10.244.1.30', port: 8080, proto: 6, flags: 0 })]]);
+  m.svc.upsert([[keyString(C.svcKey.encode({ addr: '10.96.0.10', port: 80, proto: 6, slot: 1 })), C.svcVal.encode({ backend_id: 303 })]]);
+  m.member.upsert([[keyString(C.memberKey.encode({ rev_nat_id: 303, backend_id: 303 })), C.u32Key.encode({ value: 1 })]]);
+  m.revnat.upsert([[keyString(C.u32Key.encode({ value: 303 })), C.revnat.encode({ addr: '10.96.0.10', port: 80 })]]);
+  m.svc.upsert([[keyString(C.svcKey.encode({ addr: '10.96.0.10', port: 80, proto: 6, slot: 0 })), C.svcVal.encode({ count: 1, rev_nat_id: 303, flags: C.SVC_F.CLUSTER_IP })]]);
+  if (ctx.cgroup) {
+    fs.mkdirSync(ctx.cgroup);
+    ctx.dp.attachCgroup(ctx.cgroup);
+  }
+});
+
+sk.after((ctx) => {
+  ctx.dp?.close();
+  if (ctx.root) fs.rmSync(ctx.root, { recursive: true, force: true }); // unpinning the links detaches the hooks
+  if (ctx.ns) spawnSync('ip', ['netns', 'del', ctx.ns]);
+  if (ctx.cgroup) fs.rmSync(ctx.cgroup, { recursive: true, force: true });
+});
+
+sk('a node process connects and sends to an IPv6 ClusterIP, and to an IPv4 one natively and IPv4-mapped: it reaches the backend and sees the ClusterIP as its peer', async (ctx) => {
+  if (!ctx.cgroup) {
+    console.log('  (skipped: no cgroup v2)');
+    return;
+  }
+  const server = spawn('ip', ['netns', 'exec', ctx.ns, 'python3', '-c', PY_SERVER], { stdio: ['ignore', 'pipe', 'pipe'] });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error('backend did not start')), 5000);
+      server.stdout.on('data', (d: Buffer) => {
+        if (d.toString().includes('ready')) {
+          clearTimeout(t);
+          resolve();
+        }
+      });
+      server.on('exit', (code) => reject(new Error(`backend exited ${code}`)));
+    });
+    // Into the cgroup first: `ip netns exec` mounts the namespace's own /sys.
+    const client = spawnSync('sh', ['-c', 'echo $$ > "$0/cgroup.procs" && exec ip netns exec "$1" python3 -c "$2"', ctx.cgroup, ctx.ns, PY_CLIENT], { encoding: 'utf8', timeout: 10_000 });
+    assert.is(client.status, 0, client.stderr);
+    assert.equal(client.stdout.trim().split('\n'), [`peer ${VIP} 80`, 'tcp hello', `udp query from ${VIP} 53`, 'peer 10.96.0.10 80', 'tcp4 v4', 'peer ::ffff:10.96.0.10 80', 'tcp4 mapped']);
+    const entries = ctx.dp.maps.skrevnat6.dump().map(([k, v]) => ({ ...C.sk6Key.decode(Buffer.from(k, 'latin1')), cookie: 0n, ...{ to: C.sk6Val.decode(v) } }));
+    assert.equal(entries.map((e) => `${e.addr}:${e.port} -> ${e.to.addr}:${e.to.port}`).sort(), [`${BACKEND}:5353 -> ${VIP}:53`, `${BACKEND}:8080 -> ${VIP}:80`]);
+  } finally {
+    server.kill('SIGKILL');
+  }
+});
+
+sk.run();

@@ -377,6 +377,21 @@ export const frag6Key = new StructCodec('weir_frag6_key', [
   ['pad2', 'u16'],
 ] as const);
 
+export const sk6Key = new StructCodec('weir_sk6_key', [
+  ['cookie', 'u64'],
+  ['addr', 'ip6'],
+  ['port', 'be16'],
+  ['pad', 'u16'],
+  ['pad2', 'u32'],
+] as const);
+
+export const sk6Val = new StructCodec('weir_sk6_val', [
+  ['addr', 'ip6'],
+  ['port', 'be16'],
+  ['pad', 'u16'],
+  ['rev_nat_id', 'u32'],
+] as const);
+
 export const config6 = new StructCodec('weir_config6', [
   ['snat_addr', 'ip6'],
   ['hairpin_addr', 'ip6'],
@@ -419,6 +434,8 @@ export const SHARED_STRUCTS = [
   cidr6Key,
   config6,
   frag6Key,
+  sk6Key,
+  sk6Val,
 ];
 
 /** Constants mirrored from weir.h (checked against the header by a unit test). */

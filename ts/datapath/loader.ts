@@ -38,6 +38,7 @@ export const MAP_NAMES = {
   cidr6: 'weir1_cidr6',
   cfg6: 'weir1_cfg6',
   frag6: 'weir1_frag6',
+  skrevnat6: 'weir1_skrevnat6',
 } as const;
 
 /** tc programs: which devices get which. */
@@ -53,6 +54,10 @@ export const SOCK_PROGS = [
   { name: 'weir_sock_sendmsg4', attachType: 14 /* BPF_CGROUP_UDP4_SENDMSG */ },
   { name: 'weir_sock_recvmsg4', attachType: 19 /* BPF_CGROUP_UDP4_RECVMSG */ },
   { name: 'weir_sock_getpeername4', attachType: 29 /* BPF_CGROUP_INET4_GETPEERNAME */ },
+  { name: 'weir_sock_connect6', attachType: 11 /* BPF_CGROUP_INET6_CONNECT */ },
+  { name: 'weir_sock_sendmsg6', attachType: 15 /* BPF_CGROUP_UDP6_SENDMSG */ },
+  { name: 'weir_sock_recvmsg6', attachType: 20 /* BPF_CGROUP_UDP6_RECVMSG */ },
+  { name: 'weir_sock_getpeername6', attachType: 30 /* BPF_CGROUP_INET6_GETPEERNAME */ },
 ] as const;
 
 export const progPin = (pinRoot: string, prog: string): string => path.join(pinRoot, `prog_${prog}`);
@@ -101,6 +106,7 @@ export interface AllMaps extends ServiceMaps {
   readonly aff6: PinnedMap;
   readonly cidr6: PinnedMap;
   readonly cfg6: PinnedMap;
+  readonly skrevnat6: PinnedMap;
 }
 
 /**
@@ -129,10 +135,10 @@ export const DEFAULT_SIZES: MapSizes = { ct: 262144, aff: 65536, skrevnat: 65536
 
 /**
  * What the loader passes for each sized map: MapSizes plus the IPv6 twins
- * sized at load (ct6, aff6, svc6), which take the size of their IPv4 twin:
+ * sized at load (ct6, aff6, svc6, skrevnat6), which take the size of their IPv4 twin:
  * one flag sizes both families, as kube-proxy's conntrack settings do.
  */
-type LoadSizes = Record<keyof MapSizes | 'ct6' | 'aff6' | 'svc6', number>;
+type LoadSizes = Record<keyof MapSizes | 'ct6' | 'aff6' | 'svc6' | 'skrevnat6', number>;
 
 /**
  * The sizes to load with: a map already pinned keeps its size, since libbpf
@@ -140,7 +146,7 @@ type LoadSizes = Record<keyof MapSizes | 'ct6' | 'aff6' | 'svc6', number>;
  * conntrack (`weir cleanup` and a new start resize it).
  */
 function effectiveSizes(shim: Shim, pinRoot: string, want: MapSizes): LoadSizes {
-  const out: LoadSizes = { ...want, ct6: want.ct, aff6: want.aff, svc6: want.svc };
+  const out: LoadSizes = { ...want, ct6: want.ct, aff6: want.aff, svc6: want.svc, skrevnat6: want.skrevnat };
   for (const k of Object.keys(out) as Array<keyof LoadSizes>) {
     const pin = path.join(pinRoot, MAP_NAMES[k]);
     if (!fs.existsSync(pin)) continue;
@@ -230,6 +236,7 @@ export class BpfDatapath {
       aff6: map(MAP_NAMES.aff6),
       cidr6: map(MAP_NAMES.cidr6),
       cfg6: map(MAP_NAMES.cfg6),
+      skrevnat6: map(MAP_NAMES.skrevnat6),
     };
     const pin = (obj: number, prog: string): number => {
       const fd = shim.objProgFd(obj, prog);

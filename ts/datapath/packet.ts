@@ -138,7 +138,7 @@ export function checksumsValid(pkt: Buffer): { ip: boolean; l4: boolean } {
 }
 
 export interface Packet6Spec {
-  proto: 'tcp' | 'udp' | 'icmp6';
+  proto: 'tcp' | 'udp' | 'sctp' | 'icmp6';
   src: string;
   dst: string;
   sport?: number;
@@ -174,14 +174,14 @@ function pseudoHeader6(pkt: Buffer, proto: number, l4len: number, at = IP6_HDR_O
   return csum16(ph);
 }
 
-const L4_NUM = { tcp: 6, udp: 17, icmp6: 58 } as const;
+const L4_NUM = { tcp: 6, udp: 17, sctp: 132, icmp6: 58 } as const;
 
 /** An Ethernet/IPv6 frame (optionally with extension headers) with valid L4 checksums. */
 export function buildPacket6(spec: Packet6Spec): Buffer {
   const payload = typeof spec.payload === 'string' || spec.payload === undefined ? Buffer.from(spec.payload ?? '') : spec.payload;
   const proto = L4_NUM[spec.proto];
   const ext = spec.ext ?? [];
-  const l4len = (spec.proto === 'tcp' ? 20 : 8) + payload.length;
+  const l4len = (spec.proto === 'tcp' ? 20 : spec.proto === 'sctp' ? 32 : 8) + payload.length;
   const l4 = IP6_L4_OFF + 8 * ext.length;
   const pkt = Buffer.alloc(l4 + l4len);
   Buffer.from('020000000001020000000002', 'hex').copy(pkt, 0);
@@ -207,6 +207,19 @@ export function buildPacket6(spec: Packet6Spec): Buffer {
   } else {
     pkt.writeUInt16BE(spec.sport ?? 40000, l4);
     pkt.writeUInt16BE(spec.dport ?? 80, l4 + 2);
+    if (spec.proto === 'sctp') {
+      // As buildPacket: verification tag 0, one INIT chunk, then the payload; CRC32c, no pseudo header.
+      pkt[l4 + 12] = 1;
+      pkt.writeUInt16BE(20, l4 + 14);
+      pkt.writeUInt32BE(spec.seq ?? 1000, l4 + 16);
+      pkt.writeUInt32BE(65536, l4 + 20);
+      pkt.writeUInt16BE(1, l4 + 24);
+      pkt.writeUInt16BE(1, l4 + 26);
+      pkt.writeUInt32BE(spec.seq ?? 1000, l4 + 28);
+      payload.copy(pkt, l4 + 32);
+      pkt.writeUInt32LE(sctpChecksum(pkt, l4), l4 + 8);
+      return pkt;
+    }
     if (spec.proto === 'tcp') {
       pkt.writeUInt32BE(spec.seq ?? 1000, l4 + 4);
       pkt[l4 + 12] = 0x50;
@@ -236,14 +249,15 @@ export function ip6UpperLayer(pkt: Buffer, at = IP6_HDR_OFF): { off: number; pro
 
 export function readHeaders6(pkt: Buffer): Headers6 {
   const { off, proto } = ip6UpperLayer(pkt);
-  const ports = proto === 6 || proto === 17;
+  const ports = proto === 6 || proto === 17 || proto === 132;
   return { src: readIp6(pkt, 22), dst: readIp6(pkt, 38), sport: ports ? pkt.readUInt16BE(off) : 0, dport: ports ? pkt.readUInt16BE(off + 2) : 0, proto, l4: off };
 }
 
-/** Whether the L4 (TCP, UDP, ICMPv6) checksum of the Ethernet/IPv6 frame verifies over its pseudo header, and the payload length matches the frame. */
+/** Whether the L4 (TCP, UDP, ICMPv6; SCTP's CRC32c) checksum of the Ethernet/IPv6 frame verifies over its pseudo header, and the payload length matches the frame. */
 export function checksumsValid6(pkt: Buffer): { len: boolean; l4: boolean } {
   const len = pkt.readUInt16BE(18) === pkt.length - IP6_L4_OFF;
   const { off, proto } = ip6UpperLayer(pkt);
   const l4len = pkt.length - off;
+  if (proto === 132) return { len, l4: pkt.readUInt32LE(off + 8) === sctpChecksum(pkt, off) };
   return { len, l4: csum16(pkt, off, pkt.length, pseudoHeader6(pkt, proto, l4len)) === 0xffff };
 }
