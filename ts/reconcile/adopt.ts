@@ -174,6 +174,7 @@ function seedIds(maps: ReconcileMaps, frontendIds: IdTable, backends: BackendTab
     ['v', C.affVal.at.backend_id, 'be'],
   ]);
   scan(maps.cidr6, [['k', C.cidr6Key.at.owner, 'rev']]);
+  scan(maps.skrevnat6, [['v', C.sk6Val.at.rev_nat_id, 'rev']]);
   scan(maps.revnat6, [['k', 0, 'rev']]);
   scan(maps.be6, [['k', 0, 'be']]);
   const saved = maps.ids?.lookup(u32Key(0));

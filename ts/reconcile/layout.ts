@@ -20,7 +20,7 @@ export const V6_MAPS: readonly V6MapName[] = ['svc6', 'be6', 'revnat6', 'cidr6']
  * them (a datapath or in-memory twin from before IPv6) the IPv6 half of a
  * plan is not programmed, as before.
  */
-export type ReconcileMaps = ServiceMaps & { readonly [K in V6MapName]?: MapIO } & { readonly ct6?: MapIO; readonly aff6?: MapIO };
+export type ReconcileMaps = ServiceMaps & { readonly [K in V6MapName]?: MapIO } & { readonly ct6?: MapIO; readonly aff6?: MapIO; readonly skrevnat6?: MapIO };
 
 /** Whether the maps include every IPv6 twin. */
 export function hasV6(maps: ReconcileMaps): boolean {
