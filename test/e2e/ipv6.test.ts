@@ -2,8 +2,9 @@
  * IPv6 and dual-stack Services end to end, in both modes: real packets
  * from real clients (curl) in pod namespaces, through ip6tables rules or
  * the tc programs with the IPv6 maps, as an agent programmed them from
- * manifests. (Node processes reach IPv6 services through nat OUTPUT in
- * iptables mode; BPF mode has no IPv6 socket hooks yet.)
+ * manifests. (A node process is a client in iptables mode only: this
+ * suite gives its BPF agent no cgroup for the socket hooks, which
+ * prog6.test.ts covers.)
  *
  * A small topology of its own (the cluster in a box is IPv4-only): one node
  * namespace and three pod namespaces on veths, each pod with an IPv4 /32
