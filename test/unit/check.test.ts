@@ -158,4 +158,32 @@ test('entries without an owner, and ids above the high-water marks', () => {
   assert.match(text, 'weir1_be 77: backend id 77 is not below the high-water mark');
 });
 
+test('dual-stack: clean on what the reconciler writes to both families; IPv6 corruption is named by its map', () => {
+  const w = world();
+  w.store.upsertService(service('d', '10.96.0.9', { clusterIPs: ['10.96.0.9', 'fd00:96::9'], type: 'NodePort' }), 't');
+  w.store.upsertSlice(slice('d', [{ ip: '10.244.1.9' }]), 't');
+  w.store.upsertSlice(
+    {
+      ...slice('d', []),
+      metadata: { name: 'd-6', namespace: 'default', labels: { 'kubernetes.io/service-name': 'd' } },
+      addressType: 'IPv6',
+      endpoints: [{ addresses: ['fd00:244::9'] }, { addresses: ['fd00:244::10'] }],
+    },
+    't',
+  );
+  w.sync();
+  assert.ok(w.maps.svc6.entries.size > 0 && w.maps.be6.entries.size === 2);
+  assert.equal(checkMaps(w.maps), []);
+  // An IPv6 backend goes missing under its slot, and an IPv6 frontend's revnat entry names another port.
+  const [bk] = [...w.maps.be6.entries][0]!;
+  w.maps.be6.remove([bk]);
+  const [rk, rv] = [...w.maps.revnat6.entries][0]!;
+  w.maps.revnat6.upsert([[rk, C.revnat6.encode({ ...C.revnat6.decode(rv), port: 1 })]]);
+  const text = formatViolations(checkMaps(w.maps));
+  assert.match(text, /^weir1_svc6 \[fd00:96::9\]:80\/TCP all slot \d: names backend \d+, which does not exist$/m);
+  assert.match(text, /^weir1_member \d+\/\d+: backend \d+ does not exist$/m);
+  assert.match(text, /^weir1_revnat6 \d+: holds \[fd00:96::9\]:1, but rev_nat id \d+ names \[fd00:96::9\]:80\/TCP$/m);
+  assert.not.match(text, /weir1_(svc|be|revnat) /, 'the IPv4 family is fine');
+});
+
 test.run();

@@ -59,14 +59,14 @@ test('InterfaceNamePrefix and BridgeInterface: by device, kube-proxy\'s "-i PREF
   assert.not.ok(isLocalDevice(localDetector(parseRunOptions(['--cluster-cidr', '10.0.0.0/8'])), { name: 'veth1' }, names));
 });
 
-test('the Node model carries spec.podCIDRs (IPv4), else spec.podCIDR', () => {
+test('the Node model carries spec.podCIDRs (both families: NodeCIDR detects per family), else spec.podCIDR', () => {
   const store = new ClusterStore(() => undefined);
   store.upsertNode({ metadata: { name: 'n1' }, spec: { podCIDR: '10.244.1.0/24', podCIDRs: ['10.244.1.0/24', 'fd00:1::/64'] } }, 'test');
   store.upsertNode({ metadata: { name: 'n2' }, spec: { podCIDR: '10.244.2.0/24' } }, 'test');
   store.upsertNode({ metadata: { name: 'n3' } }, 'test');
   assert.equal(
     ['n1', 'n2', 'n3'].map((n) => store.nodes.get(n)!.podCIDRs.map((c) => c.text)),
-    [['10.244.1.0/24'], ['10.244.2.0/24'], []],
+    [['10.244.1.0/24', 'fd00:1::/64'], ['10.244.2.0/24'], []],
   );
 });
 

@@ -14,7 +14,7 @@ import { Syncer } from '../../ts/runner/sync';
 import { createLogger } from '../../ts/util/log';
 import { memoryMaps } from './pipeline';
 
-function world(services: number) {
+function world(services: number, dualStack = false) {
   const maps = memoryMaps();
   const store = new ClusterStore(() => undefined);
   const reconciler = new Reconciler(maps);
@@ -26,8 +26,14 @@ function world(services: number) {
       apiVersion: 'v1',
       kind: 'Service',
       metadata: { name: `s${i}`, namespace: 'd' },
-      spec: { type: 'LoadBalancer', clusterIP: `10.96.1.${i + 1}`, ports: [{ port: 80, nodePort: 30000 + i }], loadBalancerSourceRanges: ['10.0.0.0/8'] },
-      status: { loadBalancer: { ingress: [{ ip: `172.30.0.${i + 1}` }] } },
+      spec: {
+        type: 'LoadBalancer',
+        clusterIP: `10.96.1.${i + 1}`,
+        ...(dualStack ? { clusterIPs: [`10.96.1.${i + 1}`, `fd00:96::${i + 1}`] } : {}),
+        ports: [{ port: 80, nodePort: 30000 + i }],
+        loadBalancerSourceRanges: ['10.0.0.0/8', ...(dualStack ? ['fd00:10::/32'] : [])],
+      },
+      status: { loadBalancer: { ingress: [{ ip: `172.30.0.${i + 1}` }, ...(dualStack ? [{ ip: `2001:db8::${i + 1}` }] : [])] } },
     };
     const slice: V1EndpointSlice = {
       apiVersion: 'discovery.k8s.io/v1',
@@ -39,6 +45,12 @@ function world(services: number) {
     };
     store.upsertService(svc, 't');
     store.upsertSlice(slice, 't');
+    if (dualStack) {
+      store.upsertSlice(
+        { ...slice, metadata: { ...slice.metadata, name: `s${i}-6` }, addressType: 'IPv6', endpoints: [{ addresses: [`fd00:244::${i + 1}`] }, { addresses: [`fd00:244::1:${i + 1}`] }] },
+        't',
+      );
+    }
   }
   syncer.sync();
   return { maps, store, reconciler, sync: () => syncer.sync() };
@@ -78,6 +90,20 @@ test('a value that differs in one bit is found in every map', () => {
   }
 });
 
+test('the IPv6 maps are scanned too: an edit to any of them names it, and the repair makes it clean', () => {
+  for (const m of ['svc6', 'be6', 'revnat6', 'cidr6', 'member'] as const) {
+    const w = world(3, true);
+    assert.equal(scan(w.reconciler), [], 'clean after a dual-stack sync');
+    const [k, v] = [...w.maps[m].entries].at(-1)!;
+    const flipped = Buffer.from(v);
+    flipped[flipped.length - 1]! ^= 1;
+    w.maps[m].upsert([[k, flipped]]);
+    assert.equal(scan(w.reconciler), [w.maps[m].name], m);
+    w.reconciler.repairDrift();
+    assert.equal(scan(w.reconciler), [], `${m} repaired`);
+  }
+});
+
 test('syncs between the steps of a walk do not make the two sides disagree', () => {
   const w = world(10);
   // Two entries per step: every map is walked over many steps, with a sync between each two.
@@ -86,7 +112,8 @@ test('syncs between the steps of a walk do not make the two sides disagree', () 
   for (let step = 0; !s.done; step++) {
     // A service goes, or its endpoints change, between every two steps.
     const svc = w.store.services.get(`d/s${step % 10}` as never);
-    if (svc && step % 3 === 0) w.store.deleteService(svc.key);
+    // (One service always stays, for the edit below: the IPv6 twins make the walk longer.)
+    if (svc && step % 3 === 0 && w.store.services.size > 1) w.store.deleteService(svc.key);
     else
       w.store.upsertSlice(
         {

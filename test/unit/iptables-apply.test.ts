@@ -6,39 +6,40 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { V1EndpointSlice, V1Service } from '@kubernetes/client-node';
-import { IptablesDataplane, CommandRunner } from '../../ts/fallback/iptables';
+import { IptablesDataplane, CommandRunner, cleanupIptables } from '../../ts/fallback/iptables';
 import { ClusterStore } from '../../ts/model/store';
 import { Syncer } from '../../ts/runner/sync';
 import { createLogger } from '../../ts/util/log';
 
 const quiet = createLogger('error', () => undefined);
 
-function service(name: string, ip: string): V1Service {
-  return { metadata: { name, namespace: 'default' }, spec: { clusterIP: ip, ports: [{ port: 80, protocol: 'UDP' }] } };
+function service(name: string, ip: string, ...more: string[]): V1Service {
+  return { metadata: { name, namespace: 'default' }, spec: { clusterIP: ip, clusterIPs: [ip, ...more], ports: [{ port: 80, protocol: 'UDP' }] } };
 }
-function slice(svc: string, ips: string[]): V1EndpointSlice {
+function slice(svc: string, ips: string[], family: 'IPv4' | 'IPv6' = 'IPv4'): V1EndpointSlice {
   return {
-    metadata: { name: `${svc}-1`, namespace: 'default', labels: { 'kubernetes.io/service-name': svc } },
-    addressType: 'IPv4',
+    metadata: { name: `${svc}-${family}`, namespace: 'default', labels: { 'kubernetes.io/service-name': svc } },
+    addressType: family,
     ports: [{ port: 8080, protocol: 'UDP' }],
     endpoints: ips.map((ip) => ({ addresses: [ip] })),
   };
 }
 
-function setup(failRestore = () => false) {
+function setup(failRestore = () => false, ipv6 = true) {
   const calls: Array<{ argv: readonly string[]; input?: string }> = [];
   const run: CommandRunner = (argv, input) => {
     calls.push({ argv, ...(input !== undefined ? { input } : {}) });
-    if (argv[0] === 'iptables-restore' && failRestore()) return { code: 1, stdout: '', stderr: 'iptables-restore: line 3 failed' };
+    if (argv[0]!.endsWith('-restore') && failRestore()) return { code: 1, stdout: '', stderr: 'iptables-restore: line 3 failed' };
     // -C: the hook is "missing" the first time only.
     if (argv.includes('-C')) return { code: calls.filter((c) => c.argv.join(' ') === argv.join(' ')).length > 1 ? 0 : 1, stdout: '', stderr: '' };
     return { code: 0, stdout: '', stderr: '' };
   };
-  const dp = new IptablesDataplane({ ctx: { clusterCIDRs: [], masqueradeAll: false }, log: quiet, run });
+  const logs: string[] = [];
+  const dp = new IptablesDataplane({ ctx: { clusterCIDRs: [], masqueradeAll: false }, log: createLogger('warn', (l) => logs.push(l)), run, ipv6 });
   const store = new ClusterStore(() => undefined);
   const syncer = new Syncer({ store, reconciler: dp, log: quiet, ctx: { nodeName: 'n1', nodePortAddrs: [] } });
-  const restores = () => calls.filter((c) => c.argv[0] === 'iptables-restore').map((c) => c.input!);
-  return { calls, store, syncer, restores };
+  const restores = (cmd = 'iptables-restore') => calls.filter((c) => c.argv[0] === cmd).map((c) => c.input!);
+  return { calls, store, syncer, restores, logs };
 }
 
 const chainsDeclared = (text: string): string[] => [...text.matchAll(/^:(WEIR-\S+)/gm)].map((m) => m[1]!);
@@ -91,6 +92,61 @@ test('after a failed restore the retry is a full sync; hooks are installed once'
   assert.is(chainsDeclared(retry).filter((c) => c.startsWith('WEIR-SVC-')).length, 2, 'both services rewritten');
   const inserts = calls.filter((c) => c.argv.includes('-I'));
   assert.is(inserts.length, 11, 'each hook inserted once');
+});
+
+test('a dual-stack service: its IPv4 half through iptables-restore, its IPv6 half through ip6tables-restore, hooks in both', () => {
+  const { store, syncer, restores, calls } = setup();
+  store.upsertService(service('a', '10.96.0.1', 'fd00:96::1'), 't');
+  store.upsertSlice(slice('a', ['10.244.1.1']), 't');
+  store.upsertSlice(slice('a', ['fd00:10:244::1'], 'IPv6'), 't');
+  syncer.sync();
+  const v4 = restores()[0]!;
+  const v6 = restores('ip6tables-restore')[0]!;
+  assert.match(v4, /-d 10\.96\.0\.1\/32 .*-j WEIR-SVC-/);
+  assert.match(v4, /--to-destination 10\.244\.1\.1:8080/);
+  assert.not.match(v4, /fd00/);
+  assert.match(v6, /-d fd00:96::1\/128 .*-j WEIR-SVC-/);
+  assert.match(v6, /--to-destination \[fd00:10:244::1\]:8080/);
+  assert.not.match(v6, /10\.2/);
+  assert.is(calls.filter((c) => c.argv[0] === 'ip6tables' && c.argv.includes('-I')).length, 11, 'each hook inserted in ip6tables');
+  // The IPv6 endpoint leaves: its UDP flows are deleted with the IPv6 family named.
+  store.upsertSlice(slice('a', ['fd00:10:244::2'], 'IPv6'), 't');
+  syncer.sync();
+  const ct = calls.find((c) => c.argv[0] === 'conntrack');
+  assert.equal(ct?.argv, ['conntrack', '-D', '-f', 'ipv6', '-p', 'udp', '--orig-dst', 'fd00:96::1', '--orig-port-dst', '80', '--dst-nat', 'fd00:10:244::1']);
+  assert.match(restores('ip6tables-restore')[1]!, /^-X WEIR-SEP-/m);
+});
+
+test('an IPv4-only node runs no ip6tables command; without ip6tables, IPv6 frontends are skipped with one warning', () => {
+  const v4only = setup();
+  v4only.store.upsertService(service('a', '10.96.0.1'), 't');
+  v4only.syncer.sync();
+  assert.equal(
+    v4only.calls.filter((c) => c.argv[0]!.startsWith('ip6tables')),
+    [],
+  );
+  const noV6 = setup(() => false, false);
+  noV6.store.upsertService(service('a', '10.96.0.1', 'fd00:96::1'), 't');
+  noV6.store.upsertService(service('b', 'fd00:96::2'), 't');
+  noV6.syncer.sync();
+  assert.equal(
+    noV6.calls.filter((c) => c.argv[0]!.startsWith('ip6tables')),
+    [],
+  );
+  assert.match(noV6.restores()[0]!, /10\.96\.0\.1/);
+  assert.is(noV6.logs.filter((l) => l.includes('ip6tables is not usable')).length, 1);
+});
+
+test('cleanup removes the chains of both families', () => {
+  const calls: string[][] = [];
+  const run: CommandRunner = (argv) => {
+    calls.push([...argv]);
+    const v6 = argv[0]!.startsWith('ip6');
+    if (argv[0]!.endsWith('-save')) return { code: 0, stdout: argv[2] === 'filter' ? '' : `*nat\n:WEIR-SERVICES - [0:0]\n:WEIR-SVC-${v6 ? 'SIX' : 'FOUR'} - [0:0]\n`, stderr: '' };
+    return { code: argv.includes('-D') ? 1 : 0, stdout: '', stderr: '' };
+  };
+  assert.equal(cleanupIptables(run), ['nat/WEIR-SERVICES', 'nat/WEIR-SVC-FOUR', 'ip6tables nat/WEIR-SERVICES', 'ip6tables nat/WEIR-SVC-SIX']);
+  assert.ok(calls.some((c) => c[0] === 'ip6tables-restore'));
 });
 
 test.run();

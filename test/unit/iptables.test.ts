@@ -10,9 +10,12 @@ import * as path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { ClusterStore } from '../../ts/model/store';
-import { IPv4, parseCidr } from '../../ts/model/types';
+import { IP, parseCidr } from '../../ts/model/types';
 import { planService } from '../../ts/plan/plan';
 import { renderAll } from '../../ts/fallback/render';
+import { iptablesServices } from '../../ts/fallback/view';
+import { CommandRunner } from '../../ts/fallback/iptables';
+import { formatServices } from '../../ts/datapath/dump';
 import { FileSource } from '../../ts/source/file';
 import { createLogger } from '../../ts/util/log';
 import { TEST_SRC } from './pipeline';
@@ -24,10 +27,14 @@ async function render(caseDir: string, masqueradeAll = false): Promise<string> {
   const src = new FileSource({ dir: caseDir, store, onChange: () => undefined, log: createLogger('error', () => undefined) });
   await src.start();
   src.stop();
-  const ctx = { nodeName: 'n1', nodePortAddrs: ['192.168.77.10' as IPv4], zone: store.nodes.get('n1')?.zone ?? '' };
+  const ctx = { nodeName: 'n1', nodePortAddrs: ['192.168.77.10' as IP, 'fd00:77::10' as IP], zone: store.nodes.get('n1')?.zone ?? '' };
   const plans = [...store.services.values()].map((s) => planService(s, store.slicesOf(s.key), ctx));
-  const out = renderAll(plans, { clusterCIDRs: [parseCidr('10.244.0.0/16')!], masqueradeAll });
-  return out.nat + out.filter;
+  const clusterCIDRs = [parseCidr('10.244.0.0/16')!, parseCidr('fd00:10:244::/56')!];
+  const out = renderAll(plans, { clusterCIDRs, masqueradeAll });
+  // ip6tables-restore input follows when a service has an IPv6 frontend.
+  if (!plans.some((p) => p.frontends.some((f) => f.addr.includes(':')))) return out.nat + out.filter;
+  const v6 = renderAll(plans, { clusterCIDRs, masqueradeAll, family: 6 });
+  return out.nat + out.filter + '# ip6tables-restore\n' + v6.nat + v6.filter;
 }
 
 for (const name of fs.readdirSync(dir).filter((n) => fs.statSync(path.join(dir, n)).isDirectory())) {
@@ -59,6 +66,27 @@ test('--masquerade-all adds masquerade rules that match a ClusterIP as destinati
     base.filter((l) => !all.includes(l)),
     [],
     'no rule of the default rendering changes',
+  );
+});
+
+test('weir services in iptables mode lists the frontends of both families, IPv6 ones from ip6tables-save', async () => {
+  const [v4, v6] = (await render(path.join(dir, 'dual-stack'))).split('# ip6tables-restore\n') as [string, string];
+  const table = (text: string, t: string): string => text.slice(text.indexOf(`*${t}`), text.indexOf('COMMIT', text.indexOf(`*${t}`)));
+  const run: CommandRunner = (argv) => ({ code: 0, stdout: table(argv[0] === 'ip6tables-save' ? v6 : v4, argv[2]!), stderr: '' });
+  const text = formatServices(iptablesServices(run)!);
+  assert.match(text, /^10\.96\.6\.1:80\/TCP .*\[cluster-ip\] 2 backends$/m);
+  assert.match(text, /^\[?fd00:96::6:1\]?:80\/TCP .*\[cluster-ip\] 3 backends\n {2}#1 backend \d+ \[?fd00:10:244:1::9\]?:8080\/TCP$/m);
+  assert.match(text, /^\[?fd00:96::6:2\]?:53\/UDP .*1 backend\n {2}#1 backend \d+ \[?fd00:10:244:1::62\]?:53\/UDP$/m);
+  assert.match(text, /^\[?fd00:96::6:4\]?:80\/TCP .*no endpoints: reject$/m);
+  assert.match(text, /^\[?fd00:77::10\]?:30601\/TCP .*\[node-port\] 3 backends$/m);
+  // IPv4 first, then IPv6 (printed [addr]:port or addr:port).
+  const addrs = text
+    .split('\n')
+    .filter((l) => /^\S+:\d+\//.test(l))
+    .map((l) => l.split(' ')[0]!);
+  assert.is(
+    addrs.findIndex((a) => a.includes('::')),
+    addrs.filter((a) => !a.includes('::')).length,
   );
 });
 

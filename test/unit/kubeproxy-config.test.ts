@@ -92,6 +92,10 @@ test('each honoured KubeProxyConfiguration field changes the option it maps to',
   }
   assert.equal(cidrs(kp('clusterCIDR: 10.244.0.0/16,10.96.128.0/20\n').options, 'clusterCIDRs'), ['10.244.0.0/16', '10.96.128.0/20']);
   assert.equal(cidrs(kp('nodePortAddresses: [192.168.0.0/16, 10.0.0.0/8]\n').options, 'nodePortAddresses'), ['192.168.0.0/16', '10.0.0.0/8']);
+  // A dual-stack cluster's kube-proxy configuration: one pod CIDR per family, IPv6 NodePort CIDRs and bind address.
+  assert.equal(cidrs(kp('clusterCIDR: 10.244.0.0/16,fd00:10:244::/56\n').options, 'clusterCIDRs'), ['10.244.0.0/16', 'fd00:10:244::/56']);
+  assert.equal(cidrs(kp('nodePortAddresses: ["fd00:77::/64", 192.168.0.0/16]\n').options, 'nodePortAddresses'), ['fd00:77::/64', '192.168.0.0/16']);
+  assert.equal(kp('bindAddress: "fd00:77::10"\n').options.nodeIPs, ['fd00:77::10']);
 });
 
 test('zero values are kube-proxy defaults: weir keeps its own', () => {
@@ -220,7 +224,7 @@ test('bad values name the file and the key', () => {
   expect(HEAD + 'iptables:\n  syncPeriod: abc\n', (f) => `config ${f}: iptables.syncPeriod: invalid duration "abc"`);
   expect(HEAD + 'clusterCIDR: 10.244.0.0/33\n', (f) => `config ${f}: clusterCIDR: invalid CIDR "10.244.0.0/33"`);
   expect(HEAD + 'healthzBindAddress: localhost\n', (f) => `config ${f}: healthzBindAddress: expected HOST:PORT, got "localhost"`);
-  expect(HEAD + 'bindAddress: 10.0.0.300\n', (f) => `config ${f}: bindAddress: invalid IPv4 address "10.0.0.300"`);
+  expect(HEAD + 'bindAddress: 10.0.0.300\n', (f) => `config ${f}: bindAddress: invalid IP address "10.0.0.300"`);
   expect(HEAD + 'conntrack:\n  min: lots\n', (f) => `config ${f}: conntrack.min: expected an integer, got "lots"`);
   expect(HEAD + 'conntrack:\n  min: 0\n', (f) => `config ${f}: conntrack.min: expected an integer from 1 to 8388608, got "0"`);
   expect(HEAD + 'conntrack:\n  udpTimeout: soon\n', (f) => `config ${f}: conntrack.udpTimeout: invalid duration "soon"`);

@@ -81,7 +81,8 @@ test('the service maps hold 262144 entries unless --lb-map-entries says otherwis
 test('bad values name the flag', () => {
   assert.throws(() => parseRunOptions(['--mode', 'ipvs']), /--mode: expected bpf, iptables or auto/);
   assert.throws(() => parseRunOptions(['--source', 'http://x']), /--source: expected file:DIR or kube/);
-  assert.throws(() => parseRunOptions(['--node-ips', '10.0.0.300']), /--node-ips: invalid IPv4/);
+  assert.throws(() => parseRunOptions(['--node-ips', '10.0.0.300']), /--node-ips: invalid IP address/);
+  assert.throws(() => parseRunOptions(['--node-ips', 'fd00::1::2']), /--node-ips: invalid IP address "fd00::1::2"/);
   assert.throws(() => parseRunOptions(['--cluster-cidr', '10.0.0.0/40']), /--cluster-cidr: invalid CIDR/);
   assert.throws(() => parseRunOptions(['--frobnicate']), /unknown flag --frobnicate/);
   assert.throws(() => parseDuration('min-sync-period', '1h'), /--min-sync-period/);
@@ -276,6 +277,21 @@ test('a flag added to a table is parsed, defaulted, validated and in the help', 
   const help = formatHelp(wide);
   assert.ok(help.startsWith('usage: weir paint --target WHAT [flags]\n'), help);
   assertHelpCovers(help, wide);
+});
+
+// kube-proxy's dual-stack flags: --cluster-cidr one CIDR per family, --nodeport-addresses and node IPs of either family.
+test('dual-stack: node IPs, cluster CIDRs and NodePort CIDRs of both families, IPv6 in canonical form', () => {
+  const o = parseRunOptions(['--node-ips', '192.168.1.10,FD00:0:0::0A', '--cluster-cidr', '10.244.0.0/16,fd00:10:244::/56', '--nodeport-addresses', 'fd00::/64,192.168.1.0/24']);
+  assert.equal(o.nodeIPs, ['192.168.1.10', 'fd00::a']);
+  assert.equal(
+    o.clusterCIDRs.map((c) => c.text),
+    ['10.244.0.0/16', 'fd00:10:244::/56'],
+  );
+  assert.equal(
+    o.nodePortAddresses.map((c) => c.text),
+    ['fd00::/64', '192.168.1.0/24'],
+  );
+  assert.throws(() => parseRunOptions(['--cluster-cidr', 'fd00::/129']), /--cluster-cidr: invalid CIDR "fd00::\/129"/);
 });
 
 test.run();

@@ -83,8 +83,8 @@ test('differ: one endpoint added rewrites its slot, its member and the count, no
   const w = new Writes();
   diffPending(w, { pending: new Map([[KEY, r1]]), records: new Map([[KEY, r2]]), be });
   const counts = SECTIONS.map((_, s) => `${w.ups[s]!.count}/${w.dels[s]!.count}`);
-  // revnat, member, cidr, slots, masters
-  assert.equal(counts, ['0/0', '1/0', '0/0', '1/0', '1/0']);
+  // revnat, member, cidr, slots, masters, then the IPv6 ones (revnat6, cidr6, slots6, masters6)
+  assert.equal(counts, ['0/0', '1/0', '0/0', '1/0', '1/0', '0/0', '0/0', '0/0', '0/0']);
   assert.is(w.beUps.count, 1, 'the new backend');
   assert.is(w.beDels.count, 0);
 });
@@ -114,13 +114,16 @@ test('writes: make before break, and a full map has its deletes first', () => {
     member: rec('member', C.memberKey.size, 4),
     cidr: rec('cidr', C.cidrKey.size, 4),
   };
-  const fill = (w: Writes): void => {
-    for (let s = 0; s < SECTIONS.length; s++) {
+  const fill = (w: Writes, v6 = false): void => {
+    for (let s = 0; s < (v6 ? SECTIONS.length : S_MASTERS + 1); s++) {
       w.ups[s]!.push();
       w.dels[s]!.push();
     }
     w.beUps.push();
     w.beDels.push();
+    if (!v6) return;
+    w.be6Ups.push();
+    w.be6Dels.push();
   };
   const w = new Writes();
   fill(w);
@@ -131,6 +134,36 @@ test('writes: make before break, and a full map has its deletes first', () => {
   full.roomFirst.add('member');
   full.submit(maps, IMMEDIATE_WRITES);
   assert.equal(ops.splice(0), ['member-1', 'be+1', 'revnat+1', 'member+1', 'cidr+1', 'svc+1', 'svc+1', 'svc-1', 'svc-1', 'cidr-1', 'revnat-1', 'be-1']);
+  // With the IPv6 twins: backends of both families first, IPv6 entries after the IPv4 ones in the same
+  // order (shared members before any IPv6 master), deletes in reverse, backends last.
+  const maps6 = { ...maps, svc6: rec('svc6', C.svc6Key.size, C.svcVal.size), be6: rec('be6', 4, C.backend6.size), revnat6: rec('revnat6', 4, C.revnat6.size), cidr6: rec('cidr6', C.cidr6Key.size, 4) };
+  const both = new Writes();
+  fill(both, true);
+  both.submit(maps6, IMMEDIATE_WRITES);
+  assert.equal(ops.splice(0), [
+    'be+1',
+    'be6+1',
+    'revnat+1',
+    'member+1',
+    'cidr+1',
+    'svc+1',
+    'svc+1',
+    'revnat6+1',
+    'cidr6+1',
+    'svc6+1',
+    'svc6+1',
+    'svc6-1',
+    'svc6-1',
+    'cidr6-1',
+    'revnat6-1',
+    'svc-1',
+    'svc-1',
+    'cidr-1',
+    'member-1',
+    'revnat-1',
+    'be-1',
+    'be6-1',
+  ]);
 });
 
 test.run();

@@ -7,7 +7,7 @@ import * as C from '../../ts/datapath/codecs';
 import { MemoryMap } from '../../ts/datapath/maps';
 import { formatServices, readServices } from '../../ts/datapath/dump';
 import { ClusterStore } from '../../ts/model/store';
-import { IPv4 } from '../../ts/model/types';
+import { IP } from '../../ts/model/types';
 import { Reconciler } from '../../ts/reconcile/reconciler';
 import { FileSource } from '../../ts/source/file';
 import { Syncer } from '../../ts/runner/sync';
@@ -16,13 +16,18 @@ import { createLogger } from '../../ts/util/log';
 /** test/ in the source tree (tests run from dist/test/...). */
 export const TEST_SRC = path.resolve(__dirname, '../../../test');
 
-export function memoryMaps(): Record<'svc' | 'be' | 'revnat' | 'member' | 'cidr', MemoryMap> {
+/** The maps the reconciler writes, with their IPv6 twins (docs/ipv6.md). */
+export function memoryMaps(): Record<'svc' | 'be' | 'revnat' | 'member' | 'cidr' | 'svc6' | 'be6' | 'revnat6' | 'cidr6', MemoryMap> {
   return {
     svc: new MemoryMap('weir1_svc', C.svcKey.size, C.svcVal.size),
     be: new MemoryMap('weir1_be', 4, C.backend.size),
     revnat: new MemoryMap('weir1_revnat', 4, C.revnat.size),
     member: new MemoryMap('weir1_member', C.memberKey.size, 4),
     cidr: new MemoryMap('weir1_cidr', C.cidrKey.size, 4),
+    svc6: new MemoryMap('weir1_svc6', C.svc6Key.size, C.svcVal.size),
+    be6: new MemoryMap('weir1_be6', 4, C.backend6.size),
+    revnat6: new MemoryMap('weir1_revnat6', 4, C.revnat6.size),
+    cidr6: new MemoryMap('weir1_cidr6', C.cidr6Key.size, 4),
   };
 }
 
@@ -36,7 +41,7 @@ export interface PipelineResult {
   sync(): void;
 }
 
-export async function runPipeline(dir: string, opts: { nodeName?: string; nodePortAddrs?: IPv4[]; nodeIPs?: IPv4[]; maps?: ReturnType<typeof memoryMaps> } = {}): Promise<PipelineResult> {
+export async function runPipeline(dir: string, opts: { nodeName?: string; nodePortAddrs?: IP[]; nodeIPs?: IP[]; maps?: ReturnType<typeof memoryMaps> } = {}): Promise<PipelineResult> {
   const logs: Array<Record<string, unknown>> = [];
   const log = createLogger('debug', (line) => logs.push(JSON.parse(line) as Record<string, unknown>));
   const store = new ClusterStore((origin, errors) => {

@@ -176,10 +176,14 @@ async function verdicts(opts: ReadOptions): Promise<number> {
 
 async function check(opts: ReadOptions): Promise<number> {
   const root = opts.bpffsRoot;
-  const { openPinned } = await import('../datapath/loader');
+  const { MAP_NAMES, openPinned } = await import('../datapath/loader');
   const { loadShim } = await import('../datapath/ffi');
   const { checkMaps, formatViolations } = await import('../check/invariants');
-  const found = checkMaps(openPinned(loadShim(), root, ['svc', 'be', 'revnat', 'member', 'cidr', 'ids', 'ct', 'aff']));
+  const shim = loadShim();
+  const maps = openPinned(shim, root, ['svc', 'be', 'revnat', 'member', 'cidr', 'ids', 'ct', 'aff']);
+  // The IPv6 twins, where the datapath has them (pins made before IPv6 have none).
+  const v6 = fs.existsSync(path.join(root, MAP_NAMES.svc6)) ? openPinned(shim, root, ['svc6', 'be6', 'revnat6', 'cidr6', 'ct6', 'aff6']) : {};
+  const found = checkMaps({ ...maps, ...v6 });
   print(opts, found, found.length ? formatViolations(found) : `consistent: every invariant holds under ${root}\n`);
   return found.length ? 1 : 0;
 }

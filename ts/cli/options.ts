@@ -7,7 +7,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import type * as Yaml from 'yaml';
-import { Cidr, IPv4, parseCidr, parseIPv4 } from '../model/types';
+import { Cidr, IP, IPv4, IPv6, parseCidr, parseIP, parseIPv4, parseIPv6 } from '../model/types';
 import { Level, parseLevel } from '../util/log';
 import { Command, Flag, FlagTable, Given, UsageError, boolean, flagEntries, integer, list, oneOf, present, readArgs, resolveFlags, text } from './flags';
 import { ConfigNote, KUBE_PROXY_KIND, KeyedText, OptionTexts, isKubeProxyDocument, kubeProxyOptions, parseGoDuration } from './kubeproxy-config';
@@ -25,7 +25,7 @@ export interface RunOptions {
   podDevices: string[];
   externalDevices: string[];
   /** Explicit node IPs; empty = the addresses of the external devices. */
-  nodeIPs: IPv4[];
+  nodeIPs: IP[];
   clusterCIDRs: Cidr[];
   /** Only node IPs inside these CIDRs answer NodePorts (empty: all). */
   nodePortAddresses: Cidr[];
@@ -44,6 +44,8 @@ export interface RunOptions {
   syncPeriodMs: number;
   /** Source address for hairpin traffic (a pod reaching itself via a service). */
   hairpinAddr: IPv4;
+  /** The same for IPv6 pods (BPF mode). */
+  hairpinAddr6: IPv6;
   kubeconfig: string;
   /** Conntrack capacity in flows, sized as kube-proxy sizes Linux conntrack: max(min, per-core × CPUs). */
   conntrackMaxPerCore: number;
@@ -113,8 +115,19 @@ function ipv4(flag: string, v: string): IPv4 {
   return ip;
 }
 
-function ipList(flag: string, v: string): IPv4[] {
-  return list(flag, v).map((s) => ipv4(flag, s));
+function ipv6(flag: string, v: string): IPv6 {
+  const ip = parseIPv6(v);
+  if (!ip) throw new UsageError(`--${flag}: invalid IPv6 address ${JSON.stringify(v)}`);
+  return ip;
+}
+
+/** Addresses of either family. */
+function ipList(flag: string, v: string): IP[] {
+  return list(flag, v).map((s) => {
+    const ip = parseIP(s);
+    if (!ip) throw new UsageError(`--${flag}: invalid IP address ${JSON.stringify(s)}`);
+    return ip;
+  });
 }
 
 function cidrList(flag: string, v: string): Cidr[] {
@@ -367,6 +380,16 @@ export const RUN_FLAGS: FlagTable<RunOptions> = {
     default: '169.254.42.1',
     description: 'source address of a pod reaching itself through a service',
     parse: ipv4,
+  },
+  hairpinAddr6: {
+    flag: 'hairpin-addr6',
+    yaml: 'hairpin-addr6',
+    kind: 'value',
+    placeholder: 'IP',
+    // Groups 2-3 spell 169.254.42.1. Not link-local: a pod routes it to its gateway, the node, without neighbour discovery for it.
+    default: 'fd00:a9fe:2a01::1',
+    description: 'source address of an IPv6 pod reaching itself through a service (BPF mode)',
+    parse: ipv6,
   },
   kubeconfig: {
     flag: 'kubeconfig',

@@ -11,8 +11,13 @@
  *  - UDP has no connection teardown: when a UDP endpoint goes away its
  *    conntrack entries would keep sending clients to it, so they are
  *    deleted with conntrack(8), as kube-proxy does.
+ *  - IPv6 is ip6tables with the same chains (kube-proxy runs one proxier
+ *    per family): each family keeps its own applied state and is restored
+ *    with its own command. ip6tables is only written once a service has an
+ *    IPv6 frontend, so an IPv4-only node runs exactly the iptables commands
+ *    it always did.
  */
-import { ObjectKey } from '../model/types';
+import { Family, ObjectKey, ipFamily } from '../model/types';
 import { ServicePlan, backendKey, frontendKey } from '../plan/plan';
 import { CommitStats, FrontendConflict } from '../reconcile/reconciler';
 import { Dataplane } from '../reconcile/dataplane';
@@ -45,6 +50,20 @@ export function ruleArgs(rule: string): string[] {
   return out;
 }
 
+/** The commands of one family. */
+const TOOLS: Record<Family, { iptables: string; restore: string; save: string }> = {
+  4: { iptables: 'iptables', restore: 'iptables-restore', save: 'iptables-save' },
+  6: { iptables: 'ip6tables', restore: 'ip6tables-restore', save: 'ip6tables-save' },
+};
+
+/** What one family's tables hold as weir last wrote them. */
+class FamilyState {
+  readonly rendered = new Map<ObjectKey, ServiceRules>();
+  owned: Record<Table, Set<string>> = { nat: new Set(), filter: new Set() };
+  needFull = true;
+  lastFull = 0;
+}
+
 export class IptablesDataplane implements Dataplane {
   readonly conflicts: FrontendConflict[] = [];
   private ctx: RenderContext;
@@ -52,20 +71,23 @@ export class IptablesDataplane implements Dataplane {
   private readonly run: CommandRunner;
   private readonly fullSyncMs: number;
   private readonly plans = new Map<ObjectKey, ServicePlan>();
-  private readonly rendered = new Map<ObjectKey, ServiceRules>();
   private readonly dirty = new Set<ObjectKey>();
   private readonly owners = new Map<string, ObjectKey>();
   /** UDP endpoints that left a frontend since the last commit: "vip|port|endpoint". */
   private readonly goneUdp = new Set<string>();
-  private owned: Record<Table, Set<string>> = { nat: new Set(), filter: new Set() };
-  private needFull = true;
-  private lastFull = 0;
+  private readonly state: Record<Family, FamilyState> = { 4: new FamilyState(), 6: new FamilyState() };
+  /** Whether ip6tables is usable here (false: IPv6 frontends are left out, said once). */
+  private readonly ipv6: boolean;
+  /** Set once any service had an IPv6 frontend: from then on ip6tables is kept in step. */
+  private v6Active = false;
+  private v6Warned = false;
 
-  constructor(opts: { ctx: RenderContext; log: Logger; run?: CommandRunner; fullSyncMs?: number }) {
+  constructor(opts: { ctx: RenderContext; log: Logger; run?: CommandRunner; fullSyncMs?: number; ipv6?: boolean }) {
     this.ctx = opts.ctx;
     this.log = opts.log;
     this.run = opts.run ?? runCommand;
     this.fullSyncMs = opts.fullSyncMs ?? 3_600_000;
+    this.ipv6 = opts.ipv6 ?? true;
   }
 
   setService(service: ObjectKey, plan: ServicePlan | null): void {
@@ -97,13 +119,21 @@ export class IptablesDataplane implements Dataplane {
     if (plan) this.plans.set(service, plan);
     else this.plans.delete(service);
     this.dirty.add(service);
+    if (plan && !this.v6Active && plan.frontends.some((f) => ipFamily(f.addr) === 6)) {
+      if (this.ipv6) this.v6Active = true;
+      else if (!this.v6Warned) {
+        this.v6Warned = true;
+        this.log.warn('ip6tables is not usable on this node: IPv6 frontends are not served', { object: `Service ${service}` });
+      }
+    }
   }
 
   /** A new local-traffic detector (detectLocalMode NodeCIDR follows the Node): every service is rendered again at the next commit. */
   setLocalTraffic(matches: readonly string[]): void {
     this.ctx = { ...this.ctx, localTraffic: matches };
     for (const key of this.plans.keys()) this.dirty.add(key);
-    this.needFull = true;
+    this.state[4].needFull = true;
+    this.state[6].needFull = true;
   }
 
   frontendOwner(frontend: string): ObjectKey | undefined {
@@ -123,45 +153,60 @@ export class IptablesDataplane implements Dataplane {
   }
 
   commit(): CommitStats {
+    let upserts = 0;
+    let deletes = 0;
+    for (const family of this.v6Active ? ([4, 6] as const) : ([4] as const)) {
+      const r = this.commitFamily(family);
+      upserts += r.upserts;
+      deletes += r.deletes;
+    }
+    this.flushUdpConntrack();
+    this.dirty.clear();
+    return { upserts, deletes };
+  }
+
+  /** One family's tables, in one restore call. */
+  private commitFamily(family: Family): CommitStats {
+    const st = this.state[family];
+    const ctx: RenderContext = { ...this.ctx, family };
     for (const key of this.dirty) {
       const plan = this.plans.get(key);
-      if (plan) this.rendered.set(key, renderService(plan, this.ctx));
-      else this.rendered.delete(key);
+      if (plan) st.rendered.set(key, renderService(plan, ctx));
+      else st.rendered.delete(key);
     }
-    const full = this.needFull || Date.now() - this.lastFull > this.fullSyncMs;
-    const t = new Tables(this.ctx);
+    const full = st.needFull || Date.now() - st.lastFull > this.fullSyncMs;
+    const t = new Tables(ctx);
     const { nat, filter } = t;
     const current: Record<Table, Set<string>> = { nat: new Set(nat.keys()), filter: new Set(filter.keys()) };
-    for (const [key, r] of [...this.rendered].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
+    for (const [key, r] of [...st.rendered].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
       t.addJumps(r);
       const write = full || this.dirty.has(key);
       for (const [c, rules] of r.natChains) {
         current.nat.add(c);
-        if (write || !this.owned.nat.has(c)) nat.set(c, rules);
+        if (write || !st.owned.nat.has(c)) nat.set(c, rules);
       }
       for (const [c, rules] of r.filterChains) {
         current.filter.add(c);
-        if (write || !this.owned.filter.has(c)) filter.set(c, rules);
+        if (write || !st.owned.filter.has(c)) filter.set(c, rules);
       }
     }
     t.finish();
     const stale: Record<Table, string[]> = {
-      nat: [...this.owned.nat].filter((c) => !current.nat.has(c)),
-      filter: [...this.owned.filter].filter((c) => !current.filter.has(c)),
+      nat: [...st.owned.nat].filter((c) => !current.nat.has(c)),
+      filter: [...st.owned.filter].filter((c) => !current.filter.has(c)),
     };
     const text = restoreText('filter', filter, stale.filter) + restoreText('nat', nat, stale.nat);
-    const r = this.run(['iptables-restore', '-w', '5', '--noflush'], text);
+    const tools = TOOLS[family];
+    const r = this.run([tools.restore, '-w', '5', '--noflush'], text);
     if (r.code !== 0) {
-      this.needFull = true; // the retry rewrites everything
-      throw new Error(`iptables-restore failed: ${r.stderr.trim().split('\n').slice(0, 3).join(' | ')}`);
+      st.needFull = true; // the retry rewrites everything
+      throw new Error(`${tools.restore} failed: ${r.stderr.trim().split('\n').slice(0, 3).join(' | ')}`);
     }
-    this.ensureHooks();
-    this.flushUdpConntrack();
-    this.owned = current;
-    this.dirty.clear();
+    this.ensureHooks(family);
+    st.owned = current;
     if (full) {
-      this.needFull = false;
-      this.lastFull = Date.now();
+      st.needFull = false;
+      st.lastFull = Date.now();
     }
     let rules = 0;
     for (const m of [nat, filter]) for (const rs of m.values()) rules += rs.length;
@@ -169,11 +214,12 @@ export class IptablesDataplane implements Dataplane {
   }
 
   /** Jumps from the built-in chains: added once, first in their chain. */
-  private ensureHooks(): void {
+  private ensureHooks(family: Family): void {
+    const iptables = TOOLS[family].iptables;
     for (const h of HOOKS) {
       const args = ruleArgs(h.rule);
-      if (this.run(['iptables', '-w', '5', '-t', h.table, '-C', h.chain, ...args]).code === 0) continue;
-      const r = this.run(['iptables', '-w', '5', '-t', h.table, '-I', h.chain, '1', ...args]);
+      if (this.run([iptables, '-w', '5', '-t', h.table, '-C', h.chain, ...args]).code === 0) continue;
+      const r = this.run([iptables, '-w', '5', '-t', h.table, '-I', h.chain, '1', ...args]);
       if (r.code !== 0) throw new Error(`iptables -I ${h.chain}: ${r.stderr.trim()}`);
     }
   }
@@ -181,43 +227,61 @@ export class IptablesDataplane implements Dataplane {
   private flushUdpConntrack(): void {
     for (const gone of this.goneUdp) {
       const [addr, port, member] = gone.split('|');
-      const ep = member!.split(':')[0]!;
+      // The endpoint's address out of its key: "10.0.0.1:80/UDP", "[fd00::1]:80/UDP".
+      const ep = member!.replace(/:\d+\/\w+$/, '').replace(/^\[(.*)\]$/, '$1');
+      // conntrack(8) reads addresses as IPv4 unless told the family.
+      const family = addr!.includes(':') ? ['-f', 'ipv6'] : [];
       // Exit 1 means "nothing matched": fine. Anything else leaves stale UDP flows: say so.
-      const r = this.run(['conntrack', '-D', '-p', 'udp', '--orig-dst', addr!, '--orig-port-dst', port!, '--dst-nat', ep]);
+      const r = this.run(['conntrack', '-D', ...family, '-p', 'udp', '--orig-dst', addr!, '--orig-port-dst', port!, '--dst-nat', ep]);
       if (r.code > 1) this.log.warn('could not delete stale UDP conntrack entries', { frontend: `${addr}:${port}`, endpoint: ep, error: r.stderr.trim() });
     }
     this.goneUdp.clear();
   }
 }
 
-/** Remove every hook and WEIR- chain (both tables). Returns the chains removed. */
+/** Remove every hook and WEIR- chain (both tables, iptables and ip6tables). Returns the chains removed ("ip6tables nat/..." for IPv6). */
 export function cleanupIptables(run: CommandRunner = runCommand): string[] {
+  return [...cleanupFamily(run, 4), ...cleanupFamily(run, 6).map((c) => `ip6tables ${c}`)];
+}
+
+function cleanupFamily(run: CommandRunner, family: Family): string[] {
+  const tools = TOOLS[family];
   // One read first: BPF mode calls this on every start, and a node that never
   // ran iptables mode has nothing to remove (no iptables at all: nothing either).
-  const all = run(['iptables-save']);
+  const all = run([tools.save]);
   if (all.code !== 0 || !all.stdout.includes(PREFIX)) return [];
   for (const h of HOOKS) {
     const args = ruleArgs(h.rule);
-    for (let i = 0; i < 10 && run(['iptables', '-w', '5', '-t', h.table, '-D', h.chain, ...args]).code === 0; i++);
+    for (let i = 0; i < 10 && run([tools.iptables, '-w', '5', '-t', h.table, '-D', h.chain, ...args]).code === 0; i++);
   }
   const removed: string[] = [];
   let text = '';
   for (const table of ['filter', 'nat'] as const) {
-    const saved = run(['iptables-save', '-t', table]).stdout;
+    const saved = run([tools.save, '-t', table]).stdout;
     const chains = [...saved.matchAll(new RegExp(`^:(${PREFIX}[^ ]+)`, 'gm'))].map((m) => m[1]!);
     if (chains.length === 0) continue;
     removed.push(...chains.map((c) => `${table}/${c}`));
     text += restoreText(table, new Map(), chains);
   }
   if (text) {
-    const r = run(['iptables-restore', '-w', '5', '--noflush'], text);
-    if (r.code !== 0) throw new Error(`iptables cleanup failed: ${r.stderr.trim()}`);
+    const r = run([tools.restore, '-w', '5', '--noflush'], text);
+    if (r.code !== 0) throw new Error(`${tools.iptables} cleanup failed: ${r.stderr.trim()}`);
   }
   return removed;
 }
 
-/** Can this node run the iptables fallback? (binary present and usable) */
+/** Can this node run the iptables fallback? (binary present and usable; IPv4 is required, see ip6tablesAvailable) */
 export function iptablesAvailable(run: CommandRunner = runCommand): string | null {
   const r = run(['iptables', '-w', '5', '-t', 'nat', '-S', 'PREROUTING']);
   return r.code === 0 ? null : r.stderr.trim() || 'iptables not usable';
+}
+
+/**
+ * Can the fallback serve IPv6 here? A node without it (IPv6 disabled, no
+ * ip6tables nat table) still serves IPv4, as kube-proxy falls back to
+ * single-stack when the second family's tools are missing.
+ */
+export function ip6tablesAvailable(run: CommandRunner = runCommand): string | null {
+  const r = run(['ip6tables', '-w', '5', '-t', 'nat', '-S', 'PREROUTING']);
+  return r.code === 0 ? null : r.stderr.trim() || 'ip6tables not usable';
 }

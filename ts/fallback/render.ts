@@ -19,11 +19,16 @@
  * filter table
  *   INPUT, FORWARD, OUTPUT -> WEIR-SERVICES (REJECT: no endpoints; DROP: Local without local ones),
  *                             WEIR-PROXY-FIREWALL (loadBalancerSourceRanges), WEIR-FORWARD (drop mark)
+ *
+ * IPv6 is the same structure in ip6tables (as kube-proxy runs one proxier
+ * per family): each family's half of the plans (familyPlan) is rendered with
+ * that family's host masks, cluster CIDRs and `recent` mask; endpoints are
+ * written [addr]:port, and REJECT answers ICMPv6 port unreachable.
  */
 import type * as Crypto from 'node:crypto';
-import { Cidr } from '../model/types';
+import { Cidr, Family, cidrFamily } from '../model/types';
 import { SVC_F } from '../datapath/codecs';
-import { PlannedFrontend, ServicePlan, backendKey } from '../plan/plan';
+import { PlannedFrontend, ServicePlan, backendKey, familyPlan } from '../plan/plan';
 
 export const PREFIX = 'WEIR-';
 export const MASQ_MARK = '0x40000';
@@ -45,6 +50,7 @@ export const HOOKS: ReadonlyArray<{ table: 'nat' | 'filter'; chain: string; rule
 ];
 
 export interface RenderContext {
+  /** Either family: each family's rules take their own. */
   readonly clusterCIDRs: readonly Cidr[];
   readonly masqueradeAll: boolean;
   /**
@@ -52,11 +58,46 @@ export interface RenderContext {
    * `-i BRIDGE`: kube-proxy's detectLocalMode); absent: `-s` each cluster CIDR.
    */
   readonly localTraffic?: readonly string[];
+  /** The family rendered (default 4): iptables-restore text for 4, ip6tables-restore text for 6; each plan's half of this family is rendered. */
+  readonly family?: Family;
 }
 
-/** The matches that select traffic from this node's pods (empty: no detector). */
-function localMatches(ctx: RenderContext): readonly string[] {
-  return ctx.localTraffic ?? ctx.clusterCIDRs.map((c) => `-s ${c.text}`);
+/** What differs between the iptables and ip6tables text of the same rules. */
+interface FamilyText {
+  /** A single address as a match: 10.0.0.1/32, fd00::1/128. */
+  readonly host: (addr: string) => string;
+  /** An endpoint as DNAT writes it: 10.0.0.1:80, [fd00::1]:80. */
+  readonly hostPort: (addr: string, port: number) => string;
+  /** `recent`'s whole-address mask. */
+  readonly mask: string;
+  /** REJECT as kube-proxy's: ICMP port unreachable (iptables' default; said outright for ip6tables). */
+  readonly reject: string;
+  readonly clusterCIDRs: readonly Cidr[];
+}
+
+const V4_TEXT = { host: (a: string) => `${a}/32`, hostPort: (a: string, p: number) => `${a}:${p}`, mask: '255.255.255.255', reject: 'REJECT' };
+const V6_TEXT = {
+  host: (a: string) => `${a}/128`,
+  hostPort: (a: string, p: number) => `[${a}]:${p}`,
+  mask: 'ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff',
+  reject: 'REJECT --reject-with icmp6-port-unreachable',
+};
+
+function familyText(ctx: RenderContext): FamilyText {
+  const family = ctx.family ?? 4;
+  const own = ctx.clusterCIDRs.every((c) => cidrFamily(c) === family) ? ctx.clusterCIDRs : ctx.clusterCIDRs.filter((c) => cidrFamily(c) === family);
+  return { ...(family === 4 ? V4_TEXT : V6_TEXT), clusterCIDRs: own };
+}
+
+/**
+ * The matches that select traffic from this node's pods, in the family
+ * rendered (empty: no detector): a device match holds for both families,
+ * a source match only in its own.
+ */
+function localMatches(ctx: RenderContext, fam: FamilyText): readonly string[] {
+  if (!ctx.localTraffic) return fam.clusterCIDRs.map((c) => `-s ${c.text}`);
+  const v6 = (ctx.family ?? 4) === 6;
+  return ctx.localTraffic.filter((m) => !m.startsWith('-s ') || m.includes(':') === v6);
 }
 
 /** One service's rules: its own chains, and its lines in the shared chains. */
@@ -85,10 +126,10 @@ export function chainName(kind: 'SVC' | 'SVL' | 'EXT' | 'SEP' | 'FW', id: string
 const proto = (p: string): string => p.toLowerCase();
 const comment = (text: string): string => `-m comment --comment "${text}"`;
 
-function endpointRules(eps: readonly string[], sep: (bk: string) => string, affinity: number, name: string): string[] {
+function endpointRules(eps: readonly string[], sep: (bk: string) => string, affinity: number, name: string, mask: string): string[] {
   const rules: string[] = [];
   if (affinity > 0) {
-    for (const bk of eps) rules.push(`${comment(`${name} -> ${bk}`)} -m recent --name ${sep(bk)} --mask 255.255.255.255 --rsource --rcheck --seconds ${affinity} --reap -j ${sep(bk)}`);
+    for (const bk of eps) rules.push(`${comment(`${name} -> ${bk}`)} -m recent --name ${sep(bk)} --mask ${mask} --rsource --rcheck --seconds ${affinity} --reap -j ${sep(bk)}`);
   }
   eps.forEach((bk, i) => {
     const n = eps.length - i;
@@ -98,8 +139,11 @@ function endpointRules(eps: readonly string[], sep: (bk: string) => string, affi
   return rules;
 }
 
-export function renderService(plan: ServicePlan, ctx: RenderContext): ServiceRules {
+export function renderService(dualPlan: ServicePlan, ctx: RenderContext): ServiceRules {
+  const plan = familyPlan(dualPlan, ctx.family ?? 4);
   const out: ServiceRules = { service: plan.service, natChains: new Map(), filterChains: new Map(), natServices: [], natNodePorts: [], filterServices: [], filterFirewall: [] };
+  const fam = familyText(ctx);
+  const { host, mask } = fam;
   // Chains are named and ordered by the endpoint's "addr:port/PROTO", as kube-proxy's are by its endpoint string.
   const keys = plan.backends.map(backendKey);
   const keysOf = (idx: readonly number[]): string[] => idx.map((i) => keys[i]!);
@@ -134,32 +178,33 @@ export function renderService(plan: ServicePlan, ctx: RenderContext): ServiceRul
     for (const i of members) {
       const bk = keys[i]!;
       const be = plan.backends[i]!;
-      const rules = [`${comment(name)} -s ${be.addr}/32 -j WEIR-MARK-MASQ`];
-      if (affinity > 0) rules.push(`${comment(name)} -m recent --name ${sep(bk)} --mask 255.255.255.255 --rsource --set -p ${p} -j DNAT --to-destination ${be.addr}:${be.port}`);
-      else rules.push(`${comment(name)} -p ${p} -j DNAT --to-destination ${be.addr}:${be.port}`);
+      const rules = [`${comment(name)} -s ${host(be.addr)} -j WEIR-MARK-MASQ`];
+      const to = fam.hostPort(be.addr, be.port);
+      if (affinity > 0) rules.push(`${comment(name)} -m recent --name ${sep(bk)} --mask ${mask} --rsource --set -p ${p} -j DNAT --to-destination ${to}`);
+      else rules.push(`${comment(name)} -p ${p} -j DNAT --to-destination ${to}`);
       out.natChains.set(sep(bk), rules);
     }
     // masqueradeAll matches the ClusterIP as destination (as kube-proxy's
     // rule does): external traffic that continues into these chains keeps
     // its traffic policy's masquerade decision.
-    const masqAll = ctx.masqueradeAll ? clusterIPs.map((f) => `${comment(`${name} cluster IP`)} -d ${f.addr}/32 -p ${p} -m ${p} --dport ${f.port} -j WEIR-MARK-MASQ`) : [];
-    if (clusterSet && clusterSet.length > 0) out.natChains.set(svc, [...(itpLocal ? [] : masqAll), ...endpointRules(clusterSet, sep, affinity, name)]);
+    const masqAll = ctx.masqueradeAll ? clusterIPs.map((f) => `${comment(`${name} cluster IP`)} -d ${host(f.addr)} -p ${p} -m ${p} --dport ${f.port} -j WEIR-MARK-MASQ`) : [];
+    if (clusterSet && clusterSet.length > 0) out.natChains.set(svc, [...(itpLocal ? [] : masqAll), ...endpointRules(clusterSet, sep, affinity, name, mask)]);
     if (itpLocal || etpLocal) {
       out.natChains.set(
         svl,
-        localSet.length > 0 ? [...(itpLocal ? masqAll : []), ...endpointRules(localSet, sep, affinity, name)] : [`${comment(`${name} has no local endpoints`)} -j MARK --or-mark ${DROP_MARK}`],
+        localSet.length > 0 ? [...(itpLocal ? masqAll : []), ...endpointRules(localSet, sep, affinity, name, mask)] : [`${comment(`${name} has no local endpoints`)} -j MARK --or-mark ${DROP_MARK}`],
       );
     }
 
     // ClusterIPs.
     for (const f of clusterIPs) {
-      const match = `-d ${f.addr}/32 -p ${p} -m ${p} --dport ${f.port}`;
+      const match = `-d ${host(f.addr)} -p ${p} -m ${p} --dport ${f.port}`;
       if (f.backends.length === 0) {
-        const target = hasEndpoints ? 'DROP' : 'REJECT';
+        const target = hasEndpoints ? 'DROP' : fam.reject;
         out.filterServices.push(`${comment(`${name} has no ${hasEndpoints ? 'local ' : ''}endpoints`)} ${match} -j ${target}`);
         continue;
       }
-      if (localMatches(ctx).length > 0) out.natServices.push(`${comment(`${name} cluster IP`)} ${match} -j WEIR-MASQ-OFFCLUSTER`);
+      if (localMatches(ctx, fam).length > 0) out.natServices.push(`${comment(`${name} cluster IP`)} ${match} -j WEIR-MASQ-OFFCLUSTER`);
       out.natServices.push(`${comment(`${name} cluster IP`)} ${match} -j ${itpLocal ? svl : svc}`);
     }
 
@@ -167,7 +212,7 @@ export function renderService(plan: ServicePlan, ctx: RenderContext): ServiceRul
     if (external.length > 0 && hasEndpoints) {
       const rules: string[] = [];
       if (etpLocal) {
-        for (const m of localMatches(ctx)) rules.push(`${comment(`pod traffic for ${name} external destinations`)} ${m} -j ${clusterSet && clusterSet.length ? svc : svl}`);
+        for (const m of localMatches(ctx, fam)) rules.push(`${comment(`pod traffic for ${name} external destinations`)} ${m} -j ${clusterSet && clusterSet.length ? svc : svl}`);
         rules.push(`${comment(`masquerade LOCAL traffic for ${name} external destinations`)} -m addrtype --src-type LOCAL -j WEIR-MARK-MASQ`);
         rules.push(`${comment(`route LOCAL traffic for ${name} external destinations`)} -m addrtype --src-type LOCAL -j ${clusterSet && clusterSet.length ? svc : svl}`);
         rules.push(`-j ${svl}`);
@@ -178,10 +223,10 @@ export function renderService(plan: ServicePlan, ctx: RenderContext): ServiceRul
     }
     for (const f of external) {
       if (f.scope !== 0) continue;
-      const match = `-d ${f.addr}/32 -p ${p} -m ${p} --dport ${f.port}`;
+      const match = `-d ${host(f.addr)} -p ${p} -m ${p} --dport ${f.port}`;
       const kind = f.flags & SVC_F.NODE_PORT ? 'node port' : f.flags & SVC_F.LOAD_BALANCER ? 'loadbalancer IP' : 'external IP';
       if (!hasEndpoints) {
-        out.filterServices.push(`${comment(`${name} has no endpoints`)} ${match} -j REJECT`);
+        out.filterServices.push(`${comment(`${name} has no endpoints`)} ${match} -j ${fam.reject}`);
         continue;
       }
       const line = `${comment(`${name} ${kind}`)} ${match} -j ${ext}`;
@@ -190,7 +235,7 @@ export function renderService(plan: ServicePlan, ctx: RenderContext): ServiceRul
       if (f.sourceRanges.length > 0) {
         const fw = chainName('FW', `${id}/${f.addr}`);
         // Matched on the original destination: the filter table sees packets after DNAT.
-        out.filterFirewall.push(`${comment(`${name} loadbalancer IP`)} -p ${p} -m conntrack --ctorigdst ${f.addr}/32 --ctorigdstport ${f.port} -j ${fw}`);
+        out.filterFirewall.push(`${comment(`${name} loadbalancer IP`)} -p ${p} -m conntrack --ctorigdst ${host(f.addr)} --ctorigdstport ${f.port} -j ${fw}`);
         out.filterChains.set(fw, [...f.sourceRanges.map((c) => `${comment(`${name} allowed source`)} -s ${c.text} -j RETURN`), `${comment(`${name} other sources`)} -j DROP`]);
       }
     }
@@ -207,7 +252,7 @@ function fixedRules(ctx: RenderContext): { nat: Map<string, string[]>; filter: M
         'WEIR-POSTROUTING',
         [`-m mark ! --mark ${MASQ_MARK}/${MASQ_MARK} -j RETURN`, `-j MARK --xor-mark ${MASQ_MARK}`, `${comment('weir service traffic requiring SNAT')} -j MASQUERADE --random-fully`],
       ],
-      ['WEIR-MASQ-OFFCLUSTER', [...localMatches(ctx).map((m) => `${m} -j RETURN`), `${comment('off-cluster traffic to a cluster IP')} -j WEIR-MARK-MASQ`]],
+      ['WEIR-MASQ-OFFCLUSTER', [...localMatches(ctx, familyText(ctx)).map((m) => `${m} -j RETURN`), `${comment('off-cluster traffic to a cluster IP')} -j WEIR-MARK-MASQ`]],
     ]),
     filter: new Map([['WEIR-FORWARD', [`${comment('traffic to a Local service without local endpoints')} -m mark --mark ${DROP_MARK}/${DROP_MARK} -j DROP`]]]),
   };

@@ -10,14 +10,14 @@
  * targetPort (number or container port name) into that port's number.
  */
 import type { V1EndpointHints, V1EndpointSlice } from '@kubernetes/client-node';
-import { FieldError, IPv4, ObjectKey, Port, Protocol, Result, intToIp, ipToInt, kept, objectKey, parseIPv4, parsePort } from './types';
+import { FieldError, IP, IPv6, ObjectKey, Port, Protocol, Result, intToIp, ipToInt, ipv6SortKey, kept, objectKey, parseIPv4, parseIPv6, parsePort } from './types';
 
 export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
 /** Set by the EndpointSlice controller: when the change this slice carries was triggered (RFC 3339). */
 export const TRIGGER_TIME_ANNOTATION = 'endpoints.kubernetes.io/last-change-trigger-time';
 
 export interface EndpointModel {
-  readonly addr: IPv4;
+  readonly addr: IP;
   readonly nodeName: string;
   readonly ready: boolean;
   readonly serving: boolean;
@@ -60,8 +60,14 @@ export interface SliceModel {
   readonly key: ObjectKey;
   readonly service: ObjectKey;
   readonly ports: readonly SlicePortModel[];
-  /** The first address of each endpoint, as a host-order u32. */
+  /** The first address of each endpoint, as a host-order u32 (IPv4 slices; empty in an IPv6 slice). */
   readonly ips: readonly number[];
+  /**
+   * The first address of each endpoint of an addressType IPv6 slice, in
+   * canonical text; absent in an IPv4 slice (the usual case, kept as it was).
+   */
+  readonly ips6?: readonly IPv6[];
+  /** One per endpoint: its length is the slice's endpoint count, whatever the family. */
   readonly nodeNames: readonly string[];
   /** EP_READY | EP_SERVING | EP_TERMINATING, after kube-proxy's reading of nil. */
   readonly conditions: readonly number[];
@@ -77,12 +83,19 @@ export interface SliceModel {
 
 /** A slice's endpoints as objects. */
 export function sliceEndpoints(slice: SliceModel): EndpointModel[] {
-  return slice.ips.map((ip, i) => endpointModel(ip, slice.nodeNames[i]!, slice.conditions[i]!, slice.hints?.[i] ?? null));
+  return slice.nodeNames.map((nodeName, i) => endpointModel(slice.ips6 ? 0 : slice.ips[i]!, nodeName, slice.conditions[i]!, slice.hints?.[i] ?? null, slice.ips6?.[i]));
 }
 
-function endpointModel(ip: number, nodeName: string, cond: number, hints: EndpointHints | null): EndpointModel {
-  return { addr: intToIp(ip), nodeName, ready: (cond & EP_READY) !== 0, serving: (cond & EP_SERVING) !== 0, terminating: (cond & EP_TERMINATING) !== 0, hints };
+/** The slice's address family: 6 for an addressType IPv6 slice, else 4. */
+export function sliceFamily(slice: SliceModel): 4 | 6 {
+  return slice.ips6 ? 6 : 4;
 }
+
+function endpointModel(ip: number, nodeName: string, cond: number, hints: EndpointHints | null, ip6?: IPv6): EndpointModel {
+  return { addr: ip6 ?? intToIp(ip), nodeName, ready: (cond & EP_READY) !== 0, serving: (cond & EP_SERVING) !== 0, terminating: (cond & EP_TERMINATING) !== 0, hints };
+}
+
+const EMPTY_IPS: readonly number[] = kept([]);
 
 export type SliceParse = Result<SliceModel> | { ok: 'skip'; key: ObjectKey; reason: string };
 
@@ -95,9 +108,10 @@ export function parseEndpointSlice(slice: V1EndpointSlice): SliceParse {
     errors.push({ kind: 'EndpointSlice', object: `${namespace}/${name}`, field, message });
   };
   if (!name) err('metadata.name', 'is required');
-  // IPv6 and FQDN slices are valid, just not something this IPv4 dataplane serves.
-  if (slice.addressType !== 'IPv4') {
-    if (slice.addressType === 'IPv6' || slice.addressType === 'FQDN') return { ok: 'skip', key, reason: `addressType ${slice.addressType}` };
+  // FQDN slices are valid, but no proxy serves them (kube-proxy neither).
+  const v6 = slice.addressType === 'IPv6';
+  if (slice.addressType !== 'IPv4' && !v6) {
+    if (slice.addressType === 'FQDN') return { ok: 'skip', key, reason: `addressType ${slice.addressType}` };
     err('addressType', `unsupported value ${JSON.stringify(slice.addressType)}`);
   }
   const svcName = slice.metadata?.labels?.[SERVICE_NAME_LABEL];
@@ -123,7 +137,8 @@ export function parseEndpointSlice(slice: V1EndpointSlice): SliceParse {
   // Columns sized up front and filled by index: the store keeps them.
   const rawEndpoints = slice.endpoints ?? [];
   const n = rawEndpoints.length;
-  const ips = new Array<number>(n);
+  const ips = new Array<number>(v6 ? 0 : n);
+  const ips6 = v6 ? new Array<IPv6>(n) : undefined;
   const nodeNames = new Array<string>(n);
   const conditions = new Array<number>(n);
   let hints: (EndpointHints | null)[] | undefined;
@@ -131,15 +146,24 @@ export function parseEndpointSlice(slice: V1EndpointSlice): SliceParse {
     const ep = rawEndpoints[i]!;
     // kube-proxy programs only the first address of an endpoint.
     const raw = ep.addresses?.[0];
-    const addr = parseIPv4(raw);
-    if (!addr) {
-      err(`endpoints[${i}].addresses[0]`, `invalid IPv4 address ${JSON.stringify(raw)}`);
-      continue;
+    if (ips6) {
+      const addr6 = parseIPv6(raw);
+      if (!addr6) {
+        err(`endpoints[${i}].addresses[0]`, `invalid IPv6 address ${JSON.stringify(raw)}`);
+        continue;
+      }
+      ips6[i] = addr6;
+    } else {
+      const addr = parseIPv4(raw);
+      if (!addr) {
+        err(`endpoints[${i}].addresses[0]`, `invalid IPv4 address ${JSON.stringify(raw)}`);
+        continue;
+      }
+      ips[i] = ipToInt(addr);
     }
     const ready = ep.conditions?.ready ?? true;
     const serving = ep.conditions?.serving ?? ready;
     const terminating = ep.conditions?.terminating ?? false;
-    ips[i] = ipToInt(addr);
     nodeNames[i] = ep.nodeName ?? '';
     conditions[i] = (ready ? EP_READY : 0) | (serving ? EP_SERVING : 0) | (terminating ? EP_TERMINATING : 0);
     if (ep.hints) {
@@ -152,6 +176,11 @@ export function parseEndpointSlice(slice: V1EndpointSlice): SliceParse {
   const service = objectKey(namespace, svcName);
   const trigger = slice.metadata?.annotations?.[TRIGGER_TIME_ANNOTATION];
   const triggerTime = trigger === undefined ? NaN : Date.parse(trigger);
+  if (ips6) {
+    // Rare enough that a spread (see sliceModel) costs nothing that matters.
+    const model = sliceModel(key, service, kept(ports), EMPTY_IPS, kept(nodeNames), kept(conditions), hints, triggerTime);
+    return { ok: true, value: { ...model, ips6: kept(ips6) } };
+  }
   if (n === 0) return { ok: true, value: sliceModel(key, service, kept(ports), kept(ips), kept(nodeNames), kept(conditions), undefined, triggerTime) };
   return { ok: true, value: sliceModel(key, service, kept(ports), ips, nodeNames, conditions, hints, triggerTime) };
 }
@@ -193,23 +222,27 @@ function parseHints(raw: V1EndpointHints, field: string, err: (field: string, me
 /** One endpoint of one service port, after merging every slice. */
 export interface PortEndpoint extends EndpointModel {
   readonly port: Port;
-  /** addr as a host-order u32 (what the maps hold and plans sort by). */
+  /** addr as a host-order u32 (what the maps hold and plans sort by); 0 for IPv6. */
   readonly ip: number;
+  /** An IPv6 endpoint's ipv6SortKey. */
+  readonly key6?: string;
 }
 
 /** What the merge of endpointsForPort reads of each endpoint it built. */
 export interface Mergeable {
   readonly ip: number;
+  /** An IPv6 endpoint's ipv6SortKey (its `ip` is 0); absent for IPv4. */
+  readonly key6?: string;
   readonly port: number;
   readonly ready: boolean;
 }
 
-function toPortEndpoint(ip: number, nodeName: string, cond: number, port: Port, hints: EndpointHints | null): PortEndpoint {
-  return { ...endpointModel(ip, nodeName, cond, hints), port, ip };
+function toPortEndpoint(ip: number, nodeName: string, cond: number, port: Port, hints: EndpointHints | null, ip6?: IPv6): PortEndpoint {
+  return ip6 ? { ...endpointModel(0, nodeName, cond, hints, ip6), port, ip: 0, key6: ipv6SortKey(ip6) } : { ...endpointModel(ip, nodeName, cond, hints), port, ip };
 }
 
-/** Builds one endpoint of a service port (the plan makes its backends this way). */
-export type MakeEndpoint<T> = (ip: number, nodeName: string, cond: number, port: Port, hints: EndpointHints | null) => T;
+/** Builds one endpoint of a service port (the plan makes its backends this way); ip6 is set (and ip 0) for an IPv6 endpoint, whose result must carry key6. */
+export type MakeEndpoint<T> = (ip: number, nodeName: string, cond: number, port: Port, hints: EndpointHints | null, ip6?: IPv6) => T;
 
 /**
  * Endpoints of a service port across all of the service's slices, sorted by
@@ -231,6 +264,11 @@ export function endpointsForPort(slices: Iterable<SliceModel>, portName: string,
     const sp = slice.ports.find((p) => p.name === portName && p.protocol === protocol);
     if (!sp) continue;
     const hints = slice.hints;
+    const ips6 = slice.ips6;
+    if (ips6) {
+      for (let i = 0; i < ips6.length; i++) out.push(make(0, slice.nodeNames[i]!, slice.conditions[i]!, sp.port, hints ? hints[i]! : null, ips6[i]));
+      continue;
+    }
     for (let i = 0; i < slice.ips.length; i++) out.push(make(slice.ips[i]!, slice.nodeNames[i]!, slice.conditions[i]!, sp.port, hints ? hints[i]! : null));
   }
   if (out.length < 2) return out;
@@ -239,7 +277,7 @@ export function endpointsForPort(slices: Iterable<SliceModel>, portName: string,
   for (let i = 1; i < out.length; i++) {
     const ep = out[i]!;
     const kept = out[n - 1]!;
-    if (kept.ip === ep.ip && kept.port === ep.port) {
+    if (kept.ip === ep.ip && kept.key6 === ep.key6 && kept.port === ep.port) {
       if (!kept.ready && ep.ready) out[n - 1] = ep;
       continue;
     }
@@ -250,7 +288,8 @@ export function endpointsForPort(slices: Iterable<SliceModel>, portName: string,
 }
 
 function byAddrPort(a: Mergeable, b: Mergeable): number {
-  return a.ip - b.ip || a.port - b.port;
+  // key6 is only read for two IPv6 endpoints (both ip 0), so IPv4 pays one comparison.
+  return a.ip - b.ip || (a.key6 !== b.key6 ? (a.key6! < b.key6! ? -1 : 1) : 0) || a.port - b.port;
 }
 
 /**

@@ -5,7 +5,7 @@
  * version of the object.
  */
 import type { V1Service } from '@kubernetes/client-node';
-import { Cidr, FieldError, IPv4, ObjectKey, Port, Protocol, Result, isIPv6, objectKey, parseCidr, kept, parseIPv4, parsePort } from './types';
+import { Cidr, FieldError, Family, IP, ObjectKey, Port, Protocol, Result, familyName, ipFamily, objectKey, parseCidr, kept, parseIP, parsePort } from './types';
 
 export type TrafficPolicy = 'Cluster' | 'Local';
 /**
@@ -32,10 +32,16 @@ export interface ServiceModel {
   readonly namespace: string;
   readonly name: string;
   readonly type: ServiceType;
-  /** IPv4 cluster IPs (dual-stack services contribute only their IPv4 family). */
-  readonly clusterIPs: readonly IPv4[];
-  readonly externalIPs: readonly IPv4[];
-  readonly loadBalancerIPs: readonly IPv4[];
+  /**
+   * spec.clusterIPs: one per family the service has, primary first (a
+   * dual-stack service has two). A family's frontends exist only when the
+   * service has a cluster IP of that family, as kube-proxy's per-family
+   * proxiers see it.
+   */
+  readonly clusterIPs: readonly IP[];
+  /** Both families; each family's plan takes its own. */
+  readonly externalIPs: readonly IP[];
+  readonly loadBalancerIPs: readonly IP[];
   readonly loadBalancerSourceRanges: readonly Cidr[];
   readonly ports: readonly ServicePortModel[];
   /** ClientIP affinity timeout in seconds, or 0 for no affinity. */
@@ -79,29 +85,22 @@ export function parseService(svc: V1Service): ServiceParse {
   }
   if (spec.clusterIP === 'None') return { ok: 'skip', key, reason: 'headless' };
 
-  const clusterIPs: IPv4[] = [];
+  const clusterIPs: IP[] = [];
   const rawClusterIPs = spec.clusterIPs?.length ? spec.clusterIPs : spec.clusterIP ? [spec.clusterIP] : [];
   if (spec.clusterIP && spec.clusterIPs?.length && spec.clusterIPs[0] !== spec.clusterIP) {
     err('spec.clusterIPs[0]', `must equal spec.clusterIP ${JSON.stringify(spec.clusterIP)}`);
   }
   // Loops rather than forEach here: a closure per list per service adds up at ten thousand services.
   for (let i = 0; i < rawClusterIPs.length; i++) {
-    const ip = rawClusterIPs[i];
-    const v4 = parseIPv4(ip);
-    if (v4) clusterIPs.push(v4);
-    else if (!isIPv6(ip)) err(spec.clusterIPs?.length ? `spec.clusterIPs[${i}]` : 'spec.clusterIP', `invalid IP ${JSON.stringify(ip)}`);
+    const ip = parseIP(rawClusterIPs[i]);
+    if (ip) clusterIPs.push(ip);
+    else err(spec.clusterIPs?.length ? `spec.clusterIPs[${i}]` : 'spec.clusterIP', `invalid IP ${JSON.stringify(rawClusterIPs[i])}`);
   }
+  checkFamilies(spec.ipFamilies, spec.ipFamilyPolicy, clusterIPs, spec.clusterIPs?.length ? 'spec.clusterIPs' : 'spec.clusterIP', err);
 
-  const externalIPs: IPv4[] = [];
-  const rawExternalIPs = spec.externalIPs ?? [];
-  for (let i = 0; i < rawExternalIPs.length; i++) {
-    const ip = rawExternalIPs[i];
-    const v4 = parseIPv4(ip);
-    if (v4) externalIPs.push(v4);
-    else if (!isIPv6(ip)) err(`spec.externalIPs[${i}]`, `invalid IP ${JSON.stringify(ip)}`);
-  }
+  const externalIPs = ipList(spec.externalIPs, 'spec.externalIPs', err);
 
-  const loadBalancerIPs: IPv4[] = [];
+  const loadBalancerIPs: IP[] = [];
   const ingress = svc.status?.loadBalancer?.ingress ?? [];
   for (let i = 0; i < ingress.length; i++) {
     const ing = ingress[i]!;
@@ -111,10 +110,9 @@ export function parseService(svc: V1Service): ServiceParse {
     // the traffic, and a mode added by a later API version is treated the
     // same way rather than rejecting the Service.
     const vip = (ing.ipMode ?? 'VIP') === 'VIP';
-    const v4 = parseIPv4(ing.ip);
-    if (v4) {
-      if (vip) loadBalancerIPs.push(v4);
-    } else if (!isIPv6(ing.ip)) err(`status.loadBalancer.ingress[${i}].ip`, `invalid IP ${JSON.stringify(ing.ip)}`);
+    const ip = parseIP(ing.ip);
+    if (!ip) err(`status.loadBalancer.ingress[${i}].ip`, `invalid IP ${JSON.stringify(ing.ip)}`);
+    else if (vip) loadBalancerIPs.push(ip);
   }
 
   const loadBalancerSourceRanges: Cidr[] = [];
@@ -123,7 +121,7 @@ export function parseService(svc: V1Service): ServiceParse {
     const r = rawRanges[i];
     const c = parseCidr(r);
     if (c) loadBalancerSourceRanges.push(c);
-    else if (!isIPv6(r)) err(`spec.loadBalancerSourceRanges[${i}]`, `invalid CIDR ${JSON.stringify(r)}`);
+    else err(`spec.loadBalancerSourceRanges[${i}]`, `invalid CIDR ${JSON.stringify(r)}`);
   }
 
   const ports: ServicePortModel[] = [];
@@ -213,4 +211,42 @@ export function parseService(svc: V1Service): ServiceParse {
       trafficDistribution: td as TrafficDistribution,
     },
   };
+}
+
+function ipList(raw: readonly string[] | undefined, field: string, err: (field: string, message: string) => void): IP[] {
+  const out: IP[] = [];
+  if (!raw) return out;
+  for (let i = 0; i < raw.length; i++) {
+    const ip = parseIP(raw[i]);
+    if (ip) out.push(ip);
+    else err(`${field}[${i}]`, `invalid IP ${JSON.stringify(raw[i])}`);
+  }
+  return out;
+}
+
+/**
+ * The API server's rules tying spec.ipFamilies, spec.ipFamilyPolicy and
+ * spec.clusterIPs together, as far as a proxy must trust them: at most one
+ * cluster IP per family, each of the family spec.ipFamilies names at its
+ * position, and no second family for a SingleStack service. An object that
+ * breaks them would have weir program a family its owner did not ask for.
+ */
+function checkFamilies(ipFamilies: readonly string[] | undefined, policy: string | undefined, ips: readonly IP[], field: string, err: (field: string, message: string) => void): void {
+  // Loops, no closures or arrays: every Service of a cold start comes through here.
+  const nf = ipFamilies?.length ?? 0;
+  for (let i = 0; i < nf; i++) {
+    const f = ipFamilies![i];
+    if (f !== 'IPv4' && f !== 'IPv6') err(`spec.ipFamilies[${i}]`, `unsupported value ${JSON.stringify(f)} (expected IPv4 or IPv6)`);
+  }
+  if (nf > 2 || (nf === 2 && ipFamilies![0] === ipFamilies![1])) err('spec.ipFamilies', 'must hold at most one of each family');
+  if (policy !== undefined && policy !== null && policy !== 'SingleStack' && policy !== 'PreferDualStack' && policy !== 'RequireDualStack') {
+    err('spec.ipFamilyPolicy', `unsupported value ${JSON.stringify(policy)} (expected SingleStack, PreferDualStack, RequireDualStack)`);
+  }
+  if (ips.length > 2 || (ips.length === 2 && ipFamily(ips[0]!) === ipFamily(ips[1]!))) err(field, 'must hold at most one address of each family');
+  if (ips.length === 2 && policy === 'SingleStack') err(field, 'a SingleStack service has one cluster IP');
+  for (let i = 0; i < ips.length && i < nf; i++) {
+    const want: Family | 0 = ipFamilies![i] === 'IPv4' ? 4 : ipFamilies![i] === 'IPv6' ? 6 : 0;
+    const f = ipFamily(ips[i]!);
+    if (want !== 0 && f !== want) err(`spec.clusterIPs[${i}]`, `${familyName(f)} address ${ips[i]!} does not match spec.ipFamilies[${i}] ${familyName(want)}`);
+  }
 }

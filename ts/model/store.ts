@@ -10,12 +10,13 @@ import { isDeepStrictEqual } from 'node:util';
 import type { V1EndpointSlice, V1Node, V1Service } from '@kubernetes/client-node';
 import { SliceModel, parseEndpointSlice } from './endpoints';
 import { ServiceModel, parseService } from './service';
-import { Cidr, EMPTY, FieldError, IPv4, ObjectKey, parseCidr, parseIPv4 } from './types';
+import { Cidr, EMPTY, FieldError, IP, ObjectKey, parseCidr, parseIP } from './types';
 
 export interface NodeModel {
   readonly name: string;
-  readonly internalIPs: readonly IPv4[];
-  readonly externalIPs: readonly IPv4[];
+  /** Both families, in the order the Node lists them. */
+  readonly internalIPs: readonly IP[];
+  readonly externalIPs: readonly IP[];
   readonly zone: string;
   /** IPv4 pod CIDRs of spec.podCIDRs (or spec.podCIDR): this node's pods, for detectLocalMode NodeCIDR. */
   readonly podCIDRs: readonly Cidr[];
@@ -207,10 +208,10 @@ export class ClusterStore {
       this.report(origin, [{ kind: 'Node', object: '(unnamed)', field: 'metadata.name', message: 'is required' }]);
       return false;
     }
-    const internalIPs: IPv4[] = [];
-    const externalIPs: IPv4[] = [];
+    const internalIPs: IP[] = [];
+    const externalIPs: IP[] = [];
     for (const a of raw.status?.addresses ?? []) {
-      const ip = parseIPv4(a.address);
+      const ip = parseIP(a.address);
       if (!ip) continue;
       if (a.type === 'InternalIP') internalIPs.push(ip);
       else if (a.type === 'ExternalIP') externalIPs.push(ip);

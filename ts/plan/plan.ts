@@ -11,11 +11,17 @@
  *  - every endpoint listed in a slice stays a known backend (even not ready or
  *    terminating) so established flows to it keep working until it is removed;
  *  - topology hints narrow the cluster-wide set (./topology.ts).
+ *
+ * Dual-stack follows kube-proxy's split into one proxier per family: each
+ * family with a cluster IP gets its own frontends (that family's cluster IP,
+ * externalIPs, LB IPs and node addresses) backed only by that family's
+ * EndpointSlices, with that family's loadBalancerSourceRanges. IPv4 comes
+ * first; a single-family service plans exactly as before.
  */
-import { EP_READY, EP_SERVING, EP_TERMINATING, EndpointHints, SliceModel, endpointsForPort } from '../model/endpoints';
+import { EP_READY, EP_SERVING, EP_TERMINATING, EndpointHints, SliceModel, endpointsForPort, sliceFamily } from '../model/endpoints';
 import { TOPOLOGY_NODE, TOPOLOGY_NONE, TOPOLOGY_ZONE, TopologyMode, availableForTopology, topologyMode } from './topology';
 import { ServiceModel } from '../model/service';
-import { Cidr, EMPTY, IPv4, ObjectKey, Port, cidrContains, intToIp, parseCidr } from '../model/types';
+import { Cidr, EMPTY, Family, IP, IPv6, ObjectKey, Port, cidrContains, cidrFamily, intToIp, ipFamily, ipv6SortKey, parseCidr } from '../model/types';
 import { SCOPE_ALL, SCOPE_LOCAL, SVC_F } from '../datapath/codecs';
 import { flatKey } from '../util/keys';
 
@@ -24,17 +30,17 @@ export type L4Proto = 'TCP' | 'UDP' | 'SCTP';
 export interface PlanContext {
   /** This node's name, to tell local endpoints from remote ones. */
   readonly nodeName: string;
-  /** Addresses NodePorts answer on (empty: no NodePort frontends). */
-  readonly nodePortAddrs: readonly IPv4[];
+  /** Addresses NodePorts answer on, of both families (empty: no NodePort frontends); each family's frontends take their own. */
+  readonly nodePortAddrs: readonly IP[];
   /** This node's own addresses (default none): loadBalancerSourceRanges that hold one also admit the LB IPs themselves. */
-  readonly nodeIPs?: readonly IPv4[];
+  readonly nodeIPs?: readonly IP[];
   /** This node's topology.kubernetes.io/zone label ('' or absent: none), for zone hints. */
   readonly zone?: string;
 }
 
 export interface PlannedBackend {
-  readonly addr: IPv4;
-  /** addr as a host-order u32, computed once here for the maps and the sort. */
+  readonly addr: IP;
+  /** An IPv4 addr as a host-order u32, computed once here for the maps and the sort; 0 for IPv6. */
   readonly ip: number;
   readonly port: Port;
   readonly proto: L4Proto;
@@ -45,7 +51,8 @@ export interface PlannedBackend {
 export interface PlannedFrontend {
   /** The service port this frontend serves ("name/PROTO"): frontends of one port share endpoints. */
   readonly servicePort: string;
-  readonly addr: IPv4;
+  /** Its family is its backends' family. */
+  readonly addr: IP;
   readonly port: Port;
   readonly proto: L4Proto;
   readonly scope: typeof SCOPE_ALL | typeof SCOPE_LOCAL;
@@ -72,16 +79,42 @@ export interface ServicePlan {
   readonly backends: readonly PlannedBackend[];
 }
 
-export function backendKey(b: { addr: IPv4; port: number; proto: L4Proto }): string {
+export function backendKey(b: { addr: IP; port: number; proto: L4Proto }): string {
   return endpointKey(b.addr, b.port, b.proto);
 }
 
-export function frontendKey(f: { addr: IPv4; port: number; proto: L4Proto }): string {
+export function frontendKey(f: { addr: IP; port: number; proto: L4Proto }): string {
   return endpointKey(f.addr, f.port, f.proto);
 }
 
+/** "addr:port/PROTO", with an IPv6 address in brackets ("[fd00::1]:80/TCP") as URLs and ip6tables write it. */
 function endpointKey(addr: string, port: number, proto: string): string {
-  return flatKey(addr, ':', port, '/', proto);
+  return addr.includes(':') ? flatKey(`[${addr}]`, ':', port, '/', proto) : flatKey(addr, ':', port, '/', proto);
+}
+
+/**
+ * One family's part of a plan (frontends and the backends they name,
+ * renumbered): what a per-family dataplane programs (the BPF maps and
+ * iptables/ip6tables are separate per family). A plan of one family is
+ * returned as it is.
+ */
+export function familyPlan(plan: ServicePlan, family: Family): ServicePlan {
+  // Frontends only: a family is planned only with its cluster IP, which gives
+  // every port a frontend, so frontends of one family mean backends of that
+  // family (reading a backend's address would build its string).
+  let mine = 0;
+  for (let i = 0; i < plan.frontends.length; i++) if (ipFamily(plan.frontends[i]!.addr) === family) mine++;
+  if (mine === plan.frontends.length && mine > 0) return plan;
+  if (mine === 0) return { service: plan.service, frontends: EMPTY, backends: EMPTY };
+  const renumber = new Map<number, number>();
+  const backends: PlannedBackend[] = [];
+  plan.backends.forEach((b, i) => {
+    if (ipFamily(b.addr) !== family) return;
+    renumber.set(i, backends.push(b) - 1);
+  });
+  const map = (idx: readonly number[]): number[] => idx.map((i) => renumber.get(i)!);
+  const frontends = plan.frontends.filter((f) => ipFamily(f.addr) === family).map((f) => ({ ...f, backends: map(f.backends), members: map(f.members) }));
+  return { service: plan.service, frontends, backends };
 }
 
 /** kube-proxy's endpoint choice for new connections. */
@@ -94,6 +127,11 @@ export function usableEndpoints<T extends { ready: boolean; serving: boolean; te
 /** (address, port, protocol) as one exact number (< 2^50), for finding a backend two service ports share. */
 function identity(ip: number, port: number, proto: L4Proto): number {
   return ip * 0x40000 + port * 4 + (proto === 'TCP' ? 0 : proto === 'UDP' ? 1 : 2);
+}
+
+/** The same for an IPv6 endpoint, which does not fit a number. */
+function identity6(key6: string, port: number, proto: L4Proto): string {
+  return `${key6}:${port}/${proto}`;
 }
 
 /**
@@ -111,7 +149,7 @@ class Candidate implements PlannedBackend {
   readonly serving: boolean;
   readonly hints: EndpointHints | null;
 
-  constructor(c: Omit<PlannedBackend, 'addr'> & { readonly ready: boolean; readonly serving: boolean; readonly hints: EndpointHints | null }) {
+  constructor(c: CandidateFields) {
     this.ip = c.ip;
     this.port = c.port;
     this.proto = c.proto;
@@ -122,8 +160,31 @@ class Candidate implements PlannedBackend {
     this.hints = c.hints;
   }
 
-  get addr(): IPv4 {
+  get addr(): IP {
     return intToIp(this.ip);
+  }
+}
+
+type CandidateFields = Omit<PlannedBackend, 'addr'> & { readonly ready: boolean; readonly serving: boolean; readonly hints: EndpointHints | null };
+
+/**
+ * An IPv6 candidate: its address, and the sort key endpointsForPort orders
+ * and merges by (its `ip` is 0). A class of its own so that IPv4 candidates,
+ * nearly all of them, stay as small as they were (two more fields on every
+ * candidate made planning a tenth slower).
+ */
+class Candidate6 extends Candidate {
+  readonly ip6: IPv6;
+  readonly key6: string;
+
+  constructor(c: CandidateFields, ip6: IPv6) {
+    super(c);
+    this.ip6 = ip6;
+    this.key6 = ipv6SortKey(ip6);
+  }
+
+  override get addr(): IP {
+    return this.ip6;
   }
 }
 
@@ -151,36 +212,61 @@ interface PortPlan {
 export function planService(svc: ServiceModel, slices: readonly SliceModel[], ctx: PlanContext): ServicePlan {
   const frontends: PlannedFrontend[] = [];
   const backends: PlannedBackend[] = [];
+  const ips = svc.clusterIPs;
+  // Nearly every service has one family: its plan is made without filtering anything.
+  if (ips.length === 1) planFamily(svc, slices, ctx, ipFamily(ips[0]!), frontends, backends);
+  else {
+    for (const family of [4, 6] as const) if (ips.some((ip) => ipFamily(ip) === family)) planFamily(svc, slices, ctx, family, frontends, backends);
+  }
+  return { service: svc.key, frontends, backends };
+}
+
+/** The addresses of one family: the list itself when all are (no copy). */
+function ofFamily<T extends IP>(list: readonly T[], family: Family): readonly T[] {
+  for (let i = 0; i < list.length; i++) if (ipFamily(list[i]!) !== family) return list.filter((ip) => ipFamily(ip) === family);
+  return list;
+}
+
+/** The slices of one family: the list itself when all are (no copy). */
+function slicesOfFamily(slices: readonly SliceModel[], family: Family): readonly SliceModel[] {
+  for (let i = 0; i < slices.length; i++) if (sliceFamily(slices[i]!) !== family) return slices.filter((sl) => sliceFamily(sl) === family);
+  return slices;
+}
+
+/** One family's frontends and backends of a service, appended to the plan's lists (kube-proxy's per-family proxier). */
+function planFamily(svc: ServiceModel, allSlices: readonly SliceModel[], ctx: PlanContext, family: Family, frontends: PlannedFrontend[], backends: PlannedBackend[]): void {
+  const slices = slicesOfFamily(allSlices, family);
+  const clusterIPs = ofFamily(svc.clusterIPs, family);
+  const externalIPs = ofFamily(svc.externalIPs, family);
+  const loadBalancerIPs = ofFamily(svc.loadBalancerIPs, family);
+  const nodePortAddrs = ofFamily(ctx.nodePortAddrs, family);
   // Two service ports can reach the same endpoint port (TCP, UDP and SCTP differ):
   // with one service port (the usual case) every endpoint is new.
-  const indexOf = svc.ports.length > 1 ? new Map<number, number>() : null;
+  const indexOf = svc.ports.length > 1 ? new Map<number | string, number>() : null;
   const topo = { nodeName: ctx.nodeName, zone: ctx.zone ?? '' };
   // Most services have no hints at all: then topology has nothing to decide.
   let hinted = false;
   for (let i = 0; i < slices.length && !hinted; i++) hinted = slices[i]!.hints !== undefined;
 
-  const sourceRanges = lbSourceRanges(svc, ctx);
+  const sourceRanges = lbSourceRanges(svc, ctx, family, loadBalancerIPs);
 
   for (let p = 0; p < svc.ports.length; p++) {
     const sp = svc.ports[p]!;
     const proto: L4Proto = sp.protocol;
     // Sorted by address and port; each one built once, as the backend it becomes.
-    const eps = endpointsForPort(
-      slices,
-      sp.name,
-      sp.protocol,
-      (ip, nodeName, cond, port, hints) =>
-        new Candidate({
-          ip,
-          port,
-          proto,
-          local: isLocal(nodeName, ctx),
-          terminating: (cond & EP_TERMINATING) !== 0,
-          ready: (cond & EP_READY) !== 0,
-          serving: (cond & EP_SERVING) !== 0,
-          hints,
-        }),
-    );
+    const eps = endpointsForPort(slices, sp.name, sp.protocol, (ip, nodeName, cond, port, hints, ip6) => {
+      const c: CandidateFields = {
+        ip,
+        port,
+        proto,
+        local: isLocal(nodeName, ctx),
+        terminating: (cond & EP_TERMINATING) !== 0,
+        ready: (cond & EP_READY) !== 0,
+        serving: (cond & EP_SERVING) !== 0,
+        hints,
+      };
+      return ip6 === undefined ? new Candidate(c) : new Candidate6(c, ip6);
+    });
     const members = new Array<number>(eps.length);
     let anyReady = false;
     let anyLocalReady = false;
@@ -188,7 +274,7 @@ export function planService(svc: ServiceModel, slices: readonly SliceModel[], ct
       const b = eps[i]!;
       anyReady ||= b.ready;
       anyLocalReady ||= b.local && b.ready;
-      const id = indexOf ? identity(b.ip, b.port, proto) : 0;
+      const id = indexOf ? (family === 4 ? identity(b.ip, b.port, proto) : identity6((b as Candidate6).key6, b.port, proto)) : 0;
       const at = indexOf?.get(id);
       if (at !== undefined) {
         backends[at] = b; // shared with an earlier port: the last port's copy stands
@@ -213,14 +299,13 @@ export function planService(svc: ServiceModel, slices: readonly SliceModel[], ct
     }
     const topology = mode === TOPOLOGY_NODE ? SVC_F.TOPO_NODE : mode === TOPOLOGY_ZONE ? SVC_F.TOPO_ZONE : 0;
     const port: PortPlan = { servicePort: `${sp.name}/${proto}`, proto, members, cluster, local, sourceRanges, topology };
-    for (let i = 0; i < svc.clusterIPs.length; i++) addFrontend(frontends, svc, port, svc.clusterIPs[i]!, sp.port, SVC_F.CLUSTER_IP, false);
-    for (let i = 0; i < svc.externalIPs.length; i++) addFrontend(frontends, svc, port, svc.externalIPs[i]!, sp.port, SVC_F.EXTERNAL_IP, true);
-    for (let i = 0; i < svc.loadBalancerIPs.length; i++) addFrontend(frontends, svc, port, svc.loadBalancerIPs[i]!, sp.port, SVC_F.LOAD_BALANCER, true);
+    for (let i = 0; i < clusterIPs.length; i++) addFrontend(frontends, svc, port, clusterIPs[i]!, sp.port, SVC_F.CLUSTER_IP, false);
+    for (let i = 0; i < externalIPs.length; i++) addFrontend(frontends, svc, port, externalIPs[i]!, sp.port, SVC_F.EXTERNAL_IP, true);
+    for (let i = 0; i < loadBalancerIPs.length; i++) addFrontend(frontends, svc, port, loadBalancerIPs[i]!, sp.port, SVC_F.LOAD_BALANCER, true);
     if (sp.nodePort > 0) {
-      for (let i = 0; i < ctx.nodePortAddrs.length; i++) addFrontend(frontends, svc, port, ctx.nodePortAddrs[i]!, sp.nodePort as Port, SVC_F.NODE_PORT, true);
+      for (let i = 0; i < nodePortAddrs.length; i++) addFrontend(frontends, svc, port, nodePortAddrs[i]!, sp.nodePort as Port, SVC_F.NODE_PORT, true);
     }
   }
-  return { service: svc.key, frontends, backends };
 }
 
 /*
@@ -229,11 +314,14 @@ export function planService(svc: ServiceModel, slices: readonly SliceModel[], ct
  * this node, kube-proxy admits the LB IPs as sources too, so that request
  * is served.
  */
-function lbSourceRanges(svc: ServiceModel, ctx: PlanContext): readonly Cidr[] {
-  const ranges = svc.loadBalancerSourceRanges;
+function lbSourceRanges(svc: ServiceModel, ctx: PlanContext, family: Family, loadBalancerIPs: readonly IP[]): readonly Cidr[] {
+  // Each family filters by its own ranges; a family the service gives none is
+  // open, as kube-proxy's per-family service info has it.
+  const all = svc.loadBalancerSourceRanges;
+  const ranges = all.length === 0 || all.every((c) => cidrFamily(c) === family) ? all : all.filter((c) => cidrFamily(c) === family);
   const nodeIPs = ctx.nodeIPs ?? EMPTY;
   if (ranges.length === 0 || !ranges.some((c) => nodeIPs.some((ip) => cidrContains(c, ip)))) return ranges;
-  const extra = svc.loadBalancerIPs.map((ip) => parseCidr(ip)!).filter((c) => !ranges.some((r) => r.text === c.text));
+  const extra = loadBalancerIPs.map((ip) => parseCidr(ip)!).filter((c) => !ranges.some((r) => r.text === c.text));
   return extra.length === 0 ? ranges : [...ranges, ...extra];
 }
 
@@ -241,7 +329,7 @@ function isLocal(nodeName: string, ctx: PlanContext): boolean {
   return nodeName !== '' && nodeName === ctx.nodeName;
 }
 
-function addFrontend(out: PlannedFrontend[], svc: ServiceModel, port: PortPlan, addr: IPv4, portNum: Port, kind: number, ext: boolean): void {
+function addFrontend(out: PlannedFrontend[], svc: ServiceModel, port: PortPlan, addr: IP, portNum: Port, kind: number, ext: boolean): void {
   const itpLocal = !ext && svc.internalTrafficPolicy === 'Local';
   const etpLocal = ext && svc.externalTrafficPolicy === 'Local';
   const sourceRanges = kind === SVC_F.LOAD_BALANCER ? port.sourceRanges : EMPTY;

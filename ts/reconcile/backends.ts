@@ -96,6 +96,11 @@ export class BackendTable {
     return true;
   }
 
+  /** A new backend id (IPv6 backends take theirs here too: one id space for both families, docs/ipv6.md). */
+  allocateId(): BackendId {
+    return this.nextId++ as BackendId;
+  }
+
   /** The id of the backend in a row. */
   idOf(row: number): BackendId {
     return this.id[row]! as BackendId;

@@ -7,12 +7,13 @@
  * endpoint change rewrites at most two slots.
  */
 import * as C from '../datapath/codecs';
-import { Cidr, ObjectKey, ipToInt } from '../model/types';
+import { Cidr, IPv4, IPv6, ObjectKey, cidrFamily, ipToInt, ipv6Bytes } from '../model/types';
 import { L4Proto, ServicePlan, frontendKey } from '../plan/plan';
 import { BackendTable } from './backends';
 import { BackendId, IdTable, RevNatId } from './ids';
-import { SV, pushMember, pushSlots, writeBackend, writeRevNat, writeSvcKey, writeSvcVal } from './entries';
-import { S_CIDR, S_MASTERS, S_MEMBER, S_REVNAT, S_SLOTS, SECTIONS, SLOT_OFF, u16At, u32At } from './layout';
+import { SV, backend6Value, pushMember, pushSlots, pushSlots6, writeBackend, writeRevNat, writeRevNat6, writeSvc6Key, writeSvcKey, writeSvcVal } from './entries';
+import { S_CIDR, S_CIDR6, S_MASTERS, S_MASTERS6, S_MEMBER, S_REVNAT, S_REVNAT6, S_SLOTS, S_SLOTS6, SECTIONS, SLOT_OFF, SLOT_OFF6, u16At, u32At } from './layout';
+import { BackendTable6 } from './backends6';
 import { Packed, viewKey } from './packed';
 import { ServiceRecord, freezeRecord, sectionView } from './record';
 import type { FrontendConflict, TruncatedFrontend } from './reconciler';
@@ -37,6 +38,15 @@ export interface BuildContext {
   fullDue(): boolean;
   /** The svc map as adopted, for the slot layouts of frontends no record has yet. */
   kernelSvc(): Map<string, string> | null;
+  /** IPv6 backends; null when the maps have no IPv6 twins (nothing of IPv6 is built then). */
+  readonly be6?: BackendTable6 | null;
+  /** The svc6 map as adopted. */
+  kernelSvc6?(): Map<string, string> | null;
+}
+
+/** A record's backend rows: IPv4 rows as they are, IPv6 rows as -(row + 1). */
+export function v6Row(encoded: number): number {
+  return -encoded - 1;
 }
 
 export class RecordBuilder {
@@ -52,7 +62,10 @@ export class RecordBuilder {
   /** The record of the cluster CIDRs (owner 0 in the cidr map). */
   clusterCidrs(cidrs: readonly Cidr[]): ServiceRecord {
     for (const p of this.scratch) p.clear();
-    for (const c of cidrs) this.pushCidr(CLUSTER_CIDR_OWNER, c);
+    for (const c of cidrs) {
+      if (cidrFamily(c) === 4) this.pushCidr(CLUSTER_CIDR_OWNER, c);
+      else if (this.ctx.be6) this.pushCidr6(CLUSTER_CIDR_OWNER, c);
+    }
     return freezeRecord(this.scratch, [], []);
   }
 
@@ -61,7 +74,7 @@ export class RecordBuilder {
    * ids taken from the allocators (new references before old ones are
    * released, so ids that stay are never reallocated).
    */
-  build(service: ObjectKey, plan: ServicePlan, old: ServiceRecord | null): ServiceRecord {
+  build(service: ObjectKey, plan: ServicePlan, old: ServiceRecord | null, plan6: ServicePlan | null = null): ServiceRecord {
     for (const p of this.scratch) p.clear();
     const be = this.ctx.be;
     /** Backend row of each plan backend, by its index in the plan. */
@@ -109,7 +122,7 @@ export class RecordBuilder {
         if (fe.scope === C.SCOPE_ALL) this.ctx.conflicts.push({ service, frontend: fk, flags: fe.flags, owner });
         continue;
       }
-      const addr = ipToInt(fe.addr);
+      const addr = ipToInt(fe.addr as IPv4); // the reconciler gives this builder one family's plan: IPv4
       const proto = PROTO_NUM[fe.proto];
       const mi = masters.push();
       const mOff = mi * masters.keySize;
@@ -155,7 +168,131 @@ export class RecordBuilder {
       writeSvcVal(masters.values, mi * masters.valueSize, 0, slots.length, fe.flags, revId, fe.affinityTimeout);
     }
     if (group) this.pushMembers(group.revId, group.members, group.mark, backends);
+    if (plan6 && plan6.frontends.length > 0 && this.ctx.be6) this.build6(service, plan6, old, frontends, backends);
     return freezeRecord(this.scratch, backends, frontends);
+  }
+
+  /**
+   * The IPv6 half of a service into the record's IPv6 sections: the same
+   * steps as the IPv4 frontends above, with the IPv6 structs, and member
+   * entries in the shared member section. Its backend rows are appended to
+   * `rows` as -(row + 1).
+   */
+  private build6(service: ObjectKey, plan: ServicePlan, old: ServiceRecord | null, frontends: string[], rows: number[]): void {
+    const be6 = this.ctx.be6!;
+    const own = new Array<number>(plan.backends.length);
+    for (let i = 0; i < plan.backends.length; i++) {
+      const b = plan.backends[i]!;
+      const value = backend6Value(ipv6Bytes(b.addr as IPv6), b.port, PROTO_NUM[b.proto], (b.local ? C.BE_F.LOCAL : 0) | (b.terminating ? C.BE_F.TERMINATING : 0));
+      const r = be6.rowFor(value);
+      if (be6.refs[r]!++ === 0) {
+        be6.live++;
+        if (!this.ctx.fullDue()) be6.markPending(r);
+      }
+      if (be6.want[r] !== value) {
+        // Shared backends take the flags of the service planned last.
+        be6.want[r] = value;
+        if (!this.ctx.fullDue()) be6.markPending(r);
+      }
+      own[i] = r;
+      rows.push(-r - 1);
+    }
+    const revIds = new Map<string, RevNatId>();
+    const masterKeys = new Set<string>();
+    const masters = this.scratch[S_MASTERS6]!;
+    const slotsOut = this.scratch[S_SLOTS6]!;
+    let group = null as { fk: string; revId: RevNatId; members: readonly number[]; mark: number } | null;
+    for (const fe of plan.frontends) {
+      const fk = frontendKey(fe);
+      const owner = this.ctx.owners.get(fk);
+      if (owner !== undefined && owner !== service) {
+        if (fe.scope === C.SCOPE_ALL) this.ctx.conflicts.push({ service, frontend: fk, flags: fe.flags, owner });
+        continue;
+      }
+      const addr = ipv6Bytes(fe.addr as IPv6);
+      const proto = PROTO_NUM[fe.proto];
+      const mi = masters.push();
+      writeSvc6Key(masters.keys, mi * masters.keySize, addr, fe.port, proto, fe.scope, 0);
+      const masterKey = masters.key(mi);
+      if (masterKeys.has(masterKey)) {
+        masters.count--; // the same frontend twice in one service: the first one stands
+        continue;
+      }
+      masterKeys.add(masterKey);
+      let revId = revIds.get(fk);
+      if (revId === undefined) {
+        this.ctx.owners.set(fk, service);
+        revId = this.ctx.frontendIds.acquire(fk);
+        revIds.set(fk, revId);
+        frontends.push(fk);
+        const rn = this.scratch[S_REVNAT6]!;
+        const ri = rn.push();
+        rn.keys.writeUInt32LE(revId, ri * rn.keySize);
+        writeRevNat6(rn.values, ri * rn.valueSize, addr, fe.port);
+        for (const c of fe.sourceRanges) this.pushCidr6(revId, c);
+      }
+      if (group?.fk !== fk) {
+        if (group) this.pushMembers6(group.revId, group.members, group.mark, own);
+        group = { fk, revId, members: fe.members, mark: ++this.markEpoch };
+      }
+      const mark = group.mark;
+      const ids = fe.backends.map((i) => {
+        be6.mark[own[i]!] = mark;
+        return be6.idOf(own[i]!);
+      });
+      const slots = this.layoutFrom(this.previousSlots6(old, masterKey), ids);
+      if (slots.length > MAX_SLOTS) {
+        this.ctx.truncated.push({ service, frontend: fk, backends: slots.length });
+        slots.length = MAX_SLOTS;
+      }
+      pushSlots6(slotsOut, addr, fe.port, proto, fe.scope, slots);
+      writeSvcVal(masters.values, mi * masters.valueSize, 0, slots.length, fe.flags, revId, fe.affinityTimeout);
+    }
+    if (group) this.pushMembers6(group.revId, group.members, group.mark, own);
+  }
+
+  private pushMembers6(revId: RevNatId, members: readonly number[], mark: number, rows: readonly number[]): void {
+    const mem = this.scratch[S_MEMBER]!;
+    const be6 = this.ctx.be6!;
+    mem.reserve(members.length);
+    for (const m of members) {
+      const r = rows[m]!;
+      pushMember(mem, revId, be6.idOf(r), be6.mark[r] === mark);
+    }
+  }
+
+  private pushCidr6(owner: RevNatId | typeof CLUSTER_CIDR_OWNER, c: Cidr): void {
+    const p = this.scratch[S_CIDR6]!;
+    const i = p.push();
+    C.cidr6Key.encode({ prefixlen: 32 + c.bits, owner, addr: c.base }, p.keys, i * p.keySize);
+    p.values.writeUInt32LE(1, i * p.valueSize);
+  }
+
+  /** Backend ids by slot an IPv6 frontend had: in the service's record, else in the adopted svc6 map. */
+  private previousSlots6(old: ServiceRecord | null, masterKey: string): BackendId[] {
+    const prefix = masterKey.slice(0, SLOT_OFF6);
+    const tail = masterKey.slice(SLOT_OFF6 + 2);
+    if (old) {
+      const slots = sectionView(old, SECTIONS, S_SLOTS6);
+      const out: BackendId[] = [];
+      for (let i = 0; i < slots.count; i++) {
+        const k = viewKey(slots, i);
+        if (!k.startsWith(prefix)) continue;
+        const slot = k.charCodeAt(SLOT_OFF6) | (k.charCodeAt(SLOT_OFF6 + 1) << 8);
+        out[slot - 1] = slots.buf.readUInt32LE(slots.valOff + i * slots.valueSize) as BackendId;
+      }
+      if (out.length > 0) return out.filter((id) => id !== undefined);
+    }
+    const kernelSvc6 = this.ctx.kernelSvc6?.() ?? null;
+    const master = kernelSvc6?.get(masterKey);
+    if (!kernelSvc6 || !master) return [];
+    const count = u16At(master, SV.count);
+    const out: BackendId[] = [];
+    for (let slot = 1; slot <= count; slot++) {
+      const v = kernelSvc6.get(prefix + String.fromCharCode(slot & 0xff, slot >> 8) + tail);
+      if (v) out.push(u32At(v, SV.backend_id) as BackendId);
+    }
+    return out;
   }
 
   /** Member entries of one frontend: its endpoints (plan indices into `rows`), active where they carry the group's mark. */
@@ -194,7 +331,11 @@ export class RecordBuilder {
    * at most two slots, not every slot after it.
    */
   private layout(old: ServiceRecord | null, masterKey: string, ids: readonly BackendId[]): BackendId[] {
-    const prev = this.previousSlots(old, masterKey);
+    return this.layoutFrom(this.previousSlots(old, masterKey), ids);
+  }
+
+  /** The slot layout given the ids by slot the frontend had (see layout). */
+  private layoutFrom(prev: readonly BackendId[], ids: readonly BackendId[]): BackendId[] {
     if (prev.length === 0) return ids as BackendId[];
     const want = new Set(ids);
     const placed = new Set<BackendId>();

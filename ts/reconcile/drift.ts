@@ -4,19 +4,22 @@
  * goes on serving changes; only a map found different gets the full
  * comparison (Reconciler.repairDrift) that writes the repair.
  */
-import { MapIO, PackedDump, ServiceMaps } from '../datapath/maps';
+import { MapIO, PackedDump } from '../datapath/maps';
 import { BackendTable } from './backends';
+import { BackendTable6 } from './backends6';
 import { Digest, KeyedDigest } from './digest';
-import { MAP_ORDER, MapName, SECTIONS } from './layout';
+import { MAP_ORDER, MapName, ReconcileMaps, SECTIONS } from './layout';
 import { Packed } from './packed';
 import { ServiceRecord, sectionView } from './record';
 import { Writes } from './writes';
 
 /** What the scanner reads of the reconciler. */
 export interface DriftHost {
-  maps(): ServiceMaps;
+  maps(): ReconcileMaps;
   records(): Iterable<ServiceRecord>;
   backends(): BackendTable;
+  /** The IPv6 backends (null: the maps have no IPv6 twins). */
+  backends6?(): BackendTable6 | null;
   /** True while the kernel may hold an unknown part of a write. */
   unsettled(): boolean;
 }
@@ -53,12 +56,13 @@ export class DriftScanner {
     try {
       for (const m of MAP_ORDER) {
         const map = this.host.maps()[m];
+        if (!map) continue; // an IPv6 twin the datapath lacks
         const touched = new Set<string>();
         this.touched.set(m, touched);
         const have = new KeyedDigest();
         // The LPM trie has no batched lookups, and a key walk restarts when
         // its last key is deleted under it: it is small, read in one step.
-        const walk = m === 'cidr' ? undefined : map.walk?.(entriesPerStep);
+        const walk = m === 'cidr' || m === 'cidr6' ? undefined : map.walk?.(entriesPerStep);
         for (let done = false; !done;) {
           yield;
           if (this.host.unsettled()) return null;
@@ -74,6 +78,7 @@ export class DriftScanner {
         }
         const want = new Digest();
         if (m === 'be') this.backendDigest(want);
+        else if (m === 'be6') this.backend6Digest(want);
         else {
           for (const r of this.host.records()) {
             const per = this.recordDigests(r);
@@ -98,6 +103,20 @@ export class DriftScanner {
     };
     SECTIONS.forEach((sec, s) => note(sec.map, [w.ups[s]!, w.dels[s]!]));
     note('be', [w.beUps, w.beDels]);
+    note('be6', [w.be6Ups, w.be6Dels]);
+  }
+
+  /** Digest of the IPv6 backend entries the kernel should hold. */
+  private backend6Digest(into: Digest): void {
+    const be6 = this.host.backends6?.();
+    if (!be6) return;
+    const key = Buffer.alloc(4);
+    for (const r of be6.rows()) {
+      if (be6.refs[r] === 0) continue;
+      key.writeUInt32LE(be6.id[r]!, 0);
+      const v = Buffer.from(be6.want[r]!, 'latin1');
+      into.add(key, 0, 4, v, 0, v.length);
+    }
   }
 
   /** Digest of the backend entries the kernel should hold: id -> (v0, v1) of every referenced backend. */

@@ -66,3 +66,44 @@ export function pushBackend(p: Packed, be: BackendTable, r: number): void {
   p.values.writeInt32LE(be.v0[r]!, i * p.valueSize);
   p.values.writeInt32LE(be.v1[r]!, i * p.valueSize + 4);
 }
+
+/*
+ * IPv6 entries: the address as 16 network-order bytes (`addr` here), the
+ * rest as in the IPv4 structs.
+ */
+const SK6 = C.svc6Key.at;
+
+export function writeSvc6Key(buf: Buffer, off: number, addr: Buffer, port: number, proto: number, scope: number, slot: number): void {
+  addr.copy(buf, off + SK6.addr);
+  buf.writeUInt16BE(port, off + SK6.port);
+  buf[off + SK6.proto] = proto;
+  buf[off + SK6.scope] = scope;
+  buf.writeUInt16LE(slot, off + SK6.slot);
+  buf.writeUInt16LE(0, off + SK6.pad);
+}
+
+/** The slot entries of one IPv6 frontend: slot i + 1 names backend ids[i]. */
+export function pushSlots6(out: Packed, addr: Buffer, port: number, proto: number, scope: number, ids: readonly BackendId[]): void {
+  out.reserve(ids.length);
+  ids.forEach((id, i) => {
+    const at = out.push();
+    writeSvc6Key(out.keys, at * out.keySize, addr, port, proto, scope, i + 1);
+    writeSvcVal(out.values, at * out.valueSize, id, 0, 0, 0, 0);
+  });
+}
+
+export function writeRevNat6(buf: Buffer, off: number, addr: Buffer, port: number): void {
+  addr.copy(buf, off + C.revnat6.at.addr);
+  buf.writeUInt16BE(port, off + C.revnat6.at.port);
+  buf.writeUInt16LE(0, off + C.revnat6.at.pad);
+}
+
+/** A weir_backend6 value as latin1 (what BackendTable6 keeps). */
+export function backend6Value(addr: Buffer, port: number, proto: number, flags: number): string {
+  const b = Buffer.alloc(C.backend6.size);
+  addr.copy(b, C.backend6.at.addr);
+  b.writeUInt16BE(port, C.backend6.at.port);
+  b[C.backend6.at.proto] = proto;
+  b[C.backend6.at.flags] = flags;
+  return b.toString('latin1');
+}

@@ -34,18 +34,20 @@
  * This file holds the state between them and the commit protocol.
  */
 import * as C from '../datapath/codecs';
-import { IMMEDIATE_WRITES, ServiceMaps, WriteQueue } from '../datapath/maps';
+import { IMMEDIATE_WRITES, WriteQueue } from '../datapath/maps';
 import { Cidr, ObjectKey } from '../model/types';
-import { ServicePlan } from '../plan/plan';
+import { ServicePlan, familyPlan } from '../plan/plan';
+import { ipFamily } from '../model/types';
 import { BackendTable } from './backends';
+import { BackendTable6 } from './backends6';
 import { IdTable } from './ids';
 import { Dataplane } from './dataplane';
 import { ServiceRecord, entryCount, forEachBackendRow } from './record';
 import { DriftScanner } from './drift';
 import { AdoptReport, adoptPinned } from './adopt';
-import { MapName, SECTIONS, u32Key } from './layout';
+import { MapName, ReconcileMaps, SECTIONS, V6_MAPS, hasV6, u32Key } from './layout';
 import { CommitStats, NO_WRITES, Writes } from './writes';
-import { RecordBuilder } from './builder';
+import { RecordBuilder, v6Row } from './builder';
 import { diffAll, diffPending } from './differ';
 
 export type { AdoptReport } from './adopt';
@@ -100,7 +102,7 @@ export class MapFullError extends Error {
 const STATIC_OWNER = '' as ObjectKey;
 
 export class Reconciler implements Dataplane {
-  private readonly maps: ServiceMaps;
+  private readonly maps: ReconcileMaps;
   private readonly writes: WriteQueue;
   private readonly records = new Map<ObjectKey, ServiceRecord>();
   /** Services changed since the last commit, with their record as of that commit. */
@@ -116,6 +118,8 @@ export class Reconciler implements Dataplane {
    */
   private flushWrites: Writes | null = null;
   private readonly be = new BackendTable();
+  /** IPv6 backends, when the maps have the IPv6 twins (docs/ipv6.md); else IPv6 halves of plans are not programmed. */
+  private readonly be6: BackendTable6 | null;
   private readonly frontendIds = new IdTable();
   private readonly owners = new Map<string, ObjectKey>();
   /** The next commit compares everything with the kernel (after adopt() or a failed write). */
@@ -126,12 +130,15 @@ export class Reconciler implements Dataplane {
    * commit. The other maps are read one at a time when they are compared.
    */
   private kernelSvc: Map<string, string> | null = null;
+  /** The svc6 map as adopt() found it, likewise. */
+  private kernelSvc6: Map<string, string> | null = null;
   private resync = false;
   private adoptedIdsPending = false;
   private readonly drift = new DriftScanner({
     maps: () => this.maps,
     records: () => this.records.values(),
     backends: () => this.be,
+    backends6: () => this.be6,
     // A failed write's retry is due: it compares everything itself.
     unsettled: () => this.pending.size > 0 || this.full || this.resync,
   });
@@ -141,20 +148,24 @@ export class Reconciler implements Dataplane {
   private savedIds = { rev: 1, be: 1 };
   readonly conflicts: FrontendConflict[] = [];
   readonly truncated: TruncatedFrontend[] = [];
-  private readonly builder = new RecordBuilder({
-    be: this.be,
-    frontendIds: this.frontendIds,
-    owners: this.owners,
-    conflicts: this.conflicts,
-    truncated: this.truncated,
-    fullDue: () => this.full,
-    kernelSvc: () => this.kernelSvc,
-  });
+  private readonly builder: RecordBuilder;
 
   /** writes: where flush() hands its batches (a KernelWriteQueue lets the kernel insert while the next ones are built). */
-  constructor(maps: ServiceMaps, writes: WriteQueue = IMMEDIATE_WRITES) {
+  constructor(maps: ReconcileMaps, writes: WriteQueue = IMMEDIATE_WRITES) {
     this.maps = maps;
     this.writes = writes;
+    this.be6 = hasV6(maps) ? new BackendTable6(this.be) : null;
+    this.builder = new RecordBuilder({
+      be: this.be,
+      be6: this.be6,
+      frontendIds: this.frontendIds,
+      owners: this.owners,
+      conflicts: this.conflicts,
+      truncated: this.truncated,
+      fullDue: () => this.full,
+      kernelSvc: () => this.kernelSvc,
+      kernelSvc6: () => this.kernelSvc6,
+    });
   }
 
   /**
@@ -163,8 +174,9 @@ export class Reconciler implements Dataplane {
    * the maps are empty (a fresh node).
    */
   adopt(): AdoptReport {
-    const a = adoptPinned(this.maps, this.frontendIds, this.be);
+    const a = adoptPinned(this.maps, this.frontendIds, this.be, this.be6);
     this.kernelSvc = a.kernelSvc;
+    this.kernelSvc6 = a.kernelSvc6;
     this.full = a.nonEmpty;
     this.savedIds = a.savedIds;
     this.adoptedIdsPending = true;
@@ -194,7 +206,12 @@ export class Reconciler implements Dataplane {
     // Take the new references before dropping the old ones, so ids of
     // backends and frontends that stay are never released and reallocated.
     const old = this.records.get(service) ?? null;
-    const next = plan ? this.builder.build(service, plan, old) : null;
+    // Each family into its own maps; the IPv6 half only where the datapath has IPv6 maps.
+    let next: ServiceRecord | null = null;
+    if (plan) {
+      const v6 = hasIPv6(plan);
+      next = this.builder.build(service, v6 ? familyPlan(plan, 4) : plan, old, v6 && this.be6 ? familyPlan(plan, 6) : null);
+    }
     if (old) this.release(service, old, next);
     this.setRecord(service, old, next);
   }
@@ -210,8 +227,8 @@ export class Reconciler implements Dataplane {
     }
     const w = new Writes();
     const full = this.full;
-    if (full) diffAll(w, { records: this.records, be: this.be, maps: this.maps, kernelSvc: this.kernelSvc });
-    else diffPending(w, { pending: this.pending, records: this.records, be: this.be });
+    if (full) diffAll(w, { records: this.records, be: this.be, maps: this.maps, kernelSvc: this.kernelSvc, be6: this.be6, kernelSvc6: this.kernelSvc6 });
+    else diffPending(w, { pending: this.pending, records: this.records, be: this.be, be6: this.be6 });
     if (full) this.lastRepairs = w.byMap(this.maps);
     let stats: CommitStats;
     try {
@@ -230,9 +247,11 @@ export class Reconciler implements Dataplane {
     }
     if (!full) this.settleBackends();
     this.be.clearPending();
+    this.be6?.clearPending();
     this.clearPending();
     this.full = false;
     this.kernelSvc = null;
+    this.kernelSvc6 = null;
     if (this.adoptedIdsPending) {
       this.frontendIds.dropUnreferenced();
       this.adoptedIdsPending = false;
@@ -282,7 +301,7 @@ export class Reconciler implements Dataplane {
       this.writes.drain();
       const w = this.flushWrites ?? (this.flushWrites = new Writes());
       w.clear();
-      diffPending(w, { pending: this.pending, records: this.records, be: this.be });
+      diffPending(w, { pending: this.pending, records: this.records, be: this.be, be6: this.be6 });
       this.saveIds();
       stats = w.submit(this.maps, this.writes);
       this.drift.noteWrites(w);
@@ -299,6 +318,7 @@ export class Reconciler implements Dataplane {
     // the commit sees it, and everything is compared with the kernel.
     this.settleBackends();
     this.be.clearPending();
+    this.be6?.clearPending();
     this.clearPending();
   }
 
@@ -312,6 +332,7 @@ export class Reconciler implements Dataplane {
   private writeFailed(): void {
     this.resync = true;
     this.kernelSvc = null;
+    this.kernelSvc6 = null;
     this.flushed = NO_WRITES;
   }
 
@@ -344,6 +365,12 @@ export class Reconciler implements Dataplane {
         be.a1[r] = be.v1[r]!;
       } else be.remove(r);
     }
+    const be6 = this.be6;
+    if (!be6) return;
+    for (const r of be6.pendingRows()) {
+      if (be6.refs[r]! > 0) be6.have[r] = be6.want[r]!;
+      else be6.remove(r);
+    }
   }
 
   private clearPending(): void {
@@ -361,13 +388,15 @@ export class Reconciler implements Dataplane {
   }
 
   backendCount(): number {
-    return this.be.live;
+    return this.be.live + (this.be6?.live ?? 0);
   }
 
-  /** Entries currently desired, per map (for gauges and tests). */
-  sizes(): Record<MapName, number> {
-    const out: Record<MapName, number> = { svc: 0, be: this.be.live, revnat: 0, member: 0, cidr: 0 };
-    for (const r of this.records.values()) SECTIONS.forEach((sec, s) => (out[sec.map] += entryCount(r, s)));
+  /** Entries currently desired, per map (for gauges and tests); the IPv6 twins only when the maps have them. */
+  sizes(): Partial<Record<MapName, number>> {
+    const out: Partial<Record<MapName, number>> = { svc: 0, be: this.be.live, revnat: 0, member: 0, cidr: 0 };
+    if (this.be6) Object.assign(out, { svc6: 0, be6: this.be6.live, revnat6: 0, cidr6: 0 });
+    for (const r of this.records.values()) SECTIONS.forEach((sec, s) => (out[sec.map] = (out[sec.map] ?? 0) + entryCount(r, s)));
+    if (!this.be6) for (const m of V6_MAPS) delete out[m];
     return out;
   }
 
@@ -376,16 +405,24 @@ export class Reconciler implements Dataplane {
     const wanted = this.sizes();
     const out: MapFill[] = [];
     for (const m of Object.keys(wanted) as MapName[]) {
-      const max = this.maps[m].maxEntries;
-      if (max !== undefined) out.push({ map: this.maps[m].name, entries: wanted[m], max });
+      const map = this.maps[m];
+      if (map?.maxEntries !== undefined) out.push({ map: map.name, entries: wanted[m]!, max: map.maxEntries });
     }
     return out;
   }
 
   private release(service: ObjectKey, old: ServiceRecord, next: ServiceRecord | null): void {
     const be = this.be;
+    const be6 = this.be6;
     forEachBackendRow(old, SECTIONS, (r) => {
-      if (--be.refs[r]! === 0) {
+      if (r < 0) {
+        // An IPv6 backend (./builder.ts v6Row).
+        const r6 = v6Row(r);
+        if (--be6!.refs[r6]! === 0) {
+          be6!.live--;
+          be6!.markPending(r6);
+        }
+      } else if (--be.refs[r]! === 0) {
         be.live--;
         this.be.markPending(r);
       }
@@ -405,4 +442,10 @@ export class Reconciler implements Dataplane {
     if (next) this.records.set(service, next);
     else this.records.delete(service);
   }
+}
+
+/** Whether a plan has an IPv6 frontend (nearly every plan has none: then it is used as it is). */
+function hasIPv6(plan: ServicePlan): boolean {
+  for (let i = 0; i < plan.frontends.length; i++) if (ipFamily(plan.frontends[i]!.addr) === 6) return true;
+  return false;
 }

@@ -3,8 +3,8 @@
  * the order they go to the kernel in (DESIGN.md §2): make before break.
  */
 import * as C from '../datapath/codecs';
-import { ServiceMaps, WriteQueue } from '../datapath/maps';
-import { MapName, SECTIONS } from './layout';
+import { MapIO, WriteQueue } from '../datapath/maps';
+import { MapName, ReconcileMaps, SECTIONS } from './layout';
 import { Packed, PackedView, viewKey, viewValue } from './packed';
 
 export interface CommitStats {
@@ -20,12 +20,14 @@ export class Writes {
   readonly dels = SECTIONS.map((s) => new Packed(s.keySize, 0));
   readonly beUps = new Packed(C.u32Key.size, C.backend.size);
   readonly beDels = new Packed(C.u32Key.size, 0);
+  readonly be6Ups = new Packed(C.u32Key.size, C.backend6.size);
+  readonly be6Dels = new Packed(C.u32Key.size, 0);
   /** Maps whose deletes go first: too full for their new keys otherwise (Reconciler.roomFirst). */
   readonly roomFirst = new Set<MapName>();
 
   /** Empty, keeping the buffers' capacity. */
   clear(): void {
-    for (const p of [...this.ups, ...this.dels, this.beUps, this.beDels]) p.clear();
+    for (const p of [...this.ups, ...this.dels, this.beUps, this.beDels, this.be6Ups, this.be6Dels]) p.clear();
     this.roomFirst.clear();
   }
 
@@ -46,27 +48,39 @@ export class Writes {
   }
 
   /** Writes and deletes per map name (for the drift counts of a full comparison). */
-  byMap(maps: ServiceMaps): Record<string, number> {
+  byMap(maps: ReconcileMaps): Record<string, number> {
     const out: Record<string, number> = {};
     const add = (m: MapName, n: number): void => {
-      if (n > 0) out[maps[m].name] = (out[maps[m].name] ?? 0) + n;
+      const name = maps[m]?.name;
+      if (n > 0 && name) out[name] = (out[name] ?? 0) + n;
     };
     SECTIONS.forEach((sec, s) => add(sec.map, this.ups[s]!.count + this.dels[s]!.count));
     add('be', this.beUps.count + this.beDels.count);
+    add('be6', this.be6Ups.count + this.be6Dels.count);
     return out;
   }
 
   /** Queue every write in the order of DESIGN.md §2 (the queue keeps it), but a roomFirst map's deletes before everything. */
-  submit(maps: ServiceMaps, q: WriteQueue): CommitStats {
+  submit(maps: ReconcileMaps, q: WriteQueue): CommitStats {
     const first = (m: MapName): boolean => this.roomFirst.has(m);
-    for (let s = SECTIONS.length - 1; s >= 0; s--) if (first(SECTIONS[s]!.map)) this.dels[s]!.removeFrom(maps[SECTIONS[s]!.map], q);
+    // A map the datapath lacks (IPv6 twins) has no entries to write: the builder made none.
+    const map = (m: MapName): MapIO => maps[m]!;
+    const del = (s: number): void => {
+      if (this.dels[s]!.count > 0) this.dels[s]!.removeFrom(map(SECTIONS[s]!.map), q);
+    };
+    for (let s = SECTIONS.length - 1; s >= 0; s--) if (first(SECTIONS[s]!.map)) del(s);
     if (first('be')) this.beDels.removeFrom(maps.be, q);
+    if (first('be6') && this.be6Dels.count > 0) this.be6Dels.removeFrom(map('be6'), q);
     this.beUps.writeTo(maps.be, q);
-    SECTIONS.forEach((sec, s) => this.ups[s]!.writeTo(maps[sec.map], q));
-    for (let s = SECTIONS.length - 1; s >= 0; s--) if (!first(SECTIONS[s]!.map)) this.dels[s]!.removeFrom(maps[SECTIONS[s]!.map], q);
+    if (this.be6Ups.count > 0) this.be6Ups.writeTo(map('be6'), q);
+    SECTIONS.forEach((sec, s) => {
+      if (this.ups[s]!.count > 0) this.ups[s]!.writeTo(map(sec.map), q);
+    });
+    for (let s = SECTIONS.length - 1; s >= 0; s--) if (!first(SECTIONS[s]!.map)) del(s);
     if (!first('be')) this.beDels.removeFrom(maps.be, q);
+    if (!first('be6') && this.be6Dels.count > 0) this.be6Dels.removeFrom(map('be6'), q);
     const sum = (ps: Packed[]): number => ps.reduce((n, p) => n + p.count, 0);
-    return { upserts: sum(this.ups) + this.beUps.count, deletes: sum(this.dels) + this.beDels.count };
+    return { upserts: sum(this.ups) + this.beUps.count + this.be6Ups.count, deletes: sum(this.dels) + this.beDels.count + this.be6Dels.count };
   }
 }
 

@@ -11,9 +11,9 @@
 import * as fs from 'node:fs';
 import { isDeepStrictEqual } from 'node:util';
 import { ClusterStore } from '../model/store';
-import { Cidr, IPv4, cidrContains } from '../model/types';
+import { Cidr, IP, IPv4, cidrContains, cidrFamily, ipFamily } from '../model/types';
 import { PlanContext, usableEndpoints } from '../plan/plan';
-import { sliceEndpoints } from '../model/endpoints';
+import { sliceEndpoints, sliceFamily } from '../model/endpoints';
 import { MapFill, MapFullError, Reconciler } from '../reconcile/reconciler';
 import { BpfDatapath, DEFAULT_SIZES, DeviceRole, MAP_NAMES } from '../datapath/loader';
 import { DeviceWatcher, listLinks, upDeviceAddrs } from '../datapath/devices';
@@ -143,15 +143,23 @@ async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Pro
     udp: opts.conntrackUdpSec ?? CONNTRACK_DEFAULTS.udp,
     udpStream: opts.conntrackUdpStreamSec ?? CONNTRACK_DEFAULTS.udpStream,
   };
-  const writeConfig = (): void =>
+  // Each family masquerades to the node's first address of that family and knows its own pod CIDRs.
+  const hasCidrs = (family: 4 | 6): boolean => detector.kind === 'cidrs' && detector.cidrs.some((c) => cidrFamily(c) === family);
+  const writeConfig = (): void => {
     dp?.writeConfig({
       hairpinAddr: opts.hairpinAddr,
-      snatAddr: nodeIPs[0] ?? '',
+      snatAddr: nodeIPs.find((ip) => ipFamily(ip) === 4) ?? '',
       masqueradeAll: opts.masqueradeAll,
-      haveClusterCidrs: detector.kind === 'cidrs',
+      haveClusterCidrs: hasCidrs(4),
       localDevices: detector.kind === 'devices',
       conntrack,
     });
+    dp?.writeConfig6({
+      hairpinAddr: opts.hairpinAddr6,
+      snatAddr: nodeIPs.find((ip) => ipFamily(ip) === 6) ?? '',
+      haveClusterCidrs: hasCidrs(6),
+    });
+  };
   let reconciler: Dataplane;
   let iptables: IptablesDataplane | null = null;
   let mapFill: (() => readonly MapFill[]) | undefined;
@@ -165,8 +173,10 @@ async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Pro
     reconciler = r;
     mapFill = () => r.fill();
   } else {
-    const { IptablesDataplane } = await import('../fallback/iptables');
-    iptables = new IptablesDataplane({ ctx: { clusterCIDRs: opts.clusterCIDRs, masqueradeAll: opts.masqueradeAll, localTraffic: iptablesLocalMatches(detector) }, log });
+    const { IptablesDataplane, ip6tablesAvailable } = await import('../fallback/iptables');
+    const v6problem = ip6tablesAvailable();
+    if (v6problem) log.warn('ip6tables not usable: IPv6 services are not served in iptables mode', { error: v6problem });
+    iptables = new IptablesDataplane({ ctx: { clusterCIDRs: opts.clusterCIDRs, masqueradeAll: opts.masqueradeAll, localTraffic: iptablesLocalMatches(detector) }, log, ipv6: v6problem === null });
     reconciler = iptables;
   }
   /** NodeCIDR: the detector is the Node's pod CIDRs, as they are now. */
@@ -506,15 +516,16 @@ function attachDevices(dp: BpfDatapath, opts: RunOptions, log: Logger, detector:
 /**
  * Where NodePorts answer: node IPs (narrowed by --nodeport-addresses), and
  * 127.0.0.1 for node processes (socket hooks in BPF mode, OUTPUT in iptables mode).
+ * Never ::1: IPv6 has no route_localnet, so kube-proxy serves no NodePort there either.
  */
-function nodePortAddrs(nodeIPs: readonly IPv4[], opts: RunOptions, mode: 'bpf' | 'iptables'): IPv4[] {
+function nodePortAddrs(nodeIPs: readonly IP[], opts: RunOptions, mode: 'bpf' | 'iptables'): IP[] {
   const out = nodeIPs.filter((ip) => opts.nodePortAddresses.length === 0 || opts.nodePortAddresses.some((c) => cidrContains(c, ip)));
   if (opts.localhostNodePorts && (mode === 'iptables' || opts.cgroupRoot)) out.push(LOCALHOST);
   return out;
 }
 
-/** --node-ips, or the IPv4 addresses of the external devices (exported for its test). */
-export async function resolveNodeIPs(opts: Pick<RunOptions, 'nodeIPs' | 'externalDevices'>): Promise<IPv4[]> {
+/** --node-ips (either family), or the IPv4 addresses of the external devices (exported for its test). */
+export async function resolveNodeIPs(opts: Pick<RunOptions, 'nodeIPs' | 'externalDevices'>): Promise<IP[]> {
   if (opts.nodeIPs.length) return [...opts.nodeIPs];
   if (!opts.externalDevices.length) return [];
   const up = upDeviceAddrs(opts.externalDevices);
@@ -533,7 +544,10 @@ function healthCheckTargets(store: ClusterStore, nodeName: string): HealthCheckT
   for (const svc of store.services.values()) {
     if (svc.type !== 'LoadBalancer' || svc.externalTrafficPolicy !== 'Local' || !svc.healthCheckNodePort) continue;
     const local = new Set<string>();
+    // A dual-stack pod is an endpoint in each family's slices: count one family's (the primary's), as one kube-proxy family proxier reports them.
+    const family = ipFamily(svc.clusterIPs[0]!);
     for (const slice of store.slicesOf(svc.key)) {
+      if (sliceFamily(slice) !== family) continue;
       for (const ep of usableEndpoints(sliceEndpoints(slice))) if (ep.nodeName === nodeName && ep.ready) local.add(ep.addr);
     }
     out.push({ namespace: svc.namespace, name: svc.name, port: svc.healthCheckNodePort, localEndpoints: local.size });

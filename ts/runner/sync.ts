@@ -238,7 +238,7 @@ export class Syncer {
   /** Endpoints times slice ports over every slice: what the backend table holds when all is planned. */
   private endpointPorts(): number {
     let n = 0;
-    for (const slice of this.store.slices.values()) n += slice.ips.length * slice.ports.length;
+    for (const slice of this.store.slices.values()) n += slice.nodeNames.length * slice.ports.length;
     return n;
   }
 
