@@ -26,7 +26,7 @@ const all: Run[] = [
   { label: 'ffi (ffi-napi)', dir: 'test/unit', pattern: '^ffi\\.test\\.js$', env: { WEIR_FFI: 'ffi-napi' } },
   { label: 'e2e', dir: 'test/e2e', pattern: '\\.test\\.js$' },
   // The service suites again on the iptables fallback: same tests, other dataplane.
-  { label: 'e2e-iptables', dir: 'test/e2e', pattern: '^(clusterip|services|features|fragments|sctp|conntrack|detect-local)\\.test\\.js$', env: { WEIR_TEST_MODE: 'iptables' } },
+  { label: 'e2e-iptables', dir: 'test/e2e', pattern: '^(clusterip|services|features|fragments|sctp|conntrack|detect-local|ipv6|services6)\\.test\\.js$', env: { WEIR_TEST_MODE: 'iptables' } },
 ];
 const runs = all.filter((r) => !only || r.label.startsWith(only));
 

@@ -20,7 +20,7 @@ import { protoName } from '../reconcile/reconciler';
 import type { TraceOptions, TraceOrigin } from './commands';
 
 export function backendsView(shim: Shim, root: string): BackendView[] {
-  return readServices(openPinned(shim, root, ['svc', 'be'])).backends;
+  return readServices(openPinned(shim, root, ['svc', 'be', 'svc6', 'be6'])).backends;
 }
 
 export function formatBackends(list: BackendView[]): string {

@@ -144,7 +144,7 @@ async function services(opts: ReadOptions): Promise<number> {
   const { formatServices, readServices } = await import('../datapath/dump');
   const { iptablesServices } = await import('../fallback/view');
   // BPF mode's maps if they are pinned, else iptables mode's chains.
-  const view = fs.existsSync(path.join(root, MAP_NAMES.svc)) ? readServices(openPinned(loadShim(), root, ['svc', 'be'])) : iptablesServices();
+  const view = fs.existsSync(path.join(root, MAP_NAMES.svc)) ? readServices(openPinned(loadShim(), root, ['svc', 'be', 'svc6', 'be6'])) : iptablesServices();
   if (!view) throw new Error(`no weir maps under ${root} and no WEIR- iptables chains: is an agent running with --bpffs-root ${root}?`);
   print(opts, view, formatServices(view));
   return 0;

@@ -26,12 +26,10 @@ export interface Link {
 
 export async function listLinks(): Promise<Link[]> {
   const { stdout } = await promisify(childProcess().execFile)('ip', ['-j', 'addr', 'show'], { timeout: 5000 });
-  const raw = JSON.parse(stdout) as Array<{ ifname: string; ifindex: number; addr_info?: Array<{ family: string; local: string }> }>;
-  return raw.map((l) => ({
-    name: l.ifname,
-    ifindex: l.ifindex,
-    addrs: (l.addr_info ?? []).filter((a) => a.family === 'inet').map((a) => a.local),
-  }));
+  const raw = JSON.parse(stdout) as Array<{ ifname: string; ifindex: number; addr_info?: Array<{ family: string; local: string; scope?: string }> }>;
+  // IPv4 first (the first is the IPv4 masquerade source), then global IPv6 (link-local ones are no node IP).
+  const of = (l: (typeof raw)[number], family: string): string[] => (l.addr_info ?? []).filter((a) => a.family === family && (family === 'inet' || a.scope === 'global')).map((a) => a.local);
+  return raw.map((l) => ({ name: l.ifname, ifindex: l.ifindex, addrs: [...of(l, 'inet'), ...of(l, 'inet6')] }));
 }
 
 /**
@@ -49,14 +47,20 @@ export async function listLinks(): Promise<Link[]> {
 export function upDeviceAddrs(names: readonly string[]): string[] | null {
   const ifs = os.networkInterfaces();
   if (!names.every((dev) => ifs[dev])) return null;
-  const out: string[] = [];
-  // In the kernel's order, as `ip` gives them (the first is the SNAT address);
-  // a device name never contains ':', so what precedes it is the device.
+  const v4: string[] = [];
+  const v6: string[] = [];
+  // In the kernel's order, as `ip` gives them (the first of each family is
+  // its masquerade source), IPv4 first; IPv6 global ones only (a link-local
+  // address, scope id set, is no node IP). A device name never contains
+  // ':', so what precedes it is the device.
   for (const [label, addrs] of Object.entries(ifs)) {
     if (!names.includes(label.split(':')[0]!)) continue;
-    for (const a of addrs ?? []) if (a.family === 'IPv4') out.push(a.address);
+    for (const a of addrs ?? []) {
+      if (a.family === 'IPv4') v4.push(a.address);
+      else if (a.family === 'IPv6' && !a.scopeid && !a.internal) v6.push(a.address);
+    }
   }
-  return out;
+  return [...v4, ...v6];
 }
 
 export function globToRegExp(glob: string): RegExp {

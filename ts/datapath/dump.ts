@@ -5,7 +5,7 @@
  */
 import * as C from './codecs';
 import { MapIO, keyBuffer } from './maps';
-import { ipToInt, IPv4 } from '../model/types';
+import { IP, compareIP } from '../model/types';
 import { protoName } from '../reconcile/reconciler';
 
 export interface BackendView {
@@ -55,42 +55,62 @@ function names(flags: number, table: Array<[number, string]>): string[] {
   return table.filter(([bit]) => flags & bit).map(([, n]) => n);
 }
 
-export function readServices(maps: { svc: MapIO; be: MapIO }): ServicesView {
+/** One family's service and backend maps, and the codecs of its keys and backends. */
+interface FamilyMaps {
+  svc: MapIO;
+  be: MapIO;
+  svcKey: typeof C.svcKey | typeof C.svc6Key;
+  backend: typeof C.backend | typeof C.backend6;
+}
+
+/** Both families' frontends and backends (the IPv6 twins when given: docs/ipv6.md). */
+export function readServices(maps: { svc: MapIO; be: MapIO; svc6?: MapIO; be6?: MapIO }): ServicesView {
+  const families: FamilyMaps[] = [{ svc: maps.svc, be: maps.be, svcKey: C.svcKey, backend: C.backend }];
+  if (maps.svc6 && maps.be6) families.push({ svc: maps.svc6, be: maps.be6, svcKey: C.svc6Key, backend: C.backend6 });
   const backends = new Map<number, BackendView>();
-  for (const [k, v] of maps.be.dump()) {
-    const id = C.u32Key.decode(keyBuffer(k)).value;
-    const b = C.backend.decode(v);
-    backends.set(id, { id, addr: b.addr, port: b.port, proto: protoName(b.proto), flags: names(b.flags, BE_FLAG_NAMES) });
+  const frontends: FrontendView[] = [];
+  for (const fam of families) {
+    for (const [k, v] of fam.be.dump()) {
+      const id = C.u32Key.decode(keyBuffer(k)).value;
+      const b = fam.backend.decode(v);
+      backends.set(id, { id, addr: b.addr, port: b.port, proto: protoName(b.proto), flags: names(b.flags, BE_FLAG_NAMES) });
+    }
   }
-  const entries = maps.svc.dump().map(([k, v]) => ({ key: C.svcKey.decode(keyBuffer(k)), val: C.svcVal.decode(v) }));
-  const slots = new Map<string, number>();
-  const feId = (k: C.SvcKey): string => `${k.addr}|${k.port}|${k.proto}|${k.scope}`;
-  for (const e of entries) if (e.key.slot > 0) slots.set(`${feId(e.key)}|${e.key.slot}`, e.val.backend_id);
-  const frontends: FrontendView[] = entries
-    .filter((e) => e.key.slot === 0)
-    .map(({ key, val }) => {
+  for (const fam of families) {
+    const entries = fam.svc.dump().map(([k, v]) => ({ key: fam.svcKey.decode(keyBuffer(k)), val: C.svcVal.decode(v) }));
+    const slots = new Map<string, number>();
+    const feId = (k: { addr: string; port: number; proto: number; scope: number }): string => `${k.addr}|${k.port}|${k.proto}|${k.scope}`;
+    for (const e of entries) if (e.key.slot > 0) slots.set(`${feId(e.key)}|${e.key.slot}`, e.val.backend_id);
+    for (const { key, val } of entries) {
+      if (key.slot !== 0) continue;
       const list: Array<BackendView | null> = [];
       for (let s = 1; s <= val.count; s++) {
         const id = slots.get(`${feId(key)}|${s}`);
         list.push(id === undefined ? null : (backends.get(id) ?? { id, addr: '?', port: 0, proto: '?', flags: ['missing'] }));
       }
-      return {
+      frontends.push({
         addr: key.addr,
         port: key.port,
         proto: protoName(key.proto),
-        scope: key.scope === C.SCOPE_LOCAL ? ('local' as const) : ('all' as const),
+        scope: key.scope === C.SCOPE_LOCAL ? 'local' : 'all',
         revNatId: val.rev_nat_id,
         flags: names(val.flags, SVC_FLAG_NAMES),
         affinityTimeout: val.affinity_timeout,
         backends: list,
-      };
-    })
-    .sort((a, b) => ipToInt(a.addr as IPv4) - ipToInt(b.addr as IPv4) || a.port - b.port || a.proto.localeCompare(b.proto) || a.scope.localeCompare(b.scope));
+      });
+    }
+  }
+  frontends.sort((a, b) => compareIP(a.addr as IP, b.addr as IP) || a.port - b.port || a.proto.localeCompare(b.proto) || a.scope.localeCompare(b.scope));
   return { frontends, backends: [...backends.values()].sort((a, b) => a.id - b.id) };
 }
 
+/** addr:port, with an IPv6 address in brackets. */
+function hostPort(addr: string, port: number): string {
+  return addr.includes(':') ? `[${addr}]:${port}` : `${addr}:${port}`;
+}
+
 function beText(b: BackendView): string {
-  return `${b.addr}:${b.port}/${b.proto}${b.flags.length ? ` (${b.flags.join(',')})` : ''}`;
+  return `${hostPort(b.addr, b.port)}/${b.proto}${b.flags.length ? ` (${b.flags.join(',')})` : ''}`;
 }
 
 /** The first line of `weir services`: what its less obvious words mean. */
@@ -111,7 +131,7 @@ export function formatServices(view: ServicesView): string {
     const count = f.backends.length === 0 ? empty : `${f.backends.length} backend${f.backends.length === 1 ? '' : 's'}`;
     // Id 0 is no id: iptables mode's view, read back from its chains.
     const id = f.revNatId ? ` frontend=${f.revNatId}` : '';
-    lines.push(`${f.addr}:${f.port}/${f.proto} scope=${f.scope}${id} [${f.flags.join(',')}]${aff} ${count}`);
+    lines.push(`${hostPort(f.addr, f.port)}/${f.proto} scope=${f.scope}${id} [${f.flags.join(',')}]${aff} ${count}`);
     f.backends.forEach((b, i) => lines.push(`  #${i + 1} ${b ? `backend ${b.id} ${beText(b)}` : '(missing)'}`));
   }
   lines.push('backends:');

@@ -11,7 +11,7 @@
 import * as fs from 'node:fs';
 import { isDeepStrictEqual } from 'node:util';
 import { ClusterStore } from '../model/store';
-import { Cidr, IP, IPv4, cidrContains, cidrFamily, ipFamily } from '../model/types';
+import { Cidr, IP, IPv4, cidrContains, cidrFamily, ipFamily, parseIP } from '../model/types';
 import { PlanContext, usableEndpoints } from '../plan/plan';
 import { sliceEndpoints, sliceFamily } from '../model/endpoints';
 import { MapFill, MapFullError, Reconciler } from '../reconcile/reconciler';
@@ -524,15 +524,18 @@ function nodePortAddrs(nodeIPs: readonly IP[], opts: RunOptions, mode: 'bpf' | '
   return out;
 }
 
-/** --node-ips (either family), or the IPv4 addresses of the external devices (exported for its test). */
+/** --node-ips, or the addresses of the external devices (IPv4, then global IPv6; exported for its test). */
 export async function resolveNodeIPs(opts: Pick<RunOptions, 'nodeIPs' | 'externalDevices'>): Promise<IP[]> {
   if (opts.nodeIPs.length) return [...opts.nodeIPs];
   if (!opts.externalDevices.length) return [];
   const up = upDeviceAddrs(opts.externalDevices);
-  if (up) return up as IPv4[];
+  if (up) return up.map((a) => parseIP(a)).filter((a): a is IP => a !== null);
   try {
     const links = await listLinks();
-    return links.filter((l) => opts.externalDevices.includes(l.name)).flatMap((l) => l.addrs as IPv4[]);
+    return links
+      .filter((l) => opts.externalDevices.includes(l.name))
+      .flatMap((l) => l.addrs.map((a) => parseIP(a)))
+      .filter((a): a is IP => a !== null);
   } catch (e) {
     throw new Error(`cannot read addresses of --external-devices: ${errorText(e)}`);
   }
