@@ -197,4 +197,29 @@ s('hairpin over IPv6: a pod reaching itself through its service is answered', as
   box.removeManifest('hairpin.yaml');
 });
 
+s('path MTU over IPv6: a large TCP upload through a ClusterIP completes across a link with a smaller MTU (ICMPv6 packet too big reaches the client translated)', async ({ box }) => {
+  // b1's node forwards into b1's veth at 1280 bytes while b1 itself (MTU 1500)
+  // advertises a 1440-byte MSS: n2 answers the client's full-size segments
+  // with packet too big, about client -> b1, which must reach c1 (on n1) as
+  // about c1 -> the ClusterIP for its socket to lower its path MTU.
+  const b1 = box.pod('b1');
+  box.writeManifest(
+    'big.yaml',
+    svcYaml('big', { ip4: '10.96.3.11', ip6: 'fd00:96::3:b', ports: [{ name: 'iperf', port: 5201, target: 5201 }] }) + slicesYaml(box, 'big', ['b1'], [{ name: 'iperf', port: 5201, target: 5201 }]),
+  );
+  await waitFor(async () => /\[fd00:96::3:b\]:5201\/TCP .*1 backend/.test(await box.weir('n1', ['services'])), { timeoutMs: 5000, what: 'programmed' });
+  const server = box.spawn(b1.ns, ['iperf3', '-s', '-p', '5201', '-1', '--forceflush']);
+  try {
+    await server.waitFor(/Server listening/, 5000);
+    await box.exec(b1.node.ns, ['ip', 'link', 'set', b1.hostDev, 'mtu', '1280']);
+    const r = await box.exec(box.pod('c1').ns, ['iperf3', '-6', '-c', 'fd00:96::3:b', '-p', '5201', '-n', '4M', '-l', '64K', '--connect-timeout', '3000'], { timeoutMs: 20_000 });
+    assert.is(r.code, 0, `iperf3 through the ClusterIP: ${r.stdout.slice(-600)} ${r.stderr}`);
+    assert.match(r.stdout, /sender/);
+  } finally {
+    await box.exec(b1.node.ns, ['ip', 'link', 'set', b1.hostDev, 'mtu', '1500']);
+    await box.stopProc(server);
+    box.removeManifest('big.yaml');
+  }
+});
+
 s.run();
