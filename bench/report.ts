@@ -419,7 +419,19 @@ function packetSection(v: View, bars: Bar[]): string[] {
             '',
           ]),
         ]),
-    row(['harness floor, single run: a non-IPv4 frame', unit(pk.floorNs, 'ns'), '', '']),
+    ...(pk.ipv6 === undefined
+      ? []
+      : [
+          row([`IPv6: established flow, hot (${count(pk.repeat)} repeated runs)`, unit(pk.ipv6.establishedNs, 'ns'), '', '']),
+          ...(
+            [
+              ['IPv6: established flow, single run', pk.ipv6.establishedSingleNs],
+              ['IPv6: first packet of a new flow, single run', pk.ipv6.newFlowNs],
+              ['IPv6: not a service packet, single run', pk.ipv6.passNs],
+            ] as const
+          ).map(([what, ns]) => row([what, unit(ns, 'ns'), unit(measured(ns) && measured(pk.floorNs) ? ns - pk.floorNs : NaN, 'ns'), ''])),
+        ]),
+    row(['harness floor, single run: a non-IP frame', unit(pk.floorNs, 'ns'), '', '']),
     '',
   ];
 }

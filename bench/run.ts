@@ -15,7 +15,8 @@ import * as path from 'node:path';
 import * as C from '../ts/datapath/codecs';
 import { BpfDatapath, DEFAULT_SIZES } from '../ts/datapath/loader';
 import { FfiBackend, loadShim } from '../ts/datapath/ffi';
-import { buildPacket } from '../ts/datapath/packet';
+import { buildPacket, buildPacket6 } from '../ts/datapath/packet';
+import { keyString } from '../ts/datapath/maps';
 import { ClusterStore } from '../ts/model/store';
 import { Reconciler } from '../ts/reconcile/reconciler';
 import { Syncer } from '../ts/runner/sync';
@@ -48,6 +49,8 @@ export interface Results {
     passNs: number;
     /** A node's own loopback packet that is no service's, through weir_tc_host on lo (older results lack it). */
     loopbackPassNs?: number;
+    /** The same figures for IPv6 packets, the same number of IPv6 services in the IPv6 maps (older results lack them). */
+    ipv6?: { establishedNs: number; establishedSingleNs: number; newFlowNs: number; passNs: number };
     floorNs: number;
     runs: number;
     repeat: number;
@@ -259,8 +262,10 @@ function benchPacket(p: Params): Results['packet'] {
       loopback.push(median(l));
       floor.push(median(f));
     }
+    const ipv6 = benchPacket6(p, dp, shim, repeat);
     return {
       setup: `${p.services} services x ${p.endpoints} endpoints, ${dp.maps.ct.count()} conntrack entries`,
+      ipv6,
       establishedNs: median(hot),
       establishedSingleNs: median(est),
       newFlowNs: median(fresh),
@@ -274,6 +279,64 @@ function benchPacket(p: Params): Results['packet'] {
     dp.close();
     fs.rmSync(root, { recursive: true, force: true });
   }
+}
+
+/**
+ * The IPv6 twin of benchPacket's figures: as many IPv6 services (written
+ * straight into the IPv6 maps, ids above the IPv4 ones) and the same
+ * packets over IPv6, so the two families compare on one loaded program.
+ */
+function benchPacket6(p: Params, dp: BpfDatapath, shim: ReturnType<typeof loadShim>, repeat: number): NonNullable<Results['packet']['ipv6']> {
+  const m = dp.maps;
+  const vip6 = (i: number): string => `fd00:96::${(i >> 16).toString(16)}:${(i & 0xffff).toString(16)}`;
+  const ep6 = (i: number): string => `fd00:244::${(i >> 16).toString(16)}:${(i & 0xffff).toString(16)}`;
+  let id = 1 << 24;
+  const add = (addr: string, eps: string[]): void => {
+    const rev = id++;
+    const ids = eps.map(() => id++);
+    m.be6.upsert(ids.map((b, j) => [keyString(C.u32Key.encode({ value: b })), C.backend6.encode({ addr: eps[j]!, port: 80, proto: 6, flags: 0 })]));
+    m.member.upsert(ids.map((b) => [keyString(C.memberKey.encode({ rev_nat_id: rev, backend_id: b })), C.u32Key.encode({ value: 1 })]));
+    m.svc6.upsert(ids.map((b, j) => [keyString(C.svc6Key.encode({ addr, port: 80, proto: 6, slot: j + 1 })), C.svcVal.encode({ backend_id: b })]));
+    m.revnat6.upsert([[keyString(C.u32Key.encode({ value: rev })), C.revnat6.encode({ addr, port: 80 })]]);
+    m.svc6.upsert([[keyString(C.svc6Key.encode({ addr, port: 80, proto: 6, slot: 0 })), C.svcVal.encode({ count: ids.length, rev_nat_id: rev, flags: C.SVC_F.CLUSTER_IP })]]);
+  };
+  for (let i = 0; i < p.services; i++)
+    add(
+      vip6(i),
+      Array.from({ length: p.endpoints }, (_, j) => ep6(i * p.endpoints + j)),
+    );
+  const ping = vip6(p.services + 1);
+  const pong = vip6(p.services + 2);
+  add(ping, [pong]);
+  add(pong, [ping]);
+  const client = 'fd00:251::1';
+  const single = (pkt: Buffer): number => shim.progTestRun(dp.progFds.pod, pkt, pkt.length + 256, 1).durationNs;
+  const pongSyn = shim.progTestRun(dp.progFds.pod, buildPacket6({ proto: 'tcp', src: client, dst: ping, sport: 40000, dport: 80 }), 200, 1).data;
+  single(Buffer.from(pongSyn));
+  const pingPkt = buildPacket6({ proto: 'tcp', src: client, dst: ping, sport: 40000, dport: 80, flags: 0x10 });
+  const hot: number[] = [];
+  const est: number[] = [];
+  const fresh: number[] = [];
+  const pass: number[] = [];
+  const target = vip6(Math.floor(p.services / 2));
+  for (let r = 0; r < p.runs; r++) {
+    hot.push(shim.progTestRun(dp.progFds.pod, pingPkt, pingPkt.length + 256, repeat).durationNs);
+    single(buildPacket6({ proto: 'tcp', src: client, dst: target, sport: 41000 + r, dport: 80 }));
+    const flow = buildPacket6({ proto: 'tcp', src: client, dst: target, sport: 41000 + r, dport: 80, flags: 0x10 });
+    const other = buildPacket6({ proto: 'tcp', src: client, dst: 'fd00:253::1', sport: 40000, dport: 80 });
+    const e: number[] = [];
+    const n: number[] = [];
+    const o: number[] = [];
+    for (let i = 0; i < 2000; i++) {
+      e.push(single(flow));
+      n.push(single(buildPacket6({ proto: 'tcp', src: `fd00:252:${r.toString(16)}::${i.toString(16)}`, dst: target, sport: 10000 + i, dport: 80 })));
+      o.push(single(other));
+    }
+    est.push(median(e));
+    fresh.push(median(n));
+    pass.push(median(o));
+  }
+  return { establishedNs: median(hot), establishedSingleNs: median(est), newFlowNs: median(fresh), passNs: median(pass) };
 }
 
 function peakRssMb(pid: number): number {
@@ -518,6 +581,8 @@ async function main(): Promise<void> {
     log(
       `  established ${results.packet.establishedNs} ns hot (single run ${results.packet.establishedSingleNs} ns), new flow ${results.packet.newFlowNs} ns, not a service ${results.packet.passNs} ns, loopback not a service ${results.packet.loopbackPassNs} ns, floor ${results.packet.floorNs} ns`,
     );
+    const v6 = results.packet.ipv6!;
+    log(`  IPv6: established ${v6.establishedNs} ns hot (single run ${v6.establishedSingleNs} ns), new flow ${v6.newFlowNs} ns, not a service ${v6.passNs} ns`);
   }
   if (sections.has('control')) {
     log('Control plane');

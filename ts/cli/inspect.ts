@@ -39,28 +39,32 @@ export interface CtEntry {
   flags: string[];
 }
 
+/** Both families' conntrack entries, youngest first. */
 export function ctView(shim: Shim, root: string): CtEntry[] {
-  const { ct } = openPinned(shim, root, ['ct']);
+  const { ct, ct6 } = openPinned(shim, root, ['ct', 'ct6']);
   const now = process.hrtime.bigint(); // CLOCK_MONOTONIC, like bpf_ktime_get_ns
-  const out = ct.dump().map(([k, v]): CtEntry => {
-    const key = C.ctKey.decode(keyBuffer(k));
-    const val = C.ctVal.decode(v);
-    // replied: a UDP flow that saw a reply, which lives by --conntrack-udp-timeout-stream.
-    const flags = [...(val.flags & C.CT_F.SNAT ? ['snat'] : []), ...(val.flags & C.CT_F.CLOSING ? ['closing'] : []), ...(val.flags & C.CT_F.REPLIED ? ['replied'] : [])];
-    return {
-      dir: key.dir === C.CT_DIR.REV ? 'rev' : 'fwd',
-      proto: protoName(key.proto),
-      src: `${key.saddr}:${key.sport}`,
-      dst: `${key.daddr}:${key.dport}`,
-      backendId: val.backend_id,
-      revNatId: val.rev_nat_id,
-      nat: val.nat_addr === '0.0.0.0' ? null : `${val.nat_addr}:${val.nat_port}`,
-      ageSeconds: Math.max(0, Number(now - val.last_seen) / 1e9),
-      flags,
-    };
+  const hostPort = (addr: string, port: number): string => (addr.includes(':') ? `[${addr}]:${port}` : `${addr}:${port}`);
+  const entry = (
+    key: { saddr: string; daddr: string; sport: number; dport: number; proto: number; dir: number },
+    val: { last_seen: bigint; backend_id: number; rev_nat_id: number; nat_addr: string; nat_port: number; flags: number },
+  ): CtEntry => ({
+    dir: key.dir === C.CT_DIR.REV ? 'rev' : 'fwd',
+    proto: protoName(key.proto),
+    src: hostPort(key.saddr, key.sport),
+    dst: hostPort(key.daddr, key.dport),
+    backendId: val.backend_id,
+    revNatId: val.rev_nat_id,
+    nat: val.nat_addr === '0.0.0.0' || val.nat_addr === '::' ? null : hostPort(val.nat_addr, val.nat_port),
+    ageSeconds: Math.max(0, Number(now - val.last_seen) / 1e9),
+    flags: [...(val.flags & C.CT_F.SNAT ? ['snat'] : []), ...(val.flags & C.CT_F.CLOSING ? ['closing'] : []), ...(val.flags & C.CT_F.REPLIED ? ['replied'] : [])],
   });
-  ct.close();
-  return out.sort((a, b) => a.ageSeconds - b.ageSeconds);
+  try {
+    const out = [...ct.dump().map(([k, v]) => entry(C.ctKey.decode(keyBuffer(k)), C.ctVal.decode(v))), ...ct6.dump().map(([k, v]) => entry(C.ct6Key.decode(keyBuffer(k)), C.ct6Val.decode(v)))];
+    return out.sort((a, b) => a.ageSeconds - b.ageSeconds);
+  } finally {
+    ct.close();
+    ct6.close();
+  }
 }
 
 export function formatCt(list: CtEntry[]): string {
