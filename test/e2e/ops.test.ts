@@ -142,8 +142,8 @@ s('/metrics: sync and programming latency, gauges, verdicts, errors', async ({ b
   assert.is(value(/^weir_frontends (\d+)/m), 2);
   assert.is(value(/^weir_backends (\d+)/m), 2);
   assert.ok(value(/^weir_conntrack_entries (\d+)/m) >= 2);
-  assert.ok(value(/^weir_packets_total\{verdict="forward"\} (\d+)/m) >= 4);
-  assert.ok(value(/^weir_packets_total\{verdict="reject_no_endpoints"\} (\d+)/m) >= 2);
+  assert.ok(value(/^weir_packets_total\{verdict="forward",family="ipv4"\} (\d+)/m) >= 4);
+  assert.ok(value(/^weir_packets_total\{verdict="reject_no_endpoints",family="ipv4"\} (\d+)/m) >= 2);
   assert.is(value(/^weir_sync_errors_total (\d+)/m), 0);
   // web (master + 2 slots) and empty (master): 4 service entries; members and backends of web's 2 endpoints.
   assert.is(value(/^weir_map_entries\{map="weir1_svc"\} (\d+)/m), 4);

@@ -197,6 +197,17 @@ s('hairpin over IPv6: a pod reaching itself through its service is answered', as
   box.removeManifest('hairpin.yaml');
 });
 
+s('weir trace follows an IPv6 packet: a new flow to one of the backends, REJECT where there are none (BPF mode)', async ({ box }) => {
+  if (MODE !== 'bpf') return;
+  const c1 = box.pod('c1').ip6;
+  const fwd = await box.weir('n1', ['trace', '--src', c1, '--dst', at('fd00:96::3:1', 80)]);
+  assert.match(fwd, new RegExp(`new flow to one of \\[${box.pod('a1').ip6}\\]:8080, \\[${box.pod('b1').ip6}\\]:8080`), fwd);
+  const udp = await box.weir('n1', ['trace', '--src', c1, '--dst', at('fd00:96::3:8', 53), '--proto', 'udp']);
+  assert.match(udp, /REJECT, the service has no endpoints \(ICMPv6 port unreachable sent back\)/, udp);
+  const ext = await box.weir('n1', ['trace', '--src', `[${OUT}]:40000`, '--dst', at(N1, 30080), '--from', 'external']);
+  assert.match(ext, new RegExp(`source NATed to \\[${N1}\\]:\\d+`), ext);
+});
+
 s('path MTU over IPv6: a large TCP upload through a ClusterIP completes across a link with a smaller MTU (ICMPv6 packet too big reaches the client translated)', async ({ box }) => {
   // b1's node forwards into b1's veth at 1280 bytes while b1 itself (MTU 1500)
   // advertises a 1440-byte MSS: n2 answers the client's full-size segments

@@ -348,12 +348,18 @@ test('the IPv6 half of each plan lands in the IPv6 maps, the IPv4 half where it 
     [],
   );
   const lines = res.text.split('\n').filter((l) => /^\S+:\d+\/\w+ scope/.test(l));
+  // weir services lists the IPv4 frontends as before, then the IPv6 ones ([addr]:port).
   assert.equal(
-    lines.map((l) => l.split(' ')[0]),
+    lines.filter((l) => !l.startsWith('[')).map((l) => l.split(' ')[0]),
     ['10.96.6.1:80/TCP', '10.96.6.3:80/TCP', '192.168.77.10:30601/TCP', '192.168.77.10:30603/TCP', '192.168.77.10:30603/TCP', '203.0.113.63:80/TCP', '203.0.113.63:80/TCP'],
     'the IPv4 maps as before',
   );
-  assert.not.match(res.text, /fd00|2001:/);
+  assert.equal(lines.filter((l) => l.startsWith('[')).length, 11, 'and the IPv6 frontends after them');
+  const firstV6 = lines.findIndex((l) => l.startsWith('['));
+  assert.ok(
+    lines.slice(firstV6).every((l) => l.startsWith('[')),
+    'IPv4 first',
+  );
   assert.equal(view6(res.maps), [
     '[2001:db8::63]:80/6 scope=0 revnat=[2001:db8::63]:80 members=3 -> [fd00:10:244:1::63]:8080 [fd00:10:244:2::63]:8080',
     '[2001:db8::63]:80/6 scope=1 revnat=[2001:db8::63]:80 members=3 -> [fd00:10:244:1::63]:8080',

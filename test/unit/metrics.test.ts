@@ -12,7 +12,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { AgentMetricsOptions, LATENCY_BUCKETS, agentMetrics } from '../../ts/metrics/agent-metrics';
 import { startMetricsServer } from '../../ts/metrics/server';
-import { VERDICTS } from '../../ts/datapath/verdicts';
+import { VERDICTS, verdictIndex } from '../../ts/datapath/verdicts';
 import type { MapFill } from '../../ts/reconcile/reconciler';
 
 /** An agent's state as the collected series read it; tests change it between scrapes. */
@@ -55,6 +55,7 @@ function world() {
       dump: () => [
         [key(VERDICTS.indexOf('forward')), perCpu(10, 5)],
         [key(VERDICTS.indexOf('reject_no_endpoints')), perCpu(0, 2)],
+        [key(verdictIndex('forward', 6)), perCpu(3, 4)],
       ],
     },
     mapFill: () => state.fill,
@@ -173,9 +174,10 @@ test('BPF mode: every series with its type, help, labels and values', async () =
   ]);
   // Every verdict, summed over CPUs; one the map has no entry for is 0.
   assert.equal(family(text, 'weir_packets_total'), [
-    '# HELP weir_packets_total Packets the BPF programs did not pass on untouched, by verdict (forward, revnat, reject_*, drop_*; frag_unmatched is passed on unchanged).',
+    '# HELP weir_packets_total Packets the BPF programs did not pass on untouched, by verdict (forward, revnat, reject_*, drop_*; frag_unmatched and pass_* are passed on unchanged) and IP family.',
     '# TYPE weir_packets_total counter',
-    ...VERDICTS.map((v) => `weir_packets_total{verdict="${v}"} ${v === 'forward' ? 15 : v === 'reject_no_endpoints' ? 2 : 0}`),
+    ...VERDICTS.map((v) => `weir_packets_total{verdict="${v}",family="ipv4"} ${v === 'forward' ? 15 : v === 'reject_no_endpoints' ? 2 : 0}`),
+    ...VERDICTS.map((v) => `weir_packets_total{verdict="${v}",family="ipv6"} ${v === 'forward' ? 7 : 0}`),
   ]);
 });
 
@@ -321,7 +323,7 @@ test('collected series are read at each scrape; a map no longer reported leaves'
   assert.ok(text.includes('\nweir_frontends 0\n'));
   assert.ok(text.includes('\nweir_conntrack_entries 10\n'));
   assert.equal(family(text, 'weir_map_entries').slice(2), ['weir_map_entries{map="weir1_be"} 3']);
-  assert.ok(text.includes('\nweir_packets_total{verdict="forward"} 15\n'), 'a counter set from the map is not added up across scrapes');
+  assert.ok(text.includes('\nweir_packets_total{verdict="forward",family="ipv4"} 15\n'), 'a counter set from the map is not added up across scrapes');
 });
 
 test("several agents in one process: separate registries, none on prom-client's global one", async () => {

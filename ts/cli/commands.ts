@@ -2,7 +2,7 @@
  * The commands and their flag tables. Loading this loads no command's code:
  * main.ts imports what a command runs only when that command is run.
  */
-import { IPv4, parseIPv4 } from '../model/types';
+import { IP, parseIP } from '../model/types';
 import { AnyCommand, Command, Flag, UsageError, present, text } from './flags';
 import { DEFAULT_BPFFS_ROOT, RUN, parseDuration } from './options';
 
@@ -62,7 +62,7 @@ export const CHECK: Command<ReadOptions> = {
 };
 
 export interface Endpoint {
-  addr: IPv4;
+  addr: IP;
   port: number;
 }
 
@@ -74,11 +74,13 @@ export interface TraceOptions {
   bpffsRoot: string;
 }
 
-/** IP:PORT, or IP alone when the port may be any (a random client port). */
+/** IP:PORT or [IPv6]:PORT, or the address alone when the port may be any (a random client port). */
 function endpoint(needPort: boolean): (flag: string, v: string) => Endpoint {
   return (flag, v) => {
-    const [a, p] = v.split(':');
-    const addr = parseIPv4(a);
+    // An address alone (IPv6 unbracketed too), [IPv6] with an optional :PORT, or IPv4[:PORT].
+    const m = parseIP(v) ? [v, v, undefined] : (/^\[([^\]]+)\](?::(.*))?$/.exec(v) ?? /^([^:]+)(?::(.*))?$/.exec(v) ?? [v, v, undefined]);
+    const addr = parseIP(m[1]);
+    const p = m[2];
     const port = p === undefined ? (needPort ? NaN : 40000 + Math.floor(Math.random() * 20000)) : Number(p);
     if (!addr || !Number.isInteger(port) || port < 1 || port > 65535) throw new UsageError(`--${flag}: expected IP${needPort ? ':PORT' : '[:PORT]'}, got ${JSON.stringify(v)}`);
     return { addr, port };
@@ -109,7 +111,7 @@ export const TRACE: Command<TraceOptions & { json: boolean }> = {
       kind: 'value',
       placeholder: 'IP[:PORT]',
       required: true,
-      description: "the packet's source; without a port, a random client port",
+      description: "the packet's source ([IPv6]:PORT for IPv6); without a port, a random client port",
       parse: endpoint(false),
     },
     dst: {
@@ -117,7 +119,7 @@ export const TRACE: Command<TraceOptions & { json: boolean }> = {
       kind: 'value',
       placeholder: 'IP:PORT',
       required: true,
-      description: "the packet's destination, e.g. a ClusterIP and port",
+      description: "the packet's destination, e.g. a ClusterIP and port ([IPv6]:PORT for IPv6)",
       parse: endpoint(true),
     },
     proto: {

@@ -13,8 +13,9 @@ import * as C from '../datapath/codecs';
 import { MAP_NAMES, TC_PROGS, bpfObjectPath, openPinned } from '../datapath/loader';
 import { Shim } from '../datapath/ffi';
 import { PinnedMap, keyBuffer, keyString } from '../datapath/maps';
-import { buildPacket, readHeaders } from '../datapath/packet';
-import { VERDICTS, VERDICT_SLOTS } from '../datapath/verdicts';
+import { buildPacket, buildPacket6, readHeaders, readHeaders6 } from '../datapath/packet';
+import { ipFamily } from '../model/types';
+import { VERDICT_SLOTS } from '../datapath/verdicts';
 import { BackendView, FrontendView, readServices } from '../datapath/dump';
 import { protoName } from '../reconcile/reconciler';
 import type { TraceOptions, TraceOrigin } from './commands';
@@ -39,11 +40,15 @@ export interface CtEntry {
   flags: string[];
 }
 
+/** addr:port, with an IPv6 address in brackets. */
+function hostPort(addr: string, port: number): string {
+  return addr.includes(':') ? `[${addr}]:${port}` : `${addr}:${port}`;
+}
+
 /** Both families' conntrack entries, youngest first. */
 export function ctView(shim: Shim, root: string): CtEntry[] {
   const { ct, ct6 } = openPinned(shim, root, ['ct', 'ct6']);
   const now = process.hrtime.bigint(); // CLOCK_MONOTONIC, like bpf_ktime_get_ns
-  const hostPort = (addr: string, port: number): string => (addr.includes(':') ? `[${addr}]:${port}` : `${addr}:${port}`);
   const entry = (
     key: { saddr: string; daddr: string; sport: number; dport: number; proto: number; dir: number },
     val: { last_seen: bigint; backend_id: number; rev_nat_id: number; nat_addr: string; nat_port: number; flags: number },
@@ -120,30 +125,38 @@ export function trace(shim: Shim, opts: TraceOptions): TraceResult {
   const { src, dst, proto, from } = opts;
   const root = opts.bpffsRoot;
   const protoNum = proto === 'tcp' ? C.IPPROTO.TCP : proto === 'udp' ? C.IPPROTO.UDP : C.IPPROTO.SCTP;
+  const v6 = ipFamily(dst.addr) === 6;
+  if (ipFamily(src.addr) !== ipFamily(dst.addr)) throw new Error(`--src ${src.addr} and --dst ${dst.addr} are of different IP families`);
   // The live maps first: loading the object over a pin root without them would create and pin them there.
-  const live = openPinned(shim, root, ['svc', 'be', 'ct', 'aff']);
+  const live = openPinned(shim, root, ['svc', 'be', 'ct', 'aff', 'svc6', 'be6', 'ct6', 'aff6']);
   let obj: number | undefined;
   try {
-    obj = shim.objLoadPrivate(bpfObjectPath('tc.o'), root, [MAP_NAMES.ct, MAP_NAMES.aff, MAP_NAMES.verdicts, MAP_NAMES.skrevnat, MAP_NAMES.frag], 1024);
+    const own = [MAP_NAMES.ct, MAP_NAMES.aff, MAP_NAMES.verdicts, MAP_NAMES.skrevnat, MAP_NAMES.frag, MAP_NAMES.ct6, MAP_NAMES.aff6, MAP_NAMES.skrevnat6, MAP_NAMES.frag6];
+    obj = shim.objLoadPrivate(bpfObjectPath('tc.o'), root, own, 1024);
     const loaded = obj;
     const priv = (name: string): PinnedMap => new PinnedMap(shim, name, shim.objMapFd(loaded, name));
-    const ct = priv(MAP_NAMES.ct);
+    // The family's conntrack and affinity: the live ones, and the program's private copies.
+    const fam = v6
+      ? { ct: live.ct6, aff: live.aff6, ctName: MAP_NAMES.ct6, affName: MAP_NAMES.aff6, ctKey: C.ct6Key, affClient: (k: string) => C.aff6Key.decode(keyBuffer(k)).client }
+      : { ct: live.ct, aff: live.aff, ctName: MAP_NAMES.ct, affName: MAP_NAMES.aff, ctKey: C.ctKey, affClient: (k: string) => C.affKey.decode(keyBuffer(k)).client };
+    const ct = priv(fam.ctName);
     // Seed the flow's own conntrack entries (both directions of this tuple).
     let established = false;
     for (const dir of [C.CT_DIR.FWD, C.CT_DIR.REV]) {
-      const k = keyString(C.ctKey.encode({ saddr: src.addr, daddr: dst.addr, sport: src.port, dport: dst.port, proto: protoNum, dir }));
-      const v = live.ct.lookup(k);
+      const k = keyString(fam.ctKey.encode({ saddr: src.addr, daddr: dst.addr, sport: src.port, dport: dst.port, proto: protoNum, dir }));
+      const v = fam.ct.lookup(k);
       if (v) {
         ct.upsert([[k, v]]);
         established = true;
       }
     }
     // Seed this client's affinity entries.
-    const aff = priv(MAP_NAMES.aff);
-    const mine = live.aff.dump().filter(([k]) => C.affKey.decode(keyBuffer(k)).client === src.addr);
+    const aff = priv(fam.affName);
+    const mine = fam.aff.dump().filter(([k]) => fam.affClient(k) === src.addr);
     if (mine.length) aff.upsert(mine);
 
-    const pkt = buildPacket({ proto, src: src.addr, dst: dst.addr, sport: src.port, dport: dst.port, payload: 'weir trace' });
+    const spec = { proto, src: src.addr, dst: dst.addr, sport: src.port, dport: dst.port, payload: 'weir trace' };
+    const pkt = v6 ? buildPacket6(spec) : buildPacket(spec);
     const progFd = shim.objProgFd(loaded, TC_PROGS[from === 'external' ? 'ext' : from]);
     const run = shim.progTestRun(progFd, pkt, pkt.length + 256);
     const verdicts = priv(MAP_NAMES.verdicts);
@@ -151,7 +164,8 @@ export function trace(shim: Shim, opts: TraceOptions): TraceResult {
     for (const [k, v] of verdicts.dump()) {
       let n = 0n;
       for (let c = 0; c < verdicts.cpus; c++) n += v.readBigUInt64LE(c * 8);
-      if (n > 0n) verdict = VERDICTS[Buffer.from(k, 'latin1').readUInt32LE(0)] ?? `verdict${k}`;
+      const index = Buffer.from(k, 'latin1').readUInt32LE(0);
+      if (n > 0n) verdict = VERDICT_SLOTS.find((slot) => slot.index === index)?.reason ?? `verdict${index}`;
     }
     // Whether the packet leaves by FIB redirect is a detail of the same outcome.
     verdict = verdict.replace(/_redirect$/, '');
@@ -160,14 +174,14 @@ export function trace(shim: Shim, opts: TraceOptions): TraceResult {
     const frontend = view.frontends.find((f) => f.addr === dst.addr && f.port === dst.port && f.proto === proto.toUpperCase() && f.scope === 'all') ?? null;
     const local = view.frontends.find((f) => f.addr === dst.addr && f.port === dst.port && f.proto === proto.toUpperCase() && f.scope === 'local') ?? null;
     const eligible = from === 'external' && local ? local : frontend;
-    const possibleBackends = verdict === 'forward' && eligible ? eligible.backends.filter((b): b is BackendView => b !== null).map((b) => `${b.addr}:${b.port}`) : [];
-    const outHdr = verdict === 'forward' || verdict === 'revnat' ? readHeaders(run.data) : null;
-    const out = outHdr ? { src: `${outHdr.src}:${outHdr.sport}`, dst: `${outHdr.dst}:${outHdr.dport}` } : null;
-    const flow = `${proto} ${src.addr}:${src.port} -> ${dst.addr}:${dst.port} from ${FROM_WORDS[from]}`;
+    const possibleBackends = verdict === 'forward' && eligible ? eligible.backends.filter((b): b is BackendView => b !== null).map((b) => hostPort(b.addr, b.port)) : [];
+    const outHdr = verdict === 'forward' || verdict === 'revnat' ? (v6 ? readHeaders6(run.data) : readHeaders(run.data)) : null;
+    const out = outHdr ? { src: hostPort(outHdr.src, outHdr.sport), dst: hostPort(outHdr.dst, outHdr.dport) } : null;
+    const flow = `${proto} ${hostPort(src.addr, src.port)} -> ${hostPort(dst.addr, dst.port)} from ${FROM_WORDS[from]}`;
     let description: string;
     switch (verdict) {
       case 'forward': {
-        const snat = out && !out.src.startsWith(`${src.addr}:`) ? `, source NATed to ${out.src}` : '';
+        const snat = out && out.src !== hostPort(src.addr, src.port) ? `, source NATed to ${out.src}` : '';
         description = established ? `${flow}: established flow, stays on ${out!.dst}${snat}` : `${flow}: new flow to one of ${possibleBackends.join(', ')} (this run: ${out!.dst})${snat}`;
         break;
       }
@@ -175,7 +189,7 @@ export function trace(shim: Shim, opts: TraceOptions): TraceResult {
         description = `${flow}: reply of a NATed flow, rewritten to ${out!.src} -> ${out!.dst}`;
         break;
       case 'reject_no_endpoints':
-        description = `${flow}: REJECT, the service has no endpoints (${proto === 'tcp' ? 'TCP RST' : 'ICMP port unreachable'} sent back)`;
+        description = `${flow}: REJECT, the service has no endpoints (${proto === 'tcp' ? 'TCP RST' : v6 ? 'ICMPv6 port unreachable' : 'ICMP port unreachable'} sent back)`;
         break;
       case 'pass':
         description = `${flow}: not a service packet, passed on untouched`;
@@ -183,7 +197,7 @@ export function trace(shim: Shim, opts: TraceOptions): TraceResult {
       default:
         description = `${flow}: DROP (${verdict})`;
     }
-    return { packet: { proto, src: `${src.addr}:${src.port}`, dst: `${dst.addr}:${dst.port}`, from }, verdict, frontend, possibleBackends, established, out, description };
+    return { packet: { proto, src: hostPort(src.addr, src.port), dst: hostPort(dst.addr, dst.port), from }, verdict, frontend, possibleBackends, established, out, description };
   } finally {
     if (obj !== undefined) shim.objClose(obj);
     for (const m of Object.values<PinnedMap>(live)) m.close();

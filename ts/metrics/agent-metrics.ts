@@ -24,7 +24,7 @@
  */
 import type * as PromClient from 'prom-client';
 import type { PinnedMap } from '../datapath/maps';
-import { VERDICTS } from '../datapath/verdicts';
+import { VERDICT_SLOTS } from '../datapath/verdicts';
 import type { Dataplane } from '../reconcile/dataplane';
 import type { MapFill } from '../reconcile/reconciler';
 import type { Runner } from '../runner/runner';
@@ -218,8 +218,8 @@ function register(opts: AgentMetricsOptions): Live {
     });
     new pc.Counter({
       name: 'weir_packets_total',
-      help: 'Packets the BPF programs did not pass on untouched, by verdict (forward, revnat, reject_*, drop_*; frag_unmatched is passed on unchanged).',
-      labelNames: ['verdict'] as const,
+      help: 'Packets the BPF programs did not pass on untouched, by verdict (forward, revnat, reject_*, drop_*; frag_unmatched and pass_* are passed on unchanged) and IP family.',
+      labelNames: ['verdict', 'family'] as const,
       registers,
       collect() {
         const totals = new Map<number, number>();
@@ -229,7 +229,7 @@ function register(opts: AgentMetricsOptions): Live {
           totals.set(Buffer.from(k, 'latin1').readUInt32LE(0), n);
         }
         this.reset();
-        VERDICTS.forEach((verdict, i) => this.inc({ verdict }, totals.get(i) ?? 0));
+        for (const slot of VERDICT_SLOTS) this.inc({ verdict: slot.reason, family: `ipv${slot.family}` }, totals.get(slot.index) ?? 0);
       },
     });
   }
