@@ -61,6 +61,120 @@ const HTTP: PortSpec = { name: 'http', port: 80, target: 8080 };
 const DNS: PortSpec = { name: 'dns', port: 53, target: 5353, proto: 'UDP' };
 const lbStatus = (ip: string): string => `status:\n  loadBalancer:\n    ingress: [{ip: "${ip}"}]\n`;
 
+/*
+ * kube-proxy's TestInternalExternalMasquerade over IPv6: LoadBalancers with
+ * one endpoint on this node (a1) and one elsewhere (b1) under each traffic
+ * policy, reached from a pod, the node and outside at the ClusterIP, the
+ * NodePort and the LB IP. (Its localhost rows have no IPv6 form: no
+ * NodePort answers on ::1.)
+ */
+const IEM_SERVICES = [
+  { id: 'lbc', name: 'Cluster', suffix: '', ip4: '10.96.3.15', cip: 'fd00:96::3:f', np: 30085, lb: '2001:db8::13', extra: '' },
+  { id: 'lbl2', name: 'eTP:Local', suffix: ' with eTP:Local', ip4: '10.96.3.14', cip: 'fd00:96::3:e', np: 30084, lb: '2001:db8::12', extra: '  externalTrafficPolicy: Local\n' },
+  { id: 'lbi', name: 'iTP:Local', suffix: ' with iTP:Local', ip4: '10.96.3.17', cip: 'fd00:96::3:11', np: 30087, lb: '2001:db8::15', extra: '  internalTrafficPolicy: Local\n' },
+] as const;
+type Reach = 'all' | 'local';
+/** [client, destination] -> per service (Cluster, eTP:Local, iTP:Local): endpoints and masquerade, as kube-proxy's table states. */
+const IEM_CASES: ReadonlyArray<readonly [string, 'ClusterIP' | 'NodePort' | 'LB', readonly (readonly [Reach, boolean])[]]> = [
+  [
+    'pod',
+    'ClusterIP',
+    [
+      ['all', false],
+      ['all', false],
+      ['local', false],
+    ],
+  ],
+  [
+    'pod',
+    'NodePort',
+    [
+      ['all', true],
+      ['all', false],
+      ['all', true],
+    ],
+  ],
+  [
+    'pod',
+    'LB',
+    [
+      ['all', true],
+      ['all', false],
+      ['all', true],
+    ],
+  ],
+  [
+    'node',
+    'ClusterIP',
+    [
+      ['all', true],
+      ['all', true],
+      ['local', true],
+    ],
+  ],
+  [
+    'node',
+    'NodePort',
+    [
+      ['all', true],
+      ['all', true],
+      ['all', true],
+    ],
+  ],
+  [
+    'node',
+    'LB',
+    [
+      ['all', true],
+      ['all', true],
+      ['all', true],
+    ],
+  ],
+  [
+    'external',
+    'ClusterIP',
+    [
+      ['all', true],
+      ['all', true],
+      ['local', true],
+    ],
+  ],
+  [
+    'external',
+    'NodePort',
+    [
+      ['all', true],
+      ['local', false],
+      ['all', true],
+    ],
+  ],
+  [
+    'external',
+    'LB',
+    [
+      ['all', true],
+      ['local', false],
+      ['all', true],
+    ],
+  ],
+];
+
+function internalExternalMasquerade(): Flow[] {
+  return IEM_CASES.flatMap(([client, dest, expects]) =>
+    IEM_SERVICES.map((svc, i): Flow => {
+      const [reach, masq] = expects[i]!;
+      return {
+        from: client === 'pod' ? 'c1' : client === 'external' ? 'outside' : 'n1',
+        to: at(dest === 'ClusterIP' ? svc.cip : dest === 'LB' ? svc.lb : N1, dest === 'NodePort' ? svc.np : 80),
+        expect: reach === 'all' ? ['a1', 'b1'] : ['a1'],
+        src: masq ? N1 : 'client',
+        why: `${client} to ${dest}${svc.suffix}`,
+        ref: `TestInternalExternalMasquerade / ${client} to ${dest}${svc.suffix}`,
+      };
+    }),
+  );
+}
+
 function manifests(box: Box): string {
   const np: PortSpec[] = [
     { ...HTTP, nodePort: 30080 },
@@ -91,6 +205,10 @@ function manifests(box: Box): string {
     svcYaml('itl2', { ip4: '10.96.3.7', ip6: 'fd00:96::3:7', extra: '  internalTrafficPolicy: Local\n', ports: [HTTP] }) + slicesYaml(box, 'itl2', ['b1'], [HTTP]),
     svcYaml('none', { ip4: '10.96.3.8', ip6: 'fd00:96::3:8', ports: [HTTP, DNS] }),
     svcYaml('aff', { ip4: '10.96.3.9', ip6: 'fd00:96::3:9', extra: '  sessionAffinity: ClientIP\n', ports: [HTTP] }) + slicesYaml(box, 'aff', ['a1', 'a2', 'b1'], [HTTP]),
+    ...IEM_SERVICES.map(
+      (x) =>
+        svcYaml(x.id, { ip4: x.ip4, ip6: x.cip, type: 'LoadBalancer', extra: x.extra, ports: [{ ...HTTP, nodePort: x.np }], status: lbStatus(x.lb) }) + slicesYaml(box, x.id, ['a1', 'b1'], [HTTP]),
+    ),
   ].join('');
 }
 
@@ -174,6 +292,11 @@ s('flow table over IPv6: backends, REJECT/DROP and masquerade as kube-proxy', as
     { from: 'c1', to: at('fd00:96::3:1', 8080), expect: 'DROP', why: 'a port the service does not expose is not NATed (and goes nowhere)' },
   ];
   const failures = await runFlows(box, flows);
+  assert.equal(failures, [], failures.join('\n'));
+});
+
+s("flow table over IPv6: kube-proxy's TestInternalExternalMasquerade, every case that has an IPv6 form", async ({ box }) => {
+  const failures = await runFlows(box, internalExternalMasquerade());
   assert.equal(failures, [], failures.join('\n'));
 });
 
