@@ -290,6 +290,10 @@ s('flow table over IPv6: backends, REJECT/DROP and masquerade as kube-proxy', as
     { from: 'c1', to: at('fd00:96::3:8', 53), proto: 'udp', expect: 'REJECT', why: 'no endpoints, UDP from a pod: ICMPv6 port unreachable' },
     { from: 'n1', to: at('fd00:96::3:8', 80), expect: 'REJECT', why: 'no endpoints, node process: refused at once', ...SLOW_REJECT6 },
     { from: 'c1', to: at('fd00:96::3:1', 8080), expect: 'DROP', why: 'a port the service does not expose is not NATed (and goes nowhere)' },
+    // Node processes whose socket is bound before it connects.
+    { from: 'n1', bind: N1, to: at('fd00:96::3:1', 80), expect: ['a1', 'b1'], src: N1, why: 'node process bound to the node IPv6 address, to a ClusterIP' },
+    { from: 'n1', bind: N1, to: at(N1, 30080), expect: ['a1', 'b1'], src: N1, why: 'node process bound to the node IPv6 address, to its own NodePort' },
+    { from: 'n1', bind: N1, to: at('fd00:96::3:1', 53), proto: 'udp', expect: ['a1', 'b1'], src: N1, why: 'node process bound to the node IPv6 address, UDP ClusterIP' },
   ];
   const failures = await runFlows(box, flows);
   assert.equal(failures, [], failures.join('\n'));
