@@ -304,6 +304,39 @@ s("flow table over IPv6: kube-proxy's TestInternalExternalMasquerade, every case
   assert.equal(failures, [], failures.join('\n'));
 });
 
+s('flow table over IPv6 with --masquerade-all: ClusterIP traffic masqueraded to the node IPv6 address, external traffic by its policy', async (ctx) => {
+  const flags = ['--cluster-cidr', `${CLUSTER_CIDR},${CLUSTER_CIDR6}`];
+  await ctx.agents.n1!.stop();
+  ctx.agents.n1 = await ctx.box.startAgent('n1', [...flags, '--masquerade-all']);
+  let failures: string[] = [];
+  try {
+    await waitFor(async () => /\[fd00:96::3:1\]:80\/TCP/.test(await ctx.box.weir('n1', ['services'])), { timeoutMs: 5000, what: 'programmed' });
+    failures = await runFlows(ctx.box, [
+      { from: 'c1', to: at('fd00:96::3:1', 80), expect: ['a1', 'b1'], src: N1, why: 'pod to ClusterIP', ref: 'TestInternalExternalMasquerade masqueradeAll / pod to ClusterIP' },
+      {
+        from: 'c1',
+        to: at(N1, 30084),
+        expect: ['a1', 'b1'],
+        src: 'client',
+        why: 'pod to NodePort eTP=Local: not masqueraded',
+        ref: 'TestInternalExternalMasquerade masqueradeAll / pod to NodePort with eTP:Local',
+      },
+      {
+        from: 'outside',
+        to: at(N1, 30084),
+        expect: ['a1'],
+        src: 'client',
+        why: 'outside to NodePort eTP=Local',
+        ref: 'TestInternalExternalMasquerade masqueradeAll / external to NodePort with eTP:Local',
+      },
+    ]);
+  } finally {
+    await ctx.agents.n1.stop();
+    ctx.agents.n1 = await ctx.box.startAgent('n1', flags);
+  }
+  assert.equal(failures, [], failures.join('\n'));
+});
+
 s('sessionAffinity ClientIP over IPv6: one backend per client', async ({ box }) => {
   for (const client of ['c1', 'c2']) {
     const r = await box.tcp(client, at('fd00:96::3:9', 80), { count: 12 });
