@@ -4,9 +4,10 @@
  * the tc programs with the IPv6 maps, as an agent programmed them from
  * manifests. (A node process is a client in iptables mode only: this
  * suite gives its BPF agent no cgroup for the socket hooks, which
- * prog6.test.ts covers.)
+ * prog6.test.ts and services6.test.ts cover.) The services table over
+ * IPv6, in the dual-stack cluster in a box, is services6.test.ts.
  *
- * A small topology of its own (the cluster in a box is IPv4-only): one node
+ * A small topology of its own, with curl as the client: one node
  * namespace and three pod namespaces on veths, each pod with an IPv4 /32
  * and an IPv6 /128 routed through the node (169.254.1.1 and fe80::1 as the
  * gateway on every host-side veth). Pods p1 and p2 are backends (HTTP on
