@@ -196,7 +196,7 @@ function manifests(box: Box): string {
       ip4: '10.96.3.4',
       ip6: 'fd00:96::3:4',
       type: 'LoadBalancer',
-      extra: '  externalTrafficPolicy: Local\n',
+      extra: '  externalTrafficPolicy: Local\n  healthCheckNodePort: 32001\n',
       ports: [{ ...HTTP, nodePort: 30083 }],
       status: lbStatus('2001:db8::11'),
     }) + slicesYaml(box, 'lbl', ['b1'], [HTTP]),
@@ -335,6 +335,12 @@ s('flow table over IPv6 with --masquerade-all: ClusterIP traffic masqueraded to 
     ctx.agents.n1 = await ctx.box.startAgent('n1', flags);
   }
   assert.equal(failures, [], failures.join('\n'));
+});
+
+s('healthCheckNodePort over IPv6: 200 on the node with a ready local endpoint, 503 elsewhere (an IPv6 health checker reaches it)', async ({ box }) => {
+  const status = async (node: string): Promise<string> => (await box.exec(box.outside, ['curl', '-s', '-m', '3', '-o', '/dev/null', '-w', '%{http_code}', `http://[${node}]:32001/healthz`])).stdout;
+  assert.is(await status(N2), '200');
+  assert.is(await status(N1), '503');
 });
 
 s('sessionAffinity ClientIP over IPv6: one backend per client', async ({ box }) => {

@@ -5,6 +5,7 @@
  * endpoint. Same contract as kube-proxy: any path, 200 or 503, JSON body
  * {"service":{"namespace","name"},"localEndpoints":N,"serviceProxyHealthy":bool}.
  */
+import * as fs from 'node:fs';
 import type * as Http from 'node:http';
 import { http } from '../util/lazy';
 import { Logger, errorText } from '../util/log';
@@ -29,7 +30,10 @@ export class HealthCheckNodePorts {
 
   constructor(opts: { log: Logger; host?: string; proxyHealthy: () => boolean }) {
     this.log = opts.log;
-    this.host = opts.host ?? '0.0.0.0';
+    // Both families, as kube-proxy serves one per family: a dual-stack
+    // socket on :: takes IPv4 checks too (IPV6_V6ONLY off below), where the
+    // kernel has IPv6 at all.
+    this.host = opts.host ?? (fs.existsSync('/proc/net/if_inet6') ? '::' : '0.0.0.0');
     this.proxyHealthy = opts.proxyHealthy;
   }
 
@@ -53,7 +57,7 @@ export class HealthCheckNodePorts {
         this.log.error('healthCheckNodePort unavailable', { object: `Service ${t.namespace}/${t.name}`, field: 'spec.healthCheckNodePort', port, error: errorText(e) });
         this.servers.delete(port);
       });
-      entry.server.listen(port, this.host);
+      entry.server.listen({ port, host: this.host, ipv6Only: false });
       this.servers.set(port, entry);
     }
   }
