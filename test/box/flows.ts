@@ -68,3 +68,103 @@ export async function runFlows(box: Box, flows: readonly Flow[]): Promise<string
   }
   return failures;
 }
+
+/*
+ * kube-proxy's TestInternalExternalMasquerade, as data: the same for both
+ * families (services.test.ts and services6.test.ts give it their services
+ * and addresses; IPv6 has no localhost rows: no NodePort answers on ::1).
+ */
+export type Reach = 'all' | 'local';
+/** [client, destination] -> per service (Cluster, eTP:Local, iTP:Local): endpoints and masquerade, as kube-proxy's table states. */
+export const IEM_CASES: ReadonlyArray<readonly [string, 'ClusterIP' | 'NodePort' | 'LB', readonly (readonly [Reach, boolean])[]]> = [
+  [
+    'pod',
+    'ClusterIP',
+    [
+      ['all', false],
+      ['all', false],
+      ['local', false],
+    ],
+  ],
+  [
+    'pod',
+    'NodePort',
+    [
+      ['all', true],
+      ['all', false],
+      ['all', true],
+    ],
+  ],
+  [
+    'pod',
+    'LB',
+    [
+      ['all', true],
+      ['all', false],
+      ['all', true],
+    ],
+  ],
+  [
+    'node',
+    'ClusterIP',
+    [
+      ['all', true],
+      ['all', true],
+      ['local', true],
+    ],
+  ],
+  [
+    'node',
+    'NodePort',
+    [
+      ['all', true],
+      ['all', true],
+      ['all', true],
+    ],
+  ],
+  [
+    'localhost',
+    'NodePort',
+    [
+      ['all', true],
+      ['all', true],
+      ['all', true],
+    ],
+  ],
+  [
+    'node',
+    'LB',
+    [
+      ['all', true],
+      ['all', true],
+      ['all', true],
+    ],
+  ],
+  [
+    'external',
+    'ClusterIP',
+    [
+      ['all', true],
+      ['all', true],
+      ['local', true],
+    ],
+  ],
+  [
+    'external',
+    'NodePort',
+    [
+      ['all', true],
+      ['local', false],
+      ['all', true],
+    ],
+  ],
+  [
+    'external',
+    'LB',
+    [
+      ['all', true],
+      ['local', false],
+      ['all', true],
+    ],
+  ],
+];

@@ -15,7 +15,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { Agent, Box, MODE, OUTSIDE_IP, waitFor } from '../box/box';
-import { Flow, runFlows } from '../box/flows';
+import { Flow, IEM_CASES, runFlows } from '../box/flows';
 
 const s = suite<{ box: Box; agents: Record<string, Agent> }>(`services (${MODE})`);
 const N1 = '192.168.77.10';
@@ -332,100 +332,6 @@ const IEM_SERVICES = [
   { name: 'eTP:Local', suffix: ' with eTP:Local', cip: '10.96.3.14', np: 30084, lb: '203.0.113.12' },
   { name: 'iTP:Local', suffix: ' with iTP:Local', cip: '10.96.3.17', np: 30087, lb: '203.0.113.15' },
 ] as const;
-type Reach = 'all' | 'local';
-/** [client, destination] -> per service (Cluster, eTP:Local, iTP:Local): endpoints and masquerade, as kube-proxy's table states. */
-const IEM_CASES: ReadonlyArray<readonly [string, 'ClusterIP' | 'NodePort' | 'LB', readonly (readonly [Reach, boolean])[]]> = [
-  [
-    'pod',
-    'ClusterIP',
-    [
-      ['all', false],
-      ['all', false],
-      ['local', false],
-    ],
-  ],
-  [
-    'pod',
-    'NodePort',
-    [
-      ['all', true],
-      ['all', false],
-      ['all', true],
-    ],
-  ],
-  [
-    'pod',
-    'LB',
-    [
-      ['all', true],
-      ['all', false],
-      ['all', true],
-    ],
-  ],
-  [
-    'node',
-    'ClusterIP',
-    [
-      ['all', true],
-      ['all', true],
-      ['local', true],
-    ],
-  ],
-  [
-    'node',
-    'NodePort',
-    [
-      ['all', true],
-      ['all', true],
-      ['all', true],
-    ],
-  ],
-  [
-    'localhost',
-    'NodePort',
-    [
-      ['all', true],
-      ['all', true],
-      ['all', true],
-    ],
-  ],
-  [
-    'node',
-    'LB',
-    [
-      ['all', true],
-      ['all', true],
-      ['all', true],
-    ],
-  ],
-  [
-    'external',
-    'ClusterIP',
-    [
-      ['all', true],
-      ['all', true],
-      ['local', true],
-    ],
-  ],
-  [
-    'external',
-    'NodePort',
-    [
-      ['all', true],
-      ['local', false],
-      ['all', true],
-    ],
-  ],
-  [
-    'external',
-    'LB',
-    [
-      ['all', true],
-      ['local', false],
-      ['all', true],
-    ],
-  ],
-];
 
 function internalExternalMasquerade(): Flow[] {
   const flows: Flow[] = [];
