@@ -44,13 +44,20 @@ function svcYaml(name: string, o: { ip4: string; ip6: string; ports: PortSpec[];
 type Ep = 'a1' | 'a2' | 'b1';
 const NODE_OF: Record<Ep, string> = { a1: 'n1', a2: 'n1', b1: 'n2' };
 
+/** An endpoint: a pod, ready, or with its conditions. */
+type EpSpec = Ep | { pod: Ep; ready: boolean; serving: boolean; terminating: boolean };
+
 /** One EndpointSlice per address type, the pods' addresses of that family. */
-function slicesYaml(box: Box, svc: string, eps: Ep[], ports: PortSpec[]): string {
+function slicesYaml(box: Box, svc: string, eps: EpSpec[], ports: PortSpec[]): string {
   const p = ports.map((x) => `  - {name: ${x.name}, port: ${x.target}, protocol: ${x.proto ?? 'TCP'}}`).join('\n');
   return (['IPv4', 'IPv6'] as const)
     .map((family) => {
       const e = eps
-        .map((x) => `  - addresses: ["${family === 'IPv4' ? box.pod(x).ip : box.pod(x).ip6}"]\n    nodeName: ${NODE_OF[x]}\n    conditions: {ready: true, serving: true, terminating: false}`)
+        .map((spec) => {
+          const x = typeof spec === 'string' ? { pod: spec, ready: true, serving: true, terminating: false } : spec;
+          const addr = family === 'IPv4' ? box.pod(x.pod).ip : box.pod(x.pod).ip6;
+          return `  - addresses: ["${addr}"]\n    nodeName: ${NODE_OF[x.pod]}\n    conditions: {ready: ${x.ready}, serving: ${x.serving}, terminating: ${x.terminating}}`;
+        })
         .join('\n');
       return `---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: ${svc}-${family.toLowerCase()}\n  namespace: t\n  labels: {kubernetes.io/service-name: ${svc}}\naddressType: ${family}\nports:\n${p}\nendpoints:\n${e}\n`;
     })
@@ -256,6 +263,36 @@ s('healthCheckNodePort over IPv6: 200 on the node with a ready local endpoint, 5
   const status = async (node: string): Promise<string> => (await box.exec(box.outside, ['curl', '-s', '-m', '3', '-o', '/dev/null', '-w', '%{http_code}', `http://[${node}]:32001/healthz`])).stdout;
   assert.is(await status(N2), '200');
   assert.is(await status(N1), '503');
+});
+
+s('readiness over IPv6: only ready endpoints get new connections; terminating ones serve when none is ready, and keep established flows', async ({ box }) => {
+  const yaml = (list: EpSpec[]): string => svcYaml('rdy', { ip4: '10.96.3.12', ip6: 'fd00:96::3:c', ports: [HTTP] }) + slicesYaml(box, 'rdy', list, [HTTP]);
+  const only = async (pod: string): Promise<void> => {
+    const re = new RegExp(`\\[fd00:96::3:c\\]:80/TCP .* 1 backend\\n {2}#1 backend \\d+ \\[${box.pod(pod).ip6}\\]`);
+    await waitFor(async () => re.test(await box.weir('n1', ['services'])), { timeoutMs: 3000, what: String(re) });
+  };
+  const backends = async (count: number): Promise<string[]> => [...new Set((await box.tcp('c1', at('fd00:96::3:c', 80), { count })).attempts.map((a) => a.backend ?? a.error!))];
+  box.writeManifest('rdy.yaml', yaml(['a1', { pod: 'a2', ready: false, serving: false, terminating: false }]));
+  await only('a1');
+  assert.equal(await backends(12), ['a1'], 'not-ready a2 gets nothing');
+  const hold = await box.hold('c1', at('fd00:96::3:c', 80), { durationMs: 2500, intervalMs: 100 });
+  // a1 starts terminating while a2 becomes ready: new flows go to a2 only, the established one stays on a1.
+  box.writeManifest('rdy.yaml', yaml([{ pod: 'a1', ready: false, serving: true, terminating: true }, 'a2']));
+  await only('a2');
+  assert.equal(await backends(12), ['a2']);
+  const held = await hold.result();
+  assert.ok(held.attempts.length > 10 && held.attempts.every((a) => a.ok && a.backend === 'a1'), JSON.stringify(held.attempts.slice(-3)));
+  // Nothing ready: serving+terminating endpoints take new connections.
+  box.writeManifest(
+    'rdy.yaml',
+    yaml([
+      { pod: 'a1', ready: false, serving: true, terminating: true },
+      { pod: 'a2', ready: false, serving: false, terminating: true },
+    ]),
+  );
+  await only('a1');
+  assert.equal(await backends(8), ['a1']);
+  box.removeManifest('rdy.yaml');
 });
 
 s('sessionAffinity ClientIP over IPv6: one backend per client', async ({ box }) => {
