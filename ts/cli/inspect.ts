@@ -16,7 +16,7 @@ import { PinnedMap, keyBuffer, keyString } from '../datapath/maps';
 import { buildPacket, buildPacket6, readHeaders, readHeaders6 } from '../datapath/packet';
 import { ipFamily } from '../model/types';
 import { VERDICT_SLOTS } from '../datapath/verdicts';
-import { BackendView, FrontendView, readServices } from '../datapath/dump';
+import { BackendView, FrontendView, hostPort, readServices } from '../datapath/dump';
 import { protoName } from '../reconcile/reconciler';
 import type { TraceOptions, TraceOrigin } from './commands';
 
@@ -38,11 +38,6 @@ export interface CtEntry {
   nat: string | null;
   ageSeconds: number;
   flags: string[];
-}
-
-/** addr:port, with an IPv6 address in brackets. */
-function hostPort(addr: string, port: number): string {
-  return addr.includes(':') ? `[${addr}]:${port}` : `${addr}:${port}`;
 }
 
 /** Both families' conntrack entries, youngest first. */

@@ -104,8 +104,8 @@ export function readServices(maps: { svc: MapIO; be: MapIO; svc6?: MapIO; be6?: 
   return { frontends, backends: [...backends.values()].sort((a, b) => a.id - b.id) };
 }
 
-/** addr:port, with an IPv6 address in brackets. */
-function hostPort(addr: string, port: number): string {
+/** addr:port, with an IPv6 address in brackets (as the CLI prints and takes endpoints). */
+export function hostPort(addr: string, port: number): string {
   return addr.includes(':') ? `[${addr}]:${port}` : `${addr}:${port}`;
 }
 
