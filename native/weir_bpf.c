@@ -833,6 +833,26 @@ int weir_ifindex(const char *name)
 	return idx ? (int)idx : -ENODEV;
 }
 
+#ifndef SO_NETNS_COOKIE
+#define SO_NETNS_COOKIE 71
+#endif
+
+int weir_netns_cookie(uint64_t *out)
+{
+	socklen_t len = sizeof(*out);
+	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	int rc = 0;
+
+	if (fd < 0)
+		fd = socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, out, &len))
+		rc = -errno;
+	close(fd);
+	return rc;
+}
+
 /* One RTM_GETLINK dump rather than if_nameindex(3), which does not tell a
  * device's master: detectLocalMode BridgeInterface needs the bridge's ports. */
 int weir_links(char *buf, uint32_t len)

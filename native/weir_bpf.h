@@ -136,6 +136,13 @@ int weir_cgroup_link(const char *cgroup_path, int prog_fd, int attach_type, cons
 
 /* Interface index in the caller's network namespace (0 > result: -ENODEV). */
 int weir_ifindex(const char *name);
+
+/*
+ * The cookie of the caller's network namespace (SO_NETNS_COOKIE, 5.14+),
+ * the value bpf_get_netns_cookie() gives a socket hook for a socket there.
+ * Written to *out; 0 > result: -errno.
+ */
+int weir_netns_cookie(uint64_t *out);
 /*
  * Every interface of the caller's network namespace, as "ifindex master
  * name\n" lines in buf (one netlink dump, whatever their state and

@@ -1,10 +1,16 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * Socket-level load balancing for node processes (and hostNetwork pods).
- * Their packets never cross a pod-facing tc ingress, so the service address
- * is translated when the socket is connected or a datagram is sent, and
+ * Socket-level load balancing. Node processes' (and hostNetwork pods')
+ * packets never cross a pod-facing tc ingress, so the service address is
+ * translated when the socket is connected or a datagram is sent, and
  * translated back when the application asks who it talks to (getpeername)
  * or receives a datagram (recvmsg). No per-packet NAT happens at all.
+ *
+ * Pods whose cgroups lie under --cgroup-root (a DaemonSet gives the host's
+ * root) meet the same hooks in their own network namespace. Their packets
+ * do cross the tc programs, so translating at connect() is an optimisation
+ * for them, taken only where it changes nothing a client or backend can
+ * see (sock_pod_translates).
  */
 #ifndef WEIR_SOCK_H
 #define WEIR_SOCK_H
@@ -61,6 +67,43 @@ static __always_inline bool sock_needs_masquerade(__be32 src, __be32 dst)
 	return src && ((bpf_ntohl(src) >> 24) == 127 || src == dst);
 }
 
+/* Is the socket in the node's network namespace (or is that unknown)? */
+static __always_inline bool sock_in_host(struct bpf_sock_addr *ctx, const struct weir_config *cfg)
+{
+	return !cfg || !cfg->host_netns || bpf_get_netns_cookie(ctx) == cfg->host_netns;
+}
+
+/*
+ * Whether a pod's socket is pointed at a backend here, or keeps the service
+ * address for the tc path. Only a plain ClusterIP TCP connect() with
+ * endpoints is: the tc path would not masquerade it, and nothing about it depends on
+ * the pod's address, which connect() does not know yet. The tc path keeps
+ * the rest, so each behaves as it does without socket hooks:
+ *  - external frontends (NodePort, LB, externalIPs), which masquerade pod
+ *    traffic under externalTrafficPolicy Cluster, and --masquerade-all;
+ *  - ClientIP affinity and loadBalancerSourceRanges, keyed on the source;
+ *  - no endpoints: REJECT answers with a TCP RST or ICMP, DROP drops,
+ *    where a hook could only fail the call;
+ *  - UDP: conntrack keeps an unconnected socket's source port on one
+ *    backend, as kube-proxy's does, where a hook would choose per
+ *    datagram; and a connected socket whose backend leaves moves to
+ *    another (the tc path's stale-flow rule), where a socket pointed at
+ *    the backend could only be destroyed, from inside the pod's network
+ *    namespace.
+ * A pod connecting to itself this way talks to itself directly; the tc
+ * path would show it the hairpin address as source.
+ */
+static __always_inline bool sock_pod_translates(const struct bpf_sock_addr *ctx, const struct weir_config *cfg,
+						const struct weir_svc_val *svc)
+{
+	if (ctx->protocol != IPPROTO_TCP ||
+	    (cfg->flags & (WEIR_CFG_F_SOCK_HOSTNS_ONLY | WEIR_CFG_F_MASQUERADE_ALL | WEIR_CFG_F_DRAIN)))
+		return false;
+	if (!(svc->flags & WEIR_SVC_F_CLUSTER_IP) || (svc->flags & (WEIR_SVC_F_AFFINITY | WEIR_SVC_F_SRC_RANGES)))
+		return false;
+	return svc->count > 0;
+}
+
 /*
  * The IPv4 frontend choice for a socket sending to daddr:dport from src:
  * connect4/sendmsg4, and connect6/sendmsg6 to an IPv4-mapped address. 1 =
@@ -85,6 +128,8 @@ static __always_inline int sock_pick(struct bpf_sock_addr *ctx, __be32 daddr, __
 	p.proto = ctx->protocol;
 	svc = lb_frontend(&key, &p, WEIR_SCOPE_ALL);
 	if (!svc)
+		return 1;
+	if (!sock_in_host(ctx, cfg) && !sock_pod_translates(ctx, cfg, svc))
 		return 1;
 	if (sock_needs_masquerade(src, p.daddr))
 		return 1;

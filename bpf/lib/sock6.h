@@ -8,7 +8,8 @@
  * on lo), drain, REJECT/DROP without endpoints, loadBalancerSourceRanges
  * with the socket's source or else the node's IPv6 address, which also
  * keys ClientIP affinity. An IPv4-mapped destination (::ffff:a.b.c.d) on
- * a dual-stack socket is an IPv4 one: sock.h's rules and maps.
+ * a dual-stack socket is an IPv4 one: sock.h's rules and maps. Pods'
+ * sockets: sock_pod_translates, the same for both families.
  */
 #ifndef WEIR_SOCK6_H
 #define WEIR_SOCK6_H
@@ -100,6 +101,8 @@ static __always_inline int sock6_forward(struct bpf_sock_addr *ctx, bool sendmsg
 	p.proto = ctx->protocol;
 	svc = lb6_frontend(&key, &p, WEIR_SCOPE_ALL);
 	if (!svc)
+		return 1;
+	if (!sock_in_host(ctx, cfg) && !sock_pod_translates(ctx, cfg, svc))
 		return 1;
 	sock6_source(ctx, sendmsg, src);
 	if (!ip6_zero(src) && (ip6_loopback(src) || ip6_eq(src, p.daddr)))

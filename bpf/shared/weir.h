@@ -245,6 +245,10 @@ struct weir_member_key {
  * packet is from a pod when it entered on a device in the localdev map
  * (the cidr map's owner 0 is not consulted) */
 #define WEIR_CFG_F_LOCAL_DEVICES (1 << 3)
+/* the socket hooks translate for sockets in the node's network namespace
+ * only (Cilium's bpf-lb-sock-hostns-only): pods keep the service address
+ * and their packets meet the tc programs, as a service mesh needs */
+#define WEIR_CFG_F_SOCK_HOSTNS_ONLY (1 << 4)
 
 /* config: a single entry (key 0). Written by the agent. */
 struct weir_config {
@@ -258,6 +262,10 @@ struct weir_config {
 	__u32 ct_tcp_close_wait_s; /* a TCP flow that saw a FIN or RST */
 	__u32 ct_udp_s; /* a UDP flow without replies */
 	__u32 ct_udp_stream_s; /* a UDP flow that saw replies (WEIR_CT_F_REPLIED) */
+	/* the node's network namespace cookie (bpf_get_netns_cookie): a socket
+	 * hook tells node processes from pods by it; 0: unknown, every socket
+	 * is treated as the node's */
+	__u64 host_netns;
 };
 
 /*

@@ -68,6 +68,12 @@ export interface BoxSpec {
   nodes?: number;
   /** Dual-stack: nodes, pods and the outside namespace get IPv6 addresses too. */
   ipv6?: boolean;
+  /**
+   * Pods' processes run in a cgroup below their node's (as kubepods below
+   * the host's root, which a DaemonSet gives weir as --cgroup-root), so
+   * the agent's socket hooks see pods' sockets too.
+   */
+  podsUnderCgroup?: boolean;
 }
 
 export interface BoxNode {
@@ -203,6 +209,7 @@ export class Box {
   readonly nodes: BoxNode[] = [];
   /** Whether nodes and pods have IPv6 addresses too (spec.ipv6). */
   ipv6 = false;
+  private podsUnderCgroup = false;
   readonly pods = new Map<string, Pod>();
   /** Manifests for `--source file:<dir>` (a temp dir, removed on destroy). */
   readonly manifestDir: string;
@@ -248,6 +255,7 @@ export class Box {
     installExitHooks();
     const box = new Box();
     box.ipv6 = spec.ipv6 === true;
+    box.podsUnderCgroup = spec.podsUnderCgroup === true;
     live.add(box);
     try {
       await box.build(n);
@@ -397,6 +405,13 @@ export class Box {
     return dir;
   }
 
+  /** Where a podsUnderCgroup box runs the pods of a node: <node cgroup>/pods. */
+  private podCgroupDir(nodeName: string): string {
+    const dir = path.join(this.cgroupDir(nodeName), 'pods');
+    fs.mkdirSync(dir, { recursive: true });
+    return dir;
+  }
+
   // --- pods --------------------------------------------------------------------
 
   /** A pod on `nodeName` with `ip`, or the node's next unused 10.244.<i>.10+ address. */
@@ -514,6 +529,8 @@ export class Box {
   argvFor(who: string, argv: readonly string[]): string[] {
     const node = this.nodes.find((n) => n.name === who);
     if (node) return nsArgv(node.ns, ['sh', '-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', this.cgroupDir(node.name), ...argv]);
+    const pod = this.podsUnderCgroup ? this.pods.get(who) : undefined;
+    if (pod) return nsArgv(pod.ns, ['sh', '-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', this.podCgroupDir(pod.node.name), ...argv]);
     return nsArgv(this.nsOf(who), argv);
   }
 
@@ -523,7 +540,7 @@ export class Box {
     const argv = ['node', ECHO, '--name', podName, '--tcp', (ports.tcp ?? []).join(','), '--udp', (ports.udp ?? []).join(',')];
     if (pod.ip6) argv.push('--ipv6');
     if (ports.udpMirror?.length) argv.push('--udp-mirror', ports.udpMirror.join(','));
-    const p = this.spawn(pod.ns, argv);
+    const p = this.spawnArgv(this.argvFor(podName, argv), pod.ns);
     await p.waitFor(/^ready$/m, 10_000);
     return p;
   }
@@ -716,7 +733,8 @@ export class Box {
     // Only inodes still mounted under our names: a namespace that is gone may
     // have passed its inode number on to someone else's new namespace.
     const inodes = new Set([...this.namespaces].filter(([ns, ino]) => ino > 0 && netnsInode(ns) === ino).map(([, ino]) => ino));
-    const cgroups = this.cgroupBase ? [...this.nodes.map((n) => n.cgroup), this.cgroupBase] : [];
+    // Children first: a cgroup with a child cannot be removed.
+    const cgroups = this.cgroupBase ? [...this.nodes.flatMap((n) => [path.join(n.cgroup, 'pods'), n.cgroup]), this.cgroupBase] : [];
     const stragglers = (): number[] => [...new Set([...pidsInNetns(inodes), ...cgroups.flatMap(cgroupPids)])];
     for (let i = 0; i < 40; i++) {
       const pids = stragglers();

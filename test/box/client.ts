@@ -17,8 +17,9 @@
  * --bind IP picks the source address; --sport PORT the UDP source port (so
  * separate runs continue one flow).
  *
- * Each attempt is {ok, backend, seenSrc, error, ms}: backend is the echo
- * server's name, seenSrc the source address it saw (masquerade shows here),
+ * Each attempt is {ok, backend, seenSrc, peer, error, ms}: backend is the
+ * echo server's name, seenSrc the source address it saw (masquerade shows
+ * here), peer the address getpeername() gives the client's socket,
  * error is ECONNREFUSED (refused at once: RST or ICMP port unreachable),
  * "timeout" (nothing came back: a DROP), or another errno. UDP attempts
  * also report `from`, the reply's source as recvfrom() saw it.
@@ -33,6 +34,8 @@ export interface Attempt {
   seenSrc?: string;
   /** UDP: where the reply came from, as recvfrom() reported it. */
   from?: string;
+  /** TCP, connected UDP: the peer getpeername() reports (IP:PORT or [IPv6]:PORT). */
+  peer?: string;
   error?: string;
   ms: number;
   /** TCP: microseconds from connect() to the response read (connect, one request, close). */
@@ -60,6 +63,10 @@ function target(): { host: string; port: number } {
   const m = /^(?:(\d+\.\d+\.\d+\.\d+)|\[([0-9a-fA-F:.]+)\]):(\d+)$/.exec(arg('to'));
   if (!m) throw new Error('--to IP:PORT or [IPv6]:PORT required');
   return { host: (m[1] ?? m[2])!, port: Number(m[3]) };
+}
+
+function hostPort(addr: string, port: number): string {
+  return addr.includes(':') ? `[${addr}]:${port}` : `${addr}:${port}`;
 }
 
 /** The echo server's reply: `NAME <ip>:<port>`. */
@@ -126,7 +133,8 @@ async function tcpOnce(host: string, port: number, timeoutMs: number, holdMs: nu
   try {
     sock = await connect(host, port, timeoutMs);
     const body = await httpExchange(sock, timeoutMs);
-    const a: Attempt = { ok: true, ...parseBody(body), ms: Date.now() - t0, us: Number(process.hrtime.bigint() - h0) / 1000 };
+    const peer = hostPort(sock.remoteAddress ?? '', sock.remotePort ?? 0);
+    const a: Attempt = { ok: true, ...parseBody(body), peer, ms: Date.now() - t0, us: Number(process.hrtime.bigint() - h0) / 1000 };
     if (holdMs > 0) await sleep(holdMs);
     return a;
   } catch (e) {
@@ -146,7 +154,8 @@ function udpRequest(sock: dgram.Socket, connected: boolean, host: string, port: 
     const t = setTimeout(() => finish({ ok: false, error: 'timeout', ms: Date.now() - t0 }), timeoutMs);
     const onMsg = (msg: Buffer, rinfo: dgram.RemoteInfo): void => {
       const from = `${rinfo.address}:${rinfo.port}`;
-      if (!payload) return finish({ ok: true, ...parseBody(msg.toString()), from, ms: Date.now() - t0 });
+      const peer = connected ? remote(sock) : undefined;
+      if (!payload) return finish({ ok: true, ...parseBody(msg.toString()), from, ...(peer ? { peer } : {}), ms: Date.now() - t0 });
       // A mirror's reply: its line, a newline, then our datagram.
       const nl = msg.indexOf(10);
       const back = nl < 0 ? Buffer.alloc(0) : msg.subarray(nl + 1);
@@ -172,6 +181,16 @@ function udpRequest(sock: dgram.Socket, connected: boolean, host: string, port: 
     if (connected) sock.send(data, cb);
     else sock.send(data, port, host, cb);
   });
+}
+
+/** getpeername() of a connected datagram socket. */
+function remote(sock: dgram.Socket): string | undefined {
+  try {
+    const r = sock.remoteAddress();
+    return hostPort(r.address, r.port);
+  } catch {
+    return undefined;
+  }
 }
 
 function openUdp(host: string, port: number, connect: boolean): Promise<dgram.Socket> {

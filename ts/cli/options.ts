@@ -36,6 +36,8 @@ export interface RunOptions {
   nodePortRange: string;
   bpffsRoot: string;
   cgroupRoot: string;
+  /** The socket hooks translate for the node's network namespace only; pods' sockets keep the service address (BPF mode). */
+  socketLbHostnsOnly: boolean;
   healthAddr: string;
   metricsAddr: string;
   logLevel: Level;
@@ -326,6 +328,15 @@ export const RUN_FLAGS: FlagTable<RunOptions> = {
     defaultHelp: 'none, so no socket hooks',
     description: "cgroup v2 directory for the socket hooks; a DaemonSet gives the host's root",
     parse: text,
+  },
+  socketLbHostnsOnly: {
+    flag: 'socket-lb-hostns-only',
+    yaml: 'socket-lb-hostns-only',
+    kind: 'bool',
+    placeholder: '[true|false]',
+    default: 'false',
+    description: "socket hooks translate only for the node's network namespace: pods' connections keep the ClusterIP on the wire, as a service mesh needs",
+    parse: boolean,
   },
   healthAddr: {
     flag: 'health-addr',

@@ -273,6 +273,7 @@ export const config = new StructCodec('weir_config', [
   ['ct_tcp_close_wait_s', 'u32'],
   ['ct_udp_s', 'u32'],
   ['ct_udp_stream_s', 'u32'],
+  ['host_netns', 'u64'],
 ] as const);
 
 export const cidrKey = new StructCodec('weir_cidr_key', [
@@ -458,7 +459,7 @@ export const SVC_F = {
   TOPO_ZONE: 1 << 9,
   TOPO_NODE: 1 << 10,
 } as const;
-export const CFG_F = { MASQUERADE_ALL: 1 << 0, CLUSTER_CIDR: 1 << 1, DRAIN: 1 << 2, LOCAL_DEVICES: 1 << 3 } as const;
+export const CFG_F = { MASQUERADE_ALL: 1 << 0, CLUSTER_CIDR: 1 << 1, DRAIN: 1 << 2, LOCAL_DEVICES: 1 << 3, SOCK_HOSTNS_ONLY: 1 << 4 } as const;
 /** weir_config6.flags (masqueradeAll, drain and the device detector stay in weir_config.flags, for both families). */
 export const CFG6_F = { CLUSTER_CIDR: 1 << 0 } as const;
 export const MEMBER_F = { ACTIVE: 1 << 0 } as const;

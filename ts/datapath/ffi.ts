@@ -74,6 +74,7 @@ const SIGNATURES = {
   weir_tc_query: ['int', ['int', 'int', 'uint32', 'uint32']],
   weir_cgroup_link: ['int', ['string', 'int', 'int', 'string']],
   weir_ifindex: ['int', ['string']],
+  weir_netns_cookie: ['int', ['pointer']],
   weir_links: ['int', ['pointer', 'uint32']],
   weir_prog_test_run: ['int', ['int', 'pointer', 'uint32', 'pointer', 'uint32', 'uint32', 'pointer']],
 } as const;
@@ -346,6 +347,12 @@ export class Shim {
   ifindex(name: string): number | null {
     const rc = this.raw.weir_ifindex(name);
     return rc < 0 ? null : rc;
+  }
+
+  /** The cookie of this process's network namespace (what bpf_get_netns_cookie gives its sockets); null before 5.14. */
+  netnsCookie(): bigint | null {
+    const out = Buffer.alloc(8);
+    return this.raw.weir_netns_cookie(out) < 0 ? null : out.readBigUInt64LE(0);
   }
 
   /** Every interface of this network namespace (any state, with or without addresses); master: the bridge it is a port of (0: none). */

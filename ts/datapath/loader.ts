@@ -205,6 +205,10 @@ export interface DatapathConfig {
   localDevices?: boolean;
   /** Absent: the programs' defaults. */
   conntrack?: ConntrackLifetimes;
+  /** The node's network namespace cookie (Shim.netnsCookie); absent: unknown, every socket is the node's. */
+  hostNetns?: bigint;
+  /** The socket hooks leave pods' sockets alone (their packets take the tc path). */
+  socketLbHostnsOnly?: boolean;
 }
 
 export class BpfDatapath {
@@ -288,7 +292,11 @@ export class BpfDatapath {
   }
 
   writeConfig(cfg: DatapathConfig): void {
-    const flags = (cfg.masqueradeAll ? C.CFG_F.MASQUERADE_ALL : 0) | (cfg.haveClusterCidrs ? C.CFG_F.CLUSTER_CIDR : 0) | (cfg.localDevices ? C.CFG_F.LOCAL_DEVICES : 0);
+    const flags =
+      (cfg.masqueradeAll ? C.CFG_F.MASQUERADE_ALL : 0) |
+      (cfg.haveClusterCidrs ? C.CFG_F.CLUSTER_CIDR : 0) |
+      (cfg.localDevices ? C.CFG_F.LOCAL_DEVICES : 0) |
+      (cfg.socketLbHostnsOnly ? C.CFG_F.SOCK_HOSTNS_ONLY : 0);
     const ct = cfg.conntrack ?? { tcpEstablished: 0, tcpCloseWait: 0, udp: 0, udpStream: 0 };
     const value = C.config.encode({
       hairpin_addr: cfg.hairpinAddr,
@@ -298,6 +306,7 @@ export class BpfDatapath {
       ct_tcp_close_wait_s: ct.tcpCloseWait,
       ct_udp_s: ct.udp,
       ct_udp_stream_s: ct.udpStream,
+      host_netns: cfg.hostNetns ?? 0n,
     });
     this.maps.cfg.upsert([[keyString(C.u32Key.encode({ value: 0 })), value]]);
   }

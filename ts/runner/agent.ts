@@ -145,6 +145,9 @@ async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Pro
   };
   // Each family masquerades to the node's first address of that family and knows its own pod CIDRs.
   const hasCidrs = (family: 4 | 6): boolean => detector.kind === 'cidrs' && detector.cidrs.some((c) => cidrFamily(c) === family);
+  // The socket hooks tell the node's sockets from pods' by this namespace's cookie.
+  const hostNetns = dp && opts.cgroupRoot ? loadShim().netnsCookie() : null;
+  if (dp && opts.cgroupRoot && hostNetns === null) log.warn('no network namespace cookie (kernel < 5.14): the socket hooks treat pods as node processes');
   const writeConfig = (): void => {
     dp?.writeConfig({
       hairpinAddr: opts.hairpinAddr,
@@ -153,6 +156,8 @@ async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Pro
       haveClusterCidrs: hasCidrs(4),
       localDevices: detector.kind === 'devices',
       conntrack,
+      hostNetns: hostNetns ?? undefined,
+      socketLbHostnsOnly: opts.socketLbHostnsOnly,
     });
     dp?.writeConfig6({
       hairpinAddr: opts.hairpinAddr6,
