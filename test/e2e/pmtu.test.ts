@@ -1,0 +1,93 @@
+/**
+ * Path MTU discovery through a ClusterIP when the client's own node has the
+ * smaller link (bpf/lib/egress.h): n1 forwards c1's DNATed segments toward
+ * b1 over a route with MTU 1280 while both pods have MTU 1500, so n1 itself
+ * answers with ICMP fragmentation needed / ICMPv6 packet too big, quoting
+ * c1 -> b1. Only translated to quote c1 -> the ClusterIP does the client's
+ * socket (connected to the ClusterIP) lower its path MTU; untranslated, the
+ * full-size segments are retransmitted until the transfer times out.
+ *
+ *   n1 192.168.77.10 / fd00:77::10: c1
+ *   n2 192.168.77.11 / fd00:77::11: b1 (iperf3 server), reached from n1 via a 1280-byte route
+ *
+ * (services6.test.ts has the other case: a remote node sends the error, and
+ * it is translated at n1's external ingress.)
+ */
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { Box, CLUSTER_CIDR, CLUSTER_CIDR6, MODE, waitFor } from '../box/box';
+
+const s = suite<{ box: Box }>(`path MTU through a ClusterIP, error from the client's node (${MODE})`);
+const VIP4 = '10.96.7.1';
+const VIP6 = 'fd00:96::7:1';
+
+function manifests(box: Box): string {
+  const b1 = box.pod('b1');
+  const slice = (family: 'IPv4' | 'IPv6', addr: string): string =>
+    `---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: big-${family.toLowerCase()}\n  namespace: t\n  labels: {kubernetes.io/service-name: big}\n` +
+    `addressType: ${family}\nports: [{name: iperf, port: 5201, protocol: TCP}]\nendpoints:\n  - addresses: ["${addr}"]\n    nodeName: n2\n    conditions: {ready: true}\n`;
+  return (
+    `apiVersion: v1\nkind: Service\nmetadata: {name: big, namespace: t}\nspec:\n  ipFamilyPolicy: RequireDualStack\n  ipFamilies: [IPv4, IPv6]\n` +
+    `  clusterIP: ${VIP4}\n  clusterIPs: [${VIP4}, "${VIP6}"]\n  ports: [{name: iperf, port: 5201, targetPort: 5201, protocol: TCP}]\n` +
+    slice('IPv4', b1.ip) +
+    slice('IPv6', b1.ip6)
+  );
+}
+
+s.before(async (ctx) => {
+  const box = await Box.create({ nodes: 2, ipv6: true });
+  ctx.box = box;
+  await box.addPod('n1', 'c1');
+  await box.addPod('n2', 'b1');
+  box.writeManifest('big.yaml', manifests(box));
+  const flags = ['--cluster-cidr', `${CLUSTER_CIDR},${CLUSTER_CIDR6}`];
+  await box.startAgent('n1', flags);
+  await box.startAgent('n2', flags);
+  await waitFor(async () => /\[fd00:96::7:1\]:5201\/TCP .*1 backend/.test(await box.weir('n1', ['services'])), { timeoutMs: 5000, what: 'programmed' });
+});
+
+s.after(async (ctx) => {
+  await ctx.box?.destroy();
+});
+
+async function verdict(box: Box, name: string): Promise<number> {
+  const counts = JSON.parse(await box.weir('n1', ['verdicts', '--json'])) as Array<{ verdict: string; packets: number }>;
+  return counts.find((c) => c.verdict === name)?.packets ?? 0;
+}
+
+/** A 4 MB iperf3 upload from c1 to the ClusterIP, with n1's route to b1 at MTU 1280. */
+async function upload(box: Box, family: 4 | 6): Promise<void> {
+  const b1 = box.pod('b1');
+  const n1 = box.node('n1');
+  const n2 = box.node('n2');
+  const [to, via, vip] = family === 4 ? [`${b1.ip}/32`, n2.ip, VIP4] : [`${b1.ip6}/128`, n2.ip6, VIP6];
+  const route = ['ip', `-${family}`, 'route'];
+  const server = box.spawn(b1.ns, ['iperf3', '-s', '-p', '5201', '-1', '--forceflush']);
+  try {
+    await server.waitFor(/Server listening/, 5000);
+    await box.exec(n1.ns, [...route, 'replace', to, 'via', via, 'dev', 'eth0', 'mtu', '1280']);
+    const r = await box.exec(box.pod('c1').ns, ['iperf3', `-${family}`, '-c', vip, '-p', '5201', '-n', '4M', '-l', '64K', '--connect-timeout', '3000'], { timeoutMs: 15_000 });
+    assert.is(r.code, 0, `iperf3 through ${vip}: ${r.stdout.slice(-600)} ${r.stderr}`);
+    assert.match(r.stdout, /sender/);
+    // The client's route to the ClusterIP learned the smaller path MTU.
+    const cached = await box.exec(box.pod('c1').ns, [...route, 'get', vip]);
+    assert.match(cached.stdout, /mtu 1280/, cached.stdout);
+  } finally {
+    await box.exec(n1.ns, [...route, 'del', to]);
+    await box.stopProc(server);
+  }
+}
+
+s('IPv4: a large TCP upload through a ClusterIP completes when the client node drops the MTU (its fragmentation needed reaches the client translated)', async ({ box }) => {
+  const before = await verdict(box, 'icmp_local');
+  await upload(box, 4);
+  if (MODE === 'bpf') assert.ok((await verdict(box, 'icmp_local')) > before, 'counted as icmp_local');
+});
+
+s('IPv6: the same with ICMPv6 packet too big from the client node', async ({ box }) => {
+  const before = await verdict(box, 'icmp_local/ipv6');
+  await upload(box, 6);
+  if (MODE === 'bpf') assert.ok((await verdict(box, 'icmp_local/ipv6')) > before, 'counted as icmp_local/ipv6');
+});
+
+s.run();
