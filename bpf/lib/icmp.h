@@ -22,20 +22,8 @@
 #include "ct.h"
 #include "verdict.h"
 
-#ifndef IPPROTO_ICMP
-#define IPPROTO_ICMP 1
-#endif
-#define ICMP_TYPE_DEST_UNREACH 3 /* includes code 4, fragmentation needed (path MTU) */
-#define ICMP_TYPE_TIME_EXCEEDED 11
-#define ICMP_TYPE_PARAMETERPROB 12
 #define ICMP_CSUM_OFF 2 /* in the ICMP header */
 #define ICMP_HLEN 8
-
-/* Is an ICMP message of this type an error that quotes a packet weir may have translated? */
-static __always_inline bool icmp_error_type(__u8 type)
-{
-	return type == ICMP_TYPE_DEST_UNREACH || type == ICMP_TYPE_TIME_EXCEEDED || type == ICMP_TYPE_PARAMETERPROB;
-}
 
 /* A quoted address at off, with the quoted header's checksum at qcsum_off (see above). */
 static __always_inline int icmp_quote_addr(struct __sk_buff *skb, __u32 off, __be32 old, __be32 addr, __u32 qcsum_off)
@@ -141,6 +129,27 @@ __attribute__((noinline)) int handle_icmp_error(struct __sk_buff *skb, __u32 l4_
 		return ct->flags & WEIR_CT_F_REDIRECT ? WEIR_V_FORWARD_REDIRECT : WEIR_V_FORWARD;
 	}
 	return WEIR_PASS;
+}
+
+/*
+ * An error arriving at tc ingress (parse_packet let it through), from
+ * another host or, through lo, from this node toward a local address (a
+ * masqueraded flow's). As icmp6_verdict: it goes on by FIB redirect when
+ * its flow's packets do, and always when it came from lo; the redirect
+ * routes by the error's new destination.
+ */
+static __always_inline int handle_icmp(struct __sk_buff *skb, struct pkt *p, bool from_host)
+{
+	int v = handle_icmp_error(skb, p->l4_off);
+
+	if (from_host && v == WEIR_V_FORWARD)
+		v = WEIR_V_FORWARD_REDIRECT;
+	else if (from_host && v == WEIR_V_REVNAT)
+		v = WEIR_V_REVNAT_REDIRECT;
+	if ((v == WEIR_V_FORWARD_REDIRECT || v == WEIR_V_REVNAT_REDIRECT) &&
+	    bpf_skb_load_bytes(skb, IP_DST_OFF, &p->daddr, sizeof(p->daddr)))
+		return WEIR_V_DROP_NAT_FAILED;
+	return v;
 }
 
 #endif

@@ -10,14 +10,15 @@
  *   n1 192.168.77.10 / fd00:77::10: c1
  *   n2 192.168.77.11 / fd00:77::11: b1 (iperf3 server), reached from n1 via a 1280-byte route
  *
- * (services6.test.ts has the other case: a remote node sends the error, and
- * it is translated at n1's external ingress.)
+ * The other case too, for both families: b1's node has the smaller link,
+ * sends the error, and n1 translates it at its external device's ingress
+ * (icmp.h, icmp6.h; were that missed, at egress toward c1).
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { Box, CLUSTER_CIDR, CLUSTER_CIDR6, MODE, waitFor } from '../box/box';
 
-const s = suite<{ box: Box }>(`path MTU through a ClusterIP, error from the client's node (${MODE})`);
+const s = suite<{ box: Box }>(`path MTU through a ClusterIP: errors from the client's node and the backend's (${MODE})`);
 const VIP4 = '10.96.7.1';
 const VIP6 = 'fd00:96::7:1';
 
@@ -55,8 +56,12 @@ async function verdict(box: Box, name: string): Promise<number> {
   return counts.find((c) => c.verdict === name)?.packets ?? 0;
 }
 
-/** A 4 MB iperf3 upload from c1 to the ClusterIP, with n1's route to b1 at MTU 1280. */
-async function upload(box: Box, family: 4 | 6): Promise<void> {
+/**
+ * A 4 MB iperf3 upload from c1 to the ClusterIP, with a 1280-byte hop:
+ * n1's route to b1 (the client's node sends the error), or b1's host
+ * device on n2 (the backend's node sends it, to arrive at n1's ingress).
+ */
+async function upload(box: Box, family: 4 | 6, hop: 'client node' | 'backend node'): Promise<void> {
   const b1 = box.pod('b1');
   const n1 = box.node('n1');
   const n2 = box.node('n2');
@@ -65,7 +70,8 @@ async function upload(box: Box, family: 4 | 6): Promise<void> {
   const server = box.spawn(b1.ns, ['iperf3', '-s', '-p', '5201', '-1', '--forceflush']);
   try {
     await server.waitFor(/Server listening/, 5000);
-    await box.exec(n1.ns, [...route, 'replace', to, 'via', via, 'dev', 'eth0', 'mtu', '1280']);
+    if (hop === 'client node') await box.exec(n1.ns, [...route, 'replace', to, 'via', via, 'dev', 'eth0', 'mtu', '1280']);
+    else await box.exec(n2.ns, ['ip', 'link', 'set', b1.hostDev, 'mtu', '1280']);
     const r = await box.exec(box.pod('c1').ns, ['iperf3', `-${family}`, '-c', vip, '-p', '5201', '-n', '4M', '-l', '64K', '--connect-timeout', '3000'], { timeoutMs: 15_000 });
     assert.is(r.code, 0, `iperf3 through ${vip}: ${r.stdout.slice(-600)} ${r.stderr}`);
     assert.match(r.stdout, /sender/);
@@ -73,21 +79,32 @@ async function upload(box: Box, family: 4 | 6): Promise<void> {
     const cached = await box.exec(box.pod('c1').ns, [...route, 'get', vip]);
     assert.match(cached.stdout, /mtu 1280/, cached.stdout);
   } finally {
-    await box.exec(n1.ns, [...route, 'del', to]);
+    if (hop === 'client node') await box.exec(n1.ns, [...route, 'del', to]);
+    else await box.exec(n2.ns, ['ip', 'link', 'set', b1.hostDev, 'mtu', '1500']);
+    // Forget the learned path MTU, so the next upload starts from full-size segments.
+    await box.exec(box.pod('c1').ns, [...route, 'flush', 'cache']);
     await box.stopProc(server);
   }
 }
 
 s('IPv4: a large TCP upload through a ClusterIP completes when the client node drops the MTU (its fragmentation needed reaches the client translated)', async ({ box }) => {
   const before = await verdict(box, 'icmp_local');
-  await upload(box, 4);
+  await upload(box, 4, 'client node');
   if (MODE === 'bpf') assert.ok((await verdict(box, 'icmp_local')) > before, 'counted as icmp_local');
 });
 
 s('IPv6: the same with ICMPv6 packet too big from the client node', async ({ box }) => {
   const before = await verdict(box, 'icmp_local/ipv6');
-  await upload(box, 6);
+  await upload(box, 6, 'client node');
   if (MODE === 'bpf') assert.ok((await verdict(box, 'icmp_local/ipv6')) > before, 'counted as icmp_local/ipv6');
+});
+
+s("IPv4: and when the backend node drops the MTU (its fragmentation needed is translated at the client node's external ingress)", async ({ box }) => {
+  await upload(box, 4, 'backend node');
+});
+
+s('IPv6: the same with packet too big from the backend node', async ({ box }) => {
+  await upload(box, 6, 'backend node');
 });
 
 s.run();
