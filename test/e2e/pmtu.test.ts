@@ -16,11 +16,12 @@
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { Box, CLUSTER_CIDR, CLUSTER_CIDR6, MODE, waitFor } from '../box/box';
+import { Agent, Box, CLUSTER_CIDR, CLUSTER_CIDR6, MODE, waitFor } from '../box/box';
 
-const s = suite<{ box: Box }>(`path MTU through a ClusterIP: errors from the client's node and the backend's (${MODE})`);
+const s = suite<{ box: Box; n1: Agent }>(`path MTU through a ClusterIP: errors from the client's node and the backend's (${MODE})`);
 const VIP4 = '10.96.7.1';
 const VIP6 = 'fd00:96::7:1';
+const FLAGS = ['--cluster-cidr', `${CLUSTER_CIDR},${CLUSTER_CIDR6}`];
 
 function manifests(box: Box): string {
   const b1 = box.pod('b1');
@@ -41,9 +42,8 @@ s.before(async (ctx) => {
   await box.addPod('n1', 'c1');
   await box.addPod('n2', 'b1');
   box.writeManifest('big.yaml', manifests(box));
-  const flags = ['--cluster-cidr', `${CLUSTER_CIDR},${CLUSTER_CIDR6}`];
-  await box.startAgent('n1', flags);
-  await box.startAgent('n2', flags);
+  ctx.n1 = await box.startAgent('n1', FLAGS);
+  await box.startAgent('n2', FLAGS);
   await waitFor(async () => /\[fd00:96::7:1\]:5201\/TCP .*1 backend/.test(await box.weir('n1', ['services'])), { timeoutMs: 5000, what: 'programmed' });
 });
 
@@ -51,7 +51,9 @@ s.after(async (ctx) => {
   await ctx.box?.destroy();
 });
 
+/** A verdict counter on n1 (BPF mode; iptables mode has none). */
 async function verdict(box: Box, name: string): Promise<number> {
+  if (MODE !== 'bpf') return 0;
   const counts = JSON.parse(await box.weir('n1', ['verdicts', '--json'])) as Array<{ verdict: string; packets: number }>;
   return counts.find((c) => c.verdict === name)?.packets ?? 0;
 }
@@ -105,6 +107,33 @@ s("IPv4: and when the backend node drops the MTU (its fragmentation needed is tr
 
 s('IPv6: the same with packet too big from the backend node', async ({ box }) => {
   await upload(box, 6, 'backend node');
+});
+
+/** weir_tc_egress filters at egress of n1's devices, by device. */
+async function egressFilters(box: Box): Promise<Record<string, number>> {
+  const out: Record<string, number> = {};
+  for (const dev of ['eth0', box.pod('c1').hostDev, 'lo']) {
+    const r = await box.exec(box.node('n1').ns, ['tc', 'filter', 'show', 'dev', dev, 'egress']);
+    out[dev] = r.stdout.split('\n').filter((l) => /handle 0x7765 .*weir_tc_egress/.test(l)).length;
+  }
+  return out;
+}
+
+s('the egress program sits on pod and external devices, is replaced in place on restart, and weir cleanup removes it', async (ctx) => {
+  if (MODE !== 'bpf') return;
+  const { box } = ctx;
+  const c1 = box.pod('c1').hostDev;
+  assert.equal(await egressFilters(box), { eth0: 1, [c1]: 1, lo: 0 });
+  await ctx.n1.stop();
+  ctx.n1 = await box.startAgent('n1', FLAGS);
+  await ctx.n1.proc.waitFor(/"role":"pod"/, 5000);
+  assert.equal(await egressFilters(box), { eth0: 1, [c1]: 1, lo: 0 }, 'one filter each after a restart');
+  await upload(box, 4, 'client node');
+  await ctx.n1.stop();
+  const out = await box.weir('n1', ['cleanup']);
+  assert.match(out, /eth0\/egress/);
+  assert.match(out, new RegExp(`${c1}/egress`));
+  assert.equal(await egressFilters(box), { eth0: 0, [c1]: 0, lo: 0 });
 });
 
 s.run();
