@@ -72,6 +72,7 @@ static __always_inline int egress_outcome(int v)
 	case WEIR_V_REVNAT:
 	case WEIR_V_FORWARD_REDIRECT:
 	case WEIR_V_REVNAT_REDIRECT:
+	case WEIR_V_REVNAT_HOST:
 		return WEIR_V_ICMP_LOCAL; /* the caller tells a new destination */
 	default:
 		return v;

@@ -108,6 +108,10 @@ __attribute__((noinline)) int handle_icmp_error(struct __sk_buff *skb, __u32 l4_
 		     icmp_quote_port(skb, q_l4, ports[0], ct->nat_port, csum_off) ||
 		     icmp_error_daddr(skb, daddr, ct->nat_addr)))
 			return WEIR_V_DROP_NAT_FAILED;
+		/* To a node process on the loopback path (now addressed to 127.0.0.1,
+		 * say): only lo takes it, as the flow's replies (service.h). */
+		if (ct->flags & WEIR_CT_F_HOST)
+			return WEIR_V_REVNAT_HOST;
 		return ct->flags & WEIR_CT_F_REDIRECT ? WEIR_V_REVNAT_REDIRECT : WEIR_V_REVNAT;
 	}
 	k.dir = WEIR_CT_FWD;

@@ -517,6 +517,14 @@ s('loopback path: a node socket bound to 127.0.0.1 is masqueraded to the node IP
   const again = runHost(ctx, reply.out.subarray(0, fwd.out.length));
   assert.is(again.retval, TC_ACT_OK);
   assert.equal(hdr(again.out), hdr(reply.out));
+
+  // An ICMP error about the masqueraded request goes to the node process by lo too, quoting what it sent.
+  const err = run(ctx, icmpError({ src: ROUTER, dst: '192.168.77.10', type: 3, code: 4, word: 1280, orig: fwd.out }));
+  assert.is(err.retval, TC_ACT_REDIRECT, 'error handed to loopback ingress');
+  assert.equal({ src: readIp4(err.out, 26), dst: readIp4(err.out, 30) }, { src: ROUTER, dst: '127.0.0.1' });
+  assert.equal(quoteOf(err.out), { tuple: { src: '127.0.0.1', dst: '127.0.0.1', sport: 30081, dport: 30080, proto: 6 }, ipValid: true });
+  assert.equal(checksumsValid(err.out), { ip: true, l4: true });
+  assert.is(verdictCount(ctx, 'revnat_host') - before, 2n);
 });
 
 s('bpftool prints the pinned maps with named fields (BTF)', (ctx) => {
