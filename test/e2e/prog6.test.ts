@@ -471,6 +471,15 @@ s('loopback path: a node socket bound to ::1 is masqueraded to the node IPv6 add
   assert.is(verdictCount(ctx, 'revnat_host'), before + 1n);
   const again = run(ctx, reply.out, 'host');
   assert.equal(again.out, reply.out, 'on lo the reply passes untouched');
+  // A packet too big about the masqueraded request goes to the node process by lo too, quoting what it sent.
+  const err = run(ctx, buildPacket6({ proto: 'icmp6', src: ROUTER, dst: SNAT, icmpType: 2, icmpWord: 1280, payload: fwd.out.subarray(14) }), 'ext');
+  assert.is(err.retval, TC_ACT_REDIRECT, 'error handed to loopback ingress');
+  const eh = readHeaders6(err.out);
+  assert.equal({ src: eh.src, dst: eh.dst }, { src: ROUTER, dst: '::1' });
+  const q = readHeaders6(Buffer.concat([err.out.subarray(0, 14), err.out.subarray(62)]));
+  assert.equal({ ...q, l4: 0 }, { src: '::1', dst: '::1', sport: 45000, dport: 30090, proto: 6, l4: 0 });
+  assert.equal(checksumsValid6(err.out), { len: true, l4: true });
+  assert.is(verdictCount(ctx, 'revnat_host'), before + 2n);
 });
 
 s('draining: a new IPv6 flow passes unchanged (pass_draining); a flow weir carries keeps its backend', (ctx) => {
