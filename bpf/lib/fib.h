@@ -58,7 +58,8 @@ static __always_inline int fib_redirect(struct __sk_buff *skb, const struct pkt 
 	struct bpf_fib_lookup fib = {};
 	long rc;
 
-	if (skb->ingress_ifindex == LOOPBACK_IFINDEX && p->proto != IPPROTO_TCP)
+	/* An ICMP error is small, and the kernel never sends it with DF cleared for it. */
+	if (skb->ingress_ifindex == LOOPBACK_IFINDEX && p->proto != IPPROTO_TCP && p->proto != IPPROTO_ICMP)
 		return host_fragment(skb);
 	fib.family = AF_INET;
 	fib.l4_protocol = p->proto;

@@ -72,6 +72,9 @@ static __always_inline int icmp6_quote_port(struct __sk_buff *skb, __u32 off, __
  */
 static __always_inline int icmp6_verdict(const struct weir_ct6_val *ct, bool from_host, int v)
 {
+	/* To a node process on the loopback path: only lo takes it, as the flow's replies. */
+	if (v == WEIR_V_REVNAT && (ct->flags & WEIR_CT_F_HOST))
+		return WEIR_V_REVNAT_HOST;
 	if (!from_host && !(ct->flags & WEIR_CT_F_REDIRECT))
 		return v;
 	return v == WEIR_V_FORWARD ? WEIR_V_FORWARD_REDIRECT : WEIR_V_REVNAT_REDIRECT;

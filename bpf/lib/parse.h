@@ -20,6 +20,10 @@
 #define IP_SRC_OFF (L3_OFF + offsetof(struct iphdr, saddr))
 #define IP_DST_OFF (L3_OFF + offsetof(struct iphdr, daddr))
 
+#define ICMP_TYPE_DEST_UNREACH 3 /* includes code 4, fragmentation needed (path MTU) */
+#define ICMP_TYPE_TIME_EXCEEDED 11
+#define ICMP_TYPE_PARAMETERPROB 12
+
 #define TCP_FLAG_FIN 0x01
 #define TCP_FLAG_SYN 0x02
 #define TCP_FLAG_RST 0x04
@@ -36,7 +40,7 @@ struct pkt {
 	__be32 daddr;
 	__be16 sport;
 	__be16 dport;
-	__u8 proto; /* IPPROTO_TCP, IPPROTO_UDP or IPPROTO_SCTP */
+	__u8 proto; /* IPPROTO_TCP, IPPROTO_UDP, IPPROTO_SCTP or IPPROTO_ICMP (an error message, icmp.h) */
 	__u8 tcp_flags; /* TCP_FLAG_*; 0 for UDP and later fragments */
 	__u8 ihl; /* IPv4 header length, bytes */
 	__u8 frag; /* PKT_WHOLE, PKT_FRAG_FIRST or PKT_FRAG_LATER */
@@ -48,11 +52,19 @@ struct pkt {
 /* Ethernet + the longest IPv4 header + the TCP bytes we read (through the flags). */
 #define PARSE_PULL (ETH_HLEN + 60 + 14)
 
+/* Is an ICMP message of this type an error that quotes a packet weir may have translated? */
+static __always_inline bool icmp_error_type(__u8 type)
+{
+	return type == ICMP_TYPE_DEST_UNREACH || type == ICMP_TYPE_TIME_EXCEEDED || type == ICMP_TYPE_PARAMETERPROB;
+}
+
 /*
  * Fill p for an IPv4 TCP/UDP/SCTP packet (all three start with the two
- * ports); false for everything weir leaves alone: other L3/L4 protocols and
- * truncated headers (the stack drops those itself). A later fragment has
- * no L4 header: its ports are left zero for frag.h to find.
+ * ports), or an unfragmented ICMP error (ports zero; its quote is icmp.h's
+ * business); false for everything weir leaves alone: other L3/L4 protocols
+ * and ICMP messages, and truncated headers (the stack drops those itself).
+ * A later fragment has no L4 header: its ports are left zero for frag.h to
+ * find.
  */
 static __always_inline bool parse_packet(struct __sk_buff *skb, struct pkt *p)
 {
@@ -76,7 +88,8 @@ static __always_inline bool parse_packet(struct __sk_buff *skb, struct pkt *p)
 		return false;
 	if (ip->version != 4 || ip->ihl < 5)
 		return false;
-	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP && ip->protocol != IPPROTO_SCTP)
+	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP && ip->protocol != IPPROTO_SCTP &&
+	    (ip->protocol != IPPROTO_ICMP || (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))))
 		return false;
 	/* SCTP fragments its own messages into chunks; an IP-fragmented SCTP
 	 * packet is left alone (a port change needs its whole length for the
@@ -102,6 +115,8 @@ static __always_inline bool parse_packet(struct __sk_buff *skb, struct pkt *p)
 	l4 = (__u8 *)ip + ihl;
 	if ((void *)(l4 + 4) > data_end)
 		return false;
+	if (p->proto == IPPROTO_ICMP)
+		return icmp_error_type(l4[0]);
 	p->sport = *(__be16 *)l4;
 	p->dport = *(__be16 *)(l4 + 2);
 	if (p->proto == IPPROTO_TCP) {

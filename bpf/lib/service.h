@@ -25,6 +25,7 @@
 
 #include "cfg.h"
 #include "ct.h"
+#include "icmp.h"
 #include "lb.h"
 #include "nat.h"
 #include "reject.h"
@@ -249,7 +250,8 @@ static __always_inline bool host_reply(const struct pkt *p)
 }
 
 /*
- * Frontends first, replies only for packets that are not for a frontend:
+ * ICMP errors about a flow (icmp.h) apart; then frontends first, replies
+ * only for packets that are not for a frontend:
  * the common forward packet pays one conntrack lookup, not two. Safe because
  * masquerade never picks a source port that is a frontend on the masquerade
  * address (ct_snat_port), so a reply can never look like a new connection.
@@ -258,8 +260,11 @@ static __always_inline int handle_packet(struct __sk_buff *skb, struct pkt *p, e
 {
 	__u64 now = weir_now();
 	struct weir_svc_key key;
-	struct weir_svc_val *svc = lb_frontend(&key, p, WEIR_SCOPE_ALL);
+	struct weir_svc_val *svc;
 
+	if (p->proto == IPPROTO_ICMP)
+		return handle_icmp(skb, p, origin == FROM_HOST);
+	svc = lb_frontend(&key, p, WEIR_SCOPE_ALL);
 	if (svc && !(origin == FROM_HOST && host_reply(p)))
 		return handle_frontend(skb, p, &key, svc, origin, now);
 	/* On lo, the only replies weir translates are those of masqueraded

@@ -9,8 +9,13 @@
  * pods), weir_tc_ext on external devices (outside clients, other nodes),
  * weir_tc_host on lo (node processes whose socket the socket hooks leave
  * alone: bound to 127.0.0.1, or to the local service address itself).
+ *
+ * One tc egress program, weir_tc_egress on pod-facing and external
+ * devices: ICMP errors the node itself generates about NATed flows
+ * (bpf/lib/egress.h); everything else leaves after a one-byte look.
  */
 #include "common.h"
+#include "egress.h"
 #include "frag.h"
 #include "frag6.h"
 #include "parse.h"
@@ -73,6 +78,12 @@ SEC("tc")
 int weir_tc_host(struct __sk_buff *skb)
 {
 	return tc_ingress(skb, FROM_HOST);
+}
+
+SEC("tc")
+int weir_tc_egress(struct __sk_buff *skb)
+{
+	return tc_egress(skb);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -152,6 +152,14 @@ enum weir_verdict {
 	/* a new flow while weir hands over (weir cleanup --drain): passed on
 	 * unchanged, for the other proxy's rules */
 	WEIR_V_PASS_DRAINING,
+	/* tc egress: an ICMP error this node generated about a packet of a NATed
+	 * flow it forwarded (fragmentation needed / packet too big, TTL
+	 * exceeded, unreachable), translated to quote the packet as its sender
+	 * sent it, and sent on to the same destination */
+	WEIR_V_ICMP_LOCAL,
+	/* as WEIR_V_ICMP_LOCAL, for an error about a reply: addressed to the
+	 * frontend, now to the backend, sent by FIB redirect */
+	WEIR_V_ICMP_LOCAL_REDIRECT,
 	WEIR_V__MAX,
 };
 

@@ -223,6 +223,102 @@ s('packets that are not ours pass untouched', (ctx) => {
   }
 });
 
+const ip4Bytes = (a: string): Buffer => Buffer.from(a.split('.').map(Number));
+
+/**
+ * An ICMP error (type, code, the header's last 4 bytes `word`) from src to
+ * dst quoting `orig` (an Ethernet frame) as a router does: its IPv4 header
+ * and 8 bytes after it.
+ */
+function icmpError(o: { src: string; dst: string; type: number; code: number; word?: number; orig: Buffer }): Buffer {
+  const ihl = (o.orig[14]! & 0x0f) * 4;
+  const icmp = Buffer.concat([Buffer.alloc(8), o.orig.subarray(14, 14 + ihl + 8)]);
+  icmp[0] = o.type;
+  icmp[1] = o.code;
+  icmp.writeUInt32BE(o.word ?? 0, 4);
+  icmp.writeUInt16BE(~csum(icmp) & 0xffff, 2);
+  const ip = Buffer.alloc(20);
+  ip[0] = 0x45;
+  ip.writeUInt16BE(20 + icmp.length, 2);
+  ip[8] = 64;
+  ip[9] = 1;
+  ip4Bytes(o.src).copy(ip, 12);
+  ip4Bytes(o.dst).copy(ip, 16);
+  ip.writeUInt16BE(~csum(ip) & 0xffff, 10);
+  return Buffer.concat([o.orig.subarray(0, 14), ip, icmp]);
+}
+
+/** The quote of an ICMP error from the tc program (20-byte outer header): its tuple, and whether its own IPv4 header checksum verifies. */
+function quoteOf(out: Buffer): { tuple: ReturnType<typeof hdr>; ipValid: boolean } {
+  return { tuple: hdr(Buffer.concat([out.subarray(0, 14), out.subarray(42)])), ipValid: csum(out, 42, 62) === 0xffff };
+}
+
+const NODE = '192.168.77.10';
+const ROUTER = '192.168.77.1';
+
+function egress(ctx: Ctx, pkt: Buffer): { retval: number; out: Buffer } {
+  const r = loadShim().progTestRun(ctx.dp.egressFd, pkt, pkt.length + 256);
+  return { retval: r.retval, out: r.data };
+}
+
+s('egress: fragmentation needed this node sent about a DNATed request reaches the client quoting the ClusterIP (icmp_local)', (ctx) => {
+  // The flow of the first tests: CLIENT:40001 -> VIP:80, forwarded as CLIENT:40001 -> BACKEND:8080,
+  // which did not fit the next link: the node's own error quotes the forwarded packet.
+  const fwd = packet({ proto: 'tcp', src: CLIENT, dst: BACKEND, sport: 40001, dport: 8080, flags: 0x10, payload: 'x'.repeat(64) });
+  fwd.writeUInt16BE(0x4000, 20); // DF
+  fwd.writeUInt16BE(0, 24);
+  fwd.writeUInt16BE(~csum(fwd, 14, 34) & 0xffff, 24);
+  const err = icmpError({ src: NODE, dst: CLIENT, type: 3, code: 4, word: 1280, orig: fwd });
+  const before = verdictCount(ctx, 'icmp_local');
+  const { retval, out } = egress(ctx, err);
+  assert.is(retval, TC_ACT_OK);
+  assert.equal({ src: readIp4(out, 26), dst: readIp4(out, 30), proto: out[23] }, { src: NODE, dst: CLIENT, proto: 1 }, 'the error still goes to the client');
+  assert.equal([out[34], out[35], out.readUInt16BE(40)], [3, 4, 1280], 'still fragmentation needed, same MTU');
+  assert.equal(quoteOf(out), { tuple: { src: CLIENT, dst: VIP, sport: 40001, dport: 80, proto: 6 }, ipValid: true }, 'the quote is the packet as the client sent it');
+  assert.equal(checksumsValid(out), { ip: true, l4: true });
+  assert.is(verdictCount(ctx, 'icmp_local'), before + 1n);
+});
+
+s('egress: an error this node sent about a reply (to the ClusterIP) is readdressed to the backend (icmp_local_redirect)', (ctx) => {
+  const reply = packet({ proto: 'tcp', src: VIP, dst: CLIENT, sport: 80, dport: 40001, flags: 0x10, payload: 'x'.repeat(64) });
+  const before = verdictCount(ctx, 'icmp_local_redirect');
+  const { out } = egress(ctx, icmpError({ src: NODE, dst: VIP, type: 11, code: 0, orig: reply }));
+  assert.equal({ src: readIp4(out, 26), dst: readIp4(out, 30) }, { src: NODE, dst: BACKEND });
+  assert.equal(quoteOf(out), { tuple: { src: BACKEND, dst: CLIENT, sport: 8080, dport: 40001, proto: 6 }, ipValid: true }, 'the quote is the reply as the backend sent it');
+  assert.equal(checksumsValid(out), { ip: true, l4: true });
+  assert.is(verdictCount(ctx, 'icmp_local_redirect'), before + 1n);
+});
+
+s('ingress: an ICMP error from a router about a reply (sent to the ClusterIP) goes to the backend, quote translated back', (ctx) => {
+  const reply = packet({ proto: 'tcp', src: VIP, dst: CLIENT, sport: 80, dport: 40001, flags: 0x10, payload: 'x'.repeat(64) });
+  const before = verdictCount(ctx, 'forward');
+  const r = loadShim().progTestRun(ctx.dp.progFds.ext, icmpError({ src: ROUTER, dst: VIP, type: 3, code: 4, word: 1280, orig: reply }), 200);
+  assert.is(r.retval, TC_ACT_OK);
+  assert.equal({ src: readIp4(r.data, 26), dst: readIp4(r.data, 30) }, { src: ROUTER, dst: BACKEND });
+  assert.equal(quoteOf(r.data), { tuple: { src: BACKEND, dst: CLIENT, sport: 8080, dport: 40001, proto: 6 }, ipValid: true });
+  assert.equal(checksumsValid(r.data), { ip: true, l4: true });
+  assert.is(verdictCount(ctx, 'forward'), before + 1n);
+});
+
+s('egress: everything but an ICMP error about a flow of ours leaves untouched and counted nowhere', (ctx) => {
+  const before = VERDICTS.map((v) => verdictCount(ctx, v));
+  const stranger = packet({ proto: 'tcp', src: CLIENT, dst: BACKEND, sport: 49999, dport: 8080 });
+  for (const pkt of [
+    packet({ proto: 'tcp', src: BACKEND, dst: CLIENT, sport: 8080, dport: 40001, flags: 0x10 }),
+    packet({ proto: 'udp', src: VIP, dst: CLIENT, sport: 53, dport: 40002 }),
+    packet({ proto: 'icmp', src: NODE, dst: CLIENT }),
+    icmpError({ src: NODE, dst: CLIENT, type: 3, code: 4, word: 1280, orig: stranger }),
+  ]) {
+    const { retval, out } = egress(ctx, pkt);
+    assert.is(retval, TC_ACT_OK);
+    assert.equal(out, pkt);
+  }
+  assert.equal(
+    VERDICTS.map((v) => verdictCount(ctx, v)),
+    before,
+  );
+});
+
 /**
  * Split an Ethernet/IPv4 packet (20-byte header) into IPv4 fragments of
  * `chunk` payload bytes (a multiple of 8), all with IP id `id`, as a
@@ -421,6 +517,14 @@ s('loopback path: a node socket bound to 127.0.0.1 is masqueraded to the node IP
   const again = runHost(ctx, reply.out.subarray(0, fwd.out.length));
   assert.is(again.retval, TC_ACT_OK);
   assert.equal(hdr(again.out), hdr(reply.out));
+
+  // An ICMP error about the masqueraded request goes to the node process by lo too, quoting what it sent.
+  const err = run(ctx, icmpError({ src: ROUTER, dst: '192.168.77.10', type: 3, code: 4, word: 1280, orig: fwd.out }));
+  assert.is(err.retval, TC_ACT_REDIRECT, 'error handed to loopback ingress');
+  assert.equal({ src: readIp4(err.out, 26), dst: readIp4(err.out, 30) }, { src: ROUTER, dst: '127.0.0.1' });
+  assert.equal(quoteOf(err.out), { tuple: { src: '127.0.0.1', dst: '127.0.0.1', sport: 30081, dport: 30080, proto: 6 }, ipValid: true });
+  assert.equal(checksumsValid(err.out), { ip: true, l4: true });
+  assert.is(verdictCount(ctx, 'revnat_host') - before, 2n);
 });
 
 s('bpftool prints the pinned maps with named fields (BTF)', (ctx) => {

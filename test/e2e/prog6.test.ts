@@ -282,6 +282,22 @@ s('an ICMPv6 error this node sent itself to a NodePort address (through lo) goes
   assert.is(verdictCount(ctx, 'forward_redirect'), before + 1n);
 });
 
+s('egress: packet too big this node sent about a DNATed request reaches the client quoting the ClusterIP (icmp_local/ipv6)', (ctx) => {
+  // CLIENT:40001 -> VIP:80 was forwarded as CLIENT:40001 -> BACKEND:8080 and did not fit the next link.
+  const fwd = buildPacket6({ proto: 'tcp', src: CLIENT, dst: BACKEND, sport: 40001, dport: 8080, flags: 0x10, payload: 'x'.repeat(64) });
+  const ptb = buildPacket6({ proto: 'icmp6', src: SNAT, dst: CLIENT, icmpType: 2, icmpWord: 1280, payload: fwd.subarray(14) });
+  const before = verdictCount(ctx, 'icmp_local');
+  const r = loadShim().progTestRun(ctx.dp.egressFd, ptb, ptb.length + 256);
+  assert.is(r.retval, TC_ACT_OK);
+  const h = readHeaders6(r.data);
+  assert.equal({ src: h.src, dst: h.dst, proto: h.proto }, { src: SNAT, dst: CLIENT, proto: 58 }, 'still to the client');
+  assert.equal([r.data[54], r.data.readUInt32BE(58)], [2, 1280], 'still Packet Too Big, same MTU');
+  const q = readHeaders6(Buffer.concat([r.data.subarray(0, 14), r.data.subarray(62)]));
+  assert.equal({ ...q, l4: 0 }, { src: CLIENT, dst: VIP, sport: 40001, dport: 80, proto: 6, l4: 0 }, 'the quote is the packet as the client sent it');
+  assert.equal(checksumsValid6(r.data), { len: true, l4: true });
+  assert.is(verdictCount(ctx, 'icmp_local'), before + 1n);
+});
+
 s('ICMPv6 errors about no flow of ours, neighbour discovery and echo pass untouched', (ctx) => {
   const before = allCounts(ctx, 6);
   const stranger = buildPacket6({ proto: 'tcp', src: VIP, dst: CLIENT, sport: 80, dport: 49999, flags: 0x10 });
@@ -455,6 +471,15 @@ s('loopback path: a node socket bound to ::1 is masqueraded to the node IPv6 add
   assert.is(verdictCount(ctx, 'revnat_host'), before + 1n);
   const again = run(ctx, reply.out, 'host');
   assert.equal(again.out, reply.out, 'on lo the reply passes untouched');
+  // A packet too big about the masqueraded request goes to the node process by lo too, quoting what it sent.
+  const err = run(ctx, buildPacket6({ proto: 'icmp6', src: ROUTER, dst: SNAT, icmpType: 2, icmpWord: 1280, payload: fwd.out.subarray(14) }), 'ext');
+  assert.is(err.retval, TC_ACT_REDIRECT, 'error handed to loopback ingress');
+  const eh = readHeaders6(err.out);
+  assert.equal({ src: eh.src, dst: eh.dst }, { src: ROUTER, dst: '::1' });
+  const q = readHeaders6(Buffer.concat([err.out.subarray(0, 14), err.out.subarray(62)]));
+  assert.equal({ ...q, l4: 0 }, { src: '::1', dst: '::1', sport: 45000, dport: 30090, proto: 6, l4: 0 });
+  assert.equal(checksumsValid6(err.out), { len: true, l4: true });
+  assert.is(verdictCount(ctx, 'revnat_host'), before + 2n);
 });
 
 s('draining: a new IPv6 flow passes unchanged (pass_draining); a flow weir carries keeps its backend', (ctx) => {

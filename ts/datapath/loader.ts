@@ -45,6 +45,15 @@ export const MAP_NAMES = {
 /** tc programs: which devices get which. */
 export const TC_PROGS = { pod: 'weir_tc_pod', ext: 'weir_tc_ext', host: 'weir_tc_host' } as const;
 export type DeviceRole = keyof typeof TC_PROGS;
+/**
+ * The tc egress program: ICMP errors the node generates about NATed flows
+ * (bpf/lib/egress.h). On the devices such an error leaves by toward a
+ * client or a backend: pod-facing and external ones. Not on lo: an error
+ * for a local address (a masqueraded flow's) is looped back and seen by
+ * weir_tc_host at lo's ingress.
+ */
+export const TC_EGRESS_PROG = 'weir_tc_egress';
+export const EGRESS_ROLES: ReadonlySet<DeviceRole> = new Set(['pod', 'ext']);
 /** Our tc filter's identity on every device: a restart replaces it in place. */
 export const TC_HANDLE = 0x7765;
 export const TC_PRIORITY = 10;
@@ -218,6 +227,8 @@ export class BpfDatapath {
   /** When the objects finished loading, in ms since the process started. */
   readonly loadedAtMs = Math.round(process.uptime() * 1000);
   readonly progFds: Record<DeviceRole, number>;
+  /** weir_tc_egress. */
+  readonly egressFd: number;
   private readonly shim: Shim;
   private readonly objs: number[];
   private readonly sockFds: Map<string, number>;
@@ -226,7 +237,7 @@ export class BpfDatapath {
   /** The sizes the traffic-scaled maps have (a reused pin keeps its own). */
   readonly sizes: MapSizes;
 
-  private constructor(d: { shim: Shim; pinRoot: string; objs: number[]; maps: AllMaps; progFds: Record<DeviceRole, number>; sockFds: Map<string, number>; sizes: MapSizes }) {
+  private constructor(d: { shim: Shim; pinRoot: string; objs: number[]; maps: AllMaps; progFds: Record<DeviceRole, number>; egressFd: number; sockFds: Map<string, number>; sizes: MapSizes }) {
     this.sizes = d.sizes;
     this.shim = d.shim;
     this.pinRoot = d.pinRoot;
@@ -234,6 +245,7 @@ export class BpfDatapath {
     this.maps = d.maps;
     this.writes = new KernelWriteQueue(d.shim);
     this.progFds = d.progFds;
+    this.egressFd = d.egressFd;
     this.sockFds = d.sockFds;
   }
 
@@ -287,8 +299,9 @@ export class BpfDatapath {
       return fd;
     };
     const progFds = { pod: pin(tc, TC_PROGS.pod), ext: pin(tc, TC_PROGS.ext), host: pin(tc, TC_PROGS.host) };
+    const egressFd = pin(tc, TC_EGRESS_PROG);
     const sockFds = new Map(SOCK_PROGS.map((p) => [p.name, pin(sock, p.name)] as const));
-    return new BpfDatapath({ shim, pinRoot, objs: [tc, sock], maps, progFds, sockFds, sizes });
+    return new BpfDatapath({ shim, pinRoot, objs: [tc, sock], maps, progFds, egressFd, sockFds, sizes });
   }
 
   writeConfig(cfg: DatapathConfig): void {
@@ -327,9 +340,14 @@ export class BpfDatapath {
     this.maps.cfg6.upsert([[keyString(C.u32Key.encode({ value: 0 })), value]]);
   }
 
-  /** Attach (or atomically replace) our filter at ingress of ifindex. */
+  /**
+   * Attach (or atomically replace) our filter at ingress of ifindex, and on
+   * pod-facing and external devices at egress too (the same handle and
+   * priority there: a restart replaces it in place, cleanup finds it).
+   */
   attach(role: DeviceRole, ifindex: number): void {
     this.shim.tcAttach(ifindex, this.progFds[role], true, TC_HANDLE, TC_PRIORITY);
+    if (EGRESS_ROLES.has(role)) this.shim.tcAttach(ifindex, this.egressFd, false, TC_HANDLE, TC_PRIORITY);
   }
 
   /**

@@ -22,6 +22,8 @@ export const VERDICTS = [
   'drop_loopback_source',
   'pass_midflow',
   'pass_draining',
+  'icmp_local',
+  'icmp_local_redirect',
 ] as const;
 
 export type Verdict = (typeof VERDICTS)[number];
