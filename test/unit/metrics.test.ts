@@ -174,7 +174,7 @@ test('BPF mode: every series with its type, help, labels and values', async () =
   ]);
   // Every verdict, summed over CPUs; one the map has no entry for is 0.
   assert.equal(family(text, 'weir_packets_total'), [
-    '# HELP weir_packets_total Packets the BPF programs did not pass on untouched, by verdict (forward, revnat, reject_*, drop_*; frag_unmatched and pass_* are passed on unchanged) and IP family.',
+    '# HELP weir_packets_total Packets the BPF programs did not pass on untouched, by verdict (forward, revnat, reject_*, drop_*, icmp_local* for ICMP errors the node generated; frag_unmatched and pass_* are passed on unchanged) and IP family.',
     '# TYPE weir_packets_total counter',
     ...VERDICTS.map((v) => `weir_packets_total{verdict="${v}",family="ipv4"} ${v === 'forward' ? 15 : v === 'reject_no_endpoints' ? 2 : 0}`),
     ...VERDICTS.map((v) => `weir_packets_total{verdict="${v}",family="ipv6"} ${v === 'forward' ? 7 : 0}`),

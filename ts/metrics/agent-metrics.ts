@@ -218,7 +218,7 @@ function register(opts: AgentMetricsOptions): Live {
     });
     new pc.Counter({
       name: 'weir_packets_total',
-      help: 'Packets the BPF programs did not pass on untouched, by verdict (forward, revnat, reject_*, drop_*; frag_unmatched and pass_* are passed on unchanged) and IP family.',
+      help: 'Packets the BPF programs did not pass on untouched, by verdict (forward, revnat, reject_*, drop_*, icmp_local* for ICMP errors the node generated; frag_unmatched and pass_* are passed on unchanged) and IP family.',
       labelNames: ['verdict', 'family'] as const,
       registers,
       collect() {
