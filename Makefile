@@ -16,7 +16,7 @@ DEBIAN_PKGS := clang llvm libbpf-dev libelf-dev zlib1g-dev bpftool iproute2 ipta
 	conntrack curl netcat-openbsd socat iperf3 util-linux procps gcc make clang-format python3
 
 # tsc needs node_modules; everything that runs needs the system packages.
-.PHONY: all deps system-deps bpf native ts lint format test test-unit test-e2e demo bench soak clean bpffs install
+.PHONY: all deps system-deps bpf native ts lint format test test-unit test-e2e demo bench bench-deps soak clean bpffs install
 
 all: deps bpf native ts
 
@@ -93,8 +93,22 @@ soak: all bpffs
 
 # Benchmarks (not tests): writes bench/results.json, BENCHMARKS.md, bench/latency.svg.
 # BENCH_ARGS=--quick for a smoke run under two minutes.
-bench: all bpffs
+bench: all bpffs bench-deps
 	node dist/bench/run.js $(BENCH_ARGS)
+
+# What only `make bench` runs: wrk and nginx (bench/wire.ts). The benchmark
+# starts nginx in its own namespaces; a policy-rc.d keeps the package from
+# starting a system nginx on the host while it installs.
+BENCH_PKGS := wrk nginx
+bench-deps: system-deps
+	@[ -n "$(SKIP_SYSTEM_DEPS)" ] && exit 0; \
+	missing=$$(for p in $(BENCH_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "make bench-deps: missing $$missing and not root" >&2; exit 1; fi; \
+	  made=; [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; made=1; }; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; rc=$$?; \
+	  [ -n "$$made" ] && rm -f /usr/sbin/policy-rc.d; exit $$rc; \
+	fi
 
 # `make install [PREFIX=/usr/local]`: puts `weir` on the PATH as a two-line
 # script that runs this checkout's dist/ts/cli/main.js with the node found

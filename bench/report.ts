@@ -12,6 +12,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Results } from './run';
+import { VARIANTS, WireSample, bars as wireBars, ratios as wireRatios } from './wire';
 
 /** Figures as run.ts holds them (NaN when not measured) or as results.json reads back (null). */
 type Figure = number | null | undefined;
@@ -21,12 +22,13 @@ type PathPoint = Results['path'][number];
 type Mode = 'bpf' | 'iptables';
 
 const MODES: readonly Mode[] = ['bpf', 'iptables'];
-const SECTIONS = ['control', 'packet', 'path', 'ffi'] as const;
+const SECTIONS = ['control', 'packet', 'path', 'wire', 'ffi'] as const;
 type Section = (typeof SECTIONS)[number];
 const HEADINGS: Record<Section, string> = {
   control: 'Control plane',
   packet: 'Dataplane per packet',
   path: 'Through a real namespace path',
+  wire: 'wrk and iperf3, every dataplane side by side',
   ffi: 'FFI cost per map operation',
 };
 
@@ -476,6 +478,63 @@ function pathSection(v: View, bars: Bar[]): string[] {
   return lines;
 }
 
+function wireSection(v: View): string[] {
+  const runs = v.r.wire ?? [];
+  if (!runs.length) return [`## ${HEADINGS.wire}`, '', 'Not in the results file.', ''];
+  const med = (xs: number[]): number => {
+    const s = xs.filter(Number.isFinite).sort((a, b) => a - b);
+    return s.length ? ((s[(s.length - 1) >> 1] ?? NaN) + (s[s.length >> 1] ?? NaN)) / 2 : NaN;
+  };
+  const first = runs[0]!;
+  const lines = [
+    `## ${HEADINGS.wire}`,
+    '',
+    `A client pod to an nginx pod on the same node through a ClusterIP, each dataplane on a node of its own in one box, ${first.rounds} interleaved round(s) of ${first.seconds} s per client: wrk -t1 -c8 with a new connection per request (\`Connection: close\`) and with keep-alive, and one iperf3 stream. Medians of the rounds; "× none" is the median of the per-round ratios to no proxy.`,
+    '',
+    ...fromEarlier(v, 'wire'),
+    '| services | dataplane | programmed | new conn/s | × none | p50 | p99 | keep-alive req/s | keep-alive p99 | iperf3 |',
+    '|---|---|---|---|---|---|---|---|---|---|',
+  ];
+  for (const res of runs) {
+    for (const variant of VARIANTS) {
+      const ss = res.samples[variant];
+      if (!ss?.length) {
+        if (res.skipped[variant]) lines.push(row([count(res.services), variant, res.skipped[variant], '—', '—', '—', '—', '—', '—', '—']));
+        continue;
+      }
+      const m = (f: (s: WireSample) => number): number => med(ss.map(f));
+      const ratioNone = med(wireRatios(res, variant, 'none'));
+      lines.push(
+        row([
+          count(res.services),
+          variant,
+          res.programmedMs[variant] === undefined ? '—' : unit(res.programmedMs[variant], 'ms'),
+          num(Math.round(m((s) => s.closeRps))),
+          measured(ratioNone) ? `${ratioNone.toFixed(2)}×` : '—',
+          unit(
+            m((s) => s.closeP50Us),
+            'µs',
+          ),
+          unit(
+            m((s) => s.closeP99Us),
+            'µs',
+          ),
+          num(Math.round(m((s) => s.keepaliveRps))),
+          unit(
+            m((s) => s.keepaliveP99Us),
+            'µs',
+          ),
+          `${m((s) => s.iperfGbps).toFixed(2)} Gbit/s`,
+        ]),
+      );
+    }
+  }
+  lines.push('', '| services | bar | median | rounds held |', '|---|---|---|---|');
+  for (const res of runs) for (const b of wireBars(res)) if (b.rounds) lines.push(row([count(res.services), b.bar, `${b.median}×`, `${b.held} of ${b.rounds}`]));
+  lines.push('');
+  return lines;
+}
+
 function ffiSection(v: View): string[] {
   const ffi = v.r.ffi ?? [];
   const base = ffi[0];
@@ -514,6 +573,8 @@ const METHODS = [
   '',
   "**Path.** A client pod and a backend pod (an echo server) on one node; n − 1 generated services and the measured one, whose name sorts last (the worst case for iptables' walk of its services chain), all backed by the backend pod. For each size and mode: `weir cleanup`, the agent started and ready, a pause for device attachment, unmeasured warm-up connections, then sequential connections from the client pod to the ClusterIP, each timed in the client from before connect to the HTTP response. conn/s is the connection count over the series' wall time.",
   '',
+  "**wrk and iperf3.** One box with a node per dataplane: no proxy (the client addresses the nginx pod), weir BPF with the pods outside its cgroup (tc path) and inside it (socket path), weir nftables (where the build has the mode), weir iptables, and a ruleset in the shape of kube-proxy's nftables mode loaded with `nft -f` (bench/kube-proxy-nft.ts). Each node has a client pod and an nginx pod (one worker, a fixed 3-byte body) with an iperf3 server beside it. Per size, n − 1 generated services of 10 unreachable endpoints and one measured service per node, sorting last; every dataplane is programmed once (the time is logged), then unmeasured warm-up, then rounds, each running every dataplane in turn, the order rotated by one per round.",
+  '',
   '**FFI.** Per backend, a BPF hash map created through the native library: single is a series of one-element update calls, time per call; batched is one call updating many elements, time per element.',
   '',
 ];
@@ -522,7 +583,18 @@ const METHODS = [
 export function render(r: Results, source = 'bench/results.json'): string {
   const v = new View(r);
   const bars = v.bars();
-  const lines = ['# weir benchmarks', '', ...runSection(v, source), ...barsSection(bars), ...controlSection(v, bars), ...packetSection(v, bars), ...pathSection(v, bars), ...ffiSection(v), ...METHODS];
+  const lines = [
+    '# weir benchmarks',
+    '',
+    ...runSection(v, source),
+    ...barsSection(bars),
+    ...controlSection(v, bars),
+    ...packetSection(v, bars),
+    ...pathSection(v, bars),
+    ...wireSection(v),
+    ...ffiSection(v),
+    ...METHODS,
+  ];
   return lines.join('\n');
 }
 

@@ -16,6 +16,7 @@ import * as C from '../ts/datapath/codecs';
 import { BpfDatapath, DEFAULT_SIZES } from '../ts/datapath/loader';
 import { FfiBackend, loadShim } from '../ts/datapath/ffi';
 import { buildPacket, buildPacket6 } from '../ts/datapath/packet';
+import { VARIANTS, WireResult, benchWire } from './wire';
 import { keyString } from '../ts/datapath/maps';
 import { ClusterStore } from '../ts/model/store';
 import { Reconciler } from '../ts/reconcile/reconciler';
@@ -74,6 +75,8 @@ export interface Results {
   /** BPF: an agent restarted over its pinned dataplane (adopts it, writes only what changed meanwhile). */
   restart?: Array<{ services: number; ms: number; peakRssMb: number; upserts: number; deletes: number }>;
   path: Array<{ mode: string; services: number; latencyUs: Stats; connPerSec: number; timedOut?: boolean }>;
+  /** wrk and iperf3 through every dataplane side by side (bench/wire.ts). */
+  wire?: WireResult[];
 }
 
 interface Params {
@@ -568,8 +571,9 @@ async function main(): Promise<void> {
   const outFile = path.join(REPO, 'bench', p.quick ? 'results-quick.json' : 'results.json');
   // --sections a,b re-measures only those and keeps the rest of the last results.
   const sectionsArg = process.argv.indexOf('--sections');
-  const sections = new Set(sectionsArg >= 0 ? process.argv[sectionsArg + 1]!.split(',') : ['ffi', 'packet', 'control', 'path']);
-  const prev = sections.size < 4 && fs.existsSync(outFile) ? (JSON.parse(fs.readFileSync(outFile, 'utf8')) as Results) : null;
+  const all = ['ffi', 'packet', 'control', 'path', 'wire'];
+  const sections = new Set(sectionsArg >= 0 ? process.argv[sectionsArg + 1]!.split(',') : all);
+  const prev = sections.size < all.length && fs.existsSync(outFile) ? (JSON.parse(fs.readFileSync(outFile, 'utf8')) as Results) : null;
   const results = { ...(prev ?? {}), machine: machine(), date: new Date().toISOString().slice(0, 10), command, params: p } as Results;
   if (sections.has('ffi')) {
     log('FFI cost per map operation');
@@ -591,6 +595,10 @@ async function main(): Promise<void> {
   if (sections.has('path')) {
     log('Real namespace path');
     results.path = await benchPath(p);
+  }
+  if (sections.has('wire')) {
+    log('wrk and iperf3 through every dataplane');
+    results.wire = await benchWire({ sizes: p.pathSizes, rounds: p.quick ? 1 : 3, seconds: p.quick ? 2 : 5, variants: VARIANTS });
   }
   fs.writeFileSync(outFile, JSON.stringify(results, null, 2) + '\n');
   if (!p.quick) report(results, REPO);

@@ -71,9 +71,10 @@ export interface BoxSpec {
   /**
    * Pods' processes run in a cgroup below their node's (as kubepods below
    * the host's root, which a DaemonSet gives weir as --cgroup-root), so
-   * the agent's socket hooks see pods' sockets too.
+   * the agent's socket hooks see pods' sockets too. A list: only the pods
+   * of these nodes.
    */
-  podsUnderCgroup?: boolean;
+  podsUnderCgroup?: boolean | readonly string[];
 }
 
 export interface BoxNode {
@@ -209,7 +210,7 @@ export class Box {
   readonly nodes: BoxNode[] = [];
   /** Whether nodes and pods have IPv6 addresses too (spec.ipv6). */
   ipv6 = false;
-  private podsUnderCgroup = false;
+  private podsUnderCgroup: boolean | readonly string[] = false;
   readonly pods = new Map<string, Pod>();
   /** Manifests for `--source file:<dir>` (a temp dir, removed on destroy). */
   readonly manifestDir: string;
@@ -255,7 +256,7 @@ export class Box {
     installExitHooks();
     const box = new Box();
     box.ipv6 = spec.ipv6 === true;
-    box.podsUnderCgroup = spec.podsUnderCgroup === true;
+    box.podsUnderCgroup = spec.podsUnderCgroup ?? false;
     live.add(box);
     try {
       await box.build(n);
@@ -529,9 +530,15 @@ export class Box {
   argvFor(who: string, argv: readonly string[]): string[] {
     const node = this.nodes.find((n) => n.name === who);
     if (node) return nsArgv(node.ns, ['sh', '-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', this.cgroupDir(node.name), ...argv]);
-    const pod = this.podsUnderCgroup ? this.pods.get(who) : undefined;
-    if (pod) return nsArgv(pod.ns, ['sh', '-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', this.podCgroupDir(pod.node.name), ...argv]);
+    const pod = this.pods.get(who);
+    const under = pod && (this.podsUnderCgroup === true || (Array.isArray(this.podsUnderCgroup) && this.podsUnderCgroup.includes(pod.node.name)));
+    if (pod && under) return nsArgv(pod.ns, ['sh', '-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', this.podCgroupDir(pod.node.name), ...argv]);
     return nsArgv(this.nsOf(who), argv);
+  }
+
+  /** Run `who`'s command to completion, as argvFor places it (a pod inside its cgroup where the box puts it there). */
+  execAs(who: string, argv: readonly string[], timeoutMs = 10_000): Promise<ExecResult> {
+    return this.run(this.argvFor(who, argv), timeoutMs);
   }
 
   /** Start test/box/echo.js in a pod; resolves once every port listens. */
