@@ -224,6 +224,31 @@ static int adopt_pinned_sizes(struct bpf_object *obj)
 	return 0;
 }
 
+/* The bpf_sock_destroy kfunc (6.5+), which the socket iterator calls: probed once in the kernel's BTF. */
+static bool have_sock_destroy(void)
+{
+	static int probed = -1;
+
+	if (probed < 0) {
+		struct btf *vmlinux = btf__load_vmlinux_btf();
+
+		probed = vmlinux && btf__find_by_name_kind(vmlinux, "bpf_sock_destroy", BTF_KIND_FUNC) > 0;
+		btf__free(vmlinux);
+	}
+	return probed;
+}
+
+/* An iterator that needs a kfunc the kernel lacks is left out, not the whole object. */
+static void skip_unsupported_progs(struct bpf_object *obj)
+{
+	struct bpf_program *prog;
+
+	bpf_object__for_each_program(prog, obj) {
+		if (!strncmp(bpf_program__section_name(prog), "iter/", 5) && !have_sock_destroy())
+			bpf_program__set_autoload(prog, false);
+	}
+}
+
 static int obj_load(const char *obj_path, const char *pin_root, const char *sizes, const char *private_maps,
 		    uint32_t lru_max)
 {
@@ -269,6 +294,7 @@ static int obj_load(const char *obj_path, const char *pin_root, const char *size
 	err = set_rodata_u32(obj, "weir_coarse_clock", have_coarse_clock());
 	if (!err)
 		err = set_rodata_u32(obj, "weir_sock_retval", have_sock_retval());
+	skip_unsupported_progs(obj);
 	if (!err)
 		err = bpf_object__load(obj);
 	if (err) {
@@ -288,6 +314,45 @@ int weir_obj_close(int obj)
 	bpf_object__close(o);
 	objs[obj] = NULL;
 	return 0;
+}
+
+int weir_iter_run(int obj, const char *prog_name, void *out, uint32_t out_len)
+{
+	struct bpf_object *o = obj_get(obj);
+	struct bpf_program *prog;
+	struct bpf_link *link;
+	char buf[4096];
+	int fd, total = 0;
+	ssize_t n;
+
+	if (!o)
+		return -EBADF;
+	prog = bpf_object__find_program_by_name(o, prog_name);
+	if (!prog)
+		return -ENOENT;
+	if (bpf_program__fd(prog) < 0)
+		return -EOPNOTSUPP; /* not loaded: the kernel lacks what it needs */
+	link = bpf_program__attach_iter(prog, NULL);
+	if (!link)
+		return -errno;
+	fd = bpf_iter_create(bpf_link__fd(link));
+	if (fd < 0) {
+		int err = -errno;
+
+		bpf_link__destroy(link);
+		return err;
+	}
+	while ((n = read(fd, buf, sizeof(buf))) > 0) {
+		if ((uint32_t)total < out_len)
+			memcpy((char *)out + total, buf,
+			       (size_t)n < out_len - (uint32_t)total ? (size_t)n : out_len - (uint32_t)total);
+		total += (int)n;
+	}
+	if (n < 0)
+		total = -errno;
+	close(fd);
+	bpf_link__destroy(link);
+	return total;
 }
 
 int weir_obj_map_fd(int obj, const char *map_name)

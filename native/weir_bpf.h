@@ -37,6 +37,13 @@ int weir_obj_load(const char *obj_path, const char *pin_root, const char *sizes)
  */
 int weir_obj_load_private(const char *obj_path, const char *pin_root, const char *private_maps, uint32_t lru_max);
 int weir_obj_close(int obj);
+/*
+ * Run the iterator program prog_name of obj once over its target (in the
+ * caller's network namespace) and read its output to the end, the first
+ * out_len bytes into out. Returns the bytes it wrote, -EOPNOTSUPP if the
+ * program was left unloaded (the kernel lacks what it needs), or -errno.
+ */
+int weir_iter_run(int obj, const char *prog_name, void *out, uint32_t out_len);
 /* fd of a map / program inside a loaded object (owned by the object). */
 int weir_obj_map_fd(int obj, const char *map_name);
 int weir_obj_prog_fd(int obj, const char *prog_name);

@@ -2,11 +2,14 @@
 /*
  * cgroup socket hooks, attached to the agent's --cgroup-root: the service
  * path for processes in the node's network namespace. Entry points only;
- * the logic is in bpf/lib/sock.h (IPv4) and bpf/lib/sock6.h (IPv6).
+ * the logic is in bpf/lib/sock.h (IPv4) and bpf/lib/sock6.h (IPv6); the
+ * iterator that destroys sockets left on a removed backend is in
+ * bpf/lib/sockterm.h.
  */
 #include "common.h"
 #include "sock.h"
 #include "sock6.h"
+#include "sockterm.h"
 
 SEC("cgroup/connect4")
 int weir_sock_connect4(struct bpf_sock_addr *ctx)
@@ -54,6 +57,13 @@ SEC("cgroup/getpeername6")
 int weir_sock_getpeername6(struct bpf_sock_addr *ctx)
 {
 	return sock6_reverse(ctx);
+}
+
+/* Run by the agent (BpfDatapath.terminateSockets), never attached. */
+SEC("iter/udp")
+int weir_sock_udp_stale(struct bpf_iter__udp *ctx)
+{
+	return sockterm_visit(ctx);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

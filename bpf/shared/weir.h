@@ -420,6 +420,19 @@ struct weir_frag6_key {
 	__u16 pad2; /* zero */
 };
 
+/*
+ * sockterm: a socket the agent asks the weir_sock_udp_stale iterator to
+ * destroy, by socket cookie: a connected UDP socket the socket hooks
+ * pointed at a backend that has since left its service. Destroyed only if
+ * it is still connected to that backend. Written by the agent, emptied
+ * after each run; not pinned.
+ */
+struct weir_sockterm {
+	__be32 addr[4]; /* the backend: IPv4 in addr[0], the rest zero */
+	__be16 port; /* backend port */
+	__u16 family; /* 4 or 6 */
+};
+
 /* skrevnat6: as weir_sk_key/weir_sk_val, for a node process's IPv6 socket. Written by the socket programs. */
 struct weir_sk6_key {
 	__u64 cookie; /* socket cookie */

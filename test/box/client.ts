@@ -235,8 +235,17 @@ async function udpCmd(host: string, port: number, timeoutMs: number): Promise<At
   const payload = size ? Buffer.from(Array.from({ length: size }, (_, i) => (i * 7 + (i >> 8)) & 0xff)) : null;
   const attempts: Attempt[] = [];
   const shared = same ? await openUdp(host, port, true) : null;
+  // An error between two requests (a destroyed socket's ECONNABORTED) is the next request's outcome.
+  let between: string | null = null;
+  shared?.on('error', (e: NodeJS.ErrnoException) => void (between ??= e.code ?? e.message));
   for (let i = 0; i < count; i++) {
     const t0 = Date.now();
+    if (between) {
+      attempts.push({ ok: false, error: between, ms: 0 });
+      between = null;
+      if (interval && i < count - 1) await sleep(interval);
+      continue;
+    }
     // connect() itself may be refused (a socket hook's verdict on a UDP socket).
     const sock = shared ?? (await openUdp(host, port, connected).catch((e: NodeJS.ErrnoException) => ({ refused: e.code ?? e.message })));
     if ('refused' in sock) {

@@ -159,6 +159,21 @@ s("a pod's connected UDP socket moves to another backend when its backend leaves
   box.writeManifest('sl.yaml', manifests(box));
 });
 
+s("a node process's connected UDP socket left on a backend that leaves the Service is destroyed; connecting again reaches a live one", async ({ box }) => {
+  const run = box.udp('n1', at(V4.dns1, 53), { sameSocket: true, count: 30, intervalMs: 100 });
+  await new Promise((r) => setTimeout(r, 1000));
+  box.writeManifest('sl.yaml', manifests(box, 'b'));
+  const r = await run;
+  const seq = r.attempts.map((a) => a.backend ?? `[${a.error}]`);
+  const firstErr = seq.findIndex((x) => x.startsWith('['));
+  assert.ok(seq[0] === 'a' && firstErr > 0, `answers from a, then the socket fails: ${seq.join(' ')}`);
+  assert.ok(!seq.slice(firstErr).includes('a'), `nothing reaches the removed backend once the socket is destroyed: ${seq.join(' ')}`);
+  const again = await box.udp('n1', at(V4.dns1, 53), { connect: true, count: 2 });
+  allOk(again.attempts, 'a new socket');
+  for (const a of again.attempts) assert.is(a.backend, 'b');
+  box.writeManifest('sl.yaml', manifests(box));
+});
+
 s('unconnected UDP keeps the tc path: one backend per source port, replies from the ClusterIP', async ({ box }) => {
   const client = box.pod('client').ip;
   const r = await box.udp('client', at(V4.web, 53), { count: 3, sport: 40531 });

@@ -28,27 +28,37 @@ interface BtfType {
   values?: Array<{ name: string; val: number }>;
 }
 
-const btf: BtfType[] = (JSON.parse(execFileSync('bpftool', ['-j', 'btf', 'dump', 'file', OBJ], { encoding: 'utf8' })) as { types: BtfType[] }).types;
-const byId = new Map(btf.map((t) => [t.id, t]));
-
-function sizeOf(id: number): number {
-  const t = byId.get(id)!;
-  if (t.size !== undefined) return t.size;
-  if (t.kind === 'ARRAY') return t.nr_elems! * sizeOf(t.type_id!); // __be32 addr[4]
-  if (t.type_id !== undefined) return sizeOf(t.type_id); // typedef, const, volatile
-  throw new Error(`no size for BTF type ${id} (${t.kind})`);
+/** An object's BTF: its types, and each type's size by id. */
+function btfOf(obj: string): { types: BtfType[]; sizeOf: (id: number) => number } {
+  const types = (JSON.parse(execFileSync('bpftool', ['-j', 'btf', 'dump', 'file', obj], { encoding: 'utf8' })) as { types: BtfType[] }).types;
+  const byId = new Map(types.map((t) => [t.id, t]));
+  const sizeOf = (id: number): number => {
+    const t = byId.get(id)!;
+    if (t.size !== undefined) return t.size;
+    if (t.kind === 'ARRAY') return t.nr_elems! * sizeOf(t.type_id!); // __be32 addr[4]
+    if (t.type_id !== undefined) return sizeOf(t.type_id); // typedef, const, volatile
+    throw new Error(`no size for BTF type ${id} (${t.kind})`);
+  };
+  return { types, sizeOf };
 }
 
-for (const codec of C.SHARED_STRUCTS) {
-  test(`${codec.cName} matches BTF`, () => {
-    const t = btf.find((x) => x.kind === 'STRUCT' && x.name === codec.cName);
-    assert.ok(t, `struct ${codec.cName} in ${OBJ}`);
-    assert.is(codec.size, t.size, 'struct size');
-    assert.equal(
-      codec.fields.map((f) => `${f.name}@${f.offset}:${f.size}`),
-      t.members!.map((m) => `${m.name}@${m.bits_offset / 8}:${sizeOf(m.type_id)}`),
-    );
-  });
+// Structs of the maps both objects share are in tc.o's BTF; those only the socket programs use, in sock.o's.
+for (const [obj, codecs] of [
+  [OBJ, C.SHARED_STRUCTS],
+  [path.join(ROOT, 'build/bpf/sock.o'), C.SOCK_STRUCTS],
+] as const) {
+  const { types, sizeOf } = btfOf(obj);
+  for (const codec of codecs) {
+    test(`${codec.cName} matches BTF`, () => {
+      const t = types.find((x) => x.kind === 'STRUCT' && x.name === codec.cName);
+      assert.ok(t, `struct ${codec.cName} in ${obj}`);
+      assert.is(codec.size, t.size, 'struct size');
+      assert.equal(
+        codec.fields.map((f) => `${f.name}@${f.offset}:${f.size}`),
+        t.members!.map((m) => `${m.name}@${m.bits_offset / 8}:${sizeOf(m.type_id)}`),
+      );
+    });
+  }
 }
 
 test('verdict names follow enum weir_verdict in weir.h', () => {
@@ -91,6 +101,7 @@ test('flag and scope constants match weir.h', () => {
 });
 
 test('map names match weir.h and the object', () => {
+  const btf = btfOf(OBJ).types;
   const maps = btf.find((x) => x.kind === 'DATASEC' && x.name === '.maps');
   assert.ok(maps, '.maps section');
   const vars = new Set(btf.filter((x) => x.kind === 'VAR').map((x) => x.name));

@@ -382,6 +382,12 @@ export const frag6Key = new StructCodec('weir_frag6_key', [
   ['pad2', 'u16'],
 ] as const);
 
+export const sockterm = new StructCodec('weir_sockterm', [
+  ['addr', 'ip6'],
+  ['port', 'be16'],
+  ['family', 'u16'],
+] as const);
+
 export const sk6Key = new StructCodec('weir_sk6_key', [
   ['cookie', 'u64'],
   ['addr', 'ip6'],
@@ -442,6 +448,9 @@ export const SHARED_STRUCTS = [
   sk6Key,
   sk6Val,
 ];
+
+/** Structs of maps only the socket programs (sock.o) have. */
+export const SOCK_STRUCTS = [sockterm];
 
 /** Constants mirrored from weir.h (checked against the header by a unit test). */
 export const SCOPE_ALL = 0;

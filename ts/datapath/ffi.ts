@@ -52,6 +52,7 @@ const SIGNATURES = {
   weir_obj_close: ['int', ['int']],
   weir_obj_map_fd: ['int', ['int', 'string']],
   weir_obj_prog_fd: ['int', ['int', 'string']],
+  weir_iter_run: ['int', ['int', 'string', 'pointer', 'uint32']],
   weir_pin_open: ['int', ['string']],
   weir_pin: ['int', ['int', 'string']],
   weir_close: ['int', ['int']],
@@ -198,6 +199,15 @@ export class Shim {
 
   objMapFd(obj: number, name: string): number {
     return this.call('weir_obj_map_fd', obj, name);
+  }
+
+  /** Run an iterator program once; what it wrote (up to maxBytes), or null when the kernel could not load it. */
+  iterRun(obj: number, name: string, maxBytes: number): Buffer | null {
+    const out = Buffer.alloc(maxBytes);
+    const rc = this.raw.weir_iter_run(obj, name, out, maxBytes);
+    if (rc === -osConstants.errno.EOPNOTSUPP) return null;
+    if (rc < 0) throw new BpfError('iter_run', -rc);
+    return out.subarray(0, Math.min(rc, maxBytes));
   }
 
   objProgFd(obj: number, name: string): number {

@@ -14,6 +14,7 @@ import { Shim } from './ffi';
 import { KernelWriteQueue, PinnedMap, ServiceMaps, WriteQueue, keyString } from './maps';
 import { listLinks } from './devices';
 import { disableLoopbackPath } from './loopback';
+import { sockTermValue, staleSockets } from './sockterm';
 import { childProcess } from '../util/lazy';
 
 /** Map names as in bpf/shared/weir.h (layout version 1). */
@@ -69,6 +70,10 @@ export const SOCK_PROGS = [
   { name: 'weir_sock_recvmsg6', attachType: 20 /* BPF_CGROUP_UDP6_RECVMSG */ },
   { name: 'weir_sock_getpeername6', attachType: 30 /* BPF_CGROUP_INET6_GETPEERNAME */ },
 ] as const;
+
+/** The iterator that destroys sockets left on a removed backend (bpf/lib/sockterm.h), and how many it takes per run (WEIR_MAX_SOCKTERM). */
+const SOCKTERM_PROG = 'weir_sock_udp_stale';
+const MAX_SOCKTERM = 4096;
 
 export const progPin = (pinRoot: string, prog: string): string => path.join(pinRoot, `prog_${prog}`);
 export const linkPin = (pinRoot: string, prog: string): string => path.join(pinRoot, `link_${prog}`);
@@ -322,6 +327,41 @@ export class BpfDatapath {
       host_netns: cfg.hostNetns ?? 0n,
     });
     this.maps.cfg.upsert([[keyString(C.u32Key.encode({ value: 0 })), value]]);
+  }
+
+  /**
+   * Destroy node processes' connected UDP sockets the socket hooks pointed
+   * at a backend their frontend no longer has (ts/datapath/sockterm.ts).
+   * How many were named and destroyed; null where the kernel cannot
+   * destroy a socket (bpf_sock_destroy is 6.5+).
+   */
+  terminateStaleSockets(): { named: number; destroyed: number } | null {
+    const stale = staleSockets(this.maps).slice(0, MAX_SOCKTERM);
+    if (!stale.length) return { named: 0, destroyed: 0 };
+    const sock = this.objs[1]!;
+    const term = new PinnedMap(this.shim, 'weir1_sockterm', this.shim.objMapFd(sock, 'weir1_sockterm'));
+    const keys = stale.map((st) => keyString(C.u64Value.encode({ value: st.cookie })));
+    term.upsert(stale.map((st, i) => [keys[i]!, sockTermValue(st)] as const));
+    let out: Buffer | null;
+    try {
+      out = this.shim.iterRun(sock, SOCKTERM_PROG, 8 * MAX_SOCKTERM);
+    } finally {
+      term.remove(keys);
+    }
+    if (!out) return null;
+    // The iterator wrote each destroyed socket's cookie: their records go too.
+    const gone = new Set<bigint>();
+    for (let off = 0; off + 8 <= out.length; off += 8) gone.add(out.readBigUInt64LE(off));
+    const k4: string[] = [];
+    const k6: string[] = [];
+    for (const st of stale) {
+      if (!gone.has(st.cookie)) continue;
+      if (st.family === 4) k4.push(keyString(C.skKey.encode({ cookie: st.cookie, addr: st.addr, port: st.port, pad: 0 })));
+      else k6.push(keyString(C.sk6Key.encode({ cookie: st.cookie, addr: st.addr, port: st.port, pad: 0, pad2: 0 })));
+    }
+    if (k4.length) this.maps.skrevnat.remove(k4);
+    if (k6.length) this.maps.skrevnat6.remove(k6);
+    return { named: stale.length, destroyed: gone.size };
   }
 
   /** Whether packets entering on ifindex come from this node's pods (detectLocalMode by device). */

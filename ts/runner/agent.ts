@@ -243,6 +243,24 @@ async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Pro
       ...(ipsFromNode ? { nodeIPs: nodeIPs.join(',') } : {}),
     });
   };
+  // A sync that removed backends may leave node processes' connected UDP
+  // sockets pointed at one (the socket hooks chose it at connect()): they
+  // are destroyed, so their owners connect again, as kube-proxy clears such
+  // conntrack entries. Once per sync that deleted something, at most.
+  let sockTermWarned = false;
+  const terminateStaleSockets = (): void => {
+    if (!dp || !opts.cgroupRoot) return;
+    try {
+      const t = dp.terminateStaleSockets();
+      if (t === null && !sockTermWarned) {
+        sockTermWarned = true;
+        log.warn('connected UDP sockets of node processes stay on a removed backend: destroying them needs bpf_sock_destroy (Linux 6.5+)');
+      }
+      if (t?.named) log.info('sockets left on removed backends', { named: t.named, destroyed: t.destroyed });
+    } catch (e) {
+      log.warn('could not destroy sockets left on removed backends', { error: errorText(e) });
+    }
+  };
   const sync = (): boolean => {
     // Nothing is written before every source has delivered its first full view.
     if (!synced) return true;
@@ -269,6 +287,7 @@ async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Pro
       log.info('synced', { services: r.services, upserts: r.upserts, deletes: r.deletes, ms: Math.round(r.ms * 100) / 100, programmingMs });
     }
     hcNodePorts.update(healthCheckTargets(store, opts.nodeName));
+    if (r.deletes) terminateStaleSockets();
     drift?.afterSync();
     return r.failed.length === 0;
   };
