@@ -66,6 +66,8 @@ function slicesYaml(box: Box, svc: string, eps: EpSpec[], ports: PortSpec[]): st
 
 const HTTP: PortSpec = { name: 'http', port: 80, target: 8080 };
 const DNS: PortSpec = { name: 'dns', port: 53, target: 5353, proto: 'UDP' };
+/** The LoadBalancer whose source ranges admit the node (lbsr). */
+const LBSR = '2001:db8::14';
 const lbStatus = (ip: string): string => `status:\n  loadBalancer:\n    ingress: [{ip: "${ip}"}]\n`;
 
 /*
@@ -126,6 +128,14 @@ function manifests(box: Box): string {
     svcYaml('itl', { ip4: '10.96.3.6', ip6: 'fd00:96::3:6', extra: '  internalTrafficPolicy: Local\n', ports: [HTTP] }) + slicesYaml(box, 'itl', ['a1', 'b1'], [HTTP]),
     svcYaml('itl2', { ip4: '10.96.3.7', ip6: 'fd00:96::3:7', extra: '  internalTrafficPolicy: Local\n', ports: [HTTP] }) + slicesYaml(box, 'itl2', ['b1'], [HTTP]),
     svcYaml('none', { ip4: '10.96.3.8', ip6: 'fd00:96::3:8', ports: [HTTP, DNS] }),
+    svcYaml('lbsr', {
+      ip4: '10.96.3.16',
+      ip6: 'fd00:96::3:10',
+      type: 'LoadBalancer',
+      extra: `  loadBalancerSourceRanges: ["${N1}/128", "${OUT2}/128"]\n`,
+      ports: [{ ...HTTP, nodePort: 30086 }],
+      status: lbStatus(LBSR),
+    }) + slicesYaml(box, 'lbsr', ['a1', 'b1'], [HTTP]),
     svcYaml('aff', { ip4: '10.96.3.9', ip6: 'fd00:96::3:9', extra: '  sessionAffinity: ClientIP\n', ports: [HTTP] }) + slicesYaml(box, 'aff', ['a1', 'a2', 'b1'], [HTTP]),
     ...IEM_SERVICES.map(
       (x) =>
@@ -257,6 +267,81 @@ s('flow table over IPv6 with --masquerade-all: ClusterIP traffic masqueraded to 
     ctx.agents.n1 = await ctx.box.startAgent('n1', flags);
   }
   assert.equal(failures, [], failures.join('\n'));
+});
+
+s('flow table over IPv6 without --cluster-cidr: no local-traffic detector, so pods are external clients of eTP=Local', async (ctx) => {
+  await ctx.agents.n1!.stop();
+  ctx.agents.n1 = await ctx.box.startAgent('n1', [], { clusterCidr: false });
+  let failures: string[] = [];
+  try {
+    await waitFor(async () => /\[fd00:96::3:1\]:80\/TCP/.test(await ctx.box.weir('n1', ['services'])), { timeoutMs: 5000, what: 'programmed' });
+    if (MODE === 'bpf') await ctx.agents.n1.proc.waitFor(/"device":"eth0"/, 3000);
+    failures = await runFlows(ctx.box, [
+      {
+        from: 'c1',
+        to: at(N1, 30084),
+        expect: ['a1'],
+        src: 'client',
+        why: 'pod to NodePort eTP=Local: local endpoint only',
+        ref: 'TestInternalExternalMasquerade no LocalTrafficDetector / pod to NodePort with eTP:Local; TestOnlyLocalNodePortsNoClusterCIDR',
+      },
+      {
+        from: 'c1',
+        to: at('2001:db8::12', 80),
+        expect: ['a1'],
+        src: 'client',
+        why: 'pod to LB eTP=Local: local endpoint only',
+        ref: 'TestInternalExternalMasquerade no LocalTrafficDetector / pod to LB with eTP:Local',
+      },
+      { from: 'outside', to: at(N1, 30084), expect: ['a1'], src: 'client', why: 'outside to NodePort eTP=Local', ref: 'TestOnlyLocalNodePortsNoClusterCIDR / external to NodePort' },
+      {
+        from: 'c1',
+        to: at('fd00:96::3:1', 80),
+        expect: ['a1', 'b1'],
+        src: 'client',
+        why: 'pod to ClusterIP: unchanged',
+        ref: 'TestInternalExternalMasquerade no LocalTrafficDetector / pod to ClusterIP',
+      },
+    ]);
+  } finally {
+    await ctx.agents.n1.stop();
+    ctx.agents.n1 = await ctx.box.startAgent('n1', ['--cluster-cidr', `${CLUSTER_CIDR},${CLUSTER_CIDR6}`]);
+  }
+  assert.equal(failures, [], failures.join('\n'));
+});
+
+s('flow table over IPv6: loadBalancerSourceRanges that admit the node also admit the LB IP as source', async ({ box }) => {
+  const flows: Flow[] = [
+    {
+      from: 'n1',
+      to: at(LBSR, 80),
+      expect: ['a1', 'b1'],
+      src: N1,
+      why: 'node process to an LB IP whose source ranges hold the node IPv6 address',
+      ref: 'TestLoadBalancer / node to LB1 (allowed by LoadBalancerSourceRanges)',
+    },
+    {
+      from: 'n1',
+      bind: LBSR,
+      to: at(LBSR, 80),
+      expect: ['a1', 'b1'],
+      src: N1,
+      why: 'a VIP-like LB loops the request back with the LB IP as source: served, masqueraded',
+      ref: 'TestLoadBalancer / same node to LB1, SNATted to LB1',
+    },
+    { from: 'outside', bind: OUT2, to: at(LBSR, 80), expect: ['a1', 'b1'], src: N1, why: 'an allowed outside source', ref: 'TestLoadBalancer / accepted external to LB1' },
+    { from: 'outside', bind: OUT, to: at(LBSR, 80), expect: 'DROP', why: 'a source outside the ranges', ref: 'TestLoadBalancer / blocked external to LB1' },
+  ];
+  // The LB IP is a local address of n1, as a VIP-like load balancer makes it;
+  // deprecated (preferred_lft 0), so the kernel never picks it as the source of other traffic.
+  const n1 = box.node('n1').ns;
+  await box.exec(n1, ['ip', '-6', 'addr', 'add', `${LBSR}/128`, 'dev', 'lo', 'nodad', 'preferred_lft', '0']);
+  try {
+    const failures = await runFlows(box, flows);
+    assert.equal(failures, [], failures.join('\n'));
+  } finally {
+    await box.exec(n1, ['ip', '-6', 'addr', 'del', `${LBSR}/128`, 'dev', 'lo']);
+  }
 });
 
 s('healthCheckNodePort over IPv6: 200 on the node with a ready local endpoint, 503 elsewhere (an IPv6 health checker reaches it)', async ({ box }) => {

@@ -17,8 +17,12 @@ async function main(): Promise<number> {
   const seeds = num('SEEDS', 1);
   for (let s = seed; s < seed + seeds; s++) {
     const t0 = Date.now();
-    await soak({ seed: s, steps, log: (l) => process.stdout.write(l + '\n') });
-    process.stdout.write(`seed ${s}: ${steps} steps, no violation (${Math.round((Date.now() - t0) / 1000)} s)\n`);
+    const st = await soak({ seed: s, steps, log: (l) => process.stdout.write(l + '\n') });
+    const per = (x: Record<'v4' | 'v6', number>): string => `${x.v4} IPv4, ${x.v6} IPv6`;
+    process.stdout.write(
+      `seed ${s}: ${steps} steps, no violation (${Math.round((Date.now() - t0) / 1000)} s); ` +
+        `connections reached: ${per(st.reached)}; gone ClusterIPs refused: ${per(st.refused)}; revnat entries deleted by hand: ${per(st.revnatEdits)}\n`,
+    );
   }
   return 0;
 }

@@ -7,15 +7,21 @@
  *  - `weir services --json` equals what the pure plan makes of the
  *    manifests on disk (ids aside: each frontend's flags, affinity and
  *    backend set);
- *  - real connections from a pod to a sample of live ClusterIPs reach a
- *    backend of that frontend; connections to deleted ones do not.
+ *  - real connections from a pod to a sample of live ClusterIPs of each
+ *    family reach a backend of that frontend; connections to ClusterIPs
+ *    gone from the plan do not.
+ *
+ * The box is dual-stack: a Service is IPv4-only, IPv6-only or dual-stack in
+ * either order, its EndpointSlices one per address type, its externalIPs,
+ * LoadBalancer IPs and source ranges of either family; the kernel is read
+ * from both families' maps.
  *
  * Steps: Services and EndpointSlices created, changed and deleted (every
  * kind weir serves), files rewritten in place (truncated, then written, as
  * `kubectl get -o yaml > f` does), renamed, objects moved between files, a
  * bad object added and removed, the agent restarted (SIGTERM), killed
  * (SIGKILL) right after a change, a second agent started on the same pin
- * root, a hand edit of a map with bpftool, and an agent on maps too small
+ * root, a hand edit of a map with bpftool (revnat or revnat6), and an agent on maps too small
  * for the state (its writes fail) followed by one on the right size. Part
  * of the run keeps both cores busy with other processes.
  *
@@ -24,14 +30,14 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Agent, Box, CLI, waitFor } from '../box/box';
+import { Agent, Box, CLI, CLUSTER_CIDR, CLUSTER_CIDR6, waitFor } from '../box/box';
 import type { NsProcess } from '../box/exec';
-import { FrontendView, ServicesView, readServices } from '../../ts/datapath/dump';
+import { FrontendView, ServicesView, hostPort, readServices } from '../../ts/datapath/dump';
 import { runPipeline } from '../unit/pipeline';
 import { loadShim } from '../../ts/datapath/ffi';
 import { openPinned } from '../../ts/datapath/loader';
 import { rng } from '../unit/rng';
-import type { IPv4 } from '../../ts/model/types';
+import type { IP } from '../../ts/model/types';
 
 export interface SoakOptions {
   readonly seed: number;
@@ -124,41 +130,104 @@ class Manifests {
   }
 }
 
+/** A Service's families, primary first: IPv4-only, IPv6-only, or dual-stack in either order. */
+type Families = readonly (4 | 6)[];
+const FAMILY_CHOICES: readonly Families[] = [[4], [6], [4, 6], [6, 4]];
+
+/** What the bad object's spec gets wrong: an address, or how its families fit together. */
+const BAD_SPECS = [
+  '  clusterIP: 10.96.100.300\n',
+  '  clusterIP: "fd00:96::100:zz"\n',
+  '  clusterIP: 10.96.100.99\n  clusterIPs: [10.96.100.99, 10.96.100.98]\n  ipFamilyPolicy: RequireDualStack\n',
+  '  clusterIP: 10.96.100.99\n  clusterIPs: [10.96.100.99, "fd00:96::100:99"]\n  ipFamilies: [IPv6, IPv4]\n  ipFamilyPolicy: PreferDualStack\n',
+  '  clusterIP: 10.96.100.99\n  clusterIPs: [10.96.100.99, "fd00:96::100:99"]\n  ipFamilyPolicy: SingleStack\n',
+];
+
+/** Service s<i>'s addresses of each family: ClusterIP, externalIP, LoadBalancer ingress IP. */
+const clusterIP = (f: 4 | 6, i: number): string => (f === 4 ? `10.96.100.${i + 1}` : `fd00:96::100:${i + 1}`);
+const externalIP = (f: 4 | 6, i: number): string => (f === 4 ? `172.31.0.${i + 1}` : `2001:db8:31::${i + 1}`);
+const lbIP = (f: 4 | 6, i: number): string => (f === 4 ? `172.30.0.${i + 1}` : `2001:db8:30::${i + 1}`);
+const familyName = (f: 4 | 6): string => `IPv${f}`;
+const quoted = (xs: readonly string[]): string => `[${xs.map((x) => `"${x}"`).join(', ')}]`;
+
+/**
+ * The family fields as the API server leaves them: a single-stack Service
+ * with or without ipFamilies, ipFamilyPolicy and clusterIPs spelled out; a
+ * dual-stack one with PreferDualStack or RequireDualStack, its primary
+ * family first. Sometimes PreferDualStack with one family (a cluster that
+ * gave it only one).
+ */
+function familyLines(r: Random, i: number, fams: Families): string[] {
+  const ips = fams.map((f) => clusterIP(f, i));
+  const lines = [`  clusterIP: "${ips[0]!}"`];
+  if (fams.length === 2 || r.chance(0.5)) lines.push(`  clusterIPs: ${quoted(ips)}`);
+  if (fams.length === 2 || r.chance(0.5)) lines.push(`  ipFamilies: [${fams.map(familyName).join(', ')}]`);
+  const policy = fams.length === 2 ? r.pick(['PreferDualStack', 'RequireDualStack']) : r.pick(['', 'SingleStack', 'PreferDualStack']);
+  if (policy) lines.push(`  ipFamilyPolicy: ${policy}`);
+  return lines;
+}
+
+/**
+ * A random subset of [IPv4, IPv6] addresses: mostly of the Service's own
+ * families, sometimes of the other one too (which no family's plan takes).
+ */
+function someOf(r: Random, fams: Families, addr: (f: 4 | 6) => string): string[] {
+  const pool: (4 | 6)[] = r.chance(0.2) ? [4, 6] : [...fams];
+  const out = pool.filter(() => r.chance(0.7)).map(addr);
+  return out.length ? out : [addr(fams[0]!)];
+}
+
 function serviceYaml(r: Random, i: number): string {
   const type = r.pick(['ClusterIP', 'ClusterIP', 'NodePort', 'LoadBalancer'] as const);
+  const fams = r.pick(FAMILY_CHOICES);
   const lines = [
     'apiVersion: v1',
     'kind: Service',
     `metadata: {name: s${i}, namespace: soak}`,
     'spec:',
     `  type: ${type}`,
-    `  clusterIP: 10.96.100.${i + 1}`,
+    ...familyLines(r, i, fams),
     `  ports: [{name: http, port: 80, targetPort: 8080${type === 'ClusterIP' ? '' : `, nodePort: ${30100 + i}`}}]`,
   ];
   if (r.chance(0.3)) lines.push('  sessionAffinity: ClientIP', `  sessionAffinityConfig: {clientIP: {timeoutSeconds: ${r.pick([30, 10800])}}}`);
   if (r.chance(0.2)) lines.push('  internalTrafficPolicy: Local');
   if (type !== 'ClusterIP' && r.chance(0.4)) lines.push('  externalTrafficPolicy: Local');
-  if (r.chance(0.25)) lines.push(`  externalIPs: [172.31.0.${i + 1}]`);
+  if (r.chance(0.25)) lines.push(`  externalIPs: ${quoted(someOf(r, fams, (f) => externalIP(f, i)))}`);
   if (type === 'LoadBalancer') {
-    if (r.chance(0.4)) lines.push('  loadBalancerSourceRanges: [10.244.0.0/16, 192.168.0.0/16]');
-    lines.push('status:', `  loadBalancer: {ingress: [{ip: 172.30.0.${i + 1}}]}`);
+    if (r.chance(0.4)) {
+      // Each family's ranges, or one family's only (the other family's frontends then have none of theirs).
+      const ranges = r.pick([
+        ['10.244.0.0/16', '192.168.0.0/16'],
+        ['fd00:244::/32', 'fd00:77::/64'],
+        ['10.244.0.0/16', '192.168.0.0/16', 'fd00:244::/32', 'fd00:77::/64'],
+      ]);
+      lines.push(`  loadBalancerSourceRanges: ${quoted(ranges)}`);
+    }
+    lines.push(
+      'status:',
+      `  loadBalancer: {ingress: [${someOf(r, fams, (f) => lbIP(f, i))
+        .map((ip) => `{ip: "${ip}"}`)
+        .join(', ')}]}`,
+    );
   }
   return lines.join('\n') + '\n';
 }
 
-function sliceYaml(r: Random, i: number, podIPs: ReadonlyMap<string, string>): string {
+/** Service s<i>'s EndpointSlice of one address type: its pods' addresses of that family. */
+function sliceYaml(r: Random, i: number, family: 4 | 6, pods: ReadonlyMap<string, { ip: string; ip6: string }>): string {
   const eps = PODS.filter(() => r.chance(0.5)).map((p) => {
     const c = r.float();
     // Mostly ready; sometimes terminating but serving (kube-proxy's fallback), sometimes neither.
     const cond = c < 0.75 ? '{ready: true}' : c < 0.9 ? '{ready: false, serving: true, terminating: true}' : '{ready: false, serving: false}';
-    return `{addresses: [${podIPs.get(p)}], nodeName: n1, conditions: ${cond}}`;
+    const pod = pods.get(p)!;
+    return `{addresses: ["${family === 4 ? pod.ip : pod.ip6}"], nodeName: n1, conditions: ${cond}}`;
   });
   return (
     [
       'apiVersion: discovery.k8s.io/v1',
       'kind: EndpointSlice',
-      `metadata: {name: s${i}-a, namespace: soak, labels: {kubernetes.io/service-name: s${i}}}`,
-      'addressType: IPv4',
+      `metadata: {name: s${i}-${family === 4 ? 'a' : 'b6'}, namespace: soak, labels: {kubernetes.io/service-name: s${i}}}`,
+      `addressType: ${familyName(family)}`,
       'ports: [{name: http, port: 8080}]',
       `endpoints: [${eps.join(', ')}]`,
     ].join('\n') + '\n'
@@ -167,8 +236,8 @@ function sliceYaml(r: Random, i: number, podIPs: ReadonlyMap<string, string>): s
 
 /** A frontend as a line with no ids in it: what must be equal between the kernel and the plan. */
 function frontendLine(f: FrontendView): string {
-  const bes = f.backends.map((b) => (b ? `${b.addr}:${b.port}` : 'MISSING')).sort();
-  return `${f.addr}:${f.port}/${f.proto} ${f.scope} [${f.flags.join(',')}] aff=${f.affinityTimeout} -> ${bes.join(' ') || '(none)'}`;
+  const bes = f.backends.map((b) => (b ? hostPort(b.addr, b.port) : 'MISSING')).sort();
+  return `${hostPort(f.addr, f.port)}/${f.proto} ${f.scope} [${f.flags.join(',')}] aff=${f.affinityTimeout} -> ${bes.join(' ') || '(none)'}`;
 }
 
 function viewLines(v: ServicesView): string[] {
@@ -177,26 +246,41 @@ function viewLines(v: ServicesView): string[] {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-export async function soak(opts: SoakOptions): Promise<void> {
+/** What a run exercised, per family: so a test can tell a generator that stopped reaching IPv6 from one that passed. */
+export interface SoakStats {
+  /** Connections to live ClusterIPs that reached a backend. */
+  readonly reached: Record<'v4' | 'v6', number>;
+  /** Connections to ClusterIPs gone from the plan that (rightly) did not answer. */
+  readonly refused: Record<'v4' | 'v6', number>;
+  /** revnat entries deleted by hand (and repaired). */
+  readonly revnatEdits: Record<'v4' | 'v6', number>;
+}
+
+export async function soak(opts: SoakOptions): Promise<SoakStats> {
+  const stats = { reached: { v4: 0, v6: 0 }, refused: { v4: 0, v6: 0 }, revnatEdits: { v4: 0, v6: 0 } };
+  const fam = (addr: string): 'v4' | 'v6' => (addr.includes(':') ? 'v6' : 'v4');
   const r = new Random(opts.seed);
   const log = opts.log ?? ((): void => undefined);
   const steps: string[] = [];
-  const box = await Box.create({ nodes: 1 });
+  const box = await Box.create({ nodes: 1, ipv6: true });
   const busy: NsProcess[] = [];
   try {
-    const podIPs = new Map<string, string>();
+    const podIPs = new Map<string, { ip: string; ip6: string }>();
     for (const p of PODS) {
-      podIPs.set(p, (await box.addPod('n1', p)).ip);
+      podIPs.set(p, await box.addPod('n1', p));
       await box.startEcho(p, { tcp: [8080] });
     }
+    // A backend as a frontend line names it, to the pod whose echo answers there.
+    const podOf = new Map([...podIPs].flatMap(([name, pod]) => [[hostPort(pod.ip, 8080), name] as const, [hostPort(pod.ip6, 8080), name] as const]));
     await box.addPod('n1', 'client');
     const m = new Manifests(box.manifestDir);
     const node = box.node('n1');
-    const flags = ['--sync-period', SYNC_PERIOD, '--log-level', 'warn'];
+    const flags = ['--sync-period', SYNC_PERIOD, '--log-level', 'warn', '--cluster-cidr', `${CLUSTER_CIDR},${CLUSTER_CIDR6}`];
     const start = (extra: string[] = [], waitReady = true): Promise<Agent> => box.startAgent('n1', [...flags, ...extra], { waitReady, readyTimeoutMs: 30_000 });
     // --log-level warn hides "ready": wait for the pins and a clean check instead.
     let agent = await start([], false);
-    const everDeleted = new Set<number>();
+    /** Every ClusterIP the plan has had a frontend for (as frontend lines write it: IPv6 in brackets). */
+    const everClusterIP = new Set<string>();
 
     const weir = async (args: string[]): Promise<{ code: number; stdout: string }> => {
       const res = await box.exec(node.ns, ['node', CLI, ...args, '--bpffs-root', box.pinRoot('n1')], { timeoutMs: 20_000 });
@@ -204,23 +288,24 @@ export async function soak(opts: SoakOptions): Promise<void> {
     };
     // The pure plan of what is on disk, through the in-memory twin, read the way `weir services` reads the kernel.
     const expected = async (): Promise<string[]> => {
-      const p = await runPipeline(box.manifestDir, { nodeName: 'n1', nodePortAddrs: [node.ip as IPv4, '127.0.0.1' as IPv4], nodeIPs: [node.ip as IPv4] });
+      // The agent's node IPs are eth0's: IPv4, then IPv6; NodePorts answer on them and on 127.0.0.1 (never ::1).
+      const nodeIPs = [node.ip as IP, node.ip6 as IP];
+      const p = await runPipeline(box.manifestDir, { nodeName: 'n1', nodePortAddrs: [...nodeIPs, '127.0.0.1' as IP], nodeIPs });
       return viewLines(readServices(p.maps));
     };
     // Polled in process, through the code behind `weir services` (a CLI process per poll would be most of a step's time).
     const shim = loadShim();
     const kernel = async (): Promise<string[] | null> => {
-      let maps: ReturnType<typeof openPinned<'svc' | 'be'>>;
+      let maps: ReturnType<typeof openPinned<'svc' | 'be' | 'svc6' | 'be6'>>;
       try {
-        maps = openPinned(shim, box.pinRoot('n1'), ['svc', 'be']);
+        maps = openPinned(shim, box.pinRoot('n1'), ['svc', 'be', 'svc6', 'be6']);
       } catch {
         return null; // not pinned yet
       }
       try {
         return viewLines(readServices(maps));
       } finally {
-        maps.svc.close();
-        maps.be.close();
+        for (const mp of Object.values(maps)) mp.close();
       }
     };
 
@@ -245,25 +330,35 @@ export async function soak(opts: SoakOptions): Promise<void> {
         check = await weir(['check']);
       }
       if (check.code !== 0) throw new Error(`${what}: weir check failed:\n${check.stdout}`);
-      // Real connections: live ClusterIPs reach one of their backends; deleted ones do not answer.
+      // Real connections: live ClusterIPs of each family reach one of their
+      // backends; a ClusterIP the plan once had and no longer has (its
+      // Service deleted, or this family dropped from it) does not answer.
       const live = new Map<string, Set<string>>();
       for (const line of want) {
-        const mm = /^10\.96\.100\.(\d+):80\/TCP all .* -> (.*)$/.exec(line);
-        if (!mm || mm[2] === '(none)') continue;
-        const names = new Set(mm[2]!.split(' ').map((ep) => [...podIPs].find(([, ip]) => ep === `${ip}:8080`)?.[0] ?? ep));
-        live.set(`10.96.100.${mm[1]}`, names);
+        const mm = /^(10\.96\.100\.\d+|\[fd00:96::100:\d+\]):80\/TCP all \[cluster-ip.* -> (.*)$/.exec(line);
+        if (!mm) continue;
+        everClusterIP.add(mm[1]!);
+        if (mm[2] === '(none)') continue;
+        live.set(mm[1]!, new Set(mm[2]!.split(' ').map((ep) => podOf.get(ep) ?? ep)));
       }
-      const sample = [...live.keys()].sort(() => r.float() - 0.5).slice(0, 2);
+      const shuffled = [...live.keys()].sort(() => r.float() - 0.5);
+      // One of each family where there is one, then any other, two in all.
+      const firsts = [shuffled.find((a) => !a.startsWith('[')), shuffled.find((a) => a.startsWith('['))].filter((a): a is string => a !== undefined);
+      const sample = [...firsts, ...shuffled.filter((a) => !firsts.includes(a))].slice(0, 2);
       for (const vip of sample) {
         const res = await box.tcp('client', `${vip}:80`, { count: 1, timeoutMs: 1500 });
         const a = res.attempts[0]!;
         if (!a.ok || !live.get(vip)!.has(a.backend ?? '')) throw new Error(`${what}: ${vip}:80 answered ${JSON.stringify(a)}; backends: ${[...live.get(vip)!].join(',')}`);
+        stats.reached[fam(vip)]++;
       }
-      const gone = [...everDeleted].filter((i) => !m.objects.has(`svc${i}`));
-      if (gone.length) {
-        const i = r.pick(gone);
-        const res = await box.tcp('client', `10.96.100.${i + 1}:80`, { count: 1, timeoutMs: 300 });
-        if (res.attempts[0]!.ok) throw new Error(`${what}: deleted service 10.96.100.${i + 1}:80 still answered`);
+      const wantAddrs = new Set(want.map((l) => /^(.*):\d+\//.exec(l)![1]!));
+      const gone = [...everClusterIP].filter((a) => !wantAddrs.has(a)).sort();
+      for (const of of [gone.filter((g) => !g.startsWith('[')), gone.filter((g) => g.startsWith('['))]) {
+        if (!of.length) continue;
+        const vip = r.pick(of);
+        const res = await box.tcp('client', `${vip}:80`, { count: 1, timeoutMs: 300 });
+        if (res.attempts[0]!.ok) throw new Error(`${what}: ${vip}:80, a ClusterIP no Service has any more, still answered`);
+        stats.refused[fam(vip)]++;
       }
     };
 
@@ -281,12 +376,12 @@ export async function soak(opts: SoakOptions): Promise<void> {
         what = `service s${i}: create or change`;
         touch(m.put({ id: `svc${i}`, kind: 'svc', text: serviceYaml(r, i) }));
       } else if (kind < 0.44) {
-        what = `slice of s${i}: create or change`;
-        touch(m.put({ id: `slice${i}`, kind: 'slice', text: sliceYaml(r, i, podIPs) }));
+        const family = r.pick([4, 6] as const);
+        what = `IPv${family} slice of s${i}: create or change`;
+        touch(m.put({ id: `slice${family === 4 ? '' : '6'}${i}`, kind: 'slice', text: sliceYaml(r, i, family, podIPs) }));
       } else if (kind < 0.52) {
-        what = `service s${i} and its slice: delete`;
-        if (m.objects.has(`svc${i}`)) everDeleted.add(i);
-        for (const id of [`svc${i}`, `slice${i}`]) touch(m.remove(id));
+        what = `service s${i} and its slices: delete`;
+        for (const id of [`svc${i}`, `slice${i}`, `slice6${i}`]) touch(m.remove(id));
       } else if (kind < 0.58 && m.files().length) {
         const f = r.pick(m.files());
         what = `rewrite ${f} in place`;
@@ -319,7 +414,7 @@ export async function soak(opts: SoakOptions): Promise<void> {
         else
           touch(
             m.put(
-              { id: 'bad', kind: 'bad', text: 'apiVersion: v1\nkind: Service\nmetadata: {name: bad, namespace: soak}\nspec:\n  clusterIP: 10.96.100.300\n  ports: [{port: 80}]\n' },
+              { id: 'bad', kind: 'bad', text: `apiVersion: v1\nkind: Service\nmetadata: {name: bad, namespace: soak}\nspec:\n${r.pick(BAD_SPECS)}  ports: [{port: 80}]\n` },
               r.pick([...m.files(), m.newFile()]),
             ),
           );
@@ -337,18 +432,24 @@ export async function soak(opts: SoakOptions): Promise<void> {
         what = 'a second agent on the same pin root, then the first stops';
         const second = await start([], false);
         await second.proc.waitFor(/another weir agent holds the pin root; waiting/, 20_000);
-        touch(m.put({ id: `slice${i}`, kind: 'slice', text: sliceYaml(r, i, podIPs) }));
+        const family = r.pick([4, 6] as const);
+        touch(m.put({ id: `slice${family === 4 ? '' : '6'}${i}`, kind: 'slice', text: sliceYaml(r, i, family, podIPs) }));
         await sleep(r.int(500));
         await agent.stop();
         agent = second;
       } else if (kind < 0.92) {
-        what = 'a hand edit with bpftool: a revnat entry deleted';
         const res = await weir(['services', '--json']);
         const fronts = res.code === 0 ? (JSON.parse(res.stdout) as ServicesView).frontends : [];
+        what = 'a hand edit with bpftool: nothing to edit';
         if (fronts.length) {
-          const id = r.pick(fronts).revNatId;
+          const f = r.pick(fronts);
+          // Ids are shared by the families; an IPv6 frontend's reverse NAT is in revnat6 (the key is the id, host order, in both).
+          const map = f.addr.includes(':') ? 'weir1_revnat6' : 'weir1_revnat';
+          what = `a hand edit with bpftool: ${map} entry of ${hostPort(f.addr, f.port)} deleted`;
+          const id = f.revNatId;
           const hex = [id & 0xff, (id >> 8) & 0xff, (id >> 16) & 0xff, id >>> 24].map((b) => b.toString(16).padStart(2, '0'));
-          await box.exec(node.ns, ['bpftool', 'map', 'delete', 'pinned', `${box.pinRoot('n1')}/weir1_revnat`, 'key', 'hex', ...hex]);
+          await box.exec(node.ns, ['bpftool', 'map', 'delete', 'pinned', `${box.pinRoot('n1')}/${map}`, 'key', 'hex', ...hex]);
+          stats.revnatEdits[fam(f.addr)]++;
         }
       } else if (kind < 0.95) {
         what = 'maps too small for the state (writes fail), then the right size';
@@ -368,6 +469,7 @@ export async function soak(opts: SoakOptions): Promise<void> {
       if (!agent.proc.running) throw new Error(`${what}: the agent exited:\n${agent.logs().slice(-3000)}`);
       await converge(what);
     }
+    return stats;
   } catch (e) {
     const list = steps.map((s, n) => `  ${n + 1}. ${s}`).join('\n');
     throw new Error(
