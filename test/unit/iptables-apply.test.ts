@@ -8,6 +8,7 @@ import * as assert from 'uvu/assert';
 import type { V1EndpointSlice, V1Service } from '@kubernetes/client-node';
 import { IptablesDataplane, CommandRunner, cleanupIptables } from '../../ts/fallback/iptables';
 import { ClusterStore } from '../../ts/model/store';
+import { objectKey } from '../../ts/model/types';
 import { Syncer } from '../../ts/runner/sync';
 import { createLogger } from '../../ts/util/log';
 
@@ -44,7 +45,7 @@ function setup(failRestore = () => false, ipv6 = true) {
 
 const chainsDeclared = (text: string): string[] => [...text.matchAll(/^:(WEIR-\S+)/gm)].map((m) => m[1]!);
 
-test("a change to one service rewrites the shared chains and that service's chains only", () => {
+test("an endpoint change rewrites that service's chains only; a new service also rewrites the shared chains", () => {
   const { store, syncer, restores } = setup();
   store.upsertService(service('a', '10.96.0.1'), 't');
   store.upsertSlice(slice('a', ['10.244.1.1']), 't');
@@ -58,9 +59,56 @@ test("a change to one service rewrites the shared chains and that service's chai
   const second = restores()[1]!;
   const svcChains = chainsDeclared(second).filter((c) => c.startsWith('WEIR-SVC-') || c.startsWith('WEIR-SEP-'));
   assert.is(svcChains.filter((c) => c.startsWith('WEIR-SVC-')).length, 1, "only b's service chain");
-  assert.ok(chainsDeclared(second).includes('WEIR-SERVICES'));
   assert.match(second, /10\.244\.1\.3:8080/);
   assert.not.match(second, /10\.244\.1\.1/);
+  // WEIR-SERVICES holds a jump per frontend (ten thousand on a large node): it is not rewritten when its rules stay the same.
+  assert.equal(
+    chainsDeclared(second).filter((c) => !c.startsWith('WEIR-SVC-') && !c.startsWith('WEIR-SEP-')),
+    [],
+    'no shared chain',
+  );
+  store.upsertService(service('c', '10.96.0.3'), 't');
+  store.upsertSlice(slice('c', ['10.244.1.4']), 't');
+  syncer.sync();
+  const third = restores()[2]!;
+  assert.ok(chainsDeclared(third).includes('WEIR-SERVICES'), 'a new frontend rewrites WEIR-SERVICES');
+  assert.match(third, /-A WEIR-SERVICES .*-d 10\.96\.0\.1\/32/, 'with every service in it');
+  assert.match(third, /-A WEIR-SERVICES .*-d 10\.96\.0\.3\/32/);
+});
+
+test('a large sync is cut into transactions of whole services, each jump written after its target and chains removed after their callers', () => {
+  const { store, syncer, restores } = setup();
+  const n = 700; // 700 services of two endpoints: 2,100 service chains, more than one section holds
+  const eps = (i: number) => [`10.244.${i >> 6}.${(i & 63) * 2 + 1}`, `10.244.${i >> 6}.${(i & 63) * 2 + 2}`];
+  for (let i = 0; i < n; i++) {
+    store.upsertService(service(`s${i}`, `10.96.${i >> 8}.${i & 255}`), 't');
+    store.upsertSlice(slice(`s${i}`, eps(i)), 't');
+  }
+  syncer.sync();
+  const sections = (text: string) => text.split(/^COMMIT\n/m).filter((s) => s.trim());
+  const check = (text: string) => {
+    const there = new Set(['WEIR-SERVICES', 'WEIR-PROXY-FIREWALL', 'WEIR-FORWARD', 'WEIR-NODEPORTS', 'WEIR-MARK-MASQ', 'WEIR-POSTROUTING', 'WEIR-MASQ-OFFCLUSTER']);
+    for (const sec of sections(text)) {
+      const declared = chainsDeclared(sec);
+      assert.ok(declared.length <= 1000, `a section of ${declared.length} chains`);
+      for (const c of declared) there.add(c);
+      for (const m of sec.matchAll(/^-A \S+ .*-j (WEIR-\S+)/gm)) assert.ok(there.has(m[1]!), `${m[1]} jumped to before it was written`);
+      for (const m of sec.matchAll(/^-X (\S+)/gm)) there.delete(m[1]!);
+      // Nothing still there jumps to a removed chain: only removed chains' own callers are removed before them.
+    }
+    return sections(text).length;
+  };
+  assert.ok(check(restores()[0]!) >= 3, 'the first sync is several transactions');
+  assert.match(restores()[0]!, /^-A WEIR-SERVICES .*-d 10\.96\.2\.187\/32/m, 'every service is in WEIR-SERVICES');
+  // All of them go: their chains are removed in sections, services before their endpoints.
+  for (let i = 0; i < n; i++) store.deleteService(objectKey('default', `s${i}`));
+  syncer.sync();
+  const gone = restores()[1]!;
+  const removed = sections(gone).map((s) => [...s.matchAll(/^-X (WEIR-\S+)/gm)].map((m) => m[1]!.slice(0, 9)));
+  assert.ok(removed.length >= 3);
+  const flat = removed.flat();
+  assert.is(flat.length, n * 3);
+  assert.ok(flat.lastIndexOf('WEIR-SVC-') < flat.indexOf('WEIR-SEP-'), 'service chains go before the endpoint chains they jump to');
 });
 
 test("a removed endpoint's chain is deleted, and its UDP conntrack entries flushed", () => {

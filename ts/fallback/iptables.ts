@@ -23,7 +23,7 @@ import { CommitStats, FrontendConflict } from '../reconcile/reconciler';
 import { Dataplane } from '../reconcile/dataplane';
 import { childProcess } from '../util/lazy';
 import { Logger } from '../util/log';
-import { HOOKS, PREFIX, RenderContext, ServiceRules, Tables, renderService, restoreText } from './render';
+import { HOOKS, PREFIX, RenderContext, ServiceRules, Tables, LEAF_CHAINS, renderService, restoreSections, restoreText } from './render';
 
 type Table = 'nat' | 'filter';
 
@@ -60,6 +60,10 @@ const TOOLS: Record<Family, { iptables: string; restore: string; save: string }>
 class FamilyState {
   readonly rendered = new Map<ObjectKey, ServiceRules>();
   owned: Record<Table, Set<string>> = { nat: new Set(), filter: new Set() };
+  /** The shared chains' rules as last written (one string per chain): a partial sync rewrites only those that changed. */
+  sharedText: Record<Table, Map<string, string>> = { nat: new Map(), filter: new Map() };
+  /** The rendered services' keys in order (the order of their jumps in the shared chains); recomputed when a service changes. */
+  order: ObjectKey[] | null = null;
   needFull = true;
   lastFull = 0;
 }
@@ -73,6 +77,8 @@ export class IptablesDataplane implements Dataplane {
   private readonly plans = new Map<ObjectKey, ServicePlan>();
   private readonly dirty = new Set<ObjectKey>();
   private readonly owners = new Map<string, ObjectKey>();
+  /** The frontends each service holds in `owners` (a change releases them without a scan of every frontend). */
+  private readonly claimed = new Map<ObjectKey, string[]>();
   /** UDP endpoints that left a frontend since the last commit: "vip|port|endpoint". */
   private readonly goneUdp = new Set<string>();
   private readonly state: Record<Family, FamilyState> = { 4: new FamilyState(), 6: new FamilyState() };
@@ -93,8 +99,10 @@ export class IptablesDataplane implements Dataplane {
   setService(service: ObjectKey, plan: ServicePlan | null): void {
     // A frontend (address, port, protocol) belongs to the first service that
     // claimed it, as in the BPF maps; later claimants are reported and skipped.
-    for (const [fk, owner] of this.owners) if (owner === service) this.owners.delete(fk);
+    for (const fk of this.claimed.get(service) ?? []) if (this.owners.get(fk) === service) this.owners.delete(fk);
+    this.claimed.delete(service);
     if (plan) {
+      const claims: string[] = [];
       const frontends = plan.frontends.filter((f) => {
         const fk = frontendKey(f);
         const owner = this.owners.get(fk);
@@ -103,8 +111,10 @@ export class IptablesDataplane implements Dataplane {
           return false;
         }
         this.owners.set(fk, service);
+        claims.push(fk);
         return true;
       });
+      this.claimed.set(service, claims);
       plan = { ...plan, frontends };
     }
     const old = this.plans.get(service);
@@ -165,51 +175,93 @@ export class IptablesDataplane implements Dataplane {
     return { upserts, deletes };
   }
 
-  /** One family's tables, in one restore call. */
+  /** One family's tables, in one iptables-restore call (several transactions when the change is large: restoreSections). */
   private commitFamily(family: Family): CommitStats {
     const st = this.state[family];
     const ctx: RenderContext = { ...this.ctx, family };
-    for (const key of this.dirty) {
-      const plan = this.plans.get(key);
-      if (plan) st.rendered.set(key, renderService(plan, ctx));
-      else st.rendered.delete(key);
-    }
     const full = st.needFull || Date.now() - st.lastFull > this.fullSyncMs;
-    const t = new Tables(ctx);
-    const { nat, filter } = t;
-    const current: Record<Table, Set<string>> = { nat: new Set(nat.keys()), filter: new Set(filter.keys()) };
-    for (const [key, r] of [...st.rendered].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
-      t.addJumps(r);
-      const write = full || this.dirty.has(key);
-      for (const [c, rules] of r.natChains) {
-        current.nat.add(c);
-        if (write || !st.owned.nat.has(c)) nat.set(c, rules);
+    // Chains of the services rendered before this sync that the new rendering no longer has.
+    const dropped: Record<Table, Set<string>> = { nat: new Set(), filter: new Set() };
+    for (const key of this.dirty) {
+      const old = st.rendered.get(key);
+      const plan = this.plans.get(key);
+      const r = plan ? renderService(plan, ctx) : undefined;
+      if (r) st.rendered.set(key, r);
+      else st.rendered.delete(key);
+      if (old) {
+        for (const c of old.natChains.keys()) if (!r?.natChains.has(c)) dropped.nat.add(c);
+        for (const c of old.filterChains.keys()) if (!r?.filterChains.has(c)) dropped.filter.add(c);
       }
-      for (const [c, rules] of r.filterChains) {
-        current.filter.add(c);
-        if (write || !st.owned.filter.has(c)) filter.set(c, rules);
+    }
+    if (this.dirty.size > 0 || !st.order) st.order = [...st.rendered.keys()].sort();
+    const t = new Tables(ctx);
+    // What weir's chains will be after this sync: in a partial sync, what
+    // they were with the dirty services' changes (nothing else is read).
+    const current: Record<Table, Set<string>> = full ? { nat: new Set(t.nat.keys()), filter: new Set(t.filter.keys()) } : st.owned;
+    // Each written service's chains as one group (they jump only among themselves and to leaf shared chains).
+    const groups: Record<Table, Array<Map<string, string[]>>> = { nat: [], filter: [] };
+    for (const key of st.order) {
+      const r = st.rendered.get(key)!;
+      t.addJumps(r);
+      if (!full && !this.dirty.has(key)) continue;
+      for (const [table, chains] of [
+        ['nat', r.natChains],
+        ['filter', r.filterChains],
+      ] as const) {
+        const g = new Map<string, string[]>();
+        for (const [c, rules] of chains) g.set(c, rules);
+        if (g.size > 0) groups[table].push(g);
       }
     }
     t.finish();
-    const stale: Record<Table, string[]> = {
-      nat: [...st.owned.nat].filter((c) => !current.nat.has(c)),
-      filter: [...st.owned.filter].filter((c) => !current.filter.has(c)),
+    // The shared chains: in a partial sync only those whose rules changed
+    // (an endpoint change leaves WEIR-SERVICES, ten thousand jumps, as it was).
+    const sharedText: Record<Table, Map<string, string>> = { nat: new Map(), filter: new Map() };
+    const shared = (table: Table, m: Map<string, string[]>): { leaf: Map<string, string[]>; rest: Map<string, string[]> } => {
+      const leaf = new Map<string, string[]>();
+      const rest = new Map<string, string[]>();
+      for (const [c, rules] of m) {
+        const text = rules.join('\n');
+        sharedText[table].set(c, text);
+        if (!full && st.owned[table].has(c) && st.sharedText[table].get(c) === text) continue;
+        (LEAF_CHAINS.has(c) ? leaf : rest).set(c, rules);
+      }
+      return { leaf, rest };
     };
-    const text = restoreText('filter', filter, stale.filter) + restoreText('nat', nat, stale.nat);
+    const nat = shared('nat', t.nat);
+    const filter = shared('filter', t.filter);
+    // Chains to remove: a full sync removes every chain weir wrote that is not current; a partial one, the dirty services' dropped ones.
+    const stale: Record<Table, string[]> = { nat: [], filter: [] };
+    for (const table of ['nat', 'filter'] as const) {
+      if (full) {
+        for (const g of groups[table]) for (const c of g.keys()) current[table].add(c);
+        stale[table] = [...st.owned[table]].filter((c) => !current[table].has(c));
+      } else stale[table] = [...dropped[table]].filter((c) => st.owned[table].has(c));
+    }
+    const text = restoreSections('filter', [filter.leaf, ...groups.filter, filter.rest], stale.filter) + restoreSections('nat', [nat.leaf, ...groups.nat, nat.rest], stale.nat);
     const tools = TOOLS[family];
     const r = this.run([tools.restore, '-w', '5', '--noflush'], text);
     if (r.code !== 0) {
       st.needFull = true; // the retry rewrites everything
+      // A large change is several transactions: some may have been applied, so every chain it named counts as weir's until the retry.
+      for (const table of ['nat', 'filter'] as const) for (const g of groups[table]) for (const c of g.keys()) st.owned[table].add(c);
       throw new Error(`${tools.restore} failed: ${r.stderr.trim().split('\n').slice(0, 3).join(' | ')}`);
     }
-    this.ensureHooks(family);
-    st.owned = current;
+    // Hooks are checked on full syncs (the first, after a failure, and every fullSyncMs), as kube-proxy checks its jumps only on full syncs: eleven iptables calls each time otherwise.
+    if (full) this.ensureHooks(family);
+    if (full) st.owned = current;
+    else
+      for (const table of ['nat', 'filter'] as const) {
+        for (const c of stale[table]) st.owned[table].delete(c);
+        for (const g of groups[table]) for (const c of g.keys()) st.owned[table].add(c);
+      }
+    st.sharedText = sharedText;
     if (full) {
       st.needFull = false;
       st.lastFull = Date.now();
     }
     let rules = 0;
-    for (const m of [nat, filter]) for (const rs of m.values()) rules += rs.length;
+    for (const gs of [groups.nat, groups.filter, [nat.leaf, nat.rest, filter.leaf, filter.rest]]) for (const g of gs) for (const rs of g.values()) rules += rs.length;
     return { upserts: rules, deletes: stale.nat.length + stale.filter.length };
   }
 
