@@ -197,4 +197,26 @@ test('cleanup removes the chains of both families', () => {
   assert.ok(calls.some((c) => c[0] === 'ip6tables-restore'));
 });
 
+test("cleanup deletes a table's base chains and the table only when nothing but built-in ACCEPT chains is left", () => {
+  const left: Record<string, string> = {
+    filter: '*filter\n:INPUT DROP [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n', // another's policy
+    nat: '*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\nCOMMIT\n',
+  };
+  let cleaned = false;
+  const calls: string[][] = [];
+  const run: CommandRunner = (argv, input) => {
+    calls.push([...argv]);
+    if (argv[0]!.startsWith('ip6')) return { code: 1, stdout: '', stderr: 'no ip6tables' };
+    if (argv[0] === 'iptables-restore') cleaned = input!.includes('-X WEIR-SERVICES');
+    if (argv[0] === 'iptables-save' && !cleaned && argv[2] !== 'filter')
+      return { code: 0, stdout: `*nat\n:PREROUTING ACCEPT [0:0]\n:WEIR-SERVICES - [0:0]\n-A PREROUTING -j WEIR-SERVICES\nCOMMIT\n`, stderr: '' };
+    if (argv[0] === 'iptables-save') return { code: 0, stdout: left[argv[2]!]!, stderr: '' };
+    if (argv[0] === 'nft' && argv[1] === 'list') return { code: 0, stdout: `table ip ${argv[4]} {\n}\n`, stderr: '' };
+    return { code: argv.includes('-D') ? 1 : 0, stdout: '', stderr: '' };
+  };
+  assert.equal(cleanupIptables(run), ['nat/WEIR-SERVICES', 'nat (table)']);
+  const removals = calls.filter((c) => c.includes('-X') || c[1] === 'delete').map((c) => c.join(' '));
+  assert.equal(removals, ['iptables -w 5 -t nat -X PREROUTING', 'iptables -w 5 -t nat -X INPUT', 'iptables -w 5 -t nat -X OUTPUT', 'iptables -w 5 -t nat -X POSTROUTING', 'nft delete table ip nat']);
+});
+
 test.run();

@@ -319,7 +319,43 @@ function cleanupFamily(run: CommandRunner, family: Family): string[] {
     const r = run([tools.restore, '-w', '5', '--noflush'], text);
     if (r.code !== 0) throw new Error(`${tools.iptables} cleanup failed: ${r.stderr.trim()}`);
   }
+  for (const table of ['filter', 'nat'] as const) if (removeIdleTable(run, family, table)) removed.push(`${table} (table)`);
   return removed;
+}
+
+/**
+ * Remove a table weir's rules were the last users of. With iptables-nft
+ * the `nat` and `filter` tables and their base chains stay after their
+ * last rule goes (kube-proxy's cleanup leaves them too), and a base chain
+ * is a netfilter hook every packet runs through; a `nat` one also keeps
+ * connection tracking and NAT active for every flow of the node. So when a
+ * table holds nothing at all (no rule, no chain but the built-in ones,
+ * each with policy ACCEPT: exactly what no table does), its base chains
+ * are deleted (iptables-nft deletes an empty built-in chain; legacy
+ * iptables refuses, and its tables stay as the kernel keeps them), then
+ * the empty table itself when nft(8) is there (no hook is left either way).
+ * Anything else in the table, anyone's, and it is left as it is.
+ */
+function removeIdleTable(run: CommandRunner, family: Family, table: 'nat' | 'filter'): boolean {
+  const tools = TOOLS[family];
+  const saved = run([tools.save, '-t', table]);
+  if (saved.code !== 0 || !saved.stdout.includes(`*${table}`) || /incompatible/i.test(saved.stdout)) return false;
+  const lines = saved.stdout.split('\n').filter((l) => l && !l.startsWith('#') && l !== `*${table}` && l !== 'COMMIT');
+  const builtins: string[] = [];
+  for (const l of lines) {
+    const m = /^:(\S+) (\S+) /.exec(l);
+    // A rule, a user chain (policy "-"), or a policy other than ACCEPT: someone uses this table.
+    if (!m || m[2] !== 'ACCEPT') return false;
+    builtins.push(m[1]!);
+  }
+  let deleted = false;
+  for (const chain of builtins) deleted = run([tools.iptables, '-w', '5', '-t', table, '-X', chain]).code === 0 || deleted;
+  const nftFamily = family === 4 ? 'ip' : 'ip6';
+  const listed = run(['nft', 'list', 'table', nftFamily, table]);
+  if (listed.code === 0 && listed.stdout.replace(/\s+/g, ' ').trim() === `table ${nftFamily} ${table} { }`) {
+    deleted = run(['nft', 'delete', 'table', nftFamily, table]).code === 0 || deleted;
+  }
+  return deleted;
 }
 
 /** Can this node run the iptables fallback? (binary present and usable; IPv4 is required, see ip6tablesAvailable) */
