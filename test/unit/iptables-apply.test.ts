@@ -197,6 +197,24 @@ test('cleanup removes the chains of both families', () => {
   assert.ok(calls.some((c) => c[0] === 'ip6tables-restore'));
 });
 
+test('cleanup removes many chains in transactions of bounded size, shared leaf chains last', () => {
+  const chains = ['WEIR-SERVICES', 'WEIR-MARK-MASQ', ...Array.from({ length: 2500 }, (_, i) => `WEIR-SEP-${String(i).padStart(16, '0')}`), 'WEIR-SVC-0000000000000001'];
+  const save = `*nat\n${chains.map((c) => `:${c} - [0:0]`).join('\n')}\nCOMMIT\n`;
+  let restore = '';
+  const run: CommandRunner = (argv, input) => {
+    if (argv[0] === 'iptables-save') return { code: 0, stdout: argv[2] === 'filter' ? '' : save, stderr: '' };
+    if (argv[0] === 'iptables-restore') restore = input!;
+    return { code: argv[0]!.startsWith('ip6') || argv.includes('-D') ? 1 : 0, stdout: '', stderr: '' };
+  };
+  assert.is(cleanupIptables(run).length, chains.length);
+  const sections = restore.split(/^COMMIT\n/m).filter((x) => x.trim());
+  assert.ok(sections.length >= 3, `${sections.length} transactions`);
+  for (const sec of sections) assert.ok([...sec.matchAll(/^-X /gm)].length <= 1000);
+  const order = [...restore.matchAll(/^-X (\S+)/gm)].map((m) => m[1]!);
+  assert.ok(order.indexOf('WEIR-SVC-0000000000000001') < order.indexOf('WEIR-SEP-0000000000000000'), 'a service chain before the endpoint chains it jumps to');
+  assert.is(order.at(-1), 'WEIR-MARK-MASQ', 'the chain every endpoint chain jumps to goes last');
+});
+
 test("cleanup deletes a table's base chains and the table only when nothing but built-in ACCEPT chains is left", () => {
   const left: Record<string, string> = {
     filter: '*filter\n:INPUT DROP [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n', // another's policy

@@ -23,7 +23,7 @@ import { CommitStats, FrontendConflict } from '../reconcile/reconciler';
 import { Dataplane } from '../reconcile/dataplane';
 import { childProcess } from '../util/lazy';
 import { Logger } from '../util/log';
-import { HOOKS, PREFIX, RenderContext, ServiceRules, Tables, LEAF_CHAINS, renderService, restoreSections, restoreText } from './render';
+import { HOOKS, PREFIX, RenderContext, ServiceRules, Tables, LEAF_CHAINS, renderService, restoreSections } from './render';
 
 type Table = 'nat' | 'filter';
 
@@ -313,7 +313,7 @@ function cleanupFamily(run: CommandRunner, family: Family): string[] {
     const chains = [...saved.matchAll(new RegExp(`^:(${PREFIX}[^ ]+)`, 'gm'))].map((m) => m[1]!);
     if (chains.length === 0) continue;
     removed.push(...chains.map((c) => `${table}/${c}`));
-    text += restoreText(table, new Map(), chains);
+    text += restoreSections(table, [], chains);
   }
   if (text) {
     const r = run([tools.restore, '-w', '5', '--noflush'], text);

@@ -274,6 +274,7 @@ export const LEAF_CHAINS: ReadonlySet<string> = new Set(['WEIR-MARK-MASQ', 'WEIR
 
 /** The order in which chains are removed: a chain only once nothing that is still there jumps to it. */
 function removeRank(chain: string): number {
+  if (LEAF_CHAINS.has(chain)) return 3;
   if (chain.startsWith('WEIR-SEP-') || chain.startsWith('WEIR-FW-')) return 2;
   if (chain.startsWith('WEIR-SVC-') || chain.startsWith('WEIR-SVL-')) return 1;
   return 0;
