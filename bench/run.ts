@@ -406,7 +406,7 @@ async function measureMode(
       // Stop the agent that missed it: it holds the pin root's lock and would go on writing beside the next one.
       const late = box.processes.at(-1);
       if (late) await box.stopProc(late, 2000);
-      await box.weir('n1', ['cleanup']).catch(() => undefined);
+      await box.weir('n1', ['cleanup'], 120_000).catch(() => undefined);
       break;
     }
     starts.push(Date.now() - t0);
@@ -497,7 +497,7 @@ async function benchIptables(p: Params): Promise<{ coldStart: Results['coldStart
       coldStart.push(r.coldStart);
       oneChange.push(r.oneChange);
     }
-    await box.weir('n1', ['cleanup']);
+    await box.weir('n1', ['cleanup'], 120_000);
   } finally {
     await box.destroy();
   }

@@ -185,16 +185,32 @@ test('an IPv4-only node runs no ip6tables command; without ip6tables, IPv6 front
   assert.is(noV6.logs.filter((l) => l.includes('ip6tables is not usable')).length, 1);
 });
 
-test('cleanup removes the chains of both families', () => {
-  const calls: string[][] = [];
-  const run: CommandRunner = (argv) => {
-    calls.push([...argv]);
+test('cleanup removes the chains of both families and the hooks into them, no other rule', () => {
+  const calls: Array<{ argv: string[]; input?: string }> = [];
+  const run: CommandRunner = (argv, input) => {
+    calls.push({ argv: [...argv], ...(input !== undefined ? { input } : {}) });
     const v6 = argv[0]!.startsWith('ip6');
-    if (argv[0]!.endsWith('-save')) return { code: 0, stdout: argv[2] === 'filter' ? '' : `*nat\n:WEIR-SERVICES - [0:0]\n:WEIR-SVC-${v6 ? 'SIX' : 'FOUR'} - [0:0]\n`, stderr: '' };
-    return { code: argv.includes('-D') ? 1 : 0, stdout: '', stderr: '' };
+    const nat = [
+      '*nat',
+      ':PREROUTING ACCEPT [0:0]',
+      ':OTHER - [0:0]',
+      ':WEIR-SERVICES - [0:0]',
+      `:WEIR-SVC-${v6 ? 'SIX' : 'FOUR'} - [0:0]`,
+      '-A PREROUTING -m comment --comment "weir service portals" -j WEIR-SERVICES',
+      '-A PREROUTING -j OTHER',
+      'COMMIT',
+      '',
+    ].join('\n');
+    if (argv[0]!.endsWith('-save')) return { code: 0, stdout: argv[2] === 'filter' ? '' : nat, stderr: '' };
+    return { code: 0, stdout: '', stderr: '' };
   };
   assert.equal(cleanupIptables(run), ['nat/WEIR-SERVICES', 'nat/WEIR-SVC-FOUR', 'ip6tables nat/WEIR-SERVICES', 'ip6tables nat/WEIR-SVC-SIX']);
-  assert.ok(calls.some((c) => c[0] === 'ip6tables-restore'));
+  for (const restore of ['iptables-restore', 'ip6tables-restore']) {
+    const input = calls.find((c) => c.argv[0] === restore)?.input ?? '';
+    assert.match(input, /^\*nat\n-D PREROUTING -m comment --comment "weir service portals" -j WEIR-SERVICES\nCOMMIT\n/, 'the hook goes first');
+    assert.not.match(input, /OTHER/, "another program's rule and chain stay");
+    assert.match(input, /^-X WEIR-SERVICES$/m);
+  }
 });
 
 test('cleanup removes many chains in transactions of bounded size, shared leaf chains last', () => {

@@ -302,15 +302,16 @@ function cleanupFamily(run: CommandRunner, family: Family): string[] {
   // ran iptables mode has nothing to remove (no iptables at all: nothing either).
   const all = run([tools.save]);
   if (all.code !== 0 || !all.stdout.includes(PREFIX)) return [];
-  for (const h of HOOKS) {
-    const args = ruleArgs(h.rule);
-    for (let i = 0; i < 10 && run([tools.iptables, '-w', '5', '-t', h.table, '-D', h.chain, ...args]).code === 0; i++);
-  }
+  // Everything from that one read (each save of a large rule set takes seconds):
+  // per table, weir's chains and the hooks into them from the built-in chains,
+  // all removed in one restore (the hooks first, in a transaction of their own).
   const removed: string[] = [];
   let text = '';
   for (const table of ['filter', 'nat'] as const) {
-    const saved = run([tools.save, '-t', table]).stdout;
-    const chains = [...saved.matchAll(new RegExp(`^:(${PREFIX}[^ ]+)`, 'gm'))].map((m) => m[1]!);
+    const saved = new RegExp(`^\\*${table}\\n([\\s\\S]*?)^COMMIT`, 'm').exec(all.stdout)?.[1] ?? '';
+    const chains = [...saved.matchAll(new RegExp(`^:(${PREFIX}\\S+)`, 'gm'))].map((m) => m[1]!);
+    const hooks = [...saved.matchAll(new RegExp(`^-A (?!${PREFIX})(\\S+ .* -j ${PREFIX}\\S+)$`, 'gm'))].map((m) => `-D ${m[1]!}`);
+    if (hooks.length > 0) text += `*${table}\n${hooks.join('\n')}\nCOMMIT\n`;
     if (chains.length === 0) continue;
     removed.push(...chains.map((c) => `${table}/${c}`));
     text += restoreSections(table, [], chains);
