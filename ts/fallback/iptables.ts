@@ -182,12 +182,15 @@ export class IptablesDataplane implements Dataplane {
     const full = st.needFull || Date.now() - st.lastFull > this.fullSyncMs;
     // Chains of the services rendered before this sync that the new rendering no longer has.
     const dropped: Record<Table, Set<string>> = { nat: new Set(), filter: new Set() };
+    // The dirty services' lines in the shared chains, before and after (edited in place in a partial sync: jumpEdits).
+    const changed: Array<{ old: ServiceRules | undefined; now: ServiceRules | undefined }> = [];
     for (const key of this.dirty) {
       const old = st.rendered.get(key);
       const plan = this.plans.get(key);
       const r = plan ? renderService(plan, ctx) : undefined;
       if (r) st.rendered.set(key, r);
       else st.rendered.delete(key);
+      changed.push({ old, now: r });
       if (old) {
         for (const c of old.natChains.keys()) if (!r?.natChains.has(c)) dropped.nat.add(c);
         for (const c of old.filterChains.keys()) if (!r?.filterChains.has(c)) dropped.filter.add(c);
@@ -217,12 +220,14 @@ export class IptablesDataplane implements Dataplane {
     // The shared chains: in a partial sync only those whose rules changed
     // (an endpoint change leaves WEIR-SERVICES, ten thousand jumps, as it was).
     const sharedText: Record<Table, Map<string, string>> = { nat: new Map(), filter: new Map() };
+    const edits = full ? null : jumpEdits(changed, st.owned);
     const shared = (table: Table, m: Map<string, string[]>): { leaf: Map<string, string[]>; rest: Map<string, string[]> } => {
       const leaf = new Map<string, string[]>();
       const rest = new Map<string, string[]>();
       for (const [c, rules] of m) {
         const text = rules.join('\n');
         sharedText[table].set(c, text);
+        if (edits?.edited[table].has(c)) continue;
         if (!full && st.owned[table].has(c) && st.sharedText[table].get(c) === text) continue;
         (LEAF_CHAINS.has(c) ? leaf : rest).set(c, rules);
       }
@@ -238,7 +243,9 @@ export class IptablesDataplane implements Dataplane {
         stale[table] = [...st.owned[table]].filter((c) => !current[table].has(c));
       } else stale[table] = [...dropped[table]].filter((c) => st.owned[table].has(c));
     }
-    const text = restoreSections('filter', [filter.leaf, ...groups.filter, filter.rest], stale.filter) + restoreSections('nat', [nat.leaf, ...groups.nat, nat.rest], stale.nat);
+    const text =
+      restoreSections('filter', [filter.leaf, ...groups.filter, filter.rest], stale.filter, edits?.lines.filter) +
+      restoreSections('nat', [nat.leaf, ...groups.nat, nat.rest], stale.nat, edits?.lines.nat);
     const tools = TOOLS[family];
     const r = this.run([tools.restore, '-w', '5', '--noflush'], text);
     if (r.code !== 0) {
@@ -260,7 +267,7 @@ export class IptablesDataplane implements Dataplane {
       st.needFull = false;
       st.lastFull = Date.now();
     }
-    let rules = 0;
+    let rules = (edits?.lines.nat.length ?? 0) + (edits?.lines.filter.length ?? 0);
     for (const gs of [groups.nat, groups.filter, [nat.leaf, nat.rest, filter.leaf, filter.rest]]) for (const g of gs) for (const rs of g.values()) rules += rs.length;
     return { upserts: rules, deletes: stale.nat.length + stale.filter.length };
   }
@@ -290,6 +297,57 @@ export class IptablesDataplane implements Dataplane {
     this.goneUdp.clear();
   }
 }
+
+/** Edits of one sync to the order-free shared chains (jumpEdits). */
+interface JumpEdits {
+  /** Per table, `-D`/`-I` lines (restore syntax). */
+  readonly lines: Record<Table, string[]>;
+  /** The chains these edit: not rewritten in this sync. */
+  readonly edited: Record<Table, Set<string>>;
+}
+
+/**
+ * A partial sync's changes to the chains of per-service jumps as edits in
+ * place instead of a rewrite: WEIR-SERVICES holds a line (or two) per
+ * frontend, ten thousand on a large node, and rewriting it makes
+ * iptables-nft look up every chain it jumps to (over a second). Each
+ * changed service's old lines are deleted (`-D` by their exact text) and
+ * its new ones inserted at the top, in their order, so one service's lines
+ * keep theirs (WEIR-MASQ-OFFCLUSTER before the service jump); between
+ * services order does not matter (each line matches its own frontend), and
+ * WEIR-SERVICES' last rule, the NodePort jump, stays last. A chain with
+ * more than EDIT_LIMIT edits is rewritten whole, as are all of them in a
+ * full sync (which also puts them back in service order).
+ */
+function jumpEdits(changed: ReadonlyArray<{ old: ServiceRules | undefined; now: ServiceRules | undefined }>, owned: Record<Table, Set<string>>): JumpEdits {
+  const chains: ReadonlyArray<{ table: Table; chain: string; field: 'natServices' | 'natNodePorts' | 'filterServices' | 'filterFirewall' }> = [
+    { table: 'nat', chain: 'WEIR-SERVICES', field: 'natServices' },
+    { table: 'nat', chain: 'WEIR-NODEPORTS', field: 'natNodePorts' },
+    { table: 'filter', chain: 'WEIR-SERVICES', field: 'filterServices' },
+    { table: 'filter', chain: 'WEIR-PROXY-FIREWALL', field: 'filterFirewall' },
+  ];
+  const out: JumpEdits = { lines: { nat: [], filter: [] }, edited: { nat: new Set(), filter: new Set() } };
+  for (const { table, chain, field } of chains) {
+    if (!owned[table].has(chain)) continue;
+    const deletes: string[] = [];
+    const inserts: string[] = [];
+    for (const { old, now } of changed) {
+      const before = old?.[field] ?? [];
+      const after = now?.[field] ?? [];
+      if (before.length === after.length && before.every((l, i) => l === after[i])) continue;
+      for (const l of before) deletes.push(`-D ${chain} ${l}`);
+      // Inserted at the top one by one: last line first.
+      for (const l of [...after].reverse()) inserts.push(`-I ${chain} 1 ${l}`);
+    }
+    if (deletes.length + inserts.length > EDIT_LIMIT) continue;
+    out.lines[table].push(...deletes, ...inserts);
+    out.edited[table].add(chain);
+  }
+  return out;
+}
+
+/** Above this many edits to one chain a rewrite is cheaper (each `-D` searches the chain). */
+const EDIT_LIMIT = 500;
 
 /** Remove every hook and WEIR- chain (both tables, iptables and ip6tables). Returns the chains removed ("ip6tables nat/..." for IPv6). */
 export function cleanupIptables(run: CommandRunner = runCommand): string[] {

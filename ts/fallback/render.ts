@@ -258,12 +258,16 @@ function fixedRules(ctx: RenderContext): { nat: Map<string, string[]>; filter: M
   };
 }
 
-/** A whole table as iptables-restore input. Chains listed in `flush` are (re)declared; `remove` are deleted. */
-export function restoreText(table: 'nat' | 'filter', chains: ReadonlyMap<string, readonly string[]>, remove: readonly string[] = []): string {
+/**
+ * A whole table as iptables-restore input. Chains in `chains` are (re)declared and filled; `edits`
+ * (`-D`/`-I` lines) follow, jumping to chains now in place; `remove` are deleted last.
+ */
+export function restoreText(table: 'nat' | 'filter', chains: ReadonlyMap<string, readonly string[]>, remove: readonly string[] = [], edits: readonly string[] = []): string {
   const lines = [`*${table}`];
   for (const c of chains.keys()) lines.push(`:${c} - [0:0]`);
   for (const c of remove) lines.push(`:${c} - [0:0]`);
   for (const [c, rules] of chains) for (const r of rules) lines.push(`-A ${c} ${r}`);
+  lines.push(...edits);
   for (const c of remove) lines.push(`-X ${c}`);
   lines.push('COMMIT');
   return lines.join('\n') + '\n';
@@ -301,9 +305,15 @@ export const SECTION_CHAINS = 1000;
  * last, in sections of their own, callers before callees. A small change
  * stays one transaction.
  */
-export function restoreSections(table: 'nat' | 'filter', groups: ReadonlyArray<ReadonlyMap<string, readonly string[]>>, remove: readonly string[] = [], max = SECTION_CHAINS): string {
+export function restoreSections(
+  table: 'nat' | 'filter',
+  groups: ReadonlyArray<ReadonlyMap<string, readonly string[]>>,
+  remove: readonly string[] = [],
+  edits: readonly string[] = [],
+  max = SECTION_CHAINS,
+): string {
   const total = groups.reduce((n, g) => n + g.size, 0);
-  if (total + remove.length <= max) return restoreText(table, new Map(groups.flatMap((g) => [...g])), remove);
+  if (total + remove.length <= max) return restoreText(table, new Map(groups.flatMap((g) => [...g])), remove, edits);
   let out = '';
   let section = new Map<string, readonly string[]>();
   for (const g of groups) {
@@ -313,7 +323,7 @@ export function restoreSections(table: 'nat' | 'filter', groups: ReadonlyArray<R
     }
     for (const [c, rules] of g) section.set(c, rules);
   }
-  if (section.size > 0) out += restoreText(table, section);
+  if (section.size > 0 || edits.length > 0) out += restoreText(table, section, [], edits);
   const gone = [...remove].sort((a, b) => removeRank(a) - removeRank(b));
   for (let i = 0; i < gone.length; i += max) out += restoreText(table, new Map(), gone.slice(i, i + max));
   return out;
