@@ -9,7 +9,8 @@ import type { Box } from '../test/box/box';
  * cold start has nothing to free.
  */
 export async function cleanupAndSettle(box: Box): Promise<void> {
-  await box.weir('n1', ['cleanup']);
+  // Removing ten thousand services' iptables rules takes seconds (two of them reading them back).
+  await box.weir('n1', ['cleanup'], 120_000);
   await new Promise((r) => setTimeout(r, 1000));
 }
 

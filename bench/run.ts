@@ -6,6 +6,7 @@
  *
  *   node dist/bench/run.js [--quick] [--services N] [--endpoints M] [--changes K]
  *                          [--ct N] [--runs R] [--conns C] [--path-sizes 1,1000,10000]
+ *                          [--sections ffi,packet,control,path,iptables]
  *
  * All traffic stays inside a cluster in a box (test/box).
  */
@@ -349,9 +350,9 @@ function peakRssMb(pid: number): number {
 
 /**
  * Cold start and one-change latency, per mode, in a one-node box (agent
- * only): at the full scale, and at a smaller one where iptables mode
- * finishes too (nf_tables iptables-restore grows faster than linearly:
- * ten thousand services do not program within minutes).
+ * only): at the full scale, and at a smaller one where both modes are
+ * measured in full (iptables mode at the full scale takes a few changes
+ * only; `--sections iptables` measures it alone with more).
  */
 async function benchControlPlane(p: Params): Promise<{ coldStart: Results['coldStart']; oneChange: Results['oneChange']; restart: NonNullable<Results['restart']> }> {
   const coldStart: Results['coldStart'] = [];
@@ -408,7 +409,7 @@ async function measureMode(
       // Stop the agent that missed it: it holds the pin root's lock and would go on writing beside the next one.
       const late = box.processes.at(-1);
       if (late) await box.stopProc(late, 2000);
-      await box.weir('n1', ['cleanup']).catch(() => undefined);
+      await box.weir('n1', ['cleanup'], 120_000).catch(() => undefined);
       break;
     }
     starts.push(Date.now() - t0);
@@ -479,6 +480,31 @@ async function measureMode(
     await agent.stop();
   }
   return { coldStart: cold, oneChange: change, restart };
+}
+
+/**
+ * iptables mode alone (`--sections iptables`): from a cold start to every
+ * rule programmed, and one endpoint change at a time, at the compare scale
+ * and the full one (10,000 services x 10 endpoints by default). Written to
+ * bench/results-iptables.json.
+ */
+async function benchIptables(p: Params): Promise<{ coldStart: Results['coldStart']; oneChange: Results['oneChange'] }> {
+  const coldStart: Results['coldStart'] = [];
+  const oneChange: Results['oneChange'] = [];
+  const box = await Box.create({ nodes: 1 });
+  try {
+    for (const services of [p.compareServices, p.services]) {
+      for (const f of fs.readdirSync(box.manifestDir)) fs.rmSync(path.join(box.manifestDir, f));
+      writeManifests(box.manifestDir, services, (i) => Array.from({ length: p.endpoints }, (_, j) => epAddr(i * p.endpoints + j)));
+      const r = await measureMode(box, p, 'iptables', services, services > p.compareServices && !p.quick ? 1 : p.runs, p.changes);
+      coldStart.push(r.coldStart);
+      oneChange.push(r.oneChange);
+    }
+    await box.weir('n1', ['cleanup'], 120_000);
+  } finally {
+    await box.destroy();
+  }
+  return { coldStart, oneChange };
 }
 
 /** New-connection latency through a real namespace path with N services, BPF vs iptables. */
@@ -569,11 +595,21 @@ async function main(): Promise<void> {
   const command = `node dist/bench/run.js ${process.argv.slice(2).join(' ')}`.trim();
   log(`weir benchmarks (${p.quick ? 'quick' : 'full'}): ${JSON.stringify(p)}`);
   const outFile = path.join(REPO, 'bench', p.quick ? 'results-quick.json' : 'results.json');
-  // --sections a,b re-measures only those and keeps the rest of the last results.
+  // --sections a,b re-measures only those and keeps the rest of the last results ("iptables" is only measured when named).
   const sectionsArg = process.argv.indexOf('--sections');
   const all = ['ffi', 'packet', 'control', 'path', 'wire'];
   const sections = new Set(sectionsArg >= 0 ? process.argv[sectionsArg + 1]!.split(',') : all);
-  const prev = sections.size < all.length && fs.existsSync(outFile) ? (JSON.parse(fs.readFileSync(outFile, 'utf8')) as Results) : null;
+  if (sections.has('iptables')) {
+    // Its own results file: BENCHMARKS.md is the other sections' report.
+    log('iptables mode at scale');
+    const file = path.join(REPO, 'bench', p.quick ? 'results-iptables-quick.json' : 'results-iptables.json');
+    const iptablesScale = await benchIptables(p);
+    fs.writeFileSync(file, JSON.stringify({ machine: machine(), date: new Date().toISOString().slice(0, 10), command, params: p, iptablesScale }, null, 2) + '\n');
+    log(`results written to bench/${path.basename(file)}`);
+    sections.delete('iptables');
+    if (sections.size === 0) return;
+  }
+  const prev = !all.every((x) => sections.has(x)) && fs.existsSync(outFile) ? (JSON.parse(fs.readFileSync(outFile, 'utf8')) as Results) : null;
   const results = { ...(prev ?? {}), machine: machine(), date: new Date().toISOString().slice(0, 10), command, params: p } as Results;
   if (sections.has('ffi')) {
     log('FFI cost per map operation');

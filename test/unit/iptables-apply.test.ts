@@ -8,6 +8,8 @@ import * as assert from 'uvu/assert';
 import type { V1EndpointSlice, V1Service } from '@kubernetes/client-node';
 import { IptablesDataplane, CommandRunner, cleanupIptables } from '../../ts/fallback/iptables';
 import { ClusterStore } from '../../ts/model/store';
+import { objectKey, parseCidr } from '../../ts/model/types';
+import { rng as seeded } from './rng';
 import { Syncer } from '../../ts/runner/sync';
 import { createLogger } from '../../ts/util/log';
 
@@ -44,7 +46,7 @@ function setup(failRestore = () => false, ipv6 = true) {
 
 const chainsDeclared = (text: string): string[] => [...text.matchAll(/^:(WEIR-\S+)/gm)].map((m) => m[1]!);
 
-test("a change to one service rewrites the shared chains and that service's chains only", () => {
+test("an endpoint change rewrites that service's chains only; a new service also rewrites the shared chains", () => {
   const { store, syncer, restores } = setup();
   store.upsertService(service('a', '10.96.0.1'), 't');
   store.upsertSlice(slice('a', ['10.244.1.1']), 't');
@@ -58,9 +60,151 @@ test("a change to one service rewrites the shared chains and that service's chai
   const second = restores()[1]!;
   const svcChains = chainsDeclared(second).filter((c) => c.startsWith('WEIR-SVC-') || c.startsWith('WEIR-SEP-'));
   assert.is(svcChains.filter((c) => c.startsWith('WEIR-SVC-')).length, 1, "only b's service chain");
-  assert.ok(chainsDeclared(second).includes('WEIR-SERVICES'));
   assert.match(second, /10\.244\.1\.3:8080/);
   assert.not.match(second, /10\.244\.1\.1/);
+  // WEIR-SERVICES holds a jump per frontend (ten thousand on a large node): it is not rewritten when its rules stay the same.
+  assert.equal(
+    chainsDeclared(second).filter((c) => !c.startsWith('WEIR-SVC-') && !c.startsWith('WEIR-SEP-')),
+    [],
+    'no shared chain',
+  );
+  // A new service: its jump is inserted into WEIR-SERVICES, which is not rewritten; a deleted one's is deleted.
+  store.upsertService(service('c', '10.96.0.3'), 't');
+  store.upsertSlice(slice('c', ['10.244.1.4']), 't');
+  syncer.sync();
+  const third = restores()[2]!;
+  assert.not.ok(chainsDeclared(third).includes('WEIR-SERVICES'), 'WEIR-SERVICES is edited, not rewritten');
+  assert.match(third, /^-I WEIR-SERVICES 1 .*-d 10\.96\.0\.3\/32 .*-j WEIR-SVC-/m);
+  assert.not.match(third, /10\.96\.0\.1\//);
+  store.deleteService(objectKey('default', 'a'));
+  syncer.sync();
+  assert.match(restores()[3]!, /^-D WEIR-SERVICES .*-d 10\.96\.0\.1\/32 .*-j WEIR-SVC-/m);
+});
+
+/**
+ * iptables-restore --noflush as far as weir uses it, on chains in memory:
+ * fails like the real one on a jump to a missing chain, a -D of a missing
+ * rule, or an -X of a chain still jumped to; each COMMIT applies its section.
+ */
+function netfilterModel(): { run: CommandRunner; chains: Map<string, string[]> } {
+  const chains = new Map<string, string[]>();
+  const run: CommandRunner = (argv, input) => {
+    if (!argv[0]!.endsWith('-restore') || argv[0]!.startsWith('ip6')) return { code: 0, stdout: '', stderr: '' };
+    for (const section of input!.split(/^COMMIT\n/m)) {
+      const next = new Map([...chains].map(([c, r]) => [c, [...r]]));
+      const table = /^\*(\S+)/m.exec(section)?.[1];
+      // Chains are "table/chain": both tables have a WEIR-SERVICES.
+      for (const line of section.split('\n')) {
+        let m: RegExpExecArray | null;
+        if ((m = /^:(\S+)/.exec(line))) next.set(`${table}/${m[1]}`, []);
+        else if ((m = /^-A (\S+) (.*)$/.exec(line))) next.get(`${table}/${m[1]}`)!.push(m[2]!);
+        else if ((m = /^-I (\S+) 1 (.*)$/.exec(line))) next.get(`${table}/${m[1]}`)!.unshift(m[2]!);
+        else if ((m = /^-D (\S+) (.*)$/.exec(line))) {
+          const rules = next.get(`${table}/${m[1]}`)!;
+          const i = rules.indexOf(m[2]!);
+          if (i < 0) return { code: 1, stdout: '', stderr: `-D ${m[1]}: no such rule` };
+          rules.splice(i, 1);
+        } else if ((m = /^-X (\S+)/.exec(line))) next.delete(`${table}/${m[1]}`);
+      }
+      for (const [c, rules] of next)
+        for (const r of rules) {
+          const target = / -j (WEIR-\S+)/.exec(` ${r}`)?.[1];
+          if (target && !next.has(`${c.split('/')[0]}/${target}`)) return { code: 1, stdout: '', stderr: `${c}: jump to missing ${target}` };
+        }
+      chains.clear();
+      for (const [c, r] of next) chains.set(c, r);
+    }
+    return { code: 0, stdout: '', stderr: '' };
+  };
+  return { run, chains };
+}
+
+test('after any sequence of partial syncs the chains hold what a full sync writes, each service in its own order', () => {
+  const model = netfilterModel();
+  const dp = new IptablesDataplane({ ctx: { clusterCIDRs: [parseCidr('10.244.0.0/16')!], masqueradeAll: false }, log: quiet, run: model.run, ipv6: false });
+  const store = new ClusterStore(() => undefined);
+  const syncer = new Syncer({ store, reconciler: dp, log: quiet, ctx: { nodeName: 'n1', nodePortAddrs: [] } });
+  const rng = seeded(7);
+  const objects = new Map<number, { svc: V1Service; slice: V1EndpointSlice }>();
+  for (let step = 0; step < 60; step++) {
+    // A few services at a time: added, resized, emptied (REJECT), or deleted.
+    for (let k = 0, n = 1 + ((rng() * 3) | 0); k < n; k++) {
+      const i = (rng() * 12) | 0;
+      const what = rng();
+      if (what < 0.2) {
+        store.deleteService(objectKey('default', `s${i}`));
+        objects.delete(i);
+      } else {
+        const n = what < 0.35 ? 0 : 1 + ((rng() * 3) | 0);
+        const o = {
+          svc: service(`s${i}`, `10.96.0.${i + 1}`),
+          slice: slice(
+            `s${i}`,
+            Array.from({ length: n }, (_, j) => `10.244.${i}.${j + 1}`),
+          ),
+        };
+        objects.set(i, o);
+        store.upsertService(o.svc, 't');
+        store.upsertSlice(o.slice, 't');
+      }
+    }
+    syncer.sync();
+    // What a full sync of the same services writes.
+    const full = netfilterModel();
+    const fresh = new IptablesDataplane({ ctx: { clusterCIDRs: [parseCidr('10.244.0.0/16')!], masqueradeAll: false }, log: quiet, run: full.run, ipv6: false });
+    const freshStore = new ClusterStore(() => undefined);
+    for (const o of objects.values()) {
+      freshStore.upsertService(o.svc, 't');
+      freshStore.upsertSlice(o.slice, 't');
+    }
+    new Syncer({ store: freshStore, reconciler: fresh, log: quiet, ctx: { nodeName: 'n1', nodePortAddrs: [] } }).sync();
+    assert.equal([...model.chains.keys()].sort(), [...full.chains.keys()].sort(), `step ${step}: the same chains`);
+    for (const [c, rules] of full.chains) {
+      const got = model.chains.get(c)!;
+      assert.equal([...got].sort(), [...rules].sort(), `step ${step}: ${c} holds the same rules`);
+      // Each service's lines in the order a full sync writes them (its masquerade jump before its service jump), the NodePort jump last.
+      for (const name of new Set(rules.map((r) => /--comment "(\S+)/.exec(r)?.[1] ?? ''))) {
+        const mine = (rs: string[]) => rs.filter((r) => r.includes(`--comment "${name} `) || r.includes(`--comment "${name}"`));
+        assert.equal(mine(got), mine(rules), `step ${step}: ${c}, ${name}'s lines in order`);
+      }
+      if (c === 'nat/WEIR-SERVICES') assert.match(got.at(-1)!, /-j WEIR-NODEPORTS$/);
+    }
+  }
+});
+
+test('a large sync is cut into transactions of whole services, each jump written after its target and chains removed after their callers', () => {
+  const { store, syncer, restores } = setup();
+  const n = 700; // 700 services of two endpoints: 2,100 service chains, more than one section holds
+  const eps = (i: number) => [`10.244.${i >> 6}.${(i & 63) * 2 + 1}`, `10.244.${i >> 6}.${(i & 63) * 2 + 2}`];
+  for (let i = 0; i < n; i++) {
+    store.upsertService(service(`s${i}`, `10.96.${i >> 8}.${i & 255}`), 't');
+    store.upsertSlice(slice(`s${i}`, eps(i)), 't');
+  }
+  syncer.sync();
+  const sections = (text: string) => text.split(/^COMMIT\n/m).filter((s) => s.trim());
+  const check = (text: string) => {
+    const there = new Set(['WEIR-SERVICES', 'WEIR-PROXY-FIREWALL', 'WEIR-FORWARD', 'WEIR-NODEPORTS', 'WEIR-MARK-MASQ', 'WEIR-POSTROUTING', 'WEIR-MASQ-OFFCLUSTER']);
+    for (const sec of sections(text)) {
+      const declared = chainsDeclared(sec);
+      assert.ok(declared.length <= 1000, `a section of ${declared.length} chains`);
+      for (const c of declared) there.add(c);
+      for (const m of sec.matchAll(/^-A \S+ .*-j (WEIR-\S+)/gm)) assert.ok(there.has(m[1]!), `${m[1]} jumped to before it was written`);
+      for (const m of sec.matchAll(/^-X (\S+)/gm)) there.delete(m[1]!);
+      // Nothing still there jumps to a removed chain: only removed chains' own callers are removed before them.
+    }
+    return sections(text).length;
+  };
+  assert.ok(check(restores()[0]!) >= 3, 'the first sync is several transactions');
+  assert.match(restores()[0]!, /^-A WEIR-SERVICES .*-d 10\.96\.2\.187\/32/m, 'every service is in WEIR-SERVICES');
+  // All of them go: their chains are removed in sections, services before their endpoints.
+  for (let i = 0; i < n; i++) store.deleteService(objectKey('default', `s${i}`));
+  syncer.sync();
+  const gone = restores()[1]!;
+  const removed = sections(gone).map((s) => [...s.matchAll(/^-X (WEIR-\S+)/gm)].map((m) => m[1]!.slice(0, 9)));
+  assert.ok(removed.length >= 3);
+  const flat = removed.flat();
+  assert.is(flat.length, n * 3);
+  assert.ok(flat.lastIndexOf('WEIR-SVC-') < flat.indexOf('WEIR-SEP-'), 'service chains go before the endpoint chains they jump to');
 });
 
 test("a removed endpoint's chain is deleted, and its UDP conntrack entries flushed", () => {
@@ -137,16 +281,72 @@ test('an IPv4-only node runs no ip6tables command; without ip6tables, IPv6 front
   assert.is(noV6.logs.filter((l) => l.includes('ip6tables is not usable')).length, 1);
 });
 
-test('cleanup removes the chains of both families', () => {
-  const calls: string[][] = [];
-  const run: CommandRunner = (argv) => {
-    calls.push([...argv]);
+test('cleanup removes the chains of both families and the hooks into them, no other rule', () => {
+  const calls: Array<{ argv: string[]; input?: string }> = [];
+  const run: CommandRunner = (argv, input) => {
+    calls.push({ argv: [...argv], ...(input !== undefined ? { input } : {}) });
     const v6 = argv[0]!.startsWith('ip6');
-    if (argv[0]!.endsWith('-save')) return { code: 0, stdout: argv[2] === 'filter' ? '' : `*nat\n:WEIR-SERVICES - [0:0]\n:WEIR-SVC-${v6 ? 'SIX' : 'FOUR'} - [0:0]\n`, stderr: '' };
-    return { code: argv.includes('-D') ? 1 : 0, stdout: '', stderr: '' };
+    const nat = [
+      '*nat',
+      ':PREROUTING ACCEPT [0:0]',
+      ':OTHER - [0:0]',
+      ':WEIR-SERVICES - [0:0]',
+      `:WEIR-SVC-${v6 ? 'SIX' : 'FOUR'} - [0:0]`,
+      '-A PREROUTING -m comment --comment "weir service portals" -j WEIR-SERVICES',
+      '-A PREROUTING -j OTHER',
+      'COMMIT',
+      '',
+    ].join('\n');
+    if (argv[0]!.endsWith('-save')) return { code: 0, stdout: argv[2] === 'filter' ? '' : nat, stderr: '' };
+    return { code: 0, stdout: '', stderr: '' };
   };
   assert.equal(cleanupIptables(run), ['nat/WEIR-SERVICES', 'nat/WEIR-SVC-FOUR', 'ip6tables nat/WEIR-SERVICES', 'ip6tables nat/WEIR-SVC-SIX']);
-  assert.ok(calls.some((c) => c[0] === 'ip6tables-restore'));
+  for (const restore of ['iptables-restore', 'ip6tables-restore']) {
+    const input = calls.find((c) => c.argv[0] === restore)?.input ?? '';
+    assert.match(input, /^\*nat\n-D PREROUTING -m comment --comment "weir service portals" -j WEIR-SERVICES\nCOMMIT\n/, 'the hook goes first');
+    assert.not.match(input, /OTHER/, "another program's rule and chain stay");
+    assert.match(input, /^-X WEIR-SERVICES$/m);
+  }
+});
+
+test('cleanup removes many chains in transactions of bounded size, shared leaf chains last', () => {
+  const chains = ['WEIR-SERVICES', 'WEIR-MARK-MASQ', ...Array.from({ length: 2500 }, (_, i) => `WEIR-SEP-${String(i).padStart(16, '0')}`), 'WEIR-SVC-0000000000000001'];
+  const save = `*nat\n${chains.map((c) => `:${c} - [0:0]`).join('\n')}\nCOMMIT\n`;
+  let restore = '';
+  const run: CommandRunner = (argv, input) => {
+    if (argv[0] === 'iptables-save') return { code: 0, stdout: argv[2] === 'filter' ? '' : save, stderr: '' };
+    if (argv[0] === 'iptables-restore') restore = input!;
+    return { code: argv[0]!.startsWith('ip6') || argv.includes('-D') ? 1 : 0, stdout: '', stderr: '' };
+  };
+  assert.is(cleanupIptables(run).length, chains.length);
+  const sections = restore.split(/^COMMIT\n/m).filter((x) => x.trim());
+  assert.ok(sections.length >= 3, `${sections.length} transactions`);
+  for (const sec of sections) assert.ok([...sec.matchAll(/^-X /gm)].length <= 1000);
+  const order = [...restore.matchAll(/^-X (\S+)/gm)].map((m) => m[1]!);
+  assert.ok(order.indexOf('WEIR-SVC-0000000000000001') < order.indexOf('WEIR-SEP-0000000000000000'), 'a service chain before the endpoint chains it jumps to');
+  assert.is(order.at(-1), 'WEIR-MARK-MASQ', 'the chain every endpoint chain jumps to goes last');
+});
+
+test("cleanup deletes a table's base chains and the table only when nothing but built-in ACCEPT chains is left", () => {
+  const left: Record<string, string> = {
+    filter: '*filter\n:INPUT DROP [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n', // another's policy
+    nat: '*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\nCOMMIT\n',
+  };
+  let cleaned = false;
+  const calls: string[][] = [];
+  const run: CommandRunner = (argv, input) => {
+    calls.push([...argv]);
+    if (argv[0]!.startsWith('ip6')) return { code: 1, stdout: '', stderr: 'no ip6tables' };
+    if (argv[0] === 'iptables-restore') cleaned = input!.includes('-X WEIR-SERVICES');
+    if (argv[0] === 'iptables-save' && !cleaned && argv[2] !== 'filter')
+      return { code: 0, stdout: `*nat\n:PREROUTING ACCEPT [0:0]\n:WEIR-SERVICES - [0:0]\n-A PREROUTING -j WEIR-SERVICES\nCOMMIT\n`, stderr: '' };
+    if (argv[0] === 'iptables-save') return { code: 0, stdout: left[argv[2]!]!, stderr: '' };
+    if (argv[0] === 'nft' && argv[1] === 'list') return { code: 0, stdout: `table ip ${argv[4]} {\n}\n`, stderr: '' };
+    return { code: argv.includes('-D') ? 1 : 0, stdout: '', stderr: '' };
+  };
+  assert.equal(cleanupIptables(run), ['nat/WEIR-SERVICES', 'nat (table)']);
+  const removals = calls.filter((c) => c.includes('-X') || c[1] === 'delete').map((c) => c.join(' '));
+  assert.equal(removals, ['iptables -w 5 -t nat -X PREROUTING', 'iptables -w 5 -t nat -X INPUT', 'iptables -w 5 -t nat -X OUTPUT', 'iptables -w 5 -t nat -X POSTROUTING', 'nft delete table ip nat']);
 });
 
 test.run();

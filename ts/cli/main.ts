@@ -217,11 +217,15 @@ async function cleanup(opts: { bpffsRoot: string; force: boolean; drainMs: numbe
   } finally {
     lock?.release();
   }
-  const chains = cleanupIptables();
+  const removed = cleanupIptables();
+  const tables = removed.filter((c) => c.endsWith(' (table)')).map((c) => c.slice(0, -' (table)'.length));
+  const chains = removed.filter((c) => !c.endsWith(' (table)'));
   process.stdout.write(
     `removed ${res.detached.length} tc filter(s)${res.detached.length ? ` (${res.detached.join(', ')})` : ''}; ` +
+      (res.qdiscs.length ? `removed the clsact qdisc of ${res.qdiscs.join(', ')}; ` : '') +
       `${res.pinsRemoved ? `removed pins under ${root}` : `no pins under ${root}`}; ` +
       `removed ${chains.length} iptables chain(s)` +
+      (tables.length ? `; removed the idle table(s) ${tables.join(', ')}` : '') +
       (res.sysctls.length ? `; reset ${res.sysctls.join(', ')} to 0` : '') +
       '\n',
   );

@@ -428,22 +428,43 @@ export function openPinned<N extends keyof typeof MAP_NAMES>(shim: Shim, pinRoot
 }
 
 /**
- * Remove every filter weir attached in this namespace and every pin under
- * pinRoot (removing a link's pin detaches its cgroup programs).
+ * Remove a device's clsact qdisc once no filter is left on it in either
+ * direction: attaching created it (libbpf's hook create), and an idle
+ * clsact still sends every packet of the device through the tc hook.
+ * A qdisc that holds anyone else's filter stays. Without tc(8) it stays too.
  */
-export async function cleanupBpf(shim: Shim, pinRoot: string, opts: { keepRoot?: boolean } = {}): Promise<{ detached: string[]; pinsRemoved: boolean; sysctls: string[] }> {
+function releaseClsact(dev: string): boolean {
+  const cp = childProcess();
+  const empty = (dir: string): boolean => {
+    const r = cp.spawnSync('tc', ['-j', 'filter', 'show', 'dev', dev, dir], { encoding: 'utf8', timeout: 5000 });
+    return r.status === 0 && (r.stdout.trim() === '' || r.stdout.trim() === '[]');
+  };
+  if (!empty('ingress') || !empty('egress')) return false;
+  return cp.spawnSync('tc', ['qdisc', 'del', 'dev', dev, 'clsact'], { timeout: 5000 }).status === 0;
+}
+
+/**
+ * Remove every filter weir attached in this namespace, the clsact qdiscs
+ * left empty by it, and every pin under pinRoot (removing a link's pin
+ * detaches its cgroup programs).
+ */
+export async function cleanupBpf(shim: Shim, pinRoot: string, opts: { keepRoot?: boolean } = {}): Promise<{ detached: string[]; qdiscs: string[]; pinsRemoved: boolean; sysctls: string[] }> {
   const detached: string[] = [];
+  const qdiscs: string[] = [];
   let loopbackPath = false;
   // Querying a device without clsact makes libbpf print a kernel error; expected here.
   shim.setLogLevel(0);
   for (const link of await listLinks()) {
+    let had = false;
     for (const ingress of [true, false]) {
       if (shim.tcQuery(link.ifindex, ingress, TC_HANDLE, TC_PRIORITY) !== null) {
         shim.tcDetach(link.ifindex, ingress, TC_HANDLE, TC_PRIORITY);
         detached.push(`${link.name}/${ingress ? 'ingress' : 'egress'}`);
         loopbackPath ||= link.name === 'lo';
+        had = true;
       }
     }
+    if (had && releaseClsact(link.name)) qdiscs.push(link.name);
   }
   shim.setLogLevel(1);
   const pinsRemoved = fs.existsSync(pinRoot) && (!opts.keepRoot || fs.readdirSync(pinRoot).length > 0);
@@ -451,5 +472,5 @@ export async function cleanupBpf(shim: Shim, pinRoot: string, opts: { keepRoot?:
   else if (pinsRemoved) fs.rmSync(pinRoot, { recursive: true, force: true });
   // The loopback path's sysctls go with its filter (never touched where weir had none on lo).
   const sysctls = loopbackPath ? disableLoopbackPath() : [];
-  return { detached, pinsRemoved, sysctls };
+  return { detached, qdiscs, pinsRemoved, sysctls };
 }

@@ -23,7 +23,7 @@ import { CommitStats, FrontendConflict } from '../reconcile/reconciler';
 import { Dataplane } from '../reconcile/dataplane';
 import { childProcess } from '../util/lazy';
 import { Logger } from '../util/log';
-import { HOOKS, PREFIX, RenderContext, ServiceRules, Tables, renderService, restoreText } from './render';
+import { HOOKS, PREFIX, RenderContext, ServiceRules, Tables, LEAF_CHAINS, renderService, restoreSections } from './render';
 
 type Table = 'nat' | 'filter';
 
@@ -60,6 +60,10 @@ const TOOLS: Record<Family, { iptables: string; restore: string; save: string }>
 class FamilyState {
   readonly rendered = new Map<ObjectKey, ServiceRules>();
   owned: Record<Table, Set<string>> = { nat: new Set(), filter: new Set() };
+  /** The shared chains' rules as last written (one string per chain): a partial sync rewrites only those that changed. */
+  sharedText: Record<Table, Map<string, string>> = { nat: new Map(), filter: new Map() };
+  /** The rendered services' keys in order (the order of their jumps in the shared chains); recomputed when a service changes. */
+  order: ObjectKey[] | null = null;
   needFull = true;
   lastFull = 0;
 }
@@ -73,6 +77,8 @@ export class IptablesDataplane implements Dataplane {
   private readonly plans = new Map<ObjectKey, ServicePlan>();
   private readonly dirty = new Set<ObjectKey>();
   private readonly owners = new Map<string, ObjectKey>();
+  /** The frontends each service holds in `owners` (a change releases them without a scan of every frontend). */
+  private readonly claimed = new Map<ObjectKey, string[]>();
   /** UDP endpoints that left a frontend since the last commit: "vip|port|endpoint". */
   private readonly goneUdp = new Set<string>();
   private readonly state: Record<Family, FamilyState> = { 4: new FamilyState(), 6: new FamilyState() };
@@ -93,8 +99,10 @@ export class IptablesDataplane implements Dataplane {
   setService(service: ObjectKey, plan: ServicePlan | null): void {
     // A frontend (address, port, protocol) belongs to the first service that
     // claimed it, as in the BPF maps; later claimants are reported and skipped.
-    for (const [fk, owner] of this.owners) if (owner === service) this.owners.delete(fk);
+    for (const fk of this.claimed.get(service) ?? []) if (this.owners.get(fk) === service) this.owners.delete(fk);
+    this.claimed.delete(service);
     if (plan) {
+      const claims: string[] = [];
       const frontends = plan.frontends.filter((f) => {
         const fk = frontendKey(f);
         const owner = this.owners.get(fk);
@@ -103,8 +111,10 @@ export class IptablesDataplane implements Dataplane {
           return false;
         }
         this.owners.set(fk, service);
+        claims.push(fk);
         return true;
       });
+      this.claimed.set(service, claims);
       plan = { ...plan, frontends };
     }
     const old = this.plans.get(service);
@@ -165,51 +175,100 @@ export class IptablesDataplane implements Dataplane {
     return { upserts, deletes };
   }
 
-  /** One family's tables, in one restore call. */
+  /** One family's tables, in one iptables-restore call (several transactions when the change is large: restoreSections). */
   private commitFamily(family: Family): CommitStats {
     const st = this.state[family];
     const ctx: RenderContext = { ...this.ctx, family };
-    for (const key of this.dirty) {
-      const plan = this.plans.get(key);
-      if (plan) st.rendered.set(key, renderService(plan, ctx));
-      else st.rendered.delete(key);
-    }
     const full = st.needFull || Date.now() - st.lastFull > this.fullSyncMs;
-    const t = new Tables(ctx);
-    const { nat, filter } = t;
-    const current: Record<Table, Set<string>> = { nat: new Set(nat.keys()), filter: new Set(filter.keys()) };
-    for (const [key, r] of [...st.rendered].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
-      t.addJumps(r);
-      const write = full || this.dirty.has(key);
-      for (const [c, rules] of r.natChains) {
-        current.nat.add(c);
-        if (write || !st.owned.nat.has(c)) nat.set(c, rules);
+    // Chains of the services rendered before this sync that the new rendering no longer has.
+    const dropped: Record<Table, Set<string>> = { nat: new Set(), filter: new Set() };
+    // The dirty services' lines in the shared chains, before and after (edited in place in a partial sync: jumpEdits).
+    const changed: Array<{ old: ServiceRules | undefined; now: ServiceRules | undefined }> = [];
+    for (const key of this.dirty) {
+      const old = st.rendered.get(key);
+      const plan = this.plans.get(key);
+      const r = plan ? renderService(plan, ctx) : undefined;
+      if (r) st.rendered.set(key, r);
+      else st.rendered.delete(key);
+      changed.push({ old, now: r });
+      if (old) {
+        for (const c of old.natChains.keys()) if (!r?.natChains.has(c)) dropped.nat.add(c);
+        for (const c of old.filterChains.keys()) if (!r?.filterChains.has(c)) dropped.filter.add(c);
       }
-      for (const [c, rules] of r.filterChains) {
-        current.filter.add(c);
-        if (write || !st.owned.filter.has(c)) filter.set(c, rules);
+    }
+    if (this.dirty.size > 0 || !st.order) st.order = [...st.rendered.keys()].sort();
+    const t = new Tables(ctx);
+    // What weir's chains will be after this sync: in a partial sync, what
+    // they were with the dirty services' changes (nothing else is read).
+    const current: Record<Table, Set<string>> = full ? { nat: new Set(t.nat.keys()), filter: new Set(t.filter.keys()) } : st.owned;
+    // Each written service's chains as one group (they jump only among themselves and to leaf shared chains).
+    const groups: Record<Table, Array<Map<string, string[]>>> = { nat: [], filter: [] };
+    for (const key of st.order) {
+      const r = st.rendered.get(key)!;
+      t.addJumps(r);
+      if (!full && !this.dirty.has(key)) continue;
+      for (const [table, chains] of [
+        ['nat', r.natChains],
+        ['filter', r.filterChains],
+      ] as const) {
+        const g = new Map<string, string[]>();
+        for (const [c, rules] of chains) g.set(c, rules);
+        if (g.size > 0) groups[table].push(g);
       }
     }
     t.finish();
-    const stale: Record<Table, string[]> = {
-      nat: [...st.owned.nat].filter((c) => !current.nat.has(c)),
-      filter: [...st.owned.filter].filter((c) => !current.filter.has(c)),
+    // The shared chains: in a partial sync only those whose rules changed
+    // (an endpoint change leaves WEIR-SERVICES, ten thousand jumps, as it was).
+    const sharedText: Record<Table, Map<string, string>> = { nat: new Map(), filter: new Map() };
+    const edits = full ? null : jumpEdits(changed, st.owned);
+    const shared = (table: Table, m: Map<string, string[]>): { leaf: Map<string, string[]>; rest: Map<string, string[]> } => {
+      const leaf = new Map<string, string[]>();
+      const rest = new Map<string, string[]>();
+      for (const [c, rules] of m) {
+        const text = rules.join('\n');
+        sharedText[table].set(c, text);
+        if (edits?.edited[table].has(c)) continue;
+        if (!full && st.owned[table].has(c) && st.sharedText[table].get(c) === text) continue;
+        (LEAF_CHAINS.has(c) ? leaf : rest).set(c, rules);
+      }
+      return { leaf, rest };
     };
-    const text = restoreText('filter', filter, stale.filter) + restoreText('nat', nat, stale.nat);
+    const nat = shared('nat', t.nat);
+    const filter = shared('filter', t.filter);
+    // Chains to remove: a full sync removes every chain weir wrote that is not current; a partial one, the dirty services' dropped ones.
+    const stale: Record<Table, string[]> = { nat: [], filter: [] };
+    for (const table of ['nat', 'filter'] as const) {
+      if (full) {
+        for (const g of groups[table]) for (const c of g.keys()) current[table].add(c);
+        stale[table] = [...st.owned[table]].filter((c) => !current[table].has(c));
+      } else stale[table] = [...dropped[table]].filter((c) => st.owned[table].has(c));
+    }
+    const text =
+      restoreSections('filter', [filter.leaf, ...groups.filter, filter.rest], stale.filter, edits?.lines.filter) +
+      restoreSections('nat', [nat.leaf, ...groups.nat, nat.rest], stale.nat, edits?.lines.nat);
     const tools = TOOLS[family];
     const r = this.run([tools.restore, '-w', '5', '--noflush'], text);
     if (r.code !== 0) {
       st.needFull = true; // the retry rewrites everything
+      // A large change is several transactions: some may have been applied, so every chain it named counts as weir's until the retry.
+      for (const table of ['nat', 'filter'] as const) for (const g of groups[table]) for (const c of g.keys()) st.owned[table].add(c);
       throw new Error(`${tools.restore} failed: ${r.stderr.trim().split('\n').slice(0, 3).join(' | ')}`);
     }
-    this.ensureHooks(family);
-    st.owned = current;
+    // Hooks are checked on full syncs (the first, after a failure, and every fullSyncMs), as kube-proxy checks its jumps only on full syncs: eleven iptables calls each time otherwise.
+    if (full) this.ensureHooks(family);
+    if (full) st.owned = current;
+    else
+      for (const table of ['nat', 'filter'] as const) {
+        for (const c of stale[table]) st.owned[table].delete(c);
+        for (const g of groups[table]) for (const c of g.keys()) st.owned[table].add(c);
+      }
+    st.sharedText = sharedText;
     if (full) {
       st.needFull = false;
       st.lastFull = Date.now();
     }
-    let rules = 0;
-    for (const m of [nat, filter]) for (const rs of m.values()) rules += rs.length;
+    let rules = (edits?.lines.nat.length ?? 0) + (edits?.lines.filter.length ?? 0);
+    for (const gs of [groups.nat, groups.filter, [nat.leaf, nat.rest, filter.leaf, filter.rest]]) for (const g of gs) for (const rs of g.values()) rules += rs.length;
     return { upserts: rules, deletes: stale.nat.length + stale.filter.length };
   }
 
@@ -239,6 +298,57 @@ export class IptablesDataplane implements Dataplane {
   }
 }
 
+/** Edits of one sync to the order-free shared chains (jumpEdits). */
+interface JumpEdits {
+  /** Per table, `-D`/`-I` lines (restore syntax). */
+  readonly lines: Record<Table, string[]>;
+  /** The chains these edit: not rewritten in this sync. */
+  readonly edited: Record<Table, Set<string>>;
+}
+
+/**
+ * A partial sync's changes to the chains of per-service jumps as edits in
+ * place instead of a rewrite: WEIR-SERVICES holds a line (or two) per
+ * frontend, ten thousand on a large node, and rewriting it makes
+ * iptables-nft look up every chain it jumps to (over a second). Each
+ * changed service's old lines are deleted (`-D` by their exact text) and
+ * its new ones inserted at the top, in their order, so one service's lines
+ * keep theirs (WEIR-MASQ-OFFCLUSTER before the service jump); between
+ * services order does not matter (each line matches its own frontend), and
+ * WEIR-SERVICES' last rule, the NodePort jump, stays last. A chain with
+ * more than EDIT_LIMIT edits is rewritten whole, as are all of them in a
+ * full sync (which also puts them back in service order).
+ */
+function jumpEdits(changed: ReadonlyArray<{ old: ServiceRules | undefined; now: ServiceRules | undefined }>, owned: Record<Table, Set<string>>): JumpEdits {
+  const chains: ReadonlyArray<{ table: Table; chain: string; field: 'natServices' | 'natNodePorts' | 'filterServices' | 'filterFirewall' }> = [
+    { table: 'nat', chain: 'WEIR-SERVICES', field: 'natServices' },
+    { table: 'nat', chain: 'WEIR-NODEPORTS', field: 'natNodePorts' },
+    { table: 'filter', chain: 'WEIR-SERVICES', field: 'filterServices' },
+    { table: 'filter', chain: 'WEIR-PROXY-FIREWALL', field: 'filterFirewall' },
+  ];
+  const out: JumpEdits = { lines: { nat: [], filter: [] }, edited: { nat: new Set(), filter: new Set() } };
+  for (const { table, chain, field } of chains) {
+    if (!owned[table].has(chain)) continue;
+    const deletes: string[] = [];
+    const inserts: string[] = [];
+    for (const { old, now } of changed) {
+      const before = old?.[field] ?? [];
+      const after = now?.[field] ?? [];
+      if (before.length === after.length && before.every((l, i) => l === after[i])) continue;
+      for (const l of before) deletes.push(`-D ${chain} ${l}`);
+      // Inserted at the top one by one: last line first.
+      for (const l of [...after].reverse()) inserts.push(`-I ${chain} 1 ${l}`);
+    }
+    if (deletes.length + inserts.length > EDIT_LIMIT) continue;
+    out.lines[table].push(...deletes, ...inserts);
+    out.edited[table].add(chain);
+  }
+  return out;
+}
+
+/** Above this many edits to one chain a rewrite is cheaper (each `-D` searches the chain). */
+const EDIT_LIMIT = 500;
+
 /** Remove every hook and WEIR- chain (both tables, iptables and ip6tables). Returns the chains removed ("ip6tables nat/..." for IPv6). */
 export function cleanupIptables(run: CommandRunner = runCommand): string[] {
   return [...cleanupFamily(run, 4), ...cleanupFamily(run, 6).map((c) => `ip6tables ${c}`)];
@@ -250,24 +360,61 @@ function cleanupFamily(run: CommandRunner, family: Family): string[] {
   // ran iptables mode has nothing to remove (no iptables at all: nothing either).
   const all = run([tools.save]);
   if (all.code !== 0 || !all.stdout.includes(PREFIX)) return [];
-  for (const h of HOOKS) {
-    const args = ruleArgs(h.rule);
-    for (let i = 0; i < 10 && run([tools.iptables, '-w', '5', '-t', h.table, '-D', h.chain, ...args]).code === 0; i++);
-  }
+  // Everything from that one read (each save of a large rule set takes seconds):
+  // per table, weir's chains and the hooks into them from the built-in chains,
+  // all removed in one restore (the hooks first, in a transaction of their own).
   const removed: string[] = [];
   let text = '';
   for (const table of ['filter', 'nat'] as const) {
-    const saved = run([tools.save, '-t', table]).stdout;
-    const chains = [...saved.matchAll(new RegExp(`^:(${PREFIX}[^ ]+)`, 'gm'))].map((m) => m[1]!);
+    const saved = new RegExp(`^\\*${table}\\n([\\s\\S]*?)^COMMIT`, 'm').exec(all.stdout)?.[1] ?? '';
+    const chains = [...saved.matchAll(new RegExp(`^:(${PREFIX}\\S+)`, 'gm'))].map((m) => m[1]!);
+    const hooks = [...saved.matchAll(new RegExp(`^-A (?!${PREFIX})(\\S+ .* -j ${PREFIX}\\S+)$`, 'gm'))].map((m) => `-D ${m[1]!}`);
+    if (hooks.length > 0) text += `*${table}\n${hooks.join('\n')}\nCOMMIT\n`;
     if (chains.length === 0) continue;
     removed.push(...chains.map((c) => `${table}/${c}`));
-    text += restoreText(table, new Map(), chains);
+    text += restoreSections(table, [], chains);
   }
   if (text) {
     const r = run([tools.restore, '-w', '5', '--noflush'], text);
     if (r.code !== 0) throw new Error(`${tools.iptables} cleanup failed: ${r.stderr.trim()}`);
   }
+  for (const table of ['filter', 'nat'] as const) if (removeIdleTable(run, family, table)) removed.push(`${table} (table)`);
   return removed;
+}
+
+/**
+ * Remove a table weir's rules were the last users of. With iptables-nft
+ * the `nat` and `filter` tables and their base chains stay after their
+ * last rule goes (kube-proxy's cleanup leaves them too), and a base chain
+ * is a netfilter hook every packet runs through; a `nat` one also keeps
+ * connection tracking and NAT active for every flow of the node. So when a
+ * table holds nothing at all (no rule, no chain but the built-in ones,
+ * each with policy ACCEPT: exactly what no table does), its base chains
+ * are deleted (iptables-nft deletes an empty built-in chain; legacy
+ * iptables refuses, and its tables stay as the kernel keeps them), then
+ * the empty table itself when nft(8) is there (no hook is left either way).
+ * Anything else in the table, anyone's, and it is left as it is.
+ */
+function removeIdleTable(run: CommandRunner, family: Family, table: 'nat' | 'filter'): boolean {
+  const tools = TOOLS[family];
+  const saved = run([tools.save, '-t', table]);
+  if (saved.code !== 0 || !saved.stdout.includes(`*${table}`) || /incompatible/i.test(saved.stdout)) return false;
+  const lines = saved.stdout.split('\n').filter((l) => l && !l.startsWith('#') && l !== `*${table}` && l !== 'COMMIT');
+  const builtins: string[] = [];
+  for (const l of lines) {
+    const m = /^:(\S+) (\S+) /.exec(l);
+    // A rule, a user chain (policy "-"), or a policy other than ACCEPT: someone uses this table.
+    if (!m || m[2] !== 'ACCEPT') return false;
+    builtins.push(m[1]!);
+  }
+  let deleted = false;
+  for (const chain of builtins) deleted = run([tools.iptables, '-w', '5', '-t', table, '-X', chain]).code === 0 || deleted;
+  const nftFamily = family === 4 ? 'ip' : 'ip6';
+  const listed = run(['nft', 'list', 'table', nftFamily, table]);
+  if (listed.code === 0 && listed.stdout.replace(/\s+/g, ' ').trim() === `table ${nftFamily} ${table} { }`) {
+    deleted = run(['nft', 'delete', 'table', nftFamily, table]).code === 0 || deleted;
+  }
+  return deleted;
 }
 
 /** Can this node run the iptables fallback? (binary present and usable; IPv4 is required, see ip6tablesAvailable) */

@@ -258,15 +258,75 @@ function fixedRules(ctx: RenderContext): { nat: Map<string, string[]>; filter: M
   };
 }
 
-/** A whole table as iptables-restore input. Chains listed in `flush` are (re)declared; `remove` are deleted. */
-export function restoreText(table: 'nat' | 'filter', chains: ReadonlyMap<string, readonly string[]>, remove: readonly string[] = []): string {
+/**
+ * A whole table as iptables-restore input. Chains in `chains` are (re)declared and filled; `edits`
+ * (`-D`/`-I` lines) follow, jumping to chains now in place; `remove` are deleted last.
+ */
+export function restoreText(table: 'nat' | 'filter', chains: ReadonlyMap<string, readonly string[]>, remove: readonly string[] = [], edits: readonly string[] = []): string {
   const lines = [`*${table}`];
   for (const c of chains.keys()) lines.push(`:${c} - [0:0]`);
   for (const c of remove) lines.push(`:${c} - [0:0]`);
   for (const [c, rules] of chains) for (const r of rules) lines.push(`-A ${c} ${r}`);
+  lines.push(...edits);
   for (const c of remove) lines.push(`-X ${c}`);
   lines.push('COMMIT');
   return lines.join('\n') + '\n';
+}
+
+/** The shared chains that jump nowhere but to built-in targets: written before any service chain, which may jump to them. */
+export const LEAF_CHAINS: ReadonlySet<string> = new Set(['WEIR-MARK-MASQ', 'WEIR-POSTROUTING', 'WEIR-FORWARD']);
+
+/** The order in which chains are removed: a chain only once nothing that is still there jumps to it. */
+function removeRank(chain: string): number {
+  if (LEAF_CHAINS.has(chain)) return 3;
+  if (chain.startsWith('WEIR-SEP-') || chain.startsWith('WEIR-FW-')) return 2;
+  if (chain.startsWith('WEIR-SVC-') || chain.startsWith('WEIR-SVL-')) return 1;
+  return 0;
+}
+
+/**
+ * Chains per iptables-restore section (see restoreSections).
+ */
+export const SECTION_CHAINS = 1000;
+
+/**
+ * A table's changes as iptables-restore input, from groups of chains that
+ * jump only within their group or to a group before them (the leaf shared
+ * chains, each service's own chains, then the other shared chains).
+ *
+ * iptables-nft (1.8.x) keeps the names of every chain a `--noflush`
+ * transaction declares, appends to or jumps to in a sorted linked list
+ * walked once per rule: one transaction's cost grows with the square of
+ * the chains it names (ten thousand services of ten endpoints, 110,000
+ * chains, did not finish in ten minutes), and each COMMIT starts a new
+ * list. So a large change is cut into sections of whole groups, about
+ * `max` chains each, in group order: each section is atomic, a jump is
+ * only written once its target is in place, and the chains to remove go
+ * last, in sections of their own, callers before callees. A small change
+ * stays one transaction.
+ */
+export function restoreSections(
+  table: 'nat' | 'filter',
+  groups: ReadonlyArray<ReadonlyMap<string, readonly string[]>>,
+  remove: readonly string[] = [],
+  edits: readonly string[] = [],
+  max = SECTION_CHAINS,
+): string {
+  const total = groups.reduce((n, g) => n + g.size, 0);
+  if (total + remove.length <= max) return restoreText(table, new Map(groups.flatMap((g) => [...g])), remove, edits);
+  let out = '';
+  let section = new Map<string, readonly string[]>();
+  for (const g of groups) {
+    if (section.size > 0 && section.size + g.size > max) {
+      out += restoreText(table, section);
+      section = new Map();
+    }
+    for (const [c, rules] of g) section.set(c, rules);
+  }
+  if (section.size > 0 || edits.length > 0) out += restoreText(table, section, [], edits);
+  const gone = [...remove].sort((a, b) => removeRank(a) - removeRank(b));
+  for (let i = 0; i < gone.length; i += max) out += restoreText(table, new Map(), gone.slice(i, i + max));
+  return out;
 }
 
 /**

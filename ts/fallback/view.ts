@@ -53,7 +53,11 @@ function familyFrontends(run: CommandRunner, save: string, backends: Map<string,
     .map(parseRule)
     .filter((r): r is Rule => r !== null);
   const chainRules = new Map<string, Rule[]>();
-  for (const r of rules) chainRules.set(r.chain, [...(chainRules.get(r.chain) ?? []), r]);
+  for (const r of rules) {
+    const list = chainRules.get(r.chain);
+    if (list) list.push(r);
+    else chainRules.set(r.chain, [r]);
+  }
   const beOf = (addr: string, port: number, proto: string): BackendView => {
     const k = `${addr}:${port}/${proto}`;
     let b = backends.get(k);
