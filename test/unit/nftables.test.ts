@@ -1,0 +1,142 @@
+/**
+ * nftables mode: golden test of the renderer (manifests in
+ * test/golden-nft/<case>/ -> the `nft -f` text of a full sync, compared
+ * with test/golden-nft/<case>.golden; WEIR_UPDATE_GOLDEN=1 rewrites them),
+ * and the transactions the dataplane writes for a change, with a recording
+ * command runner in place of nft.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { ClusterStore } from '../../ts/model/store';
+import { IP, ObjectKey, parseCidr } from '../../ts/model/types';
+import { PlannedBackend, ServicePlan, planService } from '../../ts/plan/plan';
+import { NftContext, renderAllNft } from '../../ts/fallback/nft-render';
+import { NftablesDataplane } from '../../ts/fallback/nftables';
+import { CommandRunner } from '../../ts/fallback/iptables';
+import { SCOPE_ALL, SVC_F } from '../../ts/datapath/codecs';
+import { FileSource } from '../../ts/source/file';
+import { createLogger } from '../../ts/util/log';
+import { TEST_SRC } from './pipeline';
+
+const dir = path.join(TEST_SRC, 'golden-nft');
+const CTX: NftContext = { clusterCIDRs: [parseCidr('10.244.0.0/16')!, parseCidr('fd00:10:244::/56')!], masqueradeAll: false };
+
+async function plans(caseDir: string): Promise<ServicePlan[]> {
+  const store = new ClusterStore(() => undefined);
+  const src = new FileSource({ dir: caseDir, store, onChange: () => undefined, log: createLogger('error', () => undefined) });
+  await src.start();
+  src.stop();
+  const ctx = { nodeName: 'n1', nodePortAddrs: ['192.168.77.10' as IP, 'fd00:77::10' as IP], zone: store.nodes.get('n1')?.zone ?? '' };
+  return [...store.services.values()].map((s) => planService(s, store.slicesOf(s.key), ctx));
+}
+
+for (const name of fs.readdirSync(dir).filter((n) => fs.statSync(path.join(dir, n)).isDirectory())) {
+  test(`nftables golden: ${name}`, async () => {
+    const text = renderAllNft(await plans(path.join(dir, name)), CTX);
+    const file = path.join(dir, `${name}.golden`);
+    if (process.env.WEIR_UPDATE_GOLDEN === '1') fs.writeFileSync(file, text);
+    assert.fixture(text, fs.readFileSync(file, 'utf8'));
+  });
+}
+
+test('no chain per endpoint: without affinity, endpoints are map elements chosen by a shared pick chain', async () => {
+  const text = renderAllNft(await plans(path.join(dir, 'kube-proxy-shapes')), CTX);
+  const chains = text.split('\n').filter((l) => l.startsWith('add chain inet weir endpoint'));
+  // Only ClientIP affinity services have endpoint chains (their affinity set must learn the endpoint chosen).
+  const rules = text.split('\n').filter((l) => /^add rule inet weir endpoint/.test(l));
+  for (const l of rules) assert.match(l, /update @affinity|dnat ip6? to/);
+  assert.ok(chains.every((c) => text.includes(`goto ${c.split(' ').pop()!}`)));
+  assert.match(text, /^add rule inet weir pick-cluster-3 meta l4proto \{ tcp, udp, sctp \} dnat ip to ip daddr \. meta l4proto \. th dport \. numgen random mod 3 map @cluster-endpoints$/m);
+});
+
+test('--masquerade-all: every ClusterIP frontend is marked, by one rule per family on the cluster-ips set', async () => {
+  const p = await plans(path.join(dir, 'kube-proxy-shapes'));
+  const base = renderAllNft(p, CTX).split('\n');
+  const all = renderAllNft(p, { ...CTX, masqueradeAll: true }).split('\n');
+  assert.equal(
+    all.filter((l) => !base.includes(l)),
+    ['add rule inet weir services ip daddr . meta l4proto . th dport @cluster-ips jump mark-for-masquerade', 'add rule inet weir services ip6 daddr . meta l4proto . th dport @cluster-ips6 jump mark-for-masquerade'],
+  );
+});
+
+function be(addr: string, port = 8080): PlannedBackend {
+  return { addr: addr as IP, ip: 0, port: port as PlannedBackend['port'], proto: 'TCP', local: false, terminating: false };
+}
+
+function plan(name: string, vip: string, eps: string[]): ServicePlan {
+  const backends = eps.map((a) => be(a));
+  const idx = backends.map((_, i) => i);
+  return {
+    service: `t/${name}` as ObjectKey,
+    backends,
+    frontends: [
+      { servicePort: 'http/TCP', addr: vip as IP, port: 80 as PlannedBackend['port'], proto: 'TCP', scope: SCOPE_ALL, flags: SVC_F.CLUSTER_IP, affinityTimeout: 0, backends: idx, members: idx, sourceRanges: [] },
+    ],
+  };
+}
+
+function recorder(): { run: CommandRunner; scripts: string[] } {
+  const scripts: string[] = [];
+  return { scripts, run: (argv, input) => (argv[0] === 'nft' && input !== undefined && scripts.push(input), { code: 0, stdout: '', stderr: '' }) };
+}
+
+test('a change writes only that service: an endpoint replaced is two element changes and no rule', () => {
+  const { run, scripts } = recorder();
+  const dp = new NftablesDataplane({ ctx: CTX, log: createLogger('error', () => undefined), run });
+  dp.setService('t/a' as ObjectKey, plan('a', '10.96.0.1', ['10.244.1.1', '10.244.1.2']));
+  dp.setService('t/b' as ObjectKey, plan('b', '10.96.0.2', ['10.244.2.1']));
+  dp.commit();
+  assert.match(scripts[0]!, /^delete table inet weir$/m, 'the first commit replaces the whole table');
+  dp.setService('t/a' as ObjectKey, plan('a', '10.96.0.1', ['10.244.1.1', '10.244.1.3']));
+  dp.commit();
+  assert.equal(scripts[1]!.trim().split('\n'), [
+    'delete element inet weir hairpin { 10.244.1.2 . 10.244.1.2 }',
+    'delete element inet weir cluster-endpoints { 10.96.0.1 . tcp . 80 . 1 }',
+    'add element inet weir cluster-endpoints { 10.96.0.1 . tcp . 80 . 1 : 10.244.1.3 . 8080 }',
+    'add element inet weir hairpin { 10.244.1.3 . 10.244.1.3 }',
+  ]);
+  // One more endpoint: the frontend moves to the pick chain for three, created once.
+  dp.setService('t/a' as ObjectKey, plan('a', '10.96.0.1', ['10.244.1.1', '10.244.1.3', '10.244.1.4']));
+  dp.commit();
+  assert.match(scripts[2]!, /^add chain inet weir pick-cluster-3$/m);
+  assert.match(scripts[2]!, /^delete element inet weir service-ips \{ 10\.96\.0\.1 \. tcp \. 80 \}\nadd element/m);
+  assert.match(scripts[2]!, /^add element inet weir service-ips \{ 10\.96\.0\.1 \. tcp \. 80 : goto pick-cluster-3 \}$/m);
+  assert.not.match(scripts[2]!, /10\.96\.0\.2|10\.244\.2\.1/, 'the other service is not touched');
+  // A service removed: its elements go; an endpoint address another service still uses keeps its hairpin pair.
+  dp.setService('t/c' as ObjectKey, plan('c', '10.96.0.3', ['10.244.2.1']));
+  dp.commit();
+  assert.not.match(scripts[3]!, /hairpin/, 'the pair existed already');
+  dp.setService('t/b' as ObjectKey, null);
+  dp.commit();
+  assert.not.match(scripts[4]!, /hairpin/, 'c still holds the pair');
+  assert.match(scripts[4]!, /^delete element inet weir service-ips \{ 10\.96\.0\.2 \. tcp \. 80 \}$/m);
+  // Nothing changed: nothing is run.
+  dp.commit();
+  assert.is(scripts.length, 5);
+});
+
+test('a failed transaction names the service and line, and the next commit rewrites the whole table', () => {
+  const scripts: string[] = [];
+  let fail = false;
+  const run: CommandRunner = (_argv, input) => {
+    scripts.push(input ?? '');
+    if (!fail) return { code: 0, stdout: '', stderr: '' };
+    const at = input!.split('\n').findIndex((l) => l.includes('10.96.0.9')) + 1;
+    return { code: 1, stdout: '', stderr: `/dev/stdin:${at}:1-10: Error: Could not process rule: No such file or directory\n` };
+  };
+  const dp = new NftablesDataplane({ ctx: CTX, log: createLogger('error', () => undefined), run });
+  dp.setService('t/a' as ObjectKey, plan('a', '10.96.0.1', ['10.244.1.1']));
+  dp.commit();
+  fail = true;
+  dp.setService('t/z' as ObjectKey, plan('z', '10.96.0.9', ['10.244.1.9']));
+  assert.throws(() => dp.commit(), (e: Error) => /Service t\/z/.test(e.message) && /10\.96\.0\.9/.test(e.message) && /No such file/.test(e.message));
+  fail = false;
+  dp.setService('t/z' as ObjectKey, plan('z', '10.96.0.9', ['10.244.1.9']));
+  dp.commit();
+  assert.match(scripts.at(-1)!, /^delete table inet weir$/m);
+  assert.match(scripts.at(-1)!, /10\.96\.0\.1 \. tcp \. 80/);
+});
+
+test.run();
