@@ -43,9 +43,11 @@ for (const name of fs.readdirSync(dir).filter((n) => fs.statSync(path.join(dir, 
 
 test('no chain per endpoint: without affinity, endpoints are map elements chosen by a shared pick chain', async () => {
   const text = renderAllNft(await plans(path.join(dir, 'kube-proxy-shapes')), CTX);
-  const chains = text.split('\n').filter((l) => l.startsWith('add chain inet weir endpoint'));
+  const chains = text.split('\n').filter((l) => /^add chain inet weir endpoint6?-/.test(l));
+  assert.ok(chains.length > 0);
+  for (const c of chains) assert.match(c, /-g\/web\//, 'only the ClientIP-affinity service g/web has endpoint chains');
   // Only ClientIP affinity services have endpoint chains (their affinity set must learn the endpoint chosen).
-  const rules = text.split('\n').filter((l) => /^add rule inet weir endpoint/.test(l));
+  const rules = text.split('\n').filter((l) => /^add rule inet weir endpoint6?-/.test(l));
   for (const l of rules) assert.match(l, /update @affinity|dnat ip6? to/);
   assert.ok(chains.every((c) => text.includes(`goto ${c.split(' ').pop()!}`)));
   assert.match(text, /^add rule inet weir pick-cluster-3 meta l4proto \{ tcp, udp, sctp \} dnat ip to ip daddr \. meta l4proto \. th dport \. numgen random mod 3 map @cluster-endpoints$/m);
