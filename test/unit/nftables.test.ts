@@ -50,7 +50,7 @@ test('no chain per endpoint: without affinity, endpoints are map elements chosen
   const rules = text.split('\n').filter((l) => /^add rule inet weir endpoint6?-/.test(l));
   for (const l of rules) assert.match(l, /update @affinity|dnat ip6? to/);
   assert.ok(chains.every((c) => text.includes(`goto ${c.split(' ').pop()!}`)));
-  assert.match(text, /^add rule inet weir pick-cluster-3 meta l4proto \{ tcp, udp, sctp \} dnat ip to ip daddr \. meta l4proto \. th dport \. numgen random mod 3 map @cluster-endpoints$/m);
+  assert.match(text, /^add rule inet weir pick-cluster-2 meta l4proto \{ tcp, udp, sctp \} dnat ip to ip daddr \. meta l4proto \. th dport \. numgen random mod 2 map @cluster-endpoints$/m);
 });
 
 test('--masquerade-all: every ClusterIP frontend is marked, by one rule per family on the cluster-ips set', async () => {
