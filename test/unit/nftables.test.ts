@@ -104,7 +104,7 @@ test('a change writes only that service: an endpoint replaced is two element cha
   dp.commit();
   assert.match(scripts[2]!, /^add chain inet weir pick-cluster-3$/m);
   assert.match(scripts[2]!, /^delete element inet weir service-ips \{ 10\.96\.0\.1 \. tcp \. 80 \}\nadd element/m);
-  assert.match(scripts[2]!, /^add element inet weir service-ips \{ 10\.96\.0\.1 \. tcp \. 80 : goto pick-cluster-3 \}$/m);
+  assert.match(scripts[2]!, /^add element inet weir service-ips \{ 10\.96\.0\.1 \. tcp \. 80 comment "t\/a:http cluster-ip" : goto pick-cluster-3 \}$/m);
   assert.not.match(scripts[2]!, /10\.96\.0\.2|10\.244\.2\.1/, 'the other service is not touched');
   // A service removed: its elements go; an endpoint address another service still uses keeps its hairpin pair.
   dp.setService('t/c' as ObjectKey, plan('c', '10.96.0.3', ['10.244.2.1']));

@@ -143,9 +143,10 @@ async function services(opts: ReadOptions): Promise<number> {
   const { loadShim } = await import('../datapath/ffi');
   const { formatServices, readServices } = await import('../datapath/dump');
   const { iptablesServices } = await import('../fallback/view');
-  // BPF mode's maps if they are pinned, else iptables mode's chains.
-  const view = fs.existsSync(path.join(root, MAP_NAMES.svc)) ? readServices(openPinned(loadShim(), root, ['svc', 'be', 'svc6', 'be6'])) : iptablesServices();
-  if (!view) throw new Error(`no weir maps under ${root} and no WEIR- iptables chains: is an agent running with --bpffs-root ${root}?`);
+  const { nftServices } = await import('../fallback/nft-view');
+  // BPF mode's maps if they are pinned, else nftables mode's table, else iptables mode's chains.
+  const view = fs.existsSync(path.join(root, MAP_NAMES.svc)) ? readServices(openPinned(loadShim(), root, ['svc', 'be', 'svc6', 'be6'])) : (nftServices() ?? iptablesServices());
+  if (!view) throw new Error(`no weir maps under ${root}, no nftables table inet weir and no WEIR- iptables chains: is an agent running with --bpffs-root ${root}?`);
   print(opts, view, formatServices(view));
   return 0;
 }
@@ -218,10 +219,13 @@ async function cleanup(opts: { bpffsRoot: string; force: boolean; drainMs: numbe
     lock?.release();
   }
   const chains = cleanupIptables();
+  const { cleanupNftables } = await import('../fallback/nftables');
+  const table = cleanupNftables();
   process.stdout.write(
     `removed ${res.detached.length} tc filter(s)${res.detached.length ? ` (${res.detached.join(', ')})` : ''}; ` +
       `${res.pinsRemoved ? `removed pins under ${root}` : `no pins under ${root}`}; ` +
       `removed ${chains.length} iptables chain(s)` +
+      (table ? '; removed nftables table inet weir' : '') +
       (res.sysctls.length ? `; reset ${res.sysctls.join(', ')} to 0` : '') +
       '\n',
   );

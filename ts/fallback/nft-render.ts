@@ -49,7 +49,7 @@ export interface NftService {
   readonly chains: Map<string, string[]>;
   /** affinity set -> its declaration body. */
   readonly sets: Map<string, string>;
-  /** map or set -> key -> value ('' for a set element). */
+  /** map or set -> key -> what follows the key in `add element`: ` : value`, with a comment first where there is one ('' for a set element). */
   readonly elements: Map<string, Map<string, string>>;
   /** `pick-…` chains its elements or chains go to. */
   readonly picks: Set<string>;
@@ -157,10 +157,15 @@ export function skeleton(ctx: NftContext): string[] {
   return out;
 }
 
-function element(out: NftService, set: string, key: string, value = ''): void {
+function element(out: NftService, set: string, key: string, value = '', comment = ''): void {
   let m = out.elements.get(set);
   if (!m) out.elements.set(set, (m = new Map()));
-  m.set(key, value);
+  m.set(key, `${comment ? ` comment "${comment}"` : ''}${value ? ` : ${value}` : ''}`);
+}
+
+/** What a frontend is, as `weir services` shows it (the comment of its dispatch element). */
+function kindOf(f: PlannedFrontend): string {
+  return f.flags & SVC_F.NODE_PORT ? 'node-port' : f.flags & SVC_F.LOAD_BALANCER ? 'load-balancer' : f.flags & SVC_F.EXTERNAL_IP ? 'external-ip' : 'cluster-ip';
 }
 
 /** A frontend as a map key: `10.96.0.1 . tcp . 80`. */
@@ -247,17 +252,17 @@ function renderFamily(plan: ServicePlan, family: Family, ctx: NftContext, out: N
       const to = f.backends.length > 0 ? target(f, itpLocal ? 'local' : 'cluster') : null;
       if (to === null) {
         // kube-proxy: no endpoints at all -> reject; endpoints, none usable here (iTP=Local) -> drop.
-        element(out, `no-endpoint-services${sfx}`, feKey(f), hasEndpoints ? 'drop' : 'goto reject-chain');
+        element(out, `no-endpoint-services${sfx}`, feKey(f), hasEndpoints ? 'drop' : 'goto reject-chain', `${plan.service}:${portName} ${kindOf(f)}`);
         continue;
       }
-      element(out, `service-ips${sfx}`, feKey(f), to);
+      element(out, `service-ips${sfx}`, feKey(f), to, `${plan.service}:${portName} ${kindOf(f)}${affinity ? ` affinity=${affinity}` : ''}`);
       element(out, `cluster-ips${sfx}`, feKey(f));
     }
 
     const scope0 = external.filter((f) => f.scope === 0);
     if (scope0.length === 0) continue;
     if (!hasEndpoints) {
-      for (const f of scope0) element(out, `no-endpoint-services${sfx}`, feKey(f), 'goto reject-chain');
+      for (const f of scope0) element(out, `no-endpoint-services${sfx}`, feKey(f), 'goto reject-chain', `${plan.service}:${portName} ${kindOf(f)}`);
       continue;
     }
     const ext = `external${sfx}-${base}`;
@@ -269,8 +274,8 @@ function renderFamily(plan: ServicePlan, family: Family, ctx: NftContext, out: N
     for (const f of scope0) {
       if (!etpLocal || shortCircuit === 'cluster') toCluster = target(f, 'cluster') ?? toCluster;
       if (etpLocal) toLocal = target(f, 'local') ?? toLocal;
-      element(out, `service-ips${sfx}`, feKey(f), `goto ${ext}`);
-      if (etpLocal && sets.local.length === 0) element(out, `no-endpoint-services${sfx}`, feKey(f), 'drop');
+      element(out, `service-ips${sfx}`, feKey(f), `goto ${ext}`, `${plan.service}:${portName} ${kindOf(f)}${affinity ? ` affinity=${affinity}` : ''}`);
+      if (etpLocal && sets.local.length === 0) element(out, `no-endpoint-services${sfx}`, feKey(f), 'drop', `${plan.service}:${portName} ${kindOf(f)}`);
       if (f.sourceRanges.length > 0) {
         const fw = `firewall${sfx}-${base}`;
         out.chains.set(fw, [`${ip} saddr != { ${f.sourceRanges.map((c) => c.text).join(', ')} } drop`]);
@@ -301,7 +306,7 @@ export function serviceLines(s: NftService): string[] {
   for (const [set, decl] of s.sets) out.push(`add set ${T} ${set} { ${decl} }`);
   for (const c of s.chains.keys()) out.push(`add chain ${T} ${c}`);
   for (const [c, rules] of s.chains) for (const r of rules) out.push(`add rule ${T} ${c} ${r}`);
-  for (const [set, els] of s.elements) for (const [k, v] of els) out.push(`add element ${T} ${set} { ${v ? `${k} : ${v}` : k} }`);
+  for (const [set, els] of s.elements) for (const [k, tail] of els) out.push(`add element ${T} ${set} { ${k}${tail} }`);
   return out;
 }
 

@@ -212,7 +212,7 @@ export class NftablesDataplane implements Dataplane {
       if (before === after) continue;
       const [set, k] = id.split('\t') as [string, string];
       if (before !== undefined) delElements.push(`delete element ${T} ${set} { ${k} }`);
-      if (after !== undefined) addElements.push(`add element ${T} ${set} { ${after ? `${k} : ${after}` : k} }`);
+      if (after !== undefined) addElements.push(`add element ${T} ${set} { ${k}${after} }`);
     }
     const stale = [...this.stale].map((c) => `delete chain ${T} ${c}`);
     const pickLines = picks.sort(comparePick).flatMap(pickChainLines);
