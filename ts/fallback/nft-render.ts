@@ -142,7 +142,10 @@ export function skeleton(ctx: NftContext): string[] {
     out.push(`add rule ${T} masquerading ct status dnat ${ip} saddr . ${ip} daddr @hairpin${sfx} masquerade fully-random`);
   }
   out.push(`add rule ${T} masquerading meta mark & ${MASQ_MARK} == 0 return`, `add rule ${T} masquerading meta mark set meta mark ^ ${MASQ_MARK}`, `add rule ${T} masquerading masquerade fully-random`);
-  out.push(`add rule ${T} reject-chain reject`);
+  // kube-proxy rejects with ICMP port unreachable; a TCP client takes an
+  // ICMPv6 one as a soft error and retries for about a second, so TCP gets
+  // a reset instead: refused at once in both families.
+  out.push(`add rule ${T} reject-chain meta l4proto tcp reject with tcp reset`, `add rule ${T} reject-chain reject`);
   for (const family of [4, 6] as const) {
     const { ip, sfx } = fam(family);
     const key = `${ip} daddr . meta l4proto . th dport`;
