@@ -59,7 +59,10 @@ test('--masquerade-all: every ClusterIP frontend is marked, by one rule per fami
   const all = renderAllNft(p, { ...CTX, masqueradeAll: true }).split('\n');
   assert.equal(
     all.filter((l) => !base.includes(l)),
-    ['add rule inet weir services ip daddr . meta l4proto . th dport @cluster-ips jump mark-for-masquerade', 'add rule inet weir services ip6 daddr . meta l4proto . th dport @cluster-ips6 jump mark-for-masquerade'],
+    [
+      'add rule inet weir services ip daddr . meta l4proto . th dport @cluster-ips jump mark-for-masquerade',
+      'add rule inet weir services ip6 daddr . meta l4proto . th dport @cluster-ips6 jump mark-for-masquerade',
+    ],
   );
 });
 
@@ -74,7 +77,18 @@ function plan(name: string, vip: string, eps: string[]): ServicePlan {
     service: `t/${name}` as ObjectKey,
     backends,
     frontends: [
-      { servicePort: 'http/TCP', addr: vip as IP, port: 80 as PlannedBackend['port'], proto: 'TCP', scope: SCOPE_ALL, flags: SVC_F.CLUSTER_IP, affinityTimeout: 0, backends: idx, members: idx, sourceRanges: [] },
+      {
+        servicePort: 'http/TCP',
+        addr: vip as IP,
+        port: 80 as PlannedBackend['port'],
+        proto: 'TCP',
+        scope: SCOPE_ALL,
+        flags: SVC_F.CLUSTER_IP,
+        affinityTimeout: 0,
+        backends: idx,
+        members: idx,
+        sourceRanges: [],
+      },
     ],
   };
 }
@@ -133,7 +147,10 @@ test('a failed transaction names the service and line, and the next commit rewri
   dp.commit();
   fail = true;
   dp.setService('t/z' as ObjectKey, plan('z', '10.96.0.9', ['10.244.1.9']));
-  assert.throws(() => dp.commit(), (e: Error) => /Service t\/z/.test(e.message) && /10\.96\.0\.9/.test(e.message) && /No such file/.test(e.message));
+  assert.throws(
+    () => dp.commit(),
+    (e: Error) => /Service t\/z/.test(e.message) && /10\.96\.0\.9/.test(e.message) && /No such file/.test(e.message),
+  );
   fail = false;
   dp.setService('t/z' as ObjectKey, plan('z', '10.96.0.9', ['10.244.1.9']));
   dp.commit();

@@ -82,7 +82,13 @@ let crypto: typeof Crypto | null = null;
 /** kube-proxy's chain name base: 8 base32 characters of a hash, then the readable name (nft allows [A-Za-z0-9_./-]). */
 export function nameBase(name: string): string {
   crypto ??= require('node:crypto') as typeof Crypto;
-  const hash = crypto.createHash('sha256').update(name).digest('base64').replace(/[^A-Za-z0-9]/g, '').slice(0, 8).toUpperCase();
+  const hash = crypto
+    .createHash('sha256')
+    .update(name)
+    .digest('base64')
+    .replace(/[^A-Za-z0-9]/g, '')
+    .slice(0, 8)
+    .toUpperCase();
   const base = `${hash}-${name}`;
   return base.length > 200 ? base.slice(0, 197) + '...' : base;
 }
@@ -141,7 +147,11 @@ export function skeleton(ctx: NftContext): string[] {
     const { ip, sfx } = fam(family);
     out.push(`add rule ${T} masquerading ct status dnat ${ip} saddr . ${ip} daddr @hairpin${sfx} masquerade fully-random`);
   }
-  out.push(`add rule ${T} masquerading meta mark & ${MASQ_MARK} == 0 return`, `add rule ${T} masquerading meta mark set meta mark ^ ${MASQ_MARK}`, `add rule ${T} masquerading masquerade fully-random`);
+  out.push(
+    `add rule ${T} masquerading meta mark & ${MASQ_MARK} == 0 return`,
+    `add rule ${T} masquerading meta mark set meta mark ^ ${MASQ_MARK}`,
+    `add rule ${T} masquerading masquerade fully-random`,
+  );
   // kube-proxy rejects with ICMP port unreachable; a TCP client takes an
   // ICMPv6 one as a soft error and retries for about a second, so TCP gets
   // a reset instead: refused at once in both families.
@@ -162,7 +172,7 @@ export function skeleton(ctx: NftContext): string[] {
 
 function element(out: NftService, set: string, key: string, value = '', comment = ''): void {
   let m = out.elements.get(set);
-  if (!m) out.elements.set(set, (m = new Map()));
+  if (!m) out.elements.set(set, (m = new Map<string, string>()));
   m.set(key, `${comment ? ` comment "${comment}"` : ''}${value ? ` : ${value}` : ''}`);
 }
 
