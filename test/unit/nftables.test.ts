@@ -5,6 +5,7 @@
  * and the transactions the dataplane writes for a change, with a recording
  * command runner in place of nft.
  */
+import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'uvu';
@@ -50,7 +51,7 @@ test('no chain per endpoint: without affinity, endpoints are map elements chosen
   const rules = text.split('\n').filter((l) => /^add rule inet weir endpoint6?-/.test(l));
   for (const l of rules) assert.match(l, /update @affinity|dnat ip6? to/);
   assert.ok(chains.every((c) => text.includes(`goto ${c.split(' ').pop()!}`)));
-  assert.match(text, /^add rule inet weir pick-cluster-2 meta l4proto \{ tcp, udp, sctp \} dnat ip to ip daddr \. meta l4proto \. th dport \. numgen random mod 2 map @cluster-endpoints$/m);
+  assert.match(text, /^add rule inet weir pick-cluster-2 meta l4proto tcp dnat ip to ip daddr \. tcp dport \. numgen random mod 2 map @cluster-endpoints-tcp$/m);
 });
 
 test('--masquerade-all: every ClusterIP frontend is marked, by one rule per family on the cluster-ips set', async () => {
@@ -109,8 +110,8 @@ test('a change writes only that service: an endpoint replaced is two element cha
   dp.commit();
   assert.equal(scripts[1]!.trim().split('\n'), [
     'delete element inet weir hairpin { 10.244.1.2 . 10.244.1.2 }',
-    'delete element inet weir cluster-endpoints { 10.96.0.1 . tcp . 80 . 1 }',
-    'add element inet weir cluster-endpoints { 10.96.0.1 . tcp . 80 . 1 : 10.244.1.3 . 8080 }',
+    'delete element inet weir cluster-endpoints-tcp { 10.96.0.1 . 80 . 1 }',
+    'add element inet weir cluster-endpoints-tcp { 10.96.0.1 . 80 . 1 : 10.244.1.3 . 8080 }',
     'add element inet weir hairpin { 10.244.1.3 . 10.244.1.3 }',
   ]);
   // One more endpoint: the frontend moves to the pick chain for three, created once.
@@ -156,6 +157,40 @@ test('a failed transaction names the service and line, and the next commit rewri
   dp.commit();
   assert.match(scripts.at(-1)!, /^delete table inet weir$/m);
   assert.match(scripts.at(-1)!, /10\.96\.0\.1 \. tcp \. 80/);
+});
+
+test('the kernel takes every transaction: a full table, then changes that add pick chains, replace, add and remove endpoints and services', () => {
+  if (process.getuid?.() !== 0) return; // needs a network namespace of its own
+  const ns = `weir-nft-unit-${process.pid}`;
+  execFileSync('ip', ['netns', 'add', ns]);
+  try {
+    const run: CommandRunner = (argv, input) => {
+      const r = spawnSync('ip', ['netns', 'exec', ns, ...argv], { input, encoding: 'utf8' });
+      return { code: r.status ?? 1, stdout: r.stdout, stderr: r.stderr };
+    };
+    const dp = new NftablesDataplane({ ctx: CTX, log: createLogger('error', () => undefined), run });
+    const steps: Array<[string, string, string[]]> = [
+      ['a', '10.96.0.1', ['10.244.1.1', '10.244.1.2']],
+      ['b', '10.96.0.2', ['10.244.2.1']],
+      ['a', '10.96.0.1', ['10.244.1.1', '10.244.1.3']],
+      ['a', '10.96.0.1', ['10.244.1.1', '10.244.1.3', '10.244.1.4']],
+      ['c', '10.96.0.3', []],
+      ['b', '10.96.0.2', ['10.244.2.1', '10.244.2.2', '10.244.2.3', '10.244.2.4']],
+    ];
+    for (const [name, vip, eps] of steps) {
+      dp.setService(`t/${name}` as ObjectKey, plan(name, vip, eps));
+      dp.commit();
+    }
+    dp.setService('t/a' as ObjectKey, null);
+    dp.commit();
+    const table = run(['nft', 'list', 'table', 'inet', 'weir']).stdout;
+    assert.match(table, /chain pick-cluster-4 \{/, 'a pick chain added by a later transaction');
+    assert.match(table, /10\.96\.0\.2 \. 80 \. 3 : 10\.244\.2\.4 \. 8080/);
+    assert.match(table, /10\.96\.0\.3 \. tcp \. 80 comment "t\/c:http cluster-ip" : goto reject-chain/);
+    assert.not.match(table, /10\.96\.0\.1 /, 'a removed service leaves nothing');
+  } finally {
+    execFileSync('ip', ['netns', 'del', ns]);
+  }
 });
 
 test.run();

@@ -6,9 +6,9 @@
  * it incrementally. docs/nftables.md has the layout and why.
  *
  * Where kube-proxy writes a chain per endpoint, weir uses maps:
- *  - the endpoint is chosen by one shared rule per (family, policy, count N)
+ *  - the endpoint is chosen by shared rules per (family, policy, count N)
  *    in a `pick-…-N` chain: `dnat to <frontend> . numgen random mod N map
- *    @cluster-endpoints`, the map holding (frontend, slot) -> endpoint. An
+ *    @cluster-endpoints-tcp`, the map holding (frontend, slot) -> endpoint. An
  *    endpoint change is then a map element change, which the kernel applies
  *    without re-validating the table (a rule or goto change re-validates
  *    every rule reachable from the base chains);
@@ -98,13 +98,21 @@ export function pickChainName(family: Family, policy: Policy, n: number): string
   return `pick${fam(family).sfx}-${policy}-${n}`;
 }
 
-/** `add chain` and its one rule, for a pick chain name. */
+const PROTOS = ['tcp', 'udp', 'sctp'] as const;
+
+/**
+ * `add chain` and its rules, for a pick chain name: one per protocol, each
+ * reading that protocol's endpoint map. (One map keyed by `meta l4proto .
+ * th dport` would do, but nft 1.0 cannot add a rule using such a map once
+ * the map comes from the kernel: it reads the key's `th` back as conflicting
+ * with the rule's protocol.)
+ */
 export function pickChainLines(name: string): string[] {
   const m = /^pick(6?)-(cluster|local)-(\d+)$/.exec(name)!;
   const f = fam(m[1] ? 6 : 4);
   return [
     `add chain ${T} ${name}`,
-    `add rule ${T} ${name} meta l4proto { tcp, udp, sctp } dnat ${f.ip} to ${f.ip} daddr . meta l4proto . th dport . numgen random mod ${m[3]} map @${m[2]}-endpoints${f.sfx}`,
+    ...PROTOS.map((p) => `add rule ${T} ${name} meta l4proto ${p} dnat ${f.ip} to ${f.ip} daddr . ${p} dport . numgen random mod ${m[3]} map @${m[2]}-endpoints-${p}${f.sfx}`),
   ];
 }
 
@@ -137,7 +145,9 @@ export function skeleton(ctx: NftContext): string[] {
       `add set ${T} hairpin${sfx} { type ${addr} . ${addr}; comment "endpoint . endpoint: a pod reaching itself through a service"; }`,
     );
     for (const policy of ['cluster', 'local']) {
-      out.push(`add map ${T} ${policy}-endpoints${sfx} { typeof ${ip} daddr . meta l4proto . th dport . numgen random mod 1 : ${ip} daddr . th dport; comment "frontend . slot -> endpoint"; }`);
+      for (const p of PROTOS) {
+        out.push(`add map ${T} ${policy}-endpoints-${p}${sfx} { typeof ${ip} daddr . ${p} dport . numgen random mod 1 : ${ip} daddr . ${p} dport; comment "frontend . slot -> endpoint"; }`);
+      }
     }
   }
   for (const [name, type, hook, prio] of base) out.push(`add chain ${T} ${name} { type ${type} hook ${hook} priority ${prio}; }`);
@@ -238,7 +248,7 @@ function renderFamily(plan: ServicePlan, family: Family, ctx: NftContext, out: N
       out.picks.add(pick);
       eps.forEach((i, slot) => {
         const b = plan.backends[i]!;
-        element(out, `${policy}-endpoints${sfx}`, `${feKey(f)} . ${slot}`, `${b.addr} . ${b.port}`);
+        element(out, `${policy}-endpoints-${proto}${sfx}`, `${f.addr} . ${f.port} . ${slot}`, `${b.addr} . ${b.port}`);
       });
       return `goto ${pick}`;
     };

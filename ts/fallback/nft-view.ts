@@ -64,8 +64,8 @@ export function nftServices(run: CommandRunner = runCommand): ServicesView | nul
     if (!target || depth > 3) return [];
     const pick = /^pick(6?)-(cluster|local)-\d+$/.exec(target);
     if (pick) {
-      const found = (maps.get(`${pick[2]}-endpoints${pick[1]}`) ?? []).filter((e) => e.key[0] === key[0] && e.key[1] === key[1] && e.key[2] === key[2]);
-      found.sort((a, b) => Number(a.key[3]) - Number(b.key[3]));
+      const found = (maps.get(`${pick[2]}-endpoints-${String(key[1])}${pick[1]}`) ?? []).filter((e) => e.key[0] === key[0] && e.key[1] === key[2]);
+      found.sort((a, b) => Number(a.key[2]) - Number(b.key[2]));
       return found.map((e) => {
         const [addr, port] = ((e.value as Json).concat as [string, number] | undefined) ?? ['', 0];
         return beOf(addr, port, proto);

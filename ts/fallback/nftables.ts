@@ -158,7 +158,8 @@ export class NftablesDataplane implements Dataplane {
     const newStale = new Set<string>();
     /** Element value before and after this commit, by "set\tkey". */
     const touched = new Map<string, string | undefined>();
-    const elements = new Map([...this.elements].map(([k, e]) => [k, { ...e }]));
+    // Counted in place: a failed commit rewrites everything next time, and the full commit recounts.
+    const elements = this.elements;
     const picks: string[] = [];
     for (const [key, s] of next) {
       const old = this.rendered.get(key);
@@ -196,7 +197,7 @@ export class NftablesDataplane implements Dataplane {
       for (const [set, els] of s?.elements ?? []) {
         for (const [k, v] of els) {
           const id = `${set}\t${k}`;
-          if (!touched.has(id)) touched.set(id, this.elements.get(id)?.value);
+          if (!touched.has(id)) touched.set(id, elements.get(id)?.value);
           const e = elements.get(id);
           if (e) {
             e.refs++;
@@ -232,8 +233,6 @@ export class NftablesDataplane implements Dataplane {
       if (s) this.rendered.set(key, s);
       else this.rendered.delete(key);
     }
-    this.elements.clear();
-    for (const [k, e] of elements) this.elements.set(k, e);
     for (const p of picks) this.picks.add(p);
     this.stale = newStale;
     return { upserts: rules.length + addElements.length, deletes: delElements.length + stale.length };
