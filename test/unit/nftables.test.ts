@@ -94,6 +94,19 @@ function plan(name: string, vip: string, eps: string[]): ServicePlan {
   };
 }
 
+/** A NodePort service with ClientIP affinity: a ClusterIP and a NodePort frontend. */
+function sticky(name: string, vip: string, nodePort: number, eps: string[], timeout: number): ServicePlan {
+  const p = plan(name, vip, eps);
+  const f = p.frontends[0]!;
+  return {
+    ...p,
+    frontends: [
+      { ...f, affinityTimeout: timeout, flags: SVC_F.CLUSTER_IP | SVC_F.AFFINITY },
+      { ...f, addr: '192.168.77.10' as IP, port: nodePort as PlannedBackend['port'], affinityTimeout: timeout, flags: SVC_F.NODE_PORT | SVC_F.AFFINITY },
+    ],
+  };
+}
+
 function recorder(): { run: CommandRunner; scripts: string[] } {
   const scripts: string[] = [];
   return { scripts, run: (argv, input) => (argv[0] === 'nft' && input !== undefined && scripts.push(input), { code: 0, stdout: '', stderr: '' }) };
@@ -188,6 +201,37 @@ test('the kernel takes every transaction: a full table, then changes that add pi
     assert.match(table, /10\.96\.0\.2 \. 80 \. 3 : 10\.244\.2\.4 \. 8080/);
     assert.match(table, /10\.96\.0\.3 \. tcp \. 80 comment "t\/c:http cluster-ip" : goto reject-chain/);
     assert.not.match(table, /10\.96\.0\.1 /, 'a removed service leaves nothing');
+  } finally {
+    execFileSync('ip', ['netns', 'del', ns]);
+  }
+});
+
+test('the kernel takes affinity changes: a new timeout redeclares the sets, and the chains of a removed service are gone after the next commit', () => {
+  if (process.getuid?.() !== 0) return;
+  const ns = `weir-nft-unit2-${process.pid}`;
+  execFileSync('ip', ['netns', 'add', ns]);
+  try {
+    const run: CommandRunner = (argv, input) => {
+      const r = spawnSync('ip', ['netns', 'exec', ns, ...argv], { input, encoding: 'utf8' });
+      return { code: r.status ?? 1, stdout: r.stdout, stderr: r.stderr };
+    };
+    const dp = new NftablesDataplane({ ctx: CTX, log: createLogger('error', () => undefined), run });
+    const key = 't/s' as ObjectKey;
+    dp.setService('t/a' as ObjectKey, plan('a', '10.96.0.1', ['10.244.1.1']));
+    dp.commit();
+    dp.setService(key, sticky('s', '10.96.0.5', 30005, ['10.244.1.5', '10.244.2.5'], 600));
+    dp.commit();
+    dp.setService(key, sticky('s', '10.96.0.5', 30005, ['10.244.1.5', '10.244.2.5'], 300));
+    dp.commit();
+    let table = run(['nft', 'list', 'table', 'inet', 'weir']).stdout;
+    assert.match(table, /set affinity-\S+__10\.244\.2\.5\/8080 \{[^}]*timeout 5m/);
+    assert.match(table, /chain external-\S+t\/s\/tcp\/http \{/);
+    dp.setService(key, null);
+    dp.commit();
+    dp.setService('t/a' as ObjectKey, plan('a', '10.96.0.1', ['10.244.1.2']));
+    dp.commit();
+    table = run(['nft', 'list', 'table', 'inet', 'weir']).stdout;
+    assert.not.match(table, /t\/s\//, 'no chain or set of the removed service is left');
   } finally {
     execFileSync('ip', ['netns', 'del', ns]);
   }

@@ -163,9 +163,11 @@ export class NftablesDataplane implements Dataplane {
     const picks: string[] = [];
     for (const [key, s] of next) {
       const old = this.rendered.get(key);
+      // A set declared anew (its timeout changed) is deleted and added: every chain naming it is refilled.
+      const redeclared = [...(s?.sets ?? [])].some(([set, decl]) => old?.sets.has(set) === true && old.sets.get(set) !== decl);
       for (const [c, rs] of s?.chains ?? []) {
         const was = old?.chains.get(c);
-        if (was && was.join('\n') === rs.join('\n')) continue;
+        if (was && !redeclared && was.join('\n') === rs.join('\n')) continue;
         if (was) flush.push(`flush chain ${T} ${c}`);
         else if (!this.stale.has(c)) addChains.push(`add chain ${T} ${c}`);
         else flush.push(`flush chain ${T} ${c}`);
@@ -268,7 +270,7 @@ export class NftablesDataplane implements Dataplane {
 }
 
 function lineOfService(line: string, s: NftService): boolean {
-  for (const c of s.chains.keys()) if (line.includes(` ${c} `) || line.endsWith(` ${c}`)) return true;
+  for (const c of [...s.chains.keys(), ...s.sets.keys()]) if (line.includes(` ${c} `) || line.endsWith(` ${c}`)) return true;
   for (const els of s.elements.values()) for (const k of els.keys()) if (line.includes(`{ ${k}`)) return true;
   return false;
 }
