@@ -44,6 +44,7 @@ function inner(services: number, changes: number): void {
   const t0 = process.hrtime.bigint();
   const cold = syncer.sync();
   const coldMs = Number(process.hrtime.bigint() - t0) / 1e6;
+  const coldNftMs = nftMs[0] ?? NaN;
   const timed = (change: (i: number, k: number) => void): number[] => {
     const ms: number[] = [];
     nftMs.length = 0;
@@ -66,6 +67,14 @@ function inner(services: number, changes: number): void {
   });
   // An endpoint added or removed: the frontend moves to another pick chain.
   const scaled = timed((i, k) => store.upsertSlice(sliceObj(i, eps(i, k % 2 === 0 ? 1 : -1)), 'bench'));
+  // The floor of any change: starting a process from this (large) one, and nft doing nothing.
+  const spawnMs: number[] = [];
+  for (let k = 0; k < 20; k++) {
+    const t = process.hrtime.bigint();
+    runCommand(['nft', '-f', '-'], '\n');
+    spawnMs.push(Number(process.hrtime.bigint() - t) / 1e6);
+  }
+  spawnMs.sort((a, b) => a - b);
   const pct = (a: number[], p: number): number => a[Math.min(a.length - 1, Math.ceil((p / 100) * a.length) - 1)]!;
   const round = (x: number): number => Math.round(x * 10) / 10;
   const rules = execFileSync('nft', ['list', 'table', 'inet', 'weir'], { encoding: 'utf8', maxBuffer: 1 << 30 }).split('\n').length;
@@ -74,10 +83,12 @@ function inner(services: number, changes: number): void {
       services,
       endpoints: ENDPOINTS,
       coldMs: round(coldMs),
+      coldNftMs: round(coldNftMs),
       coldUpserts: cold.upserts,
       tableLines: rules,
       replaceEndpoint: { p50: round(pct(replaced, 50)), p99: round(pct(replaced, 99)), max: round(replaced.at(-1)!) },
       addOrRemoveEndpoint: { p50: round(pct(scaled, 50)), p99: round(pct(scaled, 99)), max: round(scaled.at(-1)!) },
+      emptyNftProcess: { p50: round(pct(spawnMs, 50)) },
       nftProcessOfAChange: {
         p50: round(
           pct(
