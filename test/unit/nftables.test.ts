@@ -147,6 +147,23 @@ test('a change writes only that service: an endpoint replaced is two element cha
   assert.is(scripts.length, 5);
 });
 
+test('a new local-traffic detector rewrites the table with every service rendered for it', () => {
+  const { run, scripts } = recorder();
+  const dp = new NftablesDataplane({ ctx: CTX, log: createLogger('error', () => undefined), run });
+  const p = plan('l', '10.96.0.7', ['10.244.1.7']);
+  const f = p.frontends[0]!;
+  const np = { ...f, addr: '192.168.77.10' as IP, port: 30007 as PlannedBackend['port'], flags: SVC_F.NODE_PORT | SVC_F.ETP_LOCAL };
+  dp.setService('t/l' as ObjectKey, { ...p, frontends: [f, np, { ...np, scope: 1 as typeof f.scope }] });
+  dp.commit();
+  assert.match(scripts[0]!, /^add rule inet weir external-\S+ ip saddr \{ 10\.244\.0\.0\/16 \} goto pick-cluster-1$/m);
+  dp.setLocalTraffic({ kind: 'devices', prefix: 'veth', bridge: '' });
+  dp.commit();
+  assert.match(scripts[1]!, /^delete table inet weir$/m);
+  assert.match(scripts[1]!, /^add rule inet weir services ip daddr \. meta l4proto \. th dport @cluster-ips iifname != "veth\*" jump mark-for-masquerade$/m);
+  assert.match(scripts[1]!, /^add rule inet weir external-\S+ iifname "veth\*" goto pick-cluster-1$/m, 'the service is rendered for the new detector');
+  assert.not.match(scripts[1]!, /10\.244\.0\.0\/16/);
+});
+
 test('a failed transaction names the service and line, and the next commit rewrites the whole table', () => {
   const scripts: string[] = [];
   let fail = false;

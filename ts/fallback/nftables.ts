@@ -82,9 +82,10 @@ export class NftablesDataplane implements Dataplane {
     this.dirty.add(service);
   }
 
-  /** A new local-traffic detector: the next commit rewrites the table. */
+  /** A new local-traffic detector (detectLocalMode NodeCIDR follows the Node): every service is rendered again and the next commit rewrites the table. */
   setLocalTraffic(localTraffic: NftContext['localTraffic']): void {
     this.ctx = { ...this.ctx, ...(localTraffic ? { localTraffic } : {}) };
+    for (const key of this.plans.keys()) this.dirty.add(key);
     this.needFull = true;
   }
 
