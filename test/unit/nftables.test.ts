@@ -153,7 +153,7 @@ test('a new local-traffic detector rewrites the table with every service rendere
   const p = plan('l', '10.96.0.7', ['10.244.1.7']);
   const f = p.frontends[0]!;
   const np = { ...f, addr: '192.168.77.10' as IP, port: 30007 as PlannedBackend['port'], flags: SVC_F.NODE_PORT | SVC_F.ETP_LOCAL };
-  dp.setService('t/l' as ObjectKey, { ...p, frontends: [f, np, { ...np, scope: 1 as typeof f.scope }] });
+  dp.setService('t/l' as ObjectKey, { ...p, frontends: [f, np, { ...np, scope: 1 }] });
   dp.commit();
   assert.match(scripts[0]!, /^add rule inet weir external-\S+ ip saddr \{ 10\.244\.0\.0\/16 \} goto pick-cluster-1$/m);
   dp.setLocalTraffic({ kind: 'devices', prefix: 'veth', bridge: '' });
