@@ -14,7 +14,7 @@ import { ClusterStore } from '../../ts/model/store';
 import { IP, ObjectKey, parseCidr } from '../../ts/model/types';
 import { PlannedBackend, ServicePlan, planService } from '../../ts/plan/plan';
 import { NftContext, renderAllNft } from '../../ts/fallback/nft-render';
-import { NftablesDataplane } from '../../ts/fallback/nftables';
+import { NftablesDataplane, cleanupNftables } from '../../ts/fallback/nftables';
 import { CommandRunner } from '../../ts/fallback/iptables';
 import { SCOPE_ALL, SVC_F } from '../../ts/datapath/codecs';
 import { FileSource } from '../../ts/source/file';
@@ -162,6 +162,17 @@ test('a new local-traffic detector rewrites the table with every service rendere
   assert.match(scripts[1]!, /^add rule inet weir services ip daddr \. meta l4proto \. th dport @cluster-ips iifname != "veth\*" jump mark-for-masquerade$/m);
   assert.match(scripts[1]!, /^add rule inet weir external-\S+ iifname "veth\*" goto pick-cluster-1$/m, 'the service is rendered for the new detector');
   assert.not.match(scripts[1]!, /10\.244\.0\.0\/16/);
+});
+
+test('cleanup deletes table inet weir only where it exists, and leaves other tables', () => {
+  const calls: string[] = [];
+  const run =
+    (tables: string): CommandRunner =>
+    (argv) => (calls.push(argv.join(' ')), { code: 0, stdout: argv[1] === 'list' ? tables : '', stderr: '' });
+  assert.is(cleanupNftables(run('table inet filter\ntable inet weir-probe\n')), false);
+  assert.equal(calls, ['nft list tables inet']);
+  assert.is(cleanupNftables(run('table inet filter\ntable inet weir\n')), true);
+  assert.equal(calls.slice(1), ['nft list tables inet', 'nft delete table inet weir']);
 });
 
 test('a failed transaction names the service and line, and the next commit rewrites the whole table', () => {

@@ -278,8 +278,9 @@ function lineOfService(line: string, s: NftService): boolean {
 
 /** Remove weir's table. Returns whether there was one. */
 export function cleanupNftables(run: CommandRunner = runCommand): boolean {
-  const list = run(['nft', 'list', 'table', 'inet', 'weir']);
-  if (list.code !== 0) return false;
+  // The table names only: a node that never ran nftables mode (or has no nft) has nothing to remove.
+  const list = run(['nft', 'list', 'tables', 'inet']);
+  if (list.code !== 0 || !/^table inet weir$/m.test(list.stdout)) return false;
   const r = run(['nft', 'delete', 'table', 'inet', 'weir']);
   if (r.code !== 0) throw new Error(`nft delete table inet weir failed: ${r.stderr.trim()}`);
   return true;
