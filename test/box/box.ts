@@ -51,8 +51,12 @@ const CLIENT = path.join(REPO, 'dist/test/box/client.js');
 /** The pods' gateway (link-local, on every node's lo). */
 export const GATEWAY = '169.254.1.1';
 export const CLUSTER_CIDR = '10.244.0.0/16';
-/** The dataplane the suites run against: `make test` runs the service suites in both. */
-export const MODE: 'bpf' | 'iptables' = process.env.WEIR_TEST_MODE === 'iptables' ? 'iptables' : 'bpf';
+/**
+ * The dataplane the suites run against: `make test` runs the service suites
+ * in BPF and iptables mode; WEIR_TEST_MODE=nftables runs them in nftables
+ * mode, which serves what iptables mode does, the same way to a client.
+ */
+export const MODE: 'bpf' | 'iptables' | 'nftables' = process.env.WEIR_TEST_MODE === 'iptables' ? 'iptables' : process.env.WEIR_TEST_MODE === 'nftables' ? 'nftables' : 'bpf';
 export const OUTSIDE_IP = '192.168.77.200';
 const UNDERLAY = '192.168.77';
 /** Dual-stack boxes (spec.ipv6): the same layout in IPv6 (ULAs), see the file comment. */

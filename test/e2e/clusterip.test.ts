@@ -256,23 +256,31 @@ s('bad input while running: one clear line, everything else keeps working', asyn
   box.removeManifest('invalid.yaml');
 });
 
-s("--mode auto falls back to iptables with the reason; each mode removes the other's state", async (ctx) => {
-  if (MODE !== 'bpf') return; // one pass covers both directions
+s("--mode auto falls back to nftables with the reason; each mode removes the others' state", async (ctx) => {
+  if (MODE !== 'bpf') return; // one pass covers every direction
   const { box } = ctx;
   const ns = box.node('n1').ns;
-  const state = async (): Promise<{ pins: boolean; filters: boolean; chains: boolean }> => ({
-    // The pin root itself stays in iptables mode: the agent's lock is on it.
+  const state = async (): Promise<{ pins: boolean; filters: boolean; chains: boolean; table: boolean }> => ({
+    // The pin root itself stays in iptables and nftables mode: the agent's lock is on it.
     pins: (await box.exec(ns, ['ls', '-A', box.node('n1').pinRoot])).stdout.trim() !== '',
     filters: (await box.exec(ns, ['tc', 'filter', 'show', 'dev', box.pod('a').hostDev, 'ingress'])).stdout.includes('weir_tc_pod'),
     chains: (await box.exec(ns, ['iptables-save'])).stdout.includes(':WEIR-SERVICES'),
+    table: (await box.exec(ns, ['nft', 'list', 'table', 'inet', 'weir'])).code === 0,
   });
-  assert.equal(await state(), { pins: true, filters: true, chains: false });
+  const served = async (): Promise<void> => assert.is((await box.tcp('client', '10.96.1.1:80', { count: 6 })).attempts.filter((a) => a.ok).length, 6);
+  assert.equal(await state(), { pins: true, filters: true, chains: false, table: false });
   await ctx.agent.stop();
   // BPF objects that cannot be loaded stand in for an old kernel or missing privileges.
   ctx.agent = await box.startAgent('n1', ['--mode', 'auto'], { env: { WEIR_BPF_DIR: '/nonexistent' } });
-  assert.match(ctx.agent.logs(), /"mode":"iptables","reason":"auto: BPF unavailable \(obj_load: ENOENT/);
-  assert.equal(await state(), { pins: false, filters: false, chains: true });
-  assert.is((await box.tcp('client', '10.96.1.1:80', { count: 6 })).attempts.filter((a) => a.ok).length, 6);
+  assert.match(ctx.agent.logs(), /"mode":"nftables","reason":"auto: BPF unavailable \(obj_load: ENOENT[^"]*; nft works in this network namespace"/);
+  assert.equal(await state(), { pins: false, filters: false, chains: false, table: true });
+  await served();
+  await ctx.agent.stop();
+  // iptables mode takes over from nftables mode: the table goes once the chains serve.
+  ctx.agent = await box.startAgent('n1', ['--mode', 'iptables']);
+  await waitFor(async () => !(await state()).table, { timeoutMs: 2000, what: 'nftables table removed' });
+  assert.equal(await state(), { pins: false, filters: false, chains: true, table: false });
+  await served();
   await ctx.agent.stop();
   ctx.agent = await box.startAgent('n1', ['--mode', 'auto']);
   assert.match(ctx.agent.logs(), /"mode":"bpf","reason":"auto: BPF programs load on this kernel"/);
@@ -284,8 +292,8 @@ s("--mode auto falls back to iptables with the reason; each mode removes the oth
     },
     { timeoutMs: 2000, what: 'filters re-attached, iptables rules removed' },
   );
-  assert.equal(await state(), { pins: true, filters: true, chains: false });
-  assert.is((await box.tcp('client', '10.96.1.1:80', { count: 6 })).attempts.filter((a) => a.ok).length, 6);
+  assert.equal(await state(), { pins: true, filters: true, chains: false, table: false });
+  await served();
 });
 
 s('weir cleanup removes every filter and pin', async (ctx) => {
@@ -307,6 +315,8 @@ s('weir cleanup removes every filter and pin', async (ctx) => {
   assert.is.not(pins.code, 0, 'pin directory gone');
   const rules = await box.exec(box.node('n1').ns, ['iptables-save']);
   assert.not.match(rules.stdout, /WEIR-/, 'no iptables chains either');
+  assert.is.not((await box.exec(box.node('n1').ns, ['nft', 'list', 'table', 'inet', 'weir'])).code, 0, 'no nftables table either');
+  if (MODE === 'nftables') assert.match(out, /removed nftables table inet weir/);
   // Without weir the VIP is just an unrouted address again.
   const r = await box.tcp('client', '10.96.1.1:80', { count: 1, timeoutMs: 500 });
   assert.is(r.attempts[0]!.ok, false);

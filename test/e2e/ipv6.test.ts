@@ -234,9 +234,9 @@ s.after(async (ctx) => {
     assert.is(b.text, `p2 ${v6('c')}`, 'IPv6 ClusterIP: the IPv6 endpoint, the pod address kept');
   });
 
-  s('an IPv6-only Service is served; in iptables mode a node process reaches it too (nat OUTPUT)', async () => {
+  s('an IPv6-only Service is served; in iptables and nftables mode a node process reaches it too (nat output)', async () => {
     assert.is((await curl(podNs('c'), 'http://[fd00:96::60:2]/')).text, `p1 ${v6('c')}`);
-    if (MODE !== 'iptables') return;
+    if (MODE === 'bpf') return;
     const fromNode = await curl(NODE, 'http://[fd00:96::60:2]/');
     assert.ok(fromNode.ok, fromNode.text);
     assert.match(fromNode.text, /^p1 /);
@@ -282,8 +282,8 @@ s.after(async (ctx) => {
     assert.match(check, /^consistent/, check);
   });
 
-  s('weir services lists the IPv6 frontends read back from ip6tables (iptables mode)', async () => {
-    if (MODE !== 'iptables') return;
+  s('weir services lists the IPv6 frontends read back from ip6tables (iptables mode) or table inet weir (nftables mode)', async () => {
+    if (MODE === 'bpf') return;
     const out = await nsMust(NODE, [process.execPath, CLI, 'services', '--bpffs-root', `/sys/fs/bpf/weir-v6-${id}`]);
     assert.match(out, /fd00:96::60:1\]?:80\/TCP .*1 backend/);
     assert.match(out, /fd00:96::60:3\]?:80\/TCP .*no endpoints: reject/);

@@ -92,7 +92,7 @@ test("README's list of weir run's flags is what weir run --help prints", () => {
 
 test('bad values exit 2 naming the flag, before anything runs', () => {
   const cases: Array<[string[], string]> = [
-    [['run', '--mode', 'ipvs'], 'weir: --mode: expected bpf, iptables or auto, got "ipvs"'],
+    [['run', '--mode', 'ipvs'], 'weir: --mode: expected bpf, nftables, iptables or auto, got "ipvs"'],
     [['run', '--lb-map-entries=100'], 'weir: --lb-map-entries: expected an integer from 1024'],
     [['run', '--log-level', 'loud'], 'weir: --log-level: expected debug, info, warn or error'],
     [['run', '--mode'], 'weir: --mode: missing its value'],

@@ -53,7 +53,7 @@ test("kubeadm's kube-proxy ConfigMap: its pod CIDR and kubeconfig; every zero fi
   assert.equal(warnings(notes), [], 'kubeadm leaves every field weir ignores at its zero value');
   assert.equal(
     notes.map((n) => n.msg),
-    ['kube-proxy mode unset: weir runs its BPF dataplane, or iptables if the BPF programs do not load'],
+    ['kube-proxy mode unset: weir runs its BPF dataplane, or nftables (else iptables) if the BPF programs do not load'],
   );
   assert.is(notes[0]?.fields?.file, FIXTURE);
 });
@@ -286,7 +286,7 @@ test('weir run --config KUBEADM-CONFIGMAP --print-config prints the options it w
     .map((l) => JSON.parse(l) as Record<string, unknown>);
   assert.equal(
     lines.map((l) => [l.level, l.msg, l.file]),
-    [['info', 'kube-proxy mode unset: weir runs its BPF dataplane, or iptables if the BPF programs do not load', FIXTURE]],
+    [['info', 'kube-proxy mode unset: weir runs its BPF dataplane, or nftables (else iptables) if the BPF programs do not load', FIXTURE]],
   );
 });
 

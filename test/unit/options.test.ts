@@ -79,7 +79,7 @@ test('the service maps hold 262144 entries unless --lb-map-entries says otherwis
 });
 
 test('bad values name the flag', () => {
-  assert.throws(() => parseRunOptions(['--mode', 'ipvs']), /--mode: expected bpf, iptables or auto/);
+  assert.throws(() => parseRunOptions(['--mode', 'ipvs']), /--mode: expected bpf, nftables, iptables or auto/);
   assert.throws(() => parseRunOptions(['--source', 'http://x']), /--source: expected file:DIR or kube/);
   assert.throws(() => parseRunOptions(['--node-ips', '10.0.0.300']), /--node-ips: invalid IP address/);
   assert.throws(() => parseRunOptions(['--node-ips', 'fd00::1::2']), /--node-ips: invalid IP address "fd00::1::2"/);

@@ -209,7 +209,7 @@ export function kubeProxyOptions(doc: Doc): KubeProxyOptions {
     set('mode', 'mode', 'auto');
     notes.push({
       level: 'info',
-      msg: `kube-proxy mode ${mode ? JSON.stringify(mode) : 'unset'}: weir runs its BPF dataplane, or iptables if the BPF programs do not load`,
+      msg: `kube-proxy mode ${mode ? JSON.stringify(mode) : 'unset'}: weir runs its BPF dataplane, or nftables (else iptables) if the BPF programs do not load`,
       fields: { key: 'mode' },
     });
   } else {

@@ -143,9 +143,10 @@ async function services(opts: ReadOptions): Promise<number> {
   const { loadShim } = await import('../datapath/ffi');
   const { formatServices, readServices } = await import('../datapath/dump');
   const { iptablesServices } = await import('../fallback/view');
-  // BPF mode's maps if they are pinned, else iptables mode's chains.
-  const view = fs.existsSync(path.join(root, MAP_NAMES.svc)) ? readServices(openPinned(loadShim(), root, ['svc', 'be', 'svc6', 'be6'])) : iptablesServices();
-  if (!view) throw new Error(`no weir maps under ${root} and no WEIR- iptables chains: is an agent running with --bpffs-root ${root}?`);
+  const { nftServices } = await import('../fallback/nft-view');
+  // BPF mode's maps if they are pinned, else nftables mode's table, else iptables mode's chains.
+  const view = fs.existsSync(path.join(root, MAP_NAMES.svc)) ? readServices(openPinned(loadShim(), root, ['svc', 'be', 'svc6', 'be6'])) : (nftServices() ?? iptablesServices());
+  if (!view) throw new Error(`no weir maps under ${root}, no nftables table inet weir and no WEIR- iptables chains: is an agent running with --bpffs-root ${root}?`);
   print(opts, view, formatServices(view));
   return 0;
 }
@@ -220,12 +221,15 @@ async function cleanup(opts: { bpffsRoot: string; force: boolean; drainMs: numbe
   const removed = cleanupIptables();
   const tables = removed.filter((c) => c.endsWith(' (table)')).map((c) => c.slice(0, -' (table)'.length));
   const chains = removed.filter((c) => !c.endsWith(' (table)'));
+  const { cleanupNftables } = await import('../fallback/nftables');
+  const table = cleanupNftables();
   process.stdout.write(
     `removed ${res.detached.length} tc filter(s)${res.detached.length ? ` (${res.detached.join(', ')})` : ''}; ` +
       (res.qdiscs.length ? `removed the clsact qdisc of ${res.qdiscs.join(', ')}; ` : '') +
       `${res.pinsRemoved ? `removed pins under ${root}` : `no pins under ${root}`}; ` +
       `removed ${chains.length} iptables chain(s)` +
       (tables.length ? `; removed the idle table(s) ${tables.join(', ')}` : '') +
+      (table ? '; removed nftables table inet weir' : '') +
       (res.sysctls.length ? `; reset ${res.sysctls.join(', ')} to 0` : '') +
       '\n',
   );

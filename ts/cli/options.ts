@@ -12,7 +12,7 @@ import { Level, parseLevel } from '../util/log';
 import { Command, Flag, FlagTable, Given, UsageError, boolean, flagEntries, integer, list, oneOf, present, readArgs, resolveFlags, text } from './flags';
 import { ConfigNote, KUBE_PROXY_KIND, KeyedText, OptionTexts, isKubeProxyDocument, kubeProxyOptions, parseGoDuration } from './kubeproxy-config';
 
-export type Mode = 'bpf' | 'iptables' | 'auto';
+export type Mode = 'bpf' | 'nftables' | 'iptables' | 'auto';
 /** kube-proxy's detectLocalMode: how traffic from this node's pods is told from other traffic. */
 export type DetectLocalMode = 'ClusterCIDR' | 'NodeCIDR' | 'InterfaceNamePrefix' | 'BridgeInterface';
 export const DETECT_LOCAL_MODES: readonly DetectLocalMode[] = ['ClusterCIDR', 'NodeCIDR', 'InterfaceNamePrefix', 'BridgeInterface'];
@@ -207,10 +207,10 @@ export const RUN_FLAGS: FlagTable<RunOptions> = {
     flag: 'mode',
     yaml: 'mode',
     kind: 'value',
-    placeholder: 'bpf|iptables|auto',
+    placeholder: 'bpf|nftables|iptables|auto',
     default: 'auto',
-    description: 'dataplane; auto: BPF if the programs load, else iptables, logged with the reason',
-    parse: oneOf<Mode>(['bpf', 'iptables', 'auto']),
+    description: 'dataplane; auto: BPF if the programs load, else nftables if nft works here, else iptables, logged with the reason',
+    parse: oneOf<Mode>(['bpf', 'nftables', 'iptables', 'auto']),
   },
   podDevices: {
     flag: 'pod-devices',

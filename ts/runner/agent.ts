@@ -39,6 +39,7 @@ import { DriftCheck } from './drift';
 import { attachedSummary, rootNetns } from './attached';
 import { LocalDetector, describeDetector, detectorCidrs, detectorDeviceGlobs, iptablesLocalMatches, isLocalDevice, localDetector } from './local-detector';
 import type { IptablesDataplane } from '../fallback/iptables';
+import type { NftablesDataplane } from '../fallback/nftables';
 import { CONNTRACK_DEFAULTS } from '../cli/options';
 
 export interface Agent {
@@ -85,7 +86,7 @@ async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Pro
   if (pinsBefore) undo.push(() => (wrote ? undefined : removeNewPins(opts.bpffsRoot, pinsBefore, !rootExisted)));
   // BPF objects load on a worker thread (the kernel creating maps and
   // verifying programs) while the node's addresses and the manifests are read.
-  const loading = opts.mode === 'iptables' ? null : startLoading(opts);
+  const loading = opts.mode === 'iptables' || opts.mode === 'nftables' ? null : startLoading(opts);
   // Whatever the load gives is closed again if the start fails (chooseMode's caller adds the datapath's own close).
   const settleLoading = async (): Promise<void> =>
     void (await loading?.then(
@@ -126,8 +127,8 @@ async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Pro
   const { dp, mode } = await chooseMode(opts, log, loading);
   loadSettled = true;
   if (dp) undo.push(() => dp.close());
-  // NodePorts on 127.0.0.1 in iptables mode are a nat OUTPUT rule, which needs route_localnet (as kube-proxy sets it).
-  if (mode === 'iptables' && opts.localhostNodePorts) fs.writeFileSync('/proc/sys/net/ipv4/conf/all/route_localnet', '1');
+  // NodePorts on 127.0.0.1 in iptables and nftables mode are a nat output rule, which needs route_localnet (as kube-proxy sets it).
+  if (mode !== 'bpf' && opts.localhostNodePorts) fs.writeFileSync('/proc/sys/net/ipv4/conf/all/route_localnet', '1');
   // BPF mode's loopback path (weir_tc_host) hands replies to loopback ingress with a local or 127/8
   // source: lo alone is told to accept them. Packets from any other device are checked as before.
   if (mode === 'bpf' && opts.cgroupRoot) {
@@ -167,6 +168,7 @@ async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Pro
   };
   let reconciler: Dataplane;
   let iptables: IptablesDataplane | null = null;
+  let nftables: NftablesDataplane | null = null;
   let mapFill: (() => readonly MapFill[]) | undefined;
   if (dp) {
     writeConfig();
@@ -177,6 +179,10 @@ async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Pro
     for (const what of adopted.repaired) log.warn('pinned state inconsistent; repaired at the first sync', { repair: what });
     reconciler = r;
     mapFill = () => r.fill();
+  } else if (mode === 'nftables') {
+    const { NftablesDataplane } = await import('../fallback/nftables');
+    nftables = new NftablesDataplane({ ctx: { clusterCIDRs: opts.clusterCIDRs, masqueradeAll: opts.masqueradeAll, localTraffic: detector }, log });
+    reconciler = nftables;
   } else {
     const { IptablesDataplane, ip6tablesAvailable } = await import('../fallback/iptables');
     const v6problem = ip6tablesAvailable();
@@ -192,6 +198,7 @@ async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Pro
     if (reconciler instanceof Reconciler) reconciler.setClusterCidrs(detectorCidrs(detector));
     writeConfig();
     iptables?.setLocalTraffic(iptablesLocalMatches(detector));
+    nftables?.setLocalTraffic(detector);
     log.info('local traffic detector from the Node', { detectLocalMode: opts.detectLocalMode, pods: describeDetector(detector) });
   };
 
@@ -337,7 +344,19 @@ async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Pro
     });
     log.info(msg, fields);
   }
-  if (dp) {
+  if (mode !== 'nftables') {
+    // The table an nftables-mode agent left behind goes once this mode serves (after "ready", as below).
+    setImmediate(() => {
+      void import('../fallback/nftables').then(({ cleanupNftables }) => {
+        try {
+          if (cleanupNftables()) log.info('removed nftables-mode table', { table: 'inet weir' });
+        } catch (e) {
+          log.error('could not remove the nftables-mode table; `weir cleanup` removes it', { error: errorText(e) });
+        }
+      });
+    });
+  }
+  if (dp || mode === 'nftables') {
     // Rules an iptables-mode agent left behind keep serving until the
     // programs above take over, so they go only now, and after "ready":
     // reading them is a child process, whose fork stalls a large agent.
@@ -418,7 +437,7 @@ async function lockIfPossible(opts: RunOptions, log: Logger): Promise<PinRootLoc
   try {
     ensureBpffs(opts.bpffsRoot);
   } catch (e) {
-    if (opts.mode !== 'iptables') throw e;
+    if (opts.mode !== 'iptables' && opts.mode !== 'nftables') throw e;
     log.warn('no pin root to lock: nothing keeps a second agent from running here', { pinRoot: opts.bpffsRoot, error: errorText(e) });
     return null;
   }
@@ -449,11 +468,12 @@ function startLoading(opts: RunOptions): Promise<BpfDatapath> {
 }
 
 /**
- * --mode: bpf, iptables, or auto (BPF when the kernel and privileges allow
- * loading the programs, else iptables; the log says which and why). The
- * mode that runs removes the other mode's state.
+ * --mode: bpf, nftables, iptables, or auto (BPF when the kernel and
+ * privileges allow loading the programs, else nftables when nft can change
+ * this network namespace's rules, else iptables; the log says which and
+ * why). The mode that runs removes the other modes' state.
  */
-async function chooseMode(opts: RunOptions, log: Logger, loading: Promise<BpfDatapath> | null): Promise<{ dp: BpfDatapath | null; mode: 'bpf' | 'iptables' }> {
+async function chooseMode(opts: RunOptions, log: Logger, loading: Promise<BpfDatapath> | null): Promise<{ dp: BpfDatapath | null; mode: DataplaneMode }> {
   let why = 'requested';
   if (loading) {
     try {
@@ -483,10 +503,22 @@ async function chooseMode(opts: RunOptions, log: Logger, loading: Promise<BpfDat
       why = `auto: BPF unavailable (${errorText(e).split('\n')[0]})`;
     }
   }
-  const { iptablesAvailable } = await import('../fallback/iptables');
-  const problem = iptablesAvailable();
-  if (problem) throw new Error(`iptables mode: ${problem}`);
-  log.info('starting', { node: opts.nodeName, mode: 'iptables', reason: why });
+  let mode: DataplaneMode = 'iptables';
+  if (opts.mode === 'nftables' || opts.mode === 'auto') {
+    const { nftablesAvailable } = await import('../fallback/nftables');
+    const problem = nftablesAvailable();
+    if (problem === null) {
+      mode = 'nftables';
+      if (opts.mode === 'auto') why += '; nft works in this network namespace';
+    } else if (opts.mode === 'nftables') throw new Error(`nftables mode: ${problem}`);
+    else why += `; nftables unavailable (${problem.split('\n')[0]})`;
+  }
+  if (mode === 'iptables') {
+    const { iptablesAvailable } = await import('../fallback/iptables');
+    const problem = iptablesAvailable();
+    if (problem) throw new Error(`iptables mode: ${problem}`);
+  }
+  log.info('starting', { node: opts.nodeName, mode, reason: why });
   try {
     // The pin root stays: this agent's lock is on it.
     const res = await cleanupBpf(loadShim(), opts.bpffsRoot, { keepRoot: true });
@@ -494,8 +526,10 @@ async function chooseMode(opts: RunOptions, log: Logger, loading: Promise<BpfDat
   } catch (e) {
     log.warn('could not remove BPF-mode state', { error: errorText(e) });
   }
-  return { dp: null, mode: 'iptables' };
+  return { dp: null, mode };
 }
+
+type DataplaneMode = 'bpf' | 'nftables' | 'iptables';
 
 /** iptables mode: the netfilter conntrack sysctls of the timeouts given. A failure is logged: the rules still serve. */
 function setTimeouts(opts: RunOptions, log: Logger): void {
@@ -542,9 +576,9 @@ function attachDevices(dp: BpfDatapath, opts: RunOptions, log: Logger, detector:
  * 127.0.0.1 for node processes (socket hooks in BPF mode, OUTPUT in iptables mode).
  * Never ::1: IPv6 has no route_localnet, so kube-proxy serves no NodePort there either.
  */
-function nodePortAddrs(nodeIPs: readonly IP[], opts: RunOptions, mode: 'bpf' | 'iptables'): IP[] {
+function nodePortAddrs(nodeIPs: readonly IP[], opts: RunOptions, mode: DataplaneMode): IP[] {
   const out = nodeIPs.filter((ip) => opts.nodePortAddresses.length === 0 || opts.nodePortAddresses.some((c) => cidrContains(c, ip)));
-  if (opts.localhostNodePorts && (mode === 'iptables' || opts.cgroupRoot)) out.push(LOCALHOST);
+  if (opts.localhostNodePorts && (mode !== 'bpf' || opts.cgroupRoot)) out.push(LOCALHOST);
   return out;
 }
 

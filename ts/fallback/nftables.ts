@@ -1,0 +1,294 @@
+/**
+ * nftables mode: applies the rendered table (./nft-render.ts) with one
+ * `nft -f -` transaction per sync.
+ *
+ *  - The first commit, and the one after any failure, writes the whole table
+ *    in one transaction that also deletes the old one: atomic, and a repair
+ *    of anything someone else changed.
+ *  - Every other commit writes only what changed: the elements of the
+ *    services that changed (deleted, added, or deleted and re-added with a
+ *    new value), their chains (added, or flushed and refilled) and affinity
+ *    sets. Chains no longer used are flushed at once and deleted one commit
+ *    later, as kube-proxy does: older kernels notice only after a moment
+ *    that a chain lost its last reference from a map.
+ *  - Elements two services share (the hairpin pairs of an endpoint address)
+ *    are counted, so one service letting go keeps the other's.
+ *  - UDP has no teardown: conntrack entries of UDP endpoints that left are
+ *    deleted with conntrack(8), as kube-proxy does.
+ *  - A failed transaction changes nothing (nft applies all or nothing); its
+ *    error names the line, and the service that line belongs to.
+ */
+import { ObjectKey } from '../model/types';
+import { ServicePlan, backendKey, frontendKey } from '../plan/plan';
+import { CommitStats, FrontendConflict } from '../reconcile/reconciler';
+import { Dataplane } from '../reconcile/dataplane';
+import { Logger } from '../util/log';
+import { CommandRunner, runCommand } from './iptables';
+import { NftContext, NftService, T, comparePick, fullScript, pickChainLines, renderNftService } from './nft-render';
+
+export class NftablesDataplane implements Dataplane {
+  readonly conflicts: FrontendConflict[] = [];
+  private ctx: NftContext;
+  private readonly log: Logger;
+  private readonly run: CommandRunner;
+  private readonly plans = new Map<ObjectKey, ServicePlan>();
+  private readonly dirty = new Set<ObjectKey>();
+  private readonly owners = new Map<string, ObjectKey>();
+  /** What the table holds, per service, as last committed. */
+  private readonly rendered = new Map<ObjectKey, NftService>();
+  /** Every element in the table: "set\tkey" -> value and how many services hold it. */
+  private readonly elements = new Map<string, { value: string; refs: number }>();
+  private readonly picks = new Set<string>();
+  /** Chains flushed by an earlier commit and unreferenced since: deleted by the next one. */
+  private stale = new Set<string>();
+  private needFull = true;
+  private readonly goneUdp = new Set<string>();
+  /** The last script written (for tests and the error). */
+  lastScript = '';
+
+  constructor(opts: { ctx: NftContext; log: Logger; run?: CommandRunner }) {
+    this.ctx = opts.ctx;
+    this.log = opts.log;
+    this.run = opts.run ?? runCommand;
+  }
+
+  setService(service: ObjectKey, plan: ServicePlan | null): void {
+    // A frontend belongs to the first service that claimed it, as in the BPF maps.
+    for (const [fk, owner] of this.owners) if (owner === service) this.owners.delete(fk);
+    if (plan) {
+      const frontends = plan.frontends.filter((f) => {
+        const fk = frontendKey(f);
+        const owner = this.owners.get(fk);
+        if (owner !== undefined && owner !== service) {
+          if (f.scope === 0) this.conflicts.push({ service, frontend: fk, flags: f.flags, owner });
+          return false;
+        }
+        this.owners.set(fk, service);
+        return true;
+      });
+      plan = { ...plan, frontends };
+    }
+    const old = this.plans.get(service);
+    if (old) {
+      const member = (p: ServicePlan, f: ServicePlan['frontends'][number], m: number): string => `${f.addr}|${f.port}|${backendKey(p.backends[m]!)}`;
+      const keep = new Set(plan ? plan.frontends.flatMap((f) => f.members.map((m) => member(plan, f, m))) : []);
+      for (const f of old.frontends) {
+        if (f.proto !== 'UDP') continue;
+        for (const m of f.members) if (!keep.has(member(old, f, m))) this.goneUdp.add(member(old, f, m));
+      }
+    }
+    if (plan) this.plans.set(service, plan);
+    else this.plans.delete(service);
+    this.dirty.add(service);
+  }
+
+  /** A new local-traffic detector (detectLocalMode NodeCIDR follows the Node): every service is rendered again and the next commit rewrites the table. */
+  setLocalTraffic(localTraffic: NftContext['localTraffic']): void {
+    this.ctx = { ...this.ctx, ...(localTraffic ? { localTraffic } : {}) };
+    for (const key of this.plans.keys()) this.dirty.add(key);
+    this.needFull = true;
+  }
+
+  frontendOwner(frontend: string): ObjectKey | undefined {
+    return this.owners.get(frontend);
+  }
+
+  frontendCount(): number {
+    let n = 0;
+    for (const p of this.plans.values()) n += p.frontends.filter((f) => f.scope === 0).length;
+    return n;
+  }
+
+  backendCount(): number {
+    const all = new Set<string>();
+    for (const p of this.plans.values()) for (const b of p.backends) all.add(backendKey(b));
+    return all.size;
+  }
+
+  commit(): CommitStats {
+    const next = new Map<ObjectKey, NftService | null>();
+    for (const key of this.dirty) {
+      const plan = this.plans.get(key);
+      next.set(key, plan ? renderNftService(plan, this.ctx) : null);
+    }
+    const r = this.needFull ? this.commitFull(next) : this.commitPartial(next);
+    this.dirty.clear();
+    this.flushUdpConntrack();
+    return r;
+  }
+
+  private commitFull(next: Map<ObjectKey, NftService | null>): CommitStats {
+    const all = new Map(this.rendered);
+    for (const [key, s] of next) {
+      if (s) all.set(key, s);
+      else all.delete(key);
+    }
+    const services = [...all.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    const script = fullScript(
+      services.map(([, s]) => s),
+      this.ctx,
+    );
+    this.apply(script, services);
+    this.rendered.clear();
+    this.elements.clear();
+    this.picks.clear();
+    this.stale.clear();
+    for (const [key, s] of services) {
+      this.rendered.set(key, s);
+      for (const p of s.picks) this.picks.add(p);
+      for (const [set, els] of s.elements) for (const [k, v] of els) this.ref(`${set}\t${k}`, v);
+    }
+    this.needFull = false;
+    let n = 0;
+    for (const [, s] of services) n += s.chains.size + [...s.elements.values()].reduce((a, m) => a + m.size, 0);
+    return { upserts: n, deletes: 0 };
+  }
+
+  private ref(k: string, value: string): void {
+    const e = this.elements.get(k);
+    if (e) e.refs++;
+    else this.elements.set(k, { value, refs: 1 });
+  }
+
+  private commitPartial(next: Map<ObjectKey, NftService | null>): CommitStats {
+    const flush: string[] = [];
+    const delSets: string[] = [];
+    const addSets: string[] = [];
+    const addChains: string[] = [];
+    const rules: string[] = [];
+    const newStale = new Set<string>();
+    /** Element value before and after this commit, by "set\tkey". */
+    const touched = new Map<string, string | undefined>();
+    // Counted in place: a failed commit rewrites everything next time, and the full commit recounts.
+    const elements = this.elements;
+    const picks: string[] = [];
+    for (const [key, s] of next) {
+      const old = this.rendered.get(key);
+      // A set declared anew (its timeout changed) is deleted and added: every chain naming it is refilled.
+      const redeclared = [...(s?.sets ?? [])].some(([set, decl]) => old?.sets.has(set) === true && old.sets.get(set) !== decl);
+      for (const [c, rs] of s?.chains ?? []) {
+        const was = old?.chains.get(c);
+        if (was && !redeclared && was.join('\n') === rs.join('\n')) continue;
+        if (was) flush.push(`flush chain ${T} ${c}`);
+        else if (!this.stale.has(c)) addChains.push(`add chain ${T} ${c}`);
+        else flush.push(`flush chain ${T} ${c}`);
+        this.stale.delete(c);
+        for (const r of rs) rules.push(`add rule ${T} ${c} ${r}`);
+      }
+      for (const c of old?.chains.keys() ?? []) {
+        if (s?.chains.has(c)) continue;
+        flush.push(`flush chain ${T} ${c}`);
+        newStale.add(c);
+      }
+      for (const [set, decl] of s?.sets ?? []) {
+        const was = old?.sets.get(set);
+        if (was === decl) continue;
+        if (was !== undefined) delSets.push(`delete set ${T} ${set}`);
+        addSets.push(`add set ${T} ${set} { ${decl} }`);
+      }
+      for (const set of old?.sets.keys() ?? []) if (!s?.sets.has(set)) delSets.push(`delete set ${T} ${set}`);
+      for (const p of s?.picks ?? []) if (!this.picks.has(p) && !picks.includes(p)) picks.push(p);
+      // Elements: release the old service's, take the new one's.
+      for (const [set, els] of old?.elements ?? []) {
+        for (const k of els.keys()) {
+          const id = `${set}\t${k}`;
+          const e = elements.get(id)!;
+          if (!touched.has(id)) touched.set(id, e.value);
+          if (--e.refs === 0) elements.delete(id);
+        }
+      }
+      for (const [set, els] of s?.elements ?? []) {
+        for (const [k, v] of els) {
+          const id = `${set}\t${k}`;
+          if (!touched.has(id)) touched.set(id, elements.get(id)?.value);
+          const e = elements.get(id);
+          if (e) {
+            e.refs++;
+            e.value = v;
+          } else elements.set(id, { value: v, refs: 1 });
+        }
+      }
+    }
+    const delElements: string[] = [];
+    const addElements: string[] = [];
+    for (const [id, before] of touched) {
+      const after = elements.get(id)?.value;
+      if (before === after) continue;
+      const [set, k] = id.split('\t') as [string, string];
+      if (before !== undefined) delElements.push(`delete element ${T} ${set} { ${k} }`);
+      if (after !== undefined) addElements.push(`add element ${T} ${set} { ${k}${after} }`);
+    }
+    const stale = [...this.stale].map((c) => `delete chain ${T} ${c}`);
+    const pickLines = picks.sort(comparePick).flatMap(pickChainLines);
+    // Order: chains that lose their rules first, then sets no rule uses any
+    // more, then what is new, then the elements (after the chains they name).
+    const lines = [...flush, ...delSets, ...addSets, ...addChains, ...pickLines, ...rules, ...delElements, ...addElements, ...stale];
+    if (lines.length === 0) return { upserts: 0, deletes: 0 };
+    const script = lines.join('\n') + '\n';
+    const involved: Array<[ObjectKey, NftService]> = [];
+    for (const [key, s] of next) {
+      const old = this.rendered.get(key);
+      if (s) involved.push([key, s]);
+      if (old) involved.push([key, old]);
+    }
+    this.apply(script, involved);
+    for (const [key, s] of next) {
+      if (s) this.rendered.set(key, s);
+      else this.rendered.delete(key);
+    }
+    for (const p of picks) this.picks.add(p);
+    this.stale = newStale;
+    return { upserts: rules.length + addElements.length, deletes: delElements.length + stale.length };
+  }
+
+  /** Run one transaction; on failure, name the line (and its service) and rewrite everything next time. */
+  private apply(script: string, services: ReadonlyArray<readonly [ObjectKey, NftService]>): void {
+    this.lastScript = script;
+    const r = this.run(['nft', '-f', '-'], script);
+    if (r.code === 0) return;
+    this.needFull = true;
+    const lines = script.split('\n');
+    const at = Number(/:(\d+):\d+(?:-\d+)?: Error/.exec(r.stderr)?.[1] ?? 0);
+    const line = at > 0 ? lines[at - 1] : undefined;
+    let service: ObjectKey | undefined;
+    if (line !== undefined) {
+      for (const [key, s] of services) if (service === undefined && lineOfService(line, s)) service = key;
+    }
+    const error = r.stderr.trim().split('\n')[0] ?? 'nft failed';
+    throw new Error(`nft -f failed${service ? ` for Service ${service}` : ''}${line ? ` at \`${line}\`` : ''}: ${error}`);
+  }
+
+  private flushUdpConntrack(): void {
+    for (const gone of this.goneUdp) {
+      const [addr, port, member] = gone.split('|');
+      const ep = member!.replace(/:\d+\/\w+$/, '').replace(/^\[(.*)\]$/, '$1');
+      const family = addr!.includes(':') ? ['-f', 'ipv6'] : [];
+      const r = this.run(['conntrack', '-D', ...family, '-p', 'udp', '--orig-dst', addr!, '--orig-port-dst', port!, '--dst-nat', ep]);
+      if (r.code > 1) this.log.warn('could not delete stale UDP conntrack entries', { frontend: `${addr}:${port}`, endpoint: ep, error: r.stderr.trim() });
+    }
+    this.goneUdp.clear();
+  }
+}
+
+function lineOfService(line: string, s: NftService): boolean {
+  for (const c of [...s.chains.keys(), ...s.sets.keys()]) if (line.includes(` ${c} `) || line.endsWith(` ${c}`)) return true;
+  for (const els of s.elements.values()) for (const k of els.keys()) if (line.includes(`{ ${k}`)) return true;
+  return false;
+}
+
+/** Remove weir's table. Returns whether there was one. */
+export function cleanupNftables(run: CommandRunner = runCommand): boolean {
+  // The table names only: a node that never ran nftables mode (or has no nft) has nothing to remove.
+  const list = run(['nft', 'list', 'tables', 'inet']);
+  if (list.code !== 0 || !/^table inet weir$/m.test(list.stdout)) return false;
+  const r = run(['nft', 'delete', 'table', 'inet', 'weir']);
+  if (r.code !== 0) throw new Error(`nft delete table inet weir failed: ${r.stderr.trim()}`);
+  return true;
+}
+
+/** Can this node run nftables mode? (nft present and able to change this network namespace's rules) */
+export function nftablesAvailable(run: CommandRunner = runCommand): string | null {
+  // A check-only transaction (-c) exercises the netlink path without changing anything.
+  const r = run(['nft', '-c', '-f', '-'], `add table inet weir-probe\nadd chain inet weir-probe p { type nat hook prerouting priority -100; }\n`);
+  return r.code === 0 ? null : r.stderr.trim() || 'nft not usable';
+}
