@@ -25,8 +25,9 @@ const all: Run[] = [
   { label: 'ffi (koffi)', dir: 'test/unit', pattern: '^ffi\\.test\\.js$', env: { WEIR_FFI: 'koffi' } },
   { label: 'ffi (ffi-napi)', dir: 'test/unit', pattern: '^ffi\\.test\\.js$', env: { WEIR_FFI: 'ffi-napi' } },
   { label: 'e2e', dir: 'test/e2e', pattern: '\\.test\\.js$' },
-  // The service suites again on the iptables fallback: same tests, other dataplane.
+  // The service suites again on each fallback: same tests, other dataplane.
   { label: 'e2e-iptables', dir: 'test/e2e', pattern: '^(clusterip|services|features|fragments|sctp|conntrack|detect-local|ipv6|services6)\\.test\\.js$', env: { WEIR_TEST_MODE: 'iptables' } },
+  { label: 'e2e-nftables', dir: 'test/e2e', pattern: '^(clusterip|services|features|fragments|sctp|conntrack|detect-local|ipv6|services6)\\.test\\.js$', env: { WEIR_TEST_MODE: 'nftables' } },
 ];
 const runs = all.filter((r) => !only || r.label.startsWith(only));
 

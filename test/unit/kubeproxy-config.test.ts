@@ -113,8 +113,10 @@ test('nodePortAddresses keywords: "primary" and "all" leave weir\'s node IPs unn
   assert.equal(cidrs(kp('nodePortAddresses: [localhost, 10.0.0.0/8]\n').options, 'nodePortAddresses'), ['127.0.0.0/8', '10.0.0.0/8']);
 });
 
-test('mode: iptables is weir iptables mode; ipvs, nftables and unset run BPF (auto), and a line says so', () => {
-  for (const mode of ['ipvs', 'nftables']) {
+test('mode: iptables and nftables are weir modes of those names; ipvs and unset run BPF (auto), and a line says so', () => {
+  assert.is(kp('mode: nftables\n').options.mode, 'nftables');
+  assert.equal(kp('mode: nftables\n').notes, []);
+  for (const mode of ['ipvs']) {
     const { options, notes } = kp(`mode: ${mode}\n`);
     assert.is(options.mode, 'auto');
     assert.ok(

@@ -203,9 +203,10 @@ export function kubeProxyOptions(doc: Doc): KubeProxyOptions {
 
   // Each kube-proxy backend reads its own section's periods (and nftables its own masqueradeAll).
   const mode = r.str('mode') ?? '';
-  if (mode === 'iptables') {
-    set('mode', 'mode', 'iptables');
-  } else if (mode === '' || mode === 'ipvs' || mode === 'nftables') {
+  // A rule-based mode asked for by name is weir's mode of that name.
+  if (mode === 'iptables' || mode === 'nftables') {
+    set('mode', 'mode', mode);
+  } else if (mode === '' || mode === 'ipvs') {
     set('mode', 'mode', 'auto');
     notes.push({
       level: 'info',
