@@ -12,7 +12,7 @@ BPF_CFLAGS := -O2 -g -target bpf -Wall -Werror -Wno-unused-function \
 	-D__TARGET_ARCH_$(subst x86_64,x86,$(ARCH)) \
 	-Ibpf/include -Ibpf/shared -Ibpf/lib -I/usr/include/$(ARCH)-linux-gnu
 NATIVE_LIB := $(BUILD)/native/libweirbpf.so
-DEBIAN_PKGS := clang llvm libbpf-dev libelf-dev zlib1g-dev bpftool iproute2 iptables \
+DEBIAN_PKGS := clang llvm libbpf-dev libelf-dev zlib1g-dev bpftool iproute2 iptables nftables \
 	conntrack curl netcat-openbsd socat iperf3 util-linux procps gcc make clang-format python3
 
 # tsc needs node_modules; everything that runs needs the system packages.
