@@ -71,7 +71,7 @@ bpffs:
 	@grep -qs ' /sys/fs/bpf bpf ' /proc/mounts || mount -t bpf bpf /sys/fs/bpf
 
 # Unit suites need no root; binding and cluster-in-a-box suites need root.
-test: all lint bpffs
+test: all lint bpffs bench-deps
 	node dist/test/run.js
 
 test-unit: deps ts
@@ -96,9 +96,10 @@ soak: all bpffs
 bench: all bpffs bench-deps
 	node dist/bench/run.js $(BENCH_ARGS)
 
-# What only `make bench` runs: wrk and nginx (bench/wire.ts). The benchmark
-# starts nginx in its own namespaces; a policy-rc.d keeps the package from
-# starting a system nginx on the host while it installs.
+# What the benchmarks add (`make test` runs them once, quick): wrk and nginx
+# for bench/wire.ts. The benchmark starts nginx in its own namespaces; a
+# policy-rc.d keeps the package from starting a system nginx on the host
+# while it installs.
 BENCH_PKGS := wrk nginx
 bench-deps: system-deps
 	@[ -n "$(SKIP_SYSTEM_DEPS)" ] && exit 0; \

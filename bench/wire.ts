@@ -9,6 +9,8 @@
  *   none       no proxy: the client addresses the nginx pod directly
  *   bpf-tc     weir, BPF mode; the pods are outside its cgroup (tc path)
  *   bpf-sock   weir, BPF mode; the pods inside its cgroup (socket path)
+ *   bpf-direct weir, BPF mode, but the client addresses the nginx pod: what
+ *              having the programs attached costs traffic that is no service's
  *   nftables   weir, nftables mode (where this build has it)
  *   iptables   weir, iptables mode
  *   kp-nft     a kube-proxy nftables-shaped ruleset (bench/kube-proxy-nft.ts)
@@ -34,7 +36,7 @@ import { lbMapArgs, lbMapEntries } from './coldstart';
 import { kubeProxyNftRuleset, PeerService } from './kube-proxy-nft';
 import { epAddr, serviceObj, sliceObj, vip, writeManifests } from './manifests';
 
-export const VARIANTS = ['none', 'bpf-tc', 'bpf-sock', 'nftables', 'iptables', 'kp-nft'] as const;
+export const VARIANTS = ['none', 'bpf-direct', 'bpf-tc', 'bpf-sock', 'nftables', 'iptables', 'kp-nft'] as const;
 export type Variant = (typeof VARIANTS)[number];
 
 export interface WireSample {
@@ -184,8 +186,9 @@ export async function benchWire(o: { sizes: number[]; rounds: number; seconds: n
       box.writeManifest('targets.json', JSON.stringify({ apiVersion: 'v1', kind: 'List', items: targets.flat() }));
       const entries = lbMapEntries(n + lanes.length, ENDPOINTS);
       for (const [i, lane] of lanes.entries()) {
-        lane.host = lane.variant === 'none' ? box.pod(lane.server).ip : vip(TARGET + i);
-        lane.httpPort = lane.variant === 'none' ? 8080 : HTTP_PORT;
+        const direct = lane.variant === 'none' || lane.variant === 'bpf-direct';
+        lane.host = direct ? box.pod(lane.server).ip : vip(TARGET + i);
+        lane.httpPort = direct ? 8080 : HTTP_PORT;
         const t0 = Date.now();
         if (lane.variant === 'kp-nft') {
           const peer: PeerService[] = [];
@@ -269,13 +272,13 @@ export function summary(res: WireResult): string[] {
   for (const v of VARIANTS) {
     const ss = res.samples[v];
     if (!ss?.length) {
-      if (res.skipped[v]) lines.push(`  ${v.padEnd(9)} skipped: ${res.skipped[v]}`);
+      if (res.skipped[v]) lines.push(`  ${v.padEnd(10)} skipped: ${res.skipped[v]}`);
       continue;
     }
     const m = (k: keyof WireSample): number => Math.round(median(ss.map((s) => s[k])) * 100) / 100;
     const ratio = median(ratios(res, v, 'none'));
     lines.push(
-      `  ${v.padEnd(9)} ${String(m('closeRps')).padStart(6)} conn/s (${ratio.toFixed(2)}×) p50 ${m('closeP50Us')} µs p99 ${m('closeP99Us')} µs | keep-alive ${m('keepaliveRps')} req/s p99 ${m('keepaliveP99Us')} µs | iperf3 ${m('iperfGbps')} Gbit/s`,
+      `  ${v.padEnd(10)} ${String(m('closeRps')).padStart(6)} conn/s (${ratio.toFixed(2)}×) p50 ${m('closeP50Us')} µs p99 ${m('closeP99Us')} µs | keep-alive ${m('keepaliveRps')} req/s p99 ${m('keepaliveP99Us')} µs | iperf3 ${m('iperfGbps')} Gbit/s`,
     );
   }
   for (const b of bars(res)) if (b.rounds) lines.push(`  bar: ${b.bar}: median ${b.median}, held in ${b.held} of ${b.rounds} rounds`);

@@ -79,7 +79,7 @@ function benchSmoke(): Promise<{ passed: number; failed: number }> {
       let ok = code === 0;
       try {
         const r = JSON.parse(fs.readFileSync(path.resolve(__dirname, '../../bench/results-quick.json'), 'utf8')) as Record<string, unknown[] | object>;
-        ok = ok && ['ffi', 'packet', 'coldStart', 'oneChange', 'path'].every((k) => r[k] !== undefined);
+        ok = ok && ['ffi', 'packet', 'coldStart', 'oneChange', 'path', 'wire'].every((k) => r[k] !== undefined);
       } catch {
         ok = false;
       }
