@@ -18,11 +18,12 @@
  *    it always did.
  */
 import { Family, ObjectKey, ipFamily } from '../model/types';
-import { ServicePlan, backendKey, frontendKey } from '../plan/plan';
+import { ServicePlan } from '../plan/plan';
 import { CommitStats, FrontendConflict } from '../reconcile/reconciler';
 import { Dataplane } from '../reconcile/dataplane';
 import { childProcess } from '../util/lazy';
 import { Logger } from '../util/log';
+import { RuleServices } from './services';
 import { HOOKS, PREFIX, RenderContext, ServiceRules, Tables, LEAF_CHAINS, renderService, restoreSections } from './render';
 
 type Table = 'nat' | 'filter';
@@ -69,18 +70,11 @@ class FamilyState {
 }
 
 export class IptablesDataplane implements Dataplane {
-  readonly conflicts: FrontendConflict[] = [];
   private ctx: RenderContext;
   private readonly log: Logger;
   private readonly run: CommandRunner;
   private readonly fullSyncMs: number;
-  private readonly plans = new Map<ObjectKey, ServicePlan>();
-  private readonly dirty = new Set<ObjectKey>();
-  private readonly owners = new Map<string, ObjectKey>();
-  /** The frontends each service holds in `owners` (a change releases them without a scan of every frontend). */
-  private readonly claimed = new Map<ObjectKey, string[]>();
-  /** UDP endpoints that left a frontend since the last commit: "vip|port|endpoint". */
-  private readonly goneUdp = new Set<string>();
+  private readonly services = new RuleServices();
   private readonly state: Record<Family, FamilyState> = { 4: new FamilyState(), 6: new FamilyState() };
   /** Whether ip6tables is usable here (false: IPv6 frontends are left out, said once). */
   private readonly ipv6: boolean;
@@ -96,39 +90,12 @@ export class IptablesDataplane implements Dataplane {
     this.ipv6 = opts.ipv6 ?? true;
   }
 
+  get conflicts(): FrontendConflict[] {
+    return this.services.conflicts;
+  }
+
   setService(service: ObjectKey, plan: ServicePlan | null): void {
-    // A frontend (address, port, protocol) belongs to the first service that
-    // claimed it, as in the BPF maps; later claimants are reported and skipped.
-    for (const fk of this.claimed.get(service) ?? []) if (this.owners.get(fk) === service) this.owners.delete(fk);
-    this.claimed.delete(service);
-    if (plan) {
-      const claims: string[] = [];
-      const frontends = plan.frontends.filter((f) => {
-        const fk = frontendKey(f);
-        const owner = this.owners.get(fk);
-        if (owner !== undefined && owner !== service) {
-          if (f.scope === 0) this.conflicts.push({ service, frontend: fk, flags: f.flags, owner });
-          return false;
-        }
-        this.owners.set(fk, service);
-        claims.push(fk);
-        return true;
-      });
-      this.claimed.set(service, claims);
-      plan = { ...plan, frontends };
-    }
-    const old = this.plans.get(service);
-    if (old) {
-      const member = (p: ServicePlan, f: ServicePlan['frontends'][number], m: number): string => `${f.addr}|${f.port}|${backendKey(p.backends[m]!)}`;
-      const keep = new Set(plan ? plan.frontends.flatMap((f) => f.members.map((m) => member(plan, f, m))) : []);
-      for (const f of old.frontends) {
-        if (f.proto !== 'UDP') continue;
-        for (const m of f.members) if (!keep.has(member(old, f, m))) this.goneUdp.add(member(old, f, m));
-      }
-    }
-    if (plan) this.plans.set(service, plan);
-    else this.plans.delete(service);
-    this.dirty.add(service);
+    plan = this.services.set(service, plan);
     if (plan && !this.v6Active && plan.frontends.some((f) => ipFamily(f.addr) === 6)) {
       if (this.ipv6) this.v6Active = true;
       else if (!this.v6Warned) {
@@ -141,25 +108,21 @@ export class IptablesDataplane implements Dataplane {
   /** A new local-traffic detector (detectLocalMode NodeCIDR follows the Node): every service is rendered again at the next commit. */
   setLocalTraffic(matches: readonly string[]): void {
     this.ctx = { ...this.ctx, localTraffic: matches };
-    for (const key of this.plans.keys()) this.dirty.add(key);
+    this.services.markAllDirty();
     this.state[4].needFull = true;
     this.state[6].needFull = true;
   }
 
   frontendOwner(frontend: string): ObjectKey | undefined {
-    return this.owners.get(frontend);
+    return this.services.frontendOwner(frontend);
   }
 
   frontendCount(): number {
-    let n = 0;
-    for (const p of this.plans.values()) n += p.frontends.filter((f) => f.scope === 0).length;
-    return n;
+    return this.services.frontendCount();
   }
 
   backendCount(): number {
-    const all = new Set<string>();
-    for (const p of this.plans.values()) for (const b of p.backends) all.add(backendKey(b));
-    return all.size;
+    return this.services.backendCount();
   }
 
   commit(): CommitStats {
@@ -170,8 +133,8 @@ export class IptablesDataplane implements Dataplane {
       upserts += r.upserts;
       deletes += r.deletes;
     }
-    this.flushUdpConntrack();
-    this.dirty.clear();
+    this.services.flushUdpConntrack(this.run, this.log);
+    this.services.dirty.clear();
     return { upserts, deletes };
   }
 
@@ -184,9 +147,9 @@ export class IptablesDataplane implements Dataplane {
     const dropped: Record<Table, Set<string>> = { nat: new Set(), filter: new Set() };
     // The dirty services' lines in the shared chains, before and after (edited in place in a partial sync: jumpEdits).
     const changed: Array<{ old: ServiceRules | undefined; now: ServiceRules | undefined }> = [];
-    for (const key of this.dirty) {
+    for (const key of this.services.dirty) {
       const old = st.rendered.get(key);
-      const plan = this.plans.get(key);
+      const plan = this.services.plans.get(key);
       const r = plan ? renderService(plan, ctx) : undefined;
       if (r) st.rendered.set(key, r);
       else st.rendered.delete(key);
@@ -196,7 +159,7 @@ export class IptablesDataplane implements Dataplane {
         for (const c of old.filterChains.keys()) if (!r?.filterChains.has(c)) dropped.filter.add(c);
       }
     }
-    if (this.dirty.size > 0 || !st.order) st.order = [...st.rendered.keys()].sort();
+    if (this.services.dirty.size > 0 || !st.order) st.order = [...st.rendered.keys()].sort();
     const t = new Tables(ctx);
     // What weir's chains will be after this sync: in a partial sync, what
     // they were with the dirty services' changes (nothing else is read).
@@ -206,7 +169,7 @@ export class IptablesDataplane implements Dataplane {
     for (const key of st.order) {
       const r = st.rendered.get(key)!;
       t.addJumps(r);
-      if (!full && !this.dirty.has(key)) continue;
+      if (!full && !this.services.dirty.has(key)) continue;
       for (const [table, chains] of [
         ['nat', r.natChains],
         ['filter', r.filterChains],
@@ -281,20 +244,6 @@ export class IptablesDataplane implements Dataplane {
       const r = this.run([iptables, '-w', '5', '-t', h.table, '-I', h.chain, '1', ...args]);
       if (r.code !== 0) throw new Error(`iptables -I ${h.chain}: ${r.stderr.trim()}`);
     }
-  }
-
-  private flushUdpConntrack(): void {
-    for (const gone of this.goneUdp) {
-      const [addr, port, member] = gone.split('|');
-      // The endpoint's address out of its key: "10.0.0.1:80/UDP", "[fd00::1]:80/UDP".
-      const ep = member!.replace(/:\d+\/\w+$/, '').replace(/^\[(.*)\]$/, '$1');
-      // conntrack(8) reads addresses as IPv4 unless told the family.
-      const family = addr!.includes(':') ? ['-f', 'ipv6'] : [];
-      // Exit 1 means "nothing matched": fine. Anything else leaves stale UDP flows: say so.
-      const r = this.run(['conntrack', '-D', ...family, '-p', 'udp', '--orig-dst', addr!, '--orig-port-dst', port!, '--dst-nat', ep]);
-      if (r.code > 1) this.log.warn('could not delete stale UDP conntrack entries', { frontend: `${addr}:${port}`, endpoint: ep, error: r.stderr.trim() });
-    }
-    this.goneUdp.clear();
   }
 }
 

@@ -19,21 +19,19 @@
  *    error names the line, and the service that line belongs to.
  */
 import { ObjectKey } from '../model/types';
-import { ServicePlan, backendKey, frontendKey } from '../plan/plan';
+import { ServicePlan } from '../plan/plan';
 import { CommitStats, FrontendConflict } from '../reconcile/reconciler';
 import { Dataplane } from '../reconcile/dataplane';
 import { Logger } from '../util/log';
+import { RuleServices } from './services';
 import { CommandRunner, runCommand } from './iptables';
 import { NftContext, NftService, T, comparePick, fullScript, pickChainLines, renderNftService } from './nft-render';
 
 export class NftablesDataplane implements Dataplane {
-  readonly conflicts: FrontendConflict[] = [];
   private ctx: NftContext;
   private readonly log: Logger;
   private readonly run: CommandRunner;
-  private readonly plans = new Map<ObjectKey, ServicePlan>();
-  private readonly dirty = new Set<ObjectKey>();
-  private readonly owners = new Map<string, ObjectKey>();
+  private readonly services = new RuleServices();
   /** What the table holds, per service, as last committed. */
   private readonly rendered = new Map<ObjectKey, NftService>();
   /** Every element in the table: "set\tkey" -> value and how many services hold it. */
@@ -42,7 +40,6 @@ export class NftablesDataplane implements Dataplane {
   /** Chains flushed by an earlier commit and unreferenced since: deleted by the next one. */
   private stale = new Set<string>();
   private needFull = true;
-  private readonly goneUdp = new Set<string>();
   /** The last script written (for tests and the error). */
   lastScript = '';
 
@@ -52,68 +49,42 @@ export class NftablesDataplane implements Dataplane {
     this.run = opts.run ?? runCommand;
   }
 
+  get conflicts(): FrontendConflict[] {
+    return this.services.conflicts;
+  }
+
   setService(service: ObjectKey, plan: ServicePlan | null): void {
-    // A frontend belongs to the first service that claimed it, as in the BPF maps.
-    for (const [fk, owner] of this.owners) if (owner === service) this.owners.delete(fk);
-    if (plan) {
-      const frontends = plan.frontends.filter((f) => {
-        const fk = frontendKey(f);
-        const owner = this.owners.get(fk);
-        if (owner !== undefined && owner !== service) {
-          if (f.scope === 0) this.conflicts.push({ service, frontend: fk, flags: f.flags, owner });
-          return false;
-        }
-        this.owners.set(fk, service);
-        return true;
-      });
-      plan = { ...plan, frontends };
-    }
-    const old = this.plans.get(service);
-    if (old) {
-      const member = (p: ServicePlan, f: ServicePlan['frontends'][number], m: number): string => `${f.addr}|${f.port}|${backendKey(p.backends[m]!)}`;
-      const keep = new Set(plan ? plan.frontends.flatMap((f) => f.members.map((m) => member(plan, f, m))) : []);
-      for (const f of old.frontends) {
-        if (f.proto !== 'UDP') continue;
-        for (const m of f.members) if (!keep.has(member(old, f, m))) this.goneUdp.add(member(old, f, m));
-      }
-    }
-    if (plan) this.plans.set(service, plan);
-    else this.plans.delete(service);
-    this.dirty.add(service);
+    this.services.set(service, plan);
   }
 
   /** A new local-traffic detector (detectLocalMode NodeCIDR follows the Node): every service is rendered again and the next commit rewrites the table. */
   setLocalTraffic(localTraffic: NftContext['localTraffic']): void {
     this.ctx = { ...this.ctx, ...(localTraffic ? { localTraffic } : {}) };
-    for (const key of this.plans.keys()) this.dirty.add(key);
+    this.services.markAllDirty();
     this.needFull = true;
   }
 
   frontendOwner(frontend: string): ObjectKey | undefined {
-    return this.owners.get(frontend);
+    return this.services.frontendOwner(frontend);
   }
 
   frontendCount(): number {
-    let n = 0;
-    for (const p of this.plans.values()) n += p.frontends.filter((f) => f.scope === 0).length;
-    return n;
+    return this.services.frontendCount();
   }
 
   backendCount(): number {
-    const all = new Set<string>();
-    for (const p of this.plans.values()) for (const b of p.backends) all.add(backendKey(b));
-    return all.size;
+    return this.services.backendCount();
   }
 
   commit(): CommitStats {
     const next = new Map<ObjectKey, NftService | null>();
-    for (const key of this.dirty) {
-      const plan = this.plans.get(key);
+    for (const key of this.services.dirty) {
+      const plan = this.services.plans.get(key);
       next.set(key, plan ? renderNftService(plan, this.ctx) : null);
     }
     const r = this.needFull ? this.commitFull(next) : this.commitPartial(next);
-    this.dirty.clear();
-    this.flushUdpConntrack();
+    this.services.dirty.clear();
+    this.services.flushUdpConntrack(this.run, this.log);
     return r;
   }
 
@@ -256,17 +227,6 @@ export class NftablesDataplane implements Dataplane {
     }
     const error = r.stderr.trim().split('\n')[0] ?? 'nft failed';
     throw new Error(`nft -f failed${service ? ` for Service ${service}` : ''}${line ? ` at \`${line}\`` : ''}: ${error}`);
-  }
-
-  private flushUdpConntrack(): void {
-    for (const gone of this.goneUdp) {
-      const [addr, port, member] = gone.split('|');
-      const ep = member!.replace(/:\d+\/\w+$/, '').replace(/^\[(.*)\]$/, '$1');
-      const family = addr!.includes(':') ? ['-f', 'ipv6'] : [];
-      const r = this.run(['conntrack', '-D', ...family, '-p', 'udp', '--orig-dst', addr!, '--orig-port-dst', port!, '--dst-nat', ep]);
-      if (r.code > 1) this.log.warn('could not delete stale UDP conntrack entries', { frontend: `${addr}:${port}`, endpoint: ep, error: r.stderr.trim() });
-    }
-    this.goneUdp.clear();
   }
 }
 
