@@ -12,7 +12,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Results } from './run';
-import { VARIANTS, WireSample, bars as wireBars, ratios as wireRatios } from './wire';
+import { VARIANTS, WireSample, bars as wireBars, median, ratios as wireRatios } from './wire';
 
 /** Figures as run.ts holds them (NaN when not measured) or as results.json reads back (null). */
 type Figure = number | null | undefined;
@@ -481,10 +481,6 @@ function pathSection(v: View, bars: Bar[]): string[] {
 function wireSection(v: View): string[] {
   const runs = v.r.wire ?? [];
   if (!runs.length) return [`## ${HEADINGS.wire}`, '', 'Not in the results file.', ''];
-  const med = (xs: number[]): number => {
-    const s = xs.filter(Number.isFinite).sort((a, b) => a - b);
-    return s.length ? ((s[(s.length - 1) >> 1] ?? NaN) + (s[s.length >> 1] ?? NaN)) / 2 : NaN;
-  };
   const first = runs[0]!;
   const lines = [
     `## ${HEADINGS.wire}`,
@@ -502,8 +498,8 @@ function wireSection(v: View): string[] {
         if (res.skipped[variant]) lines.push(row([count(res.services), variant, res.skipped[variant], '—', '—', '—', '—', '—', '—', '—']));
         continue;
       }
-      const m = (f: (s: WireSample) => number): number => med(ss.map(f));
-      const ratioNone = med(wireRatios(res, variant, 'none'));
+      const m = (f: (s: WireSample) => number): number => median(ss.map(f));
+      const ratioNone = median(wireRatios(res, variant, 'none'));
       lines.push(
         row([
           count(res.services),

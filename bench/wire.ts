@@ -246,7 +246,8 @@ export async function benchWire(o: { sizes: number[]; rounds: number; seconds: n
   return results;
 }
 
-const median = (xs: readonly number[]): number => {
+/** Of the finite values; for an even count, the mean of the two middle ones. */
+export const median = (xs: readonly number[]): number => {
   const s = [...xs].filter(Number.isFinite).sort((a, b) => a - b);
   return s.length === 0 ? NaN : ((s[(s.length - 1) >> 1] ?? NaN) + (s[s.length >> 1] ?? NaN)) / 2;
 };
