@@ -63,10 +63,12 @@ export function staleSockets(maps: SocketMaps): StaleSocket[] {
   const scan = (family: 4 | 6, entries: Array<[string, Buffer]>): void => {
     const frontend = reader(maps, family);
     for (const [k, v] of entries) {
-      const key = family === 4 ? C.skKey.decode(keyBuffer(k)) : C.sk6Key.decode(keyBuffer(k));
+      // The frontend first: most records are TCP sockets', whose keys need no decoding.
       const val = family === 4 ? C.skVal.decode(v) : C.sk6Val.decode(v);
       const f = frontend(val.addr, val.port);
-      if (f.kind === 'tcp' || f.backends.has(`${key.addr}|${key.port}`)) continue;
+      if (f.kind === 'tcp') continue;
+      const key = family === 4 ? C.skKey.decode(keyBuffer(k)) : C.sk6Key.decode(keyBuffer(k));
+      if (f.backends.has(`${key.addr}|${key.port}`)) continue;
       out.push({ cookie: key.cookie, family, addr: key.addr, port: key.port });
     }
   };

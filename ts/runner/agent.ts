@@ -253,10 +253,20 @@ async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Pro
   // A sync that removed backends may leave node processes' connected UDP
   // sockets pointed at one (the socket hooks chose it at connect()): they
   // are destroyed, so their owners connect again, as kube-proxy clears such
-  // conntrack entries. Once per sync that deleted something, at most.
+  // conntrack entries. Reading every socket record is a walk of up to 64k
+  // entries, so the syncs that deleted something within a second share one.
   let sockTermWarned = false;
+  let sockTermTimer: NodeJS.Timeout | null = null;
+  undo.push(() => void (sockTermTimer && clearTimeout(sockTermTimer)));
   const terminateStaleSockets = (): void => {
-    if (!dp || !opts.cgroupRoot) return;
+    if (!dp || !opts.cgroupRoot || sockTermTimer) return;
+    sockTermTimer = setTimeout(() => {
+      sockTermTimer = null;
+      terminateNow();
+    }, SOCKTERM_COALESCE_MS).unref();
+  };
+  const terminateNow = (): void => {
+    if (!dp) return;
     try {
       const t = dp.terminateStaleSockets();
       if (t === null && !sockTermWarned) {
@@ -530,6 +540,9 @@ async function chooseMode(opts: RunOptions, log: Logger, loading: Promise<BpfDat
 }
 
 type DataplaneMode = 'bpf' | 'nftables' | 'iptables';
+
+/** How long the syncs that deleted map entries are gathered before stale sockets are looked for once. */
+const SOCKTERM_COALESCE_MS = 1000;
 
 /** iptables mode: the netfilter conntrack sysctls of the timeouts given. A failure is logged: the rules still serve. */
 function setTimeouts(opts: RunOptions, log: Logger): void {
