@@ -119,6 +119,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } weir1_ids SEC(".maps");
 
+/* ports: word -> 64 bits of the frontend or backend port bitmap (weir.h, ports.h). Agent writes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, 2 * WEIR_PORT_WORDS);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} weir1_ports SEC(".maps");
+
 /* frag: {saddr, daddr, IP id, proto} -> ports of the datagram, from its first fragment. tc programs write. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);

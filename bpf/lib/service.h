@@ -28,6 +28,7 @@
 #include "icmp.h"
 #include "lb.h"
 #include "nat.h"
+#include "ports.h"
 #include "reject.h"
 #include "verdict.h"
 
@@ -251,7 +252,8 @@ static __always_inline bool host_reply(const struct pkt *p)
 
 /*
  * ICMP errors about a flow (icmp.h) apart; then frontends first, replies
- * only for packets that are not for a frontend:
+ * only for packets that are not for a frontend (each lookup only where the
+ * port filter, ports.h, says it may find something):
  * the common forward packet pays one conntrack lookup, not two. Safe because
  * masquerade never picks a source port that is a frontend on the masquerade
  * address (ct_snat_port), so a reply can never look like a new connection.
@@ -264,13 +266,15 @@ static __always_inline int handle_packet(struct __sk_buff *skb, struct pkt *p, e
 
 	if (p->proto == IPPROTO_ICMP)
 		return handle_icmp(skb, p, origin == FROM_HOST);
-	svc = lb_frontend(&key, p, WEIR_SCOPE_ALL);
+	svc = port_frontend(p->dport) ? lb_frontend(&key, p, WEIR_SCOPE_ALL) : NULL;
 	if (svc && !(origin == FROM_HOST && host_reply(p)))
 		return handle_frontend(skb, p, &key, svc, origin, now);
 	/* On lo, the only replies weir translates are those of masqueraded
 	 * flows, addressed to a masquerade port: the rest of the node's
 	 * loopback traffic pays one service lookup and no conntrack lookup. */
 	if (origin == FROM_HOST && bpf_ntohs(p->dport) < SNAT_PORT_MIN)
+		return WEIR_PASS;
+	if (!port_backend(p->sport))
 		return WEIR_PASS;
 	return handle_reply(skb, p, now);
 }

@@ -207,7 +207,7 @@ static __always_inline int handle_packet6(struct __sk_buff *skb, struct pkt6 *p,
 			return WEIR_V_DROP_NAT_FAILED;
 		return v;
 	}
-	svc = lb6_frontend(&key, p, WEIR_SCOPE_ALL);
+	svc = port_frontend(p->dport) ? lb6_frontend(&key, p, WEIR_SCOPE_ALL) : NULL;
 	if (svc && !(origin == FROM_HOST && host_reply6(p))) {
 		v = handle_frontend6(skb, p, &key, svc, origin);
 		if (v != WEIR_REJECT6)
@@ -216,6 +216,8 @@ static __always_inline int handle_packet6(struct __sk_buff *skb, struct pkt6 *p,
 		return p->frag == PKT_FRAG_LATER ? WEIR_V_DROP_NO_ENDPOINTS : reject6(skb, p);
 	}
 	if (origin == FROM_HOST && bpf_ntohs(p->dport) < SNAT_PORT_MIN)
+		return WEIR_PASS;
+	if (!port_backend(p->sport))
 		return WEIR_PASS;
 	return handle_reply6(skb, p);
 }

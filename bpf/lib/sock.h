@@ -17,6 +17,7 @@
 
 #include "cfg.h"
 #include "lb.h"
+#include "ports.h"
 
 #define ECONNREFUSED 111
 
@@ -126,7 +127,7 @@ static __always_inline int sock_pick(struct bpf_sock_addr *ctx, __be32 daddr, __
 	p.daddr = daddr;
 	p.dport = dport;
 	p.proto = ctx->protocol;
-	svc = lb_frontend(&key, &p, WEIR_SCOPE_ALL);
+	svc = port_frontend(dport) ? lb_frontend(&key, &p, WEIR_SCOPE_ALL) : NULL;
 	if (!svc)
 		return 1;
 	if (!sock_in_host(ctx, cfg) && !sock_pod_translates(ctx, cfg, svc))

@@ -99,7 +99,7 @@ static __always_inline int sock6_forward(struct bpf_sock_addr *ctx, bool sendmsg
 		return sock6_forward_mapped(ctx, sendmsg, p.daddr[3]);
 	p.dport = (__be16)ctx->user_port; /* network order in the low 16 bits */
 	p.proto = ctx->protocol;
-	svc = lb6_frontend(&key, &p, WEIR_SCOPE_ALL);
+	svc = port_frontend(p.dport) ? lb6_frontend(&key, &p, WEIR_SCOPE_ALL) : NULL;
 	if (!svc)
 		return 1;
 	if (!sock_in_host(ctx, cfg) && !sock_pod_translates(ctx, cfg, svc))

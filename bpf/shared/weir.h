@@ -34,6 +34,7 @@
 #define WEIR_MAP_IDS "weir1_ids"
 #define WEIR_MAP_FRAG "weir1_frag"
 #define WEIR_MAP_LOCAL_DEV "weir1_localdev"
+#define WEIR_MAP_PORTS "weir1_ports"
 
 /* IPv6: one map per family where a struct holds an address (docs/ipv6.md,
  * "Map layout"); ids, membership and verdicts are shared. */
@@ -73,6 +74,11 @@
 #define WEIR_MAX_FRAGS 8192
 /* Pod-facing devices of one node (one per pod, or a bridge). */
 #define WEIR_MAX_LOCAL_DEVS 16384
+/* weir1_ports: a 65,536-bit map of frontend ports, then one of backend
+ * ports, as u64 words (bit p of word p / 64 names port p). Bit 0 of word 0
+ * (port 0, never a service's) says the agent has written the filter. */
+#define WEIR_PORT_WORDS 1024
+#define WEIR_PORTS_BACKEND WEIR_PORT_WORDS /* first word of the backend half */
 
 /* weir_svc_key.scope: which endpoint set a frontend entry describes. */
 #define WEIR_SCOPE_ALL 0 /* every usable endpoint of the service */

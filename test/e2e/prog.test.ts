@@ -18,6 +18,7 @@ import { keyString } from '../../ts/datapath/maps';
 import { readServices } from '../../ts/datapath/dump';
 import { ClusterStore } from '../../ts/model/store';
 import { ObjectKey } from '../../ts/model/types';
+import { PORT_WORDS } from '../../ts/reconcile/ports';
 import { MapFullError, Reconciler } from '../../ts/reconcile/reconciler';
 import { Syncer } from '../../ts/runner/sync';
 import { createLogger } from '../../ts/util/log';
@@ -209,6 +210,28 @@ s('no endpoints, UDP: ICMP port unreachable quoting the original header', (ctx) 
   assert.equal([out[34], out[35]], [3, 3], 'destination unreachable / port unreachable');
   assert.equal(out.subarray(42, 70), orig.subarray(14, 42), 'quotes IP header + 8 bytes');
   assert.equal(checksumsValid(out), { ip: true, l4: true });
+});
+
+s('port filter: once on, only marked ports are looked up; marking brings the frontend and its replies back', (ctx) => {
+  const word = (w: number, v: bigint): void => {
+    const b = Buffer.alloc(8);
+    b.writeBigUInt64LE(v);
+    ctx.dp.maps.ports.upsert([[keyString(C.u32Key.encode({ value: w })), b]]);
+  };
+  const bit = (port: number): bigint => 1n << BigInt(port & 63);
+  try {
+    word(0, 1n); // on, nothing marked
+    const syn = packet({ proto: 'tcp', src: CLIENT, dst: VIP, sport: 40090, dport: 80 });
+    assert.equal(run(ctx, syn).out, syn, 'port 80 unmarked: no frontend lookup, untouched');
+    word(80 >> 6, bit(80));
+    assert.is(hdr(run(ctx, syn).out).dst, BACKEND, 'port 80 marked: DNAT');
+    const reply = packet({ proto: 'tcp', src: BACKEND, dst: CLIENT, sport: 8080, dport: 40090, flags: 0x12 });
+    assert.equal(run(ctx, reply).out, reply, 'backend port 8080 unmarked: no reply lookup, untouched');
+    word(PORT_WORDS + (8080 >> 6), bit(8080));
+    assert.is(hdr(run(ctx, reply).out).src, VIP, 'backend port 8080 marked: reverse NAT');
+  } finally {
+    for (const w of [0, 80 >> 6, PORT_WORDS + (8080 >> 6)]) word(w, 0n); // off again, for the other tests
+  }
 });
 
 s('packets that are not ours pass untouched', (ctx) => {

@@ -10,20 +10,29 @@ import * as C from '../../ts/datapath/codecs';
 import { MemoryMap, keyString } from '../../ts/datapath/maps';
 import { checkMaps, formatViolations } from '../../ts/check/invariants';
 import { ClusterStore } from '../../ts/model/store';
+import { PORT_WORDS } from '../../ts/reconcile/ports';
 import { Reconciler } from '../../ts/reconcile/reconciler';
 import { Syncer } from '../../ts/runner/sync';
 import { createLogger } from '../../ts/util/log';
 import { memoryMaps } from './pipeline';
 import { rng } from './rng';
 
-function world() {
-  const maps = { ...memoryMaps(), ids: new MemoryMap('weir1_ids', 4, C.ids.size) };
+/** weir1_ports as the kernel creates it: every word of the array exists, zero. */
+function portsMap(): MemoryMap {
+  const m = new MemoryMap('weir1_ports', 4, 8);
+  for (let w = 0; w < 2 * PORT_WORDS; w++) m.upsert([[keyString(C.u32Key.encode({ value: w })), Buffer.alloc(8)]]);
+  return m;
+}
+
+function world(extra: { ct?: MemoryMap; seed?: (maps: ReturnType<typeof memoryMaps>) => void } = {}) {
+  const maps = { ...memoryMaps(), ids: new MemoryMap('weir1_ids', 4, C.ids.size), ports: portsMap(), ...(extra.ct ? { ct: extra.ct } : {}) };
   maps.ids.upsert([[keyString(C.u32Key.encode({ value: 0 })), C.ids.encode({})]]); // an array map's entry always exists
+  extra.seed?.(maps);
   const store = new ClusterStore(() => undefined);
   const reconciler = new Reconciler(maps);
   reconciler.adopt();
   const syncer = new Syncer({ store, reconciler, log: createLogger('error', () => undefined), ctx: { nodeName: 'n1', nodePortAddrs: ['192.168.1.1' as never] } });
-  return { maps, store, sync: () => syncer.sync() };
+  return { maps, store, reconciler, sync: () => syncer.sync() };
 }
 
 const service = (name: string, ip: string, extra: Partial<NonNullable<V1Service['spec']>> = {}): V1Service => ({
@@ -184,6 +193,70 @@ test('dual-stack: clean on what the reconciler writes to both families; IPv6 cor
   assert.match(text, /^weir1_member \d+\/\d+: backend \d+ does not exist$/m);
   assert.match(text, /^weir1_revnat6 \d+: holds \[fd00:96::9\]:1, but rev_nat id \d+ names \[fd00:96::9\]:80\/TCP$/m);
   assert.not.match(text, /weir1_(svc|be|revnat) /, 'the IPv4 family is fine');
+});
+
+/** The port filter's bit for a frontend or backend port, as the programs read it. */
+function marked(ports: MemoryMap, half: 'frontend' | 'backend', port: number): boolean {
+  const word = (half === 'backend' ? PORT_WORDS : 0) + (port >> 6);
+  const v = ports.lookup(u32(word))!.readBigUInt64LE(0);
+  return ((v >> BigInt(port & 63)) & 1n) === 1n;
+}
+
+test('the port filter is on and marks the ports in use; an unmarked one is reported', () => {
+  const w = programmed();
+  assert.ok(marked(w.maps.ports, 'frontend', 0), 'switched on');
+  assert.ok(marked(w.maps.ports, 'frontend', 80));
+  assert.ok(marked(w.maps.ports, 'backend', 8080));
+  assert.not.ok(marked(w.maps.ports, 'frontend', 8080), 'a backend port is no frontend port');
+  assert.not.ok(marked(w.maps.ports, 'backend', 80));
+  w.maps.ports.upsert([[u32(80 >> 6), Buffer.alloc(8)]]);
+  assert.match(formatViolations(checkMaps(w.maps)), 'weir1_ports frontend port 80: not marked, but weir1_svc uses it');
+  // A full comparison (the drift repair) writes the word back.
+  w.reconciler.repairDrift();
+  assert.equal(formatViolations(checkMaps(w.maps)), '');
+});
+
+test("a departed backend's port stays marked: conntrack still holds its flows", () => {
+  const w = programmed();
+  w.store.upsertService({ ...service('c', '10.96.0.3'), spec: { clusterIP: '10.96.0.3', ports: [{ port: 81, targetPort: 9090 }] } }, 't');
+  w.store.upsertSlice({ ...slice('c', [{ ip: '10.244.1.9' }]), ports: [{ port: 9090 }] }, 't');
+  w.sync();
+  assert.ok(marked(w.maps.ports, 'backend', 9090));
+  w.store.deleteService('default/c' as never);
+  w.sync();
+  assert.ok(marked(w.maps.ports, 'backend', 9090));
+  assert.ok(marked(w.maps.ports, 'frontend', 81), 'nothing is cleared while the pins live');
+  assert.equal(formatViolations(checkMaps(w.maps)), '');
+});
+
+test('a filter no agent switched on yet is seeded from the maps, conntrack included, then switched on', () => {
+  // An upgrade: the maps hold a service and a flow to a backend that has since left; the filter is new.
+  const ct = new MemoryMap('weir1_ct', C.ctKey.size, C.ctVal.size);
+  const rev = C.ctKey.encode({ saddr: '10.244.7.7', daddr: '10.244.0.5', sport: 7777, dport: 40000, proto: C.IPPROTO.TCP, dir: C.CT_DIR.REV });
+  const fwd = C.ctKey.encode({ saddr: '10.244.0.5', daddr: '10.96.0.9', sport: 40000, dport: 99, proto: C.IPPROTO.TCP, dir: C.CT_DIR.FWD });
+  ct.upsert([
+    [keyString(rev), C.ctVal.encode({})],
+    [keyString(fwd), C.ctVal.encode({})],
+  ]);
+  const first = programmed();
+  const w = world({
+    ct,
+    seed: (maps) => {
+      for (const m of ['svc', 'be', 'revnat', 'member'] as const) for (const [k, v] of first.maps[m].entries) maps[m].upsert([[k, Buffer.from(v)]]);
+    },
+  });
+  assert.ok(marked(w.maps.ports, 'frontend', 0), 'switched on at adoption');
+  assert.ok(marked(w.maps.ports, 'backend', 7777), "the departed backend's replies are still looked up");
+  assert.not.ok(marked(w.maps.ports, 'backend', 40000), 'a forward entry names no backend port');
+  assert.ok(marked(w.maps.ports, 'frontend', 80), 'ports of the frontends the maps held');
+  assert.ok(marked(w.maps.ports, 'backend', 8080));
+  ct.remove([keyString(fwd)]);
+  assert.equal(
+    formatViolations(checkMaps(w.maps))
+      .split('\n')
+      .filter((l) => l.includes('weir1_ports')),
+    [],
+  );
 });
 
 test.run();

@@ -14,10 +14,13 @@
  *    member, cidr or revnat entry of a rev_nat id no master holds, no
  *    member naming a missing backend, no backend nothing names;
  *  - every id any map names is below the pinned high-water marks, so none
- *    is handed out twice while conntrack or affinity may hold it.
+ *    is handed out twice while conntrack or affinity may hold it;
+ *  - the port filter, once on, marks every frontend port, backend port and
+ *    reply-direction conntrack source port (bpf/lib/ports.h).
  */
 import * as C from '../datapath/codecs';
 import { MapIO, ServiceMaps, keyBuffer } from '../datapath/maps';
+import { PORT_WORDS, PortFilter } from '../reconcile/ports';
 
 export interface Violation {
   /** The map the offending entry is in (weir1_svc, ...). */
@@ -40,6 +43,7 @@ export type CheckedMaps = ServiceMaps & {
   readonly cidr6?: MapIO;
   readonly ct6?: MapIO;
   readonly aff6?: MapIO;
+  readonly ports?: MapIO;
 };
 
 const proto = (n: number): string => (n === C.IPPROTO.TCP ? 'TCP' : n === C.IPPROTO.UDP ? 'UDP' : n === C.IPPROTO.SCTP ? 'SCTP' : `proto${n}`);
@@ -176,7 +180,41 @@ export function checkMaps(maps: CheckedMaps): Violation[] {
         above(aff6, `${key.client} rev_nat ${key.rev_nat_id}`, 'backend', C.affVal.decode(v).backend_id, be);
       }
   }
+  if (maps.ports) checkPorts(maps, maps.ports, [...masters.values(), ...[...slots.values()].flatMap((m) => [...m.values()])], bad);
   return out;
+}
+
+/**
+ * The port filter (bpf/lib/ports.h) marks every port a frontend, backend
+ * or reply-direction conntrack entry uses; an unmarked one is a service the
+ * programs cannot see, or replies they leave untranslated.
+ */
+function checkPorts(maps: CheckedMaps, ports: MapIO, frontends: ReadonlyArray<{ port: number; map: MapIO }>, bad: (map: MapIO, key: string, rule: string) => void): void {
+  const words = Buffer.alloc(2 * PORT_WORDS * 8);
+  for (const [k, v] of ports.dump()) {
+    const w = C.u32Key.decode(keyBuffer(k)).value;
+    if (w < 2 * PORT_WORDS) v.copy(words, w * 8, 0, 8);
+  }
+  const missing = new Set<string>();
+  const need = (half: 'frontend' | 'backend', port: number, from: string): void => {
+    const key = `${half} port ${port}`;
+    if (PortFilter.marked(words, half, port) || missing.has(key)) return;
+    missing.add(key);
+    bad(ports, key, `not marked, but ${from} uses it: the programs skip its ${half === 'frontend' ? 'frontend' : 'reply'} lookups`);
+  };
+  for (const f of frontends) need('frontend', f.port, f.map.name);
+  for (const [be, codec] of [
+    [maps.be, C.backend],
+    [maps.be6, C.backend6],
+  ] as const) {
+    if (be) for (const [, v] of be.dump()) need('backend', codec.decode(v).port, be.name);
+  }
+  if (maps.ct) for (const [k] of maps.ct.dump()) checkRev(C.ctKey.decode(keyBuffer(k)), maps.ct.name, need);
+  if (maps.ct6) for (const [k] of maps.ct6.dump()) checkRev(C.ct6Key.decode(keyBuffer(k)), maps.ct6.name, need);
+}
+
+function checkRev(key: { sport: number; dir: number }, map: string, need: (half: 'backend', port: number, from: string) => void): void {
+  if (key.dir === C.CT_DIR.REV) need('backend', key.sport, `a reply-direction entry of ${map}`);
 }
 
 export function formatViolations(vs: readonly Violation[]): string {

@@ -181,7 +181,7 @@ async function check(opts: ReadOptions): Promise<number> {
   const { loadShim } = await import('../datapath/ffi');
   const { checkMaps, formatViolations } = await import('../check/invariants');
   const shim = loadShim();
-  const maps = openPinned(shim, root, ['svc', 'be', 'revnat', 'member', 'cidr', 'ids', 'ct', 'aff']);
+  const maps = openPinned(shim, root, ['svc', 'be', 'revnat', 'member', 'cidr', 'ids', 'ct', 'aff', ...(fs.existsSync(path.join(root, MAP_NAMES.ports)) ? (['ports'] as const) : [])]);
   // The IPv6 twins, where the datapath has them (pins made before IPv6 have none).
   const v6 = fs.existsSync(path.join(root, MAP_NAMES.svc6)) ? openPinned(shim, root, ['svc6', 'be6', 'revnat6', 'cidr6', 'ct6', 'aff6']) : {};
   const found = checkMaps({ ...maps, ...v6 });

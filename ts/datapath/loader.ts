@@ -30,6 +30,7 @@ export const MAP_NAMES = {
   cidr: 'weir1_cidr',
   skrevnat: 'weir1_skrevnat',
   ids: 'weir1_ids',
+  ports: 'weir1_ports',
   frag: 'weir1_frag',
   localDev: 'weir1_localdev',
   svc6: 'weir1_svc6',
@@ -113,6 +114,7 @@ export interface AllMaps extends ServiceMaps {
   readonly cfg: PinnedMap;
   readonly skrevnat: PinnedMap;
   readonly ids: PinnedMap;
+  readonly ports: PinnedMap;
   readonly localDev: PinnedMap;
   /** IPv6 twins of the maps whose structs hold an address (docs/ipv6.md, "Map layout"). */
   readonly svc6: PinnedMap;
@@ -287,6 +289,7 @@ export class BpfDatapath {
       cfg: map(MAP_NAMES.cfg),
       skrevnat: map(MAP_NAMES.skrevnat),
       ids: map(MAP_NAMES.ids),
+      ports: map(MAP_NAMES.ports),
       localDev: map(MAP_NAMES.localDev),
       svc6: map(MAP_NAMES.svc6),
       be6: map(MAP_NAMES.be6),

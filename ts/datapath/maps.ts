@@ -311,4 +311,6 @@ export interface ServiceMaps {
   readonly ct?: MapIO;
   readonly aff?: MapIO;
   readonly skrevnat?: MapIO;
+  /** The port filter (weir1_ports, reconcile/ports.ts); the in-memory twin may leave it out. */
+  readonly ports?: MapIO;
 }

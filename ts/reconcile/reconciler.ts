@@ -46,6 +46,7 @@ import { ServiceRecord, entryCount, forEachBackendRow } from './record';
 import { DriftScanner } from './drift';
 import { AdoptReport, adoptPinned } from './adopt';
 import { MapName, ReconcileMaps, SECTIONS, V6_MAPS, hasV6, u32Key } from './layout';
+import { PortFilter } from './ports';
 import { CommitStats, NO_WRITES, Writes } from './writes';
 import { RecordBuilder, v6Row } from './builder';
 import { diffAll, diffPending } from './differ';
@@ -149,12 +150,14 @@ export class Reconciler implements Dataplane {
   readonly conflicts: FrontendConflict[] = [];
   readonly truncated: TruncatedFrontend[] = [];
   private readonly builder: RecordBuilder;
+  private readonly ports: PortFilter;
 
   /** writes: where flush() hands its batches (a KernelWriteQueue lets the kernel insert while the next ones are built). */
   constructor(maps: ReconcileMaps, writes: WriteQueue = IMMEDIATE_WRITES) {
     this.maps = maps;
     this.writes = writes;
     this.be6 = hasV6(maps) ? new BackendTable6(this.be) : null;
+    this.ports = new PortFilter(maps.ports);
     this.builder = new RecordBuilder({
       be: this.be,
       be6: this.be6,
@@ -180,6 +183,7 @@ export class Reconciler implements Dataplane {
     this.full = a.nonEmpty;
     this.savedIds = a.savedIds;
     this.adoptedIdsPending = true;
+    this.ports.adopt(this.maps);
     return a.report;
   }
 
@@ -237,6 +241,7 @@ export class Reconciler implements Dataplane {
       // hand-off, which on a busy 2-vCPU machine added milliseconds to its p99.
       this.writes.drain();
       this.saveIds();
+      this.ports.cover(w, full);
       stats = w.submit(this.maps, IMMEDIATE_WRITES);
       this.drift.noteWrites(w);
     } catch (e) {
@@ -303,6 +308,7 @@ export class Reconciler implements Dataplane {
       w.clear();
       diffPending(w, { pending: this.pending, records: this.records, be: this.be, be6: this.be6 });
       this.saveIds();
+      this.ports.cover(w, false);
       stats = w.submit(this.maps, this.writes);
       this.drift.noteWrites(w);
     } catch {
