@@ -191,10 +191,18 @@ static __always_inline struct weir_sk_val *sock_frontend(struct bpf_sock_addr *c
 	return bpf_map_lookup_elem(&weir1_skrevnat, &sk);
 }
 
-/* Show the frontend instead of the backend (recvmsg source, getpeername). Always 1. */
+/*
+ * Show the frontend instead of the backend (recvmsg source, getpeername).
+ * Always 1. Only a backend's port can be translated back: a server asking
+ * for its client's address skips the lookup.
+ */
 static __always_inline int sock_reverse(struct bpf_sock_addr *ctx)
 {
-	struct weir_sk_val *sv = sock_frontend(ctx, ctx->user_ip4, (__be16)ctx->user_port);
+	struct weir_sk_val *sv;
+
+	if (!port_backend((__be16)ctx->user_port))
+		return 1;
+	sv = sock_frontend(ctx, ctx->user_ip4, (__be16)ctx->user_port);
 
 	if (sv) {
 		ctx->user_ip4 = sv->addr;

@@ -139,6 +139,8 @@ static __always_inline int sock6_reverse(struct bpf_sock_addr *ctx)
 	struct weir_sk6_key sk = {};
 	struct weir_sk6_val *sv;
 
+	if (!port_backend((__be16)ctx->user_port))
+		return 1; /* as sock_reverse */
 	sk.cookie = bpf_get_socket_cookie(ctx);
 	sock6_dst(ctx, sk.addr);
 	sk.port = (__be16)ctx->user_port;
