@@ -110,6 +110,7 @@ test('each kind of hand edit is found and named: elements missing, extra or chan
     ['element changed', (k) => k.sets.get('cluster-endpoints-tcp')!.elements.set('10.96.0.1 . 80 . 0', '10.244.9.9 . 8080'), 'cluster-endpoints-tcp 1'],
     ['chain flushed', (k) => (k.chains.get('pick-cluster-2')!.rules.length = 0), 'pick-cluster-2 1'],
     ['rule added', (k) => k.chains.get('services')!.rules.push(['jump x']), 'services 1'],
+    ['rule inserted first', (k) => k.chains.get('services')!.rules.unshift(['jump x']), 'services 1'],
     ['rule retargeted', (k) => (k.chains.get('pick-cluster-2')!.rules[0] = ['@cluster-endpoints-tcp', 'mod 3']), 'pick-cluster-2 1'],
     ['chain deleted', (k) => k.chains.delete('services'), 'services 1'],
     ['chain added', (k) => k.chains.set('mine', { base: true, rules: [] }), 'mine 1'],

@@ -41,9 +41,13 @@ export function compareTable(committed: CommittedTable, kernel: KernelTable): Ma
       add(name, 1);
       continue;
     }
-    let differ = Math.abs(k.rules.length - rules.length);
-    for (let i = 0; i < Math.min(rules.length, k.rules.length); i++) if (ruleTextRefs(rules[i]!).join('\n') !== k.rules[i]!.join('\n')) differ++;
-    add(name, differ);
+    add(
+      name,
+      rulesDiffer(
+        rules.map((r) => ruleTextRefs(r).join(' ')),
+        k.rules.map((r) => r.join(' ')),
+      ),
+    );
   }
   for (const name of kernel.chains.keys()) if (!committed.chains.has(name)) add(name, 1);
   const expectCount = new Map<string, number>();
@@ -72,6 +76,29 @@ export function compareTable(committed: CommittedTable, kernel: KernelTable): Ma
   }
   for (const name of kernel.sets.keys()) if (!committed.sets.has(name)) add(name, 1);
   return out;
+}
+
+/**
+ * How many rules differ: those one side has and the other lacks, a rule
+ * replaced counting once (a rule inserted counts 1, not every rule after
+ * it); or where both hold the same rules in another order, those out of
+ * place.
+ */
+function rulesDiffer(want: readonly string[], have: readonly string[]): number {
+  const count = new Map<string, number>();
+  for (const r of want) count.set(r, (count.get(r) ?? 0) + 1);
+  for (const r of have) count.set(r, (count.get(r) ?? 0) - 1);
+  let missing = 0;
+  let extra = 0;
+  for (const c of count.values()) {
+    if (c > 0) missing += c;
+    else extra -= c;
+  }
+  // A rule replaced counts once.
+  let n = Math.max(missing, extra);
+  if (n > 0) return n;
+  for (let i = 0; i < want.length; i++) if (want[i] !== have[i]) n++;
+  return n;
 }
 
 /** "service-ips 1,pick-cluster-2 3": the differences as the log prints them, by name. */
