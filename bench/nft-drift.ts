@@ -25,7 +25,10 @@ const ENDPOINTS = 10;
 
 /** CPU ms of this process's waited-for children (utime + stime from /proc/self/stat). */
 function childCpuMs(): number {
-  const f = fs.readFileSync('/proc/self/stat', 'utf8').slice(fs.readFileSync('/proc/self/stat', 'utf8').lastIndexOf(')') + 2).split(' ');
+  const f = fs
+    .readFileSync('/proc/self/stat', 'utf8')
+    .slice(fs.readFileSync('/proc/self/stat', 'utf8').lastIndexOf(')') + 2)
+    .split(' ');
   // Fields 16 and 17 (cutime, cstime) counted from 1; the slice starts at field 3. Ticks of 10 ms.
   return (Number(f[13]) + Number(f[14])) * 10;
 }

@@ -59,7 +59,10 @@ s('weir check is clean against a running nftables-mode agent; endpoint slots del
   await nft(box, `delete element inet weir cluster-endpoints-tcp { ${VIP} . 80 . 0, ${VIP} . 80 . 1 }`);
   const running = await check(box);
   assert.is(running.code, 1);
-  assert.equal(running.lines, [0, 1].map((slot) => `cluster-endpoints-tcp ${VIP} . 80 . ${slot}: missing: pick-cluster-2 draws slot ${slot} of 2 for ${VIP} . tcp . 80, whose connections there go untranslated`));
+  assert.equal(
+    running.lines,
+    [0, 1].map((slot) => `cluster-endpoints-tcp ${VIP} . 80 . ${slot}: missing: pick-cluster-2 draws slot ${slot} of 2 for ${VIP} . tcp . 80, whose connections there go untranslated`),
+  );
   const broken = await box.tcp('client', `${VIP}:80`, { count: 2, timeoutMs: 700 });
   assert.ok(
     broken.attempts.every((x) => !x.ok),

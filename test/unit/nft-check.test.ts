@@ -63,11 +63,19 @@ test('every golden table holds the invariants; each hand edit that breaks traffi
         () => nft('delete', 'element', 'inet', 'weir', 'cluster-endpoints-tcp', '{ 10.96.0.20 . 443 . 0 }'),
         /^cluster-endpoints-tcp 10\.96\.0\.20 \. 443 \. 0: missing: pick-cluster-2 draws slot 0 of 2 for 10\.96\.0\.20 \. tcp \. 443/m,
       ],
-      ['a stray slot added', () => nft('add', 'element', 'inet', 'weir', 'cluster-endpoints-tcp', '{ 10.96.0.20 . 443 . 5 : 10.244.9.9 . 80 }'), /^cluster-endpoints-tcp 10\.96\.0\.20 \. 443 \. 5: slot beyond the 2 that/m],
+      [
+        'a stray slot added',
+        () => nft('add', 'element', 'inet', 'weir', 'cluster-endpoints-tcp', '{ 10.96.0.20 . 443 . 5 : 10.244.9.9 . 80 }'),
+        /^cluster-endpoints-tcp 10\.96\.0\.20 \. 443 \. 5: slot beyond the 2 that/m,
+      ],
       ['a pick chain flushed', () => nft('flush', 'chain', 'inet', 'weir', 'pick-cluster-2'), /^service-ips 10\.96\.0\.20 \. tcp \. 443: goto pick-cluster-2: chain pick-cluster-2 has no rules/m],
       ['the services chain flushed', () => nft('flush', 'chain', 'inet', 'weir', 'services'), /^services chain: lacks its rule referring to @service-ips$/m],
       ['a chain nothing refers to', () => (nft('add', 'chain', 'inet', 'weir', 'stray'), nft('add', 'rule', 'inet', 'weir', 'stray', 'drop')), /^stray chain: has rules but nothing refers to it$/m],
-      ['a cluster-ips element without its frontend', () => nft('add', 'element', 'inet', 'weir', 'cluster-ips', '{ 10.96.9.9 . tcp . 80 }'), /^cluster-ips 10\.96\.9\.9 \. tcp \. 80: no service-ips element/m],
+      [
+        'a cluster-ips element without its frontend',
+        () => nft('add', 'element', 'inet', 'weir', 'cluster-ips', '{ 10.96.9.9 . tcp . 80 }'),
+        /^cluster-ips 10\.96\.9\.9 \. tcp \. 80: no service-ips element/m,
+      ],
     ];
     for (const [what, edit, want] of edits) {
       await load(run, 'kube-proxy-shapes');

@@ -43,7 +43,12 @@ test("a rule's references read the same from nft's JSON and from the text weir w
     {
       dnat: {
         family: 'ip',
-        addr: { map: { key: { concat: [{ payload: { protocol: 'ip', field: 'daddr' } }, { payload: { protocol: 'tcp', field: 'dport' } }, { numgen: { mode: 'random', mod: 2, offset: 0 } }] }, data: '@cluster-endpoints-tcp' } },
+        addr: {
+          map: {
+            key: { concat: [{ payload: { protocol: 'ip', field: 'daddr' } }, { payload: { protocol: 'tcp', field: 'dport' } }, { numgen: { mode: 'random', mod: 2, offset: 0 } }] },
+            data: '@cluster-endpoints-tcp',
+          },
+        },
       },
     },
   ];

@@ -271,7 +271,13 @@ export class NftablesDataplane implements Dataplane {
       else if (m[1] === 'rule') chains.set(m[2]!, [...(chains.get(m[2]!) ?? []), m[3]!]);
       else sets.set(m[2]!, false);
     }
-    for (const p of this.picks) chains.set(p, pickChainLines(p).slice(1).map((l) => l.slice(`add rule ${T} ${p} `.length)));
+    for (const p of this.picks)
+      chains.set(
+        p,
+        pickChainLines(p)
+          .slice(1)
+          .map((l) => l.slice(`add rule ${T} ${p} `.length)),
+      );
     for (const s of this.rendered.values()) {
       for (const [c, rules] of s.chains) chains.set(c, rules);
       for (const set of s.sets.keys()) sets.set(set, true);

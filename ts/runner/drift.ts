@@ -101,7 +101,15 @@ export class NftDriftCheck {
   /** When the next comparison may start (ms since the epoch). */
   private notBefore = 0;
 
-  constructor(private readonly opts: { readonly table: NftDriftSource; readonly log: Logger; readonly repaired?: DriftRepairs; readonly requestSync: () => void; readonly format: (d: ReadonlyMap<string, number>) => string }) {}
+  constructor(
+    private readonly opts: {
+      readonly table: NftDriftSource;
+      readonly log: Logger;
+      readonly repaired?: DriftRepairs;
+      readonly requestSync: () => void;
+      readonly format: (d: ReadonlyMap<string, number>) => string;
+    },
+  ) {}
 
   /** Start a comparison unless one is running. */
   scan(): void {
