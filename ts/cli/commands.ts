@@ -56,8 +56,11 @@ export const VERDICTS: Command<ReadOptions> = {
 
 export const CHECK: Command<ReadOptions> = {
   name: 'check',
-  summary: 'verify the invariants of the pinned maps; exit 1 and one line per violation',
-  notes: ['Checks rev-NAT ids, slots, members, owners and id high-water marks. Exit 0 when every invariant holds.'],
+  summary: 'verify the invariants of the pinned maps (nftables mode: of table inet weir); exit 1 and one line per violation',
+  notes: [
+    'Checks rev-NAT ids, slots, members, owners and id high-water marks. Exit 0 when every invariant holds.',
+    "Where table inet weir exists (nftables mode; a BPF-mode agent removes it), checks it instead: the fixed chains' rules, verdict targets, pick chains' endpoint slots, owners.",
+  ],
   flags: { json, bpffsRoot },
 };
 

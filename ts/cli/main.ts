@@ -177,6 +177,17 @@ async function verdicts(opts: ReadOptions): Promise<number> {
 
 async function check(opts: ReadOptions): Promise<number> {
   const root = opts.bpffsRoot;
+  // nftables mode's table, when there is one (a BPF-mode agent deletes it once it serves), else the pinned maps.
+  const { runCommand } = await import('../fallback/iptables');
+  const listing = runCommand(['nft', '-j', 'list', 'table', 'inet', 'weir']);
+  if (listing.code === 0) {
+    const { parseNftJson } = await import('../fallback/nft-json');
+    const { checkNftTable } = await import('../check/nft-invariants');
+    const { formatViolations } = await import('../check/invariants');
+    const found = checkNftTable(parseNftJson(listing.stdout));
+    print(opts, found, found.length ? formatViolations(found) : 'consistent: every invariant holds in table inet weir\n');
+    return found.length ? 1 : 0;
+  }
   const { MAP_NAMES, openPinned } = await import('../datapath/loader');
   const { loadShim } = await import('../datapath/ffi');
   const { checkMaps, formatViolations } = await import('../check/invariants');

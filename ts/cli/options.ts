@@ -42,7 +42,7 @@ export interface RunOptions {
   metricsAddr: string;
   logLevel: Level;
   minSyncPeriodMs: number;
-  /** BPF mode: how often every map is compared with the desired state and drift repaired (kube-proxy's syncPeriod); 0 = never. */
+  /** BPF and nftables mode: how often the maps or the table are compared with the desired state and drift repaired (kube-proxy's syncPeriod); 0 = never. */
   syncPeriodMs: number;
   /** Source address for hairpin traffic (a pod reaching itself via a service). */
   hairpinAddr: IPv4;
@@ -380,7 +380,7 @@ export const RUN_FLAGS: FlagTable<RunOptions> = {
     kind: 'value',
     placeholder: 'DURATION',
     default: '30s',
-    description: 'BPF mode: how often every map is compared with the desired state and repaired; 0: never',
+    description: 'BPF and nftables mode: how often the maps or table inet weir are compared with the desired state and repaired; 0: never',
     parse: parseDuration,
   },
   hairpinAddr: {

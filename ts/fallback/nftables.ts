@@ -24,8 +24,25 @@ import { CommitStats, FrontendConflict } from '../reconcile/reconciler';
 import { Dataplane } from '../reconcile/dataplane';
 import { Logger } from '../util/log';
 import { RuleServices } from './services';
+import { childProcess } from '../util/lazy';
 import { CommandRunner, runCommand } from './iptables';
-import { NftContext, NftService, T, comparePick, fullScript, pickChainLines, renderNftService } from './nft-render';
+import { CommittedTable, compareTable } from './nft-drift';
+import { parseNftJson } from './nft-json';
+import { NFT_TABLE, NftContext, NftService, T, comparePick, fullScript, pickChainLines, renderNftService, skeleton } from './nft-render';
+
+/** Runs a command without blocking the event loop (the table listing of ten thousand services is tens of megabytes). */
+export type AsyncCommandRunner = (argv: readonly string[]) => Promise<{ code: number; stdout: string; stderr: string }>;
+
+const runAsync: AsyncCommandRunner = (argv) =>
+  new Promise((resolve) => {
+    childProcess().execFile(argv[0]!, argv.slice(1), { encoding: 'utf8', maxBuffer: 1 << 30, timeout: 5 * 60_000 }, (error, stdout, stderr) => {
+      const code = error ? (typeof error.code === 'number' ? error.code : 1) : 0;
+      resolve({ code, stdout, stderr: stderr + (error && code === 1 && !stderr ? error.message : '') });
+    });
+  });
+
+/** What a drift check found: object name -> entries that differ; null when it could not compare (a commit came between). */
+export type DriftResult = Map<string, number> | null;
 
 export class NftablesDataplane implements Dataplane {
   private ctx: NftContext;
@@ -40,13 +57,21 @@ export class NftablesDataplane implements Dataplane {
   /** Chains flushed by an earlier commit and unreferenced since: deleted by the next one. */
   private stale = new Set<string>();
   private needFull = true;
+  /** Counts the transactions applied or failed: a table listing taken across one is not compared. */
+  private generation = 0;
+  /** What a drift check found, until the full rewrite it asked for has been applied. */
+  private drift: Map<string, number> | null = null;
+  /** The drift the last commit repaired (taken by takeRepaired). */
+  private repaired: Map<string, number> | null = null;
+  private readonly runAsync: AsyncCommandRunner;
   /** The last script written (for tests and the error). */
   lastScript = '';
 
-  constructor(opts: { ctx: NftContext; log: Logger; run?: CommandRunner }) {
+  constructor(opts: { ctx: NftContext; log: Logger; run?: CommandRunner; runAsync?: AsyncCommandRunner }) {
     this.ctx = opts.ctx;
     this.log = opts.log;
     this.run = opts.run ?? runCommand;
+    this.runAsync = opts.runAsync ?? runAsync;
   }
 
   get conflicts(): FrontendConflict[] {
@@ -110,6 +135,7 @@ export class NftablesDataplane implements Dataplane {
       for (const [set, els] of s.elements) for (const [k, v] of els) this.ref(`${set}\t${k}`, v);
     }
     this.needFull = false;
+    if (this.drift) [this.repaired, this.drift] = [this.drift, null];
     let n = 0;
     for (const [, s] of services) n += s.chains.size + [...s.elements.values()].reduce((a, m) => a + m.size, 0);
     return { upserts: n, deletes: 0 };
@@ -215,6 +241,7 @@ export class NftablesDataplane implements Dataplane {
   /** Run one transaction; on failure, name the line (and its service) and rewrite everything next time. */
   private apply(script: string, services: ReadonlyArray<readonly [ObjectKey, NftService]>): void {
     this.lastScript = script;
+    this.generation++;
     const r = this.run(['nft', '-f', '-'], script);
     if (r.code === 0) return;
     this.needFull = true;
@@ -227,6 +254,67 @@ export class NftablesDataplane implements Dataplane {
     }
     const error = r.stderr.trim().split('\n')[0] ?? 'nft failed';
     throw new Error(`nft -f failed${service ? ` for Service ${service}` : ''}${line ? ` at \`${line}\`` : ''}: ${error}`);
+  }
+
+  /**
+   * What the table should hold now: the fixed part, the pick chains, each
+   * service's chains, sets and elements, and the chains flushed by the last
+   * commit (empty until the next deletes them).
+   */
+  committed(): CommittedTable {
+    const chains = new Map<string, string[]>();
+    const sets = new Map<string, boolean>();
+    for (const line of skeleton(this.ctx)) {
+      const m = /^add (chain|map|set|rule) inet weir (\S+)(?: (.*))?$/.exec(line);
+      if (!m) continue;
+      if (m[1] === 'chain') chains.set(m[2]!, chains.get(m[2]!) ?? []);
+      else if (m[1] === 'rule') chains.set(m[2]!, [...(chains.get(m[2]!) ?? []), m[3]!]);
+      else sets.set(m[2]!, false);
+    }
+    for (const p of this.picks)
+      chains.set(
+        p,
+        pickChainLines(p)
+          .slice(1)
+          .map((l) => l.slice(`add rule ${T} ${p} `.length)),
+      );
+    for (const s of this.rendered.values()) {
+      for (const [c, rules] of s.chains) chains.set(c, rules);
+      for (const set of s.sets.keys()) sets.set(set, true);
+    }
+    for (const c of this.stale) if (!chains.has(c)) chains.set(c, []);
+    return { chains, sets, elements: this.elements };
+  }
+
+  /**
+   * Compare table inet weir with what was last committed. The listing runs
+   * in a child process, so syncs go on meanwhile; one that commits before
+   * the listing is in makes the result null (compared next time). A
+   * difference makes the next commit a full rewrite (see takeRepaired).
+   */
+  async checkDrift(): Promise<DriftResult> {
+    if (this.needFull) return null;
+    const generation = this.generation;
+    const r = await this.runAsync(['nft', '-j', 'list', 'table', 'inet', NFT_TABLE]);
+    if (generation !== this.generation || this.needFull) return null;
+    let found: Map<string, number>;
+    if (r.code !== 0) {
+      // No table at all (deleted by hand): everything is missing.
+      if (!/No such file or directory/.test(r.stderr)) throw new Error(`nft -j list table inet weir failed: ${r.stderr.trim()}`);
+      found = new Map([[T, 1]]);
+    } else found = compareTable(this.committed(), parseNftJson(r.stdout));
+    if (found.size > 0) {
+      this.drift = found;
+      this.needFull = true;
+    }
+    return found;
+  }
+
+  /** The differences the last commit repaired with a full rewrite, once. */
+  takeRepaired(): Map<string, number> | null {
+    const r = this.repaired;
+    this.repaired = null;
+    return r;
   }
 }
 

@@ -35,7 +35,7 @@ import { PinRootLock, lockPinRoot } from '../datapath/pinlock';
 import { agentMetrics } from '../metrics/agent-metrics';
 import { startMetricsServer } from '../metrics/server';
 import { Syncer } from './sync';
-import { DriftCheck } from './drift';
+import { DriftCheck, NftDriftCheck } from './drift';
 import { attachedSummary, rootNetns } from './attached';
 import { LocalDetector, describeDetector, detectorCidrs, detectorDeviceGlobs, iptablesLocalMatches, isLocalDevice, localDetector } from './local-detector';
 import type { IptablesDataplane } from '../fallback/iptables';
@@ -228,7 +228,15 @@ async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Pro
   let synced = false;
   // BPF mode compares the maps with the desired state every --sync-period
   // (kube-proxy's syncPeriod) and repairs what differs (./drift.ts).
-  const drift = reconciler instanceof Reconciler ? new DriftCheck({ reconciler, log, ...(metrics ? { repaired: metrics.driftRepairs } : {}), requestSync: () => runnerRef.runner?.request() }) : null;
+  // nftables mode lists table inet weir as often and rewrites it when it differs.
+  const repaired = metrics ? { repaired: metrics.driftRepairs } : {};
+  const requestSync = (): void => runnerRef.runner?.request();
+  const drift =
+    reconciler instanceof Reconciler
+      ? new DriftCheck({ reconciler, log, ...repaired, requestSync })
+      : nftables
+        ? new NftDriftCheck({ table: nftables, log, ...repaired, requestSync, format: (await import('../fallback/nft-drift')).formatDrift })
+        : null;
   let nodesVersion = -1;
   /** Take this node's IPs and zone from its Node object when it changed; re-plan everything when they did. */
   const applyNode = (): void => {

@@ -1,0 +1,91 @@
+/**
+ * `weir check` in nftables mode (ts/check/nft-invariants.ts): every golden
+ * table, as the kernel lists it, holds every invariant; each hand edit
+ * that breaks traffic is reported naming the object. As root, in a
+ * network namespace of its own; the pure cases run anywhere.
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { ClusterStore } from '../../ts/model/store';
+import { IP, parseCidr } from '../../ts/model/types';
+import { planService } from '../../ts/plan/plan';
+import { NftContext } from '../../ts/fallback/nft-render';
+import { NftablesDataplane } from '../../ts/fallback/nftables';
+import { CommandRunner } from '../../ts/fallback/iptables';
+import { KernelTable, parseNftJson } from '../../ts/fallback/nft-json';
+import { checkNftTable } from '../../ts/check/nft-invariants';
+import { formatViolations } from '../../ts/check/invariants';
+import { FileSource } from '../../ts/source/file';
+import { createLogger } from '../../ts/util/log';
+import { TEST_SRC } from './pipeline';
+
+const CTX: NftContext = { clusterCIDRs: [parseCidr('10.244.0.0/16')!, parseCidr('fd00:10:244::/56')!], masqueradeAll: false };
+const GOLDEN = path.join(TEST_SRC, 'golden-nft');
+
+test('a table without its fixed part is reported: each chain, map and set missing', () => {
+  const text = formatViolations(checkNftTable({ chains: new Map(), sets: new Map() }));
+  assert.match(text, /^services chain: missing from table inet weir$/m);
+  assert.match(text, /^service-ips map: missing from table inet weir$/m);
+});
+
+async function load(run: CommandRunner, name: string): Promise<void> {
+  const store = new ClusterStore(() => undefined);
+  const src = new FileSource({ dir: path.join(GOLDEN, name), store, onChange: () => undefined, log: createLogger('error', () => undefined) });
+  await src.start();
+  src.stop();
+  const ctx = { nodeName: 'n1', nodePortAddrs: ['192.168.77.10' as IP, 'fd00:77::10' as IP], zone: store.nodes.get('n1')?.zone ?? '' };
+  const dp = new NftablesDataplane({ ctx: CTX, log: createLogger('error', () => undefined), run });
+  for (const s of store.services.values()) dp.setService(s.key, planService(s, store.slicesOf(s.key), ctx));
+  dp.commit();
+}
+
+test('every golden table holds the invariants; each hand edit that breaks traffic is reported by name', async () => {
+  if (process.getuid?.() !== 0) return;
+  const ns = `weir-nft-check-${process.pid}`;
+  execFileSync('ip', ['netns', 'add', ns]);
+  try {
+    const run: CommandRunner = (argv, input) => {
+      const r = spawnSync('ip', ['netns', 'exec', ns, ...argv], { input, encoding: 'utf8' });
+      return { code: r.status ?? 1, stdout: r.stdout, stderr: r.stderr };
+    };
+    const table = (): KernelTable => parseNftJson(run(['nft', '-j', 'list', 'table', 'inet', 'weir']).stdout);
+    const nft = (...args: string[]): void => assert.is(run(['nft', ...args]).code, 0, args.join(' '));
+    for (const name of fs.readdirSync(GOLDEN).filter((n) => fs.statSync(path.join(GOLDEN, n)).isDirectory())) {
+      await load(run, name);
+      assert.is(formatViolations(checkNftTable(table())), '', name);
+    }
+    const edits: Array<[string, () => void, RegExp]> = [
+      [
+        'an endpoint slot deleted',
+        () => nft('delete', 'element', 'inet', 'weir', 'cluster-endpoints-tcp', '{ 10.96.0.20 . 443 . 0 }'),
+        /^cluster-endpoints-tcp 10\.96\.0\.20 \. 443 \. 0: missing: pick-cluster-2 draws slot 0 of 2 for 10\.96\.0\.20 \. tcp \. 443/m,
+      ],
+      [
+        'a stray slot added',
+        () => nft('add', 'element', 'inet', 'weir', 'cluster-endpoints-tcp', '{ 10.96.0.20 . 443 . 5 : 10.244.9.9 . 80 }'),
+        /^cluster-endpoints-tcp 10\.96\.0\.20 \. 443 \. 5: slot beyond the 2 that/m,
+      ],
+      ['a pick chain flushed', () => nft('flush', 'chain', 'inet', 'weir', 'pick-cluster-2'), /^service-ips 10\.96\.0\.20 \. tcp \. 443: goto pick-cluster-2: chain pick-cluster-2 has no rules/m],
+      ['the services chain flushed', () => nft('flush', 'chain', 'inet', 'weir', 'services'), /^services chain: lacks its rule referring to @service-ips$/m],
+      ['a chain nothing refers to', () => (nft('add', 'chain', 'inet', 'weir', 'stray'), nft('add', 'rule', 'inet', 'weir', 'stray', 'drop')), /^stray chain: has rules but nothing refers to it$/m],
+      [
+        'a cluster-ips element without its frontend',
+        () => nft('add', 'element', 'inet', 'weir', 'cluster-ips', '{ 10.96.9.9 . tcp . 80 }'),
+        /^cluster-ips 10\.96\.9\.9 \. tcp \. 80: no service-ips element/m,
+      ],
+    ];
+    for (const [what, edit, want] of edits) {
+      await load(run, 'kube-proxy-shapes');
+      edit();
+      const text = formatViolations(checkNftTable(table()));
+      assert.match(text, want, `${what}:\n${text}`);
+    }
+  } finally {
+    execFileSync('ip', ['netns', 'del', ns]);
+  }
+});
+
+test.run();
