@@ -140,6 +140,13 @@ export function checkMaps(maps: CheckedMaps): Violation[] {
   }
   for (const [id, map] of backends) if (!named.has(id)) bad(map, `${id}`, 'no slot or member names this backend');
 
+  // Conntrack is the largest map: read once, by the id and the port checks alike.
+  const once = <T>(read: () => T): (() => T) => {
+    let v: T | undefined;
+    return () => (v ??= read());
+  };
+  const ctEntries = once(() => maps.ct?.dump() ?? []);
+  const ct6Entries = once(() => maps.ct6?.dump() ?? []);
   const hwEntry = maps.ids?.dump()[0]?.[1];
   const hw = hwEntry ? C.ids.decode(hwEntry) : null;
   // Zeros: no agent has written the marks yet (an array map's entry always exists).
@@ -152,7 +159,7 @@ export function checkMaps(maps: CheckedMaps): Violation[] {
     for (const [id, map] of backends) above(map, `${id}`, 'backend', id, be);
     const { ct, aff, ct6, aff6 } = maps;
     if (ct)
-      for (const [k, v] of ct.dump()) {
+      for (const [k, v] of ctEntries()) {
         const val = C.ctVal.decode(v);
         const key = C.ctKey.decode(keyBuffer(k));
         const name = `${key.saddr}:${key.sport} -> ${key.daddr}:${key.dport}/${proto(key.proto)} ${key.dir === C.CT_DIR.REV ? 'rev' : 'fwd'}`;
@@ -160,7 +167,7 @@ export function checkMaps(maps: CheckedMaps): Violation[] {
         above(ct, name, 'backend', val.backend_id, be);
       }
     if (ct6)
-      for (const [k, v] of ct6.dump()) {
+      for (const [k, v] of ct6Entries()) {
         const val = C.ct6Val.decode(v);
         const key = C.ct6Key.decode(keyBuffer(k));
         const name = `[${key.saddr}]:${key.sport} -> [${key.daddr}]:${key.dport}/${proto(key.proto)} ${key.dir === C.CT_DIR.REV ? 'rev' : 'fwd'}`;
@@ -180,7 +187,10 @@ export function checkMaps(maps: CheckedMaps): Violation[] {
         above(aff6, `${key.client} rev_nat ${key.rev_nat_id}`, 'backend', C.affVal.decode(v).backend_id, be);
       }
   }
-  if (maps.ports) checkPorts(maps, maps.ports, [...masters.values(), ...[...slots.values()].flatMap((m) => [...m.values()])], bad);
+  if (maps.ports) {
+    const rev = [...ctEntries().map(([k]) => C.ctKey.decode(keyBuffer(k))), ...ct6Entries().map(([k]) => C.ct6Key.decode(keyBuffer(k)))].filter((k) => k.dir === C.CT_DIR.REV);
+    checkPorts(maps, maps.ports, [...masters.values(), ...[...slots.values()].flatMap((m) => [...m.values()])], rev, bad);
+  }
   return out;
 }
 
@@ -189,7 +199,13 @@ export function checkMaps(maps: CheckedMaps): Violation[] {
  * or reply-direction conntrack entry uses; an unmarked one is a service the
  * programs cannot see, or replies they leave untranslated.
  */
-function checkPorts(maps: CheckedMaps, ports: MapIO, frontends: ReadonlyArray<{ port: number; map: MapIO }>, bad: (map: MapIO, key: string, rule: string) => void): void {
+function checkPorts(
+  maps: CheckedMaps,
+  ports: MapIO,
+  frontends: ReadonlyArray<{ port: number; map: MapIO }>,
+  replies: ReadonlyArray<{ sport: number }>,
+  bad: (map: MapIO, key: string, rule: string) => void,
+): void {
   const words = Buffer.alloc(2 * PORT_WORDS * 8);
   for (const [k, v] of ports.dump()) {
     const w = C.u32Key.decode(keyBuffer(k)).value;
@@ -209,12 +225,7 @@ function checkPorts(maps: CheckedMaps, ports: MapIO, frontends: ReadonlyArray<{ 
   ] as const) {
     if (be) for (const [, v] of be.dump()) need('backend', codec.decode(v).port, be.name);
   }
-  if (maps.ct) for (const [k] of maps.ct.dump()) checkRev(C.ctKey.decode(keyBuffer(k)), maps.ct.name, need);
-  if (maps.ct6) for (const [k] of maps.ct6.dump()) checkRev(C.ct6Key.decode(keyBuffer(k)), maps.ct6.name, need);
-}
-
-function checkRev(key: { sport: number; dir: number }, map: string, need: (half: 'backend', port: number, from: string) => void): void {
-  if (key.dir === C.CT_DIR.REV) need('backend', key.sport, `a reply-direction entry of ${map}`);
+  for (const r of replies) need('backend', r.sport, 'a reply-direction conntrack entry');
 }
 
 export function formatViolations(vs: readonly Violation[]): string {

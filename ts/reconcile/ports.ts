@@ -15,7 +15,7 @@
 import * as C from '../datapath/codecs';
 import type { MapIO } from '../datapath/maps';
 import { SK } from './entries';
-import { ReconcileMaps, SECTIONS, S_MASTERS, S_MASTERS6, S_SLOTS, S_SLOTS6 } from './layout';
+import { ReconcileMaps, SECTIONS, S_MASTERS, S_MASTERS6 } from './layout';
 import type { Writes } from './writes';
 
 /** Words per half (weir.h WEIR_PORT_WORDS); the backend half starts at word WORDS. */
@@ -86,10 +86,11 @@ export class PortFilter {
    */
   cover(w: Writes, full: boolean): void {
     if (!this.map) return;
+    // Masters only: a slot carries its master's port, and is written in the
+    // commit that writes its master or after it (a cold start at 10k × 10
+    // writes ten times more slots than masters).
     for (const [s, at] of [
-      [S_SLOTS, SK.port],
       [S_MASTERS, SK.port],
-      [S_SLOTS6, C.svc6Key.at.port],
       [S_MASTERS6, C.svc6Key.at.port],
     ] as const) {
       const ups = w.ups[s]!;
