@@ -21,8 +21,9 @@
  * `kubectl get -o yaml > f` does), renamed, objects moved between files, a
  * bad object added and removed, the agent restarted (SIGTERM), killed
  * (SIGKILL) right after a change, a second agent started on the same pin
- * root, a hand edit of a map with bpftool (revnat or revnat6), and an agent on maps too small
- * for the state (its writes fail) followed by one on the right size. Part
+ * root, a hand edit of a map with bpftool (revnat or revnat6, or a word of
+ * the port filter), and an agent on maps too small for the state (its
+ * writes fail) followed by one on the right size. Part
  * of the run keeps both cores busy with other processes.
  *
  * A failure throws with the seed and the steps so far: `make soak SEED=n
@@ -254,10 +255,12 @@ export interface SoakStats {
   readonly refused: Record<'v4' | 'v6', number>;
   /** revnat entries deleted by hand (and repaired). */
   readonly revnatEdits: Record<'v4' | 'v6', number>;
+  /** Port filter words cleared by hand (and repaired). */
+  readonly portEdits: number;
 }
 
 export async function soak(opts: SoakOptions): Promise<SoakStats> {
-  const stats = { reached: { v4: 0, v6: 0 }, refused: { v4: 0, v6: 0 }, revnatEdits: { v4: 0, v6: 0 } };
+  const stats = { reached: { v4: 0, v6: 0 }, refused: { v4: 0, v6: 0 }, revnatEdits: { v4: 0, v6: 0 }, portEdits: 0 };
   const fam = (addr: string): 'v4' | 'v6' => (addr.includes(':') ? 'v6' : 'v4');
   const r = new Random(opts.seed);
   const log = opts.log ?? ((): void => undefined);
@@ -441,14 +444,20 @@ export async function soak(opts: SoakOptions): Promise<SoakStats> {
         const res = await weir(['services', '--json']);
         const fronts = res.code === 0 ? (JSON.parse(res.stdout) as ServicesView).frontends : [];
         what = 'a hand edit with bpftool: nothing to edit';
-        if (fronts.length) {
+        const le32 = (n: number): string[] => [n & 0xff, (n >> 8) & 0xff, (n >> 16) & 0xff, n >>> 24].map((b) => b.toString(16).padStart(2, '0'));
+        if (fronts.length && r.float() < 0.3) {
+          // The port filter word of a frontend's port, cleared: the programs would skip its lookups until the agent rewrites it.
+          const f = r.pick(fronts);
+          what = `a hand edit with bpftool: weir1_ports word of port ${f.port} cleared`;
+          const zero = Array.from({ length: 8 }, () => '00');
+          await box.exec(node.ns, ['bpftool', 'map', 'update', 'pinned', `${box.pinRoot('n1')}/weir1_ports`, 'key', 'hex', ...le32(f.port >> 6), 'value', 'hex', ...zero]);
+          stats.portEdits++;
+        } else if (fronts.length) {
           const f = r.pick(fronts);
           // Ids are shared by the families; an IPv6 frontend's reverse NAT is in revnat6 (the key is the id, host order, in both).
           const map = f.addr.includes(':') ? 'weir1_revnat6' : 'weir1_revnat';
           what = `a hand edit with bpftool: ${map} entry of ${hostPort(f.addr, f.port)} deleted`;
-          const id = f.revNatId;
-          const hex = [id & 0xff, (id >> 8) & 0xff, (id >> 16) & 0xff, id >>> 24].map((b) => b.toString(16).padStart(2, '0'));
-          await box.exec(node.ns, ['bpftool', 'map', 'delete', 'pinned', `${box.pinRoot('n1')}/${map}`, 'key', 'hex', ...hex]);
+          await box.exec(node.ns, ['bpftool', 'map', 'delete', 'pinned', `${box.pinRoot('n1')}/${map}`, 'key', 'hex', ...le32(f.revNatId)]);
           stats.revnatEdits[fam(f.addr)]++;
         }
       } else if (kind < 0.95) {

@@ -14,18 +14,11 @@ import { PORT_WORDS } from '../../ts/reconcile/ports';
 import { Reconciler } from '../../ts/reconcile/reconciler';
 import { Syncer } from '../../ts/runner/sync';
 import { createLogger } from '../../ts/util/log';
-import { memoryMaps } from './pipeline';
+import { memoryMaps, memoryPortsMap } from './pipeline';
 import { rng } from './rng';
 
-/** weir1_ports as the kernel creates it: every word of the array exists, zero. */
-function portsMap(): MemoryMap {
-  const m = new MemoryMap('weir1_ports', 4, 8);
-  for (let w = 0; w < 2 * PORT_WORDS; w++) m.upsert([[keyString(C.u32Key.encode({ value: w })), Buffer.alloc(8)]]);
-  return m;
-}
-
 function world(extra: { ct?: MemoryMap; seed?: (maps: ReturnType<typeof memoryMaps>) => void } = {}) {
-  const maps = { ...memoryMaps(), ids: new MemoryMap('weir1_ids', 4, C.ids.size), ports: portsMap(), ...(extra.ct ? { ct: extra.ct } : {}) };
+  const maps = { ...memoryMaps(), ids: new MemoryMap('weir1_ids', 4, C.ids.size), ports: memoryPortsMap(), ...(extra.ct ? { ct: extra.ct } : {}) };
   maps.ids.upsert([[keyString(C.u32Key.encode({ value: 0 })), C.ids.encode({})]]); // an array map's entry always exists
   extra.seed?.(maps);
   const store = new ClusterStore(() => undefined);

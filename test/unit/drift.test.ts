@@ -12,10 +12,10 @@ import { ClusterStore } from '../../ts/model/store';
 import { Reconciler } from '../../ts/reconcile/reconciler';
 import { Syncer } from '../../ts/runner/sync';
 import { createLogger } from '../../ts/util/log';
-import { memoryMaps } from './pipeline';
+import { memoryMaps, memoryPortsMap } from './pipeline';
 
 function world(services: number, dualStack = false) {
-  const maps = memoryMaps();
+  const maps = { ...memoryMaps(), ports: memoryPortsMap() };
   const store = new ClusterStore(() => undefined);
   const reconciler = new Reconciler(maps);
   reconciler.adopt();
@@ -64,6 +64,18 @@ function scan(r: Reconciler): string[] | null {
     if (s.done) return s.value;
   }
 }
+
+test('a hand edit of the port filter is found and repaired: a cleared bit would hide a service from the programs', () => {
+  const w = world(3);
+  const word = (k: number): bigint => w.maps.ports.lookup(keyString(C.u32Key.encode({ value: k })))!.readBigUInt64LE(0);
+  const before = word(80 >> 6);
+  assert.ok((before >> 16n) & 1n, 'port 80 marked');
+  w.maps.ports.upsert([[keyString(C.u32Key.encode({ value: 80 >> 6 })), Buffer.alloc(8)]]);
+  assert.equal(scan(w.reconciler), ['weir1_ports']);
+  assert.equal(w.reconciler.repairDrift(), { weir1_ports: 1 });
+  assert.is(word(80 >> 6), before);
+  assert.equal(scan(w.reconciler), []);
+});
 
 test('clean after a sync; each kind of edit names its map; the repair makes it clean again', () => {
   const w = world(10);

@@ -4,10 +4,11 @@
  */
 import * as path from 'node:path';
 import * as C from '../../ts/datapath/codecs';
-import { MemoryMap } from '../../ts/datapath/maps';
+import { MemoryMap, keyString } from '../../ts/datapath/maps';
 import { formatServices, readServices } from '../../ts/datapath/dump';
 import { ClusterStore } from '../../ts/model/store';
 import { IP } from '../../ts/model/types';
+import { PORT_WORDS } from '../../ts/reconcile/ports';
 import { Reconciler } from '../../ts/reconcile/reconciler';
 import { FileSource } from '../../ts/source/file';
 import { Syncer } from '../../ts/runner/sync';
@@ -29,6 +30,13 @@ export function memoryMaps(): Record<'svc' | 'be' | 'revnat' | 'member' | 'cidr'
     revnat6: new MemoryMap('weir1_revnat6', 4, C.revnat6.size),
     cidr6: new MemoryMap('weir1_cidr6', C.cidr6Key.size, 4),
   };
+}
+
+/** weir1_ports as the kernel creates it: every word of the array exists, zero. */
+export function memoryPortsMap(): MemoryMap {
+  const m = new MemoryMap('weir1_ports', 4, 8);
+  for (let w = 0; w < 2 * PORT_WORDS; w++) m.upsert([[keyString(C.u32Key.encode({ value: w })), Buffer.alloc(8)]]);
+  return m;
 }
 
 export interface PipelineResult {

@@ -22,6 +22,8 @@ export interface DriftHost {
   backends6?(): BackendTable6 | null;
   /** True while the kernel may hold an unknown part of a write. */
   unsettled(): boolean;
+  /** Does the port filter (./ports.ts) hold other words than the agent wrote? */
+  portsDiffer?(): boolean;
 }
 
 export class DriftScanner {
@@ -88,6 +90,9 @@ export class DriftScanner {
         if (!have.equals(want)) differ.push(map.name);
         this.touched.delete(m);
       }
+      // 2,048 words, read in one step; only the agent writes them, so they equal its own copy between syncs.
+      const ports = this.host.maps().ports;
+      if (ports && this.host.portsDiffer?.()) differ.push(ports.name);
     } finally {
       this.touched.clear();
     }

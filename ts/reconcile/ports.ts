@@ -82,10 +82,11 @@ export class PortFilter {
    * Mark the ports of a commit's frontend and backend writes and write the
    * words that changed: before the commit's own writes. With `full` (a
    * commit that compares everything with the kernel), every word that
-   * differs from the kernel's is written too, which repairs a hand edit.
+   * differs from the kernel's is written too, which repairs a hand edit;
+   * returns how many those were.
    */
-  cover(w: Writes, full: boolean): void {
-    if (!this.map) return;
+  cover(w: Writes, full: boolean): number {
+    if (!this.map) return 0;
     // Masters only: a slot carries its master's port, and is written in the
     // commit that writes its master or after it (a cold start at 10k × 10
     // writes ten times more slots than masters).
@@ -98,11 +99,19 @@ export class PortFilter {
     }
     for (let i = 0; i < w.beUps.count; i++) this.markBackend(w.beUps.values.readUInt16BE(i * C.backend.size + C.backend.at.port));
     for (let i = 0; i < w.be6Ups.count; i++) this.markBackend(w.be6Ups.values.readUInt16BE(i * C.backend6.size + C.backend6.at.port));
-    if (full) {
-      const kernel = this.readKernel();
-      for (let k = 0; k < 2 * PORT_WORDS; k++) if (kernel.readBigUInt64LE(k * 8) !== this.bits.readBigUInt64LE(k * 8)) this.dirty.add(k);
-    }
+    const repaired = full ? this.differing() : [];
+    for (const k of repaired) this.dirty.add(k);
     this.write();
+    return repaired.length;
+  }
+
+  /** Words the kernel holds otherwise than this agent wrote them (a hand edit): what a drift scan looks for. */
+  differing(): number[] {
+    if (!this.map) return [];
+    const kernel = this.readKernel();
+    const out: number[] = [];
+    for (let k = 0; k < 2 * PORT_WORDS; k++) if (kernel.readBigUInt64LE(k * 8) !== this.bits.readBigUInt64LE(k * 8)) out.push(k);
+    return out;
   }
 
   /** The kernel's words, in word order. */

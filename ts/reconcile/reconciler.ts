@@ -142,6 +142,7 @@ export class Reconciler implements Dataplane {
     backends6: () => this.be6,
     // A failed write's retry is due: it compares everything itself.
     unsettled: () => this.pending.size > 0 || this.full || this.resync,
+    portsDiffer: () => this.ports.differing().length > 0,
   });
   /** What the last full comparison wrote, by map (read by repairDrift). */
   private lastRepairs: Record<string, number> = {};
@@ -241,7 +242,8 @@ export class Reconciler implements Dataplane {
       // hand-off, which on a busy 2-vCPU machine added milliseconds to its p99.
       this.writes.drain();
       this.saveIds();
-      this.ports.cover(w, full);
+      const portWords = this.ports.cover(w, full);
+      if (portWords > 0) this.lastRepairs[this.maps.ports!.name] = portWords;
       stats = w.submit(this.maps, IMMEDIATE_WRITES);
       this.drift.noteWrites(w);
     } catch (e) {
