@@ -209,6 +209,15 @@ test('the port filter is on and marks the ports in use; an unmarked one is repor
   assert.equal(formatViolations(checkMaps(w.maps)), '');
 });
 
+test('a word cleared while no agent ran is marked again when the next agent adopts the maps', () => {
+  const w = programmed();
+  w.maps.ports.upsert([[u32(80 >> 6), Buffer.alloc(8)]]);
+  assert.not.ok(marked(w.maps.ports, 'frontend', 80));
+  new Reconciler(w.maps).adopt();
+  assert.ok(marked(w.maps.ports, 'frontend', 80));
+  assert.equal(formatViolations(checkMaps(w.maps)), '');
+});
+
 test("a departed backend's port stays marked: conntrack still holds its flows", () => {
   const w = programmed();
   w.store.upsertService({ ...service('c', '10.96.0.3'), spec: { clusterIP: '10.96.0.3', ports: [{ port: 81, targetPort: 9090 }] } }, 't');

@@ -7,10 +7,10 @@
  * uses, and every backend port a conntrack entry may still name, is marked
  * before the entry is written. So ports are marked before each commit's
  * writes and never cleared while the pins live (a flow outlives its
- * backend's entry). On a map that no agent wrote yet (a fresh node, or an
- * upgrade from a version without the filter) the marks are first taken
- * from everything the maps already hold, conntrack included, and only then
- * is the filter switched on (bit 0 of word 0, port 0, which no service uses).
+ * backend's entry). At adoption (a restart, a fresh node, an upgrade from a
+ * version without the filter) the marks are first taken from everything
+ * the maps already hold, conntrack included, and only then is the filter
+ * switched on (bit 0 of word 0, port 0, which no service uses).
  */
 import * as C from '../datapath/codecs';
 import type { MapIO } from '../datapath/maps';
@@ -48,33 +48,39 @@ export class PortFilter {
   }
 
   /**
-   * Take over what the pinned filter holds; on one not switched on yet,
-   * mark the ports of every entry the maps hold first, then switch it on.
+   * Take over the pinned filter: what earlier agents marked stays (ports of
+   * backends that have left, which conntrack may still name), and every
+   * port the maps hold is marked, conntrack's reply entries included, so a
+   * word cleared by hand while no agent ran is repaired here too. The
+   * filter is switched on once that is written. kernelSvc/kernelSvc6: the
+   * service maps as adoption read them (latin1 key -> value).
    */
-  adopt(maps: ReconcileMaps): void {
+  adopt(maps: ReconcileMaps, kernelSvc: ReadonlyMap<string, string> | null, kernelSvc6: ReadonlyMap<string, string> | null): void {
     if (!this.map) return;
-    this.readKernel().copy(this.bits);
-    if (this.bits[0]! & ON) return;
-    this.bits.fill(0);
-    const ports = (m: MapIO | undefined, at: number, keys: boolean, keep: (k: Buffer, off: number) => boolean, mark: (p: number) => void): void => {
+    const kernel = this.readKernel();
+    kernel.copy(this.bits);
+    for (const [svc, at] of [
+      [kernelSvc, SK.port],
+      [kernelSvc6, C.svc6Key.at.port],
+    ] as const) {
+      for (const k of svc?.keys() ?? []) this.markFrontend((k.charCodeAt(at) << 8) | k.charCodeAt(at + 1));
+    }
+    const ports = (m: MapIO | undefined, at: number, inKey: boolean, keep: (k: Buffer, off: number) => boolean): void => {
       if (!m) return;
       const d = m.dumpPacked();
-      const buf = keys ? d.keys : d.values;
-      const size = keys ? m.keySize : m.valueSize;
-      for (let i = 0; i < d.count; i++) if (keep(d.keys, i * m.keySize)) mark(buf.readUInt16BE(i * size + at));
+      const buf = inKey ? d.keys : d.values;
+      const size = inKey ? m.keySize : m.valueSize;
+      for (let i = 0; i < d.count; i++) if (keep(d.keys, i * m.keySize)) this.markBackend(buf.readUInt16BE(i * size + at));
     };
     const all = (): boolean => true;
-    const fe = (p: number): void => this.markFrontend(p);
-    const be = (p: number): void => this.markBackend(p);
-    ports(maps.svc, SK.port, true, all, fe);
-    ports(maps.svc6, C.svc6Key.at.port, true, all, fe);
-    ports(maps.be, C.backend.at.port, false, all, be);
-    ports(maps.be6, C.backend6.at.port, false, all, be);
+    ports(maps.be, C.backend.at.port, false, all);
+    ports(maps.be6, C.backend6.at.port, false, all);
     // A reply-direction entry is keyed as the backend sends: its source port is the backend's.
-    ports(maps.ct, C.ctKey.at.sport, true, (k, off) => k[off + C.ctKey.at.dir] === C.CT_DIR.REV, be);
-    ports(maps.ct6, C.ct6Key.at.sport, true, (k, off) => k[off + C.ct6Key.at.dir] === C.CT_DIR.REV, be);
+    ports(maps.ct, C.ctKey.at.sport, true, (k, off) => k[off + C.ctKey.at.dir] === C.CT_DIR.REV);
+    ports(maps.ct6, C.ct6Key.at.sport, true, (k, off) => k[off + C.ct6Key.at.dir] === C.CT_DIR.REV);
     this.bits[0]! |= ON;
-    for (let w = 0; w < 2 * PORT_WORDS; w++) if (this.bits.readBigUInt64LE(w * 8) !== 0n) this.dirty.add(w);
+    this.dirty.clear();
+    for (let w = 0; w < 2 * PORT_WORDS; w++) if (this.bits.readBigUInt64LE(w * 8) !== kernel.readBigUInt64LE(w * 8)) this.dirty.add(w);
     this.write();
   }
 
