@@ -82,13 +82,6 @@ export interface NftDriftSource {
 }
 
 /**
- * nftables mode's drift check: every --sync-period table inet weir is
- * listed (in a child process, so syncs go on) and compared with what was
- * committed; a difference makes the next sync rewrite the whole table, and
- * once it has, the warning names the chains and maps that differed and
- * weir_drift_repaired_entries_total counts their entries.
- */
-/**
  * A comparison costs CPU in proportion to the table (at ten thousand
  * services of ten endpoints, about 2.8 s of nft's and 0.7 s of the agent's):
  * the next one starts no sooner than this many times the last one's
@@ -96,6 +89,13 @@ export interface NftDriftSource {
  */
 const NFT_DRIFT_SPACING = 20;
 
+/**
+ * nftables mode's drift check: every --sync-period table inet weir is
+ * listed (in a child process, so syncs go on) and compared with what was
+ * committed; a difference makes the next sync rewrite the whole table, and
+ * once it has, the warning names the chains and maps that differed and
+ * weir_drift_repaired_entries_total counts their entries.
+ */
 export class NftDriftCheck {
   private checking = false;
   /** When the next comparison may start (ms since the epoch). */
