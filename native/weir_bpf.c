@@ -138,6 +138,16 @@ static uint32_t have_coarse_clock(void)
 	return (uint32_t)probed;
 }
 
+/* bpf_sk_storage_get() in socket address hooks: probed once (bpf/lib/sockconn.h). */
+static uint32_t have_sk_storage(void)
+{
+	static int probed = -1;
+
+	if (probed < 0)
+		probed = libbpf_probe_bpf_helper(BPF_PROG_TYPE_CGROUP_SOCK_ADDR, BPF_FUNC_sk_storage_get, NULL) == 1;
+	return (uint32_t)probed;
+}
+
 /* bpf_set_retval() in socket hooks is 5.18+: probed once. */
 static uint32_t have_sock_retval(void)
 {
@@ -294,6 +304,8 @@ static int obj_load(const char *obj_path, const char *pin_root, const char *size
 	err = set_rodata_u32(obj, "weir_coarse_clock", have_coarse_clock());
 	if (!err)
 		err = set_rodata_u32(obj, "weir_sock_retval", have_sock_retval());
+	if (!err)
+		err = set_rodata_u32(obj, "weir_sk_storage", have_sk_storage());
 	skip_unsupported_progs(obj);
 	if (!err)
 		err = bpf_object__load(obj);

@@ -18,6 +18,7 @@
 #include "cfg.h"
 #include "lb.h"
 #include "ports.h"
+#include "sockconn.h"
 
 #define ECONNREFUSED 111
 
@@ -152,6 +153,14 @@ static __always_inline int sock_pick(struct bpf_sock_addr *ctx, __be32 daddr, __
 	be = lb_select(&key, svc, cfg ? cfg->snat_addr : 0, &backend_id, weir_now());
 	if (!be)
 		return 0;
+	*out = be;
+	if (sk_conn_used(ctx)) {
+		__be32 b[4] = { 0, 0, 0, be->addr };
+		__be32 f[4] = { 0, 0, 0, p.daddr };
+
+		if (sk_conn_save(ctx, b, be->port, f, p.dport))
+			return 1;
+	}
 	sk.cookie = bpf_get_socket_cookie(ctx);
 	sk.addr = be->addr;
 	sk.port = be->port;
@@ -159,7 +168,6 @@ static __always_inline int sock_pick(struct bpf_sock_addr *ctx, __be32 daddr, __
 	sv.port = p.dport;
 	sv.rev_nat_id = svc->rev_nat_id;
 	bpf_map_update_elem(&weir1_skrevnat, &sk, &sv, BPF_ANY);
-	*out = be;
 	return 1;
 }
 
@@ -180,15 +188,33 @@ static __always_inline int sock_forward(struct bpf_sock_addr *ctx, bool sendmsg)
 	return allow;
 }
 
-/* The frontend an IPv4 backend of this socket stands for, if any (recvmsg, getpeername). */
-static __always_inline struct weir_sk_val *sock_frontend(struct bpf_sock_addr *ctx, __be32 addr, __be16 port)
+/*
+ * The frontend an IPv4 backend of this socket stands for (recvmsg,
+ * getpeername): true, with its address and port, if there is one. A TCP
+ * socket's own storage first, then skrevnat.
+ */
+static __always_inline bool sock_frontend(struct bpf_sock_addr *ctx, __be32 addr, __be16 port, __be32 *fe_addr,
+					  __be16 *fe_port)
 {
+	__be32 a[4] = { 0, 0, 0, addr };
+	struct weir_sk_conn *c = sk_conn_find(ctx, a, port);
 	struct weir_sk_key sk = {};
+	struct weir_sk_val *sv;
 
+	if (c) {
+		*fe_addr = c->frontend[3];
+		*fe_port = c->frontend_port;
+		return true;
+	}
 	sk.cookie = bpf_get_socket_cookie(ctx);
 	sk.addr = addr;
 	sk.port = port;
-	return bpf_map_lookup_elem(&weir1_skrevnat, &sk);
+	sv = bpf_map_lookup_elem(&weir1_skrevnat, &sk);
+	if (!sv)
+		return false;
+	*fe_addr = sv->addr;
+	*fe_port = sv->port;
+	return true;
 }
 
 /*
@@ -198,15 +224,14 @@ static __always_inline struct weir_sk_val *sock_frontend(struct bpf_sock_addr *c
  */
 static __always_inline int sock_reverse(struct bpf_sock_addr *ctx)
 {
-	struct weir_sk_val *sv;
+	__be32 addr;
+	__be16 port;
 
 	if (!port_backend((__be16)ctx->user_port))
 		return 1;
-	sv = sock_frontend(ctx, ctx->user_ip4, (__be16)ctx->user_port);
-
-	if (sv) {
-		ctx->user_ip4 = sv->addr;
-		ctx->user_port = (__u32)sv->port;
+	if (sock_frontend(ctx, ctx->user_ip4, (__be16)ctx->user_port, &addr, &port)) {
+		ctx->user_ip4 = addr;
+		ctx->user_port = (__u32)port;
 	}
 	return 1;
 }

@@ -118,13 +118,15 @@ static __always_inline int sock6_forward(struct bpf_sock_addr *ctx, bool sendmsg
 	be = lb6_select(&key, svc, node, &backend_id, weir_now());
 	if (!be)
 		return 0;
-	sk.cookie = bpf_get_socket_cookie(ctx);
-	ip6_cp(sk.addr, be->addr);
-	sk.port = be->port;
-	ip6_cp(sv.addr, p.daddr);
-	sv.port = p.dport;
-	sv.rev_nat_id = svc->rev_nat_id;
-	bpf_map_update_elem(&weir1_skrevnat6, &sk, &sv, BPF_ANY);
+	if (!sk_conn_used(ctx) || !sk_conn_save(ctx, be->addr, be->port, p.daddr, p.dport)) {
+		sk.cookie = bpf_get_socket_cookie(ctx);
+		ip6_cp(sk.addr, be->addr);
+		sk.port = be->port;
+		ip6_cp(sv.addr, p.daddr);
+		sv.port = p.dport;
+		sv.rev_nat_id = svc->rev_nat_id;
+		bpf_map_update_elem(&weir1_skrevnat6, &sk, &sv, BPF_ANY);
+	}
 	ctx->user_ip6[0] = be->addr[0];
 	ctx->user_ip6[1] = be->addr[1];
 	ctx->user_ip6[2] = be->addr[2];
@@ -138,21 +140,32 @@ static __always_inline int sock6_reverse(struct bpf_sock_addr *ctx)
 {
 	struct weir_sk6_key sk = {};
 	struct weir_sk6_val *sv;
+	struct weir_sk_conn *c;
 
 	if (!port_backend((__be16)ctx->user_port))
 		return 1; /* as sock_reverse */
-	sk.cookie = bpf_get_socket_cookie(ctx);
 	sock6_dst(ctx, sk.addr);
 	sk.port = (__be16)ctx->user_port;
 	if (ip6_v4mapped(sk.addr)) {
-		struct weir_sk_val *sv4 = sock_frontend(ctx, sk.addr[3], sk.port);
+		__be32 addr;
+		__be16 port;
 
-		if (sv4) {
-			ctx->user_ip6[3] = sv4->addr;
-			ctx->user_port = (__u32)sv4->port;
+		if (sock_frontend(ctx, sk.addr[3], sk.port, &addr, &port)) {
+			ctx->user_ip6[3] = addr;
+			ctx->user_port = (__u32)port;
 		}
 		return 1;
 	}
+	c = sk_conn_find(ctx, sk.addr, sk.port);
+	if (c) {
+		ctx->user_ip6[0] = c->frontend[0];
+		ctx->user_ip6[1] = c->frontend[1];
+		ctx->user_ip6[2] = c->frontend[2];
+		ctx->user_ip6[3] = c->frontend[3];
+		ctx->user_port = (__u32)c->frontend_port;
+		return 1;
+	}
+	sk.cookie = bpf_get_socket_cookie(ctx);
 	sv = bpf_map_lookup_elem(&weir1_skrevnat6, &sk);
 	if (sv) {
 		ctx->user_ip6[0] = sv->addr[0];

@@ -2,7 +2,8 @@
 /*
  * cgroup socket hooks, attached to the agent's --cgroup-root: the service
  * path for processes in the node's network namespace. Entry points only;
- * the logic is in bpf/lib/sock.h (IPv4) and bpf/lib/sock6.h (IPv6); the
+ * the logic is in bpf/lib/sock.h (IPv4) and bpf/lib/sock6.h (IPv6), a TCP
+ * socket's own record of its translation in bpf/lib/sockconn.h; the
  * iterator that destroys sockets left on a removed backend is in
  * bpf/lib/sockterm.h.
  */

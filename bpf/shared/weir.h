@@ -35,6 +35,7 @@
 #define WEIR_MAP_FRAG "weir1_frag"
 #define WEIR_MAP_LOCAL_DEV "weir1_localdev"
 #define WEIR_MAP_PORTS "weir1_ports"
+#define WEIR_MAP_SK_CONN "weir1_sksto" /* socket programs only (sock.o) */
 
 /* IPv6: one map per family where a struct holds an address (docs/ipv6.md,
  * "Map layout"); ids, membership and verdicts are shared. */
@@ -311,6 +312,20 @@ struct weir_sk_val {
 	__be16 port; /* frontend port */
 	__u16 pad; /* zero */
 	__u32 rev_nat_id; /* frontend */
+};
+
+/*
+ * A connected TCP socket's translation, kept in the socket's own storage
+ * (weir1_sksto, bpf/lib/sockconn.h) rather than in skrevnat: freed with the
+ * socket, so no entry of a closed socket has to be evicted to make room.
+ * Addresses as 16 bytes: IPv4 in the last four, the rest zero.
+ */
+struct weir_sk_conn {
+	__be32 backend[4]; /* the backend the socket was pointed at */
+	__be32 frontend[4]; /* the service address the application used */
+	__be16 backend_port;
+	__be16 frontend_port;
+	__u32 pad; /* zero */
 };
 
 /*

@@ -126,6 +126,8 @@ export interface TcpOptions {
   timeoutMs?: number;
   /** Keep each connection open this long after its response. */
   holdMs?: number;
+  /** Ask getpeername() this long after the response rather than at once. */
+  peerAfterMs?: number;
   /** Source address. */
   bind?: string;
 }
@@ -570,7 +572,8 @@ export class Box {
     const hold = opts.holdMs ?? 0;
     const args = ['tcp', '--to', to, '--count', String(count), '--timeout-ms', String(t), '--hold-ms', String(hold)];
     if (opts.bind) args.push('--bind', opts.bind);
-    return this.client(from, args, count * (2 * t + hold + 200) + 5000);
+    if (opts.peerAfterMs) args.push('--peer-after-ms', String(opts.peerAfterMs));
+    return this.client(from, args, count * (2 * t + hold + (opts.peerAfterMs ?? 0) + 200) + 5000);
   }
 
   /** `count` UDP requests; which backend answered each, or ECONNREFUSED / timeout. */

@@ -2,8 +2,9 @@
  * Client run inside a pod, node or the outside namespace; prints one JSON
  * line `{"attempts":[...]}` for the test to assert on.
  *
- *   tcp  --to IP:PORT --count N [--timeout-ms T] [--hold-ms H]
- *        N sequential connections, one HTTP request each (then held open H ms).
+ *   tcp  --to IP:PORT --count N [--timeout-ms T] [--hold-ms H] [--peer-after-ms P]
+ *        N sequential connections, one HTTP request each (then held open H ms);
+ *        getpeername() asked P ms after the response (default at once).
  *   udp  --to IP:PORT --count N [--timeout-ms T] [--interval-ms I] [--same-socket | --connect] [--size B]
  *        N requests, each on a new socket (connected with --connect), or all
  *        on one connected socket (--same-socket; every I ms, default 50).
@@ -126,13 +127,14 @@ function connect(host: string, port: number, timeoutMs: number): Promise<net.Soc
   });
 }
 
-async function tcpOnce(host: string, port: number, timeoutMs: number, holdMs: number): Promise<Attempt> {
+async function tcpOnce(host: string, port: number, timeoutMs: number, holdMs: number, peerAfterMs: number): Promise<Attempt> {
   const t0 = Date.now();
   const h0 = process.hrtime.bigint();
   let sock: net.Socket | null = null;
   try {
     sock = await connect(host, port, timeoutMs);
     const body = await httpExchange(sock, timeoutMs);
+    if (peerAfterMs > 0) await sleep(peerAfterMs); // remoteAddress calls getpeername() on first use
     const peer = hostPort(sock.remoteAddress ?? '', sock.remotePort ?? 0);
     const a: Attempt = { ok: true, ...parseBody(body), peer, ms: Date.now() - t0, us: Number(process.hrtime.bigint() - h0) / 1000 };
     if (holdMs > 0) await sleep(holdMs);
@@ -220,8 +222,9 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 async function tcpCmd(host: string, port: number, timeoutMs: number): Promise<Attempt[]> {
   const count = num('count', 1, 1, MAX_COUNT);
   const holdMs = num('hold-ms', 0, 0, MAX_DURATION_MS);
+  const peerAfterMs = num('peer-after-ms', 0, 0, MAX_DURATION_MS);
   const attempts: Attempt[] = [];
-  for (let i = 0; i < count; i++) attempts.push(await tcpOnce(host, port, timeoutMs, holdMs));
+  for (let i = 0; i < count; i++) attempts.push(await tcpOnce(host, port, timeoutMs, holdMs, peerAfterMs));
   return attempts;
 }
 

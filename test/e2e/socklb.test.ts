@@ -13,6 +13,10 @@ import * as assert from 'uvu/assert';
 import { Agent, Box } from '../box/box';
 import type { Attempt } from '../box/client';
 import type { CtEntry } from '../../ts/cli/inspect';
+import { loadShim } from '../../ts/datapath/ffi';
+import { openPinned } from '../../ts/datapath/loader';
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 const s = suite<{ box: Box; agent: Agent }>('socket balancing for pods');
 
@@ -130,6 +134,30 @@ s('a pod connecting to a ClusterIP is balanced at connect(): no NAT, the backend
       assert.is(addrOf(a.seenSrc), src, 'the backend sees the pod itself');
     }
     assert.equal(await flowsTo(box, src, at(vip, 80)), [], `${vip}: no packet of these connections was NATed`);
+  }
+});
+
+s('getpeername shows the ClusterIP however many sockets connected since: a TCP socket keeps its translation itself', async ({ box }) => {
+  // The socket rev-NAT map is an LRU of 65,536 entries: enough other sockets would evict an open
+  // connection's entry. Emptied by hand here while each connection is open, before getpeername().
+  const shim = loadShim();
+  const empty = (): void => {
+    const maps = openPinned(shim, box.pinRoot('n1'), ['skrevnat', 'skrevnat6']);
+    try {
+      for (const m of Object.values(maps)) m.remove(m.dump().map(([k]) => k));
+    } finally {
+      for (const m of Object.values(maps)) m.close();
+    }
+  };
+  for (const from of ['client', 'n1']) {
+    for (const vip of [V4.web, V6.web]) {
+      const run = box.tcp(from, at(vip, 80), { count: 1, peerAfterMs: 2500 });
+      await sleep(1500);
+      empty();
+      const r = await run;
+      allOk(r.attempts, `${from} -> ${vip}`);
+      assert.is(r.attempts[0]!.peer, at(vip, 80), `${from} -> ${vip}: getpeername after the map was emptied`);
+    }
   }
 });
 
