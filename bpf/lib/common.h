@@ -19,6 +19,14 @@
 
 #define NSEC_PER_SEC 1000000000ULL
 
+/* Address families (socket structs, bpf_fib_lookup): the libc header would clash with the kernel's. */
+#ifndef AF_INET
+#define AF_INET 2
+#endif
+#ifndef AF_INET6
+#define AF_INET6 10
+#endif
+
 /* Fold a 32-bit one's-complement sum into the 16-bit Internet checksum. */
 static __always_inline __u16 csum_fold(__u32 sum)
 {

@@ -17,13 +17,6 @@
 #include "parse.h"
 #include "parse6.h"
 
-#ifndef AF_INET
-#define AF_INET 2
-#endif
-#ifndef AF_INET6
-#define AF_INET6 10
-#endif
-
 #define LOOPBACK_IFINDEX 1 /* lo is always ifindex 1 in its namespace */
 
 /*

@@ -24,13 +24,6 @@
 
 #define WEIR_MAX_SOCKTERM 4096
 
-#ifndef AF_INET
-#define AF_INET 2
-#endif
-#ifndef AF_INET6
-#define AF_INET6 10
-#endif
-
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__type(key, __u64); /* socket cookie */
