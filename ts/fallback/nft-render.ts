@@ -27,6 +27,7 @@ import { Cidr, Family, cidrFamily, ipFamily } from '../model/types';
 import { SVC_F } from '../datapath/codecs';
 import { PlannedFrontend, ServicePlan, familyPlan } from '../plan/plan';
 import type { LocalDetector } from '../runner/local-detector';
+import { byServicePort, portFrontends } from './frontends';
 import { MASQ_MARK } from './render';
 
 export const NFT_TABLE = 'weir';
@@ -205,30 +206,14 @@ export function renderNftService(plan: ServicePlan, ctx: NftContext): NftService
 
 function renderFamily(plan: ServicePlan, family: Family, ctx: NftContext, out: NftService): void {
   const { ip, addr, sfx } = fam(family);
-  const byPort = new Map<string, PlannedFrontend[]>();
-  for (const fe of plan.frontends) {
-    const list = byPort.get(fe.servicePort);
-    if (list) list.push(fe);
-    else byPort.set(fe.servicePort, [fe]);
-  }
   const [ns, name] = plan.service.split('/');
-  for (const [sp, fes] of byPort) {
+  for (const [sp, fes] of byServicePort(plan)) {
     const [portName, PROTO] = sp.split('/');
     const proto = PROTO!.toLowerCase();
     const base = nameBase(`${ns}/${name}/${proto}/${portName}`);
     const affinity = fes[0]!.affinityTimeout;
-    const clusterIPs = fes.filter((f) => f.flags & SVC_F.CLUSTER_IP);
-    const external = fes.filter((f) => f.flags & (SVC_F.NODE_PORT | SVC_F.EXTERNAL_IP | SVC_F.LOAD_BALANCER));
-    const itpLocal = clusterIPs.some((f) => f.flags & SVC_F.ITP_LOCAL);
-    const etpLocal = external.some((f) => f.flags & SVC_F.ETP_LOCAL);
-    // The endpoint sets, as in the iptables renderer: cluster-wide from a
-    // frontend that uses it, local from an iTP=Local ClusterIP or an
-    // eTP=Local frontend's local-scope entry.
-    const clusterFe = clusterIPs.find((f) => !(f.flags & SVC_F.ITP_LOCAL)) ?? external.find((f) => f.scope === 0);
-    const sets: Record<Policy, readonly number[]> = {
-      cluster: clusterFe?.backends ?? [],
-      local: (clusterIPs.find((f) => f.flags & SVC_F.ITP_LOCAL) ?? external.find((f) => f.scope === 1))?.backends ?? [],
-    };
+    const { clusterIPs, external, itpLocal, etpLocal, clusterFe, local } = portFrontends(fes);
+    const sets: Record<Policy, readonly number[]> = { cluster: clusterFe?.backends ?? [], local };
     const hasEndpoints = fes.some((f) => f.backends.length > 0 || f.flags & SVC_F.DROP_EMPTY);
     const endpointId = (i: number): string => {
       const b = plan.backends[i]!;

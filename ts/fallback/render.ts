@@ -28,7 +28,8 @@
 import type * as Crypto from 'node:crypto';
 import { Cidr, Family, cidrFamily } from '../model/types';
 import { SVC_F } from '../datapath/codecs';
-import { PlannedFrontend, ServicePlan, backendKey, familyPlan } from '../plan/plan';
+import { ServicePlan, backendKey, familyPlan } from '../plan/plan';
+import { byServicePort, portFrontends } from './frontends';
 
 export const PREFIX = 'WEIR-';
 export const MASQ_MARK = '0x40000';
@@ -147,13 +148,7 @@ export function renderService(dualPlan: ServicePlan, ctx: RenderContext): Servic
   // Chains are named and ordered by the endpoint's "addr:port/PROTO", as kube-proxy's are by its endpoint string.
   const keys = plan.backends.map(backendKey);
   const keysOf = (idx: readonly number[]): string[] => idx.map((i) => keys[i]!);
-  const byPort = new Map<string, PlannedFrontend[]>();
-  for (const fe of plan.frontends) {
-    const list = byPort.get(fe.servicePort) ?? [];
-    list.push(fe);
-    byPort.set(fe.servicePort, list);
-  }
-  for (const [sp, fes] of byPort) {
+  for (const [sp, fes] of byServicePort(plan)) {
     const id = `${plan.service}:${sp}`;
     const name = `${plan.service}:${sp.split('/')[0]}`;
     const svc = chainName('SVC', id);
@@ -162,14 +157,7 @@ export function renderService(dualPlan: ServicePlan, ctx: RenderContext): Servic
     const sep = (bk: string): string => chainName('SEP', `${id}/${bk}`);
     const p = proto(fes[0]!.proto);
     const affinity = fes[0]!.affinityTimeout;
-    const clusterIPs = fes.filter((f) => f.flags & SVC_F.CLUSTER_IP);
-    const external = fes.filter((f) => f.flags & (SVC_F.NODE_PORT | SVC_F.EXTERNAL_IP | SVC_F.LOAD_BALANCER));
-    const itpLocal = clusterIPs.some((f) => f.flags & SVC_F.ITP_LOCAL);
-    const etpLocal = external.some((f) => f.flags & SVC_F.ETP_LOCAL);
-    // Endpoint sets: cluster-wide from any frontend that uses it, local from
-    // an iTP=Local ClusterIP or an eTP=Local local-scope entry.
-    const clusterFe = clusterIPs.find((f) => !(f.flags & SVC_F.ITP_LOCAL)) ?? external.find((f) => f.scope === 0);
-    const localIdx = (clusterIPs.find((f) => f.flags & SVC_F.ITP_LOCAL) ?? external.find((f) => f.scope === 1))?.backends ?? [];
+    const { clusterIPs, external, itpLocal, etpLocal, clusterFe, local: localIdx } = portFrontends(fes);
     const clusterSet = clusterFe ? keysOf(clusterFe.backends) : undefined;
     const localSet = keysOf(localIdx);
     const hasEndpoints = fes.some((f) => f.backends.length > 0) || fes.some((f) => f.flags & SVC_F.DROP_EMPTY);
