@@ -10,18 +10,16 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { ClusterStore } from '../../ts/model/store';
 import { IP, ObjectKey, parseCidr } from '../../ts/model/types';
-import { PlannedBackend, PlannedFrontend, ServicePlan, planService } from '../../ts/plan/plan';
+import { PlannedBackend, PlannedFrontend, ServicePlan } from '../../ts/plan/plan';
 import { SCOPE_ALL, SVC_F } from '../../ts/datapath/codecs';
 import { NftContext } from '../../ts/fallback/nft-render';
 import { AsyncCommandRunner, NftablesDataplane } from '../../ts/fallback/nftables';
 import { CommandRunner } from '../../ts/fallback/iptables';
 import { CommittedTable, compareTable, elementValue, formatDrift } from '../../ts/fallback/nft-drift';
 import { KernelTable, atomText, parseNftJson, ruleRefs, ruleTextRefs } from '../../ts/fallback/nft-json';
-import { FileSource } from '../../ts/source/file';
 import { createLogger } from '../../ts/util/log';
-import { TEST_SRC } from './pipeline';
+import { TEST_SRC, casePlans as plans } from './pipeline';
 
 const CTX: NftContext = { clusterCIDRs: [parseCidr('10.244.0.0/16')!, parseCidr('fd00:10:244::/56')!], masqueradeAll: false };
 
@@ -131,14 +129,6 @@ test('each kind of hand edit is found and named: elements missing, extra or chan
 
 // --- the real kernel -------------------------------------------------------------
 
-async function plans(caseDir: string): Promise<ServicePlan[]> {
-  const store = new ClusterStore(() => undefined);
-  const src = new FileSource({ dir: caseDir, store, onChange: () => undefined, log: createLogger('error', () => undefined) });
-  await src.start();
-  src.stop();
-  const ctx = { nodeName: 'n1', nodePortAddrs: ['192.168.77.10' as IP, 'fd00:77::10' as IP], zone: store.nodes.get('n1')?.zone ?? '' };
-  return [...store.services.values()].map((s) => planService(s, store.slicesOf(s.key), ctx));
-}
 
 function inNetns(ns: string): { run: CommandRunner; runAsync: AsyncCommandRunner } {
   const run: CommandRunner = (argv, input) => {

@@ -10,28 +10,18 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { ClusterStore } from '../../ts/model/store';
 import { IP, ObjectKey, parseCidr } from '../../ts/model/types';
-import { PlannedBackend, ServicePlan, planService } from '../../ts/plan/plan';
+import { PlannedBackend, ServicePlan } from '../../ts/plan/plan';
 import { NftContext, renderAllNft } from '../../ts/fallback/nft-render';
 import { NftablesDataplane, cleanupNftables } from '../../ts/fallback/nftables';
 import { CommandRunner } from '../../ts/fallback/iptables';
 import { SCOPE_ALL, SVC_F } from '../../ts/datapath/codecs';
-import { FileSource } from '../../ts/source/file';
 import { createLogger } from '../../ts/util/log';
-import { TEST_SRC } from './pipeline';
+import { TEST_SRC, casePlans as plans } from './pipeline';
 
 const dir = path.join(TEST_SRC, 'golden-nft');
 const CTX: NftContext = { clusterCIDRs: [parseCidr('10.244.0.0/16')!, parseCidr('fd00:10:244::/56')!], masqueradeAll: false };
 
-async function plans(caseDir: string): Promise<ServicePlan[]> {
-  const store = new ClusterStore(() => undefined);
-  const src = new FileSource({ dir: caseDir, store, onChange: () => undefined, log: createLogger('error', () => undefined) });
-  await src.start();
-  src.stop();
-  const ctx = { nodeName: 'n1', nodePortAddrs: ['192.168.77.10' as IP, 'fd00:77::10' as IP], zone: store.nodes.get('n1')?.zone ?? '' };
-  return [...store.services.values()].map((s) => planService(s, store.slicesOf(s.key), ctx));
-}
 
 for (const name of fs.readdirSync(dir).filter((n) => fs.statSync(path.join(dir, n)).isDirectory())) {
   test(`nftables golden: ${name}`, async () => {

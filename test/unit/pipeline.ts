@@ -8,6 +8,7 @@ import { MemoryMap, keyString } from '../../ts/datapath/maps';
 import { formatServices, readServices } from '../../ts/datapath/dump';
 import { ClusterStore } from '../../ts/model/store';
 import { IP } from '../../ts/model/types';
+import { ServicePlan, planService } from '../../ts/plan/plan';
 import { PORT_WORDS } from '../../ts/reconcile/ports';
 import { Reconciler } from '../../ts/reconcile/reconciler';
 import { FileSource } from '../../ts/source/file';
@@ -37,6 +38,16 @@ export function memoryPortsMap(): MemoryMap {
   const m = new MemoryMap('weir1_ports', 4, 8);
   for (let w = 0; w < 2 * PORT_WORDS; w++) m.upsert([[keyString(C.u32Key.encode({ value: w })), Buffer.alloc(8)]]);
   return m;
+}
+
+/** The plans of a golden case's manifests, on node n1 with the golden cases' node-port addresses (the rule renderers' tests). */
+export async function casePlans(caseDir: string): Promise<ServicePlan[]> {
+  const store = new ClusterStore(() => undefined);
+  const src = new FileSource({ dir: caseDir, store, onChange: () => undefined, log: createLogger('error', () => undefined) });
+  await src.start();
+  src.stop();
+  const ctx = { nodeName: 'n1', nodePortAddrs: ['192.168.77.10' as IP, 'fd00:77::10' as IP], zone: store.nodes.get('n1')?.zone ?? '' };
+  return [...store.services.values()].map((s) => planService(s, store.slicesOf(s.key), ctx));
 }
 
 export interface PipelineResult {
