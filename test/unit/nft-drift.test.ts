@@ -129,7 +129,6 @@ test('each kind of hand edit is found and named: elements missing, extra or chan
 
 // --- the real kernel -------------------------------------------------------------
 
-
 function inNetns(ns: string): { run: CommandRunner; runAsync: AsyncCommandRunner } {
   const run: CommandRunner = (argv, input) => {
     const r = spawnSync('ip', ['netns', 'exec', ns, ...argv], { input, encoding: 'utf8', maxBuffer: 1 << 28 });

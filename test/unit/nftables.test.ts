@@ -22,7 +22,6 @@ import { TEST_SRC, casePlans as plans } from './pipeline';
 const dir = path.join(TEST_SRC, 'golden-nft');
 const CTX: NftContext = { clusterCIDRs: [parseCidr('10.244.0.0/16')!, parseCidr('fd00:10:244::/56')!], masqueradeAll: false };
 
-
 for (const name of fs.readdirSync(dir).filter((n) => fs.statSync(path.join(dir, n)).isDirectory())) {
   test(`nftables golden: ${name}`, async () => {
     const text = renderAllNft(await plans(path.join(dir, name)), CTX);
