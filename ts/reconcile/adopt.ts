@@ -5,7 +5,7 @@
  * what an earlier writer left inconsistent is found and reported.
  */
 import * as C from '../datapath/codecs';
-import { MapIO, keyBuffer } from '../datapath/maps';
+import { MapIO, PackedDump, keyBuffer } from '../datapath/maps';
 import { IPv4, IPv6 } from '../model/types';
 import { L4Proto, frontendKey } from '../plan/plan';
 import { BackendTable } from './backends';
@@ -31,6 +31,8 @@ export interface Adopted {
   readonly nonEmpty: boolean;
   /** The id high-water marks as the ids map holds them. */
   readonly savedIds: { rev: number; be: number };
+  /** Conntrack as read for the ids (the largest maps: read once, the port filter's marks come from it too). */
+  readonly conntrack: { readonly ct?: PackedDump; readonly ct6?: PackedDump };
 }
 
 /**
@@ -103,7 +105,7 @@ export function adoptPinned(maps: ReconcileMaps, frontendIds: IdTable, backends:
       if (!backends6.adopt(v, id)) repaired.push(`IPv6 backend id ${id} duplicates another id's endpoint: removed`);
     }
   }
-  const savedIds = seedIds(maps, frontendIds, backends);
+  const { savedIds, conntrack } = seedIds(maps, frontendIds, backends);
   // Empty maps (a fresh node) hold nothing to compare or prune: the first
   // commit then writes only what changed, and flush() may start early.
   const nonEmpty =
@@ -115,7 +117,7 @@ export function adoptPinned(maps: ReconcileMaps, frontendIds: IdTable, backends:
     revnat6.size > 0 ||
     adopted6 > 0 ||
     (v6 && (maps.cidr6?.dumpPacked().count ?? 0) > 0);
-  return { report: { frontends, backends: be.size + adopted6, repaired }, kernelSvc: svc, kernelSvc6: svc6, nonEmpty, savedIds };
+  return { report: { frontends, backends: be.size + adopted6, repaired }, kernelSvc: svc, kernelSvc6: svc6, nonEmpty, savedIds, conntrack };
 }
 
 /** "addr:port" of a revnat entry, as frontendKey begins (null: none). */
@@ -135,12 +137,14 @@ function named6(rn: string | undefined): string | null {
  * and source-range entries (a flow may outlive its frontend's entries;
  * its id must not come back as someone else's).
  */
-function seedIds(maps: ReconcileMaps, frontendIds: IdTable, backends: BackendTable): { rev: number; be: number } {
+function seedIds(maps: ReconcileMaps, frontendIds: IdTable, backends: BackendTable): { savedIds: { rev: number; be: number }; conntrack: { ct?: PackedDump; ct6?: PackedDump } } {
   let rev = 0;
   let bid = 0;
-  const scan = (m: MapIO | undefined, fields: ReadonlyArray<readonly ['k' | 'v', number, 'rev' | 'be']>): void => {
-    if (!m) return;
-    const { keys, values, count } = m.dumpPacked();
+  const conntrack: { ct?: PackedDump; ct6?: PackedDump } = {};
+  const scan = (m: MapIO | undefined, fields: ReadonlyArray<readonly ['k' | 'v', number, 'rev' | 'be']>): PackedDump | undefined => {
+    if (!m) return undefined;
+    const dump = m.dumpPacked();
+    const { keys, values, count } = dump;
     for (let i = 0; i < count; i++) {
       for (const [where, off, kind] of fields) {
         const n = where === 'k' ? keys.readUInt32LE(i * m.keySize + off) : values.readUInt32LE(i * m.valueSize + off);
@@ -148,8 +152,9 @@ function seedIds(maps: ReconcileMaps, frontendIds: IdTable, backends: BackendTab
         else bid = Math.max(bid, n);
       }
     }
+    return dump;
   };
-  scan(maps.ct, [
+  conntrack.ct = scan(maps.ct, [
     ['v', C.ctVal.at.rev_nat_id, 'rev'],
     ['v', C.ctVal.at.backend_id, 'be'],
   ]);
@@ -165,7 +170,7 @@ function seedIds(maps: ReconcileMaps, frontendIds: IdTable, backends: BackendTab
   scan(maps.cidr, [['k', C.cidrKey.at.owner, 'rev']]);
   scan(maps.revnat, [['k', 0, 'rev']]);
   // The IPv6 twins name ids of the same space.
-  scan(maps.ct6, [
+  conntrack.ct6 = scan(maps.ct6, [
     ['v', C.ct6Val.at.rev_nat_id, 'rev'],
     ['v', C.ct6Val.at.backend_id, 'be'],
   ]);
@@ -185,5 +190,5 @@ function seedIds(maps: ReconcileMaps, frontendIds: IdTable, backends: BackendTab
   frontendIds.floor(rev + 1);
   backends.floor(bid + 1);
   // What the map holds: the first commit writes the marks if they moved.
-  return { rev: hw.next_rev_nat_id, be: hw.next_backend_id };
+  return { savedIds: { rev: hw.next_rev_nat_id, be: hw.next_backend_id }, conntrack };
 }

@@ -14,6 +14,7 @@
  */
 import * as C from '../datapath/codecs';
 import type { MapIO } from '../datapath/maps';
+import type { Adopted } from './adopt';
 import { SK } from './entries';
 import { ReconcileMaps, SECTIONS, S_MASTERS, S_MASTERS6 } from './layout';
 import type { Writes } from './writes';
@@ -52,32 +53,35 @@ export class PortFilter {
    * backends that have left, which conntrack may still name), and every
    * port the maps hold is marked, conntrack's reply entries included, so a
    * word cleared by hand while no agent ran is repaired here too. The
-   * filter is switched on once that is written. kernelSvc/kernelSvc6: the
-   * service maps as adoption read them (latin1 key -> value).
+   * filter is switched on once that is written. `found`: the service maps
+   * and conntrack as adoption read them (./adopt.ts).
    */
-  adopt(maps: ReconcileMaps, kernelSvc: ReadonlyMap<string, string> | null, kernelSvc6: ReadonlyMap<string, string> | null): void {
+  adopt(maps: ReconcileMaps, found: Pick<Adopted, 'kernelSvc' | 'kernelSvc6' | 'conntrack'>): void {
     if (!this.map) return;
     const kernel = this.readKernel();
     kernel.copy(this.bits);
     for (const [svc, at] of [
-      [kernelSvc, SK.port],
-      [kernelSvc6, C.svc6Key.at.port],
+      [found.kernelSvc, SK.port],
+      [found.kernelSvc6, C.svc6Key.at.port],
     ] as const) {
       for (const k of svc?.keys() ?? []) this.markFrontend((k.charCodeAt(at) << 8) | k.charCodeAt(at + 1));
     }
-    const ports = (m: MapIO | undefined, at: number, inKey: boolean, keep: (k: Buffer, off: number) => boolean): void => {
-      if (!m) return;
-      const d = m.dumpPacked();
-      const buf = inKey ? d.keys : d.values;
-      const size = inKey ? m.keySize : m.valueSize;
-      for (let i = 0; i < d.count; i++) if (keep(d.keys, i * m.keySize)) this.markBackend(buf.readUInt16BE(i * size + at));
-    };
-    const all = (): boolean => true;
-    ports(maps.be, C.backend.at.port, false, all);
-    ports(maps.be6, C.backend6.at.port, false, all);
+    for (const [be, at] of [
+      [maps.be, C.backend.at.port],
+      [maps.be6, C.backend6.at.port],
+    ] as const) {
+      if (!be) continue;
+      const { values, count } = be.dumpPacked();
+      for (let i = 0; i < count; i++) this.markBackend(values.readUInt16BE(i * be.valueSize + at));
+    }
     // A reply-direction entry is keyed as the backend sends: its source port is the backend's.
-    ports(maps.ct, C.ctKey.at.sport, true, (k, off) => k[off + C.ctKey.at.dir] === C.CT_DIR.REV);
-    ports(maps.ct6, C.ct6Key.at.sport, true, (k, off) => k[off + C.ct6Key.at.dir] === C.CT_DIR.REV);
+    for (const [d, size, sport, dir] of [
+      [found.conntrack.ct, C.ctKey.size, C.ctKey.at.sport, C.ctKey.at.dir],
+      [found.conntrack.ct6, C.ct6Key.size, C.ct6Key.at.sport, C.ct6Key.at.dir],
+    ] as const) {
+      if (!d) continue;
+      for (let i = 0; i < d.count; i++) if (d.keys[i * size + dir] === C.CT_DIR.REV) this.markBackend(d.keys.readUInt16BE(i * size + sport));
+    }
     this.bits[0]! |= ON;
     this.dirty.clear();
     for (let w = 0; w < 2 * PORT_WORDS; w++) if (this.bits.readBigUInt64LE(w * 8) !== kernel.readBigUInt64LE(w * 8)) this.dirty.add(w);

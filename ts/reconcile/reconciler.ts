@@ -184,7 +184,7 @@ export class Reconciler implements Dataplane {
     this.full = a.nonEmpty;
     this.savedIds = a.savedIds;
     this.adoptedIdsPending = true;
-    this.ports.adopt(this.maps, a.kernelSvc, a.kernelSvc6);
+    this.ports.adopt(this.maps, a);
     return a.report;
   }
 
