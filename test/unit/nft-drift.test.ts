@@ -260,4 +260,25 @@ test('a listing taken across a commit is not compared', async () => {
   assert.is(await dp.checkDrift(), null);
 });
 
+test('a commit stops the listing in flight: its result could not be compared, and its CPU would slow the commit', async () => {
+  const log = createLogger('error', () => undefined);
+  const run: CommandRunner = () => ({ code: 0, stdout: '', stderr: '' });
+  let signal: AbortSignal | undefined;
+  const runAsync: AsyncCommandRunner = (_argv, opts) => {
+    signal = opts?.signal;
+    // Answers only when stopped, as the real runner does when its child is killed.
+    return new Promise((resolve) => signal?.addEventListener('abort', () => resolve({ code: 1, stdout: '', stderr: 'aborted' })));
+  };
+  const dp = new NftablesDataplane({ ctx: CTX, log, run, runAsync });
+  const [a] = await plans(path.join(TEST_SRC, 'golden-nft', 'kube-proxy-shapes'));
+  dp.setService('t/a' as ObjectKey, a!);
+  dp.commit();
+  const check = dp.checkDrift();
+  assert.ok(signal && !signal.aborted, 'the listing runs');
+  dp.setService('t/a' as ObjectKey, null);
+  dp.commit();
+  assert.ok(signal.aborted, 'the commit stopped it');
+  assert.is(await check, null);
+});
+
 test.run();
