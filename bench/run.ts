@@ -71,7 +71,7 @@ export interface Results {
     runs: number;
     timedOut?: boolean;
   }>;
-  /** driftMs: BPF mode's full comparisons with the desired state (--sync-period 1s) while the changes were measured. */
+  /** driftMs: the comparisons with the desired state (--sync-period 1s; BPF and nftables mode) while the changes were measured; driftSliceMs: BPF's longest slice of each. */
   oneChange: Array<{ mode: string; services: number; programmingMs: Stats; syncMs: Stats; wallMs?: Stats; driftMs?: Stats; driftSliceMs?: Stats }>;
   /** BPF: an agent restarted over its pinned dataplane (adopts it, writes only what changed meanwhile). */
   restart?: Array<{ services: number; ms: number; peakRssMb: number; upserts: number; deletes: number }>;
@@ -159,10 +159,14 @@ function lbMapEntries(p: Params): number {
   return lbMapEntriesFor(p.services, p.endpoints);
 }
 
+type ControlMode = 'bpf' | 'nftables' | 'iptables';
+
 /** `weir run` flags for an agent of this run: the mode, and the service map size when the default is too small. */
-function agentArgs(p: Params, mode: 'bpf' | 'iptables'): string[] {
-  // The drift comparison every second (30 s by default), so the one-change figures are measured while it runs; debug logs give its duration.
-  const drift = mode === 'bpf' ? ['--sync-period', '1s', '--log-level', 'debug'] : [];
+function agentArgs(p: Params, mode: ControlMode): string[] {
+  // The drift comparison every second (30 s by default; nftables mode spaces
+  // its own by its duration), so the one-change figures are measured while
+  // it runs; debug logs give its duration. iptables mode has none.
+  const drift = mode !== 'iptables' ? ['--sync-period', '1s', '--log-level', 'debug'] : [];
   return ['--mode', mode, ...lbMapArgs(lbMapEntries(p)), ...drift];
 }
 
@@ -349,10 +353,10 @@ function peakRssMb(pid: number): number {
 }
 
 /**
- * Cold start and one-change latency, per mode, in a one-node box (agent
- * only): at the full scale, and at a smaller one where both modes are
- * measured in full (iptables mode at the full scale takes a few changes
- * only; `--sections iptables` measures it alone with more).
+ * Cold start and one-change latency, per mode (BPF, nftables, iptables), in
+ * a one-node box (agent only): at the full scale, and at a smaller one where
+ * every mode is measured in full (iptables mode at the full scale takes a
+ * few changes only; `--sections iptables` measures it alone with more).
  */
 async function benchControlPlane(p: Params): Promise<{ coldStart: Results['coldStart']; oneChange: Results['oneChange']; restart: NonNullable<Results['restart']> }> {
   const coldStart: Results['coldStart'] = [];
@@ -367,8 +371,8 @@ async function benchControlPlane(p: Params): Promise<{ coldStart: Results['coldS
     for (const scale of scales) {
       for (const f of fs.readdirSync(box.manifestDir)) fs.rmSync(path.join(box.manifestDir, f));
       writeManifests(box.manifestDir, scale.services, (i) => Array.from({ length: p.endpoints }, (_, j) => epAddr(i * p.endpoints + j)));
-      for (const mode of ['bpf', 'iptables'] as const) {
-        const r = await measureMode(box, p, mode, scale.services, mode === 'bpf' ? p.runs : scale.iptablesRuns, mode === 'bpf' ? scale.bpfChanges : scale.iptablesChanges);
+      for (const mode of ['bpf', 'nftables', 'iptables'] as const) {
+        const r = await measureMode(box, p, mode, scale.services, mode === 'iptables' ? scale.iptablesRuns : p.runs, mode === 'iptables' ? scale.iptablesChanges : scale.bpfChanges);
         coldStart.push(r.coldStart);
         oneChange.push(r.oneChange);
         if (r.restart) restart.push(r.restart);
@@ -384,7 +388,7 @@ async function benchControlPlane(p: Params): Promise<{ coldStart: Results['coldS
 async function measureMode(
   box: Box,
   p: Params,
-  mode: 'bpf' | 'iptables',
+  mode: ControlMode,
   services: number,
   runs: number,
   changes: number,
@@ -445,13 +449,23 @@ async function measureMode(
       prog.push(Number(/"programmingMs":(\d+)/.exec(line)![1]));
       sync.push(Number(/"ms":([\d.]+)/.exec(line)![1]));
     }
+    // BPF mode scans the maps in slices; nftables mode lists its table in a child process and compares it at once.
     const scans = [...agent.logs().matchAll(/"msg":"compared the maps with the desired state: no drift","ms":(\d+),"slices":\d+,"longestSliceMs":([\d.]+)/g)];
-    const drift = scans.map((m) => Number(m[1]));
+    const nftScans = [...agent.logs().matchAll(/"msg":"compared table inet weir with what was committed: no drift","ms":(\d+)/g)];
+    const drift = [...scans, ...nftScans].map((m) => Number(m[1]));
     const stall = scans.map((m) => Number(m[2]));
-    change = { mode, services, programmingMs: stats(prog), syncMs: stats(sync), wallMs: stats(wall), ...(drift.length ? { driftMs: stats(drift), driftSliceMs: stats(stall) } : {}) };
+    change = {
+      mode,
+      services,
+      programmingMs: stats(prog),
+      syncMs: stats(sync),
+      wallMs: stats(wall),
+      ...(drift.length ? { driftMs: stats(drift) } : {}),
+      ...(stall.length ? { driftSliceMs: stats(stall) } : {}),
+    };
     rss.push(peakRssMb(agent.proc.child.pid!));
     log(
-      `  ${mode} ${services} services: one change p50 ${stats(prog).p50} ms / p99 ${stats(prog).p99} ms (sync p99 ${stats(sync).p99} ms; file written → synced p99 ${stats(wall).p99} ms)${drift.length ? `; drift scan p50 ${stats(drift).p50} ms, longest slice p99 ${stats(stall).p99} ms (${drift.length} scans)` : ''}`,
+      `  ${mode} ${services} services: one change p50 ${stats(prog).p50} ms / p99 ${stats(prog).p99} ms (sync p99 ${stats(sync).p99} ms; file written → synced p99 ${stats(wall).p99} ms)${drift.length ? `; drift scan p50 ${stats(drift).p50} ms${stall.length ? `, longest slice p99 ${stats(stall).p99} ms` : ''} (${drift.length} scans)` : ''}`,
     );
     await agent.stop();
     box.removeManifest('churn.json');

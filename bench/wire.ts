@@ -260,10 +260,19 @@ export function ratios(res: WireResult, v: Variant, to: Variant): number[] {
 }
 
 /** The bars of the issue this benchmark answers, per scale: median ratio and rounds held. */
-export function bars(res: WireResult): Array<{ bar: string; median: number; held: number; rounds: number }> {
-  const bar = (name: string, v: Variant, to: Variant, min: number): { bar: string; median: number; held: number; rounds: number } => {
+export interface WireBar {
+  readonly bar: string;
+  /** The median of the per-round ratios (two decimals), and whether it holds the bar (unrounded). */
+  readonly median: number;
+  readonly met: boolean;
+  readonly held: number;
+  readonly rounds: number;
+}
+
+export function bars(res: WireResult): WireBar[] {
+  const bar = (name: string, v: Variant, to: Variant, min: number): WireBar => {
     const r = ratios(res, v, to);
-    return { bar: name, median: Math.round(median(r) * 100) / 100, held: r.filter((x) => x >= min).length, rounds: r.length };
+    return { bar: name, median: Math.round(median(r) * 100) / 100, met: median(r) >= min, held: r.filter((x) => x >= min).length, rounds: r.length };
   };
   return [bar('tc path ≥ 0.95× no proxy', 'bpf-tc', 'none', 0.95), bar('tc path ≥ kube-proxy nftables', 'bpf-tc', 'kp-nft', 1), bar('socket path ≥ 0.98× no proxy', 'bpf-sock', 'none', 0.98)];
 }
