@@ -299,8 +299,8 @@ export class NftablesDataplane implements Dataplane {
    * Compare table inet weir with what was last committed. The listing runs
    * in a child process, so syncs go on meanwhile; one that commits before
    * the listing is in stops it and makes the result null (compared next
-   * time). A
-   * difference makes the next commit a full rewrite (see takeRepaired).
+   * time). A difference makes the next commit a full rewrite (see
+   * takeRepaired).
    */
   async checkDrift(): Promise<DriftResult> {
     if (this.needFull) return null;
