@@ -12,6 +12,8 @@ BPF_CFLAGS := -O2 -g -target bpf -Wall -Werror -Wno-unused-function \
 	-D__TARGET_ARCH_$(subst x86_64,x86,$(ARCH)) \
 	-Ibpf/include -Ibpf/shared -Ibpf/lib -I/usr/include/$(ARCH)-linux-gnu
 NATIVE_LIB := $(BUILD)/native/libweirbpf.so
+# Not part of weir: the wire benchmark's do-nothing tc program (bench/floor.bpf.c).
+BENCH_BPF_OBJ := $(BUILD)/bench/floor.o
 DEBIAN_PKGS := clang llvm libbpf-dev libelf-dev zlib1g-dev bpftool iproute2 iptables nftables \
 	conntrack curl netcat-openbsd socat iperf3 util-linux procps gcc make clang-format python3
 
@@ -45,6 +47,10 @@ $(BUILD)/bpf/%.o: bpf/progs/%.c $(BPF_HDR) | system-deps
 	@mkdir -p $(dir $@)
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 
+$(BENCH_BPF_OBJ): bench/floor.bpf.c | system-deps
+	@mkdir -p $(dir $@)
+	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
+
 native: $(NATIVE_LIB)
 
 $(NATIVE_LIB): native/weir_bpf.c native/weir_bpf.h | system-deps
@@ -54,7 +60,7 @@ $(NATIVE_LIB): native/weir_bpf.c native/weir_bpf.h | system-deps
 ts: node_modules/.weir-stamp
 	node_modules/.bin/tsc -p tsconfig.json
 
-C_SRC := $(wildcard bpf/progs/*.c bpf/lib/*.h bpf/shared/*.h native/*.c native/*.h)
+C_SRC := $(wildcard bpf/progs/*.c bpf/lib/*.h bpf/shared/*.h native/*.c native/*.h bench/*.bpf.c)
 
 # Type-checked ESLint, Prettier and clang-format, checking only; `make format` rewrites.
 lint: deps
@@ -71,7 +77,7 @@ bpffs:
 	@grep -qs ' /sys/fs/bpf bpf ' /proc/mounts || mount -t bpf bpf /sys/fs/bpf
 
 # Unit suites need no root; binding and cluster-in-a-box suites need root.
-test: all lint bpffs bench-deps
+test: all lint bpffs bench-deps $(BENCH_BPF_OBJ)
 	node dist/test/run.js
 
 test-unit: deps ts
@@ -93,7 +99,7 @@ soak: all bpffs
 
 # Benchmarks (not tests): writes bench/results.json, BENCHMARKS.md, bench/latency.svg.
 # BENCH_ARGS=--quick for a smoke run under two minutes.
-bench: all bpffs bench-deps
+bench: all bpffs bench-deps $(BENCH_BPF_OBJ)
 	node dist/bench/run.js $(BENCH_ARGS)
 
 # What the benchmarks add (`make test` runs them once, quick): wrk and nginx

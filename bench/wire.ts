@@ -7,6 +7,9 @@
  * ClusterIP (the measured service, which sorts after the N - 1 others):
  *
  *   none       no proxy: the client addresses the nginx pod directly
+ *   tc-floor   no proxy, and a tc program that passes every packet at once
+ *              (bench/floor.bpf.c) at ingress and egress of both pods'
+ *              devices: what running any tc program there costs
  *   bpf-tc     weir, BPF mode; the pods are outside its cgroup (tc path)
  *   bpf-sock   weir, BPF mode; the pods inside its cgroup (socket path)
  *   bpf-direct weir, BPF mode, but the client addresses the nginx pod: what
@@ -36,7 +39,7 @@ import { lbMapArgs, lbMapEntries } from './coldstart';
 import { kubeProxyNftRuleset, PeerService } from './kube-proxy-nft';
 import { epAddr, serviceObj, sliceObj, vip, writeManifests } from './manifests';
 
-export const VARIANTS = ['none', 'bpf-direct', 'bpf-tc', 'bpf-sock', 'nftables', 'iptables', 'kp-nft'] as const;
+export const VARIANTS = ['none', 'tc-floor', 'bpf-direct', 'bpf-tc', 'bpf-sock', 'nftables', 'iptables', 'kp-nft'] as const;
 export type Variant = (typeof VARIANTS)[number];
 
 export interface WireSample {
@@ -141,6 +144,25 @@ async function measure(box: Box, lane: Lane, seconds: number): Promise<WireSampl
   };
 }
 
+/** The do-nothing program (`make bench` builds it). */
+const FLOOR_OBJ = path.join(REPO, 'build/bench/floor.o');
+
+/** tc-floor: the pass-everything program at ingress and egress of the lane's two pod devices (they go with the box). */
+async function attachFloor(box: Box, lane: Lane): Promise<void> {
+  if (!fs.existsSync(FLOOR_OBJ)) throw new Error(`${FLOOR_OBJ} is missing: \`make bench\` builds it`);
+  const ns = box.node(lane.node).ns;
+  for (const dev of [box.pod(lane.client).hostDev, box.pod(lane.server).hostDev]) {
+    const argvs = [
+      ['tc', 'qdisc', 'replace', 'dev', dev, 'clsact'],
+      ...['ingress', 'egress'].map((dir) => ['tc', 'filter', 'replace', 'dev', dev, dir, 'bpf', 'direct-action', 'obj', FLOOR_OBJ, 'sec', 'tc']),
+    ];
+    for (const argv of argvs) {
+      const r = await box.exec(ns, argv);
+      if (r.code !== 0) throw new Error(`${argv.join(' ')}: ${r.stderr}`);
+    }
+  }
+}
+
 /** Does this build's `--mode` take `mode`? */
 function hasMode(mode: string): boolean {
   return (RUN_FLAGS.mode.placeholder ?? '').split('|').includes(mode);
@@ -186,7 +208,7 @@ export async function benchWire(o: { sizes: number[]; rounds: number; seconds: n
       box.writeManifest('targets.json', JSON.stringify({ apiVersion: 'v1', kind: 'List', items: targets.flat() }));
       const entries = lbMapEntries(n + lanes.length, ENDPOINTS);
       for (const [i, lane] of lanes.entries()) {
-        const direct = lane.variant === 'none' || lane.variant === 'bpf-direct';
+        const direct = lane.variant === 'none' || lane.variant === 'tc-floor' || lane.variant === 'bpf-direct';
         lane.host = direct ? box.pod(lane.server).ip : vip(TARGET + i);
         lane.httpPort = direct ? 8080 : HTTP_PORT;
         const t0 = Date.now();
@@ -202,6 +224,8 @@ export async function benchWire(o: { sizes: number[]; rounds: number; seconds: n
           fs.writeFileSync(file, kubeProxyNftRuleset(peer, { clusterCidr: CLUSTER_CIDR, serviceCidr: SERVICE_CIDR }));
           const r = await box.exec(box.node(lane.node).ns, ['nft', '-f', file], { timeoutMs: 600_000 });
           if (r.code !== 0) throw new Error(`nft -f: ${r.stderr}`);
+        } else if (lane.variant === 'tc-floor') {
+          await attachFloor(box, lane);
         } else if (lane.variant !== 'none') {
           const mode = lane.variant.startsWith('bpf') ? 'bpf' : lane.variant;
           await box.weir(lane.node, ['cleanup']).catch(() => undefined);
@@ -234,7 +258,7 @@ export async function benchWire(o: { sizes: number[]; rounds: number; seconds: n
         if (lane.agent) await lane.agent.stop();
         lane.agent = undefined;
         if (lane.variant === 'kp-nft') await box.exec(box.node(lane.node).ns, ['nft', 'delete', 'table', 'ip', 'kube-proxy']);
-        else if (lane.variant !== 'none') await box.weir(lane.node, ['cleanup']).catch(() => undefined);
+        else if (lane.variant !== 'none' && lane.variant !== 'tc-floor') await box.weir(lane.node, ['cleanup']).catch(() => undefined);
       }
       results.push(res);
       log(summary(res).join('\n'));
@@ -259,7 +283,6 @@ export function ratios(res: WireResult, v: Variant, to: Variant): number[] {
   return a.map((s, i) => s.closeRps / (b[i]?.closeRps ?? NaN)).filter(Number.isFinite);
 }
 
-/** The bars of the issue this benchmark answers, per scale: median ratio and rounds held. */
 export interface WireBar {
   readonly bar: string;
   /** The median of the per-round ratios (two decimals), and whether it holds the bar (unrounded). */
@@ -269,6 +292,7 @@ export interface WireBar {
   readonly rounds: number;
 }
 
+/** The bars this benchmark holds the dataplanes to, per scale: median ratio and rounds held. */
 export function bars(res: WireResult): WireBar[] {
   const bar = (name: string, v: Variant, to: Variant, min: number): WireBar => {
     const r = ratios(res, v, to);
