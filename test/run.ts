@@ -80,6 +80,11 @@ function benchSmoke(): Promise<{ passed: number; failed: number }> {
       try {
         const r = JSON.parse(fs.readFileSync(path.resolve(__dirname, '../../bench/results-quick.json'), 'utf8')) as Record<string, unknown[] | object>;
         ok = ok && ['ffi', 'packet', 'coldStart', 'oneChange', 'path', 'wire'].every((k) => r[k] !== undefined);
+        // Every mode's control plane, and every lane of the wire section, the floor included.
+        const modes = new Set((r.coldStart as Array<{ mode: string }>).map((c) => c.mode));
+        ok = ok && ['bpf', 'nftables', 'iptables'].every((m) => modes.has(m));
+        const wire = r.wire as Array<{ samples: Record<string, unknown[]> }>;
+        ok = ok && wire.length > 0 && wire.every((w) => ['none', 'tc-floor', 'bpf-tc', 'bpf-sock', 'nftables'].every((v) => (w.samples[v]?.length ?? 0) > 0));
       } catch {
         ok = false;
       }
