@@ -228,11 +228,10 @@ class View {
     for (const res of this.r.wire ?? []) {
       for (const b of wireBars(res)) {
         if (!b.rounds) continue;
-        const [name, target] = b.bar.split(' ≥ ');
         bars.push({
           row: 'wire',
-          what: `new connections, ${name}, ${services(res.services)}`,
-          target: `≥ ${target}`,
+          what: `new connections, ${b.path}, ${services(res.services)}`,
+          target: `≥ ${b.target}`,
           figure: `${b.median}× (${b.held} of ${b.rounds} rounds)`,
           verdict: b.met ? 'pass' : 'fail',
         });
