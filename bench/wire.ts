@@ -147,14 +147,21 @@ async function measure(box: Box, lane: Lane, seconds: number): Promise<WireSampl
 /** The do-nothing program (`make bench` builds it). */
 const FLOOR_OBJ = path.join(REPO, 'build/bench/floor.o');
 
-/** tc-floor: the pass-everything program at ingress and egress of the lane's two pod devices (they go with the box). */
+/**
+ * tc-floor: the pass-everything program at ingress and egress of the lane's
+ * two pod devices (they go with the box). tc's object loader makes its pin
+ * directories (tc/globals, ip, xdp) under the bpffs it finds, so it runs in
+ * a mount namespace of its own, on a bpffs that ends with it: the machine's
+ * /sys/fs/bpf keeps nothing. The filter holds the program, not the pins.
+ */
 async function attachFloor(box: Box, lane: Lane): Promise<void> {
   if (!fs.existsSync(FLOOR_OBJ)) throw new Error(`${FLOOR_OBJ} is missing: \`make bench\` builds it`);
   const ns = box.node(lane.node).ns;
+  const privateBpffs = ['unshare', '--mount', '--propagation', 'private', 'sh', '-c', 'mount -t bpf bpf /sys/fs/bpf && exec "$@"', 'sh'];
   for (const dev of [box.pod(lane.client).hostDev, box.pod(lane.server).hostDev]) {
     const argvs = [
       ['tc', 'qdisc', 'replace', 'dev', dev, 'clsact'],
-      ...['ingress', 'egress'].map((dir) => ['tc', 'filter', 'replace', 'dev', dev, dir, 'bpf', 'direct-action', 'obj', FLOOR_OBJ, 'sec', 'tc']),
+      ...['ingress', 'egress'].map((dir) => [...privateBpffs, 'tc', 'filter', 'replace', 'dev', dev, dir, 'bpf', 'direct-action', 'obj', FLOOR_OBJ, 'sec', 'tc']),
     ];
     for (const argv of argvs) {
       const r = await box.exec(ns, argv);
