@@ -325,7 +325,7 @@ function runSection(v: View, source: string): string[] {
     `- Machine: ${machine}.${mc.firstTouch && mc.retouch ? ` Writing memory: ${mc.firstTouch} fresh (page faults included), ${mc.retouch} rewritten.` : ''}`,
     `- Date: ${r.date ?? 'date not recorded'}.`,
     `- Command: \`${r.command}\`${p.quick ? ' (a `--quick` smoke run: it checks that the suite works, not the bars)' : ''}.`,
-    `- Sizes: ${count(p.services)} services × ${count(p.endpoints)} endpoints (and ${count(p.compareServices)} services, where both modes are measured in full); up to ${count(p.changes)} endpoint changes per agent; ${count(p.ct)} conntrack entries; ${count(p.conns)} connections per path point at ${p.pathSizes.map(count).join(' / ')} services; ${count(p.runs)} run(s) per median; deadline ${seconds(p.deadlineMs)}.`,
+    `- Sizes: ${count(p.services)} services × ${count(p.endpoints)} endpoints (and ${count(p.compareServices)} services, where every mode is measured in full); up to ${count(p.changes)} endpoint changes per agent; ${count(p.ct)} conntrack entries; ${count(p.conns)} connections per path point at ${p.pathSizes.map(count).join(' / ')} services; ${count(p.runs)} run(s) per median; deadline ${seconds(p.deadlineMs)}.`,
   ];
   if (v.sections) {
     const kept = SECTIONS.filter((s) => !v.sections!.has(s));

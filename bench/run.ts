@@ -85,7 +85,7 @@ interface Params {
   /** How long an agent may take to program everything before the point is reported as timed out. */
   deadlineMs: number;
   services: number;
-  /** A second, smaller scale where both modes are measured in full, side by side. */
+  /** A second, smaller scale where every mode is measured in full, side by side. */
   compareServices: number;
   endpoints: number;
   changes: number;
