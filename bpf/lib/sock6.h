@@ -57,6 +57,20 @@ static __always_inline bool ip6_v4mapped(const __be32 *a)
 }
 
 /*
+ * Point the call at addr:port: the peer connect or sendmsg goes to, or
+ * that recvmsg or getpeername shows. Word by word: the context takes
+ * 32-bit stores only.
+ */
+static __always_inline void sock6_set_addr(struct bpf_sock_addr *ctx, const __be32 addr[4], __be16 port)
+{
+	ctx->user_ip6[0] = addr[0];
+	ctx->user_ip6[1] = addr[1];
+	ctx->user_ip6[2] = addr[2];
+	ctx->user_ip6[3] = addr[3];
+	ctx->user_port = (__u32)port;
+}
+
+/*
  * A dual-stack socket sending to an IPv4-mapped address sends IPv4: the
  * IPv4 frontends and rev-NAT entries apply, the backend is written back
  * mapped. Its source, if chosen, is mapped too (else it could not send to
@@ -127,11 +141,7 @@ static __always_inline int sock6_forward(struct bpf_sock_addr *ctx, bool sendmsg
 		sv.rev_nat_id = svc->rev_nat_id;
 		bpf_map_update_elem(&weir1_skrevnat6, &sk, &sv, BPF_ANY);
 	}
-	ctx->user_ip6[0] = be->addr[0];
-	ctx->user_ip6[1] = be->addr[1];
-	ctx->user_ip6[2] = be->addr[2];
-	ctx->user_ip6[3] = be->addr[3];
-	ctx->user_port = (__u32)be->port;
+	sock6_set_addr(ctx, be->addr, be->port);
 	return 1;
 }
 
@@ -158,21 +168,13 @@ static __always_inline int sock6_reverse(struct bpf_sock_addr *ctx)
 	}
 	c = sk_conn_find(ctx, sk.addr, sk.port);
 	if (c) {
-		ctx->user_ip6[0] = c->frontend[0];
-		ctx->user_ip6[1] = c->frontend[1];
-		ctx->user_ip6[2] = c->frontend[2];
-		ctx->user_ip6[3] = c->frontend[3];
-		ctx->user_port = (__u32)c->frontend_port;
+		sock6_set_addr(ctx, c->frontend, c->frontend_port);
 		return 1;
 	}
 	sk.cookie = bpf_get_socket_cookie(ctx);
 	sv = bpf_map_lookup_elem(&weir1_skrevnat6, &sk);
 	if (sv) {
-		ctx->user_ip6[0] = sv->addr[0];
-		ctx->user_ip6[1] = sv->addr[1];
-		ctx->user_ip6[2] = sv->addr[2];
-		ctx->user_ip6[3] = sv->addr[3];
-		ctx->user_port = (__u32)sv->port;
+		sock6_set_addr(ctx, sv->addr, sv->port);
 	}
 	return 1;
 }
