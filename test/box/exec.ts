@@ -157,6 +157,11 @@ export class NsProcess {
     return this.out;
   }
 
+  /** The output after a mark() (as much of it as is kept). */
+  outputSince(mark: number): string {
+    return this.out.slice(Math.max(0, mark - this.dropped));
+  }
+
   /** stdout only (for processes that print a JSON result). */
   stdout(): string {
     return this.outStdout;
@@ -181,7 +186,7 @@ export class NsProcess {
    * matches re. Rejects at the timeout or when the process exits first.
    */
   waitFor(re: RegExp, timeoutMs = 10_000, since = 0): Promise<void> {
-    const test = (): boolean => re.test(this.out.slice(Math.max(0, since - this.dropped)));
+    const test = (): boolean => re.test(this.outputSince(since));
     if (test()) return Promise.resolve();
     return new Promise((resolve, reject) => {
       const w = { test, resolve: (): void => (clearTimeout(t), resolve()) };

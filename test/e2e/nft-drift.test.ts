@@ -104,4 +104,57 @@ s('a running agent repairs hand edits on its sync period, counts them by chain o
     assert.match(metrics.stdout, new RegExp(`weir_drift_repaired_entries_total\\{map="${name}"\\} ${n}\\n`));
 });
 
+/** `n` ClusterIP services of ten endpoints each, as one List (addresses nothing routes to: they only fill the table). */
+function manyServices(n: number): string {
+  const items: object[] = [];
+  for (let i = 0; i < n; i++) {
+    const name = `fill-${i}`;
+    items.push(
+      { apiVersion: 'v1', kind: 'Service', metadata: { name, namespace: 'fill' }, spec: { clusterIP: `10.97.${i >> 8}.${i & 255}`, ports: [{ port: 80, targetPort: 8080 }] } },
+      {
+        apiVersion: 'discovery.k8s.io/v1',
+        kind: 'EndpointSlice',
+        metadata: { name: `${name}-1`, namespace: 'fill', labels: { 'kubernetes.io/service-name': name } },
+        addressType: 'IPv4',
+        ports: [{ port: 8080 }],
+        endpoints: Array.from({ length: 10 }, (_, k) => ({ addresses: [`10.201.${(i * 10 + k) >> 8}.${(i * 10 + k) & 255}`], nodeName: 'n1' })),
+      },
+    );
+  }
+  return JSON.stringify({ apiVersion: 'v1', kind: 'List', items });
+}
+
+s('changes that never leave room for a listing: after 20 sync periods syncs wait for one, and a hand edit is still repaired', async (ctx) => {
+  const { box } = ctx;
+  await ctx.agent?.stop();
+  // Enough services that one listing (~0.4 s) outlasts the gap between two changes.
+  box.writeManifest('fill.json', manyServices(1500));
+  // Comparisons every 250 ms: one must finish within 20 × 250 ms = 5 s.
+  const agent = (ctx.agent = await nftAgent(box, '250ms'));
+  await waitFor(async () => (await box.weir('n1', ['services'])).includes('10.97.5.219'), { timeoutMs: 15_000, what: 'every service programmed' });
+  const [a, b] = [box.pod('a').ip, box.pod('b').ip];
+  let stop = false;
+  // One service's endpoints change every 40 ms (bounded: at most 30 s).
+  const churn = (async () => {
+    for (let i = 0; !stop && i < 750; i++) {
+      box.writeManifest('churn.yaml', webService({ namespace: 'churn', clusterIP: '10.96.8.3', endpoints: i % 2 ? [a] : [a, b] }));
+      await new Promise((r) => setTimeout(r, 40));
+    }
+  })();
+  try {
+    await new Promise((r) => setTimeout(r, 1000));
+    const mark = agent.proc.mark();
+    await nft(box, `delete element inet weir cluster-endpoints-tcp { ${VIP} . 80 . 1 }`);
+    await agent.proc.waitFor(/"msg":"no moment quiet enough to compare table inet weir; syncs wait for one listing"/, 15_000, mark);
+    await agent.proc.waitFor(/"msg":"table inet weir differed from what was committed; repaired","entries":"cluster-endpoints-tcp 1"/, 15_000, mark);
+    const synced = agent.proc.outputSince(mark).match(/"msg":"synced"/g)?.length ?? 0;
+    assert.ok(synced >= 20, `${synced} syncs while the edit waited for its repair: the changes kept syncing`);
+  } finally {
+    stop = true;
+    await churn;
+  }
+  assert.equal(await check(box), CONSISTENT);
+  await reachesBackends(box);
+});
+
 s.run();

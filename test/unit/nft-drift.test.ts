@@ -18,6 +18,8 @@ import { AsyncCommandRunner, NftablesDataplane } from '../../ts/fallback/nftable
 import { CommandRunner } from '../../ts/fallback/iptables';
 import { CommittedTable, compareTable, elementValue, formatDrift } from '../../ts/fallback/nft-drift';
 import { KernelTable, atomText, parseNftJson, ruleRefs, ruleTextRefs } from '../../ts/fallback/nft-json';
+import { NftDriftCheck } from '../../ts/runner/drift';
+import { Runner } from '../../ts/runner/runner';
 import { createLogger } from '../../ts/util/log';
 import { TEST_SRC, casePlans as plans } from './pipeline';
 
@@ -279,6 +281,71 @@ test('a commit stops the listing in flight: its result could not be compared, an
   dp.commit();
   assert.ok(signal.aborted, 'the commit stopped it');
   assert.is(await check, null);
+});
+
+test('changes that never leave room for a listing hold syncs for one after 20 sync periods: drift is still found, and the changes sync after it', async () => {
+  const log = createLogger('error', () => undefined);
+  const lines: string[] = [];
+  const checkLog = createLogger('debug', (l) => lines.push(l));
+  const commits: number[] = [];
+  const run: CommandRunner = () => (commits.push(Date.now()), { code: 0, stdout: '', stderr: '' });
+  // A listing takes 40 ms; a commit comes every 5 ms and stops it.
+  const runAsync: AsyncCommandRunner = (_argv, opts) =>
+    new Promise((resolve) => {
+      const t = setTimeout(() => resolve({ code: 0, stdout: '{"nftables":[]}', stderr: '' }), 40);
+      opts?.signal?.addEventListener('abort', () => (clearTimeout(t), resolve({ code: 1, stdout: '', stderr: 'aborted' })));
+    });
+  const dp = new NftablesDataplane({ ctx: CTX, log, run, runAsync });
+  const [a] = await plans(path.join(TEST_SRC, 'golden-nft', 'kube-proxy-shapes'));
+  let on = false;
+  const runner = new Runner({
+    minSyncPeriodMs: 0,
+    log,
+    sync: () => {
+      on = !on;
+      dp.setService('t/a' as ObjectKey, on ? a! : null);
+      dp.commit();
+    },
+  });
+  runner.syncNow();
+  type Held = { from: number; to?: number };
+  let held: Held | null = null;
+  let found = 0;
+  const periodMs = 10;
+  const check = new NftDriftCheck({
+    table: dp,
+    log: checkLog,
+    requestSync: () => void found++,
+    format: formatDrift,
+    periodMs,
+    holdSyncs: (until) => {
+      const h: Held = (held = { from: Date.now() });
+      void until.finally(() => (h.to = Date.now()));
+      runner.hold(until);
+    },
+  });
+  const t0 = Date.now();
+  const churn = setInterval(() => runner.request(), 5);
+  const scans = setInterval(() => check.scan(), periodMs);
+  try {
+    while (found === 0 && Date.now() - t0 < 3000) await new Promise((r) => setTimeout(r, 10));
+    await new Promise((r) => setTimeout(r, 50));
+  } finally {
+    clearInterval(churn);
+    clearInterval(scans);
+    runner.stop();
+  }
+  assert.is(found, 1, 'the comparison finished and found the (empty) listing differs');
+  assert.ok(held, 'syncs were held');
+  const { from, to } = held as Held;
+  assert.ok(to !== undefined && from - t0 >= 20 * periodMs, `held from ${from - t0} ms to ${to === undefined ? '-' : to - t0} ms`);
+  assert.is(commits.filter((c) => c > from && c < to).length, 0, 'no commit while the listing ran');
+  assert.ok(commits.filter((c) => c >= to).length > 0, 'the changes synced after it');
+  assert.ok(commits.filter((c) => c < from).length > 20, 'changes committed every few ms before the hold');
+  assert.ok(
+    lines.some((l) => l.includes('no moment quiet enough to compare table inet weir')),
+    lines.join('\n'),
+  );
 });
 
 test.run();

@@ -111,4 +111,24 @@ test('a change during the backoff of a failed sync waits for the retry', async (
   r.stop();
 });
 
+test('a hold keeps syncs back until it settles, then the changes made meanwhile sync once; a rejected hold releases too', async () => {
+  let n = 0;
+  const r = new Runner({ minSyncPeriodMs: 0, sync: () => void n++, log: quiet });
+  let release!: () => void;
+  r.hold(new Promise<void>((resolve) => (release = resolve)));
+  for (let i = 0; i < 5; i++) r.request();
+  await sleep(30);
+  assert.is(n, 0, 'nothing synced while held');
+  assert.ok(r.pendingSince > 0, 'the changes are pending (what /healthz reports on)');
+  release();
+  await sleep(20);
+  assert.is(n, 1);
+  assert.is(r.pendingSince, 0);
+  r.hold(Promise.reject(new Error('listing failed')));
+  r.request();
+  await sleep(20);
+  assert.is(n, 2);
+  r.stop();
+});
+
 test.run();

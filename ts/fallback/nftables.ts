@@ -300,19 +300,19 @@ export class NftablesDataplane implements Dataplane {
    * in a child process, so syncs go on meanwhile; one that commits before
    * the listing is in stops it and makes the result null (compared next
    * time). A difference makes the next commit a full rewrite (see
-   * takeRepaired).
+   * takeRepaired). `stop`, when it aborts, stops the listing too (null).
    */
-  async checkDrift(): Promise<DriftResult> {
+  async checkDrift(stop?: AbortSignal): Promise<DriftResult> {
     if (this.needFull) return null;
     const generation = this.generation;
     const listing = (this.listing = new AbortController());
     let r: Awaited<ReturnType<AsyncCommandRunner>>;
     try {
-      r = await this.runAsync(['nft', '-j', 'list', 'table', 'inet', NFT_TABLE], { signal: listing.signal });
+      r = await this.runAsync(['nft', '-j', 'list', 'table', 'inet', NFT_TABLE], { signal: stop ? AbortSignal.any([listing.signal, stop]) : listing.signal });
     } finally {
       if (this.listing === listing) this.listing = null;
     }
-    if (generation !== this.generation || this.needFull) return null;
+    if (generation !== this.generation || this.needFull || stop?.aborted) return null;
     let found: Map<string, number>;
     if (r.code !== 0) {
       // No table at all (deleted by hand): everything is missing.

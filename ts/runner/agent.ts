@@ -235,7 +235,15 @@ async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Pro
     reconciler instanceof Reconciler
       ? new DriftCheck({ reconciler, log, ...repaired, requestSync })
       : nftables
-        ? new NftDriftCheck({ table: nftables, log, ...repaired, requestSync, format: (await import('../fallback/nft-drift')).formatDrift })
+        ? new NftDriftCheck({
+            table: nftables,
+            log,
+            ...repaired,
+            requestSync,
+            format: (await import('../fallback/nft-drift')).formatDrift,
+            periodMs: opts.syncPeriodMs,
+            holdSyncs: (until) => runnerRef.runner?.hold(until),
+          })
         : null;
   let nodesVersion = -1;
   /** Take this node's IPs and zone from its Node object when it changed; re-plan everything when they did. */

@@ -77,7 +77,7 @@ export class DriftCheck {
 
 /** What NftDriftCheck needs of the nftables dataplane (../fallback/nftables.ts). */
 export interface NftDriftSource {
-  checkDrift(): Promise<Map<string, number> | null>;
+  checkDrift(stop?: AbortSignal): Promise<Map<string, number> | null>;
   takeRepaired(): Map<string, number> | null;
 }
 
@@ -90,6 +90,19 @@ export interface NftDriftSource {
 const NFT_DRIFT_SPACING = 20;
 
 /**
+ * A commit stops the listing in flight, so on a table that changes more
+ * often than a listing takes (every few seconds at ten thousand services)
+ * no comparison would ever finish. Once none has for this many sync
+ * periods, the next one holds syncs until its listing is in: changes wait
+ * for one listing (3.5 s at that size) in return for drift being found
+ * within a bounded time. kube-proxy instead rewrites its whole table once
+ * an hour.
+ */
+const NFT_DRIFT_MAX_PERIODS = 20;
+/** A held listing that takes longer than this is stopped, and syncs go on. */
+const NFT_DRIFT_MAX_HOLD_MS = 30_000;
+
+/**
  * nftables mode's drift check: every --sync-period table inet weir is
  * listed (in a child process, so syncs go on) and compared with what was
  * committed; a difference makes the next sync rewrite the whole table, and
@@ -100,6 +113,8 @@ export class NftDriftCheck {
   private checking = false;
   /** When the next comparison may start (ms since the epoch). */
   private notBefore = 0;
+  /** When the last comparison finished, or the check began (ms since the epoch). */
+  private lastCompared = Date.now();
 
   constructor(
     private readonly opts: {
@@ -108,6 +123,10 @@ export class NftDriftCheck {
       readonly repaired?: DriftRepairs;
       readonly requestSync: () => void;
       readonly format: (d: ReadonlyMap<string, number>) => string;
+      /** --sync-period: how often scan is called. */
+      readonly periodMs: number;
+      /** Hold syncs until the promise settles (Runner.hold). */
+      readonly holdSyncs: (until: Promise<unknown>) => void;
     },
   ) {}
 
@@ -117,12 +136,23 @@ export class NftDriftCheck {
     this.checking = true;
     const { table, log } = this.opts;
     const t0 = Date.now();
-    table
-      .checkDrift()
+    const starvedMs = t0 - this.lastCompared;
+    const hold = starvedMs >= NFT_DRIFT_MAX_PERIODS * this.opts.periodMs;
+    const stop = hold ? AbortSignal.timeout(NFT_DRIFT_MAX_HOLD_MS) : undefined;
+    const check = table.checkDrift(stop);
+    if (hold) {
+      log.info('no moment quiet enough to compare table inet weir; syncs wait for one listing', { sinceMs: starvedMs });
+      this.opts.holdSyncs(check);
+    }
+    check
       .then((found) => {
         this.notBefore = Date.now() + NFT_DRIFT_SPACING * (Date.now() - t0);
-        if (found === null) return log.debug('table inet weir not compared: a commit came between, or a rewrite is due');
-        if (found.size === 0) return log.debug('compared table inet weir with what was committed: no drift', { ms: Date.now() - t0 });
+        if (found === null) {
+          if (stop?.aborted) log.warn('table inet weir not compared: its listing took too long, and syncs waited no longer', { ms: Date.now() - t0 });
+          return log.debug('table inet weir not compared: a commit came between, or a rewrite is due');
+        }
+        this.lastCompared = Date.now();
+        if (found.size === 0) return log.debug('compared table inet weir with what was committed: no drift', { ms: Date.now() - t0, ...(hold ? { held: true } : {}) });
         log.debug('table inet weir differs from what was committed', { objects: this.opts.format(found) });
         this.opts.requestSync();
       })

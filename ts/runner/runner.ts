@@ -32,6 +32,9 @@ export class Runner {
   private lastSyncAt = 0;
   private failures = 0;
   private stopped = false;
+  /** Holds in force (see hold), and whether a sync came due under one. */
+  private holds = 0;
+  private deferred = false;
   /** ms timestamp of the oldest request not yet synced; 0 when idle. */
   pendingSince = 0;
   /** ms timestamp of the last request for a sync (kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds). */
@@ -69,6 +72,22 @@ export class Runner {
     this.run();
   }
 
+  /**
+   * No sync until `until` settles; one that comes due meanwhile runs as soon
+   * as it has, with everything requested in between. nftables mode's drift
+   * check holds syncs for a listing that the changes never left room for.
+   */
+  hold(until: Promise<unknown>): void {
+    this.holds++;
+    const release = (): void => {
+      this.holds--;
+      if (this.holds > 0 || !this.deferred || this.stopped) return;
+      this.deferred = false;
+      if (!this.timer) this.schedule(Math.max(0, this.lastSyncAt + this.opts.minSyncPeriodMs - Date.now()));
+    };
+    until.then(release, release);
+  }
+
   stop(): void {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
@@ -91,6 +110,10 @@ export class Runner {
   private run(): void {
     this.timer = null;
     if (this.stopped) return;
+    if (this.holds > 0) {
+      this.deferred = true;
+      return;
+    }
     this.lastSyncAt = Date.now();
     const waitingSince = this.pendingSince;
     this.pendingSince = 0;
