@@ -219,7 +219,9 @@ function plan(name: string, vip: string, eps: string[], affinity = 0, nodePort =
 test('partial commits of every kind leave no drift: pick chains added, endpoints replaced, shared hairpin pairs, affinity redeclared, chains flushed then deleted', async () => {
   if (process.getuid?.() !== 0) return;
   const ns = `weir-nft-drift3-${process.pid}`;
+  const fresh = `weir-nft-drift4-${process.pid}`;
   execFileSync('ip', ['netns', 'add', ns]);
+  execFileSync('ip', ['netns', 'add', fresh]);
   try {
     const { run, runAsync } = inNetns(ns);
     const dp = new NftablesDataplane({ ctx: CTX, log: createLogger('error', () => undefined), run, runAsync });
@@ -240,8 +242,22 @@ test('partial commits of every kind leave no drift: pick chains added, endpoints
       dp.commit();
       assert.equal([...((await dp.checkDrift()) ?? [['not compared', 0]])], [], `step ${i}: ${name}`);
     }
+    // One more commit deletes what the last one flushed; then the table holds the
+    // chains a first commit of the same services writes, and no pick chain the
+    // steps stopped using (pick-cluster-2 and -3: a service's endpoints went 2 -> 3 -> 1).
+    const last = plan('d', '10.96.0.4', ['10.244.1.7']);
+    dp.setService(last.service, last);
+    dp.commit();
+    const other = inNetns(fresh);
+    const first = new NftablesDataplane({ ctx: CTX, log: createLogger('error', () => undefined), ...other });
+    for (const p of [plan('a', '10.96.0.1', ['10.244.1.9']), plan('c', '10.96.0.3', ['10.244.1.1']), last]) first.setService(p.service, p);
+    first.commit();
+    const chains = (r: CommandRunner): string[] => [...parseNftJson(r(['nft', '-j', 'list', 'table', 'inet', 'weir']).stdout).chains.keys()].sort();
+    assert.equal(chains(run), chains(other.run));
+    assert.equal([...((await dp.checkDrift()) ?? [['not compared', 0]])], [], 'after the pick chains went');
   } finally {
     execFileSync('ip', ['netns', 'del', ns]);
+    execFileSync('ip', ['netns', 'del', fresh]);
   }
 });
 

@@ -56,7 +56,8 @@ export class NftablesDataplane implements Dataplane {
   private readonly rendered = new Map<ObjectKey, NftService>();
   /** Every element in the table: "set\tkey" -> value and how many services hold it. */
   private readonly elements = new Map<string, { value: string; refs: number }>();
-  private readonly picks = new Set<string>();
+  /** Pick chain -> how many services' frontends go to it; one no service uses is flushed and deleted as other chains are. */
+  private readonly picks = new Map<string, number>();
   /** Chains flushed by an earlier commit and unreferenced since: deleted by the next one. */
   private stale = new Set<string>();
   private needFull = true;
@@ -136,7 +137,7 @@ export class NftablesDataplane implements Dataplane {
     this.stale.clear();
     for (const [key, s] of services) {
       this.rendered.set(key, s);
-      for (const p of s.picks) this.picks.add(p);
+      for (const p of s.picks) this.picks.set(p, (this.picks.get(p) ?? 0) + 1);
       for (const [set, els] of s.elements) for (const [k, v] of els) this.ref(`${set}\t${k}`, v);
     }
     this.needFull = false;
@@ -189,7 +190,16 @@ export class NftablesDataplane implements Dataplane {
         addSets.push(`add set ${T} ${set} { ${decl} }`);
       }
       for (const set of old?.sets.keys() ?? []) if (!s?.sets.has(set)) delSets.push(`delete set ${T} ${set}`);
-      for (const p of s?.picks ?? []) if (!this.picks.has(p) && !picks.includes(p)) picks.push(p);
+      // Counted in place as the elements are; an entry stays at 0 until the loop ends, so a pick
+      // one service leaves and another takes in this commit is neither created nor flushed.
+      for (const p of old?.picks ?? []) this.picks.set(p, this.picks.get(p)! - 1);
+      for (const p of s?.picks ?? []) {
+        if (!this.picks.has(p)) {
+          picks.push(p);
+          this.stale.delete(p);
+        }
+        this.picks.set(p, (this.picks.get(p) ?? 0) + 1);
+      }
       // Elements: release the old service's, take the new one's.
       for (const [set, els] of old?.elements ?? []) {
         for (const k of els.keys()) {
@@ -210,6 +220,12 @@ export class NftablesDataplane implements Dataplane {
           } else elements.set(id, { value: v, refs: 1 });
         }
       }
+    }
+    for (const [p, n] of this.picks) {
+      if (n > 0) continue;
+      this.picks.delete(p);
+      flush.push(`flush chain ${T} ${p}`);
+      newStale.add(p);
     }
     const delElements: string[] = [];
     const addElements: string[] = [];
@@ -238,7 +254,6 @@ export class NftablesDataplane implements Dataplane {
       if (s) this.rendered.set(key, s);
       else this.rendered.delete(key);
     }
-    for (const p of picks) this.picks.add(p);
     this.stale = newStale;
     return { upserts: rules.length + addElements.length, deletes: delElements.length + stale.length };
   }
@@ -280,7 +295,7 @@ export class NftablesDataplane implements Dataplane {
       else if (m[1] === 'rule') chains.set(m[2]!, [...(chains.get(m[2]!) ?? []), m[3]!]);
       else sets.set(m[2]!, false);
     }
-    for (const p of this.picks)
+    for (const p of this.picks.keys())
       chains.set(
         p,
         pickChainLines(p)
