@@ -12,7 +12,7 @@ import * as assert from 'uvu/assert';
 import { ClusterStore } from '../../ts/model/store';
 import { IP, parseCidr } from '../../ts/model/types';
 import { planService } from '../../ts/plan/plan';
-import { NftContext } from '../../ts/fallback/nft-render';
+import { NftContext, pickChainLines } from '../../ts/fallback/nft-render';
 import { NftablesDataplane } from '../../ts/fallback/nftables';
 import { CommandRunner } from '../../ts/fallback/iptables';
 import { KernelTable, parseNftJson } from '../../ts/fallback/nft-json';
@@ -72,6 +72,11 @@ test('every golden table holds the invariants; each hand edit that breaks traffi
       ['the services chain flushed', () => nft('flush', 'chain', 'inet', 'weir', 'services'), /^services chain: lacks its rule referring to @service-ips$/m],
       ['a chain nothing refers to', () => (nft('add', 'chain', 'inet', 'weir', 'stray'), nft('add', 'rule', 'inet', 'weir', 'stray', 'drop')), /^stray chain: has rules but nothing refers to it$/m],
       [
+        'a pick chain no frontend goes to',
+        () => assert.is(run(['nft', '-f', '-'], pickChainLines('pick-cluster-7').join('\n') + '\n').code, 0),
+        /^pick-cluster-7 chain: has rules but nothing refers to it$/m,
+      ],
+      [
         'a cluster-ips element without its frontend',
         () => nft('add', 'element', 'inet', 'weir', 'cluster-ips', '{ 10.96.9.9 . tcp . 80 }'),
         /^cluster-ips 10\.96\.9\.9 \. tcp \. 80: no service-ips element/m,
@@ -83,6 +88,10 @@ test('every golden table holds the invariants; each hand edit that breaks traffi
       const text = formatViolations(checkNftTable(table()));
       assert.match(text, want, `${what}:\n${text}`);
     }
+    // A pick chain flushed when its last frontend left waits, unreferenced, for the next commit to delete it.
+    await load(run, 'kube-proxy-shapes');
+    nft('add', 'chain', 'inet', 'weir', 'pick-cluster-7');
+    assert.is(formatViolations(checkNftTable(table())), '');
   } finally {
     execFileSync('ip', ['netns', 'del', ns]);
   }

@@ -14,8 +14,9 @@
  *    share of new connections to the service address itself;
  *  - nothing without an owner: no endpoint slot that no frontend draws, no
  *    cluster-ips element without its service-ips one, and no chain with
- *    rules that nothing refers to (one flushed and unreferenced is waiting
- *    for the next commit to delete it, as kube-proxy does).
+ *    rules that nothing refers to, pick chains included (one flushed and
+ *    unreferenced is waiting for the next commit to delete it, as
+ *    kube-proxy does).
  * A check taken while an agent writes sees one transaction or the other
  * (nft applies each atomically).
  */
@@ -86,7 +87,8 @@ export function checkNftTable(t: KernelTable): Violation[] {
   const picks = new Map<string, { policy: string; sfx: string; n: number }>();
   for (const [name, c] of t.chains) {
     const m = /^pick(6?)-(cluster|local)-(\d+)$/.exec(name);
-    if (!m) continue;
+    // Flushed and unreferenced: no frontend uses it, and the next commit deletes it.
+    if (!m || (c.rules.length === 0 && !referenced.has(name))) continue;
     const [, sfx, policy, n] = m as unknown as [string, string, string, string];
     picks.set(name, { policy, sfx, n: Number(n) });
     for (const p of PROTOS) {
@@ -132,7 +134,7 @@ export function checkNftTable(t: KernelTable): Violation[] {
   }
 
   for (const [name, c] of t.chains) {
-    if (c.base || fixed.chains.has(name) || picks.has(name) || referenced.has(name) || c.rules.length === 0) continue;
+    if (c.base || fixed.chains.has(name) || referenced.has(name) || c.rules.length === 0) continue;
     bad(name, 'chain', 'has rules but nothing refers to it');
   }
   return out;
