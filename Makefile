@@ -90,12 +90,14 @@ demo: all bpffs
 	node dist/test/box/demo.js
 
 # The generative test (test/soak/soak.ts) for seeds SEED .. SEED+SEEDS-1,
-# STEPS steps each; a failure prints its seed and steps, and this replays it.
+# STEPS steps each, against an agent in MODE (bpf or nftables); a failure
+# prints its seed and steps, and this replays it.
 SEED ?= 1
 STEPS ?= 200
 SEEDS ?= 1
+MODE ?= bpf
 soak: all bpffs
-	SEED=$(SEED) STEPS=$(STEPS) SEEDS=$(SEEDS) node dist/test/soak/main.js
+	SEED=$(SEED) STEPS=$(STEPS) SEEDS=$(SEEDS) MODE=$(MODE) node dist/test/soak/main.js
 
 # Benchmarks (not tests): writes bench/results.json, BENCHMARKS.md, bench/latency.svg.
 # BENCH_ARGS=--quick for a smoke run under two minutes.

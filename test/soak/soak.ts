@@ -26,9 +26,18 @@
  * writes fail) followed by one on the right size. Part
  * of the run keeps both cores busy with other processes.
  *
+ * In nftables mode (`mode: 'nftables'`) the kernel side is table inet
+ * weir: as the agent's commits left it, it must equal the table a full
+ * render of the same plan makes, applied by nft in a namespace of the
+ * soak's own (both listed by nft and put in one order by tableLines, not
+ * by weir's drift comparison); hand edits are made with nft, and the
+ * maps-too-small step has no counterpart.
+ *
  * A failure throws with the seed and the steps so far: `make soak SEED=n
- * STEPS=m` replays it.
+ * STEPS=m [MODE=nftables]` replays it.
  */
+import { execFileSync, spawnSync } from 'node:child_process';
+import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Agent, Box, CLI, CLUSTER_CIDR, CLUSTER_CIDR6, waitFor } from '../box/box';
@@ -38,11 +47,15 @@ import { runPipeline } from '../unit/pipeline';
 import { loadShim } from '../../ts/datapath/ffi';
 import { openPinned } from '../../ts/datapath/loader';
 import { rng } from '../unit/rng';
-import type { IP } from '../../ts/model/types';
+import { parseCidr, type IP } from '../../ts/model/types';
+import { planService } from '../../ts/plan/plan';
+import { renderAllNft } from '../../ts/fallback/nft-render';
 
 export interface SoakOptions {
   readonly seed: number;
   readonly steps: number;
+  /** The agent's dataplane (default bpf). */
+  readonly mode?: 'bpf' | 'nftables';
   /** Progress lines (one per step). */
   readonly log?: (line: string) => void;
 }
@@ -245,6 +258,43 @@ function viewLines(v: ServicesView): string[] {
   return v.frontends.map(frontendLine).sort();
 }
 
+type Json = Record<string, unknown>;
+
+/**
+ * `nft -j list table inet weir` as sorted lines that do not depend on how
+ * the table was built: handles dropped, counters zeroed, each set's
+ * elements sorted, each rule numbered by its place in its chain. The
+ * elements of sets the kernel fills (the affinity sets: flags dynamic or
+ * timeout) are left out.
+ */
+function tableLines(listing: string): string[] {
+  const lines: string[] = [];
+  const place = new Map<string, number>();
+  const strip = (v: unknown): unknown => {
+    if (Array.isArray(v)) return v.map(strip);
+    if (v === null || typeof v !== 'object') return v;
+    const out: Json = {};
+    for (const [k, x] of Object.entries(v as Json)) if (k !== 'handle' && k !== 'family' && k !== 'table') out[k] = k === 'counter' ? {} : strip(x);
+    return out;
+  };
+  for (const o of (JSON.parse(listing) as { nftables: Json[] }).nftables) {
+    const [kind, body] = Object.entries(o)[0] as [string, Json];
+    if (kind === 'metainfo' || kind === 'table') continue;
+    const b = strip(body) as Json;
+    if (kind === 'rule') {
+      const chain = b.chain as string;
+      place.set(chain, (place.get(chain) ?? 0) + 1);
+      lines.push(`rule ${chain} #${place.get(chain)!} ${JSON.stringify(b.expr)}`);
+    } else if (kind === 'set' || kind === 'map') {
+      const flags = ([] as unknown[]).concat(b.flags ?? []);
+      const filled = flags.includes('dynamic') || flags.includes('timeout') || b.timeout !== undefined;
+      const elem = filled ? [] : ((b.elem as unknown[] | undefined) ?? []).map((e) => JSON.stringify(e)).sort();
+      lines.push(`${kind} ${b.name as string} ${JSON.stringify({ ...b, elem })}`);
+    } else lines.push(`${kind} ${(b.name as string | undefined) ?? ''} ${JSON.stringify(b)}`);
+  }
+  return lines.sort();
+}
+
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** What a run exercised, per family: so a test can tell a generator that stopped reaching IPv6 from one that passed. */
@@ -257,17 +307,23 @@ export interface SoakStats {
   readonly revnatEdits: Record<'v4' | 'v6', number>;
   /** Port filter words cleared by hand (and repaired). */
   readonly portEdits: number;
+  /** nftables mode: elements deleted and chains flushed with nft (and repaired). */
+  readonly nftEdits: number;
 }
 
 export async function soak(opts: SoakOptions): Promise<SoakStats> {
-  const stats = { reached: { v4: 0, v6: 0 }, refused: { v4: 0, v6: 0 }, revnatEdits: { v4: 0, v6: 0 }, portEdits: 0 };
+  const stats = { reached: { v4: 0, v6: 0 }, refused: { v4: 0, v6: 0 }, revnatEdits: { v4: 0, v6: 0 }, portEdits: 0, nftEdits: 0 };
+  const mode = opts.mode ?? 'bpf';
   const fam = (addr: string): 'v4' | 'v6' => (addr.includes(':') ? 'v6' : 'v4');
   const r = new Random(opts.seed);
   const log = opts.log ?? ((): void => undefined);
   const steps: string[] = [];
   const box = await Box.create({ nodes: 1, ipv6: true });
   const busy: NsProcess[] = [];
+  // nftables mode: where the full render of the plan is applied, to be listed as the reference.
+  const refNs = mode === 'nftables' ? `weir-soak-ref-${crypto.randomBytes(3).toString('hex')}` : null;
   try {
+    if (refNs) execFileSync('ip', ['netns', 'add', refNs]);
     const podIPs = new Map<string, { ip: string; ip6: string }>();
     for (const p of PODS) {
       podIPs.set(p, await box.addPod('n1', p));
@@ -278,7 +334,7 @@ export async function soak(opts: SoakOptions): Promise<SoakStats> {
     await box.addPod('n1', 'client');
     const m = new Manifests(box.manifestDir);
     const node = box.node('n1');
-    const flags = ['--sync-period', SYNC_PERIOD, '--log-level', 'warn', '--cluster-cidr', `${CLUSTER_CIDR},${CLUSTER_CIDR6}`];
+    const flags = ['--mode', mode, '--sync-period', SYNC_PERIOD, '--log-level', 'warn', '--cluster-cidr', `${CLUSTER_CIDR},${CLUSTER_CIDR6}`];
     const start = (extra: string[] = [], waitReady = true): Promise<Agent> => box.startAgent('n1', [...flags, ...extra], { waitReady, readyTimeoutMs: 30_000 });
     // --log-level warn hides "ready": wait for the pins and a clean check instead.
     let agent = await start([], false);
@@ -289,16 +345,31 @@ export async function soak(opts: SoakOptions): Promise<SoakStats> {
       const res = await box.exec(node.ns, ['node', CLI, ...args, '--bpffs-root', box.pinRoot('n1')], { timeoutMs: 20_000 });
       return { code: res.code, stdout: res.stdout + res.stderr };
     };
+    // The agent's node IPs are eth0's: IPv4, then IPv6; NodePorts answer on them and on 127.0.0.1 (never ::1).
+    const nodeIPs = [node.ip as IP, node.ip6 as IP];
+    const planCtx = { nodeName: 'n1', nodePortAddrs: [...nodeIPs, '127.0.0.1' as IP], nodeIPs };
     // The pure plan of what is on disk, through the in-memory twin, read the way `weir services` reads the kernel.
-    const expected = async (): Promise<string[]> => {
-      // The agent's node IPs are eth0's: IPv4, then IPv6; NodePorts answer on them and on 127.0.0.1 (never ::1).
-      const nodeIPs = [node.ip as IP, node.ip6 as IP];
-      const p = await runPipeline(box.manifestDir, { nodeName: 'n1', nodePortAddrs: [...nodeIPs, '127.0.0.1' as IP], nodeIPs });
-      return viewLines(readServices(p.maps));
+    const planned = async (): Promise<{ lines: string[]; table: string[] }> => {
+      const p = await runPipeline(box.manifestDir, planCtx);
+      const lines = viewLines(readServices(p.maps));
+      if (!refNs) return { lines, table: lines };
+      // nftables mode: the same plans rendered in full and applied by nft in the reference namespace.
+      const cidrs = [CLUSTER_CIDR, CLUSTER_CIDR6].map((c) => parseCidr(c)!);
+      const plans = [...p.store.services.values()].map((svc) => planService(svc, p.store.slicesOf(svc.key), { ...planCtx, zone: '' }));
+      const script = renderAllNft(plans, { clusterCIDRs: cidrs, masqueradeAll: false, localTraffic: { kind: 'cidrs', cidrs } });
+      execFileSync('ip', ['netns', 'exec', refNs, 'nft', '-f', '-'], { input: script });
+      return { lines, table: tableLines(execFileSync('ip', ['netns', 'exec', refNs, 'nft', '-j', 'list', 'table', 'inet', 'weir'], { encoding: 'utf8', maxBuffer: 1 << 26 })) };
     };
     // Polled in process, through the code behind `weir services` (a CLI process per poll would be most of a step's time).
     const shim = loadShim();
-    const kernel = async (): Promise<string[] | null> => {
+    const kernel = async (want: readonly string[]): Promise<string[] | null> => {
+      if (refNs) {
+        const res = await box.exec(node.ns, ['nft', '-j', 'list', 'table', 'inet', 'weir']);
+        if (res.code !== 0) return null;
+        const have = tableLines(res.stdout);
+        // A chain flushed by one commit is deleted by the next (docs/nftables.md): one with no rules may linger.
+        return have.filter((l) => !l.startsWith('chain ') || want.includes(l) || have.some((x) => x.startsWith(`rule ${l.split(' ')[1]!} `)));
+      }
       let maps: ReturnType<typeof openPinned<'svc' | 'be' | 'svc6' | 'be6'>>;
       try {
         maps = openPinned(shim, box.pinRoot('n1'), ['svc', 'be', 'svc6', 'be6']);
@@ -313,18 +384,20 @@ export async function soak(opts: SoakOptions): Promise<SoakStats> {
     };
 
     const converge = async (what: string): Promise<void> => {
-      const want = await expected();
+      const { lines: want, table } = await planned();
       let have: string[] | null = null;
       try {
         await waitFor(
           async () => {
-            have = await kernel();
-            return have !== null && have.join('\n') === want.join('\n');
+            have = await kernel(table);
+            return have !== null && have.join('\n') === table.join('\n');
           },
           { timeoutMs: 20_000, intervalMs: 150, what },
         );
       } catch {
-        throw new Error(`${what}: the kernel did not converge to the plan\nwant:\n${want.join('\n')}\nhave:\n${(have ?? ['(unreadable)']).join('\n')}`);
+        const got: string[] = have ?? [];
+        const only = (a: readonly string[], b: readonly string[]): string => a.filter((l) => !b.includes(l)).join('\n') || '(none)';
+        throw new Error(`${what}: the kernel did not converge to the plan${have ? '' : ' (unreadable)'}\nplanned only:\n${only(table, got)}\nkernel only:\n${only(got, table)}`);
       }
       // A hand edit invisible to `weir services` (a revnat entry) is repaired on the sync period.
       let check = await weir(['check']);
@@ -363,6 +436,30 @@ export async function soak(opts: SoakOptions): Promise<SoakStats> {
         if (res.attempts[0]!.ok) throw new Error(`${what}: ${vip}:80, a ClusterIP no Service has any more, still answered`);
         stats.refused[fam(vip)]++;
       }
+    };
+
+    /** Delete a frontend or endpoint element, or flush a pick chain, of table inet weir; says which. */
+    const nftEdit = async (): Promise<string> => {
+      const res = await box.exec(node.ns, ['nft', '-j', 'list', 'table', 'inet', 'weir']);
+      const edits: string[][] = [];
+      const keyText = (k: unknown): string => {
+        const v = (k as Json).elem ? ((k as Json).elem as Json).val : k;
+        const c = (v as Json).concat;
+        return Array.isArray(c) ? c.map(String).join(' . ') : String(v);
+      };
+      for (const o of res.code === 0 ? (JSON.parse(res.stdout) as { nftables: Json[] }).nftables : []) {
+        const m = o.map as Json | undefined;
+        if (m && /^(service-ips|cluster-endpoints-tcp)6?$/.test(m.name as string))
+          for (const [k] of (m.elem as unknown[][] | undefined) ?? []) edits.push(['delete', 'element', 'inet', 'weir', m.name as string, `{ ${keyText(k)} }`]);
+        const c = o.chain as Json | undefined;
+        if (c && (c.name as string).startsWith('pick')) edits.push(['flush', 'chain', 'inet', 'weir', c.name as string]);
+      }
+      if (!edits.length) return 'nothing to edit';
+      const edit = r.pick(edits.sort());
+      const done = await box.exec(node.ns, ['nft', ...edit]);
+      if (done.code !== 0) throw new Error(`nft ${edit.join(' ')}: ${done.stderr}`);
+      stats.nftEdits++;
+      return edit.join(' ');
     };
 
     await converge('start');
@@ -440,6 +537,8 @@ export async function soak(opts: SoakOptions): Promise<SoakStats> {
         await sleep(r.int(500));
         await agent.stop();
         agent = second;
+      } else if (kind < 0.95 && refNs) {
+        what = `a hand edit with nft: ${await nftEdit()}`;
       } else if (kind < 0.92) {
         const res = await weir(['services', '--json']);
         const fronts = res.code === 0 ? (JSON.parse(res.stdout) as ServicesView).frontends : [];
@@ -486,5 +585,6 @@ export async function soak(opts: SoakOptions): Promise<SoakStats> {
     );
   } finally {
     await box.destroy();
+    if (refNs) spawnSync('ip', ['netns', 'del', refNs]);
   }
 }
