@@ -261,13 +261,15 @@ test('a dual-stack service: its IPv4 half through iptables-restore, its IPv6 hal
   assert.match(restores('ip6tables-restore')[1]!, /^-X WEIR-SEP-/m);
 });
 
-test('an IPv4-only node runs no ip6tables command; without ip6tables, IPv6 frontends are skipped with one warning', () => {
+test('an IPv4-only node writes nothing with ip6tables (it reads it once, for what an earlier agent left); without ip6tables, IPv6 frontends are skipped with one warning', () => {
   const v4only = setup();
   v4only.store.upsertService(service('a', '10.96.0.1'), 't');
   v4only.syncer.sync();
+  v4only.store.upsertService(service('b', '10.96.0.2'), 't');
+  v4only.syncer.sync();
   assert.equal(
     v4only.calls.filter((c) => c.argv[0]!.startsWith('ip6tables')),
-    [],
+    [{ argv: ['ip6tables-save'] }],
   );
   const noV6 = setup(() => false, false);
   noV6.store.upsertService(service('a', '10.96.0.1', 'fd00:96::1'), 't');
@@ -279,6 +281,49 @@ test('an IPv4-only node runs no ip6tables command; without ip6tables, IPv6 front
   );
   assert.match(noV6.restores()[0]!, /10\.96\.0\.1/);
   assert.is(noV6.logs.filter((l) => l.includes('ip6tables is not usable')).length, 1);
+});
+
+test("a first sync removes the chains an earlier agent left: services deleted while none ran, and ip6tables' when no service has an IPv6 frontend now", () => {
+  const saves: Record<string, string> = {
+    'iptables-save': '*nat\n:PREROUTING ACCEPT [0:0]\n:WEIR-SERVICES - [0:0]\n:WEIR-SVC-GONE - [0:0]\n:WEIR-SEP-GONE - [0:0]\n-A WEIR-SVC-GONE -j WEIR-SEP-GONE\nCOMMIT\n',
+    'ip6tables-save':
+      '*nat\n:PREROUTING ACCEPT [0:0]\n:WEIR-SERVICES - [0:0]\n:WEIR-SVC-SIX - [0:0]\n-A PREROUTING -m comment --comment "weir service portals" -j WEIR-SERVICES\n-A WEIR-SERVICES -d fd00:96::1/128 -j WEIR-SVC-SIX\nCOMMIT\n',
+  };
+  const calls: Array<{ argv: readonly string[]; input?: string }> = [];
+  const run: CommandRunner = (argv, input) => {
+    calls.push({ argv, ...(input !== undefined ? { input } : {}) });
+    return { code: argv.includes('-C') ? 1 : 0, stdout: saves[argv[0]!] ?? '', stderr: '' };
+  };
+  const dp = new IptablesDataplane({ ctx: { clusterCIDRs: [], masqueradeAll: false }, log: quiet, run });
+  const store = new ClusterStore(() => undefined);
+  const syncer = new Syncer({ store, reconciler: dp, log: quiet, ctx: { nodeName: 'n1', nodePortAddrs: [] } });
+  store.upsertService(service('a', '10.96.0.1'), 't');
+  store.upsertSlice(slice('a', ['10.244.1.1']), 't');
+  syncer.sync();
+  const v4 = calls.filter((c) => c.argv[0] === 'iptables-restore').map((c) => c.input!);
+  assert.match(v4[0]!, /^-X WEIR-SVC-GONE$/m);
+  assert.match(v4[0]!, /^-X WEIR-SEP-GONE$/m);
+  assert.not.match(v4[0]!, /^-X WEIR-SERVICES$/m, 'a chain it writes stays');
+  const v6 = calls.filter((c) => c.argv[0] === 'ip6tables-restore').map((c) => c.input!);
+  assert.is(v6.length, 1);
+  assert.match(v6[0]!, /^-D PREROUTING -m comment --comment "weir service portals" -j WEIR-SERVICES$/m);
+  assert.match(v6[0]!, /^-X WEIR-SVC-SIX$/m);
+  // Once only: later syncs of an IPv4-only node leave ip6tables alone.
+  const v6calls = (): number => calls.filter((c) => c.argv[0]!.startsWith('ip6tables')).length;
+  const before = v6calls();
+  store.upsertSlice(slice('a', ['10.244.1.2']), 't');
+  syncer.sync();
+  assert.is(v6calls(), before);
+  // An IPv6 frontend comes and goes: ip6tables is written while it is there, and cleared after.
+  const v6restores = (): string[] => calls.filter((c) => c.argv[0] === 'ip6tables-restore').map((c) => c.input!);
+  store.upsertService(service('b', 'fd00:96::2'), 't');
+  store.upsertSlice(slice('b', ['fd00:10:244::2'], 'IPv6'), 't');
+  syncer.sync();
+  assert.match(v6restores().at(-1)!, /-d fd00:96::2\/128 .*-j WEIR-SVC-/);
+  store.deleteService(objectKey('default', 'b'));
+  syncer.sync();
+  assert.match(v6restores().at(-1)!, /^-D PREROUTING -m comment --comment "weir service portals" -j WEIR-SERVICES$/m);
+  assert.match(v6restores().at(-1)!, /^-X WEIR-SERVICES$/m);
 });
 
 test('cleanup removes the chains of both families and the hooks into them, no other rule', () => {

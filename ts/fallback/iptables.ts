@@ -7,15 +7,20 @@
  *    are rewritten every time, service chains only when that service
  *    changed; chains no longer produced are flushed and deleted.
  *  - A full sync every `fullSyncMs` and after any failure rewrites
- *    everything, which repairs rules someone else changed.
+ *    everything, which repairs rules someone else changed, and removes
+ *    every weir chain the tables hold that it does not write (left by an
+ *    earlier agent: a service deleted while none ran), as kube-proxy's
+ *    full syncs remove its stale chains.
  *  - UDP has no connection teardown: when a UDP endpoint goes away its
  *    conntrack entries would keep sending clients to it, so they are
  *    deleted with conntrack(8), as kube-proxy does.
  *  - IPv6 is ip6tables with the same chains (kube-proxy runs one proxier
  *    per family): each family keeps its own applied state and is restored
- *    with its own command. ip6tables is only written once a service has an
+ *    with its own command. ip6tables is only written while a service has an
  *    IPv6 frontend, so an IPv4-only node runs exactly the iptables commands
- *    it always did.
+ *    it always did; when the last one goes, and at the first commit without
+ *    one (an earlier agent may have left some), weir's ip6tables chains and
+ *    hooks are removed.
  */
 import { Family, ObjectKey, ipFamily } from '../model/types';
 import { ServicePlan } from '../plan/plan';
@@ -78,9 +83,11 @@ export class IptablesDataplane implements Dataplane {
   private readonly state: Record<Family, FamilyState> = { 4: new FamilyState(), 6: new FamilyState() };
   /** Whether ip6tables is usable here (false: IPv6 frontends are left out, said once). */
   private readonly ipv6: boolean;
-  /** Set once any service had an IPv6 frontend: from then on ip6tables is kept in step. */
-  private v6Active = false;
+  /** The services with an IPv6 frontend: while there are none, ip6tables holds nothing of weir's. */
+  private readonly v6Services = new Set<ObjectKey>();
   private v6Warned = false;
+  /** Whether ip6tables may hold weir's chains: ours, or at start an earlier agent's. */
+  private v6Written = true;
 
   constructor(opts: { ctx: RenderContext; log: Logger; run?: CommandRunner; fullSyncMs?: number; ipv6?: boolean }) {
     this.ctx = opts.ctx;
@@ -96,12 +103,11 @@ export class IptablesDataplane implements Dataplane {
 
   setService(service: ObjectKey, plan: ServicePlan | null): void {
     plan = this.services.set(service, plan);
-    if (plan && !this.v6Active && plan.frontends.some((f) => ipFamily(f.addr) === 6)) {
-      if (this.ipv6) this.v6Active = true;
-      else if (!this.v6Warned) {
-        this.v6Warned = true;
-        this.log.warn('ip6tables is not usable on this node: IPv6 frontends are not served', { object: `Service ${service}` });
-      }
+    if (!plan?.frontends.some((f) => ipFamily(f.addr) === 6)) this.v6Services.delete(service);
+    else if (this.ipv6) this.v6Services.add(service);
+    else if (!this.v6Warned) {
+      this.v6Warned = true;
+      this.log.warn('ip6tables is not usable on this node: IPv6 frontends are not served', { object: `Service ${service}` });
     }
   }
 
@@ -128,10 +134,19 @@ export class IptablesDataplane implements Dataplane {
   commit(): CommitStats {
     let upserts = 0;
     let deletes = 0;
-    for (const family of this.v6Active ? ([4, 6] as const) : ([4] as const)) {
+    const v6 = this.v6Services.size > 0;
+    for (const family of v6 ? ([4, 6] as const) : ([4] as const)) {
       const r = this.commitFamily(family);
       upserts += r.upserts;
       deletes += r.deletes;
+    }
+    if (v6) this.v6Written = true;
+    else if (this.v6Written && this.ipv6) {
+      // The last IPv6 frontend went (or, at start, an earlier agent's may be there): hooks and chains
+      // go, and the next IPv6 frontend starts ip6tables afresh with a full sync.
+      deletes += cleanupFamily(this.run, 6).length;
+      this.state[6] = new FamilyState();
+      this.v6Written = false;
     }
     this.services.flushUdpConntrack(this.run, this.log);
     this.services.dirty.clear();
@@ -200,10 +215,11 @@ export class IptablesDataplane implements Dataplane {
     const filter = shared('filter', t.filter);
     // Chains to remove: a full sync removes every chain weir wrote that is not current; a partial one, the dirty services' dropped ones.
     const stale: Record<Table, string[]> = { nat: [], filter: [] };
+    const found = full ? weirChains(this.run, family) : null;
     for (const table of ['nat', 'filter'] as const) {
-      if (full) {
+      if (found) {
         for (const g of groups[table]) for (const c of g.keys()) current[table].add(c);
-        stale[table] = [...st.owned[table]].filter((c) => !current[table].has(c));
+        stale[table] = [...new Set([...st.owned[table], ...found[table]])].filter((c) => !current[table].has(c));
       } else stale[table] = [...dropped[table]].filter((c) => st.owned[table].has(c));
     }
     const text =
@@ -299,6 +315,19 @@ function jumpEdits(changed: ReadonlyArray<{ old: ServiceRules | undefined; now: 
 const EDIT_LIMIT = 500;
 
 /** Remove every hook and WEIR- chain (both tables, iptables and ip6tables). Returns the chains removed ("ip6tables nat/..." for IPv6). */
+/** weir's chains in one family's tables, from one save (each save of a large rule set takes seconds). */
+function weirChains(run: CommandRunner, family: Family): Record<Table, Set<string>> {
+  const out: Record<Table, Set<string>> = { nat: new Set(), filter: new Set() };
+  const all = run([TOOLS[family].save]);
+  if (all.code !== 0) return out;
+  let table = '';
+  for (const line of all.stdout.split('\n')) {
+    if (line.startsWith('*')) table = line.slice(1);
+    else if ((table === 'nat' || table === 'filter') && line.startsWith(`:${PREFIX}`)) out[table].add(line.slice(1, line.indexOf(' ')));
+  }
+  return out;
+}
+
 export function cleanupIptables(run: CommandRunner = runCommand): string[] {
   return [...cleanupFamily(run, 4), ...cleanupFamily(run, 6).map((c) => `ip6tables ${c}`)];
 }
