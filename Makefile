@@ -90,8 +90,8 @@ demo: all bpffs
 	node dist/test/box/demo.js
 
 # The generative test (test/soak/soak.ts) for seeds SEED .. SEED+SEEDS-1,
-# STEPS steps each, against an agent in MODE (bpf or nftables); a failure
-# prints its seed and steps, and this replays it.
+# STEPS steps each, against an agent in MODE (bpf, nftables or iptables); a
+# failure prints its seed and steps, and this replays it.
 SEED ?= 1
 STEPS ?= 200
 SEEDS ?= 1

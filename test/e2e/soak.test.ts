@@ -1,8 +1,8 @@
 /**
  * The generative test's fixed budget in `make test`: two seeds of the
  * soak (test/soak/soak.ts) against the real agent in a dual-stack box, and
- * one in nftables mode, a few minutes in all. Longer runs: `make soak
- * SEED=n STEPS=m SEEDS=k [MODE=nftables]`.
+ * one in each fallback mode, a few minutes in all. Longer runs: `make soak
+ * SEED=n STEPS=m SEEDS=k [MODE=nftables|iptables]`.
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -18,11 +18,13 @@ for (const seed of [101, 202]) {
   });
 }
 
-// nftables mode: the kernel's table against a full render of the same plan, with hand edits made with nft.
-test(`soak in nftables mode: seed 2, ${STEPS} random steps over both families, the oracle holds after each`, async () => {
-  const st = await soak({ seed: 2, steps: STEPS, mode: 'nftables' });
-  assert.ok(st.reached.v4 > 0 && st.reached.v6 > 0, `connections reached per family: ${JSON.stringify(st.reached)}`);
-  assert.ok(st.nftEdits > 0, 'hand edits made with nft (and repaired)');
-});
+// The fallbacks: the agent's rules against a first commit of the same plan (nftables mode: with hand edits made with nft).
+for (const mode of ['nftables', 'iptables'] as const) {
+  test(`soak in ${mode} mode: seed 2, ${STEPS} random steps over both families, the oracle holds after each`, async () => {
+    const st = await soak({ seed: 2, steps: STEPS, mode });
+    assert.ok(st.reached.v4 > 0 && st.reached.v6 > 0, `connections reached per family: ${JSON.stringify(st.reached)}`);
+    if (mode === 'nftables') assert.ok(st.nftEdits > 0, 'hand edits made with nft (and repaired)');
+  });
+}
 
 test.run();

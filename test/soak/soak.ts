@@ -26,15 +26,17 @@
  * writes fail) followed by one on the right size. Part
  * of the run keeps both cores busy with other processes.
  *
- * In nftables mode (`mode: 'nftables'`) the kernel side is table inet
- * weir: as the agent's commits left it, it must equal the table a full
- * render of the same plan makes, applied by nft in a namespace of the
- * soak's own (both listed by nft and put in one order by tableLines, not
- * by weir's drift comparison); hand edits are made with nft, and the
- * maps-too-small step has no counterpart.
+ * In nftables and iptables mode the kernel side is the agent's rules: as
+ * its partial commits left them, they must equal what a first commit of
+ * the same plan writes in a network namespace of the soak's own (both
+ * listed by nft or iptables-save and put in one order by the soak itself,
+ * not by weir's drift comparison). nftables mode's hand edits are made with
+ * nft; iptables mode, like kube-proxy's, repairs hand edits only at its
+ * hourly full sync, so it gets none, and it has no `weir check`. Neither
+ * has the maps-too-small step.
  *
  * A failure throws with the seed and the steps so far: `make soak SEED=n
- * STEPS=m [MODE=nftables]` replays it.
+ * STEPS=m [MODE=nftables|iptables]` replays it.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import * as crypto from 'node:crypto';
@@ -48,14 +50,17 @@ import { loadShim } from '../../ts/datapath/ffi';
 import { openPinned } from '../../ts/datapath/loader';
 import { rng } from '../unit/rng';
 import { parseCidr, type IP } from '../../ts/model/types';
-import { planService } from '../../ts/plan/plan';
-import { renderAllNft } from '../../ts/fallback/nft-render';
+import { ServicePlan, planService } from '../../ts/plan/plan';
+import { NftablesDataplane } from '../../ts/fallback/nftables';
+import { CommandRunner, IptablesDataplane } from '../../ts/fallback/iptables';
+import { iptablesLocalMatches } from '../../ts/runner/local-detector';
+import { createLogger } from '../../ts/util/log';
 
 export interface SoakOptions {
   readonly seed: number;
   readonly steps: number;
   /** The agent's dataplane (default bpf). */
-  readonly mode?: 'bpf' | 'nftables';
+  readonly mode?: 'bpf' | 'nftables' | 'iptables';
   /** Progress lines (one per step). */
   readonly log?: (line: string) => void;
 }
@@ -295,6 +300,41 @@ function tableLines(listing: string): string[] {
   return lines.sort();
 }
 
+/** The chains whose lines are one per frontend, in no order that matters (jumpEdits in ts/fallback/iptables.ts). */
+const ORDER_FREE = new Set(['nat WEIR-SERVICES', 'nat WEIR-NODEPORTS', 'filter WEIR-SERVICES', 'filter WEIR-PROXY-FIREWALL']);
+
+/**
+ * weir's part of `iptables-save` and `ip6tables-save` as sorted lines: its
+ * chains, their rules numbered by place (sorted in the order-free chains,
+ * whose last rule, the NodePort jump, must stay last), and the jumps to
+ * them from the built-in chains.
+ */
+function iptablesLines(saves: Record<'4' | '6', string>): string[] {
+  const lines: string[] = [];
+  for (const [family, save] of Object.entries(saves)) {
+    let table = '';
+    const rules = new Map<string, string[]>();
+    for (const line of save.split('\n')) {
+      if (line.startsWith('*')) table = line.slice(1);
+      const decl = /^:(WEIR\S*) /.exec(line);
+      if (decl) lines.push(`${family} ${table} chain ${decl[1]!}`);
+      const rule = /^-A (\S+) (.*)$/.exec(line);
+      if (!rule || !(rule[1]!.startsWith('WEIR') || rule[2]!.includes('-j WEIR'))) continue;
+      const key = `${table} ${rule[1]!}`;
+      rules.set(key, [...(rules.get(key) ?? []), rule[2]!]);
+    }
+    for (const [key, rs] of rules) {
+      if (!ORDER_FREE.has(key)) rs.forEach((r, i) => lines.push(`${family} ${key} #${i + 1} ${r}`));
+      else {
+        const last = key === 'nat WEIR-SERVICES' ? rs.pop() : undefined;
+        for (const r of rs.sort()) lines.push(`${family} ${key} ${r}`);
+        if (last !== undefined) lines.push(`${family} ${key} #last ${last}`);
+      }
+    }
+  }
+  return lines.sort();
+}
+
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** What a run exercised, per family: so a test can tell a generator that stopped reaching IPv6 from one that passed. */
@@ -320,10 +360,7 @@ export async function soak(opts: SoakOptions): Promise<SoakStats> {
   const steps: string[] = [];
   const box = await Box.create({ nodes: 1, ipv6: true });
   const busy: NsProcess[] = [];
-  // nftables mode: where the full render of the plan is applied, to be listed as the reference.
-  const refNs = mode === 'nftables' ? `weir-soak-ref-${crypto.randomBytes(3).toString('hex')}` : null;
   try {
-    if (refNs) execFileSync('ip', ['netns', 'add', refNs]);
     const podIPs = new Map<string, { ip: string; ip6: string }>();
     for (const p of PODS) {
       podIPs.set(p, await box.addPod('n1', p));
@@ -348,22 +385,43 @@ export async function soak(opts: SoakOptions): Promise<SoakStats> {
     // The agent's node IPs are eth0's: IPv4, then IPv6; NodePorts answer on them and on 127.0.0.1 (never ::1).
     const nodeIPs = [node.ip as IP, node.ip6 as IP];
     const planCtx = { nodeName: 'n1', nodePortAddrs: [...nodeIPs, '127.0.0.1' as IP], nodeIPs };
+    const cidrs = [CLUSTER_CIDR, CLUSTER_CIDR6].map((c) => parseCidr(c)!);
+    const quiet = createLogger('error', () => undefined);
+    /** nftables and iptables mode: a first commit of these plans, in a network namespace of its own, as listed. */
+    const reference = (plans: readonly ServicePlan[]): string[] => {
+      const ns = `weir-soak-ref-${crypto.randomBytes(3).toString('hex')}`;
+      execFileSync('ip', ['netns', 'add', ns]);
+      try {
+        const run: CommandRunner = (argv, input) => {
+          const res = spawnSync('ip', ['netns', 'exec', ns, ...argv], { input, encoding: 'utf8', maxBuffer: 1 << 26 });
+          return { code: res.status ?? 1, stdout: res.stdout, stderr: res.stderr };
+        };
+        const dp =
+          mode === 'nftables'
+            ? new NftablesDataplane({ ctx: { clusterCIDRs: cidrs, masqueradeAll: false, localTraffic: { kind: 'cidrs', cidrs } }, log: quiet, run })
+            : new IptablesDataplane({ ctx: { clusterCIDRs: cidrs, masqueradeAll: false, localTraffic: iptablesLocalMatches({ kind: 'cidrs', cidrs }) }, log: quiet, run });
+        for (const plan of plans) dp.setService(plan.service, plan);
+        dp.commit();
+        return mode === 'nftables' ? tableLines(run(['nft', '-j', 'list', 'table', 'inet', 'weir']).stdout) : iptablesLines({ 4: run(['iptables-save']).stdout, 6: run(['ip6tables-save']).stdout });
+      } finally {
+        spawnSync('ip', ['netns', 'del', ns]);
+      }
+    };
     // The pure plan of what is on disk, through the in-memory twin, read the way `weir services` reads the kernel.
     const planned = async (): Promise<{ lines: string[]; table: string[] }> => {
       const p = await runPipeline(box.manifestDir, planCtx);
       const lines = viewLines(readServices(p.maps));
-      if (!refNs) return { lines, table: lines };
-      // nftables mode: the same plans rendered in full and applied by nft in the reference namespace.
-      const cidrs = [CLUSTER_CIDR, CLUSTER_CIDR6].map((c) => parseCidr(c)!);
-      const plans = [...p.store.services.values()].map((svc) => planService(svc, p.store.slicesOf(svc.key), { ...planCtx, zone: '' }));
-      const script = renderAllNft(plans, { clusterCIDRs: cidrs, masqueradeAll: false, localTraffic: { kind: 'cidrs', cidrs } });
-      execFileSync('ip', ['netns', 'exec', refNs, 'nft', '-f', '-'], { input: script });
-      return { lines, table: tableLines(execFileSync('ip', ['netns', 'exec', refNs, 'nft', '-j', 'list', 'table', 'inet', 'weir'], { encoding: 'utf8', maxBuffer: 1 << 26 })) };
+      if (mode === 'bpf') return { lines, table: lines };
+      return { lines, table: reference([...p.store.services.values()].map((svc) => planService(svc, p.store.slicesOf(svc.key), { ...planCtx, zone: '' }))) };
     };
     // Polled in process, through the code behind `weir services` (a CLI process per poll would be most of a step's time).
     const shim = loadShim();
     const kernel = async (want: readonly string[]): Promise<string[] | null> => {
-      if (refNs) {
+      if (mode === 'iptables') {
+        const [v4, v6] = await Promise.all(['iptables-save', 'ip6tables-save'].map((cmd) => box.exec(node.ns, [cmd])));
+        return v4!.code === 0 && v6!.code === 0 ? iptablesLines({ 4: v4!.stdout, 6: v6!.stdout }) : null;
+      }
+      if (mode === 'nftables') {
         const res = await box.exec(node.ns, ['nft', '-j', 'list', 'table', 'inet', 'weir']);
         if (res.code !== 0) return null;
         const have = tableLines(res.stdout);
@@ -400,12 +458,14 @@ export async function soak(opts: SoakOptions): Promise<SoakStats> {
         throw new Error(`${what}: the kernel did not converge to the plan${have ? '' : ' (unreadable)'}\nplanned only:\n${only(table, got)}\nkernel only:\n${only(got, table)}`);
       }
       // A hand edit invisible to `weir services` (a revnat entry) is repaired on the sync period.
-      let check = await weir(['check']);
-      for (let n = 0; check.code !== 0 && n < 20; n++) {
-        await sleep(250);
-        check = await weir(['check']);
+      if (mode !== 'iptables') {
+        let check = await weir(['check']);
+        for (let n = 0; check.code !== 0 && n < 20; n++) {
+          await sleep(250);
+          check = await weir(['check']);
+        }
+        if (check.code !== 0) throw new Error(`${what}: weir check failed:\n${check.stdout}`);
       }
-      if (check.code !== 0) throw new Error(`${what}: weir check failed:\n${check.stdout}`);
       // Real connections: live ClusterIPs of each family reach one of their
       // backends; a ClusterIP the plan once had and no longer has (its
       // Service deleted, or this family dropped from it) does not answer.
@@ -537,9 +597,9 @@ export async function soak(opts: SoakOptions): Promise<SoakStats> {
         await sleep(r.int(500));
         await agent.stop();
         agent = second;
-      } else if (kind < 0.95 && refNs) {
+      } else if (kind < 0.95 && mode === 'nftables') {
         what = `a hand edit with nft: ${await nftEdit()}`;
-      } else if (kind < 0.92) {
+      } else if (kind < 0.92 && mode === 'bpf') {
         const res = await weir(['services', '--json']);
         const fronts = res.code === 0 ? (JSON.parse(res.stdout) as ServicesView).frontends : [];
         what = 'a hand edit with bpftool: nothing to edit';
@@ -559,7 +619,7 @@ export async function soak(opts: SoakOptions): Promise<SoakStats> {
           await box.exec(node.ns, ['bpftool', 'map', 'delete', 'pinned', `${box.pinRoot('n1')}/${map}`, 'key', 'hex', ...le32(f.revNatId)]);
           stats.revnatEdits[fam(f.addr)]++;
         }
-      } else if (kind < 0.95) {
+      } else if (kind < 0.95 && mode === 'bpf') {
         what = 'maps too small for the state (writes fail), then the right size';
         await agent.stop();
         await weir(['cleanup']);
@@ -585,6 +645,5 @@ export async function soak(opts: SoakOptions): Promise<SoakStats> {
     );
   } finally {
     await box.destroy();
-    if (refNs) spawnSync('ip', ['netns', 'del', refNs]);
   }
 }
