@@ -213,7 +213,7 @@ export class IptablesDataplane implements Dataplane {
     };
     const nat = shared('nat', t.nat);
     const filter = shared('filter', t.filter);
-    // Chains to remove: a full sync removes every chain weir wrote that is not current; a partial one, the dirty services' dropped ones.
+    // Chains to remove: a full sync removes every weir chain the tables hold that is not current; a partial one, the dirty services' dropped ones.
     const stale: Record<Table, string[]> = { nat: [], filter: [] };
     const found = full ? weirChains(this.run, family) : null;
     for (const table of ['nat', 'filter'] as const) {
@@ -314,7 +314,6 @@ function jumpEdits(changed: ReadonlyArray<{ old: ServiceRules | undefined; now: 
 /** Above this many edits to one chain a rewrite is cheaper (each `-D` searches the chain). */
 const EDIT_LIMIT = 500;
 
-/** Remove every hook and WEIR- chain (both tables, iptables and ip6tables). Returns the chains removed ("ip6tables nat/..." for IPv6). */
 /** weir's chains in one family's tables, from one save (each save of a large rule set takes seconds). */
 function weirChains(run: CommandRunner, family: Family): Record<Table, Set<string>> {
   const out: Record<Table, Set<string>> = { nat: new Set(), filter: new Set() };
@@ -328,6 +327,7 @@ function weirChains(run: CommandRunner, family: Family): Record<Table, Set<strin
   return out;
 }
 
+/** Remove every hook and WEIR- chain (both tables, iptables and ip6tables). Returns the chains removed ("ip6tables nat/..." for IPv6). */
 export function cleanupIptables(run: CommandRunner = runCommand): string[] {
   return [...cleanupFamily(run, 4), ...cleanupFamily(run, 6).map((c) => `ip6tables ${c}`)];
 }
