@@ -19,12 +19,13 @@
  * Steps: Services and EndpointSlices created, changed and deleted (every
  * kind weir serves), files rewritten in place (truncated, then written, as
  * `kubectl get -o yaml > f` does), renamed, objects moved between files, a
- * bad object added and removed, the agent restarted (SIGTERM), killed
- * (SIGKILL) right after a change, a second agent started on the same pin
- * root, a hand edit of a map with bpftool (revnat or revnat6, or a word of
- * the port filter), and an agent on maps too small for the state (its
- * writes fail) followed by one on the right size. Part
- * of the run keeps both cores busy with other processes.
+ * bad object added and removed, the agent restarted (SIGTERM; half the
+ * time with changes made while none runs), killed (SIGKILL) right after a
+ * change, a second agent started on the same pin root, a hand edit of a
+ * map with bpftool (revnat or revnat6, or a word of the port filter), and
+ * an agent on maps too small for the state (its writes fail) followed by
+ * one on the right size. Part of the run keeps both cores busy with other
+ * processes.
  *
  * In nftables and iptables mode the kernel side is the agent's rules: as
  * its partial commits left them, they must equal what a first commit of
@@ -532,16 +533,22 @@ export async function soak(opts: SoakOptions): Promise<SoakStats> {
       let what: string;
       const i = r.int(SERVICES);
       const touch = (file: string | undefined): void => void (file && m.write(file));
-      if (kind < 0.22) {
-        what = `service s${i}: create or change`;
-        touch(m.put({ id: `svc${i}`, kind: 'svc', text: serviceYaml(r, i) }));
-      } else if (kind < 0.44) {
-        const family = r.pick([4, 6] as const);
-        what = `IPv${family} slice of s${i}: create or change`;
-        touch(m.put({ id: `slice${family === 4 ? '' : '6'}${i}`, kind: 'slice', text: sliceYaml(r, i, family, podIPs) }));
-      } else if (kind < 0.52) {
-        what = `service s${i} and its slices: delete`;
-        for (const id of [`svc${i}`, `slice${i}`, `slice6${i}`]) touch(m.remove(id));
+      /** A Service or EndpointSlice of s<n> created, changed or deleted, as x (0..0.52) picks; says which. */
+      const change = (x: number, n: number): string => {
+        if (x < 0.22) {
+          touch(m.put({ id: `svc${n}`, kind: 'svc', text: serviceYaml(r, n) }));
+          return `service s${n}: create or change`;
+        }
+        if (x < 0.44) {
+          const family = r.pick([4, 6] as const);
+          touch(m.put({ id: `slice${family === 4 ? '' : '6'}${n}`, kind: 'slice', text: sliceYaml(r, n, family, podIPs) }));
+          return `IPv${family} slice of s${n}: create or change`;
+        }
+        for (const id of [`svc${n}`, `slice${n}`, `slice6${n}`]) touch(m.remove(id));
+        return `service s${n} and its slices: delete`;
+      };
+      if (kind < 0.52) {
+        what = change(kind, i);
       } else if (kind < 0.58 && m.files().length) {
         const f = r.pick(m.files());
         what = `rewrite ${f} in place`;
@@ -579,8 +586,10 @@ export async function soak(opts: SoakOptions): Promise<SoakStats> {
             ),
           );
       } else if (kind < 0.77) {
-        what = 'restart the agent (SIGTERM)';
         await agent.stop();
+        // Half the time the cluster changes while no agent runs: the next one must find the rules of what left.
+        const down = r.chance(0.5) ? Array.from({ length: 1 + r.int(3) }, () => change(r.float() * 0.52, r.int(SERVICES))) : [];
+        what = down.length ? `stop the agent; while none runs: ${down.join('; ')}; start one` : 'restart the agent (SIGTERM)';
         agent = await start([], false);
       } else if (kind < 0.82) {
         what = `service s${i}: change, then SIGKILL the agent mid-sync`;
