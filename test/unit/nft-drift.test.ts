@@ -305,10 +305,10 @@ test('changes that never leave room for a listing hold syncs for one after 20 sy
   const checkLog = createLogger('debug', (l) => lines.push(l));
   const commits: number[] = [];
   const run: CommandRunner = () => (commits.push(Date.now()), { code: 0, stdout: '', stderr: '' });
-  // A listing takes 40 ms; a commit comes every 5 ms and stops it.
+  // A listing takes 150 ms; a commit comes every 5 ms and stops it.
   const runAsync: AsyncCommandRunner = (_argv, opts) =>
     new Promise((resolve) => {
-      const t = setTimeout(() => resolve({ code: 0, stdout: '{"nftables":[]}', stderr: '' }), 40);
+      const t = setTimeout(() => resolve({ code: 0, stdout: '{"nftables":[]}', stderr: '' }), 150);
       opts?.signal?.addEventListener('abort', () => (clearTimeout(t), resolve({ code: 1, stdout: '', stderr: 'aborted' })));
     });
   const dp = new NftablesDataplane({ ctx: CTX, log, run, runAsync });
