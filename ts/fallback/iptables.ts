@@ -314,17 +314,20 @@ function jumpEdits(changed: ReadonlyArray<{ old: ServiceRules | undefined; now: 
 /** Above this many edits to one chain a rewrite is cheaper (each `-D` searches the chain). */
 const EDIT_LIMIT = 500;
 
+/** One table's part of a save: weir's chains, and the hooks into them from the built-in chains (as their rule text). */
+function savedWeir(save: string, table: Table): { chains: string[]; hooks: string[] } {
+  const saved = new RegExp(`^\\*${table}\\n([\\s\\S]*?)^COMMIT`, 'm').exec(save)?.[1] ?? '';
+  return {
+    chains: [...saved.matchAll(new RegExp(`^:(${PREFIX}\\S+)`, 'gm'))].map((m) => m[1]!),
+    hooks: [...saved.matchAll(new RegExp(`^-A (?!${PREFIX})(\\S+ .* -j ${PREFIX}\\S+)$`, 'gm'))].map((m) => m[1]!),
+  };
+}
+
 /** weir's chains in one family's tables, from one save (each save of a large rule set takes seconds). */
 function weirChains(run: CommandRunner, family: Family): Record<Table, Set<string>> {
-  const out: Record<Table, Set<string>> = { nat: new Set(), filter: new Set() };
   const all = run([TOOLS[family].save]);
-  if (all.code !== 0) return out;
-  let table = '';
-  for (const line of all.stdout.split('\n')) {
-    if (line.startsWith('*')) table = line.slice(1);
-    else if ((table === 'nat' || table === 'filter') && line.startsWith(`:${PREFIX}`)) out[table].add(line.slice(1, line.indexOf(' ')));
-  }
-  return out;
+  const chains = (table: Table): Set<string> => new Set(all.code === 0 ? savedWeir(all.stdout, table).chains : []);
+  return { nat: chains('nat'), filter: chains('filter') };
 }
 
 /** Remove every hook and WEIR- chain (both tables, iptables and ip6tables). Returns the chains removed ("ip6tables nat/..." for IPv6). */
@@ -344,10 +347,8 @@ function cleanupFamily(run: CommandRunner, family: Family): string[] {
   const removed: string[] = [];
   let text = '';
   for (const table of ['filter', 'nat'] as const) {
-    const saved = new RegExp(`^\\*${table}\\n([\\s\\S]*?)^COMMIT`, 'm').exec(all.stdout)?.[1] ?? '';
-    const chains = [...saved.matchAll(new RegExp(`^:(${PREFIX}\\S+)`, 'gm'))].map((m) => m[1]!);
-    const hooks = [...saved.matchAll(new RegExp(`^-A (?!${PREFIX})(\\S+ .* -j ${PREFIX}\\S+)$`, 'gm'))].map((m) => `-D ${m[1]!}`);
-    if (hooks.length > 0) text += `*${table}\n${hooks.join('\n')}\nCOMMIT\n`;
+    const { chains, hooks } = savedWeir(all.stdout, table);
+    if (hooks.length > 0) text += `*${table}\n${hooks.map((h) => `-D ${h}`).join('\n')}\nCOMMIT\n`;
     if (chains.length === 0) continue;
     removed.push(...chains.map((c) => `${table}/${c}`));
     text += restoreSections(table, [], chains);
