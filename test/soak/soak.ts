@@ -442,6 +442,33 @@ export async function soak(opts: SoakOptions): Promise<SoakStats> {
       }
     };
 
+    /**
+     * What a failed connection to `vip` met, for the report: whether the
+     * same connection works when tried again, whether the backends answer
+     * on their pod IPs, and the node's conntrack entries, neighbours and
+     * rules that name the ClusterIP.
+     */
+    const diagnose = async (vip: string, backends: ReadonlySet<string>): Promise<string> => {
+      const out: string[] = [];
+      for (let n = 0; n < 3; n++) out.push(`again: ${JSON.stringify((await box.tcp('client', `${vip}:80`, { count: 1, timeoutMs: 1500 })).attempts[0])}`);
+      const v6 = vip.startsWith('[');
+      for (const b of backends) {
+        const pod = podIPs.get(b);
+        if (!pod) continue;
+        const to = v6 ? `[${pod.ip6}]:8080` : `${pod.ip}:8080`;
+        out.push(`${b} at ${to}: ${JSON.stringify((await box.tcp('client', to, { count: 1, timeoutMs: 1500 })).attempts[0])}`);
+      }
+      const shell = async (argv: string[], keep: (l: string) => boolean = () => true): Promise<void> => {
+        const res = await box.exec(node.ns, argv);
+        out.push(`--- ${argv.join(' ')} (exit ${res.code})`, ...`${res.stdout}${res.stderr}`.split('\n').filter((l) => l && keep(l)));
+      };
+      await shell(['conntrack', '-L', '-f', v6 ? 'ipv6' : 'ipv4']);
+      await shell(['ip', v6 ? '-6' : '-4', 'neigh']);
+      if (mode === 'iptables') await shell([v6 ? 'ip6tables-save' : 'iptables-save', '-c'], (l) => l.includes('WEIR-') || l.startsWith('*'));
+      out.push('--- agent', agent.logs().slice(-3000));
+      return out.join('\n');
+    };
+
     const converge = async (what: string): Promise<void> => {
       const { lines: want, table } = await planned();
       let have: string[] | null = null;
@@ -485,7 +512,8 @@ export async function soak(opts: SoakOptions): Promise<SoakStats> {
       for (const vip of sample) {
         const res = await box.tcp('client', `${vip}:80`, { count: 1, timeoutMs: 1500 });
         const a = res.attempts[0]!;
-        if (!a.ok || !live.get(vip)!.has(a.backend ?? '')) throw new Error(`${what}: ${vip}:80 answered ${JSON.stringify(a)}; backends: ${[...live.get(vip)!].join(',')}`);
+        if (!a.ok || !live.get(vip)!.has(a.backend ?? ''))
+          throw new Error(`${what}: ${vip}:80 answered ${JSON.stringify(a)}; backends: ${[...live.get(vip)!].join(',')}\n${await diagnose(vip, live.get(vip)!)}`);
         stats.reached[fam(vip)]++;
       }
       const wantAddrs = new Set(want.map((l) => /^(.*):\d+\//.exec(l)![1]!));
