@@ -18,12 +18,13 @@ for (const seed of [101, 202]) {
   });
 }
 
-// The fallbacks: the agent's rules against a first commit of the same plan (nftables mode: with hand edits made with nft).
+// The fallbacks: the agent's rules against a first commit of the same plan, with hand edits made with nft or iptables.
 for (const mode of ['nftables', 'iptables'] as const) {
   test(`soak in ${mode} mode: seed 2, ${STEPS} random steps over both families, the oracle holds after each`, async () => {
     const st = await soak({ seed: 2, steps: STEPS, mode });
     assert.ok(st.reached.v4 > 0 && st.reached.v6 > 0, `connections reached per family: ${JSON.stringify(st.reached)}`);
     if (mode === 'nftables') assert.ok(st.nftEdits > 0, 'hand edits made with nft (and repaired)');
+    if (mode === 'iptables') assert.ok(st.iptEdits > 0, 'tables flushed or replaced, hooks deleted (and repaired)');
   });
 }
 

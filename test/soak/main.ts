@@ -24,7 +24,7 @@ async function main(): Promise<number> {
     const per = (x: Record<'v4' | 'v6', number>): string => `${x.v4} IPv4, ${x.v6} IPv6`;
     process.stdout.write(
       `seed ${s}: ${steps} steps, no violation (${Math.round((Date.now() - t0) / 1000)} s); ` +
-        `connections reached: ${per(st.reached)}; gone ClusterIPs refused: ${per(st.refused)}; ${{ bpf: `revnat entries deleted by hand: ${per(st.revnatEdits)}`, nftables: `hand edits with nft: ${st.nftEdits}`, iptables: 'no hand edits' }[mode]}\n`,
+        `connections reached: ${per(st.reached)}; gone ClusterIPs refused: ${per(st.refused)}; ${{ bpf: `revnat entries deleted by hand: ${per(st.revnatEdits)}`, nftables: `hand edits with nft: ${st.nftEdits}`, iptables: `tables flushed or replaced, hooks deleted: ${st.iptEdits}` }[mode]}\n`,
     );
   }
   return 0;

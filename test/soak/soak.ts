@@ -32,9 +32,11 @@
  * the same plan writes in a network namespace of the soak's own (both
  * listed by nft or iptables-save and put in one order by the soak itself,
  * not by weir's drift comparison). nftables mode's hand edits are made with
- * nft; iptables mode, like kube-proxy's, repairs hand edits only at its
- * hourly full sync, so it gets none, and it has no `weir check`. Neither
- * has the maps-too-small step.
+ * nft. iptables mode's are what it finds on its sync period (a table
+ * flushed or replaced, a hook deleted, in either family); a rule changed
+ * inside one of its chains waits for the hourly full sync, as in
+ * kube-proxy, so the soak makes none, and the mode has no `weir check`.
+ * Neither fallback has the maps-too-small step.
  *
  * A failure throws with the seed and the steps so far: `make soak SEED=n
  * STEPS=m [MODE=nftables|iptables]` replays it.
@@ -53,7 +55,8 @@ import { rng } from '../unit/rng';
 import { parseCidr, type IP } from '../../ts/model/types';
 import { ServicePlan, planService } from '../../ts/plan/plan';
 import { NftablesDataplane } from '../../ts/fallback/nftables';
-import { CommandRunner, IptablesDataplane } from '../../ts/fallback/iptables';
+import { CommandRunner, IptablesDataplane, ruleArgs } from '../../ts/fallback/iptables';
+import { HOOKS } from '../../ts/fallback/render';
 import { iptablesLocalMatches } from '../../ts/runner/local-detector';
 import { createLogger } from '../../ts/util/log';
 
@@ -308,7 +311,8 @@ const ORDER_FREE = new Set(['nat WEIR-SERVICES', 'nat WEIR-NODEPORTS', 'filter W
  * weir's part of `iptables-save` and `ip6tables-save` as sorted lines: its
  * chains, their rules numbered by place (sorted in the order-free chains,
  * whose last rule, the NodePort jump, must stay last), and the jumps to
- * them from the built-in chains.
+ * them from the built-in chains (in no order: weir puts each first in its
+ * chain when it finds it missing, so their order depends on which went).
  */
 function iptablesLines(saves: Record<'4' | '6', string>): string[] {
   const lines: string[] = [];
@@ -325,7 +329,7 @@ function iptablesLines(saves: Record<'4' | '6', string>): string[] {
       rules.set(key, [...(rules.get(key) ?? []), rule[2]!]);
     }
     for (const [key, rs] of rules) {
-      if (!ORDER_FREE.has(key)) rs.forEach((r, i) => lines.push(`${family} ${key} #${i + 1} ${r}`));
+      if (!ORDER_FREE.has(key) && key.split(' ')[1]!.startsWith('WEIR')) rs.forEach((r, i) => lines.push(`${family} ${key} #${i + 1} ${r}`));
       else {
         const last = key === 'nat WEIR-SERVICES' ? rs.pop() : undefined;
         for (const r of rs.sort()) lines.push(`${family} ${key} ${r}`);
@@ -350,10 +354,12 @@ export interface SoakStats {
   readonly portEdits: number;
   /** nftables mode: elements deleted and chains flushed with nft (and repaired). */
   readonly nftEdits: number;
+  /** iptables mode: tables flushed or replaced and hooks deleted (and repaired). */
+  readonly iptEdits: number;
 }
 
 export async function soak(opts: SoakOptions): Promise<SoakStats> {
-  const stats = { reached: { v4: 0, v6: 0 }, refused: { v4: 0, v6: 0 }, revnatEdits: { v4: 0, v6: 0 }, portEdits: 0, nftEdits: 0 };
+  const stats = { reached: { v4: 0, v6: 0 }, refused: { v4: 0, v6: 0 }, revnatEdits: { v4: 0, v6: 0 }, portEdits: 0, nftEdits: 0, iptEdits: 0 };
   const mode = opts.mode ?? 'bpf';
   const fam = (addr: string): 'v4' | 'v6' => (addr.includes(':') ? 'v6' : 'v4');
   const r = new Random(opts.seed);
@@ -551,6 +557,27 @@ export async function soak(opts: SoakOptions): Promise<SoakStats> {
       return edit.join(' ');
     };
 
+    /** Flush a table, replace it (as a firewall's iptables-restore without --noflush does), or delete a hook; says which. */
+    const iptEdit = async (): Promise<string> => {
+      const cmd = r.pick(['iptables', 'ip6tables']);
+      const table = r.pick(['nat', 'filter'] as const);
+      const how = r.int(3);
+      let argv: string[];
+      if (how === 0) argv = [cmd, '-t', table, '-F'];
+      else if (how === 1) {
+        const builtins = table === 'nat' ? ['PREROUTING', 'INPUT', 'OUTPUT', 'POSTROUTING'] : ['INPUT', 'FORWARD', 'OUTPUT'];
+        argv = ['sh', '-c', `printf '${[`*${table}`, ...builtins.map((c) => `:${c} ACCEPT [0:0]`), 'COMMIT'].join('\\n')}\\n' | ${cmd}-restore`];
+      } else {
+        const h = r.pick(HOOKS.filter((x) => x.table === table));
+        argv = [cmd, '-t', table, '-D', h.chain, ...ruleArgs(h.rule)];
+      }
+      const done = await box.exec(node.ns, argv);
+      // A hook of a family weir has not written is not there to delete.
+      if (done.code !== 0 && how !== 2) throw new Error(`${argv.join(' ')}: ${done.stderr}`);
+      stats.iptEdits++;
+      return `${argv.map((a) => (/\s/.test(a) ? `"${a}"` : a)).join(' ')}${done.code !== 0 ? ' (not there)' : ''}`;
+    };
+
     await converge('start');
     for (let step = 0; step < opts.steps; step++) {
       // Busy cores for a third of the run, in stretches. The loop bounds
@@ -636,6 +663,8 @@ export async function soak(opts: SoakOptions): Promise<SoakStats> {
         agent = second;
       } else if (kind < 0.95 && mode === 'nftables') {
         what = `a hand edit with nft: ${await nftEdit()}`;
+      } else if (kind < 0.92 && mode === 'iptables') {
+        what = `something else edits the tables: ${await iptEdit()}`;
       } else if (kind < 0.92 && mode === 'bpf') {
         const res = await weir(['services', '--json']);
         const fronts = res.code === 0 ? (JSON.parse(res.stdout) as ServicesView).frontends : [];

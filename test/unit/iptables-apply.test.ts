@@ -1,12 +1,15 @@
 /**
  * The iptables applier with a recording command runner: partial syncs
  * rewrite only the changed service's chains, a failed restore makes the
- * next sync a full one, and chains no longer produced are deleted.
+ * next sync a full one, and chains no longer produced are deleted; the
+ * periodic reading of marker chains and hooks (checkRules) against a
+ * scripted listing.
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { V1EndpointSlice, V1Service } from '@kubernetes/client-node';
-import { IptablesDataplane, CommandRunner, cleanupIptables } from '../../ts/fallback/iptables';
+import { AsyncCommandRunner, IptablesDataplane, CommandRunner, cleanupIptables } from '../../ts/fallback/iptables';
+import { HOOKS, MARKER_CHAINS } from '../../ts/fallback/render';
 import { ClusterStore } from '../../ts/model/store';
 import { objectKey, parseCidr } from '../../ts/model/types';
 import { rng as seeded } from './rng';
@@ -392,6 +395,106 @@ test("cleanup deletes a table's base chains and the table only when nothing but 
   assert.equal(cleanupIptables(run), ['nat/WEIR-SERVICES', 'nat (table)']);
   const removals = calls.filter((c) => c.includes('-X') || c[1] === 'delete').map((c) => c.join(' '));
   assert.equal(removals, ['iptables -w 5 -t nat -X PREROUTING', 'iptables -w 5 -t nat -X INPUT', 'iptables -w 5 -t nat -X OUTPUT', 'iptables -w 5 -t nat -X POSTROUTING', 'nft delete table ip nat']);
+});
+
+/**
+ * checkRules against listings of the tables as weir wrote them, minus what
+ * `gone` names ("iptables nat WEIR-MARK-MASQ" for a whole chain,
+ * "iptables nat PREROUTING WEIR-SERVICES" for one hook); `during` runs while
+ * the first listing is read.
+ */
+function readable() {
+  const gone = new Set<string>();
+  const listed: string[] = [];
+  let during: (() => void) | null = null;
+  const runAsync: AsyncCommandRunner = async (argv) => {
+    const [cmd, , , , table, , chain] = argv as string[];
+    listed.push(`${cmd} ${table} ${chain}`);
+    const now = during;
+    during = null;
+    now?.();
+    if (gone.has(`${cmd} ${table} ${chain}`)) return { code: 1, stdout: '', stderr: `${cmd}: No chain/target/match by that name.` };
+    const marker = chain === MARKER_CHAINS[table as 'nat' | 'filter'];
+    const rules = marker
+      ? [`-A ${chain} -j MARK --set-xmark 0x40000/0x40000`]
+      : HOOKS.filter((h) => h.table === table && h.chain === chain && !gone.has(`${cmd} ${table} ${chain} ${h.rule.split(' ').at(-1)}`)).map((h) => `-A ${chain} ${h.rule}`);
+    return { code: 0, stdout: [marker ? `-N ${chain}` : `-P ${chain} ACCEPT`, ...rules].join('\n') + '\n', stderr: '' };
+  };
+  const restores: string[] = [];
+  const run: CommandRunner = (argv, input) => {
+    if (argv[0]!.endsWith('-restore')) restores.push(`${argv[0]}\n${input}`);
+    return { code: 0, stdout: '', stderr: '' };
+  };
+  const dp = new IptablesDataplane({ ctx: { clusterCIDRs: [], masqueradeAll: false }, log: quiet, run, runAsync });
+  const store = new ClusterStore(() => undefined);
+  const syncer = new Syncer({ store, reconciler: dp, log: quiet, ctx: { nodeName: 'n1', nodePortAddrs: [] } });
+  store.upsertService(service('a', '10.96.0.1'), 't');
+  store.upsertSlice(slice('a', ['10.244.1.1']), 't');
+  store.upsertService(service('b', '10.96.0.2'), 't');
+  store.upsertSlice(slice('b', ['10.244.1.2']), 't');
+  syncer.sync();
+  /** Whether the next sync (with one endpoint changed) rewrites every service's chains in iptables. */
+  const nextSyncIsFull = (): boolean => {
+    store.upsertSlice(slice('b', [`10.244.1.${restores.length + 10}`]), 't');
+    restores.length = 0;
+    syncer.sync();
+    const v4 = restores.find((r) => r.startsWith('iptables-restore\n'))!;
+    return chainsDeclared(v4).filter((c) => c.startsWith('WEIR-SVC-')).length === 2;
+  };
+  return { dp, store, syncer, gone, listed, nextSyncIsFull, setDuring: (f: () => void) => (during = f) };
+}
+
+test('checkRules: with everything in place it finds nothing and the next sync stays partial; it reads IPv4 only while no service has an IPv6 frontend', async () => {
+  const { dp, listed, nextSyncIsFull } = readable();
+  assert.equal(await dp.checkRules(), []);
+  assert.equal(listed, [
+    'iptables nat WEIR-MARK-MASQ',
+    'iptables nat PREROUTING',
+    'iptables nat OUTPUT',
+    'iptables nat POSTROUTING',
+    'iptables filter WEIR-FORWARD',
+    'iptables filter INPUT',
+    'iptables filter FORWARD',
+    'iptables filter OUTPUT',
+  ]);
+  assert.not.ok(nextSyncIsFull());
+});
+
+test('checkRules: a marker chain gone or a hook missing is reported by table, and the next sync rewrites that family whole', async () => {
+  const { dp, gone, nextSyncIsFull } = readable();
+  gone.add('iptables nat WEIR-MARK-MASQ');
+  gone.add('iptables filter FORWARD WEIR-PROXY-FIREWALL');
+  assert.equal(await dp.checkRules(), [
+    { table: 'iptables nat', what: 'WEIR-MARK-MASQ: gone' },
+    { table: 'iptables filter', what: 'FORWARD: the jump to WEIR-PROXY-FIREWALL' },
+  ]);
+  // The rewrite is due: until it has run, a reading does not judge that family again.
+  assert.equal(await dp.checkRules(), []);
+  assert.ok(nextSyncIsFull());
+  gone.clear();
+  assert.equal(await dp.checkRules(), []);
+  assert.not.ok(nextSyncIsFull());
+});
+
+test('checkRules: a reading that a commit overlapped judges nothing (the commit may have changed what it read)', async () => {
+  const { dp, store, syncer, gone, setDuring, nextSyncIsFull } = readable();
+  gone.add('iptables nat PREROUTING WEIR-SERVICES');
+  setDuring(() => {
+    store.upsertSlice(slice('a', ['10.244.1.3']), 't');
+    syncer.sync();
+  });
+  assert.equal(await dp.checkRules(), []);
+  assert.not.ok(nextSyncIsFull());
+  assert.equal(await dp.checkRules(), [{ table: 'iptables nat', what: 'PREROUTING: the jump to WEIR-SERVICES' }]);
+});
+
+test('checkRules: ip6tables is read too while a service has an IPv6 frontend, and its losses are its own', async () => {
+  const { dp, store, syncer, gone, listed } = readable();
+  store.upsertService(service('c', '10.96.0.3', 'fd00:96::3'), 't');
+  syncer.sync();
+  gone.add('ip6tables nat OUTPUT WEIR-SERVICES');
+  assert.equal(await dp.checkRules(), [{ table: 'ip6tables nat', what: 'OUTPUT: the jump to WEIR-SERVICES' }]);
+  assert.is(listed.filter((l) => l.startsWith('ip6tables ')).length, 8);
 });
 
 test.run();

@@ -11,6 +11,11 @@
  *    every weir chain the tables hold that it does not write (left by an
  *    earlier agent: a service deleted while none ran), as kube-proxy's
  *    full syncs remove its stale chains.
+ *  - Every --sync-period checkRules reads, without blocking, a marker
+ *    chain of each table and the built-in chains' hooks: a table flushed,
+ *    replaced or deleted by something else, or a hook removed, makes the
+ *    next commit a full sync (kube-proxy watches canary chains for the
+ *    same reason).
  *  - UDP has no connection teardown: when a UDP endpoint goes away its
  *    conntrack entries would keep sending clients to it, so they are
  *    deleted with conntrack(8), as kube-proxy does.
@@ -29,12 +34,17 @@ import { Dataplane } from '../reconcile/dataplane';
 import { childProcess } from '../util/lazy';
 import { Logger } from '../util/log';
 import { RuleServices } from './services';
-import { HOOKS, PREFIX, RenderContext, ServiceRules, Tables, LEAF_CHAINS, renderService, restoreSections } from './render';
+import { HOOKS, PREFIX, RenderContext, ServiceRules, Tables, LEAF_CHAINS, MARKER_CHAINS, renderService, restoreSections } from './render';
 
 type Table = 'nat' | 'filter';
 
 export interface CommandRunner {
   (argv: readonly string[], input?: string): { code: number; stdout: string; stderr: string };
+}
+
+/** Runs a command without blocking the event loop (checkRules, between syncs). */
+export interface AsyncCommandRunner {
+  (argv: readonly string[]): Promise<{ code: number; stdout: string; stderr: string }>;
 }
 
 /**
@@ -47,6 +57,14 @@ export const runCommand: CommandRunner = (argv, input) => {
   const killed = r.signal ? `killed by ${r.signal}${r.error ? ` (${r.error.message})` : ''}` : '';
   return { code: r.status ?? 1, stdout: r.stdout ?? '', stderr: (r.stderr ?? '') + killed };
 };
+
+export const runCommandAsync: AsyncCommandRunner = (argv) =>
+  new Promise((resolve) => {
+    childProcess().execFile(argv[0]!, argv.slice(1), { encoding: 'utf8', timeout: 60_000, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
+      const code = err === null ? 0 : typeof err.code === 'number' ? err.code : 1;
+      resolve({ code, stdout, stderr: stderr || (err?.message ?? '') });
+    });
+  });
 
 /** Split an iptables rule string into argv, honouring double quotes. */
 export function ruleArgs(rule: string): string[] {
@@ -72,12 +90,21 @@ class FamilyState {
   order: ObjectKey[] | null = null;
   needFull = true;
   lastFull = 0;
+  /** Commits that wrote this family: checkRules ignores a reading a commit overlapped. */
+  commits = 0;
+}
+
+/** Something of weir's that checkRules found missing: `table` as "iptables nat", `what` as "PREROUTING: the jump to WEIR-SERVICES". */
+export interface MissingRule {
+  readonly table: string;
+  readonly what: string;
 }
 
 export class IptablesDataplane implements Dataplane {
   private ctx: RenderContext;
   private readonly log: Logger;
   private readonly run: CommandRunner;
+  private readonly runAsync: AsyncCommandRunner;
   private readonly fullSyncMs: number;
   private readonly services = new RuleServices();
   private readonly state: Record<Family, FamilyState> = { 4: new FamilyState(), 6: new FamilyState() };
@@ -89,10 +116,11 @@ export class IptablesDataplane implements Dataplane {
   /** Whether ip6tables may hold weir's chains: ours, or at start an earlier agent's. */
   private v6Written = true;
 
-  constructor(opts: { ctx: RenderContext; log: Logger; run?: CommandRunner; fullSyncMs?: number; ipv6?: boolean }) {
+  constructor(opts: { ctx: RenderContext; log: Logger; run?: CommandRunner; runAsync?: AsyncCommandRunner; fullSyncMs?: number; ipv6?: boolean }) {
     this.ctx = opts.ctx;
     this.log = opts.log;
     this.run = opts.run ?? runCommand;
+    this.runAsync = opts.runAsync ?? runCommandAsync;
     this.fullSyncMs = opts.fullSyncMs ?? 3_600_000;
     this.ipv6 = opts.ipv6 ?? true;
   }
@@ -242,6 +270,7 @@ export class IptablesDataplane implements Dataplane {
         for (const g of groups[table]) for (const c of g.keys()) st.owned[table].add(c);
       }
     st.sharedText = sharedText;
+    st.commits++;
     if (full) {
       st.needFull = false;
       st.lastFull = Date.now();
@@ -249,6 +278,51 @@ export class IptablesDataplane implements Dataplane {
     let rules = (edits?.lines.nat.length ?? 0) + (edits?.lines.filter.length ?? 0);
     for (const gs of [groups.nat, groups.filter, [nat.leaf, nat.rest, filter.leaf, filter.rest]]) for (const g of gs) for (const rs of g.values()) rules += rs.length;
     return { upserts: rules, deletes: stale.nat.length + stale.filter.length };
+  }
+
+  /**
+   * What of weir's rules is missing from the tables, read without blocking
+   * the event loop: in each family weir has written, each table's marker
+   * chain (MARKER_CHAINS) must hold its rule and each built-in chain its
+   * hooks. A partial sync writes only what changed, so after something
+   * else flushed a table (`iptables -F`), replaced it (`iptables-restore`
+   * without --noflush, a firewall's reload) or removed a hook, the rest
+   * would stay missing until the hourly full sync: a family with anything
+   * missing is rewritten whole by the next commit. A family whose rewrite
+   * is due anyway, or that a commit wrote while it was read, is not judged.
+   * Eight `iptables -S` of one chain each per family, a few ms each
+   * whatever the number of services.
+   */
+  async checkRules(): Promise<MissingRule[]> {
+    const missing: MissingRule[] = [];
+    for (const family of [4, 6] as const) {
+      const st = this.state[family];
+      if (st.needFull || st.lastFull === 0) continue;
+      const commits = st.commits;
+      const iptables = TOOLS[family].iptables;
+      const found: MissingRule[] = [];
+      for (const table of ['nat', 'filter'] as const) {
+        const chains = [MARKER_CHAINS[table], ...new Set(HOOKS.filter((h) => h.table === table).map((h) => h.chain))];
+        for (const chain of chains) {
+          const r = await this.runAsync([iptables, '-w', '5', '-t', table, '-S', chain]);
+          const rules = r.code === 0 ? r.stdout.split('\n').filter((l) => l.startsWith(`-A ${chain} `)) : [];
+          const where = `${iptables} ${table}`;
+          if (chain === MARKER_CHAINS[table]) {
+            if (rules.length === 0) found.push({ table: where, what: r.code === 0 ? `${chain}: empty` : `${chain}: gone` });
+            continue;
+          }
+          // A rule's words, sorted: the same rule whatever order or quoting the listing prints.
+          const words = (rule: string): string => ruleArgs(rule).sort().join('\0');
+          const listed = new Set(rules.map((l) => words(l.slice(`-A ${chain} `.length))));
+          for (const h of HOOKS) if (h.table === table && h.chain === chain && !listed.has(words(h.rule))) found.push({ table: where, what: `${chain}: the jump to ${ruleArgs(h.rule).at(-1)}` });
+        }
+      }
+      // Removed meanwhile (the last IPv6 frontend went) or written meanwhile: this reading says nothing of it.
+      if (found.length === 0 || this.state[family] !== st || st.commits !== commits) continue;
+      st.needFull = true;
+      missing.push(...found);
+    }
+    return missing;
   }
 
   /** Jumps from the built-in chains: added once, first in their chain. */

@@ -264,6 +264,13 @@ export function restoreText(table: 'nat' | 'filter', chains: ReadonlyMap<string,
 /** The shared chains that jump nowhere but to built-in targets: written before any service chain, which may jump to them. */
 export const LEAF_CHAINS: ReadonlySet<string> = new Set(['WEIR-MARK-MASQ', 'WEIR-POSTROUTING', 'WEIR-FORWARD']);
 
+/**
+ * A fixed chain of each table that always holds a rule: empty or gone, the
+ * table was flushed, replaced or deleted by something other than weir
+ * (IptablesDataplane.checkRules).
+ */
+export const MARKER_CHAINS: Readonly<Record<'nat' | 'filter', string>> = { nat: 'WEIR-MARK-MASQ', filter: 'WEIR-FORWARD' };
+
 /** The order in which chains are removed: a chain only once nothing that is still there jumps to it. */
 function removeRank(chain: string): number {
   if (LEAF_CHAINS.has(chain)) return 3;

@@ -35,7 +35,7 @@ import { PinRootLock, lockPinRoot } from '../datapath/pinlock';
 import { agentMetrics } from '../metrics/agent-metrics';
 import { startMetricsServer } from '../metrics/server';
 import { Syncer } from './sync';
-import { DriftCheck, NftDriftCheck } from './drift';
+import { DriftCheck, IptablesRulesCheck, NftDriftCheck } from './drift';
 import { attachedSummary, rootNetns } from './attached';
 import { LocalDetector, describeDetector, detectorCidrs, detectorDeviceGlobs, iptablesLocalMatches, isLocalDevice, localDetector } from './local-detector';
 import type { IptablesDataplane } from '../fallback/iptables';
@@ -228,7 +228,8 @@ async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Pro
   let synced = false;
   // BPF mode compares the maps with the desired state every --sync-period
   // (kube-proxy's syncPeriod) and repairs what differs (./drift.ts).
-  // nftables mode lists table inet weir as often and rewrites it when it differs.
+  // nftables mode lists table inet weir as often and rewrites it when it differs;
+  // iptables mode reads its marker chains and hooks, and rewrites a family that lost any.
   const repaired = metrics ? { repaired: metrics.driftRepairs } : {};
   const requestSync = (): void => runnerRef.runner?.request();
   const drift =
@@ -244,7 +245,9 @@ async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Pro
             periodMs: opts.syncPeriodMs,
             holdSyncs: (until) => runnerRef.runner?.hold(until),
           })
-        : null;
+        : iptables
+          ? new IptablesRulesCheck({ rules: iptables, log, ...repaired, requestSync })
+          : null;
   let nodesVersion = -1;
   /** Take this node's IPs and zone from its Node object when it changed; re-plan everything when they did. */
   const applyNode = (): void => {

@@ -1,5 +1,7 @@
 /**
- * The agent's drift check (BPF mode): every --sync-period the reconciler's
+ * The agent's drift checks, one per mode, run every --sync-period.
+ *
+ * BPF mode: every --sync-period the reconciler's
  * digest scan runs in steps, one per event-loop turn, so changes keep
  * syncing meanwhile; a map it finds different is repaired by the next sync
  * (a full comparison that writes what differs), with a warning naming the
@@ -166,5 +168,61 @@ export class NftDriftCheck {
     if (!repaired) return;
     for (const [map, entries] of repaired) this.opts.repaired?.inc({ map }, entries);
     this.opts.log.warn('table inet weir differed from what was committed; repaired', { entries: this.opts.format(repaired) });
+  }
+}
+
+/** What IptablesRulesCheck needs of the iptables dataplane (../fallback/iptables.ts). */
+export interface IptablesRulesSource {
+  checkRules(): Promise<ReadonlyArray<{ readonly table: string; readonly what: string }>>;
+}
+
+/**
+ * iptables mode's check: every --sync-period weir's marker chains and hooks
+ * are read (IptablesDataplane.checkRules, in child processes); when any is
+ * missing the dataplane's next commit rewrites that family whole, and once
+ * it has, a warning names what was missing and
+ * weir_drift_repaired_entries_total counts it by table. A rule changed
+ * inside a chain is not seen: the hourly full sync rewrites those, as
+ * kube-proxy's does.
+ */
+export class IptablesRulesCheck {
+  private checking = false;
+  /** Found missing, rewritten by the next sync that succeeds. */
+  private missing: ReadonlyArray<{ readonly table: string; readonly what: string }> = [];
+
+  constructor(
+    private readonly opts: {
+      readonly rules: IptablesRulesSource;
+      readonly log: Logger;
+      readonly repaired?: DriftRepairs;
+      readonly requestSync: () => void;
+    },
+  ) {}
+
+  /** Start a reading unless one is running. */
+  scan(): void {
+    if (this.checking) return;
+    this.checking = true;
+    const { rules, log } = this.opts;
+    rules
+      .checkRules()
+      .then((missing) => {
+        if (missing.length === 0) return log.debug("weir's iptables marker chains and hooks are in place");
+        this.missing = [...this.missing, ...missing];
+        log.debug("weir's iptables rules are not all in place", { missing: missing.map((m) => `${m.table} ${m.what}`).join(',') });
+        this.opts.requestSync();
+      })
+      .catch((e: unknown) => log.warn("could not read weir's iptables rules", { error: errorText(e) }))
+      .finally(() => (this.checking = false));
+  }
+
+  /** At the end of a sync: report the rewrite it made, if a reading asked for one. */
+  afterSync(): void {
+    if (this.missing.length === 0) return;
+    const tables = new Map<string, number>();
+    for (const m of this.missing) tables.set(m.table, (tables.get(m.table) ?? 0) + 1);
+    for (const [table, n] of tables) this.opts.repaired?.inc({ map: table }, n);
+    this.opts.log.warn("weir's iptables rules were flushed or removed by something else; rewritten", { missing: this.missing.map((m) => `${m.table} ${m.what}`).join(',') });
+    this.missing = [];
   }
 }
