@@ -16,8 +16,9 @@ import { parseArgs } from 'node:util';
 import { ClusterStore } from '../ts/model/store';
 import { IP } from '../ts/model/types';
 import { Syncer } from '../ts/runner/sync';
-import { AsyncCommandRunner, NftablesDataplane } from '../ts/fallback/nftables';
-import { runCommand } from '../ts/fallback/iptables';
+import { NftablesDataplane } from '../ts/fallback/nftables';
+import { AsyncCommandRunner } from '../ts/fallback/command';
+import { runCommand } from '../ts/fallback/command';
 import { createLogger } from '../ts/util/log';
 import { epAddr, serviceObj, sliceObj } from './manifests';
 

@@ -17,7 +17,7 @@ import { ClusterStore } from '../ts/model/store';
 import { IP } from '../ts/model/types';
 import { Syncer } from '../ts/runner/sync';
 import { NftablesDataplane } from '../ts/fallback/nftables';
-import { CommandRunner, runCommand } from '../ts/fallback/iptables';
+import { CommandRunner, runCommand } from '../ts/fallback/command';
 import { createLogger } from '../ts/util/log';
 import { epAddr, serviceObj, sliceObj } from './manifests';
 

@@ -55,7 +55,8 @@ import { rng } from '../unit/rng';
 import { parseCidr, type IP } from '../../ts/model/types';
 import { ServicePlan, planService } from '../../ts/plan/plan';
 import { NftablesDataplane } from '../../ts/fallback/nftables';
-import { CommandRunner, IptablesDataplane, ruleArgs } from '../../ts/fallback/iptables';
+import { IptablesDataplane, ruleArgs } from '../../ts/fallback/iptables';
+import { CommandRunner } from '../../ts/fallback/command';
 import { HOOKS } from '../../ts/fallback/render';
 import { iptablesLocalMatches } from '../../ts/runner/local-detector';
 import { createLogger } from '../../ts/util/log';
@@ -378,7 +379,7 @@ export async function soak(opts: SoakOptions): Promise<SoakStats> {
     await box.addPod('n1', 'client');
     const m = new Manifests(box.manifestDir);
     const node = box.node('n1');
-    const flags = ['--mode', mode, '--sync-period', SYNC_PERIOD, '--log-level', 'warn', '--cluster-cidr', `${CLUSTER_CIDR},${CLUSTER_CIDR6}`];
+    const flags = ['--mode', mode, '--sync-period', SYNC_PERIOD, '--log-level', 'debug', '--cluster-cidr', `${CLUSTER_CIDR},${CLUSTER_CIDR6}`];
     const start = (extra: string[] = [], waitReady = true): Promise<Agent> => box.startAgent('n1', [...flags, ...extra], { waitReady, readyTimeoutMs: 30_000 });
     // --log-level warn hides "ready": wait for the pins and a clean check instead.
     let agent = await start([], false);

@@ -8,7 +8,8 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { V1EndpointSlice, V1Service } from '@kubernetes/client-node';
-import { AsyncCommandRunner, IptablesDataplane, CommandRunner, cleanupIptables } from '../../ts/fallback/iptables';
+import { IptablesDataplane, cleanupIptables } from '../../ts/fallback/iptables';
+import { AsyncCommandRunner, CommandRunner } from '../../ts/fallback/command';
 import { HOOKS, MARKER_CHAINS } from '../../ts/fallback/render';
 import { ClusterStore } from '../../ts/model/store';
 import { objectKey, parseCidr } from '../../ts/model/types';

@@ -14,7 +14,7 @@ import { IP, parseCidr } from '../../ts/model/types';
 import { planService } from '../../ts/plan/plan';
 import { renderAll } from '../../ts/fallback/render';
 import { iptablesServices } from '../../ts/fallback/view';
-import { CommandRunner } from '../../ts/fallback/iptables';
+import { CommandRunner } from '../../ts/fallback/command';
 import { formatServices } from '../../ts/datapath/dump';
 import { FileSource } from '../../ts/source/file';
 import { createLogger } from '../../ts/util/log';

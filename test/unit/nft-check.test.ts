@@ -14,7 +14,7 @@ import { IP, parseCidr } from '../../ts/model/types';
 import { planService } from '../../ts/plan/plan';
 import { NftContext, pickChainLines } from '../../ts/fallback/nft-render';
 import { NftablesDataplane } from '../../ts/fallback/nftables';
-import { CommandRunner } from '../../ts/fallback/iptables';
+import { CommandRunner } from '../../ts/fallback/command';
 import { KernelTable, parseNftJson } from '../../ts/fallback/nft-json';
 import { checkNftTable } from '../../ts/check/nft-invariants';
 import { formatViolations } from '../../ts/check/invariants';

@@ -14,7 +14,7 @@ import { IP, ObjectKey, parseCidr } from '../../ts/model/types';
 import { PlannedBackend, ServicePlan } from '../../ts/plan/plan';
 import { NftContext, renderAllNft } from '../../ts/fallback/nft-render';
 import { NftablesDataplane, cleanupNftables } from '../../ts/fallback/nftables';
-import { CommandRunner } from '../../ts/fallback/iptables';
+import { CommandRunner } from '../../ts/fallback/command';
 import { SCOPE_ALL, SVC_F } from '../../ts/datapath/codecs';
 import { createLogger } from '../../ts/util/log';
 import { TEST_SRC, casePlans as plans } from './pipeline';

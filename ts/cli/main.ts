@@ -178,7 +178,7 @@ async function verdicts(opts: ReadOptions): Promise<number> {
 async function check(opts: ReadOptions): Promise<number> {
   const root = opts.bpffsRoot;
   // nftables mode's table, when there is one (a BPF-mode agent deletes it once it serves), else the pinned maps.
-  const { runCommand } = await import('../fallback/iptables');
+  const { runCommand } = await import('../fallback/command');
   const listing = runCommand(['nft', '-j', 'list', 'table', 'inet', 'weir']);
   if (listing.code === 0) {
     const { parseNftJson } = await import('../fallback/nft-json');

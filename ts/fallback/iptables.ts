@@ -31,40 +31,12 @@ import { Family, ObjectKey, ipFamily } from '../model/types';
 import { ServicePlan } from '../plan/plan';
 import { CommitStats, FrontendConflict } from '../reconcile/reconciler';
 import { Dataplane } from '../reconcile/dataplane';
-import { childProcess } from '../util/lazy';
+import { AsyncCommandRunner, CommandRunner, runCommand, runCommandAsync } from './command';
 import { Logger } from '../util/log';
 import { RuleServices } from './services';
 import { HOOKS, PREFIX, RenderContext, ServiceRules, Tables, LEAF_CHAINS, MARKER_CHAINS, renderService, restoreSections } from './render';
 
 type Table = 'nat' | 'filter';
-
-export interface CommandRunner {
-  (argv: readonly string[], input?: string): { code: number; stdout: string; stderr: string };
-}
-
-/** Runs a command without blocking the event loop (checkRules, between syncs). */
-export interface AsyncCommandRunner {
-  (argv: readonly string[]): Promise<{ code: number; stdout: string; stderr: string }>;
-}
-
-/**
- * Runs a command to completion. iptables-restore of a large rule set (ten
- * thousand services is several hundred thousand rules) takes minutes with
- * the nf_tables backend, hence the generous limit.
- */
-export const runCommand: CommandRunner = (argv, input) => {
-  const r = childProcess().spawnSync(argv[0]!, argv.slice(1), { input, encoding: 'utf8', timeout: 15 * 60_000, maxBuffer: 256 << 20 });
-  const killed = r.signal ? `killed by ${r.signal}${r.error ? ` (${r.error.message})` : ''}` : '';
-  return { code: r.status ?? 1, stdout: r.stdout ?? '', stderr: (r.stderr ?? '') + killed };
-};
-
-export const runCommandAsync: AsyncCommandRunner = (argv) =>
-  new Promise((resolve) => {
-    childProcess().execFile(argv[0]!, argv.slice(1), { encoding: 'utf8', timeout: 60_000, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
-      const code = err === null ? 0 : typeof err.code === 'number' ? err.code : 1;
-      resolve({ code, stdout, stderr: stderr || (err?.message ?? '') });
-    });
-  });
 
 /** Split an iptables rule string into argv, honouring double quotes. */
 export function ruleArgs(rule: string): string[] {

@@ -9,7 +9,7 @@
  */
 import { BackendView, FrontendView, ServicesView } from '../datapath/dump';
 import { IP, compareIP } from '../model/types';
-import { CommandRunner, runCommand } from './iptables';
+import { CommandRunner, runCommand } from './command';
 
 type Json = Record<string, unknown>;
 

@@ -24,25 +24,10 @@ import { CommitStats, FrontendConflict } from '../reconcile/reconciler';
 import { Dataplane } from '../reconcile/dataplane';
 import { Logger } from '../util/log';
 import { RuleServices } from './services';
-import { childProcess } from '../util/lazy';
-import { CommandRunner, runCommand } from './iptables';
+import { AsyncCommandRunner, CommandRunner, runCommand, runCommandAsync } from './command';
 import { CommittedTable, compareTable } from './nft-drift';
 import { parseNftJson } from './nft-json';
 import { NFT_TABLE, NftContext, NftService, T, comparePick, fullScript, pickChainLines, renderNftService, skeleton } from './nft-render';
-
-/**
- * Runs a command without blocking the event loop (the table listing of ten
- * thousand services is tens of megabytes); an aborted signal kills it.
- */
-export type AsyncCommandRunner = (argv: readonly string[], opts?: { signal?: AbortSignal }) => Promise<{ code: number; stdout: string; stderr: string }>;
-
-const runAsync: AsyncCommandRunner = (argv, opts = {}) =>
-  new Promise((resolve) => {
-    childProcess().execFile(argv[0]!, argv.slice(1), { encoding: 'utf8', maxBuffer: 1 << 30, timeout: 5 * 60_000, signal: opts.signal }, (error, stdout, stderr) => {
-      const code = error ? (typeof error.code === 'number' ? error.code : 1) : 0;
-      resolve({ code, stdout, stderr: stderr + (error && code === 1 && !stderr ? error.message : '') });
-    });
-  });
 
 /** What a drift check found: object name -> entries that differ; null when it could not compare (a commit came between). */
 export type DriftResult = Map<string, number> | null;
@@ -77,7 +62,7 @@ export class NftablesDataplane implements Dataplane {
     this.ctx = opts.ctx;
     this.log = opts.log;
     this.run = opts.run ?? runCommand;
-    this.runAsync = opts.runAsync ?? runAsync;
+    this.runAsync = opts.runAsync ?? runCommandAsync;
   }
 
   get conflicts(): FrontendConflict[] {

@@ -9,7 +9,7 @@ import { ObjectKey } from '../model/types';
 import { ServicePlan, backendKey, frontendKey } from '../plan/plan';
 import { FrontendConflict } from '../reconcile/reconciler';
 import { Logger } from '../util/log';
-import type { CommandRunner } from './iptables';
+import type { CommandRunner } from './command';
 
 export class RuleServices {
   /** Frontends another service already claimed, drained by the Syncer. */

@@ -7,7 +7,7 @@
  */
 import { BackendView, FrontendView, ServicesView } from '../datapath/dump';
 import { IP, compareIP } from '../model/types';
-import { CommandRunner, runCommand } from './iptables';
+import { CommandRunner, runCommand } from './command';
 
 /** The parts of one saved rule we read; iptables-save reorders matches, so each is found on its own. */
 interface Rule {
