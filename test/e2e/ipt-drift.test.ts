@@ -11,6 +11,8 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { Agent, Box, waitFor } from '../box/box';
 
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
 const s = suite<{ box: Box; agent?: Agent }>('ipt-drift');
 const VIP = '10.96.8.2';
 const VIP6 = 'fd00:96::8:2';
@@ -119,6 +121,74 @@ s('a running agent rewrites a family whose table was flushed, replaced, or lost 
   const metrics = await box.exec(box.node('n1').ns, ['curl', '-s', '-m', '3', `http://${metricsAddr}/metrics`]);
   assert.match(metrics.stdout, /weir_drift_repaired_entries_total\{map="iptables nat"\} 9\n/);
   assert.match(metrics.stdout, /weir_drift_repaired_entries_total\{map="ip6tables nat"\} 4\n/);
+});
+
+/** `n` ClusterIP services of ten endpoints each, as one List (addresses nothing routes to: they only fill the tables). */
+function manyServices(n: number): string {
+  const items: object[] = [];
+  for (let i = 0; i < n; i++) {
+    const name = `fill-${i}`;
+    items.push(
+      { apiVersion: 'v1', kind: 'Service', metadata: { name, namespace: 'fill' }, spec: { clusterIP: `10.97.${i >> 8}.${i & 255}`, ports: [{ port: 80, targetPort: 8080 }] } },
+      {
+        apiVersion: 'discovery.k8s.io/v1',
+        kind: 'EndpointSlice',
+        metadata: { name: `${name}-1`, namespace: 'fill', labels: { 'kubernetes.io/service-name': name } },
+        addressType: 'IPv4',
+        ports: [{ port: 8080 }],
+        endpoints: Array.from({ length: 10 }, (_, k) => ({ addresses: [`10.201.${(i * 10 + k) >> 8}.${(i * 10 + k) & 255}`], nodeName: 'n1' })),
+      },
+    );
+  }
+  return JSON.stringify({ apiVersion: 'v1', kind: 'List', items });
+}
+
+s('a rewrite of 3,000 services runs in child processes: /livez answers throughout', async (ctx) => {
+  const { box } = ctx;
+  await ctx.agent?.stop();
+  box.writeManifest('fill.json', manyServices(3000));
+  const agent = (ctx.agent = await box.startAgent('n1', ['--mode', 'iptables', '--sync-period', '1s'], { readyTimeoutMs: 60_000 }));
+  const health = /"msg":"health server listening","addr":"([^"]+)"/.exec(agent.logs())![1]!;
+  // /livez every 100 ms, at most 300 times (30 s), each given 1.5 s; stopped once the rewrite is done.
+  const probe = box.spawnArgv(
+    [
+      'ip',
+      'netns',
+      'exec',
+      box.node('n1').ns,
+      'bash',
+      '-c',
+      `for i in $(seq 1 300); do echo "$(date +%s%3N) $(curl -s -m 1.5 -o /dev/null -w '%{http_code}' http://${health}/livez)"; sleep 0.1; done`,
+    ],
+    box.node('n1').ns,
+  );
+  try {
+    await sleep(500);
+    const mark = agent.proc.mark();
+    await sh(box, 'iptables -t nat -F');
+    await agent.proc.waitFor(/"msg":"weir's iptables rules were flushed or removed by something else; rewritten"/, 60_000, mark);
+    const synced = /^.*"msg":"synced".*$/m.exec(agent.proc.outputSince(mark))![0];
+    const { ts, ms } = JSON.parse(synced) as { ts: string; ms: number };
+    const end = Date.parse(ts);
+    await sleep(300);
+    const answers = probe
+      .output()
+      .trim()
+      .split('\n')
+      .map((l) => l.split(' ').map(Number) as [number, number]);
+    // The probes that ran while the rewrite was written (a probe that waits ends later than it began).
+    const during = answers.filter(([at]) => at >= end - ms && at <= end);
+    assert.ok(ms >= 1000, `the rewrite took ${ms} ms: too short to tell`);
+    assert.equal(
+      during.filter(([, code]) => code !== 200),
+      [],
+      `/livez while the rewrite ran (${ms} ms)`,
+    );
+    assert.ok(during.length >= 5, `${during.length} probes during the rewrite`);
+  } finally {
+    await box.stopProc(probe, 500);
+  }
+  await reachesBackends(box, VIP);
 });
 
 s.run();

@@ -379,7 +379,7 @@ export async function soak(opts: SoakOptions): Promise<SoakStats> {
     await box.addPod('n1', 'client');
     const m = new Manifests(box.manifestDir);
     const node = box.node('n1');
-    const flags = ['--mode', mode, '--sync-period', SYNC_PERIOD, '--log-level', 'debug', '--cluster-cidr', `${CLUSTER_CIDR},${CLUSTER_CIDR6}`];
+    const flags = ['--mode', mode, '--sync-period', SYNC_PERIOD, '--log-level', 'warn', '--cluster-cidr', `${CLUSTER_CIDR},${CLUSTER_CIDR6}`];
     const start = (extra: string[] = [], waitReady = true): Promise<Agent> => box.startAgent('n1', [...flags, ...extra], { waitReady, readyTimeoutMs: 30_000 });
     // --log-level warn hides "ready": wait for the pins and a clean check instead.
     let agent = await start([], false);
@@ -396,7 +396,7 @@ export async function soak(opts: SoakOptions): Promise<SoakStats> {
     const cidrs = [CLUSTER_CIDR, CLUSTER_CIDR6].map((c) => parseCidr(c)!);
     const quiet = createLogger('error', () => undefined);
     /** nftables and iptables mode: a first commit of these plans, in a network namespace of its own, as listed. */
-    const reference = (plans: readonly ServicePlan[]): string[] => {
+    const reference = async (plans: readonly ServicePlan[]): Promise<string[]> => {
       const ns = `weir-soak-ref-${crypto.randomBytes(3).toString('hex')}`;
       execFileSync('ip', ['netns', 'add', ns]);
       try {
@@ -407,9 +407,14 @@ export async function soak(opts: SoakOptions): Promise<SoakStats> {
         const dp =
           mode === 'nftables'
             ? new NftablesDataplane({ ctx: { clusterCIDRs: cidrs, masqueradeAll: false, localTraffic: { kind: 'cidrs', cidrs } }, log: quiet, run })
-            : new IptablesDataplane({ ctx: { clusterCIDRs: cidrs, masqueradeAll: false, localTraffic: iptablesLocalMatches({ kind: 'cidrs', cidrs }) }, log: quiet, run });
+            : new IptablesDataplane({
+                ctx: { clusterCIDRs: cidrs, masqueradeAll: false, localTraffic: iptablesLocalMatches({ kind: 'cidrs', cidrs }) },
+                log: quiet,
+                run,
+                runAsync: async (argv, o) => run(argv, o?.input),
+              });
         for (const plan of plans) dp.setService(plan.service, plan);
-        dp.commit();
+        await dp.commit();
         return mode === 'nftables' ? tableLines(run(['nft', '-j', 'list', 'table', 'inet', 'weir']).stdout) : iptablesLines({ 4: run(['iptables-save']).stdout, 6: run(['ip6tables-save']).stdout });
       } finally {
         spawnSync('ip', ['netns', 'del', ns]);
@@ -420,7 +425,7 @@ export async function soak(opts: SoakOptions): Promise<SoakStats> {
       const p = await runPipeline(box.manifestDir, planCtx);
       const lines = viewLines(readServices(p.maps));
       if (mode === 'bpf') return { lines, table: lines };
-      return { lines, table: reference([...p.store.services.values()].map((svc) => planService(svc, p.store.slicesOf(svc.key), { ...planCtx, zone: '' }))) };
+      return { lines, table: await reference([...p.store.services.values()].map((svc) => planService(svc, p.store.slicesOf(svc.key), { ...planCtx, zone: '' }))) };
     };
     // Polled in process, through the code behind `weir services` (a CLI process per poll would be most of a step's time).
     const shim = loadShim();

@@ -19,6 +19,11 @@ import { createLogger } from '../../ts/util/log';
 
 const quiet = createLogger('error', () => undefined);
 
+/** A recording runner as both runners the dataplane takes: quick calls run to completion, saves and restores without blocking. */
+function runners(run: CommandRunner): { run: CommandRunner; runAsync: AsyncCommandRunner } {
+  return { run, runAsync: async (argv, o) => run(argv, o?.input) };
+}
+
 function service(name: string, ip: string, ...more: string[]): V1Service {
   return { metadata: { name, namespace: 'default' }, spec: { clusterIP: ip, clusterIPs: [ip, ...more], ports: [{ port: 80, protocol: 'UDP' }] } };
 }
@@ -41,7 +46,7 @@ function setup(failRestore = () => false, ipv6 = true) {
     return { code: 0, stdout: '', stderr: '' };
   };
   const logs: string[] = [];
-  const dp = new IptablesDataplane({ ctx: { clusterCIDRs: [], masqueradeAll: false }, log: createLogger('warn', (l) => logs.push(l)), run, ipv6 });
+  const dp = new IptablesDataplane({ ctx: { clusterCIDRs: [], masqueradeAll: false }, log: createLogger('warn', (l) => logs.push(l)), ...runners(run), ipv6 });
   const store = new ClusterStore(() => undefined);
   const syncer = new Syncer({ store, reconciler: dp, log: quiet, ctx: { nodeName: 'n1', nodePortAddrs: [] } });
   const restores = (cmd = 'iptables-restore') => calls.filter((c) => c.argv[0] === cmd).map((c) => c.input!);
@@ -50,17 +55,17 @@ function setup(failRestore = () => false, ipv6 = true) {
 
 const chainsDeclared = (text: string): string[] => [...text.matchAll(/^:(WEIR-\S+)/gm)].map((m) => m[1]!);
 
-test("an endpoint change rewrites that service's chains only; a new service also rewrites the shared chains", () => {
+test("an endpoint change rewrites that service's chains only; a new service also rewrites the shared chains", async () => {
   const { store, syncer, restores } = setup();
   store.upsertService(service('a', '10.96.0.1'), 't');
   store.upsertSlice(slice('a', ['10.244.1.1']), 't');
   store.upsertService(service('b', '10.96.0.2'), 't');
   store.upsertSlice(slice('b', ['10.244.1.2']), 't');
-  syncer.sync();
+  await syncer.syncAsync();
   const first = chainsDeclared(restores()[0]!);
   assert.is(first.filter((c) => c.startsWith('WEIR-SVC-')).length, 2, 'first sync is full');
   store.upsertSlice(slice('b', ['10.244.1.2', '10.244.1.3']), 't');
-  syncer.sync();
+  await syncer.syncAsync();
   const second = restores()[1]!;
   const svcChains = chainsDeclared(second).filter((c) => c.startsWith('WEIR-SVC-') || c.startsWith('WEIR-SEP-'));
   assert.is(svcChains.filter((c) => c.startsWith('WEIR-SVC-')).length, 1, "only b's service chain");
@@ -75,13 +80,13 @@ test("an endpoint change rewrites that service's chains only; a new service also
   // A new service: its jump is inserted into WEIR-SERVICES, which is not rewritten; a deleted one's is deleted.
   store.upsertService(service('c', '10.96.0.3'), 't');
   store.upsertSlice(slice('c', ['10.244.1.4']), 't');
-  syncer.sync();
+  await syncer.syncAsync();
   const third = restores()[2]!;
   assert.not.ok(chainsDeclared(third).includes('WEIR-SERVICES'), 'WEIR-SERVICES is edited, not rewritten');
   assert.match(third, /^-I WEIR-SERVICES 1 .*-d 10\.96\.0\.3\/32 .*-j WEIR-SVC-/m);
   assert.not.match(third, /10\.96\.0\.1\//);
   store.deleteService(objectKey('default', 'a'));
-  syncer.sync();
+  await syncer.syncAsync();
   assert.match(restores()[3]!, /^-D WEIR-SERVICES .*-d 10\.96\.0\.1\/32 .*-j WEIR-SVC-/m);
 });
 
@@ -123,9 +128,9 @@ function netfilterModel(): { run: CommandRunner; chains: Map<string, string[]> }
   return { run, chains };
 }
 
-test('after any sequence of partial syncs the chains hold what a full sync writes, each service in its own order', () => {
+test('after any sequence of partial syncs the chains hold what a full sync writes, each service in its own order', async () => {
   const model = netfilterModel();
-  const dp = new IptablesDataplane({ ctx: { clusterCIDRs: [parseCidr('10.244.0.0/16')!], masqueradeAll: false }, log: quiet, run: model.run, ipv6: false });
+  const dp = new IptablesDataplane({ ctx: { clusterCIDRs: [parseCidr('10.244.0.0/16')!], masqueradeAll: false }, log: quiet, ...runners(model.run), ipv6: false });
   const store = new ClusterStore(() => undefined);
   const syncer = new Syncer({ store, reconciler: dp, log: quiet, ctx: { nodeName: 'n1', nodePortAddrs: [] } });
   const rng = seeded(7);
@@ -152,16 +157,16 @@ test('after any sequence of partial syncs the chains hold what a full sync write
         store.upsertSlice(o.slice, 't');
       }
     }
-    syncer.sync();
+    await syncer.syncAsync();
     // What a full sync of the same services writes.
     const full = netfilterModel();
-    const fresh = new IptablesDataplane({ ctx: { clusterCIDRs: [parseCidr('10.244.0.0/16')!], masqueradeAll: false }, log: quiet, run: full.run, ipv6: false });
+    const fresh = new IptablesDataplane({ ctx: { clusterCIDRs: [parseCidr('10.244.0.0/16')!], masqueradeAll: false }, log: quiet, ...runners(full.run), ipv6: false });
     const freshStore = new ClusterStore(() => undefined);
     for (const o of objects.values()) {
       freshStore.upsertService(o.svc, 't');
       freshStore.upsertSlice(o.slice, 't');
     }
-    new Syncer({ store: freshStore, reconciler: fresh, log: quiet, ctx: { nodeName: 'n1', nodePortAddrs: [] } }).sync();
+    await new Syncer({ store: freshStore, reconciler: fresh, log: quiet, ctx: { nodeName: 'n1', nodePortAddrs: [] } }).syncAsync();
     assert.equal([...model.chains.keys()].sort(), [...full.chains.keys()].sort(), `step ${step}: the same chains`);
     for (const [c, rules] of full.chains) {
       const got = model.chains.get(c)!;
@@ -176,7 +181,7 @@ test('after any sequence of partial syncs the chains hold what a full sync write
   }
 });
 
-test('a large sync is cut into transactions of whole services, each jump written after its target and chains removed after their callers', () => {
+test('a large sync is cut into transactions of whole services, each jump written after its target and chains removed after their callers', async () => {
   const { store, syncer, restores } = setup();
   const n = 700; // 700 services of two endpoints: 2,100 service chains, more than one section holds
   const eps = (i: number) => [`10.244.${i >> 6}.${(i & 63) * 2 + 1}`, `10.244.${i >> 6}.${(i & 63) * 2 + 2}`];
@@ -184,7 +189,7 @@ test('a large sync is cut into transactions of whole services, each jump written
     store.upsertService(service(`s${i}`, `10.96.${i >> 8}.${i & 255}`), 't');
     store.upsertSlice(slice(`s${i}`, eps(i)), 't');
   }
-  syncer.sync();
+  await syncer.syncAsync();
   const sections = (text: string) => text.split(/^COMMIT\n/m).filter((s) => s.trim());
   const check = (text: string) => {
     const there = new Set(['WEIR-SERVICES', 'WEIR-PROXY-FIREWALL', 'WEIR-FORWARD', 'WEIR-NODEPORTS', 'WEIR-MARK-MASQ', 'WEIR-POSTROUTING', 'WEIR-MASQ-OFFCLUSTER']);
@@ -202,7 +207,7 @@ test('a large sync is cut into transactions of whole services, each jump written
   assert.match(restores()[0]!, /^-A WEIR-SERVICES .*-d 10\.96\.2\.187\/32/m, 'every service is in WEIR-SERVICES');
   // All of them go: their chains are removed in sections, services before their endpoints.
   for (let i = 0; i < n; i++) store.deleteService(objectKey('default', `s${i}`));
-  syncer.sync();
+  await syncer.syncAsync();
   const gone = restores()[1]!;
   const removed = sections(gone).map((s) => [...s.matchAll(/^-X (WEIR-\S+)/gm)].map((m) => m[1]!.slice(0, 9)));
   assert.ok(removed.length >= 3);
@@ -211,43 +216,46 @@ test('a large sync is cut into transactions of whole services, each jump written
   assert.ok(flat.lastIndexOf('WEIR-SVC-') < flat.indexOf('WEIR-SEP-'), 'service chains go before the endpoint chains they jump to');
 });
 
-test("a removed endpoint's chain is deleted, and its UDP conntrack entries flushed", () => {
+test("a removed endpoint's chain is deleted, and its UDP conntrack entries flushed", async () => {
   const { store, syncer, restores, calls } = setup();
   store.upsertService(service('a', '10.96.0.1'), 't');
   store.upsertSlice(slice('a', ['10.244.1.1', '10.244.1.2']), 't');
-  syncer.sync();
+  await syncer.syncAsync();
   store.upsertSlice(slice('a', ['10.244.1.2']), 't');
-  syncer.sync();
+  await syncer.syncAsync();
   assert.match(restores()[1]!, /^-X WEIR-SEP-/m);
   const ct = calls.find((c) => c.argv[0] === 'conntrack');
   assert.equal(ct?.argv, ['conntrack', '-D', '-p', 'udp', '--orig-dst', '10.96.0.1', '--orig-port-dst', '80', '--dst-nat', '10.244.1.1']);
 });
 
-test('after a failed restore the retry is a full sync; hooks are installed once', () => {
+test('after a failed restore the retry is a full sync; hooks are installed once', async () => {
   let fail = false;
   const { store, syncer, restores, calls } = setup(() => fail);
   store.upsertService(service('a', '10.96.0.1'), 't');
   store.upsertSlice(slice('a', ['10.244.1.1']), 't');
   store.upsertService(service('b', '10.96.0.2'), 't');
   store.upsertSlice(slice('b', ['10.244.1.2']), 't');
-  syncer.sync();
+  await syncer.syncAsync();
   fail = true;
   store.upsertSlice(slice('b', ['10.244.1.3']), 't');
-  assert.throws(() => syncer.sync(), /iptables-restore failed/);
+  await syncer.syncAsync().then(
+    () => assert.unreachable('the sync should fail'),
+    (e: Error) => assert.match(e.message, /iptables-restore failed/),
+  );
   fail = false;
-  syncer.sync();
+  await syncer.syncAsync();
   const retry = restores().at(-1)!;
   assert.is(chainsDeclared(retry).filter((c) => c.startsWith('WEIR-SVC-')).length, 2, 'both services rewritten');
   const inserts = calls.filter((c) => c.argv.includes('-I'));
   assert.is(inserts.length, 11, 'each hook inserted once');
 });
 
-test('a dual-stack service: its IPv4 half through iptables-restore, its IPv6 half through ip6tables-restore, hooks in both', () => {
+test('a dual-stack service: its IPv4 half through iptables-restore, its IPv6 half through ip6tables-restore, hooks in both', async () => {
   const { store, syncer, restores, calls } = setup();
   store.upsertService(service('a', '10.96.0.1', 'fd00:96::1'), 't');
   store.upsertSlice(slice('a', ['10.244.1.1']), 't');
   store.upsertSlice(slice('a', ['fd00:10:244::1'], 'IPv6'), 't');
-  syncer.sync();
+  await syncer.syncAsync();
   const v4 = restores()[0]!;
   const v6 = restores('ip6tables-restore')[0]!;
   assert.match(v4, /-d 10\.96\.0\.1\/32 .*-j WEIR-SVC-/);
@@ -259,18 +267,18 @@ test('a dual-stack service: its IPv4 half through iptables-restore, its IPv6 hal
   assert.is(calls.filter((c) => c.argv[0] === 'ip6tables' && c.argv.includes('-I')).length, 11, 'each hook inserted in ip6tables');
   // The IPv6 endpoint leaves: its UDP flows are deleted with the IPv6 family named.
   store.upsertSlice(slice('a', ['fd00:10:244::2'], 'IPv6'), 't');
-  syncer.sync();
+  await syncer.syncAsync();
   const ct = calls.find((c) => c.argv[0] === 'conntrack');
   assert.equal(ct?.argv, ['conntrack', '-D', '-f', 'ipv6', '-p', 'udp', '--orig-dst', 'fd00:96::1', '--orig-port-dst', '80', '--dst-nat', 'fd00:10:244::1']);
   assert.match(restores('ip6tables-restore')[1]!, /^-X WEIR-SEP-/m);
 });
 
-test('an IPv4-only node writes nothing with ip6tables (it reads it once, for what an earlier agent left); without ip6tables, IPv6 frontends are skipped with one warning', () => {
+test('an IPv4-only node writes nothing with ip6tables (it reads it once, for what an earlier agent left); without ip6tables, IPv6 frontends are skipped with one warning', async () => {
   const v4only = setup();
   v4only.store.upsertService(service('a', '10.96.0.1'), 't');
-  v4only.syncer.sync();
+  await v4only.syncer.syncAsync();
   v4only.store.upsertService(service('b', '10.96.0.2'), 't');
-  v4only.syncer.sync();
+  await v4only.syncer.syncAsync();
   assert.equal(
     v4only.calls.filter((c) => c.argv[0]!.startsWith('ip6tables')),
     [{ argv: ['ip6tables-save'] }],
@@ -278,7 +286,7 @@ test('an IPv4-only node writes nothing with ip6tables (it reads it once, for wha
   const noV6 = setup(() => false, false);
   noV6.store.upsertService(service('a', '10.96.0.1', 'fd00:96::1'), 't');
   noV6.store.upsertService(service('b', 'fd00:96::2'), 't');
-  noV6.syncer.sync();
+  await noV6.syncer.syncAsync();
   assert.equal(
     noV6.calls.filter((c) => c.argv[0]!.startsWith('ip6tables')),
     [],
@@ -287,7 +295,7 @@ test('an IPv4-only node writes nothing with ip6tables (it reads it once, for wha
   assert.is(noV6.logs.filter((l) => l.includes('ip6tables is not usable')).length, 1);
 });
 
-test("a first sync removes the chains an earlier agent left: services deleted while none ran, and ip6tables' when no service has an IPv6 frontend now", () => {
+test("a first sync removes the chains an earlier agent left: services deleted while none ran, and ip6tables' when no service has an IPv6 frontend now", async () => {
   const saves: Record<string, string> = {
     'iptables-save': '*nat\n:PREROUTING ACCEPT [0:0]\n:WEIR-SERVICES - [0:0]\n:WEIR-SVC-GONE - [0:0]\n:WEIR-SEP-GONE - [0:0]\n-A WEIR-SVC-GONE -j WEIR-SEP-GONE\nCOMMIT\n',
     'ip6tables-save':
@@ -298,12 +306,12 @@ test("a first sync removes the chains an earlier agent left: services deleted wh
     calls.push({ argv, ...(input !== undefined ? { input } : {}) });
     return { code: argv.includes('-C') ? 1 : 0, stdout: saves[argv[0]!] ?? '', stderr: '' };
   };
-  const dp = new IptablesDataplane({ ctx: { clusterCIDRs: [], masqueradeAll: false }, log: quiet, run });
+  const dp = new IptablesDataplane({ ctx: { clusterCIDRs: [], masqueradeAll: false }, log: quiet, ...runners(run) });
   const store = new ClusterStore(() => undefined);
   const syncer = new Syncer({ store, reconciler: dp, log: quiet, ctx: { nodeName: 'n1', nodePortAddrs: [] } });
   store.upsertService(service('a', '10.96.0.1'), 't');
   store.upsertSlice(slice('a', ['10.244.1.1']), 't');
-  syncer.sync();
+  await syncer.syncAsync();
   const v4 = calls.filter((c) => c.argv[0] === 'iptables-restore').map((c) => c.input!);
   assert.match(v4[0]!, /^-X WEIR-SVC-GONE$/m);
   assert.match(v4[0]!, /^-X WEIR-SEP-GONE$/m);
@@ -316,21 +324,21 @@ test("a first sync removes the chains an earlier agent left: services deleted wh
   const v6calls = (): number => calls.filter((c) => c.argv[0]!.startsWith('ip6tables')).length;
   const before = v6calls();
   store.upsertSlice(slice('a', ['10.244.1.2']), 't');
-  syncer.sync();
+  await syncer.syncAsync();
   assert.is(v6calls(), before);
   // An IPv6 frontend comes and goes: ip6tables is written while it is there, and cleared after.
   const v6restores = (): string[] => calls.filter((c) => c.argv[0] === 'ip6tables-restore').map((c) => c.input!);
   store.upsertService(service('b', 'fd00:96::2'), 't');
   store.upsertSlice(slice('b', ['fd00:10:244::2'], 'IPv6'), 't');
-  syncer.sync();
+  await syncer.syncAsync();
   assert.match(v6restores().at(-1)!, /-d fd00:96::2\/128 .*-j WEIR-SVC-/);
   store.deleteService(objectKey('default', 'b'));
-  syncer.sync();
+  await syncer.syncAsync();
   assert.match(v6restores().at(-1)!, /^-D PREROUTING -m comment --comment "weir service portals" -j WEIR-SERVICES$/m);
   assert.match(v6restores().at(-1)!, /^-X WEIR-SERVICES$/m);
 });
 
-test('cleanup removes the chains of both families and the hooks into them, no other rule', () => {
+test('cleanup removes the chains of both families and the hooks into them, no other rule', async () => {
   const calls: Array<{ argv: string[]; input?: string }> = [];
   const run: CommandRunner = (argv, input) => {
     calls.push({ argv: [...argv], ...(input !== undefined ? { input } : {}) });
@@ -349,7 +357,7 @@ test('cleanup removes the chains of both families and the hooks into them, no ot
     if (argv[0]!.endsWith('-save')) return { code: 0, stdout: argv[2] === 'filter' ? '' : nat, stderr: '' };
     return { code: 0, stdout: '', stderr: '' };
   };
-  assert.equal(cleanupIptables(run), ['nat/WEIR-SERVICES', 'nat/WEIR-SVC-FOUR', 'ip6tables nat/WEIR-SERVICES', 'ip6tables nat/WEIR-SVC-SIX']);
+  assert.equal(await cleanupIptables(runners(run).runAsync), ['nat/WEIR-SERVICES', 'nat/WEIR-SVC-FOUR', 'ip6tables nat/WEIR-SERVICES', 'ip6tables nat/WEIR-SVC-SIX']);
   for (const restore of ['iptables-restore', 'ip6tables-restore']) {
     const input = calls.find((c) => c.argv[0] === restore)?.input ?? '';
     assert.match(input, /^\*nat\n-D PREROUTING -m comment --comment "weir service portals" -j WEIR-SERVICES\nCOMMIT\n/, 'the hook goes first');
@@ -358,7 +366,7 @@ test('cleanup removes the chains of both families and the hooks into them, no ot
   }
 });
 
-test('cleanup removes many chains in transactions of bounded size, shared leaf chains last', () => {
+test('cleanup removes many chains in transactions of bounded size, shared leaf chains last', async () => {
   const chains = ['WEIR-SERVICES', 'WEIR-MARK-MASQ', ...Array.from({ length: 2500 }, (_, i) => `WEIR-SEP-${String(i).padStart(16, '0')}`), 'WEIR-SVC-0000000000000001'];
   const save = `*nat\n${chains.map((c) => `:${c} - [0:0]`).join('\n')}\nCOMMIT\n`;
   let restore = '';
@@ -367,7 +375,7 @@ test('cleanup removes many chains in transactions of bounded size, shared leaf c
     if (argv[0] === 'iptables-restore') restore = input!;
     return { code: argv[0]!.startsWith('ip6') || argv.includes('-D') ? 1 : 0, stdout: '', stderr: '' };
   };
-  assert.is(cleanupIptables(run).length, chains.length);
+  assert.is((await cleanupIptables(runners(run).runAsync)).length, chains.length);
   const sections = restore.split(/^COMMIT\n/m).filter((x) => x.trim());
   assert.ok(sections.length >= 3, `${sections.length} transactions`);
   for (const sec of sections) assert.ok([...sec.matchAll(/^-X /gm)].length <= 1000);
@@ -376,7 +384,7 @@ test('cleanup removes many chains in transactions of bounded size, shared leaf c
   assert.is(order.at(-1), 'WEIR-MARK-MASQ', 'the chain every endpoint chain jumps to goes last');
 });
 
-test("cleanup deletes a table's base chains and the table only when nothing but built-in ACCEPT chains is left", () => {
+test("cleanup deletes a table's base chains and the table only when nothing but built-in ACCEPT chains is left", async () => {
   const left: Record<string, string> = {
     filter: '*filter\n:INPUT DROP [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n', // another's policy
     nat: '*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\nCOMMIT\n',
@@ -393,7 +401,7 @@ test("cleanup deletes a table's base chains and the table only when nothing but 
     if (argv[0] === 'nft' && argv[1] === 'list') return { code: 0, stdout: `table ip ${argv[4]} {\n}\n`, stderr: '' };
     return { code: argv.includes('-D') ? 1 : 0, stdout: '', stderr: '' };
   };
-  assert.equal(cleanupIptables(run), ['nat/WEIR-SERVICES', 'nat (table)']);
+  assert.equal(await cleanupIptables(runners(run).runAsync), ['nat/WEIR-SERVICES', 'nat (table)']);
   const removals = calls.filter((c) => c.includes('-X') || c[1] === 'delete').map((c) => c.join(' '));
   assert.equal(removals, ['iptables -w 5 -t nat -X PREROUTING', 'iptables -w 5 -t nat -X INPUT', 'iptables -w 5 -t nat -X OUTPUT', 'iptables -w 5 -t nat -X POSTROUTING', 'nft delete table ip nat']);
 });
@@ -404,11 +412,17 @@ test("cleanup deletes a table's base chains and the table only when nothing but 
  * "iptables nat PREROUTING WEIR-SERVICES" for one hook); `during` runs while
  * the first listing is read.
  */
-function readable() {
+async function readable() {
   const gone = new Set<string>();
   const listed: string[] = [];
   let during: (() => void) | null = null;
-  const runAsync: AsyncCommandRunner = async (argv) => {
+  const restores: string[] = [];
+  const run: CommandRunner = (argv, input) => {
+    if (argv[0]!.endsWith('-restore')) restores.push(`${argv[0]}\n${input}`);
+    return { code: 0, stdout: '', stderr: '' };
+  };
+  const runAsync: AsyncCommandRunner = async (argv, o) => {
+    if (!argv.includes('-S')) return run(argv, o?.input);
     const [cmd, , , , table, , chain] = argv as string[];
     listed.push(`${cmd} ${table} ${chain}`);
     const now = during;
@@ -421,11 +435,6 @@ function readable() {
       : HOOKS.filter((h) => h.table === table && h.chain === chain && !gone.has(`${cmd} ${table} ${chain} ${h.rule.split(' ').at(-1)}`)).map((h) => `-A ${chain} ${h.rule}`);
     return { code: 0, stdout: [marker ? `-N ${chain}` : `-P ${chain} ACCEPT`, ...rules].join('\n') + '\n', stderr: '' };
   };
-  const restores: string[] = [];
-  const run: CommandRunner = (argv, input) => {
-    if (argv[0]!.endsWith('-restore')) restores.push(`${argv[0]}\n${input}`);
-    return { code: 0, stdout: '', stderr: '' };
-  };
   const dp = new IptablesDataplane({ ctx: { clusterCIDRs: [], masqueradeAll: false }, log: quiet, run, runAsync });
   const store = new ClusterStore(() => undefined);
   const syncer = new Syncer({ store, reconciler: dp, log: quiet, ctx: { nodeName: 'n1', nodePortAddrs: [] } });
@@ -433,12 +442,12 @@ function readable() {
   store.upsertSlice(slice('a', ['10.244.1.1']), 't');
   store.upsertService(service('b', '10.96.0.2'), 't');
   store.upsertSlice(slice('b', ['10.244.1.2']), 't');
-  syncer.sync();
+  await syncer.syncAsync();
   /** Whether the next sync (with one endpoint changed) rewrites every service's chains in iptables. */
-  const nextSyncIsFull = (): boolean => {
+  const nextSyncIsFull = async (): Promise<boolean> => {
     store.upsertSlice(slice('b', [`10.244.1.${restores.length + 10}`]), 't');
     restores.length = 0;
-    syncer.sync();
+    await syncer.syncAsync();
     const v4 = restores.find((r) => r.startsWith('iptables-restore\n'))!;
     return chainsDeclared(v4).filter((c) => c.startsWith('WEIR-SVC-')).length === 2;
   };
@@ -446,7 +455,7 @@ function readable() {
 }
 
 test('checkRules: with everything in place it finds nothing and the next sync stays partial; it reads IPv4 only while no service has an IPv6 frontend', async () => {
-  const { dp, listed, nextSyncIsFull } = readable();
+  const { dp, listed, nextSyncIsFull } = await readable();
   assert.equal(await dp.checkRules(), []);
   assert.equal(listed, [
     'iptables nat WEIR-MARK-MASQ',
@@ -458,11 +467,11 @@ test('checkRules: with everything in place it finds nothing and the next sync st
     'iptables filter FORWARD',
     'iptables filter OUTPUT',
   ]);
-  assert.not.ok(nextSyncIsFull());
+  assert.not.ok(await nextSyncIsFull());
 });
 
 test('checkRules: a marker chain gone or a hook missing is reported by table, and the next sync rewrites that family whole', async () => {
-  const { dp, gone, nextSyncIsFull } = readable();
+  const { dp, gone, nextSyncIsFull } = await readable();
   gone.add('iptables nat WEIR-MARK-MASQ');
   gone.add('iptables filter FORWARD WEIR-PROXY-FIREWALL');
   assert.equal(await dp.checkRules(), [
@@ -471,28 +480,30 @@ test('checkRules: a marker chain gone or a hook missing is reported by table, an
   ]);
   // The rewrite is due: until it has run, a reading does not judge that family again.
   assert.equal(await dp.checkRules(), []);
-  assert.ok(nextSyncIsFull());
+  assert.ok(await nextSyncIsFull());
   gone.clear();
   assert.equal(await dp.checkRules(), []);
-  assert.not.ok(nextSyncIsFull());
+  assert.not.ok(await nextSyncIsFull());
 });
 
 test('checkRules: a reading that a commit overlapped judges nothing (the commit may have changed what it read)', async () => {
-  const { dp, store, syncer, gone, setDuring, nextSyncIsFull } = readable();
+  const { dp, store, syncer, gone, setDuring, nextSyncIsFull } = await readable();
   gone.add('iptables nat PREROUTING WEIR-SERVICES');
+  let during: Promise<unknown> = Promise.resolve();
   setDuring(() => {
     store.upsertSlice(slice('a', ['10.244.1.3']), 't');
-    syncer.sync();
+    during = syncer.syncAsync();
   });
   assert.equal(await dp.checkRules(), []);
-  assert.not.ok(nextSyncIsFull());
+  await during;
+  assert.not.ok(await nextSyncIsFull());
   assert.equal(await dp.checkRules(), [{ table: 'iptables nat', what: 'PREROUTING: the jump to WEIR-SERVICES' }]);
 });
 
 test('checkRules: ip6tables is read too while a service has an IPv6 frontend, and its losses are its own', async () => {
-  const { dp, store, syncer, gone, listed } = readable();
+  const { dp, store, syncer, gone, listed } = await readable();
   store.upsertService(service('c', '10.96.0.3', 'fd00:96::3'), 't');
-  syncer.sync();
+  await syncer.syncAsync();
   gone.add('ip6tables nat OUTPUT WEIR-SERVICES');
   assert.equal(await dp.checkRules(), [{ table: 'ip6tables nat', what: 'OUTPUT: the jump to WEIR-SERVICES' }]);
   assert.is(listed.filter((l) => l.startsWith('ip6tables ')).length, 8);

@@ -1,6 +1,7 @@
 /**
  * The runner: bursts coalesce into one sync, the minimum interval is kept
- * between syncs, and a failed sync is retried with backoff.
+ * between syncs, and a failed sync is retried with backoff; a sync that
+ * returns a promise keeps the next one back until it settles.
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -128,6 +129,63 @@ test('a hold keeps syncs back until it settles, then the changes made meanwhile 
   r.request();
   await sleep(20);
   assert.is(n, 2);
+  r.stop();
+});
+
+test('a sync that returns a promise: no other sync starts until it settles, changes made meanwhile sync once after it, and a rejection is a failure retried with backoff', async () => {
+  let started = 0;
+  let running = 0;
+  let overlapped = false;
+  let fail = false;
+  const finish: Array<() => void> = [];
+  const r = new Runner({
+    minSyncPeriodMs: 0,
+    retryMs: 40,
+    sync: () => {
+      started++;
+      overlapped ||= running > 0;
+      running++;
+      const failing = fail;
+      return new Promise<boolean>((resolve, reject) =>
+        finish.push(() => {
+          running--;
+          if (failing) reject(new Error('iptables-restore failed'));
+          else resolve(true);
+        }),
+      );
+    },
+    log: quiet,
+  });
+  r.request();
+  await sleep(10);
+  assert.is(started, 1);
+  for (let i = 0; i < 5; i++) r.request();
+  await sleep(30);
+  assert.is(started, 1, 'no second sync while the first runs');
+  assert.ok(r.pendingSince > 0, 'the changes made meanwhile are pending');
+  finish.shift()!();
+  await sleep(20);
+  assert.is(started, 2, 'they sync once, after it');
+  finish.shift()!();
+  await sleep(10);
+  assert.is(r.syncs, 2);
+  assert.is(r.pendingSince, 0);
+  fail = true;
+  r.request();
+  await sleep(10);
+  assert.is(started, 3);
+  fail = false;
+  finish.shift()!();
+  await sleep(10);
+  assert.is(r.errors, 1, 'a rejection is a failure');
+  assert.ok(r.pendingSince > 0, 'and its change is pending again');
+  assert.is(started, 3, 'retried only after its backoff');
+  await sleep(60);
+  assert.is(started, 4);
+  finish.shift()!();
+  await sleep(10);
+  assert.is(r.pendingSince, 0);
+  assert.not.ok(overlapped);
   r.stop();
 });
 

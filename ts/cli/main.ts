@@ -229,7 +229,7 @@ async function cleanup(opts: { bpffsRoot: string; force: boolean; drainMs: numbe
   } finally {
     lock?.release();
   }
-  const removed = cleanupIptables();
+  const removed = await cleanupIptables();
   const tables = removed.filter((c) => c.endsWith(' (table)')).map((c) => c.slice(0, -' (table)'.length));
   const chains = removed.filter((c) => !c.endsWith(' (table)'));
   const { cleanupNftables } = await import('../fallback/nftables');

@@ -131,38 +131,53 @@ export class IptablesDataplane implements Dataplane {
     return this.services.backendCount();
   }
 
-  commit(): CommitStats {
+  /**
+   * The saves and restores run in child processes the event loop does not
+   * wait on (at ten thousand services a full sync's take tens of seconds,
+   * which /livez, health-check node ports and the watches must not wait
+   * for); the Runner starts no other sync until this one settles.
+   */
+  async commit(): Promise<CommitStats> {
     let upserts = 0;
     let deletes = 0;
-    const v6 = this.v6Services.size > 0;
-    for (const family of v6 ? ([4, 6] as const) : ([4] as const)) {
-      const r = this.commitFamily(family);
-      upserts += r.upserts;
-      deletes += r.deletes;
-    }
-    if (v6) this.v6Written = true;
-    else if (this.v6Written && this.ipv6) {
-      // The last IPv6 frontend went (or, at start, an earlier agent's may be there): hooks and chains
-      // go, and the next IPv6 frontend starts ip6tables afresh with a full sync.
-      deletes += cleanupFamily(this.run, 6).length;
-      this.state[6] = new FamilyState();
-      this.v6Written = false;
+    // What this commit writes: services set from here on (setLocalTraffic meanwhile) are the next one's.
+    const dirty = this.services.takeDirty();
+    try {
+      const v6 = this.v6Services.size > 0;
+      for (const family of v6 ? ([4, 6] as const) : ([4] as const)) {
+        const r = await this.commitFamily(family, dirty);
+        upserts += r.upserts;
+        deletes += r.deletes;
+      }
+      if (v6) this.v6Written = true;
+      else if (this.v6Written && this.ipv6) {
+        // The last IPv6 frontend went (or, at start, an earlier agent's may be there): hooks and chains
+        // go, and the next IPv6 frontend starts ip6tables afresh with a full sync.
+        this.state[6] = new FamilyState();
+        deletes += (await cleanupFamily(this.runAsync, 6)).length;
+        this.v6Written = false;
+      }
+    } catch (e) {
+      for (const key of dirty) this.services.dirty.add(key);
+      throw e;
     }
     this.services.flushUdpConntrack(this.run, this.log);
-    this.services.dirty.clear();
     return { upserts, deletes };
   }
 
   /** One family's tables, in one iptables-restore call (several transactions when the change is large: restoreSections). */
-  private commitFamily(family: Family): CommitStats {
+  private async commitFamily(family: Family, dirty: ReadonlySet<ObjectKey>): Promise<CommitStats> {
     const st = this.state[family];
     const ctx: RenderContext = { ...this.ctx, family };
     const full = st.needFull || Date.now() - st.lastFull > this.fullSyncMs;
+    // A rewrite asked for while this one runs (checkRules, setLocalTraffic) is the next commit's.
+    st.needFull = false;
+    st.commits++;
     // Chains of the services rendered before this sync that the new rendering no longer has.
     const dropped: Record<Table, Set<string>> = { nat: new Set(), filter: new Set() };
     // The dirty services' lines in the shared chains, before and after (edited in place in a partial sync: jumpEdits).
     const changed: Array<{ old: ServiceRules | undefined; now: ServiceRules | undefined }> = [];
-    for (const key of this.services.dirty) {
+    for (const key of dirty) {
       const old = st.rendered.get(key);
       const plan = this.services.plans.get(key);
       const r = plan ? renderService(plan, ctx) : undefined;
@@ -174,7 +189,7 @@ export class IptablesDataplane implements Dataplane {
         for (const c of old.filterChains.keys()) if (!r?.filterChains.has(c)) dropped.filter.add(c);
       }
     }
-    if (this.services.dirty.size > 0 || !st.order) st.order = [...st.rendered.keys()].sort();
+    if (dirty.size > 0 || !st.order) st.order = [...st.rendered.keys()].sort();
     const t = new Tables(ctx);
     // What weir's chains will be after this sync: in a partial sync, what
     // they were with the dirty services' changes (nothing else is read).
@@ -184,7 +199,7 @@ export class IptablesDataplane implements Dataplane {
     for (const key of st.order) {
       const r = st.rendered.get(key)!;
       t.addJumps(r);
-      if (!full && !this.services.dirty.has(key)) continue;
+      if (!full && !dirty.has(key)) continue;
       for (const [table, chains] of [
         ['nat', r.natChains],
         ['filter', r.filterChains],
@@ -215,7 +230,7 @@ export class IptablesDataplane implements Dataplane {
     const filter = shared('filter', t.filter);
     // Chains to remove: a full sync removes every weir chain the tables hold that is not current; a partial one, the dirty services' dropped ones.
     const stale: Record<Table, string[]> = { nat: [], filter: [] };
-    const found = full ? weirChains(this.run, family) : null;
+    const found = full ? await weirChains(this.runAsync, family) : null;
     for (const table of ['nat', 'filter'] as const) {
       if (found) {
         for (const g of groups[table]) for (const c of g.keys()) current[table].add(c);
@@ -226,7 +241,7 @@ export class IptablesDataplane implements Dataplane {
       restoreSections('filter', [filter.leaf, ...groups.filter, filter.rest], stale.filter, edits?.lines.filter) +
       restoreSections('nat', [nat.leaf, ...groups.nat, nat.rest], stale.nat, edits?.lines.nat);
     const tools = TOOLS[family];
-    const r = this.run([tools.restore, '-w', '5', '--noflush'], text);
+    const r = await this.runAsync([tools.restore, '-w', '5', '--noflush'], { input: text });
     if (r.code !== 0) {
       st.needFull = true; // the retry rewrites everything
       // A large change is several transactions: some may have been applied, so every chain it named counts as weir's until the retry.
@@ -234,7 +249,14 @@ export class IptablesDataplane implements Dataplane {
       throw new Error(`${tools.restore} failed: ${r.stderr.trim().split('\n').slice(0, 3).join(' | ')}`);
     }
     // Hooks are checked on full syncs (the first, after a failure, and every fullSyncMs), as kube-proxy checks its jumps only on full syncs: eleven iptables calls each time otherwise.
-    if (full) this.ensureHooks(family);
+    if (full) {
+      try {
+        this.ensureHooks(family);
+      } catch (e) {
+        st.needFull = true;
+        throw e;
+      }
+    }
     if (full) st.owned = current;
     else
       for (const table of ['nat', 'filter'] as const) {
@@ -243,10 +265,7 @@ export class IptablesDataplane implements Dataplane {
       }
     st.sharedText = sharedText;
     st.commits++;
-    if (full) {
-      st.needFull = false;
-      st.lastFull = Date.now();
-    }
+    if (full) st.lastFull = Date.now();
     let rules = (edits?.lines.nat.length ?? 0) + (edits?.lines.filter.length ?? 0);
     for (const gs of [groups.nat, groups.filter, [nat.leaf, nat.rest, filter.leaf, filter.rest]]) for (const g of gs) for (const rs of g.values()) rules += rs.length;
     return { upserts: rules, deletes: stale.nat.length + stale.filter.length };
@@ -370,22 +389,22 @@ function savedWeir(save: string, table: Table): { chains: string[]; hooks: strin
 }
 
 /** weir's chains in one family's tables, from one save (each save of a large rule set takes seconds). */
-function weirChains(run: CommandRunner, family: Family): Record<Table, Set<string>> {
-  const all = run([TOOLS[family].save]);
+async function weirChains(run: AsyncCommandRunner, family: Family): Promise<Record<Table, Set<string>>> {
+  const all = await run([TOOLS[family].save]);
   const chains = (table: Table): Set<string> => new Set(all.code === 0 ? savedWeir(all.stdout, table).chains : []);
   return { nat: chains('nat'), filter: chains('filter') };
 }
 
 /** Remove every hook and WEIR- chain (both tables, iptables and ip6tables). Returns the chains removed ("ip6tables nat/..." for IPv6). */
-export function cleanupIptables(run: CommandRunner = runCommand): string[] {
-  return [...cleanupFamily(run, 4), ...cleanupFamily(run, 6).map((c) => `ip6tables ${c}`)];
+export async function cleanupIptables(run: AsyncCommandRunner = runCommandAsync): Promise<string[]> {
+  return [...(await cleanupFamily(run, 4)), ...(await cleanupFamily(run, 6)).map((c) => `ip6tables ${c}`)];
 }
 
-function cleanupFamily(run: CommandRunner, family: Family): string[] {
+async function cleanupFamily(run: AsyncCommandRunner, family: Family): Promise<string[]> {
   const tools = TOOLS[family];
   // One read first: BPF mode calls this on every start, and a node that never
   // ran iptables mode has nothing to remove (no iptables at all: nothing either).
-  const all = run([tools.save]);
+  const all = await run([tools.save]);
   if (all.code !== 0 || !all.stdout.includes(PREFIX)) return [];
   // Everything from that one read (each save of a large rule set takes seconds):
   // per table, weir's chains and the hooks into them from the built-in chains,
@@ -400,10 +419,10 @@ function cleanupFamily(run: CommandRunner, family: Family): string[] {
     text += restoreSections(table, [], chains);
   }
   if (text) {
-    const r = run([tools.restore, '-w', '5', '--noflush'], text);
+    const r = await run([tools.restore, '-w', '5', '--noflush'], { input: text });
     if (r.code !== 0) throw new Error(`${tools.iptables} cleanup failed: ${r.stderr.trim()}`);
   }
-  for (const table of ['filter', 'nat'] as const) if (removeIdleTable(run, family, table)) removed.push(`${table} (table)`);
+  for (const table of ['filter', 'nat'] as const) if (await removeIdleTable(run, family, table)) removed.push(`${table} (table)`);
   return removed;
 }
 
@@ -420,9 +439,9 @@ function cleanupFamily(run: CommandRunner, family: Family): string[] {
  * the empty table itself when nft(8) is there (no hook is left either way).
  * Anything else in the table, anyone's, and it is left as it is.
  */
-function removeIdleTable(run: CommandRunner, family: Family, table: 'nat' | 'filter'): boolean {
+async function removeIdleTable(run: AsyncCommandRunner, family: Family, table: 'nat' | 'filter'): Promise<boolean> {
   const tools = TOOLS[family];
-  const saved = run([tools.save, '-t', table]);
+  const saved = await run([tools.save, '-t', table]);
   if (saved.code !== 0 || !saved.stdout.includes(`*${table}`) || /incompatible/i.test(saved.stdout)) return false;
   const lines = saved.stdout.split('\n').filter((l) => l && !l.startsWith('#') && l !== `*${table}` && l !== 'COMMIT');
   const builtins: string[] = [];
@@ -433,11 +452,11 @@ function removeIdleTable(run: CommandRunner, family: Family, table: 'nat' | 'fil
     builtins.push(m[1]!);
   }
   let deleted = false;
-  for (const chain of builtins) deleted = run([tools.iptables, '-w', '5', '-t', table, '-X', chain]).code === 0 || deleted;
+  for (const chain of builtins) deleted = (await run([tools.iptables, '-w', '5', '-t', table, '-X', chain])).code === 0 || deleted;
   const nftFamily = family === 4 ? 'ip' : 'ip6';
-  const listed = run(['nft', 'list', 'table', nftFamily, table]);
+  const listed = await run(['nft', 'list', 'table', nftFamily, table]);
   if (listed.code === 0 && listed.stdout.replace(/\s+/g, ' ').trim() === `table ${nftFamily} ${table} { }`) {
-    deleted = run(['nft', 'delete', 'table', nftFamily, table]).code === 0 || deleted;
+    deleted = (await run(['nft', 'delete', 'table', nftFamily, table])).code === 0 || deleted;
   }
   return deleted;
 }

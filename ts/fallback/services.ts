@@ -63,6 +63,13 @@ export class RuleServices {
     return plan;
   }
 
+  /** The services set since the last commit, for the commit starting now; those set from here on are the next one's. */
+  takeDirty(): Set<ObjectKey> {
+    const taken = new Set(this.dirty);
+    this.dirty.clear();
+    return taken;
+  }
+
   /** Every service is to be rendered again (a new local-traffic detector). */
   markAllDirty(): void {
     for (const key of this.plans.keys()) this.dirty.add(key);

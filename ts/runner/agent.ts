@@ -34,7 +34,7 @@ import { enableLoopbackPath } from '../datapath/loopback';
 import { PinRootLock, lockPinRoot } from '../datapath/pinlock';
 import { agentMetrics } from '../metrics/agent-metrics';
 import { startMetricsServer } from '../metrics/server';
-import { Syncer } from './sync';
+import { SyncResult, Syncer } from './sync';
 import { DriftCheck, IptablesRulesCheck, NftDriftCheck } from './drift';
 import { attachedSummary, rootNetns } from './attached';
 import { LocalDetector, describeDetector, detectorCidrs, detectorDeviceGlobs, iptablesLocalMatches, isLocalDevice, localDetector } from './local-detector';
@@ -297,11 +297,13 @@ async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Pro
       log.warn('could not destroy sockets left on removed backends', { error: errorText(e) });
     }
   };
-  const sync = (): boolean => {
+  const sync = (): boolean | Promise<boolean> => {
     // Nothing is written before every source has delivered its first full view.
     if (!synced) return true;
     applyNode();
-    let r: ReturnType<Syncer['sync']>;
+    // iptables mode writes in child processes the event loop does not wait on; the others write from here.
+    if (iptables) return syncer.syncAsync().then(committed);
+    let r: SyncResult;
     try {
       r = syncer.sync();
     } catch (e) {
@@ -315,6 +317,10 @@ async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Pro
       }
       throw e;
     }
+    return committed(r);
+  };
+  /** After a commit: metrics, the log line, health-check node ports, sockets left on removed backends, the drift check's report. */
+  const committed = (r: SyncResult): boolean => {
     metrics?.syncDuration.observe(r.ms / 1000);
     if (metrics) for (const ms of r.programmingMs) metrics.programming.observe(ms / 1000);
     if (metrics) for (const ms of r.triggerLatenciesMs) metrics.triggerLatency.observe(ms / 1000);
@@ -390,14 +396,12 @@ async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Pro
     // programs above take over, so they go only now, and after "ready":
     // reading them is a child process, whose fork stalls a large agent.
     setImmediate(() => {
-      void import('../fallback/iptables').then(({ cleanupIptables }) => {
-        try {
-          const removed = cleanupIptables();
-          if (removed.length) log.info('removed iptables-mode rules', { chains: removed.length });
-        } catch (e) {
-          log.error('could not remove iptables-mode rules; `weir cleanup` removes them', { error: errorText(e) });
-        }
-      });
+      void import('../fallback/iptables')
+        .then(({ cleanupIptables }) => cleanupIptables())
+        .then(
+          (removed) => void (removed.length && log.info('removed iptables-mode rules', { chains: removed.length })),
+          (e: unknown) => log.error('could not remove iptables-mode rules; `weir cleanup` removes them', { error: errorText(e) }),
+        );
     });
   }
   // One turn of the event loop first: "ready" (above, on the first sync's

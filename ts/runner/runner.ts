@@ -9,13 +9,17 @@
  * see Syncer) is not a failure: the node is synced, and changes keep
  * syncing at the usual pace. Only the retry for what it left is on the
  * backoff, so a service that always fails costs one sync per backoff.
+ *
+ * A sync may also return a promise (iptables mode's restores run in a
+ * child process the event loop does not wait on): no other sync starts
+ * until it settles, and its outcome counts as a synchronous one's would.
  */
 import { Logger, errorText } from '../util/log';
 
 export interface RunnerOptions {
   readonly minSyncPeriodMs: number;
-  /** One sync. Throws when it failed; returns false when it completed but left work to retry. */
-  readonly sync: () => boolean | void;
+  /** One sync. Throws (or rejects) when it failed; returns (or resolves to) false when it completed but left work to retry. */
+  readonly sync: () => boolean | void | Promise<boolean | void>;
   readonly log: Logger;
   /** First retry delay after a failure; doubles up to maxRetryMs. */
   readonly retryMs?: number;
@@ -117,17 +121,33 @@ export class Runner {
     this.lastSyncAt = Date.now();
     const waitingSince = this.pendingSince;
     this.pendingSince = 0;
-    let complete: boolean;
+    let result: boolean | void | Promise<boolean | void>;
     try {
-      complete = this.opts.sync() !== false;
+      result = this.opts.sync();
     } catch (e) {
-      this.errors++;
-      this.pendingSince = waitingSince || Date.now();
-      const delay = this.backoff();
-      this.opts.log.error('sync failed; will retry', { error: errorText(e), retryInMs: delay, attempt: this.failures });
-      if (!this.timer) this.schedule(delay);
-      return;
+      return this.failed(e, waitingSince);
     }
+    if (!(result instanceof Promise)) return this.succeeded(result !== false);
+    // Its outcome is handled before the hold lets a sync that came due meanwhile be scheduled (a failure's backoff first).
+    result.then(
+      (r) => this.succeeded(r !== false),
+      (e: unknown) => this.failed(e, waitingSince),
+    );
+    this.hold(result);
+  }
+
+  private failed(e: unknown, waitingSince: number): void {
+    if (this.stopped) return;
+    this.errors++;
+    // Still waiting since the oldest request: the failed sync's, or one that came while it ran.
+    this.pendingSince = waitingSince || this.pendingSince || Date.now();
+    const delay = this.backoff();
+    this.opts.log.error('sync failed; will retry', { error: errorText(e), retryInMs: delay, attempt: this.failures });
+    if (!this.timer) this.schedule(delay);
+  }
+
+  private succeeded(complete: boolean): void {
+    if (this.stopped) return;
     this.syncs++;
     this.lastSuccessAt = Date.now();
     this.firstSuccess?.();

@@ -32,6 +32,17 @@ export interface SyncResult extends CommitStats {
   readonly failed: readonly ObjectKey[];
 }
 
+/** What one sync took from the store and planned, until it commits. */
+interface Taken {
+  readonly t0: bigint;
+  /** The services it took, with when each first changed. */
+  readonly changed: Map<ObjectKey, number>;
+  readonly dirty: readonly ObjectKey[];
+  /** Services whose plan or setService threw. */
+  readonly failed: Map<ObjectKey, unknown>;
+  conflicts: FrontendConflict[];
+}
+
 export class Syncer {
   /** Orphan slices already reported, by the Service they name. */
   private readonly warnedOrphans = new Map<ObjectKey, Set<ObjectKey>>();
@@ -86,9 +97,43 @@ export class Syncer {
    * plan (or setService) throws is reported and left as last programmed
    * while the others commit; it is in `failed` and planned again next sync.
    * When the commit throws, every service of this sync is planned again by
-   * the next one, and the error propagates (the runner retries).
+   * the next one, and the error propagates (the runner retries). For a
+   * dataplane that commits synchronously (the BPF maps, nftables); syncAsync
+   * serves every dataplane.
    */
   sync(): SyncResult {
+    const taken = this.plan();
+    let stats: CommitStats | Promise<CommitStats>;
+    try {
+      stats = this.reconciler.commit();
+    } catch (e) {
+      this.requeue(taken);
+      throw e;
+    }
+    if (stats instanceof Promise) {
+      // The write goes on; its outcome is the next sync's to see (a failed commit makes the dataplane's next one whole).
+      stats.catch(() => undefined);
+      this.requeue(taken);
+      throw new Error('this dataplane commits asynchronously: sync with syncAsync');
+    }
+    return this.finish(taken, stats);
+  }
+
+  /** sync, awaiting a commit that writes in a child process (iptables mode: a restore of many chains takes seconds). */
+  async syncAsync(): Promise<SyncResult> {
+    const taken = this.plan();
+    let stats: CommitStats;
+    try {
+      stats = await this.reconciler.commit();
+    } catch (e) {
+      this.requeue(taken);
+      throw e;
+    }
+    return this.finish(taken, stats);
+  }
+
+  /** Take the changed services (with those the last sync left) and plan them into the dataplane. */
+  private plan(): Taken {
     const t0 = process.hrtime.bigint();
     const changed = this.store.takeDirtyWithTimes();
     for (const [key, since] of this.uncommitted) {
@@ -117,8 +162,7 @@ export class Syncer {
         failed.set(key, e);
       }
     };
-    let stats: CommitStats;
-    let conflicts: FrontendConflict[];
+    const taken: Taken = { t0, changed, dirty, failed, conflicts: [] };
     try {
       // A large sync hands its writes over in parts, so the kernel inserts one
       // part while the next is planned (see Reconciler.flush).
@@ -136,13 +180,23 @@ export class Syncer {
       for (const key of retry) plan(key);
       const again = this.reconciler.conflicts.splice(0);
       for (const c of again) this.lost(c.service, c.frontend);
-      conflicts = [...first.filter((c) => !retry.has(c.service)), ...again];
-      stats = this.reconciler.commit();
+      taken.conflicts = [...first.filter((c) => !retry.has(c.service)), ...again];
     } catch (e) {
-      for (const [key, since] of changed) this.uncommitted.set(key, since);
-      for (const key of failed.keys()) if (!this.uncommitted.has(key)) this.uncommitted.set(key, Date.now());
+      this.requeue(taken);
       throw e;
     }
+    return taken;
+  }
+
+  /** A sync that did not commit: every service it took is planned again by the next one. */
+  private requeue(taken: Taken): void {
+    for (const [key, since] of taken.changed) this.uncommitted.set(key, since);
+    for (const key of taken.failed.keys()) if (!this.uncommitted.has(key)) this.uncommitted.set(key, Date.now());
+  }
+
+  /** After a commit: report, and measure what it programmed. */
+  private finish(taken: Taken, stats: CommitStats): SyncResult {
+    const { t0, changed, dirty, failed, conflicts } = taken;
     for (const [key, e] of failed) {
       this.uncommitted.set(key, changed.get(key) ?? Date.now());
       this.log.error('service not programmed; it keeps what was programmed before and is planned again next sync', {
