@@ -132,7 +132,7 @@ test('a hold keeps syncs back until it settles, then the changes made meanwhile 
   r.stop();
 });
 
-test('a sync that returns a promise: no other sync starts until it settles, changes made meanwhile sync once after it, and a rejection is a failure retried with backoff', async () => {
+test('a sync that returns a promise: its changes are pending until it settles, no other sync starts meanwhile, changes made meanwhile sync once after it, and a rejection is a failure retried with backoff', async () => {
   let started = 0;
   let running = 0;
   let overlapped = false;
@@ -159,6 +159,7 @@ test('a sync that returns a promise: no other sync starts until it settles, chan
   r.request();
   await sleep(10);
   assert.is(started, 1);
+  assert.ok(r.pendingSince > 0, 'what the running sync writes is pending until it ends (a write that hangs is a stuck agent)');
   for (let i = 0; i < 5; i++) r.request();
   await sleep(30);
   assert.is(started, 1, 'no second sync while the first runs');

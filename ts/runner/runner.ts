@@ -39,8 +39,10 @@ export class Runner {
   /** Holds in force (see hold), and whether a sync came due under one. */
   private holds = 0;
   private deferred = false;
-  /** ms timestamp of the oldest request not yet synced; 0 when idle. */
-  pendingSince = 0;
+  /** ms timestamp of the oldest request no sync has taken yet; 0 when none. */
+  private queuedSince = 0;
+  /** While a sync that returned a promise runs: since when what it writes has waited. */
+  private runningSince = 0;
   /** ms timestamp of the last request for a sync (kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds). */
   lastQueuedAt = 0;
   lastSuccessAt = 0;
@@ -58,7 +60,7 @@ export class Runner {
   request(): void {
     if (this.stopped) return;
     this.lastQueuedAt = Date.now();
-    if (this.pendingSince === 0) this.pendingSince = this.lastQueuedAt;
+    if (this.queuedSince === 0) this.queuedSince = this.lastQueuedAt;
     const wait = Math.max(0, this.lastSyncAt + this.opts.minSyncPeriodMs - Date.now());
     if (this.timer) {
       if (!this.timerYields || this.timerAt <= Date.now() + wait) return;
@@ -72,7 +74,7 @@ export class Runner {
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
     this.lastQueuedAt = Date.now();
-    if (this.pendingSince === 0) this.pendingSince = this.lastQueuedAt;
+    if (this.queuedSince === 0) this.queuedSince = this.lastQueuedAt;
     this.run();
   }
 
@@ -119,8 +121,8 @@ export class Runner {
       return;
     }
     this.lastSyncAt = Date.now();
-    const waitingSince = this.pendingSince;
-    this.pendingSince = 0;
+    const waitingSince = this.queuedSince;
+    this.queuedSince = 0;
     let result: boolean | void | Promise<boolean | void>;
     try {
       result = this.opts.sync();
@@ -128,19 +130,33 @@ export class Runner {
       return this.failed(e, waitingSince);
     }
     if (!(result instanceof Promise)) return this.succeeded(result !== false);
+    // What it writes still waits until it ends (what /healthz reports on: a write that hangs is a stuck agent).
+    this.runningSince = waitingSince || this.lastSyncAt;
     // Its outcome is handled before the hold lets a sync that came due meanwhile be scheduled (a failure's backoff first).
     result.then(
-      (r) => this.succeeded(r !== false),
-      (e: unknown) => this.failed(e, waitingSince),
+      (r) => {
+        this.runningSince = 0;
+        this.succeeded(r !== false);
+      },
+      (e: unknown) => {
+        this.runningSince = 0;
+        this.failed(e, waitingSince);
+      },
     );
     this.hold(result);
+  }
+
+  /** ms timestamp of the oldest change not yet synced (queued, or being written); 0 when idle. */
+  get pendingSince(): number {
+    const since = [this.queuedSince, this.runningSince].filter((t) => t > 0);
+    return since.length ? Math.min(...since) : 0;
   }
 
   private failed(e: unknown, waitingSince: number): void {
     if (this.stopped) return;
     this.errors++;
     // Still waiting since the oldest request: the failed sync's, or one that came while it ran.
-    this.pendingSince = waitingSince || this.pendingSince || Date.now();
+    this.queuedSince = waitingSince || this.queuedSince || Date.now();
     const delay = this.backoff();
     this.opts.log.error('sync failed; will retry', { error: errorText(e), retryInMs: delay, attempt: this.failures });
     if (!this.timer) this.schedule(delay);
