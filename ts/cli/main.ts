@@ -233,7 +233,7 @@ async function cleanup(opts: { bpffsRoot: string; force: boolean; drainMs: numbe
   const tables = removed.filter((c) => c.endsWith(' (table)')).map((c) => c.slice(0, -' (table)'.length));
   const chains = removed.filter((c) => !c.endsWith(' (table)'));
   const { cleanupNftables } = await import('../fallback/nftables');
-  const table = cleanupNftables();
+  const table = await cleanupNftables();
   process.stdout.write(
     `removed ${res.detached.length} tc filter(s)${res.detached.length ? ` (${res.detached.join(', ')})` : ''}; ` +
       (res.qdiscs.length ? `removed the clsact qdisc of ${res.qdiscs.join(', ')}; ` : '') +

@@ -382,13 +382,12 @@ async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Pro
   if (mode !== 'nftables') {
     // The table an nftables-mode agent left behind goes once this mode serves (after "ready", as below).
     setImmediate(() => {
-      void import('../fallback/nftables').then(({ cleanupNftables }) => {
-        try {
-          if (cleanupNftables()) log.info('removed nftables-mode table', { table: 'inet weir' });
-        } catch (e) {
-          log.error('could not remove the nftables-mode table; `weir cleanup` removes it', { error: errorText(e) });
-        }
-      });
+      void import('../fallback/nftables')
+        .then(({ cleanupNftables }) => cleanupNftables())
+        .then(
+          (removed) => void (removed && log.info('removed nftables-mode table', { table: 'inet weir' })),
+          (e: unknown) => log.error('could not remove the nftables-mode table; `weir cleanup` removes it', { error: errorText(e) }),
+        );
     });
   }
   if (dp || mode === 'nftables') {
