@@ -9,7 +9,7 @@
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { Agent, Box, waitFor } from '../box/box';
+import { Agent, Box, CLI, waitFor } from '../box/box';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -188,6 +188,34 @@ s('a rewrite of 3,000 services runs in child processes: /livez answers throughou
   } finally {
     await box.stopProc(probe, 500);
   }
+  await reachesBackends(box, VIP);
+});
+
+s('SIGTERM during a cold start of 3,000 services: the agent lets go of the node only once its restore has finished, so the next agent never writes beside it', async (ctx) => {
+  const { box } = ctx;
+  await ctx.agent?.stop();
+  const ns = box.node('n1').ns;
+  const cleanup = await box.exec(ns, ['node', CLI, 'cleanup', '--bpffs-root', box.pinRoot('n1')], { timeoutMs: 60_000 });
+  assert.is(cleanup.code, 0, cleanup.stdout + cleanup.stderr);
+  const first = await box.startAgent('n1', ['--mode', 'iptables', '--sync-period', '1s'], { waitReady: false });
+  // Its start is done (the last line it logs), and its first sync is writing.
+  await first.proc.waitFor(/"msg":"metrics server listening"/, 30_000);
+  // The next agent, as in a rolling update, waits for the pin root's lock.
+  const next = (ctx.agent = await box.startAgent('n1', ['--mode', 'iptables', '--sync-period', '1s'], { waitReady: false }));
+  await next.proc.waitFor(/another weir agent holds the pin root; waiting/, 20_000);
+  assert.not.match(first.logs(), /"msg":"synced"/, 'the first sync is still writing when the agent is told to stop');
+  const code = await first.proc.stop(60_000);
+  assert.is(code, 0, first.logs());
+  const at = (a: Agent, msg: string): number => {
+    const line = new RegExp(`^.*"msg":"${msg}".*$`, 'm').exec(a.logs());
+    assert.ok(line, `${msg} in\n${a.logs()}`);
+    return Date.parse((JSON.parse(line![0]) as { ts: string }).ts);
+  };
+  assert.match(first.logs(), /"msg":"stopping once the sync in progress has written"/);
+  // Its write ended (synced) before it let go (stopped), and the next agent started writing after that.
+  assert.ok(at(first, 'synced') <= at(first, 'stopped; dataplane left programmed'));
+  await next.proc.waitFor(/"msg":"ready"/, 60_000);
+  assert.ok(at(next, 'starting') >= at(first, 'stopped; dataplane left programmed'));
   await reachesBackends(box, VIP);
 });
 

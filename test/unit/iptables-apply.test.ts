@@ -18,6 +18,7 @@ import { Syncer } from '../../ts/runner/sync';
 import { createLogger } from '../../ts/util/log';
 
 const quiet = createLogger('error', () => undefined);
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** A recording runner as both runners the dataplane takes: quick calls run to completion, saves and restores without blocking. */
 function runners(run: CommandRunner): { run: CommandRunner; runAsync: AsyncCommandRunner } {
@@ -410,7 +411,7 @@ test("cleanup deletes a table's base chains and the table only when nothing but 
  * checkRules against listings of the tables as weir wrote them, minus what
  * `gone` names ("iptables nat WEIR-MARK-MASQ" for a whole chain,
  * "iptables nat PREROUTING WEIR-SERVICES" for one hook); `during` runs while
- * the first listing is read.
+ * the first listing is read; restores wait for the gate set with setRestoreGate.
  */
 async function readable() {
   const gone = new Set<string>();
@@ -421,7 +422,9 @@ async function readable() {
     if (argv[0]!.endsWith('-restore')) restores.push(`${argv[0]}\n${input}`);
     return { code: 0, stdout: '', stderr: '' };
   };
+  let restoreGate: Promise<void> | null = null;
   const runAsync: AsyncCommandRunner = async (argv, o) => {
+    if (argv[0]!.endsWith('-restore') && restoreGate) await restoreGate;
     if (!argv.includes('-S')) return run(argv, o?.input);
     const [cmd, , , , table, , chain] = argv as string[];
     listed.push(`${cmd} ${table} ${chain}`);
@@ -451,7 +454,7 @@ async function readable() {
     const v4 = restores.find((r) => r.startsWith('iptables-restore\n'))!;
     return chainsDeclared(v4).filter((c) => c.startsWith('WEIR-SVC-')).length === 2;
   };
-  return { dp, store, syncer, gone, listed, nextSyncIsFull, setDuring: (f: () => void) => (during = f) };
+  return { dp, store, syncer, gone, listed, nextSyncIsFull, setDuring: (f: () => void) => (during = f), setRestoreGate: (p: Promise<void>) => (restoreGate = p) };
 }
 
 test('checkRules: with everything in place it finds nothing and the next sync stays partial; it reads IPv4 only while no service has an IPv6 frontend', async () => {
@@ -507,6 +510,20 @@ test('checkRules: ip6tables is read too while a service has an IPv6 frontend, an
   gone.add('ip6tables nat OUTPUT WEIR-SERVICES');
   assert.equal(await dp.checkRules(), [{ table: 'ip6tables nat', what: 'OUTPUT: the jump to WEIR-SERVICES' }]);
   assert.is(listed.filter((l) => l.startsWith('ip6tables ')).length, 8);
+});
+
+test('checkRules: a reading while a commit is being written judges nothing (the rewrite in flight may not have reached what it read)', async () => {
+  const { dp, store, syncer, gone, setRestoreGate, nextSyncIsFull } = await readable();
+  gone.add('iptables nat PREROUTING WEIR-SERVICES');
+  let release!: () => void;
+  setRestoreGate(new Promise<void>((r) => (release = r)));
+  store.upsertSlice(slice('a', ['10.244.1.4']), 't');
+  const writing = syncer.syncAsync();
+  await sleep(5);
+  assert.equal(await dp.checkRules(), []);
+  release();
+  await writing;
+  assert.not.ok(await nextSyncIsFull());
 });
 
 test.run();

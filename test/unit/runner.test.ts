@@ -190,4 +190,27 @@ test('a sync that returns a promise: its changes are pending until it settles, n
   r.stop();
 });
 
+test('settled: at once when no sync runs; after a running one that returned a promise settles, rejected or not', async () => {
+  let finish!: (ok: boolean) => void;
+  const r = new Runner({
+    minSyncPeriodMs: 0,
+    retryMs: 10_000,
+    sync: () => new Promise<void>((resolve, reject) => (finish = (ok) => (ok ? resolve() : reject(new Error('iptables-restore failed'))))),
+    log: quiet,
+  });
+  let settled = false;
+  await r.settled();
+  r.request();
+  await sleep(10);
+  assert.ok(r.busy);
+  void r.settled().then(() => (settled = true));
+  await sleep(20);
+  assert.not.ok(settled, 'not while the sync runs');
+  finish(false);
+  await sleep(5);
+  assert.ok(settled);
+  assert.not.ok(r.busy);
+  r.stop();
+});
+
 test.run();

@@ -62,8 +62,10 @@ class FamilyState {
   order: ObjectKey[] | null = null;
   needFull = true;
   lastFull = 0;
-  /** Commits that wrote this family: checkRules ignores a reading a commit overlapped. */
+  /** Commits that wrote this family, counted as each starts and ends: checkRules ignores a reading a commit overlapped. */
   commits = 0;
+  /** A commit is writing this family now. */
+  writing = false;
 }
 
 /** Something of weir's that checkRules found missing: `table` as "iptables nat", `what` as "PREROUTING: the jump to WEIR-SERVICES". */
@@ -170,9 +172,19 @@ export class IptablesDataplane implements Dataplane {
     const st = this.state[family];
     const ctx: RenderContext = { ...this.ctx, family };
     const full = st.needFull || Date.now() - st.lastFull > this.fullSyncMs;
-    // A rewrite asked for while this one runs (checkRules, setLocalTraffic) is the next commit's.
+    // A rewrite asked for while this one runs (checkRules) is the next commit's.
     st.needFull = false;
     st.commits++;
+    st.writing = true;
+    try {
+      return await this.writeFamily(family, st, ctx, full, dirty);
+    } finally {
+      st.writing = false;
+      st.commits++;
+    }
+  }
+
+  private async writeFamily(family: Family, st: FamilyState, ctx: RenderContext, full: boolean, dirty: ReadonlySet<ObjectKey>): Promise<CommitStats> {
     // Chains of the services rendered before this sync that the new rendering no longer has.
     const dropped: Record<Table, Set<string>> = { nat: new Set(), filter: new Set() };
     // The dirty services' lines in the shared chains, before and after (edited in place in a partial sync: jumpEdits).
@@ -264,7 +276,6 @@ export class IptablesDataplane implements Dataplane {
         for (const g of groups[table]) for (const c of g.keys()) st.owned[table].add(c);
       }
     st.sharedText = sharedText;
-    st.commits++;
     if (full) st.lastFull = Date.now();
     let rules = (edits?.lines.nat.length ?? 0) + (edits?.lines.filter.length ?? 0);
     for (const gs of [groups.nat, groups.filter, [nat.leaf, nat.rest, filter.leaf, filter.rest]]) for (const g of gs) for (const rs of g.values()) rules += rs.length;
@@ -288,7 +299,7 @@ export class IptablesDataplane implements Dataplane {
     const missing: MissingRule[] = [];
     for (const family of [4, 6] as const) {
       const st = this.state[family];
-      if (st.needFull || st.lastFull === 0) continue;
+      if (st.needFull || st.lastFull === 0 || st.writing) continue;
       const commits = st.commits;
       const iptables = TOOLS[family].iptables;
       const found: MissingRule[] = [];

@@ -442,6 +442,12 @@ async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Pro
     if (verifyTimer) clearInterval(verifyTimer);
     devices?.stop();
     hcNodePorts.close();
+    // A write in a child process (iptables mode) runs to its end: a next
+    // agent, free to start once the lock is released, would write beside it.
+    if (runner.busy) {
+      log.info('stopping once the sync in progress has written');
+      await runner.settled();
+    }
     await health?.close();
     await metricsServer?.close();
     // The dataplane stays programmed: filters, links and pinned maps outlive

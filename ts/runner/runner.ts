@@ -16,6 +16,8 @@
  */
 import { Logger, errorText } from '../util/log';
 
+const noop = (): void => undefined;
+
 export interface RunnerOptions {
   readonly minSyncPeriodMs: number;
   /** One sync. Throws (or rejects) when it failed; returns (or resolves to) false when it completed but left work to retry. */
@@ -43,6 +45,8 @@ export class Runner {
   private queuedSince = 0;
   /** While a sync that returned a promise runs: since when what it writes has waited. */
   private runningSince = 0;
+  /** That sync, until it settles. */
+  private running: Promise<unknown> | null = null;
   /** ms timestamp of the last request for a sync (kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds). */
   lastQueuedAt = 0;
   lastSuccessAt = 0;
@@ -94,6 +98,16 @@ export class Runner {
     until.then(release, release);
   }
 
+  /** Whether a sync that returned a promise is still running. */
+  get busy(): boolean {
+    return this.running !== null;
+  }
+
+  /** Settles once no sync is running (at once when none is): a stopping agent lets a write it started finish. */
+  async settled(): Promise<void> {
+    while (this.running) await this.running.then(noop, noop);
+  }
+
   stop(): void {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
@@ -132,14 +146,17 @@ export class Runner {
     if (!(result instanceof Promise)) return this.succeeded(result !== false);
     // What it writes still waits until it ends (what /healthz reports on: a write that hangs is a stuck agent).
     this.runningSince = waitingSince || this.lastSyncAt;
+    this.running = result;
     // Its outcome is handled before the hold lets a sync that came due meanwhile be scheduled (a failure's backoff first).
     result.then(
       (r) => {
         this.runningSince = 0;
+        this.running = null;
         this.succeeded(r !== false);
       },
       (e: unknown) => {
         this.runningSince = 0;
+        this.running = null;
         this.failed(e, waitingSince);
       },
     );
