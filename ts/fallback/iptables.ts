@@ -142,7 +142,7 @@ export class IptablesDataplane implements Dataplane {
   async commit(): Promise<CommitStats> {
     let upserts = 0;
     let deletes = 0;
-    // What this commit writes: services set from here on (setLocalTraffic meanwhile) are the next one's.
+    // What this commit writes: services marked while it runs are the next one's.
     const dirty = this.services.takeDirty();
     try {
       const v6 = this.v6Services.size > 0;
@@ -172,7 +172,7 @@ export class IptablesDataplane implements Dataplane {
     const st = this.state[family];
     const ctx: RenderContext = { ...this.ctx, family };
     const full = st.needFull || Date.now() - st.lastFull > this.fullSyncMs;
-    // A rewrite asked for while this one runs (checkRules) is the next commit's.
+    // A rewrite asked for while this one runs is the next commit's.
     st.needFull = false;
     st.commits++;
     st.writing = true;

@@ -348,11 +348,11 @@ function lineOfService(line: string, s: NftService): boolean {
  * this takes 0.4 s.
  */
 export async function cleanupNftables(run: AsyncCommandRunner = runCommandAsync): Promise<boolean> {
-  if ((await run(['nft', 'delete', 'table', 'inet', NFT_TABLE])).code === 0) return true;
+  const deleted = await run(['nft', 'delete', 'table', 'inet', NFT_TABLE]);
+  if (deleted.code === 0) return true;
   // Not there (or no nft, no nf_tables here): nothing to remove.
-  const listed = await run(['nft', 'list', 'table', 'inet', NFT_TABLE]);
-  if (listed.code !== 0) return false;
-  throw new Error(`nft delete table inet ${NFT_TABLE} failed`);
+  if ((await run(['nft', 'list', 'table', 'inet', NFT_TABLE])).code !== 0) return false;
+  throw new Error(`nft delete table inet ${NFT_TABLE} failed: ${deleted.stderr.trim()}`);
 }
 
 /** Can this node run nftables mode? (nft present and able to change this network namespace's rules) */

@@ -441,13 +441,14 @@ async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Pro
     runner.stop();
     if (verifyTimer) clearInterval(verifyTimer);
     devices?.stop();
-    hcNodePorts.close();
     // A write in a child process (iptables mode) runs to its end: a next
     // agent, free to start once the lock is released, would write beside it.
+    // (Its end updates the health-check node ports: they close after it.)
     if (runner.busy) {
       log.info('stopping once the sync in progress has written');
       await runner.settled();
     }
+    hcNodePorts.close();
     await health?.close();
     await metricsServer?.close();
     // The dataplane stays programmed: filters, links and pinned maps outlive
