@@ -8,7 +8,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { Agent, Box, CLI, waitFor } from '../box/box';
-import { webService } from '../box/manifests';
+import { manyServices, webService } from '../box/manifests';
 
 const s = suite<{ box: Box; agent?: Agent }>('nft-drift');
 const VIP = '10.96.8.2';
@@ -103,26 +103,6 @@ s('a running agent repairs hand edits on its sync period, counts them by chain o
   ] as const)
     assert.match(metrics.stdout, new RegExp(`weir_drift_repaired_entries_total\\{map="${name}"\\} ${n}\\n`));
 });
-
-/** `n` ClusterIP services of ten endpoints each, as one List (addresses nothing routes to: they only fill the table). */
-function manyServices(n: number): string {
-  const items: object[] = [];
-  for (let i = 0; i < n; i++) {
-    const name = `fill-${i}`;
-    items.push(
-      { apiVersion: 'v1', kind: 'Service', metadata: { name, namespace: 'fill' }, spec: { clusterIP: `10.97.${i >> 8}.${i & 255}`, ports: [{ port: 80, targetPort: 8080 }] } },
-      {
-        apiVersion: 'discovery.k8s.io/v1',
-        kind: 'EndpointSlice',
-        metadata: { name: `${name}-1`, namespace: 'fill', labels: { 'kubernetes.io/service-name': name } },
-        addressType: 'IPv4',
-        ports: [{ port: 8080 }],
-        endpoints: Array.from({ length: 10 }, (_, k) => ({ addresses: [`10.201.${(i * 10 + k) >> 8}.${(i * 10 + k) & 255}`], nodeName: 'n1' })),
-      },
-    );
-  }
-  return JSON.stringify({ apiVersion: 'v1', kind: 'List', items });
-}
 
 s('changes that never leave room for a listing: after 20 sync periods syncs wait for one, and a hand edit is still repaired', async (ctx) => {
   const { box } = ctx;
