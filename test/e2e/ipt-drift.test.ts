@@ -190,7 +190,7 @@ s('SIGTERM during a cold start of 3,000 services: the agent lets go of the node 
   const at = (a: Agent, msg: string): number => {
     const line = new RegExp(`^.*"msg":"${msg}".*$`, 'm').exec(a.logs());
     assert.ok(line, `${msg} in\n${a.logs()}`);
-    return Date.parse((JSON.parse(line![0]) as { ts: string }).ts);
+    return Date.parse((JSON.parse(line[0]) as { ts: string }).ts);
   };
   assert.match(first.logs(), /"msg":"stopping once the sync in progress has written"/);
   // Its write ended (synced) before it let go (stopped), and the next agent started writing after that.

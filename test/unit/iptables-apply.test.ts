@@ -454,7 +454,18 @@ async function readable() {
     const v4 = restores.find((r) => r.startsWith('iptables-restore\n'))!;
     return chainsDeclared(v4).filter((c) => c.startsWith('WEIR-SVC-')).length === 2;
   };
-  return { dp, store, syncer, gone, listed, nextSyncIsFull, setDuring: (f: () => void) => (during = f), setRestoreGate: (p: Promise<void>) => (restoreGate = p) };
+  return {
+    dp,
+    store,
+    syncer,
+    gone,
+    listed,
+    nextSyncIsFull,
+    setDuring: (f: () => void) => (during = f),
+    setRestoreGate: (p: Promise<void>): void => {
+      restoreGate = p;
+    },
+  };
 }
 
 test('checkRules: with everything in place it finds nothing and the next sync stays partial; it reads IPv4 only while no service has an IPv6 frontend', async () => {
