@@ -457,8 +457,8 @@ export async function soak(opts: SoakOptions): Promise<SoakStats> {
     /**
      * What a failed connection to `vip` met, for the report: whether the
      * same connection works when tried again, whether the backends answer
-     * on their pod IPs, and the node's conntrack entries, neighbours and
-     * rules that name the ClusterIP.
+     * on their pod IPs, the node's conntrack entries and neighbours, and
+     * (iptables mode) weir's rules with their counters.
      */
     const diagnose = async (vip: string, backends: ReadonlySet<string>): Promise<string> => {
       const out: string[] = [];
