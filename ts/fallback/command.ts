@@ -4,7 +4,7 @@
  * services takes seconds (iptables-restore of several hundred thousand
  * rules, tens of megabytes of `nft -j list`), during which the agent must
  * still answer /livez, health-check node ports and its watches; quick
- * calls (a hook check, one conntrack delete) run to completion.
+ * calls (a hook check) run to completion.
  */
 import { childProcess } from '../util/lazy';
 

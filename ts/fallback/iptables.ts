@@ -33,7 +33,7 @@ import { CommitStats, FrontendConflict } from '../reconcile/reconciler';
 import { Dataplane } from '../reconcile/dataplane';
 import { AsyncCommandRunner, CommandRunner, runCommand, runCommandAsync } from './command';
 import { Logger } from '../util/log';
-import { RuleServices } from './services';
+import { RuleServices, udpFlushed } from './services';
 import { HOOKS, PREFIX, RenderContext, ServiceRules, Tables, LEAF_CHAINS, MARKER_CHAINS, renderService, restoreSections } from './render';
 
 type Table = 'nat' | 'filter';
@@ -163,7 +163,7 @@ export class IptablesDataplane implements Dataplane {
       for (const key of dirty) this.services.dirty.add(key);
       throw e;
     }
-    this.services.flushUdpConntrack(this.run, this.log);
+    for (const f of this.services.takeUdpFlushes()) udpFlushed(f, await this.runAsync(f.argv), this.log);
     return { upserts, deletes };
   }
 

@@ -23,7 +23,7 @@ import { ServicePlan } from '../plan/plan';
 import { CommitStats, FrontendConflict } from '../reconcile/reconciler';
 import { Dataplane } from '../reconcile/dataplane';
 import { Logger } from '../util/log';
-import { RuleServices } from './services';
+import { RuleServices, udpFlushed } from './services';
 import { AsyncCommandRunner, CommandRunner, runCommand, runCommandAsync } from './command';
 import { CommittedTable, compareTable } from './nft-drift';
 import { parseNftJson } from './nft-json';
@@ -100,7 +100,7 @@ export class NftablesDataplane implements Dataplane {
     }
     const r = this.needFull ? this.commitFull(next) : this.commitPartial(next);
     this.services.dirty.clear();
-    this.services.flushUdpConntrack(this.run, this.log);
+    for (const f of this.services.takeUdpFlushes()) udpFlushed(f, this.run(f.argv), this.log);
     return r;
   }
 
