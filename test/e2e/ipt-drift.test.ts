@@ -4,8 +4,11 @@
  * `iptables -F`) breaks Services, and partial syncs alone would leave them
  * broken until the hourly full sync. A running agent finds it on its sync
  * period, rewrites that family's tables, says what was missing and counts
- * it; real traffic shows the break and the repair, in both families. Runs
- * in iptables mode whatever WEIR_TEST_MODE says.
+ * it; real traffic shows the break and the repair, in both families. A
+ * rewrite of thousands of services runs in child processes, so /livez
+ * answers throughout, and an agent told to stop lets its restore finish
+ * before the next agent may start. Runs in iptables mode whatever
+ * WEIR_TEST_MODE says.
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
