@@ -410,8 +410,7 @@ export async function soak(opts: SoakOptions): Promise<SoakStats> {
             : new IptablesDataplane({
                 ctx: { clusterCIDRs: cidrs, masqueradeAll: false, localTraffic: iptablesLocalMatches({ kind: 'cidrs', cidrs }) },
                 log: quiet,
-                run,
-                runAsync: async (argv, o) => run(argv, o?.input),
+                run: async (argv, o) => run(argv, o?.input),
               });
         for (const plan of plans) dp.setService(plan.service, plan);
         await dp.commit();

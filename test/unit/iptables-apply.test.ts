@@ -20,9 +20,9 @@ import { createLogger } from '../../ts/util/log';
 const quiet = createLogger('error', () => undefined);
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-/** A recording runner as both runners the dataplane takes: quick calls run to completion, saves and restores without blocking. */
-function runners(run: CommandRunner): { run: CommandRunner; runAsync: AsyncCommandRunner } {
-  return { run, runAsync: async (argv, o) => run(argv, o?.input) };
+/** A recording runner as the dataplane takes one: without blocking. */
+function asyncRun(run: CommandRunner): AsyncCommandRunner {
+  return async (argv, o) => run(argv, o?.input);
 }
 
 function service(name: string, ip: string, ...more: string[]): V1Service {
@@ -47,7 +47,7 @@ function setup(failRestore = () => false, ipv6 = true) {
     return { code: 0, stdout: '', stderr: '' };
   };
   const logs: string[] = [];
-  const dp = new IptablesDataplane({ ctx: { clusterCIDRs: [], masqueradeAll: false }, log: createLogger('warn', (l) => logs.push(l)), ...runners(run), ipv6 });
+  const dp = new IptablesDataplane({ ctx: { clusterCIDRs: [], masqueradeAll: false }, log: createLogger('warn', (l) => logs.push(l)), run: asyncRun(run), ipv6 });
   const store = new ClusterStore(() => undefined);
   const syncer = new Syncer({ store, reconciler: dp, log: quiet, ctx: { nodeName: 'n1', nodePortAddrs: [] } });
   const restores = (cmd = 'iptables-restore') => calls.filter((c) => c.argv[0] === cmd).map((c) => c.input!);
@@ -131,7 +131,7 @@ function netfilterModel(): { run: CommandRunner; chains: Map<string, string[]> }
 
 test('after any sequence of partial syncs the chains hold what a full sync writes, each service in its own order', async () => {
   const model = netfilterModel();
-  const dp = new IptablesDataplane({ ctx: { clusterCIDRs: [parseCidr('10.244.0.0/16')!], masqueradeAll: false }, log: quiet, ...runners(model.run), ipv6: false });
+  const dp = new IptablesDataplane({ ctx: { clusterCIDRs: [parseCidr('10.244.0.0/16')!], masqueradeAll: false }, log: quiet, run: asyncRun(model.run), ipv6: false });
   const store = new ClusterStore(() => undefined);
   const syncer = new Syncer({ store, reconciler: dp, log: quiet, ctx: { nodeName: 'n1', nodePortAddrs: [] } });
   const rng = seeded(7);
@@ -161,7 +161,7 @@ test('after any sequence of partial syncs the chains hold what a full sync write
     await syncer.syncAsync();
     // What a full sync of the same services writes.
     const full = netfilterModel();
-    const fresh = new IptablesDataplane({ ctx: { clusterCIDRs: [parseCidr('10.244.0.0/16')!], masqueradeAll: false }, log: quiet, ...runners(full.run), ipv6: false });
+    const fresh = new IptablesDataplane({ ctx: { clusterCIDRs: [parseCidr('10.244.0.0/16')!], masqueradeAll: false }, log: quiet, run: asyncRun(full.run), ipv6: false });
     const freshStore = new ClusterStore(() => undefined);
     for (const o of objects.values()) {
       freshStore.upsertService(o.svc, 't');
@@ -307,7 +307,7 @@ test("a first sync removes the chains an earlier agent left: services deleted wh
     calls.push({ argv, ...(input !== undefined ? { input } : {}) });
     return { code: argv.includes('-C') ? 1 : 0, stdout: saves[argv[0]!] ?? '', stderr: '' };
   };
-  const dp = new IptablesDataplane({ ctx: { clusterCIDRs: [], masqueradeAll: false }, log: quiet, ...runners(run) });
+  const dp = new IptablesDataplane({ ctx: { clusterCIDRs: [], masqueradeAll: false }, log: quiet, run: asyncRun(run) });
   const store = new ClusterStore(() => undefined);
   const syncer = new Syncer({ store, reconciler: dp, log: quiet, ctx: { nodeName: 'n1', nodePortAddrs: [] } });
   store.upsertService(service('a', '10.96.0.1'), 't');
@@ -358,7 +358,7 @@ test('cleanup removes the chains of both families and the hooks into them, no ot
     if (argv[0]!.endsWith('-save')) return { code: 0, stdout: argv[2] === 'filter' ? '' : nat, stderr: '' };
     return { code: 0, stdout: '', stderr: '' };
   };
-  assert.equal(await cleanupIptables(runners(run).runAsync), ['nat/WEIR-SERVICES', 'nat/WEIR-SVC-FOUR', 'ip6tables nat/WEIR-SERVICES', 'ip6tables nat/WEIR-SVC-SIX']);
+  assert.equal(await cleanupIptables(asyncRun(run)), ['nat/WEIR-SERVICES', 'nat/WEIR-SVC-FOUR', 'ip6tables nat/WEIR-SERVICES', 'ip6tables nat/WEIR-SVC-SIX']);
   for (const restore of ['iptables-restore', 'ip6tables-restore']) {
     const input = calls.find((c) => c.argv[0] === restore)?.input ?? '';
     assert.match(input, /^\*nat\n-D PREROUTING -m comment --comment "weir service portals" -j WEIR-SERVICES\nCOMMIT\n/, 'the hook goes first');
@@ -376,7 +376,7 @@ test('cleanup removes many chains in transactions of bounded size, shared leaf c
     if (argv[0] === 'iptables-restore') restore = input!;
     return { code: argv[0]!.startsWith('ip6') || argv.includes('-D') ? 1 : 0, stdout: '', stderr: '' };
   };
-  assert.is((await cleanupIptables(runners(run).runAsync)).length, chains.length);
+  assert.is((await cleanupIptables(asyncRun(run))).length, chains.length);
   const sections = restore.split(/^COMMIT\n/m).filter((x) => x.trim());
   assert.ok(sections.length >= 3, `${sections.length} transactions`);
   for (const sec of sections) assert.ok([...sec.matchAll(/^-X /gm)].length <= 1000);
@@ -402,7 +402,7 @@ test("cleanup deletes a table's base chains and the table only when nothing but 
     if (argv[0] === 'nft' && argv[1] === 'list') return { code: 0, stdout: `table ip ${argv[4]} {\n}\n`, stderr: '' };
     return { code: argv.includes('-D') ? 1 : 0, stdout: '', stderr: '' };
   };
-  assert.equal(await cleanupIptables(runners(run).runAsync), ['nat/WEIR-SERVICES', 'nat (table)']);
+  assert.equal(await cleanupIptables(asyncRun(run)), ['nat/WEIR-SERVICES', 'nat (table)']);
   const removals = calls.filter((c) => c.includes('-X') || c[1] === 'delete').map((c) => c.join(' '));
   assert.equal(removals, ['iptables -w 5 -t nat -X PREROUTING', 'iptables -w 5 -t nat -X INPUT', 'iptables -w 5 -t nat -X OUTPUT', 'iptables -w 5 -t nat -X POSTROUTING', 'nft delete table ip nat']);
 });
@@ -438,7 +438,7 @@ async function readable() {
       : HOOKS.filter((h) => h.table === table && h.chain === chain && !gone.has(`${cmd} ${table} ${chain} ${h.rule.split(' ').at(-1)}`)).map((h) => `-A ${chain} ${h.rule}`);
     return { code: 0, stdout: [marker ? `-N ${chain}` : `-P ${chain} ACCEPT`, ...rules].join('\n') + '\n', stderr: '' };
   };
-  const dp = new IptablesDataplane({ ctx: { clusterCIDRs: [], masqueradeAll: false }, log: quiet, run, runAsync });
+  const dp = new IptablesDataplane({ ctx: { clusterCIDRs: [], masqueradeAll: false }, log: quiet, run: runAsync });
   const store = new ClusterStore(() => undefined);
   const syncer = new Syncer({ store, reconciler: dp, log: quiet, ctx: { nodeName: 'n1', nodePortAddrs: [] } });
   store.upsertService(service('a', '10.96.0.1'), 't');

@@ -77,8 +77,7 @@ export interface MissingRule {
 export class IptablesDataplane implements Dataplane {
   private ctx: RenderContext;
   private readonly log: Logger;
-  private readonly run: CommandRunner;
-  private readonly runAsync: AsyncCommandRunner;
+  private readonly run: AsyncCommandRunner;
   private readonly fullSyncMs: number;
   private readonly services = new RuleServices();
   private readonly state: Record<Family, FamilyState> = { 4: new FamilyState(), 6: new FamilyState() };
@@ -90,11 +89,10 @@ export class IptablesDataplane implements Dataplane {
   /** Whether ip6tables may hold weir's chains: ours, or at start an earlier agent's. */
   private v6Written = true;
 
-  constructor(opts: { ctx: RenderContext; log: Logger; run?: CommandRunner; runAsync?: AsyncCommandRunner; fullSyncMs?: number; ipv6?: boolean }) {
+  constructor(opts: { ctx: RenderContext; log: Logger; run?: AsyncCommandRunner; fullSyncMs?: number; ipv6?: boolean }) {
     this.ctx = opts.ctx;
     this.log = opts.log;
-    this.run = opts.run ?? runCommand;
-    this.runAsync = opts.runAsync ?? runCommandAsync;
+    this.run = opts.run ?? runCommandAsync;
     this.fullSyncMs = opts.fullSyncMs ?? 3_600_000;
     this.ipv6 = opts.ipv6 ?? true;
   }
@@ -156,14 +154,14 @@ export class IptablesDataplane implements Dataplane {
         // The last IPv6 frontend went (or, at start, an earlier agent's may be there): hooks and chains
         // go, and the next IPv6 frontend starts ip6tables afresh with a full sync.
         this.state[6] = new FamilyState();
-        deletes += (await cleanupFamily(this.runAsync, 6)).length;
+        deletes += (await cleanupFamily(this.run, 6)).length;
         this.v6Written = false;
       }
     } catch (e) {
       for (const key of dirty) this.services.dirty.add(key);
       throw e;
     }
-    for (const f of this.services.takeUdpFlushes()) udpFlushed(f, await this.runAsync(f.argv), this.log);
+    for (const f of this.services.takeUdpFlushes()) udpFlushed(f, await this.run(f.argv), this.log);
     return { upserts, deletes };
   }
 
@@ -242,7 +240,7 @@ export class IptablesDataplane implements Dataplane {
     const filter = shared('filter', t.filter);
     // Chains to remove: a full sync removes every weir chain the tables hold that is not current; a partial one, the dirty services' dropped ones.
     const stale: Record<Table, string[]> = { nat: [], filter: [] };
-    const found = full ? await weirChains(this.runAsync, family) : null;
+    const found = full ? await weirChains(this.run, family) : null;
     for (const table of ['nat', 'filter'] as const) {
       if (found) {
         for (const g of groups[table]) for (const c of g.keys()) current[table].add(c);
@@ -253,7 +251,7 @@ export class IptablesDataplane implements Dataplane {
       restoreSections('filter', [filter.leaf, ...groups.filter, filter.rest], stale.filter, edits?.lines.filter) +
       restoreSections('nat', [nat.leaf, ...groups.nat, nat.rest], stale.nat, edits?.lines.nat);
     const tools = TOOLS[family];
-    const r = await this.runAsync([tools.restore, '-w', '5', '--noflush'], { input: text });
+    const r = await this.run([tools.restore, '-w', '5', '--noflush'], { input: text });
     if (r.code !== 0) {
       st.needFull = true; // the retry rewrites everything
       // A large change is several transactions: some may have been applied, so every chain it named counts as weir's until the retry.
@@ -263,7 +261,7 @@ export class IptablesDataplane implements Dataplane {
     // Hooks are checked on full syncs (the first, after a failure, and every fullSyncMs), as kube-proxy checks its jumps only on full syncs: eleven iptables calls each time otherwise.
     if (full) {
       try {
-        this.ensureHooks(family);
+        await this.ensureHooks(family);
       } catch (e) {
         st.needFull = true;
         throw e;
@@ -306,7 +304,7 @@ export class IptablesDataplane implements Dataplane {
       for (const table of ['nat', 'filter'] as const) {
         const chains = [MARKER_CHAINS[table], ...new Set(HOOKS.filter((h) => h.table === table).map((h) => h.chain))];
         for (const chain of chains) {
-          const r = await this.runAsync([iptables, '-w', '5', '-t', table, '-S', chain]);
+          const r = await this.run([iptables, '-w', '5', '-t', table, '-S', chain]);
           const rules = r.code === 0 ? r.stdout.split('\n').filter((l) => l.startsWith(`-A ${chain} `)) : [];
           const where = `${iptables} ${table}`;
           if (chain === MARKER_CHAINS[table]) {
@@ -328,12 +326,12 @@ export class IptablesDataplane implements Dataplane {
   }
 
   /** Jumps from the built-in chains: added once, first in their chain. */
-  private ensureHooks(family: Family): void {
+  private async ensureHooks(family: Family): Promise<void> {
     const iptables = TOOLS[family].iptables;
     for (const h of HOOKS) {
       const args = ruleArgs(h.rule);
-      if (this.run([iptables, '-w', '5', '-t', h.table, '-C', h.chain, ...args]).code === 0) continue;
-      const r = this.run([iptables, '-w', '5', '-t', h.table, '-I', h.chain, '1', ...args]);
+      if ((await this.run([iptables, '-w', '5', '-t', h.table, '-C', h.chain, ...args])).code === 0) continue;
+      const r = await this.run([iptables, '-w', '5', '-t', h.table, '-I', h.chain, '1', ...args]);
       if (r.code !== 0) throw new Error(`iptables -I ${h.chain}: ${r.stderr.trim()}`);
     }
   }
