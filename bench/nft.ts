@@ -17,13 +17,13 @@ import { ClusterStore } from '../ts/model/store';
 import { IP } from '../ts/model/types';
 import { Syncer } from '../ts/runner/sync';
 import { NftablesDataplane } from '../ts/fallback/nftables';
-import { CommandRunner, runCommand } from '../ts/fallback/command';
+import { AsyncCommandRunner, runCommandAsync } from '../ts/fallback/command';
 import { createLogger } from '../ts/util/log';
 import { epAddr, serviceObj, sliceObj } from './manifests';
 
 const ENDPOINTS = 10;
 
-function inner(services: number, changes: number): void {
+async function inner(services: number, changes: number): Promise<void> {
   const log = createLogger('error', () => undefined);
   const store = new ClusterStore(() => undefined);
   const eps = (i: number, shift = 0): string[] => Array.from({ length: ENDPOINTS + shift }, (_, k) => epAddr(i * ENDPOINTS + k));
@@ -33,26 +33,26 @@ function inner(services: number, changes: number): void {
   }
   // The nft process alone, per transaction: the rest of a sync is planning and rendering.
   const nftMs: number[] = [];
-  const run: CommandRunner = (argv, input) => {
+  const run: AsyncCommandRunner = async (argv, o) => {
     const t = process.hrtime.bigint();
-    const r = runCommand(argv, input);
+    const r = await runCommandAsync(argv, o);
     nftMs.push(Number(process.hrtime.bigint() - t) / 1e6);
     return r;
   };
   const dp = new NftablesDataplane({ ctx: { clusterCIDRs: [], masqueradeAll: false }, log, run });
   const syncer = new Syncer({ store, reconciler: dp, log, ctx: { nodeName: 'n1', nodePortAddrs: ['192.168.77.10' as IP] } });
   const t0 = process.hrtime.bigint();
-  const cold = syncer.sync();
+  const cold = await syncer.syncAsync();
   const coldMs = Number(process.hrtime.bigint() - t0) / 1e6;
   const coldNftMs = nftMs[0] ?? NaN;
-  const timed = (change: (i: number, k: number) => void): number[] => {
+  const timed = async (change: (i: number, k: number) => void): Promise<number[]> => {
     const ms: number[] = [];
     nftMs.length = 0;
     for (let k = 0; k < changes; k++) {
       const i = crypto.randomInt(services);
       change(i, k);
       const t = process.hrtime.bigint();
-      syncer.sync();
+      await syncer.syncAsync();
       ms.push(Number(process.hrtime.bigint() - t) / 1e6);
     }
     nftOnly.push(...nftMs);
@@ -60,18 +60,18 @@ function inner(services: number, changes: number): void {
   };
   const nftOnly: number[] = [];
   // An endpoint replaced: the endpoint count stays, so only map elements change.
-  const replaced = timed((i, k) => {
+  const replaced = await timed((i, k) => {
     const list = eps(i);
     list[k % ENDPOINTS] = `10.250.${k >> 8}.${k & 255}`;
     store.upsertSlice(sliceObj(i, list), 'bench');
   });
   // An endpoint added or removed: the frontend moves to another pick chain.
-  const scaled = timed((i, k) => store.upsertSlice(sliceObj(i, eps(i, k % 2 === 0 ? 1 : -1)), 'bench'));
+  const scaled = await timed((i, k) => store.upsertSlice(sliceObj(i, eps(i, k % 2 === 0 ? 1 : -1)), 'bench'));
   // The floor of any change: starting a process from this (large) one, and nft doing nothing.
   const spawnMs: number[] = [];
   for (let k = 0; k < 20; k++) {
     const t = process.hrtime.bigint();
-    runCommand(['nft', '-f', '-'], '\n');
+    await runCommandAsync(['nft', '-f', '-'], { input: '\n' });
     spawnMs.push(Number(process.hrtime.bigint() - t) / 1e6);
   }
   spawnMs.sort((a, b) => a - b);
@@ -104,7 +104,7 @@ function inner(services: number, changes: number): void {
 
 function main(): void {
   const { values } = parseArgs({ options: { services: { type: 'string', default: '1000,10000' }, changes: { type: 'string', default: '100' }, inner: { type: 'boolean', default: false } } });
-  if (values.inner) return inner(Number(values.services), Number(values.changes));
+  if (values.inner) return void inner(Number(values.services), Number(values.changes));
   const ns = `weir-bench-nft-${crypto.randomBytes(3).toString('hex')}`;
   execFileSync('ip', ['netns', 'add', ns]);
   try {

@@ -3,12 +3,16 @@
  * start too: `weir check` finds a hand edit made with nft, with or without
  * an agent running, and a running agent repairs it on its sync period,
  * counts it by chain or map and says so. Real traffic shows the break and
- * the repair. Runs in nftables mode whatever WEIR_TEST_MODE says.
+ * the repair. A rewrite of thousands of services runs in a child process,
+ * so /livez answers throughout. Runs in nftables mode whatever
+ * WEIR_TEST_MODE says.
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { Agent, Box, CLI, waitFor } from '../box/box';
 import { manyServices, webService } from '../box/manifests';
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 const s = suite<{ box: Box; agent?: Agent }>('nft-drift');
 const VIP = '10.96.8.2';
@@ -134,6 +138,60 @@ s('changes that never leave room for a listing: after 20 sync periods syncs wait
     await churn;
   }
   assert.equal(await check(box), CONSISTENT);
+  await reachesBackends(box);
+});
+
+s('a rewrite of 6,000 services runs in a child process: /livez answers throughout', async (ctx) => {
+  const { box } = ctx;
+  await ctx.agent?.stop();
+  box.writeManifest('fill.json', manyServices(6000));
+  const agent = (ctx.agent = await box.startAgent('n1', ['--mode', 'nftables', '--sync-period', '1s'], { readyTimeoutMs: 60_000 }));
+  await agent.proc.waitFor(/"msg":"health server listening"/, 10_000);
+  const health = /"msg":"health server listening","addr":"([^"]+)"/.exec(agent.logs())![1]!;
+  // /livez every 100 ms, at most 400 times (40 s), each given 1.5 s; stopped once the rewrite is done.
+  const probe = box.spawnArgv(
+    [
+      'ip',
+      'netns',
+      'exec',
+      box.node('n1').ns,
+      'bash',
+      '-c',
+      `for i in $(seq 1 400); do echo "$(date +%s%3N) $(curl -s -m 1.5 -o /dev/null -w '%{http_code} %{time_total}' http://${health}/livez)"; sleep 0.1; done`,
+    ],
+    box.node('n1').ns,
+  );
+  try {
+    await sleep(500);
+    const mark = agent.proc.mark();
+    await nft(box, `delete element inet weir cluster-endpoints-tcp { ${VIP} . 80 . 1 }`);
+    await agent.proc.waitFor(/"msg":"table inet weir differed from what was committed; repaired"/, 40_000, mark);
+    // The rewrite: the last sync before the repair was reported.
+    const log = agent.proc.outputSince(mark);
+    const synced = [...log.slice(0, log.indexOf('"msg":"table inet weir differed')).matchAll(/^.*"msg":"synced".*$/gm)].at(-1)![0];
+    const { ts, ms } = JSON.parse(synced) as { ts: string; ms: number };
+    const end = Date.parse(ts);
+    await sleep(300);
+    const answers = probe
+      .output()
+      .trim()
+      .split('\n')
+      .map((l) => l.split(' ').map(Number) as [number, number, number]);
+    // The probes that ran while the rewrite was written (a probe that waits ends later than it began).
+    const during = answers.filter(([at]) => at >= end - ms && at <= end);
+    assert.ok(ms >= 1000, `the rewrite took ${ms} ms: too short to tell`);
+    assert.equal(
+      during.filter(([, code]) => code !== 200),
+      [],
+      `/livez while the rewrite ran (${ms} ms)`,
+    );
+    assert.ok(
+      during.length >= 5,
+      `${during.length} probes during the rewrite (${ms} ms): ${JSON.stringify(answers.filter(([at]) => at >= end - ms - 2000 && at <= end + 500).map(([at, c, t]) => [at - end, c, t]))}`,
+    );
+  } finally {
+    await box.stopProc(probe, 500);
+  }
   await reachesBackends(box);
 });
 

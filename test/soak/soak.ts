@@ -406,7 +406,7 @@ export async function soak(opts: SoakOptions): Promise<SoakStats> {
         };
         const dp =
           mode === 'nftables'
-            ? new NftablesDataplane({ ctx: { clusterCIDRs: cidrs, masqueradeAll: false, localTraffic: { kind: 'cidrs', cidrs } }, log: quiet, run })
+            ? new NftablesDataplane({ ctx: { clusterCIDRs: cidrs, masqueradeAll: false, localTraffic: { kind: 'cidrs', cidrs } }, log: quiet, run: async (argv, o) => run(argv, o?.input) })
             : new IptablesDataplane({
                 ctx: { clusterCIDRs: cidrs, masqueradeAll: false, localTraffic: iptablesLocalMatches({ kind: 'cidrs', cidrs }) },
                 log: quiet,

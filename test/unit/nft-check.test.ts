@@ -37,9 +37,9 @@ async function load(run: CommandRunner, name: string): Promise<void> {
   await src.start();
   src.stop();
   const ctx = { nodeName: 'n1', nodePortAddrs: ['192.168.77.10' as IP, 'fd00:77::10' as IP], zone: store.nodes.get('n1')?.zone ?? '' };
-  const dp = new NftablesDataplane({ ctx: CTX, log: createLogger('error', () => undefined), run });
+  const dp = new NftablesDataplane({ ctx: CTX, log: createLogger('error', () => undefined), run: async (argv, o) => run(argv, o?.input) });
   for (const s of store.services.values()) dp.setService(s.key, planService(s, store.slicesOf(s.key), ctx));
-  dp.commit();
+  await dp.commit();
 }
 
 test('every golden table holds the invariants; each hand edit that breaks traffic is reported by name', async () => {

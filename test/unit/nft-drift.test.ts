@@ -15,8 +15,7 @@ import { PlannedBackend, PlannedFrontend, ServicePlan } from '../../ts/plan/plan
 import { SCOPE_ALL, SVC_F } from '../../ts/datapath/codecs';
 import { NftContext } from '../../ts/fallback/nft-render';
 import { NftablesDataplane } from '../../ts/fallback/nftables';
-import { AsyncCommandRunner } from '../../ts/fallback/command';
-import { CommandRunner } from '../../ts/fallback/command';
+import { AsyncCommandRunner, CommandRunner } from '../../ts/fallback/command';
 import { CommittedTable, compareTable, elementValue, formatDrift } from '../../ts/fallback/nft-drift';
 import { KernelTable, atomText, parseNftJson, ruleRefs, ruleTextRefs } from '../../ts/fallback/nft-json';
 import { NftDriftCheck } from '../../ts/runner/drift';
@@ -132,12 +131,13 @@ test('each kind of hand edit is found and named: elements missing, extra or chan
 
 // --- the real kernel -------------------------------------------------------------
 
-function inNetns(ns: string): { run: CommandRunner; runAsync: AsyncCommandRunner } {
+/** Commands in network namespace ns: `run` for the test's own, `dpRun` as the dataplane takes it. */
+function inNetns(ns: string): { run: CommandRunner; dpRun: AsyncCommandRunner } {
   const run: CommandRunner = (argv, input) => {
     const r = spawnSync('ip', ['netns', 'exec', ns, ...argv], { input, encoding: 'utf8', maxBuffer: 1 << 28 });
     return { code: r.status ?? 1, stdout: r.stdout, stderr: r.stderr };
   };
-  return { run, runAsync: (argv) => Promise.resolve(run(argv)) };
+  return { run, dpRun: async (argv, o) => run(argv, o?.input) };
 }
 
 test('as the kernel lists it, every golden table is what was committed; hand edits are found, and the next commit repairs them', async () => {
@@ -145,25 +145,25 @@ test('as the kernel lists it, every golden table is what was committed; hand edi
   const ns = `weir-nft-drift-${process.pid}`;
   execFileSync('ip', ['netns', 'add', ns]);
   try {
-    const { run, runAsync } = inNetns(ns);
+    const { run, dpRun } = inNetns(ns);
     const nft = (...args: string[]): void => assert.is(run(['nft', ...args]).code, 0, args.join(' '));
     const dir = path.join(TEST_SRC, 'golden-nft');
     for (const name of fs.readdirSync(dir).filter((n) => fs.statSync(path.join(dir, n)).isDirectory())) {
-      const dp = new NftablesDataplane({ ctx: CTX, log: createLogger('error', () => undefined), run, runAsync });
+      const dp = new NftablesDataplane({ ctx: CTX, log: createLogger('error', () => undefined), run: dpRun });
       for (const p of await plans(path.join(dir, name))) dp.setService(p.service, p);
-      dp.commit();
+      await dp.commit();
       assert.equal([...((await dp.checkDrift()) ?? [['not compared', 0]])], [], `${name}: no drift right after the commit`);
       // A partial commit (an endpoint replaced, a service gone) is compared as well.
       const first = (await plans(path.join(dir, name)))[0]!;
       dp.setService(first.service, null);
-      dp.commit();
+      await dp.commit();
       assert.equal([...((await dp.checkDrift()) ?? [['not compared', 0]])], [], `${name}: no drift after a partial commit`);
       dp.setService(first.service, first);
-      dp.commit();
+      await dp.commit();
     }
-    const dp = new NftablesDataplane({ ctx: CTX, log: createLogger('error', () => undefined), run, runAsync });
+    const dp = new NftablesDataplane({ ctx: CTX, log: createLogger('error', () => undefined), run: dpRun });
     for (const p of await plans(path.join(dir, 'kube-proxy-shapes'))) dp.setService(p.service, p);
-    dp.commit();
+    await dp.commit();
     const listing = run(['nft', '-j', 'list', 'table', 'inet', 'weir']).stdout;
     const eps = parseNftJson(listing).sets.get('cluster-endpoints-tcp')!.elements;
     const key = [...eps.keys()][0]!;
@@ -184,14 +184,14 @@ test('as the kernel lists it, every golden table is what was committed; hand edi
       nft(...edit);
       const found = await dp.checkDrift();
       assert.ok(found && formatDrift(found).includes(want), `${edit.join(' ')}: ${found ? formatDrift(found) : 'null'}`);
-      dp.commit();
+      await dp.commit();
       assert.equal([...(dp.takeRepaired() ?? [])], [...found], 'the commit after the check rewrote the table');
       assert.equal([...((await dp.checkDrift()) ?? [['not compared', 0]])], [], `${edit.join(' ')}: repaired`);
     }
     // The table deleted outright.
     nft('delete', 'table', 'inet', 'weir');
     assert.equal([...((await dp.checkDrift()) ?? [])], [['inet weir', 1]]);
-    dp.commit();
+    await dp.commit();
     assert.equal([...((await dp.checkDrift()) ?? [['not compared', 0]])], []);
   } finally {
     execFileSync('ip', ['netns', 'del', ns]);
@@ -224,8 +224,8 @@ test('partial commits of every kind leave no drift: pick chains added, endpoints
   execFileSync('ip', ['netns', 'add', ns]);
   execFileSync('ip', ['netns', 'add', fresh]);
   try {
-    const { run, runAsync } = inNetns(ns);
-    const dp = new NftablesDataplane({ ctx: CTX, log: createLogger('error', () => undefined), run, runAsync });
+    const { run, dpRun } = inNetns(ns);
+    const dp = new NftablesDataplane({ ctx: CTX, log: createLogger('error', () => undefined), run: dpRun });
     const steps: Array<[string, ServicePlan | null]> = [
       ['a', plan('a', '10.96.0.1', ['10.244.1.1', '10.244.1.2'])],
       ['b', plan('b', '10.96.0.2', ['10.244.1.1'], 0, 30002)],
@@ -240,7 +240,7 @@ test('partial commits of every kind leave no drift: pick chains added, endpoints
     ];
     for (const [i, [name, p]] of steps.entries()) {
       dp.setService(`t/${name}` as ObjectKey, p);
-      dp.commit();
+      await dp.commit();
       assert.equal([...((await dp.checkDrift()) ?? [['not compared', 0]])], [], `step ${i}: ${name}`);
     }
     // One more commit deletes what the last one flushed; then the table holds the
@@ -248,11 +248,11 @@ test('partial commits of every kind leave no drift: pick chains added, endpoints
     // steps stopped using (pick-cluster-2 and -3: a service's endpoints went 2 -> 3 -> 1).
     const last = plan('d', '10.96.0.4', ['10.244.1.7']);
     dp.setService(last.service, last);
-    dp.commit();
+    await dp.commit();
     const other = inNetns(fresh);
-    const first = new NftablesDataplane({ ctx: CTX, log: createLogger('error', () => undefined), ...other });
+    const first = new NftablesDataplane({ ctx: CTX, log: createLogger('error', () => undefined), run: other.dpRun });
     for (const p of [plan('a', '10.96.0.1', ['10.244.1.9']), plan('c', '10.96.0.3', ['10.244.1.1']), last]) first.setService(p.service, p);
-    first.commit();
+    await first.commit();
     const chains = (r: CommandRunner): string[] => [...parseNftJson(r(['nft', '-j', 'list', 'table', 'inet', 'weir']).stdout).chains.keys()].sort();
     assert.equal(chains(run), chains(other.run));
     assert.equal([...((await dp.checkDrift()) ?? [['not compared', 0]])], [], 'after the pick chains went');
@@ -265,37 +265,37 @@ test('partial commits of every kind leave no drift: pick chains added, endpoints
 test('a listing taken across a commit is not compared', async () => {
   const log = createLogger('error', () => undefined);
   let dp: NftablesDataplane | null = null;
-  const run: CommandRunner = () => ({ code: 0, stdout: '', stderr: '' });
-  const runAsync: AsyncCommandRunner = () => {
+  const run: AsyncCommandRunner = async (argv) => {
+    if (!argv.includes('list')) return { code: 0, stdout: '', stderr: '' };
     // A sync commits while nft lists the table.
     dp!.setService('t/a' as ObjectKey, null);
-    dp!.commit();
-    return Promise.resolve({ code: 0, stdout: '{"nftables":[]}', stderr: '' });
+    await dp!.commit();
+    return { code: 0, stdout: '{"nftables":[]}', stderr: '' };
   };
-  dp = new NftablesDataplane({ ctx: CTX, log, run, runAsync });
+  dp = new NftablesDataplane({ ctx: CTX, log, run });
   const [a] = await plans(path.join(TEST_SRC, 'golden-nft', 'kube-proxy-shapes'));
   dp.setService('t/a' as ObjectKey, a!);
-  dp.commit();
+  await dp.commit();
   assert.is(await dp.checkDrift(), null);
 });
 
 test('a commit stops the listing in flight: its result could not be compared, and its CPU would slow the commit', async () => {
   const log = createLogger('error', () => undefined);
-  const run: CommandRunner = () => ({ code: 0, stdout: '', stderr: '' });
   let signal: AbortSignal | undefined;
-  const runAsync: AsyncCommandRunner = (_argv, opts) => {
+  const run: AsyncCommandRunner = async (argv, opts) => {
+    if (!argv.includes('list')) return { code: 0, stdout: '', stderr: '' };
     signal = opts?.signal;
     // Answers only when stopped, as the real runner does when its child is killed.
     return new Promise((resolve) => signal?.addEventListener('abort', () => resolve({ code: 1, stdout: '', stderr: 'aborted' })));
   };
-  const dp = new NftablesDataplane({ ctx: CTX, log, run, runAsync });
+  const dp = new NftablesDataplane({ ctx: CTX, log, run });
   const [a] = await plans(path.join(TEST_SRC, 'golden-nft', 'kube-proxy-shapes'));
   dp.setService('t/a' as ObjectKey, a!);
-  dp.commit();
+  await dp.commit();
   const check = dp.checkDrift();
   assert.ok(signal && !signal.aborted, 'the listing runs');
   dp.setService('t/a' as ObjectKey, null);
-  dp.commit();
+  await dp.commit();
   assert.ok(signal.aborted, 'the commit stopped it');
   assert.is(await check, null);
 });
@@ -305,14 +305,14 @@ test('changes that never leave room for a listing hold syncs for one after 20 sy
   const lines: string[] = [];
   const checkLog = createLogger('debug', (l) => lines.push(l));
   const commits: number[] = [];
-  const run: CommandRunner = () => (commits.push(Date.now()), { code: 0, stdout: '', stderr: '' });
   // A listing takes 150 ms; a commit comes every 5 ms and stops it.
-  const runAsync: AsyncCommandRunner = (_argv, opts) =>
+  const run: AsyncCommandRunner = (argv, opts) =>
     new Promise((resolve) => {
+      if (!argv.includes('list')) return resolve((commits.push(Date.now()), { code: 0, stdout: '', stderr: '' }));
       const t = setTimeout(() => resolve({ code: 0, stdout: '{"nftables":[]}', stderr: '' }), 150);
       opts?.signal?.addEventListener('abort', () => (clearTimeout(t), resolve({ code: 1, stdout: '', stderr: 'aborted' })));
     });
-  const dp = new NftablesDataplane({ ctx: CTX, log, run, runAsync });
+  const dp = new NftablesDataplane({ ctx: CTX, log, run });
   const [a] = await plans(path.join(TEST_SRC, 'golden-nft', 'kube-proxy-shapes'));
   let on = false;
   const runner = new Runner({
@@ -321,7 +321,7 @@ test('changes that never leave room for a listing hold syncs for one after 20 sy
     sync: () => {
       on = !on;
       dp.setService('t/a' as ObjectKey, on ? a! : null);
-      dp.commit();
+      return dp.commit().then(() => undefined);
     },
   });
   runner.syncNow();

@@ -96,20 +96,26 @@ function sticky(name: string, vip: string, nodePort: number, eps: string[], time
   };
 }
 
-function recorder(): { run: CommandRunner; scripts: string[] } {
+function recorder(): { run: AsyncCommandRunner; scripts: string[] } {
   const scripts: string[] = [];
-  return { scripts, run: (argv, input) => (argv[0] === 'nft' && input !== undefined && scripts.push(input), { code: 0, stdout: '', stderr: '' }) };
+  return { scripts, run: async (argv, o) => (argv[0] === 'nft' && o?.input !== undefined && scripts.push(o.input), { code: 0, stdout: '', stderr: '' }) };
 }
 
-test('a change writes only that service: an endpoint replaced is two element changes and no rule', () => {
+/** A synchronous runner as the dataplane takes it. */
+const async =
+  (run: CommandRunner): AsyncCommandRunner =>
+  async (argv, o) =>
+    run(argv, o?.input);
+
+test('a change writes only that service: an endpoint replaced is two element changes and no rule', async () => {
   const { run, scripts } = recorder();
   const dp = new NftablesDataplane({ ctx: CTX, log: createLogger('error', () => undefined), run });
   dp.setService('t/a' as ObjectKey, plan('a', '10.96.0.1', ['10.244.1.1', '10.244.1.2']));
   dp.setService('t/b' as ObjectKey, plan('b', '10.96.0.2', ['10.244.2.1']));
-  dp.commit();
+  await dp.commit();
   assert.match(scripts[0]!, /^delete table inet weir$/m, 'the first commit replaces the whole table');
   dp.setService('t/a' as ObjectKey, plan('a', '10.96.0.1', ['10.244.1.1', '10.244.1.3']));
-  dp.commit();
+  await dp.commit();
   assert.equal(scripts[1]!.trim().split('\n'), [
     'delete element inet weir hairpin { 10.244.1.2 . 10.244.1.2 }',
     'delete element inet weir cluster-endpoints-tcp { 10.96.0.1 . 80 . 1 }',
@@ -118,35 +124,35 @@ test('a change writes only that service: an endpoint replaced is two element cha
   ]);
   // One more endpoint: the frontend moves to the pick chain for three, created once.
   dp.setService('t/a' as ObjectKey, plan('a', '10.96.0.1', ['10.244.1.1', '10.244.1.3', '10.244.1.4']));
-  dp.commit();
+  await dp.commit();
   assert.match(scripts[2]!, /^add chain inet weir pick-cluster-3$/m);
   assert.match(scripts[2]!, /^delete element inet weir service-ips \{ 10\.96\.0\.1 \. tcp \. 80 \}\nadd element/m);
   assert.match(scripts[2]!, /^add element inet weir service-ips \{ 10\.96\.0\.1 \. tcp \. 80 comment "t\/a:http cluster-ip" : goto pick-cluster-3 \}$/m);
   assert.not.match(scripts[2]!, /10\.96\.0\.2|10\.244\.2\.1/, 'the other service is not touched');
   // A service removed: its elements go; an endpoint address another service still uses keeps its hairpin pair.
   dp.setService('t/c' as ObjectKey, plan('c', '10.96.0.3', ['10.244.2.1']));
-  dp.commit();
+  await dp.commit();
   assert.not.match(scripts[3]!, /hairpin/, 'the pair existed already');
   dp.setService('t/b' as ObjectKey, null);
-  dp.commit();
+  await dp.commit();
   assert.not.match(scripts[4]!, /hairpin/, 'c still holds the pair');
   assert.match(scripts[4]!, /^delete element inet weir service-ips \{ 10\.96\.0\.2 \. tcp \. 80 \}$/m);
   // Nothing changed: nothing is run.
-  dp.commit();
+  await dp.commit();
   assert.is(scripts.length, 5);
 });
 
-test('a new local-traffic detector rewrites the table with every service rendered for it', () => {
+test('a new local-traffic detector rewrites the table with every service rendered for it', async () => {
   const { run, scripts } = recorder();
   const dp = new NftablesDataplane({ ctx: CTX, log: createLogger('error', () => undefined), run });
   const p = plan('l', '10.96.0.7', ['10.244.1.7']);
   const f = p.frontends[0]!;
   const np = { ...f, addr: '192.168.77.10' as IP, port: 30007 as PlannedBackend['port'], flags: SVC_F.NODE_PORT | SVC_F.ETP_LOCAL };
   dp.setService('t/l' as ObjectKey, { ...p, frontends: [f, np, { ...np, scope: 1 }] });
-  dp.commit();
+  await dp.commit();
   assert.match(scripts[0]!, /^add rule inet weir external-\S+ ip saddr \{ 10\.244\.0\.0\/16 \} goto pick-cluster-1$/m);
   dp.setLocalTraffic({ kind: 'devices', prefix: 'veth', bridge: '' });
-  dp.commit();
+  await dp.commit();
   assert.match(scripts[1]!, /^delete table inet weir$/m);
   assert.match(scripts[1]!, /^add rule inet weir services ip daddr \. meta l4proto \. th dport @cluster-ips iifname != "veth\*" jump mark-for-masquerade$/m);
   assert.match(scripts[1]!, /^add rule inet weir external-\S+ iifname "veth\*" goto pick-cluster-1$/m, 'the service is rendered for the new detector');
@@ -164,7 +170,7 @@ test('cleanup deletes table inet weir by name, with no listing of the tables; a 
   assert.equal(calls.slice(1), ['nft delete table inet weir', 'nft list table inet weir']);
 });
 
-test('a failed transaction names the service and line, and the next commit rewrites the whole table', () => {
+test('a failed transaction names the service and line, and the next commit rewrites the whole table', async () => {
   const scripts: string[] = [];
   let fail = false;
   const run: CommandRunner = (_argv, input) => {
@@ -173,23 +179,49 @@ test('a failed transaction names the service and line, and the next commit rewri
     const at = input!.split('\n').findIndex((l) => l.includes('10.96.0.9')) + 1;
     return { code: 1, stdout: '', stderr: `/dev/stdin:${at}:1-10: Error: Could not process rule: No such file or directory\n` };
   };
-  const dp = new NftablesDataplane({ ctx: CTX, log: createLogger('error', () => undefined), run });
+  const dp = new NftablesDataplane({ ctx: CTX, log: createLogger('error', () => undefined), run: async(run) });
   dp.setService('t/a' as ObjectKey, plan('a', '10.96.0.1', ['10.244.1.1']));
-  dp.commit();
+  await dp.commit();
   fail = true;
   dp.setService('t/z' as ObjectKey, plan('z', '10.96.0.9', ['10.244.1.9']));
-  assert.throws(
-    () => dp.commit(),
-    (e: Error) => /Service t\/z/.test(e.message) && /10\.96\.0\.9/.test(e.message) && /No such file/.test(e.message),
+  const failed = await dp.commit().then(
+    () => null,
+    (e: Error) => e,
   );
+  assert.ok(failed && /Service t\/z/.test(failed.message) && /10\.96\.0\.9/.test(failed.message) && /No such file/.test(failed.message), String(failed));
   fail = false;
-  dp.setService('t/z' as ObjectKey, plan('z', '10.96.0.9', ['10.244.1.9']));
-  dp.commit();
+  await dp.commit();
   assert.match(scripts.at(-1)!, /^delete table inet weir$/m);
   assert.match(scripts.at(-1)!, /10\.96\.0\.1 \. tcp \. 80/);
+  assert.match(scripts.at(-1)!, /10\.96\.0\.9 \. tcp \. 80/, 'the service of the failed commit is written by the next');
 });
 
-test('the kernel takes every transaction: a full table, then changes that add pick chains, replace, add and remove endpoints and services', () => {
+test("a transaction runs without blocking: a service changed meanwhile is the next commit's, and a drift check started meanwhile compares nothing", async () => {
+  const scripts: string[] = [];
+  let listings = 0;
+  let release = (): void => undefined;
+  const run: AsyncCommandRunner = (argv, o) => {
+    if (argv.includes('list')) return (listings++, Promise.resolve({ code: 0, stdout: '{"nftables":[]}', stderr: '' }));
+    scripts.push(o?.input ?? '');
+    return new Promise((resolve) => (release = () => resolve({ code: 0, stdout: '', stderr: '' })));
+  };
+  const dp = new NftablesDataplane({ ctx: CTX, log: createLogger('error', () => undefined), run });
+  dp.setService('t/a' as ObjectKey, plan('a', '10.96.0.1', ['10.244.1.1']));
+  const first = dp.commit();
+  dp.setService('t/b' as ObjectKey, plan('b', '10.96.0.2', ['10.244.2.1']));
+  assert.is(await dp.checkDrift(), null, 'not compared while a transaction is applied');
+  assert.is(listings, 0);
+  release();
+  await first;
+  assert.not.match(scripts[0]!, /10\.96\.0\.2/, 'b changed after the commit began');
+  const second = dp.commit();
+  release();
+  await second;
+  assert.match(scripts[1]!, /^add element inet weir service-ips \{ 10\.96\.0\.2 \. tcp \. 80 /m);
+  assert.not.match(scripts[1]!, /10\.96\.0\.1 /, 'a was written already');
+});
+
+test('the kernel takes every transaction: a full table, then changes that add pick chains, replace, add and remove endpoints and services', async () => {
   if (process.getuid?.() !== 0) return; // needs a network namespace of its own
   const ns = `weir-nft-unit-${process.pid}`;
   execFileSync('ip', ['netns', 'add', ns]);
@@ -198,7 +230,7 @@ test('the kernel takes every transaction: a full table, then changes that add pi
       const r = spawnSync('ip', ['netns', 'exec', ns, ...argv], { input, encoding: 'utf8' });
       return { code: r.status ?? 1, stdout: r.stdout, stderr: r.stderr };
     };
-    const dp = new NftablesDataplane({ ctx: CTX, log: createLogger('error', () => undefined), run });
+    const dp = new NftablesDataplane({ ctx: CTX, log: createLogger('error', () => undefined), run: async(run) });
     const steps: Array<[string, string, string[]]> = [
       ['a', '10.96.0.1', ['10.244.1.1', '10.244.1.2']],
       ['b', '10.96.0.2', ['10.244.2.1']],
@@ -209,10 +241,10 @@ test('the kernel takes every transaction: a full table, then changes that add pi
     ];
     for (const [name, vip, eps] of steps) {
       dp.setService(`t/${name}` as ObjectKey, plan(name, vip, eps));
-      dp.commit();
+      await dp.commit();
     }
     dp.setService('t/a' as ObjectKey, null);
-    dp.commit();
+    await dp.commit();
     const table = run(['nft', 'list', 'table', 'inet', 'weir']).stdout;
     assert.match(table, /chain pick-cluster-4 \{/, 'a pick chain added by a later transaction');
     assert.match(table, /10\.96\.0\.2 \. 80 \. 3 : 10\.244\.2\.4 \. 8080/);
@@ -223,7 +255,7 @@ test('the kernel takes every transaction: a full table, then changes that add pi
   }
 });
 
-test('the kernel takes affinity changes: a new timeout redeclares the sets, and the chains of a removed service are gone after the next commit', () => {
+test('the kernel takes affinity changes: a new timeout redeclares the sets, and the chains of a removed service are gone after the next commit', async () => {
   if (process.getuid?.() !== 0) return;
   const ns = `weir-nft-unit2-${process.pid}`;
   execFileSync('ip', ['netns', 'add', ns]);
@@ -232,21 +264,21 @@ test('the kernel takes affinity changes: a new timeout redeclares the sets, and 
       const r = spawnSync('ip', ['netns', 'exec', ns, ...argv], { input, encoding: 'utf8' });
       return { code: r.status ?? 1, stdout: r.stdout, stderr: r.stderr };
     };
-    const dp = new NftablesDataplane({ ctx: CTX, log: createLogger('error', () => undefined), run });
+    const dp = new NftablesDataplane({ ctx: CTX, log: createLogger('error', () => undefined), run: async(run) });
     const key = 't/s' as ObjectKey;
     dp.setService('t/a' as ObjectKey, plan('a', '10.96.0.1', ['10.244.1.1']));
-    dp.commit();
+    await dp.commit();
     dp.setService(key, sticky('s', '10.96.0.5', 30005, ['10.244.1.5', '10.244.2.5'], 600));
-    dp.commit();
+    await dp.commit();
     dp.setService(key, sticky('s', '10.96.0.5', 30005, ['10.244.1.5', '10.244.2.5'], 300));
-    dp.commit();
+    await dp.commit();
     let table = run(['nft', 'list', 'table', 'inet', 'weir']).stdout;
     assert.match(table, /set affinity-\S+__10\.244\.2\.5\/8080 \{[^}]*timeout 5m/);
     assert.match(table, /chain external-\S+t\/s\/tcp\/http \{/);
     dp.setService(key, null);
-    dp.commit();
+    await dp.commit();
     dp.setService('t/a' as ObjectKey, plan('a', '10.96.0.1', ['10.244.1.2']));
-    dp.commit();
+    await dp.commit();
     table = run(['nft', 'list', 'table', 'inet', 'weir']).stdout;
     assert.not.match(table, /t\/s\//, 'no chain or set of the removed service is left');
   } finally {

@@ -3,9 +3,9 @@
  * without blocking the event loop. A restore or listing of ten thousand
  * services takes seconds (iptables-restore of several hundred thousand
  * rules, tens of megabytes of `nft -j list`), during which the agent must
- * still answer /livez, health-check node ports and its watches. iptables
- * mode runs every command without blocking; nftables mode's commits (tens
- * of ms once the table is written) and the CLI's reads run to completion.
+ * still answer /livez, health-check node ports and its watches. The agent
+ * runs every command without blocking; the CLI's reads and the start-up
+ * probes (can nft or iptables change this node's rules?) run to completion.
  */
 import { childProcess } from '../util/lazy';
 

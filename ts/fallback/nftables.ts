@@ -24,7 +24,7 @@ import { CommitStats, FrontendConflict } from '../reconcile/reconciler';
 import { Dataplane } from '../reconcile/dataplane';
 import { Logger } from '../util/log';
 import { RuleServices, udpFlushed } from './services';
-import { AsyncCommandRunner, CommandRunner, runCommand, runCommandAsync } from './command';
+import { AsyncCommandRunner, CommandResult, CommandRunner, runCommand, runCommandAsync } from './command';
 import { CommittedTable, compareTable } from './nft-drift';
 import { parseNftJson } from './nft-json';
 import { NFT_TABLE, NftContext, NftService, T, comparePick, fullScript, pickChainLines, renderNftService, skeleton } from './nft-render';
@@ -35,7 +35,8 @@ export type DriftResult = Map<string, number> | null;
 export class NftablesDataplane implements Dataplane {
   private ctx: NftContext;
   private readonly log: Logger;
-  private readonly run: CommandRunner;
+  /** Every command this mode runs: transactions, listings, conntrack. */
+  private readonly run: AsyncCommandRunner;
   private readonly services = new RuleServices();
   /** What the table holds, per service, as last committed. */
   private readonly rendered = new Map<ObjectKey, NftService>();
@@ -46,6 +47,8 @@ export class NftablesDataplane implements Dataplane {
   /** Chains flushed by an earlier commit and unreferenced since: deleted by the next one. */
   private stale = new Set<string>();
   private needFull = true;
+  /** A transaction is being applied now. */
+  private writing = false;
   /** Counts the transactions applied or failed: a table listing taken across one is not compared. */
   private generation = 0;
   /** Stops the drift check's listing, if one runs: a transaction makes it worthless (above). */
@@ -54,15 +57,13 @@ export class NftablesDataplane implements Dataplane {
   private drift: Map<string, number> | null = null;
   /** The drift the last commit repaired (taken by takeRepaired). */
   private repaired: Map<string, number> | null = null;
-  private readonly runAsync: AsyncCommandRunner;
   /** The last script written (for tests and the error). */
   lastScript = '';
 
-  constructor(opts: { ctx: NftContext; log: Logger; run?: CommandRunner; runAsync?: AsyncCommandRunner }) {
+  constructor(opts: { ctx: NftContext; log: Logger; run?: AsyncCommandRunner }) {
     this.ctx = opts.ctx;
     this.log = opts.log;
-    this.run = opts.run ?? runCommand;
-    this.runAsync = opts.runAsync ?? runCommandAsync;
+    this.run = opts.run ?? runCommandAsync;
   }
 
   get conflicts(): FrontendConflict[] {
@@ -92,19 +93,32 @@ export class NftablesDataplane implements Dataplane {
     return this.services.backendCount();
   }
 
-  commit(): CommitStats {
+  /**
+   * `nft -f` runs in a child process the event loop does not wait on: a
+   * full rewrite of ten thousand services takes seconds, which /livez,
+   * health-check node ports and the watches must not wait for. The Runner
+   * starts no other sync until this one settles.
+   */
+  async commit(): Promise<CommitStats> {
+    // What this commit writes: services marked while it runs are the next one's.
+    const dirty = this.services.takeDirty();
     const next = new Map<ObjectKey, NftService | null>();
-    for (const key of this.services.dirty) {
+    for (const key of dirty) {
       const plan = this.services.plans.get(key);
       next.set(key, plan ? renderNftService(plan, this.ctx) : null);
     }
-    const r = this.needFull ? this.commitFull(next) : this.commitPartial(next);
-    this.services.dirty.clear();
-    for (const f of this.services.takeUdpFlushes()) udpFlushed(f, this.run(f.argv), this.log);
+    let r: CommitStats;
+    try {
+      r = this.needFull ? await this.commitFull(next) : await this.commitPartial(next);
+    } catch (e) {
+      for (const key of dirty) this.services.dirty.add(key);
+      throw e;
+    }
+    for (const f of this.services.takeUdpFlushes()) udpFlushed(f, await this.run(f.argv), this.log);
     return r;
   }
 
-  private commitFull(next: Map<ObjectKey, NftService | null>): CommitStats {
+  private async commitFull(next: Map<ObjectKey, NftService | null>): Promise<CommitStats> {
     const all = new Map(this.rendered);
     for (const [key, s] of next) {
       if (s) all.set(key, s);
@@ -115,7 +129,9 @@ export class NftablesDataplane implements Dataplane {
       services.map(([, s]) => s),
       this.ctx,
     );
-    this.apply(script, services);
+    // A rewrite asked for while this one runs (a drift check's) is the next commit's.
+    this.needFull = false;
+    await this.apply(script, services);
     this.rendered.clear();
     this.elements.clear();
     this.picks.clear();
@@ -125,7 +141,6 @@ export class NftablesDataplane implements Dataplane {
       for (const p of s.picks) this.picks.set(p, (this.picks.get(p) ?? 0) + 1);
       for (const [set, els] of s.elements) for (const [k, v] of els) this.ref(`${set}\t${k}`, v);
     }
-    this.needFull = false;
     if (this.drift) [this.repaired, this.drift] = [this.drift, null];
     let n = 0;
     for (const [, s] of services) n += s.chains.size + [...s.elements.values()].reduce((a, m) => a + m.size, 0);
@@ -138,7 +153,7 @@ export class NftablesDataplane implements Dataplane {
     else this.elements.set(k, { value, refs: 1 });
   }
 
-  private commitPartial(next: Map<ObjectKey, NftService | null>): CommitStats {
+  private async commitPartial(next: Map<ObjectKey, NftService | null>): Promise<CommitStats> {
     const flush: string[] = [];
     const delSets: string[] = [];
     const addSets: string[] = [];
@@ -234,7 +249,7 @@ export class NftablesDataplane implements Dataplane {
       if (s) involved.push([key, s]);
       if (old) involved.push([key, old]);
     }
-    this.apply(script, involved);
+    await this.apply(script, involved);
     for (const [key, s] of next) {
       if (s) this.rendered.set(key, s);
       else this.rendered.delete(key);
@@ -244,14 +259,22 @@ export class NftablesDataplane implements Dataplane {
   }
 
   /** Run one transaction; on failure, name the line (and its service) and rewrite everything next time. */
-  private apply(script: string, services: ReadonlyArray<readonly [ObjectKey, NftService]>): void {
+  private async apply(script: string, services: ReadonlyArray<readonly [ObjectKey, NftService]>): Promise<void> {
     this.lastScript = script;
+    // Counted at the start and the end: a listing taken across either is not compared.
     this.generation++;
+    this.writing = true;
     // A listing in flight could not be compared after this transaction; at
     // ten thousand services it is seconds of nft's CPU and netlink dumps,
     // beside which this transaction took 100 ms where it takes 35 alone.
     this.listing?.abort();
-    const r = this.run(['nft', '-f', '-'], script);
+    let r: CommandResult;
+    try {
+      r = await this.run(['nft', '-f', '-'], { input: script });
+    } finally {
+      this.writing = false;
+      this.generation++;
+    }
     if (r.code === 0) return;
     this.needFull = true;
     const lines = script.split('\n');
@@ -299,16 +322,16 @@ export class NftablesDataplane implements Dataplane {
    * Compare table inet weir with what was last committed. The listing runs
    * in a child process, so syncs go on meanwhile; one that commits before
    * the listing is in stops it and makes the result null (compared next
-   * time). A difference makes the next commit a full rewrite (see
+   * time), as does a transaction being applied when the check starts. A difference makes the next commit a full rewrite (see
    * takeRepaired). `stop`, when it aborts, stops the listing too (null).
    */
   async checkDrift(stop?: AbortSignal): Promise<DriftResult> {
-    if (this.needFull) return null;
+    if (this.needFull || this.writing) return null;
     const generation = this.generation;
     const listing = (this.listing = new AbortController());
     let r: Awaited<ReturnType<AsyncCommandRunner>>;
     try {
-      r = await this.runAsync(['nft', '-j', 'list', 'table', 'inet', NFT_TABLE], { signal: stop ? AbortSignal.any([listing.signal, stop]) : listing.signal });
+      r = await this.run(['nft', '-j', 'list', 'table', 'inet', NFT_TABLE], { signal: stop ? AbortSignal.any([listing.signal, stop]) : listing.signal });
     } finally {
       if (this.listing === listing) this.listing = null;
     }

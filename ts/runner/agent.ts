@@ -301,8 +301,8 @@ async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Pro
     // Nothing is written before every source has delivered its first full view.
     if (!synced) return true;
     applyNode();
-    // iptables mode writes in child processes the event loop does not wait on; the others write from here.
-    if (iptables) return syncer.syncAsync().then(committed);
+    // The fallbacks write in child processes the event loop does not wait on; BPF mode writes from here.
+    if (iptables || nftables) return syncer.syncAsync().then(committed);
     let r: SyncResult;
     try {
       r = syncer.sync();
