@@ -322,8 +322,9 @@ export class NftablesDataplane implements Dataplane {
    * Compare table inet weir with what was last committed. The listing runs
    * in a child process, so syncs go on meanwhile; one that commits before
    * the listing is in stops it and makes the result null (compared next
-   * time), as does a transaction being applied when the check starts. A difference makes the next commit a full rewrite (see
-   * takeRepaired). `stop`, when it aborts, stops the listing too (null).
+   * time), as does a transaction being applied when the check starts. A
+   * difference makes the next commit a full rewrite (see takeRepaired).
+   * `stop`, when it aborts, stops the listing too (null).
    */
   async checkDrift(stop?: AbortSignal): Promise<DriftResult> {
     if (this.needFull || this.writing) return null;
