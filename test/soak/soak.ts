@@ -35,7 +35,7 @@
  * nft. iptables mode's are what it finds on its sync period (a table
  * flushed or replaced, a hook deleted, in either family); a rule changed
  * inside one of its chains waits for the hourly full sync, as in
- * kube-proxy, so the soak makes none, and the mode has no `weir check`.
+ * kube-proxy, so the soak makes none.
  * Neither fallback has the maps-too-small step.
  *
  * A failure throws with the seed and the steps so far: `make soak SEED=n
@@ -497,14 +497,12 @@ export async function soak(opts: SoakOptions): Promise<SoakStats> {
         throw new Error(`${what}: the kernel did not converge to the plan${have ? '' : ' (unreadable)'}\nplanned only:\n${only(table, got)}\nkernel only:\n${only(got, table)}`);
       }
       // A hand edit invisible to `weir services` (a revnat entry) is repaired on the sync period.
-      if (mode !== 'iptables') {
-        let check = await weir(['check']);
-        for (let n = 0; check.code !== 0 && n < 20; n++) {
-          await sleep(250);
-          check = await weir(['check']);
-        }
-        if (check.code !== 0) throw new Error(`${what}: weir check failed:\n${check.stdout}`);
+      let check = await weir(['check']);
+      for (let n = 0; check.code !== 0 && n < 20; n++) {
+        await sleep(250);
+        check = await weir(['check']);
       }
+      if (check.code !== 0) throw new Error(`${what}: weir check failed:\n${check.stdout}`);
       // Real connections: live ClusterIPs of each family reach one of their
       // backends; a ClusterIP the plan once had and no longer has (its
       // Service deleted, or this family dropped from it) does not answer.

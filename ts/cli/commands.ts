@@ -56,10 +56,11 @@ export const VERDICTS: Command<ReadOptions> = {
 
 export const CHECK: Command<ReadOptions> = {
   name: 'check',
-  summary: 'verify the invariants of the pinned maps (nftables mode: of table inet weir); exit 1 and one line per violation',
+  summary: 'verify the invariants of the pinned maps (nftables mode: of table inet weir; iptables mode: of its chains); exit 1 and one line per violation',
   notes: [
     'Checks rev-NAT ids, slots, members, owners and id high-water marks. Exit 0 when every invariant holds.',
     "Where table inet weir exists (nftables mode; a BPF-mode agent removes it), checks it instead: the fixed chains' rules, verdict targets, pick chains' endpoint slots, owners.",
+    "Where no maps are pinned and weir's iptables chains exist (iptables mode), checks those, both families: the fixed chains and the jumps into them, jump targets, each service chain's uniform choice among its endpoints, one DNAT per endpoint chain, owners.",
   ],
   flags: { json, bpffsRoot },
 };

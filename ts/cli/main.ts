@@ -189,6 +189,18 @@ async function check(opts: ReadOptions): Promise<number> {
     return found.length ? 1 : 0;
   }
   const { MAP_NAMES, openPinned } = await import('../datapath/loader');
+  if (!fs.existsSync(path.join(root, MAP_NAMES.svc))) {
+    // No maps pinned: iptables mode's chains, when there are any (it pins nothing).
+    const save = runCommand(['iptables-save']);
+    if (save.code === 0 && save.stdout.includes(':WEIR-SERVICES')) {
+      const { checkIptablesSaves } = await import('../check/ipt-invariants');
+      const { formatViolations } = await import('../check/invariants');
+      const save6 = runCommand(['ip6tables-save']);
+      const found = checkIptablesSaves(save.stdout, save6.code === 0 ? save6.stdout : '');
+      print(opts, found, found.length ? formatViolations(found) : "consistent: every invariant holds in weir's iptables chains\n");
+      return found.length ? 1 : 0;
+    }
+  }
   const { loadShim } = await import('../datapath/ffi');
   const { checkMaps, formatViolations } = await import('../check/invariants');
   const shim = loadShim();
