@@ -8,7 +8,7 @@
  *    masquerade, drop a Local service's traffic without local endpoints,
  *    the NodePort jump last in nat WEIR-SERVICES, and the jumps from the
  *    built-in chains (a flushed table or a removed jump serves nothing);
- *  - every WEIR- chain a rule jumps to exists, and one of a service's own
+ *  - every WEIR- chain a rule jumps to exists, and each of a service's own
  *    chains has rules (an empty one lets the packet through untranslated);
  *  - each WEIR-SVC/SVL chain chooses uniformly: of its n jumps to endpoint
  *    chains (ClientIP affinity's `recent --rcheck` rules aside) the i-th
@@ -119,11 +119,12 @@ export function checkIptablesSaves(save4: string, save6: string): Violation[] {
 /** A service chain's random choice among its endpoints: uniform, and every packet ends at one. */
 function cascade(where: string, chain: string, rules: readonly string[]): Violation[] {
   const out: Violation[] = [];
-  const picks = rules.filter((r) => target(r)?.startsWith('WEIR-SEP-') && !/ --rcheck\b/.test(` ${r}`));
-  picks.forEach((r, i) => {
+  // Rule numbers (from 1) of the jumps to endpoint chains, affinity's aside.
+  const picks = rules.flatMap((r, i) => (target(r)?.startsWith('WEIR-SEP-') && !/ --rcheck\b/.test(` ${r}`) ? [i + 1] : []));
+  picks.forEach((at, i) => {
     const n = picks.length - i;
-    const p = / --probability (\S+)/.exec(r)?.[1];
-    const key = `${chain} rule ${rules.indexOf(r) + 1}`;
+    const p = / --probability (\S+)/.exec(rules[at - 1]!)?.[1];
+    const key = `${chain} rule ${at}`;
     if (n === 1) {
       if (p !== undefined) out.push({ map: where, key, rule: `the last endpoint's jump has probability ${p}: the packets it leaves go on untranslated` });
       return;
