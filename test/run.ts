@@ -5,7 +5,7 @@
  * kernel. Exits non-zero on any failure, including a suite that crashed
  * before uvu could print its summary.
  */
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
@@ -94,10 +94,27 @@ function benchSmoke(): Promise<{ passed: number; failed: number }> {
   });
 }
 
+/**
+ * weir's rules in the machine's own network namespace: every suite works in
+ * namespaces it creates, so none may add any (checked after the run as one
+ * more test). iptables and ip6tables chains and rules naming WEIR-, and
+ * table inet weir.
+ */
+function rootNetnsRules(): Set<string> {
+  const out = new Set<string>();
+  for (const save of ['iptables-save', 'ip6tables-save']) {
+    const r = spawnSync(save, { encoding: 'utf8' });
+    for (const line of (r.stdout ?? '').split('\n')) if (line.includes('WEIR-')) out.add(`${save}: ${line}`);
+  }
+  if (spawnSync('nft', ['list', 'table', 'inet', 'weir']).status === 0) out.add('nft: table inet weir');
+  return out;
+}
+
 async function main(): Promise<void> {
   let passed = 0;
   let failed = 0;
   let skipped = 0;
+  const before = rootNetnsRules();
   for (const r of runs) {
     const res = await runOne(r);
     passed += res.passed;
@@ -109,6 +126,10 @@ async function main(): Promise<void> {
     passed += b.passed;
     failed += b.failed;
   }
+  const left = [...rootNetnsRules()].filter((l) => !before.has(l));
+  process.stdout.write(`\n=== the machine's network namespace ===\n${left.length ? `FAILED: the suites left weir's rules there:\n${left.join('\n')}` : 'ok: no weir rule added'}\n`);
+  if (left.length) failed++;
+  else passed++;
   process.stdout.write(`\n${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}\n`);
   process.exitCode = failed > 0 ? 1 : 0;
 }
