@@ -102,7 +102,7 @@ function recorder(): { run: AsyncCommandRunner; scripts: string[] } {
 }
 
 /** A synchronous runner as the dataplane takes it. */
-const async =
+const awaitable =
   (run: CommandRunner): AsyncCommandRunner =>
   async (argv, o) =>
     run(argv, o?.input);
@@ -179,7 +179,7 @@ test('a failed transaction names the service and line, and the next commit rewri
     const at = input!.split('\n').findIndex((l) => l.includes('10.96.0.9')) + 1;
     return { code: 1, stdout: '', stderr: `/dev/stdin:${at}:1-10: Error: Could not process rule: No such file or directory\n` };
   };
-  const dp = new NftablesDataplane({ ctx: CTX, log: createLogger('error', () => undefined), run: async(run) });
+  const dp = new NftablesDataplane({ ctx: CTX, log: createLogger('error', () => undefined), run: awaitable(run) });
   dp.setService('t/a' as ObjectKey, plan('a', '10.96.0.1', ['10.244.1.1']));
   await dp.commit();
   fail = true;
@@ -230,7 +230,7 @@ test('the kernel takes every transaction: a full table, then changes that add pi
       const r = spawnSync('ip', ['netns', 'exec', ns, ...argv], { input, encoding: 'utf8' });
       return { code: r.status ?? 1, stdout: r.stdout, stderr: r.stderr };
     };
-    const dp = new NftablesDataplane({ ctx: CTX, log: createLogger('error', () => undefined), run: async(run) });
+    const dp = new NftablesDataplane({ ctx: CTX, log: createLogger('error', () => undefined), run: awaitable(run) });
     const steps: Array<[string, string, string[]]> = [
       ['a', '10.96.0.1', ['10.244.1.1', '10.244.1.2']],
       ['b', '10.96.0.2', ['10.244.2.1']],
@@ -264,7 +264,7 @@ test('the kernel takes affinity changes: a new timeout redeclares the sets, and 
       const r = spawnSync('ip', ['netns', 'exec', ns, ...argv], { input, encoding: 'utf8' });
       return { code: r.status ?? 1, stdout: r.stdout, stderr: r.stderr };
     };
-    const dp = new NftablesDataplane({ ctx: CTX, log: createLogger('error', () => undefined), run: async(run) });
+    const dp = new NftablesDataplane({ ctx: CTX, log: createLogger('error', () => undefined), run: awaitable(run) });
     const key = 't/s' as ObjectKey;
     dp.setService('t/a' as ObjectKey, plan('a', '10.96.0.1', ['10.244.1.1']));
     await dp.commit();
