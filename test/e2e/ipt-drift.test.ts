@@ -13,6 +13,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { Agent, Box, CLI, waitFor } from '../box/box';
+import { assertAnsweredDuring, probeLivez } from '../box/livez';
 import { manyServices } from '../box/manifests';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -163,45 +164,18 @@ s('a rewrite of 3,000 services runs in child processes: /livez answers throughou
   await ctx.agent?.stop();
   box.writeManifest('fill.json', manyServices(3000));
   const agent = (ctx.agent = await box.startAgent('n1', ['--mode', 'iptables', '--sync-period', '1s'], { readyTimeoutMs: 60_000 }));
-  const health = /"msg":"health server listening","addr":"([^"]+)"/.exec(agent.logs())![1]!;
-  // /livez every 100 ms, at most 300 times (30 s), each given 1.5 s; stopped once the rewrite is done.
-  const probe = box.spawnArgv(
-    [
-      'ip',
-      'netns',
-      'exec',
-      box.node('n1').ns,
-      'bash',
-      '-c',
-      `for i in $(seq 1 300); do echo "$(date +%s%3N) $(curl -s -m 1.5 -o /dev/null -w '%{http_code}' http://${health}/livez)"; sleep 0.1; done`,
-    ],
-    box.node('n1').ns,
-  );
+  // /livez every 100 ms, at most 300 times (30 s); stopped once the rewrite is done.
+  const probe = await probeLivez(box, 'n1', agent, 300);
   try {
     await sleep(500);
     const mark = agent.proc.mark();
     await sh(box, 'iptables -t nat -F');
     await agent.proc.waitFor(/"msg":"weir's iptables rules were flushed or removed by something else; rewritten"/, 60_000, mark);
     const synced = /^.*"msg":"synced".*$/m.exec(agent.proc.outputSince(mark))![0];
-    const { ts, ms } = JSON.parse(synced) as { ts: string; ms: number };
-    const end = Date.parse(ts);
     await sleep(300);
-    const answers = probe
-      .output()
-      .trim()
-      .split('\n')
-      .map((l) => l.split(' ').map(Number) as [number, number]);
-    // The probes that ran while the rewrite was written (a probe that waits ends later than it began).
-    const during = answers.filter(([at]) => at >= end - ms && at <= end);
-    assert.ok(ms >= 1000, `the rewrite took ${ms} ms: too short to tell`);
-    assert.equal(
-      during.filter(([, code]) => code !== 200),
-      [],
-      `/livez while the rewrite ran (${ms} ms)`,
-    );
-    assert.ok(during.length >= 5, `${during.length} probes during the rewrite`);
+    assertAnsweredDuring(probe.answers(), synced);
   } finally {
-    await box.stopProc(probe, 500);
+    await probe.stop();
   }
   await reachesBackends(box, VIP);
 });

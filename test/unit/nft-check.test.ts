@@ -9,18 +9,15 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { ClusterStore } from '../../ts/model/store';
-import { IP, parseCidr } from '../../ts/model/types';
-import { planService } from '../../ts/plan/plan';
+import { parseCidr } from '../../ts/model/types';
 import { NftContext, pickChainLines } from '../../ts/fallback/nft-render';
 import { NftablesDataplane } from '../../ts/fallback/nftables';
 import { CommandRunner } from '../../ts/fallback/command';
 import { KernelTable, parseNftJson } from '../../ts/fallback/nft-json';
 import { checkNftTable } from '../../ts/check/nft-invariants';
 import { formatViolations } from '../../ts/check/invariants';
-import { FileSource } from '../../ts/source/file';
 import { createLogger } from '../../ts/util/log';
-import { TEST_SRC } from './pipeline';
+import { TEST_SRC, casePlans } from './pipeline';
 
 const CTX: NftContext = { clusterCIDRs: [parseCidr('10.244.0.0/16')!, parseCidr('fd00:10:244::/56')!], masqueradeAll: false };
 const GOLDEN = path.join(TEST_SRC, 'golden-nft');
@@ -32,13 +29,8 @@ test('a table without its fixed part is reported: each chain, map and set missin
 });
 
 async function load(run: CommandRunner, name: string): Promise<void> {
-  const store = new ClusterStore(() => undefined);
-  const src = new FileSource({ dir: path.join(GOLDEN, name), store, onChange: () => undefined, log: createLogger('error', () => undefined) });
-  await src.start();
-  src.stop();
-  const ctx = { nodeName: 'n1', nodePortAddrs: ['192.168.77.10' as IP, 'fd00:77::10' as IP], zone: store.nodes.get('n1')?.zone ?? '' };
   const dp = new NftablesDataplane({ ctx: CTX, log: createLogger('error', () => undefined), run: async (argv, o) => run(argv, o?.input) });
-  for (const s of store.services.values()) dp.setService(s.key, planService(s, store.slicesOf(s.key), ctx));
+  for (const p of await casePlans(path.join(GOLDEN, name))) dp.setService(p.service, p);
   await dp.commit();
 }
 

@@ -441,7 +441,7 @@ async function start(opts: RunOptions, log: Logger, undo: Array<() => void | Pro
     runner.stop();
     if (verifyTimer) clearInterval(verifyTimer);
     devices?.stop();
-    // A write in a child process (iptables mode) runs to its end: a next
+    // A write in a child process (the fallbacks) runs to its end: a next
     // agent, free to start once the lock is released, would write beside it.
     // (Its end updates the health-check node ports: they close after it.)
     if (runner.busy) {
